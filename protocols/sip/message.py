@@ -1,0 +1,254 @@
+"""The SIP message model (RFC 3261 §7, §19, §20, §25).
+
+A parsed message is a plain mutable object whose *typed* fields carry every header a proxy,
+registrar or transaction layer reads (Via, From, To, Call-ID, CSeq, Max-Forwards, Route,
+Record-Route, Contact, Expires, Require, Proxy-Require, Content-Type); every other header is kept
+verbatim, in order, in ``extra``.  The serializer writes the typed fields first and then
+``extra``: RFC 3261 §7.3.1 only requires the relative order of same-named headers to be kept,
+which this does.
+
+Value objects (URIs, name-addrs, Vias) that came off the wire remember their exact text in
+``raw`` so re-serializing a relayed message is a copy, not a re-render.  Treat them as values:
+to change one, build a new one (``with_param``); never mutate a parsed one in place, or its
+``raw`` would lie.  ``raw`` is excluded from equality, so a message built in code compares equal
+to the same message parsed back from its serialized bytes.
+
+URI user parts, parameters and headers are kept exactly as written, %-escapes included: they are
+unescaped only when compared (§19.1.4), never when stored, so nothing is unescaped twice
+(RFC 4475 §3.1.1.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "URI",
+    "AbsoluteURI",
+    "CSeq",
+    "Message",
+    "NameAddr",
+    "Params",
+    "Request",
+    "Response",
+    "SipURI",
+    "TelURI",
+    "Via",
+    "render_params",
+]
+
+#: Ordered parameters; a value of ``None`` is a parameter without ``=value`` (``;lr``).
+Params = dict[str, str | None]
+
+
+def render_params(params: Params) -> str:
+    """``;name=value`` for each parameter, in order."""
+    if not params:
+        return ""
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+@dataclass(slots=True)
+class SipURI:
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1), every component as written."""
+
+    scheme: str  # "sip" or "sips", lower case
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    headers: str | None = None  # the text after "?", escapes kept
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out += (":", self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out += (":", str(self.port))
+        out.append(render_params(self.params))
+        if self.headers is not None:
+            out += ("?", self.headers)
+        return "".join(out)
+
+    @property
+    def transport(self) -> str:
+        """The ``transport`` parameter in upper case, default UDP (sips: TLS)."""
+        t = self.params.get("transport")
+        if t:
+            return t.upper()
+        return "TLS" if self.scheme == "sips" else "UDP"
+
+    @property
+    def lr(self) -> bool:
+        return "lr" in self.params
+
+
+@dataclass(slots=True)
+class TelURI:
+    """A ``tel:`` URI (RFC 3966): the number and its parameters."""
+
+    number: str
+    params: Params = field(default_factory=dict)
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    scheme = "tel"
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        return f"tel:{self.number}{render_params(self.params)}"
+
+
+@dataclass(slots=True)
+class AbsoluteURI:
+    """Any other scheme (RFC 3261 §25.1 absoluteURI), kept opaque."""
+
+    scheme: str  # lower case
+    opaque: str  # everything after the first ":"
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        return f"{self.scheme}:{self.opaque}"
+
+
+URI = SipURI | TelURI | AbsoluteURI
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """From, To, Contact, Route, Record-Route values: ``"display" <uri>;params``.
+
+    ``display`` is kept as written (a quoted-string keeps its quotes and escapes; a token list
+    is kept as is).  ``params`` are the header parameters (tag, expires, q ...), never the URI's.
+    """
+
+    uri: URI
+    display: str | None = None
+    params: Params = field(default_factory=dict)
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        dn = f"{self.display} " if self.display else ""
+        return f"{dn}<{self.uri}>{render_params(self.params)}"
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def with_param(self, name: str, value: str | None) -> NameAddr:
+        """A copy with one header parameter set (for adding a To tag)."""
+        params = dict(self.params)
+        params[name] = value
+        return NameAddr(self.uri, self.display, params)
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42, RFC 3581 rport)."""
+
+    transport: str  # upper case: UDP, TCP, TLS, SCTP, WS, WSS ...
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{render_params(self.params)}"
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return (self.host.lower(), self.port)
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        """A copy with one parameter set (received, rport: RFC 3261 §18.2.1, RFC 3581 §4)."""
+        params = dict(self.params)
+        params[name] = value
+        return Via(self.transport, self.host, self.port, params, self.protocol)
+
+
+@dataclass(slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Message:
+    """Fields common to requests and responses."""
+
+    vias: list[Via]
+    from_: NameAddr
+    to: NameAddr
+    call_id: str
+    cseq: CSeq
+    max_forwards: int | None = None
+    routes: list[NameAddr] = field(default_factory=list)
+    record_routes: list[NameAddr] = field(default_factory=list)
+    contacts: list[NameAddr] = field(default_factory=list)
+    contact_star: bool = False  # "Contact: *" (RFC 3261 §10.2.2)
+    expires: int | None = None
+    require: list[str] = field(default_factory=list)
+    proxy_require: list[str] = field(default_factory=list)
+    content_type: str | None = None
+    extra: list[tuple[str, str]] = field(default_factory=list)  # (canonical name, raw value)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """First value of an untyped header, by canonical name (case-insensitive)."""
+        low = name.lower()
+        for k, v in self.extra:
+            if k.lower() == low:
+                return v
+        return None
+
+    def headers(self, name: str) -> list[str]:
+        """Every value of an untyped header, by canonical name (case-insensitive)."""
+        low = name.lower()
+        return [v for k, v in self.extra if k.lower() == low]
+
+    @property
+    def transaction_method(self) -> str:
+        return self.cseq.method
+
+
+@dataclass(slots=True, kw_only=True)
+class Request(Message):
+    method: str
+    uri: URI
+
+    @property
+    def is_request(self) -> bool:
+        return True
+
+
+@dataclass(slots=True, kw_only=True)
+class Response(Message):
+    status: int
+    reason: str
+
+    @property
+    def is_request(self) -> bool:
+        return False
