@@ -1,0 +1,66 @@
+"""One Prometheus registry per server instance.
+
+Every subsystem receives the server's ``Metrics`` and declares its own counters, gauges and
+histograms through it, so that two servers in one process (tests) never share a series and the
+admin API exposes exactly one registry.  Declaring the same name twice returns the first object,
+so modules can declare what they use without a central list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+__all__ = ["Metrics"]
+
+# Latency buckets in seconds, from 100 µs (a Redis call on loopback) to 10 s (a SIP timer).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)
+
+
+class Metrics:
+    """A registry plus get-or-create helpers for labelled metrics."""
+
+    def __init__(self, namespace: str = "signaling") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.namespace = namespace
+        self._metrics: dict[str, Any] = {}
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        metric: Counter = self._get(Counter, name, doc, labels)
+        return metric
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        metric: Gauge = self._get(Gauge, name, doc, labels)
+        return metric
+
+    def histogram(
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        if name not in self._metrics:
+            self._metrics[name] = Histogram(
+                name, doc, list(labels), namespace=self.namespace,
+                registry=self.registry, buckets=list(buckets),
+            )
+        metric: Histogram = self._metrics[name]
+        return metric
+
+    def _get(self, cls: Any, name: str, doc: str, labels: Sequence[str]) -> Any:
+        if name not in self._metrics:
+            self._metrics[name] = cls(
+                name, doc, list(labels), namespace=self.namespace, registry=self.registry
+            )
+        return self._metrics[name]
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
