@@ -1,0 +1,202 @@
+"""URI parsing and comparison (RFC 3261 §19.1, RFC 3966 tel, RFC 3986 absoluteURI).
+
+Components are stored exactly as written, escapes included (RFC 4475 §3.1.1.3: no recursive
+unescaping); ``unescape`` is applied once, only where §19.1.4 compares URIs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import RemoteProtocolError
+from .message import URI, AbsoluteURI, Params, SipURI, TelURI
+
+__all__ = [
+    "MAX_URI_LENGTH",
+    "aor_of",
+    "parse_params",
+    "parse_uri",
+    "unescape",
+    "uri_equal",
+]
+
+#: Longest URI accepted (§21.4.12 414 for a Request-URI).  4 KiB is an order of magnitude above
+#: the longest URI RFC 4475's longreq carries, and bounds the per-URI work.
+MAX_URI_LENGTH = 4096
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+# userinfo characters: unreserved, escaped, user-unreserved and the password set (§25.1).
+_USERINFO_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/:]|%[0-9A-Fa-f]{2})*")
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\]")
+# paramchar = param-unreserved / unreserved / escaped (§25.1)
+_PARAM_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
+_HEADERS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})*")
+_TEL_RE = re.compile(r"[0-9A-Fa-f*#+\-.()pwPW]+")
+_OPAQUE_RE = re.compile(r"[^\s<>\"]*")
+_ESC_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _bad(what: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"Malformed {what}")
+
+
+def parse_uri(text: str, *, request_uri: bool = False) -> URI:
+    """Parse one URI.  ``request_uri`` forbids the headers component (§19.1.1 table)."""
+    if len(text) > MAX_URI_LENGTH:
+        raise RemoteProtocolError("Request-URI Too Long" if request_uri else "URI too long",
+                                  414 if request_uri else 400)
+    scheme, colon, rest = text.partition(":")
+    if not colon or _SCHEME_RE.fullmatch(scheme) is None:
+        raise _bad("URI")
+    low = scheme.lower()
+    if low == "sip" or low == "sips":
+        return _parse_sip(low, rest, text, request_uri)
+    if low == "tel":
+        return _parse_tel(rest, text)
+    if _OPAQUE_RE.fullmatch(rest) is None:
+        raise _bad("URI")
+    return AbsoluteURI(low, rest, raw=text)
+
+
+def _parse_sip(scheme: str, rest: str, text: str, request_uri: bool) -> SipURI:
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        if not userinfo or _USERINFO_RE.fullmatch(userinfo) is None:
+            raise _bad("URI user part")
+        user, colon, pw = userinfo.partition(":")
+        if colon:
+            password = pw
+    headers: str | None = None
+    q = rest.find("?")
+    if q >= 0:
+        if request_uri:
+            # §19.1.1: headers are not allowed in a Request-URI; a proxy must never turn them
+            # into real headers (RFC 4475 §3.1.2.15 escruri).
+            raise RemoteProtocolError("Headers not allowed in Request-URI")
+        rest, headers = rest[:q], rest[q + 1 :]
+        if _HEADERS_RE.fullmatch(headers) is None:
+            raise _bad("URI headers")
+    hostport, _, ptext = rest.partition(";")
+    host, port = _split_hostport(hostport)
+    params = _parse_uri_params(ptext) if ptext else {}
+    return SipURI(scheme, host, user, password, port, params, headers, raw=text)
+
+
+def _split_hostport(hostport: str) -> tuple[str, int | None]:
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, tail = hostport[: end + 1], hostport[end + 1 :]
+        if end < 0 or (tail and not tail.startswith(":")):
+            raise _bad("host")
+        ptext = tail[1:] if tail else None
+    else:
+        host, colon, p = hostport.partition(":")
+        ptext = p if colon else None
+    if _HOST_RE.fullmatch(host) is None:
+        raise _bad("host")
+    if ptext is None:
+        return host, None
+    if not ptext.isdigit() or len(ptext) > 5 or int(ptext) > 65535:
+        raise _bad("port")
+    return host, int(ptext)
+
+
+def _parse_uri_params(text: str) -> Params:
+    params: Params = {}
+    for item in text.split(";"):
+        name, eq, value = item.partition("=")
+        if _PARAM_RE.fullmatch(name) is None or (eq and _PARAM_RE.fullmatch(value) is None):
+            raise _bad("URI parameter")
+        params[name] = value if eq else None
+    return params
+
+
+def _parse_tel(rest: str, text: str) -> TelURI:
+    number, _, ptext = rest.partition(";")
+    if _TEL_RE.fullmatch(number) is None:
+        raise _bad("tel URI")
+    return TelURI(number, _parse_uri_params(ptext) if ptext else {}, raw=text)
+
+
+# Header parameters (§25.1 generic-param): a token name, optionally "=" token / host /
+# quoted-string, with LWS allowed around ";" and "=" (RFC 4475 wsinv).
+_GEN_PARAM_RE = re.compile(
+    r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)"
+    r"(?:[ \t]*=[ \t]*(\"(?:[^\"\\]|\\.)*\"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?[ \t]*",
+    re.S,
+)
+
+
+def parse_params(text: str) -> Params:
+    """Header parameters: ``;a=b;c`` with optional LWS; anything else is a 400."""
+    params: Params = {}
+    pos, end = 0, len(text)
+    while pos < end:
+        m = _GEN_PARAM_RE.match(text, pos)
+        if m is None:
+            raise _bad("header parameters")
+        params[m.group(1)] = m.group(2)
+        pos = m.end()
+    return params
+
+
+def unescape(text: str) -> str:
+    """Decode %HH escapes once (§19.1.4), keeping the result as text (latin-1 for bytes)."""
+    if "%" not in text:
+        return text
+    return _ESC_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _cmp_params(a: Params, b: Params) -> bool:
+    # §19.1.4: user, ttl, method, maddr and transport must match if present in either;
+    # other parameters must match only when present in both.
+    la = {k.lower(): (v or "").lower() for k, v in a.items()}
+    lb = {k.lower(): (v or "").lower() for k, v in b.items()}
+    for k in ("user", "ttl", "method", "maddr", "transport"):
+        if la.get(k) != lb.get(k):
+            return False
+    return all(lb[k] == v for k, v in la.items() if k in lb)
+
+
+def uri_equal(a: URI, b: URI) -> bool:
+    """URI equivalence per §19.1.4 (SIP), RFC 3966 §4 (tel, simplified), else exact."""
+    if isinstance(a, SipURI) and isinstance(b, SipURI):
+        return (
+            a.scheme == b.scheme
+            and unescape(a.user or "") == unescape(b.user or "")
+            and unescape(a.password or "") == unescape(b.password or "")
+            and a.host.lower() == b.host.lower()
+            and a.port == b.port
+            and _cmp_params(a.params, b.params)
+            and unescape(a.headers or "") == unescape(b.headers or "")
+        )
+    if isinstance(a, TelURI) and isinstance(b, TelURI):
+        return a.number.replace("-", "") == b.number.replace("-", "") and a.params == b.params
+    return str(a).lower() == str(b).lower()
+
+
+def aor_of(uri: URI) -> str:
+    """The canonical address-of-record of a To URI (§10.3 step 5): scheme, user, host only.
+
+    The user part is unescaped once and re-escaped canonically so ``%75ser`` and ``user`` name
+    one AOR, while a NUL stays a distinct ``%00`` (RFC 4475 escnull: never truncate).
+    """
+    if isinstance(uri, SipURI):
+        user = uri.user
+        host = uri.host.lower()
+        if user is None:
+            return f"{uri.scheme}:{host}"
+        return f"{uri.scheme}:{_canonical_escape(unescape(user))}@{host}"
+    return str(uri)
+
+
+_SAFE_USER = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/"
+)
+
+
+def _canonical_escape(text: str) -> str:
+    return "".join(c if c in _SAFE_USER else f"%{ord(c):02X}" for c in text)
