@@ -1,0 +1,305 @@
+"""The in-memory registry: the embedded default for a single process.
+
+Atomicity comes for free: no method awaits between reading and writing, so one REGISTER is applied
+in one step of the event loop.  Costs: ``register``/``lookup``/``remove_binding`` are O(bindings
+of the AOR) + O(log n) for the expiry heap; ``expire`` pops the heap, O(log n) per binding.
+
+The expiry heap uses lazy deletion: a refresh pushes a new entry and leaves the old one, which the
+sweeper recognises as stale (its time no longer matches the binding).  The heap is rebuilt when
+stale entries outnumber live ones, so it stays within twice the live size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from signaling.registry.base import (
+    MAX_BINDINGS_PER_AOR,
+    MAX_STATE_BYTES,
+    Binding,
+    ContactChange,
+    OutOfOrder,
+    RegistryFull,
+    binding_key,
+    make_binding,
+    sort_bindings,
+)
+
+__all__ = [
+    "MAX_AORS",
+    "MAX_KNOWN_USERS",
+    "MAX_STATE_ENTRIES",
+    "MemoryRegistry",
+]
+
+# AORs one process holds.  A binding costs ~1 KiB in Python objects; 500k AORs with a couple of
+# bindings each stays around 1 GiB, the most a single node should spend on the location service.
+MAX_AORS = 500_000
+
+# AORs remembered as "registered before" (404 vs 480).  A string per AOR (~100 bytes): 1M AORs
+# is ~100 MiB; the oldest are forgotten first, after which that user gets 404 instead of 480.
+MAX_KNOWN_USERS = 1_000_000
+
+# Dialogs (and, separately, Diameter sessions) held at once.  With blobs up to MAX_STATE_BYTES
+# but typically < 2 KiB, 200k entries bound the worst case near 400 MiB per table.
+MAX_STATE_ENTRIES = 200_000
+
+# Heap entries popped per expire() call beyond ``limit`` for stale (refreshed) entries, so one
+# sweep stays short even after a burst of refreshes.
+_STALE_POP_BUDGET = 4096
+
+
+class _StateTable:
+    """Opaque blobs with a TTL (dialogs, Diameter sessions), bounded, expired lazily."""
+
+    def __init__(self, clock: Callable[[], float], max_entries: int) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._data: dict[str, tuple[float, bytes]] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def put(self, key: str, data: bytes, ttl: float) -> None:
+        if len(data) > MAX_STATE_BYTES:
+            raise RegistryFull(f"state blob of {len(data)} bytes > {MAX_STATE_BYTES}")
+        now = self._clock()
+        if key not in self._data and len(self._data) >= self._max:
+            self._purge(now)
+            if len(self._data) >= self._max:
+                raise RegistryFull(f"{self._max} state entries")
+        deadline = now + ttl
+        self._data[key] = (deadline, data)
+        heapq.heappush(self._heap, (deadline, key))
+        if len(self._heap) > 2 * len(self._data) + 1024:
+            self._heap = [(d, k) for k, (d, _) in self._data.items()]
+            heapq.heapify(self._heap)
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._data[key]
+            return None
+        return entry[1]
+
+    def delete(self, key: str) -> bool:
+        entry = self._data.pop(key, None)
+        return entry is not None and entry[0] > self._clock()
+
+    def _purge(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            deadline, key = heapq.heappop(self._heap)
+            entry = self._data.get(key)
+            if entry is not None and entry[0] == deadline:
+                del self._data[key]
+
+
+class MemoryRegistry:
+    """``Registry`` in process memory (see ``signaling.registry.base.Registry`` for semantics)."""
+
+    def __init__(
+        self,
+        *,
+        max_aors: int = MAX_AORS,
+        max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
+        max_known_users: int = MAX_KNOWN_USERS,
+        max_state_entries: int = MAX_STATE_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._max_aors = max_aors
+        self._max_per_aor = max_bindings_per_aor
+        self._max_known = max_known_users
+        self._aors: dict[str, dict[str, Binding]] = {}
+        self._nbindings = 0
+        self._heap: list[tuple[float, str, str]] = []
+        self._by_conn: dict[str, set[tuple[str, str]]] = {}
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._sorted_aors: list[str] | None = None
+        self._dialogs = _StateTable(clock, max_state_entries)
+        self._sessions = _StateTable(clock, max_state_entries)
+
+    # -- bindings -------------------------------------------------------------------------------
+
+    async def register(
+        self, aor: str, call_id: str, cseq: int, changes: Sequence[ContactChange], now: float
+    ) -> list[Binding]:
+        stored = self._aors.get(aor, {})
+        live = {k: b for k, b in stored.items() if b.expires_at > now}
+        updated = dict(live)
+        for change in changes:
+            key = binding_key(change)
+            # Compare with the binding as stored before this request (§10.3 step 7), so a
+            # contact listed twice in one REGISTER is not its own out-of-order refresh.
+            self._check_order(aor, live.get(key), key, call_id, cseq)
+            if change.expires <= 0:
+                updated.pop(key, None)
+            else:
+                updated[key] = make_binding(aor, change, call_id, cseq, now)
+        if len(updated) > self._max_per_aor:
+            raise RegistryFull(f"{aor}: more than {self._max_per_aor} bindings")
+        if updated and aor not in self._aors and len(self._aors) >= self._max_aors:
+            raise RegistryFull(f"more than {self._max_aors} AORs")
+        if changes:
+            self._commit(aor, stored, updated)
+        return sort_bindings(list(updated.values()))
+
+    async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
+        stored = self._aors.get(aor, {})
+        live = [b for b in stored.values() if b.expires_at > now]
+        for b in live:
+            self._check_order(aor, b, b.key, call_id, cseq)
+        self._commit(aor, stored, {})
+        return len(live)
+
+    async def lookup(self, aor: str, now: float) -> list[Binding]:
+        stored = self._aors.get(aor)
+        if not stored:
+            return []
+        return sort_bindings([b for b in stored.values() if b.expires_at > now])
+
+    async def remove_binding(self, aor: str, key: str) -> bool:
+        stored = self._aors.get(aor)
+        if not stored or key not in stored:
+            return False
+        self._delete(aor, key)
+        return True
+
+    async def remove_connection(self, connection_id: str) -> int:
+        removed = 0
+        for aor, key in self._by_conn.pop(connection_id, set()):
+            binding = self._aors.get(aor, {}).get(key)
+            if binding is not None and binding.connection_id == connection_id:
+                self._delete(aor, key)
+                removed += 1
+        return removed
+
+    async def expire(self, now: float, limit: int) -> int:
+        removed = 0
+        stale_budget = _STALE_POP_BUDGET
+        while self._heap and self._heap[0][0] <= now and removed < limit and stale_budget > 0:
+            deadline, aor, key = heapq.heappop(self._heap)
+            binding = self._aors.get(aor, {}).get(key)
+            if binding is not None and binding.expires_at == deadline:
+                self._delete(aor, key)
+                removed += 1
+            else:
+                stale_budget -= 1
+        return removed
+
+    async def list_aors(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
+        if self._sorted_aors is None:
+            # Sorted on demand and cached until the AOR set changes: the admin API reads pages
+            # while the hot path only ever invalidates (O(1)).
+            self._sorted_aors = sorted(self._aors)
+        names = self._sorted_aors
+        if prefix:
+            names = [a for a in names if a.startswith(prefix)]
+        return names[offset : offset + limit]
+
+    async def count_aors(self) -> int:
+        return len(self._aors)
+
+    async def count_bindings(self) -> int:
+        return self._nbindings
+
+    async def known_user(self, aor: str) -> bool:
+        return aor in self._known or aor in self._aors
+
+    # -- dialogs and sessions -------------------------------------------------------------------
+
+    async def put_dialog(self, dialog_id: str, data: bytes, ttl: float) -> None:
+        self._dialogs.put(dialog_id, data, ttl)
+
+    async def get_dialog(self, dialog_id: str) -> bytes | None:
+        return self._dialogs.get(dialog_id)
+
+    async def delete_dialog(self, dialog_id: str) -> bool:
+        return self._dialogs.delete(dialog_id)
+
+    async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
+        self._sessions.put(session_id, data, ttl)
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        return self._sessions.get(session_id)
+
+    async def delete_session(self, session_id: str) -> bool:
+        return self._sessions.delete(session_id)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_order(
+        aor: str, old: Binding | None, key: str, call_id: str, cseq: int
+    ) -> None:
+        """RFC 3261 §10.3 step 7: same Call-ID needs a higher CSeq, else the request fails."""
+        if old is not None and old.call_id == call_id and old.cseq >= cseq:
+            raise OutOfOrder(aor, key, old.cseq, cseq)
+
+    def _commit(self, aor: str, stored: dict[str, Binding], updated: dict[str, Binding]) -> None:
+        """Replace ``stored`` (including its expired entries) by ``updated``, keeping indexes."""
+        for key, old in stored.items():
+            new = updated.get(key)
+            if old.connection_id is not None and (
+                new is None or new.connection_id != old.connection_id
+            ):
+                self._unindex_conn(old.connection_id, aor, key)
+        for key, new in updated.items():
+            if stored.get(key) is new:
+                continue
+            heapq.heappush(self._heap, (new.expires_at, aor, key))
+            if new.connection_id is not None:
+                self._by_conn.setdefault(new.connection_id, set()).add((aor, key))
+        self._nbindings += len(updated) - len(stored)
+        if updated:
+            if aor not in self._aors:
+                self._sorted_aors = None
+            self._aors[aor] = updated
+            self._remember(aor)
+        elif aor in self._aors:
+            del self._aors[aor]
+            self._sorted_aors = None
+        self._maybe_compact()
+
+    def _delete(self, aor: str, key: str) -> None:
+        stored = self._aors[aor]
+        old = stored.pop(key)
+        self._nbindings -= 1
+        if old.connection_id is not None:
+            self._unindex_conn(old.connection_id, aor, key)
+        if not stored:
+            del self._aors[aor]
+            self._sorted_aors = None
+
+    def _unindex_conn(self, connection_id: str, aor: str, key: str) -> None:
+        members = self._by_conn.get(connection_id)
+        if members is not None:
+            members.discard((aor, key))
+            if not members:
+                del self._by_conn[connection_id]
+
+    def _remember(self, aor: str) -> None:
+        known = self._known
+        if aor in known:
+            known.move_to_end(aor)
+            return
+        known[aor] = None
+        if len(known) > self._max_known:
+            known.popitem(last=False)
+
+    def _maybe_compact(self) -> None:
+        if len(self._heap) > 2 * self._nbindings + 1024:
+            self._heap = [
+                (b.expires_at, aor, key)
+                for aor, stored in self._aors.items()
+                for key, b in stored.items()
+            ]
+            heapq.heapify(self._heap)
