@@ -1,0 +1,108 @@
+"""Bounds and internals specific to the in-memory engine (the contract is in test_base.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from signaling.registry import ContactChange, MemoryRegistry, OutOfOrder, RegistryFull
+
+NOW = 1000.0
+
+
+def change(contact: str, expires: int = 60, **kw: object) -> ContactChange:
+    return ContactChange(contact=contact, expires=expires, **kw)  # type: ignore[arg-type]
+
+
+async def test_max_aors_bound() -> None:
+    reg = MemoryRegistry(max_aors=2)
+    await reg.register("sip:a@x", "c", 1, [change("sip:a@h")], NOW)
+    await reg.register("sip:b@x", "c", 1, [change("sip:b@h")], NOW)
+    with pytest.raises(RegistryFull):
+        await reg.register("sip:c@x", "c", 1, [change("sip:c@h")], NOW)
+    assert await reg.count_aors() == 2
+    # An existing AOR can still refresh, and a freed slot can be reused.
+    await reg.register("sip:a@x", "c", 2, [change("sip:a@h2")], NOW)
+    await reg.register("sip:b@x", "c", 2, [change("sip:b@h", 0)], NOW)
+    await reg.register("sip:c@x", "c", 1, [change("sip:c@h")], NOW)
+    assert await reg.list_aors() == ["sip:a@x", "sip:c@x"]
+
+
+async def test_known_users_bounded_oldest_forgotten() -> None:
+    reg = MemoryRegistry(max_known_users=2)
+    for user in ["a", "b", "c"]:
+        await reg.register(f"sip:{user}@x", "c", 1, [change("sip:h", 10)], NOW)
+        await reg.remove_all(f"sip:{user}@x", "c", 2, NOW)
+    assert not await reg.known_user("sip:a@x")
+    assert await reg.known_user("sip:b@x")
+    assert await reg.known_user("sip:c@x")
+
+
+async def test_state_ttl_and_bound_with_fake_clock() -> None:
+    clock = [0.0]
+    reg = MemoryRegistry(max_state_entries=2, clock=lambda: clock[0])
+    await reg.put_dialog("d1", b"1", 10)
+    await reg.put_dialog("d2", b"2", 20)
+    with pytest.raises(RegistryFull):
+        await reg.put_dialog("d3", b"3", 10)
+    await reg.put_dialog("d2", b"2b", 20)  # replacing an entry is not growth
+    clock[0] = 10.0
+    assert await reg.get_dialog("d1") is None  # expired exactly at its deadline
+    await reg.put_dialog("d3", b"3", 10)  # d1's slot was purged
+    assert await reg.get_dialog("d2") == b"2b"
+    clock[0] = 25.0
+    assert not await reg.delete_dialog("d2")
+    await reg.put_session("s", b"x", 1)
+    assert await reg.get_session("s") == b"x"
+
+
+async def test_heap_stays_bounded_under_refreshes() -> None:
+    reg = MemoryRegistry()
+    for cseq in range(1, 5000):
+        await reg.register("sip:a@x", "c", cseq, [change("sip:h", 60)], NOW + cseq)
+    assert len(reg._heap) <= 2 * 1 + 1024 + 1
+    assert await reg.expire(NOW + 10_000, 10) == 1
+
+
+# A model of §10.3 step 7 for one AOR: dict key -> (call_id, cseq, expires_at).
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["c1", "c2"]), st.integers(1, 4),
+        st.lists(st.tuples(st.sampled_from(["h1", "h2", "h3"]), st.sampled_from([0, 5, 50])),
+                 max_size=3),
+        st.integers(0, 20),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+async def test_register_matches_model(sequence: list[tuple[str, int, list[tuple[str, int]], int]]
+                                      ) -> None:
+    reg = MemoryRegistry()
+    model: dict[str, tuple[str, int, float]] = {}
+    now = NOW
+    for call_id, cseq, contacts, dt in sequence:
+        now += dt
+        live = {k: v for k, v in model.items() if v[2] > now}
+        failed = any(
+            k in live and live[k][0] == call_id and live[k][1] >= cseq for k, _ in contacts
+        )
+        try:
+            got = await reg.register("sip:a@x", call_id, cseq,
+                                     [change(k, e) for k, e in contacts], now)
+        except OutOfOrder:
+            assert failed
+            continue
+        assert not failed
+        model = live
+        for k, e in contacts:
+            if e == 0:
+                model.pop(k, None)
+            else:
+                model[k] = (call_id, cseq, now + e)
+        assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in got} == model
+        if contacts:  # a query leaves expired entries for the sweeper
+            assert await reg.count_bindings() == len(model)
