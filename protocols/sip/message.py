@@ -20,6 +20,7 @@ unescaped only when compared (§19.1.4), never when stored, so nothing is unesca
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "CSeq",
     "Message",
     "NameAddr",
+    "ParamDict",
     "Params",
     "Request",
     "Response",
@@ -38,7 +40,11 @@ __all__ = [
 ]
 
 #: Ordered parameters; a value of ``None`` is a parameter without ``=value`` (``;lr``).
-Params = dict[str, str | None]
+#: Typed read-only: parsed values may be shared between messages (the parser caches them), so
+#: changing one means building a new value (``with_param``), never mutating this mapping.
+Params = Mapping[str, str | None]
+#: What the parser and builders construct before handing it over as ``Params``.
+ParamDict = dict[str, str | None]
 
 
 def render_params(params: Params) -> str:

@@ -68,6 +68,7 @@ _VIA_RE = re.compile(
 _NAME_ADDR_RE = re.compile(
     r"[ \t]*(?:(\"(?:[^\"\\]|\\.)*\")|([^<\"]*?))[ \t]*<([^<>\s]*)>(.*)", re.S
 )
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?")
 _DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*")
 _LIST_ITEM_RE = re.compile(r"(?:[^,\"<]+|\"(?:[^\"\\]|\\.)*\"|<[^>]*>)*", re.S)
 
@@ -121,6 +122,36 @@ def split_list(value: str) -> list[str]:
 
 def parse_via_list(value: str) -> list[Via]:
     """One Via header value, possibly several comma-separated via-parms (§20.42)."""
+    if value.startswith("SIP/2.0/") and "," not in value and '"' not in value:
+        via = _fast_via(value)
+        if via is not None:
+            return [via]
+    return _slow_via_list(value)
+
+
+def _fast_via(value: str) -> Via | None:
+    """The common single-value form ``SIP/2.0/UDP host:port;params``, or None."""
+    sp = value.find(" ", 8)
+    transport = value[8:sp]
+    rest = value[sp + 1 :]
+    if sp < 0 or " " in rest or "\t" in rest or "\t" in transport or rest.startswith("["):
+        return None
+    hostport, semi, ptext = rest.partition(";")
+    host, colon, port = hostport.partition(":")
+    if _TOKEN_RE.fullmatch(transport) is None or _HOST_RE.fullmatch(host) is None:
+        return None
+    portn = None
+    if colon:
+        if not port.isdigit() or len(port) > 5 or int(port) > 65535:
+            raise _bad("Malformed Via port")
+        portn = int(port)
+    params = parse_params(semi + ptext) if semi else {}
+    if "" in params:
+        raise _bad("Malformed Via header")
+    return Via(transport.upper(), host, portn, params, "SIP/2.0", value)
+
+
+def _slow_via_list(value: str) -> list[Via]:
     vias = []
     pos, end = 0, len(value)
     while True:
@@ -149,14 +180,26 @@ def parse_via_list(value: str) -> list[Via]:
 def parse_name_addr(value: str) -> NameAddr:
     """From/To/Contact/Route value: name-addr or addr-spec, then header params (§20.10)."""
     text = value.strip(" \t")
-    if "<" in text:
+    lt = text.find("<")
+    if lt >= 0 and '"' not in text:
+        # Fast path, the common form: tokens <uri>;params
+        gt = text.find(">", lt)
+        uri_text = text[lt + 1 : gt]
+        if gt < 0 or not uri_text or " " in uri_text or "\t" in uri_text or "<" in uri_text:
+            raise _bad("Malformed name-addr")  # RFC 4475 badaspec
+        display: str | None = text[:lt].rstrip(" \t") or None
+        if display is not None and _DISPLAY_TOKENS_RE.fullmatch(display) is None:
+            # An unquoted display name is a list of tokens (RFC 4475 baddn, lwsdisp).
+            raise _bad("Malformed display name")
+        ptext = text[gt + 1 :]
+        uri = parse_uri(uri_text)
+    elif lt >= 0:
         m = _NAME_ADDR_RE.fullmatch(text)
         if m is None:
-            raise _bad("Malformed name-addr")
+            raise _bad("Malformed name-addr")  # quotbal
         quoted, tokens, uri_text, ptext = m.groups()
         display = quoted
         if tokens:
-            # An unquoted display name is a list of tokens (RFC 4475 baddn, lwsdisp).
             if _DISPLAY_TOKENS_RE.fullmatch(tokens) is None:
                 raise _bad("Malformed display name")
             display = tokens
@@ -230,6 +273,12 @@ def _tokens(key: str) -> Callable[[_Fields, str], None]:
 
 
 def _parse_cseq(v: str) -> CSeq:
+    num, sp, method = v.partition(" ")
+    if sp and num.isdigit() and len(num) <= 10 and _TOKEN_RE.fullmatch(method) is not None:
+        seq = int(num)
+        if seq > MAX_UINT32:
+            raise _bad("Malformed CSeq header")  # scalar02, scalarlg
+        return CSeq(seq, method)
     m = _CSEQ_RE.fullmatch(v)
     if m is None or len(m.group(1)) > 10 or int(m.group(1)) > MAX_UINT32:
         raise _bad("Malformed CSeq header")
@@ -269,13 +318,20 @@ _HANDLERS: dict[str, Callable[[_Fields, str], None]] = {
     "require": _tokens("require"),
     "proxy-require": _tokens("proxy_require"),
 }
+# The spellings seen on nearly every message, looked up before any case folding.
+_HANDLERS_EXACT = {
+    name: _HANDLERS[_COMPACT.get(name.lower(), name.lower())]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Expires",
+                 "Content-Length", "Content-Type", "Route", "Record-Route", "Contact",
+                 "Require", "Proxy-Require", "v", "f", "t", "i", "m", "l", "c", "Call-Id")
+}
 
 
 # --- message ------------------------------------------------------------------------------------
 
 
-def _split_head(data: bytes) -> tuple[list[str], int]:
-    """Header lines (unfolded) and the offset of the body."""
+def _split_head(data: bytes) -> tuple[str, list[str], int]:
+    """Start line, header lines (unfolded) and the offset of the body."""
     start = 0
     # §7.5: CRLFs before the start line are ignored (stream keepalives, RFC 5626 §4.4.1).
     while data.startswith(b"\r\n", start):
@@ -289,33 +345,34 @@ def _split_head(data: bytes) -> tuple[list[str], int]:
     lines = head.split("\r\n")
     if len(lines) > MAX_HEADERS + 1:
         raise _bad("Too many header lines")
-    return lines, end + 4
+    if len(head) > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
+        raise _bad("Header line too long")
+    return lines[0], lines[1:], end + 4
 
 
-def _split_headers(lines: list[str]) -> list[tuple[str, str]]:
-    raw = []
-    for line in lines:
-        if len(line) > MAX_HEADER_LINE:
-            raise _bad("Header line too long")
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or _TOKEN_RE.fullmatch(name) is None:
-            raise _bad("Malformed header line")
-        raw.append((name, value.strip(" \t")))
-    return raw
-
-
-def _decode_headers(raw: list[tuple[str, str]]) -> _Fields:
+def _decode_headers(lines: list[str], raw: list[tuple[str, str]]) -> _Fields:
+    """Split header lines into ``raw`` (kept for error answers) and decode the typed ones;
+    the others go to ``extra`` verbatim."""
     f: _Fields = {"vias": [], "extra": []}
     extra = f["extra"]
-    for name, value in raw:
-        key = name.lower()
-        key = _COMPACT.get(key, key)
-        handler = _HANDLERS.get(key)
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise _bad("Malformed header line")
+        value = value.strip(" \t")
+        raw.append((name, value))
+        handler = _HANDLERS_EXACT.get(name)
         if handler is None:
-            extra.append((_CANONICAL.get(key, name) if len(name) == 1 else name, value))
-        else:
-            handler(f, value)
+            name = name.rstrip(" \t")
+            if _TOKEN_RE.fullmatch(name) is None:
+                raise _bad("Malformed header line")
+            key = name.lower()
+            key = _COMPACT.get(key, key)
+            handler = _HANDLERS.get(key)
+            if handler is None:
+                extra.append((_CANONICAL.get(key, name) if len(name) == 1 else name, value))
+                continue
+        handler(f, value)
     if len(f["vias"]) > MAX_VIAS:
         raise _bad("Too many Via headers")
     return f
@@ -375,14 +432,13 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     mandatory); otherwise a datagram or WebSocket message (body runs to the end if absent)."""
     if len(data) > MAX_MESSAGE_SIZE:
         raise RemoteProtocolError("Message Too Large", 513)
-    lines, offset = _split_head(data)
-    is_response = lines[0].startswith("SIP/")
+    first, lines, offset = _split_head(data)
+    is_response = first.startswith("SIP/")
     raw: list[tuple[str, str]] = []
     try:
-        raw = _split_headers(lines[1:])
         if is_response:
-            return _response(lines[0], raw, data, offset, stream)
-        return _request(lines[0], raw, data, offset, stream)
+            return _response(first, lines, raw, data, offset, stream)
+        return _request(first, lines, raw, data, offset, stream)
     except RemoteProtocolError as exc:
         exc.is_request = not is_response
         exc.headers = raw
@@ -391,10 +447,10 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise
 
 
-def _request(line: str, raw: list[tuple[str, str]], data: bytes, offset: int,
-             stream: bool) -> Request:
-    method, uri = _parse_request_line(line)
-    f = _decode_headers(raw)
+def _request(first: str, lines: list[str], raw: list[tuple[str, str]], data: bytes,
+             offset: int, stream: bool) -> Request:
+    f = _decode_headers(lines, raw)
+    method, uri = _parse_request_line(first)
     _check_mandatory(f)
     if f["cseq"].method != method:
         raise _bad("CSeq method does not match the request method")  # mismatch01/02
@@ -402,10 +458,10 @@ def _request(line: str, raw: list[tuple[str, str]], data: bytes, offset: int,
     return Request(method=method, uri=uri, body=body, **f)
 
 
-def _response(line: str, raw: list[tuple[str, str]], data: bytes, offset: int,
-              stream: bool) -> Response:
-    status, reason = _parse_status_line(line)
-    f = _decode_headers(raw)
+def _response(first: str, lines: list[str], raw: list[tuple[str, str]], data: bytes,
+               offset: int, stream: bool) -> Response:
+    f = _decode_headers(lines, raw)
+    status, reason = _parse_status_line(first)
     _check_mandatory(f)
     body = _body(data, offset, f, stream)
     return Response(status=status, reason=reason, body=body, **f)

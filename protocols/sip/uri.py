@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from .errors import RemoteProtocolError
-from .message import URI, AbsoluteURI, Params, SipURI, TelURI
+from .message import URI, AbsoluteURI, ParamDict, Params, SipURI, TelURI
 
 __all__ = [
     "MAX_URI_LENGTH",
@@ -40,11 +40,35 @@ def _bad(what: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"Malformed {what}")
 
 
+#: Parsed URIs by text.  The same URIs recur on every message of a call and across calls to the
+#: same users, proxies and gateways; parsed values are immutable, so they are shared.  8192
+#: entries (~3 MB) hold several seconds of distinct URIs at thousands of calls per second; when
+#: full the oldest half is dropped (insertion order), so hostile input cannot grow it.
+URI_CACHE_SIZE = 8192
+_uri_cache: dict[str, URI] = {}
+
+
 def parse_uri(text: str, *, request_uri: bool = False) -> URI:
     """Parse one URI.  ``request_uri`` forbids the headers component (§19.1.1 table)."""
+    uri = _uri_cache.get(text)
+    if uri is not None:
+        if request_uri and isinstance(uri, SipURI) and uri.headers is not None:
+            raise RemoteProtocolError("Headers not allowed in Request-URI")
+        return uri
+    uri = _parse_uri(text, request_uri)
+    if len(_uri_cache) >= URI_CACHE_SIZE:
+        for key in list(_uri_cache)[: URI_CACHE_SIZE // 2]:
+            del _uri_cache[key]
+    _uri_cache[text] = uri
+    return uri
+
+
+def _parse_uri(text: str, request_uri: bool) -> URI:
     if len(text) > MAX_URI_LENGTH:
         raise RemoteProtocolError("Request-URI Too Long" if request_uri else "URI too long",
                                   414 if request_uri else 400)
+    if text.startswith("sip:"):
+        return _parse_sip("sip", text[4:], text, request_uri)
     scheme, colon, rest = text.partition(":")
     if not colon or _SCHEME_RE.fullmatch(scheme) is None:
         raise _bad("URI")
@@ -58,31 +82,39 @@ def parse_uri(text: str, *, request_uri: bool = False) -> URI:
     return AbsoluteURI(low, rest, raw=text)
 
 
+# The whole common-case SIP URI in one regex (one C-level scan instead of several): scheme,
+# userinfo, host, port, parameters and headers, each with its §25.1 character set.
+_SIP_URI_RE = re.compile(
+    r"(?:((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+)"
+    r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*))?@)?"
+    r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+"
+    r"(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)?)*)"
+    r"(?:\?((?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})*))?"
+)
+
+
 def _parse_sip(scheme: str, rest: str, text: str, request_uri: bool) -> SipURI:
-    user: str | None = None
-    password: str | None = None
-    at = rest.find("@")
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1 :]
-        if not userinfo or _USERINFO_RE.fullmatch(userinfo) is None:
-            raise _bad("URI user part")
-        user, colon, pw = userinfo.partition(":")
-        if colon:
-            password = pw
-    headers: str | None = None
-    q = rest.find("?")
-    if q >= 0:
-        if request_uri:
-            # §19.1.1: headers are not allowed in a Request-URI; a proxy must never turn them
-            # into real headers (RFC 4475 §3.1.2.15 escruri).
-            raise RemoteProtocolError("Headers not allowed in Request-URI")
-        rest, headers = rest[:q], rest[q + 1 :]
-        if _HEADERS_RE.fullmatch(headers) is None:
-            raise _bad("URI headers")
-    hostport, _, ptext = rest.partition(";")
-    host, port = _split_hostport(hostport)
-    params = _parse_uri_params(ptext) if ptext else {}
-    return SipURI(scheme, host, user, password, port, params, headers, raw=text)
+    m = _SIP_URI_RE.fullmatch(rest)
+    if m is None:
+        raise _bad("SIP URI")
+    user, password, host, port, ptext, headers = m.groups()
+    if headers is not None and request_uri:
+        # §19.1.1: headers are not allowed in a Request-URI; a proxy must never turn them
+        # into real headers (RFC 4475 §3.1.2.15 escruri).
+        raise RemoteProtocolError("Headers not allowed in Request-URI")
+    portn = None
+    if port is not None:
+        portn = int(port)
+        if portn > 65535:
+            raise _bad("port")
+    params: ParamDict = {}
+    if ptext:
+        for item in ptext[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name] = value if eq else None
+    return SipURI(scheme, host, user, password, portn, params, headers, raw=text)
 
 
 def _split_hostport(hostport: str) -> tuple[str, int | None]:
@@ -105,7 +137,7 @@ def _split_hostport(hostport: str) -> tuple[str, int | None]:
 
 
 def _parse_uri_params(text: str) -> Params:
-    params: Params = {}
+    params: ParamDict = {}
     for item in text.split(";"):
         name, eq, value = item.partition("=")
         if _PARAM_RE.fullmatch(name) is None or (eq and _PARAM_RE.fullmatch(value) is None):
@@ -130,9 +162,20 @@ _GEN_PARAM_RE = re.compile(
 )
 
 
+_SIMPLE_PARAMS_RE = re.compile(
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)+"
+)
+
+
 def parse_params(text: str) -> Params:
     """Header parameters: ``;a=b;c`` with optional LWS; anything else is a 400."""
-    params: Params = {}
+    params: ParamDict = {}
+    if _SIMPLE_PARAMS_RE.fullmatch(text) is not None:
+        # Fast path: no whitespace, no quoted values.
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name] = value if eq else None
+        return params
     pos, end = 0, len(text)
     while pos < end:
         m = _GEN_PARAM_RE.match(text, pos)
