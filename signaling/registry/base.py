@@ -30,6 +30,7 @@ import msgspec
 
 __all__ = [
     "MAX_BINDINGS_PER_AOR",
+    "MAX_LIST_WINDOW",
     "MAX_STATE_BYTES",
     "Binding",
     "ContactChange",
@@ -51,6 +52,11 @@ MAX_BINDINGS_PER_AOR = 32
 # Largest opaque dialog / session blob accepted.  A dialog's route set, tags, CSeqs and targets
 # fit in well under 4 KiB; 16 KiB leaves room while bounding what one bad caller can store.
 MAX_STATE_BYTES = 16 * 1024
+
+# Deepest page the admin API may ask for (offset + limit).  The Redis engine merges one sorted
+# page per slot bucket, so the cost grows with the window; 10,000 AORs is a screenful of pages,
+# and deeper listings should filter by prefix instead.
+MAX_LIST_WINDOW = 10_000
 
 
 class RegistryError(Exception):
@@ -212,7 +218,10 @@ class Registry(Protocol):
         ...
 
     async def list_aors(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
-        """AORs with stored bindings, in lexicographic order, for the admin API."""
+        """AORs with stored bindings, in lexicographic order, for the admin API.
+
+        ``ValueError`` when ``offset + limit`` exceeds ``MAX_LIST_WINDOW`` or either is negative.
+        """
         ...
 
     async def count_aors(self) -> int:

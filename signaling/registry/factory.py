@@ -10,11 +10,16 @@ __all__ = ["make_registry"]
 
 def make_registry(url: str) -> Registry:
     """``memory`` -> in-process; ``redis://`` / ``rediss://`` -> Redis; ``redis+cluster://`` or
-    ``?cluster=1`` -> Redis Cluster.  Raises ``ValueError`` (a configuration error) otherwise.
+    ``?cluster=1`` -> Redis Cluster; ``?prefix=NAME`` sets the key prefix (default ``sig``) so
+    several deployments can share one Redis.  ``ValueError`` (a configuration error) otherwise.
 
     Nothing connects here: the Redis engines connect lazily, so a server can start while Redis
     is still coming up (its readiness probe uses ``Registry.ping``).
     """
     if url == "memory":
         return MemoryRegistry()
+    if url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
+        from signaling.registry.redis import RedisRegistry
+
+        return RedisRegistry.from_url(url)
     raise ValueError(f"unsupported registry URL {url!r}: use 'memory' or 'redis://host:port'")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from signaling.registry.base import (
     MAX_BINDINGS_PER_AOR,
+    MAX_LIST_WINDOW,
     MAX_STATE_BYTES,
     Binding,
     ContactChange,
@@ -190,6 +191,8 @@ class MemoryRegistry:
         return removed
 
     async def list_aors(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
+        if offset < 0 or limit < 0 or offset + limit > MAX_LIST_WINDOW:
+            raise ValueError(f"offset + limit must be within 0..{MAX_LIST_WINDOW}")
         if self._sorted_aors is None:
             # Sorted on demand and cached until the AOR set changes: the admin API reads pages
             # while the hot path only ever invalidates (O(1)).

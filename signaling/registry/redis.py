@@ -1,0 +1,584 @@
+"""The Redis registry: shared state for many nodes, one Redis or a Redis Cluster.
+
+Key design (``P`` is the key prefix, ``N`` = crc32(aor) mod ``NBUCKETS``)::
+
+    {P:N}:b:<aor>    hash   binding key -> binding (JSON, read by the Lua scripts with cjson)
+    {P:N}:exp        zset   "<aor>\\0<key>" scored by expires_at: the sweeper's index
+    {P:N}:aors       zset   AORs with bindings (score 0, read with ZRANGEBYLEX): admin listing
+    {P:N}:k:<aor>    string "has registered before" (404 vs 480), expires after KNOWN_USER_TTL
+    {P:c:<conn>}     set    "<aor>\\0<key>" registered over a WebSocket connection
+    P:d:<dialog>     string dialog state;   P:s:<session>  Diameter session state
+
+Why buckets rather than one ``{aor}`` tag per AOR: a Lua script may only touch keys of one
+Cluster slot, and ``register`` must update the AOR's hash *and* the expiry index atomically.  With
+the hash tag ``{P:N}`` every AOR of bucket N and that bucket's indexes share one slot, so the
+script is atomic on Redis Cluster too, one AOR still lives in exactly one slot, and the sweeper
+reads NBUCKETS sorted sets instead of scanning keys (no KEYS/SCAN anywhere).
+
+The connection index lives in the connection's own slot, so it is updated by a separate command
+sent in the same round trip; it is a superset (stale members are checked against the binding's
+``connection_id`` before removal) and expires with the longest binding it lists.
+
+Throughput: every command goes through ``_Batcher``, which collects the calls made during one
+event-loop tick into one pipeline (auto-pipelining), so N concurrent REGISTERs cost one round trip
+rather than N.  Every call is bounded by ``CALL_TIMEOUT`` and raises ``RegistryUnavailable``
+when Redis is down or slow; broken connections are dropped by redis-py and re-opened on the next
+call, so the registry recovers by itself when Redis returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import zlib
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from signaling.registry.base import (
+    MAX_BINDINGS_PER_AOR,
+    MAX_LIST_WINDOW,
+    MAX_STATE_BYTES,
+    Binding,
+    ContactChange,
+    OutOfOrder,
+    RegistryError,
+    RegistryFull,
+    RegistryUnavailable,
+    binding_key,
+    make_binding,
+    sort_bindings,
+)
+
+__all__ = [
+    "CALL_TIMEOUT",
+    "KNOWN_USER_TTL",
+    "MAX_INFLIGHT_BATCHES",
+    "MAX_PENDING",
+    "MAX_PIPELINE",
+    "NBUCKETS",
+    "RedisRegistry",
+]
+
+# Slot buckets.  Fixed for the life of a deployment (changing it orphans keys).  256 spreads
+# evenly over any realistic Cluster (a few per master even at 64 masters) while keeping the
+# sweeper's and the admin API's per-bucket reads to 256 commands, one pipeline.
+NBUCKETS = 256
+
+# Bound on every Redis call.  Loopback/LAN round trips are < 1 ms and a pipelined batch a few
+# ms; half a second means Redis is in trouble, and a SIP client's Timer E retransmission (500 ms,
+# RFC 3261 §17.1.2.2) is due: better a 503 + Retry-After than a hanging transaction.
+CALL_TIMEOUT = 0.5
+
+# Commands per pipeline round trip: large enough to amortise the round trip over a worker pool's
+# worth of concurrent REGISTERs, small enough that one reply stays a few hundred KiB.
+MAX_PIPELINE = 512
+
+# Pipelines in flight at once (each holds a connection).  Beyond that, calls wait in the batcher
+# and join the next pipeline, which is what makes batches grow under load.
+MAX_INFLIGHT_BATCHES = 8
+
+# Calls waiting for a pipeline.  The server's worker pool bounds concurrency far below this;
+# reaching it means Redis stopped answering, and failing fast (503) beats queueing.
+MAX_PENDING = 20_000
+
+# Connections per Redis node: the in-flight pipelines plus ping / close.
+MAX_CONNECTIONS = MAX_INFLIGHT_BATCHES + 4
+
+# How long "this user registered before" is remembered (404 vs 480).  30 days outlives any
+# registration interval and a holiday without the phone on; Redis's maxmemory bounds the rest.
+KNOWN_USER_TTL = 30 * 24 * 3600
+
+# Separator inside "<aor>\0<key>" index members: NUL cannot appear in SIP text (RFC 3261 §25).
+_SEP = "\x00"
+
+_REGISTER_LUA = """
+local aor, call_id = ARGV[1], ARGV[2]
+local cseq, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_bindings, known_ttl, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local flat = redis.call('HGETALL', KEYS[1])
+local live, result, stale = {}, {}, {}
+for i = 1, #flat, 2 do
+  local b = cjson.decode(flat[i + 1])
+  if b.expires_at > now then
+    live[flat[i]] = b
+    result[flat[i]] = flat[i + 1]
+  else
+    stale[#stale + 1] = flat[i]
+  end
+end
+-- RFC 3261 10.3 step 7: same Call-ID needs a higher CSeq, else nothing is applied.
+for j = 0, n - 1 do
+  local key = ARGV[8 + 3 * j]
+  local old = live[key]
+  if old and old.call_id == call_id and old.cseq >= cseq then
+    return {'OOO', key, tostring(old.cseq)}
+  end
+end
+for j = 0, n - 1 do
+  if ARGV[9 + 3 * j] ~= '0' then result[ARGV[8 + 3 * j]] = ARGV[10 + 3 * j]
+  else result[ARGV[8 + 3 * j]] = false end
+end
+local out, count = {'OK'}, 0
+for _, value in pairs(result) do
+  if value then count = count + 1; out[#out + 1] = value end
+end
+if count > max_bindings then return {'FULL', tostring(count)} end
+if n == 0 then return out end
+for _, key in ipairs(stale) do
+  if result[key] == nil then
+    redis.call('HDEL', KEYS[1], key)
+    redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
+  end
+end
+for j = 0, n - 1 do
+  local key, expires_at = ARGV[8 + 3 * j], ARGV[9 + 3 * j]
+  if expires_at ~= '0' then
+    redis.call('HSET', KEYS[1], key, ARGV[10 + 3 * j])
+    redis.call('ZADD', KEYS[2], expires_at, aor .. '\\0' .. key)
+  else
+    redis.call('HDEL', KEYS[1], key)
+    redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
+  end
+end
+if count > 0 then
+  redis.call('ZADD', KEYS[3], 0, aor)
+  redis.call('SET', KEYS[4], '1', 'EX', known_ttl)
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[3], aor)
+end
+return out
+"""
+
+_REMOVE_ALL_LUA = """
+local aor, call_id = ARGV[1], ARGV[2]
+local cseq, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local flat = redis.call('HGETALL', KEYS[1])
+local live = 0
+for i = 1, #flat, 2 do
+  local b = cjson.decode(flat[i + 1])
+  if b.expires_at > now then
+    live = live + 1
+    if b.call_id == call_id and b.cseq >= cseq then
+      return {'OOO', flat[i], tostring(b.cseq)}
+    end
+  end
+end
+for i = 1, #flat, 2 do redis.call('ZREM', KEYS[2], aor .. '\\0' .. flat[i]) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], aor)
+return {'OK', tostring(live)}
+"""
+
+# ARGV[3]: only remove if the binding was registered over this connection ('' = always).
+_REMOVE_ONE_LUA = """
+local aor, key, conn = ARGV[1], ARGV[2], ARGV[3]
+local v = redis.call('HGET', KEYS[1], key)
+if not v then return 0 end
+if conn ~= '' and cjson.decode(v).connection_id ~= conn then return 0 end
+redis.call('HDEL', KEYS[1], key)
+redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[3], aor) end
+return 1
+"""
+
+# Keys of the AOR hashes are built here from ARGV[3] (the bucket's hash prefix): they share the
+# bucket's hash tag, hence its slot, which Redis Cluster requires of a script's keys.
+_EXPIRE_BUCKET_LUA = """
+local now = tonumber(ARGV[1])
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,
+                           tonumber(ARGV[2]))
+local removed = 0
+for _, m in ipairs(members) do
+  local i = string.find(m, '\\0', 1, true)
+  local aor, key = string.sub(m, 1, i - 1), string.sub(m, i + 1)
+  local h = ARGV[3] .. aor
+  redis.call('ZREM', KEYS[1], m)
+  local v = redis.call('HGET', h, key)
+  if v and cjson.decode(v).expires_at <= now then
+    redis.call('HDEL', h, key)
+    removed = removed + 1
+    if redis.call('HLEN', h) == 0 then redis.call('ZREM', KEYS[2], aor) end
+  end
+end
+return removed
+"""
+
+_CONN_INDEX_LUA = """
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+class _Script:
+    """A Lua script called by SHA (EVALSHA), falling back to EVAL after a Redis restart."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Map a redis-py failure to the registry's typed errors (what the registrar answers)."""
+    if isinstance(exc, NoScriptError):
+        return exc
+    if isinstance(
+        exc, RedisConnectionError | RedisTimeoutError | ClusterDownError | BusyLoadingError
+        | TimeoutError | OSError,
+    ):
+        return RegistryUnavailable(f"redis: {type(exc).__name__}: {exc}")
+    if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
+        return RegistryFull(f"redis: {exc}")
+    if isinstance(exc, RedisError):
+        return RegistryError(f"redis: {type(exc).__name__}: {exc}")
+    return exc
+
+
+class _Batcher:
+    """Auto-pipelining: calls made within one loop tick share one pipeline round trip."""
+
+    def __init__(self, client: Any, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.commands = 0
+
+    def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if len(self._pending) >= MAX_PENDING:
+            raise RegistryUnavailable(f"{MAX_PENDING} Redis calls waiting")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((args, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._pending and self._inflight < MAX_INFLIGHT_BATCHES:
+            batch = self._pending[:MAX_PIPELINE]
+            del self._pending[:MAX_PIPELINE]
+            self._inflight += 1
+            task = asyncio.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for args, _ in batch:
+                pipe.execute_command(*args)
+            async with asyncio.timeout(self._timeout):
+                results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            self._fail(batch, RegistryUnavailable("registry closed"))
+            raise
+        except Exception as exc:  # every failure of the round trip fails its callers
+            self._fail(batch, _translate(exc))
+        else:
+            self.batches += 1
+            self.commands += len(batch)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(_translate(result))
+                else:
+                    fut.set_result(result)
+        finally:
+            self._inflight -= 1
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], error: BaseException
+    ) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(RegistryUnavailable("registry closed"))
+        self._pending.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _parse_url(url: str) -> tuple[str, bool, str]:
+    """``redis+cluster://h:p?prefix=x`` -> (``redis://h:p``, cluster, prefix)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    cluster = parts.scheme in ("redis+cluster", "rediss+cluster") or query.pop(
+        "cluster", ["0"]
+    )[-1] in ("1", "true", "yes")
+    prefix = query.pop("prefix", ["sig"])[-1]
+    scheme = parts.scheme.replace("+cluster", "")
+    if scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a Redis URL: {url!r}")
+    plain = urlunsplit(
+        (scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
+    )
+    return plain, cluster, prefix
+
+
+class RedisRegistry:
+    """``Registry`` on Redis or Redis Cluster (see ``signaling.registry.base.Registry``)."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = "sig",
+        timeout: float = CALL_TIMEOUT,
+        max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._timeout = timeout
+        self._max_per_aor = max_bindings_per_aor
+        self._batcher = _Batcher(client, timeout)
+        self._tags = [f"{{{prefix}:{i}}}" for i in range(NBUCKETS)]
+        self._sweep_cursor = 0
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Binding)
+        self._register = _Script(_REGISTER_LUA)
+        self._remove_all = _Script(_REMOVE_ALL_LUA)
+        self._remove_one = _Script(_REMOVE_ONE_LUA)
+        self._expire_bucket = _Script(_EXPIRE_BUCKET_LUA)
+        self._conn_index = _Script(_CONN_INDEX_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = CALL_TIMEOUT, **kw: Any) -> RedisRegistry:
+        """Build from ``redis://``, ``redis+cluster://`` or ``redis://...?cluster=1`` (lazy)."""
+        plain, cluster, prefix = _parse_url(url)
+        client: Redis | RedisCluster
+        common: dict[str, Any] = {
+            "socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "max_connections": MAX_CONNECTIONS,
+        }
+        if cluster:
+            client = RedisCluster.from_url(plain, **common)
+        else:
+            # No retries inside redis-py: the caller's bound is the whole budget, and a failed
+            # call is answered 503 while the broken connection is replaced for the next call.
+            client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0), **common)
+        return cls(client, prefix=prefix, timeout=timeout, **kw)
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _tag(self, aor: str) -> str:
+        return self._tags[zlib.crc32(aor.encode()) % NBUCKETS]
+
+    def _aor_keys(self, aor: str) -> list[str]:
+        tag = self._tag(aor)
+        return [f"{tag}:b:{aor}", f"{tag}:exp", f"{tag}:aors", f"{tag}:k:{aor}"]
+
+    def _conn_key(self, connection_id: str) -> str:
+        return f"{{{self._prefix}:c:{connection_id}}}"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _call(self, *args: Any) -> Any:
+        fut = self._batcher.submit(args)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await fut
+        except TimeoutError:
+            raise RegistryUnavailable(f"redis: no answer within {self._timeout}s") from None
+
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Script cache empty (Redis restarted or fail-over): EVAL also re-caches it.
+            return await self._call("EVAL", script.source, len(keys), *keys, *args)
+
+    def _check(self, aor: str, reply: list[bytes], cseq: int) -> list[bytes]:
+        status = reply[0]
+        if status == b"OOO":
+            raise OutOfOrder(aor, reply[1].decode(), int(reply[2]), cseq)
+        if status == b"FULL":
+            raise RegistryFull(f"{aor}: more than {self._max_per_aor} bindings")
+        return reply[1:]
+
+    # -- bindings -------------------------------------------------------------------------------
+
+    async def register(
+        self, aor: str, call_id: str, cseq: int, changes: Sequence[ContactChange], now: float
+    ) -> list[Binding]:
+        args: list[Any] = [
+            aor, call_id, cseq, repr(now), self._max_per_aor, KNOWN_USER_TTL, len(changes),
+        ]
+        by_conn: dict[str, tuple[list[str], int]] = {}
+        for change in changes:
+            key = binding_key(change)
+            if change.expires > 0:
+                binding = make_binding(aor, change, call_id, cseq, now)
+                args += [key, repr(binding.expires_at), self._encoder.encode(binding)]
+                if change.connection_id is not None:
+                    members, ttl = by_conn.get(change.connection_id, ([], 0))
+                    members.append(aor + _SEP + key)
+                    by_conn[change.connection_id] = (members, max(ttl, change.expires + 1))
+            else:
+                args += [key, "0", ""]
+        calls = [
+            self._eval(self._conn_index, [self._conn_key(conn)], [ttl, *members])
+            for conn, (members, ttl) in by_conn.items()
+        ]
+        script = self._eval(self._register, self._aor_keys(aor), args)
+        *_, reply = await asyncio.gather(*calls, script)
+        values = self._check(aor, reply, cseq)
+        return sort_bindings([self._decoder.decode(v) for v in values])
+
+    async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
+        reply = await self._eval(
+            self._remove_all, self._aor_keys(aor)[:3], [aor, call_id, cseq, repr(now)]
+        )
+        return int(self._check(aor, reply, cseq)[0])
+
+    async def lookup(self, aor: str, now: float) -> list[Binding]:
+        values = await self._call("HVALS", self._aor_keys(aor)[0])
+        bindings = [self._decoder.decode(v) for v in values]
+        return sort_bindings([b for b in bindings if b.expires_at > now])
+
+    async def remove_binding(self, aor: str, key: str) -> bool:
+        return await self._remove(aor, key, "") == 1
+
+    async def _remove(self, aor: str, key: str, connection_id: str) -> int:
+        reply = await self._eval(
+            self._remove_one, self._aor_keys(aor)[:3], [aor, key, connection_id]
+        )
+        return int(reply)
+
+    async def remove_connection(self, connection_id: str) -> int:
+        conn_key = self._conn_key(connection_id)
+        members: list[bytes] = await self._call("SMEMBERS", conn_key)
+        removals = []
+        for member in members:
+            aor, _, key = member.decode().partition(_SEP)
+            removals.append(self._remove(aor, key, connection_id))
+        removed = await asyncio.gather(*removals, self._call("DEL", conn_key))
+        return sum(removed[:-1])
+
+    async def expire(self, now: float, limit: int) -> int:
+        """Visit the buckets round-robin from a cursor, never removing more than ``limit``."""
+        remaining, visited = limit, 0
+        while remaining > 0 and visited < NBUCKETS:
+            group = min(64, remaining, NBUCKETS - visited)
+            per_bucket = remaining // group
+            calls = []
+            for i in range(group):
+                tag = self._tags[(self._sweep_cursor + i) % NBUCKETS]
+                calls.append(self._eval(
+                    self._expire_bucket, [f"{tag}:exp", f"{tag}:aors"],
+                    [repr(now), per_bucket, f"{tag}:b:"],
+                ))
+            counts = await asyncio.gather(*calls)
+            self._sweep_cursor = (self._sweep_cursor + group) % NBUCKETS
+            visited += group
+            remaining -= sum(int(c) for c in counts)
+        return limit - remaining
+
+    async def list_aors(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
+        if offset < 0 or limit < 0 or offset + limit > MAX_LIST_WINDOW:
+            raise ValueError(f"offset + limit must be within 0..{MAX_LIST_WINDOW}")
+        # 0xFF never occurs in UTF-8, so "[prefix" .. "[prefix\xff" is exactly the prefix range.
+        lo: str | bytes = "[" + prefix if prefix else "-"
+        hi: str | bytes = ("[" + prefix).encode() + b"\xff" if prefix else "+"
+        pages = await asyncio.gather(*(
+            self._call("ZRANGEBYLEX", f"{tag}:aors", lo, hi, "LIMIT", 0, offset + limit)
+            for tag in self._tags
+        ))
+        merged = heapq.merge(*([m.decode() for m in page] for page in pages))
+        return list(merged)[offset : offset + limit]
+
+    async def count_aors(self) -> int:
+        return await self._sum_card("aors")
+
+    async def count_bindings(self) -> int:
+        return await self._sum_card("exp")
+
+    async def _sum_card(self, name: str) -> int:
+        cards = await asyncio.gather(*(self._call("ZCARD", f"{t}:{name}") for t in self._tags))
+        return sum(int(c) for c in cards)
+
+    async def known_user(self, aor: str) -> bool:
+        return int(await self._call("EXISTS", self._aor_keys(aor)[3])) == 1
+
+    # -- dialogs and sessions -------------------------------------------------------------------
+
+    async def _put(self, key: str, data: bytes, ttl: float) -> None:
+        if len(data) > MAX_STATE_BYTES:
+            raise RegistryFull(f"state blob of {len(data)} bytes > {MAX_STATE_BYTES}")
+        await self._call("SET", key, data, "PX", max(1, int(ttl * 1000)))
+
+    async def put_dialog(self, dialog_id: str, data: bytes, ttl: float) -> None:
+        await self._put(f"{self._prefix}:d:{dialog_id}", data, ttl)
+
+    async def get_dialog(self, dialog_id: str) -> bytes | None:
+        value: bytes | None = await self._call("GET", f"{self._prefix}:d:{dialog_id}")
+        return value
+
+    async def delete_dialog(self, dialog_id: str) -> bool:
+        return int(await self._call("DEL", f"{self._prefix}:d:{dialog_id}")) == 1
+
+    async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
+        await self._put(f"{self._prefix}:s:{session_id}", data, ttl)
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        value: bytes | None = await self._call("GET", f"{self._prefix}:s:{session_id}")
+        return value
+
+    async def delete_session(self, session_id: str) -> bool:
+        return int(await self._call("DEL", f"{self._prefix}:s:{session_id}")) == 1
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.ping()
+        except TimeoutError:
+            raise RegistryUnavailable(f"redis: no PONG within {self._timeout}s") from None
+        except RedisError as exc:
+            raise _translate(exc) from exc
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        await self._client.aclose()
+
+    @property
+    def pipeline_stats(self) -> tuple[int, int]:
+        """(pipelines sent, commands sent): commands / pipelines is the batching factor."""
+        return self._batcher.batches, self._batcher.commands
