@@ -44,6 +44,7 @@ from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
     NoScriptError,
+    OutOfMemoryError,
     RedisError,
     ResponseError,
 )
@@ -247,7 +248,10 @@ def _translate(exc: BaseException) -> BaseException:
         | TimeoutError | OSError,
     ):
         return RegistryUnavailable(f"redis: {type(exc).__name__}: {exc}")
-    if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
+    if isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("OOM")
+    ):
+        # maxmemory reached: the deployment's bound on the registry, answered like RegistryFull.
         return RegistryFull(f"redis: {exc}")
     if isinstance(exc, RedisError):
         return RegistryError(f"redis: {type(exc).__name__}: {exc}")

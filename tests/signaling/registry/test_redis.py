@@ -1,0 +1,226 @@
+"""Redis-specific behaviour: durability, outages, batching, Cluster slots.
+
+The shared contract runs in test_base.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from signaling.registry import (
+    ContactChange,
+    OutOfOrder,
+    RegistryFull,
+    RegistryUnavailable,
+    make_registry,
+)
+from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry, _parse_url
+from tests.services import RedisServer
+
+AOR = "sip:alice@example.com"
+
+
+def change(contact: str, expires: int = 3600, **kw: object) -> ContactChange:
+    return ContactChange(contact=contact, expires=expires, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of our own, to kill, pause and restart; AOF fsync on every write."""
+    server = RedisServer(appendonly=True).start()
+    server.cli("CONFIG", "SET", "appendfsync", "always")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def test_parse_url() -> None:
+    assert _parse_url("redis://h:1/2") == ("redis://h:1/2", False, "sig")
+    assert _parse_url("redis+cluster://h:1?prefix=x") == ("redis://h:1", True, "x")
+    assert _parse_url("redis://h:1/0?cluster=1&socket_timeout=2") == (
+        "redis://h:1/0?socket_timeout=2", True, "sig",
+    )
+    with pytest.raises(ValueError):
+        _parse_url("http://h:1")
+    with pytest.raises(ValueError):
+        make_registry("mysql://h")
+
+
+async def test_returned_register_is_in_redis(redis_url: str, raw: aioredis.Redis) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    reg = RedisRegistry.from_url(f"{redis_url}?prefix={prefix}")
+    try:
+        now = time.time()
+        [b] = await reg.register(AOR, "c1", 1, [change("sip:a@h", 60)], now)
+        assert b.expires_at == now + 60
+        hash_key, exp_key, aors_key, known_key = reg._aor_keys(AOR)
+        assert hash_key.startswith(f"{{{prefix}:")
+        stored = await raw.hget(hash_key, "sip:a@h")
+        assert stored is not None and b"sip:a@h" in stored
+        assert await raw.zscore(exp_key, f"{AOR}\x00sip:a@h") == pytest.approx(now + 60)
+        assert await raw.zscore(aors_key, AOR) == 0
+        assert 0 < await raw.ttl(known_key) <= 30 * 24 * 3600
+    finally:
+        await reg.close()
+
+
+async def test_two_nodes_share_state(redis_url: str) -> None:
+    url = f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}"
+    node_a, node_b = make_registry(url), make_registry(url)
+    try:
+        now = time.time()
+        await node_a.register(AOR, "c1", 1, [change("sip:a@h1"), change("sip:a@h2")], now)
+        assert len(await node_b.lookup(AOR, now)) == 2
+        assert await node_b.remove_binding(AOR, "sip:a@h1")
+        assert [b.contact for b in await node_a.lookup(AOR, now)] == ["sip:a@h2"]
+        # The ordering rule holds across nodes: node B saw CSeq 1 written by node A.
+        with pytest.raises(OutOfOrder):
+            await node_b.register(AOR, "c1", 1, [change("sip:a@h2")], now)
+    finally:
+        await node_a.close()
+        await node_b.close()
+
+
+async def test_concurrent_calls_share_pipelines(redis_url: str) -> None:
+    reg = RedisRegistry.from_url(f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}")
+    try:
+        now = time.time()
+        await asyncio.gather(*(
+            reg.register(f"sip:u{i}@example.com", "c", 1, [change(f"sip:u{i}@h")], now)
+            for i in range(500)
+        ))
+        batches, commands = reg.pipeline_stats
+        assert commands == 500
+        assert batches <= 10  # 500 calls made in one tick: a handful of round trips, not 500
+        assert await reg.count_aors() == 500
+    finally:
+        await reg.close()
+
+
+async def test_script_cache_flushed(private_redis: RedisServer) -> None:
+    reg = make_registry(private_redis.url)
+    try:
+        await reg.register(AOR, "c1", 1, [change("sip:a@h")], time.time())
+        private_redis.cli("SCRIPT", "FLUSH")
+        got = await reg.register(AOR, "c1", 2, [change("sip:a@h2")], time.time())
+        assert len(got) == 2
+    finally:
+        await reg.close()
+
+
+async def test_out_of_memory_is_registry_full(private_redis: RedisServer) -> None:
+    reg = make_registry(private_redis.url)
+    try:
+        private_redis.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        private_redis.cli("CONFIG", "SET", "maxmemory", "1")
+        with pytest.raises(RegistryFull):
+            await reg.register(AOR, "c1", 1, [change("sip:a@h")], time.time())
+    finally:
+        private_redis.cli("CONFIG", "SET", "maxmemory", "0")
+        await reg.close()
+
+
+async def test_restart_unavailable_then_recovers(private_redis: RedisServer) -> None:
+    """Kill Redis: calls fail fast with RegistryUnavailable; restart: the same object recovers,
+    and every register() that returned survived (AOF, fsync always)."""
+    reg = make_registry(private_redis.url)
+    try:
+        now = time.time()
+        for i in range(50):
+            await reg.register(f"sip:u{i}@x", "c", 1, [change("sip:h")], now)
+        private_redis.kill()
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable) as err:
+            await reg.register(AOR, "c1", 1, [change("sip:a@h")], now)
+        assert time.monotonic() - started < CALL_TIMEOUT * 4
+        assert err.value.status == 503 and err.value.retry_after
+        with pytest.raises(RegistryUnavailable):
+            await reg.ping()
+        private_redis.start()
+        for _ in range(20):  # the first call may meet a connection broken by the restart
+            try:
+                await reg.ping()
+                break
+            except RegistryUnavailable:
+                await asyncio.sleep(0.1)
+        await reg.ping()
+        assert await reg.count_aors() == 50
+        for i in range(50):
+            assert len(await reg.lookup(f"sip:u{i}@x", now)) == 1
+        assert len(await reg.register(AOR, "c1", 1, [change("sip:a@h")], now)) == 1
+    finally:
+        await reg.close()
+
+
+async def test_paused_redis_times_out(private_redis: RedisServer) -> None:
+    """A Redis that accepts but never answers (SIGSTOP): bounded failure, then recovery."""
+    reg = make_registry(private_redis.url)
+    try:
+        await reg.ping()
+        assert private_redis.proc is not None
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(reg.register(f"sip:u{i}@x", "c", 1, [change("sip:h")], time.time())
+                  for i in range(20)),
+                reg.get_dialog("d"), return_exceptions=True,
+            )
+            elapsed = time.monotonic() - started
+            assert all(isinstance(r, RegistryUnavailable) for r in results)
+            assert elapsed < CALL_TIMEOUT * 4
+        finally:
+            os.kill(private_redis.proc.pid, signal.SIGCONT)
+        for _ in range(20):
+            try:
+                await reg.ping()
+                break
+            except RegistryUnavailable:
+                await asyncio.sleep(0.1)
+        assert len(await reg.register(AOR, "c", 1, [change("sip:h")], time.time())) == 1
+    finally:
+        await reg.close()
+
+
+async def test_cluster_one_aor_one_slot(redis_cluster_url: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    reg = RedisRegistry.from_url(f"{redis_cluster_url}?prefix={prefix}")
+    client = AsyncRedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis"))
+    try:
+        now = time.time()
+        aors = [f"sip:user{i}@example.com" for i in range(60)]
+        for aor in aors:
+            await reg.register(aor, "c", 1, [change("sip:h", connection_id=f"ws-{aor}")], now)
+        masters_used = set()
+        for aor in aors:
+            keys = reg._aor_keys(aor)
+            slots = {await client.cluster_keyslot(k) for k in keys}
+            assert len(slots) == 1
+            node = client.get_node_from_key(keys[0])
+            assert node is not None
+            masters_used.add(node.name)
+        assert len(masters_used) == 3  # AORs spread over every master
+        assert len({reg._tags[i] for i in range(NBUCKETS)}) == NBUCKETS
+        assert await reg.remove_connection(f"ws-{aors[0]}") == 1
+        assert await reg.count_aors() == 59
+        assert await reg.expire(now + 7200, 1000) == 59
+        assert await reg.count_bindings() == 0
+    finally:
+        await reg.close()
+        await client.aclose()
