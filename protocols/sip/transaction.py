@@ -1,0 +1,1037 @@
+"""SIP transaction state machines, sans-I/O (RFC 3261 §17, updated by RFC 6026).
+
+Rules this module keeps (the h11/h2/aioquic model):
+
+* No I/O and no clock.  Every entry point takes ``now`` (seconds, any monotonic origin).  A
+  machine never sends: it returns a list of immutable events (``SendMessage``, ``PassToTU``,
+  ``TransactionTimedOut``, ``TransportFailed``, ``TimerCFired``, ``TransactionTerminated``) and
+  the asyncio side does the I/O.
+* Each of the four machines is a table ``{(State, Input): (actions, next State)}``.  A pair that
+  is not in the table raises ``TransactionError`` and leaves the machine untouched; nothing falls
+  through silently.  ``handle(input, now, msg)`` is the only driver; the typed methods
+  (``start``, ``receive_response``, ``receive_request``, ``send_response``, ``on_timer``,
+  ``transport_error``) only pick the input.
+* Timers are deadlines kept by the transaction (``next_deadline()``); ``on_timer(now)`` fires
+  every due one in deadline order.  Which timers may run in a state is declared per machine
+  (``STATE_TIMERS``): entering a state cancels the others, so e.g. a 1xx stops Timer A and B.
+  A timer the RFC sets to zero on reliable transports (D, I, J, K) fires inside the same call.
+* ``TransactionTable`` matches messages to transactions (§17.1.3, §17.2.3 with the RFC 2543
+  fallback), is bounded, removes terminated transactions and keeps one heap of deadlines so the
+  I/O layer re-arms a single asyncio timer from ``next_deadline()`` and calls ``fire_due(now)``.
+
+Wire bytes: the machines keep the message objects they send.  The I/O layer serialises a
+``SendMessage`` whose ``data`` is ``None`` and may hand the bytes back with ``cache_bytes`` so
+later retransmissions (Timers A, E, G, request retransmissions answered with the last response,
+ACK resent for a retransmitted non-2xx) reuse them instead of serialising again.
+
+Where the RFC figures are silent about an input that the network can plausibly deliver (a 1xx
+reordered behind the final response on UDP, an INVITE retransmission after the ACK) the table
+absorbs it explicitly; each such row says so.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from itertools import count
+from typing import ClassVar
+
+from .errors import SipError, TransactionError
+from .message import CSeq, Request, Response, Via
+from .timers import TimerValues
+
+__all__ = [
+    "HEAP_SLACK",
+    "MAGIC_COOKIE",
+    "MAX_TRANSACTIONS",
+    "Action",
+    "ClientTransaction",
+    "Event",
+    "Input",
+    "InviteClientTransaction",
+    "InviteServerTransaction",
+    "NonInviteClientTransaction",
+    "NonInviteServerTransaction",
+    "PassToTU",
+    "SendMessage",
+    "ServerTransaction",
+    "State",
+    "TimerCFired",
+    "Transaction",
+    "TransactionKey",
+    "TransactionTable",
+    "TransactionTableFull",
+    "TransactionTerminated",
+    "TransactionTimedOut",
+    "TransportFailed",
+    "build_ack",
+    "build_cancel",
+    "cancel_target_key",
+    "client_key",
+    "new_client_transaction",
+    "new_server_transaction",
+    "server_key",
+]
+
+#: RFC 3261 §8.1.1.7: a branch starting with this cookie was built by an RFC 3261 element and is
+#: unique per transaction, so it alone (with sent-by and method) identifies the transaction.
+MAGIC_COOKIE = "z9hG4bK"
+_COOKIE_LEN = len(MAGIC_COOKIE)
+
+#: Live transactions per table.  A non-INVITE server transaction lives 64*T1 = 32 s after its
+#: final response on UDP (Timer J), so 262,144 holds a sustained ~8,000 transactions/s per
+#: process with room to spare, at roughly 1-2 KiB each (messages included) well under 1 GiB.
+#: Past it a new request must be answered 503 by the caller, not grow memory without bound.
+MAX_TRANSACTIONS = 262_144
+
+#: Stale heap entries (a deadline that moved or a transaction already gone) are dropped lazily
+#: when they reach the top.  The heap is rebuilt when it holds more than twice the live
+#: transactions plus this slack, so it stays O(live) without rebuilding on every small burst.
+HEAP_SLACK = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# States, inputs, actions.  IntEnum, not Enum: IntEnum members hash and compare as ints in C,
+# while Enum.__hash__ is Python code, and the table lookup is the hot path.
+
+
+class State(IntEnum):
+    CALLING = 1  # INVITE client, request sent, nothing heard (§17.1.1.2)
+    TRYING = 2  # non-INVITE client or server, nothing heard / nothing answered (§17.1.2.2, §17.2.2)
+    PROCEEDING = 3  # a provisional response went by
+    COMPLETED = 4  # a final response went by; absorbing retransmissions
+    CONFIRMED = 5  # INVITE server, ACK for a non-2xx received (§17.2.1)
+    ACCEPTED = 6  # INVITE, a 2xx went by (RFC 6026 §8.4, §8.7)
+    TERMINATED = 7  # absorbing: every input raises
+
+
+class Input(IntEnum):
+    REQUEST_RETRANSMISSION = 1  # server: the request again
+    ACK = 2  # INVITE server: an ACK matching the transaction
+    SEND_1XX = 3  # server: the TU hands a response down
+    SEND_2XX = 4
+    SEND_300_699 = 5
+    RECV_1XX = 6  # client: a response from the transport
+    RECV_2XX = 7
+    RECV_300_699 = 8
+    TIMER_A = 9
+    TIMER_B = 10
+    TIMER_C = 11
+    TIMER_D = 12
+    TIMER_E = 13
+    TIMER_F = 14
+    TIMER_G = 15
+    TIMER_H = 16
+    TIMER_I = 17
+    TIMER_J = 18
+    TIMER_K = 19
+    TIMER_L = 20
+    TIMER_M = 21
+    TRANSPORT_ERROR = 22  # the transport failed to send (§17.1.4, §17.2.4)
+
+
+_TIMER_INPUTS = frozenset(i for i in Input if i.name.startswith("TIMER_"))
+_REQUEST_INPUTS = frozenset({Input.REQUEST_RETRANSMISSION, Input.ACK})
+_RESPONSE_INPUTS = frozenset(Input) - _TIMER_INPUTS - _REQUEST_INPUTS - {Input.TRANSPORT_ERROR}
+
+
+def _message_kind(inp: Input) -> type[Request] | type[Response] | None:
+    """The message class an input carries, ``None`` for timers and transport errors."""
+    if inp in _REQUEST_INPUTS:
+        return Request
+    if inp in _RESPONSE_INPUTS:
+        return Response
+    return None
+
+
+class Action(IntEnum):
+    SEND_REQUEST = 1  # (re)send the request that created the client transaction
+    SEND_ACK = 2  # build the ACK for a non-2xx final (§17.1.1.3) and send it
+    RESEND_ACK = 3  # the non-2xx final came again: send the same ACK
+    SEND_RESPONSE = 4  # send the TU's response and remember it as the last one
+    RESEND_RESPONSE = 5  # send the last response again (if there is one yet)
+    PASS_TO_TU = 6
+    REPORT_TIMEOUT = 7
+    REPORT_TRANSPORT_ERROR = 8
+    REPORT_TIMER_C = 9
+    START_A = 10  # arm at the initial interval
+    BACKOFF_A = 11  # INVITE: double, no cap (§17.1.1.2)
+    START_B = 12
+    START_C = 13  # arm or restart (a 1xx restarts it, §16.7 step 2)
+    START_D = 14
+    START_E = 15
+    BACKOFF_E = 16  # Trying: MIN(2E, T2) (§17.1.2.2)
+    E_AT_T2 = 17  # Proceeding: T2 (§17.1.2.2)
+    START_F = 18
+    START_G = 19
+    BACKOFF_G = 20  # MIN(2G, T2) (§17.2.1)
+    START_H = 21
+    START_I = 22
+    START_J = 23
+    START_K = 24
+    START_L = 25
+    START_M = 26
+
+
+# --------------------------------------------------------------------------------------------
+# Events: immutable values handed to the I/O layer.
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Send ``message``; ``data`` is its wire form when already known, else serialise it."""
+
+    message: Request | Response
+    data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PassToTU:
+    """Deliver ``message`` to the transaction user (UA core or proxy core)."""
+
+    message: Request | Response
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimedOut:
+    """Timer B, F or H fired: the TU learns of a timeout (a proxy synthesises 408, §16.7)."""
+
+    timer: Input
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailed:
+    """The transport reported a failure; the TU is informed (§17.1.4, §17.2.4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerCFired:
+    """Proxy Timer C fired (§16.8): CANCEL if a 1xx came (state PROCEEDING), else act on 408."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTerminated:
+    """The transaction reached Terminated; it is destroyed (the table drops it)."""
+
+
+Event = (SendMessage | PassToTU | TransactionTimedOut | TransportFailed | TimerCFired
+         | TransactionTerminated)
+
+# The events without fields are shared: no allocation on the hot path.
+_TERMINATED = TransactionTerminated()
+_TRANSPORT_FAILED = TransportFailed()
+_TIMER_C_FIRED = TimerCFired()
+
+
+# --------------------------------------------------------------------------------------------
+# Action implementations.  Each takes (transaction, input, message, now, out).
+
+_ActionFn = Callable[["Transaction", Input, "Request | Response | None", float, list[Event]], None]
+
+
+def _arm(t: Transaction, timer: Input, delay: float | None, now: float) -> None:
+    """Set ``timer`` to fire ``delay`` from now; ``None`` means not on this transport."""
+    if delay is None:
+        return
+    if delay <= 0:
+        # RFC 3261 sets D, I, J, K to zero on reliable transports: fire within this call.
+        t._immediate = timer
+        return
+    t._timers[timer] = now + delay
+
+
+def _a_send_request(t: Transaction, inp: Input, m: Request | Response | None,
+                    now: float, out: list[Event]) -> None:
+    out.append(SendMessage(t.request, t.request_bytes))
+
+
+def _a_send_ack(t: Transaction, inp: Input, m: Request | Response | None,
+                now: float, out: list[Event]) -> None:
+    assert isinstance(t, InviteClientTransaction) and isinstance(m, Response)
+    t.ack = build_ack(t.request, m)
+    t.ack_bytes = None
+    out.append(SendMessage(t.ack))
+
+
+def _a_resend_ack(t: Transaction, inp: Input, m: Request | Response | None,
+                  now: float, out: list[Event]) -> None:
+    assert isinstance(t, InviteClientTransaction)
+    if t.ack is not None:
+        out.append(SendMessage(t.ack, t.ack_bytes))
+
+
+def _a_send_response(t: Transaction, inp: Input, m: Request | Response | None,
+                     now: float, out: list[Event]) -> None:
+    assert isinstance(m, Response)
+    t.last_response = m
+    t.last_response_bytes = None
+    out.append(SendMessage(m))
+
+
+def _a_resend_response(t: Transaction, inp: Input, m: Request | Response | None,
+                       now: float, out: list[Event]) -> None:
+    # §17.2.1/§17.2.2: a retransmitted request is answered with the last response, if any yet.
+    if t.last_response is not None:
+        out.append(SendMessage(t.last_response, t.last_response_bytes))
+
+
+def _a_pass_to_tu(t: Transaction, inp: Input, m: Request | Response | None,
+                  now: float, out: list[Event]) -> None:
+    assert m is not None
+    out.append(PassToTU(m))
+
+
+def _a_report_timeout(t: Transaction, inp: Input, m: Request | Response | None,
+                      now: float, out: list[Event]) -> None:
+    out.append(TransactionTimedOut(inp))
+
+
+def _a_report_transport_error(t: Transaction, inp: Input, m: Request | Response | None,
+                              now: float, out: list[Event]) -> None:
+    out.append(_TRANSPORT_FAILED)
+
+
+def _a_report_timer_c(t: Transaction, inp: Input, m: Request | Response | None,
+                      now: float, out: list[Event]) -> None:
+    out.append(_TIMER_C_FIRED)
+
+
+def _start_retransmit(timer: Input, field: str) -> _ActionFn:
+    def action(t: Transaction, inp: Input, m: Request | Response | None,
+               now: float, out: list[Event]) -> None:
+        interval: float | None = getattr(t.timers, field)
+        t._interval = interval
+        _arm(t, timer, interval, now)
+    return action
+
+
+def _backoff(timer: Input, cap: bool) -> _ActionFn:
+    def action(t: Transaction, inp: Input, m: Request | Response | None,
+               now: float, out: list[Event]) -> None:
+        if t._interval is None:  # reliable transport: nothing was ever scheduled
+            return
+        nxt = t._interval * 2
+        if cap and nxt > t.timers.t2:
+            nxt = t.timers.t2
+        t._interval = nxt
+        _arm(t, timer, nxt, now)
+    return action
+
+
+def _a_e_at_t2(t: Transaction, inp: Input, m: Request | Response | None,
+               now: float, out: list[Event]) -> None:
+    if t._interval is None:
+        return
+    t._interval = t.timers.t2
+    _arm(t, Input.TIMER_E, t.timers.t2, now)
+
+
+def _start(timer: Input, field: str) -> _ActionFn:
+    def action(t: Transaction, inp: Input, m: Request | Response | None,
+               now: float, out: list[Event]) -> None:
+        _arm(t, timer, getattr(t.timers, field), now)
+    return action
+
+
+def _a_start_c(t: Transaction, inp: Input, m: Request | Response | None,
+               now: float, out: list[Event]) -> None:
+    # Timer C belongs to proxies only (§16.6 step 11); a UA's INVITE waits for the callee.
+    if isinstance(t, InviteClientTransaction) and t.proxy:
+        _arm(t, Input.TIMER_C, t.timers.c, now)
+
+
+_ACTION_FUNCS: dict[Action, _ActionFn] = {
+    Action.SEND_REQUEST: _a_send_request,
+    Action.SEND_ACK: _a_send_ack,
+    Action.RESEND_ACK: _a_resend_ack,
+    Action.SEND_RESPONSE: _a_send_response,
+    Action.RESEND_RESPONSE: _a_resend_response,
+    Action.PASS_TO_TU: _a_pass_to_tu,
+    Action.REPORT_TIMEOUT: _a_report_timeout,
+    Action.REPORT_TRANSPORT_ERROR: _a_report_transport_error,
+    Action.REPORT_TIMER_C: _a_report_timer_c,
+    Action.START_A: _start_retransmit(Input.TIMER_A, "a"),
+    Action.BACKOFF_A: _backoff(Input.TIMER_A, cap=False),
+    Action.START_B: _start(Input.TIMER_B, "b"),
+    Action.START_C: _a_start_c,
+    Action.START_D: _start(Input.TIMER_D, "d"),
+    Action.START_E: _start_retransmit(Input.TIMER_E, "e"),
+    Action.BACKOFF_E: _backoff(Input.TIMER_E, cap=True),
+    Action.E_AT_T2: _a_e_at_t2,
+    Action.START_F: _start(Input.TIMER_F, "f"),
+    Action.START_G: _start_retransmit(Input.TIMER_G, "g"),
+    Action.BACKOFF_G: _backoff(Input.TIMER_G, cap=True),
+    Action.START_H: _start(Input.TIMER_H, "h"),
+    Action.START_I: _start(Input.TIMER_I, "i"),
+    Action.START_J: _start(Input.TIMER_J, "j"),
+    Action.START_K: _start(Input.TIMER_K, "k"),
+    Action.START_L: _start(Input.TIMER_L, "l"),
+    Action.START_M: _start(Input.TIMER_M, "m"),
+}
+
+Table = dict[tuple[State, Input], tuple[tuple[Action, ...], State]]
+_Compiled = dict[
+    tuple[State, Input],
+    tuple[tuple[_ActionFn, ...], State, bool, type[Request] | type[Response] | None],
+]
+
+# Short names for the tables below.
+_S, _I, _A = State, Input, Action
+
+
+# --------------------------------------------------------------------------------------------
+# The machines.
+
+
+class Transaction:
+    """Common driver.  Subclasses declare ``TABLE``, ``STATE_TIMERS`` and ``INITIAL``."""
+
+    TABLE: ClassVar[Table]
+    STATE_TIMERS: ClassVar[dict[State, frozenset[Input]]]
+    INITIAL: ClassVar[State]
+    _compiled: ClassVar[_Compiled]
+
+    __slots__ = (
+        "_heap_deadline",
+        "_immediate",
+        "_interval",
+        "_owner",
+        "_timers",
+        "key",
+        "last_response",
+        "last_response_bytes",
+        "peer",
+        "request",
+        "request_bytes",
+        "state",
+        "timers",
+    )
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if "TABLE" in cls.__dict__:
+            cls._compiled = {
+                pair: (
+                    tuple(_ACTION_FUNCS[a] for a in actions),
+                    nxt,
+                    pair[1] in _TIMER_INPUTS,
+                    _message_kind(pair[1]),
+                )
+                for pair, (actions, nxt) in cls.TABLE.items()
+            }
+
+    def __init__(self, request: Request, key: TransactionKey, timers: TimerValues,
+                 peer: object = None) -> None:
+        self.request = request
+        self.key = key
+        self.timers = timers
+        #: Opaque to this module: where the I/O layer sends (address, connection ...).
+        self.peer = peer
+        self.state = self.INITIAL
+        #: The request's wire form, set by the I/O layer to spare re-serialising retransmits.
+        self.request_bytes: bytes | None = None
+        self.last_response: Response | None = None
+        #: The last response's wire form; reset whenever a new response is sent.
+        self.last_response_bytes: bytes | None = None
+        self._timers: dict[Input, float] = {}
+        self._interval: float | None = None
+        self._immediate: Input | None = None
+        self._owner: TransactionTable | None = None
+        self._heap_deadline: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.state.name} {self.key!r}>"
+
+    # -- the driver --------------------------------------------------------------------------
+
+    def handle(self, inp: Input, now: float, msg: Request | Response | None = None) -> list[Event]:
+        """Apply one input.  Raises ``TransactionError`` (state unchanged) if not in the table."""
+        entry = self._compiled.get((self.state, inp))
+        if entry is None:
+            raise TransactionError(
+                f"{type(self).__name__}: {inp.name} not allowed in state {self.state.name}")
+        actions, nxt, is_timer, kind = entry
+        if kind is not None and not isinstance(msg, kind):
+            raise TransactionError(f"{type(self).__name__}: {inp.name} needs a {kind.__name__}")
+        if is_timer:
+            self._timers.pop(inp, None)
+        out: list[Event] = []
+        for fn in actions:
+            fn(self, inp, msg, now, out)
+        if nxt is not self.state:
+            self._enter(nxt, out)
+        imm = self._immediate
+        if imm is not None:
+            self._immediate = None
+            out += self.handle(imm, now)
+        elif self._owner is not None:
+            self._owner._reschedule(self)
+        return out
+
+    def _enter(self, nxt: State, out: list[Event]) -> None:
+        self.state = nxt
+        timers = self._timers
+        if timers:
+            allowed = self.STATE_TIMERS[nxt]
+            for k in [k for k in timers if k not in allowed]:
+                del timers[k]
+        if nxt is State.TERMINATED:
+            self._immediate = None
+            out.append(_TERMINATED)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest armed timer's deadline, or ``None`` when nothing is armed."""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(timers.values())
+
+    def on_timer(self, now: float) -> list[Event]:
+        """Fire every timer due at ``now``, earliest first (a firing may cancel the others)."""
+        out: list[Event] = []
+        timers = self._timers
+        while timers:
+            timer = min(timers, key=timers.__getitem__)
+            if timers[timer] > now:
+                break
+            out += self.handle(timer, now)
+        return out
+
+    # -- the rest ----------------------------------------------------------------------------
+
+    def transport_error(self, now: float) -> list[Event]:
+        """The transport could not send for this transaction (§17.1.4, §17.2.4)."""
+        return self.handle(Input.TRANSPORT_ERROR, now)
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    def armed_timers(self) -> dict[Input, float]:
+        """A copy of the armed timers and their deadlines (for tests and diagnostics)."""
+        return dict(self._timers)
+
+    def cache_bytes(self, message: Request | Response, data: bytes) -> None:
+        """Remember the wire form of a message this transaction sent, for retransmissions."""
+        if message is self.request:
+            self.request_bytes = data
+        elif message is self.last_response:
+            self.last_response_bytes = data
+
+
+class ClientTransaction(Transaction):
+    """A client transaction: ``start`` sends the request; responses come in."""
+
+    __slots__ = ("_started",)
+    START_ACTIONS: ClassVar[tuple[Action, ...]]
+
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+        key = _client_key_of_request(request)
+        super().__init__(request, key, timers, peer)
+        self._started = False
+
+    def start(self, now: float) -> list[Event]:
+        """Send the request and arm the first timers (entry into Calling/Trying)."""
+        if self._started:
+            raise TransactionError(f"{type(self).__name__} already started")
+        self._started = True
+        out: list[Event] = []
+        for a in self.START_ACTIONS:
+            _ACTION_FUNCS[a](self, Input.TIMER_A, None, now, out)
+        if self._owner is not None:
+            self._owner._reschedule(self)
+        return out
+
+    def receive_response(self, response: Response, now: float) -> list[Event]:
+        """A response matched to this transaction by ``client_key`` (§17.1.3)."""
+        status = response.status
+        inp = Input.RECV_1XX if status < 200 else Input.RECV_2XX if status < 300 else (
+            Input.RECV_300_699)
+        return self.handle(inp, now, response)
+
+
+class InviteClientTransaction(ClientTransaction):
+    """RFC 3261 §17.1.1 with RFC 6026 §8.4 (Accepted state, Timer M)."""
+
+    __slots__ = ("ack", "ack_bytes", "proxy")
+    INITIAL = State.CALLING
+    START_ACTIONS = (Action.SEND_REQUEST, Action.START_A, Action.START_B, Action.START_C)
+
+    TABLE: ClassVar[Table] = {
+        (_S.CALLING, _I.TIMER_A): ((_A.SEND_REQUEST, _A.BACKOFF_A), _S.CALLING),
+        (_S.CALLING, _I.TIMER_B): ((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.CALLING, _I.TIMER_C): ((_A.REPORT_TIMER_C,), _S.CALLING),
+        (_S.CALLING, _I.RECV_1XX): ((_A.PASS_TO_TU, _A.START_C), _S.PROCEEDING),
+        # RFC 6026 §8.4: a 2xx no longer terminates; Accepted absorbs nothing but forwards
+        # every 2xx (retransmissions and forks) so the TU can ACK each.
+        (_S.CALLING, _I.RECV_2XX): ((_A.PASS_TO_TU, _A.START_M), _S.ACCEPTED),
+        (_S.CALLING, _I.RECV_300_699): ((_A.SEND_ACK, _A.PASS_TO_TU, _A.START_D), _S.COMPLETED),
+        (_S.CALLING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.PROCEEDING, _I.RECV_1XX): ((_A.PASS_TO_TU, _A.START_C), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.RECV_2XX): ((_A.PASS_TO_TU, _A.START_M), _S.ACCEPTED),
+        (_S.PROCEEDING, _I.RECV_300_699): ((_A.SEND_ACK, _A.PASS_TO_TU, _A.START_D), _S.COMPLETED),
+        (_S.PROCEEDING, _I.TIMER_C): ((_A.REPORT_TIMER_C,), _S.PROCEEDING),
+        # §17.1.4: a reliable connection may fail while we wait for the final response.
+        (_S.PROCEEDING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.COMPLETED, _I.RECV_300_699): ((_A.RESEND_ACK,), _S.COMPLETED),
+        # Not in the figure: a 1xx reordered behind the final on UDP is discarded.
+        (_S.COMPLETED, _I.RECV_1XX): ((), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_D): ((), _S.TERMINATED),
+        (_S.COMPLETED, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.ACCEPTED, _I.RECV_2XX): ((_A.PASS_TO_TU,), _S.ACCEPTED),
+        # Not in the figure: a late 1xx after the 2xx is discarded.
+        (_S.ACCEPTED, _I.RECV_1XX): ((), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.TIMER_M): ((), _S.TERMINATED),
+    }
+    STATE_TIMERS: ClassVar[dict[State, frozenset[Input]]] = {
+        _S.CALLING: frozenset({_I.TIMER_A, _I.TIMER_B, _I.TIMER_C}),
+        _S.PROCEEDING: frozenset({_I.TIMER_C}),
+        _S.COMPLETED: frozenset({_I.TIMER_D}),
+        _S.ACCEPTED: frozenset({_I.TIMER_M}),
+        _S.TERMINATED: frozenset(),
+    }
+
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None, *,
+                 proxy: bool = False) -> None:
+        if request.method != "INVITE":
+            raise TransactionError(f"INVITE client transaction for {request.method}")
+        super().__init__(request, timers, peer)
+        #: Run proxy Timer C (§16.6 step 11).
+        self.proxy = proxy
+        #: The ACK built for a non-2xx final (§17.1.1.3), resent when that final comes again.
+        self.ack: Request | None = None
+        self.ack_bytes: bytes | None = None
+
+    def cache_bytes(self, message: Request | Response, data: bytes) -> None:
+        if message is self.ack:
+            self.ack_bytes = data
+        else:
+            super().cache_bytes(message, data)
+
+
+class NonInviteClientTransaction(ClientTransaction):
+    """RFC 3261 §17.1.2."""
+
+    __slots__ = ()
+    INITIAL = State.TRYING
+    START_ACTIONS = (Action.SEND_REQUEST, Action.START_E, Action.START_F)
+
+    TABLE: ClassVar[Table] = {
+        (_S.TRYING, _I.TIMER_E): ((_A.SEND_REQUEST, _A.BACKOFF_E), _S.TRYING),
+        (_S.TRYING, _I.TIMER_F): ((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.TRYING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.TRYING, _I.RECV_1XX): ((_A.PASS_TO_TU,), _S.PROCEEDING),
+        (_S.TRYING, _I.RECV_2XX): ((_A.PASS_TO_TU, _A.START_K), _S.COMPLETED),
+        (_S.TRYING, _I.RECV_300_699): ((_A.PASS_TO_TU, _A.START_K), _S.COMPLETED),
+        (_S.PROCEEDING, _I.TIMER_E): ((_A.SEND_REQUEST, _A.E_AT_T2), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.TIMER_F): ((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.PROCEEDING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.PROCEEDING, _I.RECV_1XX): ((_A.PASS_TO_TU,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.RECV_2XX): ((_A.PASS_TO_TU, _A.START_K), _S.COMPLETED),
+        (_S.PROCEEDING, _I.RECV_300_699): ((_A.PASS_TO_TU, _A.START_K), _S.COMPLETED),
+        # §17.1.2.2: Completed exists to buffer response retransmissions: absorbed.
+        (_S.COMPLETED, _I.RECV_1XX): ((), _S.COMPLETED),
+        (_S.COMPLETED, _I.RECV_2XX): ((), _S.COMPLETED),
+        (_S.COMPLETED, _I.RECV_300_699): ((), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_K): ((), _S.TERMINATED),
+    }
+    STATE_TIMERS: ClassVar[dict[State, frozenset[Input]]] = {
+        _S.TRYING: frozenset({_I.TIMER_E, _I.TIMER_F}),
+        _S.PROCEEDING: frozenset({_I.TIMER_E, _I.TIMER_F}),
+        _S.COMPLETED: frozenset({_I.TIMER_K}),
+        _S.TERMINATED: frozenset(),
+    }
+
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+        if request.method in ("INVITE", "ACK"):
+            raise TransactionError(f"non-INVITE client transaction for {request.method}")
+        super().__init__(request, timers, peer)
+
+
+class ServerTransaction(Transaction):
+    """A server transaction: created by a new request; the TU sends responses through it."""
+
+    __slots__ = ("_to_tag",)
+
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+        key = server_key(request)
+        if key is None:
+            raise TransactionError("request without Via cannot create a transaction")
+        super().__init__(request, key, timers, peer)
+        self._to_tag = request.to.tag
+
+    def receive_request(self, request: Request, now: float) -> list[Event]:
+        """A request matched to this transaction: a retransmission, or the ACK (§17.2.1)."""
+        inp = Input.ACK if request.method == "ACK" else Input.REQUEST_RETRANSMISSION
+        return self.handle(inp, now, request)
+
+    def send_response(self, response: Response, now: float) -> list[Event]:
+        """The TU's response to the request (§17.2.1, §17.2.2)."""
+        status = response.status
+        inp = Input.SEND_1XX if status < 200 else Input.SEND_2XX if status < 300 else (
+            Input.SEND_300_699)
+        return self.handle(inp, now, response)
+
+    def matches_to_tag(self, request: Request) -> bool:
+        """RFC 2543 fallback (§17.2.3): the To tag must match too.
+
+        A retransmission carries the creating request's To tag; an ACK carries the tag of the
+        response it acknowledges.
+        """
+        if request.method == "ACK":
+            last = self.last_response
+            return last is not None and request.to.tag == last.to.tag
+        return request.to.tag == self._to_tag
+
+
+class InviteServerTransaction(ServerTransaction):
+    """RFC 3261 §17.2.1 with RFC 6026 §8.7 (Accepted state, Timer L).
+
+    The TU should send 100 Trying itself (a proxy does so at once, §16.2); this machine does
+    not run the optional 200 ms Trying timer.
+    """
+
+    __slots__ = ()
+    INITIAL = State.PROCEEDING
+
+    TABLE: ClassVar[Table] = {
+        # §17.2.1: a retransmitted INVITE gets the most recent provisional response.
+        (_S.PROCEEDING, _I.REQUEST_RETRANSMISSION): ((_A.RESEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.SEND_1XX): ((_A.SEND_RESPONSE,), _S.PROCEEDING),
+        # RFC 6026 §8.7: a 2xx moves to Accepted, not Terminated, so INVITE retransmissions
+        # are recognised as such instead of looking like a new request.
+        (_S.PROCEEDING, _I.SEND_2XX): ((_A.SEND_RESPONSE, _A.START_L), _S.ACCEPTED),
+        (_S.PROCEEDING, _I.SEND_300_699): (
+            (_A.SEND_RESPONSE, _A.START_G, _A.START_H), _S.COMPLETED),
+        (_S.PROCEEDING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.COMPLETED, _I.REQUEST_RETRANSMISSION): ((_A.RESEND_RESPONSE,), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_G): ((_A.RESEND_RESPONSE, _A.BACKOFF_G), _S.COMPLETED),
+        (_S.COMPLETED, _I.ACK): ((_A.START_I,), _S.CONFIRMED),
+        (_S.COMPLETED, _I.TIMER_H): ((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.COMPLETED, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        # §17.2.1: Confirmed absorbs ACK retransmissions; a late INVITE copy likewise.
+        (_S.CONFIRMED, _I.ACK): ((), _S.CONFIRMED),
+        (_S.CONFIRMED, _I.REQUEST_RETRANSMISSION): ((), _S.CONFIRMED),
+        (_S.CONFIRMED, _I.TIMER_I): ((), _S.TERMINATED),
+        # RFC 6026 §8.7: INVITE retransmissions are absorbed, not answered: the 2xx is the
+        # TU's to retransmit (§13.3.1.4).  Further 2xx (retransmissions, proxied forks) are
+        # sent; an ACK matching the transaction goes up to the TU.
+        (_S.ACCEPTED, _I.REQUEST_RETRANSMISSION): ((), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.SEND_2XX): ((_A.SEND_RESPONSE,), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.ACK): ((_A.PASS_TO_TU,), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.TIMER_L): ((), _S.TERMINATED),
+        # A failed 2xx send is the TU's to handle; the transaction keeps absorbing INVITE
+        # retransmissions until Timer L, or they would look like new requests.
+        (_S.ACCEPTED, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.ACCEPTED),
+    }
+    STATE_TIMERS: ClassVar[dict[State, frozenset[Input]]] = {
+        _S.PROCEEDING: frozenset(),
+        _S.COMPLETED: frozenset({_I.TIMER_G, _I.TIMER_H}),
+        _S.CONFIRMED: frozenset({_I.TIMER_I}),
+        _S.ACCEPTED: frozenset({_I.TIMER_L}),
+        _S.TERMINATED: frozenset(),
+    }
+
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+        if request.method != "INVITE":
+            raise TransactionError(f"INVITE server transaction for {request.method}")
+        super().__init__(request, timers, peer)
+
+
+class NonInviteServerTransaction(ServerTransaction):
+    """RFC 3261 §17.2.2."""
+
+    __slots__ = ()
+    INITIAL = State.TRYING
+
+    TABLE: ClassVar[Table] = {
+        # §17.2.2: in Trying there is no response yet; a retransmission is discarded.
+        (_S.TRYING, _I.REQUEST_RETRANSMISSION): ((), _S.TRYING),
+        (_S.TRYING, _I.SEND_1XX): ((_A.SEND_RESPONSE,), _S.PROCEEDING),
+        (_S.TRYING, _I.SEND_2XX): ((_A.SEND_RESPONSE, _A.START_J), _S.COMPLETED),
+        (_S.TRYING, _I.SEND_300_699): ((_A.SEND_RESPONSE, _A.START_J), _S.COMPLETED),
+        (_S.PROCEEDING, _I.REQUEST_RETRANSMISSION): ((_A.RESEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.SEND_1XX): ((_A.SEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.SEND_2XX): ((_A.SEND_RESPONSE, _A.START_J), _S.COMPLETED),
+        (_S.PROCEEDING, _I.SEND_300_699): ((_A.SEND_RESPONSE, _A.START_J), _S.COMPLETED),
+        (_S.PROCEEDING, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+        (_S.COMPLETED, _I.REQUEST_RETRANSMISSION): ((_A.RESEND_RESPONSE,), _S.COMPLETED),
+        # §17.2.2: any other final response from the TU in Completed is discarded.
+        (_S.COMPLETED, _I.SEND_2XX): ((), _S.COMPLETED),
+        (_S.COMPLETED, _I.SEND_300_699): ((), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_J): ((), _S.TERMINATED),
+        (_S.COMPLETED, _I.TRANSPORT_ERROR): ((_A.REPORT_TRANSPORT_ERROR,), _S.TERMINATED),
+    }
+    STATE_TIMERS: ClassVar[dict[State, frozenset[Input]]] = {
+        _S.TRYING: frozenset(),
+        _S.PROCEEDING: frozenset(),
+        _S.COMPLETED: frozenset({_I.TIMER_J}),
+        _S.TERMINATED: frozenset(),
+    }
+
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+        if request.method in ("INVITE", "ACK"):
+            raise TransactionError(f"non-INVITE server transaction for {request.method}")
+        super().__init__(request, timers, peer)
+
+
+def new_client_transaction(request: Request, timers: TimerValues, peer: object = None, *,
+                           proxy: bool = False) -> ClientTransaction:
+    """The right client machine for ``request`` (not started: call ``start(now)``)."""
+    if request.method == "INVITE":
+        return InviteClientTransaction(request, timers, peer, proxy=proxy)
+    return NonInviteClientTransaction(request, timers, peer)
+
+
+def new_server_transaction(request: Request, timers: TimerValues,
+                           peer: object = None) -> ServerTransaction:
+    """The right server machine for a new ``request``; ACK never creates one (§17.2.3)."""
+    if request.method == "INVITE":
+        return InviteServerTransaction(request, timers, peer)
+    return NonInviteServerTransaction(request, timers, peer)
+
+
+# --------------------------------------------------------------------------------------------
+# Requests a client transaction builds.
+
+
+def build_ack(invite: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final response (§17.1.1.3).
+
+    Request-URI, Call-ID, From, CSeq number and the single Via come from the INVITE (the ACK is
+    part of the INVITE transaction, hence the same branch); To comes from the response, so it
+    carries the tag the UAS chose; the INVITE's Route values are kept.
+    """
+    return Request(
+        method="ACK",
+        uri=invite.uri,
+        vias=[invite.vias[0]],
+        from_=invite.from_,
+        to=response.to,
+        call_id=invite.call_id,
+        cseq=CSeq(invite.cseq.seq, "ACK"),
+        max_forwards=70,
+        routes=list(invite.routes),
+    )
+
+
+def build_cancel(request: Request) -> Request:
+    """The CANCEL for a pending request (§9.1).
+
+    Request-URI, Call-ID, To, From and the CSeq number are those of the request, tags included;
+    a single Via equal to the request's top Via, so the CANCEL reaches the same server
+    transaction; the same Route values.  ACK and CANCEL themselves cannot be cancelled.
+    """
+    if request.method in ("ACK", "CANCEL"):
+        raise TransactionError(f"cannot CANCEL a {request.method} (§9.1)")
+    return Request(
+        method="CANCEL",
+        uri=request.uri,
+        vias=[request.vias[0]],
+        from_=request.from_,
+        to=request.to,
+        call_id=request.call_id,
+        cseq=CSeq(request.cseq.seq, "CANCEL"),
+        max_forwards=70,
+        routes=list(request.routes),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Matching (§17.1.3, §17.2.3).
+
+#: A hashable tuple; RFC 3261 keys start with the branch, RFC 2543 fallback keys with "2543".
+TransactionKey = tuple[object, ...]
+
+
+def _has_cookie(branch: str | None) -> bool:
+    # RFC 4475 §3.1.2.? "badbranch": a branch that is exactly the cookie carries no unique
+    # part, so it is not trusted as an RFC 3261 branch; the 2543 fallback matches instead.
+    return branch is not None and len(branch) > _COOKIE_LEN and branch.startswith(MAGIC_COOKIE)
+
+
+def _via_key(via: Via) -> tuple[object, ...]:
+    return (via.transport, via.host.lower(), via.port, tuple(sorted(via.params.items())))
+
+
+def _server_key(request: Request, method: str) -> TransactionKey | None:
+    vias = request.vias
+    if not vias:
+        return None
+    via = vias[0]
+    branch = via.params.get("branch")
+    if _has_cookie(branch):
+        # §17.2.3: branch, sent-by and method (ACK matches its INVITE).
+        return (branch, via.host.lower(), via.port, method)
+    # §17.2.3 RFC 2543 fallback: Request-URI, From tag, Call-ID, CSeq number, top Via and the
+    # method; the To tag is checked after the lookup (ServerTransaction.matches_to_tag) because
+    # an ACK carries the response's tag, not the INVITE's.  URIs compare by their text, which a
+    # retransmission or the ACK for a non-2xx repeats exactly (§17.1.1.3).
+    return ("2543", str(request.uri), request.from_.tag, request.call_id, request.cseq.seq,
+            method, _via_key(via))
+
+
+def server_key(request: Request) -> TransactionKey | None:
+    """The server transaction key of ``request`` (§17.2.3); ``None`` without a Via."""
+    method = request.method
+    return _server_key(request, "INVITE" if method == "ACK" else method)
+
+
+def cancel_target_key(cancel: Request) -> TransactionKey | None:
+    """The key of the INVITE server transaction a CANCEL refers to (§9.2)."""
+    return _server_key(cancel, "INVITE")
+
+
+def client_key(response: Response) -> TransactionKey | None:
+    """The client transaction key of ``response`` (§17.1.3): top Via branch and CSeq method."""
+    vias = response.vias
+    if not vias:
+        return None
+    branch = vias[0].params.get("branch")
+    if branch is None:
+        return None
+    return (branch, response.cseq.method)
+
+
+def _client_key_of_request(request: Request) -> TransactionKey:
+    branch = request.vias[0].params.get("branch") if request.vias else None
+    if not _has_cookie(branch):
+        raise TransactionError("a client transaction needs an RFC 3261 branch (§8.1.1.7)")
+    return (branch, request.method)
+
+
+# --------------------------------------------------------------------------------------------
+# The table.
+
+
+class TransactionTableFull(SipError):
+    """MAX_TRANSACTIONS reached: answer the new request 503 (or refuse to send) and count it."""
+
+
+class TransactionTable:
+    """Live transactions by key, plus one heap of their deadlines.
+
+    Transactions added here report back after every input (``handle``), so the table follows
+    their deadlines and drops them when they terminate; the I/O layer only arms one timer at
+    ``next_deadline()`` and calls ``fire_due(now)`` when it expires.
+    """
+
+    __slots__ = ("_clients", "_heap", "_seq", "_servers", "max_size")
+
+    def __init__(self, max_size: int = MAX_TRANSACTIONS) -> None:
+        self.max_size = max_size
+        self._servers: dict[TransactionKey, ServerTransaction] = {}
+        self._clients: dict[TransactionKey, ClientTransaction] = {}
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._seq = count()
+
+    def __len__(self) -> int:
+        return len(self._servers) + len(self._clients)
+
+    def __iter__(self) -> Iterator[Transaction]:
+        yield from self._servers.values()
+        yield from self._clients.values()
+
+    def add(self, txn: Transaction) -> None:
+        """Track ``txn``.  Raises ``TransactionTableFull`` or, for a taken key, TransactionError."""
+        if len(self._servers) + len(self._clients) >= self.max_size:
+            raise TransactionTableFull(f"{self.max_size} transactions live")
+        if txn.terminated or txn._owner is not None:
+            raise TransactionError(f"cannot add {txn!r}")
+        table: dict[TransactionKey, ServerTransaction] | dict[TransactionKey, ClientTransaction]
+        table = self._servers if isinstance(txn, ServerTransaction) else self._clients
+        if txn.key in table:
+            raise TransactionError(f"transaction key already in use: {txn.key!r}")
+        table[txn.key] = txn  # type: ignore[assignment]
+        txn._owner = self
+        self._reschedule(txn)
+
+    def remove(self, txn: Transaction) -> None:
+        """Forget ``txn`` (done automatically when it terminates)."""
+        table: dict[TransactionKey, ServerTransaction] | dict[TransactionKey, ClientTransaction]
+        table = self._servers if isinstance(txn, ServerTransaction) else self._clients
+        if table.get(txn.key) is txn:
+            del table[txn.key]
+        txn._owner = None
+        txn._heap_deadline = None  # its heap entries are now stale
+
+    def find_server(self, request: Request) -> ServerTransaction | None:
+        """The server transaction ``request`` belongs to (§17.2.3), if any."""
+        key = server_key(request)
+        if key is None:
+            return None
+        txn = self._servers.get(key)
+        if txn is not None and key[0] == "2543" and not txn.matches_to_tag(request):
+            return None
+        return txn
+
+    def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
+        """The INVITE server transaction a CANCEL refers to (§9.2), if any."""
+        key = cancel_target_key(cancel)
+        txn = self._servers.get(key) if key is not None else None
+        if not isinstance(txn, InviteServerTransaction):
+            return None
+        if key is not None and key[0] == "2543" and not txn.matches_to_tag(cancel):
+            return None
+        return txn
+
+    def find_client(self, response: Response) -> ClientTransaction | None:
+        """The client transaction ``response`` belongs to (§17.1.3), if any."""
+        key = client_key(response)
+        return self._clients.get(key) if key is not None else None
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _reschedule(self, txn: Transaction) -> None:
+        if txn.state is State.TERMINATED:
+            self.remove(txn)
+            return
+        timers = txn._timers
+        deadline = min(timers.values()) if timers else None
+        if deadline == txn._heap_deadline:
+            return
+        txn._heap_deadline = deadline
+        if deadline is None:
+            return
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._seq), txn))
+        if len(heap) > 2 * (len(self._servers) + len(self._clients)) + HEAP_SLACK:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._heap = [(d, s, t) for d, s, t in self._heap if t._heap_deadline == d]
+        heapq.heapify(self._heap)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of any live transaction, or ``None``."""
+        heap = self._heap
+        while heap:
+            d, _, txn = heap[0]
+            if txn._heap_deadline == d:
+                return d
+            heapq.heappop(heap)  # stale entry
+        return None
+
+    def fire_due(self, now: float) -> list[tuple[Transaction, list[Event]]]:
+        """Fire every due timer of every transaction; the events of each, in deadline order."""
+        heap = self._heap
+        fired: list[tuple[Transaction, list[Event]]] = []
+        while heap and heap[0][0] <= now:
+            d, _, txn = heapq.heappop(heap)
+            if txn._heap_deadline != d:
+                continue  # stale entry
+            txn._heap_deadline = None
+            events = txn.on_timer(now)
+            if txn._owner is self:
+                self._reschedule(txn)  # on_timer may have fired nothing (equal deadlines)
+            if events:
+                fired.append((txn, events))
+        return fired
+
+    def heap_size(self) -> int:
+        """Entries in the deadline heap, stale ones included (bounded by compaction)."""
+        return len(self._heap)
