@@ -1,0 +1,7 @@
+"""``python -m signaling`` is ``signaling``."""
+
+import sys
+
+from signaling.cli import main
+
+sys.exit(main())

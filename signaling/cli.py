@@ -1,0 +1,86 @@
+"""``signaling serve``: the command line.
+
+Exit status: 0 after a clean shutdown, 2 for bad configuration (one line on stderr), 1 when a
+listener cannot start (port taken, permission denied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvloop
+
+from signaling.config import OPTIONS, Config, ConfigError, load_config
+from signaling.server import Server
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signaling",
+                                     description="SIP and Diameter signaling server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server",
+                           description="Options may also come from a TOML file (--config) and "
+                                       "SIGNALING_<OPTION> environment variables.")
+    serve.add_argument("--config", help="TOML configuration file")
+    for name, (kind, help_text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind == "bool":
+            serve.add_argument(flag, dest=name, action="store_const", const=True, default=None,
+                               help=help_text)
+        elif kind == "list":
+            serve.add_argument(flag, dest=name, action="append", default=None, help=help_text)
+        else:
+            serve.add_argument(flag, dest=name, default=None, help=help_text)
+    return parser
+
+
+def _flags(ns: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, (kind, _) in OPTIONS.items():
+        value = getattr(ns, name, None)
+        if value is None:
+            continue
+        if kind == "list":
+            value = [item for v in value for item in str(v).split(",")]
+        out[name] = value
+    return out
+
+
+async def _serve(cfg: Config) -> int:
+    server = Server(cfg)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"signaling: cannot start: {exc}", file=sys.stderr)
+        await server.stop()
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(_flags(ns), config_file=ns.config)
+    except ConfigError as exc:
+        print(f"signaling: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return uvloop.run(_serve(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Server configuration: defaults, then a TOML file, then ``SIGNALING_*`` variables, then flags.
+
+Every option has one name used everywhere: the flag ``--sip-udp``, the TOML key ``sip_udp`` and
+the variable ``SIGNALING_SIP_UDP``.  Bad configuration raises ``ConfigError`` with a one-line
+message; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["OPTIONS", "Config", "ConfigError", "HostPort", "load_config", "parse_hostport"]
+
+HostPort = tuple[str, int]
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message is one line for the operator."""
+
+
+def parse_hostport(text: str, name: str) -> HostPort | None:
+    """``HOST:PORT`` or ``[V6]:PORT``; ``off``/``none``/empty disables the listener."""
+    text = text.strip()
+    if text.lower() in ("", "off", "none", "disabled"):
+        return None
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+@dataclass(slots=True)
+class Config:
+    """Everything ``signaling serve`` can be told.  See ``OPTIONS`` for the documentation."""
+
+    sip_udp: HostPort | None = ("0.0.0.0", 5060)
+    sip_ws: HostPort | None = ("0.0.0.0", 5066)
+    admin: HostPort | None = ("127.0.0.1", 8081)
+    admin_token: str | None = None
+    diameter: HostPort | None = ("0.0.0.0", 3868)
+    domain: list[str] = field(default_factory=list)
+    registry: str = "memory"
+    database: str | None = None
+    spool: str = "signaling-spool.jsonl"
+    log_level: str = "info"
+    node_id: str = ""
+    advertise: str | None = None
+    workers: int = 8
+    queue_size: int = 1024
+    retry_after: int = 5
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    max_transactions: int = 100_000
+    max_dialogs: int = 200_000
+    max_dialog_duration: float = 7200.0
+    ring_timeout: float = 180.0
+    relay: bool = False
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    udp_buffer: int = 8 * 1024 * 1024
+    ws_max_size: int = 65_535
+    ws_origins: list[str] = field(default_factory=list)
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_max_connections: int = 50_000
+    diameter_identity: str = "signaling.localdomain"
+    diameter_realm: str = "localdomain"
+    shutdown_timeout: float = 5.0
+
+    def served_domains(self) -> set[str]:
+        """The domains this registrar/proxy is responsible for ("myself", RFC 3261 §16.4).
+
+        Without ``--domain``, the server's own names and addresses: what SIP clients put in
+        the Request-URI when they talk to a server by address.
+        """
+        if self.domain:
+            return {d.lower() for d in self.domain}
+        names = {"localhost", "127.0.0.1", "::1", "[::1]"}
+        with contextlib.suppress(OSError):
+            names.add(socket.gethostname().lower())
+        for hp in (self.sip_udp, self.sip_ws):
+            if hp is not None and hp[0] not in ("0.0.0.0", "::"):
+                names.add(hp[0].lower())
+        if self.advertise:
+            names.add(self.advertise.lower())
+        return names
+
+
+# name -> (kind, help).  Kinds: hostport, str, optstr, int, float, bool, list.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "sip_udp": ("hostport", "SIP over UDP listener (default 0.0.0.0:5060; 'off' disables)"),
+    "sip_ws": ("hostport", "SIP over WebSocket listener, RFC 7118 (default 0.0.0.0:5066)"),
+    "admin": ("hostport", "REST admin API and /metrics (default 127.0.0.1:8081)"),
+    "admin_token": ("optstr", "bearer token for /api/v1 (generated and printed if unset)"),
+    "diameter": ("hostport", "Diameter over TCP listener (default 0.0.0.0:3868)"),
+    "domain": ("list", "domain this server is registrar/proxy for (repeatable, or comma list)"),
+    "registry": ("str", "'memory' (default) or redis://HOST:PORT[/DB] or redis+cluster://..."),
+    "database": ("optstr", "PostgreSQL DSN for call and registration records (optional)"),
+    "spool": ("str", "append-only spool file for records while PostgreSQL is unreachable"),
+    "log_level": ("str", "debug, info, warning or error"),
+    "node_id": ("str", "this node's id in a shared registry (default: host:port)"),
+    "advertise": ("optstr", "address put in Via and Record-Route (default: listener address)"),
+    "workers": ("int", "worker tasks (and queue shards) handling new requests"),
+    "queue_size": ("int", "bound of each worker's queue; full means 503 + Retry-After"),
+    "retry_after": ("int", "Retry-After seconds sent with 503 when shedding load"),
+    "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
+    "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
+    "default_expires": ("int", "registration time when the REGISTER names none"),
+    "max_transactions": ("int", "bound of the SIP transaction table"),
+    "max_dialogs": ("int", "bound of the dialog table"),
+    "max_dialog_duration": ("float", "seconds after which the server ends a dialog with BYE"),
+    "ring_timeout": ("float", "seconds an INVITE may ring before 408 (Timer C, RFC 3261 §16.6)"),
+    "relay": ("bool", "relay requests for domains this server does not serve (else 403)"),
+    "t1": ("float", "SIP timer T1 in seconds (RFC 3261 §17)"),
+    "t2": ("float", "SIP timer T2 in seconds"),
+    "t4": ("float", "SIP timer T4 in seconds"),
+    "udp_buffer": ("int", "UDP socket receive/send buffer size requested, in bytes"),
+    "ws_max_size": ("int", "largest WebSocket message accepted, in bytes"),
+    "ws_origins": ("list", "allowed WebSocket Origin values (default: any)"),
+    "ws_ping_interval": ("float", "seconds between WebSocket pings"),
+    "ws_ping_timeout": ("float", "seconds to wait for a pong before closing"),
+    "ws_max_connections": ("int", "bound on concurrent WebSocket connections"),
+    "diameter_identity": ("str", "Diameter Origin-Host of this server"),
+    "diameter_realm": ("str", "Diameter Origin-Realm of this server"),
+    "shutdown_timeout": ("float", "seconds to finish in-flight transactions on SIGTERM"),
+}
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    try:
+        if kind == "hostport":
+            return parse_hostport(str(value), name)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            low = str(value).strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind == "list":
+            items = value if isinstance(value, list) else str(value).split(",")
+            return [str(i).strip() for i in items if str(i).strip()]
+        if kind == "optstr":
+            return None if value in (None, "") else str(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: invalid value {value!r} (expected {kind})") from None
+
+
+def _from_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in OPTIONS:
+            raise ConfigError(f"config file {path}: unknown option {key!r}")
+        out[name] = value
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if key.startswith("SIGNALING_") and key != "SIGNALING_CONFIG":
+            name = key[len("SIGNALING_"):].lower()
+            if name in OPTIONS:
+                out[name] = value
+            elif not name.startswith("test_"):
+                raise ConfigError(f"environment: unknown variable {key}")
+    return out
+
+
+def load_config(
+    flags: Mapping[str, Any],
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge the sources (later wins) and validate."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    path = config_file or env.get("SIGNALING_CONFIG")
+    if path:
+        merged.update(_from_toml(path))
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    values = {name: _coerce(name, OPTIONS[name][0], v) for name, v in merged.items()}
+    cfg = Config(**values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    checks: list[tuple[bool, str]] = [
+        (cfg.log_level.lower() in _LOG_LEVELS,
+         f"log_level: must be one of {', '.join(_LOG_LEVELS)}"),
+        (cfg.registry == "memory"
+         or cfg.registry.startswith(("redis://", "rediss://", "redis+cluster://")),
+         f"registry: expected 'memory' or redis://..., got {cfg.registry!r}"),
+        (cfg.database is None or cfg.database.startswith(("postgres://", "postgresql://")),
+         f"database: expected postgresql://..., got {cfg.database!r}"),
+        (1 <= cfg.workers <= 256, "workers: must be between 1 and 256"),
+        (1 <= cfg.queue_size <= 1_000_000, "queue_size: must be between 1 and 1000000"),
+        (0 <= cfg.retry_after <= 86_400, "retry_after: must be between 0 and 86400"),
+        (1 <= cfg.min_expires <= cfg.default_expires <= cfg.max_expires,
+         "expires: need 1 <= min_expires <= default_expires <= max_expires"),
+        (0 < cfg.t1 <= cfg.t2 and cfg.t4 > 0, "timers: need 0 < t1 <= t2 and t4 > 0"),
+        (cfg.max_transactions >= 1 and cfg.max_dialogs >= 1, "bounds: must be positive"),
+        (cfg.ws_max_size >= 1024, "ws_max_size: must be at least 1024"),
+        (cfg.shutdown_timeout >= 0, "shutdown_timeout: must not be negative"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    for hp_name in ("sip_udp", "sip_ws", "admin", "diameter"):
+        hp = getattr(cfg, hp_name)
+        if hp is not None:
+            _check_host(hp_name, hp[0])
+
+
+def _check_host(name: str, host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host.replace("-", "").replace(".", "").isalnum():
+            raise ConfigError(f"{name}: invalid host {host!r}") from None
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    """The effective configuration, secrets masked (for the admin API and the start log)."""
+    out = dataclasses.asdict(cfg)
+    if out.get("admin_token"):
+        out["admin_token"] = "***"
+    if out.get("database"):
+        out["database"] = _mask_dsn(out["database"])
+    return out
+
+
+def _mask_dsn(dsn: str) -> str:
+    head, at, tail = dsn.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return dsn
+    scheme, _, userpass = head.partition("//")
+    user = userpass.split(":", 1)[0]
+    return f"{scheme}//{user}:***@{tail}"

@@ -1,0 +1,202 @@
+"""The registrar (RFC 3261 §10.3) on top of the ``Registry`` interface.
+
+The steps of §10.3 map to small functions; the only await is the one atomic registry call, so a
+200 is sent only after the registry confirmed the write (issue: never a 200 before Redis said
+yes), and a registry that fails or is slow gives 503 + Retry-After, never a hanging transaction.
+
+Policies the RFC leaves open:
+- no authentication is configured, so step 3 is skipped (RFC 4475 regaut01 gets 200);
+- a To URI that is not sip/sips is answered 416 (RFC 4475 unksm2 allows 400 or 416);
+- a CSeq out of order (step 7) is answered 500, as deployed registrars do;
+- a contact asking for more than ``max_expires`` is granted ``max_expires`` (step 7 allows the
+  registrar to shorten it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from protocols.sip.builders import make_response
+from protocols.sip.message import NameAddr, Request, SipURI
+from protocols.sip.uri import aor_of, parse_uri, unescape
+from signaling.metrics import Metrics
+from signaling.registry.base import (
+    Binding,
+    ContactChange,
+    Registry,
+    RegistryError,
+)
+from signaling.sipcore import Peer, SipCore, Work
+
+__all__ = ["REGISTRY_TIMEOUT", "Registrar", "RegistrarReject", "contact_key"]
+
+log = logging.getLogger(__name__)
+
+#: Bound on one registry call from a worker.  A REGISTER client retransmits after T1 (0.5 s)
+#: and gives up at 32 s; answering 503 within 2 s keeps it from piling retransmissions on a
+#: registry that is down, and is far above a healthy Redis round trip (~0.1 ms).
+REGISTRY_TIMEOUT = 2.0
+_MAX_UINT32 = 2**32 - 1
+T = TypeVar("T")
+
+
+class RegistrarReject(Exception):
+    """A REGISTER that gets an error answer: status, reason and extra headers."""
+
+    def __init__(self, status: int, reason: str | None = None,
+                 extra: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.extra = extra or []
+
+
+def contact_key(uri_text: str) -> str:
+    """The §19.1.4 comparison form of a contact URI: bindings are matched by it (step 7)."""
+    uri = parse_uri(uri_text)
+    if not isinstance(uri, SipURI):
+        return uri_text.lower()
+    user = unescape(uri.user) if uri.user is not None else ""
+    params = ";".join(f"{k.lower()}={(v or '').lower()}" for k, v in sorted(uri.params.items())
+                      if k.lower() in ("transport", "maddr", "user", "ttl", "method"))
+    return f"{uri.scheme}:{user!r}@{uri.host.lower()}:{uri.port or ''};{params}"
+
+
+class Registrar:
+    """Handles REGISTER work items from the SIP core."""
+
+    def __init__(self, core: SipCore, registry: Registry, metrics: Metrics, node_id: str,
+                 clock: Callable[[], float] = time.time,
+                 on_event: Callable[[str, str, list[Binding]], None] | None = None) -> None:
+        self.core = core
+        self.registry = registry
+        self.node_id = node_id
+        self.clock = clock
+        self.on_event = on_event
+        cfg = core.cfg
+        self.min_expires = cfg.min_expires
+        self.max_expires = cfg.max_expires
+        self.default_expires = cfg.default_expires
+        self.c_register = metrics.fast_counter("registrations", "REGISTER outcomes",
+                                               ["result"])
+        self.h_registry = metrics.histogram("registry_call_seconds",
+                                            "Registry call latency", ["op"])
+
+    async def handle(self, work: Work) -> None:
+        req = work.request
+        try:
+            resp_extra, contacts = await self._process(req, work.peer)
+        except RegistrarReject as rej:
+            self.c_register.inc(str(rej.status))
+            self.core.respond(work.txn, make_response(
+                req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
+            return
+        self.c_register.inc("200")
+        resp = make_response(req, 200, to_tag=self.core.stateless_tag(req), extra=resp_extra)
+        resp.contacts = contacts
+        self.core.respond(work.txn, resp)
+
+    async def _process(self, req: Request, peer: Peer
+                       ) -> tuple[list[tuple[str, str]], list[NameAddr]]:
+        self._check_domain(req)                     # step 1
+        aor = self._aor(req)                        # step 5
+        now = self.clock()
+        if req.contact_star:                        # step 6
+            await self._remove_all(req, aor, now)
+            bindings: list[Binding] = []
+        else:
+            changes = [self._change(req, c, peer) for c in req.contacts]   # step 7
+            bindings = await self._call("register", self.registry.register(
+                aor, req.call_id, req.cseq.seq, changes, now))
+            if changes and self.on_event is not None:
+                self.on_event("register", aor, bindings)
+        extra = [("Date", email.utils.formatdate(now, usegmt=True))]   # step 8
+        contacts = [NameAddr(parse_uri(b.contact), None, {"expires": str(b.remaining(now))})
+                    for b in bindings]
+        return extra, contacts
+
+    def _check_domain(self, req: Request) -> None:
+        uri = req.uri
+        if not isinstance(uri, SipURI) or uri.host.lower() not in self.core.domains:
+            # §10.3 step 1: this registrar has no bindings for that domain.
+            raise RegistrarReject(403, "Domain not served here")
+
+    def _aor(self, req: Request) -> str:
+        to_uri = req.to.uri
+        if not isinstance(to_uri, SipURI):
+            raise RegistrarReject(416, "Address-of-record must be a SIP or SIPS URI")
+        if to_uri.host.lower() not in self.core.domains:
+            raise RegistrarReject(404, "Address-of-record not in a served domain")
+        return aor_of(to_uri)
+
+    async def _remove_all(self, req: Request, aor: str, now: float) -> None:
+        # §10.3 step 6: "*" only alone and only with Expires: 0.
+        if req.contacts or req.expires != 0:
+            raise RegistrarReject(400, "Contact * needs Expires: 0 and no other contact")
+        await self._call("remove_all", self.registry.remove_all(
+            aor, req.call_id, req.cseq.seq, now))
+        if self.on_event is not None:
+            self.on_event("unregister", aor, [])
+
+    def _change(self, req: Request, contact: NameAddr, peer: Peer) -> ContactChange:
+        expires = self._expires(req, contact)
+        uri_text = str(contact.uri)
+        q = _q_value(contact.params.get("q"))
+        instance = contact.params.get("+sip.instance")
+        reg_id = contact.params.get("reg-id")
+        return ContactChange(
+            contact=uri_text, expires=expires, q=q, transport=peer.transport,
+            source=f"{peer.host}:{peer.port}", connection_id=peer.conn_id,
+            node=self.node_id if peer.conn_id else None,
+            instance=instance, reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
+            key=contact_key(uri_text),
+        )
+
+    def _expires(self, req: Request, contact: NameAddr) -> int:
+        raw = contact.params.get("expires")
+        if raw is not None:
+            if not raw.isdigit() or len(raw) > 10 or int(raw) > _MAX_UINT32:
+                raise RegistrarReject(400, "Malformed expires parameter")
+            value = int(raw)
+        elif req.expires is not None:
+            value = req.expires
+        else:
+            value = self.default_expires
+        if 0 < value < self.min_expires:
+            # §10.3 step 7 / §21.4.17: too brief; tell the client the minimum.
+            raise RegistrarReject(423, None, [("Min-Expires", str(self.min_expires))])
+        return min(value, self.max_expires)
+
+    async def _call(self, op: str, aw: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(aw, REGISTRY_TIMEOUT)
+        except RegistryError as exc:
+            raise _reject_for(exc) from None
+        except TimeoutError:
+            raise RegistrarReject(503, "Registry timeout", [("Retry-After", "5")]) from None
+        finally:
+            self.h_registry.labels(op).observe(time.perf_counter() - start)
+        return result
+
+
+def _reject_for(exc: RegistryError) -> RegistrarReject:
+    extra = [("Retry-After", str(exc.retry_after))] if exc.retry_after is not None else []
+    return RegistrarReject(exc.status, exc.reason, extra)
+
+
+def _q_value(raw: str | None) -> float:
+    if raw is None:
+        return 1.0
+    try:
+        q = float(raw)
+    except ValueError:
+        raise RegistrarReject(400, "Malformed q parameter") from None
+    if not 0.0 <= q <= 1.0:
+        raise RegistrarReject(400, "q parameter out of range")
+    return q

@@ -1,0 +1,100 @@
+"""The server: wires the listeners, the SIP core, the registrar and the registry together.
+
+Start order: registry, SIP core (workers), then listeners, so nothing arrives before it can be
+handled.  Stop order (SIGTERM/SIGINT): stop taking new requests (new ones get 503), let queued
+work and live transactions finish within ``shutdown_timeout``, close WebSocket connections, stop
+the listeners, close the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from signaling.config import Config
+from signaling.metrics import Metrics
+from signaling.registrar import Registrar
+from signaling.registry.base import Registry
+from signaling.registry.factory import make_registry
+from signaling.sipcore import SipCore
+from signaling.transports.udp import UdpTransport, start_udp
+from signaling.transports.ws import WsTransport
+
+__all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server"]
+
+log = logging.getLogger(__name__)
+
+#: How often expired bindings are swept.  Reads already hide expired bindings, so this only
+#: bounds how long dead entries occupy memory; once a second keeps that to one second's worth.
+SWEEP_INTERVAL = 1.0
+#: Bindings removed per sweep call, so one sweep never holds the loop (or Redis) for long.
+SWEEP_BATCH = 1000
+
+
+class Server:
+    """One node.  ``start()`` binds every configured listener; ``stop()`` shuts down cleanly."""
+
+    def __init__(self, cfg: Config, registry: Registry | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.registry = registry if registry is not None else make_registry(cfg.registry)
+        self.node_id = cfg.node_id or _default_node_id(cfg)
+        self.core = SipCore(cfg, self.metrics)
+        self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
+        self.core.handlers["REGISTER"] = self.registrar.handle
+        self.udp: UdpTransport | None = None
+        self.ws: WsTransport | None = None
+        self.udp_address: tuple[str, int] | None = None
+        self.ws_address: tuple[str, int] | None = None
+        self.started_at = time.time()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        self.core.start()
+        if self.cfg.sip_udp is not None:
+            self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer)
+            assert self.udp.transport is not None
+            sockname = self.udp.transport.get_extra_info("sockname")
+            self.udp_address = (str(sockname[0]), int(sockname[1]))
+        if self.cfg.sip_ws is not None:
+            self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
+                                  self.registry.remove_connection)
+            self.ws_address = await self.ws.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+        log.info("signaling node %s started (registry %s, domains %s)", self.node_id,
+                 self.cfg.registry, ", ".join(sorted(self.core.domains)))
+
+    async def stop(self) -> None:
+        log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
+                 self.cfg.shutdown_timeout)
+        await self.core.stop(self.cfg.shutdown_timeout)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self.ws is not None:
+            await self.ws.close()
+        if self.udp is not None and self.udp.transport is not None:
+            self.udp.transport.close()
+        await self.registry.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                while await self.registry.expire(time.time(), SWEEP_BATCH) >= SWEEP_BATCH:
+                    await asyncio.sleep(0)  # let traffic through between batches
+            except Exception:  # the registry may be unreachable: try again next tick
+                log.warning("binding sweep failed", exc_info=True)
+
+
+def _default_node_id(cfg: Config) -> str:
+    port = cfg.sip_udp[1] if cfg.sip_udp else (cfg.sip_ws[1] if cfg.sip_ws else 0)
+    return f"{socket.gethostname()}:{port}"

@@ -1,0 +1,404 @@
+"""The SIP receive path: parse, answer errors, match transactions, queue new work.
+
+Everything here runs synchronously in the transport callbacks and must stay cheap (the
+ARCHITECTURE backpressure rule): parsing, the stateless checks of RFC 3261 §8.2 / §16.3, the
+stateless OPTIONS answer, transaction matching (a retransmission is absorbed and answered with
+the last response, §17.2), and the hand-off of a new request to a bounded shard.  Registrar and
+proxy logic run in the workers (``Dispatcher``), which are the only place that awaits the
+registry.
+
+One asyncio timer serves every transaction: it is armed at the transaction table's earliest
+deadline (the aioquic model) and re-armed after each firing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from protocols.sip.builders import error_response, make_response
+from protocols.sip.errors import RemoteProtocolError
+from protocols.sip.message import Request, Response, SipURI, TelURI
+from protocols.sip.parser import parse_message
+from protocols.sip.serializer import serialize
+from protocols.sip.timers import TimerConfig, TimerValues, timer_values
+from protocols.sip.transaction import (
+    Event,
+    SendMessage,
+    ServerTransaction,
+    Transaction,
+    TransactionTable,
+    TransactionTableFull,
+    TransactionTerminated,
+    new_server_transaction,
+)
+from signaling.config import Config
+from signaling.dispatch import Dispatcher
+from signaling.metrics import Metrics
+
+__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "Work"]
+
+log = logging.getLogger(__name__)
+
+#: Methods this server knows (RFC 3261 §27.4 plus common extensions); metric labels use
+#: "other" for the rest so a storm of invented methods cannot explode label cardinality.
+KNOWN_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+#: Option tags this server implements (Require/Proxy-Require, §8.2.2.3 and §16.3 step 5).
+SUPPORTED_EXTENSIONS = frozenset({"path"})
+ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, INFO, REFER, "
+         "MESSAGE, UPDATE")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a message came from and where its answers go back (§18.2.2, RFC 7118 §5)."""
+
+    transport: str  # "udp" or "ws"
+    host: str
+    port: int
+    conn_id: str | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+
+@dataclass(slots=True)
+class Work:
+    """A new request handed to a worker with the server transaction that answers it."""
+
+    request: Request
+    txn: ServerTransaction
+    peer: Peer
+
+
+Handler = Callable[[Work], Awaitable[None]]
+TUCallback = Callable[[Transaction, Event], None]
+
+
+class SipCore:
+    """Shared state of the SIP side: transactions, timers, queues, transports, counters."""
+
+    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.domains = cfg.served_domains()
+        self.table = TransactionTable(cfg.max_transactions)
+        tc = TimerConfig(t1=cfg.t1, t2=cfg.t2, t4=cfg.t4, timer_c=max(cfg.ring_timeout, 180.0))
+        self.timers_unreliable: TimerValues = timer_values(tc, False)
+        self.timers_reliable: TimerValues = timer_values(tc, True)
+        self.dispatcher: Dispatcher[Work] = Dispatcher(
+            cfg.workers, cfg.queue_size, self._handle, self._handler_failed
+        )
+        self.handlers: dict[str, Handler] = {}
+        self.default_handler: Handler | None = None
+        self.on_ack: Callable[[Request, Peer], None] | None = None
+        self.on_cancel: Callable[[Request, Peer, float], bool] | None = None
+        self.on_stray_response: Callable[[Response, Peer], None] | None = None
+        self.tu: dict[Transaction, TUCallback] = {}
+        self.udp: asyncio.DatagramTransport | None = None
+        self.ws_send: Callable[[str, bytes], bool] | None = None
+        self.accepting = True
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._declare_metrics(metrics)
+
+    def _declare_metrics(self, m: Metrics) -> None:
+        self.c_req_in = m.fast_counter("sip_requests_received", "SIP requests received",
+                                       ["method", "transport"])
+        self.c_resp_in = m.fast_counter("sip_responses_received", "SIP responses received",
+                                        ["class", "transport"])
+        self.c_resp_out = m.fast_counter("sip_responses_sent", "SIP responses sent",
+                                         ["class", "transport"])
+        self.c_req_out = m.fast_counter("sip_requests_sent", "SIP requests sent",
+                                        ["method", "transport"])
+        self.c_retrans = m.fast_counter("sip_retransmissions", "SIP retransmissions",
+                                        ["direction"])
+        self.c_drop = m.fast_counter("sip_dropped", "SIP messages dropped, by reason",
+                                     ["reason"])
+        self.c_reject = m.fast_counter("sip_rejected", "Malformed SIP requests answered",
+                                       ["status"])
+        self.c_shed = m.fast_counter("sip_shed", "New SIP requests shed with 503", ["reason"])
+        self.c_errors = m.fast_counter("handler_errors", "Unexpected errors in SIP workers")
+        m.callback_gauge("queue_depth", "Requests waiting per worker shard", ["shard"],
+                         lambda: {(str(i),): float(d)
+                                  for i, d in enumerate(self.dispatcher.depths())})
+        m.callback_gauge("transactions", "Live SIP transactions", [],
+                         lambda: {(): float(len(self.table))})
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.dispatcher.start()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking new requests, let queued work and live transactions finish."""
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.dispatcher.drain(timeout)
+        while len(self.table) and loop.time() < deadline:
+            # Completed transactions only wait out their absorb timers (J, K, I): nothing
+            # is in flight any more once every one has a final response.
+            if all(t.last_response is not None and t.last_response.status >= 200
+                   for t in self.table if isinstance(t, ServerTransaction)):
+                break
+            await asyncio.sleep(0.05)
+        await self.dispatcher.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, data: bytes, peer: Peer) -> bool:
+        if peer.transport == "udp":
+            if self.udp is None:
+                self.c_drop.inc("no_transport")
+                return False
+            self.udp.sendto(data, (peer.host, peer.port))
+            return True
+        if self.ws_send is None or peer.conn_id is None or not self.ws_send(peer.conn_id, data):
+            self.c_drop.inc("connection_gone")
+            return False
+        return True
+
+    def send_stateless(self, request: Request, peer: Peer, status: int,
+                       reason: str | None = None, extra: Iterable[tuple[str, str]] = ()) -> None:
+        """Answer without a transaction (§8.2.7, §16.11): errors, OPTIONS, overload 503."""
+        resp = make_response(request, status, reason, to_tag=self.stateless_tag(request),
+                             extra=extra)
+        self.c_resp_out.inc(_CLASS[status // 100], peer.transport)
+        self.send(serialize(resp), peer)
+
+    @staticmethod
+    def stateless_tag(request: Request) -> str:
+        # §8.2.6.2: a stateless UAS must give a retransmission the same tag, so derive it from
+        # what a retransmission repeats.
+        top = request.vias[0].branch or ""
+        return format(hash((request.call_id, request.from_.tag, top)) & 0xFFFFFFFF, "x")
+
+    def respond(self, txn: ServerTransaction, response: Response) -> None:
+        """Send ``response`` through its server transaction (retransmissions, timers)."""
+        if txn.terminated:
+            self.c_drop.inc("late_response")
+            return
+        self._run(txn, txn.send_response(response, self.now()))
+        self.arm_timer()
+
+    def now(self) -> float:
+        loop = self._loop
+        assert loop is not None
+        return loop.time()
+
+    # -- the receive path --------------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer) -> None:
+        """One datagram or WebSocket message.  Never raises."""
+        try:
+            msg = parse_message(data)
+        except RemoteProtocolError as err:
+            self._rejected(err, peer)
+            return
+        try:
+            if isinstance(msg, Response):
+                self._response(msg, peer)
+            else:
+                self._request(msg, peer)
+        except Exception:  # a bug here must cost one message, never the transport
+            log.exception("unexpected error handling a SIP message from %s", peer)
+            self.c_errors.inc()
+
+    def _rejected(self, err: RemoteProtocolError, peer: Peer) -> None:
+        answer = error_response(err, format(hash(err.reason) & 0xFFFFFFFF, "x"))
+        if answer is None:
+            self.c_drop.inc("malformed")
+            return
+        self.c_reject.inc(str(err.status))
+        self.c_resp_out.inc(_CLASS.get((err.status or 0) // 100, "other"), peer.transport)
+        self.send(answer, peer)
+
+    def _response(self, resp: Response, peer: Peer) -> None:
+        self.c_resp_in.inc(_CLASS[resp.status // 100], peer.transport)
+        txn = self.table.find_client(resp)
+        if txn is not None:
+            self._run(txn, txn.receive_response(resp, self.now()))
+            self.arm_timer()
+        elif self.on_stray_response is not None:
+            self.on_stray_response(resp, peer)
+        else:
+            self.c_drop.inc("stray_response")
+
+    def _request(self, req: Request, peer: Peer) -> None:
+        method = req.method
+        self.c_req_in.inc(method if method in KNOWN_METHODS else "other", peer.transport)
+        self._stamp_via(req, peer)
+        txn = self.table.find_server(req)
+        if txn is not None:
+            if method != "ACK":
+                self.c_retrans.inc("received")
+            self._run(txn, txn.receive_request(req, self.now()))
+            self.arm_timer()
+            return
+        if method == "ACK":
+            if self.on_ack is not None:
+                self.on_ack(req, peer)
+            else:
+                self.c_drop.inc("stray_ack")
+            return
+        if self._precheck(req, peer):
+            return
+        if method == "CANCEL" and self._cancel(req, peer):
+            return
+        self._new_transaction(req, peer)
+
+    def _stamp_via(self, req: Request, peer: Peer) -> None:
+        """§18.2.1 received and RFC 3581 §4 rport, so responses find their way back."""
+        top = req.vias[0]
+        params = top.params
+        if "rport" in params and params["rport"] is None:
+            req.vias[0] = top.with_param("received", peer.host).with_param("rport",
+                                                                          str(peer.port))
+        elif top.host != peer.host:
+            req.vias[0] = top.with_param("received", peer.host)
+
+    def _precheck(self, req: Request, peer: Peer) -> bool:
+        """Stateless checks of §8.2 and §16.3; True when the request was answered."""
+        uri = req.uri
+        if not isinstance(uri, SipURI | TelURI):
+            self.send_stateless(req, peer, 416)  # §8.2.2.1, RFC 4475 unkscm / novelsc
+            return True
+        unsupported = [t for t in (*req.proxy_require, *self._uas_require(req))
+                       if t.lower() not in SUPPORTED_EXTENSIONS]
+        if unsupported:
+            # §8.2.2.3 and §16.3 step 5: 420 listing what we do not support (bext01).
+            self.send_stateless(req, peer, 420, extra=[("Unsupported", ", ".join(unsupported))])
+            return True
+        if req.method == "OPTIONS" and self.is_myself(req):
+            # Keepalives and health probes (§11.2): answered at once, without state.
+            self.send_stateless(req, peer, 200, extra=[("Allow", ALLOW),
+                                                       ("Accept", "application/sdp")])
+            return True
+        if not self.accepting:
+            self.c_shed.inc("shutting_down")
+            self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+            return True
+        return False
+
+    def _uas_require(self, req: Request) -> list[str]:
+        # Require is checked by the UAS only (§16.3 step 5: a proxy must not), i.e. for what
+        # this server answers itself: REGISTER and requests addressed to it.
+        if req.method == "REGISTER" or self.is_myself(req):
+            return req.require
+        return []
+
+    def is_myself(self, req: Request) -> bool:
+        """The Request-URI names this server, not a user (§16.4 "myself", no user part)."""
+        uri = req.uri
+        return isinstance(uri, SipURI) and uri.user is None and uri.host.lower() in self.domains
+
+    def _cancel(self, req: Request, peer: Peer) -> bool:
+        if self.on_cancel is not None and self.on_cancel(req, peer, self.now()):
+            return True
+        # §9.2: a CANCEL matching no transaction gets 481.
+        self.send_stateless(req, peer, 481)
+        return True
+
+    def _new_transaction(self, req: Request, peer: Peer) -> None:
+        timers = self.timers_reliable if peer.reliable else self.timers_unreliable
+        txn = new_server_transaction(req, timers, peer)
+        try:
+            self.table.add(txn)
+        except TransactionTableFull:
+            self.c_shed.inc("transaction_table_full")
+            self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+            return
+        if req.method == "INVITE":
+            # §16.2 / §17.2.1: 100 Trying at once, so the caller stops retransmitting.
+            self.respond(txn, make_response(req, 100))
+        if not self.dispatcher.submit(req.call_id, Work(req, txn, peer)):
+            self.c_shed.inc("queue_full")
+            self.respond(txn, make_response(req, 503, to_tag=self.stateless_tag(req),
+                                            extra=[("Retry-After", str(self.cfg.retry_after))]))
+        else:
+            self.arm_timer()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def _handle(self, work: Work) -> None:
+        handler = self.handlers.get(work.request.method, self.default_handler)
+        if handler is None:
+            self.respond(work.txn, make_response(work.request, 501,
+                                                 to_tag=self.stateless_tag(work.request)))
+            return
+        await handler(work)
+
+    def _handler_failed(self, work: Work, exc: BaseException) -> None:
+        log.error("handler failed for %s %s: %r", work.request.method, work.request.call_id, exc,
+                  exc_info=exc)
+        self.c_errors.inc()
+        if work.txn.last_response is None or work.txn.last_response.status < 200:
+            self.respond(work.txn, make_response(work.request, 500,
+                                                 to_tag=self.stateless_tag(work.request)))
+
+    # -- transactions and timers -------------------------------------------------------------
+
+    def _run(self, txn: Transaction, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, SendMessage):
+                data = ev.data
+                msg = ev.message
+                if data is None:
+                    data = serialize(msg)
+                    txn.cache_bytes(msg, data)
+                else:
+                    self.c_retrans.inc("sent")
+                peer = txn.peer
+                assert isinstance(peer, Peer)
+                if isinstance(msg, Response):
+                    self.c_resp_out.inc(_CLASS[msg.status // 100], peer.transport)
+                else:
+                    self.c_req_out.inc(msg.method if msg.method in KNOWN_METHODS else "other",
+                                       peer.transport)
+                self.send(data, peer)
+                continue
+            cb = self.tu.get(txn)
+            if cb is not None:
+                cb(txn, ev)
+            if isinstance(ev, TransactionTerminated):
+                self.tu.pop(txn, None)
+
+    def arm_timer(self) -> None:
+        deadline = self.table.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self._loop
+        assert loop is not None
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            for txn, events in self.table.fire_due(self.now()):
+                self._run(txn, events)
+        except Exception:
+            log.exception("unexpected error firing SIP timers")
+            self.c_errors.inc()
+        self.arm_timer()
+
+    def add_client_transaction(self, txn: Transaction, tu: TUCallback) -> None:
+        """Track a client transaction the proxy created; its events go to ``tu``."""
+        self.table.add(txn)
+        self.tu[txn] = tu
+
+
+_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}

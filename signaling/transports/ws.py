@@ -1,0 +1,162 @@
+"""SIP over WebSocket (RFC 7118) with the websockets library.
+
+- The ``sip`` subprotocol is required (RFC 7118 §4.1): a handshake without it is refused.
+- One SIP message per WebSocket message, text or binary (§4.2).
+- Each connection has an id; a binding registered over it records that id (and this node), so
+  requests for that user go back over the same connection (§5), and when the connection closes
+  its bindings are removed from the registry.
+- Pings detect dead peers (the library closes a connection whose pong does not come in time).
+- Outgoing messages go through a bounded per-connection queue drained by one writer task: a slow
+  reader cannot make the server buffer without bound; when its queue is full the message is
+  dropped and counted (SIP over a reliable transport then times out like any lost message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Origin, Subprotocol
+
+from signaling.config import Config
+from signaling.metrics import Metrics
+from signaling.sipcore import Peer, SipCore
+
+__all__ = ["WS_SEND_QUEUE", "WsTransport"]
+
+log = logging.getLogger(__name__)
+
+#: Messages waiting to be written to one connection.  A SIP peer rarely has more than a handful
+#: outstanding; 256 absorbs a burst (forked calls, NOTIFY storms) and bounds memory per peer.
+WS_SEND_QUEUE = 256
+
+
+class _Conn:
+    __slots__ = ("conn_id", "queue", "writer", "ws")
+
+    def __init__(self, conn_id: str, ws: ServerConnection) -> None:
+        self.conn_id = conn_id
+        self.ws = ws
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(WS_SEND_QUEUE)
+        self.writer: asyncio.Task[None] | None = None
+
+
+class WsTransport:
+    """The WebSocket listener and the table of live connections."""
+
+    def __init__(self, core: SipCore, cfg: Config, metrics: Metrics, node_id: str,
+                 on_closed: Callable[[str], Awaitable[object]]) -> None:
+        self.core = core
+        self.cfg = cfg
+        self.node_id = node_id
+        self.on_closed = on_closed
+        self.conns: dict[str, _Conn] = {}
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self.c_ws = metrics.fast_counter("ws_events", "WebSocket connection events", ["event"])
+        metrics.callback_gauge("ws_connections", "Open WebSocket connections", [],
+                               lambda: {(): float(len(self.conns))})
+        core.ws_send = self.send
+
+    async def start(self) -> tuple[str, int]:
+        assert self.cfg.sip_ws is not None
+        host, port = self.cfg.sip_ws
+        origins: list[Origin | None] | None = None
+        if self.cfg.ws_origins:
+            origins = [Origin(o) for o in self.cfg.ws_origins]
+        self._server = await serve(
+            self._handler, host, port,
+            subprotocols=[Subprotocol("sip")],
+            process_request=self._check_request,
+            origins=origins,
+            compression=None,  # SIP messages are small; deflate costs CPU and memory per peer
+            max_size=self.cfg.ws_max_size,
+            max_queue=64,
+            ping_interval=self.cfg.ws_ping_interval,
+            ping_timeout=self.cfg.ws_ping_timeout,
+            server_header="signaling",
+        )
+        sock = next(iter(self._server.sockets))
+        bound = sock.getsockname()
+        log.info("SIP WebSocket listening on %s:%s", bound[0], bound[1])
+        return str(bound[0]), int(bound[1])
+
+    def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        offered = request.headers.get_all("Sec-WebSocket-Protocol")
+        protocols = {p.strip().lower() for h in offered for p in h.split(",")}
+        if "sip" not in protocols:
+            self.c_ws.inc("rejected_subprotocol")
+            return _refuse(HTTPStatus.BAD_REQUEST, "the 'sip' subprotocol is required (RFC 7118)")
+        if len(self.conns) >= self.cfg.ws_max_connections:
+            self.c_ws.inc("rejected_capacity")
+            return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
+        return None
+
+    def send(self, conn_id: str, data: bytes) -> bool:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return False
+        try:
+            conn.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.c_ws.inc("send_queue_full")
+            return False
+        return True
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        conn_id = f"{self.node_id}/{next(self._ids)}"
+        conn = _Conn(conn_id, ws)
+        self.conns[conn_id] = conn
+        self.c_ws.inc("opened")
+        conn.writer = asyncio.get_running_loop().create_task(self._write(conn))
+        host, port = str(ws.remote_address[0]), int(ws.remote_address[1])
+        peer = Peer("ws", host, port, conn_id)
+        try:
+            async for message in ws:
+                data = message.encode() if isinstance(message, str) else message
+                self.core.receive(data, peer)
+        except ConnectionClosed:
+            pass
+        finally:
+            del self.conns[conn_id]
+            conn.writer.cancel()
+            self.c_ws.inc("closed")
+            await self._closed(conn_id)
+
+    async def _closed(self, conn_id: str) -> None:
+        try:
+            await self.on_closed(conn_id)
+        except Exception:  # the registry may be down; its bindings then expire on their own
+            log.warning("could not remove the bindings of closed connection %s", conn_id,
+                        exc_info=True)
+
+    async def _write(self, conn: _Conn) -> None:
+        try:
+            while True:
+                data = await conn.queue.get()
+                # RFC 7118 §4.2: text frames for UTF-8 messages, binary otherwise.
+                try:
+                    await conn.ws.send(data.decode())
+                except UnicodeDecodeError:
+                    await conn.ws.send(data)
+        except ConnectionClosed:
+            pass
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+
+
+def _refuse(status: HTTPStatus, text: str) -> Response:
+    body = f"{text}\n".encode()
+    headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                       ("Connection", "close")])
+    return Response(status.value, status.phrase, headers, body)
