@@ -94,6 +94,16 @@ def test_uas_dialog_from_request_and_our_response() -> None:
     assert uac_side == DialogId(dlg.id.call_id, dlg.id.remote_tag, dlg.id.local_tag)
 
 
+def test_id_of_incoming_request_matches_uas_dialog() -> None:
+    req = parse_request(INVITE)
+    dlg = Dialog.as_uas(req, make_response(req, 200, to_tag="u"))
+    _, uac = uac_dialog()
+    bye = uac.build_request("BYE", via=VIA)
+    bye.to = bye.to.with_param("tag", "u")
+    assert DialogId.of_incoming_request(bye) == dlg.id
+    assert "Dialog CONFIRMED" in repr(dlg)
+
+
 def test_secure_flag_needs_tls_and_sips() -> None:
     req = parse_request(INVITE.replace("INVITE sip:bob", "INVITE sips:bob"))
     assert Dialog.as_uac(req, reply(req, 200), over_tls=True).secure
@@ -342,6 +352,23 @@ def test_build_request_strict_router() -> None:
     # ... and the remote target goes last in Route.
     assert [str(r.uri) for r in info.routes] == ["sip:loose.example.com;lr", "sip:bob@192.0.2.4"]
     assert isinstance(parse_message(serialize(info)), Request)
+
+
+def test_tel_route_used_as_is() -> None:
+    """A non-SIP first route cannot be loose-routed; it is used as the Request-URI as is."""
+    _, dlg = uac_dialog()
+    tel = parse_message(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
+        b"Record-Route: <tel:+15551234567>\r\n"
+        b"To: <sip:bob@b>;tag=s\r\nFrom: <sip:alice@a>;tag=f\r\n"
+        b"Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(tel, Response)
+    dlg.route_set = list(tel.record_routes)
+    uri, routes = dlg.request_target()
+    assert str(uri) == "tel:+15551234567" and [r.uri for r in routes] == [dlg.remote_target]
+    dlg.route_set = [NameAddr(SipURI("sip", "strict.example.com"))]
+    uri, _ = dlg.request_target()
+    assert uri == SipURI("sip", "strict.example.com")
 
 
 def test_ack_and_cancel_need_their_seq() -> None:

@@ -726,19 +726,51 @@ def test_table_remove_by_hand() -> None:
 
 
 def test_heap_stays_bounded_under_churn() -> None:
-    """Stale deadline entries are compacted: the heap is O(live transactions)."""
+    """Stale deadline entries are compacted: the heap stays O(live transactions).
+
+    A proxy's Timer C restarts on every provisional (§16.7 step 2), so a UAS that keeps
+    sending 180s moves one deadline 180 s ahead again and again without any entry expiring.
+    """
     table = TransactionTable()
-    txn = NonInviteClientTransaction(request(), UDP)
+    txn = InviteClientTransaction(request("INVITE"), UDP, proxy=True)
     table.add(txn)
     txn.start(0.0)
-    now = 0.0
-    # Each retransmission moves the deadline; thousands of moves on one live transaction.
-    for _ in range(3 * HEAP_SLACK):
-        txn._timers[Input.TIMER_F] = now + 100.0  # keep it alive (test-only poke)
-        now = txn.next_deadline() or now
-        table.fire_due(now)
-        txn.receive_response(response(txn.request, 100), now)  # Proceeding: E every T2
-    assert table.heap_size() <= 2 * len(table) + HEAP_SLACK + 1
+    ringing = response(txn.request, 180)
+    for n in range(3 * HEAP_SLACK):
+        txn.receive_response(ringing, 1.0 + n * 0.001)
+        assert table.heap_size() <= 2 * len(table) + HEAP_SLACK + 1
+    assert table.next_deadline() == txn.next_deadline()
+    assert [t for t, ev in table.fire_due(1000.0)] == [txn]
+    assert isinstance(table.fire_due(1000.0), list)
+
+
+def test_table_lookups_that_miss() -> None:
+    table = TransactionTable()
+    no_via = request("INVITE")
+    no_via.vias = []
+    assert table.find_server(no_via) is None
+    assert table.find_cancel_target(no_via) is None
+    assert table.find_cancel_target(build_cancel(request("BYE"))) is None
+    orphan = response(request("INVITE"), 200)
+    orphan.vias = []
+    assert table.find_client(orphan) is None
+    nist = NonInviteServerTransaction(request("BYE"), UDP)
+    table.add(nist)
+    # A CANCEL for a non-INVITE finds nothing to cancel (§9.2: it has no effect).
+    assert table.find_cancel_target(build_cancel(request("BYE"))) is None
+    inv = InviteServerTransaction(request("INVITE", branch=None), UDP)
+    table.add(inv)
+    wrong_tag = build_cancel(request("INVITE", branch=None, to_tag="zzz"))
+    assert table.find_cancel_target(wrong_tag) is None
+    assert "InviteServerTransaction PROCEEDING" in repr(inv)
+
+
+def test_cache_bytes_for_unknown_message_is_ignored() -> None:
+    txn = new(InviteClientTransaction)
+    assert isinstance(txn, InviteClientTransaction)
+    txn.cache_bytes(response(txn.request, 200), b"x")
+    txn.cache_bytes(txn.request, b"req")
+    assert (txn.request_bytes, txn.last_response_bytes, txn.ack_bytes) == (b"req", None, None)
 
 
 def test_fire_due_with_equal_deadlines() -> None:
