@@ -13,6 +13,8 @@ Scenarios, each on one core:
   ist    INVITE server: INVITE in, 100 and 200 out, the INVITE retransmitted once (absorbed in
          Accepted), Timer L fires.
   ist486 INVITE server, rejected: INVITE in, 486 out, ACK in, Timer I fires.
+  proxy  a stateful proxy's non-INVITE: server transaction in, client transaction out, 200 in
+         and relayed back, Timers K and J fire (two transactions per count).
 Target (issue 2): >= 50,000 complete non-INVITE transactions/s per core.
 """
 
@@ -137,6 +139,31 @@ def run_ist486(pairs: list[tuple[Request, Response]], acks: list[Request]) -> in
     return done
 
 
+def run_proxy(inbound: list[tuple[Request, Response]],
+              outbound: list[tuple[Request, Response]]) -> int:
+    table = TransactionTable()
+    now = 1000.0
+    for (req, _), (fwd, _) in zip(inbound, outbound, strict=True):
+        server = NonInviteServerTransaction(req, UDP)
+        table.add(server)
+        client = NonInviteClientTransaction(fwd, UDP)
+        client.peer = server  # the proxy core remembers which server to answer
+        table.add(client)
+        client.start(now)
+    now += 0.01
+    for (_, resp), (_, fwd_resp) in zip(inbound, outbound, strict=True):
+        client2 = table.find_client(fwd_resp)
+        assert client2 is not None
+        client2.receive_response(fwd_resp, now)
+        server2 = client2.peer
+        assert isinstance(server2, NonInviteServerTransaction)
+        server2.send_response(resp, now)
+    now += UDP.j + 0.001
+    done = sum(len(events) for _txn, events in table.fire_due(now))
+    assert len(table) == 0
+    return done // 2
+
+
 def _measure(name: str, rounds: int, n: int, fn: Callable[[], int]) -> None:
     best = float("inf")
     for _ in range(rounds):
@@ -167,6 +194,12 @@ def main() -> None:
     _measure("nict", rounds, n, lambda: run_nict(opts))
     _measure("ist", rounds, n, lambda: run_ist(invites, trying))
     _measure("ist486", rounds, n, lambda: run_ist486(rejects, acks))
+    forwarded = _pairs("OPTIONS", 200, n)
+    for req, resp in forwarded:  # the proxy's own branch on the outgoing request (§16.6)
+        via = Via("UDP", "192.0.2.1", 5060, {"branch": f"{req.vias[0].branch}p"})
+        req.vias = [via, *req.vias]
+        resp.vias = list(req.vias)
+    _measure("proxy", rounds, n, lambda: run_proxy(opts, forwarded))
 
 
 if __name__ == "__main__":
