@@ -1,0 +1,564 @@
+"""The Diameter server: TCP listener, peer machines, worker pool, Credit-Control sessions.
+
+Flow of a message (ARCHITECTURE "Backpressure"):
+
+1. ``Connection.data_received`` frames the stream; each message comes to ``message_received``
+   synchronously.  A connection without a peer yet must start with a CER (§5.6.1); anything
+   else is answered DIAMETER_UNKNOWN_PEER (3010, E bit) and the connection closed, because no
+   peer identity exists to process it for.
+2. CER/CEA, DWR/DWA, DPR/DPA are handled on the spot through the peer's ``PeerMachine`` (the
+   §5.6 table), so watchdogs and capability exchanges never wait behind application traffic.
+3. Application requests go through the machine (which feeds the watchdog) and are then queued,
+   by Session-Id, on a bounded shard of the ``Dispatcher``.  A full shard is answered
+   DIAMETER_TOO_BUSY (3004, E bit, §7.1.3) at once and counted.
+4. A worker validates the request (§7 errors with Failed-AVP), runs the Credit-Control session
+   table against the store, and writes the answer; it awaits ``drain`` while the peer's socket
+   is backed up.
+
+Timers: each peer's ``next_deadline()`` (state timeout or RFC 3539 watchdog) arms one
+``call_at`` handle; a handle that fires early (the watchdog moved on since) just re-arms.  Tcc
+deadlines of the sessions this node touched sit in one heap swept once a second; the store's TTL
+covers sessions whose node went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from protocols.diameter.builders import answer, answer_from_header, error_answer
+from protocols.diameter.capabilities import negotiate, parse_capabilities
+from protocols.diameter.codec import Message, decode_message
+from protocols.diameter.constants import AvpCode, CommandCode, ResultCode
+from protocols.diameter.creditcontrol import (
+    CreditControl,
+    decode_session,
+    encode_session,
+    parse_ccr,
+)
+from protocols.diameter.errors import (
+    DiameterError,
+    FramingError,
+    PeerStateError,
+    RemoteProtocolError,
+)
+from protocols.diameter.peer import (
+    CE_TIMEOUT,
+    Closed,
+    Deliver,
+    Disconnect,
+    Opened,
+    PeerMachine,
+    PeerState,
+    Send,
+)
+from protocols.diameter.validation import validate_request
+from signaling.diameter.config import DiameterConfig
+from signaling.diameter.connection import Connection
+from signaling.diameter.store import CCSessionStore
+from signaling.dispatch import Dispatcher
+from signaling.metrics import Metrics
+
+__all__ = [
+    "MAX_TRACKED_SESSIONS",
+    "STORE_TTL_MARGIN",
+    "TCC_SWEEP_INTERVAL",
+    "DiameterServer",
+    "PeerInfo",
+    "SessionInfo",
+]
+
+log = logging.getLogger(__name__)
+
+# Tcc is minutes long (RFC 4006 §13); checking expiries once a second is precise enough and
+# costs nothing.
+TCC_SWEEP_INTERVAL = 1.0
+# Session ids this node remembers for Tcc and the admin view; beyond it the store's TTL alone
+# expires sessions.  Same bound as the in-memory store.
+MAX_TRACKED_SESSIONS = 1_000_000
+
+# The store keeps a session this much longer than Tcc, so the Tcc sweep (which releases the
+# reservation and counts it) finds it first; the TTL itself only cleans up after a node that
+# died.  A minute is many sweep intervals.
+STORE_TTL_MARGIN = 60.0
+
+_BASE_COMMANDS = frozenset({CommandCode.CAPABILITIES_EXCHANGE, CommandCode.DEVICE_WATCHDOG,
+                            CommandCode.DISCONNECT_PEER})
+_COMMAND_NAMES = {257: "CER", 258: "RAR", 271: "ACR", 272: "CCR", 274: "ASR", 275: "STR",
+                  280: "DWR", 282: "DPR"}
+
+_Item = tuple[Connection, Message]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One peer as the admin API shows it."""
+
+    origin_host: str
+    origin_realm: str
+    state: str
+    watchdog: str
+    address: str
+    product_name: str
+    applications: tuple[int, ...]
+    dwr_sent: int
+    dwa_received: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One Credit-Control session this node handled, with its Tcc deadline (UNIX time)."""
+
+    session_id: str
+    tcc_deadline: float
+
+
+class DiameterServer:
+    """Diameter over TCP with a Credit-Control server application."""
+
+    def __init__(self, config: DiameterConfig, metrics: Metrics, store: CCSessionStore) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.store = store
+        self.local = config.capabilities()
+        self.identity = self.local.identity
+        self.dictionary = config.make_dictionary()
+        self.applications = self.local.applications
+        self.cc = CreditControl(self.identity, config.credit_policy(), config.tcc)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: dict[int, Connection] = {}
+        self._peers: dict[str, PeerMachine] = {}
+        self._conn_of: dict[int, PeerMachine] = {}
+        self._timers: dict[PeerMachine, asyncio.TimerHandle] = {}
+        self._sessions: dict[str, float] = {}
+        self._tcc_heap: list[tuple[float, str]] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        shards = max(1, config.workers)
+        self._dispatcher: Dispatcher[_Item] = Dispatcher(
+            shards, max(1, config.queue_size // shards), self._work, self._work_failed)
+        self._declare_metrics()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._dispatcher.start()
+        self._server = await self._loop.create_server(
+            lambda: Connection(self), self.config.host, self.config.port, reuse_address=True)
+        self._sweeper = self._loop.create_task(self._sweep_tcc(), name="diameter-tcc")
+        log.info("diameter listening on %s:%d as %s", self.config.host, self.port,
+                 self.config.origin_host)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the configured port is 0)."""
+        if self._server is None or not self._server.sockets:
+            return self.config.port
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting, send DPR to every open peer (§5.4), wait for them, then stop."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        for peer in list(self._peers.values()):
+            if peer.state in (PeerState.R_OPEN, PeerState.I_OPEN):
+                self._guarded(peer, lambda p: p.stop(loop.time()))
+        deadline = loop.time() + timeout
+        while self._conns and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self._dispatcher.drain(max(0.0, deadline - loop.time()))
+        for conn in list(self._conns.values()):
+            conn.close()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._dispatcher.stop()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # -- read-only views for the admin API ----------------------------------------------
+
+    def peers(self) -> list[PeerInfo]:
+        out = []
+        for host, peer in self._peers.items():
+            remote = peer.remote
+            conn = self._conns.get(peer.open_conn or -1)
+            out.append(PeerInfo(
+                origin_host=host,
+                origin_realm=remote.origin_realm if remote else "",
+                state=peer.state.value,
+                watchdog=peer.watchdog.state.value,
+                address=conn.address if conn else "",
+                product_name=remote.product_name if remote else "",
+                applications=tuple(sorted(remote.applications)) if remote else (),
+                dwr_sent=peer.sent_dwr,
+                dwa_received=peer.received_dwa,
+            ))
+        return out
+
+    def sessions(self, limit: int = 100) -> list[SessionInfo]:
+        items = list(self._sessions.items())[: max(0, limit)]
+        return [SessionInfo(sid, deadline) for sid, deadline in items]
+
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _declare_metrics(self) -> None:
+        m = self.metrics
+        self.m_requests = m.fast_counter(
+            "diameter_requests", "Diameter requests received, by command", ["command"])
+        self.m_answers = m.fast_counter(
+            "diameter_answers", "Diameter answers sent, by Result-Code", ["result_code"])
+        self.m_shed = m.fast_counter(
+            "diameter_shed", "Requests answered DIAMETER_TOO_BUSY because the queue was full")
+        self.m_dropped = m.fast_counter(
+            "diameter_dropped", "Messages or connections dropped without an answer, by reason",
+            ["reason"])
+        self.m_watchdog = m.fast_counter(
+            "diameter_watchdog", "Watchdog messages (RFC 3539), by kind", ["kind"])
+        self.m_expired = m.fast_counter(
+            "diameter_cc_sessions_expired", "Credit-Control sessions released by Tcc")
+        m.callback_gauge("diameter_peers", "Diameter peers by state (RFC 6733 §5.6)", ["state"],
+                         self._peer_states)
+        m.callback_gauge("diameter_connections", "Open Diameter TCP connections", [],
+                         lambda: {(): float(len(self._conns))})
+        m.callback_gauge("diameter_cc_sessions", "Credit-Control sessions tracked on this node",
+                         [], lambda: {(): float(len(self._sessions))})
+        m.callback_gauge("diameter_queue_depth", "Requests waiting for a Diameter worker", [],
+                         lambda: {(): float(sum(self._dispatcher.depths()))})
+
+    def _peer_states(self) -> dict[tuple[str, ...], float]:
+        counts: dict[tuple[str, ...], float] = {(s.value,): 0.0 for s in PeerState}
+        for peer in self._peers.values():
+            counts[(peer.state.value,)] += 1
+        return counts
+
+    def _count_answer(self, code: int) -> None:
+        self.m_answers.inc(_code_label(code))
+
+    # -- connection events (called by Connection) ---------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        if self._closing or len(self._conns) >= self.config.max_connections:
+            self.m_dropped.inc("connection_limit" if not self._closing else "closing")
+            if conn.transport is not None:
+                conn.transport.abort()
+            return
+        self._conns[conn.id] = conn
+        # A connection must identify itself with a CER in time (§5.6 Timeout) or go.
+        conn.cer_timer = self._loop_().call_later(CE_TIMEOUT, self._cer_timeout, conn)
+
+    def connection_lost(self, conn: Connection) -> None:
+        self._conns.pop(conn.id, None)
+        peer = self._conn_of.pop(conn.id, None)
+        if peer is not None:
+            self._guarded(peer, lambda p: p.disconnected(conn.id, self._loop_().time()))
+
+    def framing_error(self, conn: Connection, exc: FramingError) -> None:
+        """§7.1.5 5011/5015: answer if the header was readable, then close: no boundary left."""
+        self.m_dropped.inc("framing")
+        if exc.header is not None:
+            ans = answer_from_header(exc.header, exc, self.identity)
+            if ans is not None:
+                self._write(conn, ans)
+        conn.close()
+
+    def message_received(self, conn: Connection, raw: bytes) -> None:
+        try:
+            msg = decode_message(raw)
+        except RemoteProtocolError as exc:
+            self._broken_message(conn, raw, exc)
+            return
+        if msg.is_request:
+            self.m_requests.inc(_COMMAND_NAMES.get(msg.command_code) or str(msg.command_code))
+        peer = conn.peer
+        if peer is None:
+            self._unbound(conn, msg)
+        elif msg.command_code in _BASE_COMMANDS:
+            self._base_message(conn, peer, msg)
+        elif not msg.is_request:
+            self.m_dropped.inc("unexpected_answer")  # we send no application requests
+        else:
+            self._guarded(peer, lambda p: p.receive(conn.id, msg, self._loop_().time()), conn, msg)
+
+    # -- message handling ---------------------------------------------------------------
+
+    def _broken_message(self, conn: Connection, raw: bytes, exc: RemoteProtocolError) -> None:
+        # The message boundary is intact (the framer checked the length), only its AVPs are
+        # not: answer 5014 with the offending AVP header and keep the connection (§7.1.5).
+        ans = answer_from_header(raw[:20], exc, self.identity)
+        if ans is None:
+            self.m_dropped.inc("broken_answer")
+            return
+        self._write(conn, ans)
+
+    def _unbound(self, conn: Connection, msg: Message) -> None:
+        if not msg.is_request:
+            self.m_dropped.inc("answer_before_cer")
+            conn.close()
+            return
+        if msg.command_code != CommandCode.CAPABILITIES_EXCHANGE:
+            exc = RemoteProtocolError("no capabilities exchange on this connection",
+                                      ResultCode.DIAMETER_UNKNOWN_PEER)
+            self._write(conn, error_answer(msg, exc, self.identity))
+            conn.close()
+            return
+        try:
+            validate_request(msg, self.dictionary, self.applications)
+            remote = parse_capabilities(msg)
+            negotiate(self.local, remote)
+        except RemoteProtocolError as exc:
+            # §5.3: refuse with a CEA carrying the error, then drop the connection.
+            self._write(conn, answer(
+                msg, exc.result_code, self.identity, self.local.avps(),
+                error_bit=exc.error_bit, error_message=exc.reason, failed_avps=exc.failed_avps))
+            conn.close()
+            return
+        self._accept_cer(conn, msg, remote.origin_host)
+
+    def _accept_cer(self, conn: Connection, msg: Message, host: str) -> None:
+        peer = self._peers.get(host)
+        if peer is None:
+            peer = PeerMachine(self.local, tw=self.config.watchdog_interval)
+            self._peers[host] = peer
+        self._conn_of[conn.id] = peer
+        if conn.cer_timer is not None:
+            conn.cer_timer.cancel()
+            conn.cer_timer = None
+        self._guarded(peer, lambda p: p.incoming_cer(conn.id, msg, self._loop_().time()), conn)
+        if peer.r_conn == conn.id:
+            conn.peer = peer
+        else:
+            self._conn_of.pop(conn.id, None)
+
+    def _base_message(self, conn: Connection, peer: PeerMachine, msg: Message) -> None:
+        if msg.is_request:
+            try:
+                validate_request(msg, self.dictionary, self.applications)
+            except RemoteProtocolError as exc:
+                self._write(conn, error_answer(msg, exc, self.identity))
+                return
+        elif msg.command_code == CommandCode.DEVICE_WATCHDOG:
+            self.m_watchdog.inc("dwa_received")
+        if msg.is_request and msg.command_code == CommandCode.DEVICE_WATCHDOG:
+            self.m_watchdog.inc("dwr_received")
+        self._guarded(peer, lambda p: p.receive(conn.id, msg, self._loop_().time()), conn, msg)
+
+    def _guarded(self, peer: PeerMachine, step: Callable[[PeerMachine], None],
+                 conn: Connection | None = None,
+                 msg: Message | None = None) -> None:
+        """Run one machine step, then carry out its commands; a state error costs one message."""
+        try:
+            step(peer)
+        except PeerStateError as exc:
+            self.m_dropped.inc("peer_state")
+            log.info("diameter peer %s: %s", peer.remote and peer.remote.origin_host, exc)
+            if conn is not None and msg is not None and msg.is_request:
+                self._write(conn, error_answer(msg, RemoteProtocolError(
+                    str(exc), ResultCode.DIAMETER_UNABLE_TO_COMPLY), self.identity))
+        except DiameterError as exc:
+            self.m_dropped.inc("peer_error")
+            log.info("diameter peer error: %s", exc)
+        self._run_outbox(peer)
+
+    def _run_outbox(self, peer: PeerMachine) -> None:
+        for cmd in peer.take_outbox():
+            if isinstance(cmd, Deliver):
+                conn = self._conns.get(cmd.conn)
+                if conn is not None:
+                    self._enqueue(conn, cmd.message)
+            elif isinstance(cmd, Send):
+                conn = self._conns.get(cmd.conn)
+                if conn is not None:
+                    if cmd.message.command_code == CommandCode.DEVICE_WATCHDOG and (
+                            cmd.message.is_request):
+                        self.m_watchdog.inc("dwr_sent")
+                    self._write(conn, cmd.message)
+            elif isinstance(cmd, Disconnect):
+                conn = self._conns.get(cmd.conn)
+                self._conn_of.pop(cmd.conn, None)
+                if conn is not None:
+                    conn.close()
+            elif isinstance(cmd, Opened):
+                log.info("diameter peer %s open", cmd.remote.origin_host)
+            elif isinstance(cmd, Closed):
+                self._peer_closed(peer)
+        self._arm(peer)
+
+    def _peer_closed(self, peer: PeerMachine) -> None:
+        host = peer.remote.origin_host if peer.remote else None
+        if host is not None and self._peers.get(host) is peer:
+            del self._peers[host]
+        handle = self._timers.pop(peer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _write(self, conn: Connection, msg: Message) -> None:
+        if not msg.is_request:
+            rc = msg.find(AvpCode.RESULT_CODE)
+            if rc is not None and len(rc.data) == 4:
+                self._count_answer(int.from_bytes(rc.data, "big"))
+        conn.write(msg.encode())
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _arm(self, peer: PeerMachine) -> None:
+        deadline = peer.next_deadline()
+        handle = self._timers.get(peer)
+        if deadline is None or (peer.state is PeerState.CLOSED and self._peers.get(
+                peer.remote.origin_host if peer.remote else "") is not peer):
+            if handle is not None:
+                handle.cancel()
+                del self._timers[peer]
+            return
+        if handle is not None:
+            if handle.when() <= deadline:
+                return  # fires early, finds nothing due, re-arms then
+            handle.cancel()
+        self._timers[peer] = self._loop_().call_at(deadline, self._peer_timer, peer)
+
+    def _peer_timer(self, peer: PeerMachine) -> None:
+        self._timers.pop(peer, None)
+        self._guarded(peer, lambda p: p.on_timer(self._loop_().time()))
+
+    def _cer_timeout(self, conn: Connection) -> None:
+        if conn.peer is None and not conn.closed:
+            self.m_dropped.inc("cer_timeout")
+            conn.close()
+
+    def _loop_(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    # -- application requests -----------------------------------------------------------
+
+    def _enqueue(self, conn: Connection, msg: Message) -> None:
+        first = msg.avps[0] if msg.avps else None
+        key = first.data.decode("utf-8", "replace") if first is not None and (
+            first.code == AvpCode.SESSION_ID) else ""
+        if not self._dispatcher.submit(key, (conn, msg)):
+            # ARCHITECTURE backpressure: a full queue is answered in protocol terms, §7.1.3.
+            self.m_shed.inc()
+            exc = RemoteProtocolError("too busy", ResultCode.DIAMETER_TOO_BUSY)
+            self._write(conn, error_answer(msg, exc, self.identity))
+
+    async def _work(self, item: _Item) -> None:
+        conn, msg = item
+        if conn.closed:
+            self.m_dropped.inc("connection_gone")
+            return
+        ans = await self._process(msg)
+        self._write(conn, ans)
+        if conn.paused:
+            await conn.drain()
+
+    def _work_failed(self, item: _Item, exc: BaseException) -> None:
+        conn, msg = item
+        log.error("diameter request failed", exc_info=exc)
+        self._write(conn, error_answer(msg, RemoteProtocolError(
+            "internal error", ResultCode.DIAMETER_UNABLE_TO_COMPLY), self.identity))
+
+    async def _process(self, msg: Message) -> Message:
+        try:
+            command = validate_request(msg, self.dictionary, self.applications)
+            if command.code != CommandCode.CREDIT_CONTROL:
+                raise RemoteProtocolError(f"{command.name} is not served here",
+                                          ResultCode.DIAMETER_COMMAND_UNSUPPORTED)
+            return await self._credit_control(msg)
+        except RemoteProtocolError as exc:
+            return error_answer(msg, exc, self.identity)
+
+    async def _credit_control(self, msg: Message) -> Message:
+        req = parse_ccr(msg)
+        sid = req.session_id
+        store = self.store
+        try:
+            raw = await store.get_session(sid)
+        except Exception as exc:  # any store failure: a transient refusal, never a crash
+            raise _store_failed(exc) from None
+        session = decode_session(raw) if raw is not None else None
+        out = self.cc.handle(msg, req, session, time.time())
+        if out.duplicate:
+            return out.answer
+        try:
+            if out.session is not None:
+                await store.put_session(sid, encode_session(out.session),
+                                        self.cc.tcc + STORE_TTL_MARGIN)
+                if out.session.tcc_deadline is not None:
+                    self._track(sid, out.session.tcc_deadline)
+            elif session is not None:
+                await store.delete_session(sid)
+                self._sessions.pop(sid, None)
+        except Exception as exc:
+            raise _store_failed(exc) from None
+        return out.answer
+
+    # -- Tcc ----------------------------------------------------------------------------
+
+    def _track(self, sid: str, deadline: float) -> None:
+        if sid not in self._sessions and len(self._sessions) >= MAX_TRACKED_SESSIONS:
+            self.m_dropped.inc("session_index_full")
+            return
+        self._sessions[sid] = deadline
+        heapq.heappush(self._tcc_heap, (deadline, sid))
+        if len(self._tcc_heap) > 2 * len(self._sessions) + 4096:
+            # Each update pushes a new deadline; drop the superseded ones now and then.
+            self._tcc_heap = [(d, s) for s, d in self._sessions.items()]
+            heapq.heapify(self._tcc_heap)
+
+    async def _sweep_tcc(self) -> None:
+        while True:
+            await asyncio.sleep(TCC_SWEEP_INTERVAL)
+            now = time.time()
+            heap = self._tcc_heap
+            while heap and heap[0][0] <= now:
+                deadline, sid = heapq.heappop(heap)
+                if self._sessions.get(sid) != deadline:
+                    continue  # superseded by a later request
+                del self._sessions[sid]
+                try:
+                    await self._expire(sid, now)
+                except Exception:
+                    log.exception("diameter Tcc expiry of %s failed", sid)
+
+    async def _expire(self, sid: str, now: float) -> None:
+        raw = await self.store.get_session(sid)
+        if raw is None:
+            return
+        session = decode_session(raw)
+        if self.cc.expire(session, now) is None:
+            await self.store.delete_session(sid)
+            self.m_expired.inc()
+        elif session.tcc_deadline is not None:
+            self._track(sid, session.tcc_deadline)  # another node refreshed it
+
+
+def _store_failed(exc: Exception) -> RemoteProtocolError:
+    log.warning("diameter session store failed: %s", exc)
+    return RemoteProtocolError("session store unavailable", ResultCode.DIAMETER_TOO_BUSY)
+
+
+_CODE_LABELS: dict[int, str] = {}
+
+
+def _code_label(code: int) -> str:
+    label = _CODE_LABELS.get(code)
+    if label is None:
+        label = _CODE_LABELS[code] = str(code)
+    return label

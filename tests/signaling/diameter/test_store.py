@@ -1,0 +1,75 @@
+"""The in-memory session store honours the CCSessionStore contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from signaling.diameter.server import DiameterServer
+from signaling.diameter.store import CCSessionStore, InMemoryCCSessionStore, StoreFull
+from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
+from tests.protocols.diameter.factory import ccr
+from tests.signaling.diameter.client import Client, result_code
+from tests.signaling.diameter.conftest import make_config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_put_get_delete_and_ttl() -> None:
+    clock = Clock()
+    store = InMemoryCCSessionStore(clock)
+    assert isinstance(store, CCSessionStore)
+    await store.put_session("a", b"1", 10.0)
+    assert await store.get_session("a") == b"1"
+    await store.put_session("a", b"2", 10.0)
+    assert await store.get_session("a") == b"2"
+    clock.now = 10.0
+    assert await store.get_session("a") is None
+    await store.put_session("b", b"3", 5.0)
+    assert await store.delete_session("b") is True
+    assert await store.delete_session("b") is False
+
+
+async def test_bounded() -> None:
+    clock = Clock()
+    store = InMemoryCCSessionStore(clock, max_sessions=2)
+    await store.put_session("a", b"", 1.0)
+    await store.put_session("b", b"", 100.0)
+    with pytest.raises(StoreFull):
+        await store.put_session("c", b"", 100.0)
+    clock.now = 2.0  # "a" expired: room again
+    await store.put_session("c", b"", 100.0)
+    assert len(store) == 2
+
+
+async def test_many_updates_keep_the_heap_bounded() -> None:
+    store = InMemoryCCSessionStore(Clock())
+    for i in range(20_000):
+        await store.put_session("same", str(i).encode(), 100.0)
+    assert len(store._expiry) <= 2 + 4096 + 1
+
+
+async def test_the_registry_serves_as_the_store() -> None:
+    """The registry has the same three methods, so it is passed to the server unchanged."""
+    registry = MemoryRegistry()
+    assert isinstance(registry, CCSessionStore)
+    server = DiameterServer(make_config(), Metrics(), registry)
+    await server.start()
+    try:
+        c = await Client.connect(server.port)
+        assert result_code(await c.handshake()) == 2001
+        await c.send(ccr(rtype=1, number=0))
+        assert result_code(await c.recv()) == 2001
+        assert await registry.get_session("client.test;1;1") is not None
+        await c.send(ccr(rtype=3, number=1))
+        assert result_code(await c.recv()) == 2001
+        assert await registry.get_session("client.test;1;1") is None
+        await c.close()
+    finally:
+        await server.close(0.5)
