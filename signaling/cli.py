@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -18,7 +19,11 @@ import uvloop
 from signaling.config import OPTIONS, Config, ConfigError, load_config
 from signaling.server import Server
 
-__all__ = ["build_parser", "main"]
+__all__ = ["GC_GEN0_THRESHOLD", "build_parser", "main"]
+
+#: Allocations between young-generation collections (default 700).  At tens of thousands of
+#: messages per second the default runs the collector thousands of times a second.
+GC_GEN0_THRESHOLD = 50_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +58,24 @@ def _flags(ns: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a server holding millions of live objects.
+
+    Message objects are freed by reference counting (they form no cycles); what the collector
+    would walk are the long-lived tables (transactions, dialogs, bindings), over and over.
+    Objects alive at start are frozen out of its view, and young-generation collections are
+    made rarer, so collection work stops scaling with the number of calls in progress.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+
+
 async def _serve(cfg: Config) -> int:
     server = Server(cfg)
     try:
         await server.start()
+        _tune_gc()
     except OSError as exc:
         print(f"signaling: cannot start: {exc}", file=sys.stderr)
         await server.stop()

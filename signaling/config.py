@@ -62,7 +62,7 @@ class Config:
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
-    max_transactions: int = 100_000
+    max_transactions: int = 1_000_000
     max_dialogs: int = 200_000
     max_dialog_duration: float = 7200.0
     ring_timeout: float = 180.0

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from protocols.sip.builders import error_response, make_response
-from protocols.sip.errors import RemoteProtocolError
+from protocols.sip.errors import RemoteProtocolError, TransactionError
 from protocols.sip.message import Request, Response, SipURI, TelURI
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
@@ -188,7 +188,13 @@ class SipCore:
         if txn.terminated:
             self.c_drop.inc("late_response")
             return
-        self._run(txn, txn.send_response(response, self.now()))
+        try:
+            events = txn.send_response(response, self.now())
+        except TransactionError:
+            # A second final response racing the first (a 487 after a 486): §17.2 discards it.
+            self.c_drop.inc("late_response")
+            return
+        self._run(txn, events)
         self.arm_timer()
 
     def now(self) -> float:
@@ -210,6 +216,10 @@ class SipCore:
                 self._response(msg, peer)
             else:
                 self._request(msg, peer)
+        except TransactionError:
+            # The peer sent something its transaction cannot take (an ACK before any final
+            # response, a second final response racing the first): a counted drop, §17.
+            self.c_drop.inc("transaction_mismatch")
         except Exception:  # a bug here must cost one message, never the transport
             log.exception("unexpected error handling a SIP message from %s", peer)
             self.c_errors.inc()
