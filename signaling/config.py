@@ -81,13 +81,17 @@ class Config:
     shutdown_timeout: float = 5.0
 
     def served_domains(self) -> set[str]:
-        """The domains this registrar/proxy is responsible for ("myself", RFC 3261 §16.4).
+        """The domains this registrar/proxy is responsible for (RFC 3261 §10.3 step 1).
 
         Without ``--domain``, the server's own names and addresses: what SIP clients put in
         the Request-URI when they talk to a server by address.
         """
         if self.domain:
             return {d.lower() for d in self.domain}
+        return self.own_names()
+
+    def own_names(self) -> set[str]:
+        """The names and addresses that mean this server itself ("myself", §16.4)."""
         names = {"localhost", "127.0.0.1", "::1", "[::1]"}
         with contextlib.suppress(OSError):
             names.add(socket.gethostname().lower())

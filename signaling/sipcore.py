@@ -87,6 +87,7 @@ class SipCore:
     def __init__(self, cfg: Config, metrics: Metrics) -> None:
         self.cfg = cfg
         self.domains = cfg.served_domains()
+        self.myself = cfg.own_names() | self.domains
         self.table = TransactionTable(cfg.max_transactions)
         tc = TimerConfig(t1=cfg.t1, t2=cfg.t2, t4=cfg.t4, timer_c=max(cfg.ring_timeout, 180.0))
         self.timers_unreliable: TimerValues = timer_values(tc, False)
@@ -310,7 +311,7 @@ class SipCore:
     def is_myself(self, req: Request) -> bool:
         """The Request-URI names this server, not a user (§16.4 "myself", no user part)."""
         uri = req.uri
-        return isinstance(uri, SipURI) and uri.user is None and uri.host.lower() in self.domains
+        return isinstance(uri, SipURI) and uri.user is None and uri.host.lower() in self.myself
 
     def _cancel(self, req: Request, peer: Peer) -> bool:
         if self.on_cancel is not None and self.on_cancel(req, peer, self.now()):
