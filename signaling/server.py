@@ -15,6 +15,7 @@ import time
 
 from signaling.config import Config
 from signaling.metrics import Metrics
+from signaling.proxy import Proxy
 from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
@@ -44,6 +45,7 @@ class Server:
         self.core = SipCore(cfg, self.metrics)
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
         self.core.handlers["REGISTER"] = self.registrar.handle
+        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id)
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.udp_address: tuple[str, int] | None = None
@@ -63,6 +65,9 @@ class Server:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
             self.ws_address = await self.ws.start()
+        self.proxy.set_ports(self.udp_address[1] if self.udp_address else None,
+                             self.ws_address[1] if self.ws_address else None)
+        self.proxy.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
         log.info("signaling node %s started (registry %s, domains %s)", self.node_id,
                  self.cfg.registry, ", ".join(sorted(self.core.domains)))
@@ -71,6 +76,7 @@ class Server:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
                  self.cfg.shutdown_timeout)
         await self.core.stop(self.cfg.shutdown_timeout)
+        await self.proxy.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

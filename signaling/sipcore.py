@@ -195,7 +195,7 @@ class SipCore:
             # A second final response racing the first (a 487 after a 486): §17.2 discards it.
             self.c_drop.inc("late_response")
             return
-        self._run(txn, events)
+        self.run(txn, events)
         self.arm_timer()
 
     def now(self) -> float:
@@ -230,6 +230,12 @@ class SipCore:
         if answer is None:
             self.c_drop.inc("malformed")
             return
+        if not _parses(answer):
+            # The copied Via/From/To/Call-ID/CSeq are themselves broken or missing (PROTOS
+            # c07: ~800 of its cases): the client could not match such a response to its
+            # transaction (§17.1.3), so it would only reflect the garbage back.  Discard.
+            self.c_drop.inc("unanswerable")
+            return
         self.c_reject.inc(str(err.status))
         self.c_resp_out.inc(_CLASS.get((err.status or 0) // 100, "other"), peer.transport)
         self.send(answer, peer)
@@ -238,7 +244,7 @@ class SipCore:
         self.c_resp_in.inc(_CLASS[resp.status // 100], peer.transport)
         txn = self.table.find_client(resp)
         if txn is not None:
-            self._run(txn, txn.receive_response(resp, self.now()))
+            self.run(txn, txn.receive_response(resp, self.now()))
             self.arm_timer()
         elif self.on_stray_response is not None:
             self.on_stray_response(resp, peer)
@@ -253,7 +259,7 @@ class SipCore:
         if txn is not None:
             if method != "ACK":
                 self.c_retrans.inc("received")
-            self._run(txn, txn.receive_request(req, self.now()))
+            self.run(txn, txn.receive_request(req, self.now()))
             self.arm_timer()
             return
         if method == "ACK":
@@ -359,7 +365,8 @@ class SipCore:
 
     # -- transactions and timers -------------------------------------------------------------
 
-    def _run(self, txn: Transaction, events: list[Event]) -> None:
+    def run(self, txn: Transaction, events: list[Event]) -> None:
+        """Carry out a transaction's events: sends here, the rest to its TU."""
         for ev in events:
             if isinstance(ev, SendMessage):
                 data = ev.data
@@ -400,7 +407,7 @@ class SipCore:
         self._timer_at = None
         try:
             for txn, events in self.table.fire_due(self.now()):
-                self._run(txn, events)
+                self.run(txn, events)
         except Exception:
             log.exception("unexpected error firing SIP timers")
             self.c_errors.inc()
@@ -413,3 +420,12 @@ class SipCore:
 
 
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}
+
+
+def _parses(answer: bytes) -> bool:
+    """Whether an error answer built from a rejected request's raw headers is a valid response."""
+    try:
+        parse_message(answer)
+    except RemoteProtocolError:
+        return False
+    return True

@@ -1,0 +1,240 @@
+"""Per-dialog state machines of the proxy and the bounded table that holds them.
+
+A stateful, record-routing proxy sees every message of a dialog it created the route for
+(RFC 3261 §16.6 step 4, §12.1).  Each INVITE through the proxy gets a ``ProxyDialog`` that moves
+through a table (the h2 model: a pair that is not listed is an error, never a silent
+fall-through):
+
+    INITIAL --1xx with To tag--> EARLY --2xx--> WAIT_ACK --ACK--> CONFIRMED --BYE--> TERMINATED
+       \\________________ non-2xx final, timeout ______________________________/
+
+"Confirmed, waiting for ACK" is its own state: the 2xx was relayed but the caller's ACK has not
+come through yet (§13.3.1.4: the UAS retransmits the 2xx until it does).  Forked early dialogs
+(several 1xx with different To tags, §12.1.2) are tracked as a set of tags until one 2xx picks
+the confirmed one.
+
+Memory: a dialog keeps only what routing and a server-initiated BYE need, as plain strings and
+two ``Peer`` references: about 1 KB with its two index entries (measured by the dialog
+benchmark).  The table is bounded (``max_dialogs``; full means 503 for a new INVITE).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from enum import IntEnum
+
+import msgspec
+
+from signaling.sipcore import Peer
+
+__all__ = [
+    "DialogInfo",
+    "DialogInput",
+    "DialogState",
+    "DialogTable",
+    "DialogTableFull",
+    "DialogTransitionError",
+    "ProxyDialog",
+]
+
+
+class DialogState(IntEnum):
+    INITIAL = 0
+    EARLY = 1
+    WAIT_ACK = 2
+    CONFIRMED = 3
+    TERMINATED = 4
+
+
+class DialogInput(IntEnum):
+    PROVISIONAL = 0  # a 101-199 with a To tag (§12.1)
+    SUCCESS = 1      # a 2xx to the INVITE (or its retransmission)
+    FAILURE = 2      # a 300-699 to the INVITE (§12.3: early dialogs end)
+    ACK = 3          # the ACK for the 2xx
+    REINVITE = 4     # a target refresh inside the dialog
+    BYE = 5          # either side hung up (§15)
+    TIMEOUT = 6      # no answer in time, or the maximum duration passed
+
+
+_S = DialogState
+_I = DialogInput
+#: (state, input) -> next state.  Anything missing raises DialogTransitionError.
+TABLE: dict[tuple[DialogState, DialogInput], DialogState] = {
+    (_S.INITIAL, _I.PROVISIONAL): _S.EARLY,
+    (_S.INITIAL, _I.SUCCESS): _S.WAIT_ACK,
+    (_S.INITIAL, _I.FAILURE): _S.TERMINATED,
+    (_S.INITIAL, _I.TIMEOUT): _S.TERMINATED,
+    (_S.EARLY, _I.PROVISIONAL): _S.EARLY,
+    (_S.EARLY, _I.SUCCESS): _S.WAIT_ACK,
+    (_S.EARLY, _I.FAILURE): _S.TERMINATED,
+    (_S.EARLY, _I.TIMEOUT): _S.TERMINATED,
+    (_S.EARLY, _I.BYE): _S.TERMINATED,  # §15: a BYE may end an early dialog (callee side)
+    # A 2xx retransmission, or a second fork's 2xx (§13.2.2.4), while the ACK is pending.
+    (_S.WAIT_ACK, _I.SUCCESS): _S.WAIT_ACK,
+    (_S.WAIT_ACK, _I.PROVISIONAL): _S.WAIT_ACK,  # a late 1xx overtaken by the 2xx
+    (_S.WAIT_ACK, _I.ACK): _S.CONFIRMED,
+    (_S.WAIT_ACK, _I.BYE): _S.TERMINATED,
+    (_S.WAIT_ACK, _I.TIMEOUT): _S.TERMINATED,
+    (_S.WAIT_ACK, _I.FAILURE): _S.WAIT_ACK,  # another fork's failure after the 2xx
+    (_S.CONFIRMED, _I.SUCCESS): _S.CONFIRMED,  # 2xx retransmission, re-INVITE answer
+    (_S.CONFIRMED, _I.PROVISIONAL): _S.CONFIRMED,
+    (_S.CONFIRMED, _I.FAILURE): _S.CONFIRMED,  # a re-INVITE refused leaves the dialog (§14.1)
+    (_S.CONFIRMED, _I.ACK): _S.CONFIRMED,
+    (_S.CONFIRMED, _I.REINVITE): _S.CONFIRMED,
+    (_S.CONFIRMED, _I.BYE): _S.TERMINATED,
+    (_S.CONFIRMED, _I.TIMEOUT): _S.TERMINATED,
+    # Terminated absorbs late retransmissions (2xx, ACK, BYE) until the dialog is dropped.
+    (_S.TERMINATED, _I.SUCCESS): _S.TERMINATED,
+    (_S.TERMINATED, _I.FAILURE): _S.TERMINATED,
+    (_S.TERMINATED, _I.PROVISIONAL): _S.TERMINATED,
+    (_S.TERMINATED, _I.ACK): _S.TERMINATED,
+    (_S.TERMINATED, _I.BYE): _S.TERMINATED,
+    (_S.TERMINATED, _I.TIMEOUT): _S.TERMINATED,
+}
+
+
+class DialogTransitionError(Exception):
+    """An input the dialog's state does not accept (e.g. a re-INVITE before the ACK)."""
+
+
+class DialogTableFull(Exception):
+    """``max_dialogs`` reached: the new INVITE is answered 503 + Retry-After."""
+
+
+class DialogInfo(msgspec.Struct, frozen=True):
+    """The read-only view of a dialog for the admin API."""
+
+    id: str
+    call_id: str
+    state: str
+    caller: str
+    callee: str
+    from_tag: str
+    to_tag: str
+    created_at: float
+    answered_at: float | None
+
+
+class ProxyDialog:
+    """One INVITE dialog through the proxy (see the module docstring)."""
+
+    __slots__ = (
+        "answered_at", "call_id", "callee", "callee_contact", "callee_peer", "callee_tag",
+        "caller", "caller_contact", "caller_cseq", "caller_peer", "caller_tag", "created_at",
+        "deadline", "early_tags", "ended_at", "ended_by", "final_status", "id", "state",
+    )
+
+    def __init__(self, dialog_id: str, call_id: str, caller_tag: str, caller: str, callee: str,
+                 caller_peer: Peer, caller_contact: str, caller_cseq: int, now: float,
+                 wall: float, deadline: float) -> None:
+        self.id = dialog_id
+        self.call_id = call_id
+        self.caller_tag = caller_tag
+        self.callee_tag = ""
+        self.caller = caller            # From header text, tag included
+        self.callee = callee            # To header text (tag added when answered)
+        self.caller_peer = caller_peer
+        self.callee_peer: Peer | None = None
+        self.caller_contact = caller_contact
+        self.callee_contact = ""
+        self.caller_cseq = caller_cseq
+        self.created_at = wall
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.ended_by = ""
+        self.final_status = 0
+        self.early_tags: set[str] | None = None
+        self.state = DialogState.INITIAL
+        self.deadline = deadline
+
+    def handle(self, inp: DialogInput) -> DialogState:
+        nxt = TABLE.get((self.state, inp))
+        if nxt is None:
+            raise DialogTransitionError(f"{inp.name} in state {self.state.name}")
+        self.state = nxt
+        return nxt
+
+    def info(self) -> DialogInfo:
+        return DialogInfo(self.id, self.call_id, self.state.name.lower(), self.caller,
+                          self.callee, self.caller_tag, self.callee_tag, self.created_at,
+                          self.answered_at)
+
+
+class DialogTable:
+    """Dialogs by id and by (Call-ID, tag), bounded, with one deadline heap.
+
+    An in-dialog request carries the caller's tag in From (caller to callee) or in To (callee
+    to caller); indexing by (Call-ID, caller tag) finds the dialog from either direction.
+    """
+
+    def __init__(self, max_dialogs: int) -> None:
+        self.max_dialogs = max_dialogs
+        self._by_id: dict[str, ProxyDialog] = {}
+        self._by_key: dict[tuple[str, str], ProxyDialog] = {}
+        self._heap: list[tuple[float, int, ProxyDialog]] = []
+        self._seq = itertools.count()
+        #: Set by the proxy: ends a dialog with BYE to both sides.
+        self.on_terminate: Callable[[ProxyDialog], bool] | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def add(self, dialog: ProxyDialog) -> None:
+        if len(self._by_id) >= self.max_dialogs:
+            raise DialogTableFull(f"{self.max_dialogs} dialogs")
+        self._by_id[dialog.id] = dialog
+        self._by_key[(dialog.call_id, dialog.caller_tag)] = dialog
+        self.schedule(dialog)
+
+    def schedule(self, dialog: ProxyDialog) -> None:
+        heapq.heappush(self._heap, (dialog.deadline, next(self._seq), dialog))
+
+    def remove(self, dialog: ProxyDialog) -> None:
+        self._by_id.pop(dialog.id, None)
+        if self._by_key.get((dialog.call_id, dialog.caller_tag)) is dialog:
+            del self._by_key[(dialog.call_id, dialog.caller_tag)]
+
+    def find(self, call_id: str, from_tag: str | None, to_tag: str | None) -> ProxyDialog | None:
+        d = self._by_key.get((call_id, from_tag or ""))
+        if d is None and to_tag:
+            d = self._by_key.get((call_id, to_tag))
+        return d
+
+    def due(self, now: float) -> list[ProxyDialog]:
+        """Dialogs whose deadline passed (ring timeout, maximum duration, linger end)."""
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, d = heapq.heappop(heap)
+            if d.deadline == deadline and self._by_id.get(d.id) is d:
+                out.append(d)
+        if len(heap) > 2 * len(self._by_id) + 1024:
+            self._heap = [e for e in heap if e[2].deadline == e[0] and e[2].id in self._by_id]
+            heapq.heapify(self._heap)
+        return out
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = {s.name.lower(): 0 for s in DialogState}
+        for d in self._by_id.values():
+            counts[d.state.name.lower()] += 1
+        return counts
+
+    def list(self, offset: int = 0, limit: int = 100) -> list[DialogInfo]:
+        items = itertools.islice(self._by_id.values(), offset, offset + limit)
+        return [d.info() for d in items]
+
+    def by_id(self, dialog_id: str) -> ProxyDialog | None:
+        return self._by_id.get(dialog_id)
+
+    def get(self, dialog_id: str) -> DialogInfo | None:
+        d = self._by_id.get(dialog_id)
+        return None if d is None else d.info()
+
+    async def terminate(self, dialog_id: str) -> bool:
+        """End a dialog from the server: BYE to both sides (admin API).  False if unknown."""
+        d = self._by_id.get(dialog_id)
+        if d is None or self.on_terminate is None:
+            return False
+        return self.on_terminate(d)

@@ -1,0 +1,712 @@
+"""The stateful, record-routing proxy (RFC 3261 §16) with per-dialog tracking.
+
+Request path (a worker, §16.3-§16.6): validate (483, 482), pop our own Route values (§16.4), find
+the targets (a dialog's other side, the remaining Route, the registered bindings of a user of a
+served domain, or the Request-URI when relaying), and fork one client transaction per target
+(§16.6), each copy carrying our Via with a unique branch, Max-Forwards minus one and our
+Record-Route: two of them when the call changes transport (RFC 5658 §4), so each side sees a
+URI it can reach.
+
+Response path (§16.7): 100 is absorbed, other provisionals are relayed at once, the first 2xx is
+relayed and cancels the other branches, 6xx cancels the others too; when every branch has a
+final response and no 2xx went up, the best one does (6xx, else the lowest class, 503 becoming
+500).  A timed-out branch counts as 408 (Timer B, Timer C §16.8).
+
+ACK for a 2xx and 2xx retransmissions that outlive their transaction are relayed statelessly
+(§16.11, §16.7 step 9: responses without a matching transaction).  CANCEL is answered 200 and
+propagated to every pending branch (§16.10).
+
+Every INVITE dialog is a ``ProxyDialog`` (see dialogs.py); in-dialog requests reach the other
+side through it, which is also how a WebSocket client's ``.invalid`` contact stays reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import itertools
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable
+from functools import partial
+
+from protocols.sip.builders import make_response
+from protocols.sip.message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
+from protocols.sip.parser import parse_name_addr
+from protocols.sip.serializer import serialize
+from protocols.sip.transaction import (
+    ClientTransaction,
+    Event,
+    PassToTU,
+    ServerTransaction,
+    TimerCFired,
+    Transaction,
+    TransactionTableFull,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    build_cancel,
+    new_client_transaction,
+)
+from protocols.sip.uri import aor_of, parse_uri
+from signaling.config import Config
+from signaling.dialogs import (
+    DialogInput,
+    DialogState,
+    DialogTable,
+    DialogTableFull,
+    DialogTransitionError,
+    ProxyDialog,
+)
+from signaling.metrics import Metrics
+from signaling.registry.base import Binding, Registry, RegistryError
+from signaling.sipcore import KNOWN_METHODS, Peer, SipCore, Work
+
+__all__ = ["DIALOG_LINGER", "Proxy", "Target"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a terminated dialog is kept to absorb late retransmissions (64*T1, §17.1.1.2).
+DIALOG_LINGER = 32.0
+#: Slack added to the ring timeout before an unanswered dialog is dropped: Timer C and the
+#: final response's retransmissions have run their course by then.
+RING_SLACK = 40.0
+#: Seconds between sweeps of dialog deadlines (maximum duration, linger).
+DIALOG_TICK = 1.0
+_COOKIE = "z9hG4bK"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """Where one branch goes: the Request-URI it carries and the peer that receives it."""
+
+    uri: URI
+    peer: Peer
+
+
+class _Branch:
+    __slots__ = ("cancel_pending", "cancelled", "ctx", "final", "peer", "provisional",
+                 "request", "txn")
+
+    def __init__(self, ctx: _Context, request: Request, peer: Peer) -> None:
+        self.ctx = ctx
+        self.request = request
+        self.peer = peer
+        self.txn: ClientTransaction | None = None
+        self.final: Response | None = None
+        self.provisional = False
+        self.cancel_pending = False
+        self.cancelled = False
+
+
+class _Context:
+    """One proxied request: its server transaction and its branches (§16.6)."""
+
+    __slots__ = ("best", "branches", "cancelled", "dialog", "done", "request", "started",
+                 "txn")
+
+    def __init__(self, txn: ServerTransaction, request: Request, now: float) -> None:
+        self.txn = txn
+        self.request = request
+        self.branches: list[_Branch] = []
+        self.best: Response | None = None
+        self.dialog: ProxyDialog | None = None
+        self.done = False  # a final response went upstream
+        self.cancelled = False
+        self.started = now
+
+
+class Proxy:
+    """Routes requests between registered users over UDP and WebSocket."""
+
+    def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
+                 node_id: str) -> None:
+        self.core = core
+        self.registry = registry
+        self.cfg = cfg
+        self.node_id = node_id
+        self.dialogs = DialogTable(cfg.max_dialogs)
+        self.dialogs.on_terminate = self.terminate_dialog
+        self.contexts: dict[ServerTransaction, _Context] = {}
+        self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
+        self.host = cfg.advertise or _listen_host(cfg)
+        self.udp_port = cfg.sip_udp[1] if cfg.sip_udp else 5060
+        self.ws_port = cfg.sip_ws[1] if cfg.sip_ws else 5066
+        self._branch_ids = itertools.count(1)
+        self._branch_salt = os.urandom(4).hex()
+        self._ticker: asyncio.Task[None] | None = None
+        core.default_handler = self.handle
+        core.on_ack = self.on_ack
+        core.on_cancel = self.on_cancel
+        core.on_stray_response = self.on_stray_response
+        self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
+        self.h_setup = metrics.histogram("call_setup_seconds",
+                                         "INVITE received to 2xx relayed")
+        metrics.callback_gauge("dialogs", "Dialogs by state", ["state"],
+                               lambda: {(k,): float(v)
+                                        for k, v in self.dialogs.counts_by_state().items()})
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def set_ports(self, udp_port: int | None, ws_port: int | None) -> None:
+        """The ports actually bound (tests bind port 0): they go into Via and Record-Route."""
+        if udp_port:
+            self.udp_port = udp_port
+        if ws_port:
+            self.ws_port = ws_port
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="dialogs")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+
+    # -- requests (workers) ------------------------------------------------------------------
+
+    async def handle(self, work: Work) -> None:
+        req = work.request
+        if req.max_forwards == 0:
+            self._reply(work, 483)  # §16.3 step 3
+            return
+        if self._loop_detected(req):
+            self._reply(work, 482)  # §16.3 step 4
+            return
+        self._pop_own_routes(req)
+        if req.to.tag is not None:
+            self._in_dialog(work)
+            return
+        targets = await self._targets(work)
+        if targets:
+            self._fork(work, targets)
+
+    def _in_dialog(self, work: Work) -> None:
+        req = work.request
+        dialog = self.dialogs.find(req.call_id, req.from_.tag, req.to.tag)
+        if dialog is not None:
+            peer = self._other_side(dialog, req)
+            if peer is None:
+                self._reply(work, 481)
+                return
+            self._dialog_request(dialog, req)
+            self._fork(work, [Target(req.uri, peer)], dialog=dialog)
+            return
+        target = self._route_target(req)
+        if target is None:
+            # §12.2.2 / §16: no dialog here and nowhere else to send it.
+            self.c_proxy.inc("in_dialog_481")
+            self._reply(work, 481)
+            return
+        self._fork(work, [target])
+
+    def _dialog_request(self, dialog: ProxyDialog, req: Request) -> None:
+        if req.from_.tag == dialog.caller_tag:
+            dialog.caller_cseq = max(dialog.caller_cseq, req.cseq.seq)
+        inp = {"BYE": DialogInput.BYE, "INVITE": DialogInput.REINVITE}.get(req.method)
+        if inp is None:
+            return
+        try:
+            state = dialog.handle(inp)
+        except DialogTransitionError:
+            self.c_proxy.inc("dialog_transition_error")
+            return
+        if state is DialogState.TERMINATED:
+            dialog.ended_by = "caller" if req.from_.tag == dialog.caller_tag else "callee"
+            self._ended(dialog)
+
+    def _other_side(self, dialog: ProxyDialog, req: Request) -> Peer | None:
+        if req.from_.tag == dialog.caller_tag:
+            return dialog.callee_peer
+        return dialog.caller_peer
+
+    async def _targets(self, work: Work) -> list[Target]:
+        req = work.request
+        route = self._route_target(req) if req.routes else None
+        if route is not None:
+            return [route]
+        uri = req.uri
+        if not isinstance(uri, SipURI) or uri.host.lower() not in self.core.domains:
+            if self.cfg.relay and isinstance(uri, SipURI):
+                relay = await self._resolve(uri)
+                if relay is not None:
+                    return [Target(uri, relay)]
+            self._reply(work, 403, "Relaying not allowed")
+            return []
+        if uri.user is None:
+            self._reply(work, 404, "No user in Request-URI")
+            return []
+        return await self._user_targets(work, aor_of(uri))
+
+    async def _user_targets(self, work: Work, aor: str) -> list[Target]:
+        now = time.time()
+        try:
+            async with asyncio.timeout(2.0):
+                bindings = await self.registry.lookup(aor, now)
+                known = bool(bindings) or await self.registry.known_user(aor)
+        except (RegistryError, TimeoutError):
+            self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+            return []
+        targets = [t for t in (self._binding_target(b) for b in bindings) if t is not None]
+        if not targets:
+            # §16.5 / §21.4: 480 for a user we know but cannot reach now, 404 for a stranger.
+            self.c_proxy.inc("no_binding")
+            self._reply(work, 480 if known else 404)
+        return targets
+
+    def _binding_target(self, b: Binding) -> Target | None:
+        uri = parse_uri(b.contact)
+        if b.transport == "ws":
+            if b.node not in (None, self.node_id) or b.connection_id is None:
+                return None  # held by another node's WebSocket: not reachable from here
+            return Target(uri, Peer("ws", "", 0, b.connection_id))
+        if isinstance(uri, SipURI) and _is_ip(uri.host):
+            return Target(uri, Peer("udp", uri.host.strip("[]"), uri.port or 5060))
+        host, _, port = b.source.rpartition(":")
+        return Target(uri, Peer("udp", host, int(port))) if host else None
+
+    def _route_target(self, req: Request) -> Target | None:
+        """Next hop from the remaining Route (§16.12) or a routable Request-URI."""
+        uri = req.routes[0].uri if req.routes else req.uri
+        if not isinstance(uri, SipURI) or not _is_ip(uri.host) or self._is_me(uri):
+            return None
+        if uri.transport not in ("UDP",):
+            return None
+        return Target(req.uri, Peer("udp", uri.host.strip("[]"), uri.port or 5060))
+
+    async def _resolve(self, uri: SipURI) -> Peer | None:
+        if _is_ip(uri.host):
+            return Peer("udp", uri.host.strip("[]"), uri.port or 5060)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(uri.host, uri.port or 5060)
+        except OSError:
+            return None
+        return Peer("udp", str(infos[0][4][0]), int(infos[0][4][1])) if infos else None
+
+    # -- forking (§16.6) ---------------------------------------------------------------------
+
+    def _fork(self, work: Work, targets: list[Target], dialog: ProxyDialog | None = None) -> None:
+        req = work.request
+        now = self.core.now()
+        ctx = _Context(work.txn, req, now)
+        if req.method == "INVITE" and req.to.tag is None:
+            try:
+                ctx.dialog = self._new_dialog(req, work.peer, now)
+            except DialogTableFull:
+                self.c_proxy.inc("dialog_table_full")
+                self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+                return
+        else:
+            ctx.dialog = dialog
+        self.contexts[work.txn] = ctx
+        self.core.tu[work.txn] = self._on_server_event
+        for target in targets:
+            self._start_branch(ctx, self._copy_for(req, target, work.peer), target.peer)
+        if all(b.final is not None for b in ctx.branches):
+            self._finish(ctx)
+
+    def _copy_for(self, req: Request, target: Target, incoming: Peer) -> Request:
+        out = target.peer.transport
+        vias = [self._via(req, out), *req.vias]
+        rr = req.record_routes
+        if req.method == "INVITE" and req.to.tag is None:
+            # RFC 5658 §4: facing each side, the URI that side can reach; the lower one faces
+            # the caller (it is last in the callee's route set, first in the caller's).
+            mine = [self._rr(out)]
+            if out != incoming.transport:
+                mine.append(self._rr(incoming.transport))
+            rr = [*mine, *rr]
+        mf = 70 if req.max_forwards is None else req.max_forwards - 1  # §16.6 step 3
+        return dataclasses.replace(req, uri=target.uri, vias=vias, record_routes=rr,
+                                   max_forwards=mf, routes=list(req.routes))
+
+    def _via(self, req: Request, transport: str) -> Via:
+        # §16.6 step 8: a branch unique per request, whose first part is a hash of what
+        # loop detection compares (§16.3 step 4).
+        branch = f"{_COOKIE}{_loop_hash(req)}.{self._branch_salt}{next(self._branch_ids):x}"
+        if transport == "ws":
+            return Via("WS", self.host, self.ws_port, {"branch": branch, "rport": None})
+        return Via("UDP", self.host, self.udp_port, {"branch": branch, "rport": None})
+
+    def _rr(self, transport: str) -> NameAddr:
+        if transport == "ws":
+            return NameAddr(SipURI("sip", self.host, port=self.ws_port,
+                                   params={"transport": "ws", "lr": None}))
+        return NameAddr(SipURI("sip", self.host, port=self.udp_port, params={"lr": None}))
+
+    def _start_branch(self, ctx: _Context, request: Request, peer: Peer) -> None:
+        branch = _Branch(ctx, request, peer)
+        ctx.branches.append(branch)
+        timers = self.core.timers_reliable if peer.reliable else self.core.timers_unreliable
+        txn = new_client_transaction(request, timers, peer, proxy=True)
+        try:
+            self.core.add_client_transaction(txn, partial(self._on_branch_event, branch))
+        except TransactionTableFull:
+            self.c_proxy.inc("transaction_table_full")
+            branch.final = make_response(ctx.request, 503)
+            return
+        branch.txn = txn
+        self.core.run(txn, txn.start(self.core.now()))
+
+    # -- responses (§16.7) -------------------------------------------------------------------
+
+    def _on_branch_event(self, branch: _Branch, txn: Transaction, ev: Event) -> None:
+        if isinstance(ev, PassToTU):
+            msg = ev.message
+            if isinstance(msg, Response):
+                self._branch_response(branch, msg)
+        elif isinstance(ev, TimerCFired):
+            self._timer_c(branch)
+        elif isinstance(ev, TransactionTimedOut):
+            self._branch_failed(branch, 408)
+        elif isinstance(ev, TransportFailed):
+            self._branch_failed(branch, 503)
+        elif isinstance(ev, TransactionTerminated):
+            branch.txn = None
+
+    def _branch_response(self, branch: _Branch, resp: Response) -> None:
+        ctx = branch.ctx
+        status = resp.status
+        if status == 100:
+            return  # §16.7 step 3: 100 is hop by hop
+        if status < 200:
+            branch.provisional = True
+            if branch.cancel_pending:
+                self._cancel_branch(branch)
+            self._dialog_event(ctx, branch, resp, DialogInput.PROVISIONAL)
+            if not ctx.done:
+                self._relay(ctx, resp)
+            return
+        first_final = branch.final is None
+        branch.final = resp
+        if status < 300:
+            self._success(ctx, branch, resp)
+            return
+        if first_final:
+            self._failure(ctx, resp)
+
+    def _success(self, ctx: _Context, branch: _Branch, resp: Response) -> None:
+        # §16.7 step 5: every 2xx is relayed at once, retransmissions included.
+        if not ctx.done:
+            self.h_setup.observe(self.core.now() - ctx.started)
+        ctx.done = True
+        self._dialog_event(ctx, branch, resp, DialogInput.SUCCESS)
+        self._relay(ctx, resp)
+        self._cancel_others(ctx, branch)  # §16.7 step 10
+
+    def _failure(self, ctx: _Context, resp: Response) -> None:
+        ctx.best = _better(ctx.best, resp)
+        if resp.status >= 600:
+            self._cancel_others(ctx, None)  # §16.7 step 5: a 6xx ends the search
+        if all(b.final is not None for b in ctx.branches):
+            self._finish(ctx)
+
+    def _branch_failed(self, branch: _Branch, status: int) -> None:
+        if branch.final is not None:
+            return
+        synthetic = make_response(branch.ctx.request, status)
+        branch.final = synthetic
+        self._failure(branch.ctx, synthetic)
+
+    def _timer_c(self, branch: _Branch) -> None:
+        # §16.8: with a provisional, CANCEL the branch (its 487 ends it); without, 408.
+        if branch.provisional:
+            self._cancel_branch(branch)
+        else:
+            self._branch_failed(branch, 408)
+
+    def _finish(self, ctx: _Context) -> None:
+        if ctx.done:
+            return
+        ctx.done = True
+        best = ctx.best or make_response(ctx.request, 408)
+        if best.status == 503:
+            best = dataclasses.replace(best, status=500, reason="Server Internal Error")
+        if ctx.dialog is not None:
+            ctx.dialog.final_status = best.status
+            self._dialog_input(ctx.dialog, DialogInput.FAILURE)
+        self._relay(ctx, best)
+
+    def _relay(self, ctx: _Context, resp: Response) -> None:
+        """Send a branch's response upstream with our Via removed (§16.7 step 9)."""
+        if resp.vias and self._is_my_via(resp.vias[0]):
+            up = dataclasses.replace(resp, vias=resp.vias[1:])
+        else:  # a response we synthesised carries the upstream Vias already
+            up = resp
+        if up.status >= 200 and up.to.tag is None:
+            up = dataclasses.replace(up, to=up.to.with_param("tag",
+                                                             self.core.stateless_tag(ctx.request)))
+        self.core.respond(ctx.txn, up)
+
+    def _cancel_others(self, ctx: _Context, keep: _Branch | None) -> None:
+        for b in ctx.branches:
+            if b is not keep and b.final is None:
+                self._cancel_branch(b)
+
+    def _cancel_branch(self, branch: _Branch) -> None:
+        """§9.1: CANCEL only after a provisional; until then, remember to."""
+        if branch.cancelled or branch.final is not None or branch.request.method != "INVITE":
+            return
+        if not branch.provisional:
+            branch.cancel_pending = True
+            return
+        branch.cancelled = True
+        cancel = build_cancel(branch.request)
+        timers = (self.core.timers_reliable if branch.peer.reliable
+                  else self.core.timers_unreliable)
+        txn = new_client_transaction(cancel, timers, branch.peer)
+        try:
+            self.core.add_client_transaction(txn, _ignore)
+        except TransactionTableFull:
+            self.c_proxy.inc("transaction_table_full")
+            return
+        self.core.run(txn, txn.start(self.core.now()))
+
+    def _on_server_event(self, txn: Transaction, ev: Event) -> None:
+        if isinstance(ev, TransactionTerminated) and isinstance(txn, ServerTransaction):
+            self.contexts.pop(txn, None)
+
+    # -- CANCEL, ACK and stray responses (callbacks, synchronous) ----------------------------
+
+    def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
+        st = self.core.table.find_cancel_target(cancel)
+        if st is None:
+            return False
+        self.core.send_stateless(cancel, peer, 200)  # §16.10
+        ctx = self.contexts.get(st)
+        if ctx is None:
+            # Still queued: answer the INVITE 487 now; the worker sees it is answered.
+            self.core.respond(st, make_response(st.request, 487,
+                                                to_tag=self.core.stateless_tag(st.request)))
+            return True
+        ctx.cancelled = True
+        self._cancel_others(ctx, None)
+        return True
+
+    def on_ack(self, ack: Request, peer: Peer) -> None:
+        """An ACK matching no transaction: the ACK for a 2xx, relayed statelessly."""
+        self._pop_own_routes(ack)
+        dialog = self.dialogs.find(ack.call_id, ack.from_.tag, ack.to.tag)
+        dest: Peer | None
+        if dialog is not None:
+            self._dialog_input(dialog, DialogInput.ACK)
+            dest = self._other_side(dialog, ack)
+        else:
+            target = self._route_target(ack)
+            dest = target.peer if target is not None else None
+        if dest is None or ack.max_forwards == 0:
+            self.c_proxy.inc("ack_dropped")
+            return
+        self._stateless_forward(ack, dest)
+
+    def _stateless_forward(self, req: Request, dest: Peer) -> None:
+        # §16.11: a stateless branch must be the same for retransmissions: derive it from the
+        # incoming one.
+        top = req.vias[0].branch or ""
+        branch = f"{_COOKIE}{zlib.crc32(top.encode()):08x}.s"
+        transport = "WS" if dest.transport == "ws" else "UDP"
+        port = self.ws_port if dest.transport == "ws" else self.udp_port
+        via = Via(transport, self.host, port, {"branch": branch})
+        mf = 70 if req.max_forwards is None else req.max_forwards - 1
+        out = dataclasses.replace(req, vias=[via, *req.vias], max_forwards=mf)
+        self.core.c_req_out.inc(req.method if req.method in KNOWN_METHODS else "other",
+                                dest.transport)
+        self.core.send(serialize(out), dest)
+
+    def on_stray_response(self, resp: Response, peer: Peer) -> None:
+        """§16.7 step 9 / §18.2.2: a response with no transaction (a 2xx retransmission after
+        ours ended) is relayed by its Via, if the top one is ours."""
+        if len(resp.vias) < 2 or not self._is_my_via(resp.vias[0]):
+            self.core.c_drop.inc("stray_response")
+            return
+        nxt = resp.vias[1]
+        host = nxt.params.get("received") or nxt.host
+        rport = nxt.params.get("rport")
+        port = int(rport) if rport else (nxt.port or 5060)
+        dialog = self.dialogs.find(resp.call_id, resp.from_.tag, resp.to.tag)
+        dest = dialog.caller_peer if dialog is not None else Peer("udp", host, port)
+        up = dataclasses.replace(resp, vias=resp.vias[1:])
+        self.core.send(serialize(up), dest)
+
+    # -- dialogs -------------------------------------------------------------------------------
+
+    def _new_dialog(self, req: Request, peer: Peer, now: float) -> ProxyDialog:
+        contact = str(req.contacts[0].uri) if req.contacts else ""
+        ring = max(self.cfg.ring_timeout, 1.0)
+        dialog = ProxyDialog(
+            f"{req.call_id};{req.from_.tag or ''}", req.call_id, req.from_.tag or "",
+            str(req.from_), str(req.to), peer, contact, req.cseq.seq, now, time.time(),
+            now + ring + RING_SLACK)
+        self.dialogs.add(dialog)
+        return dialog
+
+    def _dialog_event(self, ctx: _Context, branch: _Branch, resp: Response,
+                      inp: DialogInput) -> None:
+        dialog = ctx.dialog
+        if dialog is None or ctx.request.method != "INVITE":
+            return
+        tag = resp.to.tag
+        if inp is DialogInput.PROVISIONAL:
+            if tag is None:
+                return  # §12.1: only a 1xx with a To tag creates an early dialog
+            if dialog.early_tags is None:
+                dialog.early_tags = set()
+            dialog.early_tags.add(tag)
+        elif inp is DialogInput.SUCCESS and dialog.callee_peer is None:
+            dialog.callee_tag = tag or ""
+            dialog.callee = str(resp.to)
+            dialog.callee_peer = branch.peer
+            dialog.callee_contact = str(resp.contacts[0].uri) if resp.contacts else ""
+            dialog.answered_at = time.time()
+            dialog.early_tags = None
+            dialog.deadline = self.core.now() + self.cfg.max_dialog_duration
+            self.dialogs.schedule(dialog)
+        self._dialog_input(dialog, inp)
+
+    def _dialog_input(self, dialog: ProxyDialog, inp: DialogInput) -> None:
+        before = dialog.state
+        try:
+            state = dialog.handle(inp)
+        except DialogTransitionError:
+            self.c_proxy.inc("dialog_transition_error")
+            return
+        if state is DialogState.TERMINATED and before is not DialogState.TERMINATED:
+            if not dialog.ended_by:
+                dialog.ended_by = "callee" if inp is DialogInput.FAILURE else "timeout"
+            self._ended(dialog)
+
+    def _ended(self, dialog: ProxyDialog) -> None:
+        dialog.ended_at = time.time()
+        dialog.deadline = self.core.now() + DIALOG_LINGER
+        self.dialogs.schedule(dialog)
+        if self.on_dialog_ended is not None:
+            try:
+                self.on_dialog_ended(dialog)
+            except Exception:  # a records failure never touches the call path
+                log.warning("dialog-ended hook failed", exc_info=True)
+
+    def terminate_dialog(self, dialog: ProxyDialog) -> bool:
+        """End a dialog from the server: BYE to both sides (max duration, admin API)."""
+        if dialog.state not in (DialogState.WAIT_ACK, DialogState.CONFIRMED):
+            if dialog.state is not DialogState.TERMINATED:
+                dialog.ended_by = "server"
+                self._dialog_input(dialog, DialogInput.TIMEOUT)
+            return dialog.state is DialogState.TERMINATED
+        caller = parse_name_addr(dialog.caller)
+        callee = parse_name_addr(dialog.callee)
+        seq = dialog.caller_cseq + 1
+        if dialog.callee_peer is not None and dialog.callee_contact:
+            self._send_bye(dialog.callee_contact, caller, callee, dialog, seq, dialog.callee_peer)
+        if dialog.caller_contact:
+            self._send_bye(dialog.caller_contact, callee, caller, dialog, seq, dialog.caller_peer)
+        dialog.ended_by = "server"
+        self._dialog_input(dialog, DialogInput.TIMEOUT)
+        self.c_proxy.inc("dialog_ended_by_server")
+        return True
+
+    def _send_bye(self, target: str, from_: NameAddr, to: NameAddr, dialog: ProxyDialog,
+                  seq: int, peer: Peer) -> None:
+        bye = Request(method="BYE", uri=parse_uri(target), vias=[], from_=from_, to=to,
+                      call_id=dialog.call_id, cseq=CSeq(seq, "BYE"), max_forwards=70)
+        bye.vias = [self._via(bye, peer.transport)]
+        timers = self.core.timers_reliable if peer.reliable else self.core.timers_unreliable
+        txn = new_client_transaction(bye, timers, peer)
+        try:
+            self.core.add_client_transaction(txn, _ignore)
+        except TransactionTableFull:
+            self.c_proxy.inc("transaction_table_full")
+            return
+        self.core.run(txn, txn.start(self.core.now()))
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(DIALOG_TICK)
+            try:
+                self.expire_dialogs(self.core.now())
+            except Exception:
+                log.exception("dialog timer sweep failed")
+
+    def expire_dialogs(self, now: float) -> None:
+        for dialog in self.dialogs.due(now):
+            if dialog.state is DialogState.TERMINATED:
+                self.dialogs.remove(dialog)
+            elif dialog.state in (DialogState.WAIT_ACK, DialogState.CONFIRMED):
+                self.terminate_dialog(dialog)  # maximum duration reached
+            else:
+                dialog.ended_by = "timeout"
+                self._dialog_input(dialog, DialogInput.TIMEOUT)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _reply(self, work: Work, status: int, reason: str | None = None,
+               extra: list[tuple[str, str]] | None = None) -> None:
+        self.core.respond(work.txn, make_response(
+            work.request, status, reason, to_tag=self.core.stateless_tag(work.request),
+            extra=extra or ()))
+
+    def _is_me(self, uri: SipURI) -> bool:
+        host = uri.host.lower()
+        if host != self.host.lower() and host not in self.core.myself:
+            return False
+        return uri.port in (None, self.udp_port, self.ws_port)
+
+    def _is_my_via(self, via: Via) -> bool:
+        return via.host == self.host and via.port in (self.udp_port, self.ws_port)
+
+    def _pop_own_routes(self, req: Request) -> None:
+        """§16.4: remove the Route values naming this proxy (two with RFC 5658)."""
+        routes = req.routes
+        while routes and isinstance(routes[0].uri, SipURI) and self._is_me(routes[0].uri):
+            routes = routes[1:]
+        req.routes = routes
+
+    def _loop_detected(self, req: Request) -> bool:
+        """§16.3 step 4: our own Via with the same loop hash means the request came back
+        unchanged: a loop, not a spiral."""
+        mine = [v for v in req.vias[1:] if self._is_my_via(v)]
+        if not mine:
+            return False
+        h = _loop_hash(req)
+        return any((v.branch or "").startswith(f"{_COOKIE}{h}.") for v in mine)
+
+
+def _ignore(txn: Transaction, ev: Event) -> None:
+    """TU of the CANCEL and BYE transactions the proxy originates: outcomes need no action."""
+
+
+def _loop_hash(req: Request) -> str:
+    """§16.6 step 8: the fields whose change makes a returning request a spiral, not a loop."""
+    top_route = str(req.routes[0]) if req.routes else ""
+    key = (f"{req.uri}|{req.from_.tag}|{req.to.tag}|{req.call_id}|{req.cseq.seq}|"
+           f"{top_route}|{','.join(req.proxy_require)}")
+    return f"{zlib.crc32(key.encode('utf-8', 'surrogateescape')):08x}"
+
+
+def _better(best: Response | None, resp: Response) -> Response:
+    """§16.7 step 6: 6xx beats everything, then the lowest class; 4xx before 5xx."""
+    if best is None:
+        return resp
+    if best.status >= 600:
+        return best
+    if resp.status >= 600:
+        return resp
+    return resp if resp.status // 100 < best.status // 100 else best
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _listen_host(cfg: Config) -> str:
+    for hp in (cfg.sip_udp, cfg.sip_ws):
+        if hp is not None and hp[0] not in ("0.0.0.0", "::"):
+            return hp[0]
+    return "127.0.0.1"
+
