@@ -13,9 +13,13 @@ import logging
 import socket
 import time
 
+from signaling.cdr import RecordHooks
 from signaling.config import Config
+from signaling.diameter.config import DiameterConfig
+from signaling.diameter.server import DiameterServer
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
+from signaling.records.writer import RecordWriter
 from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
@@ -46,6 +50,17 @@ class Server:
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
         self.core.handlers["REGISTER"] = self.registrar.handle
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id)
+        self.records: RecordWriter | None = None
+        if cfg.database:
+            self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)
+            hooks = RecordHooks(self.records, self.node_id)
+            self.proxy.on_dialog_ended = hooks.dialog_ended
+            self.registrar.on_event = hooks.registration
+        self.diameter: DiameterServer | None = None
+        if cfg.diameter is not None:
+            self.diameter = DiameterServer(DiameterConfig(
+                host=cfg.diameter[0], port=cfg.diameter[1], origin_host=cfg.diameter_identity,
+                origin_realm=cfg.diameter_realm), self.metrics, self.registry)
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.udp_address: tuple[str, int] | None = None
@@ -55,6 +70,8 @@ class Server:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        if self.records is not None:
+            await self.records.start()
         self.core.start()
         if self.cfg.sip_udp is not None:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer)
@@ -68,6 +85,8 @@ class Server:
         self.proxy.set_ports(self.udp_address[1] if self.udp_address else None,
                              self.ws_address[1] if self.ws_address else None)
         self.proxy.start()
+        if self.diameter is not None:
+            await self.diameter.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
         log.info("signaling node %s started (registry %s, domains %s)", self.node_id,
                  self.cfg.registry, ", ".join(sorted(self.core.domains)))
@@ -77,6 +96,8 @@ class Server:
                  self.cfg.shutdown_timeout)
         await self.core.stop(self.cfg.shutdown_timeout)
         await self.proxy.stop()
+        if self.diameter is not None:
+            await self.diameter.close(min(self.cfg.shutdown_timeout, 2.0))
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -84,6 +105,8 @@ class Server:
             await self.ws.close()
         if self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()
+        if self.records is not None:
+            await self.records.close()
         await self.registry.close()
         self._stopped.set()
         log.info("stopped")
