@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 
+from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import DiameterConfig
@@ -65,6 +66,7 @@ class Server:
         self.ws: WsTransport | None = None
         self.udp_address: tuple[str, int] | None = None
         self.ws_address: tuple[str, int] | None = None
+        self.admin: AdminServer | None = None
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -88,6 +90,9 @@ class Server:
         if self.diameter is not None:
             await self.diameter.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+        if self.cfg.admin is not None:  # after the SIP listeners: /ready reports them
+            self.admin = AdminServer(self)
+            await self.admin.start()
         log.info("signaling node %s started (registry %s, domains %s)", self.node_id,
                  self.cfg.registry, ", ".join(sorted(self.core.domains)))
 
@@ -107,6 +112,8 @@ class Server:
             self.udp.transport.close()
         if self.records is not None:
             await self.records.close()
+        if self.admin is not None:  # kept until here so /ready says 503 while draining
+            await self.admin.close()
         await self.registry.close()
         self._stopped.set()
         log.info("stopped")

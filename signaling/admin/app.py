@@ -1,0 +1,114 @@
+"""The admin listener: an aiohttp application serving the route table on its own socket.
+
+The listener is separate from every SIP and Diameter socket and defaults to 127.0.0.1:8081
+(``--admin``), so the API is never reachable on the SIP interface unless the operator binds it
+there on purpose.  The bearer token comes from ``--admin-token`` / ``SIGNALING_ADMIN_TOKEN``;
+without one, a random token is generated at start and printed once to stderr (it is not stored
+anywhere else, and the config view shows it masked).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import secrets
+import sys
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+
+from signaling.admin.handlers import AdminApi
+from signaling.admin.middleware import auth_middleware, error_middleware
+from signaling.admin.observe import Observer
+from signaling.admin.openapi import build_document
+from signaling.admin.routes import Route, route_table
+from signaling.metrics import Metrics
+
+if TYPE_CHECKING:
+    from signaling.server import Server
+
+__all__ = ["MAX_BODY_BYTES", "TOKEN_BYTES", "AdminServer", "build_app"]
+
+log = logging.getLogger(__name__)
+
+#: Largest request body read.  The only body is a PATCH of a few options (well under 1 KiB);
+#: 64 KiB is generous and bounds what one request can make the server buffer (413 beyond).
+MAX_BODY_BYTES = 64 * 1024
+#: Random bytes in a generated token: 256 bits, beyond any guessing (RFC 6750 §5.2).
+TOKEN_BYTES = 32
+#: Seconds open admin requests get to finish when the server stops.
+SHUTDOWN_TIMEOUT = 2.0
+#: Pending connections on the admin socket: a few operators and one Prometheus.
+BACKLOG = 128
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("signaling")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Application,
+                                                                     list[Route]]:
+    """The aiohttp application and the route table it serves."""
+    requests = metrics.fast_counter("admin_requests", "Admin API answers by method and status",
+                                    ["method", "status"])
+    app = web.Application(middlewares=[error_middleware(requests), auth_middleware(token)],
+                          client_max_size=MAX_BODY_BYTES)
+    document: list[bytes] = []
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document[0], content_type="application/json")
+
+    routes = route_table(api, openapi)
+    document.append(msgspec.json.encode(build_document(routes, "signaling admin API",
+                                                       _version())))
+    for r in routes:
+        # add_route, not add_get: no implicit HEAD route that the document would not list.
+        app.router.add_route(r.method, r.path, r.handler, name=r.operation_id)
+    return app, routes
+
+
+class AdminServer:
+    """Owns the admin listener, its token and the admin-side gauges."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        cfg = server.cfg
+        self.generated = not cfg.admin_token
+        self.token = cfg.admin_token or secrets.token_urlsafe(TOKEN_BYTES)
+        # Kept in the config so the config view shows it (masked) as set.
+        cfg.admin_token = self.token
+        self.observer = Observer(server)
+        self.api = AdminApi(server, self.observer)
+        self.app, self.routes = build_app(self.api, self.token, server.metrics)
+        self.address: tuple[str, int] | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> tuple[str, int]:
+        listen = self.server.cfg.admin
+        assert listen is not None
+        self.observer.start()
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, listen[0], listen[1], backlog=BACKLOG, reuse_address=True)
+        await site.start()
+        sockname = runner.addresses[0]
+        self.address = (str(sockname[0]), int(sockname[1]))
+        if self.generated:
+            # Printed once on stderr rather than logged: log records get shipped and kept.
+            print(f"signaling: admin API token (generated): {self.token}", file=sys.stderr,
+                  flush=True)
+        log.info("admin API on http://%s:%d (bearer token %s)", *self.address,
+                 "generated" if self.generated else "configured")
+        return self.address
+
+    async def close(self) -> None:
+        await self.observer.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

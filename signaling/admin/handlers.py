@@ -1,0 +1,233 @@
+"""The admin API's request handlers: short adapters from HTTP to the server's own views.
+
+Handlers never hold state: they read the server's tables (transactions, WebSocket connections,
+dialogs, Diameter peers) synchronously, and call the registry with a bound on time
+(``REGISTRY_CALL_TIMEOUT``) so a dead Redis gives a prompt 503 + Retry-After instead of a
+hanging request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from signaling.admin import schemas as s
+from signaling.admin.livecfg import LIVE_OPTIONS, PatchError, apply_patch, decode_patch
+from signaling.admin.middleware import ApiError, json_response
+from signaling.admin.observe import Observer, dialog_table
+from signaling.config import Config, describe
+from signaling.registry.base import RegistryError
+
+if TYPE_CHECKING:
+    from signaling.server import Server
+
+__all__ = ["READY_TIMEOUT", "REGISTRY_CALL_TIMEOUT", "AdminApi", "parse_query"]
+
+#: Bound on one registry call made for the API.  Far above a healthy Redis round trip, short
+#: enough that an operator's request fails fast while Redis is away.
+REGISTRY_CALL_TIMEOUT = 5.0
+#: Bound on the readiness probe's registry ping: load balancers probe every few seconds and
+#: treat a slow answer as a failure anyway.
+READY_TIMEOUT = 1.0
+#: Retry-After sent with a 503 from an unreachable registry (RFC 9110 §10.2.3).
+RETRY_AFTER = 5
+
+Q = TypeVar("Q", bound=msgspec.Struct)
+T = TypeVar("T")
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def parse_query(request: web.Request, kind: type[Q]) -> Q:
+    """The query string as ``kind``; 400 naming the bad parameter otherwise."""
+    try:
+        return msgspec.convert(dict(request.query.items()), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"query: {exc}") from None
+
+
+async def bounded(aw: Awaitable[T]) -> T:
+    """A registry call bounded in time; 503 + Retry-After when the registry cannot answer."""
+    try:
+        async with asyncio.timeout(REGISTRY_CALL_TIMEOUT):
+            return await aw
+    except (TimeoutError, RegistryError) as exc:
+        raise ApiError(503, f"registry unavailable: {exc or 'timeout'}",
+                       {"Retry-After": str(RETRY_AFTER)}) from None
+
+
+def _by_label(values: dict[tuple[str, ...], float]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for labels, value in values.items():
+        key = "/".join(labels)
+        out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+class AdminApi:
+    """Handlers bound to one server (see ``signaling.admin.routes`` for the table)."""
+
+    def __init__(self, server: Server, observer: Observer) -> None:
+        self.server = server
+        self.observer = observer
+
+    # -- health and metrics ------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response(s.Health(status="alive", uptime=self.observer.server_uptime()))
+
+    async def ready(self, request: web.Request) -> web.Response:
+        checks = self._listener_checks()
+        checks["registry"] = await self._registry_ping()
+        records = getattr(self.server, "records", None)
+        if records is not None and self.server.cfg.database:
+            checks["database"] = "ok" if records.database_up else "not connected"
+        ok = all(v == "ok" for v in checks.values())
+        return json_response(s.Ready(ready=ok, checks=checks), 200 if ok else 503)
+
+    def _listener_checks(self) -> dict[str, str]:
+        srv = self.server
+        checks = {"sip_core": "ok" if srv.core.accepting else "shutting down"}
+        if srv.cfg.sip_udp is not None:
+            up = srv.udp is not None and srv.core.udp is not None
+            checks["sip_udp"] = "ok" if up else "not listening"
+        if srv.cfg.sip_ws is not None:
+            checks["sip_ws"] = "ok" if srv.ws_address is not None else "not listening"
+        if srv.cfg.diameter is not None and getattr(srv, "diameter", None) is not None:
+            checks["diameter"] = "ok"
+        return checks
+
+    async def _registry_ping(self) -> str:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self.server.registry.ping()
+        except TimeoutError:
+            return f"no answer within {READY_TIMEOUT} s"
+        except (RegistryError, OSError) as exc:
+            return f"unavailable: {exc}"
+        return "ok"
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = self.server.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    # -- registrations -----------------------------------------------------------------------
+
+    async def list_registrations(self, request: web.Request) -> web.Response:
+        q = parse_query(request, s.RegistrationQuery)
+        registry = self.server.registry
+        aors = await bounded(registry.list_aors(q.offset, q.limit, q.prefix))
+        now = time.time()
+        found = await bounded(asyncio.gather(*(registry.lookup(a, now) for a in aors)))
+        items = [s.AorBindings(aor, b) for aor, b in zip(aors, found, strict=True)]
+        return json_response(s.RegistrationPage(q.offset, q.limit, q.prefix,
+                                                self.observer.aors, items))
+
+    async def get_registration(self, request: web.Request) -> web.Response:
+        aor = request.match_info["aor"]
+        bindings = await bounded(self.server.registry.lookup(aor, time.time()))
+        if not bindings:
+            raise ApiError(404, f"no bindings for {aor!r}")
+        return json_response(s.AorBindings(aor, bindings))
+
+    async def delete_binding(self, request: web.Request) -> web.Response:
+        aor, key = request.match_info["aor"], request.match_info["key"]
+        if not await bounded(self.server.registry.remove_binding(aor, key)):
+            raise ApiError(404, f"no binding {key!r} for {aor!r}")
+        return web.Response(status=204)
+
+    # -- dialogs -----------------------------------------------------------------------------
+
+    async def list_dialogs(self, request: web.Request) -> web.Response:
+        q = parse_query(request, s.PageQuery)
+        table = dialog_table(self.server)
+        items = [] if table is None else [_dialog(d) for d in table.list(q.offset, q.limit)]
+        return json_response(s.DialogPage(q.offset, q.limit, self.observer.dialog_counts(),
+                                          items))
+
+    async def get_dialog(self, request: web.Request) -> web.Response:
+        dialog_id = request.match_info["dialog_id"]
+        table = dialog_table(self.server)
+        info = None if table is None else table.get(dialog_id)
+        if info is None:
+            raise ApiError(404, f"no dialog {dialog_id!r}")
+        return json_response(_dialog(info))
+
+    async def terminate_dialog(self, request: web.Request) -> web.Response:
+        dialog_id = request.match_info["dialog_id"]
+        table = dialog_table(self.server)
+        if table is None or not await table.terminate(dialog_id):
+            raise ApiError(404, f"no dialog {dialog_id!r}")
+        return json_response(s.Terminated(dialog_id, True))
+
+    # -- diameter ----------------------------------------------------------------------------
+
+    async def diameter_peers(self, request: web.Request) -> web.Response:
+        dia = getattr(self.server, "diameter", None)
+        return json_response(s.DiameterPeers(dia is not None,
+                                             [] if dia is None else dia.peers()))
+
+    async def diameter_sessions(self, request: web.Request) -> web.Response:
+        q = parse_query(request, s.SessionQuery)
+        dia = getattr(self.server, "diameter", None)
+        if dia is None:
+            return json_response(s.DiameterSessions(False, 0, []))
+        return json_response(s.DiameterSessions(True, dia.session_count(),
+                                                dia.sessions(q.limit)))
+
+    # -- stats and config --------------------------------------------------------------------
+
+    async def stats(self, request: web.Request) -> web.Response:
+        srv = self.server
+        return json_response(s.Stats(
+            node_id=srv.node_id, started_at=srv.started_at,
+            uptime=self.observer.server_uptime(), sip=self._sip_stats(),
+            queues=s.QueueStats(srv.core.dispatcher.queue_size, srv.core.dispatcher.depths()),
+            tables=self._table_stats()))
+
+    def _sip_stats(self) -> s.SipStats:
+        core = self.server.core
+        return s.SipStats(
+            requests_received=int(core.c_req_in.total()),
+            responses_sent=int(core.c_resp_out.total()),
+            requests_sent=int(core.c_req_out.total()),
+            responses_received=int(core.c_resp_in.total()),
+            retransmissions=int(core.c_retrans.total()),
+            rejected=int(core.c_reject.total()),
+            dropped=_by_label(core.c_drop.values), shed=_by_label(core.c_shed.values))
+
+    def _table_stats(self) -> s.TableStats:
+        srv = self.server
+        dia: Any = getattr(srv, "diameter", None)
+        return s.TableStats(
+            transactions=len(srv.core.table),
+            ws_connections=len(srv.ws.conns) if srv.ws is not None else 0,
+            registered_aors=self.observer.aors, registered_bindings=self.observer.bindings,
+            dialogs=sum(self.observer.dialog_counts().values()),
+            diameter_peers=len(dia.peers()) if dia is not None else 0,
+            diameter_sessions=dia.session_count() if dia is not None else 0)
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return json_response(self._config_view())
+
+    async def patch_config(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            apply_patch(self.server, decode_patch(body))
+        except PatchError as exc:
+            raise ApiError(400, str(exc)) from None
+        return json_response(self._config_view())
+
+    def _config_view(self) -> s.ConfigView:
+        config = msgspec.convert(describe(self.server.cfg), Config)
+        return s.ConfigView(config=config, live=list(LIVE_OPTIONS))
+
+
+def _dialog(info: object) -> s.DialogView:
+    """The proxy's dialog info as the API's view (unknown extra fields are left out)."""
+    return msgspec.convert(msgspec.to_builtins(info), s.DialogView)

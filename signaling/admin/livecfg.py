@@ -1,0 +1,106 @@
+"""Changing limits while the server runs (``PATCH /api/v1/config``).
+
+Only options that every reader picks up at its next use can change live; the others (listeners,
+worker count, timers baked into transactions) need a restart and are refused as read-only.  A
+patch is all or nothing: it is decoded and bounds-checked by ``ConfigPatch`` (the same bounds the
+OpenAPI document shows), checked against the rest of the configuration, and only then applied.
+
+``APPLY`` maps each live option to what besides ``cfg`` must learn the new value; components
+that read ``cfg`` on every use (retry_after in the SIP core, ws_max_connections in the WebSocket
+transport) need nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from signaling.admin.schemas import ConfigPatch
+from signaling.config import OPTIONS
+
+if TYPE_CHECKING:
+    from signaling.server import Server
+
+__all__ = ["APPLY", "LIVE_OPTIONS", "PatchError", "apply_patch", "decode_patch"]
+
+log = logging.getLogger(__name__)
+
+
+class PatchError(Exception):
+    """The patch was refused; nothing was changed.  The message is for the operator."""
+
+
+def _queue_size(server: Server, value: Any) -> None:
+    server.core.dispatcher.resize(int(value))
+
+
+def _registrar(attr: str) -> Callable[[Server, Any], None]:
+    def apply(server: Server, value: Any) -> None:
+        setattr(server.registrar, attr, int(value))
+    return apply
+
+
+def _max_dialogs(server: Server, value: Any) -> None:
+    dialogs = getattr(getattr(server, "proxy", None), "dialogs", None)
+    if dialogs is not None and hasattr(dialogs, "max_dialogs"):
+        dialogs.max_dialogs = int(value)
+
+
+def _log_level(server: Server, value: Any) -> None:
+    logging.getLogger().setLevel(str(value).upper())
+
+
+def _nothing(server: Server, value: Any) -> None:
+    """The option is read from ``cfg`` at each use."""
+
+
+APPLY: dict[str, Callable[[Server, Any], None]] = {
+    "queue_size": _queue_size,
+    "retry_after": _nothing,
+    "min_expires": _registrar("min_expires"),
+    "max_expires": _registrar("max_expires"),
+    "default_expires": _registrar("default_expires"),
+    "max_dialogs": _max_dialogs,
+    "max_dialog_duration": _nothing,
+    "ws_max_connections": _nothing,
+    "log_level": _log_level,
+}
+#: The options PATCH accepts, in the order the API lists them.
+LIVE_OPTIONS = tuple(APPLY)
+
+
+def decode_patch(body: bytes) -> dict[str, Any]:
+    """The changes a PATCH body asks for, validated; ``PatchError`` says why not."""
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PatchError(f"body is not JSON: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise PatchError("body must be a non-empty JSON object of option: value")
+    for key in raw:
+        if key not in APPLY:
+            kind = "read-only (needs a restart)" if key in OPTIONS else "unknown"
+            raise PatchError(f"{key!r}: {kind} option")
+    try:
+        patch = msgspec.convert(raw, ConfigPatch)
+    except msgspec.ValidationError as exc:
+        raise PatchError(str(exc)) from None
+    return {k: v for k, v in msgspec.structs.asdict(patch).items()
+            if v is not msgspec.UNSET}
+
+
+def apply_patch(server: Server, changes: dict[str, Any]) -> None:
+    """Check ``changes`` against the rest of the configuration, then apply them all."""
+    cfg = server.cfg
+    merged = {name: changes.get(name, getattr(cfg, name))
+              for name in ("min_expires", "default_expires", "max_expires")}
+    if not merged["min_expires"] <= merged["default_expires"] <= merged["max_expires"]:
+        # RFC 3261 §10.3 step 7 needs min <= default <= max to pick an expiry at all.
+        raise PatchError("expires: need min_expires <= default_expires <= max_expires")
+    for name, value in changes.items():
+        setattr(cfg, name, value)
+        APPLY[name](server, value)
+        log.info("admin: %s set to %r", name, value)

@@ -1,0 +1,106 @@
+"""Gauges the admin side computes for ``/metrics`` and ``/api/v1/stats``.
+
+Registry counts are asynchronous calls (a ``ZCARD`` per slot bucket on Redis), and a scrape must
+never wait on Redis: a refresher task reads them once per ``REFRESH_INTERVAL`` and the callback
+gauges expose the cached values.  Dialog counts are a synchronous walk of the proxy's table and
+are read at scrape time.
+
+The proxy and the Diameter server are optional: until they exist (or when disabled) the gauges
+show nothing rather than invented zeros for states nobody tracks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from signaling.registry.base import RegistryError
+
+if TYPE_CHECKING:
+    from signaling.server import Server
+
+__all__ = ["REFRESH_INTERVAL", "REFRESH_TIMEOUT", "Observer", "dialog_table"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between registry count refreshes: Prometheus scrapes every 15 s or so, and a
+#: second-old count is fresh for any dashboard, while costing Redis one ZCARD per bucket a second.
+REFRESH_INTERVAL = 1.0
+#: Bound on one refresh; a registry slower than this keeps the previous counts (and counts the
+#: failure) instead of piling up calls.
+REFRESH_TIMEOUT = 2.0
+
+
+def dialog_table(server: Server) -> Any:
+    """The proxy's dialog table, or None while there is no proxy."""
+    return getattr(getattr(server, "proxy", None), "dialogs", None)
+
+
+class Observer:
+    """Declares the admin-side gauges and keeps the registry counts fresh."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.aors = 0
+        self.bindings = 0
+        self._task: asyncio.Task[None] | None = None
+        m = server.metrics
+        self.c_refresh_failed = m.fast_counter(
+            "admin_refresh_failures", "Registry count refreshes that failed or timed out")
+        m.callback_gauge("registered_aors", "Addresses-of-record with bindings (cached, 1 s)",
+                         [], lambda: {(): float(self.aors)})
+        m.callback_gauge("registered_bindings", "Stored contact bindings (cached, 1 s)",
+                         [], lambda: {(): float(self.bindings)})
+        m.callback_gauge("dialogs", "Proxy dialogs by state (RFC 3261 §12)", ["state"],
+                         self._dialog_states)
+        m.callback_gauge("uptime_seconds", "Seconds since the server started", [],
+                         lambda: {(): self.server_uptime()})
+
+    def server_uptime(self) -> float:
+        return max(0.0, time.time() - self.server.started_at)
+
+    def dialog_counts(self) -> dict[str, int]:
+        table = dialog_table(self.server)
+        if table is None:
+            return {}
+        counts: dict[str, int] = table.counts_by_state()
+        return counts
+
+    def _dialog_states(self) -> dict[tuple[str, ...], float]:
+        return {(state,): float(n) for state, n in self.dialog_counts().items()}
+
+    async def refresh(self) -> bool:
+        """Read the registry counts once; False (old values kept) if the registry failed."""
+        registry = self.server.registry
+        try:
+            async with asyncio.timeout(REFRESH_TIMEOUT):
+                aors, bindings = await asyncio.gather(registry.count_aors(),
+                                                      registry.count_bindings())
+        except (TimeoutError, RegistryError, OSError):
+            self.c_refresh_failed.inc()
+            log.debug("registry count refresh failed", exc_info=True)
+            return False
+        self.aors, self.bindings = aors, bindings
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="admin-refresh")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a bug here must not end the refresher
+                self.c_refresh_failed.inc()
+                log.exception("registry count refresh crashed")
+            await asyncio.sleep(REFRESH_INTERVAL)

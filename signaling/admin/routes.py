@@ -1,0 +1,91 @@
+"""The admin API's route table: one row per operation, the source of the app and its document.
+
+Each ``Route`` names its handler, the body type of its success answer, its query type, its
+request body type and the error statuses it can give.  ``signaling.admin.app`` registers the
+rows with aiohttp and ``signaling.admin.openapi`` turns the same rows into the OpenAPI document,
+so a route cannot be served without being documented (a test checks both directions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from signaling.admin import schemas as s
+from signaling.admin.handlers import AdminApi
+from signaling.admin.middleware import API_PREFIX
+
+__all__ = ["OPENAPI_PATH", "Route", "route_table"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One operation (see the module docstring)."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    handler: Handler
+    response: type | None
+    status: int = 200
+    query: type | None = None
+    body: type | None = None
+    errors: tuple[int, ...] = ()
+    tag: str = "api"
+    #: Success body media type; ``None`` with ``response`` None means a JSON object.
+    media_type: str = "application/json"
+
+    @property
+    def secured(self) -> bool:
+        return self.path.startswith(API_PREFIX)
+
+
+def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
+    """Every operation of the admin API, bound to ``api`` (``openapi`` serves the document)."""
+    v1 = API_PREFIX
+    return [
+        Route("GET", "/health", "health", "Liveness: the process answers", api.health,
+              s.Health, tag="probes"),
+        Route("GET", "/ready", "ready", "Readiness: listeners up, backends reachable",
+              api.ready, s.Ready, errors=(503,), tag="probes"),
+        Route("GET", "/metrics", "metrics", "Prometheus text exposition (format 0.0.4)",
+              api.metrics, None, tag="probes", media_type="text/plain"),
+        Route("GET", OPENAPI_PATH, "openapi", "This document (OpenAPI 3.1)", openapi, None),
+        Route("GET", f"{v1}/registrations", "listRegistrations",
+              "AORs with their bindings, paged, optionally by AOR prefix",
+              api.list_registrations, s.RegistrationPage, query=s.RegistrationQuery,
+              errors=(400, 503)),
+        Route("GET", f"{v1}/registrations/{{aor}}", "getRegistration",
+              "One AOR's unexpired bindings", api.get_registration, s.AorBindings,
+              errors=(404, 503)),
+        Route("DELETE", f"{v1}/registrations/{{aor}}/bindings/{{key}}", "deleteBinding",
+              "Remove one binding by key", api.delete_binding, None, status=204,
+              errors=(404, 503)),
+        Route("GET", f"{v1}/dialogs", "listDialogs", "Proxy dialogs, paged, with counts",
+              api.list_dialogs, s.DialogPage, query=s.PageQuery, errors=(400,)),
+        Route("GET", f"{v1}/dialogs/{{dialog_id}}", "getDialog", "One dialog",
+              api.get_dialog, s.DialogView, errors=(404,)),
+        Route("DELETE", f"{v1}/dialogs/{{dialog_id}}", "terminateDialog",
+              "End the dialog: the server sends BYE to both sides (RFC 3261 §15)",
+              api.terminate_dialog, s.Terminated, errors=(404,)),
+        Route("GET", f"{v1}/diameter/peers", "diameterPeers",
+              "Diameter peers and their state (RFC 6733 §5.6)", api.diameter_peers,
+              s.DiameterPeers),
+        Route("GET", f"{v1}/diameter/sessions", "diameterSessions",
+              "Credit-Control sessions this node handled", api.diameter_sessions,
+              s.DiameterSessions, query=s.SessionQuery, errors=(400,)),
+        Route("GET", f"{v1}/stats", "stats", "Uptime, counters, queue depths, table sizes",
+              api.stats, s.Stats),
+        Route("GET", f"{v1}/config", "getConfig", "Effective configuration, secrets masked",
+              api.get_config, s.ConfigView),
+        Route("PATCH", f"{v1}/config", "patchConfig",
+              "Change live limits; read-only or unknown options are refused",
+              api.patch_config, s.ConfigView, body=s.ConfigPatch, errors=(400, 413)),
+    ]
