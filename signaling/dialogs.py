@@ -117,6 +117,34 @@ class DialogInfo(msgspec.Struct, frozen=True):
     answered_at: float | None
 
 
+class _PeerState(msgspec.Struct, array_like=True, frozen=True):
+    transport: str
+    host: str
+    port: int
+    conn_id: str | None
+
+
+class _Snapshot(msgspec.Struct, array_like=True, frozen=True):
+    """What another node needs to route the dialog's in-dialog requests (issue: fail-over)."""
+
+    call_id: str
+    caller_tag: str
+    callee_tag: str
+    caller: str
+    callee: str
+    caller_contact: str
+    callee_contact: str
+    caller_peer: _PeerState
+    callee_peer: _PeerState | None
+    caller_cseq: int
+    created_at: float
+    answered_at: float | None
+
+
+def _peer_state(p: Peer) -> _PeerState:
+    return _PeerState(p.transport, p.host, p.port, p.conn_id)
+
+
 class ProxyDialog:
     """One INVITE dialog through the proxy (see the module docstring)."""
 
@@ -155,6 +183,33 @@ class ProxyDialog:
             raise DialogTransitionError(f"{inp.name} in state {self.state.name}")
         self.state = nxt
         return nxt
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(_Snapshot(
+            self.call_id, self.caller_tag, self.callee_tag, self.caller, self.callee,
+            self.caller_contact, self.callee_contact, _peer_state(self.caller_peer),
+            _peer_state(self.callee_peer) if self.callee_peer is not None else None,
+            self.caller_cseq, self.created_at, self.answered_at))
+
+    @classmethod
+    def restore(cls, data: bytes, now: float) -> ProxyDialog:
+        """A confirmed dialog from ``snapshot`` bytes; ``ValueError`` if they are not one."""
+        try:
+            s = msgspec.msgpack.decode(data, type=_Snapshot)
+        except msgspec.DecodeError as exc:
+            raise ValueError(str(exc)) from None
+        caller_peer = Peer(s.caller_peer.transport, s.caller_peer.host, s.caller_peer.port,
+                           s.caller_peer.conn_id)
+        d = cls(f"{s.call_id};{s.caller_tag}", s.call_id, s.caller_tag, s.caller, s.callee,
+                caller_peer, s.caller_contact, s.caller_cseq, now, s.created_at, now)
+        if s.callee_peer is not None:
+            d.callee_peer = Peer(s.callee_peer.transport, s.callee_peer.host,
+                                 s.callee_peer.port, s.callee_peer.conn_id)
+        d.callee_tag = s.callee_tag
+        d.callee_contact = s.callee_contact
+        d.answered_at = s.answered_at
+        d.state = DialogState.CONFIRMED
+        return d
 
     def info(self) -> DialogInfo:
         return DialogInfo(self.id, self.call_id, self.state.name.lower(), self.caller,

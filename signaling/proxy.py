@@ -30,8 +30,9 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
@@ -76,6 +77,9 @@ DIALOG_LINGER = 32.0
 RING_SLACK = 40.0
 #: Seconds between sweeps of dialog deadlines (maximum duration, linger).
 DIALOG_TICK = 1.0
+#: Dialog writes to the shared registry in flight at once.  Far above what a healthy Redis
+#: leaves pending (a round trip is ~0.1 ms), small enough that a dead one cannot pile up tasks.
+MAX_PENDING_WRITES = 10_000
 _COOKIE = "z9hG4bK"
 
 
@@ -138,6 +142,9 @@ class Proxy:
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
+        #: Dialog state goes to the registry only when other nodes can read it (not memory).
+        self.shared_dialogs = cfg.registry != "memory"
+        self._pending: set[asyncio.Task[None]] = set()
         core.default_handler = self.handle
         core.on_ack = self.on_ack
         core.on_cancel = self.on_cancel
@@ -178,15 +185,17 @@ class Proxy:
             return
         self._pop_own_routes(req)
         if req.to.tag is not None:
-            self._in_dialog(work)
+            await self._in_dialog(work)
             return
         targets = await self._targets(work)
         if targets:
             self._fork(work, targets)
 
-    def _in_dialog(self, work: Work) -> None:
+    async def _in_dialog(self, work: Work) -> None:
         req = work.request
         dialog = self.dialogs.find(req.call_id, req.from_.tag, req.to.tag)
+        if dialog is None and self.shared_dialogs:
+            dialog = await self._load_dialog(req)
         if dialog is not None:
             peer = self._other_side(dialog, req)
             if peer is None:
@@ -217,6 +226,63 @@ class Proxy:
         if state is DialogState.TERMINATED:
             dialog.ended_by = "caller" if req.from_.tag == dialog.caller_tag else "callee"
             self._ended(dialog)
+
+    async def _load_dialog(self, req: Request) -> ProxyDialog | None:
+        """Another node (or this one before a restart) confirmed this dialog: its state is in
+        the shared registry.  Gone or unreachable means a deliberate 481, never a crash."""
+        for tag in (req.from_.tag, req.to.tag):
+            if not tag:
+                continue
+            try:
+                async with asyncio.timeout(2.0):
+                    data = await self.registry.get_dialog(f"{req.call_id};{tag}")
+            except (RegistryError, TimeoutError):
+                self.c_proxy.inc("dialog_load_failed")
+                return None
+            if data is None:
+                continue
+            try:
+                dialog = ProxyDialog.restore(data, self.core.now())
+            except ValueError:
+                self.c_proxy.inc("dialog_load_corrupt")
+                return None
+            dialog.deadline = self.core.now() + self.cfg.max_dialog_duration
+            try:
+                self.dialogs.add(dialog)
+            except DialogTableFull:
+                return None
+            self.c_proxy.inc("dialog_loaded")
+            return dialog
+        return None
+
+    def _share(self, dialog: ProxyDialog) -> None:
+        """Put a confirmed dialog in the shared registry (Redis) for the other nodes."""
+        if not self.shared_dialogs:
+            return
+        ttl = self.cfg.max_dialog_duration + DIALOG_LINGER
+        self._spawn(self.registry.put_dialog(dialog.id, dialog.snapshot(), ttl))
+
+    def _unshare(self, dialog: ProxyDialog) -> None:
+        if self.shared_dialogs:
+            self._spawn(self.registry.delete_dialog(dialog.id))
+
+    def _spawn(self, aw: Coroutine[Any, Any, object]) -> None:
+        # Bounded: when too many writes are pending (registry slow), new ones are dropped and
+        # counted; the dialog still works on this node, only fail-over loses it.
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            aw.close()
+            self.c_proxy.inc("dialog_share_dropped")
+            return
+        task = asyncio.get_running_loop().create_task(self._guard(aw))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _guard(self, aw: Coroutine[Any, Any, object]) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await aw
+        except (RegistryError, TimeoutError):
+            self.c_proxy.inc("dialog_share_failed")
 
     def _other_side(self, dialog: ProxyDialog, req: Request) -> Peer | None:
         if req.from_.tag == dialog.caller_tag:
@@ -564,6 +630,9 @@ class Proxy:
             dialog.early_tags = None
             dialog.deadline = self.core.now() + self.cfg.max_dialog_duration
             self.dialogs.schedule(dialog)
+            self._dialog_input(dialog, inp)
+            self._share(dialog)
+            return
         self._dialog_input(dialog, inp)
 
     def _dialog_input(self, dialog: ProxyDialog, inp: DialogInput) -> None:
@@ -579,6 +648,8 @@ class Proxy:
             self._ended(dialog)
 
     def _ended(self, dialog: ProxyDialog) -> None:
+        if dialog.answered_at is not None:
+            self._unshare(dialog)
         dialog.ended_at = time.time()
         dialog.deadline = self.core.now() + DIALOG_LINGER
         self.dialogs.schedule(dialog)
