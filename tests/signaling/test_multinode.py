@@ -1,0 +1,112 @@
+"""Several nodes sharing one Redis (issue 5, "Many nodes"), with real processes and SIPp.
+
+- A user registered through node A is called through node B.
+- A binding removed through one node is gone for both.
+- SIGKILL during a REGISTER load: every REGISTER answered 200 is still there after a restart.
+- The same against a 3-master Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.serverproc import ServerProcess, free_udp_port
+from tests.siptools import UdpClient, register, register_many, registered_contacts
+
+SIPP = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sipp"
+
+
+def _sipp(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sipp", *args, "-nostdin"], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_user_registered_on_one_node_is_called_through_the_other(redis_url: str) -> None:
+    prefix = f"mn{time.monotonic_ns()}"
+    url = f"{redis_url}?prefix={prefix}"
+    a = ServerProcess("--registry", url, ws=False).start()
+    b = ServerProcess("--registry", url, ws=False).start()
+    uas_port = free_udp_port()
+    uas = subprocess.Popen(["sipp", "-sf", str(SIPP / "uas-rr.xml"), "-p", str(uas_port),
+                            "-nostdin", "-m", "20"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        reg = _sipp(f"127.0.0.1:{a.udp_port}", "-sf", str(SIPP / "register-uas.xml"),
+                    "-key", "contact", f"127.0.0.1:{uas_port}", "-m", "1",
+                    "-p", str(free_udp_port()))
+        assert reg.returncode == 0, reg.stdout[-2000:]
+        assert registered_contacts(b.udp_port, "uas") == [f"sip:uas@127.0.0.1:{uas_port}"]
+        uac = _sipp(f"127.0.0.1:{b.udp_port}", "-sf", str(SIPP / "uac-proxy.xml"), "-s", "uas",
+                    "-m", "20", "-r", "20", "-d", "0", "-p", str(free_udp_port()))
+        assert uac.returncode == 0, uac.stdout[-3000:]
+    finally:
+        uas.kill()
+        uas.wait()
+        assert a.stop() == 0
+        assert b.stop() == 0
+    assert "Traceback" not in a.log + b.log
+
+
+def test_binding_removed_through_one_node_is_gone_for_both(redis_url: str) -> None:
+    url = f"{redis_url}?prefix=rm{time.monotonic_ns()}"
+    a = ServerProcess("--registry", url, ws=False).start()
+    b = ServerProcess("--registry", url, ws=False).start()
+    client = UdpClient()
+    try:
+        contact = "sip:bob@127.0.0.1:7000"
+        ok = client.request(a.udp_port, register(a.udp_port, "bob", contact, call_id="c1"))
+        assert ok.status == 200
+        assert registered_contacts(b.udp_port, "bob") == [contact]
+        gone = client.request(b.udp_port, register(b.udp_port, "bob", contact, expires=0,
+                                                   call_id="c1", cseq=2))
+        assert gone.status == 200
+        assert gone.contacts == []
+        assert registered_contacts(a.udp_port, "bob") == []
+        assert registered_contacts(b.udp_port, "bob") == []
+    finally:
+        client.close()
+        a.stop()
+        b.stop()
+
+
+def test_sigkill_during_register_load_keeps_every_answered_registration(
+        redis_url: str) -> None:
+    url = f"{redis_url}?prefix=kill{time.monotonic_ns()}"
+    node = ServerProcess("--registry", url, ws=False).start()
+    users = [f"k{i}" for i in range(3000)]
+    killer = threading.Timer(0.6, lambda: node.stop(signal.SIGKILL))
+    killer.start()
+    try:
+        answered = asyncio.run(register_many(node.udp_port, users, 7100, timeout=2.0))
+    finally:
+        killer.join()
+    assert node.proc is not None and node.proc.returncode == -signal.SIGKILL
+    # The kill must have landed mid-load, or this proves nothing.
+    assert 0 < len(answered) < len(users), len(answered)
+    again = ServerProcess("--registry", url, ws=False).start()
+    try:
+        for user in sorted(answered):
+            assert registered_contacts(again.udp_port, user) == [
+                f"sip:{user}@127.0.0.1:7100"], user
+    finally:
+        again.stop()
+
+
+def test_registry_on_redis_cluster(redis_cluster_url: str) -> None:
+    a = ServerProcess("--registry", redis_cluster_url, ws=False).start()
+    b = ServerProcess("--registry", redis_cluster_url, ws=False).start()
+    try:
+        users = [f"c{i}-{time.monotonic_ns()}" for i in range(200)]
+        answered = asyncio.run(register_many(a.udp_port, users, 7200))
+        assert answered == set(users)
+        for user in users[:50]:
+            assert registered_contacts(b.udp_port, user) == [f"sip:{user}@127.0.0.1:7200"]
+    finally:
+        a.stop()
+        b.stop()
+    assert "Traceback" not in a.log + b.log

@@ -1,0 +1,123 @@
+"""Small SIP client helpers for black-box tests: build REGISTERs, send them, read answers.
+
+They use the project's own codec to build and check messages; the server under test is always
+a real process on real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import uuid
+
+from protocols.sip.message import Response
+from protocols.sip.parser import parse_message
+
+__all__ = ["UdpClient", "register", "register_many", "registered_contacts"]
+
+_seq = itertools.count(1)
+
+
+def register(port: int, user: str, contact: str | None, *, expires: int | None = 3600,
+             call_id: str | None = None, cseq: int = 1, domain: str = "127.0.0.1",
+             local_port: int = 5099) -> bytes:
+    """A REGISTER for ``user@domain``; ``contact`` None makes it a query (§10.2.3)."""
+    lines = [
+        f"REGISTER sip:{domain}:{port} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{uuid.uuid4().hex};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@{domain}>;tag={next(_seq)}",
+        f"To: <sip:{user}@{domain}>",
+        f"Call-ID: {call_id or uuid.uuid4().hex}",
+        f"CSeq: {cseq} REGISTER",
+    ]
+    if contact is not None:
+        lines.append(f"Contact: <{contact}>")
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    lines.append("Content-Length: 0\r\n\r\n")
+    return "\r\n".join(lines).encode()
+
+
+class UdpClient:
+    """A blocking UDP client bound to one local port."""
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(timeout)
+        self.port = int(self.sock.getsockname()[1])
+
+    def request(self, port: int, data: bytes) -> Response:
+        """Send and return the first final response (1xx are skipped)."""
+        self.sock.sendto(data, ("127.0.0.1", port))
+        while True:
+            msg = parse_message(self.sock.recv(65535))
+            assert isinstance(msg, Response)
+            if msg.status >= 200:
+                return msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def registered_contacts(port: int, user: str, domain: str = "127.0.0.1") -> list[str]:
+    """The contacts the registrar lists for ``user`` (a query REGISTER, §10.2.3)."""
+    client = UdpClient()
+    try:
+        resp = client.request(port, register(port, user, None, expires=None, domain=domain,
+                                             local_port=client.port))
+    finally:
+        client.close()
+    assert resp.status == 200, resp
+    return [str(c.uri) for c in resp.contacts]
+
+
+async def register_many(port: int, users: list[str], contact_port: int,
+                        window: int = 200, timeout: float = 5.0) -> set[str]:
+    """Register every user (contact 127.0.0.1:contact_port) as fast as ``window`` allows;
+    returns the users whose REGISTER was answered 200."""
+    loop = asyncio.get_running_loop()
+    answered: set[str] = set()
+    pending: dict[str, asyncio.Future[int]] = {}
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            try:
+                msg = parse_message(data)
+            except Exception:
+                return
+            fut = pending.get(msg.call_id)
+            done = fut is None or fut.done()
+            if isinstance(msg, Response) and not done and msg.status >= 200:
+                assert fut is not None
+                fut.set_result(msg.status)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+    local = transport.get_extra_info("sockname")[1]
+    sem = asyncio.Semaphore(window)
+
+    async def one(user: str) -> None:
+        async with sem:
+            call_id = f"{user}-{uuid.uuid4().hex}"
+            fut: asyncio.Future[int] = loop.create_future()
+            pending[call_id] = fut
+            data = register(port, user, f"sip:{user}@127.0.0.1:{contact_port}",
+                            call_id=call_id, local_port=local)
+            for _ in range(4):  # retransmit like a UA would (T1 doubling, shortened)
+                transport.sendto(data, ("127.0.0.1", port))
+                try:
+                    status = await asyncio.wait_for(asyncio.shield(fut), timeout / 4)
+                except TimeoutError:
+                    continue
+                if status == 200:
+                    answered.add(user)
+                return
+
+    try:
+        await asyncio.gather(*(one(u) for u in users))
+    finally:
+        transport.close()
+    return answered
+
