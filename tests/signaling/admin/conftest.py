@@ -1,0 +1,24 @@
+"""A real server process with the admin API on, shared by the tests of one module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.serverproc import ServerProcess
+from tests.signaling.admin.helpers import TOKEN, wait_admin
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    proc = ServerProcess("--domain", "example.com", "--admin-token", TOKEN, admin=True,
+                         diameter=True).start()
+    assert proc.admin_port is not None
+    wait_admin(proc.admin_port)
+    try:
+        yield proc
+    finally:
+        status = proc.stop()
+        assert status == 0, proc.log
+        assert "Traceback" not in proc.log, proc.log

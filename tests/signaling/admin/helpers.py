@@ -1,0 +1,134 @@
+"""Shared helpers of the admin API tests: SIP over UDP, Prometheus parsing, HTTP sessions."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from protocols.sip.message import Response
+from protocols.sip.parser import parse_message
+from tests.serverproc import options
+
+__all__ = ["TOKEN", "Samples", "register", "scrape", "send_options", "session", "sip_status",
+           "value", "wait_admin"]
+
+TOKEN = "test-admin-token-0123456789"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def session(port: int, token: str | None = TOKEN) -> aiohttp.ClientSession:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers)
+
+
+def register_message(port: int, user: str, contact_port: int, expires: int = 3600,
+                     domain: str = "example.com") -> bytes:
+    """A REGISTER for ``sip:user@domain`` binding ``sip:user@127.0.0.1:contact_port``."""
+    n = random.randint(0, 1 << 30)
+    return (
+        f"REGISTER sip:{domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{contact_port};branch=z9hG4bKreg{n};rport\r\n"
+        f"From: <sip:{user}@{domain}>;tag=r{n}\r\nTo: <sip:{user}@{domain}>\r\n"
+        f"Call-ID: reg-{n}@test\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:{user}@127.0.0.1:{contact_port}>;expires={expires}\r\n"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def sip_status(port: int, data: bytes, sock: socket.socket | None = None) -> int:
+    """Send one request (from ``sock`` if given) and return the final status received."""
+    own = sock is None
+    s = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if own:
+            s.bind(("127.0.0.1", 0))
+        s.settimeout(3.0)
+        s.sendto(data, ("127.0.0.1", port))
+        while True:
+            msg = parse_message(s.recv(65535))
+            assert isinstance(msg, Response)
+            if msg.status >= 200:
+                return msg.status
+    finally:
+        if own:
+            s.close()
+
+
+def register(port: int, user: str, contact_port: int = 5999, expires: int = 3600) -> int:
+    return sip_status(port, register_message(port, user, contact_port, expires))
+
+
+def send_options(port: int) -> int:
+    return sip_status(port, options(port))
+
+
+async def scrape(http: aiohttp.ClientSession) -> Samples:
+    """``/metrics`` parsed by the Prometheus client's own parser."""
+    async with http.get("/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await resp.text()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def wait_admin(port: int, timeout: float = 10.0) -> None:
+    """Wait until the admin listener accepts connections (it starts after the SIP ones)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _header_lines(raw: bytes) -> list[str]:
+    return raw.decode().split("\r\n\r\n", 1)[0].split("\r\n")
+
+
+def header_values(raw: bytes, *names: str) -> list[str]:
+    """Values of the named headers (any spelling given), in message order."""
+    wanted = {n.lower() for n in names}
+    out = []
+    for line in _header_lines(raw)[1:]:
+        name, _, val = line.partition(":")
+        if name.strip().lower() in wanted:
+            out.append(val.strip())
+    return out
+
+
+def answer(raw: bytes, status: int, to_tag: str, contact: str) -> bytes:
+    """A UAS response to the request ``raw`` (RFC 3261 §8.2.6, §12.1.1: Record-Route copied)."""
+    copied = {"via", "v", "record-route", "from", "f", "call-id", "i", "cseq"}
+    lines = [f"SIP/2.0 {status} Answer"]
+    for line in _header_lines(raw)[1:]:
+        name = line.partition(":")[0].strip().lower()
+        if name in copied:
+            lines.append(line)
+        elif name in ("to", "t"):
+            lines.append(line if ";tag=" in line else f"{line};tag={to_tag}")
+    lines += [f"Contact: <{contact}>", "Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def recv_request(sock: socket.socket, method: str, timeout: float = 5.0) -> bytes:
+    """The next request of ``method`` arriving on ``sock`` (responses are skipped)."""
+    sock.settimeout(timeout)
+    while True:
+        data = sock.recv(65535)
+        if data.startswith(method.encode() + b" "):
+            return data

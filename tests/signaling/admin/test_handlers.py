@@ -1,0 +1,289 @@
+"""Every admin endpoint over real HTTP against a real server process (``signaling serve``)."""
+
+from __future__ import annotations
+
+import random
+import socket
+import urllib.parse
+
+from tests.serverproc import ServerProcess
+from tests.signaling.admin.helpers import (
+    answer,
+    header_values,
+    recv_request,
+    register,
+    register_message,
+    session,
+    sip_status,
+)
+from tests.signaling.diameter.client import Client as DiameterClient
+
+
+def _users(n: int) -> tuple[str, list[str]]:
+    prefix = f"u{random.randint(0, 1 << 30)}x"
+    return prefix, [f"{prefix}{i}" for i in range(n)]
+
+
+def _path(aor: str) -> str:
+    return urllib.parse.quote(aor, safe="")
+
+
+async def test_health_and_ready(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    async with session(server.admin_port, token=None) as http:
+        async with http.get("/health") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+            assert body["status"] == "alive" and body["uptime"] >= 0
+        async with http.get("/ready") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert body["ready"] is True
+    assert body["checks"] == {"sip_core": "ok", "sip_udp": "ok", "sip_ws": "ok",
+                              "diameter": "ok", "registry": "ok"}
+
+
+async def test_registrations_list_filter_page_get_delete(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    prefix, users = _users(3)
+    for i, user in enumerate(users):
+        assert register(server.udp_port, user, contact_port=6000 + i) == 200
+    aors = [f"sip:{u}@example.com" for u in users]
+    async with session(server.admin_port) as http:
+        async with http.get("/api/v1/registrations",
+                            params={"prefix": f"sip:{prefix}"}) as resp:
+            assert resp.status == 200
+            page = await resp.json()
+        assert [item["aor"] for item in page["items"]] == aors
+        assert page["items"][0]["bindings"][0]["contact"] == f"sip:{users[0]}@127.0.0.1:6000"
+        assert page["total_aors"] >= 0
+        async with http.get("/api/v1/registrations",
+                            params={"prefix": f"sip:{prefix}", "offset": "1",
+                                    "limit": "1"}) as resp:
+            page = await resp.json()
+        assert [item["aor"] for item in page["items"]] == aors[1:2]
+        assert (page["offset"], page["limit"]) == (1, 1)
+
+        async with http.get(f"/api/v1/registrations/{_path(aors[2])}") as resp:
+            assert resp.status == 200
+            one = await resp.json()
+        assert one["aor"] == aors[2]
+        (binding,) = one["bindings"]
+        assert binding["contact"] == f"sip:{users[2]}@127.0.0.1:6002"
+        assert binding["transport"] == "udp"
+
+        url = f"/api/v1/registrations/{_path(aors[2])}/bindings/{_path(binding['key'])}"
+        async with http.delete(url) as resp:
+            assert resp.status == 204
+        async with http.get(f"/api/v1/registrations/{_path(aors[2])}") as resp:
+            assert resp.status == 404
+            assert await resp.json() == {"error": f"no bindings for {aors[2]!r}",
+                                         "status": 404}
+        async with http.delete(url) as resp:
+            assert resp.status == 404
+            assert (await resp.json())["status"] == 404
+
+
+async def test_registrations_bad_query(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    async with session(server.admin_port) as http:
+        for params in ({"limit": "0"}, {"offset": "abc"}, {"limit": "100000"},
+                       {"offset": "-1"}, {"prefix": "x" * 5000}):
+            async with http.get("/api/v1/registrations", params=params) as resp:
+                assert resp.status == 400, params
+                body = await resp.json()
+                assert body["status"] == 400 and body["error"].startswith("query:")
+
+
+async def test_dialogs_empty_and_unknown(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    async with session(server.admin_port) as http:
+        async with http.get("/api/v1/dialogs") as resp:
+            assert resp.status == 200
+            page = await resp.json()
+        assert page["items"] == []
+        assert page["offset"] == 0 and page["limit"] == 100
+        assert all(n == 0 for n in page["counts"].values())
+        for method in ("GET", "DELETE"):
+            async with http.request(method, "/api/v1/dialogs/nope") as resp:
+                assert resp.status == 404
+                assert await resp.json() == {"error": "no dialog 'nope'", "status": 404}
+        async with http.get("/api/v1/dialogs", params={"limit": "-5"}) as resp:
+            assert resp.status == 400
+
+
+async def test_diameter_peers_and_sessions(server: ServerProcess) -> None:
+    assert server.admin_port is not None and server.diameter_port is not None
+    client = await DiameterClient.connect(server.diameter_port)
+    try:
+        cea = await client.handshake("admin-test.client")
+        assert cea.command_code == 257
+        async with session(server.admin_port) as http:
+            async with http.get("/api/v1/diameter/peers") as resp:
+                assert resp.status == 200
+                peers = await resp.json()
+            async with http.get("/api/v1/diameter/sessions", params={"limit": "5"}) as resp:
+                assert resp.status == 200
+                sessions = await resp.json()
+            async with http.get("/api/v1/diameter/sessions", params={"limit": "0"}) as resp:
+                assert resp.status == 400
+    finally:
+        await client.close()
+    assert peers["enabled"] is True
+    (peer,) = [p for p in peers["items"] if p["origin_host"] == "admin-test.client"]
+    assert peer["state"] == "R-Open"
+    assert sessions == {"enabled": True, "total": 0, "items": []}
+
+
+async def test_stats(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    async with session(server.admin_port) as http, http.get("/api/v1/stats") as resp:
+        assert resp.status == 200
+        stats = await resp.json()
+    assert stats["node_id"].endswith(f":{server.udp_port}")
+    assert stats["uptime"] > 0
+    assert len(stats["queues"]["depths"]) == 8  # one per worker (default 8)
+    assert stats["queues"]["queue_size"] == 1024
+    assert set(stats["tables"]) == {"transactions", "ws_connections", "registered_aors",
+                                    "registered_bindings", "dialogs", "diameter_peers",
+                                    "diameter_sessions"}
+    assert stats["sip"]["requests_received"] >= 1  # the fixture's readiness OPTIONS
+
+
+async def test_config_read_masks_secrets(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    async with session(server.admin_port) as http, http.get("/api/v1/config") as resp:
+        assert resp.status == 200
+        view = await resp.json()
+    assert view["config"]["admin_token"] == "***"
+    assert view["config"]["sip_udp"] == ["127.0.0.1", server.udp_port]
+    assert "queue_size" in view["live"] and "workers" not in view["live"]
+
+
+async def test_config_patch_applies_live(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    _, (user,) = _users(1)
+    async with session(server.admin_port) as http:
+        async with http.patch("/api/v1/config",
+                              json={"queue_size": 10, "min_expires": 120}) as resp:
+            assert resp.status == 200
+            view = await resp.json()
+        assert view["config"]["queue_size"] == 10
+        assert view["config"]["min_expires"] == 120
+        async with http.get("/api/v1/stats") as resp:
+            assert (await resp.json())["queues"]["queue_size"] == 10
+        # The registrar uses the new minimum at once (RFC 3261 §10.3 step 7: 423).
+        assert register(server.udp_port, user, expires=90) == 423
+        async with http.patch("/api/v1/config",
+                              json={"queue_size": 1024, "min_expires": 60}) as resp:
+            assert resp.status == 200
+        assert register(server.udp_port, user, expires=90) == 200
+
+
+async def test_config_patch_refusals(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    cases: list[tuple[bytes, str]] = [
+        (b'{"workers": 4}', "'workers': read-only (needs a restart) option"),
+        (b'{"bogus": 1}', "'bogus': unknown option"),
+        (b'{"queue_size": "big"}', "Expected `int`, got `str` - at `$.queue_size`"),
+        (b'{"queue_size": 0}', "Expected `int` >= 1 - at `$.queue_size`"),
+        (b'{"min_expires": 9000}', "expires: need min_expires <= default_expires"
+                                   " <= max_expires"),
+        (b"{}", "body must be a non-empty JSON object of option: value"),
+        (b"[1]", "body must be a non-empty JSON object of option: value"),
+    ]
+    async with session(server.admin_port) as http:
+        for body, message in cases:
+            async with http.patch("/api/v1/config", data=body,
+                                  headers={"Content-Type": "application/json"}) as resp:
+                assert resp.status == 400, body
+                assert await resp.json() == {"error": message, "status": 400}
+        async with http.patch("/api/v1/config", data=b"{not json") as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"].startswith("body is not JSON")
+        async with http.get("/api/v1/config") as resp:
+            config = (await resp.json())["config"]
+    # Nothing of a refused patch was applied.
+    assert (config["workers"], config["queue_size"], config["min_expires"]) == (8, 1024, 60)
+
+
+def test_register_helper_sanity(server: ServerProcess) -> None:
+    # The REGISTER the tests build is one the registrar accepts (guards the helpers above).
+    _, (user,) = _users(1)
+    assert sip_status(server.udp_port, register_message(server.udp_port, user, 5999)) == 200
+
+
+def _udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def _call(server_port: int, callee: str) -> tuple[socket.socket, socket.socket, str]:
+    """A confirmed call caller -> proxy -> callee over UDP; returns both sockets and Call-ID."""
+    a, b = _udp(), _udp()
+    a_port, b_port = a.getsockname()[1], b.getsockname()[1]
+    assert register(server_port, callee, contact_port=b_port) == 200
+    call_id = f"call-{random.randint(0, 1 << 30)}@test"
+    invite = (
+        f"INVITE sip:{callee}@example.com SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{a_port};branch=z9hG4bKinv{random.randint(0, 1 << 30)}"
+        f";rport\r\nFrom: <sip:caller@example.com>;tag=caller1\r\n"
+        f"To: <sip:{callee}@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@127.0.0.1:{a_port}>\r\nMax-Forwards: 70\r\n"
+        f"Content-Length: 0\r\n\r\n").encode()
+    a.sendto(invite, ("127.0.0.1", server_port))
+    forwarded = recv_request(b, "INVITE")
+    b.sendto(answer(forwarded, 200, "callee1", f"sip:{callee}@127.0.0.1:{b_port}"),
+             ("127.0.0.1", server_port))
+    a.settimeout(5.0)
+    while True:
+        ok = a.recv(65535)
+        if ok.startswith(b"SIP/2.0 200"):
+            break
+    routes = [v for h in header_values(ok, "Record-Route") for v in h.split(",")][::-1]
+    (to,) = header_values(ok, "To", "t")
+    ack = (
+        f"ACK sip:{callee}@127.0.0.1:{b_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{a_port};branch=z9hG4bKack{random.randint(0, 1 << 30)}"
+        f";rport\r\n" + "".join(f"Route: {r.strip()}\r\n" for r in routes) +
+        f"From: <sip:caller@example.com>;tag=caller1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    a.sendto(ack, ("127.0.0.1", server_port))
+    recv_request(b, "ACK")
+    return a, b, call_id
+
+
+async def test_dialog_list_get_terminate_sends_bye_to_both(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    _, (callee,) = _users(1)
+    a, b, call_id = _call(server.udp_port, callee)
+    try:
+        async with session(server.admin_port) as http:
+            async with http.get("/api/v1/dialogs", params={"limit": "1000"}) as resp:
+                assert resp.status == 200
+                page = await resp.json()
+            (dialog,) = [d for d in page["items"] if d["call_id"] == call_id]
+            assert dialog["state"] == "confirmed"
+            assert (dialog["from_tag"], dialog["to_tag"]) == ("caller1", "callee1")
+            assert dialog["answered_at"] is not None
+            assert page["counts"]["confirmed"] >= 1
+            url = f"/api/v1/dialogs/{_path(dialog['id'])}"
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                assert await resp.json() == dialog
+            async with http.delete(url) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"id": dialog["id"], "terminated": True}
+            # RFC 3261 §15: the server ends the dialog with a BYE to each side.
+            for sock in (a, b):
+                bye = recv_request(sock, "BYE")
+                assert header_values(bye, "Call-ID", "i") == [call_id]
+                sock.sendto(answer(bye, 200, "x", "sip:x@127.0.0.1"),
+                            ("127.0.0.1", server.udp_port))
+            async with http.get(url) as resp:
+                gone = resp.status == 404 or (await resp.json())["state"] == "terminated"
+            assert gone
+    finally:
+        a.close()
+        b.close()
