@@ -1,0 +1,138 @@
+"""The registrar (RFC 3261 §10.3) over a real UDP socket against an in-process server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from protocols.sip.message import Response
+from tests.signaling.inproc import UdpPeer, running_server
+
+
+def _register(port: int, local: int, *, contacts: list[str], expires: int | None = None,
+              call_id: str = "reg-1", cseq: int = 1, user: str = "alice",
+              domain: str = "example.com", ruri_domain: str | None = None,
+              extra: str = "") -> bytes:
+    lines = [f"REGISTER sip:{ruri_domain or domain} SIP/2.0",
+             f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{call_id}{cseq}{len(extra)}",
+             "Max-Forwards: 70", f"From: <sip:{user}@{domain}>;tag=f{cseq}",
+             f"To: <sip:{user}@{domain}>", f"Call-ID: {call_id}", f"CSeq: {cseq} REGISTER"]
+    lines += [f"Contact: {c}" for c in contacts]
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    if extra:
+        lines.append(extra)
+    lines.append("Content-Length: 0\r\n\r\n")
+    return "\r\n".join(lines).encode()
+
+
+async def _ask(peer: UdpPeer, port: int, data: bytes) -> Response:
+    peer.send(data, port)
+    return await peer.final()
+
+
+def _expires(resp: Response) -> dict[str, int]:
+    return {str(c.uri): int(c.params["expires"] or 0) for c in resp.contacts}
+
+
+async def test_several_contacts_expires_param_and_header_q_order() -> None:
+    async with running_server(domain=["example.com"], max_expires=7200) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        resp = await _ask(peer, port, _register(port, peer.port, contacts=[
+            "<sip:a@10.0.0.1>;q=0.5", "<sip:b@10.0.0.2>;expires=120;q=0.9",
+            "<sip:c@10.0.0.3>"], expires=600))
+        assert resp.status == 200
+        assert resp.header("Date") is not None  # §10.3 step 8
+        got = _expires(resp)
+        assert got == {"sip:b@10.0.0.2": 120, "sip:a@10.0.0.1": 600, "sip:c@10.0.0.3": 600}
+        # Highest q first (c has the default q=1.0).
+        assert [str(c.uri) for c in resp.contacts] == [
+            "sip:c@10.0.0.3", "sip:b@10.0.0.2", "sip:a@10.0.0.1"]
+        peer.close()
+
+
+async def test_query_star_removal_and_ordering() -> None:
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        ok = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"]))
+        assert ok.status == 200
+        query = await _ask(peer, port, _register(port, peer.port, contacts=[], cseq=2))
+        assert [str(c.uri) for c in query.contacts] == ["sip:a@10.0.0.1"]
+        # §10.3 step 7: same Call-ID, CSeq not higher: the request fails, nothing applied.
+        stale = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
+                                                 cseq=1, extra="X-Retry: 1"))
+        assert stale.status == 500
+        # "*" needs Expires: 0 and no other contact (step 6).
+        bad = await _ask(peer, port, _register(port, peer.port, contacts=["*"], expires=60,
+                                               cseq=3))
+        assert bad.status == 400
+        gone = await _ask(peer, port, _register(port, peer.port, contacts=["*"], expires=0,
+                                                cseq=4))
+        assert gone.status == 200 and gone.contacts == []
+        after = await _ask(peer, port, _register(port, peer.port, contacts=[], cseq=5))
+        assert after.contacts == []
+        peer.close()
+
+
+async def test_min_expires_domains_and_schemes() -> None:
+    async with running_server(domain=["example.com"], min_expires=60) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        brief = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
+                                                 expires=10))
+        assert brief.status == 423
+        assert brief.header("Min-Expires") == "60"
+        other = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
+                                                 domain="elsewhere.org", call_id="r2"))
+        assert other.status == 403  # step 1: not a domain served here
+        aor = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
+                                               domain="elsewhere.org",
+                                               ruri_domain="example.com", call_id="r3"))
+        assert aor.status == 404  # step 5: AOR not in a served domain
+        bad_q = await _ask(peer, port, _register(port, peer.port,
+                                                 contacts=["<sip:a@10.0.0.1>;q=2"],
+                                                 call_id="r4"))
+        assert bad_q.status == 400
+        peer.close()
+
+
+async def test_retransmitted_register_gets_the_same_answer_once_applied() -> None:
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        data = _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"], call_id="rt")
+        first = await _ask(peer, port, data)
+        raw_first = peer.raw[-1]
+        second = await _ask(peer, port, data)  # §17.2.2: absorbed, last response re-sent
+        assert second.status == first.status == 200
+        assert peer.raw[-1] == raw_first
+        assert srv.core.c_retrans.get("received") == 1
+        peer.close()
+
+
+async def test_expired_bindings_disappear_on_time() -> None:
+    async with running_server(domain=["example.com"], min_expires=1,
+                              default_expires=1) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        ok = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
+                                              expires=1))
+        assert _expires(ok) == {"sip:a@10.0.0.1": 1}
+        await asyncio.sleep(1.6)
+        query = await _ask(peer, port, _register(port, peer.port, contacts=[], cseq=2))
+        assert query.contacts == []
+        await asyncio.sleep(1.2)  # the sweeper has run: the stored binding is gone too
+        assert await srv.registry.count_bindings() == 0
+        peer.close()
+
+
+def test_date_header_is_rfc1123() -> None:
+    assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT",
+                        __import__("email.utils").utils.formatdate(0, usegmt=True))
