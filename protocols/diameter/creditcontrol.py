@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum
 from typing import Protocol
 
 import msgspec
@@ -36,6 +36,7 @@ from protocols.diameter.constants import (
     ResultCode,
 )
 from protocols.diameter.errors import RemoteProtocolError, SessionStateError
+from protocols.diameter.fastenum import FastEnum
 
 __all__ = [
     "DEFAULT_TCC",
@@ -70,7 +71,7 @@ class CCState(IntEnum):
     OPEN = 1
 
 
-class CCInput(Enum):
+class CCInput(FastEnum):
     INITIAL_OK = "CCR Initial, successfully processed"
     INITIAL_FAILED = "CCR Initial, not successfully processed"
     UPDATE_OK = "CCR Update, successfully processed"
@@ -82,7 +83,7 @@ class CCInput(Enum):
     TCC_EXPIRED = "Session supervision timer Tcc expired"
 
 
-class CCAction(Enum):
+class CCAction(FastEnum):
     SEND_CCA = "Send CCA"
     START_TCC = "Start Tcc"
     RESTART_TCC = "Restart Tcc"

@@ -9,15 +9,15 @@ an ordinary object, so the user extends it with ``register_avp``, ``register_com
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.diameter.codec import Avp, encode_avps
 from protocols.diameter.constants import AVP_FLAG_M, AVP_FLAG_V
-from protocols.diameter.datatypes import AvpType, decode_value, encode_value
+from protocols.diameter.datatypes import AvpType, decode_value, decoder, encode_value
 from protocols.diameter.errors import LocalProtocolError
+from protocols.diameter.fastenum import FastEnum
 
 __all__ = [
     "ANY_APPLICATION",
@@ -33,7 +33,7 @@ __all__ = [
 ANY_APPLICATION: frozenset[int] = frozenset()
 
 
-class MRule(Enum):
+class MRule(FastEnum):
     """What the definition says of the M bit (the flag rules tables of §4.5 and RFC 4006 §8)."""
 
     MUST = "must"
@@ -50,6 +50,11 @@ class AvpDef:
     m_rule: MRule = MRule.MUST
     # Legal values of an Enumerated AVP; ``None`` accepts any 32-bit value.
     enum_values: frozenset[int] | None = None
+    # The type's value decoder, resolved once (see ``datatypes.decoder``).
+    decode: Callable[[bytes], Any] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decode", decoder(self.type))
 
     @property
     def default_flags(self) -> int:

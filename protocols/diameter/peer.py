@@ -27,7 +27,6 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass
-from enum import Enum
 
 from protocols.diameter.builders import answer, request
 from protocols.diameter.capabilities import (
@@ -45,6 +44,7 @@ from protocols.diameter.constants import (
     ResultCode,
 )
 from protocols.diameter.errors import LocalProtocolError, PeerStateError
+from protocols.diameter.fastenum import FastEnum
 from protocols.diameter.watchdog import DEFAULT_TW, Watchdog, WdAction, WdInput, WdState
 
 __all__ = [
@@ -72,7 +72,7 @@ DP_TIMEOUT = 5.0
 _U32 = struct.Struct("!I")
 
 
-class PeerState(Enum):
+class PeerState(FastEnum):
     CLOSED = "Closed"
     WAIT_CONN_ACK = "Wait-Conn-Ack"
     WAIT_I_CEA = "Wait-I-CEA"
@@ -83,7 +83,7 @@ class PeerState(Enum):
     CLOSING = "Closing"
 
 
-class PeerEvent(Enum):
+class PeerEvent(FastEnum):
     START = "Start"
     STOP = "Stop"
     TIMEOUT = "Timeout"
@@ -111,7 +111,7 @@ class PeerEvent(Enum):
     R_RCV_MESSAGE = "R-Rcv-Message"
 
 
-class Action(Enum):
+class Action(FastEnum):
     I_SND_CONN_REQ = "I-Snd-Conn-Req"
     R_ACCEPT = "R-Accept"
     PROCESS_CER = "Process-CER"

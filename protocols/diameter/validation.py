@@ -19,7 +19,7 @@ from protocols.diameter.constants import (
     FLAG_P,
     ResultCode,
 )
-from protocols.diameter.datatypes import AvpType, AvpValueError, decode_value
+from protocols.diameter.datatypes import AvpType, AvpValueError
 from protocols.diameter.dictionary import CommandDef, Dictionary, MRule
 from protocols.diameter.errors import RemoteProtocolError
 
@@ -93,7 +93,7 @@ def check_avps(avps: list[Avp], dictionary: Dictionary, depth: int) -> None:
             check_avps(children, dictionary, depth + 1)
             continue
         try:
-            value = decode_value(defn.type, avp.data)
+            value = defn.decode(avp.data)
         except AvpValueError as exc:
             raise _avp_error(str(exc), exc.result_code, avp) from None
         if defn.enum_values is not None and value not in defn.enum_values:

@@ -17,9 +17,9 @@ DOWN -> REOPEN -> OKAY path with three DWAs before failing back.
 from __future__ import annotations
 
 import random
-from enum import Enum
 
 from protocols.diameter.errors import LocalProtocolError, WatchdogStateError
+from protocols.diameter.fastenum import FastEnum
 
 __all__ = [
     "DEFAULT_TW",
@@ -42,7 +42,7 @@ JITTER = 2.0
 REOPEN_DWAS = 3
 
 
-class WdState(Enum):
+class WdState(FastEnum):
     INITIAL = "INITIAL"
     OKAY = "OKAY"
     SUSPECT = "SUSPECT"
@@ -50,7 +50,7 @@ class WdState(Enum):
     REOPEN = "REOPEN"
 
 
-class WdInput(Enum):
+class WdInput(FastEnum):
     CONNECTION_UP = "connection up"
     CONNECTION_DOWN = "connection down"
     RECEIVE_DWA = "receive DWA"
@@ -58,7 +58,7 @@ class WdInput(Enum):
     TIMER_EXPIRES = "timer expires"
 
 
-class Guard(Enum):
+class Guard(FastEnum):
     """The condition column of the RFC 3539 table."""
 
     ANY = "-"
@@ -71,7 +71,7 @@ class Guard(Enum):
     PENDING_NONNEG = "Pending and NumDWA >= 0"
 
 
-class WdAction(Enum):
+class WdAction(FastEnum):
     SET_WATCHDOG = "SetWatchdog"
     SEND_WATCHDOG = "SendWatchdog"
     SET_PENDING = "Pending = TRUE"
