@@ -1,0 +1,144 @@
+"""What a storm run measures, per kind of transaction, and the knee of the goodput curve.
+
+Latencies are microseconds in HDR histograms (the ``hdrhistogram`` package): percentiles to
+P99.9 with 3 significant digits whatever the spread, which SIPp's fixed buckets cannot give.
+Goodput is credited to the second the request was *offered* in, so offered and goodput series
+line up and their ratio says what share of that second's load the server handled in time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "HIST_MAX_US",
+    "KNEE_TOLERANCE",
+    "MAX_SERIES_SECONDS",
+    "KindStats",
+    "Knee",
+    "SecondSeries",
+    "find_knee",
+    "new_histogram",
+    "status_class",
+]
+
+#: Longest latency recorded: Timer B/F is 64*T1 = 32 s (RFC 3261 §17.1.1.2); a minute leaves room
+#: for Retry-After delays without clamping.
+HIST_MAX_US = 60_000_000
+#: Three significant digits keep P99.9 honest at 0.1% resolution.
+HIST_DIGITS = 3
+#: Per-second series are kept for at most a day of run: beyond, a run is not a storm test.
+MAX_SERIES_SECONDS = 86_400
+#: A second is "at the knee" once goodput falls this far below what was offered.
+KNEE_TOLERANCE = 0.05
+#: Consecutive bad seconds that make a knee rather than a blip.
+SUSTAIN_S = 2
+#: Percentiles reported everywhere.
+PERCENTILES = (50.0, 99.0, 99.9)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, HIST_MAX_US, HIST_DIGITS)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def _clamp_us(us: int) -> int:
+    return 1 if us < 1 else HIST_MAX_US if us > HIST_MAX_US else us
+
+
+@dataclass(slots=True)
+class SecondSeries:
+    """Counts per whole second of the run, grown on demand up to MAX_SERIES_SECONDS."""
+
+    values: list[int] = field(default_factory=list)
+
+    def add(self, second: int, n: int = 1) -> None:
+        if second < 0 or second >= MAX_SERIES_SECONDS:
+            return
+        if second >= len(self.values):
+            self.values.extend([0] * (second + 1 - len(self.values)))
+        self.values[second] += n
+
+
+@dataclass(slots=True)
+class KindStats:
+    """Counters of one kind of transaction (register, options, invite, bye, ...)."""
+
+    sent: int = 0  # new transactions started (not counting retransmissions)
+    answered: dict[str, int] = field(default_factory=dict)  # final responses by status class
+    provisional: int = 0
+    timeouts: int = 0  # Timer B/F fired (RFC 3261 §17.1.1.2, §17.1.2.2)
+    retransmissions: int = 0
+    lost_simulated: int = 0  # first copies withheld to model network loss
+    status_503: int = 0
+    retry_after_honoured: int = 0  # re-sent after the Retry-After delay (RFC 3261 §21.5.4)
+    backoff_retries: int = 0  # re-sent after the RFC 5626 §4.5 back-off
+    abandoned: int = 0  # still in flight, or waiting to retry, when the run ended
+    stray: int = 0  # responses matching no live transaction (late retransmissions)
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    offered: SecondSeries = field(default_factory=SecondSeries)
+    goodput: SecondSeries = field(default_factory=SecondSeries)
+
+    def record_final(self, status: int, latency_us: int, good: bool, offered_second: int) -> None:
+        key = status_class(status)
+        self.answered[key] = self.answered.get(key, 0) + 1
+        self.latency.record_value(_clamp_us(latency_us))
+        if good:
+            self.goodput.add(offered_second)
+
+    def percentiles(self) -> dict[str, float]:
+        h = self.latency
+        if h.get_total_count() == 0:
+            return {}
+        out = {f"p{p:g}": float(h.get_value_at_percentile(p)) for p in PERCENTILES}
+        out["max"] = float(h.get_max_value())
+        out["mean"] = float(h.get_mean_value())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Knee:
+    """Where goodput stopped following offered load during a ramp."""
+
+    second: int  # last second still within tolerance
+    offered_per_s: float
+    goodput_per_s: float
+    max_goodput_per_s: float
+
+
+def _smooth(values: list[int], width: int) -> list[float]:
+    out: list[float] = []
+    acc = 0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= width:
+            acc -= values[i - width]
+        out.append(acc / min(i + 1, width))
+    return out
+
+
+def find_knee(
+    offered: list[int], goodput: list[int], *, tolerance: float = KNEE_TOLERANCE, width: int = 3
+) -> Knee | None:
+    """The knee of goodput against a ramped offered load.
+
+    Walking the seconds in order (the offered load rises during a ramp), the knee is the last
+    second before goodput (smoothed over ``width`` s) falls below (1 - tolerance) of the offered
+    load for ``SUSTAIN_S`` seconds in a row: one bad second is noise, a sustained one is the
+    server giving up.  ``None`` when goodput kept up all along (the ramp did not reach the knee).
+    The caller drops the final, partial seconds whose answers are still on their way.
+    """
+    n = min(len(offered), len(goodput))
+    off = _smooth(offered[:n], width)
+    good = _smooth(goodput[:n], width)
+    bad = [o > 0 and g < (1.0 - tolerance) * o for o, g in zip(off, good, strict=True)]
+    for i in range(n - SUSTAIN_S + 1):
+        if all(bad[i : i + SUSTAIN_S]):
+            k = max(i - 1, 0)
+            return Knee(k, off[k], good[k], max(good))
+    return None
