@@ -1,0 +1,80 @@
+"""Configuration: defaults < TOML < SIGNALING_* < flags, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signaling.config import Config, ConfigError, describe, load_config, parse_hostport
+
+
+def test_defaults_match_the_documented_listeners() -> None:
+    cfg = load_config({}, env={})
+    assert cfg.sip_udp == ("0.0.0.0", 5060)
+    assert cfg.sip_ws == ("0.0.0.0", 5066)
+    assert cfg.admin == ("127.0.0.1", 8081)  # never the SIP interface by default
+    assert cfg.diameter == ("0.0.0.0", 3868)
+    assert cfg.registry == "memory"
+    assert cfg.database is None
+
+
+def test_precedence_toml_env_flags(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('workers = 3\nqueue-size = 10\ndomain = ["a.example"]\nlog_level = "debug"\n')
+    env = {"SIGNALING_QUEUE_SIZE": "20", "SIGNALING_RELAY": "yes"}
+    cfg = load_config({"log_level": "warning"}, config_file=str(toml), env=env)
+    assert cfg.workers == 3          # TOML
+    assert cfg.queue_size == 20      # env beats TOML
+    assert cfg.relay is True
+    assert cfg.log_level == "warning"  # flag beats everything
+    assert cfg.domain == ["a.example"]
+    assert cfg.served_domains() == {"a.example"}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"workers": "0"}, "workers"),
+    ({"sip_udp": "nonsense"}, "sip_udp"),
+    ({"registry": "mysql://x"}, "registry"),
+    ({"database": "redis://x"}, "database"),
+    ({"min_expires": "100", "default_expires": "50"}, "expires"),
+    ({"t1": "5", "t2": "1"}, "timers"),
+    ({"log_level": "loud"}, "log_level"),
+    ({"queue_size": "many"}, "queue_size"),
+])
+def test_bad_values_are_one_line_errors(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(flags, env={})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_keys_are_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("wrokers = 3\n")
+    with pytest.raises(ConfigError, match="unknown option"):
+        load_config({}, config_file=str(toml), env={})
+    with pytest.raises(ConfigError, match="SIGNALING_WROKERS"):
+        load_config({}, env={"SIGNALING_WROKERS": "1"})
+    with pytest.raises(ConfigError, match="config file"):
+        load_config({}, config_file=str(tmp_path / "missing.toml"), env={})
+
+
+def test_hostport_forms() -> None:
+    assert parse_hostport("[::1]:5060", "x") == ("::1", 5060)
+    assert parse_hostport("off", "x") is None
+    with pytest.raises(ConfigError):
+        parse_hostport("127.0.0.1:99999", "x")
+
+
+def test_describe_masks_secrets() -> None:
+    cfg = Config(admin_token="s3cret", database="postgresql://u:pw@db/x")
+    out = describe(cfg)
+    assert out["admin_token"] == "***"
+    assert out["database"] == "postgresql://u:***@db/x"
+
+
+def test_own_names_always_include_loopback() -> None:
+    cfg = load_config({"domain": ["example.com"]}, env={})
+    assert "127.0.0.1" in cfg.own_names()
+    assert "127.0.0.1" not in cfg.served_domains()
