@@ -73,6 +73,11 @@ _TABLES: dict[type, tuple[str, tuple[str, ...], str]] = {
 }
 
 
+# Server-side errors that mean "this connection is finished" rather than "bad data"
+# (SQLSTATE classes 08 connection exception, 57 operator intervention: shutdown, cancel).
+_SERVER_GONE = (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+
 class _ConnectionLost(Exception):
     """Postgres went away or was too slow: the caller spools and reconnects later."""
 
@@ -186,16 +191,22 @@ class RecordWriter:
     async def _run(self) -> None:
         while True:
             batch = await self._next_batch()
+            delivered = False
             try:
                 await self._ensure_connected()
                 if self._conn is not None and self._spool.has_pending():
                     await self._replay()
                 if batch:
                     await self._deliver(batch)
+                delivered = True
             except asyncio.CancelledError:
-                self._to_spool(batch)
                 raise
+            except Exception:  # the writer must outlive any surprise: spool, reconnect later
+                log.exception("records: unexpected writer error; spooling the batch")
+                await self._disconnect()
             finally:
+                if not delivered and batch:
+                    self._to_spool(batch)
                 for _ in batch:
                     self._queue.task_done()
 
@@ -297,13 +308,12 @@ class RecordWriter:
             async with asyncio.timeout(self._write_timeout), conn.transaction():
                 for cls, rows in groups.items():
                     inserted[cls] = await self._copy(conn, cls, rows)
-        except (OSError, TimeoutError, asyncpg.InterfaceError,
-                asyncpg.PostgresConnectionError) as exc:
+        except asyncpg.PostgresError as exc:
+            if conn.is_closed() or isinstance(exc, _SERVER_GONE):
+                raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+            raise  # the server refused the data; the connection is fine
+        except Exception as exc:  # timeouts, sockets, asyncpg client state: all mean reconnect
             raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
-        except asyncpg.PostgresError:
-            if conn.is_closed():
-                raise _ConnectionLost("connection closed by the server") from None
-            raise
         for cls, rows in groups.items():
             kind = _TABLES[cls][2]
             counter.labels(kind=kind).inc(inserted[cls])
