@@ -18,6 +18,8 @@ module never stores anything itself, and reads no clock (``now`` is passed in).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from protocols.diameter.fastenum import FastEnum
 
 __all__ = [
     "DEFAULT_TCC",
+    "MAX_TRACKED_SESSIONS",
     "TABLE",
     "CCAction",
     "CCInput",
@@ -51,6 +54,7 @@ __all__ = [
     "CreditPolicy",
     "CreditRequest",
     "QuotaPolicy",
+    "TccTimers",
     "Units",
     "decode_session",
     "encode_session",
@@ -61,6 +65,12 @@ __all__ = [
 # reservation.  The RFC suggests a value tied to Validity-Time; clients re-report at least every
 # few minutes, so 10 minutes keeps abandoned sessions from holding credit for long.
 DEFAULT_TCC = 600.0
+
+# Sessions whose Tcc one node tracks.  A session costs ~100 bytes here; a million is far above
+# one node's open sessions and bounds the memory a flood of CCR-Initials can take.
+MAX_TRACKED_SESSIONS = 1_000_000
+# Superseded heap entries tolerated before a rebuild (amortises its O(n) cost).
+_HEAP_SLACK = 4096
 
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
@@ -373,6 +383,57 @@ class CreditControl:
                 failed_avps=_failed(msg, AvpCode.CC_REQUEST_NUMBER))
         cca = self.build_cca(msg, session.last_result, session.last_granted)
         return CreditOutcome(cca, session, (), duplicate=True)
+
+
+class TccTimers:
+    """The Tcc deadlines of many sessions (RFC 4006 §13): one heap, ``next_deadline()``.
+
+    Every request re-arms its session's Tcc, so superseded heap entries are skipped when they
+    surface (lazy deletion) and the heap is rebuilt once stale entries dominate.  Bounded by
+    ``max_sessions``: ``set`` returns False beyond it and the caller relies on the store's TTL.
+    """
+
+    def __init__(self, max_sessions: int = MAX_TRACKED_SESSIONS) -> None:
+        self.max_sessions = max_sessions
+        self._deadlines: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def set(self, session_id: str, deadline: float) -> bool:
+        if session_id not in self._deadlines and len(self._deadlines) >= self.max_sessions:
+            return False
+        self._deadlines[session_id] = deadline
+        heapq.heappush(self._heap, (deadline, session_id))
+        if len(self._heap) > 2 * len(self._deadlines) + _HEAP_SLACK:
+            self._heap = [(d, sid) for sid, d in self._deadlines.items()]
+            heapq.heapify(self._heap)
+        return True
+
+    def cancel(self, session_id: str) -> None:
+        self._deadlines.pop(session_id, None)
+
+    def deadline(self, session_id: str) -> float | None:
+        return self._deadlines.get(session_id)
+
+    def items(self, limit: int) -> list[tuple[str, float]]:
+        return list(itertools.islice(self._deadlines.items(), max(0, limit)))
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded or cancelled
+        return heap[0][0] if heap else None
+
+    def expired(self, now: float) -> list[str]:
+        """Sessions whose Tcc has passed; they are no longer tracked."""
+        out = []
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            _d, sid = heapq.heappop(self._heap)
+            del self._deadlines[sid]
+            out.append(sid)
+        return out
 
 
 def _missing_row_code(state: CCState) -> int:

@@ -9,7 +9,7 @@ from protocols.diameter.capabilities import Capabilities
 from protocols.diameter.constants import AppId
 from protocols.diameter.creditcontrol import DEFAULT_TCC, CreditPolicy, QuotaPolicy, Units
 from protocols.diameter.dictionary import Dictionary, base_dictionary
-from protocols.diameter.watchdog import DEFAULT_TW
+from protocols.diameter.watchdog import DEFAULT_TW, MIN_TW
 
 __all__ = [
     "DEFAULT_GRANT",
@@ -66,6 +66,15 @@ class DiameterConfig:
     policy: CreditPolicy | None = None
     dictionary: Dictionary | None = None
     origin_state_id: int | None = None
+
+    def __post_init__(self) -> None:
+        # Fail at start-up rather than at the first CER or request.
+        if self.watchdog_interval < MIN_TW:
+            raise ValueError(f"watchdog_interval below the RFC 3539 minimum of {MIN_TW} s")
+        if self.workers < 1 or self.queue_size < self.workers:
+            raise ValueError("need at least one worker and one queue slot per worker")
+        if self.max_connections < 1 or self.tcc <= 0:
+            raise ValueError("max_connections and tcc must be positive")
 
     def capabilities(self) -> Capabilities:
         addresses = self.host_ip_addresses or (

@@ -24,7 +24,6 @@ covers sessions whose node went away.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from protocols.diameter.codec import Message, decode_message
 from protocols.diameter.constants import AvpCode, CommandCode, ResultCode
 from protocols.diameter.creditcontrol import (
     CreditControl,
+    TccTimers,
     decode_session,
     encode_session,
     parse_ccr,
@@ -64,7 +64,6 @@ from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
 
 __all__ = [
-    "MAX_TRACKED_SESSIONS",
     "STORE_TTL_MARGIN",
     "TCC_SWEEP_INTERVAL",
     "DiameterServer",
@@ -77,9 +76,6 @@ log = logging.getLogger(__name__)
 # Tcc is minutes long (RFC 4006 §13); checking expiries once a second is precise enough and
 # costs nothing.
 TCC_SWEEP_INTERVAL = 1.0
-# Session ids this node remembers for Tcc and the admin view; beyond it the store's TTL alone
-# expires sessions.  Same bound as the in-memory store.
-MAX_TRACKED_SESSIONS = 1_000_000
 
 # The store keeps a session this much longer than Tcc, so the Tcc sweep (which releases the
 # reservation and counts it) finds it first; the TTL itself only cleans up after a node that
@@ -135,8 +131,7 @@ class DiameterServer:
         self._peers: dict[str, PeerMachine] = {}
         self._conn_of: dict[int, PeerMachine] = {}
         self._timers: dict[PeerMachine, asyncio.TimerHandle] = {}
-        self._sessions: dict[str, float] = {}
-        self._tcc_heap: list[tuple[float, str]] = []
+        self._tcc = TccTimers()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         shards = max(1, config.workers)
@@ -209,11 +204,10 @@ class DiameterServer:
         return out
 
     def sessions(self, limit: int = 100) -> list[SessionInfo]:
-        items = list(self._sessions.items())[: max(0, limit)]
-        return [SessionInfo(sid, deadline) for sid, deadline in items]
+        return [SessionInfo(sid, deadline) for sid, deadline in self._tcc.items(limit)]
 
     def session_count(self) -> int:
-        return len(self._sessions)
+        return len(self._tcc)
 
     # -- metrics ------------------------------------------------------------------------
 
@@ -237,7 +231,7 @@ class DiameterServer:
         m.callback_gauge("diameter_connections", "Open Diameter TCP connections", [],
                          lambda: {(): float(len(self._conns))})
         m.callback_gauge("diameter_cc_sessions", "Credit-Control sessions tracked on this node",
-                         [], lambda: {(): float(len(self._sessions))})
+                         [], lambda: {(): float(len(self._tcc))})
         m.callback_gauge("diameter_queue_depth", "Requests waiting for a Diameter worker", [],
                          lambda: {(): float(sum(self._dispatcher.depths()))})
 
@@ -504,7 +498,7 @@ class DiameterServer:
                     self._track(sid, out.session.tcc_deadline)
             elif session is not None:
                 await store.delete_session(sid)
-                self._sessions.pop(sid, None)
+                self._tcc.cancel(sid)
         except Exception as exc:
             raise _store_failed(exc) from None
         return out.answer
@@ -512,26 +506,14 @@ class DiameterServer:
     # -- Tcc ----------------------------------------------------------------------------
 
     def _track(self, sid: str, deadline: float) -> None:
-        if sid not in self._sessions and len(self._sessions) >= MAX_TRACKED_SESSIONS:
-            self.m_dropped.inc("session_index_full")
-            return
-        self._sessions[sid] = deadline
-        heapq.heappush(self._tcc_heap, (deadline, sid))
-        if len(self._tcc_heap) > 2 * len(self._sessions) + 4096:
-            # Each update pushes a new deadline; drop the superseded ones now and then.
-            self._tcc_heap = [(d, s) for s, d in self._sessions.items()]
-            heapq.heapify(self._tcc_heap)
+        if not self._tcc.set(sid, deadline):
+            self.m_dropped.inc("session_index_full")  # the store's TTL still expires it
 
     async def _sweep_tcc(self) -> None:
         while True:
             await asyncio.sleep(TCC_SWEEP_INTERVAL)
             now = time.time()
-            heap = self._tcc_heap
-            while heap and heap[0][0] <= now:
-                deadline, sid = heapq.heappop(heap)
-                if self._sessions.get(sid) != deadline:
-                    continue  # superseded by a later request
-                del self._sessions[sid]
+            for sid in self._tcc.expired(now):
                 try:
                     await self._expire(sid, now)
                 except Exception:

@@ -18,6 +18,7 @@ from protocols.diameter.creditcontrol import (
     CreditDecision,
     CreditRequest,
     QuotaPolicy,
+    TccTimers,
     Units,
     decode_session,
     encode_session,
@@ -169,3 +170,27 @@ def test_tcc_row_only_from_open() -> None:
     s = CCSession("x", int(CCState.IDLE), 0, 0.0)
     with pytest.raises(SessionStateError):
         _cc().expire(s, 1.0)
+
+
+def test_tcc_timers_next_deadline_and_expiry() -> None:
+    timers = TccTimers(max_sessions=3)
+    assert timers.next_deadline() is None
+    assert timers.set("a", 10.0) and timers.set("b", 5.0)
+    assert timers.next_deadline() == 5.0
+    timers.set("b", 20.0)  # re-armed by a later request: the old deadline is skipped
+    assert timers.next_deadline() == 10.0
+    timers.cancel("a")
+    assert timers.next_deadline() == 20.0
+    assert timers.set("c", 1.0) and timers.set("d", 2.0)
+    assert not timers.set("e", 3.0)  # bound reached
+    assert timers.expired(5.0) == ["c", "d"]
+    assert len(timers) == 1 and timers.deadline("b") == 20.0
+    assert timers.items(10) == [("b", 20.0)]
+    assert timers.expired(100.0) == ["b"] and timers.next_deadline() is None
+
+
+def test_tcc_timers_stay_compact() -> None:
+    timers = TccTimers()
+    for i in range(20_000):
+        timers.set("one", float(i))
+    assert len(timers._heap) <= 2 + 4096 + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from protocols.diameter.creditcontrol import (
     CCSession,
     CreditDecision,
@@ -36,3 +38,12 @@ def test_overrides() -> None:
     assert cfg.credit_policy() is policy and cfg.make_dictionary() is d
     assert DiameterConfig(host="10.1.2.3").capabilities().host_ip_addresses == (
         ipaddress.IPv4Address("10.1.2.3"),)
+
+
+@pytest.mark.parametrize("bad", [
+    {"watchdog_interval": 5.0}, {"workers": 0}, {"queue_size": 1, "workers": 2},
+    {"max_connections": 0}, {"tcc": 0.0},
+])
+def test_bad_values_fail_at_construction(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        DiameterConfig(**bad)  # type: ignore[arg-type]
