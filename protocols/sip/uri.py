@@ -12,7 +12,10 @@ from .errors import RemoteProtocolError
 from .message import URI, AbsoluteURI, ParamDict, Params, SipURI, TelURI
 
 __all__ = [
+    "CACHED_URI_MAX",
     "MAX_URI_LENGTH",
+    "SIP_URI_PATTERN",
+    "URI_CACHE_SIZE",
     "aor_of",
     "parse_params",
     "parse_uri",
@@ -25,12 +28,8 @@ __all__ = [
 MAX_URI_LENGTH = 4096
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-# userinfo characters: unreserved, escaped, user-unreserved and the password set (§25.1).
-_USERINFO_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/:]|%[0-9A-Fa-f]{2})*")
-_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\]")
 # paramchar = param-unreserved / unreserved / escaped (§25.1)
 _PARAM_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
-_HEADERS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})*")
 _TEL_RE = re.compile(r"[0-9A-Fa-f*#+\-.()pwPW]+")
 _OPAQUE_RE = re.compile(r"[^\s<>\"]*")
 _ESC_RE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -42,24 +41,31 @@ def _bad(what: str) -> RemoteProtocolError:
 
 #: Parsed URIs by text.  The same URIs recur on every message of a call and across calls to the
 #: same users, proxies and gateways; parsed values are immutable, so they are shared.  8192
-#: entries (~3 MB) hold several seconds of distinct URIs at thousands of calls per second; when
-#: full the oldest half is dropped (insertion order), so hostile input cannot grow it.
+#: entries hold several seconds of distinct URIs at thousands of calls per second; when full
+#: the oldest half is dropped (insertion order), so hostile input cannot grow it.
 URI_CACHE_SIZE = 8192
+#: URIs longer than this are parsed every time, never cached, so the cache holds at most
+#: 8192 x 256 characters (~2 MB plus the parsed values) whatever peers send.
+CACHED_URI_MAX = 256
 _uri_cache: dict[str, URI] = {}
+
+
+def _evict() -> None:
+    for key in list(_uri_cache)[: URI_CACHE_SIZE // 2]:
+        del _uri_cache[key]
 
 
 def parse_uri(text: str, *, request_uri: bool = False) -> URI:
     """Parse one URI.  ``request_uri`` forbids the headers component (§19.1.1 table)."""
     uri = _uri_cache.get(text)
-    if uri is not None:
-        if request_uri and isinstance(uri, SipURI) and uri.headers is not None:
-            raise RemoteProtocolError("Headers not allowed in Request-URI")
-        return uri
-    uri = _parse_uri(text, request_uri)
-    if len(_uri_cache) >= URI_CACHE_SIZE:
-        for key in list(_uri_cache)[: URI_CACHE_SIZE // 2]:
-            del _uri_cache[key]
-    _uri_cache[text] = uri
+    if uri is None:
+        uri = _parse_uri(text, request_uri)
+        if len(text) <= CACHED_URI_MAX:
+            if len(_uri_cache) >= URI_CACHE_SIZE:
+                _evict()
+            _uri_cache[text] = uri
+    elif request_uri and isinstance(uri, SipURI) and uri.headers is not None:
+        raise RemoteProtocolError("Headers not allowed in Request-URI")
     return uri
 
 
@@ -68,13 +74,13 @@ def _parse_uri(text: str, request_uri: bool) -> URI:
         raise RemoteProtocolError("Request-URI Too Long" if request_uri else "URI too long",
                                   414 if request_uri else 400)
     if text.startswith("sip:"):
-        return _parse_sip("sip", text[4:], text, request_uri)
+        return _parse_sip("sip", 4, text, request_uri)
     scheme, colon, rest = text.partition(":")
     if not colon or _SCHEME_RE.fullmatch(scheme) is None:
         raise _bad("URI")
     low = scheme.lower()
     if low == "sip" or low == "sips":
-        return _parse_sip(low, rest, text, request_uri)
+        return _parse_sip(low, len(scheme) + 1, text, request_uri)
     if low == "tel":
         return _parse_tel(rest, text)
     if _OPAQUE_RE.fullmatch(rest) is None:
@@ -82,9 +88,11 @@ def _parse_uri(text: str, request_uri: bool) -> URI:
     return AbsoluteURI(low, rest, raw=text)
 
 
-# The whole common-case SIP URI in one regex (one C-level scan instead of several): scheme,
-# userinfo, host, port, parameters and headers, each with its §25.1 character set.
-_SIP_URI_RE = re.compile(
+# The whole common-case SIP URI after "scheme:" in one regex (one C-level scan instead of
+# several): userinfo, host, port, parameters and headers, each with its §25.1 character set.
+# Groups: user, password, host, port, parameters (with their leading ";"), headers.  The
+# parser embeds it in its name-addr regex.
+SIP_URI_PATTERN = (
     r"(?:((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+)"
     r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*))?@)?"
     r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
@@ -93,10 +101,12 @@ _SIP_URI_RE = re.compile(
     r"(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)?)*)"
     r"(?:\?((?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})*))?"
 )
+_SIP_URI_FULLMATCH = re.compile(SIP_URI_PATTERN).fullmatch
 
 
-def _parse_sip(scheme: str, rest: str, text: str, request_uri: bool) -> SipURI:
-    m = _SIP_URI_RE.fullmatch(rest)
+def _parse_sip(scheme: str, pos: int, text: str, request_uri: bool) -> SipURI:
+    """``text[pos:]`` is everything after ``scheme:``."""
+    m = _SIP_URI_FULLMATCH(text, pos)
     if m is None:
         raise _bad("SIP URI")
     user, password, host, port, ptext, headers = m.groups()
@@ -114,26 +124,7 @@ def _parse_sip(scheme: str, rest: str, text: str, request_uri: bool) -> SipURI:
         for item in ptext[1:].split(";"):
             name, eq, value = item.partition("=")
             params[name] = value if eq else None
-    return SipURI(scheme, host, user, password, portn, params, headers, raw=text)
-
-
-def _split_hostport(hostport: str) -> tuple[str, int | None]:
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        host, tail = hostport[: end + 1], hostport[end + 1 :]
-        if end < 0 or (tail and not tail.startswith(":")):
-            raise _bad("host")
-        ptext = tail[1:] if tail else None
-    else:
-        host, colon, p = hostport.partition(":")
-        ptext = p if colon else None
-    if _HOST_RE.fullmatch(host) is None:
-        raise _bad("host")
-    if ptext is None:
-        return host, None
-    if not ptext.isdigit() or len(ptext) > 5 or int(ptext) > 65535:
-        raise _bad("port")
-    return host, int(ptext)
+    return SipURI(scheme, host, user, password, portn, params, headers, text)
 
 
 def _parse_uri_params(text: str) -> Params:
