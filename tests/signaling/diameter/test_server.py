@@ -375,3 +375,23 @@ async def test_second_connection_of_an_open_peer_is_rejected(server: DiameterSer
 
 async def test_runs_on_uvloop() -> None:
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+async def test_many_peers_at_once(server: DiameterServer) -> None:
+    async def peer(i: int) -> None:
+        c = await Client.connect(server.port)
+        assert result_code(await c.handshake(f"client{i}.test")) == 2001
+        sid = f"client{i}.test;1"
+        for number, rtype in enumerate((1, 2, 3)):
+            await c.send(ccr(session=sid, rtype=rtype, number=number, hbh=number))
+            ans = await c.recv()
+            assert result_code(ans) == 2001 and ans.hop_by_hop == number
+        await c.close()
+
+    await asyncio.gather(*(peer(i) for i in range(20)))
+    assert server.m_requests.get("CER") == 20 and server.m_requests.get("CCR") == 60
+    for _ in range(100):
+        if not server.peers():
+            break
+        await asyncio.sleep(0.01)
+    assert server.peers() == [] and server.session_count() == 0

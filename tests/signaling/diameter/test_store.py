@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from signaling.diameter.server import DiameterServer
 from signaling.diameter.store import CCSessionStore, InMemoryCCSessionStore, StoreFull
 from signaling.metrics import Metrics
+from signaling.registry import make_registry
 from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import ccr
 from tests.signaling.diameter.client import Client, result_code
@@ -73,3 +76,35 @@ async def test_the_registry_serves_as_the_store() -> None:
         await c.close()
     finally:
         await server.close(0.5)
+
+
+async def test_session_survives_restart_with_the_redis_registry(redis_url: str) -> None:
+    """Issue 6: with Redis, a Credit-Control session outlives the server process's state."""
+    url = f"{redis_url}?prefix=d{uuid.uuid4().hex[:10]}"
+    sid = f"client.test;{uuid.uuid4().hex}"
+    first_registry = make_registry(url)
+    first = DiameterServer(make_config(), Metrics(), first_registry)
+    await first.start()
+    c = await Client.connect(first.port)
+    assert result_code(await c.handshake()) == 2001
+    await c.send(ccr(session=sid, rtype=1, number=0))
+    assert result_code(await c.recv()) == 2001
+    await c.close()
+    await first.close(0.5)
+    await first_registry.close()
+
+    second_registry = make_registry(url)  # a new server with a new connection: no local state
+    second = DiameterServer(make_config(), Metrics(), second_registry)
+    await second.start()
+    try:
+        c = await Client.connect(second.port)
+        assert result_code(await c.handshake()) == 2001
+        await c.send(ccr(session=sid, rtype=2, number=1, used=10))
+        assert result_code(await c.recv()) == 2001
+        await c.send(ccr(session=sid, rtype=3, number=2, used=5))
+        assert result_code(await c.recv()) == 2001
+        assert await second_registry.get_session(sid) is None
+        await c.close()
+    finally:
+        await second.close(0.5)
+        await second_registry.close()
