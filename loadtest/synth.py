@@ -42,6 +42,7 @@ __all__ = [
     "SynthParams",
     "backoff_wait",
     "beta_peak_ratio",
+    "interarrival",
     "synthesize",
 ]
 
@@ -134,7 +135,7 @@ def _reconnect(p: SynthParams, rng: random.Random) -> list[Event]:
     ]
 
 
-def _interarrival(rng: random.Random, mean: float, sd: float) -> float:
+def interarrival(rng: random.Random, mean: float, sd: float) -> float:
     """Gamma with the given mean and sd: positive, unlike a normal with sd/mean ~ 0.5."""
     if sd <= 0:
         return mean
@@ -160,7 +161,7 @@ def _call_storm(p: SynthParams, rng: random.Random) -> list[Event]:
                     lose_first=_lost(rng, p.lost_ratio),
                 )
             )
-            t += _interarrival(rng, mean, sd)
+            t += interarrival(rng, mean, sd)
             _check_size(events)
         del s
     return events

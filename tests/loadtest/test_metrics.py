@@ -1,0 +1,55 @@
+"""Per-kind counters, HDR percentiles, the per-second series and the knee of goodput."""
+
+from __future__ import annotations
+
+from loadtest.metrics import (
+    HIST_MAX_US,
+    MAX_SERIES_SECONDS,
+    KindStats,
+    SecondSeries,
+    find_knee,
+    status_class,
+)
+
+
+def test_record_final_counts_classes_latency_and_goodput() -> None:
+    k = KindStats()
+    for i in range(1, 1001):
+        k.record_final(200, i, True, 0)
+    k.record_final(503, 5_000, False, 1)
+    k.record_final(200, HIST_MAX_US * 10, False, 1)  # clamped, still counted
+    assert k.answered == {"2xx": 1001, "5xx": 1}
+    assert k.goodput.values == [1000]
+    p = k.percentiles()
+    assert abs(p["p50"] - 500) <= 1
+    assert abs(p["p99"] - 992) <= 1  # rank 0.99 * 1002 values
+    assert p["max"] >= HIST_MAX_US * 0.99
+    assert KindStats().percentiles() == {}
+    assert status_class(183) == "1xx" and status_class(604) == "6xx"
+
+
+def test_second_series_grows_on_demand_and_is_bounded() -> None:
+    s = SecondSeries()
+    s.add(3)
+    s.add(3, 2)
+    s.add(-1)
+    s.add(MAX_SERIES_SECONDS)
+    assert s.values == [0, 0, 0, 3]
+
+
+def test_knee_found_where_goodput_stops_following_a_ramp() -> None:
+    offered = [100 * (i + 1) for i in range(20)]  # ramp to 2000/s
+    goodput = [min(o, 1200) for o in offered]  # the server saturates at 1200/s
+    knee = find_knee(offered, goodput)
+    assert knee is not None
+    assert 1100 <= knee.offered_per_s <= 1300
+    assert knee.max_goodput_per_s == 1200
+
+
+def test_no_knee_when_goodput_keeps_up_or_a_single_second_dips() -> None:
+    offered = [100 * (i + 1) for i in range(20)]
+    assert find_knee(offered, list(offered)) is None
+    dip = list(offered)
+    dip[10] = 0  # one lost second is noise, not a knee
+    assert find_knee(offered, dip, width=1) is None
+    assert find_knee([], []) is None

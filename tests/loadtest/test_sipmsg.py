@@ -1,0 +1,103 @@
+"""Pre-rendered requests parse with the project's parser; the hot-path scan agrees with it."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loadtest.sipmsg import (
+    BRANCH_LEN,
+    MAX_RETRY_AFTER_S,
+    BranchFactory,
+    Identity,
+    UaTemplates,
+    render_ack,
+    render_bye,
+    render_invite,
+    retry_after,
+    scan_response,
+)
+from protocols.sip.builders import make_response
+from protocols.sip.message import Request
+from protocols.sip.parser import parse_message
+from protocols.sip.serializer import serialize
+
+UDP = Identity(b"alice", b"example.com", b"UDP", b"127.0.0.1:40000", b"sip:alice@127.0.0.1:40000")
+WS = Identity(b"bob", b"example.com", b"WS", b"st00001.invalid",
+              b"sip:bob@st00001.invalid;transport=ws")
+
+
+def _req(data: bytes) -> Request:
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_branches_are_unique_fixed_length_and_rfc3261_cookies() -> None:
+    f = BranchFactory()
+    seen = {f() for _ in range(10_000)}
+    assert len(seen) == 10_000
+    assert all(len(b) == BRANCH_LEN and b.startswith(b"z9hG4bK") for b in seen)
+    assert BranchFactory()() not in seen  # another run: another run id
+
+
+def test_register_template_parses_and_carries_the_registration() -> None:
+    for ident in (UDP, WS):
+        tpl = UaTemplates(ident, b"call-1@storm", b"ftag", 3600)
+        br = BranchFactory()()
+        req = _req(tpl.register(br, 7))
+        assert req.method == "REGISTER" and str(req.uri) == "sip:example.com"
+        assert req.vias[0].branch == br.decode()
+        assert req.vias[0].transport == ident.via_transport.decode()
+        aor = "sip:" + ident.user.decode() + "@example.com"
+        assert str(req.to.uri) == str(req.from_.uri) == aor
+        assert req.from_.tag == "ftag" and req.to.tag is None
+        assert req.call_id == "call-1@storm" and (req.cseq.seq, req.cseq.method) == (7, "REGISTER")
+        assert str(req.contacts[0].uri) == ident.contact.decode()
+        assert req.expires == 3600 and req.max_forwards == 70
+
+
+def test_options_invite_ack_bye_parse() -> None:
+    tpl = UaTemplates(UDP, b"c@s", b"ft", 60)
+    req = _req(tpl.options_request(b"z9hG4bKstaaaaaaaa0000000001", b"ping-1@storm"))
+    assert req.method == "OPTIONS" and req.call_id == "ping-1@storm" and req.cseq.seq == 1
+    inv = _req(render_invite(UDP, b"z9hG4bKx1", b"sip:bob@example.com",
+                             b"<sip:bob@example.com>", b"call@storm", b"tag1"))
+    assert inv.method == "INVITE" and inv.content_type == "application/sdp" and inv.body
+    assert str(inv.to.uri) == "sip:bob@example.com" and inv.to.tag is None
+    routes = [b"<sip:127.0.0.1:5060;lr>"]
+    ack = _req(render_ack(UDP, b"z9hG4bKx2", b"sip:bob@10.0.0.1:5070", routes,
+                          b"<sip:bob@example.com>;tag=tt", b"call@storm", b"tag1"))
+    assert ack.method == "ACK" and ack.to.tag == "tt" and ack.cseq.method == "ACK"
+    assert str(ack.routes[0].uri) == "sip:127.0.0.1:5060;lr"
+    bye = _req(render_bye(UDP, b"z9hG4bKx3", b"sip:bob@10.0.0.1:5070", routes,
+                          b"<sip:bob@example.com>;tag=tt", b"call@storm", b"tag1", 2))
+    assert bye.method == "BYE" and (bye.cseq.seq, bye.cseq.method) == (2, "BYE")
+    assert str(bye.uri) == "sip:bob@10.0.0.1:5070"
+
+
+def test_scan_response_agrees_with_the_parser() -> None:
+    br = BranchFactory()()
+    req = _req(UaTemplates(UDP, b"c@s", b"ft", 60).register(br, 1))
+    for status in (100, 180, 200, 404, 503, 699):
+        wire = serialize(make_response(req, status, to_tag="x"))
+        assert scan_response(wire) == (status, br)
+    assert scan_response(UaTemplates(UDP, b"c@s", b"ft", 60).register(br, 1)) is None
+    other = serialize(make_response(_req(render_invite(
+        UDP, b"z9hG4bKforeign", b"sip:b@x", b"<sip:b@x>", b"c", b"t")), 200))
+    assert scan_response(other) is None  # not one of our branches
+    assert scan_response(b"SIP/2.0 2x0 OK\r\nVia: x;branch=" + br + b"\r\n\r\n") is None
+
+
+@given(st.binary(max_size=400))
+def test_scan_response_never_raises(data: bytes) -> None:
+    r = scan_response(b"SIP/2.0 " + data)
+    assert r is None or 0 <= r[0] <= 999
+
+
+def test_retry_after_values() -> None:
+    assert retry_after(["120"]) == 120.0
+    assert retry_after(["18000;duration=3600"]) == MAX_RETRY_AFTER_S
+    assert retry_after([" 5 (I'm in a meeting)"]) == 5.0
+    assert retry_after(["soon", "7"]) == 7.0
+    assert retry_after([]) is None
