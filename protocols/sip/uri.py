@@ -186,13 +186,36 @@ def unescape(text: str) -> str:
 
 def _cmp_params(a: Params, b: Params) -> bool:
     # §19.1.4: user, ttl, method, maddr and transport must match if present in either;
-    # other parameters must match only when present in both.
-    la = {k.lower(): (v or "").lower() for k, v in a.items()}
-    lb = {k.lower(): (v or "").lower() for k, v in b.items()}
+    # other parameters must match only when present in both.  Names and values compare
+    # case-insensitively, escapes decoded.
+    la = {unescape(k).lower(): unescape(v or "").lower() for k, v in a.items()}
+    lb = {unescape(k).lower(): unescape(v or "").lower() for k, v in b.items()}
     for k in ("user", "ttl", "method", "maddr", "transport"):
         if la.get(k) != lb.get(k):
             return False
     return all(lb[k] == v for k, v in la.items() if k in lb)
+
+
+def _headers_key(headers: str | None) -> list[tuple[str, str]]:
+    """§19.1.4: every header component must be in both URIs, in any order; header names are
+    case-insensitive (§7.3.1), values compare as unescaped text."""
+    if not headers:
+        return []
+    pairs = []
+    for item in headers.split("&"):
+        name, _, value = item.partition("=")
+        pairs.append((unescape(name).lower(), unescape(value)))
+    return sorted(pairs)
+
+
+#: RFC 3966 §5.1.1 visual-separator characters, dropped before comparing tel numbers.
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+
+
+def _cmp_tel_params(a: Params, b: Params) -> bool:
+    # RFC 3966 §4: parameters compare case-insensitively and must all be present in both.
+    return ({unescape(k).lower(): unescape(v or "").lower() for k, v in a.items()}
+            == {unescape(k).lower(): unescape(v or "").lower() for k, v in b.items()})
 
 
 def uri_equal(a: URI, b: URI) -> bool:
@@ -205,10 +228,12 @@ def uri_equal(a: URI, b: URI) -> bool:
             and a.host.lower() == b.host.lower()
             and a.port == b.port
             and _cmp_params(a.params, b.params)
-            and unescape(a.headers or "") == unescape(b.headers or "")
+            and _headers_key(a.headers) == _headers_key(b.headers)
         )
     if isinstance(a, TelURI) and isinstance(b, TelURI):
-        return a.number.replace("-", "") == b.number.replace("-", "") and a.params == b.params
+        # RFC 3966 §4: visual separators are ignored, parameters compare as in SIP.
+        return (a.number.translate(_VISUAL_SEPARATORS) == b.number.translate(_VISUAL_SEPARATORS)
+                and _cmp_tel_params(a.params, b.params))
     return str(a).lower() == str(b).lower()
 
 

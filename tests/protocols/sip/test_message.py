@@ -1,0 +1,96 @@
+"""Tests of protocols.sip.message: value rendering, accessors and equality."""
+
+from __future__ import annotations
+
+from protocols.sip.message import (
+    AbsoluteURI,
+    CSeq,
+    NameAddr,
+    Request,
+    Response,
+    SipURI,
+    TelURI,
+    Via,
+    render_params,
+)
+from protocols.sip.parser import parse_message, parse_name_addr, parse_via_list
+from protocols.sip.uri import parse_uri
+
+
+def test_render_params() -> None:
+    assert render_params({}) == ""
+    assert render_params({"lr": None, "tag": "x", "q": '"a b"'}) == ';lr;tag=x;q="a b"'
+
+
+def test_sip_uri_rendering_and_properties() -> None:
+    u = SipURI("sips", "example.com", "u", "p", 5061, {"transport": "tcp", "lr": None}, "a=b")
+    assert str(u) == "sips:u:p@example.com:5061;transport=tcp;lr?a=b"
+    assert u.transport == "TCP" and u.lr
+    assert SipURI("sip", "h").transport == "UDP" and not SipURI("sip", "h").lr
+    assert SipURI("sips", "h").transport == "TLS"
+    assert str(SipURI("sip", "h", "u", "")) == "sip:u:@h"
+
+
+def test_raw_text_wins_and_is_not_compared() -> None:
+    parsed = parse_uri("SIP:U@H;Lr")
+    built = SipURI("sip", "H", "U", params={"Lr": None})
+    assert parsed == built and str(parsed) == "SIP:U@H;Lr" and str(built) == "sip:U@H;Lr"
+
+
+def test_tel_and_absolute_uris() -> None:
+    assert str(TelURI("+1-555", {"ext": "1"})) == "tel:+1-555;ext=1" and TelURI.scheme == "tel"
+    assert str(AbsoluteURI("urn", "service:sos")) == "urn:service:sos"
+
+
+def test_name_addr() -> None:
+    na = NameAddr(SipURI("sip", "b", "a"), '"A"', {"tag": "1", "x": None})
+    assert str(na) == '"A" <sip:a@b>;tag=1;x' and na.tag == "1"
+    assert str(NameAddr(TelURI("+1"))) == "<tel:+1>" and NameAddr(TelURI("+1")).tag is None
+    parsed = parse_name_addr("A <sip:a@b>")
+    tagged = parsed.with_param("tag", "t")
+    assert str(tagged) == "A <sip:a@b>;tag=t" and tagged.tag == "t"
+    assert parsed.tag is None and str(parsed) == "A <sip:a@b>"  # the original is unchanged
+    assert tagged.with_param("tag", "u").params == {"tag": "u"}
+
+
+def test_via() -> None:
+    v = Via("UDP", "Host.Example.com", 5060, {"branch": "z9hG4bK1", "rport": None})
+    assert str(v) == "SIP/2.0/UDP Host.Example.com:5060;branch=z9hG4bK1;rport"
+    assert v.branch == "z9hG4bK1" and v.sent_by == ("host.example.com", 5060)
+    assert Via("TCP", "h").branch is None and str(Via("TCP", "h")) == "SIP/2.0/TCP h"
+    (parsed,) = parse_via_list("SIP/2.0/UDP h;branch=z9hG4bK1;rport")
+    stamped = parsed.with_param("rport", "5062").with_param("received", "192.0.2.9")
+    assert str(stamped) == "SIP/2.0/UDP h;branch=z9hG4bK1;rport=5062;received=192.0.2.9"
+    assert parsed.params == {"branch": "z9hG4bK1", "rport": None}
+
+
+def test_cseq() -> None:
+    assert str(CSeq(1, "INVITE")) == "1 INVITE" and CSeq(1, "A") != CSeq(2, "A")
+
+
+def test_message_accessors() -> None:
+    m = parse_message(
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>;tag=1\r\n"
+        b"To: <sip:b@b>\r\nCall-ID: c\r\nCSeq: 2 OPTIONS\r\nX-A: 1\r\nx-a: 2\r\n"
+        b"Accept: a/b\r\n\r\n"
+    )
+    assert isinstance(m, Request) and m.is_request and m.transaction_method == "OPTIONS"
+    assert m.header("X-A") == "1" and m.header("ACCEPT") == "a/b" and m.header("Via") is None
+    assert m.headers("x-A") == ["1", "2"] and m.headers("nothing") == []
+    r = Response(status=200, reason="OK", vias=m.vias, from_=m.from_, to=m.to, call_id="c",
+                 cseq=m.cseq)
+    assert not r.is_request and r.transaction_method == "OPTIONS"
+    assert (r.routes, r.contacts, r.extra, r.body, r.contact_star) == ([], [], [], b"", False)
+    assert r.routes is not Response(status=200, reason="OK", vias=[], from_=m.from_, to=m.to,
+                                    call_id="c", cseq=m.cseq).routes
+
+
+def test_equality_is_by_value_and_kind() -> None:
+    a = parse_message(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@b>\r\n"
+                      b"To: <sip:b@b>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n")
+    built = Response(status=200, reason="OK", vias=[Via("UDP", "h")],
+                     from_=NameAddr(SipURI("sip", "b", "a")), to=NameAddr(SipURI("sip", "b", "b")),
+                     call_id="c", cseq=CSeq(1, "BYE"))
+    assert a == built
+    built.reason = "Fine"
+    assert a != built
