@@ -33,6 +33,7 @@ from protocols.diameter.capabilities import (
     Capabilities,
     build_cea,
     build_cer,
+    negotiate,
     parse_capabilities,
 )
 from protocols.diameter.codec import Avp, Message
@@ -43,7 +44,7 @@ from protocols.diameter.constants import (
     DisconnectCause,
     ResultCode,
 )
-from protocols.diameter.errors import LocalProtocolError, PeerStateError
+from protocols.diameter.errors import LocalProtocolError, PeerStateError, RemoteProtocolError
 from protocols.diameter.fastenum import FastEnum
 from protocols.diameter.watchdog import DEFAULT_TW, Watchdog, WdAction, WdInput, WdState
 
@@ -56,6 +57,7 @@ __all__ = [
     "Connect",
     "Deliver",
     "Disconnect",
+    "Dropped",
     "Opened",
     "PeerEvent",
     "PeerMachine",
@@ -236,6 +238,15 @@ class Deliver:
 
 
 @dataclass(frozen=True, slots=True)
+class Dropped:
+    """A message discarded on purpose (RFC 3539 REOPEN Throwaway); the caller counts it."""
+
+    conn: int
+    message: Message
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Opened:
     conn: int
     remote: Capabilities
@@ -246,12 +257,19 @@ class Closed:
     reason: str
 
 
-Command = Connect | Send | Disconnect | Deliver | Opened | Closed
+Command = Connect | Send | Disconnect | Deliver | Dropped | Opened | Closed
 
 _SUFFIX_BY_COMMAND: dict[int, tuple[str, str]] = {
     CommandCode.CAPABILITIES_EXCHANGE: ("CER", "CEA"),
     CommandCode.DEVICE_WATCHDOG: ("DWR", "DWA"),
     CommandCode.DISCONNECT_PEER: ("DPR", "DPA"),
+}
+# (initiator side?, command code, is request) -> event, for the base commands.
+_EVENTS: dict[tuple[bool, int, bool], PeerEvent] = {
+    (side == "I", code, is_request): PeerEvent[f"{side}_RCV_{names[0 if is_request else 1]}"]
+    for side in ("I", "R")
+    for code, names in _SUFFIX_BY_COMMAND.items()
+    for is_request in (True, False)
 }
 
 
@@ -347,7 +365,9 @@ class PeerMachine:
         """A message on one of this peer's connections."""
         event = self.classify(conn, msg)
         if self._feed_watchdog(msg, now):
-            return  # RFC 3539 REOPEN: Throwaway until the connection has proven itself
+            # RFC 3539 REOPEN: Throwaway until the connection has proven itself.
+            self.outbox.append(Dropped(conn, msg, "watchdog_reopen"))
+            return
         self.handle(event, now, conn, msg)
 
     def send(self, msg: Message, now: float) -> None:
@@ -373,23 +393,35 @@ class PeerMachine:
     # -- classification -----------------------------------------------------------------
 
     def classify(self, conn: int, msg: Message) -> PeerEvent:
-        if conn == self.i_conn:
-            side = "I"
-        elif conn == self.r_conn:
-            side = "R"
-        else:
+        """The §5.6 event for a message: by connection side, command and R bit."""
+        initiator_side = conn == self.i_conn
+        if not initiator_side and conn != self.r_conn:
             raise LocalProtocolError(f"connection {conn} does not belong to this peer")
-        names = _SUFFIX_BY_COMMAND.get(msg.command_code)
-        if side == "I" and self.state is PeerState.WAIT_I_CEA:
-            is_cea = names is not None and names[1] == "CEA" and not msg.is_request
-            return PeerEvent.I_RCV_CEA if is_cea else PeerEvent.I_RCV_NON_CEA
-        if side == "I" and self.state is PeerState.WAIT_RETURNS:
-            is_cea = names is not None and names[1] == "CEA" and not msg.is_request
-            if is_cea:
-                return PeerEvent.I_RCV_CEA
-        if names is None:
-            return PeerEvent[f"{side}_RCV_MESSAGE"]
-        return PeerEvent[f"{side}_RCV_{names[0] if msg.is_request else names[1]}"]
+        if initiator_side and self.state in (PeerState.WAIT_I_CEA, PeerState.WAIT_RETURNS):
+            if msg.command_code == CommandCode.CAPABILITIES_EXCHANGE and not msg.is_request:
+                if self._cea_acceptable(msg):
+                    return PeerEvent.I_RCV_CEA
+                # §5.3: a refused exchange leaves this connection unusable.
+                if self.state is PeerState.WAIT_RETURNS:
+                    return PeerEvent.I_PEER_DISC
+                return PeerEvent.I_RCV_NON_CEA
+            if self.state is PeerState.WAIT_I_CEA:
+                return PeerEvent.I_RCV_NON_CEA
+        event = _EVENTS.get((initiator_side, msg.command_code, msg.is_request))
+        if event is not None:
+            return event
+        return PeerEvent.I_RCV_MESSAGE if initiator_side else PeerEvent.R_RCV_MESSAGE
+
+    def _cea_acceptable(self, cea: Message) -> bool:
+        """A success Result-Code and at least one common application (§5.3.2, §5.3)."""
+        rc = cea.find(AvpCode.RESULT_CODE)
+        if rc is None or len(rc.data) != 4 or not 2000 <= _U32.unpack(rc.data)[0] < 3000:
+            return False
+        try:
+            negotiate(self.local, parse_capabilities(cea))
+        except RemoteProtocolError:
+            return False
+        return True
 
     # -- actions ------------------------------------------------------------------------
 

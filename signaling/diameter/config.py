@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_GRANT",
     "DEFAULT_PORT",
     "DEFAULT_QUEUE_SIZE",
+    "DEFAULT_TC",
     "DEFAULT_WORKERS",
     "MAX_CONNECTIONS",
     "DiameterConfig",
@@ -33,6 +34,9 @@ DEFAULT_QUEUE_SIZE = 4096
 # Open TCP connections.  Diameter peers are few and long-lived (a handful of gateways per
 # server); 1024 leaves ample room and bounds what a connection flood can make us hold.
 MAX_CONNECTIONS = 1024
+# Tc (RFC 6733 §2.1): how long to wait before reconnecting a configured peer; the RFC
+# recommends 30 seconds.
+DEFAULT_TC = 30.0
 # The built-in policy's grant per request: an hour of time or 10 MB, the order of magnitude
 # online charging systems hand out per reservation (RFC 4006 §5.1.1 leaves it to policy).
 DEFAULT_GRANT = Units(cc_time=3600, total_octets=10_000_000)
@@ -66,6 +70,10 @@ class DiameterConfig:
     policy: CreditPolicy | None = None
     dictionary: Dictionary | None = None
     origin_state_id: int | None = None
+    # Peers this server connects to itself (the initiator role of RFC 6733 §5.6), as
+    # (Origin-Host, address, port); when a peer also connects to us the election decides.
+    connect_peers: tuple[tuple[str, str, int], ...] = ()
+    reconnect_interval: float = DEFAULT_TC
 
     def __post_init__(self) -> None:
         # Fail at start-up rather than at the first CER or request.
@@ -73,8 +81,8 @@ class DiameterConfig:
             raise ValueError(f"watchdog_interval below the RFC 3539 minimum of {MIN_TW} s")
         if self.workers < 1 or self.queue_size < self.workers:
             raise ValueError("need at least one worker and one queue slot per worker")
-        if self.max_connections < 1 or self.tcc <= 0:
-            raise ValueError("max_connections and tcc must be positive")
+        if self.max_connections < 1 or self.tcc <= 0 or self.reconnect_interval <= 0:
+            raise ValueError("max_connections, tcc and reconnect_interval must be positive")
 
     def capabilities(self) -> Capabilities:
         addresses = self.host_ip_addresses or (

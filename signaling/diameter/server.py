@@ -49,8 +49,10 @@ from protocols.diameter.errors import (
 from protocols.diameter.peer import (
     CE_TIMEOUT,
     Closed,
+    Connect,
     Deliver,
     Disconnect,
+    Dropped,
     Opened,
     PeerMachine,
     PeerState,
@@ -132,6 +134,10 @@ class DiameterServer:
         self._conn_of: dict[int, PeerMachine] = {}
         self._timers: dict[PeerMachine, asyncio.TimerHandle] = {}
         self._tcc = TccTimers()
+        # Configured peers we connect to (initiator role): address, reconnect timer, dials.
+        self._targets: dict[PeerMachine, tuple[str, int]] = {}
+        self._reconnects: dict[PeerMachine, asyncio.TimerHandle] = {}
+        self._dials: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         shards = max(1, config.workers)
@@ -147,6 +153,11 @@ class DiameterServer:
         self._server = await self._loop.create_server(
             lambda: Connection(self), self.config.host, self.config.port, reuse_address=True)
         self._sweeper = self._loop.create_task(self._sweep_tcc(), name="diameter-tcc")
+        for host, address, port in self.config.connect_peers:
+            peer = PeerMachine(self.local, tw=self.config.watchdog_interval, initiator=True)
+            self._peers[host] = peer
+            self._targets[peer] = (address, port)
+            self._guarded(peer, lambda p: p.start(self._loop_().time()))
         log.info("diameter listening on %s:%d as %s", self.config.host, self.port,
                  self.config.origin_host)
 
@@ -173,9 +184,13 @@ class DiameterServer:
         await self._dispatcher.drain(max(0.0, deadline - loop.time()))
         for conn in list(self._conns.values()):
             conn.close()
-        for handle in self._timers.values():
+        for handle in [*self._timers.values(), *self._reconnects.values()]:
             handle.cancel()
         self._timers.clear()
+        self._reconnects.clear()
+        for task in list(self._dials):
+            task.cancel()
+        await asyncio.gather(*self._dials, return_exceptions=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -387,6 +402,10 @@ class DiameterServer:
                 self._conn_of.pop(cmd.conn, None)
                 if conn is not None:
                     conn.close()
+            elif isinstance(cmd, Connect):
+                self._dial(peer)
+            elif isinstance(cmd, Dropped):
+                self.m_dropped.inc(cmd.reason)
             elif isinstance(cmd, Opened):
                 log.info("diameter peer %s open", cmd.remote.origin_host)
             elif isinstance(cmd, Closed):
@@ -394,12 +413,52 @@ class DiameterServer:
         self._arm(peer)
 
     def _peer_closed(self, peer: PeerMachine) -> None:
+        if peer in self._targets:
+            # A configured peer stays known; reconnect after Tc (RFC 6733 §2.1).
+            if not self._closing and peer not in self._reconnects:
+                self._reconnects[peer] = self._loop_().call_later(
+                    self.config.reconnect_interval, self._reconnect, peer)
+            return
         host = peer.remote.origin_host if peer.remote else None
         if host is not None and self._peers.get(host) is peer:
             del self._peers[host]
         handle = self._timers.pop(peer, None)
         if handle is not None:
             handle.cancel()
+
+    def _reconnect(self, peer: PeerMachine) -> None:
+        self._reconnects.pop(peer, None)
+        if not self._closing and peer.state is PeerState.CLOSED:
+            self._guarded(peer, lambda p: p.start(self._loop_().time()))
+
+    def _dial(self, peer: PeerMachine) -> None:
+        """I-Snd-Conn-Req: open the transport connection to a configured peer."""
+        task = self._loop_().create_task(self._dial_task(peer))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
+
+    async def _dial_task(self, peer: PeerMachine) -> None:
+        address, port = self._targets[peer]
+        loop = self._loop_()
+        try:
+            _transport, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: Connection(self), address, port), CE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            log.info("diameter connect to %s:%d failed: %s", address, port, exc)
+            self.m_dropped.inc("connect_failed")
+            if peer.state in (PeerState.WAIT_CONN_ACK, PeerState.WAIT_CONN_ACK_ELECT):
+                self._guarded(peer, lambda p: p.connect_failed(loop.time()))
+            return
+        if conn.cer_timer is not None:
+            conn.cer_timer.cancel()
+            conn.cer_timer = None
+        if conn.id not in self._conns or peer.state not in (
+                PeerState.WAIT_CONN_ACK, PeerState.WAIT_CONN_ACK_ELECT):
+            conn.close()  # refused (limit, shutdown) or the machine gave up meanwhile
+            return
+        conn.peer = peer
+        self._conn_of[conn.id] = peer
+        self._guarded(peer, lambda p: p.connected(conn.id, loop.time()))
 
     def _write(self, conn: Connection, msg: Message) -> None:
         if not msg.is_request:

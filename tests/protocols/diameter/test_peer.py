@@ -22,6 +22,7 @@ from protocols.diameter.peer import (
     Connect,
     Deliver,
     Disconnect,
+    Dropped,
     Opened,
     PeerEvent,
     PeerMachine,
@@ -213,3 +214,38 @@ def test_send_message_goes_to_open_connection() -> None:
     m.send(ccr(), 0.1)
     (sent,) = m.take_outbox()
     assert isinstance(sent, Send) and sent.conn == R_CONN
+
+
+@pytest.mark.parametrize("result, apps", [(5012, frozenset({4})), (2001, frozenset({16777238}))])
+def test_refused_or_useless_cea_closes(result: int, apps: frozenset[int]) -> None:
+    m = _machine(initiator=True)
+    m.start(0.0)
+    m.connected(I_CONN, 0.0)
+    (sent,) = [c for c in m.take_outbox() if isinstance(c, Send)]
+    m.receive(I_CONN, build_cea(sent.message, result, caps("client.test", apps)), 0.1)
+    assert _state(m) is PeerState.CLOSED
+    assert Disconnect(I_CONN) in m.take_outbox()
+
+
+def test_reopen_throws_messages_away_until_three_dwas() -> None:
+    m = _machine(initiator=True)
+    m.start(0.0)
+    m.connected(I_CONN, 0.0)
+    (cer_sent,) = [c for c in m.take_outbox() if isinstance(c, Send)]
+    m.receive(I_CONN, build_cea(cer_sent.message, 2001, caps("client.test")), 0.1)
+    m.disconnected(I_CONN, 1.0)  # watchdog OKAY -> DOWN
+    assert _state(m) is PeerState.CLOSED
+    m.take_outbox()
+    deadline = m.next_deadline()
+    assert deadline is not None
+    m.on_timer(deadline)  # DOWN: AttemptOpen -> Start -> Connect
+    assert Connect() in m.take_outbox()
+    m.connected(I_CONN + 10, deadline)
+    (cer2,) = [c for c in m.take_outbox() if isinstance(c, Send)]
+    m.receive(I_CONN + 10, build_cea(cer2.message, 2001, caps("client.test")), deadline)
+    out = m.take_outbox()
+    probe = next(c for c in out if isinstance(c, Send))
+    assert probe.message.command_code == 280  # REOPEN probes at once
+    m.receive(I_CONN + 10, ccr(), deadline)
+    (dropped,) = m.take_outbox()
+    assert isinstance(dropped, Dropped) and dropped.reason == "watchdog_reopen"

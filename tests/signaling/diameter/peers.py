@@ -54,26 +54,31 @@ def self_signed_cert(directory: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def freediameter_conf(directory: Path, identity: str, server_host: str, server_port: int,
-                      tw: int) -> Path:
+def freediameter_conf(directory: Path, identity: str, tw: int, *,
+                      connect_to: tuple[str, int] | None = None,
+                      allow: str | None = None) -> tuple[Path, int]:
+    """A freeDiameter config: its identity, Tw, the peer it connects to (Origin-Host, port)
+    and/or the identity it accepts connections from (acl_wl, no TLS).  Returns the path and
+    the port freeDiameter listens on."""
     cert, key = self_signed_cert(directory, identity)
     conf = directory / "freeDiameter.conf"
     port, sec_port = free_ports(2)
-    conf.write_text(f"""
-Identity = "{identity}";
-Realm = "test";
-Port = {port};
-SecPort = {sec_port};
-No_SCTP;
-No_IPv6;
-ListenOn = "127.0.0.1";
-TwTimer = {tw};
-TcTimer = 6;
-TLS_Cred = "{cert}", "{key}";
-TLS_CA = "{cert}";
-ConnectPeer = "{server_host}" {{ ConnectTo = "127.0.0.1"; Port = {server_port}; No_TLS; }};
-""")
-    return conf
+    lines = [
+        f'Identity = "{identity}";', 'Realm = "test";', f"Port = {port};",
+        f"SecPort = {sec_port};", "No_SCTP;", "No_IPv6;", 'ListenOn = "127.0.0.1";',
+        f"TwTimer = {tw};", "TcTimer = 6;", f'TLS_Cred = "{cert}", "{key}";',
+        f'TLS_CA = "{cert}";',
+    ]
+    if connect_to is not None:
+        host, server_port = connect_to
+        lines.append(f'ConnectPeer = "{host}" {{ ConnectTo = "127.0.0.1"; '
+                     f"Port = {server_port}; No_TLS; }};")
+    if allow is not None:
+        acl = directory / "acl_wl.conf"
+        acl.write_text(f"ALLOW_IPSEC {allow}\n")  # cleartext TCP for this identity
+        lines.append(f'LoadExtension = "/usr/lib/freeDiameter/acl_wl.fdx" : "{acl}";')
+    conf.write_text("\n".join(lines) + "\n")
+    return conf, port
 
 
 def build_erlang_client(outdir: Path) -> Path:

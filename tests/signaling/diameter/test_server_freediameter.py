@@ -28,7 +28,8 @@ async def test_freediameter_connects_and_keeps_the_watchdog(tmp_path: Path) -> N
     server = DiameterServer(make_config(watchdog_interval=float(TW)), Metrics(),
                             InMemoryCCSessionStore())
     await server.start()
-    conf = freediameter_conf(tmp_path, "fd.test", "server.test", server.port, TW)
+    conf, _ = freediameter_conf(tmp_path, "fd.test", TW,
+                                connect_to=("server.test", server.port))
     log = (tmp_path / "fd.log").open("w")
     fd = await asyncio.create_subprocess_exec(
         require("freeDiameterd"), "-c", str(conf), stdout=log, stderr=asyncio.subprocess.STDOUT)
@@ -61,12 +62,97 @@ async def test_freediameter_connects_and_keeps_the_watchdog(tmp_path: Path) -> N
         text = (tmp_path / "fd.log").read_text()
         assert "STATE_OPEN" in text and "sent a DPR" in text
     finally:
-        if fd.returncode is None:
-            fd.terminate()
-            try:
-                await asyncio.wait_for(fd.wait(), 20)
-            except TimeoutError:
-                fd.kill()
-                await fd.wait()
+        await _stop(fd)
         log.close()
         await server.close(0.1)
+
+
+async def _stop(fd: asyncio.subprocess.Process) -> None:
+    if fd.returncode is None:
+        fd.terminate()
+        try:
+            await asyncio.wait_for(fd.wait(), 20)
+        except TimeoutError:
+            fd.kill()
+            await fd.wait()
+
+
+async def _start_fd(conf: Path, log: Path) -> asyncio.subprocess.Process:
+    with log.open("w") as out:
+        return await asyncio.create_subprocess_exec(
+            require("freeDiameterd"), "-c", str(conf), stdout=out,
+            stderr=asyncio.subprocess.STDOUT)
+
+
+async def _listening(port: int, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        try:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            assert loop.time() < end, "freeDiameter never listened"
+            await asyncio.sleep(0.1)
+            continue
+        w.close()
+        return
+
+
+async def test_server_connects_to_freediameter(tmp_path: Path) -> None:
+    """Initiator role: we send the CER, freeDiameter (acl_wl) accepts, DPR/DPA on shutdown."""
+    conf, fd_port = freediameter_conf(tmp_path, "fd.test", TW, allow="server.test")
+    fd = await _start_fd(conf, tmp_path / "fd.log")
+    server: DiameterServer | None = None
+    try:
+        await _listening(fd_port)
+        server = DiameterServer(
+            make_config(connect_peers=(("fd.test", "127.0.0.1", fd_port),),
+                        reconnect_interval=1.0),
+            Metrics(), InMemoryCCSessionStore())
+        await server.start()
+        srv = server
+        assert await _until(lambda: [p.state for p in srv.peers()] == ["I-Open"], 20)
+        assert srv.peers()[0].product_name == "freeDiameter"
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await srv.close(5.0)
+        assert loop.time() - start < 4.0  # freeDiameter's DPA, not our timeout, ended it
+        assert "sent a DPR" in (tmp_path / "fd.log").read_text()
+    finally:
+        await _stop(fd)
+        if server is not None:
+            await server.close(0.1)
+
+
+async def test_both_sides_configured_to_connect(tmp_path: Path) -> None:
+    """freeDiameter and we each connect to the other: exactly one connection survives.
+
+    Whether the two CERs cross (the §5.6.4 election) or one side is already open (R-Reject)
+    depends on timing; the outcome must be one open connection either way.  The crossing
+    itself is exercised deterministically between two of our servers
+    (test_server_initiator.py) and in the machine's tests."""
+    server = DiameterServer(make_config(reconnect_interval=1.0), Metrics(),
+                            InMemoryCCSessionStore())
+    await server.start()
+    conf, fd_port = freediameter_conf(tmp_path, "fd.test", TW,
+                                      connect_to=("server.test", server.port),
+                                      allow="server.test")
+    await server.close(0.1)
+    # Same port, now also configured to connect to freeDiameter.
+    server = DiameterServer(
+        make_config(port=server.port, connect_peers=(("fd.test", "127.0.0.1", fd_port),),
+                    reconnect_interval=1.0),
+        Metrics(), InMemoryCCSessionStore())
+    await server.start()
+    fd = await _start_fd(conf, tmp_path / "fd.log")
+    try:
+        srv = server
+        assert await _until(lambda: [p.state for p in srv.peers()] in (["I-Open"], ["R-Open"]),
+                            20)
+        await asyncio.sleep(2.0)
+        assert [p.state for p in srv.peers()] in (["I-Open"], ["R-Open"])
+        assert len(srv._conns) == 1
+        assert "STATE_OPEN" in (tmp_path / "fd.log").read_text()
+    finally:
+        await _stop(fd)
+        await server.close(0.5)
