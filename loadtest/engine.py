@@ -602,7 +602,7 @@ class Engine:
         t2 = self.t2
         for interval, dq in list(self.rq.items()):
             while dq and dq[0][0] <= now:
-                txn = dq.popleft()[1]
+                due, txn = dq.popleft()
                 if txn.state == _DONE or (txn.invite and txn.state == _PROCEEDING):
                     continue  # answered, or Timer A stopped by a provisional (§17.1.1.2)
                 txn.ua.link.send(txn.data)
@@ -614,12 +614,16 @@ class Engine:
                     nxt = t2  # §17.1.2.2: in Proceeding, retransmit every T2
                 else:
                     nxt = min(2 * interval, t2)
-                self._arm(txn, nxt, now)
+                # From the due time, not from now: a late tick must not stretch the schedule.
+                self._arm(txn, nxt, due)
         tq = self.timeouts
         while tq and tq[0][0] <= now:
-            txn = heapq.heappop(tq)[2]
-            if txn.state != _DONE:
-                self._on_timeout(txn, now)
+            limit, _, txn = heapq.heappop(tq)
+            if txn.state == _DONE:
+                continue
+            if txn.invite and txn.state == _PROCEEDING and limit < txn.t0 + self.timeout + 1e-9:
+                continue  # Timer B does not run in Proceeding (§17.1.1.2): the guard entry does
+            self._on_timeout(txn, now)
         aq = self.actions
         while aq and aq[0][0] <= now:
             _, _, fn, arg, _ = heapq.heappop(aq)

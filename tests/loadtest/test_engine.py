@@ -1,0 +1,305 @@
+"""The engine over real UDP sockets (and a real WebSocket server) against real peers.
+
+Peers are the trivial responder (``loadtest.responder``), a silent socket that only records what
+arrives, and, for the UAS side, a socket of the test acting as the calling peer.  Timers are
+shrunk (T1 of 10-50 ms) so RFC 3261 schedules run in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from loadtest.engine import Engine, EngineConfig, RunResult, schedule_offsets
+from loadtest.responder import Responder, respond
+from loadtest.sipmsg import BranchFactory
+from loadtest.trace import Call, Event, Options, Register
+from protocols.sip.message import Request, Response
+from protocols.sip.parser import parse_message
+
+DOMAIN = "example.com"
+
+
+class Recording(Responder):
+    """The trivial responder, remembering every request it answered, with arrival times."""
+
+    def __init__(self, reject: tuple[int, int] | None = None) -> None:
+        super().__init__(reject)
+        self.log: list[tuple[float, bytes]] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.log.append((time.monotonic(), data))
+        super().datagram_received(data, addr)
+
+    def methods(self) -> list[str]:
+        return [d.split(b" ", 1)[0].decode() for _, d in self.log]
+
+
+class Silent(asyncio.DatagramProtocol):
+    """Receives and never answers: a dead server."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, bytes]] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.seen.append((time.monotonic(), data))
+
+
+async def _peer(proto: Any) -> tuple[asyncio.DatagramTransport, tuple[str, int]]:
+    loop = asyncio.get_running_loop()
+    tr, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=("127.0.0.1", 0))
+    return tr, tr.get_extra_info("sockname")[:2]
+
+
+async def _run(events: list[Event], **kw: Any) -> RunResult:
+    cfg = EngineConfig(**{"sockets": 8, "register_callees": False, **kw})
+    return await Engine(events, cfg).run()
+
+
+def _regs(n: int, spacing: float = 0.001, **kw: Any) -> list[Event]:
+    return [Register(t=i * spacing, user=f"u{i}", domain=DOMAIN, **kw) for i in range(n)]
+
+
+async def test_registrations_all_answered_from_many_source_ports() -> None:
+    rec = Recording()
+    tr, addr = await _peer(rec)
+    try:
+        res = await _run(_regs(300), target=addr, sockets=16)
+    finally:
+        tr.close()
+    reg = res.kinds["register"]
+    assert reg.sent == 300 and reg.answered == {"2xx": 300}
+    assert reg.timeouts == reg.retransmissions == reg.abandoned == 0
+    assert reg.latency.get_total_count() == 300
+    assert res.events_started == 300 and res.lateness.get_total_count() == 300
+    assert sum(reg.goodput.values) == 300
+    sources = {parse_message(d).vias[0].port for _, d in rec.log}
+    assert len(sources) == 16  # UAs spread over the socket pool, one port per UA
+    assert res.cpu_user_s + res.cpu_sys_s > 0
+
+
+async def test_lost_first_attempts_are_recovered_by_retransmission_after_t1() -> None:
+    rec = Recording()
+    tr, addr = await _peer(rec)
+    try:
+        res = await _run(_regs(40, lose_first=True) + _regs(10, spacing=0.002), target=addr,
+                         t1=0.05)
+    finally:
+        tr.close()
+    reg = res.kinds["register"]
+    assert reg.lost_simulated == 40 and reg.retransmissions == 40
+    assert reg.answered == {"2xx": 50}
+    # The 40 recovered ones waited one T1 (50 ms) at least; P50 sits among them.
+    assert reg.latency.get_value_at_percentile(50) >= 50_000
+
+
+async def test_silent_server_retransmissions_follow_rfc3261_then_time_out() -> None:
+    silent = Silent()
+    tr, addr = await _peer(silent)
+    t1, t2 = 0.02, 0.08
+    events: list[Event] = [
+        Register(t=0, user="alice", domain=DOMAIN),
+        Call(t=0, user="bob", domain=DOMAIN, callee="carol", hold=1),
+    ]
+    try:
+        res = await _run(events, target=addr, t1=t1, t2=t2, backoff=False)
+    finally:
+        tr.close()
+    by_method: dict[str, list[float]] = {}
+    for at, data in silent.seen:
+        by_method.setdefault(data.split(b" ", 1)[0].decode(), []).append(at)
+    # Non-INVITE (§17.1.2.2): T1, 2T1, then T2 each time, until Timer F = 64*T1 = 1.28 s:
+    # sends at 0, .02, .06, .14, .22, ..., 1.26 -> 1 + 17.
+    reg = by_method["REGISTER"]
+    assert len(reg) == 18
+    gaps = [b - a for a, b in itertools.pairwise(reg)]
+    expected = [t1, 2 * t1] + [t2] * 15
+    for gap, want in zip(gaps, expected, strict=True):
+        assert gap >= want - 0.002
+    # INVITE (§17.1.1.2): Timer A doubles without cap until Timer B: 0, .02, .06, .14, .30,
+    # .62, 1.26 -> 1 + 6.
+    assert len(by_method["INVITE"]) == 7
+    inv_gaps = [b - a for a, b in zip(by_method["INVITE"], by_method["INVITE"][1:], strict=False)]
+    for i, gap in enumerate(inv_gaps):
+        assert gap >= t1 * 2**i - 0.002
+    assert res.kinds["register"].timeouts == 1 and res.kinds["register"].retransmissions == 17
+    assert res.kinds["invite"].timeouts == 1 and res.kinds["invite"].retransmissions == 6
+    assert res.calls.attempted == 1 and res.calls.failed == 1 and res.calls.established == 0
+    assert "ACK" not in by_method and "BYE" not in by_method
+
+
+async def test_register_failure_backs_off_as_rfc5626_says_and_is_bounded() -> None:
+    silent = Silent()
+    tr, addr = await _peer(silent)
+    try:
+        res = await _run([Register(t=0, user="alice", domain=DOMAIN)], target=addr, t1=0.005,
+                         t2=0.02, backoff_base=0.1, backoff_max=0.15, drain=3.0)
+    finally:
+        tr.close()
+    reg = res.kinds["register"]
+    # MAX_ATTEMPTS = 4: the first attempt and three back-off retries, each timing out.
+    assert reg.sent == 4 and reg.timeouts == 4 and reg.backoff_retries == 3
+    firsts = []
+    seen_branches: set[str] = set()
+    for at, data in silent.seen:
+        msg = parse_message(data)
+        assert isinstance(msg, Request)
+        if msg.vias[0].branch not in seen_branches:
+            seen_branches.add(msg.vias[0].branch or "")
+            firsts.append((at, msg.cseq.seq))
+    assert [c for _, c in firsts] == [1, 2, 3, 4]  # same Call-ID, CSeq + 1 (RFC 3261 §10.2)
+    timeout = 64 * 0.005
+    for k, ((a, _), (b, _)) in enumerate(itertools.pairwise(firsts), start=1):
+        ceiling = min(0.15, 0.1 * 2**k)
+        assert b - a >= timeout + 0.5 * ceiling - 0.002  # never before the back-off
+
+
+async def test_503_with_retry_after_is_honoured() -> None:
+    rec = Recording(reject=(503, 1))
+    tr, addr = await _peer(rec)
+    try:
+        res = await _run(_regs(20), target=addr)
+    finally:
+        tr.close()
+    reg = res.kinds["register"]
+    assert reg.status_503 == 20 and reg.retry_after_honoured == 20
+    assert reg.answered == {"5xx": 20, "2xx": 20}
+    by_user: dict[str, list[float]] = {}
+    for at, data in rec.log:
+        msg = parse_message(data)
+        by_user.setdefault(str(msg.from_.uri), []).append(at)
+    assert all(len(v) == 2 and v[1] - v[0] >= 1.0 for v in by_user.values())
+
+
+async def test_calls_run_full_dialogs_invite_ack_bye_after_the_holding_time() -> None:
+    rec = Recording()
+    tr, addr = await _peer(rec)
+    calls: list[Event] = [Call(t=i * 0.01, user=f"a{i}", domain=DOMAIN, callee=f"b{i}",
+                               hold=0.2) for i in range(30)]
+    try:
+        res = await _run(calls, target=addr)
+    finally:
+        tr.close()
+    assert res.calls.attempted == res.calls.established == res.calls.completed == 30
+    assert res.kinds["invite"].answered == {"2xx": 30}
+    assert res.kinds["bye"].answered == {"2xx": 30}
+    methods = rec.methods()
+    assert methods.count("INVITE") == methods.count("ACK") == methods.count("BYE") == 30
+    times: dict[str, dict[str, float]] = {}
+    for at, data in rec.log:
+        msg = parse_message(data)
+        assert isinstance(msg, Request)
+        times.setdefault(msg.call_id, {})[msg.method] = at
+        if msg.method in ("ACK", "BYE"):
+            assert msg.to.tag == "resp1"  # in the dialog the responder's 2xx created
+    for t in times.values():
+        assert t["BYE"] - t["ACK"] >= 0.2 - 0.002
+
+
+async def test_uas_side_answers_invites_that_reach_a_registered_ua() -> None:
+    rec = Recording()
+    tr, addr = await _peer(rec)
+    events: list[Event] = [Register(t=0, user="bob", domain=DOMAIN),
+                           Options(t=1.0, user="bob", domain=DOMAIN)]
+    engine = Engine(events, EngineConfig(target=addr, sockets=4, register_callees=False,
+                                         t1=0.05))
+    run = asyncio.create_task(engine.run())
+    loop = asyncio.get_running_loop()
+    while not rec.log:
+        await asyncio.sleep(0.01)
+    contact = parse_message(rec.log[0][1]).contacts[0].uri
+    bob = (contact.host, contact.port)  # type: ignore[union-attr]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    port = peer.getsockname()[1]
+    br = BranchFactory()().decode()
+
+    def req(method: str, branch: str, to_tag: str = "") -> bytes:
+        to = "<sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else "")
+        cseq = 2 if method == "BYE" else 1
+        return (f"{method} sip:bob@{bob[0]}:{bob[1]} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch}\r\nMax-Forwards: 70\r\n"
+                f"From: <sip:alice@example.com>;tag=a1\r\nTo: {to}\r\nCall-ID: uas-test\r\n"
+                f"CSeq: {cseq} {method}\r\nContact: <sip:alice@127.0.0.1:{port}>\r\n"
+                f"Content-Length: 0\r\n\r\n").encode()
+
+    async def recv() -> Response:
+        data = await asyncio.wait_for(loop.sock_recv(peer, 65535), 2)
+        msg = parse_message(data)
+        assert isinstance(msg, Response)
+        return msg
+
+    try:
+        peer.sendto(req("INVITE", br), bob)
+        ringing, ok = await recv(), await recv()
+        assert (ringing.status, ok.status) == (180, 200)
+        assert ok.to.tag and ok.to.tag == ringing.to.tag
+        assert ok.content_type == "application/sdp" and ok.body
+        assert str(ok.contacts[0].uri) == str(contact)
+        again = await recv()  # no ACK yet: the 2xx is retransmitted (§13.3.1.4)
+        assert again.status == 200
+        peer.sendto(req("ACK", br + "a", ok.to.tag), bob)
+        peer.sendto(req("BYE", br + "b", ok.to.tag), bob)
+        bye_ok = await recv()
+        while bye_ok.cseq.method != "BYE":  # a 2xx retransmission crossing our ACK
+            bye_ok = await recv()
+        assert bye_ok.status == 200
+        res = await run
+    finally:
+        peer.close()
+        tr.close()
+    assert res.uas.requests == {"INVITE": 1, "ACK": 1, "BYE": 1}
+    assert res.uas.ok_retransmitted >= 1 and res.uas.ack_timeouts == 0
+
+
+async def test_duration_stops_offering_and_max_inflight_defers() -> None:
+    silent = Silent()
+    tr, addr = await _peer(silent)
+    try:
+        res = await _run(_regs(1000, spacing=0.01), target=addr, duration=0.5, drain=0.2,
+                         max_inflight=10, backoff=False)
+    finally:
+        tr.close()
+    reg = res.kinds["register"]
+    assert reg.sent == 10  # the cap held: nobody answered, so nothing more started
+    assert res.deferred_by_cap > 0
+    assert reg.abandoned == 10 and res.wall_s < 2
+
+
+def test_schedule_offsets_speed_and_linear_ramp() -> None:
+    assert schedule_offsets([0, 1, 2], 2.0, 0) == [0, 0.5, 1.0]
+    # A ramp of R: trace time R/2 is reached at wall time R, then one to one.
+    offs = schedule_offsets([0.0, 0.5, 2.0, 3.0], 1.0, 4.0)
+    assert offs[0] == 0 and offs[1] == pytest.approx(2.0) and offs[2] == pytest.approx(4.0)
+    assert offs[3] == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        schedule_offsets([0], 0, 0)
+
+
+async def test_websocket_target_sip_subprotocol() -> None:
+    got: list[str] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.subprotocol == "sip"
+        async for msg in ws:
+            text = msg if isinstance(msg, str) else msg.decode()
+            got.append(text)
+            out = respond(text.encode())
+            if out is not None:
+                await ws.send(out.decode())
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["sip"]) as server:  # type: ignore[list-item]
+        port = next(iter(server.sockets)).getsockname()[1]
+        res = await _run(_regs(50), ws_url=f"ws://127.0.0.1:{port}/", ws_connections=4)
+    reg = res.kinds["register"]
+    assert reg.answered == {"2xx": 50} and reg.retransmissions == 0
+    first = parse_message(got[0].encode())
+    assert first.vias[0].transport == "WS" and first.vias[0].host.endswith(".invalid")
+    assert first.contacts[0].uri.params.get("transport") == "ws"  # type: ignore[union-attr]
