@@ -102,7 +102,11 @@ def read_packets(path: str | Path) -> Iterator[tuple[float, Any]]:
     with open(path, "rb") as fh:
         magic = fh.read(4)
         fh.seek(0)
-        reader: Any = dpkt.pcapng.Reader(fh) if magic == _PCAPNG_MAGIC else dpkt.pcap.Reader(fh)
+        try:
+            reader: Any = (dpkt.pcapng.Reader(fh) if magic == _PCAPNG_MAGIC
+                           else dpkt.pcap.Reader(fh))
+        except (ValueError, dpkt.Error, struct.error) as exc:
+            raise ValueError(f"{path}: not a pcap or pcapng capture ({exc})") from None
         link = _LINKTYPES.get(reader.datalink())
         if link is None:
             raise ValueError(f"unsupported link type {reader.datalink()}")
