@@ -49,23 +49,36 @@ _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 @dataclass(slots=True)
 class Avp:
-    """One AVP as it is on the wire, data without padding (§4.1)."""
+    """One AVP as it is on the wire, data without padding (§4.1).
+
+    Treat an ``Avp`` as a value: build a new one instead of changing its fields, because its
+    wire form and its children are computed once and cached (answers reuse the same
+    Result-Code, Origin-Host and Origin-Realm objects for every message).
+    """
 
     code: int
     flags: int
     data: bytes
     vendor_id: int = 0
+    _wire: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    _children: list[Avp] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def mandatory(self) -> bool:
         return bool(self.flags & 0x40)
 
     def encode(self) -> bytes:
-        return encode_avp(self.code, self.flags, self.data, self.vendor_id)
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = encode_avp(self.code, self.flags, self.data, self.vendor_id)
+        return wire
 
     def children(self) -> list[Avp]:
-        """The AVPs inside a Grouped AVP (§4.4)."""
-        return decode_avps(self.data)
+        """The AVPs inside a Grouped AVP (§4.4); the list is shared, do not modify it."""
+        kids = self._children
+        if kids is None:
+            kids = self._children = decode_avps(self.data)
+        return kids
 
 
 def encode_avp(code: int, flags: int, data: bytes, vendor_id: int = 0) -> bytes:
@@ -79,7 +92,7 @@ def encode_avp(code: int, flags: int, data: bytes, vendor_id: int = 0) -> bytes:
 
 
 def encode_avps(avps: list[Avp]) -> bytes:
-    return b"".join([encode_avp(a.code, a.flags, a.data, a.vendor_id) for a in avps])
+    return b"".join([a._wire or a.encode() for a in avps])
 
 
 def decode_avps(buf: bytes, start: int = 0, end: int | None = None) -> list[Avp]:

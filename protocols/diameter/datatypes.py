@@ -112,6 +112,8 @@ def decoder(avp_type: AvpType) -> Callable[[bytes], Any]:
     fixed = _FIXED.get(avp_type)
     if avp_type is AvpType.UTF8STRING:
         return _decode_utf8
+    if avp_type is AvpType.DIAMETER_IDENTITY:
+        return _decode_identity
     if fixed is None or avp_type is AvpType.TIME:
         return lambda data: decode_value(avp_type, data)
     size, unpack, name = fixed.size, fixed.unpack, avp_type.value
@@ -149,6 +151,13 @@ def _decode_utf8(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise AvpValueError("UTF8String is not valid text", _BAD_VALUE) from None
+
+
+def _decode_identity(data: bytes) -> str:
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise AvpValueError("DiameterIdentity is not valid text", _BAD_VALUE) from None
 
 
 def _ntp_to_unix(ntp: int) -> int:
