@@ -56,8 +56,8 @@ class Config:
     log_level: str = "info"
     node_id: str = ""
     advertise: str | None = None
-    workers: int = 8
-    queue_size: int = 1024
+    workers: int = 64
+    queue_size: int = 128
     retry_after: int = 5
     min_expires: int = 60
     max_expires: int = 7200
