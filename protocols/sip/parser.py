@@ -11,6 +11,9 @@ its own.  Parsed name-addrs and Vias are cached by their text (bounded, see
 ``VALUE_CACHE_SIZE``): Route and Record-Route values recur on every call through the same
 proxies, and From, To and Via values recur on every message of a transaction or dialog.
 Cached values are shared; they are values and are never mutated (see ``message``).
+Decoding is eager on purpose: a message that parsed is valid in every typed header, so code
+reading ``contacts`` or the lower Vias later can never meet a parse error of its own (lazy
+fields would only pay for the headers nobody reads, and each reader would need an error path).
 
 Limits are named constants checked before the work they bound, so a hostile message costs time
 linear in its size: the size cap is checked first, every later step is a bounded number of
@@ -21,8 +24,9 @@ would let "²" through to ``int``).
 What the error carries: ``RemoteProtocolError.is_request`` from the start line and ``headers``,
 the raw (name, value) pairs of the whole header section (read again, linearly, only when a
 message is rejected), so the I/O layer can copy Via, From, To, Call-ID and CSeq into its answer
-(§8.2.6.2) even when the broken header came first.  A rejected response always has status
-``None`` (§18.1.2: discard).  The reason names the header that was wrong.
+(§8.2.6.2) even when the broken header came first, and even for a message past
+``MAX_MESSAGE_SIZE`` (its first 64 KB are read for the 513 answer).  A rejected response always
+has status ``None`` (§18.1.2: discard).  The reason names the header that was wrong.
 
 Policies where RFC 4475 lets the server choose (documented beside the conformance tests too):
 - extra whitespace in the request line (lwsstart, trws): rejected, 400;
@@ -47,7 +51,13 @@ from typing import Any
 
 from .errors import RemoteProtocolError
 from .message import URI, CSeq, NameAddr, ParamDict, Params, Request, Response, SipURI, Via
-from .uri import MAX_URI_LENGTH, SIP_URI_PATTERN, parse_params, parse_uri
+from .uri import (
+    MAX_URI_LENGTH,
+    SIP_HOSTPART_PATTERN,
+    SIP_URI_PATTERN,
+    parse_params,
+    parse_uri,
+)
 
 __all__ = [
     "MAX_HEADERS",
@@ -108,11 +118,15 @@ _VIA_RE = re.compile(
 )
 # The common name-addr: token or quoted display name, a sip/sips URI in <>, simple header
 # parameters.  Groups: 1 tokens, 2 quoted, 3 URI text, 4 scheme, 5-10 the URI's components.
-_NAME_ADDR_FAST_FULLMATCH = re.compile(
+_NAME_ADDR_FAST = (
     rf"(?:({_TOKEN}(?:[ \t]+{_TOKEN})*)[ \t]*|(\"(?:[^\"\\]|\\.)*\")[ \t]*)?"
-    rf"<((sips?):{SIP_URI_PATTERN})>" + _SIMPLE_PARAMS,
-    re.S,
-).fullmatch
+    r"<((sips?):{})>" + _SIMPLE_PARAMS
+)
+_NAME_ADDR_USER_FULLMATCH = re.compile(
+    _NAME_ADDR_FAST.replace("{}", SIP_URI_PATTERN), re.S).fullmatch
+# The same without a userinfo part, for values without "@" (Route, Record-Route).
+_NAME_ADDR_HOST_FULLMATCH = re.compile(
+    _NAME_ADDR_FAST.replace("{}", SIP_HOSTPART_PATTERN), re.S).fullmatch
 # The general name-addr.  The display part is either a quoted-string or a run without "<" and
 # '"': neither can end in two places, so a failed match costs one scan (no backtracking).
 _NAME_ADDR_RE = re.compile(
@@ -167,9 +181,10 @@ _via_cache: dict[str, tuple[Via, ...]] = {}
 
 
 def _evict(cache: dict[str, Any]) -> None:
-    """Drop the oldest half of a full cache (dicts keep insertion order)."""
-    for old in list(cache)[: VALUE_CACHE_SIZE // 2]:
-        del cache[old]
+    """Keep the newest half of a full cache (dicts keep insertion order), in C-level calls."""
+    newest = list(cache.items())[VALUE_CACHE_SIZE // 2 :]
+    cache.clear()
+    cache.update(newest)
 
 
 # --- header value parsers ---------------------------------------------------------------------
@@ -267,7 +282,7 @@ def parse_name_addr(value: str) -> NameAddr:
     na = _na_cache.get(value)
     if na is not None:
         return na
-    m = _NAME_ADDR_FAST_FULLMATCH(value)
+    m = (_NAME_ADDR_USER_FULLMATCH if "@" in value else _NAME_ADDR_HOST_FULLMATCH)(value)
     if m is None:
         na = _parse_name_addr(value.strip(" \t"))
     else:
@@ -607,6 +622,8 @@ _MANDATORY = (("vias", "Via"), ("from_", "From"), ("to", "To"), ("call_id", "Cal
 
 
 def _check_mandatory(f: _Fields) -> None:
+    if f["vias"] and "from_" in f and "to" in f and "call_id" in f and "cseq" in f:
+        return  # the common case, without the loop
     for key, label in _MANDATORY:
         if not f.get(key):
             raise _bad(f"Missing {label} header")  # §8.1.1, RFC 4475 insuf

@@ -14,6 +14,7 @@ from .message import URI, AbsoluteURI, ParamDict, Params, SipURI, TelURI
 __all__ = [
     "CACHED_URI_MAX",
     "MAX_URI_LENGTH",
+    "SIP_HOSTPART_PATTERN",
     "SIP_URI_PATTERN",
     "URI_CACHE_SIZE",
     "aor_of",
@@ -51,8 +52,10 @@ _uri_cache: dict[str, URI] = {}
 
 
 def _evict() -> None:
-    for key in list(_uri_cache)[: URI_CACHE_SIZE // 2]:
-        del _uri_cache[key]
+    """Keep the newest half (dicts keep insertion order); C-level calls, no per-key loop."""
+    newest = list(_uri_cache.items())[URI_CACHE_SIZE // 2 :]
+    _uri_cache.clear()
+    _uri_cache.update(newest)
 
 
 def parse_uri(text: str, *, request_uri: bool = False) -> URI:
@@ -88,25 +91,46 @@ def _parse_uri(text: str, request_uri: bool) -> URI:
     return AbsoluteURI(low, rest, raw=text)
 
 
-# The whole common-case SIP URI after "scheme:" in one regex (one C-level scan instead of
-# several): userinfo, host, port, parameters and headers, each with its §25.1 character set.
-# Groups: user, password, host, port, parameters (with their leading ";"), headers.  The
-# parser embeds it in its name-addr regex.
-SIP_URI_PATTERN = (
-    r"(?:((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+)"
-    r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*))?@)?"
+# The whole SIP URI after "scheme:" in one regex (one C-level scan instead of several):
+# userinfo, host, port, parameters and headers, each with its §25.1 character set.  Groups:
+# user, password, host, port, parameters (with their leading ";"), headers.  The parser embeds
+# it in its name-addr regex.
+#
+# Each run of "character or %HH escape" is written unrolled, ``[c]*(?:%HH[c]*)*``: a "%" can
+# only start an escape, so the text splits one way only and a failed match backtracks
+# linearly, and the plain characters are consumed by one fast class loop.  A URI without "@"
+# has no userinfo: ``SIP_HOSTPART_PATTERN`` (same groups, the first two never set) spares the
+# user-part scan over host and parameters that could never end at an "@".
+_ESC = r"%[0-9A-Fa-f]{2}"
+
+
+def _run(chars: str, *, empty: bool = False) -> str:
+    """One or more (or zero or more) of ``chars`` or escapes, unrolled."""
+    tail = rf"[{chars}]*(?:{_ESC}[{chars}]*)*"
+    return tail if empty else rf"(?:[{chars}]|{_ESC}){tail}"
+
+
+_USER_CHARS = r"A-Za-z0-9\-_.!~*'()&=+$,;?/"  # unreserved, user-unreserved
+_PASSWORD_CHARS = r"A-Za-z0-9\-_.!~*'()&=+$,"
+_PARAM_CHARS = r"A-Za-z0-9\-_.!~*'()\[\]/:&+$"  # paramchar: param-unreserved, unreserved
+_HEADER_CHARS = r"A-Za-z0-9\-_.!~*'()\[\]/?:+$&="  # hname/hvalue chars and the separators
+_HOSTPORT = (
     r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
     r"(?::([0-9]{1,5}))?"
-    r"((?:;(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+"
-    r"(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)?)*)"
-    r"(?:\?((?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})*))?"
+    rf"((?:;{_run(_PARAM_CHARS)}(?:={_run(_PARAM_CHARS)})?)*)"
+    rf"(?:\?({_run(_HEADER_CHARS, empty=True)}))?"
 )
+SIP_URI_PATTERN = (
+    rf"(?:({_run(_USER_CHARS)})(?::({_run(_PASSWORD_CHARS, empty=True)}))?@)?" + _HOSTPORT
+)
+SIP_HOSTPART_PATTERN = r"(?:(?!)()())?" + _HOSTPORT
 _SIP_URI_FULLMATCH = re.compile(SIP_URI_PATTERN).fullmatch
+_SIP_HOSTPART_FULLMATCH = re.compile(SIP_HOSTPART_PATTERN).fullmatch
 
 
 def _parse_sip(scheme: str, pos: int, text: str, request_uri: bool) -> SipURI:
     """``text[pos:]`` is everything after ``scheme:``."""
-    m = _SIP_URI_FULLMATCH(text, pos)
+    m = (_SIP_URI_FULLMATCH if "@" in text else _SIP_HOSTPART_FULLMATCH)(text, pos)
     if m is None:
         raise _bad("SIP URI")
     user, password, host, port, ptext, headers = m.groups()
