@@ -72,9 +72,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a terminated dialog is kept to absorb late retransmissions (64*T1, §17.1.1.2).
 DIALOG_LINGER = 32.0
-#: Slack added to the ring timeout before an unanswered dialog is dropped: Timer C and the
-#: final response's retransmissions have run their course by then.
-RING_SLACK = 40.0
 #: Seconds between sweeps of dialog deadlines (maximum duration, linger).
 DIALOG_TICK = 1.0
 #: Dialog writes to the shared registry in flight at once.  Far above what a healthy Redis
@@ -135,6 +132,9 @@ class Proxy:
         self.dialogs = DialogTable(cfg.max_dialogs)
         self.dialogs.on_terminate = self.terminate_dialog
         self.contexts: dict[ServerTransaction, _Context] = {}
+        #: Unanswered INVITEs by dialog id, so the ring deadline can end them (bounded by the
+        #: dialog table: an entry leaves when its final response goes upstream).
+        self._ringing: dict[str, _Context] = {}
         self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
         self.host = cfg.advertise or _listen_host(cfg)
         self.udp_port = cfg.sip_udp[1] if cfg.sip_udp else 5060
@@ -365,6 +365,7 @@ class Proxy:
                 self.c_proxy.inc("dialog_table_full")
                 self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
                 return
+            self._ringing[ctx.dialog.id] = ctx
         else:
             ctx.dialog = dialog
         self.contexts[work.txn] = ctx
@@ -458,7 +459,7 @@ class Proxy:
         # §16.7 step 5: every 2xx is relayed at once, retransmissions included.
         if not ctx.done:
             self.h_setup.observe(self.core.now() - ctx.started)
-        ctx.done = True
+        self._answered(ctx)
         self._dialog_event(ctx, branch, resp, DialogInput.SUCCESS)
         self._relay(ctx, resp)
         self._cancel_others(ctx, branch)  # §16.7 step 10
@@ -487,14 +488,39 @@ class Proxy:
     def _finish(self, ctx: _Context) -> None:
         if ctx.done:
             return
-        ctx.done = True
+        self._answered(ctx)
         best = ctx.best or make_response(ctx.request, 408)
         if best.status == 503:
             best = dataclasses.replace(best, status=500, reason="Server Internal Error")
-        if ctx.dialog is not None:
+        if ctx.dialog is not None and ctx.request.to.tag is None:
+            # Only the dialog-creating INVITE's answer is the call's outcome; a refused
+            # re-INVITE or BYE must not overwrite it (§14.1: the dialog stays as it was).
             ctx.dialog.final_status = best.status
             self._dialog_input(ctx.dialog, DialogInput.FAILURE)
         self._relay(ctx, best)
+
+    def _answered(self, ctx: _Context) -> None:
+        """A final response is going upstream: the ring deadline no longer applies."""
+        ctx.done = True
+        if ctx.dialog is not None:
+            self._ringing.pop(ctx.dialog.id, None)
+
+    def _ring_expired(self, dialog: ProxyDialog) -> None:
+        """The ring time passed without an answer (``--ring-timeout``).
+
+        Timer C (§16.8) is at least three minutes, so a shorter configured ring time is
+        enforced here, the way §16.8 treats Timer C: CANCEL every pending branch and answer
+        the caller 408 at once (the branches' 487s are then absorbed by ``ctx.done``).
+        """
+        ctx = self._ringing.pop(dialog.id, None)
+        dialog.ended_by = "timeout"
+        if ctx is None or ctx.done:
+            self._dialog_input(dialog, DialogInput.TIMEOUT)
+            return
+        self.c_proxy.inc("ring_timeout")
+        self._cancel_others(ctx, None)
+        ctx.best = _better(ctx.best, make_response(ctx.request, 408))
+        self._finish(ctx)
 
     def _relay(self, ctx: _Context, resp: Response) -> None:
         """Send a branch's response upstream with our Via removed (§16.7 step 9)."""
@@ -533,7 +559,9 @@ class Proxy:
 
     def _on_server_event(self, txn: Transaction, ev: Event) -> None:
         if isinstance(ev, TransactionTerminated) and isinstance(txn, ServerTransaction):
-            self.contexts.pop(txn, None)
+            ctx = self.contexts.pop(txn, None)
+            if ctx is not None and ctx.dialog is not None:
+                self._ringing.pop(ctx.dialog.id, None)
 
     # -- CANCEL, ACK and stray responses (callbacks, synchronous) ----------------------------
 
@@ -605,7 +633,7 @@ class Proxy:
         dialog = ProxyDialog(
             f"{req.call_id};{req.from_.tag or ''}", req.call_id, req.from_.tag or "",
             str(req.from_), str(req.to), peer, contact, req.cseq.seq, now, time.time(),
-            now + ring + RING_SLACK)
+            now + ring)
         self.dialogs.add(dialog)
         return dialog
 
@@ -707,8 +735,7 @@ class Proxy:
             elif dialog.state in (DialogState.WAIT_ACK, DialogState.CONFIRMED):
                 self.terminate_dialog(dialog)  # maximum duration reached
             else:
-                dialog.ended_by = "timeout"
-                self._dialog_input(dialog, DialogInput.TIMEOUT)
+                self._ring_expired(dialog)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -1,0 +1,337 @@
+"""The proxy (signaling/proxy.py) against real peers: SIPp over UDP and WebSocket UAs.
+
+One server process for the module (``--ring-timeout 2`` so the no-answer case takes seconds);
+each test registers its own users.  SIPp scenarios are ours, in tests/sipp/; their verdicts
+(every call successful, none failed) come from SIPp's own statistics (tests/sipp_runner.py).
+Python UAs (tests/peers/sipua.py) cover what needs exact checks of headers or of message
+counts: retransmissions, error answers, and calls that cross between UDP and WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from protocols.sip.message import NameAddr, Request, Response, SipURI
+from tests.peers.sipua import UA, UdpUA, WsUA
+from tests.serverproc import ServerProcess
+from tests.sipp_runner import Sipp, SippResult, run_sipp
+
+#: The ring time the test server enforces (seconds): short, so no-answer takes seconds.
+RING_TIMEOUT = 2
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    srv = ServerProcess("--ring-timeout", str(RING_TIMEOUT), "--log-level", "warning").start()
+    try:
+        yield srv
+    finally:
+        assert srv.stop() == 0
+        assert "Traceback" not in srv.log, srv.log[-3000:]
+
+
+def _remote(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.udp_port}"
+
+
+def _register(server: ServerProcess, user: str, port: int, expires: int = 600) -> None:
+    r = run_sipp("register", _remote(server), keys={
+        "user": user, "contact": f"127.0.0.1:{port}", "expires": str(expires)}, timeout=10)
+    assert r.ok and r.successful == 1, r.errors
+
+
+def _all_ok(result: SippResult, calls: int) -> None:
+    assert result.returncode == 0, (result.errors[-3000:], result.output[-2000:])
+    assert (result.successful, result.failed) == (calls, 0), result.errors[-3000:]
+
+
+def _pair(server: ServerProcess, user: str, uac: str, uas: str, calls: int, rate: float,
+          keys: dict[str, str] | None = None, timeout: float = 30) -> None:
+    """Register a SIPp UAS as ``user``, run ``calls`` calls from a SIPp UAC, check both."""
+    callee = Sipp(uas, calls=calls, timeout=timeout)
+    _register(server, user, callee.port)
+    callee.start()
+    try:
+        caller = run_sipp(uac, _remote(server), service=user, calls=calls, rate=rate,
+                          keys=keys, timeout=timeout)
+    finally:
+        answered = callee.wait()
+    _all_ok(caller, calls)
+    _all_ok(answered, calls)
+
+
+# -- SIPp through the proxy --------------------------------------------------------------------
+
+def test_thousands_of_complete_calls(server: ServerProcess) -> None:
+    """INVITE, 100, 180, 200, ACK, BYE, 200: every one of 2,000 calls complete."""
+    _pair(server, "bulk", "uac", "uas", calls=2000, rate=400)
+
+
+def test_cancel_before_answer(server: ServerProcess) -> None:
+    """§16.10: CANCEL answered 200 and propagated; the callee's 487 reaches the caller."""
+    _pair(server, "cancelme", "uac-cancel", "uas-cancel", calls=50, rate=50)
+
+
+def test_busy_486(server: ServerProcess) -> None:
+    """§16.7: the 486 is forwarded; the ACKs are hop by hop on each side (§17.1.1.3)."""
+    _pair(server, "busy", "uac-busy", "uas-busy", calls=50, rate=50)
+
+
+def test_no_answer_gets_408_after_ring_time(server: ServerProcess) -> None:
+    """--ring-timeout: the branch is CANCELled (the callee answers 487) and the caller gets 408."""
+    _pair(server, "noanswer", "uac-noanswer", "uas-cancel", calls=5, rate=10)
+
+
+def test_callee_hangs_up(server: ServerProcess) -> None:
+    """The callee's BYE follows its route set through the proxy to the caller's Contact."""
+    _pair(server, "calleebye", "uac-callee-bye", "uas-callee-bye", calls=50, rate=50)
+
+
+def test_reinvite_inside_dialog(server: ServerProcess) -> None:
+    """§14: a re-INVITE (with its 2xx and ACK) through the Record-Route, then BYE."""
+    _pair(server, "reinvite", "uac-reinvite", "uas-reinvite", calls=50, rate=50)
+
+
+def test_parallel_fork_2xx_wins_other_branch_cancelled(server: ServerProcess) -> None:
+    """§16.7 step 10: two bindings ring; the one that answers wins, the other gets CANCEL."""
+    calls = 20
+    winner = Sipp("uas-late", calls=calls)
+    loser = Sipp("uas-cancel", calls=calls)
+    _register(server, "forked", winner.port)
+    _register(server, "forked", loser.port)
+    winner.start()
+    loser.start()
+    try:
+        caller = run_sipp("uac", _remote(server), service="forked", calls=calls, rate=20)
+    finally:
+        answered, cancelled = winner.wait(), loser.wait()
+    _all_ok(caller, calls)
+    _all_ok(answered, calls)
+    _all_ok(cancelled, calls)
+
+
+# -- retransmissions (Python UAs: exact message counts) ---------------------------------------
+
+async def _udp_pair(server: ServerProcess, callee_user: str) -> tuple[UdpUA, UdpUA]:
+    caller = await UdpUA("alice", "127.0.0.1", server.udp_port).start()
+    callee = await UdpUA(callee_user, "127.0.0.1", server.udp_port).start()
+    await callee.send(callee.register())
+    await callee.response(200, "REGISTER")
+    return caller, callee
+
+
+async def test_retransmitted_invite_and_200(server: ServerProcess) -> None:
+    caller, callee = await _udp_pair(server, "retrans")
+    try:
+        invite = caller.invite("retrans")
+        await caller.send(invite)
+        await caller.send(invite)  # a retransmission before any 100 (§17.1.1.2 Timer A)
+        got = await callee.request("INVITE")
+        assert [m for m in await callee.quiet(0.5) if isinstance(m, Request)] == []
+        await caller.response(100)
+        await callee.send(callee.reply(got, 180, tag="t1"))
+        await caller.response(180)
+        ok = callee.reply(got, 200, tag="t1", body=b"v=0\r\n")
+        for _ in range(3):  # §13.3.1.4: the UAS retransmits its 2xx until the ACK
+            await callee.send(ok)
+            await asyncio.sleep(0.05)
+        oks = [await caller.response(200) for _ in range(3)]  # §16.7 step 5: each relayed
+        assert len({o.to.tag for o in oks}) == 1
+        leg = caller.uac_leg(invite, oks[0])
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        ack = await callee.request("ACK")
+        assert ack.cseq.seq == 1
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        await callee.send(callee.reply(await callee.request("BYE"), 200))
+        await caller.response(200, "BYE")
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+# -- error answers -----------------------------------------------------------------------------
+
+async def _final_for(ua: UA, invite: Request) -> Response:
+    await ua.send(invite)
+    resp = await ua.recv(lambda m: isinstance(m, Response) and m.status >= 200)
+    assert isinstance(resp, Response)
+    await ua.send(ua.ack_non2xx(invite, resp))
+    return resp
+
+
+async def test_unknown_user_404(server: ServerProcess) -> None:
+    ua = await UdpUA("alice", "127.0.0.1", server.udp_port).start()
+    try:
+        assert (await _final_for(ua, ua.invite("nobody-here"))).status == 404
+    finally:
+        await ua.close()
+
+
+async def test_unregistered_user_480(server: ServerProcess) -> None:
+    caller, callee = await _udp_pair(server, "gone")
+    try:
+        await callee.send(callee.register(expires=0))
+        await callee.response(200, "REGISTER")
+        assert (await _final_for(caller, caller.invite("gone"))).status == 480
+        assert await callee.quiet(0.3) == []
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_max_forwards_zero_483(server: ServerProcess) -> None:
+    caller, callee = await _udp_pair(server, "mf0")
+    try:
+        assert (await _final_for(caller, caller.invite("mf0", max_forwards=0))).status == 483
+        assert await callee.quiet(0.3) == []
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_loop_482(server: ServerProcess) -> None:
+    """A binding that points back at the proxy: the request returns with the same loop hash
+    in our own Via (§16.3 step 4) and is refused 482, which goes back to the caller."""
+    ua = await UdpUA("loop", "127.0.0.1", server.udp_port).start()
+    try:
+        me = NameAddr(SipURI("sip", "127.0.0.1", user="loop", port=server.udp_port))
+        await ua.send(ua.register(contact=me))
+        await ua.response(200, "REGISTER")
+        resp = await _final_for(ua, ua.invite("loop"))
+        assert resp.status == 482
+        assert len(resp.vias) == 1  # our Vias were stripped on the way back
+    finally:
+        await ua.close()
+
+
+# -- WebSocket <-> UDP --------------------------------------------------------------------------
+
+def _rr_uris(values: list[NameAddr]) -> list[str]:
+    return [str(v.uri) for v in values]
+
+
+async def test_udp_caller_to_ws_callee_headers(server: ServerProcess) -> None:
+    """Via, Contact and the double Record-Route (RFC 5658) on each side of a UDP -> WS call."""
+    assert server.ws_port is not None
+    caller = await UdpUA("alice", "127.0.0.1", server.udp_port).start()
+    callee = await WsUA("wsbob", "127.0.0.1", server.udp_port, server.ws_port).start()
+    udp_rr = f"sip:127.0.0.1:{server.udp_port};lr"
+    ws_rr = f"sip:127.0.0.1:{server.ws_port};transport=ws;lr"
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("wsbob")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        # The callee sees our WS Via on top, the caller's below; our two RR, WS one first.
+        assert (got.vias[0].transport, got.vias[0].port) == ("WS", server.ws_port)
+        assert got.vias[1].port == caller.port
+        assert _rr_uris(got.record_routes) == [ws_rr, udp_rr]
+        assert got.uri == callee.contact.uri and got.max_forwards == 69
+        await callee.send(callee.reply(got, 180, tag="ws1"))
+        await caller.response(180)
+        await callee.send(callee.reply(got, 200, tag="ws1", body=b"v=0\r\n"))
+        ok = await caller.response(200)
+        # The caller sees only its own Via, the callee's .invalid Contact, and the same RR.
+        assert len(ok.vias) == 1 and ok.vias[0].port == caller.port
+        assert str(ok.contacts[0].uri) == str(callee.contact.uri)
+        assert _rr_uris(ok.record_routes) == [ws_rr, udp_rr]
+        leg = caller.uac_leg(invite, ok)
+        assert _rr_uris(leg.routes)[0] == udp_rr  # the caller's first hop is UDP
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        ack = await callee.request("ACK")
+        assert ack.vias[0].transport == "WS" and ack.routes == []
+        # The caller hangs up: the BYE crosses to the WebSocket through the dialog.
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        bye = await callee.request("BYE")
+        assert bye.vias[0].transport == "WS"
+        await callee.send(callee.reply(bye, 200))
+        await caller.response(200, "BYE")
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_ws_caller_to_udp_callee_callee_hangs_up(server: ServerProcess) -> None:
+    assert server.ws_port is not None
+    caller = await WsUA("wsalice", "127.0.0.1", server.udp_port, server.ws_port).start()
+    callee = await UdpUA("udpbob", "127.0.0.1", server.udp_port).start()
+    udp_rr = f"sip:127.0.0.1:{server.udp_port};lr"
+    ws_rr = f"sip:127.0.0.1:{server.ws_port};transport=ws;lr"
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("udpbob")
+        await caller.send(invite)
+        await caller.response(100)
+        got = await callee.request("INVITE")
+        assert (got.vias[0].transport, got.vias[0].port) == ("UDP", server.udp_port)
+        assert got.vias[1].transport == "WS" and got.vias[1].host == caller.host
+        assert _rr_uris(got.record_routes) == [udp_rr, ws_rr]
+        assert str(got.contacts[0].uri) == str(caller.contact.uri)
+        await callee.send(callee.reply(got, 200, tag="u1", body=b"v=0\r\n"))
+        ok = await caller.response(200)
+        leg = caller.uac_leg(invite, ok)
+        assert _rr_uris(leg.routes) == [ws_rr, udp_rr]  # reversed: WS hop first
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await callee.request("ACK")
+        # The callee hangs up with its own route set: UDP RR first.
+        cleg = callee.uas_leg(got, "u1")
+        assert _rr_uris(cleg.routes)[0] == udp_rr
+        await callee.send(callee.in_dialog(cleg, "BYE"))
+        bye = await caller.request("BYE")
+        assert bye.vias[0].transport == "WS" and bye.vias[1].port == callee.port
+        await caller.send(caller.reply(bye, 200))
+        await callee.response(200, "BYE")
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_sipp_udp_caller_to_ws_callee(server: ServerProcess) -> None:
+    """A real SIPp UAC (scenario uac: Record-Route checked) calls a WebSocket UA."""
+    assert server.ws_port is not None
+    callee = await WsUA("wscarol", "127.0.0.1", server.udp_port, server.ws_port).start()
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        sipp = Sipp("uac", _remote(server), service="wscarol", calls=1, timeout=15).start()
+        got = await callee.request("INVITE", timeout=10)
+        await callee.send(callee.reply(got, 180, tag="c1"))
+        await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
+        await callee.request("ACK")
+        bye = await callee.request("BYE")
+        assert len(bye.routes) == 0 and bye.vias[0].transport == "WS"
+        await callee.send(callee.reply(bye, 200))
+        result = await asyncio.to_thread(sipp.wait)
+        _all_ok(result, 1)
+    finally:
+        await callee.close()
+
+
+async def test_ws_caller_to_sipp_udp_callee(server: ServerProcess) -> None:
+    """A WebSocket UA calls a real SIPp UAS (scenario uas) and hangs up."""
+    assert server.ws_port is not None
+    uas = Sipp("uas", calls=1, timeout=15)
+    _register(server, "sippdave", uas.port)
+    uas.start()
+    caller = await WsUA("wserin", "127.0.0.1", server.udp_port, server.ws_port).start()
+    try:
+        invite = caller.invite("sippdave")
+        await caller.send(invite)
+        await caller.response(180)
+        ok = await caller.response(200)
+        assert str(ok.contacts[0].uri) == f"sip:127.0.0.1:{uas.port}"
+        assert len(ok.record_routes) == 2
+        leg = caller.uac_leg(invite, ok)
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        await caller.response(200, "BYE")
+    finally:
+        await caller.close()
+        result = await asyncio.to_thread(uas.wait)
+    _all_ok(result, 1)
+

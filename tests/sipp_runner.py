@@ -1,0 +1,151 @@
+"""Run SIPp (the real UA, Debian ``sip-tester``) with a scenario and read back its verdict.
+
+``Sipp(...).start()`` launches one SIPp process in the background (a UAS waiting for calls, or a
+UAC placing them); ``wait()`` collects it and returns a ``SippResult`` with the exit code and the
+successful/failed call counts, read from the statistics file SIPp writes with ``-trace_stat``
+(the last line is the cumulative total at exit).  ``run_sipp`` is start + wait in one call.
+
+SIPp exit codes (``sipp -h``): 0 all calls successful, 1 at least one failed, 97 exit on an
+internal command, 99 normal exit without calls processed, -1/255 fatal error.
+
+Scenarios live in ``tests/sipp/`` (our own); ``scenario()`` resolves a bare name there.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.serverproc import free_udp_port
+
+__all__ = ["SCENARIOS", "Sipp", "SippResult", "run_sipp", "scenario", "sipp_binary"]
+
+SCENARIOS = Path(__file__).parent / "sipp"
+#: Seconds a SIPp run may take beyond what the caller expects before it is killed: SIPp hangs
+#: forever on a scenario that waits for a message that never comes (no -timeout given).
+KILL_GRACE = 10.0
+
+
+def scenario(name: str) -> Path:
+    """``tests/sipp/<name>.xml`` (or a path as given)."""
+    p = Path(name)
+    return p if p.suffix == ".xml" else SCENARIOS / f"{name}.xml"
+
+
+def sipp_binary() -> str:
+    found = shutil.which("sipp")
+    if found is None:
+        raise RuntimeError("sipp not installed (apt-get install sip-tester; see scripts/test)")
+    return found
+
+
+@dataclass(frozen=True)
+class SippResult:
+    """What one SIPp run reported."""
+
+    returncode: int
+    successful: int
+    failed: int
+    created: int
+    output: str
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0
+
+
+class Sipp:
+    """One SIPp process.  ``remote`` is ``host:port`` (UAC) or None (UAS)."""
+
+    def __init__(self, name: str, remote: str | None = None, *, port: int | None = None,
+                 calls: int = 1, rate: float | None = None, keys: dict[str, str] | None = None,
+                 service: str | None = None, timeout: float = 30.0,
+                 extra: list[str] | None = None, cpu: int | None = None) -> None:
+        self.scenario = scenario(name)
+        self.remote = remote
+        self.port = port or free_udp_port()
+        self.calls = calls
+        self.rate = rate
+        self.keys = keys or {}
+        self.service = service
+        self.timeout = timeout
+        self.extra = extra or []
+        self.cpu = cpu
+        self.dir = Path(tempfile.mkdtemp(prefix="sipp-"))
+        self.stat_file = self.dir / "stat.csv"
+        self.error_file = self.dir / "errors.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def args(self) -> list[str]:
+        cmd = [sipp_binary()]
+        if self.remote is not None:
+            cmd.append(self.remote)
+        cmd += ["-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port),
+                "-mp", str(free_udp_port()), "-m", str(self.calls), "-nostdin",
+                "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
+                "-trace_err", "-error_file", str(self.error_file),
+                "-timeout", f"{self.timeout:g}s", "-timeout_error"]
+        if self.rate is not None:
+            cmd += ["-r", f"{self.rate:g}"]
+        if self.service is not None:
+            cmd += ["-s", self.service]
+        for k, v in self.keys.items():
+            cmd += ["-key", k, v]
+        cmd += self.extra
+        if self.cpu is not None:
+            cmd = ["taskset", "-c", str(self.cpu), *cmd]
+        return cmd
+
+    def start(self) -> Sipp:
+        self.proc = subprocess.Popen(self.args(), cwd=self.dir, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, "TERM": "dumb"})
+        return self
+
+    def wait(self) -> SippResult:
+        assert self.proc is not None
+        try:
+            out, _ = self.proc.communicate(timeout=self.timeout + KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        rc = self.proc.returncode
+        successful, failed, created = _read_stats(self.stat_file)
+        errors = self.error_file.read_text(errors="replace") if self.error_file.exists() else ""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return SippResult(rc, successful, failed, created, out.decode(errors="replace"), errors)
+
+    def stop(self) -> None:
+        """Kill a SIPp still running (test teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def _read_stats(path: Path) -> tuple[int, int, int]:
+    """(successful, failed, created) from the last line of a -trace_stat file."""
+    if not path.exists():
+        return (0, 0, 0)
+    with path.open(newline="", errors="replace") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return (0, 0, 0)
+    head, last = rows[0], rows[-1]
+    values = dict(zip(head, last, strict=False))
+
+    def get(name: str) -> int:
+        v = values.get(name, "0").strip()
+        return int(v) if v.isdigit() else 0
+
+    return (get("SuccessfulCall(C)"), get("FailedCall(C)"), get("TotalCallCreated"))
+
+
+def run_sipp(name: str, remote: str | None = None, **kw: object) -> SippResult:
+    """Run one SIPp to completion (see ``Sipp`` for the keywords)."""
+    return Sipp(name, remote, **kw).start().wait()  # type: ignore[arg-type]
