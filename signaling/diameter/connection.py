@@ -1,9 +1,10 @@
 """One TCP connection carrying Diameter (RFC 6733 §2.1): framing in, writes with flow control.
 
 The protocol callback does only the cheap, ordered work: it frames the byte stream and hands
-each message to the server synchronously.  Writes go straight to the transport; when the
-kernel buffer fills, asyncio calls ``pause_writing`` and workers ``await drain()`` before
-writing more, so a slow peer slows its own workers instead of growing our memory.
+each message to the server synchronously.  Writes made in one loop iteration are joined into
+one send; when the kernel buffer fills, asyncio calls ``pause_writing``: we stop reading that
+peer and its workers ``await drain()`` before writing more, so a peer that does not read slows
+itself down instead of growing our memory.
 """
 
 from __future__ import annotations
@@ -74,10 +75,16 @@ class Connection(asyncio.Protocol):
         self.server.connection_lost(self)
 
     def pause_writing(self) -> None:
+        # A peer that does not read its answers stops being read: requests answered inline
+        # (3004 sheds, errors, DWAs) could otherwise pile up in our write buffer.
         self.paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
         self._wake()
 
     # -- used by the server -------------------------------------------------------------

@@ -31,7 +31,7 @@ class Client:
         self.writer.write(msg if isinstance(msg, bytes) else msg.encode())
         await self.writer.drain()
 
-    async def recv(self, timeout: float = 5.0) -> Message:
+    async def recv(self, timeout: float = 15.0) -> Message:
         while not self.pending:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
             if not data:
@@ -39,7 +39,7 @@ class Client:
             self.pending.extend(self.framer.feed(data))
         return decode_message(self.pending.pop(0))
 
-    async def closed(self, timeout: float = 5.0) -> bool:
+    async def closed(self, timeout: float = 15.0) -> bool:
         """True once the server closed the connection (after any answers)."""
         try:
             while True:
