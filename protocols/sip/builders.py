@@ -76,6 +76,12 @@ _COPY = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t":
 _HAS_TAG = re.compile(r";[ \t]*tag[ \t]*=", re.I)
 
 
+def _header_params(value: str) -> str:
+    """The part of a name-addr where header parameters live: after the URI's ">" (a ";tag="
+    inside <...> is a URI parameter, §20.10); the whole value in the addr-spec form."""
+    return value[value.rfind(">") + 1 :] if "<" in value else value
+
+
 def error_response(err: RemoteProtocolError, to_tag: str) -> bytes | None:
     """Wire bytes of the stateless answer to a rejected request, or None: discard."""
     if err.status is None or not err.is_request:
@@ -89,7 +95,7 @@ def error_response(err: RemoteProtocolError, to_tag: str) -> bytes | None:
         if canon != "Via" and canon in seen:
             continue  # a duplicated single header (multi01): answer with the first
         seen.add(canon)
-        if canon == "To" and not _HAS_TAG.search(value):
+        if canon == "To" and not _HAS_TAG.search(_header_params(value)):
             value = f"{value};tag={to_tag}"
         lines.append(f"{canon}: {value}")
     if "Via" not in seen:

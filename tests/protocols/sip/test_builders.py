@@ -6,7 +6,7 @@ import pytest
 
 from protocols.sip.builders import REASONS, error_response, make_response, reason_phrase
 from protocols.sip.errors import RemoteProtocolError
-from protocols.sip.message import Request, Response
+from protocols.sip.message import Request, Response, SipURI
 from protocols.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from protocols.sip.serializer import serialize
 
@@ -114,6 +114,16 @@ def test_error_response_does_not_retag_a_tagged_to() -> None:
     data = INVITE.replace(b"To: Bob <sip:bob@example.com>", b"To: <sip:b@x>;TAG=keep")
     r = answer(rejected(data.replace(b"Max-Forwards: 69", b"Max-Forwards: 700")))
     assert r.to.params == {"TAG": "keep"}
+
+
+def test_error_response_tags_a_to_whose_uri_has_a_tag_parameter() -> None:
+    data = INVITE.replace(b"To: Bob <sip:bob@example.com>", b"To: <sip:b@x;tag=uri-param>")
+    r = answer(rejected(data.replace(b"Max-Forwards: 69", b"Max-Forwards: 700")), "hdr")
+    assert r.to.tag == "hdr" and isinstance(r.to.uri, SipURI)
+    assert r.to.uri.params == {"tag": "uri-param"}
+    data = INVITE.replace(b"To: Bob <sip:bob@example.com>", b"To: sip:b@x;tag=addr-spec")
+    r = answer(rejected(data.replace(b"Max-Forwards: 69", b"Max-Forwards: 700")), "hdr")
+    assert r.to.tag == "addr-spec"
 
 
 def test_error_response_normalizes_compact_names_and_answers_505() -> None:

@@ -32,7 +32,16 @@ from hypothesis import strategies as st
 
 from protocols.sip.builders import error_response
 from protocols.sip.errors import RemoteProtocolError
-from protocols.sip.message import AbsoluteURI, CSeq, NameAddr, Request, Response, SipURI, TelURI
+from protocols.sip.message import (
+    AbsoluteURI,
+    CSeq,
+    NameAddr,
+    Request,
+    Response,
+    SipURI,
+    TelURI,
+    Via,
+)
 from protocols.sip.parser import (
     CACHED_VALUE_MAX,
     MAX_HEADER_LINE,
@@ -42,6 +51,8 @@ from protocols.sip.parser import (
     VALUE_CACHE_SIZE,
     StreamFramer,
     _na_cache,
+    _parse_name_addr,
+    _slow_via_list,
     _via_cache,
     parse_message,
     parse_name_addr,
@@ -52,7 +63,7 @@ from protocols.sip.parser import (
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import MAX_URI_LENGTH, aor_of, uri_equal
 
-from .conftest import RFC4475_DIR, messages, torture, torture_corpus
+from .conftest import RFC4475_DIR, messages, name_addrs, torture, torture_corpus, vias
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -1176,10 +1187,26 @@ def test_framer_never_raises_unexpectedly(chunks: list[bytes], m: Request | Resp
     assert framer.buffered <= MAX_MESSAGE_SIZE + 200 + len(wire)
 
 
+@_SETTINGS
+@given(name_addrs)
+def test_name_addr_fast_path_builds_what_the_grammar_builds(na: NameAddr) -> None:
+    text = str(na)
+    _na_cache.clear()
+    fast = parse_name_addr(text)
+    slow = _parse_name_addr(text)
+    assert fast == slow == na and str(fast) == str(slow) == text
+
+
+@_SETTINGS
+@given(vias)
+def test_via_fast_path_builds_what_the_grammar_builds(via: Via) -> None:
+    text = str(via)
+    _via_cache.clear()
+    assert parse_via_list(text) == _slow_via_list(text) == [via]
+
+
 def test_name_addr_fast_and_general_paths_agree() -> None:
     """The fast regex path must build what the general grammar builds."""
-    from protocols.sip.parser import _parse_name_addr
-
     for text in ["Alice <sip:alice@example.com>;tag=9", '"A" <sips:a:p@[::1]:5;x=1?h=v>;q=1',
                  "<sip:p.example.com;lr>", "A B <sip:a@b>", "<sip:%61@b;m%61=1>;tag=x"]:
         _na_cache.clear()
