@@ -260,10 +260,14 @@ class DialogTable:
     def due(self, now: float) -> list[ProxyDialog]:
         """Dialogs whose deadline passed (ring timeout, maximum duration, linger end)."""
         out = []
+        seen: set[str] = set()
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, d = heapq.heappop(heap)
-            if d.deadline == deadline and self._by_id.get(d.id) is d:
+            # A dialog scheduled twice at the same deadline has two live entries: report it
+            # once, or the proxy would act on one expiry twice (e.g. two BYEs).
+            if d.deadline == deadline and self._by_id.get(d.id) is d and d.id not in seen:
+                seen.add(d.id)
                 out.append(d)
         if len(heap) > 2 * len(self._by_id) + 1024:
             self._heap = [e for e in heap if e[2].deadline == e[0] and e[2].id in self._by_id]
