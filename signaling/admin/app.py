@@ -17,18 +17,26 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from signaling.admin.handlers import AdminApi
 from signaling.admin.middleware import auth_middleware, error_middleware
 from signaling.admin.observe import Observer
 from signaling.admin.openapi import build_document
 from signaling.admin.routes import Route, route_table
-from signaling.metrics import Metrics
+from signaling.metrics import FastCounter, Metrics
 
 if TYPE_CHECKING:
     from signaling.server import Server
 
-__all__ = ["MAX_BODY_BYTES", "TOKEN_BYTES", "AdminServer", "build_app"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_REQUEST_LINE",
+    "TOKEN_BYTES",
+    "AdminServer",
+    "MalformedRequestFilter",
+    "build_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,10 @@ TOKEN_BYTES = 32
 SHUTDOWN_TIMEOUT = 2.0
 #: Pending connections on the admin socket: a few operators and one Prometheus.
 BACKLOG = 128
+#: Longest request line.  Path parameters are AORs and binding keys of up to
+#: ``MAX_PATH_PARAM`` characters, and percent-encoding makes a 4-byte character 12 bytes: two
+#: such parameters fit in 64 KiB, aiohttp's default 8 KiB does not (and its refusal is not JSON).
+MAX_REQUEST_LINE = 64 * 1024
 
 
 def _version() -> str:
@@ -71,6 +83,26 @@ def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Applicat
     return app, routes
 
 
+class MalformedRequestFilter(logging.Filter):
+    """Counts unparsable HTTP requests instead of logging their tracebacks.
+
+    aiohttp answers them 400 before any handler runs and logs each one at ERROR with a
+    traceback.  A malformed request is the client's fault, and a scanner could fill the log
+    with them: the counter (``signaling_admin_malformed_requests_total``) says how many.
+    """
+
+    def __init__(self, counter: FastCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            self.counter.inc()
+            return False
+        return True
+
+
 class AdminServer:
     """Owns the admin listener, its token and the admin-side gauges."""
 
@@ -86,13 +118,17 @@ class AdminServer:
         self.app, self.routes = build_app(self.api, self.token, server.metrics)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
+        self._malformed = MalformedRequestFilter(server.metrics.fast_counter(
+            "admin_malformed_requests", "Requests aiohttp could not parse (answered 400)"))
 
     async def start(self) -> tuple[str, int]:
         listen = self.server.cfg.admin
         assert listen is not None
         self.observer.start()
+        logging.getLogger("aiohttp.server").addFilter(self._malformed)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=SHUTDOWN_TIMEOUT)
+                               shutdown_timeout=SHUTDOWN_TIMEOUT,
+                               max_line_size=MAX_REQUEST_LINE)
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, listen[0], listen[1], backlog=BACKLOG, reuse_address=True)
@@ -108,6 +144,7 @@ class AdminServer:
         return self.address
 
     async def close(self) -> None:
+        logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         await self.observer.close()
         if self._runner is not None:
             await self._runner.cleanup()

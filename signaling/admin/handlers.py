@@ -26,7 +26,7 @@ from signaling.registry.base import RegistryError
 if TYPE_CHECKING:
     from signaling.server import Server
 
-__all__ = ["READY_TIMEOUT", "REGISTRY_CALL_TIMEOUT", "AdminApi", "parse_query"]
+__all__ = ["READY_TIMEOUT", "REGISTRY_CALL_TIMEOUT", "AdminApi", "parse_query", "path_param"]
 
 #: Bound on one registry call made for the API.  Far above a healthy Redis round trip, short
 #: enough that an operator's request fails fast while Redis is away.
@@ -59,6 +59,19 @@ async def bounded(aw: Awaitable[T]) -> T:
     except (TimeoutError, RegistryError) as exc:
         raise ApiError(503, f"registry unavailable: {exc or 'timeout'}",
                        {"Retry-After": str(RETRY_AFTER)}) from None
+
+
+def path_param(request: web.Request, name: str) -> str:
+    """A path parameter within the documented length (``MAX_PATH_PARAM``), else 400."""
+    value = request.match_info[name]
+    if len(value) > s.MAX_PATH_PARAM:
+        raise ApiError(400, f"{name}: longer than {s.MAX_PATH_PARAM} characters")
+    return value
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` quoted for an error message, cut so an answer never echoes a huge input."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _by_label(values: dict[tuple[str, ...], float]) -> dict[str, int]:
@@ -129,16 +142,16 @@ class AdminApi:
                                                 self.observer.aors, items))
 
     async def get_registration(self, request: web.Request) -> web.Response:
-        aor = request.match_info["aor"]
+        aor = path_param(request, "aor")
         bindings = await bounded(self.server.registry.lookup(aor, time.time()))
         if not bindings:
-            raise ApiError(404, f"no bindings for {aor!r}")
+            raise ApiError(404, f"no bindings for {_short(aor)}")
         return json_response(s.AorBindings(aor, bindings))
 
     async def delete_binding(self, request: web.Request) -> web.Response:
-        aor, key = request.match_info["aor"], request.match_info["key"]
+        aor, key = path_param(request, "aor"), path_param(request, "key")
         if not await bounded(self.server.registry.remove_binding(aor, key)):
-            raise ApiError(404, f"no binding {key!r} for {aor!r}")
+            raise ApiError(404, f"no binding {_short(key)} for {_short(aor)}")
         return web.Response(status=204)
 
     # -- dialogs -----------------------------------------------------------------------------
@@ -151,18 +164,18 @@ class AdminApi:
                                           items))
 
     async def get_dialog(self, request: web.Request) -> web.Response:
-        dialog_id = request.match_info["dialog_id"]
+        dialog_id = path_param(request, "dialog_id")
         table = dialog_table(self.server)
         info = None if table is None else table.get(dialog_id)
         if info is None:
-            raise ApiError(404, f"no dialog {dialog_id!r}")
+            raise ApiError(404, f"no dialog {_short(dialog_id)}")
         return json_response(_dialog(info))
 
     async def terminate_dialog(self, request: web.Request) -> web.Response:
-        dialog_id = request.match_info["dialog_id"]
+        dialog_id = path_param(request, "dialog_id")
         table = dialog_table(self.server)
         if table is None or not await table.terminate(dialog_id):
-            raise ApiError(404, f"no dialog {dialog_id!r}")
+            raise ApiError(404, f"no dialog {_short(dialog_id)}")
         return json_response(s.Terminated(dialog_id, True))
 
     # -- diameter ----------------------------------------------------------------------------
@@ -220,7 +233,7 @@ class AdminApi:
         try:
             apply_patch(self.server, decode_patch(body))
         except PatchError as exc:
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(exc.status, str(exc)) from None
         return json_response(self._config_view())
 
     def _config_view(self) -> s.ConfigView:

@@ -30,7 +30,17 @@ log = logging.getLogger(__name__)
 
 
 class PatchError(Exception):
-    """The patch was refused; nothing was changed.  The message is for the operator."""
+    """The patch was refused; nothing was changed.  The message is for the operator.
+
+    ``status`` is the HTTP answer: 400 when the body itself is wrong (not JSON, an unknown or
+    read-only option, a value out of its bounds), 409 when each value is acceptable but the
+    result would contradict the rest of the configuration (RFC 9110 §15.5.10: a conflict with
+    the current state of the resource).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _queue_size(server: Server, value: Any) -> None:
@@ -78,18 +88,25 @@ def decode_patch(body: bytes) -> dict[str, Any]:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise PatchError(f"body is not JSON: {exc}") from None
-    if not isinstance(raw, dict) or not raw:
-        raise PatchError("body must be a non-empty JSON object of option: value")
+    if not isinstance(raw, dict):
+        raise PatchError("body must be a JSON object of option: value")
     for key in raw:
         if key not in APPLY:
             kind = "read-only (needs a restart)" if key in OPTIONS else "unknown"
             raise PatchError(f"{key!r}: {kind} option")
     try:
-        patch = msgspec.convert(raw, ConfigPatch)
+        patch = msgspec.convert({k: _integral(v) for k, v in raw.items()}, ConfigPatch)
     except msgspec.ValidationError as exc:
         raise PatchError(str(exc)) from None
     return {k: v for k, v in msgspec.structs.asdict(patch).items()
             if v is not msgspec.UNSET}
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 118.0 as an integer (2020-12 §6.1.1); msgspec's int does not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def apply_patch(server: Server, changes: dict[str, Any]) -> None:
@@ -99,7 +116,7 @@ def apply_patch(server: Server, changes: dict[str, Any]) -> None:
               for name in ("min_expires", "default_expires", "max_expires")}
     if not merged["min_expires"] <= merged["default_expires"] <= merged["max_expires"]:
         # RFC 3261 §10.3 step 7 needs min <= default <= max to pick an expiry at all.
-        raise PatchError("expires: need min_expires <= default_expires <= max_expires")
+        raise PatchError("expires: need min_expires <= default_expires <= max_expires", 409)
     for name, value in changes.items():
         setattr(cfg, name, value)
         APPLY[name](server, value)

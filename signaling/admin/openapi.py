@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from signaling.admin.routes import Route
-from signaling.admin.schemas import ErrorBody
+from signaling.admin.schemas import MAX_PATH_PARAM, ErrorBody
 
 __all__ = ["SECURITY_SCHEME", "build_document"]
 
@@ -23,6 +23,7 @@ _REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
 _REASONS = {200: "OK", 204: "No Content", 400: "Bad request (query or body)",
             401: "Missing or wrong bearer token", 404: "Not found",
+            409: "Values valid alone but contradicting the rest of the configuration",
             413: "Body larger than the admin API accepts",
             503: "Not ready, or a backend (registry) did not answer"}
 
@@ -69,7 +70,7 @@ def _operation(r: Route, ref_of: dict[Any, Any], components: dict[str, Any]) -> 
 
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "minLength": 1}}
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_PARAM}}
 
 
 def _query_params(schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -93,6 +94,9 @@ def _responses(r: Route, ref_of: dict[Any, Any]) -> dict[str, Any]:
         else:
             schema = {"type": "object"}
         ok["content"] = {r.media_type: {"schema": schema}}
+    if r.links:
+        ok["links"] = {name: {"operationId": op, "parameters": dict(params)}
+                       for name, op, params in r.links}
     out[str(r.status)] = ok
     error = {"application/json": {"schema": ref_of[ErrorBody]}}
     statuses = list(r.errors)

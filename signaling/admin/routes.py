@@ -22,6 +22,7 @@ __all__ = ["OPENAPI_PATH", "Route", "route_table"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
+_FIRST = "$response.body#/items/0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,9 @@ class Route:
     body: type | None = None
     errors: tuple[int, ...] = ()
     tag: str = "api"
+    #: OpenAPI links (§4.8.20): name -> (operationId, {parameter: runtime expression}), so
+    #: clients and contract testers can follow a listing to the items it names.
+    links: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
     #: Success body media type; ``None`` with ``response`` None means a JSON object.
     media_type: str = "application/json"
 
@@ -61,20 +65,33 @@ def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
         Route("GET", f"{v1}/registrations", "listRegistrations",
               "AORs with their bindings, paged, optionally by AOR prefix",
               api.list_registrations, s.RegistrationPage, query=s.RegistrationQuery,
-              errors=(400, 503)),
+              errors=(400, 503),
+              links=(("firstAor", "getRegistration", (("aor", _FIRST + "/aor"),)),
+                     ("firstBinding", "deleteBinding",
+                      (("aor", _FIRST + "/aor"), ("key", _FIRST + "/bindings/0/key"))))),
         Route("GET", f"{v1}/registrations/{{aor}}", "getRegistration",
               "One AOR's unexpired bindings", api.get_registration, s.AorBindings,
-              errors=(404, 503)),
+              errors=(400, 404, 503),
+              links=(("firstBinding", "deleteBinding",
+                      (("aor", "$response.body#/aor"),
+                       ("key", "$response.body#/bindings/0/key"))),)),
         Route("DELETE", f"{v1}/registrations/{{aor}}/bindings/{{key}}", "deleteBinding",
               "Remove one binding by key", api.delete_binding, None, status=204,
-              errors=(404, 503)),
+              errors=(400, 404, 503)),
         Route("GET", f"{v1}/dialogs", "listDialogs", "Proxy dialogs, paged, with counts",
-              api.list_dialogs, s.DialogPage, query=s.PageQuery, errors=(400,)),
+              api.list_dialogs, s.DialogPage, query=s.PageQuery, errors=(400,),
+              links=(("firstDialog", "getDialog", (("dialog_id", _FIRST + "/id"),)),
+                     ("terminateFirst", "terminateDialog",
+                      (("dialog_id", _FIRST + "/id"),)))),
         Route("GET", f"{v1}/dialogs/{{dialog_id}}", "getDialog", "One dialog",
-              api.get_dialog, s.DialogView, errors=(404,)),
-        Route("DELETE", f"{v1}/dialogs/{{dialog_id}}", "terminateDialog",
+              api.get_dialog, s.DialogView, errors=(400, 404),
+              links=(("terminate", "terminateDialog",
+                      (("dialog_id", "$response.body#/id"),)),)),
+        # An action, not a DELETE: the dialog stays visible (state "terminated") while the
+        # proxy lingers on it to absorb retransmissions.
+        Route("POST", f"{v1}/dialogs/{{dialog_id}}/terminate", "terminateDialog",
               "End the dialog: the server sends BYE to both sides (RFC 3261 §15)",
-              api.terminate_dialog, s.Terminated, errors=(404,)),
+              api.terminate_dialog, s.Terminated, errors=(400, 404)),
         Route("GET", f"{v1}/diameter/peers", "diameterPeers",
               "Diameter peers and their state (RFC 6733 §5.6)", api.diameter_peers,
               s.DiameterPeers),
@@ -87,5 +104,5 @@ def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
               api.get_config, s.ConfigView),
         Route("PATCH", f"{v1}/config", "patchConfig",
               "Change live limits; read-only or unknown options are refused",
-              api.patch_config, s.ConfigView, body=s.ConfigPatch, errors=(400, 413)),
+              api.patch_config, s.ConfigView, body=s.ConfigPatch, errors=(400, 409, 413)),
     ]

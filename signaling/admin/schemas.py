@@ -26,6 +26,7 @@ __all__ = [
     "LOG_LEVELS",
     "MAX_AOR_PREFIX",
     "MAX_PAGE",
+    "MAX_PATH_PARAM",
     "AorBindings",
     "ConfigPatch",
     "ConfigView",
@@ -54,6 +55,9 @@ MAX_PAGE = 1000
 MAX_OFFSET = MAX_LIST_WINDOW - MAX_PAGE
 #: Longest AOR prefix filter: an AOR is a SIP URI, and URIs over 1 KiB are not real ones.
 MAX_AOR_PREFIX = 1024
+#: Longest path parameter (AOR, binding key, dialog id), in characters.  SIP URIs and Call-IDs
+#: in real use are far shorter; the bound keeps the request line within ``MAX_REQUEST_LINE``.
+MAX_PATH_PARAM = 2048
 #: Deepest session listing; the Diameter server's view has no offset, only a limit.
 MAX_SESSIONS = 10_000
 #: Python logging levels an operator may switch to live.
@@ -205,7 +209,8 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     max_expires: _Int31 | UnsetType = UNSET
     default_expires: _Int31 | UnsetType = UNSET
     max_dialogs: Annotated[int, Meta(ge=1, le=100_000_000)] | UnsetType = UNSET
-    max_dialog_duration: Annotated[float, Meta(gt=0, le=604_800)] | UnsetType = UNSET
+    # At least a second: a shorter maximum would end every call as it is answered.
+    max_dialog_duration: Annotated[float, Meta(ge=1.0, le=604_800)] | UnsetType = UNSET
     ws_max_connections: Annotated[int, Meta(ge=0, le=10_000_000)] | UnsetType = UNSET
     log_level: Annotated[str, Meta(pattern="^(debug|info|warning|error|critical)$")] \
         | UnsetType = UNSET

@@ -15,7 +15,7 @@ def server() -> Iterator[ServerProcess]:
     proc = ServerProcess("--domain", "example.com", "--admin-token", TOKEN, admin=True,
                          diameter=True).start()
     assert proc.admin_port is not None
-    wait_admin(proc.admin_port)
+    wait_admin(proc)
     try:
         yield proc
     finally:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
-from tests.serverproc import options
+from tests.serverproc import ServerProcess, options
 
 __all__ = ["TOKEN", "Samples", "register", "scrape", "send_options", "session", "sip_status",
            "value", "wait_admin"]
@@ -83,12 +83,16 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_admin(port: int, timeout: float = 10.0) -> None:
+def wait_admin(server: ServerProcess, timeout: float = 10.0) -> None:
     """Wait until the admin listener accepts connections (it starts after the SIP ones)."""
+    assert server.admin_port is not None
     deadline = time.monotonic() + timeout
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection(("127.0.0.1", server.admin_port), timeout=0.5).close()
+            # Still alive: the port answering is ours, not another process's that won a race
+            # for it (the server exits when it cannot bind).
+            assert server.alive(), server.read_log()
             return
         except OSError:
             if time.monotonic() > deadline:
