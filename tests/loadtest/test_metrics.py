@@ -53,3 +53,21 @@ def test_no_knee_when_goodput_keeps_up_or_a_single_second_dips() -> None:
     dip[10] = 0  # one lost second is noise, not a knee
     assert find_knee(offered, dip, width=1) is None
     assert find_knee([], []) is None
+
+
+def test_batched_recording_gives_the_same_histogram_as_one_by_one() -> None:
+    import random
+
+    from loadtest.metrics import new_histogram, record_batch
+
+    rng = random.Random(5)
+    values = [int(rng.expovariate(1 / 3000)) for _ in range(20_000)] + [0, HIST_MAX_US * 2]
+    one, batch = new_histogram(), new_histogram()
+    for v in values:
+        one.record_value(min(max(v, 1), HIST_MAX_US))
+    record_batch(batch, values)
+    assert one.get_total_count() == batch.get_total_count() == len(values)
+    assert one.get_min_value() == batch.get_min_value()
+    assert one.get_max_value() == batch.get_max_value()
+    for p in (50.0, 90.0, 99.0, 99.9, 99.99):
+        assert one.get_value_at_percentile(p) == batch.get_value_at_percentile(p)
