@@ -15,8 +15,20 @@ Two parse figures per message kind, because they differ by a large factor and on
 
 "Parse" means every header a proxy reads is decoded and touched: Request-URI, the Via list
 (top Via's branch, host, port and every Via's transport), From and To tags, Call-ID, CSeq,
-Max-Forwards, Route, Record-Route, Contact URIs, Content-Type and the body.  "Serialize"
-writes a parsed message back (the relay case) and builds + writes a 200 (the response case).
+Max-Forwards, Route, Record-Route, Contact URIs, Content-Type and the body.  The parser is
+eager anyway (see its docstring): every typed header is decoded whether or not it is touched.
+"Serialize" writes a parsed message back (the relay case) and builds + writes a 200 (the
+response case).
+
+Rates are per CPU second of this process (``time.process_time``), so other processes sharing
+the core add noise but not their own run time; run it a few times and read the spread.
+
+Where the time goes (INVITE+SDP, distinct, ~19 us): each SIP name-addr ~1.7 us and each Via
+~1.8 us (one anchored regex, then the parameter dicts and the value objects), the
+Request-URI ~1.5 us, splitting the header section and dispatching 14 lines ~4 us, the small
+headers and the Request object the rest.  The regexes are a small share; the rest is
+interpreter overhead per object built.  Measured by removing headers: not decoding the lower
+Via, Contact and Record-Route at all (an upper bound for lazy decoding) saves ~25%.
 """
 
 from __future__ import annotations
