@@ -89,6 +89,8 @@ class MalformedRequestFilter(logging.Filter):
     aiohttp answers them 400 before any handler runs and logs each one at ERROR with a
     traceback.  A malformed request is the client's fault, and a scanner could fill the log
     with them: the counter (``signaling_admin_malformed_requests_total``) says how many.
+    Non-HTTP bytes as a connection's first request (TLS to a plain port) aiohttp logs at debug
+    level only, so unless the log level is debug those never reach the filter or the counter.
     """
 
     def __init__(self, counter: FastCounter) -> None:

@@ -1,0 +1,110 @@
+"""The admin listener: where it binds, its token, its life cycle, malformed requests."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+
+import aiohttp
+
+from signaling.config import Config
+from signaling.server import Server
+from tests.serverproc import ServerProcess
+from tests.signaling.admin.helpers import TOKEN, scrape, session, value, wait_admin
+
+_GENERATED = re.compile(r"signaling: admin API token \(generated\): (\S+)")
+
+
+def test_default_listener_is_loopback_not_the_sip_interface() -> None:
+    cfg = Config()
+    assert cfg.admin == ("127.0.0.1", 8081)
+    assert cfg.sip_udp is not None and cfg.admin[0] != cfg.sip_udp[0]
+
+
+async def test_generated_token_is_printed_once_and_works() -> None:
+    server = ServerProcess("--domain", "example.com", admin=True).start()
+    try:
+        wait_admin(server)
+        assert server.admin_port is not None
+        tokens = _GENERATED.findall(server.read_log())
+        assert len(tokens) == 1
+        (token,) = tokens
+        assert len(token) >= 43  # 32 random bytes, base64url
+        async with session(server.admin_port, token=token) as http, \
+                http.get("/api/v1/config") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["config"]["admin_token"] == "***"
+        async with session(server.admin_port, token="guess") as http, \
+                http.get("/api/v1/config") as resp:
+            assert resp.status == 401
+    finally:
+        assert server.stop() == 0
+    assert server.log.count(token) == 1  # printed once, never logged again
+
+
+async def test_token_from_the_environment() -> None:
+    server = ServerProcess(admin=True, env={"SIGNALING_ADMIN_TOKEN": "from-env-token"}).start()
+    try:
+        wait_admin(server)
+        assert server.admin_port is not None
+        async with session(server.admin_port, token="from-env-token") as http, \
+                http.get("/api/v1/stats") as resp:
+            assert resp.status == 200
+    finally:
+        assert server.stop() == 0
+    assert not _GENERATED.search(server.log)
+    assert "from-env-token" not in server.log
+
+
+def _config(admin: tuple[str, int] | None) -> Config:
+    return Config(sip_udp=("0.0.0.0", 0), sip_ws=None, admin=admin, admin_token=TOKEN,
+                  diameter=None, domain=["example.com"])
+
+
+async def test_listener_starts_with_the_server_and_closes_with_it() -> None:
+    server = Server(_config(("127.0.0.1", 0)))
+    await server.start()
+    try:
+        assert server.admin is not None and server.admin.address is not None
+        host, port = server.admin.address
+        assert host == "127.0.0.1"  # even though SIP listens on 0.0.0.0
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/health") as resp:
+            assert resp.status == 200
+    finally:
+        await server.stop()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return
+    writer.close()
+    raise AssertionError("admin port still accepting after stop()")
+
+
+async def test_admin_off_means_no_listener() -> None:
+    server = Server(_config(None))
+    await server.start()
+    try:
+        assert server.admin is None
+    finally:
+        await server.stop()
+
+
+async def test_malformed_http_is_answered_400_and_counted(server: ServerProcess) -> None:
+    assert server.admin_port is not None
+    async with session(server.admin_port, token=None) as http:
+        before = await scrape(http)
+        # (Non-HTTP bytes as the first request, e.g. TLS, aiohttp logs at debug level only:
+        # the filter never sees those, so they are not counted.)
+        for garbage in (b"GET / HTTP/1.1\r\nX-Bad: \x00\r\n\r\n",
+                        b"GET /health HTTP/1.1\r\nBad Header: x\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", server.admin_port), timeout=3) as s:
+                s.sendall(garbage)
+                # Answered by aiohttp's parser before any handler: a plain-text 400.
+                assert s.recv(65535).split(b"\r\n")[0] in (b"HTTP/1.0 400 Bad Request",
+                                                           b"HTTP/1.1 400 Bad Request")
+        after = await scrape(http)
+    assert (value(after, "signaling_admin_malformed_requests_total")
+            - value(before, "signaling_admin_malformed_requests_total")) == 2
+    assert "Traceback" not in server.read_log()
