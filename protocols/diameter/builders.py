@@ -23,7 +23,15 @@ from protocols.diameter.constants import (
 )
 from protocols.diameter.errors import RemoteProtocolError
 
-__all__ = ["LocalIdentity", "answer", "answer_from_header", "error_answer", "request"]
+__all__ = [
+    "LocalIdentity",
+    "answer",
+    "answer_from_header",
+    "encode_unsigned32",
+    "error_answer",
+    "request",
+    "result_code_avp",
+]
 
 _U32 = struct.Struct("!I")
 

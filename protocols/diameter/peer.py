@@ -297,6 +297,7 @@ class PeerMachine:
         self._hop_by_hop = self._rng.getrandbits(32)
         self._end_to_end = self._rng.getrandbits(32)
         self._pending_cer: Message | None = None
+        self._parsed: Capabilities | None = None
         self.received_dwa = 0
         self.sent_dwr = 0
 
@@ -328,6 +329,10 @@ class PeerMachine:
         if row is None:
             raise PeerStateError(self.state, event)
         actions, next_state = row
+        if message is not None and (Action.PROCESS_CER in actions or Action.PROCESS_CEA in actions):
+            # Read the capabilities before changing anything: a broken CER/CEA raises here
+            # (RemoteProtocolError) and leaves the machine as it was.
+            self._parsed = parse_capabilities(message)
         previous = self.state
         self.state = next_state
         for action in actions:
@@ -500,8 +505,7 @@ def _r_accept(m: PeerMachine, now: float, conn: int | None, msg: Message | None)
 
 
 def _process_cer(m: PeerMachine, now: float, conn: int | None, msg: Message | None) -> None:
-    assert msg is not None
-    m.remote = parse_capabilities(msg)
+    m.remote = m._parsed  # parsed in ``handle`` before the state changed
 
 
 def _snd_cea(m: PeerMachine, conn: int | None) -> None:
@@ -528,8 +532,7 @@ def _i_snd_cer(m: PeerMachine, now: float, conn: int | None, msg: Message | None
 
 
 def _process_cea(m: PeerMachine, now: float, conn: int | None, msg: Message | None) -> None:
-    assert msg is not None
-    m.remote = parse_capabilities(msg)
+    m.remote = m._parsed
 
 
 def _cleanup(m: PeerMachine, now: float, conn: int | None, msg: Message | None) -> None:

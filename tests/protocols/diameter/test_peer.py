@@ -249,3 +249,14 @@ def test_reopen_throws_messages_away_until_three_dwas() -> None:
     m.receive(I_CONN + 10, ccr(), deadline)
     (dropped,) = m.take_outbox()
     assert isinstance(dropped, Dropped) and dropped.reason == "watchdog_reopen"
+
+
+def test_broken_cer_leaves_the_machine_unchanged() -> None:
+    from protocols.diameter.constants import AvpCode
+    from protocols.diameter.errors import RemoteProtocolError
+    from tests.protocols.diameter.factory import without
+
+    m = _machine()
+    with pytest.raises(RemoteProtocolError):
+        m.incoming_cer(R_CONN, without(cer(), AvpCode.ORIGIN_HOST), 0.0)
+    assert _state(m) is PeerState.CLOSED and m.r_conn is None and m.take_outbox() == []
