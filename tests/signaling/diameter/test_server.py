@@ -395,3 +395,28 @@ async def test_many_peers_at_once(server: DiameterServer) -> None:
             break
         await asyncio.sleep(0.01)
     assert server.peers() == [] and server.session_count() == 0
+
+
+async def test_random_requests_are_all_answered(server: DiameterServer) -> None:
+    """Seeded fuzz over the socket: well-framed requests with random AVPs and header fields
+    always get exactly one answer, and the server keeps serving."""
+    import random
+
+    rng = random.Random(6733)
+    c = await _open(server)
+    codes = [263, 264, 296, 283, 258, 461, 416, 415, 437, 446, 431, 999, 0, 1, 268, 279]
+    for i in range(300):
+        avps = [Avp(rng.choice(codes), rng.choice([0, 0x40, 0x40, 0x80, 0x01]),
+                    rng.randbytes(rng.randint(0, 12)), rng.randint(1, 99)) for _ in range(
+                        rng.randint(0, 8))]
+        msg = ccr(session=f"fuzz{i}", rtype=rng.randint(0, 5), number=rng.randint(0, 3),
+                  hbh=1000 + i, extra=avps)
+        msg.flags = rng.choice([FLAG_R | FLAG_P, FLAG_R, FLAG_R | FLAG_P | FLAG_E])
+        msg.command_code = rng.choice([272, 272, 272, 275, 9999])
+        await c.send(msg)
+        ans = await c.recv()
+        assert ans.hop_by_hop == 1000 + i and not ans.is_request
+        assert 2000 <= result_code(ans) < 6000
+    await c.send(ccr(session="after-fuzz", rtype=4, number=0, hbh=1))
+    assert result_code(await c.recv()) == 2001
+    await c.close()
