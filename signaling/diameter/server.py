@@ -170,18 +170,24 @@ class DiameterServer:
         return port
 
     async def close(self, timeout: float) -> None:
-        """Stop accepting, send DPR to every open peer (§5.4), wait for them, then stop."""
+        """Stop accepting, answer what is queued, send DPR to every open peer (§5.4) and wait
+        for their DPAs, then close everything; all within ``timeout`` seconds."""
         self._closing = True
         if self._server is not None:
             self._server.close()
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for conn in list(self._conns.values()):
+            if conn.peer is None and conn.id not in self._conn_of:
+                conn.close()  # never identified itself: nobody to say goodbye to
+        # §5.4: disconnect once pending requests are answered (half the time at most).
+        await self._dispatcher.drain(timeout / 2)
         for peer in list(self._peers.values()):
             if peer.state in (PeerState.R_OPEN, PeerState.I_OPEN):
                 self._guarded(peer, lambda p: p.stop(loop.time()))
-        deadline = loop.time() + timeout
-        while self._conns and loop.time() < deadline:
+        while loop.time() < deadline and any(
+                p.state is PeerState.CLOSING for p in self._peers.values()):
             await asyncio.sleep(0.01)
-        await self._dispatcher.drain(max(0.0, deadline - loop.time()))
         for conn in list(self._conns.values()):
             conn.close()
         for handle in [*self._timers.values(), *self._reconnects.values()]:
