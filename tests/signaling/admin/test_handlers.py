@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 import socket
 import urllib.parse
+from typing import Any
 
 from tests.serverproc import ServerProcess
+from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
+    TOKEN,
     answer,
     header_values,
     recv_request,
@@ -15,6 +18,7 @@ from tests.signaling.admin.helpers import (
     register_message,
     session,
     sip_status,
+    wait_admin,
 )
 from tests.signaling.diameter.client import Client as DiameterClient
 
@@ -309,3 +313,53 @@ async def test_config_patch_empty_changes_nothing(server: ServerProcess) -> None
         async with http.patch("/api/v1/config", json={}) as resp:
             assert resp.status == 200
             assert await resp.json() == before
+
+
+async def _ready(port: int) -> tuple[int, dict[str, Any]]:
+    async with session(port, token=None) as http, http.get("/ready") as resp:
+        body: dict[str, Any] = await resp.json()
+        return resp.status, body
+
+
+async def test_ready_follows_redis_and_postgres(postgres_db: str) -> None:
+    redis = RedisServer(appendonly=False).start()
+    server = ServerProcess("--domain", "example.com", "--admin-token", TOKEN,
+                           "--registry", redis.url, "--database", postgres_db, admin=True)
+    try:
+        server.start()
+        wait_admin(server)
+        assert server.admin_port is not None
+        status, body = await _ready(server.admin_port)
+        assert (status, body["ready"]) == (200, True), body
+        assert body["checks"]["registry"] == "ok" and body["checks"]["database"] == "ok"
+        redis.kill()
+        status, body = await _ready(server.admin_port)
+        assert status == 503 and body["ready"] is False
+        failing = {k for k, v in body["checks"].items() if v != "ok"}
+        assert failing == {"registry"}, body
+        async with session(server.admin_port) as http, \
+                http.get("/api/v1/registrations") as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "5"
+            error = await resp.json()
+        assert error["status"] == 503 and error["error"].startswith("registry unavailable")
+    finally:
+        server.stop()
+        redis.close()
+    assert "Traceback" not in server.log
+
+
+async def test_ready_fails_while_postgres_is_unreachable() -> None:
+    # Port 1 on loopback: nothing listens there, so the writer starts degraded (spooling).
+    server = ServerProcess("--domain", "example.com", "--admin-token", TOKEN,
+                           "--database", "postgresql://nobody@127.0.0.1:1/none", admin=True)
+    try:
+        server.start()
+        wait_admin(server)
+        assert server.admin_port is not None
+        status, body = await _ready(server.admin_port)
+    finally:
+        server.stop()
+    assert status == 503
+    assert body["checks"]["database"] == "not connected"
+    assert body["checks"]["registry"] == "ok"

@@ -14,6 +14,7 @@ import socket
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serverproc import ServerProcess
+from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
     Samples,
     register,
@@ -22,6 +23,7 @@ from tests.signaling.admin.helpers import (
     send_options,
     session,
     value,
+    wait_admin,
 )
 from tests.signaling.diameter.client import Client as DiameterClient
 
@@ -148,3 +150,28 @@ async def test_admin_requests_are_counted(server: ServerProcess) -> None:
     # the first scrape itself
     assert _delta(before, after, "signaling_admin_requests_total", method="GET",
                   status="200") == 1
+
+
+async def test_redis_latency_and_counts_follow_registers() -> None:
+    redis = RedisServer(appendonly=False).start()
+    server = ServerProcess("--domain", "example.com", "--registry", redis.url, admin=True)
+    try:
+        server.start()
+        wait_admin(server)
+        assert server.admin_port is not None
+        async with session(server.admin_port, token=None) as http:
+            before = await scrape(http)
+        for i in range(M_REGISTERS):
+            assert register(server.udp_port, f"redis{i}", contact_port=7200 + i) == 200
+        after = await _wait_gauge(server.admin_port, "signaling_registered_bindings",
+                                  M_REGISTERS)
+    finally:
+        server.stop()
+        redis.close()
+    # One timed registry call per REGISTER (the atomic Lua register, RFC 3261 §10.3).
+    assert _delta(before, after, "signaling_registry_call_seconds_count",
+                  op="register") == M_REGISTERS
+    assert value(after, "signaling_registry_call_seconds_bucket", op="register",
+                 le="+Inf") == M_REGISTERS
+    assert value(after, "signaling_registered_aors") == M_REGISTERS
+    assert value(after, "signaling_registered_bindings") == M_REGISTERS
