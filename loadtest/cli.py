@@ -39,6 +39,10 @@ def _replay_parser(sub: Any) -> None:
                    help="share of UAs on WebSocket when --target is given too")
     p.add_argument("--ws-connections", type=int, default=50)
     p.add_argument("--diameter", help="tcp://HOST:PORT of the Diameter peer")
+    p.add_argument("--diameter-origin-host", default="storm.invalid")
+    p.add_argument("--diameter-realm", default="invalid")
+    p.add_argument("--diameter-watchdog", type=float, default=30.0,
+                   help="RFC 3539 Tw in seconds (>= 6)")
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=None, help="stop offering after S seconds")
     p.add_argument("--ramp-up", type=float, default=0.0, help="ramp the rate up over S seconds")
@@ -99,6 +103,7 @@ def _cmd_synth(a: Any) -> int:
 def _cmd_replay(a: Any) -> int:
     import uvloop
 
+    from loadtest.diameter import parse_diameter_target
     from loadtest.engine import Engine, EngineConfig, parse_target
     from loadtest.report import build_report, render_html, save_report
     from loadtest.trace import CcrSession, TraceFormatError, read_trace
@@ -112,12 +117,13 @@ def _cmd_replay(a: Any) -> int:
         print(f"storm: {a.trace}:{err.line}: {err.reason}", file=sys.stderr)
     if trace.bad_lines > len(trace.errors):
         print(f"storm: ... {trace.bad_lines - len(trace.errors)} more bad lines", file=sys.stderr)
-    if a.target is None and a.ws is None:
-        print("storm: give --target udp://HOST:PORT and/or --ws ws://HOST:PORT", file=sys.stderr)
+    if a.target is None and a.ws is None and a.diameter is None:
+        print("storm: give --target udp://HOST:PORT, --ws ws://HOST:PORT and/or "
+              "--diameter tcp://HOST:PORT", file=sys.stderr)
         return 1
-    if a.diameter is not None or any(isinstance(e, CcrSession) for e in trace.events):
-        print("storm: Diameter replay is not available yet: ccr-session events are skipped "
-              "and counted", file=sys.stderr)
+    if a.diameter is None and any(isinstance(e, CcrSession) for e in trace.events):
+        print("storm: no --diameter peer: ccr-session events are skipped and counted",
+              file=sys.stderr)
     progress = _Progress(len(trace.events)) if sys.stdout.isatty() else None
     cfg = EngineConfig(
         target=parse_target(a.target) if a.target else None, ws_url=a.ws,
@@ -126,6 +132,9 @@ def _cmd_replay(a: Any) -> int:
         sockets=a.sockets, deadline=a.deadline, t1=a.t1, t2=max(4.0, a.t1),
         register_callees=not a.no_register_callees, backoff=not a.no_backoff,
         drain=a.drain, seed=a.seed, progress=progress.update if progress else None,
+        diameter=parse_diameter_target(a.diameter) if a.diameter else None,
+        diameter_origin_host=a.diameter_origin_host, diameter_realm=a.diameter_realm,
+        diameter_tw=a.diameter_watchdog,
     )
     result = uvloop.run(Engine(trace.events, cfg).run())
     if progress is not None:
@@ -154,6 +163,8 @@ def _print_summary(r: Any) -> None:
               f"P50/P99/P99.9 ms {lat.get('p50', 0) / 1000:.2f}/{lat.get('p99', 0) / 1000:.2f}/"
               f"{lat.get('p99.9', 0) / 1000:.2f}")
     c = r.calls
+    if r.diameter:
+        print(f"  diameter {r.diameter}")
     if c.attempted:
         print(f"  calls attempted {c.attempted} established {c.established} "
               f"completed {c.completed} failed {c.failed} abandoned {c.abandoned}")

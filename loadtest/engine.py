@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
+from loadtest.diameter import DiameterClient
 from loadtest.metrics import (
     HIST_MAX_US,
     MAX_SERIES_SECONDS,
@@ -167,6 +168,10 @@ class EngineConfig:
     backoff_base: float = 30.0  # RFC 5626 §4.5 base-time when all flows failed
     backoff_max: float = 1800.0  # RFC 5626 §4.5 max-time
     drain: float | None = None  # default 64*T1
+    diameter: tuple[str, int] | None = None
+    diameter_origin_host: str = "storm.invalid"
+    diameter_realm: str = "invalid"
+    diameter_tw: float = 30.0  # RFC 3539 §3.4.1 Tw: 30 s default, at least 6 s
     seed: int = 1
     progress: Callable[[dict[str, float]], None] | None = None
 
@@ -219,6 +224,7 @@ class RunResult:
     events_skipped: dict[str, int]
     stray_responses: int
     deferred_by_cap: int
+    diameter: dict[str, Any]
 
 
 class _Link:
@@ -423,9 +429,18 @@ class Engine:
         self.sched_done = False
         self.finish_at: float | None = None
         self.done: asyncio.Future[None] | None = None
-        self.max_hold = max((e.hold for e in events if isinstance(e, Call)), default=0.0)
+        self.max_hold = max((e.hold for e in events if isinstance(e, Call | CcrSession)),
+                            default=0.0)
+        self.dia: DiameterClient | None = None
 
     # ---------------------------------------------------------------- setup
+
+    def stats_for(self, kind: str) -> KindStats:
+        return self._stats(kind)
+
+    def later(self, delay: float, fn: Callable[[Any], None], arg: Any,
+              stats: KindStats | None) -> None:
+        self._later(delay, fn, arg, stats)
 
     def _stats(self, kind: str) -> KindStats:
         s = self.kinds.get(kind)
@@ -459,6 +474,10 @@ class Engine:
                 readies.append(ready)
                 self.ws.append(link_ws)
             await asyncio.gather(*readies)
+        if cfg.diameter is not None:
+            self.dia = DiameterClient(self, cfg.diameter, cfg.diameter_origin_host,
+                                      cfg.diameter_realm, tw=cfg.diameter_tw)
+            await self.dia.open()
 
     def _close(self) -> None:
         for link in self.udp:
@@ -513,6 +532,8 @@ class Engine:
             await self.done
         finally:
             self._close()
+            if self.dia is not None:
+                await self.dia.close()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - self.start
         self._roll_second(int(wall) + 1)
@@ -531,7 +552,18 @@ class Engine:
             events_skipped=self.skipped,
             stray_responses=self.stray,
             deferred_by_cap=self.deferred,
+            diameter=self._diameter_summary(),
         )
+
+    def _diameter_summary(self) -> dict[str, Any]:
+        d = self.dia
+        if d is None:
+            return {}
+        return {"sessions_started": d.sessions_started,
+                "sessions_completed": d.sessions_completed,
+                "sessions_failed": d.sessions_failed, "dropped": d.dropped,
+                "dwr_sent": d.machine.sent_dwr, "dwa_received": d.machine.received_dwa,
+                "closed": d.closed_reason}
 
     async def _preregister(self) -> None:
         callees = sorted({(e.callee, e.callee_domain or e.domain, e.transport)
@@ -609,7 +641,8 @@ class Engine:
         assert self.finish_at is not None
         if now >= self.finish_at:
             return True
-        return not self.txns and not self.actions and not self.dialogs
+        busy = self.dia is not None and self.dia.busy
+        return not self.txns and not self.actions and not self.dialogs and not busy
 
     def _abandon_rest(self) -> None:
         for txn in self.txns.values():
@@ -618,6 +651,8 @@ class Engine:
             if stats is not None:
                 stats.abandoned += 1
         self.calls.abandoned += len(self.dialogs)
+        if self.dia is not None:
+            self.dia.abandon()
 
     # ---------------------------------------------------------------- timers
 
@@ -647,6 +682,8 @@ class Engine:
             if txn.invite and txn.state == _PROCEEDING and limit < txn.t0 + self.timeout + 1e-9:
                 continue  # Timer B does not run in Proceeding (§17.1.1.2): the guard entry does
             self._on_timeout(txn, now)
+        if self.dia is not None:
+            self.dia.tick(now)
         aq = self.actions
         while aq and aq[0][0] <= now:
             _, _, fn, arg, _ = heapq.heappop(aq)
@@ -703,7 +740,10 @@ class Engine:
 
     def _start_event(self, ev: Event, attempt: int, second: int, now: float) -> None:
         if isinstance(ev, CcrSession):
-            self.skipped["ccr-session"] = self.skipped.get("ccr-session", 0) + 1
+            if self.dia is None:
+                self.skipped["ccr-session"] = self.skipped.get("ccr-session", 0) + 1
+            else:
+                self.dia.start_session(ev, now, second)
             return
         ua = self._ua(ev.user, ev.domain, ev.transport)
         if ua is None:

@@ -95,6 +95,7 @@ class RunReport(msgspec.Struct):
     kinds: dict[str, KindReport]
     calls: CallReport
     uas: dict[str, Any]
+    diameter: dict[str, Any]
     timeline: list[SecondReport]
     knee: KneeReport | None
 
@@ -158,6 +159,7 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) 
              "retransmissions_absorbed": res.uas.retransmissions_absorbed,
              "ok_retransmitted": res.uas.ok_retransmitted, "ack_timeouts": res.uas.ack_timeouts,
              "bad": res.uas.bad},
+        diameter=res.diameter,
         timeline=[SecondReport(p.second, p.offered, p.answered, p.good, p.errors,
                                p.retransmissions, p.p50_us, p.p99_us, p.p999_us)
                   for p in res.timeline],
@@ -259,6 +261,7 @@ def render_html(r: RunReport) -> str:
                          f"(user {r.cpu['user_s']:.2f}s, sys {r.cpu['sys_s']:.2f}s)"],
         ["calls", str(msgspec.structs.asdict(r.calls))],
         ["UAS side", str(r.uas)],
+        ["Diameter", str(r.diameter) if r.diameter else "-"],
         ["knee", "not reached" if r.knee is None else
          f"at {r.knee.second}s: offered {r.knee.offered_per_s:.0f}/s, "
          f"goodput {r.knee.goodput_per_s:.0f}/s (max {r.knee.max_goodput_per_s:.0f}/s)"],
