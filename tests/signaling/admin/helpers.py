@@ -13,8 +13,9 @@ from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
 from tests.serverproc import ServerProcess, options
 
-__all__ = ["TOKEN", "Samples", "register", "scrape", "send_options", "session", "sip_status",
-           "value", "wait_admin"]
+__all__ = ["TOKEN", "Samples", "answer", "call", "header_values", "recv_request", "register",
+           "register_message", "scrape", "send_options", "session", "sip_status", "value",
+           "wait_admin"]
 
 TOKEN = "test-admin-token-0123456789"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -136,3 +137,44 @@ def recv_request(sock: socket.socket, method: str, timeout: float = 5.0) -> byte
         data = sock.recv(65535)
         if data.startswith(method.encode() + b" "):
             return data
+
+
+def _udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def call(server_port: int, callee: str) -> tuple[socket.socket, socket.socket, str]:
+    """A confirmed call caller -> proxy -> callee over UDP; returns both sockets and Call-ID."""
+    a, b = _udp(), _udp()
+    a_port, b_port = a.getsockname()[1], b.getsockname()[1]
+    assert register(server_port, callee, contact_port=b_port) == 200
+    call_id = f"call-{random.randint(0, 1 << 30)}@test"
+    invite = (
+        f"INVITE sip:{callee}@example.com SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{a_port};branch=z9hG4bKinv{random.randint(0, 1 << 30)}"
+        f";rport\r\nFrom: <sip:caller@example.com>;tag=caller1\r\n"
+        f"To: <sip:{callee}@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@127.0.0.1:{a_port}>\r\nMax-Forwards: 70\r\n"
+        f"Content-Length: 0\r\n\r\n").encode()
+    a.sendto(invite, ("127.0.0.1", server_port))
+    forwarded = recv_request(b, "INVITE")
+    b.sendto(answer(forwarded, 200, "callee1", f"sip:{callee}@127.0.0.1:{b_port}"),
+             ("127.0.0.1", server_port))
+    a.settimeout(5.0)
+    while True:
+        ok = a.recv(65535)
+        if ok.startswith(b"SIP/2.0 200"):
+            break
+    routes = [v for h in header_values(ok, "Record-Route") for v in h.split(",")][::-1]
+    (to,) = header_values(ok, "To", "t")
+    ack = (
+        f"ACK sip:{callee}@127.0.0.1:{b_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{a_port};branch=z9hG4bKack{random.randint(0, 1 << 30)}"
+        f";rport\r\n" + "".join(f"Route: {r.strip()}\r\n" for r in routes) +
+        f"From: <sip:caller@example.com>;tag=caller1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    a.sendto(ack, ("127.0.0.1", server_port))
+    recv_request(b, "ACK")
+    return a, b, call_id

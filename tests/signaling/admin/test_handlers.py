@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import random
-import socket
 import urllib.parse
 from typing import Any
 
+from tests.protocols.diameter.factory import ccr
 from tests.serverproc import ServerProcess
 from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
     TOKEN,
     answer,
+    call,
     header_values,
     recv_request,
     register,
@@ -123,6 +124,10 @@ async def test_diameter_peers_and_sessions(server: ServerProcess) -> None:
     try:
         cea = await client.handshake("admin-test.client")
         assert cea.command_code == 257
+        sid = f"admin-test.client;{random.randint(0, 1 << 30)};1"
+        await client.send(ccr(session=sid, rtype=1, number=0, requested=30))
+        cca = await client.recv()
+        assert cca.command_code == 272
         async with session(server.admin_port) as http:
             async with http.get("/api/v1/diameter/peers") as resp:
                 assert resp.status == 200
@@ -137,7 +142,9 @@ async def test_diameter_peers_and_sessions(server: ServerProcess) -> None:
     assert peers["enabled"] is True
     (peer,) = [p for p in peers["items"] if p["origin_host"] == "admin-test.client"]
     assert peer["state"] == "R-Open"
-    assert sessions == {"enabled": True, "total": 0, "items": []}
+    assert sessions["enabled"] is True and sessions["total"] == 1
+    (item,) = sessions["items"]
+    assert item["session_id"] == sid and item["tcc_deadline"] > 0
 
 
 async def test_stats(server: ServerProcess) -> None:
@@ -228,51 +235,10 @@ def test_register_helper_sanity(server: ServerProcess) -> None:
     assert sip_status(server.udp_port, register_message(server.udp_port, user, 5999)) == 200
 
 
-def _udp() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    return s
-
-
-def _call(server_port: int, callee: str) -> tuple[socket.socket, socket.socket, str]:
-    """A confirmed call caller -> proxy -> callee over UDP; returns both sockets and Call-ID."""
-    a, b = _udp(), _udp()
-    a_port, b_port = a.getsockname()[1], b.getsockname()[1]
-    assert register(server_port, callee, contact_port=b_port) == 200
-    call_id = f"call-{random.randint(0, 1 << 30)}@test"
-    invite = (
-        f"INVITE sip:{callee}@example.com SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{a_port};branch=z9hG4bKinv{random.randint(0, 1 << 30)}"
-        f";rport\r\nFrom: <sip:caller@example.com>;tag=caller1\r\n"
-        f"To: <sip:{callee}@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
-        f"Contact: <sip:caller@127.0.0.1:{a_port}>\r\nMax-Forwards: 70\r\n"
-        f"Content-Length: 0\r\n\r\n").encode()
-    a.sendto(invite, ("127.0.0.1", server_port))
-    forwarded = recv_request(b, "INVITE")
-    b.sendto(answer(forwarded, 200, "callee1", f"sip:{callee}@127.0.0.1:{b_port}"),
-             ("127.0.0.1", server_port))
-    a.settimeout(5.0)
-    while True:
-        ok = a.recv(65535)
-        if ok.startswith(b"SIP/2.0 200"):
-            break
-    routes = [v for h in header_values(ok, "Record-Route") for v in h.split(",")][::-1]
-    (to,) = header_values(ok, "To", "t")
-    ack = (
-        f"ACK sip:{callee}@127.0.0.1:{b_port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{a_port};branch=z9hG4bKack{random.randint(0, 1 << 30)}"
-        f";rport\r\n" + "".join(f"Route: {r.strip()}\r\n" for r in routes) +
-        f"From: <sip:caller@example.com>;tag=caller1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
-        f"CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-    a.sendto(ack, ("127.0.0.1", server_port))
-    recv_request(b, "ACK")
-    return a, b, call_id
-
-
 async def test_dialog_list_get_terminate_sends_bye_to_both(server: ServerProcess) -> None:
     assert server.admin_port is not None
     _, (callee,) = _users(1)
-    a, b, call_id = _call(server.udp_port, callee)
+    a, b, call_id = call(server.udp_port, callee)
     try:
         async with session(server.admin_port) as http:
             async with http.get("/api/v1/dialogs", params={"limit": "1000"}) as resp:

@@ -11,12 +11,15 @@ import asyncio
 import random
 import socket
 
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.typing import Subprotocol
 
 from tests.serverproc import ServerProcess
 from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
     Samples,
+    call,
     register,
     register_message,
     scrape,
@@ -175,3 +178,20 @@ async def test_redis_latency_and_counts_follow_registers() -> None:
                  le="+Inf") == M_REGISTERS
     assert value(after, "signaling_registered_aors") == M_REGISTERS
     assert value(after, "signaling_registered_bindings") == M_REGISTERS
+
+
+async def test_call_setup_dialog_and_websocket_gauges_follow_traffic(
+        server: ServerProcess) -> None:
+    assert server.admin_port is not None and server.ws_port is not None
+    async with session(server.admin_port, token=None) as http:
+        before = await scrape(http)
+        a, b, _ = call(server.udp_port, f"obs{random.randint(0, 1 << 30)}")
+        a.close()
+        b.close()
+        # RFC 7118 §4.1: the "sip" subprotocol, or the server refuses the handshake.
+        async with websockets.connect(f"ws://127.0.0.1:{server.ws_port}",
+                                      subprotocols=[Subprotocol("sip")]):
+            during = await scrape(http)
+    assert _delta(before, during, "signaling_call_setup_seconds_count") == 1
+    assert _delta(before, during, "signaling_dialogs", state="confirmed") == 1
+    assert _delta(before, during, "signaling_ws_connections") == 1

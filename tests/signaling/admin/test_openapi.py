@@ -18,8 +18,7 @@ from typing import Any
 from signaling.config import Config
 from signaling.server import Server
 from tests.serverproc import ServerProcess
-from tests.signaling.admin.helpers import TOKEN, register, session, wait_admin
-from tests.signaling.admin.test_handlers import _call
+from tests.signaling.admin.helpers import TOKEN, call, register, session, wait_admin
 
 #: Test cases per operation and phase: enough to cover every parameter's bounds and the error
 #: paths (about 700 requests in all) while keeping the run to seconds.
@@ -81,7 +80,7 @@ def test_schemathesis_finds_no_server_error_and_no_contract_break(tmp_path: Path
         # Data for the operations that need existing resources (followed through the links).
         for i in range(3):
             assert register(server.udp_port, f"st{random.randint(0, 1 << 30)}x{i}") == 200
-        a, b, _ = _call(server.udp_port, f"callee{random.randint(0, 1 << 30)}")
+        a, b, _ = call(server.udp_port, f"callee{random.randint(0, 1 << 30)}")
         sockets += [a, b]
         url = f"http://127.0.0.1:{server.admin_port}/api/v1/openapi.json"
         run = subprocess.run(
