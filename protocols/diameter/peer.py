@@ -72,6 +72,7 @@ CE_TIMEOUT = 10.0
 DP_TIMEOUT = 5.0
 
 _U32 = struct.Struct("!I")
+_DWR = int(CommandCode.DEVICE_WATCHDOG)  # a plain int for the per-message path
 
 
 class PeerState(FastEnum):
@@ -458,7 +459,7 @@ class PeerMachine:
         """Feed the watchdog; True when it says to throw the message away."""
         if self.state not in (PeerState.R_OPEN, PeerState.I_OPEN):
             return False
-        is_dwa = msg.command_code == CommandCode.DEVICE_WATCHDOG and not msg.is_request
+        is_dwa = msg.command_code == _DWR and not msg.is_request
         if is_dwa:
             self.received_dwa += 1
         inp = WdInput.RECEIVE_DWA if is_dwa else WdInput.RECEIVE_NON_DWA

@@ -67,6 +67,11 @@ def validate_request(
     return command
 
 
+# Module-level aliases: reading an Enum member through its class costs ~50 ns per access.
+_MUST_NOT = MRule.MUST_NOT
+_GROUPED = AvpType.GROUPED
+
+
 def check_avps(avps: list[Avp], dictionary: Dictionary, depth: int) -> None:
     """Flag bits, known mandatory AVPs and decodable values, recursively into groups."""
     for avp in avps:
@@ -78,10 +83,10 @@ def check_avps(avps: list[Avp], dictionary: Dictionary, depth: int) -> None:
             if avp.flags & AVP_FLAG_M:
                 raise _avp_error("unknown mandatory AVP", ResultCode.DIAMETER_AVP_UNSUPPORTED, avp)
             continue  # §4.1: an unknown AVP without M is ignored.
-        if avp.flags & AVP_FLAG_M and defn.m_rule is MRule.MUST_NOT:
+        if avp.flags & AVP_FLAG_M and defn.m_rule is _MUST_NOT:
             raise _avp_error("M bit set on an AVP that forbids it",
                              ResultCode.DIAMETER_INVALID_AVP_BITS, avp)
-        if defn.type is AvpType.GROUPED:
+        if defn.type is _GROUPED:
             if depth >= MAX_GROUP_DEPTH:
                 raise _avp_error("grouped AVPs nested too deep",
                                  ResultCode.DIAMETER_INVALID_AVP_VALUE, avp)
