@@ -230,12 +230,6 @@ class SipCore:
         if answer is None:
             self.c_drop.inc("malformed")
             return
-        if not _parses(answer):
-            # The copied Via/From/To/Call-ID/CSeq are themselves broken or missing (PROTOS
-            # c07: ~800 of its cases): the client could not match such a response to its
-            # transaction (§17.1.3), so it would only reflect the garbage back.  Discard.
-            self.c_drop.inc("unanswerable")
-            return
         self.c_reject.inc(str(err.status))
         self.c_resp_out.inc(_CLASS.get((err.status or 0) // 100, "other"), peer.transport)
         self.send(answer, peer)
@@ -420,12 +414,3 @@ class SipCore:
 
 
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}
-
-
-def _parses(answer: bytes) -> bool:
-    """Whether an error answer built from a rejected request's raw headers is a valid response."""
-    try:
-        parse_message(answer)
-    except RemoteProtocolError:
-        return False
-    return True
