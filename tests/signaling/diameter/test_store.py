@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from protocols.diameter.constants import FLAG_E
 from signaling.diameter.server import DiameterServer
 from signaling.diameter.store import CCSessionStore, InMemoryCCSessionStore, StoreFull
 from signaling.metrics import Metrics
@@ -108,3 +109,22 @@ async def test_session_survives_restart_with_the_redis_registry(redis_url: str) 
     finally:
         await second.close(0.5)
         await second_registry.close()
+
+
+async def test_full_store_is_answered_too_busy() -> None:
+    """The store's bound reaches the peer as DIAMETER_TOO_BUSY (3004, E bit), not a crash."""
+    server = DiameterServer(make_config(), Metrics(), InMemoryCCSessionStore(max_sessions=1))
+    await server.start()
+    try:
+        c = await Client.connect(server.port)
+        assert result_code(await c.handshake()) == 2001
+        await c.send(ccr(session="one", rtype=1, number=0))
+        assert result_code(await c.recv()) == 2001
+        await c.send(ccr(session="two", rtype=1, number=0))
+        busy = await c.recv()
+        assert result_code(busy) == 3004 and busy.flags & FLAG_E
+        await c.send(ccr(session="one", rtype=3, number=1))  # existing sessions still work
+        assert result_code(await c.recv()) == 2001
+        await c.close()
+    finally:
+        await server.close(0.5)
