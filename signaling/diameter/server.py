@@ -364,6 +364,9 @@ class DiameterServer:
             conn.peer = peer
         else:
             self._conn_of.pop(conn.id, None)
+            if peer.state is PeerState.CLOSED and peer not in self._targets and (
+                    self._peers.get(host) is peer):
+                del self._peers[host]  # the CER was refused: leave no peer state behind
 
     def _base_message(self, conn: Connection, peer: PeerMachine, msg: Message) -> None:
         if msg.is_request:
