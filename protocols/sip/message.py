@@ -36,6 +36,8 @@ __all__ = [
     "SipURI",
     "TelURI",
     "Via",
+    "has_param",
+    "param",
     "render_params",
 ]
 
@@ -45,6 +47,23 @@ __all__ = [
 Params = Mapping[str, str | None]
 #: What the parser and builders construct before handing it over as ``Params``.
 ParamDict = dict[str, str | None]
+
+
+def param(params: Params, name: str) -> str | None:
+    """A parameter's value by lower-case ``name``; parameter names are case-insensitive
+    (§7.3.1, §19.1.4) but kept as written, so the exact spelling is tried first and the
+    others only when it is absent (``None`` also for a parameter without a value)."""
+    value = params.get(name)
+    if value is None and params:
+        for key, v in params.items():
+            if key.lower() == name:
+                return v
+    return value
+
+
+def has_param(params: Params, name: str) -> bool:
+    """Whether lower-case ``name`` is present, in any case (``;lr``, ``;LR``)."""
+    return name in params or any(key.lower() == name for key in params)
 
 
 def render_params(params: Params) -> str:
@@ -87,14 +106,14 @@ class SipURI:
     @property
     def transport(self) -> str:
         """The ``transport`` parameter in upper case, default UDP (sips: TLS)."""
-        t = self.params.get("transport")
+        t = param(self.params, "transport")
         if t:
             return t.upper()
         return "TLS" if self.scheme == "sips" else "UDP"
 
     @property
     def lr(self) -> bool:
-        return "lr" in self.params
+        return has_param(self.params, "lr")
 
 
 @dataclass(slots=True)
@@ -151,7 +170,7 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        return self.params.get("tag")
+        return param(self.params, "tag")
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         """A copy with one header parameter set (for adding a To tag)."""
@@ -179,7 +198,7 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.params.get("branch")
+        return param(self.params, "branch")
 
     @property
     def sent_by(self) -> tuple[str, int | None]:

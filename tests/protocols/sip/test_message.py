@@ -11,6 +11,8 @@ from protocols.sip.message import (
     SipURI,
     TelURI,
     Via,
+    has_param,
+    param,
     render_params,
 )
 from protocols.sip.parser import parse_message, parse_name_addr, parse_via_list
@@ -94,3 +96,14 @@ def test_equality_is_by_value_and_kind() -> None:
     assert a == built
     built.reason = "Fine"
     assert a != built
+
+
+def test_parameter_names_are_case_insensitive() -> None:
+    """§7.3.1 / §19.1.4: ``;Tag=``, ``;BRANCH=``, ``;Transport=``, ``;LR`` mean the same."""
+    assert parse_name_addr("<sip:a@b>;Tag=x").tag == "x"
+    assert parse_via_list("SIP/2.0/UDP h;BRANCH=z9hG4bKq")[0].branch == "z9hG4bKq"
+    u = parse_uri("sip:h;Transport=tcp;LR")
+    assert isinstance(u, SipURI) and u.transport == "TCP" and u.lr
+    assert param({"a": None}, "a") is None and param({}, "a") is None
+    assert param({"tag": "exact", "TAG": "other"}, "tag") == "exact"
+    assert has_param({"Lr": None}, "lr") and not has_param({"x": "lr"}, "lr")
