@@ -560,8 +560,12 @@ class Proxy:
     def _on_server_event(self, txn: Transaction, ev: Event) -> None:
         if isinstance(ev, TransactionTerminated) and isinstance(txn, ServerTransaction):
             ctx = self.contexts.pop(txn, None)
-            if ctx is not None and ctx.dialog is not None:
-                self._ringing.pop(ctx.dialog.id, None)
+            if ctx is not None:
+                # Break the context <-> branch cycle so reference counting frees the call's
+                # objects at once: the server runs with rare full collections (cli._tune_gc).
+                ctx.branches = []
+                if ctx.dialog is not None:
+                    self._ringing.pop(ctx.dialog.id, None)
 
     # -- CANCEL, ACK and stray responses (callbacks, synchronous) ----------------------------
 

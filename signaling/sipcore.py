@@ -26,6 +26,7 @@ from protocols.sip.serializer import serialize
 from protocols.sip.timers import TimerConfig, TimerValues, timer_values
 from protocols.sip.transaction import (
     Event,
+    NonInviteServerTransaction,
     SendMessage,
     ServerTransaction,
     Transaction,
@@ -196,6 +197,8 @@ class SipCore:
             self.c_drop.inc("late_response")
             return
         self.run(txn, events)
+        if isinstance(txn, NonInviteServerTransaction):
+            txn.compact()  # Completed: only the response bytes are needed until Timer J
         self.arm_timer()
 
     def now(self) -> float:

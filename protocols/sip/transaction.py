@@ -39,7 +39,7 @@ from itertools import count
 from typing import ClassVar
 
 from .errors import SipError, TransactionError
-from .message import CSeq, Request, Response, Via
+from .message import CSeq, NameAddr, Request, Response, SipURI, Via
 from .timers import TimerValues
 
 __all__ = [
@@ -748,6 +748,23 @@ class NonInviteServerTransaction(ServerTransaction):
     __slots__ = ()
     INITIAL = State.TRYING
 
+    def compact(self) -> bool:
+        """Release the parsed messages of a Completed transaction; True if done.
+
+        In Completed the transaction only answers retransmissions with the last response's
+        wire form (§17.2.2) until Timer J, 32 s on UDP.  Keeping the parsed request and
+        response alive that long holds a few KB and dozens of collector-tracked objects per
+        transaction; at thousands of REGISTERs per second that is gigabytes and seconds-long
+        garbage-collector pauses.  Placeholders shared by every compacted transaction keep the
+        attribute types; ``last_response`` keeps the status and reason.
+        """
+        last = self.last_response
+        if self.state is not State.COMPLETED or last is None or self.last_response_bytes is None:
+            return False
+        self.request = _RELEASED_REQUEST
+        self.last_response = _released_response(last.status, last.reason)
+        return True
+
     TABLE: ClassVar[Table] = {
         # §17.2.2: in Trying there is no response yet; a retransmission is discarded.
         (_S.TRYING, _I.REQUEST_RETRANSMISSION): ((), _S.TRYING),
@@ -1035,3 +1052,26 @@ class TransactionTable:
     def heap_size(self) -> int:
         """Entries in the deadline heap, stale ones included (bounded by compaction)."""
         return len(self._heap)
+
+
+# --------------------------------------------------------------------------------------------
+# Placeholders for compacted transactions (NonInviteServerTransaction.compact).
+
+_RELEASED_NA = NameAddr(SipURI("sip", "released.invalid"))
+_RELEASED_REQUEST = Request(method="RELEASED", uri=SipURI("sip", "released.invalid"), vias=[],
+                            from_=_RELEASED_NA, to=_RELEASED_NA, call_id="",
+                            cseq=CSeq(0, "RELEASED"))
+_released: dict[tuple[int, str], Response] = {}
+#: Distinct (status, reason) placeholders kept; past it, a fresh one each time (bounded).
+_MAX_RELEASED = 256
+
+
+def _released_response(status: int, reason: str) -> Response:
+    key = (status, reason)
+    resp = _released.get(key)
+    if resp is None:
+        resp = Response(status=status, reason=reason, vias=[], from_=_RELEASED_NA,
+                        to=_RELEASED_NA, call_id="", cseq=CSeq(0, "RELEASED"))
+        if len(_released) < _MAX_RELEASED:
+            _released[key] = resp
+    return resp

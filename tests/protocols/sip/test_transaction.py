@@ -950,3 +950,31 @@ def test_random_table_runs(steps: list[tuple[int, int, float]]) -> None:
             (NonInviteServerTransaction, State.PROCEEDING),
             (InviteClientTransaction, State.PROCEEDING),
         }
+
+
+def test_compact_releases_parsed_messages_but_still_answers_retransmissions() -> None:
+    from protocols.sip.builders import make_response as _make_response
+    from protocols.sip.parser import parse_message as _parse
+    from protocols.sip.serializer import serialize as _serialize
+    from protocols.sip.timers import TimerConfig as _TC
+    from protocols.sip.timers import timer_values as _tv
+    from protocols.sip.transaction import NonInviteServerTransaction as _NIST
+    from protocols.sip.transaction import SendMessage as _Send
+
+    data = (b"REGISTER sip:example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKcompact\r\n"
+            b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n"
+            b"Call-ID: compact\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n")
+    req = _parse(data)
+    assert isinstance(req, Request)
+    txn = _NIST(req, _tv(_TC(), False))
+    assert not txn.compact()  # Trying: the TU still needs the request
+    for ev in txn.send_response(_make_response(req, 200, to_tag="x"), 0.0):
+        assert isinstance(ev, _Send)
+        txn.cache_bytes(ev.message, _serialize(ev.message))
+    wire = txn.last_response_bytes
+    assert txn.compact()
+    assert txn.request is not req
+    assert txn.last_response is not None and txn.last_response.status == 200
+    again = txn.receive_request(req, 1.0)  # a retransmission: the same bytes go out
+    assert [e.data for e in again if isinstance(e, _Send)] == [wire]
