@@ -49,7 +49,8 @@ async def test_watchdog_keeps_the_idle_peer_alive(server: ServerProcess) -> None
     res = await Engine(events, EngineConfig(diameter=("127.0.0.1", server.diameter_port),
                                             diameter_tw=6.0)).run()
     d = res.diameter
-    assert d["sessions_completed"] == 1, d
+    outcome = {k: (v.answered, v.timeouts, v.abandoned) for k, v in res.kinds.items()}
+    assert d["sessions_completed"] == 1, (d, outcome, server.read_log()[-2000:])
     assert d["dwr_sent"] >= 1 and d["dwa_received"] >= 1, d
 
 
