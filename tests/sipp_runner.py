@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,10 @@ SCENARIOS = Path(__file__).parent / "sipp"
 #: Seconds a SIPp run may take beyond what the caller expects before it is killed: SIPp hangs
 #: forever on a scenario that waits for a message that never comes (no -timeout given).
 KILL_GRACE = 10.0
+#: SIPp's UDP socket buffers (bytes).  Its default (64 KB) overflows when SIPp is briefly
+#: descheduled at a thousand calls per second, and a lost ACK then aborts the UAS's call;
+#: 4 MB is the usual net.core.rmem_max, the most an unprivileged setsockopt gets.
+SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def scenario(name: str) -> Path:
@@ -81,6 +86,9 @@ class Sipp:
         self.stat_file = self.dir / "stat.csv"
         self.error_file = self.dir / "errors.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: CPU seconds SIPp used (from wait(); approximate if other children ended meanwhile).
+        self.cpu_seconds = 0.0
+        self._children_cpu = 0.0
 
     def args(self) -> list[str]:
         cmd = [sipp_binary()]
@@ -90,7 +98,8 @@ class Sipp:
                 "-mp", str(free_udp_port()), "-m", str(self.calls), "-nostdin",
                 "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
                 "-trace_err", "-error_file", str(self.error_file),
-                "-timeout", f"{self.timeout:g}s", "-timeout_error"]
+                "-timeout", f"{self.timeout:g}s", "-timeout_error",
+                "-buff_size", str(SOCKET_BUFFER)]
         if self.rate is not None:
             cmd += ["-r", f"{self.rate:g}"]
         if self.service is not None:
@@ -103,6 +112,8 @@ class Sipp:
         return cmd
 
     def start(self) -> Sipp:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._children_cpu = usage.ru_utime + usage.ru_stime
         self.proc = subprocess.Popen(self.args(), cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, "TERM": "dumb"})
@@ -116,6 +127,8 @@ class Sipp:
             self.proc.kill()
             out, _ = self.proc.communicate()
         rc = self.proc.returncode
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime - self._children_cpu
         successful, failed, created = _read_stats(self.stat_file)
         errors = self.error_file.read_text(errors="replace") if self.error_file.exists() else ""
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -126,6 +139,7 @@ class Sipp:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _read_stats(path: Path) -> tuple[int, int, int]:
