@@ -21,3 +21,37 @@ def test_starts_answers_options_and_stops_cleanly() -> None:
     assert status == 0
     assert "Traceback" not in server.log
     assert "stopped" in server.log
+
+
+async def test_shutdown_finishes_in_flight_work_and_refuses_new() -> None:
+    import asyncio
+
+    from protocols.sip.message import Response as _Response
+    from signaling.config import load_config
+    from signaling.server import Server
+    from tests.signaling.inproc import UdpPeer
+    from tests.signaling.test_sipcore import SlowRegistry, _req
+
+    cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "127.0.0.1:0", "admin": "off",
+                       "diameter": "off", "domain": ["example.com"],
+                       "shutdown_timeout": "5"}, env={})
+    server = Server(cfg, registry=SlowRegistry())
+    await server.start()
+    assert server.udp_address is not None
+    port = server.udp_address[1]
+    peer = await UdpPeer.open()
+    peer.send(_req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKinflight",
+                   call_id="inflight", extra="Contact: <sip:a@10.0.0.1>"), port)
+    await asyncio.sleep(0.05)  # the REGISTER is in the worker, waiting on the registry
+    stopping = asyncio.ensure_future(server.stop())
+    await asyncio.sleep(0.05)
+    peer.send(_req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKlate",
+                   call_id="late", extra="Contact: <sip:b@10.0.0.1>"), port)
+    answers: dict[str, int] = {}
+    for _ in range(2):
+        msg = await peer.recv(3.0)
+        assert isinstance(msg, _Response)
+        answers[msg.call_id] = msg.status
+    await stopping
+    peer.close()
+    assert answers == {"inflight": 200, "late": 503}
