@@ -1,0 +1,41 @@
+"""Per-instance metrics: fast counters and callback gauges in the exposition format."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from signaling.metrics import Metrics
+
+
+def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(m.exposition().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_fast_counter_and_callback_gauge_are_exposed() -> None:
+    m = Metrics()
+    c = m.fast_counter("sip_requests", "requests", ["method"])
+    assert m.fast_counter("sip_requests", "again", ["method"]) is c  # declared once
+    for _ in range(3):
+        c.inc("INVITE")
+    c.inc("BYE", amount=2)
+    depth = {"v": 5.0}
+    m.callback_gauge("queue_depth", "depth", ["shard"], lambda: {("0",): depth["v"]})
+    depth["v"] = 7.0  # read at scrape time, not at declaration
+    samples = _samples(m)
+    assert samples[("signaling_sip_requests_total", (("method", "INVITE"),))] == 3
+    assert samples[("signaling_sip_requests_total", (("method", "BYE"),))] == 2
+    assert samples[("signaling_queue_depth", (("shard", "0"),))] == 7
+    assert c.total() == 5
+
+
+def test_two_instances_do_not_share_series() -> None:
+    a, b = Metrics(), Metrics()
+    a.counter("x", "x").inc()
+    b.histogram("lat", "latency").observe(0.002)
+    assert ("signaling_x_total", ()) in _samples(a)
+    assert ("signaling_x_total", ()) not in _samples(b)
+    assert _samples(b)[("signaling_lat_count", ())] == 1
