@@ -261,9 +261,7 @@ def _slow_via_list(value: str) -> list[Via]:
         name, version, transport, host, port, ptext = m.groups()
         if name.upper() != "SIP":
             raise _bad("Malformed Via header")
-        params = parse_params(ptext) if ptext else {}
-        if "" in params:
-            raise _bad("Malformed Via header")
+        params = parse_params(ptext) if ptext else {}  # a 400 unless every name is a token
         portn = int(port) if port is not None else None
         if portn is not None and portn > 65535:
             raise _bad("Malformed Via port")

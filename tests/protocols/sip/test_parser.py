@@ -753,6 +753,7 @@ def test_via_forms() -> None:
 @pytest.mark.parametrize(
     "value",
     ["SIP/2.0/UDP", "SIP/2.0/UDP h:65536", "SIP/2.0/UDP h:123456", "SIP/2.0/UDP h;;x",
+     "SIP/2.0/UDP h : 70000", "SIP / 2.0 / UDP h;=x", "SIP/2.0/UDP h;a b",
      "SIP/2.0/UDP h;branch=1,", "SIP/2.0/UDP h,,SIP/2.0/UDP g", "HTTP/1.1/TCP h", "SIP/2.0 h",
      "SIP/2.0/UDP h:\u00b2", "SIP/2.0/UDP h;a=\"unterminated", "SIP/2.0/UDP [::1",
      "SIP/2.0/UDP h x"],
