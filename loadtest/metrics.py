@@ -155,6 +155,7 @@ def find_knee(
     bad = [o > 0 and g < (1.0 - tolerance) * o for o, g in zip(off, good, strict=True)]
     for i in range(n - SUSTAIN_S + 1):
         if all(bad[i : i + SUSTAIN_S]):
+            # Detection runs on the smoothed series; the figures reported are that second's own.
             k = max(i - 1, 0)
-            return Knee(k, off[k], good[k], max(good))
+            return Knee(k, float(offered[k]), float(goodput[k]), float(max(goodput[:n])))
     return None
