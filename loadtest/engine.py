@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
+from loadtest.clienttxn import TxnAction, TxnInput, TxnState, step
 from loadtest.diameter import DiameterClient
 from loadtest.metrics import (
     HIST_MAX_US,
@@ -114,7 +115,10 @@ GC_GEN0_THRESHOLD = 100_000
 #: Latencies kept per second for its percentiles: a second at 1M answers/s is beyond any run.
 MAX_SECOND_SAMPLES = 1_000_000
 
-_CALLING, _PROCEEDING, _DONE = 0, 1, 2
+_DONE = TxnState.DONE
+_IGNORE = TxnAction.IGNORE
+_RETRANSMIT = TxnInput.RETRANSMIT_DUE
+_FINAL = TxnInput.FINAL
 _CLASSES = [f"{i}xx" for i in range(10)]
 
 
@@ -351,7 +355,7 @@ class _Txn:
         self.event = event
         self.attempt = attempt
         self.invite = invite
-        self.state = _CALLING
+        self.state = TxnState.CALLING
         self.dialog: _Dialog | None = None
 
 
@@ -413,7 +417,7 @@ class Engine:
         self.rq: dict[float, deque[tuple[float, _Txn]]] = {}
         # Every UDP transaction's first retransmission is T1 after its start: the hot queue.
         self.rq_t1 = self.rq[t1] = deque()
-        self.timeouts: list[tuple[float, int, _Txn]] = []
+        self.timeouts: list[tuple[float, int, _Txn, TxnInput]] = []
         self.actions: list[tuple[float, int, Callable[[Any], None], Any, KindStats | None]] = []
         self.seq = 0
         self.idx = 0
@@ -674,27 +678,28 @@ class Engine:
         for interval, dq in list(self.rq.items()):
             while dq and dq[0][0] <= now:
                 due, txn = dq.popleft()
-                if txn.state == _DONE or (txn.invite and txn.state == _PROCEEDING):
-                    continue  # answered, or Timer A stopped by a provisional (§17.1.1.2)
+                if txn.state is _DONE:
+                    continue  # the common case, answered: skip the table lookup
+                action, txn.state = step(txn.invite, txn.state, _RETRANSMIT)
+                if action is _IGNORE:
+                    continue
                 txn.ua.link.send(txn.data)
                 txn.stats.retransmissions += 1
                 self.cur.retransmissions += 1
-                if txn.invite:
+                if action is TxnAction.RETRANSMIT_DOUBLE:
                     nxt = 2 * interval
-                elif txn.state == _PROCEEDING:
-                    nxt = t2  # §17.1.2.2: in Proceeding, retransmit every T2
+                elif action is TxnAction.RETRANSMIT_T2:
+                    nxt = t2
                 else:
                     nxt = min(2 * interval, t2)
                 # From the due time, not from now: a late tick must not stretch the schedule.
                 self._arm(txn, nxt, due)
         tq = self.timeouts
         while tq and tq[0][0] <= now:
-            limit, _, txn = heapq.heappop(tq)
-            if txn.state == _DONE:
-                continue
-            if txn.invite and txn.state == _PROCEEDING and limit < txn.t0 + self.timeout + 1e-9:
-                continue  # Timer B does not run in Proceeding (§17.1.1.2): the guard entry does
-            self._on_timeout(txn, now)
+            _, _, txn, inp = heapq.heappop(tq)
+            action, txn.state = step(txn.invite, txn.state, inp)
+            if action is TxnAction.TIME_OUT:
+                self._on_timeout(txn, now)
         if self.dia is not None:
             self.dia.tick(now)
         aq = self.actions
@@ -704,16 +709,17 @@ class Engine:
 
     def _arm(self, txn: _Txn, interval: float, now: float) -> None:
         """Next retransmission, or the Timer B/F entry when it comes first."""
-        limit = txn.t0 + (INVITE_PROCEEDING_GUARD_S
-                          if txn.invite and txn.state == _PROCEEDING else self.timeout)
-        if txn.ua.reliable or now + interval >= limit:
-            self.seq += 1
-            heapq.heappush(self.timeouts, (limit, self.seq, txn))
+        if txn.ua.reliable or now + interval >= txn.t0 + self.timeout:
+            self._arm_timeout(txn, txn.t0 + self.timeout, TxnInput.TIMEOUT_DUE)
             return
         dq = self.rq.get(interval)
         if dq is None:
             dq = self.rq[interval] = deque()
         dq.append((now + interval, txn))
+
+    def _arm_timeout(self, txn: _Txn, at: float, inp: TxnInput) -> None:
+        self.seq += 1
+        heapq.heappush(self.timeouts, (at, self.seq, txn, inp))
 
     def _later(self, delay: float, fn: Callable[[Any], None], arg: Any,
                stats: KindStats | None) -> None:
@@ -721,7 +727,6 @@ class Engine:
         heapq.heappush(self.actions, (time.monotonic() + delay, self.seq, fn, arg, stats))
 
     def _on_timeout(self, txn: _Txn, now: float) -> None:
-        txn.state = _DONE
         self.txns.pop(txn.branch, None)
         txn.stats.timeouts += 1
         self.cur.errors += 1
@@ -834,13 +839,13 @@ class Engine:
         now = time.monotonic()
         stats = txn.stats
         if status < 200:
+            was = txn.state
+            _, txn.state = step(txn.invite, was, TxnInput.PROVISIONAL)
             stats.provisional += 1
-            if txn.state == _CALLING:
-                txn.state = _PROCEEDING
-                if txn.invite:
-                    self._arm(txn, INVITE_PROCEEDING_GUARD_S, now)
+            if txn.invite and was is TxnState.CALLING:
+                self._arm_timeout(txn, txn.t0 + INVITE_PROCEEDING_GUARD_S, TxnInput.GUARD_DUE)
             return
-        txn.state = _DONE
+        _, txn.state = step(txn.invite, txn.state, _FINAL)
         del self.txns[br]
         lat = now - txn.t0
         lat_us = int(lat * 1e6)
