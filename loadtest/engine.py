@@ -859,6 +859,8 @@ class Engine:
             stats.pending.append(lat_us)
         else:
             stats.latency.record_value(lat_us if 0 < lat_us < HIST_MAX_US else _clamp(lat_us))
+        if status < 300 and txn.ua.failures:
+            txn.ua.failures = 0  # RFC 5626 §4.5: the back-off restarts after a success
         if status < 300 and lat <= self.cfg.deadline:
             cur.good += 1
             stats.goodput.add(txn.second)

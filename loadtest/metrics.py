@@ -87,7 +87,6 @@ class KindStats:
     retry_after_honoured: int = 0  # re-sent after the Retry-After delay (RFC 3261 §21.5.4)
     backoff_retries: int = 0  # re-sent after the RFC 5626 §4.5 back-off
     abandoned: int = 0  # still in flight, or waiting to retry, when the run ended
-    stray: int = 0  # responses matching no live transaction (late retransmissions)
     latency: HdrHistogram = field(default_factory=new_histogram)
     offered: SecondSeries = field(default_factory=SecondSeries)
     goodput: SecondSeries = field(default_factory=SecondSeries)

@@ -142,3 +142,17 @@ def test_a_replayed_capture_reproduces_its_calls_through_the_real_proxy(
     assert rep["uas"]["requests"] == {"INVITE": 5, "ACK": 5, "BYE": 5}  # type: ignore[index]
     assert rep["kinds"]["prereg"]["answered"] == {"2xx": 1}  # type: ignore[index]
     assert time.monotonic() - t0 >= calls[-1].t + 0.3  # timing and holding time kept
+
+
+def test_live_progress_line_shows_rate_goodput_p99_and_errors() -> None:
+    from loadtest.cli import _Progress
+
+    p = _Progress(100)
+    p.update({"second": 1, "offered": 30, "good": 28, "p99_ms": 1.5, "errors": 2,
+              "started": 30, "inflight": 4})
+    p.update({"second": 2, "offered": 40, "good": 40, "p99_ms": 0.9, "errors": 0,
+              "started": 70, "inflight": 1})
+    assert p.bar.n == 70
+    line = str(p.bar.postfix)
+    assert "offered 40/s" in line and "good 40/s" in line and "P99 0.9ms" in line
+    p.close()
