@@ -179,6 +179,7 @@ class EngineConfig:
     diameter: tuple[str, int] | None = None
     diameter_origin_host: str = "storm.invalid"
     diameter_realm: str = "invalid"
+    invite_guard: float = INVITE_PROCEEDING_GUARD_S
     diameter_tw: float = 30.0  # RFC 3539 §3.4.1 Tw: 30 s default, at least 6 s
     seed: int = 1
     progress: Callable[[dict[str, float]], None] | None = None
@@ -418,6 +419,11 @@ class Engine:
         # Every UDP transaction's first retransmission is T1 after its start: the hot queue.
         self.rq_t1 = self.rq[t1] = deque()
         self.timeouts: list[tuple[float, int, _Txn, TxnInput]] = []
+        # Timers every entry of which has the same delay from when it was added, so FIFO order is
+        # deadline order; they hold branches, not transactions, so a completed transaction is
+        # freed at once rather than when its entry comes up.
+        self.reliable_timeouts: deque[tuple[float, bytes]] = deque()  # Timer B/F on WebSocket
+        self.guards: deque[tuple[float, bytes]] = deque()  # PROCEEDING INVITE guard
         self.actions: list[tuple[float, int, Callable[[Any], None], Any, KindStats | None]] = []
         self.seq = 0
         self.idx = 0
@@ -694,6 +700,14 @@ class Engine:
                     nxt = min(2 * interval, t2)
                 # From the due time, not from now: a late tick must not stretch the schedule.
                 self._arm(txn, nxt, due)
+        for fifo, inp in ((self.reliable_timeouts, TxnInput.TIMEOUT_DUE),
+                          (self.guards, TxnInput.GUARD_DUE)):
+            while fifo and fifo[0][0] <= now:
+                live = self.txns.get(fifo.popleft()[1])
+                if live is not None:
+                    action, live.state = step(live.invite, live.state, inp)
+                    if action is TxnAction.TIME_OUT:
+                        self._on_timeout(live, now)
         tq = self.timeouts
         while tq and tq[0][0] <= now:
             _, _, txn, inp = heapq.heappop(tq)
@@ -709,7 +723,10 @@ class Engine:
 
     def _arm(self, txn: _Txn, interval: float, now: float) -> None:
         """Next retransmission, or the Timer B/F entry when it comes first."""
-        if txn.ua.reliable or now + interval >= txn.t0 + self.timeout:
+        if txn.ua.reliable:
+            self.reliable_timeouts.append((txn.t0 + self.timeout, txn.branch))
+            return
+        if now + interval >= txn.t0 + self.timeout:
             self._arm_timeout(txn, txn.t0 + self.timeout, TxnInput.TIMEOUT_DUE)
             return
         dq = self.rq.get(interval)
@@ -843,7 +860,7 @@ class Engine:
             _, txn.state = step(txn.invite, was, TxnInput.PROVISIONAL)
             stats.provisional += 1
             if txn.invite and was is TxnState.CALLING:
-                self._arm_timeout(txn, txn.t0 + INVITE_PROCEEDING_GUARD_S, TxnInput.GUARD_DUE)
+                self.guards.append((now + self.cfg.invite_guard, br))
             return
         _, txn.state = step(txn.invite, txn.state, _FINAL)
         del self.txns[br]

@@ -303,3 +303,38 @@ async def test_websocket_target_sip_subprotocol() -> None:
     first = parse_message(got[0].encode())
     assert first.vias[0].transport == "WS" and first.vias[0].host.endswith(".invalid")
     assert first.contacts[0].uri.params.get("transport") == "ws"  # type: ignore[union-attr]
+
+
+class RingingOnly(asyncio.DatagramProtocol):
+    """Answers INVITE with 180 and never with a final response (a phone nobody picks up)."""
+
+    def __init__(self) -> None:
+        self.tr: asyncio.DatagramTransport | None = None
+        self.invites: list[float] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tr = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data.startswith(b"INVITE"):
+            self.invites.append(time.monotonic())
+            out = respond(data, b"180 Ringing")
+            assert out is not None and self.tr is not None
+            self.tr.sendto(out, addr)
+
+
+async def test_provisional_stops_invite_retransmissions_and_the_guard_ends_it() -> None:
+    ringing = RingingOnly()
+    tr, addr = await _peer(ringing)
+    try:
+        res = await _run([Call(t=0, user="a", domain=DOMAIN, callee="b", hold=1)],
+                         target=addr, t1=0.02, invite_guard=1.5)
+    finally:
+        tr.close()
+    inv = res.kinds["invite"]
+    # §17.1.1.2: the 180 moved the transaction to Proceeding: no retransmission, and Timer B
+    # (64*T1 = 1.28 s) did not end it; the guard did, at 1.5 s.
+    assert len(ringing.invites) == 1 and inv.retransmissions == 0
+    assert inv.provisional == 1 and inv.timeouts == 1
+    assert res.calls.failed == 1
+    assert res.wall_s >= 1.5
