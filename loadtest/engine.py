@@ -885,7 +885,12 @@ class Engine:
             cur.errors += 1
             if status == 503:
                 stats.status_503 += 1
-        if txn.invite or txn.dialog is not None or status >= 300:
+        d = txn.dialog
+        if d is not None and not txn.invite:
+            # BYE answered: the call is over whatever the status (§15.1.1); nothing to parse.
+            if self.dialogs.pop(d.call_id.decode(), None) is not None:
+                self.calls.completed += 1
+        elif txn.invite or status >= 300:
             self._on_final_slow(txn, status, data, now)
         txn.data = b""
 
@@ -906,10 +911,6 @@ class Engine:
             ack = render_ack(d.ua.ident, txn.branch, d.ruri, [], str(msg.to).encode(),
                              d.call_id, d.from_tag)
             d.ua.link.send(ack)
-        elif d is not None:  # BYE answered: the call is over whatever the status (§15.1.1)
-            self.dialogs.pop(d.call_id.decode(), None)
-            self.calls.completed += 1
-            return
         if status >= 300 and not self._retry(txn, msg) and d is not None:
             self._call_failed(d)
 
