@@ -118,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu = r["cpu"]
     print(f"injector CPU: user {cpu['user_s']:.2f}s sys {cpu['sys_s']:.2f}s = "
           f"{cpu['percent_of_one_core']:.0f}% of one core")
+    if a.kind == "call":
+        # A call is INVITE + BYE transactions plus an ACK: the target is for transactions of
+        # one kind (register/options); for calls the figures above are the result.
+        print(f"calls/s {a.rate:.0f}: transactions/s {r['answered_per_s']:.0f} (+ ACKs)")
+        return 0
     ok = (r["answered_per_s"] >= 0.99 * TARGET_RATE
           and late.get("p99", 1e9) / 1e3 < TARGET_LATENESS_P99_MS)
     print(f"target >= {TARGET_RATE}/s with P99 lateness < {TARGET_LATENESS_P99_MS} ms: "
