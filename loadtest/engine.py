@@ -534,10 +534,10 @@ class Engine:
 
     async def run(self) -> RunResult:
         loop = asyncio.get_running_loop()
-        await self._open()
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         thresholds = gc.get_threshold()
         try:
+            await self._open()
             if self.cfg.register_callees:
                 await self._preregister()
             self.done = loop.create_future()
@@ -609,6 +609,15 @@ class Engine:
             self._timers(time.monotonic())
 
     def _tick(self) -> None:
+        """One tick; a bug inside ends the run with its exception instead of hanging it."""
+        assert self.done is not None
+        try:
+            self._tick_body()
+        except Exception as exc:  # handed to run(), which re-raises it
+            if not self.done.done():
+                self.done.set_exception(exc)
+
+    def _tick_body(self) -> None:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         el = now - self.start
