@@ -2,11 +2,11 @@
 
 Registry counts are asynchronous calls (a ``ZCARD`` per slot bucket on Redis), and a scrape must
 never wait on Redis: a refresher task reads them once per ``REFRESH_INTERVAL`` and the callback
-gauges expose the cached values.  Dialog counts are a synchronous walk of the proxy's table and
-are read at scrape time.
+gauges expose the cached values.
 
-The proxy and the Diameter server are optional: until they exist (or when disabled) the gauges
-show nothing rather than invented zeros for states nobody tracks.
+Gauges over synchronous tables belong to the module owning the table (``signaling_dialogs`` is
+the proxy's, ``signaling_diameter_peers`` the Diameter server's); this module only reads those
+tables for ``/api/v1/stats``, and tolerates their absence (no proxy, Diameter disabled).
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ class Observer:
                          [], lambda: {(): float(self.aors)})
         m.callback_gauge("registered_bindings", "Stored contact bindings (cached, 1 s)",
                          [], lambda: {(): float(self.bindings)})
-        m.callback_gauge("dialogs", "Proxy dialogs by state (RFC 3261 §12)", ["state"],
-                         self._dialog_states)
         m.callback_gauge("uptime_seconds", "Seconds since the server started", [],
                          lambda: {(): self.server_uptime()})
 
@@ -68,9 +66,6 @@ class Observer:
             return {}
         counts: dict[str, int] = table.counts_by_state()
         return counts
-
-    def _dialog_states(self) -> dict[tuple[str, ...], float]:
-        return {(state,): float(n) for state, n in self.dialog_counts().items()}
 
     async def refresh(self) -> bool:
         """Read the registry counts once; False (old values kept) if the registry failed."""

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.typing import Subprotocol
 
+from signaling.admin.observe import Observer
+from signaling.config import Config
+from signaling.registry.base import ContactChange
+from signaling.server import Server
 from tests.serverproc import ServerProcess
 from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
@@ -195,3 +200,27 @@ async def test_call_setup_dialog_and_websocket_gauges_follow_traffic(
     assert _delta(before, during, "signaling_call_setup_seconds_count") == 1
     assert _delta(before, during, "signaling_dialogs", state="confirmed") == 1
     assert _delta(before, during, "signaling_ws_connections") == 1
+
+
+async def test_refresher_keeps_the_last_counts_while_redis_is_down() -> None:
+    redis = RedisServer(appendonly=False).start()
+    server = Server(Config(sip_udp=None, sip_ws=None, admin=None, diameter=None,
+                           registry=redis.url, domain=["example.com"]))
+    observer = Observer(server)
+    try:
+        now = time.time()
+        for user in ("ann", "bob"):
+            await server.registry.register(
+                f"sip:{user}@example.com", f"c-{user}", 1,
+                [ContactChange(contact=f"sip:{user}@127.0.0.1:5070", expires=600)], now)
+        assert await observer.refresh() is True
+        assert (observer.aors, observer.bindings) == (2, 2)
+        redis.kill()
+        assert await observer.refresh() is False
+        assert (observer.aors, observer.bindings) == (2, 2)
+        samples = server.metrics.exposition().decode()
+        assert "signaling_admin_refresh_failures_total 1.0" in samples
+        assert "signaling_registered_aors 2.0" in samples
+    finally:
+        await server.registry.close()
+        redis.close()
