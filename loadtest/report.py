@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,9 @@ def _plots(r: RunReport) -> list[tuple[str, str]]:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(9, 3.2))
     for attr, label in (("p50_us", "P50"), ("p99_us", "P99"), ("p999_us", "P99.9")):
-        ax.plot(secs, [getattr(p, attr) / 1000.0 for p in r.timeline], label=label)
+        # A second without answers has no latency: a gap in the line, not a zero.
+        ax.plot(secs, [getattr(p, attr) / 1000.0 if p.answered else math.nan
+                       for p in r.timeline], label=label)
     ax.set_xlabel("second")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("symlog", linthresh=1.0)
