@@ -19,8 +19,8 @@ What is held (the suite's own rule, plus the stronger ones of the README):
 - after every ``CHECKPOINT`` cases and at the end it still answers the valid case #0 with a
   well-formed final response carrying its Call-ID and CSeq (the status is not asserted: 501
   until the proxy exists, then 404/480), and an OPTIONS to itself with 200;
-- every datagram it sends back parses as a SIP response (an answer to garbage must not itself
-  be garbage);
+- every datagram it sends back is a SIP response: a status line and a complete header section
+  with a Via (see ``answer_status`` for why it need not parse as a whole);
 - no unhandled exception or ERROR line in its log;
 - its resident memory stays flat: the suite is run twice and the second pass may not grow it
   by more than ``RSS_GROWTH_LIMIT_KIB`` (see there why the first pass is the warm-up).
@@ -32,8 +32,10 @@ has run out for every confirmed INVITE transaction) is the evidence that nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import socket
 import time
 from collections import Counter
@@ -118,12 +120,33 @@ def fill(template: bytes, values: dict[str, str]) -> bytes:
     return out.replace(b"<Content-Length>", str(_body_length(out)).encode())
 
 
+_STATUS_LINE = re.compile(rb"SIP/2\.0 ([1-6][0-9][0-9]) [^\r\n]*\r\n")
+
+
+def answer_status(data: bytes) -> int | None:
+    """The status of a well-framed SIP response, None for anything else.
+
+    An answer to a broken request need not parse as a whole: it copies the request's Via,
+    From, To, Call-ID and CSeq as written (§8.2.6.2), broken or missing ones included (RFC 4475
+    insuf, badaspec and quotbal expect exactly such a 400).  What it must be is a response:
+    a status line, a header section ending in an empty line, an empty body.
+    """
+    m = _STATUS_LINE.match(data)
+    if m is None or not data.endswith(b"\r\n\r\n") or b"\r\nVia: " not in data:
+        return None
+    with contextlib.suppress(RemoteProtocolError):
+        msg = parse_message(data)
+        if not isinstance(msg, Response):
+            return None
+    return int(m.group(1))
+
+
 @dataclass
 class CaseResult:
     index: int
     final: int | None = None          # status of the final answer, None when none came
     transport: str = "udp"
-    unparsable: list[bytes] = field(default_factory=list)  # answers that are not SIP responses
+    unparsable: list[bytes] = field(default_factory=list)  # answers that are not responses
 
 
 class Protos:
@@ -171,16 +194,11 @@ class Protos:
                 data = s.recv(65_535)
             except TimeoutError:
                 return None
-            try:
-                msg = parse_message(data)
-            except RemoteProtocolError:
+            status = answer_status(data)
+            if status is None:
                 result.unparsable.append(data)
-                continue
-            if not isinstance(msg, Response):
-                result.unparsable.append(data)
-                continue
-            if msg.status >= 200:
-                return msg.status
+            elif status >= 200:
+                return status
         return None
 
     def run_case_ws(self, result: CaseResult, invite: bytes) -> CaseResult:
