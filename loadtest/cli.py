@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _synth_parser(sub: Any) -> None:
-    from loadtest.synth import MODELS, SynthParams
+    from loadtest.synth import MODELS, PARAM_HELP, SynthParams
 
     p = sub.add_parser("synth", help="write a synthesized storm trace")
     p.add_argument("model", choices=sorted(MODELS))
@@ -27,7 +27,7 @@ def _synth_parser(sub: Any) -> None:
     for f in fields(SynthParams):
         kind = type(f.default)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                       dest=f.name)
+                       dest=f.name, help=f"{PARAM_HELP.get(f.name, '')} (default {f.default})")
 
 
 def _replay_parser(sub: Any) -> None:

@@ -39,6 +39,7 @@ from loadtest.trace import (
 __all__ = [
     "MAX_SYNTH_EVENTS",
     "MODELS",
+    "PARAM_HELP",
     "SynthParams",
     "backoff_wait",
     "beta_peak_ratio",
@@ -76,6 +77,30 @@ class SynthParams:
     updates: int = 2  # CCR-U per Diameter session
     register_share: float = 0.2  # call-mix: share of events that are registrations
     options_share: float = 0.1  # call-mix: share of events that are OPTIONS pings
+
+
+#: One line per knob for ``storm synth --help``: which models read it and what it is.
+PARAM_HELP: dict[str, str] = {
+    "users": "population of UAs / subscribers (all models)",
+    "domain": "SIP domain (Diameter: Origin-Realm of the trace)",
+    "seed": "random seed: same seed, same trace",
+    "duration": "trace length in s (steady models); T of the reconnect model",
+    "rate": "events per second (steady, call-mix, ccr)",
+    "window": "registration-storm: jitter window in which UAs notice the outage, s",
+    "outage": "registration-storm: outage length, s",
+    "base_time": "registration-storm: RFC 5626 base-time, s",
+    "max_time": "registration-storm: RFC 5626 max-time, s",
+    "mean_ms": "call-storm: per-source mean inter-arrival, ms",
+    "sd_ms": "call-storm: per-source inter-arrival standard deviation, ms",
+    "sources": "call-storm: number of sources",
+    "lost_ratio": "share of first attempts the network loses (UA retransmits)",
+    "hold": "mean holding time of calls / Diameter sessions, s (steady: exact)",
+    "kind": "steady: register, options or call",
+    "expires": "REGISTER expires, s",
+    "updates": "ccr: CCR-Update requests per session",
+    "register_share": "call-mix: share of REGISTER events",
+    "options_share": "call-mix: share of OPTIONS events",
+}
 
 
 def backoff_wait(rng: random.Random, failures: int, base_time: float, max_time: float) -> float:

@@ -138,3 +138,11 @@ def test_unknown_model_and_oversized_requests_are_refused() -> None:
         synthesize("steady", SynthParams(rate=1e9, duration=1e3))
     with pytest.raises(ValueError):
         synthesize("steady", SynthParams(kind="fax"))
+
+
+def test_every_parameter_is_documented_for_the_cli() -> None:
+    from dataclasses import fields
+
+    from loadtest.synth import PARAM_HELP
+
+    assert {f.name for f in fields(SynthParams)} == set(PARAM_HELP)
