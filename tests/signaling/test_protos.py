@@ -25,9 +25,10 @@ What is held (the suite's own rule, plus the stronger ones of the README):
 - its resident memory stays flat: the suite is run twice and the second pass may not grow it
   by more than ``RSS_GROWTH_LIMIT_KIB`` (see there why the first pass is the warm-up).
 
-Not measured yet: that the transaction table drains to zero.  The admin API that exposes the
-``transactions`` gauge does not exist yet; until it does, the RSS bound (taken after Timer I
-has run out for every confirmed INVITE transaction) is the evidence that nothing accumulates.
+- nothing is left behind: the ``signaling_transactions`` and ``signaling_dialogs`` gauges of
+  ``/metrics`` (admin listener) fall to zero once the timers of the last cases have run out;
+- nothing is lost silently: every UDP case that got no answer is a counted drop
+  (``signaling_sip_dropped``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import random
 import re
 import socket
 import time
+import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -84,6 +86,10 @@ PASSES = 2
 #: Timer I (T4 = 5 s over UDP, §17.2.1) plus margin: every confirmed INVITE transaction has
 #: ended by then, so an RSS reading is not inflated by transactions about to end.
 DRAIN_WAIT = 6.0
+#: When the transaction and dialog tables must be empty after the last case: the longest
+#: server or client transaction lifetime, 64*T1 (Timer B/F/H = 32 s, §17) plus Timer I
+#: (T4 = 5 s) and margin.  In practice they are empty within DRAIN_WAIT; this is a deadline.
+EMPTY_DEADLINE = 40.0
 LOG_FORBIDDEN = ("Traceback", "unexpected error", " ERROR ")
 
 
@@ -247,6 +253,28 @@ def check_valid_case(protos: Protos, invite_t: bytes, teardown_t: bytes) -> None
     assert isinstance(resp, Response) and resp.status == 200
 
 
+def metric_sum(server: ServerProcess, name: str) -> float:
+    """The sum over labels of one metric of the server's /metrics (Prometheus text)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.admin_port}/metrics",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith((name + " ", name + "{"))]
+    assert values, f"no metric {name} in /metrics"  # a renamed metric must not pass vacuously
+    return sum(values)
+
+
+def wait_empty(server: ServerProcess) -> tuple[float, float]:
+    """Poll until no transaction and no dialog is left; returns what is left at the end."""
+    deadline = time.monotonic() + EMPTY_DEADLINE
+    while True:
+        left = (metric_sum(server, "signaling_transactions"),
+                metric_sum(server, "signaling_dialogs"))
+        if left == (0.0, 0.0) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
 def test_case_zero_is_a_valid_invite() -> None:
     """The reference case parses as an INVITE once filled (guards the filling itself)."""
     invite_t, teardown_t = load_case(CASES_DIR / "0000000")
@@ -265,7 +293,7 @@ def test_protos_c07_suite() -> None:
     names = sorted(os.listdir(CASES_DIR))
     assert len(names) == CASE_COUNT
     cases = [load_case(CASES_DIR / n) for n in names]
-    server = ServerProcess().start()
+    server = ServerProcess(admin=True).start()
     protos = Protos(server)
     results: list[CaseResult] = []
     rss: list[int] = []
@@ -280,11 +308,17 @@ def test_protos_c07_suite() -> None:
                 time.sleep(DRAIN_WAIT)
                 check_valid_case(protos, *cases[0])
                 rss.append(server.rss_kib())
+        left = wait_empty(server)
+        drops = metric_sum(server, "signaling_sip_dropped_total")
     finally:
         status = server.stop()
     outcomes = Counter((r.transport, r.final) for r in results)
     print(f"PROTOS outcomes (transport, final status): {sorted(outcomes.items(), key=str)}")
     print(f"server VmRSS after each pass: {rss} kB")
+    silent = sum(1 for r in results if r.transport == "udp" and r.final is None)
+    print(f"no answer: {silent} cases; counted drops: {drops}")
+    assert left == (0.0, 0.0), f"(transactions, dialogs) left behind: {left}"
+    assert drops >= silent, "a case got no answer and no counted drop"
     unparsable = [(r.index, d[:120]) for r in results for d in r.unparsable]
     assert not unparsable, f"answers that are not SIP responses: {unparsable[:5]}"
     assert status == 0, "the server did not shut down cleanly"
