@@ -107,6 +107,14 @@ INVITE_PROCEEDING_GUARD_S = DEFAULT_TIMERS.timer_c
 #: Callees are registered before the run at this rate so the pre-registration is not itself a
 #: storm (unless the trace asks for one).
 PREREG_RATE = 2000.0
+#: Callee registrations sent per burst of the pre-registration: 50 ms of PREREG_RATE.
+PREREG_BURST = 100
+#: Poll interval while waiting for the pre-registration's answers.
+PREREG_POLL_S = 0.01
+#: Default Expires of a UA's REGISTER: RFC 3261 §10.2.1.1 suggests an hour.
+DEFAULT_EXPIRES = 3600
+#: Resolution of --ws-share: UAs are split by a hash of their user in 1/10000 steps.
+WS_SHARE_STEPS = 10_000
 
 #: Allocations between young-generation collections during a run (default 700): transactions
 #: are acyclic and freed by reference counting, so the cyclic collector has little to find.
@@ -341,7 +349,7 @@ class _UA:
         self.from_tag = rnd
         self.reg_cseq = 0
         self.failures = 0
-        self.tpl = UaTemplates(ident, self.reg_call_id, self.from_tag, 3600)
+        self.tpl = UaTemplates(ident, self.reg_call_id, self.from_tag, DEFAULT_EXPIRES)
 
 
 class _Txn:
@@ -515,7 +523,7 @@ class Engine:
         use_ws = transport == "ws" or (
             transport is None
             and self.ws
-            and (not self.udp or (h % 10_000) < self.cfg.ws_share * 10_000)
+            and (not self.udp or (h % WS_SHARE_STEPS) < self.cfg.ws_share * WS_SHARE_STEPS)
         )
         ub, db = user.encode(), domain.encode()
         if use_ws:
@@ -604,13 +612,13 @@ class Engine:
             ua = self._ua(user, domain, transport)
             if ua is None:
                 continue
-            self._send_register(ua, stats, 3600, None, 1, False, 0, time.monotonic())
-            if i % 100 == 99:
-                await asyncio.sleep(100 / PREREG_RATE)
+            self._send_register(ua, stats, DEFAULT_EXPIRES, None, 1, False, 0, time.monotonic())
+            if i % PREREG_BURST == PREREG_BURST - 1:
+                await asyncio.sleep(PREREG_BURST / PREREG_RATE)
                 self._timers(time.monotonic())
         deadline = time.monotonic() + self.timeout
         while self.txns and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(PREREG_POLL_S)
             self._timers(time.monotonic())
 
     def _tick(self) -> None:
@@ -815,8 +823,8 @@ class Engine:
         ua.reg_cseq += 1
         br = self.branch()
         a, b, c = ua.tpl.register_parts
-        if expires != 3600:
-            c = c.replace(b"Expires: 3600\r\n", b"Expires: %d\r\n" % expires)
+        if expires != DEFAULT_EXPIRES:
+            c = c.replace(b"Expires: %d\r\n" % DEFAULT_EXPIRES, b"Expires: %d\r\n" % expires)
         self._start_txn(ua, stats, br, a + br + b + b"%d" % ua.reg_cseq + c, now, second, ev,
                         attempt, False, lose)
 
