@@ -340,3 +340,9 @@ async def test_provisional_stops_invite_retransmissions_and_the_guard_ends_it() 
     assert inv.provisional == 1 and inv.timeouts == 1
     assert res.calls.failed == 1
     assert res.wall_s >= 1.5
+
+
+async def test_engine_tests_run_on_uvloop_as_storm_replay_does() -> None:
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
