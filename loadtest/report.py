@@ -126,7 +126,9 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) 
     }
     # The knee is read off the offered seconds only (the drain is not offered load), without
     # the pre-registration, which is set-up rather than load.
-    n = int(res.schedule_end_s)
+    # Every second that was offered, the last partial one included: goodput is credited to
+    # the offered second, so the drain's late answers still count where they belong.
+    n = math.ceil(res.schedule_end_s - 1e-3)
     off = [0] * n
     good = [0] * n
     for name, k in res.kinds.items():
