@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from protocols.sip.builders import make_response
-from protocols.sip.message import NameAddr, Request, SipURI
+from protocols.sip.message import URI, NameAddr, Request, SipURI
 from protocols.sip.uri import aor_of, parse_uri, unescape
 from signaling.metrics import Metrics
 from signaling.registry.base import (
@@ -56,11 +56,10 @@ class RegistrarReject(Exception):
         self.extra = extra or []
 
 
-def contact_key(uri_text: str) -> str:
+def contact_key(uri: URI) -> str:
     """The §19.1.4 comparison form of a contact URI: bindings are matched by it (step 7)."""
-    uri = parse_uri(uri_text)
     if not isinstance(uri, SipURI):
-        return uri_text.lower()
+        return str(uri).lower()
     user = unescape(uri.user) if uri.user is not None else ""
     params = ";".join(f"{k.lower()}={(v or '').lower()}" for k, v in sorted(uri.params.items())
                       if k.lower() in ("transport", "maddr", "user", "ttl", "method"))
@@ -166,7 +165,7 @@ class Registrar:
             source=f"{peer.host}:{peer.port}", connection_id=peer.conn_id,
             node=self.node_id if peer.conn_id else None,
             instance=instance, reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
-            key=contact_key(uri_text),
+            key=contact_key(contact.uri),
         )
 
     def _expires(self, req: Request, contact: NameAddr) -> int:

@@ -29,13 +29,15 @@ from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.sipcore import Peer, SipCore
 
-__all__ = ["WS_SEND_QUEUE", "WsTransport"]
+__all__ = ["WS_CLOSE_TIMEOUT", "WS_SEND_QUEUE", "WsTransport"]
 
 log = logging.getLogger(__name__)
 
 #: Messages waiting to be written to one connection.  A SIP peer rarely has more than a handful
 #: outstanding; 256 absorbs a burst (forked calls, NOTIFY storms) and bounds memory per peer.
 WS_SEND_QUEUE = 256
+#: Seconds to wait for the peer's half of the closing handshake (the library default is 10).
+WS_CLOSE_TIMEOUT = 2.0
 
 
 class _Conn:
@@ -81,6 +83,9 @@ class WsTransport:
             max_queue=64,
             ping_interval=self.cfg.ws_ping_interval,
             ping_timeout=self.cfg.ws_ping_timeout,
+            # A peer that stopped answering pings will not answer the closing handshake
+            # either: give up on it quickly so its bindings go with it (RFC 7118 §5).
+            close_timeout=WS_CLOSE_TIMEOUT,
             server_header="signaling",
         )
         sock = next(iter(self._server.sockets))
