@@ -14,6 +14,10 @@ Capabilities are checked before a CER reaches the machine: an incompatible peer 
 broken CER is answered and disconnected by the caller without any peer state (§5.3), so
 Process-CER only records what the peer advertised.
 
+A CEA that refuses us (a Result-Code outside 2xxx) or shares no application with us (§5.3) is
+not the answer Wait-I-CEA waits for: it is classified as I-Rcv-Non-CEA there (Error, Closed),
+and as I-Peer-Disc in Wait-Returns (our connection is useless, the peer's is kept).
+
 Election (§5.6.4): when both sides connect, the node whose Origin-Host is lexicographically
 greater wins and closes the connection it initiated.
 
