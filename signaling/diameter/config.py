@@ -9,6 +9,7 @@ from protocols.diameter.capabilities import Capabilities
 from protocols.diameter.constants import AppId
 from protocols.diameter.creditcontrol import DEFAULT_TCC, CreditPolicy, QuotaPolicy, Units
 from protocols.diameter.dictionary import Dictionary, base_dictionary
+from protocols.diameter.peer import CE_TIMEOUT
 from protocols.diameter.watchdog import DEFAULT_TW, MIN_TW
 
 __all__ = [
@@ -74,6 +75,8 @@ class DiameterConfig:
     # (Origin-Host, address, port); when a peer also connects to us the election decides.
     connect_peers: tuple[tuple[str, str, int], ...] = ()
     reconnect_interval: float = DEFAULT_TC
+    # How long a new connection may stay silent before its CER (the §5.6 Timeout event).
+    cer_timeout: float = CE_TIMEOUT
 
     def __post_init__(self) -> None:
         # Fail at start-up rather than at the first CER or request.
@@ -81,8 +84,9 @@ class DiameterConfig:
             raise ValueError(f"watchdog_interval below the RFC 3539 minimum of {MIN_TW} s")
         if self.workers < 1 or self.queue_size < self.workers:
             raise ValueError("need at least one worker and one queue slot per worker")
-        if self.max_connections < 1 or self.tcc <= 0 or self.reconnect_interval <= 0:
-            raise ValueError("max_connections, tcc and reconnect_interval must be positive")
+        if min(self.max_connections, self.tcc, self.reconnect_interval, self.cer_timeout) <= 0:
+            raise ValueError("max_connections, tcc, reconnect_interval and cer_timeout must be "
+                             "positive")
 
     def capabilities(self) -> Capabilities:
         addresses = self.host_ip_addresses or (

@@ -280,7 +280,8 @@ class DiameterServer:
             return
         self._conns[conn.id] = conn
         # A connection must identify itself with a CER in time (§5.6 Timeout) or go.
-        conn.cer_timer = self._loop_().call_later(CE_TIMEOUT, self._cer_timeout, conn)
+        conn.cer_timer = self._loop_().call_later(
+            self.config.cer_timeout, self._cer_timeout, conn)
 
     def connection_lost(self, conn: Connection) -> None:
         self._conns.pop(conn.id, None)

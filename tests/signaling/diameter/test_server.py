@@ -420,3 +420,14 @@ async def test_random_requests_are_all_answered(server: DiameterServer) -> None:
     await c.send(ccr(session="after-fuzz", rtype=4, number=0, hbh=1))
     assert result_code(await c.recv()) == 2001
     await c.close()
+
+
+async def test_silent_connection_is_closed_after_the_cer_timeout() -> None:
+    srv = DiameterServer(make_config(cer_timeout=0.3), Metrics(), InMemoryCCSessionStore())
+    await srv.start()
+    try:
+        c = await Client.connect(srv.port)
+        assert await c.closed()
+        assert srv.m_dropped.get("cer_timeout") == 1 and srv.peers() == []
+    finally:
+        await srv.close(0.5)
