@@ -77,9 +77,7 @@ class Server:
         self.core.start()
         if self.cfg.sip_udp is not None:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer)
-            assert self.udp.transport is not None
-            sockname = self.udp.transport.get_extra_info("sockname")
-            self.udp_address = (str(sockname[0]), int(sockname[1]))
+            self.udp_address = self.udp.address
         if self.cfg.sip_ws is not None:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
@@ -108,8 +106,8 @@ class Server:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         if self.ws is not None:
             await self.ws.close()
-        if self.udp is not None and self.udp.transport is not None:
-            self.udp.transport.close()
+        if self.udp is not None:
+            self.udp.close()
         if self.records is not None:
             await self.records.close()
         if self.admin is not None:  # kept until here so /ready says 503 while draining

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from protocols.sip.builders import error_response, make_response
 from protocols.sip.errors import RemoteProtocolError, TransactionError
@@ -39,7 +40,7 @@ from signaling.config import Config
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
 
-__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "Work"]
+__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "DatagramSender", "Peer", "SipCore", "Work"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,10 @@ class Work:
     peer: Peer
 
 
+class DatagramSender(Protocol):
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+
+
 Handler = Callable[[Work], Awaitable[None]]
 TUCallback = Callable[[Transaction, Event], None]
 
@@ -102,7 +107,7 @@ class SipCore:
         self.on_cancel: Callable[[Request, Peer, float], bool] | None = None
         self.on_stray_response: Callable[[Response, Peer], None] | None = None
         self.tu: dict[Transaction, TUCallback] = {}
-        self.udp: asyncio.DatagramTransport | None = None
+        self.udp: DatagramSender | None = None
         self.ws_send: Callable[[str, bytes], bool] | None = None
         self.accepting = True
         self._timer: asyncio.TimerHandle | None = None
@@ -208,8 +213,9 @@ class SipCore:
 
     # -- the receive path --------------------------------------------------------------------
 
-    def receive(self, data: bytes, peer: Peer) -> None:
-        """One datagram or WebSocket message.  Never raises."""
+    def receive(self, data: bytes, peer: Peer, waited: float = 0.0) -> None:
+        """One datagram or WebSocket message; ``waited``: seconds it sat in the kernel's
+        receive queue before we read it.  Never raises."""
         try:
             msg = parse_message(data)
         except RemoteProtocolError as err:
@@ -219,7 +225,7 @@ class SipCore:
             if isinstance(msg, Response):
                 self._response(msg, peer)
             else:
-                self._request(msg, peer)
+                self._request(msg, peer, waited)
         except TransactionError:
             # The peer sent something its transaction cannot take (an ACK before any final
             # response, a second final response racing the first): a counted drop, §17.
@@ -248,7 +254,7 @@ class SipCore:
         else:
             self.c_drop.inc("stray_response")
 
-    def _request(self, req: Request, peer: Peer) -> None:
+    def _request(self, req: Request, peer: Peer, waited: float = 0.0) -> None:
         method = req.method
         self.c_req_in.inc(method if method in KNOWN_METHODS else "other", peer.transport)
         self._stamp_via(req, peer)
@@ -265,7 +271,7 @@ class SipCore:
             else:
                 self.c_drop.inc("stray_ack")
             return
-        if self._precheck(req, peer):
+        if self._precheck(req, peer, waited):
             return
         if method == "CANCEL" and self._cancel(req, peer):
             return
@@ -281,7 +287,7 @@ class SipCore:
         elif top.host != peer.host:
             req.vias[0] = top.with_param("received", peer.host)
 
-    def _precheck(self, req: Request, peer: Peer) -> bool:
+    def _precheck(self, req: Request, peer: Peer, waited: float = 0.0) -> bool:
         """Stateless checks of §8.2 and §16.3; True when the request was answered."""
         uri = req.uri
         if not isinstance(uri, SipURI | TelURI):
@@ -297,6 +303,13 @@ class SipCore:
             # Keepalives and health probes (§11.2): answered at once, without state.
             self.send_stateless(req, peer, 200, extra=[("Allow", ALLOW),
                                                        ("Accept", "application/sdp")])
+            return True
+        if waited > self.cfg.max_receive_delay:
+            # It queued in the kernel longer than the budget: the server is behind, and the
+            # client retransmits at T1 anyway.  A 503 now costs far less than the work
+            # (§21.5.4), so overload sheds load instead of collapsing (see transports/udp).
+            self.c_shed.inc("receive_delay")
+            self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return True
         if not self.accepting:
             self.c_shed.inc("shutting_down")

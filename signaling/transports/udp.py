@@ -1,8 +1,16 @@
-"""SIP over UDP (RFC 3261 §18): one message per datagram, on the event loop's datagram API.
+"""SIP over UDP (RFC 3261 §18): one message per datagram, read straight off the socket.
 
-The socket buffers are sized at start: a burst of retransmissions or a registration storm arrives
-faster than one loop iteration drains it, and the kernel's default (~200 KB) drops datagrams
-silently before any counter can see them.  The size actually granted (capped by
+Why not the event loop's datagram endpoint: overload control needs to know how long a datagram
+waited in the kernel.  When the server is short of CPU the socket's receive buffer becomes the
+real queue (megabytes, hundreds of milliseconds); the bounded worker queues never fill and no
+503 would ever be sent while every client times out and retransmits.  The kernel stamps each
+datagram on arrival (SO_TIMESTAMPNS); a new request that waited longer than
+``max_receive_delay`` is answered 503 + Retry-After at once (RFC 3261 §21.5.4), which costs a
+parse instead of a full transaction, so goodput holds up past capacity instead of collapsing.
+
+The socket buffers are sized at start: a burst of retransmissions or a registration storm
+arrives faster than one loop iteration drains it, and the kernel default (~200 KB) drops
+datagrams before any counter can see them.  The size actually granted (capped by
 net.core.rmem_max) is logged, because the operator must raise the sysctl if it is short.
 """
 
@@ -12,37 +20,79 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import cast
+import struct
+import time
 
 from signaling.config import HostPort
 from signaling.sipcore import Peer, SipCore
 
-__all__ = ["UdpTransport", "start_udp"]
+__all__ = ["READ_BATCH", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
 
+#: Datagrams read per readiness callback.  Bounds the time one wakeup holds the loop (64 x
+#: ~70 µs = ~5 ms), so timers and workers run between batches even under a flood.
+READ_BATCH = 64
+#: Largest datagram: 65,535 octets minus the UDP/IP headers fit in this.
+_MAX_DATAGRAM = 65_535
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("@qq")
 
-class UdpTransport(asyncio.DatagramProtocol):
-    """Feeds every datagram to ``SipCore.receive``; never raises into the loop."""
 
-    def __init__(self, core: SipCore) -> None:
+class UdpTransport:
+    """Reads datagrams with their kernel arrival time and feeds ``SipCore.receive``."""
+
+    def __init__(self, core: SipCore, sock: socket.socket) -> None:
         self.core = core
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._reading = False
+        sockname = sock.getsockname()
+        self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's UDP transport implements the DatagramTransport API without subclassing it.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.core.udp = self.transport
+    def resume_reading(self) -> None:
+        if not self._reading:
+            self._loop.add_reader(self.sock.fileno(), self._readable)
+            self._reading = True
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.core.receive(data, Peer("udp", addr[0], addr[1]))
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self.sock.fileno())
+            self._reading = False
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the datagram is lost, the socket lives on.
-        self.core.c_drop.inc("udp_error")
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except BlockingIOError:
+            # The send buffer is full: UDP may lose it anyway, the peer retransmits (§17).
+            self.core.c_drop.inc("udp_send_buffer_full")
+        except OSError:
+            self.core.c_drop.inc("udp_send_error")
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _readable(self) -> None:
+        recvmsg = self.sock.recvmsg
+        receive = self.core.receive
+        for _ in range(READ_BATCH):
+            try:
+                data, ancillary, _flags, addr = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+            except BlockingIOError:
+                return
+            except OSError:
+                # ICMP errors and the like: the datagram is lost, the socket lives on.
+                self.core.c_drop.inc("udp_error")
+                continue
+            waited = 0.0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(value)
+                    waited = time.time() - (sec + nsec * 1e-9)
+            receive(data, Peer("udp", addr[0], addr[1]), waited)
+
+    def close(self) -> None:
+        self.pause_reading()
         self.core.udp = None
+        self.sock.close()
 
 
 def _size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
@@ -54,16 +104,21 @@ def _size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
 
 
 async def start_udp(core: SipCore, listen: HostPort, buffer_size: int) -> UdpTransport:
-    loop = asyncio.get_running_loop()
     host, port = listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    rcv, snd = _size_buffers(sock, buffer_size)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    _, proto = await loop.create_datagram_endpoint(lambda: UdpTransport(core), sock=sock)
-    bound = sock.getsockname()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        rcv, snd = _size_buffers(sock, buffer_size)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    transport = UdpTransport(core, sock)
+    core.udp = transport
+    transport.resume_reading()
     log.info("SIP UDP listening on %s:%s (receive buffer %d bytes, send buffer %d bytes, "
-             "requested %d)", bound[0], bound[1], rcv, snd, buffer_size)
-    return proto
+             "requested %d)", transport.address[0], transport.address[1], rcv, snd, buffer_size)
+    return transport

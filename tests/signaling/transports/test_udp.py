@@ -27,3 +27,33 @@ async def test_listener_logs_achieved_buffer_size(caplog: pytest.LogCaptureFixtu
         assert await peer.silent(0.2)
         peer.close()
     assert any("receive buffer" in r.getMessage() for r in caplog.records)
+
+
+async def test_requests_that_queued_too_long_in_the_kernel_get_503() -> None:
+    import asyncio
+
+    from protocols.sip.message import Response
+    from tests.signaling.test_sipcore import _req
+
+    async with running_server(domain=["example.com"], max_receive_delay=0.2,
+                              retry_after=9) as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        srv.udp.pause_reading()  # the server falls behind: datagrams wait in the kernel
+        for i in range(3):
+            peer.send(_req("REGISTER", "sip:example.com", peer.port, branch=f"z9hG4bKq{i}",
+                           call_id=f"queued-{i}", extra="Contact: <sip:a@10.0.0.1>"), port)
+        await asyncio.sleep(0.4)
+        srv.udp.resume_reading()
+        answers = [await peer.final() for _ in range(3)]
+        assert [a.status for a in answers] == [503, 503, 503]
+        assert all(a.header("Retry-After") == "9" for a in answers)
+        assert srv.core.c_shed.get("receive_delay") == 3
+        assert len(srv.core.table) == 0  # shed before any transaction was created
+        fresh = _req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKfresh",
+                     call_id="fresh", extra="Contact: <sip:a@10.0.0.1>")
+        peer.send(fresh, port)
+        ok = await peer.final()
+        assert isinstance(ok, Response) and ok.status == 200
+        peer.close()
