@@ -36,6 +36,7 @@ __all__ = [
     "decode_message",
     "encode_avp",
     "encode_avps",
+    "leading_session_id",
 ]
 
 _HEADER = struct.Struct("!IIIII")
@@ -45,6 +46,7 @@ _AVP_VENDOR_HEADER = struct.Struct("!III")
 _AVP_MIN = 8
 _AVP_VENDOR_MIN = 12
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+_SESSION_ID = 263  # RFC 6733 §8.8
 
 
 @dataclass(slots=True)
@@ -183,6 +185,19 @@ class Message:
             self.hop_by_hop,
             self.end_to_end,
         ) + body
+
+
+def leading_session_id(data: bytes) -> Avp | None:
+    """The Session-Id of a message whose later AVPs may be broken (§8.8: it comes first), so
+    an error answer can still echo it; None when the first AVP is not a readable Session-Id."""
+    if len(data) < HEADER_LENGTH + _AVP_MIN:
+        return None
+    code, flags_len = _AVP_HEADER.unpack_from(data, HEADER_LENGTH)
+    length = flags_len & 0xFFFFFF
+    if code != _SESSION_ID or flags_len >> 24 & AVP_FLAG_V or not (
+            _AVP_MIN <= length <= len(data) - HEADER_LENGTH):
+        return None
+    return Avp(code, flags_len >> 24, data[HEADER_LENGTH + _AVP_MIN : HEADER_LENGTH + length])
 
 
 def decode_header(data: bytes) -> tuple[int, int, int, int, int, int, int]:

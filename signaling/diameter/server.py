@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from protocols.diameter.builders import answer, answer_from_header, error_answer
 from protocols.diameter.capabilities import negotiate, parse_capabilities
-from protocols.diameter.codec import Message, decode_message
+from protocols.diameter.codec import Message, decode_message, leading_session_id
 from protocols.diameter.constants import AvpCode, CommandCode, ResultCode
 from protocols.diameter.creditcontrol import (
     CreditControl,
@@ -325,6 +325,9 @@ class DiameterServer:
         if ans is None:
             self.m_dropped.inc("broken_answer")
             return
+        sid = leading_session_id(raw)
+        if sid is not None:
+            ans.avps.insert(0, sid)  # §6.2: echo the Session-Id when it could be read
         self._write(conn, ans)
 
     def _unbound(self, conn: Connection, msg: Message) -> None:

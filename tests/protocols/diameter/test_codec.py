@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.diameter.codec import Avp, Message, decode_avps, decode_message, encode_avp
+from protocols.diameter.codec import (
+    Avp,
+    Message,
+    decode_avps,
+    decode_message,
+    encode_avp,
+    leading_session_id,
+)
 from protocols.diameter.constants import AVP_FLAG_M, AVP_FLAG_V, FLAG_P, FLAG_R, ResultCode
 from protocols.diameter.errors import RemoteProtocolError
 
@@ -101,3 +108,17 @@ def test_message_accessors() -> None:
     assert found is not None and found.data == b"a"
     assert [a.data for a in msg.find_all(264)] == [b"a", b"b"]
     assert msg.find(1) is None
+
+
+def test_leading_session_id_survives_broken_later_avps() -> None:
+    good = Message(272, FLAG_R, 4, 1, 1, [Avp(263, AVP_FLAG_M, b"sess;1")]).encode()
+    broken = good + struct.pack("!II", 1, (AVP_FLAG_M << 24) | 99)
+    sid = leading_session_id(broken)
+    assert sid is not None and sid.data == b"sess;1"
+    assert leading_session_id(Message(272, FLAG_R, 4, 1, 1, [Avp(1, 0, b"x")]).encode()) is None
+    assert leading_session_id(good[:24]) is None
+
+
+@given(st.binary(min_size=20, max_size=80))
+def test_leading_session_id_never_raises(raw: bytes) -> None:
+    leading_session_id(raw)

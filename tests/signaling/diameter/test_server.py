@@ -185,6 +185,8 @@ async def test_protocol_errors_get_the_rfc_answer(
     assert not ans.is_request and ans.hop_by_hop == 10
     if failed is not None:
         assert failed_avp_codes(ans) == [failed]
+    # Session-Id echoed first (§6.2, §8.8), even when the later AVPs could not be split.
+    assert ans.avps[0].code == AvpCode.SESSION_ID and ans.avps[0].data == b"client.test;1;1"
     # The connection stays usable: the message boundary was intact.
     await c.send(ccr(session="after", rtype=4, number=0, hbh=11))
     after = await c.recv()
