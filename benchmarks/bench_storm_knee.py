@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, off in enumerate(reg.offered_per_s[: int(a.seconds)]):
         good = reg.goodput_per_s[i] if i < len(reg.goodput_per_s) else 0
         print(f"{i:6d}  {off:9d}  {good:9d}")
-    print(f"answered {reg.answered}  timeouts {reg.timeouts}  "
+    print(f"answered {reg.answered}  non-2xx {reg.failures}  timeouts {reg.timeouts}  "
           f"retransmissions {reg.retransmissions}  503 {reg.status_503}")
     if rep.knee is None:
         print("knee: not reached (goodput kept up with the whole ramp)")

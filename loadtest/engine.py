@@ -337,8 +337,8 @@ class _WsLink(_Link):
 
 
 class _UA:
-    __slots__ = ("failures", "from_tag", "ident", "link", "reg_call_id", "reg_cseq", "reliable",
-                 "tpl")
+    __slots__ = ("failures", "from_tag", "ident", "link", "reg_call_id", "reg_cseq", "reg_next",
+                 "reg_txn", "reliable", "tpl")
 
     def __init__(self, ident: Identity, link: _Link, reliable: bool) -> None:
         rnd = os.urandom(6).hex().encode()
@@ -349,6 +349,10 @@ class _UA:
         self.from_tag = rnd
         self.reg_cseq = 0
         self.failures = 0
+        # RFC 3261 §10.2: no new REGISTER before the previous one is answered or timed out; the
+        # latest one due meanwhile waits here (an older waiting one is superseded by it).
+        self.reg_txn: _Txn | None = None
+        self.reg_next: tuple[KindStats, int, Register | None, int, bool, int] | None = None
         self.tpl = UaTemplates(ident, self.reg_call_id, self.from_tag, DEFAULT_EXPIRES)
 
 
@@ -699,6 +703,9 @@ class Engine:
             if stats is not None:
                 stats.abandoned += 1
         self.calls.abandoned += len(self.dialogs)
+        for ua in self.uas.values():
+            if ua.reg_next is not None:
+                ua.reg_next[0].abandoned += 1
         if self.dia is not None:
             self.dia.abandon()
 
@@ -770,6 +777,8 @@ class Engine:
 
     def _on_timeout(self, txn: _Txn, now: float) -> None:
         self.txns.pop(txn.branch, None)
+        if txn.ua.reg_txn is txn:
+            self._register_done(txn.ua, now)
         txn.stats.timeouts += 1
         self.cur.errors += 1
         txn.data = b""
@@ -820,13 +829,27 @@ class Engine:
 
     def _send_register(self, ua: _UA, stats: KindStats, expires: int, ev: Register | None,
                        attempt: int, lose: bool, second: int, now: float) -> None:
+        if ua.reg_txn is not None:
+            if ua.reg_next is not None:
+                ua.reg_next[0].superseded += 1
+            ua.reg_next = (stats, expires, ev, attempt, lose, second)
+            stats.queued += 1
+            return
         ua.reg_cseq += 1
         br = self.branch()
         a, b, c = ua.tpl.register_parts
         if expires != DEFAULT_EXPIRES:
             c = c.replace(b"Expires: %d\r\n" % DEFAULT_EXPIRES, b"Expires: %d\r\n" % expires)
-        self._start_txn(ua, stats, br, a + br + b + b"%d" % ua.reg_cseq + c, now, second, ev,
-                        attempt, False, lose)
+        ua.reg_txn = self._start_txn(ua, stats, br, a + br + b + b"%d" % ua.reg_cseq + c, now,
+                                     second, ev, attempt, False, lose)
+
+    def _register_done(self, ua: _UA, now: float) -> None:
+        """The UA's REGISTER is answered or timed out: send the one that waited, if any."""
+        ua.reg_txn = None
+        nxt, ua.reg_next = ua.reg_next, None
+        if nxt is not None:
+            stats, expires, ev, attempt, lose, second = nxt
+            self._send_register(ua, stats, expires, ev, attempt, lose, second, now)
 
     def _send_options(self, ua: _UA, ev: Options, attempt: int, lose: bool, second: int,
                       now: float) -> None:
@@ -889,6 +912,8 @@ class Engine:
             return
         _, txn.state = step(txn.invite, txn.state, _FINAL)
         del self.txns[br]
+        if txn.ua.reg_txn is txn:
+            self._register_done(txn.ua, now)
         lat = now - txn.t0
         lat_us = int(lat * 1e6)
         key = _CLASSES[status // 100]
@@ -915,6 +940,8 @@ class Engine:
             cur.errors += 1
             if status == 503:
                 stats.status_503 += 1
+        if status >= 300:
+            stats.failures[status] = stats.failures.get(status, 0) + 1
         d = txn.dialog
         if d is not None and not txn.invite:
             # BYE answered: the call is over whatever the status (§15.1.1); nothing to parse.

@@ -79,6 +79,7 @@ class KindStats:
 
     sent: int = 0  # new transactions started (not counting retransmissions)
     answered: dict[str, int] = field(default_factory=dict)  # final responses by status class
+    failures: dict[int, int] = field(default_factory=dict)  # non-2xx finals by exact status
     provisional: int = 0
     timeouts: int = 0  # Timer B/F fired (RFC 3261 §17.1.1.2, §17.1.2.2)
     retransmissions: int = 0
@@ -87,6 +88,8 @@ class KindStats:
     retry_after_honoured: int = 0  # re-sent after the Retry-After delay (RFC 3261 §21.5.4)
     backoff_retries: int = 0  # re-sent after the RFC 5626 §4.5 back-off
     abandoned: int = 0  # still in flight, or waiting to retry, when the run ended
+    queued: int = 0  # REGISTERs that waited for the UA's previous one (RFC 3261 §10.2)
+    superseded: int = 0  # waiting REGISTERs replaced by a later one of the same UA
     latency: HdrHistogram = field(default_factory=new_histogram)
     offered: SecondSeries = field(default_factory=SecondSeries)
     goodput: SecondSeries = field(default_factory=SecondSeries)

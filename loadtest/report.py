@@ -37,6 +37,7 @@ REPORT_VERSION = 1
 class KindReport(msgspec.Struct):
     sent: int
     answered: dict[str, int]
+    failures: dict[int, int]
     provisional: int
     timeouts: int
     retransmissions: int
@@ -45,6 +46,8 @@ class KindReport(msgspec.Struct):
     retry_after_honoured: int
     backoff_retries: int
     abandoned: int
+    queued: int
+    superseded: int
     latency_us: dict[str, float]
     histogram: str  # HdrHistogram compressed base64 encoding
     offered_per_s: list[int]
@@ -114,11 +117,13 @@ def _pct(h: Any) -> dict[str, float]:
 def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) -> RunReport:
     kinds = {
         name: KindReport(
-            sent=k.sent, answered=dict(k.answered), provisional=k.provisional,
+            sent=k.sent, answered=dict(k.answered), failures=dict(k.failures),
+            provisional=k.provisional,
             timeouts=k.timeouts, retransmissions=k.retransmissions,
             lost_simulated=k.lost_simulated, status_503=k.status_503,
             retry_after_honoured=k.retry_after_honoured, backoff_retries=k.backoff_retries,
-            abandoned=k.abandoned, latency_us=k.percentiles(),
+            abandoned=k.abandoned, queued=k.queued, superseded=k.superseded,
+            latency_us=k.percentiles(),
             histogram=k.latency.encode().decode("ascii"),
             offered_per_s=list(k.offered.values), goodput_per_s=list(k.goodput.values),
         )

@@ -346,3 +346,26 @@ async def test_engine_tests_run_on_uvloop_as_storm_replay_does() -> None:
     import uvloop
 
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
+async def test_a_ua_never_has_two_registers_in_flight() -> None:
+    # RFC 3261 §10.2: a new REGISTER waits for the previous one's answer or timeout; of those
+    # that pile up meanwhile, the latest is sent.
+    silent = Silent()
+    tr, addr = await _peer(silent)
+    events: list[Event] = [Register(t=i * 0.001, user="alice", domain=DOMAIN, expires=60 + i)
+                           for i in range(3)]
+    try:
+        res = await _run(events, target=addr, t1=0.005, t2=0.02, backoff=False, drain=1.0)
+    finally:
+        tr.close()
+    reg = res.kinds["register"]
+    assert reg.sent == 2 and reg.queued == 2 and reg.superseded == 1 and reg.timeouts == 2
+    firsts: dict[str, tuple[float, int, int | None]] = {}
+    for at, data in silent.seen:
+        msg = parse_message(data)
+        assert isinstance(msg, Request)
+        firsts.setdefault(msg.vias[0].branch or "", (at, msg.cseq.seq, msg.expires))
+    (t_a, cseq_a, exp_a), (t_b, cseq_b, exp_b) = sorted(firsts.values())
+    assert (cseq_a, exp_a, cseq_b, exp_b) == (1, 60, 2, 62)
+    assert t_b - t_a >= 64 * 0.005 - 0.002  # only after the first one timed out
