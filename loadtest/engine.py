@@ -244,6 +244,7 @@ class RunResult:
     events_skipped: dict[str, int]
     stray_responses: int
     deferred_by_cap: int
+    send_errors: int  # ICMP errors on UDP, WebSocket frames dropped on a full or dead connection
     diameter: dict[str, Any]
 
 
@@ -275,6 +276,8 @@ class _UdpLink(_Link, asyncio.DatagramProtocol):
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        # (ICMP errors are not asked for with IP_RECVERR: uvloop 0.23 crashes reading the
+        # socket's error queue.  An unreachable server shows as timeouts instead.)
         self.local = sock.getsockname()[:2]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -304,7 +307,7 @@ class _WsLink(_Link):
         self.task: asyncio.Task[None] | None = None
 
     def send(self, data: bytes) -> None:
-        if len(self.out) >= WS_QUEUE_MAX:
+        if len(self.out) >= WS_QUEUE_MAX or (self.task is not None and self.task.done()):
             self.engine.send_errors += 1
             return
         self.out.append(data)
@@ -592,6 +595,7 @@ class Engine:
             events_skipped=self.skipped,
             stray_responses=self.stray,
             deferred_by_cap=self.deferred,
+            send_errors=self.send_errors,
             diameter=self._diameter_summary(),
         )
 

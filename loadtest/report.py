@@ -92,6 +92,7 @@ class RunReport(msgspec.Struct):
     events_started: int
     events_skipped: dict[str, int]
     deferred_by_cap: int
+    send_errors: int
     stray_responses: int
     transactions_per_s: float
     lateness_us: dict[str, float]
@@ -155,6 +156,7 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) 
         events_started=res.events_started,
         events_skipped=res.events_skipped,
         deferred_by_cap=res.deferred_by_cap,
+        send_errors=res.send_errors,
         stray_responses=res.stray_responses,
         transactions_per_s=answered / res.wall_s if res.wall_s > 0 else 0.0,
         lateness_us=_pct(res.lateness),
@@ -263,6 +265,8 @@ def render_html(r: RunReport) -> str:
         ["trace", str(r.trace.get("source", ""))],
         ["events started", str(r.events_started)],
         ["skipped", str(r.events_skipped)],
+        ["deferred by --max-inflight", str(r.deferred_by_cap)],
+        ["send errors / stray responses", f"{r.send_errors} / {r.stray_responses}"],
         ["bad trace lines", str(r.trace.get("bad_lines", 0))],
         ["wall time s", f"{r.wall_s:.2f}"],
         ["transactions/s", f"{r.transactions_per_s:.0f}"],

@@ -369,3 +369,13 @@ async def test_a_ua_never_has_two_registers_in_flight() -> None:
     (t_a, cseq_a, exp_a), (t_b, cseq_b, exp_b) = sorted(firsts.values())
     assert (cseq_a, exp_a, cseq_b, exp_b) == (1, 60, 2, 62)
     assert t_b - t_a >= 64 * 0.005 - 0.002  # only after the first one timed out
+
+
+async def test_a_closed_port_times_out_without_breaking_the_run() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[:2]
+    # Nothing listens there now: the kernel answers ICMP port unreachable to each send.
+    res = await _run(_regs(3), target=closed, t1=0.005, t2=0.02, backoff=False, sockets=1)
+    reg = res.kinds["register"]
+    assert reg.timeouts == 3 and reg.answered == {} and reg.retransmissions == 3 * 17
