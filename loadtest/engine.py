@@ -318,6 +318,7 @@ class _WsLink(_Link):
 
     async def run(self, url: str, ready: asyncio.Future[None]) -> None:
         from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
 
         async with connect(url, subprotocols=["sip"]) as ws:  # type: ignore[list-item]
             self.ws = ws
@@ -325,18 +326,28 @@ class _WsLink(_Link):
                 ready.set_result(None)
             reader = asyncio.create_task(self._read(ws))
             try:
-                while True:
+                while not reader.done():
                     await self.wake.wait()
                     self.wake.clear()
                     while self.out:
                         await ws.send(self.out.popleft().decode("utf-8", "replace"))
+            except ConnectionClosed:
+                pass  # the reader sees the same close
             finally:
                 reader.cancel()
+        # The server closed the connection: this task ends, later sends count as errors and
+        # the transactions on it time out (no reconnect within a run).
+        self.engine.send_errors += len(self.out)
+        self.out.clear()
 
     async def _read(self, ws: Any) -> None:
-        async for msg in ws:
-            data = msg.encode() if isinstance(msg, str) else bytes(msg)
-            self.engine.on_message(data, None, self)
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(ConnectionClosed):
+            async for msg in ws:
+                data = msg.encode() if isinstance(msg, str) else bytes(msg)
+                self.engine.on_message(data, None, self)
+        self.wake.set()  # let the writer loop see the end
 
 
 class _UA:

@@ -379,3 +379,18 @@ async def test_a_closed_port_times_out_without_breaking_the_run() -> None:
     res = await _run(_regs(3), target=closed, t1=0.005, t2=0.02, backoff=False, sockets=1)
     reg = res.kinds["register"]
     assert reg.timeouts == 3 and reg.answered == {} and reg.retransmissions == 3 * 17
+
+
+async def test_a_websocket_closed_by_the_server_ends_in_timeouts_and_send_errors() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.close()  # hang up after the first request, unanswered
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["sip"]) as server:  # type: ignore[list-item]
+        port = next(iter(server.sockets)).getsockname()[1]
+        res = await _run(_regs(5, spacing=0.05), ws_url=f"ws://127.0.0.1:{port}/",
+                         ws_connections=1, t1=0.005, backoff=False)
+    reg = res.kinds["register"]
+    assert reg.sent == 5 and reg.timeouts == 5 and reg.answered == {}
+    assert reg.retransmissions == 0  # reliable transport: never retransmitted (§17.1.1.2)
+    assert res.send_errors >= 3  # the requests after the close could not be sent
