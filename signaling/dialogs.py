@@ -37,6 +37,8 @@ __all__ = [
     "DialogTableFull",
     "DialogTransitionError",
     "ProxyDialog",
+    "dialog_key",
+    "intern_peer",
 ]
 
 
@@ -57,6 +59,13 @@ class DialogInput(IntEnum):
     BYE = 5          # either side hung up (§15)
     TIMEOUT = 6      # no answer in time, or the maximum duration passed
 
+
+#: Stale heap entries tolerated beyond half the live dialogs before a compaction: small
+#: tables never bother compacting.
+HEAP_SLACK = 1024
+#: Distinct peer addresses kept interned (``intern_peer``): far more than the phones and
+#: gateways one node talks to at a time; bounded so a spray of source ports cannot grow it.
+MAX_INTERNED_PEERS = 65_536
 
 _S = DialogState
 _I = DialogInput
@@ -145,6 +154,26 @@ def _peer_state(p: Peer) -> _PeerState:
     return _PeerState(p.transport, p.host, p.port, p.conn_id)
 
 
+def dialog_key(call_id: str, caller_tag: str) -> str:
+    """A dialog's id: what both directions of an in-dialog request can name (see DialogTable)."""
+    return f"{call_id};{caller_tag}"
+
+
+_peers: dict[Peer, Peer] = {}
+
+
+def intern_peer(peer: Peer) -> Peer:
+    """One ``Peer`` object per address: 100,000 calls from the same phone or gateway share it
+    instead of holding 100,000 copies (~150 bytes each with the host string)."""
+    found = _peers.get(peer)
+    if found is not None:
+        return found
+    if len(_peers) >= MAX_INTERNED_PEERS:
+        _peers.clear()  # a churn of addresses: start over rather than grow
+    _peers[peer] = peer
+    return peer
+
+
 class ProxyDialog:
     """One INVITE dialog through the proxy (see the module docstring)."""
 
@@ -163,7 +192,7 @@ class ProxyDialog:
         self.callee_tag = ""
         self.caller = caller            # From header text, tag included
         self.callee = callee            # To header text (tag added when answered)
-        self.caller_peer = caller_peer
+        self.caller_peer = intern_peer(caller_peer)
         self.callee_peer: Peer | None = None
         self.caller_contact = caller_contact
         self.callee_contact = ""
@@ -200,11 +229,11 @@ class ProxyDialog:
             raise ValueError(str(exc)) from None
         caller_peer = Peer(s.caller_peer.transport, s.caller_peer.host, s.caller_peer.port,
                            s.caller_peer.conn_id)
-        d = cls(f"{s.call_id};{s.caller_tag}", s.call_id, s.caller_tag, s.caller, s.callee,
+        d = cls(dialog_key(s.call_id, s.caller_tag), s.call_id, s.caller_tag, s.caller, s.callee,
                 caller_peer, s.caller_contact, s.caller_cseq, now, s.created_at, now)
         if s.callee_peer is not None:
-            d.callee_peer = Peer(s.callee_peer.transport, s.callee_peer.host,
-                                 s.callee_peer.port, s.callee_peer.conn_id)
+            d.callee_peer = intern_peer(Peer(s.callee_peer.transport, s.callee_peer.host,
+                                             s.callee_peer.port, s.callee_peer.conn_id))
         d.callee_tag = s.callee_tag
         d.callee_contact = s.callee_contact
         d.answered_at = s.answered_at
@@ -218,16 +247,17 @@ class ProxyDialog:
 
 
 class DialogTable:
-    """Dialogs by id and by (Call-ID, tag), bounded, with one deadline heap.
+    """Dialogs by id, bounded, with one deadline heap.
 
-    An in-dialog request carries the caller's tag in From (caller to callee) or in To (callee
-    to caller); indexing by (Call-ID, caller tag) finds the dialog from either direction.
+    A dialog's id is ``dialog_key(Call-ID, caller's tag)``.  An in-dialog request carries the
+    caller's tag in From (caller to callee) or in To (callee to caller), so one dict keyed by
+    that id finds the dialog from either direction: no second index (memory: issue 4 wants
+    <= 2 KB per dialog, and a second dict with tuple keys cost ~150 bytes of it).
     """
 
     def __init__(self, max_dialogs: int) -> None:
         self.max_dialogs = max_dialogs
         self._by_id: dict[str, ProxyDialog] = {}
-        self._by_key: dict[tuple[str, str], ProxyDialog] = {}
         self._heap: list[tuple[float, int, ProxyDialog]] = []
         self._seq = itertools.count()
         #: Set by the proxy: ends a dialog with BYE to both sides.
@@ -237,24 +267,26 @@ class DialogTable:
         return len(self._by_id)
 
     def add(self, dialog: ProxyDialog) -> None:
+        if dialog.id != dialog_key(dialog.call_id, dialog.caller_tag):
+            raise ValueError(f"dialog id {dialog.id!r} is not dialog_key(Call-ID, caller tag)")
         if len(self._by_id) >= self.max_dialogs:
             raise DialogTableFull(f"{self.max_dialogs} dialogs")
         self._by_id[dialog.id] = dialog
-        self._by_key[(dialog.call_id, dialog.caller_tag)] = dialog
         self.schedule(dialog)
 
     def schedule(self, dialog: ProxyDialog) -> None:
         heapq.heappush(self._heap, (dialog.deadline, next(self._seq), dialog))
 
     def remove(self, dialog: ProxyDialog) -> None:
-        self._by_id.pop(dialog.id, None)
-        if self._by_key.get((dialog.call_id, dialog.caller_tag)) is dialog:
-            del self._by_key[(dialog.call_id, dialog.caller_tag)]
+        # Only this very dialog: a newer one with the same key (an INVITE that looped back
+        # through us, §16.3 step 4) stays.
+        if self._by_id.get(dialog.id) is dialog:
+            del self._by_id[dialog.id]
 
     def find(self, call_id: str, from_tag: str | None, to_tag: str | None) -> ProxyDialog | None:
-        d = self._by_key.get((call_id, from_tag or ""))
+        d = self._by_id.get(dialog_key(call_id, from_tag or ""))
         if d is None and to_tag:
-            d = self._by_key.get((call_id, to_tag))
+            d = self._by_id.get(dialog_key(call_id, to_tag))
         return d
 
     def due(self, now: float) -> list[ProxyDialog]:
@@ -269,8 +301,13 @@ class DialogTable:
             if d.deadline == deadline and self._by_id.get(d.id) is d and d.id not in seen:
                 seen.add(d.id)
                 out.append(d)
-        if len(heap) > 2 * len(self._by_id) + 1024:
-            self._heap = [e for e in heap if e[2].deadline == e[0] and e[2].id in self._by_id]
+        # Every answered dialog leaves its ring deadline behind (~120 bytes): drop stale
+        # entries once they are a third of the heap.  Each compaction removes at least that
+        # many, so its O(n) cost is amortised O(1) per schedule().
+        live = len(self._by_id)
+        if len(heap) > live + live // 2 + HEAP_SLACK:
+            self._heap = [e for e in heap
+                          if e[2].deadline == e[0] and self._by_id.get(e[2].id) is e[2]]
             heapq.heapify(self._heap)
         return out
 

@@ -61,6 +61,8 @@ from signaling.dialogs import (
     DialogTableFull,
     DialogTransitionError,
     ProxyDialog,
+    dialog_key,
+    intern_peer,
 )
 from signaling.metrics import Metrics
 from signaling.registry.base import Binding, Registry, RegistryError
@@ -235,7 +237,7 @@ class Proxy:
                 continue
             try:
                 async with asyncio.timeout(2.0):
-                    data = await self.registry.get_dialog(f"{req.call_id};{tag}")
+                    data = await self.registry.get_dialog(dialog_key(req.call_id, tag))
             except (RegistryError, TimeoutError):
                 self.c_proxy.inc("dialog_load_failed")
                 return None
@@ -635,7 +637,7 @@ class Proxy:
         contact = str(req.contacts[0].uri) if req.contacts else ""
         ring = max(self.cfg.ring_timeout, 1.0)
         dialog = ProxyDialog(
-            f"{req.call_id};{req.from_.tag or ''}", req.call_id, req.from_.tag or "",
+            dialog_key(req.call_id, req.from_.tag or ""), req.call_id, req.from_.tag or "",
             str(req.from_), str(req.to), peer, contact, req.cseq.seq, now, time.time(),
             now + ring)
         self.dialogs.add(dialog)
@@ -656,7 +658,7 @@ class Proxy:
         elif inp is DialogInput.SUCCESS and dialog.callee_peer is None:
             dialog.callee_tag = tag or ""
             dialog.callee = str(resp.to)
-            dialog.callee_peer = branch.peer
+            dialog.callee_peer = intern_peer(branch.peer)
             dialog.callee_contact = str(resp.contacts[0].uri) if resp.contacts else ""
             dialog.answered_at = time.time()
             dialog.early_tags = None

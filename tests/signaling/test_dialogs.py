@@ -25,6 +25,8 @@ from signaling.dialogs import (
     DialogTableFull,
     DialogTransitionError,
     ProxyDialog,
+    dialog_key,
+    intern_peer,
 )
 from signaling.sipcore import Peer
 
@@ -143,13 +145,41 @@ def test_find_by_either_tag() -> None:
 
 
 def test_remove_keeps_a_newer_dialog_with_the_same_key() -> None:
+    """An INVITE that loops back through us creates a second dialog with the same key."""
     table = DialogTable(10)
     old, new = dialog(call_id="c", tag="t"), dialog(call_id="c", tag="t")
-    new.id = "c;t;2"
     table.add(old)
     table.add(new)
     table.remove(old)
     assert table.find("c", "t", None) is new
+
+
+def test_id_must_be_the_lookup_key() -> None:
+    d = dialog(call_id="c", tag="t")
+    assert d.id == dialog_key("c", "t")
+    d.id = "something-else"
+    with pytest.raises(ValueError):
+        DialogTable(10).add(d)
+
+
+def test_answered_dialogs_do_not_keep_their_ring_deadline_entries() -> None:
+    """Each answer reschedules (ring -> maximum duration): the stale entries are compacted."""
+    table = DialogTable(100_000)
+    ds = [dialog(deadline=180.0) for _ in range(20_000)]
+    for d in ds:
+        table.add(d)
+        d.deadline = 7200.0
+        table.schedule(d)
+    table.due(1.0)
+    assert len(table._heap) <= len(ds) + len(ds) // 2 + 1024
+    assert table.due(7200.0) == ds  # every dialog still fires once, at its live deadline
+
+
+def test_peers_are_interned() -> None:
+    a, b = Peer("udp", "10.0.0.1", 5060), Peer("udp", "10.0.0.1", 5060)
+    assert a is not b
+    assert intern_peer(a) is intern_peer(b)
+    assert dialog().caller_peer is intern_peer(CALLER)
 
 
 def test_due_and_rescheduling() -> None:
