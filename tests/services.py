@@ -75,19 +75,6 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within {START_TIMEOUT}s")
-
-
 def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -115,13 +102,33 @@ class RedisServer:
         self.cluster = cluster
         self.dir = Path(tempfile.mkdtemp(prefix=f"redis-{self.port}-", dir=base_dir))
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = port is not None  # a caller-chosen port is never changed
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        """Start (or restart on the same port and data directory, keeping the AOF)."""
+        """Start (or restart on the same port and data directory, keeping the AOF).
+
+        A first start whose port was taken meanwhile (another test run picked it) moves to
+        another free port; a restart keeps its port, as the tests of reconnection need.
+        """
+        attempts = 1 if self._started else 5
+        for _ in range(attempts):
+            self.proc = subprocess.Popen(
+                self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ours():
+                self._started = True
+                return self
+            if self._started:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server could not start (see {self.dir / 'redis.log'})")
+
+    def _command(self) -> list[str]:
         cmd = [
             shutil.which("redis-server") or "redis-server",
             "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
@@ -135,27 +142,32 @@ class RedisServer:
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000",
             ]
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _wait_port(self.port, self.proc, "redis-server")
-        self._wait_loaded()
-        return self
+        return cmd
 
-    def _wait_loaded(self) -> None:
-        # The port opens before the AOF is loaded; PING answers LOADING until then.
+    def _wait_ours(self) -> bool:
+        """True once *our* process answers PING on the port (its process_id matches, so a
+        foreign server on the same port is never mistaken for it); False if ours exited."""
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.cli("PING").strip() == "PONG":
-                return
+            if self.proc.poll() is not None:
+                return False
+            # The port opens before the AOF is loaded; INFO answers LOADING until then.
+            try:
+                info = self.cli("INFO", "server", timeout=1.0)
+            except subprocess.TimeoutExpired:  # something on the port that is not Redis
+                info = ""
+            if f"process_id:{self.proc.pid}" in info.split():
+                return True
             time.sleep(0.05)
-        raise RuntimeError("redis-server did not finish loading")
+        self.kill()
+        return False
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, timeout: float = 30.0) -> str:
         """Run ``redis-cli`` against this server and return its output."""
         out = subprocess.run(
             ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
         return out.stdout
 
@@ -190,6 +202,13 @@ class RedisCluster:
         return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
 
     def start(self) -> RedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.close()  # never leave half a cluster running
+            raise
+
+    def _start(self) -> RedisCluster:
         for node in self.nodes:
             node.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -238,6 +257,7 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix=f"pg-{self.port}-"))
         self.data = self.dir / "data"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = port is not None
         self._user: str | None = None
         if os.geteuid() == 0:
             self._user = "postgres"
@@ -267,38 +287,56 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed: {out.stdout}{out.stderr}")
 
     def start(self) -> PostgresServer:
-        """Start (or restart on the same port with the same data)."""
-        cmd = [
+        """Start (or restart on the same port with the same data).
+
+        As for Redis, a first start whose port was taken meanwhile moves to another port.
+        """
+        attempts = 1 if self._started else 5
+        for _ in range(attempts):
+            log = open(self.dir / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
+            try:
+                self.proc = subprocess.Popen(
+                    self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    cwd=self.dir, **self._run_as(),  # type: ignore[call-overload]
+                )
+            finally:
+                log.close()
+            if self._wait_ready():
+                self._started = True
+                return self
+            if self._started:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"postgres could not start (see {self.dir / 'postgres.log'})")
+
+    def _command(self) -> list[str]:
+        return [
             postgres_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
             "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
             "-c", f"fsync={'on' if self.fsync else 'off'}",
-            # Tests open a database each; the default 100 connections is plenty but keep
-            # shared memory small on a shared CI box.
+            # Small shared memory: several private clusters may run at once on a CI box.
             "-c", "shared_buffers=32MB", "-c", "max_connections=100",
         ]
-        log = open(self.dir / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir,
-                **self._run_as(),  # type: ignore[call-overload]
-            )
-        finally:
-            log.close()
-        _wait_port(self.port, self.proc, "postgres")
-        self._wait_ready()
-        return self
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self) -> bool:
+        """True once our postmaster reports "ready" in its own postmaster.pid (so a foreign
+        server on the port is never mistaken for it); False if it exited."""
+        assert self.proc is not None
+        pidfile = self.data / "postmaster.pid"
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            ok = subprocess.run(
-                [postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
-                check=False, timeout=10,
-            )
-            if ok.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("postgres did not become ready")
+            if self.proc.poll() is not None:
+                return False
+            try:
+                lines = pidfile.read_text().splitlines()
+            except OSError:
+                lines = []
+            # Line 1: the postmaster's pid; line 8: its status (postmaster.pid format).
+            if len(lines) >= 8 and lines[0] == str(self.proc.pid) and lines[7].strip() == "ready":
+                return True
+            time.sleep(0.05)
+        _stop(self.proc, signal.SIGKILL)
+        return False
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): clients are disconnected, data is consistent."""

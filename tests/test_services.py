@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -48,3 +50,19 @@ def test_redis_restart_keeps_aof_data() -> None:
         assert server.cli("GET", "k2").strip() == "v2"
     finally:
         server.close()
+
+
+def test_taken_port_is_never_mistaken_for_ours() -> None:
+    """Another server already listening on the chosen port: ours moves to a free one."""
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server = RedisServer(appendonly=False)
+        taken = server.port
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            server.start()
+            assert server.port != taken
+            assert server.cli("PING").strip() == "PONG"
+        finally:
+            server.close()

@@ -134,6 +134,11 @@ class RecordWriter:
     def database_up(self) -> bool:
         return self._conn is not None
 
+    @property
+    def pending(self) -> int:
+        """Records queued for the writer task (not yet written or spooled)."""
+        return self._queue.qsize()
+
     # -- the SIP path: synchronous and non-blocking ------------------------------------------------
 
     def submit_cdr(self, record: CallRecord) -> None:

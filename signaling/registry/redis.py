@@ -5,7 +5,7 @@ Key design (``P`` is the key prefix, ``N`` = crc32(aor) mod ``NBUCKETS``)::
     {P:N}:b:<aor>    hash   binding key -> binding (JSON, read by the Lua scripts with cjson)
     {P:N}:exp        zset   "<aor>\\0<key>" scored by expires_at: the sweeper's index
     {P:N}:aors       zset   AORs with bindings (score 0, read with ZRANGEBYLEX): admin listing
-    {P:N}:k:<aor>    string "has registered before" (404 vs 480), expires after KNOWN_USER_TTL
+    {P:N}:k:<aor>    string "had bindings" (404 vs 480): set when the last binding goes away
     {P:c:<conn>}     set    "<aor>\\0<key>" registered over a WebSocket connection
     P:d:<dialog>     string dialog state;   P:s:<session>  Diameter session state
 
@@ -36,8 +36,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import hiredis
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -89,7 +90,7 @@ CALL_TIMEOUT = 0.5
 
 # Commands per pipeline round trip: large enough to amortise the round trip over a worker pool's
 # worth of concurrent REGISTERs, small enough that one reply stays a few hundred KiB.
-MAX_PIPELINE = 512
+MAX_PIPELINE = 64
 
 # Pipelines in flight at once (each holds a connection).  Beyond that, calls wait in the batcher
 # and join the next pipeline, which is what makes batches grow under load.
@@ -102,8 +103,8 @@ MAX_PENDING = 20_000
 # Connections per Redis node: the in-flight pipelines plus ping / close.
 MAX_CONNECTIONS = MAX_INFLIGHT_BATCHES + 4
 
-# How long "this user registered before" is remembered (404 vs 480).  30 days outlives any
-# registration interval and a holiday without the phone on; Redis's maxmemory bounds the rest.
+# How long "this user had bindings" is remembered after its last binding went away (404 vs
+# 480).  30 days outlives a holiday with the phone off; Redis's maxmemory bounds the rest.
 KNOWN_USER_TTL = 30 * 24 * 3600
 
 # Separator inside "<aor>\0<key>" index members: NUL cannot appear in SIP text (RFC 3261 §25).
@@ -158,12 +159,12 @@ for j = 0, n - 1 do
     redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
   end
 end
-if count > 0 then
-  redis.call('ZADD', KEYS[3], 0, aor)
-  redis.call('SET', KEYS[4], '1', 'EX', known_ttl)
-else
+if count == 0 then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[3], aor)
+  redis.call('SET', KEYS[4], '1', 'EX', known_ttl)
+elseif #flat == 0 then
+  redis.call('ZADD', KEYS[3], 0, aor)
 end
 return out
 """
@@ -185,6 +186,7 @@ end
 for i = 1, #flat, 2 do redis.call('ZREM', KEYS[2], aor .. '\\0' .. flat[i]) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], aor)
+if #flat > 0 then redis.call('SET', KEYS[4], '1', 'EX', ARGV[5]) end
 return {'OK', tostring(live)}
 """
 
@@ -196,7 +198,10 @@ if not v then return 0 end
 if conn ~= '' and cjson.decode(v).connection_id ~= conn then return 0 end
 redis.call('HDEL', KEYS[1], key)
 redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
-if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[3], aor) end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[3], aor)
+  redis.call('SET', KEYS[4], '1', 'EX', ARGV[4])
+end
 return 1
 """
 
@@ -216,7 +221,10 @@ for _, m in ipairs(members) do
   if v and cjson.decode(v).expires_at <= now then
     redis.call('HDEL', h, key)
     removed = removed + 1
-    if redis.call('HLEN', h) == 0 then redis.call('ZREM', KEYS[2], aor) end
+    if redis.call('HLEN', h) == 0 then
+      redis.call('ZREM', KEYS[2], aor)
+      redis.call('SET', ARGV[4] .. aor, '1', 'EX', ARGV[5])
+    end
   end
 end
 return removed
@@ -229,6 +237,15 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 1
 """
+
+
+class _HiredisConnection(Connection):
+    """redis-py's asyncio connection packs commands in Python (~100 µs for an EVALSHA with a
+    dozen arguments); hiredis' C packer does the same in a few µs.  Our commands are always
+    single-word names with str/bytes/int arguments, which is what ``pack_command`` accepts."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return [hiredis.pack_command(args)]
 
 
 class _Script:
@@ -396,6 +413,8 @@ class RedisRegistry:
         else:
             # No retries inside redis-py: the caller's bound is the whole budget, and a failed
             # call is answered 503 while the broken connection is replaced for the next call.
+            if plain.startswith("redis://"):
+                common["connection_class"] = _HiredisConnection
             client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0), **common)
         return cls(client, prefix=prefix, timeout=timeout, **kw)
 
@@ -467,7 +486,7 @@ class RedisRegistry:
 
     async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
         reply = await self._eval(
-            self._remove_all, self._aor_keys(aor)[:3], [aor, call_id, cseq, repr(now)]
+            self._remove_all, self._aor_keys(aor), [aor, call_id, cseq, repr(now), KNOWN_USER_TTL]
         )
         return int(self._check(aor, reply, cseq)[0])
 
@@ -481,7 +500,7 @@ class RedisRegistry:
 
     async def _remove(self, aor: str, key: str, connection_id: str) -> int:
         reply = await self._eval(
-            self._remove_one, self._aor_keys(aor)[:3], [aor, key, connection_id]
+            self._remove_one, self._aor_keys(aor), [aor, key, connection_id, KNOWN_USER_TTL]
         )
         return int(reply)
 
@@ -506,7 +525,7 @@ class RedisRegistry:
                 tag = self._tags[(self._sweep_cursor + i) % NBUCKETS]
                 calls.append(self._eval(
                     self._expire_bucket, [f"{tag}:exp", f"{tag}:aors"],
-                    [repr(now), per_bucket, f"{tag}:b:"],
+                    [repr(now), per_bucket, f"{tag}:b:", f"{tag}:k:", KNOWN_USER_TTL],
                 ))
             counts = await asyncio.gather(*calls)
             self._sweep_cursor = (self._sweep_cursor + group) % NBUCKETS
@@ -538,7 +557,10 @@ class RedisRegistry:
         return sum(int(c) for c in cards)
 
     async def known_user(self, aor: str) -> bool:
-        return int(await self._call("EXISTS", self._aor_keys(aor)[3])) == 1
+        # Registered now (the hash exists) or within KNOWN_USER_TTL of its last binding going
+        # away (the marker is written when an AOR's last binding is removed or expires).
+        hash_key, _, _, known_key = self._aor_keys(aor)
+        return int(await self._call("EXISTS", hash_key, known_key)) > 0
 
     # -- dialogs and sessions -------------------------------------------------------------------
 

@@ -189,6 +189,20 @@ async def test_expire_skips_refreshed_binding(registry: Registry) -> None:
     assert await registry.count_bindings() == 0
 
 
+async def test_known_user_survives_every_way_of_losing_bindings(registry: Registry) -> None:
+    users = [f"sip:k{i}@example.com" for i in range(4)]
+    for aor in users:
+        await registry.register(aor, "c", 1, [change("sip:h", 10, connection_id=aor)], NOW)
+    await registry.register(users[0], "c", 2, [change("sip:h", 0)], NOW)
+    await registry.remove_binding(users[1], "sip:h")
+    await registry.remove_connection(users[2])
+    assert await registry.expire(NOW + 20, 100) == 1
+    assert await registry.count_aors() == 0
+    for aor in users:
+        assert await registry.known_user(aor)
+    assert not await registry.known_user("sip:never@example.com")
+
+
 async def test_remove_connection(registry: Registry) -> None:
     await registry.register(
         AOR, "c1", 1, [change("sip:a@ws1", connection_id="w1"), change("sip:a@ws2",

@@ -75,7 +75,13 @@ async def test_returned_register_is_in_redis(redis_url: str, raw: aioredis.Redis
         assert stored is not None and b"sip:a@h" in stored
         assert await raw.zscore(exp_key, f"{AOR}\x00sip:a@h") == pytest.approx(now + 60)
         assert await raw.zscore(aors_key, AOR) == 0
+        # The "had bindings" marker is written when the last binding goes away.
+        assert not await raw.exists(known_key)
+        assert await reg.known_user(AOR)
+        await reg.remove_all(AOR, "c1", 2, now)
+        assert not await raw.exists(hash_key)
         assert 0 < await raw.ttl(known_key) <= 30 * 24 * 3600
+        assert await reg.known_user(AOR)
     finally:
         await reg.close()
 
