@@ -88,8 +88,10 @@ NBUCKETS = 256
 # RFC 3261 §17.1.2.2) is due: better a 503 + Retry-After than a hanging transaction.
 CALL_TIMEOUT = 0.5
 
-# Commands per pipeline round trip: large enough to amortise the round trip over a worker pool's
-# worth of concurrent REGISTERs, small enough that one reply stays a few hundred KiB.
+# Commands per pipeline round trip.  64 already amortises a loopback round trip (~50 µs) to
+# under 1 µs per call; smaller batches than "everything ready" let Redis execute one batch while
+# Python packs the next (measured with benchmarks/bench_registry.py: 256-command batches
+# serialised the two and were slower).
 MAX_PIPELINE = 64
 
 # Pipelines in flight at once (each holds a connection).  Beyond that, calls wait in the batcher

@@ -1,0 +1,33 @@
+# The signaling server image: `docker build -t signaling .`
+# Configuration comes from SIGNALING_* environment variables (see docker-compose.yml) or from
+# options appended to `docker run IMAGE ...` (they replace CMD and go to `signaling serve`).
+FROM python:3.11-slim
+
+# No .pyc writes at run time, logs straight to `docker logs`.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY protocols ./protocols
+COPY signaling ./signaling
+COPY loadtest ./loadtest
+RUN pip install . && rm -rf /app/build
+
+# An unprivileged user; the records spool lives in a volume it owns.
+RUN useradd --system --home-dir /var/lib/signaling --create-home signaling
+USER signaling
+ENV SIGNALING_SPOOL=/var/lib/signaling/records.spool
+VOLUME ["/var/lib/signaling"]
+
+# SIP over UDP (RFC 3261), SIP over WebSocket (RFC 7118), admin API + /metrics, Diameter.
+EXPOSE 5060/udp 5066/tcp 8081/tcp 3868/tcp
+
+# Liveness through the admin API (python: the slim image has no curl).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/health', timeout=2)"]
+
+ENTRYPOINT ["signaling", "serve"]
+CMD ["--log-level", "info"]
