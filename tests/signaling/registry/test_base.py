@@ -6,7 +6,11 @@ so each test here runs once per engine with identical expectations.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from signaling.registry import (
     MAX_BINDINGS_PER_AOR,
@@ -306,3 +310,63 @@ def test_helpers() -> None:
     b2 = Binding(aor=AOR, contact="y", q=0.9, expires_at=1, call_id="c", cseq=1)
     assert sort_bindings([b1, b2]) == [b2, b1]
     assert b1.remaining(5) == 0
+
+
+# A model of RFC 3261 §10.3 steps 6-8 for one AOR: key -> (call_id, cseq, expires_at).
+_requests = st.lists(
+    st.tuples(
+        st.sampled_from(["c1", "c2"]), st.integers(1, 4),
+        st.one_of(
+            st.none(),  # Contact: * with Expires: 0
+            st.lists(st.tuples(st.sampled_from(["h1", "h2", "h3"]),
+                               st.sampled_from([0, 5, 50])), max_size=3),
+        ),
+        st.integers(0, 20),
+    ),
+    max_size=10,
+)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_requests)
+async def test_engine_matches_model(
+    registry: Registry,
+    requests: list[tuple[str, int, list[tuple[str, int]] | None, int]],
+) -> None:
+    """Every engine (the Lua scripts included) agrees with a direct reading of §10.3."""
+    aor = f"sip:{uuid.uuid4().hex}@example.com"  # one fixture instance serves all examples
+    model: dict[str, tuple[str, int, float]] = {}
+    now = NOW
+    for call_id, cseq, contacts, dt in requests:
+        now += dt
+        live = {k: v for k, v in model.items() if v[2] > now}
+        keys = list(live) if contacts is None else [k for k, _ in contacts]
+        fails = any(
+            k in live and live[k][0] == call_id and live[k][1] >= cseq for k in keys
+        )
+        try:
+            if contacts is None:
+                removed = await registry.remove_all(aor, call_id, cseq, now)
+            else:
+                got = await registry.register(
+                    aor, call_id, cseq, [change(k, e) for k, e in contacts], now
+                )
+        except OutOfOrder:
+            assert fails
+            continue
+        assert not fails
+        model = live
+        if contacts is None:
+            assert removed == len(live)
+            model = {}
+            got = []
+        for k, e in contacts or []:
+            if e == 0:
+                model.pop(k, None)
+            else:
+                model[k] = (call_id, cseq, now + e)
+        expected = dict(model)
+        assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in got} == expected
+        looked = await registry.lookup(aor, now)
+        assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in looked} == expected

@@ -230,3 +230,43 @@ async def test_cluster_one_aor_one_slot(redis_cluster_url: str) -> None:
     finally:
         await reg.close()
         await client.aclose()
+
+
+async def test_every_returned_register_survives_redis_crash(private_redis: RedisServer) -> None:
+    """SIGKILL Redis in the middle of a REGISTER load (AOF, fsync always): every register()
+    that returned is there after the restart; the others failed with RegistryUnavailable."""
+    reg = make_registry(private_redis.url)
+    confirmed: list[str] = []
+    failed = 0
+
+    async def one(i: int) -> None:
+        nonlocal failed
+        aor = f"sip:load{i}@example.com"
+        try:
+            await reg.register(aor, "c", 1, [change(f"sip:load{i}@h")], time.time())
+            confirmed.append(aor)
+        except RegistryUnavailable:
+            failed += 1
+
+    async def load() -> None:
+        await asyncio.gather(*(one(i) for i in range(4000)))
+
+    try:
+        task = asyncio.create_task(load())
+        while len(confirmed) < 500:
+            await asyncio.sleep(0.001)
+        private_redis.kill()
+        await task
+        assert failed > 0 and len(confirmed) + failed == 4000
+        private_redis.start()
+        for _ in range(20):
+            try:
+                await reg.ping()
+                break
+            except RegistryUnavailable:
+                await asyncio.sleep(0.1)
+        now = time.time()
+        for aor in confirmed:
+            assert len(await reg.lookup(aor, now)) == 1, aor
+    finally:
+        await reg.close()
