@@ -459,7 +459,8 @@ class Proxy:
 
     def _success(self, ctx: _Context, branch: _Branch, resp: Response) -> None:
         # §16.7 step 5: every 2xx is relayed at once, retransmissions included.
-        if not ctx.done:
+        if not ctx.done and ctx.request.method == "INVITE" and ctx.request.to.tag is None:
+            # Call set-up only: the 2xx of a BYE, re-INVITE or MESSAGE is not a call's answer.
             self.h_setup.observe(self.core.now() - ctx.started)
         self._answered(ctx)
         self._dialog_event(ctx, branch, resp, DialogInput.SUCCESS)
