@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from signaling.registry.base import (
     MAX_BINDINGS_PER_AOR,
+    MAX_LIST_WINDOW,
     MAX_STATE_BYTES,
     Binding,
     ContactChange,
@@ -24,6 +25,7 @@ from signaling.registry.memory import MemoryRegistry
 
 __all__ = [
     "MAX_BINDINGS_PER_AOR",
+    "MAX_LIST_WINDOW",
     "MAX_STATE_BYTES",
     "Binding",
     "ContactChange",

@@ -370,3 +370,25 @@ async def test_engine_matches_model(
         assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in got} == expected
         looked = await registry.lookup(aor, now)
         assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in looked} == expected
+
+
+async def test_list_window_bound(registry: Registry) -> None:
+    from signaling.registry import MAX_LIST_WINDOW
+
+    with pytest.raises(ValueError):
+        await registry.list_aors(offset=MAX_LIST_WINDOW, limit=1)
+    with pytest.raises(ValueError):
+        await registry.list_aors(offset=-1)
+    assert await registry.list_aors(offset=0, limit=MAX_LIST_WINDOW) == []
+
+
+async def test_state_expires_after_ttl(registry: Registry) -> None:
+    import asyncio
+
+    await registry.put_dialog("short", b"x", 0.2)
+    await registry.put_session("short", b"y", 0.2)
+    await registry.put_dialog("long", b"z", 60)
+    await asyncio.sleep(0.35)
+    assert await registry.get_dialog("short") is None
+    assert await registry.get_session("short") is None
+    assert await registry.get_dialog("long") == b"z"
