@@ -190,10 +190,10 @@ class RedisCluster:
     # not fail-over).
     MASTERS = 3
 
-    def __init__(self) -> None:
+    def __init__(self, *, appendonly: bool = False) -> None:
         self.base = tempfile.mkdtemp(prefix="redis-cluster-")
         self.nodes = [
-            RedisServer(cluster=True, appendonly=False, base_dir=self.base)
+            RedisServer(cluster=True, appendonly=appendonly, base_dir=self.base)
             for _ in range(self.MASTERS)
         ]
 

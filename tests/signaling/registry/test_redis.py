@@ -23,7 +23,7 @@ from signaling.registry import (
     make_registry,
 )
 from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry, _parse_url
-from tests.services import RedisServer
+from tests.services import RedisCluster, RedisServer
 
 AOR = "sip:alice@example.com"
 
@@ -270,3 +270,36 @@ async def test_every_returned_register_survives_redis_crash(private_redis: Redis
             assert len(await reg.lookup(aor, now)) == 1, aor
     finally:
         await reg.close()
+
+
+async def test_cluster_master_restart() -> None:
+    """One master of three killed: its AORs fail fast, the others' are still served; once it
+    is back (same port, AOF) the same registry object serves all of them again."""
+    cluster = RedisCluster(appendonly=True).start()
+    reg = RedisRegistry.from_url(cluster.url)
+    try:
+        for node in cluster.nodes:
+            node.cli("CONFIG", "SET", "appendfsync", "always")
+        now = time.time()
+        aors = [f"sip:c{i}@example.com" for i in range(60)]
+        for aor in aors:
+            await reg.register(aor, "c", 1, [change("sip:h")], now)
+        cluster.nodes[1].kill()
+        started = time.monotonic()
+        results = await asyncio.gather(*(reg.lookup(a, now) for a in aors),
+                                       return_exceptions=True)
+        assert time.monotonic() - started < CALL_TIMEOUT * 4
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert failed and all(isinstance(r, RegistryUnavailable) for r in failed)
+        assert any(isinstance(r, list) and len(r) == 1 for r in results)
+        cluster.nodes[1].start()
+        for _ in range(100):
+            results = await asyncio.gather(*(reg.lookup(a, now) for a in aors),
+                                           return_exceptions=True)
+            if not any(isinstance(r, BaseException) for r in results):
+                break
+            await asyncio.sleep(0.2)
+        assert all(isinstance(r, list) and len(r) == 1 for r in results)
+    finally:
+        await reg.close()
+        cluster.close()
