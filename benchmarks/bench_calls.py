@@ -60,6 +60,7 @@ class Measure:
     seconds: float
     cpu_seconds: float
     udp_drops: int  # machine-wide UDP receive-buffer overflows during the run
+    server_drops: int  # of which on the server's own socket
     sipp_cpu_seconds: float  # both SIPp processes: core 0 must not be the bottleneck
 
     def line(self) -> str:
@@ -70,7 +71,7 @@ class Measure:
                 f"ok {self.successful:6d}  failed {self.failed:5d}  "
                 f"achieved {rate:6.0f}/s  server cpu {cpu:5.1f}% ({per_call:3.0f} us/call)  "
                 f"sipp cpu {100.0 * self.sipp_cpu_seconds / self.seconds:5.1f}%  "
-                f"udp drops {self.udp_drops}")
+                f"udp drops {self.udp_drops} (server socket {self.server_drops})")
 
 
 def _udp_receive_errors() -> int:
@@ -78,6 +79,15 @@ def _udp_receive_errors() -> int:
     lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
              if ln.startswith("Udp:")]
     return int(dict(zip(lines[0], lines[1], strict=True))["RcvbufErrors"])
+
+
+def _socket_drops(port: int) -> int:
+    """Datagrams dropped on the UDP socket bound to 127.0.0.1:``port`` (/proc/net/udp)."""
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}":
+            return int(fields[-1])
+    return 0
 
 
 def _tree_cpu(pid: int) -> float:
@@ -173,6 +183,7 @@ def run_rate(system: str, rate: int, duration: float) -> Measure:
         assert caller.proc is not None and uas.proc is not None
         sipp_cpu = _tree_cpu(uas.proc.pid) + caller.cpu_seconds
         drops = _udp_receive_errors() - drops0
+        server_drops = _socket_drops(server.port)  # while the server still holds it
         alive = server.proc is not None and server.proc.poll() is None
         uas.stop()
     finally:
@@ -182,7 +193,7 @@ def run_rate(system: str, rate: int, duration: float) -> Measure:
     if not alive:
         print(f"  ({system} died during the run: results invalid)", flush=True)
     return Measure(system, rate, calls, uac.successful, calls - uac.successful,
-                   t1 - t0, cpu1 - cpu0, drops, sipp_cpu)
+                   t1 - t0, cpu1 - cpu0, drops, server_drops, sipp_cpu)
 
 
 def _kamailio_usable() -> str | None:
