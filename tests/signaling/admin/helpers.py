@@ -18,6 +18,9 @@ __all__ = ["TOKEN", "Samples", "answer", "call", "header_values", "recv_request"
            "wait_admin"]
 
 TOKEN = "test-admin-token-0123456789"
+#: Bound on waiting for one SIP answer or request: far above a loopback round trip, and each
+#: wait has an overall deadline so retransmissions cannot keep a test waiting.
+ANSWER_TIMEOUT = 5.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -47,9 +50,10 @@ def sip_status(port: int, data: bytes, sock: socket.socket | None = None) -> int
     try:
         if own:
             s.bind(("127.0.0.1", 0))
-        s.settimeout(3.0)
         s.sendto(data, ("127.0.0.1", port))
+        deadline = time.monotonic() + ANSWER_TIMEOUT
         while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
             msg = parse_message(s.recv(65535))
             assert isinstance(msg, Response)
             if msg.status >= 200:
@@ -130,13 +134,19 @@ def answer(raw: bytes, status: int, to_tag: str, contact: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def recv_request(sock: socket.socket, method: str, timeout: float = 5.0) -> bytes:
-    """The next request of ``method`` arriving on ``sock`` (responses are skipped)."""
-    sock.settimeout(timeout)
+def recv_until(sock: socket.socket, prefix: bytes, timeout: float = ANSWER_TIMEOUT) -> bytes:
+    """The first datagram starting with ``prefix`` (others skipped), within ``timeout``."""
+    deadline = time.monotonic() + timeout
     while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
         data = sock.recv(65535)
-        if data.startswith(method.encode() + b" "):
+        if data.startswith(prefix):
             return data
+
+
+def recv_request(sock: socket.socket, method: str, timeout: float = ANSWER_TIMEOUT) -> bytes:
+    """The next request of ``method`` arriving on ``sock`` (responses are skipped)."""
+    return recv_until(sock, method.encode() + b" ", timeout)
 
 
 def _udp() -> socket.socket:
@@ -162,11 +172,7 @@ def call(server_port: int, callee: str) -> tuple[socket.socket, socket.socket, s
     forwarded = recv_request(b, "INVITE")
     b.sendto(answer(forwarded, 200, "callee1", f"sip:{callee}@127.0.0.1:{b_port}"),
              ("127.0.0.1", server_port))
-    a.settimeout(5.0)
-    while True:
-        ok = a.recv(65535)
-        if ok.startswith(b"SIP/2.0 200"):
-            break
+    ok = recv_until(a, b"SIP/2.0 200")
     routes = [v for h in header_values(ok, "Record-Route") for v in h.split(",")][::-1]
     (to,) = header_values(ok, "To", "t")
     ack = (
