@@ -6,6 +6,8 @@ import random
 import urllib.parse
 from typing import Any
 
+from signaling.config import Config
+from signaling.server import Server
 from tests.protocols.diameter.factory import ccr
 from tests.serverproc import ServerProcess
 from tests.services import RedisServer
@@ -329,3 +331,21 @@ async def test_ready_fails_while_postgres_is_unreachable() -> None:
     assert status == 503
     assert body["checks"]["database"] == "not connected"
     assert body["checks"]["registry"] == "ok"
+
+
+async def test_ready_says_503_once_shutdown_begins() -> None:
+    server = Server(Config(sip_udp=("127.0.0.1", 0), sip_ws=None, admin=("127.0.0.1", 0),
+                           admin_token=TOKEN, diameter=None, domain=["example.com"]))
+    await server.start()
+    try:
+        assert server.admin is not None and server.admin.address is not None
+        port = server.admin.address[1]
+        assert (await _ready(port))[0] == 200
+        # The first step of Server.stop(): new SIP requests get 503 from here on, so a load
+        # balancer probing /ready must stop sending traffic too.
+        await server.core.stop(0)
+        status, body = await _ready(port)
+    finally:
+        await server.stop()
+    assert status == 503
+    assert body["checks"]["sip_core"] == "shutting down"
