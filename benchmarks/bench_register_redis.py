@@ -1,0 +1,162 @@
+"""REGISTER per second with the Redis registry, side by side with Kamailio writing through to
+Redis (issue 5).
+
+Same method as ``bench_register`` (SIPp ``register.xml`` on core 0, the server on core 1, a fresh
+server per offered rate, every user new), but both systems store their bindings in one private
+``redis-server`` started here on a free port and pinned to core 0 beside SIPp, so the server
+under test has core 1 to itself.  Our server runs with ``--registry redis://...``; Kamailio runs
+``../shared/reference/kamailio/kamailio-redis.cfg`` from a private copy in which only the listen
+port, the Redis URL's port and the ctl socket differ, and with the ``version:entry::location``
+key its db_redis module needs.  A 200 is counted only when the write was confirmed by Redis:
+that is how both systems answer REGISTER.
+
+    python -m benchmarks.bench_register_redis [--rates 2000,4000,6000,8000,10000,12000]
+                                              [--duration 8] [--only ours|kamailio]
+
+Target (issue 5): >= 8,000 REGISTER/s with 0 failures (Kamailio: ~1,600/s here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.bench_register import (
+    GRACE,
+    LOAD_CPU,
+    REFERENCE,
+    REGISTER_XML,
+    ServerUnderTest,
+    Step,
+    _best,
+    _float,
+    _int,
+    _ms,
+    run_sipp,
+)
+from tests.serverproc import free_tcp_port
+
+__all__ = ["RedisForBench", "main"]
+
+KAMAILIO_REDIS_CFG = REFERENCE / "kamailio" / "kamailio-redis.cfg"
+DEFAULT_RATES = "2000,4000,6000,8000,10000,12000"
+
+
+class RedisForBench:
+    """A private, non-persistent redis-server pinned to the load core."""
+
+    def __init__(self) -> None:
+        self.port = free_tcp_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisForBench:
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(LOAD_CPU), "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cli(self, *args: str) -> str:
+        proc = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                              text=True, check=False)
+        return proc.stdout
+
+    def reset(self) -> None:
+        self.cli("FLUSHALL")
+        # db_redis reads the table version from this key (reference README).
+        self.cli("HSET", "version:entry::location", "table_name", "location",
+                 "table_version", "9")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServerUnderTest(ServerUnderTest):
+    def __init__(self, system: str, redis_port: int) -> None:
+        extra = [] if system == "kamailio" else ["--registry",
+                                                 f"redis://127.0.0.1:{redis_port}/0"]
+        super().__init__(system, extra)
+        self.redis_port = redis_port
+
+    def _kamailio_cfg(self) -> Path:
+        text = KAMAILIO_REDIS_CFG.read_text()
+        for old, new in (("listen=udp:127.0.0.1:5060", f"listen=udp:127.0.0.1:{self.port}"),
+                         ("redis://127.0.0.1:6390/0", f"redis://127.0.0.1:{self.redis_port}/0"),
+                         ("unix:/tmp/kamailio_ctl", f"unix:{self.dir}/kamailio_ctl")):
+            assert old in text, f"reference config changed: no {old!r}"
+            text = text.replace(old, new)
+        cfg = self.dir / "kamailio.cfg"
+        cfg.write_text(text)
+        return cfg
+
+
+def run_step(system: str, rate: int, duration: float, redis: RedisForBench) -> Step:
+    redis.reset()
+    calls = int(rate * duration)
+    server = RedisServerUnderTest(system, redis.port).start()
+    try:
+        cpu0, t0 = server.cpu(), time.monotonic()
+        rc, stats, _ = run_sipp(REGISTER_XML, f"127.0.0.1:{server.port}", rate, calls,
+                                  duration + GRACE)
+        t1, cpu1 = time.monotonic(), server.cpu()
+    finally:
+        server.stop()
+    successful = _int(stats, "SuccessfulCall(C)")
+    failed = _int(stats, "FailedCall(C)")
+    stored = _stored(redis, system)
+    step = Step(system, rate, calls, successful, failed + (calls - successful - failed),
+                _float(stats, "CallRate(C)"), _ms(stats.get("ResponseTime1(C)", "")),
+                t1 - t0, cpu1 - cpu0, rc)
+    print(f"{step.line()}  in redis: {stored}", flush=True)
+    return step
+
+
+def _stored(redis: RedisForBench, system: str) -> str:
+    """What landed in Redis: the number of keys (a sanity check that writes went through)."""
+    return redis.cli("DBSIZE").strip() + " keys"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rates", default=DEFAULT_RATES)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--only", choices=["ours", "kamailio"])
+    args = ap.parse_args(argv)
+    rates = [int(r) for r in args.rates.split(",")]
+    systems = [args.only] if args.only else ["ours", "kamailio"]
+    print(f"REGISTER, unique users, Redis registry; {args.duration:g} s per rate; server on "
+          f"core 1, SIPp and redis-server on core {LOAD_CPU}; load average before: "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    redis = RedisForBench().start()
+    steps: list[Step] = []
+    try:
+        for rate in rates:
+            for system in systems:
+                steps.append(run_step(system, rate, args.duration, redis))
+    finally:
+        redis.stop()
+    print("highest offered rate kept up with 0 failures:")
+    for system in systems:
+        top = _best(steps, system)
+        print(f"  {system:8s} " + ("none" if top is None else
+                                   f"{top.offered}/s offered, {top.rate:.0f}/s achieved, "
+                                   f"{1e6 * top.cpu_seconds / top.successful:.1f} us CPU per "
+                                   "REGISTER"))
+
+
+if __name__ == "__main__":
+    main()
