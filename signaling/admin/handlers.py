@@ -26,7 +26,16 @@ from signaling.registry.base import RegistryError
 if TYPE_CHECKING:
     from signaling.server import Server
 
-__all__ = ["READY_TIMEOUT", "REGISTRY_CALL_TIMEOUT", "AdminApi", "parse_query", "path_param"]
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "READY_TIMEOUT",
+    "REGISTRY_CALL_TIMEOUT",
+    "RETRY_AFTER",
+    "AdminApi",
+    "bounded",
+    "parse_query",
+    "path_param",
+]
 
 #: Bound on one registry call made for the API.  Far above a healthy Redis round trip, short
 #: enough that an operator's request fails fast while Redis is away.
@@ -40,6 +49,7 @@ RETRY_AFTER = 5
 Q = TypeVar("Q", bound=msgspec.Struct)
 T = TypeVar("T")
 
+#: The Prometheus text exposition format, version 0.0.4 (what prometheus_client generates).
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -57,7 +67,7 @@ async def bounded(aw: Awaitable[T]) -> T:
         async with asyncio.timeout(REGISTRY_CALL_TIMEOUT):
             return await aw
     except (TimeoutError, RegistryError) as exc:
-        raise ApiError(503, f"registry unavailable: {exc or 'timeout'}",
+        raise ApiError(503, f"registry unavailable: {str(exc) or 'timeout'}",
                        {"Retry-After": str(RETRY_AFTER)}) from None
 
 
