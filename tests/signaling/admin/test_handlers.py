@@ -349,3 +349,21 @@ async def test_ready_says_503_once_shutdown_begins() -> None:
         await server.stop()
     assert status == 503
     assert body["checks"]["sip_core"] == "shutting down"
+
+
+async def test_binding_key_with_a_slash_can_be_deleted(server: ServerProcess) -> None:
+    # An escaped "/" in the contact's user part (RFC 3261 §19.1.2) is unescaped in the key
+    # (§19.1.4 comparison form), so the key holds a "/" that the URL must carry as %2F.
+    assert server.admin_port is not None
+    _, (user,) = _users(1)
+    msg = register_message(server.udp_port, user, 5999).replace(
+        f"<sip:{user}@127.0.0.1:5999>".encode(), b"<sip:a%2Fb@127.0.0.1:5071>")
+    assert sip_status(server.udp_port, msg) == 200
+    aor = f"sip:{user}@example.com"
+    async with session(server.admin_port) as http:
+        async with http.get(f"/api/v1/registrations/{_path(aor)}") as resp:
+            (binding,) = (await resp.json())["bindings"]
+        assert "/" in binding["key"]
+        url = f"/api/v1/registrations/{_path(aor)}/bindings/{_path(binding['key'])}"
+        async with http.delete(url) as resp:
+            assert resp.status == 204
