@@ -210,6 +210,8 @@ class AdminApi:
         return json_response(s.Stats(
             node_id=srv.node_id, started_at=srv.started_at,
             uptime=self.observer.server_uptime(), sip=self._sip_stats(),
+            registrations=_by_label(srv.registrar.c_register.values),
+            diameter=self._diameter_stats(),
             queues=s.QueueStats(srv.core.dispatcher.queue_size, srv.core.dispatcher.depths()),
             tables=self._table_stats()))
 
@@ -223,6 +225,13 @@ class AdminApi:
             retransmissions=int(core.c_retrans.total()),
             rejected=int(core.c_reject.total()),
             dropped=_by_label(core.c_drop.values), shed=_by_label(core.c_shed.values))
+
+    def _diameter_stats(self) -> s.DiameterStats:
+        dia: Any = getattr(self.server, "diameter", None)
+        if dia is None:
+            return s.DiameterStats({}, {}, 0)
+        return s.DiameterStats(_by_label(dia.m_requests.values), _by_label(dia.m_answers.values),
+                               int(dia.m_shed.total()))
 
     def _table_stats(self) -> s.TableStats:
         srv = self.server

@@ -34,6 +34,7 @@ __all__ = [
     "DialogView",
     "DiameterPeers",
     "DiameterSessions",
+    "DiameterStats",
     "ErrorBody",
     "Health",
     "PageQuery",
@@ -169,6 +170,14 @@ class SipStats(msgspec.Struct):
     shed: dict[str, int]
 
 
+class DiameterStats(msgspec.Struct):
+    """Requests by command name and answers by Result-Code (RFC 6733 §7.1)."""
+
+    requests: dict[str, int]
+    answers: dict[str, int]
+    shed: int
+
+
 class QueueStats(msgspec.Struct):
     queue_size: int
     depths: list[int]
@@ -189,6 +198,8 @@ class Stats(msgspec.Struct):
     started_at: float
     uptime: float
     sip: SipStats
+    registrations: dict[str, int]
+    diameter: DiameterStats
     queues: QueueStats
     tables: TableStats
 

@@ -19,6 +19,7 @@ from tests.signaling.admin.helpers import (
     recv_request,
     register,
     register_message,
+    send_options,
     session,
     sip_status,
     wait_admin,
@@ -151,7 +152,12 @@ async def test_diameter_peers_and_sessions(server: ServerProcess) -> None:
 
 async def test_stats(server: ServerProcess) -> None:
     assert server.admin_port is not None
+    _, (user,) = _users(1)
     async with session(server.admin_port) as http:
+        async with http.get("/api/v1/stats") as resp:
+            before = await resp.json()
+        assert send_options(server.udp_port) == 200
+        assert register(server.udp_port, user) == 200
         async with http.get("/api/v1/stats") as resp:
             assert resp.status == 200
             stats = await resp.json()
@@ -164,7 +170,11 @@ async def test_stats(server: ServerProcess) -> None:
     assert set(stats["tables"]) == {"transactions", "ws_connections", "registered_aors",
                                     "registered_bindings", "dialogs", "diameter_peers",
                                     "diameter_sessions"}
-    assert stats["sip"]["requests_received"] >= 1  # the fixture's readiness OPTIONS
+    sip, sip0 = stats["sip"], before["sip"]
+    assert sip["requests_received"] - sip0["requests_received"] == 2
+    assert sip["responses_sent"] - sip0["responses_sent"] == 2
+    assert (stats["registrations"]["200"] - before["registrations"].get("200", 0)) == 1
+    assert set(stats["diameter"]) == {"requests", "answers", "shed"}
 
 
 async def test_config_read_masks_secrets(server: ServerProcess) -> None:
