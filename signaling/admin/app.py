@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from signaling.admin.handlers import AdminApi
-from signaling.admin.middleware import auth_middleware, error_middleware
+from signaling.admin.middleware import auth_middleware, error_middleware, limit_middleware
 from signaling.admin.observe import Observer
 from signaling.admin.openapi import build_document
 from signaling.admin.routes import Route, route_table
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from signaling.server import Server
 
 __all__ = [
+    "MAX_API_REQUESTS",
     "MAX_BODY_BYTES",
     "MAX_REQUEST_LINE",
     "TOKEN_BYTES",
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 #: Largest request body read.  The only body is a PATCH of a few options (well under 1 KiB);
 #: 64 KiB is generous and bounds what one request can make the server buffer (413 beyond).
 MAX_BODY_BYTES = 64 * 1024
+#: ``/api/v1`` requests in progress at once.  Operators and their scripts make a handful; 64
+#: absorbs a dashboard's burst while bounding registry work (a page of registrations is up to
+#: 1,000 lookups) and requests parked on a slow backend.
+MAX_API_REQUESTS = 64
 #: Random bytes in a generated token: 256 bits, beyond any guessing (RFC 6750 §5.2).
 TOKEN_BYTES = 32
 #: Seconds open admin requests get to finish when the server stops.
@@ -67,7 +72,9 @@ def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Applicat
     """The aiohttp application and the route table it serves."""
     requests = metrics.fast_counter("admin_requests", "Admin API answers by method and status",
                                     ["method", "status"])
-    app = web.Application(middlewares=[error_middleware(requests), auth_middleware(token)],
+    busy = metrics.fast_counter("admin_busy", "Admin API requests refused 503: too many at once")
+    app = web.Application(middlewares=[error_middleware(requests), auth_middleware(token),
+                                       limit_middleware(MAX_API_REQUESTS, busy)],
                           client_max_size=MAX_BODY_BYTES)
     document: list[bytes] = []
 

@@ -11,6 +11,7 @@ constant-time (``hmac.compare_digest``) so response timing does not reveal how m
 was right; a 401 carries ``WWW-Authenticate: Bearer`` (RFC 6750 §3), with
 ``error="invalid_token"`` when a token was presented but is wrong.  ``/health``, ``/ready`` and
 ``/metrics`` stay open for load balancers and Prometheus: the listener is loopback by default.
+At most ``MAX_API_REQUESTS`` (see ``signaling.admin.app``) API requests run at once.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from signaling.metrics import FastCounter
 
 __all__ = [
     "API_PREFIX",
+    "BUSY_RETRY_AFTER",
     "REALM",
     "ApiError",
     "auth_middleware",
     "error_middleware",
     "error_response",
     "json_response",
+    "limit_middleware",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,10 @@ REALM = "signaling"
 _COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Headers of aiohttp's own errors worth keeping on the JSON version (405 lists what is allowed).
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+
+#: Retry-After (seconds) when the API is saturated: requests finish within the registry
+#: timeout, so a second later there is usually room again.
+BUSY_RETRY_AFTER = 1
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,6 +107,34 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("admin API: unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal error (logged on the server)")
+
+
+def limit_middleware(limit: int, busy: FastCounter) -> Middleware:
+    """At most ``limit`` ``/api/v1`` requests in progress; more are answered 503 at once.
+
+    API requests can be expensive (a page of registrations is a registry lookup per AOR) and
+    slow when a backend is (up to the registry timeout): the bound keeps a burst of them, or a
+    stuck backend, from piling up work.  Probes and ``/metrics`` are not counted, so they keep
+    answering while the API is saturated.
+    """
+    in_flight = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        if not request.path.startswith(API_PREFIX):
+            return await handler(request)
+        if in_flight >= limit:
+            busy.inc()
+            raise ApiError(503, "too many admin requests in progress",
+                           {"Retry-After": str(BUSY_RETRY_AFTER)})
+        in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    return middleware
 
 
 def auth_middleware(token: str) -> Middleware:

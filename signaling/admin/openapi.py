@@ -25,7 +25,8 @@ _REASONS = {200: "OK", 204: "No Content", 400: "Bad request (query or body)",
             401: "Missing or wrong bearer token", 404: "Not found",
             409: "Values valid alone but contradicting the rest of the configuration",
             413: "Body larger than the admin API accepts",
-            503: "Not ready, or a backend (registry) did not answer"}
+            503: "Not ready, a backend (registry) did not answer, or too many API requests"
+                 " at once"}
 
 
 def build_document(routes: list[Route], title: str, version: str) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def _responses(r: Route, ref_of: dict[Any, Any]) -> dict[str, Any]:
     error = {"application/json": {"schema": ref_of[ErrorBody]}}
     statuses = list(r.errors)
     if r.secured:
-        statuses.append(401)
+        statuses += [401, 503]  # 503: limit_middleware
     for status in sorted(set(statuses)):
         entry: dict[str, Any] = {"description": _REASONS[status]}
         if r.path == "/ready" and status == 503:

@@ -24,9 +24,11 @@ ANSWER_TIMEOUT = 5.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def session(port: int, token: str | None = TOKEN) -> aiohttp.ClientSession:
+def session(port: int, token: str | None = TOKEN,
+            connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers)
+    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers,
+                                 connector=connector)
 
 
 def register_message(port: int, user: str, contact_port: int, expires: int = 3600,

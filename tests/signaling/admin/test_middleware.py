@@ -7,16 +7,24 @@ server's own handlers have no known bug to trigger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from signaling.admin.app import MAX_API_REQUESTS
 from signaling.admin.middleware import ApiError, auth_middleware, error_middleware
+from signaling.config import Config
 from signaling.metrics import Metrics
+from signaling.registry.redis import RedisRegistry
+from signaling.server import Server
 from tests.serverproc import ServerProcess
+from tests.services import RedisServer
 from tests.signaling.admin.helpers import TOKEN, session
 
 
@@ -122,3 +130,43 @@ async def test_a_bug_is_a_json_500_without_internals(caplog: pytest.LogCaptureFi
     # The operator's log has the whole story.
     (record,) = [r for r in caplog.records if r.name == "signaling.admin.middleware"]
     assert record.exc_info is not None and "secret internal detail" in str(record.exc_info[1])
+
+
+async def test_api_saturation_is_a_prompt_503_while_probes_answer() -> None:
+    redis = RedisServer(appendonly=False).start()
+    # A real Redis registry with a registry timeout (3 s) well above the test's own waits, so
+    # the parked requests are still parked when the extra one arrives.
+    registry = RedisRegistry.from_url(redis.url, timeout=3.0)
+    server = Server(Config(sip_udp=None, sip_ws=None, admin=("127.0.0.1", 0),
+                           admin_token=TOKEN, diameter=None, registry=redis.url),
+                    registry=registry)
+    assert redis.proc is not None
+    await server.start()
+    try:
+        assert server.admin is not None and server.admin.address is not None
+        await registry.ping()
+        redis.proc.send_signal(signal.SIGSTOP)  # every registry call now waits its timeout
+        connector = aiohttp.TCPConnector(limit=MAX_API_REQUESTS + 10)
+        async with session(server.admin.address[1], connector=connector) as http:
+            async def get(path: str) -> tuple[int, dict[str, str], Any]:
+                async with http.get(path) as resp:
+                    return resp.status, dict(resp.headers), await resp.json()
+
+            parked = [asyncio.create_task(get("/api/v1/registrations"))
+                      for _ in range(MAX_API_REQUESTS)]
+            await asyncio.sleep(0.5)  # all of them are in their handlers, waiting on Redis
+            status, headers, body = await get("/api/v1/stats")
+            probe, _, _ = await get("/health")
+            results = await asyncio.gather(*parked)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+        await server.stop()
+        redis.close()
+    assert (status, body) == (503, {"error": "too many admin requests in progress",
+                                    "status": 503})
+    assert headers["Retry-After"] == "1"
+    assert probe == 200
+    # The parked ones end with the registry's own bound, not hanging.
+    assert {r[0] for r in results} == {503}
+    assert all(r[2]["error"].startswith("registry unavailable") for r in results)
+    assert "signaling_admin_busy_total 1.0" in server.metrics.exposition().decode()

@@ -57,6 +57,7 @@ async def test_document_lists_exactly_the_served_routes() -> None:
             secured = path.startswith("/api/v1")
             assert ("security" in op) is secured, path
             assert ("401" in op["responses"]) is secured, path
+            assert "503" in op["responses"] or not secured, path
             for ref in _refs(op):
                 assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"]
 
