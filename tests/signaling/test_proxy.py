@@ -21,11 +21,15 @@ from tests.sipp_runner import Sipp, SippResult, run_sipp
 
 #: The ring time the test server enforces (seconds): short, so no-answer takes seconds.
 RING_TIMEOUT = 2
+#: The longest call the test server allows (seconds): the SIPp calls hang up at once, the
+#: max-duration test waits for the server's BYE.
+MAX_DURATION = 3
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = ServerProcess("--ring-timeout", str(RING_TIMEOUT), "--log-level", "warning").start()
+    srv = ServerProcess("--ring-timeout", str(RING_TIMEOUT), "--max-dialog-duration",
+                        str(MAX_DURATION), "--log-level", "warning").start()
     try:
         yield srv
     finally:
@@ -130,7 +134,10 @@ async def test_retransmitted_invite_and_200(server: ServerProcess) -> None:
         await caller.send(invite)
         await caller.send(invite)  # a retransmission before any 100 (§17.1.1.2 Timer A)
         got = await callee.request("INVITE")
-        assert [m for m in await callee.quiet(0.5) if isinstance(m, Request)] == []
+        await callee.send(callee.reply(got, 100))  # stops the proxy's Timer A (§17.1.1.2)
+        # The caller's retransmission was absorbed by the proxy's server transaction: no
+        # second INVITE (a forwarded copy would carry a new branch, a new client transaction).
+        assert [m for m in await callee.quiet(0.7) if isinstance(m, Request)] == []
         await caller.response(100)
         await callee.send(callee.reply(got, 180, tag="t1"))
         await caller.response(180)
@@ -205,6 +212,60 @@ async def test_loop_482(server: ServerProcess) -> None:
         assert len(resp.vias) == 1  # our Vias were stripped on the way back
     finally:
         await ua.close()
+
+
+async def test_in_dialog_request_for_no_dialog_481(server: ServerProcess) -> None:
+    """§12.2.2: a BYE with a To tag, routed to us, for a dialog we never saw."""
+    ua = await UdpUA("alice", "127.0.0.1", server.udp_port).start()
+    try:
+        invite = ua.invite("whoever")
+        ok = Response(status=200, reason="OK", vias=[], from_=invite.from_,
+                      to=invite.to.with_param("tag", "nope"), call_id=invite.call_id,
+                      cseq=invite.cseq, contacts=[NameAddr(SipURI("sip", "192.0.2.1"))],
+                      record_routes=[NameAddr(SipURI("sip", "127.0.0.1", port=server.udp_port,
+                                                     params={"lr": None}))])
+        bye = ua.in_dialog(ua.uac_leg(invite, ok), "BYE")
+        bye.uri = SipURI("sip", "127.0.0.1", user="whoever", port=server.udp_port)
+        await ua.send(bye)
+        assert (await ua.response(481, "BYE")).status == 481
+    finally:
+        await ua.close()
+
+
+async def test_cancel_matching_nothing_481(server: ServerProcess) -> None:
+    ua = await UdpUA("alice", "127.0.0.1", server.udp_port).start()
+    try:
+        await ua.send(ua.cancel(ua.invite("whoever")))
+        assert (await ua.response(481, "CANCEL")).status == 481
+    finally:
+        await ua.close()
+
+
+async def test_server_ends_a_call_at_max_duration(server: ServerProcess) -> None:
+    """--max-dialog-duration: the server sends BYE to both sides (through each one's Contact)."""
+    caller, callee = await _udp_pair(server, "longcall")
+    try:
+        invite = caller.invite("longcall")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        await callee.send(callee.reply(got, 200, tag="lc", body=b"v=0\r\n"))
+        ok = await caller.response(200)
+        await caller.send(caller.in_dialog(caller.uac_leg(invite, ok), "ACK", cseq=1))
+        await callee.request("ACK")
+        to_callee = await callee.request("BYE", timeout=MAX_DURATION + 5)
+        to_caller = await caller.request("BYE", timeout=5)
+        # Each BYE is inside the dialog: the caller's tag and the callee's tag, a CSeq above
+        # the caller's INVITE, the Request-URI the side's Contact (§12.2.1.1).
+        assert (to_callee.from_.tag, to_callee.to.tag) == (invite.from_.tag, "lc")
+        assert (to_caller.from_.tag, to_caller.to.tag) == ("lc", invite.from_.tag)
+        assert to_callee.cseq.seq > invite.cseq.seq
+        assert str(to_callee.uri) == str(callee.contact.uri)
+        assert str(to_caller.uri) == str(caller.contact.uri)
+        for ua, bye in ((callee, to_callee), (caller, to_caller)):
+            await ua.send(ua.reply(bye, 200))
+    finally:
+        await caller.close()
+        await callee.close()
 
 
 # -- WebSocket <-> UDP --------------------------------------------------------------------------
