@@ -119,9 +119,9 @@ class SipCore:
         self.c_req_in = m.fast_counter("sip_requests_received", "SIP requests received",
                                        ["method", "transport"])
         self.c_resp_in = m.fast_counter("sip_responses_received", "SIP responses received",
-                                        ["class", "transport"])
+                                        ["method", "class", "transport"])
         self.c_resp_out = m.fast_counter("sip_responses_sent", "SIP responses sent",
-                                         ["class", "transport"])
+                                         ["method", "class", "transport"])
         self.c_req_out = m.fast_counter("sip_requests_sent", "SIP requests sent",
                                         ["method", "transport"])
         self.c_retrans = m.fast_counter("sip_retransmissions", "SIP retransmissions",
@@ -180,7 +180,7 @@ class SipCore:
         """Answer without a transaction (§8.2.7, §16.11): errors, OPTIONS, overload 503."""
         resp = make_response(request, status, reason, to_tag=self.stateless_tag(request),
                              extra=extra)
-        self.c_resp_out.inc(_CLASS[status // 100], peer.transport)
+        self.c_resp_out.inc(_method(request.method), _CLASS[status // 100], peer.transport)
         self.send(serialize(resp), peer)
 
     @staticmethod
@@ -240,11 +240,14 @@ class SipCore:
             self.c_drop.inc("malformed")
             return
         self.c_reject.inc(str(err.status))
-        self.c_resp_out.inc(_CLASS.get((err.status or 0) // 100, "other"), peer.transport)
+        # The request did not parse: its method is not known for sure.
+        self.c_resp_out.inc("other", _CLASS.get((err.status or 0) // 100, "other"),
+                            peer.transport)
         self.send(answer, peer)
 
     def _response(self, resp: Response, peer: Peer) -> None:
-        self.c_resp_in.inc(_CLASS[resp.status // 100], peer.transport)
+        self.c_resp_in.inc(_method(resp.cseq.method), _CLASS[resp.status // 100],
+                           peer.transport)
         txn = self.table.find_client(resp)
         if txn is not None:
             self.run(txn, txn.receive_response(resp, self.now()))
@@ -389,7 +392,8 @@ class SipCore:
                 peer = txn.peer
                 assert isinstance(peer, Peer)
                 if isinstance(msg, Response):
-                    self.c_resp_out.inc(_CLASS[msg.status // 100], peer.transport)
+                    self.c_resp_out.inc(_method(msg.cseq.method), _CLASS[msg.status // 100],
+                                        peer.transport)
                 else:
                     self.c_req_out.inc(msg.method if msg.method in KNOWN_METHODS else "other",
                                        peer.transport)
@@ -430,3 +434,8 @@ class SipCore:
 
 
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}
+
+
+def _method(method: str) -> str:
+    """The method as a metric label: unknown ones are "other" (bounded label values)."""
+    return method if method in KNOWN_METHODS else "other"

@@ -756,13 +756,13 @@ class NonInviteServerTransaction(ServerTransaction):
         response alive that long holds a few KB and dozens of collector-tracked objects per
         transaction; at thousands of REGISTERs per second that is gigabytes and seconds-long
         garbage-collector pauses.  Placeholders shared by every compacted transaction keep the
-        attribute types; ``last_response`` keeps the status and reason.
+        attribute types; ``last_response`` keeps the status, reason and CSeq method.
         """
         last = self.last_response
         if self.state is not State.COMPLETED or last is None or self.last_response_bytes is None:
             return False
         self.request = _RELEASED_REQUEST
-        self.last_response = _released_response(last.status, last.reason)
+        self.last_response = _released_response(last.status, last.reason, last.cseq.method)
         return True
 
     TABLE: ClassVar[Table] = {
@@ -1061,17 +1061,17 @@ _RELEASED_NA = NameAddr(SipURI("sip", "released.invalid"))
 _RELEASED_REQUEST = Request(method="RELEASED", uri=SipURI("sip", "released.invalid"), vias=[],
                             from_=_RELEASED_NA, to=_RELEASED_NA, call_id="",
                             cseq=CSeq(0, "RELEASED"))
-_released: dict[tuple[int, str], Response] = {}
-#: Distinct (status, reason) placeholders kept; past it, a fresh one each time (bounded).
+_released: dict[tuple[int, str, str], Response] = {}
+#: Distinct (status, reason, method) placeholders kept; past it, a fresh one each (bounded).
 _MAX_RELEASED = 256
 
 
-def _released_response(status: int, reason: str) -> Response:
-    key = (status, reason)
+def _released_response(status: int, reason: str, method: str) -> Response:
+    key = (status, reason, method)
     resp = _released.get(key)
     if resp is None:
         resp = Response(status=status, reason=reason, vias=[], from_=_RELEASED_NA,
-                        to=_RELEASED_NA, call_id="", cseq=CSeq(0, "RELEASED"))
+                        to=_RELEASED_NA, call_id="", cseq=CSeq(0, method))
         if len(_released) < _MAX_RELEASED:
             _released[key] = resp
     return resp

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,6 +124,8 @@ class RecordWriter:
             "records_duplicate_total", "Records already in Postgres (unique key)", ["kind"])
         self._dropped = metrics.counter(
             "records_dropped_total", "Records lost, by reason", ["kind", "reason"])
+        self._latency = metrics.histogram(
+            "records_write_seconds", "PostgreSQL batch write latency (one transaction)")
         metrics.gauge("records_queue_depth", "Records waiting for the writer").set_function(
             self._queue.qsize)
         metrics.gauge("records_spool_bytes", "Bytes in the spool").set_function(
@@ -309,10 +312,12 @@ class RecordWriter:
         for record in records:
             groups.setdefault(type(record), []).append(record.row())
         inserted: dict[type, int] = {}
+        start = time.perf_counter()
         try:
             async with asyncio.timeout(self._write_timeout), conn.transaction():
                 for cls, rows in groups.items():
                     inserted[cls] = await self._copy(conn, cls, rows)
+            self._latency.observe(time.perf_counter() - start)
         except asyncpg.PostgresError as exc:
             if conn.is_closed() or isinstance(exc, _SERVER_GONE):
                 raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc

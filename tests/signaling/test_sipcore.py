@@ -147,5 +147,5 @@ async def test_stray_response_is_a_counted_drop() -> None:
                   b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", port)
         await asyncio.sleep(0.2)
         assert srv.core.c_drop.get("stray_response") == 1
-        assert srv.core.c_resp_in.get("2xx", "udp") == 1
+        assert srv.core.c_resp_in.get("OPTIONS", "2xx", "udp") == 1
         peer.close()
