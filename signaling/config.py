@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["OPTIONS", "Config", "ConfigError", "HostPort", "load_config", "parse_hostport"]
+__all__ = ["OPTIONS", "Config", "ConfigError", "HostPort", "load_config",
+           "parse_diameter_peer", "parse_hostport"]
 
 HostPort = tuple[str, int]
 
@@ -79,6 +80,8 @@ class Config:
     ws_max_connections: int = 50_000
     diameter_identity: str = "signaling.localdomain"
     diameter_realm: str = "localdomain"
+    diameter_peer: list[str] = field(default_factory=list)
+    diameter_watchdog: float = 30.0
     shutdown_timeout: float = 5.0
 
     def served_domains(self) -> set[str]:
@@ -142,6 +145,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "ws_max_connections": ("int", "bound on concurrent WebSocket connections"),
     "diameter_identity": ("str", "Diameter Origin-Host of this server"),
     "diameter_realm": ("str", "Diameter Origin-Realm of this server"),
+    "diameter_peer": ("list", "Diameter peer to connect to as initiator (RFC 6733 §5.6), "
+                              "ORIGIN-HOST@HOST:PORT (repeatable)"),
+    "diameter_watchdog": ("float", "Diameter watchdog interval Tw in seconds (RFC 3539, >= 6)"),
     "shutdown_timeout": ("float", "seconds to finish in-flight transactions on SIGTERM"),
 }
 
@@ -248,10 +254,23 @@ def _validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for peer in cfg.diameter_peer:
+        parse_diameter_peer(peer)
+    if cfg.diameter_watchdog < 6:
+        raise ConfigError("diameter_watchdog: must be at least 6 seconds (RFC 3539 §3.4.1)")
     for hp_name in ("sip_udp", "sip_ws", "admin", "diameter"):
         hp = getattr(cfg, hp_name)
         if hp is not None:
             _check_host(hp_name, hp[0])
+
+
+def parse_diameter_peer(text: str) -> tuple[str, str, int]:
+    """``ORIGIN-HOST@HOST:PORT`` -> (origin host, address, port)."""
+    identity, at, address = text.partition("@")
+    hp = parse_hostport(address, "diameter_peer") if at and identity else None
+    if hp is None:
+        raise ConfigError(f"diameter_peer: expected ORIGIN-HOST@HOST:PORT, got {text!r}")
+    return identity, hp[0], hp[1]
 
 
 def _check_host(name: str, host: str) -> None:

@@ -15,7 +15,7 @@ import time
 
 from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
-from signaling.config import Config
+from signaling.config import Config, parse_diameter_peer
 from signaling.diameter.config import DiameterConfig
 from signaling.diameter.server import DiameterServer
 from signaling.metrics import Metrics
@@ -61,7 +61,9 @@ class Server:
         if cfg.diameter is not None:
             self.diameter = DiameterServer(DiameterConfig(
                 host=cfg.diameter[0], port=cfg.diameter[1], origin_host=cfg.diameter_identity,
-                origin_realm=cfg.diameter_realm), self.metrics, self.registry)
+                origin_realm=cfg.diameter_realm, watchdog_interval=cfg.diameter_watchdog,
+                connect_peers=tuple(parse_diameter_peer(p) for p in cfg.diameter_peer)),
+                self.metrics, self.registry)
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.udp_address: tuple[str, int] | None = None

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from signaling.config import Config, ConfigError, describe, load_config, parse_hostport
+from signaling.config import (
+    Config,
+    ConfigError,
+    describe,
+    load_config,
+    parse_diameter_peer,
+    parse_hostport,
+)
 
 
 def test_defaults_match_the_documented_listeners() -> None:
@@ -78,3 +85,12 @@ def test_own_names_always_include_loopback() -> None:
     cfg = load_config({"domain": ["example.com"]}, env={})
     assert "127.0.0.1" in cfg.own_names()
     assert "127.0.0.1" not in cfg.served_domains()
+
+
+def test_diameter_peer_option() -> None:
+    cfg = load_config({"diameter_peer": ["hss.example@10.0.0.5:3868"]}, env={})
+    assert parse_diameter_peer(cfg.diameter_peer[0]) == ("hss.example", "10.0.0.5", 3868)
+    with pytest.raises(ConfigError, match="diameter_peer"):
+        load_config({"diameter_peer": ["10.0.0.5:3868"]}, env={})
+    with pytest.raises(ConfigError, match="diameter_watchdog"):
+        load_config({"diameter_watchdog": "2"}, env={})

@@ -55,3 +55,35 @@ async def test_shutdown_finishes_in_flight_work_and_refuses_new() -> None:
     await stopping
     peer.close()
     assert answers == {"inflight": 200, "late": 503}
+
+
+async def test_diameter_initiator_from_configuration() -> None:
+    """``--diameter-peer`` makes this node connect out (RFC 6733 §5.6 initiator) and open."""
+    import asyncio
+
+    from signaling.config import load_config
+    from signaling.server import Server
+    from tests.serverproc import free_tcp_port
+
+    port_a = free_tcp_port()
+    base = {"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off"}
+    a = Server(load_config({**base, "diameter": f"127.0.0.1:{port_a}",
+                            "diameter_identity": "a.test", "diameter_realm": "test"}, env={}))
+    b = Server(load_config({**base, "diameter": "127.0.0.1:0", "diameter_identity": "b.test",
+                            "diameter_realm": "test",
+                            "diameter_peer": [f"a.test@127.0.0.1:{port_a}"]}, env={}))
+    await a.start()
+    await b.start()
+    try:
+        assert a.diameter is not None and b.diameter is not None
+        for _ in range(100):
+            peers = b.diameter.peers()
+            if peers and all("open" in p.state.lower() for p in peers):
+                break
+            await asyncio.sleep(0.05)
+        assert [p.origin_host for p in b.diameter.peers()] == ["a.test"]
+        assert "open" in b.diameter.peers()[0].state.lower()
+        assert [p.origin_host for p in a.diameter.peers()] == ["b.test"]
+    finally:
+        await b.stop()
+        await a.stop()
