@@ -159,6 +159,30 @@ async def test_retransmitted_invite_and_200(server: ServerProcess) -> None:
         await callee.close()
 
 
+async def test_2xx_retransmitted_after_the_transaction_ended() -> None:
+    """§16.7 step 9 / RFC 6026: once the proxy's INVITE transactions are gone (Timer M,
+    64*T1; T1 is 20 ms here), a late 2xx retransmission is still relayed, statelessly, by
+    its Via to the caller, and the caller's ACK still reaches the callee through the dialog."""
+    with ServerProcess("--t1", "0.02", "--log-level", "warning", ws=False) as srv:
+        caller, callee = await _udp_pair(srv, "late200")
+        try:
+            invite = caller.invite("late200")
+            await caller.send(invite)
+            got = await callee.request("INVITE")
+            ok = callee.reply(got, 200, tag="l2", body=b"v=0\r\n")
+            await callee.send(ok)
+            first = await caller.response(200)
+            await asyncio.sleep(64 * 0.02 + 0.7)  # Timers L and M have fired
+            await callee.send(ok)
+            again = await caller.response(200)
+            assert (again.to.tag, len(again.vias)) == (first.to.tag, 1)
+            await caller.send(caller.in_dialog(caller.uac_leg(invite, again), "ACK", cseq=1))
+            assert (await callee.request("ACK")).cseq.seq == 1
+        finally:
+            await caller.close()
+            await callee.close()
+
+
 # -- error answers -----------------------------------------------------------------------------
 
 async def _final_for(ua: UA, invite: Request) -> Response:
@@ -396,3 +420,43 @@ async def test_ws_caller_to_sipp_udp_callee(server: ServerProcess) -> None:
         result = await asyncio.to_thread(uas.wait)
     _all_ok(result, 1)
 
+
+async def test_fork_to_ws_and_udp_bindings(server: ServerProcess) -> None:
+    """One user on a WebSocket client and a UDP phone: each branch carries the Record-Route
+    its transport needs (two across transports, one within UDP); the WS answer wins and the
+    UDP branch is CANCELled (§16.7 step 10), its 487 ACKed by the proxy."""
+    assert server.ws_port is not None
+    caller = await UdpUA("alice", "127.0.0.1", server.udp_port).start()
+    on_ws = await WsUA("both", "127.0.0.1", server.udp_port, server.ws_port).start()
+    on_udp = await UdpUA("both", "127.0.0.1", server.udp_port).start()
+    try:
+        for ua in (on_ws, on_udp):
+            await ua.send(ua.register())
+            await ua.response(200, "REGISTER")
+        invite = caller.invite("both")
+        await caller.send(invite)
+        ws_inv, udp_inv = await on_ws.request("INVITE"), await on_udp.request("INVITE")
+        assert len(ws_inv.record_routes) == 2 and len(udp_inv.record_routes) == 1
+        assert ws_inv.vias[0].branch != udp_inv.vias[0].branch
+        await on_udp.send(on_udp.reply(udp_inv, 180, tag="u"))
+        await on_ws.send(on_ws.reply(ws_inv, 180, tag="w"))
+        await on_ws.send(on_ws.reply(ws_inv, 200, tag="w", body=b"v=0\r\n"))
+        ok = await caller.response(200)
+        assert ok.to.tag == "w"
+        cancel = await on_udp.request("CANCEL")
+        assert cancel.vias[0].branch == udp_inv.vias[0].branch  # §9.1: the INVITE's branch
+        await on_udp.send(on_udp.reply(cancel, 200))
+        await on_udp.send(on_udp.reply(udp_inv, 487, tag="u"))
+        ack = await on_udp.request("ACK")
+        assert ack.vias[0].branch == udp_inv.vias[0].branch  # hop-by-hop ACK (§17.1.1.3)
+        leg = caller.uac_leg(invite, ok)
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await on_ws.request("ACK")
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        await on_ws.send(on_ws.reply(await on_ws.request("BYE"), 200))
+        await caller.response(200, "BYE")
+        # The caller never saw the losing branch's 487.
+        assert not [m for m in caller.received if isinstance(m, Response) and m.status == 487]
+    finally:
+        for ua in (caller, on_ws, on_udp):
+            await ua.close()
