@@ -183,6 +183,25 @@ async def test_2xx_retransmitted_after_the_transaction_ended() -> None:
             await callee.close()
 
 
+async def test_486_acks_are_hop_by_hop(server: ServerProcess) -> None:
+    """§16.7 / §17.1.1.3: the proxy ACKs the callee's 486 itself and absorbs the caller's ACK:
+    the callee sees exactly one ACK, with the branch of the INVITE it received."""
+    caller, callee = await _udp_pair(server, "busy2")
+    try:
+        invite = caller.invite("busy2")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        await callee.send(callee.reply(got, 486, tag="b"))
+        busy = await caller.response(486)
+        await caller.send(caller.ack_non2xx(invite, busy))
+        ack = await callee.request("ACK")
+        assert ack.vias[0].branch == got.vias[0].branch and len(ack.vias) == 1
+        assert [m for m in await callee.quiet(0.5) if isinstance(m, Request)] == []
+    finally:
+        await caller.close()
+        await callee.close()
+
+
 # -- error answers -----------------------------------------------------------------------------
 
 async def _final_for(ua: UA, invite: Request) -> Response:
