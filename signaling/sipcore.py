@@ -17,11 +17,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from protocols.sip.builders import error_response, make_response
 from protocols.sip.errors import RemoteProtocolError, TransactionError
-from protocols.sip.message import Request, Response, SipURI, TelURI
+from protocols.sip.message import Request, Response, SipURI, TelURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.timers import TimerConfig, TimerValues, timer_values
@@ -56,9 +56,12 @@ ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY,
          "MESSAGE, UPDATE")
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from and where its answers go back (§18.2.2, RFC 7118 §5)."""
+class Peer(NamedTuple):
+    """Where a message came from and where its answers go back (§18.2.2, RFC 7118 §5).
+
+    A named tuple, not a dataclass: one is built per datagram, and a tuple is several times
+    cheaper to create while just as immutable and hashable.
+    """
 
     transport: str  # "udp" or "ws"
     host: str
@@ -285,8 +288,10 @@ class SipCore:
         top = req.vias[0]
         params = top.params
         if "rport" in params and params["rport"] is None:
-            req.vias[0] = top.with_param("received", peer.host).with_param("rport",
-                                                                          str(peer.port))
+            stamped = dict(params)
+            stamped["received"] = peer.host
+            stamped["rport"] = str(peer.port)
+            req.vias[0] = Via(top.transport, top.host, top.port, stamped, top.protocol)
         elif top.host != peer.host:
             req.vias[0] = top.with_param("received", peer.host)
 

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import socket
 import uuid
+from collections.abc import Callable
 
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
@@ -75,9 +76,11 @@ def registered_contacts(port: int, user: str, domain: str = "127.0.0.1") -> list
 
 
 async def register_many(port: int, users: list[str], contact_port: int,
-                        window: int = 200, timeout: float = 5.0) -> set[str]:
+                        window: int = 200, timeout: float = 5.0,
+                        on_answer: Callable[[int], None] | None = None) -> set[str]:
     """Register every user (contact 127.0.0.1:contact_port) as fast as ``window`` allows;
-    returns the users whose REGISTER was answered 200."""
+    returns the users whose REGISTER was answered 200.  ``on_answer`` is called with the
+    number of 200s so far after each one (a test can kill the server mid-load)."""
     loop = asyncio.get_running_loop()
     answered: set[str] = set()
     pending: dict[str, asyncio.Future[int]] = {}
@@ -113,6 +116,8 @@ async def register_many(port: int, users: list[str], contact_port: int,
                     continue
                 if status == 200:
                     answered.add(user)
+                    if on_answer is not None:
+                        on_answer(len(answered))
                 return
 
     try:
