@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.bench_register import tree_cpu_seconds
 from tests.serverproc import free_udp_port, options, sip_request
 from tests.sipp_runner import Sipp, SippResult, run_sipp
 
@@ -47,7 +48,6 @@ SIPP_CPU = 0
 #: Seconds beyond the nominal run before SIPp gives up: failed calls must show as failed, not
 #: as a hung benchmark.
 GRACE = 20.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -90,29 +90,6 @@ def _socket_drops(port: int) -> int:
     return 0
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and all its descendants (Kamailio forks)."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        ppid = int(fields[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-        stats[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += stats.get(p, 0.0)
-        todo.extend(children.get(p, []))
-    return total
-
-
 class _Server:
     """A server under test pinned to SERVER_CPU: ours or Kamailio."""
 
@@ -147,7 +124,7 @@ class _Server:
 
     def cpu(self) -> float:
         assert self.proc is not None
-        return _tree_cpu(self.proc.pid)
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -181,7 +158,7 @@ def run_rate(system: str, rate: int, duration: float) -> Measure:
         uac: SippResult = caller.wait()
         t1, cpu1 = time.monotonic(), server.cpu()
         assert caller.proc is not None and uas.proc is not None
-        sipp_cpu = _tree_cpu(uas.proc.pid) + caller.cpu_seconds
+        sipp_cpu = tree_cpu_seconds(uas.proc.pid) + caller.cpu_seconds
         drops = _udp_receive_errors() - drops0
         server_drops = _socket_drops(server.port)  # while the server still holds it
         alive = server.proc is not None and server.proc.poll() is None
