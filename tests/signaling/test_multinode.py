@@ -114,3 +114,55 @@ def test_registry_on_redis_cluster(redis_cluster_url: str) -> None:
         a.stop()
         b.stop()
     assert "Traceback" not in a.log + b.log
+
+
+async def test_another_node_routes_an_in_dialog_request_from_shared_state(
+        redis_url: str) -> None:
+    """A call confirmed through node B; B goes away; the caller's BYE reaches node A, which
+    has never seen the call: it loads the dialog from Redis and routes the BYE to the callee.
+    A BYE for a dialog nobody stored gets a deliberate 481."""
+    from protocols.sip.message import SipURI
+    from tests.peers.sipua import UdpUA
+
+    url = f"{redis_url}?prefix=fo{time.monotonic_ns()}"
+    a = ServerProcess("--registry", url, ws=False).start()
+    b = ServerProcess("--registry", url, ws=False).start()
+    callee = await UdpUA("bob", "127.0.0.1", a.udp_port).start()
+    caller = await UdpUA("alice", "127.0.0.1", b.udp_port).start()
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("bob")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        callee.server_port = b.udp_port  # responses go back the way the INVITE came (Via)
+        await callee.send(callee.reply(got, 200, tag="fo1"))
+        ok = await caller.response(200)
+        leg = caller.uac_leg(invite, ok)
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await callee.request("ACK")
+        await asyncio.sleep(0.3)  # the dialog's snapshot is written to Redis off the call path
+        assert b.stop() == 0
+        caller.server_port = a.udp_port
+        bye = caller.in_dialog(leg, "BYE")
+        bye.routes = []  # B's Record-Route is dead; the caller now talks to A
+        await caller.send(bye)
+        routed = await callee.request("BYE")
+        assert routed.call_id == invite.call_id
+        assert routed.vias[0].port == a.udp_port  # node A relayed it
+        callee.server_port = a.udp_port
+        await callee.send(callee.reply(routed, 200))
+        await caller.response(200, "BYE")
+        # Addressed to the server itself, for a dialog no node stored: 481 (§12.2.2).
+        stray = caller.in_dialog(leg, "BYE")
+        stray.routes = []
+        stray.call_id = "never-stored"
+        stray.uri = SipURI("sip", "127.0.0.1", port=a.udp_port)
+        await caller.send(stray)
+        await caller.response(481, "BYE")
+    finally:
+        await caller.close()
+        await callee.close()
+        a.stop()
+        b.stop()
+    assert "Traceback" not in a.log + b.log
