@@ -14,7 +14,6 @@ Policies the RFC leaves open:
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import time
@@ -33,14 +32,10 @@ from signaling.registry.base import (
 )
 from signaling.sipcore import Peer, SipCore, Work
 
-__all__ = ["REGISTRY_TIMEOUT", "Registrar", "RegistrarReject", "contact_key"]
+__all__ = ["Registrar", "RegistrarReject", "contact_key"]
 
 log = logging.getLogger(__name__)
 
-#: Bound on one registry call from a worker.  A REGISTER client retransmits after T1 (0.5 s)
-#: and gives up at 32 s; answering 503 within 2 s keeps it from piling retransmissions on a
-#: registry that is down, and is far above a healthy Redis round trip (~0.1 ms).
-REGISTRY_TIMEOUT = 2.0
 _MAX_UINT32 = 2**32 - 1
 T = TypeVar("T")
 
@@ -85,8 +80,8 @@ class Registrar:
                                                ["result"])
         self.h_registry = metrics.histogram("registry_call_seconds",
                                             "Registry call latency", ["op"])
-        # The in-memory registry answers in microseconds without I/O and cannot hang: timing
-        # and bounding it would cost more than the call.  Remote engines (Redis) get both.
+        # The in-memory registry answers in microseconds without I/O: timing it would cost
+        # more than the call.  Remote engines (Redis) are timed.
         self.timed = cfg.registry != "memory"
         self._date_second = -1
         self._date = ""
@@ -184,24 +179,16 @@ class Registrar:
         return min(value, self.max_expires)
 
     async def _call(self, op: str, aw: Awaitable[T]) -> T:
-        if not self.timed:
-            try:
-                return await aw
-            except RegistryError as exc:
-                raise _reject_for(exc) from None
-        start = time.perf_counter()
+        # No timeout here: every Registry engine bounds each call itself and raises
+        # RegistryUnavailable (signaling/registry/base.py), answered 503 + Retry-After.
+        start = time.perf_counter() if self.timed else 0.0
         try:
-            # asyncio.timeout, not wait_for: no extra task per call.
-            async with asyncio.timeout(REGISTRY_TIMEOUT):
-                result = await aw
+            return await aw
         except RegistryError as exc:
             raise _reject_for(exc) from None
-        except TimeoutError:
-            raise RegistrarReject(503, "Registry timeout", [("Retry-After", "5")]) from None
         finally:
             if self.timed:
                 self.h_registry.labels(op).observe(time.perf_counter() - start)
-        return result
 
 
 def _reject_for(exc: RegistryError) -> RegistrarReject:
