@@ -141,6 +141,7 @@ class Proxy:
         self.host = cfg.advertise or _listen_host(cfg)
         self.udp_port = cfg.sip_udp[1] if cfg.sip_udp else 5060
         self.ws_port = cfg.sip_ws[1] if cfg.sip_ws else 5066
+        self._record_routes = self._build_record_routes()
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
@@ -166,6 +167,7 @@ class Proxy:
             self.udp_port = udp_port
         if ws_port:
             self.ws_port = ws_port
+        self._record_routes = self._build_record_routes()
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="dialogs")
@@ -398,10 +400,15 @@ class Proxy:
         return Via("UDP", self.host, self.udp_port, {"branch": branch, "rport": None})
 
     def _rr(self, transport: str) -> NameAddr:
-        if transport == "ws":
-            return NameAddr(SipURI("sip", self.host, port=self.ws_port,
-                                   params={"transport": "ws", "lr": None}))
-        return NameAddr(SipURI("sip", self.host, port=self.udp_port, params={"lr": None}))
+        # Values are immutable (message.py), so every INVITE shares the same two.
+        return self._record_routes[transport]
+
+    def _build_record_routes(self) -> dict[str, NameAddr]:
+        return {
+            "ws": NameAddr(SipURI("sip", self.host, port=self.ws_port,
+                                  params={"transport": "ws", "lr": None})),
+            "udp": NameAddr(SipURI("sip", self.host, port=self.udp_port, params={"lr": None})),
+        }
 
     def _start_branch(self, ctx: _Context, request: Request, peer: Peer) -> None:
         branch = _Branch(ctx, request, peer)

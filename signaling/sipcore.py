@@ -297,17 +297,22 @@ class SipCore:
 
     def _precheck(self, req: Request, peer: Peer, waited: float = 0.0) -> bool:
         """Stateless checks of §8.2 and §16.3; True when the request was answered."""
-        uri = req.uri
-        if not isinstance(uri, SipURI | TelURI):
+        if not isinstance(req.uri, SipURI | TelURI):
             self.send_stateless(req, peer, 416)  # §8.2.2.1, RFC 4475 unkscm / novelsc
             return True
-        unsupported = [t for t in (*req.proxy_require, *self._uas_require(req))
-                       if t.lower() not in SUPPORTED_EXTENSIONS]
-        if unsupported:
-            # §8.2.2.3 and §16.3 step 5: 420 listing what we do not support (bext01).
-            self.send_stateless(req, peer, 420, extra=[("Unsupported", ", ".join(unsupported))])
-            return True
-        if req.method == "OPTIONS" and self.is_myself(req):
+        myself = self.is_myself(req)
+        if req.proxy_require or req.require:
+            # Require is the UAS's to check (§16.3 step 5: a proxy must not): only for what
+            # this server answers itself, REGISTER and requests addressed to it.
+            uas = req.require if myself or req.method == "REGISTER" else []
+            unsupported = [t for t in (*req.proxy_require, *uas)
+                           if t.lower() not in SUPPORTED_EXTENSIONS]
+            if unsupported:
+                # §8.2.2.3 and §16.3 step 5: 420 listing what we do not support (bext01).
+                self.send_stateless(req, peer, 420,
+                                    extra=[("Unsupported", ", ".join(unsupported))])
+                return True
+        if myself and req.method == "OPTIONS":
             # Keepalives and health probes (§11.2): answered at once, without state.
             self.send_stateless(req, peer, 200, extra=[("Allow", ALLOW),
                                                        ("Accept", "application/sdp")])
@@ -316,21 +321,17 @@ class SipCore:
             # It queued in the kernel longer than the budget: the server is behind, and the
             # client retransmits at T1 anyway.  A 503 now costs far less than the work
             # (§21.5.4), so overload sheds load instead of collapsing (see transports/udp).
-            self.c_shed.inc("receive_delay")
-            self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+            self._shed(req, peer, "receive_delay")
             return True
         if not self.accepting:
-            self.c_shed.inc("shutting_down")
-            self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+            self._shed(req, peer, "shutting_down")
             return True
         return False
 
-    def _uas_require(self, req: Request) -> list[str]:
-        # Require is checked by the UAS only (§16.3 step 5: a proxy must not), i.e. for what
-        # this server answers itself: REGISTER and requests addressed to it.
-        if req.method == "REGISTER" or self.is_myself(req):
-            return req.require
-        return []
+    def _shed(self, req: Request, peer: Peer, reason: str) -> None:
+        """A stateless 503 + Retry-After for a new request (§21.5.4), counted by reason."""
+        self.c_shed.inc(reason)
+        self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
 
     def is_myself(self, req: Request) -> bool:
         """The Request-URI names this server, not a user (§16.4 "myself", no user part)."""
@@ -350,8 +351,7 @@ class SipCore:
         try:
             self.table.add(txn)
         except TransactionTableFull:
-            self.c_shed.inc("transaction_table_full")
-            self.send_stateless(req, peer, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
+            self._shed(req, peer, "transaction_table_full")
             return
         if req.method == "INVITE":
             # §16.2 / §17.2.1: 100 Trying at once, so the caller stops retransmitting.
