@@ -33,13 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.serverproc import free_udp_port, options, sip_request
 
-__all__ = ["ServerUnderTest", "Step", "main", "run_sipp", "tree_cpu_seconds"]
+__all__ = ["ServerUnderTest", "Step", "main", "report", "run_sipp", "run_step",
+           "tree_cpu_seconds"]
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -240,9 +241,10 @@ def _ms(text: str) -> float:
     return ((h * 60 + m) * 60 + s) * 1000 + us / 1000
 
 
-def run_step(system: str, rate: int, duration: float) -> Step:
+def run_step(system: str, rate: int, duration: float,
+             make_server: Callable[[str], ServerUnderTest] = ServerUnderTest) -> Step:
     calls = int(rate * duration)
-    server = ServerUnderTest(system).start()
+    server = make_server(system).start()
     try:
         cpu0, t0 = server.cpu(), time.monotonic()
         rc, stats, _ = run_sipp(REGISTER_XML, f"127.0.0.1:{server.port}", rate, calls,
@@ -275,6 +277,11 @@ def main(argv: list[str] | None = None) -> None:
         for system in systems:
             steps.append(run_step(system, rate, args.duration))
             print(steps[-1].line(), flush=True)
+    report(steps, systems)
+
+
+def report(steps: list[Step], systems: list[str]) -> None:
+    """The highest rate each system kept up with 0 failures, and the ratio."""
     best = {system: _best(steps, system) for system in systems}
     print("highest offered rate kept up with 0 failures (achieved rate, CPU per REGISTER):")
     for system, top in best.items():

@@ -26,19 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_register import (
-    GRACE,
-    LOAD_CPU,
-    REFERENCE,
-    REGISTER_XML,
-    ServerUnderTest,
-    Step,
-    _best,
-    _float,
-    _int,
-    _ms,
-    run_sipp,
-)
+from benchmarks import bench_register
+from benchmarks.bench_register import LOAD_CPU, REFERENCE, ServerUnderTest, Step
 from tests.serverproc import free_tcp_port
 
 __all__ = ["RedisForBench", "main"]
@@ -106,28 +95,11 @@ class RedisServerUnderTest(ServerUnderTest):
 
 def run_step(system: str, rate: int, duration: float, redis: RedisForBench) -> Step:
     redis.reset()
-    calls = int(rate * duration)
-    server = RedisServerUnderTest(system, redis.port).start()
-    try:
-        cpu0, t0 = server.cpu(), time.monotonic()
-        rc, stats, _ = run_sipp(REGISTER_XML, f"127.0.0.1:{server.port}", rate, calls,
-                                  duration + GRACE)
-        t1, cpu1 = time.monotonic(), server.cpu()
-    finally:
-        server.stop()
-    successful = _int(stats, "SuccessfulCall(C)")
-    failed = _int(stats, "FailedCall(C)")
-    stored = _stored(redis, system)
-    step = Step(system, rate, calls, successful, failed + (calls - successful - failed),
-                _float(stats, "CallRate(C)"), _ms(stats.get("ResponseTime1(C)", "")),
-                t1 - t0, cpu1 - cpu0, rc)
-    print(f"{step.line()}  in redis: {stored}", flush=True)
+    step = bench_register.run_step(system, rate, duration,
+                                   lambda s: RedisServerUnderTest(s, redis.port))
+    # What landed in Redis: a sanity check that the writes went through.
+    print(f"{step.line()}  in redis: {redis.cli('DBSIZE').strip()} keys", flush=True)
     return step
-
-
-def _stored(redis: RedisForBench, system: str) -> str:
-    """What landed in Redis: the number of keys (a sanity check that writes went through)."""
-    return redis.cli("DBSIZE").strip() + " keys"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,13 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                 steps.append(run_step(system, rate, args.duration, redis))
     finally:
         redis.stop()
-    print("highest offered rate kept up with 0 failures:")
-    for system in systems:
-        top = _best(steps, system)
-        print(f"  {system:8s} " + ("none" if top is None else
-                                   f"{top.offered}/s offered, {top.rate:.0f}/s achieved, "
-                                   f"{1e6 * top.cpu_seconds / top.successful:.1f} us CPU per "
-                                   "REGISTER"))
+    bench_register.report(steps, systems)
 
 
 if __name__ == "__main__":
