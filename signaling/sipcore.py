@@ -238,7 +238,9 @@ class SipCore:
             self.c_errors.inc()
 
     def _rejected(self, err: RemoteProtocolError, peer: Peer) -> None:
-        answer = error_response(err, format(hash(err.reason) & 0xFFFFFFFF, "x"))
+        # §8.2.6.2: the tag must be the same for a retransmission and differ between
+        # requests: derive it from the request's own header text.
+        answer = error_response(err, format(hash(tuple(err.headers)) & 0xFFFFFFFF, "x"))
         if answer is None:
             self.c_drop.inc("malformed")
             return
