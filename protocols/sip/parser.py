@@ -45,6 +45,8 @@ Policies where RFC 4475 lets the server choose (documented beside the conformanc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -60,13 +62,16 @@ from .uri import (
 )
 
 __all__ = [
+    "ACCELERATED",
     "MAX_HEADERS",
     "MAX_HEADER_LINE",
     "MAX_MESSAGE_SIZE",
     "MAX_VIAS",
     "VALUE_CACHE_SIZE",
     "StreamFramer",
+    "fast_parse",
     "parse_message",
+    "parse_message_pure",
     "parse_name_addr",
     "parse_name_addr_list",
     "parse_via_list",
@@ -661,7 +666,20 @@ def _parse_status_line(line: str) -> tuple[int, str]:
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one message.  ``stream``: the bytes came from a framed stream (Content-Length
-    mandatory); otherwise a datagram or WebSocket message (body runs to the end if absent)."""
+    mandatory); otherwise a datagram or WebSocket message (body runs to the end if absent).
+
+    The C fast path (``fast_parse``) takes the common clean shapes; whatever it declines,
+    valid or not, is parsed here in Python, the only judge of errors (see ``_speedups.c``)."""
+    if fast_parse is not None:
+        msg = fast_parse(data, stream)
+        if msg is not None:
+            return msg
+    return parse_message_pure(data, stream=stream)
+
+
+def parse_message_pure(data: bytes, *, stream: bool = False) -> Request | Response:
+    """``parse_message`` without the C fast path: the reference the fast path is tested
+    against, and what runs when the extension is not built."""
     try:
         if len(data) > MAX_MESSAGE_SIZE:
             raise RemoteProtocolError("Message Too Large", 513)
@@ -718,6 +736,38 @@ def _response(first: str, lines: list[str], data: bytes, offset: int,
     _check_mandatory(f)
     body = _body(data, offset, f, stream)
     return Response(status=status, reason=reason, body=body, **f)
+
+
+# --- the C fast path ---------------------------------------------------------------------------
+
+FastParse = Callable[[bytes, bool], Request | Response | None]
+
+
+def _load_fast_parse() -> FastParse | None:
+    """The compiled fast path, set up with this module's limits and the model classes, or
+    None when it is not built or ``SIGNALING_SIP_PURE=1`` asks for pure Python."""
+    if os.environ.get("SIGNALING_SIP_PURE") == "1":
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    classes = (SipURI, NameAddr, Via, CSeq, Request, Response)
+    for cls in classes:
+        # The C side stores exactly these fields, bypassing __init__: a model change that
+        # it does not know about must switch it off, not build half-initialised objects.
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        if names != _speedups.FIELDS[cls.__name__] or hasattr(cls, "__post_init__"):
+            return None
+    _speedups.setup(*classes, (MAX_MESSAGE_SIZE, MAX_HEADERS, MAX_HEADER_LINE, MAX_VIAS,
+                               MAX_URI_LENGTH))
+    return _speedups.parse
+
+
+#: The C fast path, or None (pure Python only).
+fast_parse: FastParse | None = _load_fast_parse()
+#: Whether the C fast path is in use, for the server's start-up log and metrics.
+ACCELERATED = fast_parse is not None
 
 
 # --- stream framing -----------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""Build of the optional C fast path of the SIP parser (protocols/sip/_speedups.c).
+
+Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
+install still succeeds and the pure-Python parser runs alone (slower, same results).  The test
+command sets SIGNALING_REQUIRE_SPEEDUPS=1 so a build failure there is an error, not a silent
+fallback, since the tests compare the two parsers.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "protocols.sip._speedups",
+            ["protocols/sip/_speedups.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
+        )
+    ]
+)
