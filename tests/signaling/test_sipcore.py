@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from protocols.sip.message import Response
+from protocols.sip.builders import make_response
+from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
+from protocols.sip.parser import parse_message
+from protocols.sip.serializer import serialize
 from signaling.registry.base import Binding, ContactChange
 from signaling.registry.memory import MemoryRegistry
+from signaling.sipcore import Peer, SipCore, stateless_answer, stateless_tail
 from tests.signaling.inproc import UdpPeer, running_server
 
 
@@ -148,4 +152,90 @@ async def test_stray_response_is_a_counted_drop() -> None:
         await asyncio.sleep(0.2)
         assert srv.core.c_drop.get("stray_response") == 1
         assert srv.core.c_resp_in.get("OPTIONS", "2xx", "udp") == 1
+        peer.close()
+
+
+_TO_FORMS = [
+    "<sip:bob@example.com>",
+    '"Bob \\"B\\"" <sip:bob@example.com;user=phone>',
+    "sip:bob@example.com",
+    "Bob <sip:bob@example.com>;tag=in-dialog",
+    "<sip:bob@example.com>;foo=bar",
+    "<sip:bob@example.com>;TAG=upper",
+    "<sip:bob@example.com>;tag",
+    "<sip:bob@example.com;tag=in-uri>",
+]
+_EXTRAS: list[list[tuple[str, str]]] = [
+    [], [("Retry-After", "7")], [("Allow", "INVITE, ACK"), ("Accept", "application/sdp")],
+    [("Unsupported", "foo, bar")],
+]
+
+
+def _parsed(to: str, *, vias: str = "Via: SIP/2.0/UDP 10.9.9.9:5062;branch=z9hG4bKv1",
+            from_: bytes = b"From: <sip:alice@example.com>;tag=a1") -> Request:
+    data = (b"OPTIONS sip:example.com SIP/2.0\r\n" + vias.encode() + b"\r\nMax-Forwards: 70\r\n"
+            + from_ + b"\r\nTo: " + to.encode() + b"\r\nCall-ID: eq-1\r\nCSeq: 7 OPTIONS\r\n"
+            b"Route: <sip:proxy.example.com;lr>\r\nContact: <sip:alice@10.9.9.9>\r\n"
+            b"Require: path\r\nSubject: kept out of answers\r\nContent-Length: 0\r\n\r\n")
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def _requests() -> list[Request]:
+    reqs = [_parsed(to) for to in _TO_FORMS]
+    reqs.append(_parsed("<sip:bob@example.com>", vias=(
+        "v: SIP/2.0/UDP 10.9.9.9:5062;branch=z9hG4bKv2;rport, SIP/2.0/TCP proxy.example.com"
+        ";branch=z9hG4bKv3;received=10.0.0.7\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060"
+        ";branch=z9hG4bKv4")))
+    reqs.append(_parsed("<sip:bob@example.com>", from_=b'From: "\xff\xfe" <sip:a@b>;tag=x'))
+    # A Via rebuilt by the receive path (received + rport) has no wire text to copy.
+    stamped = _parsed("<sip:bob@example.com>")
+    stamped.vias[0] = stamped.vias[0].with_param("received", "192.0.2.1")
+    reqs.append(stamped)
+    # Built in code, not parsed: nothing has a raw text to copy.
+    reqs.append(Request(method="OPTIONS", uri=SipURI("sip", "example.com"),
+                        vias=[Via("UDP", "10.1.1.1", 5060, {"branch": "z9hG4bKc"})],
+                        from_=NameAddr(SipURI("sip", "example.com", user="a"), "A",
+                                       {"tag": "f"}),
+                        to=NameAddr(SipURI("sip", "example.com", user="b")), call_id="c",
+                        cseq=CSeq(1, "OPTIONS")))
+    return reqs
+
+
+def test_stateless_answer_is_byte_identical_to_the_general_builder() -> None:
+    for req in _requests():
+        for status, reason in ((200, None), (404, None), (420, None), (481, None),
+                               (503, None), (603, "Go Away"), (699, None), (400, "")):
+            for extra in _EXTRAS:
+                general = serialize(make_response(req, status, reason,
+                                                  to_tag=SipCore.stateless_tag(req),
+                                                  extra=extra))
+                fast = stateless_answer(req, status, reason, stateless_tail(extra))
+                assert fast == general, (str(req.to), status, extra)
+
+
+def test_stateless_answer_tag_is_stable_across_retransmissions() -> None:
+    # §8.2.6.2: a retransmission must get the same To tag, a different request another one.
+    first = stateless_answer(_parsed("<sip:bob@example.com>"), 200, None, stateless_tail([]))
+    again = stateless_answer(_parsed("<sip:bob@example.com>"), 200, None, stateless_tail([]))
+    other = stateless_answer(_parsed("<sip:bob@example.com>", vias="Via: SIP/2.0/UDP "
+                                     "10.9.9.9:5062;branch=z9hG4bKother"),
+                             200, None, stateless_tail([]))
+    tag = parse_message(first).to.tag
+    assert tag and tag == parse_message(again).to.tag
+    assert parse_message(other).to.tag not in (None, tag)
+
+
+async def test_stateless_100_keeps_the_general_builder() -> None:
+    # §8.2.6.1: a 100 carries no To tag and copies Timestamp; the fast path is not for it.
+    async with running_server() as srv:
+        assert srv.udp_address is not None
+        peer = await UdpPeer.open()
+        srv.core.send_stateless(_parsed("<sip:bob@example.com>"),
+                                Peer("udp", "127.0.0.1", peer.port), 100)
+        trying = await peer.recv()
+        assert isinstance(trying, Response) and trying.status == 100
+        assert trying.to.tag is None
+        assert srv.core.c_resp_out.get("OPTIONS", "1xx", "udp") == 1
         peer.close()
