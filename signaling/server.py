@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 
+from protocols.sip.parser import ACCELERATED
 from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
 from signaling.config import Config, parse_diameter_peer
@@ -93,8 +94,9 @@ class Server:
         if self.cfg.admin is not None:  # after the SIP listeners: /ready reports them
             self.admin = AdminServer(self)
             await self.admin.start()
-        log.info("signaling node %s started (registry %s, domains %s)", self.node_id,
-                 self.cfg.registry, ", ".join(sorted(self.core.domains)))
+        log.info("signaling node %s started (registry %s, domains %s, SIP parser %s)",
+                 self.node_id, self.cfg.registry, ", ".join(sorted(self.core.domains)),
+                 "with C fast path" if ACCELERATED else "pure Python")
 
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",

@@ -209,3 +209,13 @@ def test_entry_command_serves_with_compose_environment(
     assert asyncio.run(_schema_version(dsn)) == SCHEMA_VERSION
     proc.send_signal(signal.SIGTERM)  # what `docker stop` sends (stop_signal)
     assert proc.wait(timeout=30) == 0
+
+
+def test_dockerfile_builds_the_parser_fast_path() -> None:
+    """The image must carry the C fast path: its build script goes in, and a build failure
+    stops the image build instead of shipping the slower pure-Python parser silently."""
+    copied = {src for copy in instruction("COPY") for src in copy.split()[:-1]}
+    assert {"setup.py", "protocols"} <= copied
+    build = next(r for r in instruction("RUN") if "pip install ." in r)
+    assert "SIGNALING_REQUIRE_SPEEDUPS=1 pip install ." in build
+    assert "gcc" in build
