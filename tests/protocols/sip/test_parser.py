@@ -23,13 +23,18 @@ decides on.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from protocols.sip import parser
 from protocols.sip.builders import error_response
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import (
@@ -1215,3 +1220,41 @@ def test_name_addr_fast_and_general_paths_agree() -> None:
         slow = _parse_name_addr(text)
         assert fast == slow and str(fast) == str(slow) == text
         assert isinstance(fast, NameAddr)
+
+
+# --- the C fast path switch -----------------------------------------------------------------
+
+
+def test_the_fast_path_is_built_and_in_use() -> None:
+    """The test command requires the extension (SIGNALING_REQUIRE_SPEEDUPS=1): without it
+    the differential tests of test_speedups.py would compare nothing."""
+    assert parser.ACCELERATED and parser.fast_parse is not None
+    data = msg()
+    fast = parser.fast_parse(data, False)
+    assert fast is not None and parse_message(data) == fast
+
+
+def test_pure_python_on_request() -> None:
+    code = "from protocols.sip import parser; print(parser.ACCELERATED, parser.fast_parse)"
+    env = {**os.environ, "SIGNALING_SIP_PURE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).parents[3]).stdout
+    assert out.split() == ["False", "None"]
+
+
+def test_a_model_change_unknown_to_the_fast_path_switches_it_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C code stores fields by slot offset, bypassing __init__: if the model gains a
+    field it does not know, it must not build objects missing that field."""
+    from protocols.sip import _speedups
+
+    assert parser._load_fast_parse() is not None
+    monkeypatch.setitem(_speedups.FIELDS, "Via", ("transport", "host"))
+    assert parser._load_fast_parse() is None
+
+
+def test_the_fast_path_rejects_what_is_not_bytes() -> None:
+    assert parser.fast_parse is not None
+    for bad in (msg().decode(), bytearray(msg()), memoryview(msg()), None):
+        with pytest.raises(TypeError):
+            parser.fast_parse(bad, False)  # type: ignore[arg-type]
