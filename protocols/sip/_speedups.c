@@ -21,9 +21,9 @@
  *   some of them to canonical names);
  * - Via: one ``SIP/2.0/TRANSPORT host[:port];params`` value per header line, parameters
  *   without quotes or whitespace (section 20.42); this is the regex fast path of parser.py;
- * - From, To, Contact, Route, Record-Route: one ``[display] <sip:...>;params`` value per line,
- *   display a token list or a quoted string without backslash escapes, lower-case sip/sips
- *   scheme (section 20.10, 25.1); Contact ``*``;
+ * - From, To, Contact, Route, Record-Route: ``[display] <sip:...>;params`` values (a
+ *   comma-separated list of them for the last three), display a token list or a quoted string
+ *   without backslash escapes, lower-case sip/sips scheme (section 20.10, 25.1); Contact ``*``;
  * - the Request-URI is a lower-case sip: or sips: URI (section 19.1.1);
  * - CSeq ``digits SP method``; numbers in the ranges parser.py accepts.
  *
@@ -721,9 +721,6 @@ append_parsed(int (*fn)(const char *, const char *, PyObject **), const char *p,
 {
     PyObject *item;
     int rc;
-    if (memchr(p, ',', (size_t)(e - p)) != NULL) {
-        return BAIL;  /* a list: parser.py splits it respecting quotes and <> */
-    }
     if (*list == NULL && (*list = PyList_New(0)) == NULL) {
         return ERR;
     }
@@ -733,6 +730,73 @@ append_parsed(int (*fn)(const char *, const char *, PyObject **), const char *p,
     rc = PyList_Append(*list, item);
     Py_DECREF(item);
     return rc < 0 ? ERR : OK;
+}
+
+/* One Via value: a comma (several via-parms in one header) is left to parser.py. */
+static int
+via_value(const char *p, const char *e, PyObject **list)
+{
+    if (memchr(p, ',', (size_t)(e - p)) != NULL) {
+        return BAIL;
+    }
+    return append_parsed(via, p, e, list);
+}
+
+/* The end of the list element starting at p (parser.py split_list, section 7.3.1): the first
+ * "," outside a quoted string and outside <...>.  NULL for a backslash or an unclosed quote or
+ * bracket: parser.py decides those. */
+static const char *
+list_item_end(const char *p, const char *e)
+{
+    while (p < e) {
+        if (*p == ',') {
+            return p;
+        }
+        if (*p == '\\') {
+            return NULL;
+        }
+        if (*p == '"' || *p == '<') {
+            const char *close = memchr(p + 1, *p == '"' ? '"' : '>', (size_t)(e - p - 1));
+            if (close == NULL) {
+                return NULL;
+            }
+            p = close + 1;
+        }
+        else {
+            p++;
+        }
+    }
+    return e;
+}
+
+/* Route, Record-Route, Contact: one or more comma-separated name-addrs, each appended. */
+static int
+name_addrs(const char *p, const char *e, PyObject **list)
+{
+    for (;;) {
+        const char *item_end = list_item_end(p, e), *q;
+        int rc;
+        if (item_end == NULL) {
+            return BAIL;
+        }
+        q = item_end;
+        while (p < q && *p == ' ') {
+            p++;
+        }
+        while (q > p && q[-1] == ' ') {
+            q--;
+        }
+        if (p == q) {
+            return BAIL;  /* an empty element: parser.py's 400 */
+        }
+        if ((rc = append_parsed(name_addr, p, q, list)) != OK) {
+            return rc;
+        }
+        if (item_end == e) {
+            return OK;
+        }
+        p = item_end + 1;
+    }
 }
 
 /* ---- header dispatch ---- */
@@ -850,7 +914,7 @@ typed_header(Fields *fs, HeaderKind kind, const char *p, const char *e)
     switch (kind) {
     case H_VIA:
         fs->nvias++;
-        return append_parsed(via, p, e, &fs->f[M_VIAS]);
+        return via_value(p, e, &fs->f[M_VIAS]);
     case H_FROM:
         ONCE(M_FROM);
         return name_addr(p, e, &fs->f[M_FROM]);
@@ -882,15 +946,15 @@ typed_header(Fields *fs, HeaderKind kind, const char *p, const char *e)
         fs->f[M_CONTENT_TYPE] = str_of(p, e);
         return fs->f[M_CONTENT_TYPE] == NULL ? ERR : OK;
     case H_ROUTE:
-        return append_parsed(name_addr, p, e, &fs->f[M_ROUTES]);
+        return name_addrs(p, e, &fs->f[M_ROUTES]);
     case H_RECORD_ROUTE:
-        return append_parsed(name_addr, p, e, &fs->f[M_RECORD_ROUTES]);
+        return name_addrs(p, e, &fs->f[M_RECORD_ROUTES]);
     case H_CONTACT:
         if (e - p == 1 && *p == '*') {
             Py_XSETREF(fs->f[M_CONTACT_STAR], Py_NewRef(Py_True));  /* section 10.2.2 */
             return OK;
         }
-        return append_parsed(name_addr, p, e, &fs->f[M_CONTACTS]);
+        return name_addrs(p, e, &fs->f[M_CONTACTS]);
     case H_REQUIRE:
         return tokens(p, e, &fs->f[M_REQUIRE]);
     case H_PROXY_REQUIRE:
