@@ -21,7 +21,16 @@ from typing import NamedTuple, Protocol
 
 from protocols.sip.builders import error_response, make_response, reason_phrase
 from protocols.sip.errors import RemoteProtocolError, TransactionError
-from protocols.sip.message import Request, Response, SipURI, TelURI, Via
+from protocols.sip.message import (
+    AbsoluteURI,
+    NameAddr,
+    Request,
+    Response,
+    SipURI,
+    TelURI,
+    Via,
+    param,
+)
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.timers import TimerConfig, TimerValues, timer_values
@@ -198,9 +207,18 @@ class SipCore:
     @staticmethod
     def stateless_tag(request: Request) -> str:
         # §8.2.6.2: a stateless UAS must give a retransmission the same tag, so derive it from
-        # what a retransmission repeats.
-        top = request.vias[0].branch or ""
-        return format(hash((request.call_id, request.from_.tag, top)) & 0xFFFFFFFF, "x")
+        # what a retransmission repeats.  ``Via.branch`` and ``NameAddr.tag`` spelled out: the
+        # exact-case lookup first, ``param``'s any-case scan only when it misses (every
+        # stateless answer comes through here).
+        vp = request.vias[0].params
+        top = vp.get("branch")
+        if top is None:
+            top = param(vp, "branch")
+        fp = request.from_.params
+        from_tag = fp.get("tag")
+        if from_tag is None and fp:
+            from_tag = param(fp, "tag")
+        return f"{hash((request.call_id, from_tag, top or '')) & 0xFFFFFFFF:x}"
 
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         """Send ``response`` through its server transaction (retransmissions, timers)."""
@@ -473,19 +491,30 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
     if not to.params:
         # The common case: no tag yet and nothing else to keep; rendered as NameAddr renders
         # a To given a tag (§8.2.6.2), without building one.
-        dn = f"{to.display} " if to.display else ""
-        to_text = f"{dn}<{to.uri}>;tag={SipCore.stateless_tag(request)}"
+        tag = SipCore.stateless_tag(request)
+        uri = _text(to.uri)
+        to_text = f"{to.display} <{uri}>;tag={tag}" if to.display else f"<{uri}>;tag={tag}"
     elif to.tag is None:
         to_text = str(to.with_param("tag", SipCore.stateless_tag(request)))
     else:
         to_text = str(to)  # in a dialog already: the tag stays (§12.2.2)
     if reason is None:
         reason = reason_phrase(status)
-    vias = "".join([f"\r\nVia: {v}" for v in request.vias])
+    vias = request.vias
+    if len(vias) == 1:
+        via = "\r\nVia: " + _text(vias[0])
+    else:
+        via = "".join([f"\r\nVia: {v}" for v in vias])
     cseq = request.cseq
-    head = (f"SIP/2.0 {status} {reason}{vias}\r\nFrom: {request.from_}\r\nTo: {to_text}"
+    head = (f"SIP/2.0 {status} {reason}{via}\r\nFrom: {_text(request.from_)}\r\nTo: {to_text}"
             f"\r\nCall-ID: {request.call_id}\r\nCSeq: {cseq.seq} {cseq.method}")
     return head.encode("utf-8", "surrogateescape") + tail
+
+
+def _text(value: SipURI | TelURI | AbsoluteURI | NameAddr | Via) -> str:
+    """``str(value)``: the wire text a parsed value kept, read without the ``__str__`` call."""
+    raw = value.raw
+    return raw if raw is not None else str(value)
 
 
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}

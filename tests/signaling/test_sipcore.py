@@ -239,3 +239,17 @@ async def test_stateless_100_keeps_the_general_builder() -> None:
         assert trying.to.tag is None
         assert srv.core.c_resp_out.get("OPTIONS", "1xx", "udp") == 1
         peer.close()
+
+
+def test_stateless_tag_reads_parameters_in_any_case() -> None:
+    # §7.3.1: parameter names are case-insensitive, so ;BRANCH= and ;TAG= name the same
+    # transaction as ;branch= and ;tag=, and must get the same tag; a branchless RFC 2543 Via
+    # still gets one.
+    lower = _parsed("<sip:b@x>")
+    upper = _parsed("<sip:b@x>", vias="Via: SIP/2.0/UDP 10.9.9.9:5062;BRANCH=z9hG4bKv1",
+                    from_=b"From: <sip:alice@example.com>;TAG=a1")
+    assert SipCore.stateless_tag(upper) == SipCore.stateless_tag(lower)
+    other_from = _parsed("<sip:b@x>", from_=b"From: <sip:alice@example.com>;tag=a2")
+    assert SipCore.stateless_tag(other_from) != SipCore.stateless_tag(lower)
+    branchless = _parsed("<sip:b@x>", vias="Via: SIP/2.0/UDP 10.9.9.9:5062")
+    assert SipCore.stateless_tag(branchless) != SipCore.stateless_tag(lower)
