@@ -22,11 +22,12 @@ import logging
 import socket
 import struct
 import time
+from typing import Any
 
 from signaling.config import HostPort
 from signaling.sipcore import Peer, SipCore
 
-__all__ = ["READ_BATCH", "UdpTransport", "start_udp"]
+__all__ = ["PEER_CACHE", "READ_BATCH", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 READ_BATCH = 64
 #: Largest datagram: 65,535 octets minus the UDP/IP headers fit in this.
 _MAX_DATAGRAM = 65_535
+#: Peers remembered by source address.  Phones and keepalive clients send from the same
+#: address again and again; reusing the (immutable) Peer saves building one per datagram.
+#: Cleared when full, so a flood from many addresses costs a rebuild, never unbounded memory.
+PEER_CACHE = 4096
+_SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
 _TIMESPEC = struct.Struct("@qq")
@@ -48,6 +54,9 @@ class UdpTransport:
         self.sock = sock
         self._loop = asyncio.get_running_loop()
         self._reading = False
+        #: Bound of ``_peers`` (``PEER_CACHE``; a test lowers it).
+        self.peer_cache = PEER_CACHE
+        self._peers: dict[tuple[Any, ...], Peer] = {}
         sockname = sock.getsockname()
         self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
 
@@ -73,6 +82,7 @@ class UdpTransport:
     def _readable(self) -> None:
         recvmsg = self.sock.recvmsg
         receive = self.core.receive
+        peers = self._peers
         for _ in range(READ_BATCH):
             try:
                 data, ancillary, _flags, addr = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
@@ -84,10 +94,21 @@ class UdpTransport:
                 continue
             waited = 0.0
             for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                     sec, nsec = _TIMESPEC.unpack_from(value)
                     waited = time.time() - (sec + nsec * 1e-9)
-            receive(data, Peer("udp", addr[0], addr[1]), waited)
+            peer = peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(addr)
+            receive(data, peer, waited)
+
+    def _new_peer(self, addr: tuple[Any, ...]) -> Peer:
+        # addr: (host, port), or (host, port, flowinfo, scope_id) for IPv6.
+        peers = self._peers
+        if len(peers) >= self.peer_cache:
+            peers.clear()
+        peer = peers[addr] = Peer("udp", addr[0], addr[1])
+        return peer
 
     def close(self) -> None:
         self.pause_reading()

@@ -57,3 +57,27 @@ async def test_requests_that_queued_too_long_in_the_kernel_get_503() -> None:
         ok = await peer.final()
         assert isinstance(ok, Response) and ok.status == 200
         peer.close()
+
+
+async def test_peers_are_reused_per_address_and_the_cache_stays_bounded() -> None:
+    from protocols.sip.message import Response
+    from tests.signaling.test_sipcore import _req
+
+    async with running_server() as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        port = srv.udp_address[1]
+        srv.udp.peer_cache = 2
+        peers = [await UdpPeer.open() for _ in range(3)]
+        for round_ in range(2):
+            for i, peer in enumerate(peers):
+                peer.send(_req("OPTIONS", f"sip:127.0.0.1:{port}", peer.port,
+                               branch=f"z9hG4bKp{round_}{i}", call_id=f"peer-{i}"), port)
+                # Every answer goes back to the address its request came from (§18.2.2).
+                answer = await peer.final()
+                assert isinstance(answer, Response) and answer.call_id == f"peer-{i}"
+                assert len(srv.udp._peers) <= 2
+        cached = next(iter(srv.udp._peers.values()))
+        assert cached.transport == "udp" and cached.host == "127.0.0.1"
+        assert cached.port in {p.port for p in peers}
+        for peer in peers:
+            peer.close()
