@@ -115,7 +115,12 @@ class Registrar:
             if changes and self.on_event is not None:
                 self.on_event("register", aor, bindings)
         extra = [("Date", self._date_header(now))]   # step 8
-        contacts = [NameAddr(parse_uri(b.contact), None, {"expires": str(b.remaining(now))})
+        # The 200 lists every binding (§10.3 step 8); those this request just wrote have
+        # their URI parsed already (a binding stores the URI's text, str() of it), so only
+        # the AOR's other bindings are parsed again.
+        parsed = {str(c.uri): c.uri for c in req.contacts}
+        contacts = [NameAddr(parsed.get(b.contact) or parse_uri(b.contact), None,
+                             {"expires": str(b.remaining(now))})
                     for b in bindings]
         return extra, contacts
 

@@ -281,5 +281,10 @@ _SAFE_USER = frozenset(
 )
 
 
+_SAFE_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]*")
+
+
 def _canonical_escape(text: str) -> str:
+    if _SAFE_USER_RE.fullmatch(text):  # nothing to escape: the usual user part
+        return text
     return "".join(c if c in _SAFE_USER else f"%{ord(c):02X}" for c in text)
