@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 
-from protocols.sip.parser import ACCELERATED
+from protocols.sip import parser as sip_parser
 from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
 from signaling.config import Config, parse_diameter_peer
@@ -75,6 +75,11 @@ class Server:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        # Process-wide: one server per process.  Both parsers give the same messages
+        # (tests/protocols/sip/test_speedups.py); "python" is for comparison and debugging.
+        wanted = self.cfg.sip_parser == "c"
+        if sip_parser.set_fast_path(wanted) != wanted:
+            log.warning("the SIP parser's C fast path is not built: pure-Python parser only")
         if self.records is not None:
             await self.records.start()
         self.core.start()
@@ -96,7 +101,7 @@ class Server:
             await self.admin.start()
         log.info("signaling node %s started (registry %s, domains %s, SIP parser %s)",
                  self.node_id, self.cfg.registry, ", ".join(sorted(self.core.domains)),
-                 "with C fast path" if ACCELERATED else "pure Python")
+                 "with C fast path" if sip_parser.ACCELERATED else "pure Python")
 
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -75,6 +74,7 @@ __all__ = [
     "parse_name_addr",
     "parse_name_addr_list",
     "parse_via_list",
+    "set_fast_path",
     "split_list",
 ]
 
@@ -745,9 +745,7 @@ FastParse = Callable[[bytes, bool], Request | Response | None]
 
 def _load_fast_parse() -> FastParse | None:
     """The compiled fast path, set up with this module's limits and the model classes, or
-    None when it is not built or ``SIGNALING_SIP_PURE=1`` asks for pure Python."""
-    if os.environ.get("SIGNALING_SIP_PURE") == "1":
-        return None
+    None when it is not built."""
     try:
         from . import _speedups
     except ImportError:
@@ -766,8 +764,17 @@ def _load_fast_parse() -> FastParse | None:
 
 #: The C fast path, or None (pure Python only).
 fast_parse: FastParse | None = _load_fast_parse()
-#: Whether the C fast path is in use, for the server's start-up log and metrics.
+#: Whether the C fast path is in use, for the server's start-up log.
 ACCELERATED = fast_parse is not None
+
+
+def set_fast_path(enabled: bool) -> bool:
+    """Use the C fast path or not (the server's ``--sip-parser``); returns whether it is in
+    use, which is False when it was asked for but is not built."""
+    global fast_parse, ACCELERATED
+    fast_parse = _load_fast_parse() if enabled else None
+    ACCELERATED = fast_parse is not None
+    return ACCELERATED
 
 
 # --- stream framing -----------------------------------------------------------------------------

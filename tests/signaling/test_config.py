@@ -47,6 +47,7 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
     ({"min_expires": "100", "default_expires": "50"}, "expires"),
     ({"t1": "5", "t2": "1"}, "timers"),
     ({"log_level": "loud"}, "log_level"),
+    ({"sip_parser": "rust"}, "sip_parser"),
     ({"queue_size": "many"}, "queue_size"),
 ])
 def test_bad_values_are_one_line_errors(flags: dict[str, str], message: str) -> None:

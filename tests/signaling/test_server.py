@@ -21,6 +21,20 @@ def test_starts_answers_options_and_stops_cleanly() -> None:
     assert status == 0
     assert "Traceback" not in server.log
     assert "stopped" in server.log
+    assert "SIP parser with C fast path" in server.log
+
+
+def test_pure_python_parser_on_request() -> None:
+    """``--sip-parser python``: the same answers from the pure-Python parser alone."""
+    server = ServerProcess("--domain", "example.com", "--sip-parser", "python").start()
+    try:
+        answer = sip_request(server.udp_port, options(server.udp_port))
+        assert answer is not None
+        resp = parse_message(answer)
+        assert isinstance(resp, Response) and resp.status == 200
+    finally:
+        assert server.stop() == 0
+    assert "SIP parser pure Python" in server.log
 
 
 async def test_shutdown_finishes_in_flight_work_and_refuses_new() -> None:

@@ -23,12 +23,8 @@ decides on.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -1235,11 +1231,14 @@ def test_the_fast_path_is_built_and_in_use() -> None:
 
 
 def test_pure_python_on_request() -> None:
-    code = "from protocols.sip import parser; print(parser.ACCELERATED, parser.fast_parse)"
-    env = {**os.environ, "SIGNALING_SIP_PURE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, cwd=Path(__file__).parents[3]).stdout
-    assert out.split() == ["False", "None"]
+    try:
+        assert parser.set_fast_path(False) is False
+        assert parser.fast_parse is None and not parser.ACCELERATED
+        data = msg()
+        assert parse_message(data) == parser.parse_message_pure(data)
+    finally:
+        assert parser.set_fast_path(True) is True
+    assert parser.ACCELERATED and parser.fast_parse is not None
 
 
 def test_a_model_change_unknown_to_the_fast_path_switches_it_off(

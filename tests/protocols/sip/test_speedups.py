@@ -96,7 +96,7 @@ def pure(data: bytes, stream: bool) -> Message | None:
 def test_extension_is_importable_and_is_the_parsers_fast_path() -> None:
     """Never skipped: a missing build fails here, and so does a parser that silently fell
     back to pure Python (a model change the extension does not know, or
-    ``SIGNALING_SIP_PURE=1``, which leaves the extension unset and this module meaningless)."""
+    ``parser.set_fast_path(False)``, which leaves this module meaningless)."""
     module = speedups()
     assert callable(module.parse)
     assert parser.fast_parse is module.parse, "the parser does not use the C fast path"
