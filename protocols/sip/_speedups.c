@@ -246,60 +246,14 @@ release(PyObject **values, Py_ssize_t n)
 
 /* ---- parameters ---- */
 
-/* ``(;token(=value)?)*`` spanning [p, e) exactly (parser.py _SIMPLE_PARAMS): header
- * parameters of Via and name-addr values, as an ordered dict; a parameter without "=" maps
- * to None. */
-static int
-simple_params(const char *p, const char *e, PyObject **out)
-{
-    PyObject *d = PyDict_New();
-    if (d == NULL) {
-        return ERR;
-    }
-    while (p < e) {
-        const char *name, *name_end;
-        PyObject *key, *value;
-        if (*p != ';') {
-            Py_DECREF(d);
-            return BAIL;
-        }
-        name = p + 1;
-        name_end = run(name, e, C_TOKEN);
-        if (name_end == name) {
-            Py_DECREF(d);
-            return BAIL;
-        }
-        p = name_end;
-        if (p < e && *p == '=') {
-            const char *v = p + 1;
-            p = run(v, e, C_PVAL);
-            if (p == v) {
-                Py_DECREF(d);
-                return BAIL;
-            }
-            value = str_of(v, p);
-        }
-        else {
-            value = Py_NewRef(Py_None);
-        }
-        key = str_of(name, name_end);
-        if (key == NULL || value == NULL || PyDict_SetItem(d, key, value) < 0) {
-            Py_XDECREF(key);
-            Py_XDECREF(value);
-            Py_DECREF(d);
-            return ERR;
-        }
-        Py_DECREF(key);
-        Py_DECREF(value);
-    }
-    *out = d;
-    return OK;
-}
+typedef const char *(*Run)(const char *, const char *, unsigned char);
 
-/* URI parameters ``(;name(=value)?)*`` (uri.py _HOSTPORT): paramchar runs with escapes,
- * starting at p; stops at the first character that cannot continue them. */
+/* ``(;name(=value)?)*`` from *pp, stopping at the first character that cannot continue it, as
+ * an ordered dict (a parameter without "=" maps to None).  Names and values are runs of
+ * ``name_bit`` / ``value_bit`` characters scanned by ``scan``; both must be non-empty. */
 static int
-uri_params(const char **pp, const char *e, PyObject **out)
+param_list(const char **pp, const char *e, Run scan, unsigned char name_bit,
+           unsigned char value_bit, PyObject **out)
 {
     const char *p = *pp;
     PyObject *d = PyDict_New();
@@ -307,7 +261,7 @@ uri_params(const char **pp, const char *e, PyObject **out)
         return ERR;
     }
     while (p < e && *p == ';') {
-        const char *name = p + 1, *name_end = run_esc(name, e, C_UPARAM);
+        const char *name = p + 1, *name_end = scan(name, e, name_bit);
         PyObject *key, *value;
         if (name_end == name) {
             Py_DECREF(d);
@@ -316,7 +270,7 @@ uri_params(const char **pp, const char *e, PyObject **out)
         p = name_end;
         if (p < e && *p == '=') {
             const char *v = p + 1;
-            p = run_esc(v, e, C_UPARAM);
+            p = scan(v, e, value_bit);
             if (p == v) {
                 Py_DECREF(d);
                 return BAIL;
@@ -339,6 +293,26 @@ uri_params(const char **pp, const char *e, PyObject **out)
     *pp = p;
     *out = d;
     return OK;
+}
+
+/* Header parameters of Via and name-addr values spanning [p, e) exactly (parser.py
+ * _SIMPLE_PARAMS): token names, token / host values, no quotes or whitespace. */
+static int
+simple_params(const char *p, const char *e, PyObject **out)
+{
+    int rc = param_list(&p, e, run, C_TOKEN, C_PVAL, out);
+    if (rc == OK && p != e) {
+        Py_CLEAR(*out);
+        return BAIL;
+    }
+    return rc;
+}
+
+/* URI parameters (uri.py _HOSTPORT): paramchar runs with escapes, from *pp. */
+static int
+uri_params(const char **pp, const char *e, PyObject **out)
+{
+    return param_list(pp, e, run_esc, C_UPARAM, C_UPARAM, out);
 }
 
 /* ---- URIs ---- */
