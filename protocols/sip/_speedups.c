@@ -23,7 +23,9 @@
  *   without quotes or whitespace (section 20.42); this is the regex fast path of parser.py;
  * - From, To, Contact, Route, Record-Route: ``[display] <sip:...>;params`` values (a
  *   comma-separated list of them for the last three), display a token list or a quoted string
- *   without backslash escapes, lower-case sip/sips scheme (section 20.10, 25.1); Contact ``*``;
+ *   without backslash escapes, parameter values tokens or such quoted strings (WebRTC
+ *   clients' ``+sip.instance="<urn:...>"``), lower-case sip/sips scheme (section 20.10, 25.1);
+ *   Contact ``*``;
  * - the Request-URI is a lower-case sip: or sips: URI (section 19.1.1);
  * - CSeq ``digits SP method``; numbers in the ranges parser.py accepts.
  *
@@ -248,12 +250,25 @@ release(PyObject **values, Py_ssize_t n)
 
 typedef const char *(*Run)(const char *, const char *, unsigned char);
 
+/* The end of a quoted-string starting at p (section 25.1), or NULL; one with a quoted-pair
+ * (backslash) is left to parser.py. */
+static const char *
+quoted_end(const char *p, const char *e)
+{
+    const char *q = p + 1;
+    while (q < e && *q != '"' && *q != '\\') {
+        q++;
+    }
+    return (q < e && *q == '"') ? q + 1 : NULL;
+}
+
 /* ``(;name(=value)?)*`` from *pp, stopping at the first character that cannot continue it, as
  * an ordered dict (a parameter without "=" maps to None).  Names and values are runs of
- * ``name_bit`` / ``value_bit`` characters scanned by ``scan``; both must be non-empty. */
+ * ``name_bit`` / ``value_bit`` characters scanned by ``scan``; both must be non-empty.
+ * ``quoted``: a value may also be a quoted-string, kept with its quotes (generic-param). */
 static int
 param_list(const char **pp, const char *e, Run scan, unsigned char name_bit,
-           unsigned char value_bit, PyObject **out)
+           unsigned char value_bit, int quoted, PyObject **out)
 {
     const char *p = *pp;
     PyObject *d = PyDict_New();
@@ -270,8 +285,8 @@ param_list(const char **pp, const char *e, Run scan, unsigned char name_bit,
         p = name_end;
         if (p < e && *p == '=') {
             const char *v = p + 1;
-            p = scan(v, e, value_bit);
-            if (p == v) {
+            p = (quoted && v < e && *v == '"') ? quoted_end(v, e) : scan(v, e, value_bit);
+            if (p == NULL || p == v) {
                 Py_DECREF(d);
                 return BAIL;
             }
@@ -295,12 +310,14 @@ param_list(const char **pp, const char *e, Run scan, unsigned char name_bit,
     return OK;
 }
 
-/* Header parameters of Via and name-addr values spanning [p, e) exactly (parser.py
- * _SIMPLE_PARAMS): token names, token / host values, no quotes or whitespace. */
+/* Header parameters of Via and name-addr values spanning [p, e) exactly: token names, token /
+ * host values, no whitespace (parser.py _SIMPLE_PARAMS).  ``quoted``: quoted-string values too,
+ * which parser.py's general path (uri.parse_params) reads the same way for name-addrs; its
+ * general Via path differs, so Via values with quotes are left to it. */
 static int
-simple_params(const char *p, const char *e, PyObject **out)
+simple_params(const char *p, const char *e, int quoted, PyObject **out)
 {
-    int rc = param_list(&p, e, run, C_TOKEN, C_PVAL, out);
+    int rc = param_list(&p, e, run, C_TOKEN, C_PVAL, quoted, out);
     if (rc == OK && p != e) {
         Py_CLEAR(*out);
         return BAIL;
@@ -312,7 +329,7 @@ simple_params(const char *p, const char *e, PyObject **out)
 static int
 uri_params(const char **pp, const char *e, PyObject **out)
 {
-    return param_list(pp, e, run_esc, C_UPARAM, C_UPARAM, out);
+    return param_list(pp, e, run_esc, C_UPARAM, C_UPARAM, 0, out);
 }
 
 /* ---- URIs ---- */
@@ -486,18 +503,14 @@ name_addr(const char *p, const char *e, PyObject **out)
         return BAIL;
     }
     if (*p == '"') {
-        /* quoted-string without quoted-pairs: the Python parser handles backslashes */
-        const char *q = p + 1;
-        while (q < e && *q != '"' && *q != '\\') {
-            q++;
-        }
-        if (q >= e || *q != '"') {
+        const char *q = quoted_end(p, e);
+        if (q == NULL) {
             return BAIL;
         }
-        if ((v[NA_DISPLAY] = str_of(p, q + 1)) == NULL) {
+        if ((v[NA_DISPLAY] = str_of(p, q)) == NULL) {
             return ERR;
         }
-        lt = q + 1;
+        lt = q;
     }
     else if (*p == '<') {
         lt = p;
@@ -536,7 +549,7 @@ name_addr(const char *p, const char *e, PyObject **out)
     if ((rc = any_sip_uri(lt + 1, gt, 0, &v[NA_URI])) != OK) {
         goto fail;
     }
-    if ((rc = simple_params(gt + 1, e, &v[NA_PARAMS])) != OK) {
+    if ((rc = simple_params(gt + 1, e, 1, &v[NA_PARAMS])) != OK) {
         goto fail;
     }
     if ((v[NA_RAW] = str_of(start, e)) == NULL) {
@@ -599,7 +612,7 @@ via(const char *p, const char *e, PyObject **out)
     if ((rc = port_at(&p, e, &v[V_PORT])) != OK) {
         goto fail;
     }
-    if ((rc = simple_params(p, e, &v[V_PARAMS])) != OK) {
+    if ((rc = simple_params(p, e, 0, &v[V_PARAMS])) != OK) {
         goto fail;
     }
     if (t_end - t == 3 && memcmp(t, "UDP", 3) == 0) {

@@ -356,6 +356,18 @@ SHAPES: dict[str, bytes] = {
     "octets_after_content_length": wire(
         "MESSAGE sip:bob@example.org SIP/2.0", _VIA, "Max-Forwards: 70", *_DIALOG,
         "CSeq: 6 MESSAGE", "Content-Type: text/plain", body=b"hello", tail=b"junk\r\n"),
+    # What JsSIP and other WebRTC clients send over WebSocket (RFC 7118, RFC 5626): quoted
+    # +sip.instance values, and a Contact list with commas inside quotes.
+    "webrtc_register_quoted_params": wire(
+        "REGISTER sip:example.com SIP/2.0",
+        "Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK2480231;rport",
+        "Max-Forwards: 69", 'From: "Alice" <sip:alice@example.com>;tag=fd8sghk1',
+        "To: <sip:alice@example.com>", "Call-ID: 9ie0i3nhj1u3r7a2b1v4", "CSeq: 1 REGISTER",
+        "Contact: <sip:x7b3j2@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;"
+        '+sip.instance="<urn:uuid:8f0c2b4e-6a57-4f62-9d0a-1c2b3d4e5f60>";expires=600',
+        'Contact: <sip:a@h1>;x="a, b", "Carol, C" <sip:c@h2>;q=0.5',
+        "Expires: 600", "Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO",
+        "Supported: path,gruu,outbound", "User-Agent: JsSIP 3.10.1"),
 }
 _NEEDS_DATAGRAM = {"datagram_without_content_length", "empty_datagram_without_content_length"}
 
