@@ -22,7 +22,8 @@ from typing import TypeVar
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import URI, NameAddr, Request, SipURI
-from protocols.sip.uri import aor_of, parse_uri, unescape
+from protocols.sip.transaction import response_stub
+from protocols.sip.uri import aor_of, unescape
 from signaling.metrics import Metrics
 from signaling.registry.base import (
     Binding,
@@ -30,13 +31,15 @@ from signaling.registry.base import (
     Registry,
     RegistryError,
 )
-from signaling.sipcore import Peer, SipCore, Work
+from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
 
 __all__ = ["Registrar", "RegistrarReject", "contact_key"]
 
 log = logging.getLogger(__name__)
 
 _MAX_UINT32 = 2**32 - 1
+#: What the transaction keeps of a 200 it was handed as bytes (see ``response_stub``).
+_OK_STUB = response_stub(200, "OK", "REGISTER")
 T = TypeVar("T")
 
 
@@ -84,24 +87,25 @@ class Registrar:
         # more than the call.  Remote engines (Redis) are timed.
         self.timed = cfg.registry != "memory"
         self._date_second = -1
-        self._date = ""
+        self._date = b""
 
     async def handle(self, work: Work) -> None:
         req = work.request
         try:
-            resp_extra, contacts = await self._process(req, work.peer)
+            tail = await self._process(req, work.peer)
         except RegistrarReject as rej:
             self.c_register.inc(str(rej.status))
             self.core.respond(work.txn, make_response(
                 req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
             return
         self.c_register.inc("200")
-        resp = make_response(req, 200, to_tag=self.core.stateless_tag(req), extra=resp_extra)
-        resp.contacts = contacts
-        self.core.respond(work.txn, resp)
+        # The 200 goes straight to bytes (the same bytes make_response + serialize give, the
+        # tests hold them equal): the transaction only keeps its wire form and a stub anyway
+        # (NonInviteServerTransaction.compact), so a Response would be built only to be dropped.
+        self.core.respond(work.txn, _OK_STUB, stateless_answer(req, 200, "OK", tail))
 
-    async def _process(self, req: Request, peer: Peer
-                       ) -> tuple[list[tuple[str, str]], list[NameAddr]]:
+    async def _process(self, req: Request, peer: Peer) -> bytes:
+        """Steps 1-8 of §10.3; the wire form of the 200 after its CSeq (``stateless_tail``)."""
         self._check_domain(req)                     # step 1
         aor = self._aor(req)                        # step 5
         now = self.clock()
@@ -114,21 +118,18 @@ class Registrar:
                 aor, req.call_id, req.cseq.seq, changes, now))
             if changes and self.on_event is not None:
                 self.on_event("register", aor, bindings)
-        extra = [("Date", self._date_header(now))]   # step 8
-        # The 200 lists every binding (§10.3 step 8); those this request just wrote have
-        # their URI parsed already (a binding stores the URI's text, str() of it), so only
-        # the AOR's other bindings are parsed again.
-        parsed = {str(c.uri): c.uri for c in req.contacts}
-        contacts = [NameAddr(parsed.get(b.contact) or parse_uri(b.contact), None,
-                             {"expires": str(b.remaining(now))})
-                    for b in bindings]
-        return extra, contacts
+        # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
+        # binding stores its URI's wire text, which is what str() of the parsed URI gives.
+        contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
+                            for b in bindings])
+        return contacts.encode("utf-8", "surrogateescape") + self._date_tail(now)
 
-    def _date_header(self, now: float) -> str:
+    def _date_tail(self, now: float) -> bytes:
+        """``Date`` (§10.3 step 8) and the end of the 200, encoded once a second."""
         second = int(now)
         if second != self._date_second:  # formatting costs microseconds: once a second
             self._date_second = second
-            self._date = email.utils.formatdate(second, usegmt=True)
+            self._date = stateless_tail([("Date", email.utils.formatdate(second, usegmt=True))])
         return self._date
 
     def _check_domain(self, req: Request) -> None:

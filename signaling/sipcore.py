@@ -39,6 +39,7 @@ from protocols.sip.transaction import (
     NonInviteServerTransaction,
     SendMessage,
     ServerTransaction,
+    State,
     Transaction,
     TransactionTable,
     TransactionTableFull,
@@ -220,9 +221,14 @@ class SipCore:
             from_tag = param(fp, "tag")
         return f"{hash((request.call_id, from_tag, top or '')) & 0xFFFFFFFF:x}"
 
-    def respond(self, txn: ServerTransaction, response: Response) -> None:
-        """Send ``response`` through its server transaction (retransmissions, timers)."""
-        if txn.terminated:
+    def respond(self, txn: ServerTransaction, response: Response,
+                data: bytes | None = None) -> None:
+        """Send ``response`` through its server transaction (retransmissions, timers).
+
+        ``data``: the response's wire form when the TU wrote it already; ``response`` may then
+        be a ``response_stub`` for a non-INVITE final response (see ``response_stub``).
+        """
+        if txn.state is State.TERMINATED:
             self.c_drop.inc("late_response")
             return
         try:
@@ -231,6 +237,10 @@ class SipCore:
             # A second final response racing the first (a 487 after a 486): §17.2 discards it.
             self.c_drop.inc("late_response")
             return
+        if data is not None and txn.last_response_bytes is None:
+            # The transaction took it as its last response (``run`` sends it from there);
+            # not when Completed discarded it (§17.2.2) and kept the bytes it had.
+            txn.cache_bytes(response, data)
         self.run(txn, events)
         if isinstance(txn, NonInviteServerTransaction):
             txn.compact()  # Completed: only the response bytes are needed until Timer J
@@ -418,8 +428,11 @@ class SipCore:
                 data = ev.data
                 msg = ev.message
                 if data is None:
-                    data = serialize(msg)
-                    txn.cache_bytes(msg, data)
+                    # A first send; its bytes are known when the TU wrote them (``respond``).
+                    data = txn.last_response_bytes if msg is txn.last_response else None
+                    if data is None:
+                        data = serialize(msg)
+                        txn.cache_bytes(msg, data)
                 else:
                     self.c_retrans.inc("sent")
                 peer = txn.peer

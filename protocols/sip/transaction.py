@@ -72,6 +72,7 @@ __all__ = [
     "client_key",
     "new_client_transaction",
     "new_server_transaction",
+    "response_stub",
     "server_key",
 ]
 
@@ -762,7 +763,7 @@ class NonInviteServerTransaction(ServerTransaction):
         if self.state is not State.COMPLETED or last is None or self.last_response_bytes is None:
             return False
         self.request = _RELEASED_REQUEST
-        self.last_response = _released_response(last.status, last.reason, last.cseq.method)
+        self.last_response = response_stub(last.status, last.reason, last.cseq.method)
         return True
 
     TABLE: ClassVar[Table] = {
@@ -1066,7 +1067,12 @@ _released: dict[tuple[int, str, str], Response] = {}
 _MAX_RELEASED = 256
 
 
-def _released_response(status: int, reason: str, method: str) -> Response:
+def response_stub(status: int, reason: str, method: str) -> Response:
+    """A shared stand-in carrying only status, reason and CSeq method: all a Completed
+    non-INVITE server transaction keeps of its response once compacted (the wire form in
+    ``last_response_bytes`` answers retransmissions).  A TU that writes a non-INVITE final
+    response straight to bytes hands this to ``send_response`` instead of building a
+    ``Response`` that would be dropped at once."""
     key = (status, reason, method)
     resp = _released.get(key)
     if resp is None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 
-from protocols.sip.message import Response
+from protocols.sip.builders import make_response
+from protocols.sip.message import NameAddr, Request, Response
+from protocols.sip.parser import parse_message
+from protocols.sip.serializer import serialize
+from protocols.sip.uri import parse_uri
+from signaling.sipcore import SipCore
 from tests.signaling.inproc import UdpPeer, running_server
 
 
@@ -136,3 +141,35 @@ async def test_expired_bindings_disappear_on_time() -> None:
 def test_date_header_is_rfc1123() -> None:
     assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT",
                         __import__("email.utils").utils.formatdate(0, usegmt=True))
+
+
+async def test_200_is_byte_identical_to_the_general_builder() -> None:
+    # The 200 is written straight to bytes; it must be what make_response + serialize give
+    # for the same bindings (§10.3 step 8), with a display name, escapes and URI parameters.
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        first = await _ask(peer, port, _register(port, peer.port, contacts=[
+            "<sip:a%20b@10.0.0.1;transport=udp>;q=0.4"], call_id="b1", user="bytes"))
+        assert first.status == 200
+        data = _register(port, peer.port, contacts=[
+            '"Bob B" <sip:b@10.0.0.2:5070;ob>;expires=90', "<sip:c@[2001:db8::1]>;q=0.7"],
+            call_id="b2", user="bytes", extra="Subject: not copied")
+        resp = await _ask(peer, port, data)
+        assert resp.status == 200 and len(resp.contacts) == 3
+        req = parse_message(data)
+        assert isinstance(req, Request)
+        general = make_response(req, 200, to_tag=SipCore.stateless_tag(req),
+                                extra=[("Date", resp.header("Date") or "")])
+        general.contacts = [NameAddr(parse_uri(text), None, {"expires": str(left)})
+                            for text, left in _expires(resp).items()]
+        assert [str(c.uri) for c in general.contacts] == [
+            "sip:b@10.0.0.2:5070;ob", "sip:c@[2001:db8::1]", "sip:a%20b@10.0.0.1;transport=udp"]
+        assert peer.raw[-1] == serialize(general)
+        # The transaction kept the wire form and a stub only: a retransmission gets the same.
+        again = await _ask(peer, port, data)
+        assert again.status == 200 and peer.raw[-1] == peer.raw[-2]
+        assert srv.core.c_resp_out.get("REGISTER", "2xx", "udp") == 3
+        assert srv.core.c_retrans.get("sent") == 1
+        peer.close()

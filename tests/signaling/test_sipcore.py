@@ -9,6 +9,7 @@ from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
+from protocols.sip.transaction import NonInviteServerTransaction, response_stub
 from signaling.registry.base import Binding, ContactChange
 from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import Peer, SipCore, stateless_answer, stateless_tail
@@ -253,3 +254,29 @@ def test_stateless_tag_reads_parameters_in_any_case() -> None:
     assert SipCore.stateless_tag(other_from) != SipCore.stateless_tag(lower)
     branchless = _parsed("<sip:b@x>", vias="Via: SIP/2.0/UDP 10.9.9.9:5062")
     assert SipCore.stateless_tag(branchless) != SipCore.stateless_tag(lower)
+
+
+async def test_respond_sends_the_bytes_the_tu_wrote_and_keeps_them() -> None:
+    # A TU may hand a non-INVITE final response as bytes with a stub (the registrar's 200):
+    # sent once as a first send, kept for retransmissions; a second final is discarded
+    # (§17.2.2) and does not replace them.
+    async with running_server() as srv:
+        peer = await UdpPeer.open()
+        req = _parsed("<sip:bob@example.com>")
+        txn = NonInviteServerTransaction(req, srv.core.timers_unreliable,
+                                         Peer("udp", "127.0.0.1", peer.port))
+        srv.core.table.add(txn)
+        first = stateless_answer(req, 200, "OK", stateless_tail([("Date", "x")]))
+        srv.core.respond(txn, response_stub(200, "OK", "OPTIONS"), first)
+        assert isinstance(await peer.recv(), Response) and peer.raw == [first]
+        assert srv.core.c_resp_out.get("OPTIONS", "2xx", "udp") == 1
+        assert srv.core.c_retrans.get("sent") == 0
+        srv.core.respond(txn, response_stub(200, "OK", "OPTIONS"),
+                         stateless_answer(req, 200, "Other", stateless_tail([])))
+        assert await peer.silent(0.2)
+        assert txn.last_response_bytes == first
+        srv.core.receive(serialize(req), Peer("udp", "127.0.0.1", peer.port))
+        await peer.recv()
+        assert peer.raw == [first, first]
+        assert srv.core.c_retrans.get("sent") == 1
+        peer.close()

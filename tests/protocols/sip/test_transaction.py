@@ -978,3 +978,29 @@ def test_compact_releases_parsed_messages_but_still_answers_retransmissions() ->
     assert txn.last_response is not None and txn.last_response.status == 200
     again = txn.receive_request(req, 1.0)  # a retransmission: the same bytes go out
     assert [e.data for e in again if isinstance(e, _Send)] == [wire]
+
+
+def test_response_stub_stands_in_for_a_response_given_as_bytes() -> None:
+    from protocols.sip.parser import parse_message as _parse
+    from protocols.sip.timers import TimerConfig as _TC
+    from protocols.sip.timers import timer_values as _tv
+    from protocols.sip.transaction import NonInviteServerTransaction as _NIST
+    from protocols.sip.transaction import SendMessage as _Send
+    from protocols.sip.transaction import response_stub
+
+    stub = response_stub(200, "OK", "REGISTER")
+    assert stub is response_stub(200, "OK", "REGISTER")  # shared, not one per response
+    assert (stub.status, stub.reason, stub.cseq.method) == (200, "OK", "REGISTER")
+    assert response_stub(404, "Not Found", "REGISTER") is not stub
+    req = _parse(b"REGISTER sip:example.com SIP/2.0\r\n"
+                 b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKstub\r\n"
+                 b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n"
+                 b"Call-ID: stub\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(req, Request)
+    txn = _NIST(req, _tv(_TC(), False))
+    events = txn.send_response(stub, 0.0)
+    assert [type(e) for e in events] == [_Send] and txn.state is State.COMPLETED
+    txn.cache_bytes(stub, b"SIP/2.0 200 OK\r\n...")  # the TU's wire form
+    assert txn.compact() and txn.last_response is stub
+    again = txn.receive_request(req, 1.0)
+    assert [e.data for e in again if isinstance(e, _Send)] == [b"SIP/2.0 200 OK\r\n..."]
