@@ -74,3 +74,114 @@ async def test_drain_times_out_when_work_is_stuck() -> None:
     d.submit("k", 1)
     assert not await d.drain(0.1)
     await d.stop()
+
+
+async def test_idle_workers_wake_for_new_items_on_their_own_shard() -> None:
+    seen: list[int] = []
+
+    async def handle(item: int) -> None:
+        seen.append(item)
+
+    d: Dispatcher[int] = Dispatcher(3, 4, handle, lambda i, e: None)
+    d.start()
+    for round_ in range(3):
+        await asyncio.sleep(0.01)  # every worker is idle, waiting on its shard
+        assert d.depths() == [0, 0, 0]
+        for key in ("a", "b", "c", "d"):
+            assert d.submit(key, round_)
+        assert await d.drain(1.0)
+        assert seen.count(round_) == 4
+    await d.stop()
+
+
+async def test_bound_is_per_shard_and_a_smaller_resize_keeps_queued_items() -> None:
+    gate = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(item: int) -> None:
+        await gate.wait()
+        handled.append(item)
+
+    d: Dispatcher[int] = Dispatcher(2, 3, handle, lambda i, e: None)
+    d.start()
+    await asyncio.sleep(0)
+    # Two keys on different shards: each shard has its own bound.
+    keys = ["k0", *(f"k{n}" for n in range(1, 64))]
+    other = next(k for k in keys if hash(k) % 2 != hash("k0") % 2)
+    first = [d.submit("k0", i) for i in range(4)]  # 3 fit; the 4th is refused
+    await asyncio.sleep(0)  # the worker takes item 0: room for exactly one more
+    first += [d.submit("k0", i) for i in range(4, 8)]
+    assert first == [True, True, True, False, True, False, False, False]
+    assert d.depths()[hash("k0") % 2] == 3
+    assert [d.submit(other, 100 + i) for i in range(4)] == [True, True, True, False]
+    d.resize(1)
+    assert d.queue_size == 1
+    assert d.depths()[hash(other) % 2] == 3  # already queued: kept
+    assert not d.submit(other, 200)
+    gate.set()
+    assert await d.drain(2.0)
+    assert sorted(handled) == [0, 1, 2, 4, 100, 101, 102]
+    assert d.submit(other, 300)  # below the new bound again
+    assert await d.drain(2.0)
+    await d.stop()
+
+
+async def test_concurrent_drains_and_a_timed_out_one_do_not_disturb_each_other() -> None:
+    release = asyncio.Event()
+
+    async def handle(item: int) -> None:
+        await release.wait()
+
+    d: Dispatcher[int] = Dispatcher(2, 10, handle, lambda i, e: None)
+    assert await d.drain(0.01)  # nothing submitted: drained at once
+    d.start()
+    for i in range(5):
+        assert d.submit(f"key-{i}", i)
+    assert not await d.drain(0.05)  # times out; the next drains still complete
+    waiting = [asyncio.ensure_future(d.drain(2.0)) for _ in range(2)]
+    await asyncio.sleep(0.02)
+    assert not any(w.done() for w in waiting)
+    release.set()
+    assert await asyncio.gather(*waiting) == [True, True]
+    assert d.depths() == [0, 0]
+    await d.stop()
+
+
+async def test_errors_reach_on_error_with_the_item_and_stop_cancels_busy_workers() -> None:
+    errors: list[tuple[int, str]] = []
+    started = asyncio.Event()
+
+    async def handle(item: int) -> None:
+        if item < 0:
+            raise ValueError(str(item))
+        started.set()
+        await asyncio.sleep(10)
+
+    d: Dispatcher[int] = Dispatcher(1, 10, handle,
+                                    lambda i, e: errors.append((i, str(e))))
+    d.start()
+    d.submit("k", -1)
+    d.submit("k", 5)
+    await asyncio.wait_for(started.wait(), 1.0)
+    assert errors == [(-1, "-1")]
+    await asyncio.wait_for(d.stop(), 1.0)  # the handler's sleep is cancelled, not awaited
+
+
+def test_bounds_must_be_positive() -> None:
+    # An asyncio.Queue of size 0 is unbounded; a dispatcher never is.
+    async def handle(item: int) -> None:
+        return None
+
+    for shards, size in ((0, 10), (2, 0), (1, -1)):
+        try:
+            Dispatcher(shards, size, handle, lambda i, e: None)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {shards} shards of {size}")
+    d: Dispatcher[int] = Dispatcher(1, 1, handle, lambda i, e: None)
+    try:
+        d.resize(0)
+    except ValueError:
+        assert d.queue_size == 1
+    else:
+        raise AssertionError("resize(0) accepted")
