@@ -41,10 +41,12 @@ from protocols.sip.transaction import (
     ServerTransaction,
     State,
     Transaction,
+    TransactionKey,
     TransactionTable,
     TransactionTableFull,
     TransactionTerminated,
     new_server_transaction,
+    server_key,
 )
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
@@ -303,7 +305,8 @@ class SipCore:
         method = req.method
         self.c_req_in.inc(method if method in KNOWN_METHODS else "other", peer.transport)
         self._stamp_via(req, peer)
-        txn = self.table.find_server(req)
+        key = server_key(req)  # once: to match, then to create the transaction
+        txn = self.table.find_server_by_key(key, req) if key is not None else None
         if txn is not None:
             if method != "ACK":
                 self.c_retrans.inc("received")
@@ -320,7 +323,7 @@ class SipCore:
             return
         if method == "CANCEL" and self._cancel(req, peer):
             return
-        self._new_transaction(req, peer)
+        self._new_transaction(req, peer, key)
 
     def _stamp_via(self, req: Request, peer: Peer) -> None:
         """§18.2.1 received and RFC 3581 §4 rport, so responses find their way back."""
@@ -383,9 +386,10 @@ class SipCore:
         self.send_stateless(req, peer, 481)
         return True
 
-    def _new_transaction(self, req: Request, peer: Peer) -> None:
-        timers = self.timers_reliable if peer.reliable else self.timers_unreliable
-        txn = new_server_transaction(req, timers, peer)
+    def _new_transaction(self, req: Request, peer: Peer,
+                         key: TransactionKey | None = None) -> None:
+        timers = self.timers_unreliable if peer.transport == "udp" else self.timers_reliable
+        txn = new_server_transaction(req, timers, peer, key)
         try:
             self.table.add(txn)
         except TransactionTableFull:
@@ -398,8 +402,8 @@ class SipCore:
             self.c_shed.inc("queue_full")
             self.respond(txn, make_response(req, 503, to_tag=self.stateless_tag(req),
                                             extra=[("Retry-After", str(self.cfg.retry_after))]))
-        else:
-            self.arm_timer()
+        # No arm_timer otherwise: a new server transaction arms no timer until it answers
+        # (§17.2.1 G/H, §17.2.2 J), and ``respond`` arms then.
 
     # -- workers -----------------------------------------------------------------------------
 

@@ -658,10 +658,14 @@ class ServerTransaction(Transaction):
 
     __slots__ = ("_to_tag",)
 
-    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
-        key = server_key(request)
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None,
+                 key: TransactionKey | None = None) -> None:
+        """``key``: ``server_key(request)`` when the caller has it already (it matched the
+        request against the table first), else computed here."""
         if key is None:
-            raise TransactionError("request without Via cannot create a transaction")
+            key = server_key(request)
+            if key is None:
+                raise TransactionError("request without Via cannot create a transaction")
         super().__init__(request, key, timers, peer)
         self._to_tag = request.to.tag
 
@@ -737,10 +741,11 @@ class InviteServerTransaction(ServerTransaction):
         _S.TERMINATED: frozenset(),
     }
 
-    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None,
+                 key: TransactionKey | None = None) -> None:
         if request.method != "INVITE":
             raise TransactionError(f"INVITE server transaction for {request.method}")
-        super().__init__(request, timers, peer)
+        super().__init__(request, timers, peer, key)
 
 
 class NonInviteServerTransaction(ServerTransaction):
@@ -791,10 +796,11 @@ class NonInviteServerTransaction(ServerTransaction):
         _S.TERMINATED: frozenset(),
     }
 
-    def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
+    def __init__(self, request: Request, timers: TimerValues, peer: object = None,
+                 key: TransactionKey | None = None) -> None:
         if request.method in ("INVITE", "ACK"):
             raise TransactionError(f"non-INVITE server transaction for {request.method}")
-        super().__init__(request, timers, peer)
+        super().__init__(request, timers, peer, key)
 
 
 def new_client_transaction(request: Request, timers: TimerValues, peer: object = None, *,
@@ -805,12 +811,13 @@ def new_client_transaction(request: Request, timers: TimerValues, peer: object =
     return NonInviteClientTransaction(request, timers, peer)
 
 
-def new_server_transaction(request: Request, timers: TimerValues,
-                           peer: object = None) -> ServerTransaction:
-    """The right server machine for a new ``request``; ACK never creates one (§17.2.3)."""
+def new_server_transaction(request: Request, timers: TimerValues, peer: object = None,
+                           key: TransactionKey | None = None) -> ServerTransaction:
+    """The right server machine for a new ``request``; ACK never creates one (§17.2.3).
+    ``key``: its ``server_key``, when the caller has it already."""
     if request.method == "INVITE":
-        return InviteServerTransaction(request, timers, peer)
-    return NonInviteServerTransaction(request, timers, peer)
+        return InviteServerTransaction(request, timers, peer, key)
+    return NonInviteServerTransaction(request, timers, peer, key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -882,7 +889,8 @@ def _server_key(request: Request, method: str) -> TransactionKey | None:
         return None
     via = vias[0]
     branch = via.params.get("branch")
-    if _has_cookie(branch):
+    # _has_cookie, spelled out: this runs for every request received.
+    if branch is not None and len(branch) > _COOKIE_LEN and branch.startswith(MAGIC_COOKIE):
         # §17.2.3: branch, sent-by and method (ACK matches its INVITE).
         return (branch, via.host.lower(), via.port, method)
     # §17.2.3 RFC 2543 fallback: Request-URI, From tag, Call-ID, CSeq number, top Via and the
@@ -982,6 +990,12 @@ class TransactionTable:
         key = server_key(request)
         if key is None:
             return None
+        return self.find_server_by_key(key, request)
+
+    def find_server_by_key(self, key: TransactionKey, request: Request
+                           ) -> ServerTransaction | None:
+        """``find_server`` for a caller that computed ``key = server_key(request)`` already
+        (to create the transaction with it when nothing matches)."""
         txn = self._servers.get(key)
         if txn is not None and key[0] == "2543" and not txn.matches_to_tag(request):
             return None

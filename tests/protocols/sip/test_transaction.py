@@ -1004,3 +1004,25 @@ def test_response_stub_stands_in_for_a_response_given_as_bytes() -> None:
     assert txn.compact() and txn.last_response is stub
     again = txn.receive_request(req, 1.0)
     assert [e.data for e in again if isinstance(e, _Send)] == [b"SIP/2.0 200 OK\r\n..."]
+
+
+def test_a_key_computed_once_matches_and_creates_as_without_it() -> None:
+    # The receive path computes server_key once: to look the request up, then to create its
+    # transaction.  Both must behave as the key-less calls, for RFC 3261 and 2543 keys.
+    for branch in ("z9hG4bKonce", None):
+        table = TransactionTable()
+        req = request("OPTIONS", branch=branch)
+        key = server_key(req)
+        assert key is not None
+        assert table.find_server_by_key(key, req) is None
+        txn = new_server_transaction(req, UDP, key=key)
+        assert isinstance(txn, NonInviteServerTransaction)
+        assert txn.key == key == new_server_transaction(req, UDP).key
+        table.add(txn)
+        again = request("OPTIONS", branch=branch)
+        assert table.find_server_by_key(key, again) is txn is table.find_server(again)
+        if branch is None:  # 2543: the To tag is still checked after the lookup
+            other = request("OPTIONS", branch=None, to_tag="x")
+            assert table.find_server_by_key(key, other) is None
+    inv = request("INVITE")
+    assert new_server_transaction(inv, UDP, key=server_key(inv)).key == server_key(inv)
