@@ -38,6 +38,8 @@ __all__ = ["Registrar", "RegistrarReject", "contact_key"]
 log = logging.getLogger(__name__)
 
 _MAX_UINT32 = 2**32 - 1
+#: URI parameters that take part in the comparison of §19.1.4 whenever present.
+_KEY_PARAMS = frozenset({"transport", "maddr", "user", "ttl", "method"})
 #: What the transaction keeps of a 200 it was handed as bytes (see ``response_stub``).
 _OK_STUB = response_stub(200, "OK", "REGISTER")
 T = TypeVar("T")
@@ -58,9 +60,13 @@ def contact_key(uri: URI) -> str:
     """The §19.1.4 comparison form of a contact URI: bindings are matched by it (step 7)."""
     if not isinstance(uri, SipURI):
         return str(uri).lower()
-    user = unescape(uri.user) if uri.user is not None else ""
-    params = ";".join(f"{k.lower()}={(v or '').lower()}" for k, v in sorted(uri.params.items())
-                      if k.lower() in ("transport", "maddr", "user", "ttl", "method"))
+    user = uri.user
+    if user is None:
+        user = ""
+    elif "%" in user:
+        user = unescape(user)
+    params = ";".join([f"{k.lower()}={(v or '').lower()}" for k, v in sorted(uri.params.items())
+                       if k.lower() in _KEY_PARAMS]) if uri.params else ""
     return f"{uri.scheme}:{user!r}@{uri.host.lower()}:{uri.port or ''};{params}"
 
 
@@ -93,16 +99,23 @@ class Registrar:
         req = work.request
         try:
             tail = await self._process(req, work.peer)
+        except RegistryError as exc:  # the registry's own answer (§21.5.4 for 503s)
+            self._reject(work, _reject_for(exc))
+            return
         except RegistrarReject as rej:
-            self.c_register.inc(str(rej.status))
-            self.core.respond(work.txn, make_response(
-                req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
+            self._reject(work, rej)
             return
         self.c_register.inc("200")
         # The 200 goes straight to bytes (the same bytes make_response + serialize give, the
         # tests hold them equal): the transaction only keeps its wire form and a stub anyway
         # (NonInviteServerTransaction.compact), so a Response would be built only to be dropped.
         self.core.respond(work.txn, _OK_STUB, stateless_answer(req, 200, "OK", tail))
+
+    def _reject(self, work: Work, rej: RegistrarReject) -> None:
+        req = work.request
+        self.c_register.inc(str(rej.status))
+        self.core.respond(work.txn, make_response(
+            req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
 
     async def _process(self, req: Request, peer: Peer) -> bytes:
         """Steps 1-8 of §10.3; the wire form of the 200 after its CSeq (``stateless_tail``)."""
@@ -114,8 +127,8 @@ class Registrar:
             bindings: list[Binding] = []
         else:
             changes = [self._change(req, c, peer) for c in req.contacts]   # step 7
-            bindings = await self._call("register", self.registry.register(
-                aor, req.call_id, req.cseq.seq, changes, now))
+            call = self.registry.register(aor, req.call_id, req.cseq.seq, changes, now)
+            bindings = await (self._timed("register", call) if self.timed else call)
             if changes and self.on_event is not None:
                 self.on_event("register", aor, bindings)
         # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
@@ -150,8 +163,8 @@ class Registrar:
         # §10.3 step 6: "*" only alone and only with Expires: 0.
         if req.contacts or req.expires != 0:
             raise RegistrarReject(400, "Contact * needs Expires: 0 and no other contact")
-        await self._call("remove_all", self.registry.remove_all(
-            aor, req.call_id, req.cseq.seq, now))
+        call = self.registry.remove_all(aor, req.call_id, req.cseq.seq, now)
+        await (self._timed("remove_all", call) if self.timed else call)
         if self.on_event is not None:
             self.on_event("unregister", aor, [])
 
@@ -184,17 +197,15 @@ class Registrar:
             raise RegistrarReject(423, None, [("Min-Expires", str(self.min_expires))])
         return min(value, self.max_expires)
 
-    async def _call(self, op: str, aw: Awaitable[T]) -> T:
+    async def _timed(self, op: str, aw: Awaitable[T]) -> T:
         # No timeout here: every Registry engine bounds each call itself and raises
-        # RegistryUnavailable (signaling/registry/base.py), answered 503 + Retry-After.
-        start = time.perf_counter() if self.timed else 0.0
+        # RegistryUnavailable (signaling/registry/base.py), which ``handle`` answers with
+        # 503 + Retry-After.  Untimed calls are awaited directly (one coroutine less).
+        start = time.perf_counter()
         try:
             return await aw
-        except RegistryError as exc:
-            raise _reject_for(exc) from None
         finally:
-            if self.timed:
-                self.h_registry.labels(op).observe(time.perf_counter() - start)
+            self.h_registry.labels(op).observe(time.perf_counter() - start)
 
 
 def _reject_for(exc: RegistryError) -> RegistrarReject:

@@ -342,11 +342,10 @@ class SipCore:
         if not isinstance(req.uri, SipURI | TelURI):
             self.send_stateless(req, peer, 416)  # §8.2.2.1, RFC 4475 unkscm / novelsc
             return True
-        myself = self.is_myself(req)
         if req.proxy_require or req.require:
             # Require is the UAS's to check (§16.3 step 5: a proxy must not): only for what
             # this server answers itself, REGISTER and requests addressed to it.
-            uas = req.require if myself or req.method == "REGISTER" else []
+            uas = (req.require if req.method == "REGISTER" or self.is_myself(req) else [])
             unsupported = [t for t in (*req.proxy_require, *uas)
                            if t.lower() not in SUPPORTED_EXTENSIONS]
             if unsupported:
@@ -354,7 +353,7 @@ class SipCore:
                 self.send_stateless(req, peer, 420,
                                     extra=[("Unsupported", ", ".join(unsupported))])
                 return True
-        if myself and req.method == "OPTIONS":
+        if req.method == "OPTIONS" and self.is_myself(req):
             # Keepalives and health probes (§11.2): answered at once, without state.
             self._send_stateless(req, peer, 200, "OK", _OPTIONS_TAIL)
             return True

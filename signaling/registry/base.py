@@ -169,6 +169,8 @@ def make_binding(
 
 def sort_bindings(bindings: Sequence[Binding]) -> list[Binding]:
     """Highest q first (RFC 3261 §16.6 target order), then most recently refreshed first."""
+    if len(bindings) < 2:  # one binding per AOR is the usual case: nothing to order
+        return list(bindings)
     return sorted(bindings, key=lambda b: (-b.q, -b.expires_at, b.key))
 
 

@@ -24,7 +24,6 @@ from signaling.registry.base import (
     ContactChange,
     OutOfOrder,
     RegistryFull,
-    binding_key,
     make_binding,
     sort_bindings,
 )
@@ -127,14 +126,19 @@ class MemoryRegistry:
     async def register(
         self, aor: str, call_id: str, cseq: int, changes: Sequence[ContactChange], now: float
     ) -> list[Binding]:
-        stored = self._aors.get(aor, {})
-        live = {k: b for k, b in stored.items() if b.expires_at > now}
+        stored = self._aors.get(aor)
+        if stored is None:  # a new AOR (the common first REGISTER): nothing to compare with
+            stored = live = {}
+        else:
+            live = {k: b for k, b in stored.items() if b.expires_at > now}
         updated = dict(live)
         for change in changes:
-            key = binding_key(change)
+            key = change.key or change.contact  # binding_key
             # Compare with the binding as stored before this request (§10.3 step 7), so a
             # contact listed twice in one REGISTER is not its own out-of-order refresh.
-            self._check_order(aor, live.get(key), key, call_id, cseq)
+            old = live.get(key)
+            if old is not None:
+                self._check_order(aor, old, key, call_id, cseq)
             if change.expires <= 0:
                 updated.pop(key, None)
             else:
@@ -270,7 +274,8 @@ class MemoryRegistry:
         elif aor in self._aors:
             del self._aors[aor]
             self._sorted_aors = None
-        self._maybe_compact()
+        if len(self._heap) > 2 * self._nbindings + 1024:  # _maybe_compact's test, inline
+            self._maybe_compact()
 
     def _delete(self, aor: str, key: str) -> None:
         stored = self._aors[aor]

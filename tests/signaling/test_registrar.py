@@ -10,6 +10,8 @@ from protocols.sip.message import NameAddr, Request, Response
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import parse_uri
+from signaling.registry.base import RegistryFull
+from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import SipCore
 from tests.signaling.inproc import UdpPeer, running_server
 
@@ -172,4 +174,25 @@ async def test_200_is_byte_identical_to_the_general_builder() -> None:
         assert again.status == 200 and peer.raw[-1] == peer.raw[-2]
         assert srv.core.c_resp_out.get("REGISTER", "2xx", "udp") == 3
         assert srv.core.c_retrans.get("sent") == 1
+        peer.close()
+
+
+async def test_a_full_registry_is_answered_503_with_its_retry_after() -> None:
+    # RegistryFull (a bound of the location service) is the registry's own answer: 503 with
+    # the Retry-After it names (§21.5.4), counted by status; nothing is bound.
+    async with running_server(registry=MemoryRegistry(max_aors=1),
+                              domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        ok = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
+                                              user="first", call_id="full-1"))
+        assert ok.status == 200
+        full = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:b@10.0.0.2>"],
+                                                user="second", call_id="full-2"))
+        assert full.status == 503
+        assert full.header("Retry-After") == str(RegistryFull.retry_after)
+        assert full.to.tag and not full.contacts
+        assert srv.registrar.c_register.get("503") == 1
+        assert await srv.registry.count_aors() == 1
         peer.close()
