@@ -171,7 +171,8 @@ class Registrar:
     def _change(self, req: Request, contact: NameAddr, peer: Peer) -> ContactChange:
         expires = self._expires(req, contact)
         uri_text = str(contact.uri)
-        q = _q_value(contact.params.get("q"))
+        raw_q = contact.params.get("q")
+        q = 1.0 if raw_q is None else _q_value(raw_q)
         instance = contact.params.get("+sip.instance")
         reg_id = contact.params.get("reg-id")
         return ContactChange(
@@ -213,9 +214,7 @@ def _reject_for(exc: RegistryError) -> RegistrarReject:
     return RegistrarReject(exc.status, exc.reason, extra)
 
 
-def _q_value(raw: str | None) -> float:
-    if raw is None:
-        return 1.0
+def _q_value(raw: str) -> float:
     try:
         q = float(raw)
     except ValueError:

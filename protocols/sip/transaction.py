@@ -768,7 +768,8 @@ class NonInviteServerTransaction(ServerTransaction):
         if self.state is not State.COMPLETED or last is None or self.last_response_bytes is None:
             return False
         self.request = _RELEASED_REQUEST
-        self.last_response = response_stub(last.status, last.reason, last.cseq.method)
+        if last.vias:  # a stub already when the TU sent bytes (no Vias, see response_stub)
+            self.last_response = response_stub(last.status, last.reason, last.cseq.method)
         return True
 
     TABLE: ClassVar[Table] = {
@@ -966,7 +967,7 @@ class TransactionTable:
         """Track ``txn``.  Raises ``TransactionTableFull`` or, for a taken key, TransactionError."""
         if len(self._servers) + len(self._clients) >= self.max_size:
             raise TransactionTableFull(f"{self.max_size} transactions live")
-        if txn.terminated or txn._owner is not None:
+        if txn.state is State.TERMINATED or txn._owner is not None:
             raise TransactionError(f"cannot add {txn!r}")
         table: dict[TransactionKey, ServerTransaction] | dict[TransactionKey, ClientTransaction]
         table = self._servers if isinstance(txn, ServerTransaction) else self._clients
@@ -974,7 +975,8 @@ class TransactionTable:
             raise TransactionError(f"transaction key already in use: {txn.key!r}")
         table[txn.key] = txn  # type: ignore[assignment]
         txn._owner = self
-        self._reschedule(txn)
+        if txn._timers:  # a new server transaction has none yet: nothing to schedule
+            self._reschedule(txn)
 
     def remove(self, txn: Transaction) -> None:
         """Forget ``txn`` (done automatically when it terminates)."""
