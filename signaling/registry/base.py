@@ -24,7 +24,7 @@ Rules every implementation follows:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
 
 import msgspec
 
@@ -127,11 +127,17 @@ class ContactChange(msgspec.Struct, frozen=True):
     key: str = ""
 
 
+#: A contact URI's wire text as a binding stores it.  Checked when a binding is decoded from a
+#: shared store (Redis): the registrar writes it into its 200 as is (§10.3 step 8), so a
+#: corrupted value must fail there, never put a line break (a header of its own) into it.
+ContactText = Annotated[str, msgspec.Meta(pattern=r"\A[^\r\n]*\Z")]
+
+
 class Binding(msgspec.Struct, frozen=True):
     """A stored binding of an address-of-record to a contact (RFC 3261 §10.2.1)."""
 
     aor: str
-    contact: str
+    contact: ContactText
     q: float
     expires_at: float
     call_id: str

@@ -392,3 +392,20 @@ async def test_state_expires_after_ttl(registry: Registry) -> None:
     assert await registry.get_dialog("short") is None
     assert await registry.get_session("short") is None
     assert await registry.get_dialog("long") == b"z"
+
+
+@pytest.mark.parametrize(
+    "contact", ["sip:a@h>\r\nX-Injected: 1", "sip:a@h\nx", "sip:a@h\r", "sip:a@h\n"])
+def test_a_stored_contact_that_is_not_a_uri_text_fails_to_decode(contact: str) -> None:
+    """The registrar copies a binding's contact text into its 200 as is: a corrupted value
+    in a shared store must fail at decoding, never reach the wire."""
+    import msgspec
+
+    from signaling.registry.base import Binding
+
+    good = msgspec.json.encode(Binding("sip:a@h", "sip:a@192.0.2.1:5060", 1.0, 0.0, "c", 1))
+    decoder = msgspec.json.Decoder(Binding)
+    assert decoder.decode(good).contact == "sip:a@192.0.2.1:5060"
+    bad = good.replace(b'"sip:a@192.0.2.1:5060"', msgspec.json.encode(contact))
+    with pytest.raises(msgspec.ValidationError):
+        decoder.decode(bad)
