@@ -246,6 +246,19 @@ release(PyObject **values, Py_ssize_t n)
     }
 }
 
+/* Fields still NULL become None, then the instance: what every value builder ends with. */
+static int
+build_into(ModelClass *k, PyObject **values, PyObject **out)
+{
+    for (Py_ssize_t i = 0; i < k->nfields; i++) {
+        if (values[i] == NULL) {
+            values[i] = Py_NewRef(Py_None);
+        }
+    }
+    *out = build(k, values);
+    return *out == NULL ? ERR : OK;
+}
+
 /* ---- parameters ---- */
 
 typedef const char *(*Run)(const char *, const char *, unsigned char);
@@ -456,23 +469,16 @@ sip_uri(const char *start, const char *p, const char *e, PyObject *scheme, int r
         goto error;
     }
     v[U_SCHEME] = Py_NewRef(scheme);
-    for (int i = 0; i < U_N; i++) {
-        if (v[i] == NULL) {
-            v[i] = Py_NewRef(Py_None);
-        }
-    }
-    *out = build(&k_uri, v);
-    return *out == NULL ? ERR : OK;
+    return build_into(&k_uri, v, out);
 
+bail:
+    rc = BAIL;
+    goto fail;
+error:
+    rc = ERR;
 fail:
     release(v, U_N);
     return rc;
-bail:
-    release(v, U_N);
-    return BAIL;
-error:
-    release(v, U_N);
-    return ERR;
 }
 
 /* "sip:" or "sips:" at [p, e) (lower case only; parser.py lower-cases other spellings in its
@@ -555,21 +561,16 @@ name_addr(const char *p, const char *e, PyObject **out)
     if ((v[NA_RAW] = str_of(start, e)) == NULL) {
         goto error;
     }
-    if (v[NA_DISPLAY] == NULL) {
-        v[NA_DISPLAY] = Py_NewRef(Py_None);
-    }
-    *out = build(&k_na, v);
-    return *out == NULL ? ERR : OK;
+    return build_into(&k_na, v, out);
 
+bail:
+    rc = BAIL;
+    goto fail;
+error:
+    rc = ERR;
 fail:
     release(v, NA_N);
     return rc;
-bail:
-    release(v, NA_N);
-    return BAIL;
-error:
-    release(v, NA_N);
-    return ERR;
 }
 
 /* ``SIP/2.0/transport SP host[:port];params`` spanning [p, e) (parser.py
@@ -625,18 +626,13 @@ via(const char *p, const char *e, PyObject **out)
         goto error;
     }
     v[V_PROTOCOL] = Py_NewRef(s_sip20);
-    if (v[V_PORT] == NULL) {
-        v[V_PORT] = Py_NewRef(Py_None);
-    }
-    *out = build(&k_via, v);
-    return *out == NULL ? ERR : OK;
+    return build_into(&k_via, v, out);
 
+error:
+    rc = ERR;
 fail:
     release(v, V_N);
     return rc;
-error:
-    release(v, V_N);
-    return ERR;
 }
 
 /* ``digits SP method`` (section 20.16), the number at most 2**32 - 1. */
