@@ -10,6 +10,7 @@ counts: retransmissions, error answers, and calls that cross between UDP and Web
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from protocols.sip.message import NameAddr, Request, Response, SipURI
 from tests.peers.sipua import UA, UdpUA, WsUA
 from tests.serverproc import ServerProcess
+from tests.signaling.inproc import running_server
 from tests.sipp_runner import Sipp, SippResult, run_sipp
 
 #: The ring time the test server enforces (seconds): short, so no-answer takes seconds.
@@ -479,3 +481,44 @@ async def test_fork_to_ws_and_udp_bindings(server: ServerProcess) -> None:
     finally:
         for ua in (caller, on_ws, on_udp):
             await ua.close()
+
+
+async def test_timer_c_cancels_a_ringing_branch_and_ends_a_silent_one_with_408() -> None:
+    """§16.6 step 11 and §16.8: Timer C guards each INVITE branch.  When it fires, a branch
+    that sent a provisional is CANCELled (its 487 goes upstream); one that sent nothing is
+    408.  Timer C is at least three minutes in service (``TIMER_C_MIN``): the server here has
+    it shortened to one second through its timer values, the ring timeout left far away, so
+    only Timer C can end these calls."""
+    async with running_server(ring_timeout=600) as server:
+        core = server.core
+        core.timers_unreliable = dataclasses.replace(core.timers_unreliable, c=1.0)
+        assert server.udp_address is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callee = await UdpUA("timerc", "127.0.0.1", port).start()
+        try:
+            await callee.send(callee.register())
+            await callee.response(200, "REGISTER")
+            # A ringing branch: 180, then silence until Timer C.
+            invite = caller.invite("timerc")
+            await caller.send(invite)
+            got = await callee.request("INVITE")
+            await callee.send(callee.reply(got, 180, tag="c1"))
+            await caller.response(180)
+            cancel = await callee.request("CANCEL", timeout=3.0)
+            assert cancel.vias[0].branch == got.vias[0].branch  # §9.1: the branch's CANCEL
+            await callee.send(callee.reply(cancel, 200))
+            await callee.send(callee.reply(got, 487, tag="c1"))
+            terminated = await caller.response(487)
+            assert terminated.call_id == invite.call_id
+            await caller.send(caller.ack_non2xx(invite, terminated))
+            # A silent branch: no provisional at all, so Timer C ends it with 408.
+            invite2 = caller.invite("timerc")
+            await caller.send(invite2)
+            await callee.request("INVITE")
+            final = await caller.recv(lambda m: isinstance(m, Response) and m.status >= 200
+                                      and m.call_id == invite2.call_id, timeout=3.0)
+            assert isinstance(final, Response) and final.status == 408
+        finally:
+            await caller.close()
+            await callee.close()
