@@ -99,7 +99,9 @@ class DatagramSender(Protocol):
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
 
 
-Handler = Callable[[Work], Awaitable[None]]
+#: A request handler: returns None when it handled the work synchronously (the registrar with
+#: the in-memory registry), else the awaitable that handles it.
+Handler = Callable[[Work], Awaitable[None] | None]
 TUCallback = Callable[[Transaction, Event], None]
 
 
@@ -406,13 +408,15 @@ class SipCore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def _handle(self, work: Work) -> None:
+    def _handle(self, work: Work) -> Awaitable[None] | None:
+        # Not a coroutine: the handler's own awaitable (or None) goes to the worker as is,
+        # one coroutine less per request.
         handler = self.handlers.get(work.request.method, self.default_handler)
         if handler is None:
             self.respond(work.txn, make_response(work.request, 501,
                                                  to_tag=self.stateless_tag(work.request)))
-            return
-        await handler(work)
+            return None
+        return handler(work)
 
     def _handler_failed(self, work: Work, exc: BaseException) -> None:
         log.error("handler failed for %s %s: %r", work.request.method, work.request.call_id, exc,
