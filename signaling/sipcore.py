@@ -232,7 +232,7 @@ class SipCore:
         ``data``: the response's wire form when the TU wrote it already; ``response`` may then
         be a ``response_stub`` for a non-INVITE final response (see ``response_stub``).
         """
-        if txn.state is State.TERMINATED:
+        if txn.state is _TERMINATED:
             self.c_drop.inc("late_response")
             return
         try:
@@ -537,6 +537,9 @@ def _text(value: SipURI | TelURI | AbsoluteURI | NameAddr | Via) -> str:
     return raw if raw is not None else str(value)
 
 
+#: ``State.TERMINATED`` read once: in Python 3.11 an enum member lookup on its class goes
+#: through ``EnumType.__getattr__``, costly on a per-response path.
+_TERMINATED = State.TERMINATED
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}
 
 

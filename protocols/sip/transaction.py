@@ -133,6 +133,20 @@ class Input(IntEnum):
     TRANSPORT_ERROR = 22  # the transport failed to send (§17.1.4, §17.2.4)
 
 
+# Members the per-message paths read, as module constants: in Python 3.11 ``State.X`` is
+# looked up through ``EnumType.__getattr__`` (a slot hook, several hundred instructions each
+# time), a module global is a cached dict read.
+_TERMINATED_ST = State.TERMINATED
+_COMPLETED_ST = State.COMPLETED
+_IN_ACK = Input.ACK
+_IN_RETRANSMISSION = Input.REQUEST_RETRANSMISSION
+_IN_SEND_1XX = Input.SEND_1XX
+_IN_SEND_2XX = Input.SEND_2XX
+_IN_SEND_300_699 = Input.SEND_300_699
+_IN_RECV_1XX = Input.RECV_1XX
+_IN_RECV_2XX = Input.RECV_2XX
+_IN_RECV_300_699 = Input.RECV_300_699
+
 _TIMER_INPUTS = frozenset(i for i in Input if i.name.startswith("TIMER_"))
 _REQUEST_INPUTS = frozenset({Input.REQUEST_RETRANSMISSION, Input.ACK})
 _RESPONSE_INPUTS = frozenset(Input) - _TIMER_INPUTS - _REQUEST_INPUTS - {Input.TRANSPORT_ERROR}
@@ -476,9 +490,12 @@ class Transaction:
         timers = self._timers
         if timers:
             allowed = self.STATE_TIMERS[nxt]
-            for k in [k for k in timers if k not in allowed]:
-                del timers[k]
-        if nxt is State.TERMINATED:
+            # The usual entry keeps every armed timer (Completed with its J just armed): one
+            # C-level superset test instead of building the list of timers to cancel.
+            if not allowed.issuperset(timers):
+                for k in [k for k in timers if k not in allowed]:
+                    del timers[k]
+        if nxt is _TERMINATED_ST:
             self._immediate = None
             out.append(_TERMINATED)
 
@@ -510,7 +527,7 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state is State.TERMINATED
+        return self.state is _TERMINATED_ST
 
     def armed_timers(self) -> dict[Input, float]:
         """A copy of the armed timers and their deadlines (for tests and diagnostics)."""
@@ -550,8 +567,8 @@ class ClientTransaction(Transaction):
     def receive_response(self, response: Response, now: float) -> list[Event]:
         """A response matched to this transaction by ``client_key`` (§17.1.3)."""
         status = response.status
-        inp = Input.RECV_1XX if status < 200 else Input.RECV_2XX if status < 300 else (
-            Input.RECV_300_699)
+        inp = _IN_RECV_1XX if status < 200 else _IN_RECV_2XX if status < 300 else (
+            _IN_RECV_300_699)
         return self.handle(inp, now, response)
 
 
@@ -671,14 +688,14 @@ class ServerTransaction(Transaction):
 
     def receive_request(self, request: Request, now: float) -> list[Event]:
         """A request matched to this transaction: a retransmission, or the ACK (§17.2.1)."""
-        inp = Input.ACK if request.method == "ACK" else Input.REQUEST_RETRANSMISSION
+        inp = _IN_ACK if request.method == "ACK" else _IN_RETRANSMISSION
         return self.handle(inp, now, request)
 
     def send_response(self, response: Response, now: float) -> list[Event]:
         """The TU's response to the request (§17.2.1, §17.2.2)."""
         status = response.status
-        inp = Input.SEND_1XX if status < 200 else Input.SEND_2XX if status < 300 else (
-            Input.SEND_300_699)
+        inp = _IN_SEND_1XX if status < 200 else _IN_SEND_2XX if status < 300 else (
+            _IN_SEND_300_699)
         return self.handle(inp, now, response)
 
     def matches_to_tag(self, request: Request) -> bool:
@@ -765,7 +782,7 @@ class NonInviteServerTransaction(ServerTransaction):
         attribute types; ``last_response`` keeps the status, reason and CSeq method.
         """
         last = self.last_response
-        if self.state is not State.COMPLETED or last is None or self.last_response_bytes is None:
+        if self.state is not _COMPLETED_ST or last is None or self.last_response_bytes is None:
             return False
         self.request = _RELEASED_REQUEST
         if last.vias:  # a stub already when the TU sent bytes (no Vias, see response_stub)
@@ -967,7 +984,7 @@ class TransactionTable:
         """Track ``txn``.  Raises ``TransactionTableFull`` or, for a taken key, TransactionError."""
         if len(self._servers) + len(self._clients) >= self.max_size:
             raise TransactionTableFull(f"{self.max_size} transactions live")
-        if txn.state is State.TERMINATED or txn._owner is not None:
+        if txn.state is _TERMINATED_ST or txn._owner is not None:
             raise TransactionError(f"cannot add {txn!r}")
         table: dict[TransactionKey, ServerTransaction] | dict[TransactionKey, ClientTransaction]
         table = self._servers if isinstance(txn, ServerTransaction) else self._clients
@@ -1021,7 +1038,7 @@ class TransactionTable:
     # -- deadlines ---------------------------------------------------------------------------
 
     def _reschedule(self, txn: Transaction) -> None:
-        if txn.state is State.TERMINATED:
+        if txn.state is _TERMINATED_ST:
             self.remove(txn)
             return
         timers = txn._timers
