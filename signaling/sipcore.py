@@ -235,8 +235,10 @@ class SipCore:
         if txn.state is _TERMINATED:
             self.c_drop.inc("late_response")
             return
+        loop = self._loop
+        assert loop is not None
         try:
-            events = txn.send_response(response, self.now())
+            events = txn.send_response(response, loop.time())
         except TransactionError:
             # A second final response racing the first (a 487 after a 486): §17.2 discards it.
             self.c_drop.inc("late_response")
@@ -445,8 +447,9 @@ class SipCore:
                 peer = txn.peer
                 assert isinstance(peer, Peer)
                 if isinstance(msg, Response):
-                    self.c_resp_out.inc(_method(msg.cseq.method), _CLASS[msg.status // 100],
-                                        peer.transport)
+                    method = msg.cseq.method  # _method, spelled out: once per response sent
+                    self.c_resp_out.inc(method if method in KNOWN_METHODS else "other",
+                                        _CLASS[msg.status // 100], peer.transport)
                 else:
                     self.c_req_out.inc(msg.method if msg.method in KNOWN_METHODS else "other",
                                        peer.transport)

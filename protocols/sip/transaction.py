@@ -346,7 +346,14 @@ def _a_e_at_t2(t: Transaction, inp: Input, m: Request | Response | None,
 def _start(timer: Input, field: str) -> _ActionFn:
     def action(t: Transaction, inp: Input, m: Request | Response | None,
                now: float, out: list[Event]) -> None:
-        _arm(t, timer, getattr(t.timers, field), now)
+        # ``_arm``, spelled out: Timer J is started for every non-INVITE final response.
+        delay: float | None = getattr(t.timers, field)
+        if delay is None:
+            return
+        if delay <= 0:
+            t._immediate = timer
+            return
+        t._timers[timer] = now + delay
     return action
 
 
@@ -683,7 +690,9 @@ class ServerTransaction(Transaction):
             key = server_key(request)
             if key is None:
                 raise TransactionError("request without Via cannot create a transaction")
-        super().__init__(request, key, timers, peer)
+        # The base named, not super(): one transaction per new request, and super() builds a
+        # proxy object each time.
+        Transaction.__init__(self, request, key, timers, peer)
         self._to_tag = request.to.tag
 
     def receive_request(self, request: Request, now: float) -> list[Event]:
@@ -762,7 +771,7 @@ class InviteServerTransaction(ServerTransaction):
                  key: TransactionKey | None = None) -> None:
         if request.method != "INVITE":
             raise TransactionError(f"INVITE server transaction for {request.method}")
-        super().__init__(request, timers, peer, key)
+        ServerTransaction.__init__(self, request, timers, peer, key)
 
 
 class NonInviteServerTransaction(ServerTransaction):
@@ -818,7 +827,7 @@ class NonInviteServerTransaction(ServerTransaction):
                  key: TransactionKey | None = None) -> None:
         if request.method in ("INVITE", "ACK"):
             raise TransactionError(f"non-INVITE server transaction for {request.method}")
-        super().__init__(request, timers, peer, key)
+        ServerTransaction.__init__(self, request, timers, peer, key)
 
 
 def new_client_transaction(request: Request, timers: TimerValues, peer: object = None, *,
