@@ -178,8 +178,9 @@ class Registrar:
     def _contacts_tail(self, bindings: list[Binding], now: float) -> bytes:
         # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
         # binding stores its URI's wire text, which is what str() of the parsed URI gives.
-        contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
-                            for b in bindings])
+        # ``Binding.remaining``, spelled out: once per binding of every 200.
+        contacts = "".join([f"\r\nContact: <{b.contact}>;expires="
+                            f"{max(0, int(b.expires_at - now + 0.5))}" for b in bindings])
         return contacts.encode("utf-8", "surrogateescape") + self._date_tail(now)
 
     def _date_tail(self, now: float) -> bytes:
@@ -222,7 +223,9 @@ class Registrar:
 
     def _change(self, req: Request, contact: NameAddr, peer: Peer) -> ContactChange:
         expires = self._expires(req, contact)
-        uri_text = str(contact.uri)
+        uri = contact.uri
+        raw = uri.raw  # str(uri) without the __str__ call: the wire text the parser kept
+        uri_text = raw if raw is not None else str(uri)
         raw_q = contact.params.get("q")
         q = 1.0 if raw_q is None else _q_value(raw_q)
         instance = contact.params.get("+sip.instance")
@@ -232,7 +235,7 @@ class Registrar:
             source=f"{peer.host}:{peer.port}", connection_id=peer.conn_id,
             node=self.node_id if peer.conn_id else None,
             instance=instance, reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
-            key=contact_key(contact.uri),
+            key=contact_key(uri),
         )
 
     def _expires(self, req: Request, contact: NameAddr) -> int:

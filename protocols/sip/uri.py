@@ -272,7 +272,9 @@ def aor_of(uri: URI) -> str:
         host = uri.host.lower()
         if user is None:
             return f"{uri.scheme}:{host}"
-        return f"{uri.scheme}:{_canonical_escape(unescape(user))}@{host}"
+        if "%" in user:  # unescape's own test, without the call for the usual user part
+            user = unescape(user)
+        return f"{uri.scheme}:{_canonical_escape(user)}@{host}"
     return str(uri)
 
 

@@ -169,7 +169,8 @@ def make_binding(
         aor=aor, contact=change.contact, q=change.q, expires_at=now + change.expires,
         call_id=call_id, cseq=cseq, transport=change.transport, source=change.source,
         connection_id=change.connection_id, node=change.node, instance=change.instance,
-        reg_id=change.reg_id, path=change.path, key=binding_key(change),
+        reg_id=change.reg_id, path=change.path,
+        key=change.key or change.contact,  # binding_key, without the call (every REGISTER)
     )
 
 

@@ -157,7 +157,9 @@ class MemoryRegistry:
             raise RegistryFull(f"more than {self._max_aors} AORs")
         if changes:
             self._commit(aor, stored, updated)
-        return sort_bindings(list(updated.values()))
+        bindings = list(updated.values())
+        # sort_bindings' own test, without the call for the usual single binding
+        return bindings if len(bindings) < 2 else sort_bindings(bindings)
 
     async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
         return self.remove_all_now(aor, call_id, cseq, now)
