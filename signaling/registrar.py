@@ -88,6 +88,7 @@ class Registrar:
         self.default_expires = cfg.default_expires
         self.c_register = metrics.fast_counter("registrations", "REGISTER outcomes",
                                                ["result"])
+        self.c_register_ok = self.c_register.child("200")  # every 200: no label to pack
         self.h_registry = metrics.histogram("registry_call_seconds",
                                             "Registry call latency", ["op"])
         # The in-memory registry answers in microseconds without I/O: timing it would cost
@@ -131,7 +132,7 @@ class Registrar:
         self._ok(work, tail)
 
     def _ok(self, work: Work, tail: bytes) -> None:
-        self.c_register.inc("200")
+        self.c_register_ok.inc()
         # The 200 goes straight to bytes (the same bytes make_response + serialize give, the
         # tests hold them equal): the transaction only keeps its wire form and a stub anyway
         # (NonInviteServerTransaction.compact), so a Response would be built only to be dropped.

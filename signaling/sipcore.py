@@ -22,8 +22,6 @@ from typing import NamedTuple, Protocol
 from protocols.sip.builders import error_response, make_response, reason_phrase
 from protocols.sip.errors import RemoteProtocolError, TransactionError
 from protocols.sip.message import (
-    AbsoluteURI,
-    NameAddr,
     Request,
     Response,
     SipURI,
@@ -223,7 +221,7 @@ class SipCore:
         from_tag = fp.get("tag")
         if from_tag is None and fp:
             from_tag = param(fp, "tag")
-        return f"{hash((request.call_id, from_tag, top or '')) & 0xFFFFFFFF:x}"
+        return "%x" % (hash((request.call_id, from_tag, top or "")) & 0xFFFFFFFF)
 
     def respond(self, txn: ServerTransaction, response: Response,
                 data: bytes | None = None) -> None:
@@ -515,7 +513,10 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
         # The common case: no tag yet and nothing else to keep; rendered as NameAddr renders
         # a To given a tag (§8.2.6.2), without building one.
         tag = SipCore.stateless_tag(request)
-        uri = _text(to.uri)
+        uri_value = to.uri
+        uri = uri_value.raw  # _text, spelled out here and below: every stateless answer
+        if uri is None:
+            uri = str(uri_value)
         to_text = f"{to.display} <{uri}>;tag={tag}" if to.display else f"<{uri}>;tag={tag}"
     elif to.tag is None:
         to_text = str(to.with_param("tag", SipCore.stateless_tag(request)))
@@ -525,19 +526,19 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
         reason = reason_phrase(status)
     vias = request.vias
     if len(vias) == 1:
-        via = "\r\nVia: " + _text(vias[0])
+        top = vias[0]
+        via_text = top.raw
+        via = "\r\nVia: " + (via_text if via_text is not None else str(top))
     else:
         via = "".join([f"\r\nVia: {v}" for v in vias])
     cseq = request.cseq
-    head = (f"SIP/2.0 {status} {reason}{via}\r\nFrom: {_text(request.from_)}\r\nTo: {to_text}"
+    from_ = request.from_
+    from_text = from_.raw
+    if from_text is None:
+        from_text = str(from_)
+    head = (f"SIP/2.0 {status} {reason}{via}\r\nFrom: {from_text}\r\nTo: {to_text}"
             f"\r\nCall-ID: {request.call_id}\r\nCSeq: {cseq.seq} {cseq.method}")
     return head.encode("utf-8", "surrogateescape") + tail
-
-
-def _text(value: SipURI | TelURI | AbsoluteURI | NameAddr | Via) -> str:
-    """``str(value)``: the wire text a parsed value kept, read without the ``__str__`` call."""
-    raw = value.raw
-    return raw if raw is not None else str(value)
 
 
 #: ``State.TERMINATED`` read once: in Python 3.11 an enum member lookup on its class goes

@@ -39,3 +39,16 @@ def test_two_instances_do_not_share_series() -> None:
     assert ("signaling_x_total", ()) in _samples(a)
     assert ("signaling_x_total", ()) not in _samples(b)
     assert _samples(b)[("signaling_lat_count", ())] == 1
+
+
+def test_a_bound_child_counts_into_its_labels() -> None:
+    m = Metrics()
+    c = m.fast_counter("registrations", "outcomes", ["result"])
+    ok = c.child("200")
+    ok.inc()
+    ok.inc()
+    c.inc("200")
+    c.inc("503")
+    assert c.get("200") == 3 and c.get("503") == 1
+    samples = _samples(m)
+    assert samples[("signaling_registrations_total", (("result", "200"),))] == 3
