@@ -95,7 +95,7 @@ class Registrar:
         # more than the call.  Remote engines (Redis) are timed.
         self.timed = cfg.registry != "memory"
         #: The in-memory engine, called synchronously (``handle``); None for a remote one.
-        self.memory = _synchronous(registry)
+        self.memory = registry if isinstance(registry, MemoryRegistry) else None
         self._date_second = -1
         self._date = b""
 
@@ -263,19 +263,6 @@ class Registrar:
             return await aw
         finally:
             self.h_registry.labels(op).observe(time.perf_counter() - start)
-
-
-def _synchronous(registry: Registry) -> MemoryRegistry | None:
-    """``registry`` when its REGISTER calls may be made synchronously: the in-memory engine
-    whose coroutines are its own.  A subclass that overrides them (a slowed stand-in, a
-    wrapper) is awaited like any remote engine, so its overrides run."""
-    if not isinstance(registry, MemoryRegistry):
-        return None
-    cls = type(registry)
-    if cls.register is not MemoryRegistry.register or (
-            cls.remove_all is not MemoryRegistry.remove_all):
-        return None
-    return registry
 
 
 def _reject_for(exc: RegistryError) -> RegistrarReject:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Sequence
 
 import pytest
 
@@ -15,7 +14,7 @@ from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import parse_uri
 from signaling.registry import make_registry
-from signaling.registry.base import Binding, ContactChange, Registry, RegistryFull
+from signaling.registry.base import Registry, RegistryFull
 from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import SipCore
 from tests.signaling.inproc import UdpPeer, running_server
@@ -233,31 +232,3 @@ async def test_same_answers_from_the_synchronous_and_the_awaited_registry_path(
         assert srv.registrar.c_register.get("200") == 2
         peer.close()
     await registry.close()
-
-
-class _CountingRegistry(MemoryRegistry):
-    """The in-memory engine with its register coroutine overridden (counts, then yields)."""
-
-    calls = 0
-
-    async def register(self, aor: str, call_id: str, cseq: int,
-                       changes: Sequence[ContactChange], now: float) -> list[Binding]:
-        self.calls += 1
-        await asyncio.sleep(0)
-        return await super().register(aor, call_id, cseq, changes, now)
-
-
-async def test_a_registry_overriding_the_coroutines_is_awaited() -> None:
-    # A MemoryRegistry subclass that overrides register (a slowed stand-in, a wrapper) must
-    # see its override run: only the engine's own coroutines are bypassed.
-    registry = _CountingRegistry()
-    async with running_server(registry=registry, domain=["example.com"]) as srv:
-        assert srv.registrar.memory is None
-        assert srv.udp_address is not None
-        port = srv.udp_address[1]
-        peer = await UdpPeer.open()
-        ok = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
-                                              call_id="override"))
-        assert ok.status == 200 and _expires(ok) == {"sip:a@10.0.0.1": 3600}
-        assert registry.calls == 1
-        peer.close()
