@@ -27,9 +27,6 @@ T = TypeVar("T")
 class Dispatcher(Generic[T]):
     """``shards`` bounded FIFO queues, one worker task each, calling ``handler(item)``.
 
-    A handler returns the awaitable that handles the item, or None when it handled it
-    synchronously (no coroutine to create, start and finish for work that never waits).
-
     Not ``asyncio.Queue``: its put_nowait, get and task_done are Python code (about a dozen
     calls per item), a noticeable share of a REGISTER.  A shard here is a deque, a bound
     checked on submit, and the one future its idle worker waits on; ``_unfinished`` counts
@@ -40,7 +37,7 @@ class Dispatcher(Generic[T]):
         self,
         shards: int,
         queue_size: int,
-        handler: Callable[[T], Awaitable[None] | None],
+        handler: Callable[[T], Awaitable[None]],
         on_error: Callable[[T, BaseException], None],
     ) -> None:
         if shards < 1 or queue_size < 1:
@@ -120,9 +117,7 @@ class Dispatcher(Generic[T]):
                 continue
             item = queue.popleft()
             try:
-                pending = handler(item)
-                if pending is not None:
-                    await pending
+                await handler(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must cost one request, never the worker

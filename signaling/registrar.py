@@ -31,7 +31,6 @@ from signaling.registry.base import (
     Registry,
     RegistryError,
 )
-from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
 
 __all__ = ["Registrar", "RegistrarReject", "contact_key"]
@@ -94,72 +93,30 @@ class Registrar:
         # The in-memory registry answers in microseconds without I/O: timing it would cost
         # more than the call.  Remote engines (Redis) are timed.
         self.timed = cfg.registry != "memory"
-        #: The in-memory engine, called synchronously (``handle``); None for a remote one.
-        self.memory = registry if isinstance(registry, MemoryRegistry) else None
         self._date_second = -1
         self._date = b""
 
-    def handle(self, work: Work) -> Awaitable[None] | None:
-        """Answer one REGISTER.  With the in-memory registry nothing waits: the REGISTER is
-        handled here and now and None returned, sparing the chain of coroutines (this, the
-        steps, the registry call) a REGISTER would otherwise create.  With a remote registry
-        the coroutine that handles it is returned, for the worker to await."""
-        memory = self.memory
-        if memory is None:
-            return self._handle_remote(work)
-        req = work.request
-        try:
-            tail = self._process_memory(req, work.peer, memory)
-        except RegistryError as exc:  # the registry's own answer (§21.5.4 for 503s)
-            self._reject(work, _reject_for(exc))
-            return None
-        except RegistrarReject as rej:
-            self._reject(work, rej)
-            return None
-        self._ok(work, tail)
-        return None
-
-    async def _handle_remote(self, work: Work) -> None:
+    async def handle(self, work: Work) -> None:
         req = work.request
         try:
             tail = await self._process(req, work.peer)
-        except RegistryError as exc:
+        except RegistryError as exc:  # the registry's own answer (§21.5.4 for 503s)
             self._reject(work, _reject_for(exc))
             return
         except RegistrarReject as rej:
             self._reject(work, rej)
             return
-        self._ok(work, tail)
-
-    def _ok(self, work: Work, tail: bytes) -> None:
         self.c_register_ok.inc()
         # The 200 goes straight to bytes (the same bytes make_response + serialize give, the
         # tests hold them equal): the transaction only keeps its wire form and a stub anyway
         # (NonInviteServerTransaction.compact), so a Response would be built only to be dropped.
-        self.core.respond(work.txn, _OK_STUB, stateless_answer(work.request, 200, "OK", tail))
+        self.core.respond(work.txn, _OK_STUB, stateless_answer(req, 200, "OK", tail))
 
     def _reject(self, work: Work, rej: RegistrarReject) -> None:
         req = work.request
         self.c_register.inc(str(rej.status))
         self.core.respond(work.txn, make_response(
             req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
-
-    def _process_memory(self, req: Request, peer: Peer, memory: MemoryRegistry) -> bytes:
-        """``_process`` with the in-memory registry's synchronous calls: same steps, same
-        order, same answers."""
-        self._check_domain(req)                     # step 1
-        aor = self._aor(req)                        # step 5
-        now = self.clock()
-        if req.contact_star:                        # step 6
-            self._check_star(req)
-            memory.remove_all_now(aor, req.call_id, req.cseq.seq, now)
-            self._unregistered(aor)
-            return self._date_tail(now)
-        changes = [self._change(req, c, peer) for c in req.contacts]   # step 7
-        bindings = memory.register_now(aor, req.call_id, req.cseq.seq, changes, now)
-        if changes and self.on_event is not None:
-            self.on_event("register", aor, bindings)
-        return self._contacts_tail(bindings, now)
 
     async def _process(self, req: Request, peer: Peer) -> bytes:
         """Steps 1-8 of §10.3; the wire form of the 200 after its CSeq (``stateless_tail``)."""
@@ -168,15 +125,13 @@ class Registrar:
         now = self.clock()
         if req.contact_star:                        # step 6
             await self._remove_all(req, aor, now)
-            return self._date_tail(now)
-        changes = [self._change(req, c, peer) for c in req.contacts]   # step 7
-        call = self.registry.register(aor, req.call_id, req.cseq.seq, changes, now)
-        bindings = await (self._timed("register", call) if self.timed else call)
-        if changes and self.on_event is not None:
-            self.on_event("register", aor, bindings)
-        return self._contacts_tail(bindings, now)
-
-    def _contacts_tail(self, bindings: list[Binding], now: float) -> bytes:
+            bindings: list[Binding] = []
+        else:
+            changes = [self._change(req, c, peer) for c in req.contacts]   # step 7
+            call = self.registry.register(aor, req.call_id, req.cseq.seq, changes, now)
+            bindings = await (self._timed("register", call) if self.timed else call)
+            if changes and self.on_event is not None:
+                self.on_event("register", aor, bindings)
         # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
         # binding stores its URI's wire text, which is what str() of the parsed URI gives.
         # ``Binding.remaining``, spelled out: once per binding of every 200.
@@ -207,18 +162,11 @@ class Registrar:
         return aor_of(to_uri)
 
     async def _remove_all(self, req: Request, aor: str, now: float) -> None:
-        self._check_star(req)
-        call = self.registry.remove_all(aor, req.call_id, req.cseq.seq, now)
-        await (self._timed("remove_all", call) if self.timed else call)
-        self._unregistered(aor)
-
-    @staticmethod
-    def _check_star(req: Request) -> None:
         # §10.3 step 6: "*" only alone and only with Expires: 0.
         if req.contacts or req.expires != 0:
             raise RegistrarReject(400, "Contact * needs Expires: 0 and no other contact")
-
-    def _unregistered(self, aor: str) -> None:
+        call = self.registry.remove_all(aor, req.call_id, req.cseq.seq, now)
+        await (self._timed("remove_all", call) if self.timed else call)
         if self.on_event is not None:
             self.on_event("unregister", aor, [])
 

@@ -97,9 +97,7 @@ class DatagramSender(Protocol):
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
 
 
-#: A request handler: returns None when it handled the work synchronously (the registrar with
-#: the in-memory registry), else the awaitable that handles it.
-Handler = Callable[[Work], Awaitable[None] | None]
+Handler = Callable[[Work], Awaitable[None]]
 TUCallback = Callable[[Transaction, Event], None]
 
 
@@ -408,15 +406,13 @@ class SipCore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _handle(self, work: Work) -> Awaitable[None] | None:
-        # Not a coroutine: the handler's own awaitable (or None) goes to the worker as is,
-        # one coroutine less per request.
+    async def _handle(self, work: Work) -> None:
         handler = self.handlers.get(work.request.method, self.default_handler)
         if handler is None:
             self.respond(work.txn, make_response(work.request, 501,
                                                  to_tag=self.stateless_tag(work.request)))
-            return None
-        return handler(work)
+            return
+        await handler(work)
 
     def _handler_failed(self, work: Work, exc: BaseException) -> None:
         log.error("handler failed for %s %s: %r", work.request.method, work.request.call_id, exc,

@@ -126,14 +126,6 @@ class MemoryRegistry:
     async def register(
         self, aor: str, call_id: str, cseq: int, changes: Sequence[ContactChange], now: float
     ) -> list[Binding]:
-        return self.register_now(aor, call_id, cseq, changes, now)
-
-    def register_now(
-        self, aor: str, call_id: str, cseq: int, changes: Sequence[ContactChange], now: float
-    ) -> list[Binding]:
-        """``register`` without the coroutine: nothing here waits, so a caller that knows the
-        engine is this one (the registrar) calls it directly and spares a coroutine per
-        REGISTER.  Same result, same exceptions."""
         stored = self._aors.get(aor)
         if stored is None:  # a new AOR (the common first REGISTER): nothing to compare with
             stored = live = {}
@@ -162,10 +154,6 @@ class MemoryRegistry:
         return bindings if len(bindings) < 2 else sort_bindings(bindings)
 
     async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
-        return self.remove_all_now(aor, call_id, cseq, now)
-
-    def remove_all_now(self, aor: str, call_id: str, cseq: int, now: float) -> int:
-        """``remove_all`` without the coroutine (see ``register_now``)."""
         stored = self._aors.get(aor, {})
         live = [b for b in stored.values() if b.expires_at > now]
         for b in live:

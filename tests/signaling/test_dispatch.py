@@ -185,24 +185,3 @@ def test_bounds_must_be_positive() -> None:
         assert d.queue_size == 1
     else:
         raise AssertionError("resize(0) accepted")
-
-
-async def test_a_synchronous_handler_is_not_awaited_and_its_errors_are_reported() -> None:
-    # A handler may do its work at once and return None (the registrar with the in-memory
-    # registry): the item counts as handled, order per key holds, a raise costs that item only.
-    done: list[int] = []
-    errors: list[int] = []
-
-    def handle(item: int) -> None:
-        if item == 2:
-            raise RuntimeError("boom")
-        done.append(item)
-
-    d: Dispatcher[int] = Dispatcher(1, 10, handle, lambda i, e: errors.append(i))
-    d.start()
-    for i in range(5):
-        assert d.submit("k", i)
-    assert await d.drain(2.0)
-    assert done == [0, 1, 3, 4] and errors == [2]
-    assert d.depths() == [0]
-    await d.stop()

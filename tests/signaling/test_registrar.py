@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-
-import pytest
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import parse_uri
-from signaling.registry import make_registry
-from signaling.registry.base import Registry, RegistryFull
+from signaling.registry.base import RegistryFull
 from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import SipCore
 from tests.signaling.inproc import UdpPeer, running_server
@@ -200,35 +196,3 @@ async def test_a_full_registry_is_answered_503_with_its_retry_after() -> None:
         assert srv.registrar.c_register.get("503") == 1
         assert await srv.registry.count_aors() == 1
         peer.close()
-
-
-@pytest.mark.parametrize("engine", ["memory", "redis"])
-async def test_same_answers_from_the_synchronous_and_the_awaited_registry_path(
-        engine: str, request: pytest.FixtureRequest) -> None:
-    # The in-memory registry is called synchronously (Registrar.handle returns None), a remote
-    # one through the awaited path: the same REGISTERs get the same answers from both.
-    registry: Registry = MemoryRegistry()
-    if engine == "redis":
-        url = request.getfixturevalue("redis_url")
-        registry = make_registry(f"{url}?prefix=t{uuid.uuid4().hex[:12]}")
-    async with running_server(registry=registry, domain=["example.com"]) as srv:
-        assert (srv.registrar.memory is not None) == (engine == "memory")
-        assert srv.udp_address is not None
-        port = srv.udp_address[1]
-        peer = await UdpPeer.open()
-        ok = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
-                                              expires=300, call_id="both"))
-        assert ok.status == 200 and _expires(ok) == {"sip:a@10.0.0.1": 300}
-        stale = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:a@10.0.0.1>"],
-                                                 call_id="both", cseq=1, extra="X: again"))
-        assert stale.status == 500  # §10.3 step 7: same Call-ID, CSeq not higher
-        bad_star = await _ask(peer, port, _register(port, peer.port, contacts=["*"], expires=5,
-                                                    call_id="both", cseq=2))
-        assert bad_star.status == 400
-        gone = await _ask(peer, port, _register(port, peer.port, contacts=["*"], expires=0,
-                                                call_id="both", cseq=3))
-        assert gone.status == 200 and not gone.contacts and gone.header("Date") is not None
-        assert await registry.lookup("sip:alice@example.com", 0.0) == []
-        assert srv.registrar.c_register.get("200") == 2
-        peer.close()
-    await registry.close()

@@ -106,23 +106,3 @@ async def test_register_matches_model(sequence: list[tuple[str, int, list[tuple[
         assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in got} == model
         if contacts:  # a query leaves expired entries for the sweeper
             assert await reg.count_bindings() == len(model)
-
-
-async def test_synchronous_calls_match_the_coroutines() -> None:
-    # register_now / remove_all_now are what register / remove_all await: same bindings, same
-    # refusals, same state after.
-    sync, coro = MemoryRegistry(max_bindings_per_aor=2), MemoryRegistry(max_bindings_per_aor=2)
-    steps = [("c1", 1, [change("sip:a@h"), change("sip:b@h", 30)]),
-             ("c1", 2, [change("sip:a@h", 0)]),
-             ("c2", 1, [change("sip:c@h")])]
-    for call_id, cseq, changes in steps:
-        assert sync.register_now("sip:u@x", call_id, cseq, changes, NOW) == \
-            await coro.register("sip:u@x", call_id, cseq, changes, NOW)
-    with pytest.raises(OutOfOrder):
-        sync.register_now("sip:u@x", "c2", 1, [change("sip:c@h")], NOW)
-    with pytest.raises(RegistryFull):
-        sync.register_now("sip:u@x", "c3", 1, [change("sip:d@h")], NOW)
-    assert await sync.lookup("sip:u@x", NOW) == await coro.lookup("sip:u@x", NOW)
-    assert sync.remove_all_now("sip:u@x", "c4", 1, NOW) == \
-        await coro.remove_all("sip:u@x", "c4", 1, NOW) == 2
-    assert await sync.count_bindings() == await coro.count_bindings() == 0
