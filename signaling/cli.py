@@ -79,6 +79,13 @@ def _tune_gc() -> None:
 
 async def _serve(cfg: Config) -> int:
     server = Server(cfg)
+    # Handlers first: the listeners answer as soon as they are bound, so a SIGTERM may come
+    # while start() is still finishing (or during _tune_gc); it must mean a clean stop, not
+    # the default action that kills the process mid-start.
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
     try:
         await server.start()
         _tune_gc()
@@ -86,10 +93,6 @@ async def _serve(cfg: Config) -> int:
         print(f"signaling: cannot start: {exc}", file=sys.stderr)
         await server.stop()
         return 1
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     await server.stop()
     return 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
+import time
 
 from signaling.cli import build_parser
-from tests.serverproc import free_udp_port
+from tests.serverproc import ServerProcess, free_udp_port, options
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,3 +46,31 @@ def test_every_option_has_a_flag() -> None:
     serve = build_parser().parse_args(["serve", "--domain", "a,b", "--domain", "c", "--relay"])
     assert serve.domain == ["a,b", "c"]
     assert serve.relay is True
+
+
+def _first_answer(server: ServerProcess) -> None:
+    """Poll with OPTIONS every 2 ms and return at the first answer: as early in the server's
+    start-up as anything outside can tell it is there."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.002)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert server.proc is not None and server.proc.poll() is None, server.read_log()
+            s.sendto(options(server.udp_port), ("127.0.0.1", server.udp_port))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                if s.recv(65535):
+                    return
+        raise AssertionError("no answer")
+
+
+def test_sigterm_as_soon_as_it_answers_is_a_clean_stop() -> None:
+    """The UDP listener answers before start-up has finished (WebSocket, admin API, Diameter
+    and the collector tuning come after it): a SIGTERM in that window is still a clean
+    stop with status 0, never the default action that kills the process."""
+    for _ in range(3):
+        server = ServerProcess(admin=True, diameter=True)
+        with open(server.log_path, "wb") as log:
+            server.proc = subprocess.Popen(server.args(), stdout=log, stderr=subprocess.STDOUT)
+        _first_answer(server)
+        assert server.stop() == 0, server.log[-2000:]
