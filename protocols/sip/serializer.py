@@ -17,19 +17,21 @@ __all__ = ["serialize", "start_line"]
 
 def start_line(msg: Request | Response) -> str:
     if isinstance(msg, Request):
-        return f"{msg.method} {msg.uri} SIP/2.0"
+        uri = msg.uri
+        return f"{msg.method} {uri if uri.raw is None else uri.raw} SIP/2.0"
     return f"SIP/2.0 {msg.status} {msg.reason}"
 
 
 def _addr_lines(out: list[str], name: str, values: list[NameAddr]) -> None:
-    for v in values:
-        out.append(f"{name}: {v}")
+    # ``.raw`` read here rather than through __str__: one Python call less per value, on the
+    # path of every relayed message.
+    out.extend([f"{name}: {v if v.raw is None else v.raw}" for v in values])
 
 
 def serialize(msg: Request | Response) -> bytes:
     """The wire form of ``msg``."""
     out = [start_line(msg)]
-    out.extend([f"Via: {v}" for v in msg.vias])
+    out.extend([f"Via: {v if v.raw is None else v.raw}" for v in msg.vias])
     _typed_headers(out, msg)
     out.extend([f"{k}: {v}" for k, v in msg.extra])
     if msg.content_type is not None:
@@ -40,17 +42,21 @@ def serialize(msg: Request | Response) -> bytes:
 
 
 def _typed_headers(out: list[str], msg: Message) -> None:
-    _addr_lines(out, "Route", msg.routes)
-    _addr_lines(out, "Record-Route", msg.record_routes)
+    if msg.routes:
+        _addr_lines(out, "Route", msg.routes)
+    if msg.record_routes:
+        _addr_lines(out, "Record-Route", msg.record_routes)
     if msg.max_forwards is not None:
         out.append(f"Max-Forwards: {msg.max_forwards}")
-    out.append(f"From: {msg.from_}")
-    out.append(f"To: {msg.to}")
+    fr, to, cseq = msg.from_, msg.to, msg.cseq
+    out.append(f"From: {fr if fr.raw is None else fr.raw}")
+    out.append(f"To: {to if to.raw is None else to.raw}")
     out.append(f"Call-ID: {msg.call_id}")
-    out.append(f"CSeq: {msg.cseq.seq} {msg.cseq.method}")
+    out.append(f"CSeq: {cseq.seq} {cseq.method}")
     if msg.contact_star:
         out.append("Contact: *")
-    _addr_lines(out, "Contact", msg.contacts)
+    if msg.contacts:
+        _addr_lines(out, "Contact", msg.contacts)
     if msg.expires is not None:
         out.append(f"Expires: {msg.expires}")
     if msg.require:
