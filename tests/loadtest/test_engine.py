@@ -213,8 +213,9 @@ async def test_uas_side_answers_invites_that_reach_a_registered_ua() -> None:
                                          t1=0.05))
     run = asyncio.create_task(engine.run())
     loop = asyncio.get_running_loop()
-    while not rec.log:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):  # the engine's first REGISTER, due at t=0
+        while not rec.log:
+            await asyncio.sleep(0.01)
     contact = parse_message(rec.log[0][1]).contacts[0].uri
     bob = (contact.host, contact.port)  # type: ignore[union-attr]
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
