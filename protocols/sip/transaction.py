@@ -346,14 +346,7 @@ def _a_e_at_t2(t: Transaction, inp: Input, m: Request | Response | None,
 def _start(timer: Input, field: str) -> _ActionFn:
     def action(t: Transaction, inp: Input, m: Request | Response | None,
                now: float, out: list[Event]) -> None:
-        # ``_arm``, spelled out: Timer J is started for every non-INVITE final response.
-        delay: float | None = getattr(t.timers, field)
-        if delay is None:
-            return
-        if delay <= 0:
-            t._immediate = timer
-            return
-        t._timers[timer] = now + delay
+        _arm(t, timer, getattr(t.timers, field), now)
     return action
 
 
