@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from signaling.registry import (
     ContactChange,
     OutOfOrder,
+    Registry,
     RegistryFull,
     RegistryUnavailable,
     make_registry,
@@ -41,6 +42,17 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+async def _until_up(reg: Registry) -> None:
+    """Wait for a restarted or resumed Redis to answer again (at most 2 s)."""
+    for _ in range(20):
+        try:
+            await reg.ping()
+            return
+        except RegistryUnavailable:
+            await asyncio.sleep(0.1)
+    raise AssertionError("Redis did not come back within 2 s")
 
 
 @pytest.fixture
@@ -193,12 +205,7 @@ async def test_paused_redis_times_out(private_redis: RedisServer) -> None:
             assert elapsed < CALL_TIMEOUT * 4
         finally:
             os.kill(private_redis.proc.pid, signal.SIGCONT)
-        for _ in range(20):
-            try:
-                await reg.ping()
-                break
-            except RegistryUnavailable:
-                await asyncio.sleep(0.1)
+        await _until_up(reg)
         assert len(await reg.register(AOR, "c", 1, [change("sip:h")], time.time())) == 1
     finally:
         await reg.close()
@@ -267,12 +274,7 @@ async def test_every_returned_register_survives_redis_crash(private_redis: Redis
         await task
         assert failed > 0 and len(confirmed) + failed == 4000
         private_redis.start()
-        for _ in range(20):
-            try:
-                await reg.ping()
-                break
-            except RegistryUnavailable:
-                await asyncio.sleep(0.1)
+        await _until_up(reg)
         now = time.time()
         for aor in confirmed:
             assert len(await reg.lookup(aor, now)) == 1, aor
