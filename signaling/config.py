@@ -107,6 +107,16 @@ class Config:
             names.add(self.advertise.lower())
         return names
 
+    def advertised_host(self) -> str:
+        """The host this node puts in Via and Record-Route (§16.6 steps 4 and 8): the
+        configured one, else the first listener bound to a specific address, else loopback."""
+        if self.advertise:
+            return self.advertise
+        for hp in (self.sip_udp, self.sip_ws):
+            if hp is not None and hp[0] not in ("0.0.0.0", "::"):
+                return hp[0]
+        return "127.0.0.1"
+
 
 # name -> (kind, help).  Kinds: hostport, str, optstr, int, float, bool, list.
 OPTIONS: dict[str, tuple[str, str]] = {

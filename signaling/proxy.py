@@ -37,7 +37,6 @@ from typing import Any
 from protocols.sip.builders import make_response
 from protocols.sip.message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_name_addr
-from protocols.sip.serializer import serialize
 from protocols.sip.transaction import (
     ClientTransaction,
     Event,
@@ -45,12 +44,10 @@ from protocols.sip.transaction import (
     ServerTransaction,
     TimerCFired,
     Transaction,
-    TransactionTableFull,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
     build_cancel,
-    new_client_transaction,
 )
 from protocols.sip.uri import aor_of, parse_uri
 from signaling.config import Config
@@ -66,7 +63,8 @@ from signaling.dialogs import (
 )
 from signaling.metrics import Metrics
 from signaling.registry.base import Binding, Registry, RegistryError
-from signaling.sipcore import KNOWN_METHODS, Peer, SipCore, Work
+from signaling.sipcore import Peer, SipCore, Work
+from signaling.transports.base import TransportInfo
 
 __all__ = ["DIALOG_LINGER", "Proxy", "Target"]
 
@@ -123,7 +121,11 @@ class _Context:
 
 
 class Proxy:
-    """Routes requests between registered users over UDP and WebSocket."""
+    """Routes requests between registered users over the node's transports.
+
+    Transports are named only through ``core.transports``: the hop's transport gives its Via
+    and Record-Route, so a new transport needs no change here.
+    """
 
     def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
                  node_id: str) -> None:
@@ -138,20 +140,13 @@ class Proxy:
         #: dialog table: an entry leaves when its final response goes upstream).
         self._ringing: dict[str, _Context] = {}
         self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
-        self.host = cfg.advertise or _listen_host(cfg)
-        self.udp_port = cfg.sip_udp[1] if cfg.sip_udp else 5060
-        self.ws_port = cfg.sip_ws[1] if cfg.sip_ws else 5066
-        self._record_routes = self._build_record_routes()
+        self.transports = core.transports
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
         #: Dialog state goes to the registry only when other nodes can read it (not memory).
         self.shared_dialogs = cfg.registry != "memory"
         self._pending: set[asyncio.Task[None]] = set()
-        core.default_handler = self.handle
-        core.on_ack = self.on_ack
-        core.on_cancel = self.on_cancel
-        core.on_stray_response = self.on_stray_response
         self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
         self.h_setup = metrics.histogram("call_setup_seconds",
                                          "INVITE received to 2xx relayed")
@@ -160,14 +155,6 @@ class Proxy:
                                         for k, v in self.dialogs.counts_by_state().items()})
 
     # -- life cycle --------------------------------------------------------------------------
-
-    def set_ports(self, udp_port: int | None, ws_port: int | None) -> None:
-        """The ports actually bound (tests bind port 0): they go into Via and Record-Route."""
-        if udp_port:
-            self.udp_port = udp_port
-        if ws_port:
-            self.ws_port = ws_port
-        self._record_routes = self._build_record_routes()
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="dialogs")
@@ -317,7 +304,7 @@ class Proxy:
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return []
-        targets = [t for t in (self._binding_target(b) for b in bindings) if t is not None]
+        targets = [t for t in map(self._binding_target, bindings) if t is not None]
         if not targets:
             # §16.5 / §21.4: 480 for a user we know but cannot reach now, 404 for a stranger.
             self.c_proxy.inc("no_binding")
@@ -326,32 +313,40 @@ class Proxy:
 
     def _binding_target(self, b: Binding) -> Target | None:
         uri = parse_uri(b.contact)
-        if b.transport == "ws":
-            if b.node not in (None, self.node_id) or b.connection_id is None:
-                return None  # held by another node's WebSocket: not reachable from here
-            return Target(uri, Peer("ws", "", 0, b.connection_id))
+        if b.connection_id is not None:
+            # Registered over a connection (RFC 7118 §5): reached over that same connection.
+            if b.node not in (None, self.node_id) or b.transport not in self.transports:
+                return None  # held by another node's connection: not reachable from here
+            return Target(uri, Peer(b.transport, "", 0, b.connection_id))
         if isinstance(uri, SipURI) and _is_ip(uri.host):
-            return Target(uri, Peer("udp", uri.host.strip("[]"), uri.port or 5060))
+            name = self.transports.for_uri(uri)
+            if name is None:
+                return None
+            return Target(uri, Peer(name, uri.host.strip("[]"), uri.port or 5060))
         host, _, port = b.source.rpartition(":")
-        return Target(uri, Peer("udp", host, int(port))) if host else None
+        return Target(uri, Peer(b.transport, host, int(port))) if host else None
 
     def _route_target(self, req: Request) -> Target | None:
         """Next hop from the remaining Route (§16.12) or a routable Request-URI."""
         uri = req.routes[0].uri if req.routes else req.uri
         if not isinstance(uri, SipURI) or not _is_ip(uri.host) or self._is_me(uri):
             return None
-        if uri.transport not in ("UDP",):
-            return None
-        return Target(req.uri, Peer("udp", uri.host.strip("[]"), uri.port or 5060))
+        name = self.transports.for_uri(uri)
+        if name is None:
+            return None  # a transport this node does not run
+        return Target(req.uri, Peer(name, uri.host.strip("[]"), uri.port or 5060))
 
     async def _resolve(self, uri: SipURI) -> Peer | None:
+        name = self.transports.for_uri(uri)
+        if name is None:
+            return None
         if _is_ip(uri.host):
-            return Peer("udp", uri.host.strip("[]"), uri.port or 5060)
+            return Peer(name, uri.host.strip("[]"), uri.port or 5060)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(uri.host, uri.port or 5060)
         except OSError:
             return None
-        return Peer("udp", str(infos[0][4][0]), int(infos[0][4][1])) if infos else None
+        return Peer(name, str(infos[0][4][0]), int(infos[0][4][1])) if infos else None
 
     # -- forking (§16.6) ---------------------------------------------------------------------
 
@@ -370,7 +365,7 @@ class Proxy:
         else:
             ctx.dialog = dialog
         self.contexts[work.txn] = ctx
-        self.core.tu[work.txn] = self._on_server_event
+        self.core.observe(work.txn, self._on_server_event)
         for target in targets:
             self._start_branch(ctx, self._copy_for(req, target, work.peer), target.peer)
         if all(b.final is not None for b in ctx.branches):
@@ -395,34 +390,28 @@ class Proxy:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what
         # loop detection compares (§16.3 step 4).
         branch = f"{_COOKIE}{_loop_hash(req)}.{self._branch_salt}{next(self._branch_ids):x}"
-        if transport == "ws":
-            return Via("WS", self.host, self.ws_port, {"branch": branch, "rport": None})
-        return Via("UDP", self.host, self.udp_port, {"branch": branch, "rport": None})
+        return self._info(transport).via(branch)
 
     def _rr(self, transport: str) -> NameAddr:
-        # Values are immutable (message.py), so every INVITE shares the same two.
-        return self._record_routes[transport]
+        return self._info(transport).record_route
 
-    def _build_record_routes(self) -> dict[str, NameAddr]:
-        return {
-            "ws": NameAddr(SipURI("sip", self.host, port=self.ws_port,
-                                  params={"transport": "ws", "lr": None})),
-            "udp": NameAddr(SipURI("sip", self.host, port=self.udp_port, params={"lr": None})),
-        }
+    def _info(self, transport: str) -> TransportInfo:
+        info = self.transports.info(transport)
+        if info is None:
+            # Targets are only ever built for transports this node runs (``for_uri``).
+            raise LookupError(f"no {transport} transport on this node")
+        return info
 
     def _start_branch(self, ctx: _Context, request: Request, peer: Peer) -> None:
         branch = _Branch(ctx, request, peer)
         ctx.branches.append(branch)
-        timers = self.core.timers_reliable if peer.reliable else self.core.timers_unreliable
-        txn = new_client_transaction(request, timers, peer, proxy=True)
-        try:
-            self.core.add_client_transaction(txn, partial(self._on_branch_event, branch))
-        except TransactionTableFull:
+        txn = self.core.start_client_transaction(
+            request, peer, partial(self._on_branch_event, branch), proxy=True)
+        if txn is None:
             self.c_proxy.inc("transaction_table_full")
             branch.final = make_response(ctx.request, 503)
             return
         branch.txn = txn
-        self.core.run(txn, txn.start(self.core.now()))
 
     # -- responses (§16.7) -------------------------------------------------------------------
 
@@ -553,16 +542,12 @@ class Proxy:
             branch.cancel_pending = True
             return
         branch.cancelled = True
-        cancel = build_cancel(branch.request)
-        timers = (self.core.timers_reliable if branch.peer.reliable
-                  else self.core.timers_unreliable)
-        txn = new_client_transaction(cancel, timers, branch.peer)
-        try:
-            self.core.add_client_transaction(txn, _ignore)
-        except TransactionTableFull:
+        self._originate(build_cancel(branch.request), branch.peer)
+
+    def _originate(self, request: Request, peer: Peer) -> None:
+        """A CANCEL or BYE of our own: its outcome needs no action (``_ignore``)."""
+        if self.core.start_client_transaction(request, peer, _ignore) is None:
             self.c_proxy.inc("transaction_table_full")
-            return
-        self.core.run(txn, txn.start(self.core.now()))
 
     def _on_server_event(self, txn: Transaction, ev: Event) -> None:
         if isinstance(ev, TransactionTerminated) and isinstance(txn, ServerTransaction):
@@ -577,7 +562,7 @@ class Proxy:
     # -- CANCEL, ACK and stray responses (callbacks, synchronous) ----------------------------
 
     def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
-        st = self.core.table.find_cancel_target(cancel)
+        st = self.core.find_cancel_target(cancel)
         if st is None:
             return False
         self.core.send_stateless(cancel, peer, 200)  # §16.10
@@ -612,14 +597,11 @@ class Proxy:
         # incoming one.
         top = req.vias[0].branch or ""
         branch = f"{_COOKIE}{zlib.crc32(top.encode()):08x}.s"
-        transport = "WS" if dest.transport == "ws" else "UDP"
-        port = self.ws_port if dest.transport == "ws" else self.udp_port
-        via = Via(transport, self.host, port, {"branch": branch})
+        info = self._info(dest.transport)
+        via = Via(info.via_token, info.host, info.port, {"branch": branch})
         mf = 70 if req.max_forwards is None else req.max_forwards - 1
         out = dataclasses.replace(req, vias=[via, *req.vias], max_forwards=mf)
-        self.core.c_req_out.inc(req.method if req.method in KNOWN_METHODS else "other",
-                                dest.transport)
-        self.core.send(serialize(out), dest)
+        self.core.forward_stateless(out, dest)
 
     def on_stray_response(self, resp: Response, peer: Peer) -> None:
         """§16.7 step 9 / §18.2.2: a response with no transaction (a 2xx retransmission after
@@ -628,13 +610,20 @@ class Proxy:
             self.core.c_drop.inc("stray_response")
             return
         nxt = resp.vias[1]
-        host = nxt.params.get("received") or nxt.host
-        rport = nxt.params.get("rport")
-        port = int(rport) if rport else (nxt.port or 5060)
         dialog = self.dialogs.find(resp.call_id, resp.from_.tag, resp.to.tag)
-        dest = dialog.caller_peer if dialog is not None else Peer("udp", host, port)
-        up = dataclasses.replace(resp, vias=resp.vias[1:])
-        self.core.send(serialize(up), dest)
+        if dialog is not None:
+            dest = dialog.caller_peer
+        else:
+            name = self.transports.for_via(nxt)
+            if name is None or self.transports.reliable(name):
+                # §18.2.2: over a connection the response needs the connection it came on,
+                # which only a dialog remembers.
+                self.core.c_drop.inc("stray_response")
+                return
+            host = nxt.params.get("received") or nxt.host
+            rport = nxt.params.get("rport")
+            dest = Peer(name, host, int(rport) if rport else (nxt.port or 5060))
+        self.core.forward_stateless(dataclasses.replace(resp, vias=resp.vias[1:]), dest)
 
     # -- dialogs -------------------------------------------------------------------------------
 
@@ -722,14 +711,7 @@ class Proxy:
         bye = Request(method="BYE", uri=parse_uri(target), vias=[], from_=from_, to=to,
                       call_id=dialog.call_id, cseq=CSeq(seq, "BYE"), max_forwards=70)
         bye.vias = [self._via(bye, peer.transport)]
-        timers = self.core.timers_reliable if peer.reliable else self.core.timers_unreliable
-        txn = new_client_transaction(bye, timers, peer)
-        try:
-            self.core.add_client_transaction(txn, _ignore)
-        except TransactionTableFull:
-            self.c_proxy.inc("transaction_table_full")
-            return
-        self.core.run(txn, txn.start(self.core.now()))
+        self._originate(bye, peer)
 
     async def _tick(self) -> None:
         while True:
@@ -758,12 +740,12 @@ class Proxy:
 
     def _is_me(self, uri: SipURI) -> bool:
         host = uri.host.lower()
-        if host != self.host.lower() and host not in self.core.myself:
+        if host not in self.core.myself and all(host != i.host.lower() for i in self.transports):
             return False
-        return uri.port in (None, self.udp_port, self.ws_port)
+        return uri.port is None or uri.port in self.transports.ports()
 
     def _is_my_via(self, via: Via) -> bool:
-        return via.host == self.host and via.port in (self.udp_port, self.ws_port)
+        return any(via.host == i.host and via.port == i.port for i in self.transports)
 
     def _pop_own_routes(self, req: Request) -> None:
         """§16.4: remove the Route values naming this proxy (two with RFC 5658)."""
@@ -813,9 +795,4 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _listen_host(cfg: Config) -> str:
-    for hp in (cfg.sip_udp, cfg.sip_ws):
-        if hp is not None and hp[0] not in ("0.0.0.0", "::"):
-            return hp[0]
-    return "127.0.0.1"
 

@@ -25,7 +25,9 @@ from signaling.records.writer import RecordWriter
 from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
+from signaling.router import Router
 from signaling.sipcore import SipCore
+from signaling.transports.base import Transports
 from signaling.transports.udp import UdpTransport, start_udp
 from signaling.transports.ws import WsTransport
 
@@ -48,9 +50,8 @@ class Server:
         self.metrics = Metrics()
         self.registry = registry if registry is not None else make_registry(cfg.registry)
         self.node_id = cfg.node_id or _default_node_id(cfg)
-        self.core = SipCore(cfg, self.metrics)
+        self.core = SipCore(cfg, self.metrics, Transports())
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
-        self.core.handlers["REGISTER"] = self.registrar.handle
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id)
         self.records: RecordWriter | None = None
         if cfg.database:
@@ -82,16 +83,15 @@ class Server:
             log.warning("the SIP parser's C fast path is not built: pure-Python parser only")
         if self.records is not None:
             await self.records.start()
-        self.core.start()
+        self.core.start(Router(self.registrar, self.proxy))
         if self.cfg.sip_udp is not None:
-            self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer)
+            self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer,
+                                       self.cfg.advertised_host())
             self.udp_address = self.udp.address
         if self.cfg.sip_ws is not None:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
             self.ws_address = await self.ws.start()
-        self.proxy.set_ports(self.udp_address[1] if self.udp_address else None,
-                             self.ws_address[1] if self.ws_address else None)
         self.proxy.start()
         if self.diameter is not None:
             await self.diameter.start()

@@ -8,7 +8,13 @@ proxy logic run in the workers (``Dispatcher``), which are the only place that a
 registry.
 
 One asyncio timer serves every transaction: it is armed at the transaction table's earliest
-deadline (the aioquic model) and re-armed after each firing.
+deadline (the aioquic model) and re-armed after each firing, by every method here that gives a
+transaction an event (receive, respond, ``start_client_transaction``), so no caller must
+remember to.
+
+Collaborators are given, not plugged in: the transports (``Transports``, filled as listeners
+bind) at construction, and the one ``TransactionUser`` (registrar and proxy behind a router) at
+``start``.  The TU sees the transaction layer only through the methods below.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from protocols.sip.builders import error_response, make_response, reason_phrase
 from protocols.sip.errors import RemoteProtocolError, TransactionError
@@ -33,7 +39,9 @@ from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.timers import TimerConfig, TimerValues, timer_values
 from protocols.sip.transaction import (
+    ClientTransaction,
     Event,
+    InviteServerTransaction,
     NonInviteServerTransaction,
     SendMessage,
     ServerTransaction,
@@ -43,15 +51,17 @@ from protocols.sip.transaction import (
     TransactionTable,
     TransactionTableFull,
     TransactionTerminated,
+    new_client_transaction,
     new_server_transaction,
     server_key,
 )
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
+from signaling.transports.base import Peer, Transports
 
-__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "DatagramSender", "Peer", "SipCore", "Work",
-           "stateless_answer", "stateless_tail"]
+__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "TransactionUser",
+           "TxnCallback", "Work", "stateless_answer", "stateless_tail"]
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +77,6 @@ ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY,
          "MESSAGE, UPDATE")
 
 
-class Peer(NamedTuple):
-    """Where a message came from and where its answers go back (§18.2.2, RFC 7118 §5).
-
-    A named tuple, not a dataclass: one is built per datagram, and a tuple is several times
-    cheaper to create while just as immutable and hashable.
-    """
-
-    transport: str  # "udp" or "ws"
-    host: str
-    port: int
-    conn_id: str | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "udp"
-
-
 @dataclass(slots=True)
 class Work:
     """A new request handed to a worker with the server transaction that answers it."""
@@ -93,36 +86,72 @@ class Work:
     peer: Peer
 
 
-class DatagramSender(Protocol):
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+#: Where a transaction's events go (``start_client_transaction``, ``observe``).
+TxnCallback = Callable[[Transaction, Event], None]
 
 
-Handler = Callable[[Work], Awaitable[None]]
-TUCallback = Callable[[Transaction, Event], None]
+class TransactionUser(Protocol):
+    """What the core hands to the layer above it (RFC 3261 §17: the TU): the registrar and
+    the proxy implement it, behind ``signaling.router.Router``."""
+
+    def handle(self, work: Work) -> Awaitable[None]:
+        """A new request, in a worker; it must end up answered through ``SipCore.respond``."""
+        ...
+
+    def on_ack(self, ack: Request, peer: Peer) -> None:
+        """An ACK matching no transaction: the ACK for a 2xx (§17.1.1.3, §16.11)."""
+        ...
+
+    def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
+        """A CANCEL; True when it matched something and was answered (§9.2, §16.10)."""
+        ...
+
+    def on_stray_response(self, response: Response, peer: Peer) -> None:
+        """A response matching no client transaction (§16.7 step 9 / §18.1.2)."""
+        ...
+
+
+class NoTransactionUser:
+    """The TU of a core that has none (before ``start``, or a bare core in tests): new
+    requests get 501 (§8.2.1), everything else is dropped and counted."""
+
+    def __init__(self, core: SipCore) -> None:
+        self.core = core
+
+    async def handle(self, work: Work) -> None:
+        req = work.request
+        self.core.respond(work.txn, make_response(req, 501, to_tag=self.core.stateless_tag(req)))
+
+    def on_ack(self, ack: Request, peer: Peer) -> None:
+        self.core.c_drop.inc("stray_ack")
+
+    def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
+        return False
+
+    def on_stray_response(self, response: Response, peer: Peer) -> None:
+        self.core.c_drop.inc("stray_response")
 
 
 class SipCore:
-    """Shared state of the SIP side: transactions, timers, queues, transports, counters."""
+    """The SIP transaction layer of one node: transactions, timers, queues and counters, over
+    the transports it is given, for the one transaction user it serves."""
 
-    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, transports: Transports) -> None:
         self.cfg = cfg
+        self.transports = transports
         self.domains = cfg.served_domains()
         self.myself = cfg.own_names() | self.domains
         self.table = TransactionTable(cfg.max_transactions)
         tc = TimerConfig(t1=cfg.t1, t2=cfg.t2, t4=cfg.t4, timer_c=max(cfg.ring_timeout, 180.0))
-        self.timers_unreliable: TimerValues = timer_values(tc, False)
-        self.timers_reliable: TimerValues = timer_values(tc, True)
+        #: Timer values by reliability of the transport (§17.1.1.2: A, E, G, K, I, J differ).
+        self.timers: dict[bool, TimerValues] = {False: timer_values(tc, False),
+                                                True: timer_values(tc, True)}
         self.dispatcher: Dispatcher[Work] = Dispatcher(
             cfg.workers, cfg.queue_size, self._handle, self._handler_failed
         )
-        self.handlers: dict[str, Handler] = {}
-        self.default_handler: Handler | None = None
-        self.on_ack: Callable[[Request, Peer], None] | None = None
-        self.on_cancel: Callable[[Request, Peer, float], bool] | None = None
-        self.on_stray_response: Callable[[Response, Peer], None] | None = None
-        self.tu: dict[Transaction, TUCallback] = {}
-        self.udp: DatagramSender | None = None
-        self.ws_send: Callable[[str, bytes], bool] | None = None
+        self._tu: TransactionUser = NoTransactionUser(self)
+        #: Transactions whose events a TU asked for (``observe``, ``start_client_transaction``).
+        self._observers: dict[Transaction, TxnCallback] = {}
         self.accepting = True
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -156,7 +185,9 @@ class SipCore:
 
     # -- life cycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, tu: TransactionUser | None = None) -> None:
+        if tu is not None:
+            self._tu = tu
         self._loop = asyncio.get_running_loop()
         self.dispatcher.start()
 
@@ -180,16 +211,24 @@ class SipCore:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, data: bytes, peer: Peer) -> bool:
-        if peer.transport == "udp":
-            if self.udp is None:
-                self.c_drop.inc("no_transport")
-                return False
-            self.udp.sendto(data, (peer.host, peer.port))
-            return True
-        if self.ws_send is None or peer.conn_id is None or not self.ws_send(peer.conn_id, data):
+        transport = self.transports.get(peer.transport)
+        if transport is None:
+            self.c_drop.inc("no_transport")
+            return False
+        if not transport.send(data, peer):
             self.c_drop.inc("connection_gone")
             return False
         return True
+
+    def timers_for(self, peer: Peer) -> TimerValues:
+        """The timers of ``peer``'s transport: reliable ones do not retransmit (§17.1.1.2)."""
+        return self.timers[self.transports.reliable(peer.transport)]
+
+    def forward_stateless(self, message: Request | Response, peer: Peer) -> None:
+        """Send a message no transaction of ours owns (§16.11 ACK for a 2xx, §16.7 step 9)."""
+        if isinstance(message, Request):
+            self.c_req_out.inc(_method(message.method), peer.transport)
+        self.send(serialize(message), peer)
 
     def send_stateless(self, request: Request, peer: Peer, status: int,
                        reason: str | None = None, extra: Iterable[tuple[str, str]] = ()) -> None:
@@ -296,10 +335,8 @@ class SipCore:
         if txn is not None:
             self.run(txn, txn.receive_response(resp, self.now()))
             self.arm_timer()
-        elif self.on_stray_response is not None:
-            self.on_stray_response(resp, peer)
         else:
-            self.c_drop.inc("stray_response")
+            self._tu.on_stray_response(resp, peer)
 
     def _request(self, req: Request, peer: Peer, waited: float = 0.0) -> None:
         method = req.method
@@ -314,10 +351,7 @@ class SipCore:
             self.arm_timer()
             return
         if method == "ACK":
-            if self.on_ack is not None:
-                self.on_ack(req, peer)
-            else:
-                self.c_drop.inc("stray_ack")
+            self._tu.on_ack(req, peer)
             return
         if self._precheck(req, peer, waited):
             return
@@ -379,7 +413,7 @@ class SipCore:
         return isinstance(uri, SipURI) and uri.user is None and uri.host.lower() in self.myself
 
     def _cancel(self, req: Request, peer: Peer) -> bool:
-        if self.on_cancel is not None and self.on_cancel(req, peer, self.now()):
+        if self._tu.on_cancel(req, peer, self.now()):
             return True
         # §9.2: a CANCEL matching no transaction gets 481.
         self.send_stateless(req, peer, 481)
@@ -387,8 +421,7 @@ class SipCore:
 
     def _new_transaction(self, req: Request, peer: Peer,
                          key: TransactionKey | None = None) -> None:
-        timers = self.timers_unreliable if peer.transport == "udp" else self.timers_reliable
-        txn = new_server_transaction(req, timers, peer, key)
+        txn = new_server_transaction(req, self.timers_for(peer), peer, key)
         try:
             self.table.add(txn)
         except TransactionTableFull:
@@ -406,13 +439,8 @@ class SipCore:
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def _handle(self, work: Work) -> None:
-        handler = self.handlers.get(work.request.method, self.default_handler)
-        if handler is None:
-            self.respond(work.txn, make_response(work.request, 501,
-                                                 to_tag=self.stateless_tag(work.request)))
-            return
-        await handler(work)
+    def _handle(self, work: Work) -> Awaitable[None]:
+        return self._tu.handle(work)
 
     def _handler_failed(self, work: Work, exc: BaseException) -> None:
         log.error("handler failed for %s %s: %r", work.request.method, work.request.call_id, exc,
@@ -449,11 +477,11 @@ class SipCore:
                                        peer.transport)
                 self.send(data, peer)
                 continue
-            cb = self.tu.get(txn)
+            cb = self._observers.get(txn)
             if cb is not None:
                 cb(txn, ev)
             if isinstance(ev, TransactionTerminated):
-                self.tu.pop(txn, None)
+                self._observers.pop(txn, None)
 
     def arm_timer(self) -> None:
         deadline = self.table.next_deadline()
@@ -477,10 +505,30 @@ class SipCore:
             self.c_errors.inc()
         self.arm_timer()
 
-    def add_client_transaction(self, txn: Transaction, tu: TUCallback) -> None:
-        """Track a client transaction the proxy created; its events go to ``tu``."""
-        self.table.add(txn)
-        self.tu[txn] = tu
+    def start_client_transaction(self, request: Request, peer: Peer, on_event: TxnCallback, *,
+                                 proxy: bool = False) -> ClientTransaction | None:
+        """Send ``request`` to ``peer`` through a new client transaction (§17.1) whose events
+        go to ``on_event``, with the timers of ``peer``'s transport armed at once (Timer A/E
+        retransmissions and B/F timeouts happen on a quiet server too).  ``proxy``: an INVITE
+        forwarded by a proxy, which also runs Timer C (§16.8).  None when the transaction
+        table is full: the caller counts it and answers as if the hop had failed."""
+        txn = new_client_transaction(request, self.timers_for(peer), peer, proxy=proxy)
+        try:
+            self.table.add(txn)
+        except TransactionTableFull:
+            return None
+        self._observers[txn] = on_event
+        self.run(txn, txn.start(self.now()))
+        self.arm_timer()
+        return txn
+
+    def observe(self, txn: ServerTransaction, on_event: TxnCallback) -> None:
+        """Send the events of a server transaction the TU handles to ``on_event``."""
+        self._observers[txn] = on_event
+
+    def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
+        """The INVITE server transaction a CANCEL refers to (§9.2)."""
+        return self.table.find_cancel_target(cancel)
 
 
 def stateless_tail(extra: Iterable[tuple[str, str]]) -> bytes:

@@ -117,7 +117,7 @@ class AdminApi:
         srv = self.server
         checks = {"sip_core": "ok" if srv.core.accepting else "shutting down"}
         if srv.cfg.sip_udp is not None:
-            up = srv.udp is not None and srv.core.udp is not None
+            up = srv.udp is not None and "udp" in srv.core.transports
             checks["sip_udp"] = "ok" if up else "not listening"
         if srv.cfg.sip_ws is not None:
             checks["sip_ws"] = "ok" if srv.ws_address is not None else "not listening"

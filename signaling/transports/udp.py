@@ -25,7 +25,8 @@ import time
 from typing import Any
 
 from signaling.config import HostPort
-from signaling.sipcore import Peer, SipCore
+from signaling.sipcore import SipCore
+from signaling.transports.base import Peer, TransportInfo
 
 __all__ = ["PEER_CACHE", "READ_BATCH", "UdpTransport", "start_udp"]
 
@@ -49,7 +50,7 @@ _TIMESPEC = struct.Struct("@qq")
 class UdpTransport:
     """Reads datagrams with their kernel arrival time and feeds ``SipCore.receive``."""
 
-    def __init__(self, core: SipCore, sock: socket.socket) -> None:
+    def __init__(self, core: SipCore, sock: socket.socket, advertise: str) -> None:
         self.core = core
         self.sock = sock
         self._loop = asyncio.get_running_loop()
@@ -59,6 +60,8 @@ class UdpTransport:
         self._peers: dict[tuple[Any, ...], Peer] = {}
         sockname = sock.getsockname()
         self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        self.info = TransportInfo("udp", reliable=False, via_token="UDP", host=advertise,
+                                  port=self.address[1], uri_transport=None)
 
     def resume_reading(self) -> None:
         if not self._reading:
@@ -70,14 +73,15 @@ class UdpTransport:
             self._loop.remove_reader(self.sock.fileno())
             self._reading = False
 
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+    def send(self, data: bytes, peer: Peer) -> bool:
         try:
-            self.sock.sendto(data, addr)
+            self.sock.sendto(data, (peer.host, peer.port))
         except BlockingIOError:
             # The send buffer is full: UDP may lose it anyway, the peer retransmits (§17).
             self.core.c_drop.inc("udp_send_buffer_full")
         except OSError:
             self.core.c_drop.inc("udp_send_error")
+        return True  # handed to the kernel or lost as UDP may lose it: counted above
 
     def _readable(self) -> None:
         recvmsg = self.sock.recvmsg
@@ -112,7 +116,7 @@ class UdpTransport:
 
     def close(self) -> None:
         self.pause_reading()
-        self.core.udp = None
+        self.core.transports.remove(self.info.name)
         self.sock.close()
 
 
@@ -124,7 +128,8 @@ def _size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
 
 
-async def start_udp(core: SipCore, listen: HostPort, buffer_size: int) -> UdpTransport:
+async def start_udp(core: SipCore, listen: HostPort, buffer_size: int,
+                    advertise: str) -> UdpTransport:
     host, port = listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -137,8 +142,8 @@ async def start_udp(core: SipCore, listen: HostPort, buffer_size: int) -> UdpTra
     except OSError:
         sock.close()
         raise
-    transport = UdpTransport(core, sock)
-    core.udp = transport
+    transport = UdpTransport(core, sock, advertise)
+    core.transports.add(transport)
     transport.resume_reading()
     log.info("SIP UDP listening on %s:%s (receive buffer %d bytes, send buffer %d bytes, "
              "requested %d)", transport.address[0], transport.address[1], rcv, snd, buffer_size)

@@ -27,7 +27,8 @@ from websockets.typing import Origin, Subprotocol
 
 from signaling.config import Config
 from signaling.metrics import Metrics
-from signaling.sipcore import Peer, SipCore
+from signaling.sipcore import SipCore
+from signaling.transports.base import Peer, TransportInfo
 
 __all__ = ["WS_CLOSE_TIMEOUT", "WS_SEND_QUEUE", "WsTransport"]
 
@@ -65,7 +66,9 @@ class WsTransport:
         self.c_ws = metrics.fast_counter("ws_events", "WebSocket connection events", ["event"])
         metrics.callback_gauge("ws_connections", "Open WebSocket connections", [],
                                lambda: {(): float(len(self.conns))})
-        core.ws_send = self.send
+        #: Set when bound (``start``): the port is known only then.
+        self.info = TransportInfo("ws", reliable=True, via_token="WS",
+                                  host=cfg.advertised_host(), port=0, uri_transport="ws")
 
     async def start(self) -> tuple[str, int]:
         assert self.cfg.sip_ws is not None
@@ -90,6 +93,10 @@ class WsTransport:
         )
         sock = next(iter(self._server.sockets))
         bound = sock.getsockname()
+        self.info = TransportInfo("ws", reliable=True, via_token="WS",
+                                  host=self.cfg.advertised_host(), port=int(bound[1]),
+                                  uri_transport="ws")
+        self.core.transports.add(self)
         log.info("SIP WebSocket listening on %s:%s", bound[0], bound[1])
         return str(bound[0]), int(bound[1])
 
@@ -104,8 +111,8 @@ class WsTransport:
             return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
         return None
 
-    def send(self, conn_id: str, data: bytes) -> bool:
-        conn = self.conns.get(conn_id)
+    def send(self, data: bytes, peer: Peer) -> bool:
+        conn = self.conns.get(peer.conn_id) if peer.conn_id is not None else None
         if conn is None:
             return False
         try:
@@ -155,6 +162,7 @@ class WsTransport:
             pass
 
     async def close(self) -> None:
+        self.core.transports.remove(self.info.name)
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()

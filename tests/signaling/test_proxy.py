@@ -491,7 +491,7 @@ async def test_timer_c_cancels_a_ringing_branch_and_ends_a_silent_one_with_408()
     only Timer C can end these calls."""
     async with running_server(ring_timeout=600) as server:
         core = server.core
-        core.timers_unreliable = dataclasses.replace(core.timers_unreliable, c=1.0)
+        core.timers[False] = dataclasses.replace(core.timers[False], c=1.0)
         assert server.udp_address is not None
         port = server.udp_address[1]
         caller = await UdpUA("alice", "127.0.0.1", port).start()
@@ -519,6 +519,37 @@ async def test_timer_c_cancels_a_ringing_branch_and_ends_a_silent_one_with_408()
             final = await caller.recv(lambda m: isinstance(m, Response) and m.status >= 200
                                       and m.call_id == invite2.call_id, timeout=3.0)
             assert isinstance(final, Response) and final.status == 408
+        finally:
+            await caller.close()
+            await callee.close()
+
+
+async def test_silent_callee_on_a_quiet_server_gets_timer_a_and_the_caller_timer_b() -> None:
+    """RFC 3261 §17.1.1.2: a branch's Timer A retransmits the INVITE and Timer B ends it with
+    408, on a server with no other traffic to fire its timers (issue 20.1: the branch's
+    timers were not armed when it started, so it was sent once and the caller waited until
+    unrelated traffic came).  The callee is reached through a preloaded Route, so not even
+    a REGISTER's Timer J runs on the server."""
+    t1 = 0.1  # Timer B = 64*T1 = 6.4 s
+    async with running_server(t1=t1, ring_timeout=600) as server:
+        assert server.udp_address is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callee = await UdpUA("silent", "127.0.0.1", port).start()
+        try:
+            invite = caller.invite("silent")
+            invite.routes = [NameAddr(SipURI("sip", "127.0.0.1", port=callee.via_port,
+                                             params={"lr": None}))]
+            await caller.send(invite)
+            final = await caller.recv(lambda m: isinstance(m, Response) and m.status >= 200,
+                                      timeout=30.0)
+            assert isinstance(final, Response) and final.status == 408
+            copies = [m for m in callee.received
+                      if isinstance(m, Request) and m.method == "INVITE"]
+            # Timer A fires at T1, 2T1, 4T1 ... before Timer B: six times on an idle machine;
+            # at least three however busy the machine is.
+            assert len(copies) >= 4, len(copies)
+            assert len({m.vias[0].branch for m in copies}) == 1  # retransmissions, one branch
         finally:
             await caller.close()
             await callee.close()

@@ -263,7 +263,7 @@ async def test_respond_sends_the_bytes_the_tu_wrote_and_keeps_them() -> None:
     async with running_server() as srv:
         peer = await UdpPeer.open()
         req = _parsed("<sip:bob@example.com>")
-        txn = NonInviteServerTransaction(req, srv.core.timers_unreliable,
+        txn = NonInviteServerTransaction(req, srv.core.timers[False],
                                          Peer("udp", "127.0.0.1", peer.port))
         srv.core.table.add(txn)
         first = stateless_answer(req, 200, "OK", stateless_tail([("Date", "x")]))
