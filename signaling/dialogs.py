@@ -1,15 +1,10 @@
-"""Per-dialog state machines of the proxy and the bounded table that holds them.
+"""The proxy's record of each dialog it routes, and the bounded table that holds them.
 
 A stateful, record-routing proxy sees every message of a dialog it created the route for
 (RFC 3261 §16.6 step 4, §12.1).  Each INVITE through the proxy gets a ``ProxyDialog`` that moves
-through a table (the h2 model: a pair that is not listed is an error, never a silent
-fall-through):
-
-    INITIAL --1xx with To tag--> EARLY --2xx--> WAIT_ACK --ACK--> CONFIRMED --BYE--> TERMINATED
-       \\________________ non-2xx final, timeout ______________________________/
-
-"Confirmed, waiting for ACK" is its own state: the 2xx was relayed but the caller's ACK has not
-come through yet (§13.3.1.4: the UAS retransmits the 2xx until it does).  Forked early dialogs
+through the project's one dialog table (``protocols.sip.dialog.TABLE``, the h2 model: a pair
+that is not listed is an error, never a silent fall-through), from INITIAL: the proxy keeps no
+route set or target of its own, only what routing both ways needs.  Forked early dialogs
 (several 1xx with different To tags, §12.1.2) are tracked as a set of tags until one 2xx picks
 the confirmed one.
 
@@ -24,41 +19,23 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from enum import IntEnum
 
 import msgspec
 
-from signaling.sipcore import Peer
+from protocols.sip.dialog import DialogError, DialogInput, DialogState, advance
+from signaling.transports.base import Peer
 
 __all__ = [
+    "DialogError",
     "DialogInfo",
     "DialogInput",
     "DialogState",
     "DialogTable",
     "DialogTableFull",
-    "DialogTransitionError",
     "ProxyDialog",
     "dialog_key",
     "intern_peer",
 ]
-
-
-class DialogState(IntEnum):
-    INITIAL = 0
-    EARLY = 1
-    WAIT_ACK = 2
-    CONFIRMED = 3
-    TERMINATED = 4
-
-
-class DialogInput(IntEnum):
-    PROVISIONAL = 0  # a 101-199 with a To tag (§12.1)
-    SUCCESS = 1      # a 2xx to the INVITE (or its retransmission)
-    FAILURE = 2      # a 300-699 to the INVITE (§12.3: early dialogs end)
-    ACK = 3          # the ACK for the 2xx
-    REINVITE = 4     # a target refresh inside the dialog
-    BYE = 5          # either side hung up (§15)
-    TIMEOUT = 6      # no answer in time, or the maximum duration passed
 
 
 #: Stale heap entries tolerated beyond half the live dialogs before a compaction: small
@@ -67,47 +44,6 @@ HEAP_SLACK = 1024
 #: Distinct peer addresses kept interned (``intern_peer``): far more than the phones and
 #: gateways one node talks to at a time; bounded so a spray of source ports cannot grow it.
 MAX_INTERNED_PEERS = 65_536
-
-_S = DialogState
-_I = DialogInput
-#: (state, input) -> next state.  Anything missing raises DialogTransitionError.
-TABLE: dict[tuple[DialogState, DialogInput], DialogState] = {
-    (_S.INITIAL, _I.PROVISIONAL): _S.EARLY,
-    (_S.INITIAL, _I.SUCCESS): _S.WAIT_ACK,
-    (_S.INITIAL, _I.FAILURE): _S.TERMINATED,
-    (_S.INITIAL, _I.TIMEOUT): _S.TERMINATED,
-    (_S.EARLY, _I.PROVISIONAL): _S.EARLY,
-    (_S.EARLY, _I.SUCCESS): _S.WAIT_ACK,
-    (_S.EARLY, _I.FAILURE): _S.TERMINATED,
-    (_S.EARLY, _I.TIMEOUT): _S.TERMINATED,
-    (_S.EARLY, _I.BYE): _S.TERMINATED,  # §15: a BYE may end an early dialog (callee side)
-    # A 2xx retransmission, or a second fork's 2xx (§13.2.2.4), while the ACK is pending.
-    (_S.WAIT_ACK, _I.SUCCESS): _S.WAIT_ACK,
-    (_S.WAIT_ACK, _I.PROVISIONAL): _S.WAIT_ACK,  # a late 1xx overtaken by the 2xx
-    (_S.WAIT_ACK, _I.ACK): _S.CONFIRMED,
-    (_S.WAIT_ACK, _I.BYE): _S.TERMINATED,
-    (_S.WAIT_ACK, _I.TIMEOUT): _S.TERMINATED,
-    (_S.WAIT_ACK, _I.FAILURE): _S.WAIT_ACK,  # another fork's failure after the 2xx
-    (_S.CONFIRMED, _I.SUCCESS): _S.CONFIRMED,  # 2xx retransmission, re-INVITE answer
-    (_S.CONFIRMED, _I.PROVISIONAL): _S.CONFIRMED,
-    (_S.CONFIRMED, _I.FAILURE): _S.CONFIRMED,  # a re-INVITE refused leaves the dialog (§14.1)
-    (_S.CONFIRMED, _I.ACK): _S.CONFIRMED,
-    (_S.CONFIRMED, _I.REINVITE): _S.CONFIRMED,
-    (_S.CONFIRMED, _I.BYE): _S.TERMINATED,
-    (_S.CONFIRMED, _I.TIMEOUT): _S.TERMINATED,
-    # Terminated absorbs late retransmissions (2xx, ACK, BYE) until the dialog is dropped.
-    (_S.TERMINATED, _I.SUCCESS): _S.TERMINATED,
-    (_S.TERMINATED, _I.FAILURE): _S.TERMINATED,
-    (_S.TERMINATED, _I.PROVISIONAL): _S.TERMINATED,
-    (_S.TERMINATED, _I.ACK): _S.TERMINATED,
-    (_S.TERMINATED, _I.BYE): _S.TERMINATED,
-    (_S.TERMINATED, _I.TIMEOUT): _S.TERMINATED,
-}
-
-
-class DialogTransitionError(Exception):
-    """An input the dialog's state does not accept (e.g. a re-INVITE before the ACK)."""
-
 
 class DialogTableFull(Exception):
     """``max_dialogs`` reached: the new INVITE is answered 503 + Retry-After."""
@@ -208,11 +144,9 @@ class ProxyDialog:
         self.deadline = deadline
 
     def handle(self, inp: DialogInput) -> DialogState:
-        nxt = TABLE.get((self.state, inp))
-        if nxt is None:
-            raise DialogTransitionError(f"{inp.name} in state {self.state.name}")
-        self.state = nxt
-        return nxt
+        """Move through ``protocols.sip.dialog.TABLE``; ``DialogError`` if not allowed."""
+        self.state = advance(self.state, inp)
+        return self.state
 
     def snapshot(self) -> bytes:
         return msgspec.msgpack.encode(_Snapshot(

@@ -52,11 +52,11 @@ from protocols.sip.transaction import (
 from protocols.sip.uri import aor_of, parse_uri
 from signaling.config import Config
 from signaling.dialogs import (
+    DialogError,
     DialogInput,
     DialogState,
     DialogTable,
     DialogTableFull,
-    DialogTransitionError,
     ProxyDialog,
     dialog_key,
     intern_peer,
@@ -206,12 +206,12 @@ class Proxy:
     def _dialog_request(self, dialog: ProxyDialog, req: Request) -> None:
         if req.from_.tag == dialog.caller_tag:
             dialog.caller_cseq = max(dialog.caller_cseq, req.cseq.seq)
-        inp = {"BYE": DialogInput.BYE, "INVITE": DialogInput.REINVITE}.get(req.method)
+        inp = {"BYE": DialogInput.BYE, "INVITE": DialogInput.TARGET_REFRESH}.get(req.method)
         if inp is None:
             return
         try:
             state = dialog.handle(inp)
-        except DialogTransitionError:
+        except DialogError:
             self.c_proxy.inc("dialog_transition_error")
             return
         if state is DialogState.TERMINATED:
@@ -667,7 +667,7 @@ class Proxy:
         before = dialog.state
         try:
             state = dialog.handle(inp)
-        except DialogTransitionError:
+        except DialogError:
             self.c_proxy.inc("dialog_transition_error")
             return
         if state is DialogState.TERMINATED and before is not DialogState.TERMINATED:

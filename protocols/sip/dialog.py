@@ -1,11 +1,20 @@
-"""SIP dialog state, sans-I/O (RFC 3261 §12, with §13.2.2.4 and §15).
+r"""SIP dialog state, sans-I/O (RFC 3261 §12, with §13.2.2.4 and §15).
 
 A dialog is the peer-to-peer relationship an INVITE (or another dialog-creating request) sets
 up.  This module keeps one dialog's state: its id (Call-ID, local tag, remote tag), the route
 set, the remote target, the local and remote CSeq numbers and the secure flag, and moves it
-through EARLY -> CONFIRMED -> TERMINATED with a table, like the transaction machines: a
-``(DialogState, DialogInput)`` pair outside ``Dialog.TABLE`` raises ``DialogError`` and
-changes nothing.
+through one table, like the transaction machines: a ``(DialogState, DialogInput)`` pair
+outside ``TABLE`` raises ``DialogError`` and changes nothing.
+
+    INITIAL --1xx with To tag--> EARLY --2xx--> WAIT_ACK --ACK--> CONFIRMED --BYE--> TERMINATED
+       \________________ non-2xx final, timeout, 408/481 ____________________/
+
+The table is the one dialog model of the project: the UAs here (and the injector's) and the
+proxy's per-call record (``signaling/dialogs.py``) move through it.  "Waiting for the ACK" is a
+state of its own because both sides act on it: the UAS retransmits its 2xx until the ACK
+(§13.3.1.4), the UAC must send the ACK (§13.2.2.4), and a proxy sees the ACK pass (§16.11).
+INITIAL (a dialog-creating request sent on, nothing back yet) is where a proxy's record starts;
+a UA's dialog starts at EARLY or WAIT_ACK, from the response that creates it (§12.1).
 
 The same object serves both sides.  ``Dialog.as_uac`` builds it from the request we sent and
 a response we received (§12.1.2: route set from Record-Route *reversed*); ``Dialog.as_uas``
@@ -30,6 +39,7 @@ from .message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
 
 __all__ = [
     "MAX_CSEQ",
+    "TABLE",
     "TARGET_REFRESH_METHODS",
     "Dialog",
     "DialogAction",
@@ -37,6 +47,7 @@ __all__ = [
     "DialogId",
     "DialogInput",
     "DialogState",
+    "advance",
 ]
 
 #: §8.1.1.5: the CSeq sequence number MUST be less than 2**31.
@@ -56,18 +67,22 @@ class DialogError(LocalProtocolError):
 
 
 class DialogState(IntEnum):
+    INITIAL = 0  # the dialog-creating request went on; no response with a To tag yet
     EARLY = 1  # a 101-199 with a To tag created it (§12.1)
-    CONFIRMED = 2  # a 2xx created or confirmed it
-    TERMINATED = 3  # absorbing
+    WAIT_ACK = 2  # a 2xx created or confirmed it; its ACK has not been seen yet
+    CONFIRMED = 3  # the ACK for the 2xx was sent or received
+    TERMINATED = 4  # absorbs late retransmissions until the dialog is dropped
 
 
 class DialogInput(IntEnum):
     PROVISIONAL = 1  # 101-199 to the dialog-creating request
     SUCCESS = 2  # 2xx to the dialog-creating request (or a retransmission of it)
     FAILURE = 3  # 300-699 to the dialog-creating request: early dialogs end (§12.3)
-    TARGET_REFRESH = 4  # an accepted target refresh request (§12.2)
-    BYE = 5  # BYE sent or received (§15)
-    GONE = 6  # 481 or 408 to an in-dialog request (§12.2.1.2)
+    ACK = 4  # the ACK for the 2xx (§13.2.2.4 sent, §13.3.1.4 received)
+    TARGET_REFRESH = 5  # an accepted target refresh request (§12.2)
+    BYE = 6  # BYE sent or received (§15)
+    GONE = 7  # 481 or 408 to an in-dialog request (§12.2.1.2)
+    TIMEOUT = 8  # no answer in time, or a maximum duration passed (a proxy's policy)
 
 
 class DialogAction(IntEnum):
@@ -96,29 +111,60 @@ class DialogId:
 
 _S, _I, _A = DialogState, DialogInput, DialogAction
 _Table = dict[tuple[DialogState, DialogInput], tuple[tuple[DialogAction, ...], DialogState]]
+_NONE: tuple[DialogAction, ...] = ()
+
+#: (state, input) -> (actions, next state).  A pair that is not listed is an error.
+TABLE: _Table = {
+    (_S.INITIAL, _I.PROVISIONAL): ((_A.UPDATE_TARGET,), _S.EARLY),
+    (_S.INITIAL, _I.SUCCESS): ((_A.UPDATE_TARGET,), _S.WAIT_ACK),
+    (_S.INITIAL, _I.FAILURE): (_NONE, _S.TERMINATED),
+    (_S.INITIAL, _I.TIMEOUT): (_NONE, _S.TERMINATED),
+    # §12.1.2: later provisionals may carry a new Contact; RFC 3311 UPDATE refreshes an
+    # early dialog's target too.
+    (_S.EARLY, _I.PROVISIONAL): ((_A.UPDATE_TARGET,), _S.EARLY),
+    (_S.EARLY, _I.SUCCESS): ((_A.RECOMPUTE_ROUTES, _A.UPDATE_TARGET), _S.WAIT_ACK),
+    (_S.EARLY, _I.FAILURE): (_NONE, _S.TERMINATED),
+    (_S.EARLY, _I.TARGET_REFRESH): ((_A.UPDATE_TARGET,), _S.EARLY),
+    (_S.EARLY, _I.BYE): (_NONE, _S.TERMINATED),  # §15: the caller may BYE an early dialog
+    (_S.EARLY, _I.GONE): (_NONE, _S.TERMINATED),
+    (_S.EARLY, _I.TIMEOUT): (_NONE, _S.TERMINATED),
+    # A 2xx retransmission or a second fork's 2xx (§13.2.2.4), a late 1xx overtaken by the
+    # 2xx, another fork's failure after the 2xx: none changes the dialog (the route set MUST
+    # NOT change once confirmed, §12.2).
+    (_S.WAIT_ACK, _I.SUCCESS): (_NONE, _S.WAIT_ACK),
+    (_S.WAIT_ACK, _I.PROVISIONAL): (_NONE, _S.WAIT_ACK),
+    (_S.WAIT_ACK, _I.FAILURE): (_NONE, _S.WAIT_ACK),
+    (_S.WAIT_ACK, _I.ACK): (_NONE, _S.CONFIRMED),
+    (_S.WAIT_ACK, _I.BYE): (_NONE, _S.TERMINATED),
+    (_S.WAIT_ACK, _I.GONE): (_NONE, _S.TERMINATED),
+    (_S.WAIT_ACK, _I.TIMEOUT): (_NONE, _S.TERMINATED),
+    (_S.CONFIRMED, _I.PROVISIONAL): (_NONE, _S.CONFIRMED),
+    (_S.CONFIRMED, _I.SUCCESS): (_NONE, _S.CONFIRMED),  # 2xx retransmission
+    (_S.CONFIRMED, _I.FAILURE): (_NONE, _S.CONFIRMED),  # §14.1: a refused re-INVITE
+    (_S.CONFIRMED, _I.ACK): (_NONE, _S.CONFIRMED),  # ACK retransmission
+    (_S.CONFIRMED, _I.TARGET_REFRESH): ((_A.UPDATE_TARGET,), _S.CONFIRMED),
+    (_S.CONFIRMED, _I.BYE): (_NONE, _S.TERMINATED),
+    (_S.CONFIRMED, _I.GONE): (_NONE, _S.TERMINATED),
+    (_S.CONFIRMED, _I.TIMEOUT): (_NONE, _S.TERMINATED),
+    # Terminated absorbs late retransmissions (2xx, ACK, BYE) until the dialog is dropped.
+    **{(_S.TERMINATED, i): (_NONE, _S.TERMINATED)
+       for i in (_I.PROVISIONAL, _I.SUCCESS, _I.FAILURE, _I.ACK, _I.BYE, _I.GONE, _I.TIMEOUT)},
+}
+
+
+def advance(state: DialogState, inp: DialogInput) -> DialogState:
+    """The state ``inp`` leads to from ``state`` (``TABLE``), for records that keep no route
+    set (the proxy's); ``DialogError`` if the pair is not allowed."""
+    row = TABLE.get((state, inp))
+    if row is None:
+        raise DialogError(f"dialog input {inp.name} not allowed in state {state.name}")
+    return row[1]
 
 
 class Dialog:
     """One dialog's state (§12.1) and its transitions."""
 
-    TABLE: ClassVar[_Table] = {
-        # §12.1.2: later provisionals may carry a new Contact; RFC 3311 UPDATE refreshes an
-        # early dialog's target too.
-        (_S.EARLY, _I.PROVISIONAL): ((_A.UPDATE_TARGET,), _S.EARLY),
-        (_S.EARLY, _I.SUCCESS): ((_A.RECOMPUTE_ROUTES, _A.UPDATE_TARGET), _S.CONFIRMED),
-        (_S.EARLY, _I.FAILURE): ((), _S.TERMINATED),
-        (_S.EARLY, _I.TARGET_REFRESH): ((_A.UPDATE_TARGET,), _S.EARLY),
-        # §15: the caller may BYE an early dialog.
-        (_S.EARLY, _I.BYE): ((), _S.TERMINATED),
-        (_S.EARLY, _I.GONE): ((), _S.TERMINATED),
-        # A 1xx reordered behind the 2xx, or the 2xx retransmitted (§13.2.2.4: ACK again,
-        # nothing changes; the route set MUST NOT change once confirmed, §12.2).
-        (_S.CONFIRMED, _I.PROVISIONAL): ((), _S.CONFIRMED),
-        (_S.CONFIRMED, _I.SUCCESS): ((), _S.CONFIRMED),
-        (_S.CONFIRMED, _I.TARGET_REFRESH): ((_A.UPDATE_TARGET,), _S.CONFIRMED),
-        (_S.CONFIRMED, _I.BYE): ((), _S.TERMINATED),
-        (_S.CONFIRMED, _I.GONE): ((), _S.TERMINATED),
-    }
+    TABLE: ClassVar[_Table] = TABLE
 
     __slots__ = (
         "id",
@@ -165,7 +211,7 @@ class Dialog:
             raise DialogError("a provisional response without To tag creates no dialog (§12.1)")
         return cls(
             id=DialogId.of_incoming_response(response),
-            state=DialogState.EARLY if status < 200 else DialogState.CONFIRMED,
+            state=DialogState.EARLY if status < 200 else DialogState.WAIT_ACK,
             is_uac=True,
             local=request.from_,
             remote=response.to,
@@ -192,7 +238,7 @@ class Dialog:
             raise RemoteProtocolError("Missing Contact in dialog-creating request", 400)
         return cls(
             id=DialogId(request.call_id, response.to.tag, request.from_.tag or ""),
-            state=DialogState.EARLY if status < 200 else DialogState.CONFIRMED,
+            state=DialogState.EARLY if status < 200 else DialogState.WAIT_ACK,
             is_uac=False,
             local=response.to,
             remote=request.from_,
@@ -238,6 +284,10 @@ class Dialog:
     def refresh_target(self, request: Request) -> DialogState:
         """UAS: we accepted a target refresh request (re-INVITE, UPDATE ...) (§12.2.2)."""
         return self.handle(DialogInput.TARGET_REFRESH, request)
+
+    def on_ack(self) -> DialogState:
+        """The ACK for the 2xx was sent (UAC, §13.2.2.4) or received (UAS, §13.3.1.4)."""
+        return self.handle(DialogInput.ACK)
 
     def on_bye(self) -> DialogState:
         """A BYE was sent or received (§15): the dialog ends."""

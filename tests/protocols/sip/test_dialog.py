@@ -56,8 +56,12 @@ def reply(req: Request, status: int, *, tag: str | None = "a6c85cf", contact: st
 
 
 def uac_dialog(status: int = 200) -> tuple[Request, Dialog]:
+    """A UAC's dialog from ``status``; from a 2xx, confirmed by the ACK it sent."""
     req = parse_request(INVITE)
-    return req, Dialog.as_uac(req, reply(req, status))
+    dlg = Dialog.as_uac(req, reply(req, status))
+    if status >= 200:
+        dlg.on_ack()
+    return req, dlg
 
 
 def hosts(routes: list[NameAddr]) -> list[str]:
@@ -68,9 +72,11 @@ def hosts(routes: list[NameAddr]) -> list[str]:
 # Creation (§12.1.1, §12.1.2).
 
 
-def test_uac_dialog_from_2xx() -> None:
-    _, dlg = uac_dialog()
-    assert dlg.state is DialogState.CONFIRMED and dlg.is_uac
+def test_uac_dialog_from_2xx_waits_for_its_ack() -> None:
+    req = parse_request(INVITE)
+    dlg = Dialog.as_uac(req, reply(req, 200))
+    assert dlg.state is DialogState.WAIT_ACK and dlg.is_uac  # §13.2.2.4: the ACK is due
+    assert dlg.on_ack() is DialogState.CONFIRMED
     assert dlg.id == DialogId("a84b4c76e66710@pc33.atlanta.example.com", "1928301774", "a6c85cf")
     # §12.1.2: Record-Route reversed.
     assert hosts(dlg.route_set) == ["p1.example.com", "p2.example.com"]
@@ -101,7 +107,7 @@ def test_id_of_incoming_request_matches_uas_dialog() -> None:
     bye = uac.build_request("BYE", via=VIA)
     bye.to = bye.to.with_param("tag", "u")
     assert DialogId.of_incoming_request(bye) == dlg.id
-    assert "Dialog CONFIRMED" in repr(dlg)
+    assert "Dialog WAIT_ACK" in repr(dlg)
 
 
 def test_secure_flag_needs_tls_and_sips() -> None:
@@ -149,18 +155,34 @@ def test_provisional_without_contact_targets_request_uri() -> None:
 # Transitions.
 
 S, I = DialogState, DialogInput  # noqa: E741 - short names, one row per transition
-EXPECTED = {
+EXPECTED: dict[tuple[DialogState, DialogInput], DialogState] = {
+    (S.INITIAL, I.PROVISIONAL): S.EARLY,
+    (S.INITIAL, I.SUCCESS): S.WAIT_ACK,
+    (S.INITIAL, I.FAILURE): S.TERMINATED,
+    (S.INITIAL, I.TIMEOUT): S.TERMINATED,
     (S.EARLY, I.PROVISIONAL): S.EARLY,
-    (S.EARLY, I.SUCCESS): S.CONFIRMED,
+    (S.EARLY, I.SUCCESS): S.WAIT_ACK,
     (S.EARLY, I.FAILURE): S.TERMINATED,
     (S.EARLY, I.TARGET_REFRESH): S.EARLY,
     (S.EARLY, I.BYE): S.TERMINATED,
     (S.EARLY, I.GONE): S.TERMINATED,
+    (S.EARLY, I.TIMEOUT): S.TERMINATED,
+    (S.WAIT_ACK, I.PROVISIONAL): S.WAIT_ACK,
+    (S.WAIT_ACK, I.SUCCESS): S.WAIT_ACK,
+    (S.WAIT_ACK, I.FAILURE): S.WAIT_ACK,
+    (S.WAIT_ACK, I.ACK): S.CONFIRMED,
+    (S.WAIT_ACK, I.BYE): S.TERMINATED,
+    (S.WAIT_ACK, I.GONE): S.TERMINATED,
+    (S.WAIT_ACK, I.TIMEOUT): S.TERMINATED,
     (S.CONFIRMED, I.PROVISIONAL): S.CONFIRMED,
     (S.CONFIRMED, I.SUCCESS): S.CONFIRMED,
+    (S.CONFIRMED, I.FAILURE): S.CONFIRMED,
+    (S.CONFIRMED, I.ACK): S.CONFIRMED,
     (S.CONFIRMED, I.TARGET_REFRESH): S.CONFIRMED,
     (S.CONFIRMED, I.BYE): S.TERMINATED,
     (S.CONFIRMED, I.GONE): S.TERMINATED,
+    (S.CONFIRMED, I.TIMEOUT): S.TERMINATED,
+    **{(S.TERMINATED, i): S.TERMINATED for i in DialogInput if i is not I.TARGET_REFRESH},
 }
 
 
@@ -170,7 +192,11 @@ def test_table_is_the_documented_one() -> None:
 
 def dialog_in(state: DialogState) -> Dialog:
     req = parse_request(INVITE)
-    dlg = Dialog.as_uac(req, reply(req, 180 if state is DialogState.EARLY else 200))
+    dlg = Dialog.as_uac(req, reply(req, 180 if state <= DialogState.EARLY else 200))
+    if state is DialogState.INITIAL:
+        dlg.state = state  # a proxy's record starts there; no UA dialog does
+    if state >= DialogState.CONFIRMED:
+        dlg.on_ack()
     if state is DialogState.TERMINATED:
         dlg.on_bye()
     assert dlg.state is state
@@ -197,7 +223,7 @@ def test_early_dialog_confirmed_recomputes_routes_and_target() -> None:
     dlg.on_response(reply(req, 183, contact="sip:bob@192.0.2.9"))
     assert str(dlg.remote_target) == "sip:bob@192.0.2.9"
     ok = reply(req, 200, record_route=["a.example.com", "b.example.com"])
-    assert dlg.on_response(ok) is DialogState.CONFIRMED
+    assert dlg.on_response(ok) is DialogState.WAIT_ACK
     # §13.2.2.4: the 2xx recomputes the route set; reversed for the UAC.
     assert hosts(dlg.route_set) == ["b.example.com", "a.example.com"]
     assert str(dlg.remote_target) == "sip:bob@192.0.2.4"
@@ -211,14 +237,14 @@ def test_early_dialog_ends_on_failure() -> None:
     dlg = Dialog.as_uac(req, reply(req, 180))
     assert dlg.on_response(reply(req, 486)) is DialogState.TERMINATED
     assert dlg.terminated
-    with pytest.raises(DialogError):
-        dlg.on_response(reply(req, 200))
+    assert dlg.on_response(reply(req, 200)) is DialogState.TERMINATED  # a late 2xx: absorbed
 
 
 def test_uas_side_transitions() -> None:
     req = parse_request(INVITE)
     dlg = Dialog.as_uas(req, make_response(req, 180, to_tag="u"))
-    assert dlg.on_response_sent(make_response(req, 200, to_tag="u")) is DialogState.CONFIRMED
+    assert dlg.on_response_sent(make_response(req, 200, to_tag="u")) is DialogState.WAIT_ACK
+    assert dlg.on_ack() is DialogState.CONFIRMED  # §13.3.1.4: the 2xx's retransmissions stop
     assert hosts(dlg.route_set) == ["p2.example.com", "p1.example.com"]  # unchanged
     reinvite = parse_request(
         INVITE.replace("CSeq: 314159", "CSeq: 314160")
@@ -394,6 +420,7 @@ def test_random_inputs_keep_invariants(early: bool,
                                        steps: list[tuple[DialogInput, str | None]]) -> None:
     req = parse_request(INVITE)
     dlg = Dialog.as_uac(req, reply(req, 180 if early else 200))
+    frozen = (DialogState.WAIT_ACK, DialogState.CONFIRMED, DialogState.TERMINATED)
     for n, (inp, what) in enumerate(steps):
         state, routes = dlg.state, list(dlg.route_set)
         msg = None if what is None else reply(
@@ -403,6 +430,7 @@ def test_random_inputs_keep_invariants(early: bool,
         except DialogError:
             assert (state, inp) not in Dialog.TABLE and dlg.state is state
             continue
-        assert state is not DialogState.TERMINATED
-        if state is DialogState.CONFIRMED:
+        if state is DialogState.TERMINATED:
+            assert dlg.state is DialogState.TERMINATED  # absorbing
+        if state in frozen:  # §12.2: once a 2xx came, the route set never changes
             assert dlg.route_set == routes
