@@ -211,7 +211,7 @@ class SipCore:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, data: bytes, peer: Peer) -> bool:
-        transport = self.transports.get(peer.transport)
+        transport = self.transports.by_name.get(peer.transport)
         if transport is None:
             self.c_drop.inc("no_transport")
             return False

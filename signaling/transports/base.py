@@ -81,7 +81,8 @@ class Transports:
     """The transports of one node, by name, and the questions the proxy asks about them."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, Transport] = {}
+        #: Read by ``SipCore.send`` for every message sent: a dict lookup, not a call.
+        self.by_name: dict[str, Transport] = {}
         self._info: dict[str, TransportInfo] = {}
         self._by_uri_transport: dict[str | None, str] = {}
         self._by_via_token: dict[str, str] = {}
@@ -91,7 +92,7 @@ class Transports:
 
     def add(self, transport: Transport) -> None:
         info = transport.info
-        self._by_name[info.name] = transport
+        self.by_name[info.name] = transport
         self._info[info.name] = info
         self._by_uri_transport[info.uri_transport] = info.name
         self._by_via_token[info.via_token.upper()] = info.name
@@ -99,7 +100,7 @@ class Transports:
 
     def remove(self, name: str) -> None:
         info = self._info.pop(name, None)
-        self._by_name.pop(name, None)
+        self.by_name.pop(name, None)
         if info is not None:
             self._by_uri_transport.pop(info.uri_transport, None)
             self._by_via_token.pop(info.via_token.upper(), None)
@@ -110,13 +111,13 @@ class Transports:
         self._ports = frozenset(i.port for i in self._infos)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._by_name
+        return name in self.by_name
 
     def __iter__(self) -> Iterator[TransportInfo]:
         return iter(self._infos)
 
     def get(self, name: str) -> Transport | None:
-        return self._by_name.get(name)
+        return self.by_name.get(name)
 
     def info(self, name: str) -> TransportInfo | None:
         return self._info.get(name)
