@@ -12,9 +12,10 @@ be hashable (not orderable: entries carry a sequence number that breaks deadline
 keeps equal deadlines in push order).
 
 Bounded slack: stale entries are dropped by a compaction (O(n) rebuild from the live entries)
-once the heap holds more than ``2 * live + slack`` entries.  Each compaction removes at least
-``live + slack`` stale entries, so its cost is amortised O(1) per push, cancel or pop, and after
-any of them the heap holds at most ``2 * live + slack`` entries.
+once the heap holds more than ``live + live // 2 + slack`` entries.  Each compaction removes at
+least ``live // 2 + slack`` stale entries, so its cost is amortised O(1) per push, cancel or pop,
+and after any of them the heap holds at most ``live + live // 2 + slack`` entries (a stale entry
+is ~80 bytes: at most half of that again per live key, plus the slack).
 
 Sans-I/O: no clock is read; ``now`` is passed in.
 """
@@ -122,9 +123,11 @@ class DeadlineHeap(Generic[K]):
         self._live.clear()
 
     def _bound(self) -> None:
-        # Stale entries beyond ``live + slack``: each one removed paid for itself when it was
-        # made (by a push, a cancel or a pop of the live one), so the rebuild is amortised O(1).
-        if len(self._heap) > 2 * len(self._live) + self.slack:
+        # Stale entries beyond ``live // 2 + slack``: each one removed paid for itself when it
+        # was made (by a push, a cancel or a pop of the live one), so the rebuild is amortised
+        # O(1).
+        live = len(self._live)
+        if len(self._heap) > live + live // 2 + self.slack:
             self.compact()
 
     def compact(self) -> None:
@@ -133,5 +136,5 @@ class DeadlineHeap(Generic[K]):
         heapq.heapify(self._heap)
 
     def heap_size(self) -> int:
-        """Entries in the heap, stale ones included (at most ``2 * len(self) + slack``)."""
+        """Entries in the heap, stale ones included (at most ``1.5 * len(self) + slack``)."""
         return len(self._heap)

@@ -16,12 +16,12 @@ is bounded (``max_dialogs``; full means 503 for a new INVITE).
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Callable
 
 import msgspec
 
+from protocols.deadlines import DeadlineHeap
 from protocols.sip.dialog import DialogError, DialogInput, DialogState, advance
 from signaling.transports.base import Peer
 
@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 
-#: Stale heap entries tolerated beyond half the live dialogs before a compaction: small
-#: tables never bother compacting.
+#: Stale heap entries tolerated beyond the live dialogs before a compaction: small tables
+#: never bother compacting.
 HEAP_SLACK = 1024
 #: Distinct peer addresses kept interned (``intern_peer``): far more than the phones and
 #: gateways one node talks to at a time; bounded so a spray of source ports cannot grow it.
@@ -193,8 +193,8 @@ class DialogTable:
     def __init__(self, max_dialogs: int) -> None:
         self.max_dialogs = max_dialogs
         self._by_id: dict[str, ProxyDialog] = {}
-        self._heap: list[tuple[float, int, ProxyDialog]] = []
-        self._seq = itertools.count()
+        #: One deadline per dialog (ring timeout, maximum duration, linger end).
+        self._deadlines: DeadlineHeap[ProxyDialog] = DeadlineHeap(HEAP_SLACK)
         #: Set by the proxy: ends a dialog with BYE to both sides.
         self.on_terminate: Callable[[ProxyDialog], bool] | None = None
 
@@ -210,13 +210,15 @@ class DialogTable:
         self.schedule(dialog)
 
     def schedule(self, dialog: ProxyDialog) -> None:
-        heapq.heappush(self._heap, (dialog.deadline, next(self._seq), dialog))
+        """(Re)schedule ``dialog`` at its ``deadline``; an earlier deadline is forgotten."""
+        self._deadlines.push(dialog, dialog.deadline)
 
     def remove(self, dialog: ProxyDialog) -> None:
         # Only this very dialog: a newer one with the same key (an INVITE that looped back
         # through us, §16.3 step 4) stays.
         if self._by_id.get(dialog.id) is dialog:
             del self._by_id[dialog.id]
+        self._deadlines.cancel(dialog)
 
     def find(self, call_id: str, from_tag: str | None, to_tag: str | None) -> ProxyDialog | None:
         d = self._by_id.get(dialog_key(call_id, from_tag or ""))
@@ -225,26 +227,10 @@ class DialogTable:
         return d
 
     def due(self, now: float) -> list[ProxyDialog]:
-        """Dialogs whose deadline passed (ring timeout, maximum duration, linger end)."""
-        out = []
-        seen: set[str] = set()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, d = heapq.heappop(heap)
-            # A dialog scheduled twice at the same deadline has two live entries: report it
-            # once, or the proxy would act on one expiry twice (e.g. two BYEs).
-            if d.deadline == deadline and self._by_id.get(d.id) is d and d.id not in seen:
-                seen.add(d.id)
-                out.append(d)
-        # Every answered dialog leaves its ring deadline behind (~120 bytes): drop stale
-        # entries once they are a third of the heap.  Each compaction removes at least that
-        # many, so its O(n) cost is amortised O(1) per schedule().
-        live = len(self._by_id)
-        if len(heap) > live + live // 2 + HEAP_SLACK:
-            self._heap = [e for e in heap
-                          if e[2].deadline == e[0] and self._by_id.get(e[2].id) is e[2]]
-            heapq.heapify(self._heap)
-        return out
+        """Dialogs whose deadline passed (ring timeout, maximum duration, linger end); they
+        are no longer scheduled until the proxy schedules them again."""
+        by_id = self._by_id
+        return [d for d in self._deadlines.pop_due(now) if by_id.get(d.id) is d]
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {s.name.lower(): 0 for s in DialogState}
