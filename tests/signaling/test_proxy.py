@@ -15,9 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response, SipURI
+from protocols.sip.serializer import serialize
 from tests.peers.sipua import UA, UdpUA, WsUA
 from tests.serverproc import ServerProcess
+from tests.signaling.corekit import node
 from tests.signaling.inproc import running_server
 from tests.sipp_runner import Sipp, SippResult, run_sipp
 
@@ -553,3 +556,58 @@ async def test_silent_callee_on_a_quiet_server_gets_timer_a_and_the_caller_timer
         finally:
             await caller.close()
             await callee.close()
+
+
+# -- without sockets (tests/signaling/corekit.py) ----------------------------------------------
+
+def _corekit_request(method: str, uri: str, branch: str, extra: str = "",
+                     contact: str = "sip:x@192.0.2.10:5070") -> bytes:
+    return (f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK{branch}"
+            f"\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"
+            f"To: <sip:bob@example.com>\r\nCall-ID: {branch}@kit\r\nCSeq: 1 {method}\r\n"
+            f"Contact: <{contact}>\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+async def test_invite_forwarded_to_the_binding_with_our_via_record_route_and_max_forwards(
+) -> None:
+    """§16.6 steps 2-8 decided without a socket: the copy goes to the registered contact over
+    the hop's transport, with our Via on top, our Record-Route and Max-Forwards minus one;
+    the caller gets 100 Trying (§16.2), the callee's 180 and 200 go back up without our Via."""
+    async with node() as n:
+        n.receive(_corekit_request("REGISTER", "sip:example.com", "reg",
+                                   contact="sip:bob@192.0.2.20:5080"), "192.0.2.20", 5080)
+        ok, _ = await n.udp.final()
+        assert ok.status == 200
+        n.receive(_corekit_request("INVITE", "sip:bob@example.com", "inv"))
+        trying, to_caller = await n.udp.next()
+        assert isinstance(trying, Response) and trying.status == 100
+        assert (to_caller.host, to_caller.port) == ("192.0.2.10", 5070)
+        fwd, to_callee = await n.udp.next()
+        assert isinstance(fwd, Request) and fwd.method == "INVITE"
+        assert (to_callee.transport, to_callee.host, to_callee.port) == ("udp", "192.0.2.20",
+                                                                          5080)
+        assert str(fwd.uri) == "sip:bob@192.0.2.20:5080"  # the binding's Contact
+        assert (fwd.vias[0].transport, fwd.vias[0].host, fwd.vias[0].port) == ("UDP",
+                                                                               "127.0.0.1", 5060)
+        assert fwd.vias[1].branch == "z9hG4bKinv"
+        assert fwd.max_forwards == 69
+        assert [str(r.uri) for r in fwd.record_routes] == ["sip:127.0.0.1:5060;lr"]
+        ringing = make_response(fwd, 180, to_tag="b1")
+        n.core.receive(serialize(ringing), to_callee)
+        up, peer = await n.udp.next()
+        assert isinstance(up, Response) and up.status == 180 and peer == to_caller
+        assert [v.branch for v in up.vias] == ["z9hG4bKinv"]  # our Via removed (§16.7 step 9)
+        n.core.receive(serialize(make_response(fwd, 200, to_tag="b1")), to_callee)
+        final, peer = await n.udp.final()
+        assert final.status == 200 and peer == to_caller
+        assert n.proxy.dialogs.find(fwd.call_id, "a1", "b1") is not None
+
+
+async def test_request_to_a_transport_the_node_does_not_run_is_not_routed() -> None:
+    """A preloaded Route asking for TCP on a node that runs only UDP: no target (the proxy
+    asks the transports, it names none itself), so the request is refused, not sent over UDP."""
+    async with node() as n:
+        route = "Route: <sip:192.0.2.99:5090;transport=tcp;lr>\r\n"
+        n.receive(_corekit_request("MESSAGE", "sip:carol@elsewhere.example", "tcp", route))
+        resp, _ = await n.udp.final()
+        assert resp.status == 403  # not a served domain, no relaying, no usable route

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response
@@ -13,6 +14,7 @@ from protocols.sip.uri import parse_uri
 from signaling.registry.base import RegistryFull
 from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import SipCore
+from tests.signaling.corekit import node
 from tests.signaling.inproc import UdpPeer, running_server
 
 
@@ -196,3 +198,24 @@ async def test_a_full_registry_is_answered_503_with_its_retry_after() -> None:
         assert srv.registrar.c_register.get("503") == 1
         assert await srv.registry.count_aors() == 1
         peer.close()
+
+
+async def test_registrar_without_sockets_stores_the_binding_and_answers_from_its_source(
+) -> None:
+    """§10.3 steps 1-8 decided with no listener (tests/signaling/corekit.py): the binding is in
+    the registry before the 200 goes back to where the REGISTER came from; a malformed expires
+    is 400 and stores nothing."""
+    async with node() as n:
+        n.receive(_register(5060, 5070, contacts=["<sip:alice@192.0.2.10:5070>"], expires=300),
+                  "192.0.2.10", 5070)
+        ok, peer = await n.udp.final()
+        assert ok.status == 200 and (peer.host, peer.port) == ("192.0.2.10", 5070)
+        assert _expires(ok) == {"sip:alice@192.0.2.10:5070": 300}
+        bindings = await n.registry.lookup("sip:alice@example.com", time.time())
+        assert [b.contact for b in bindings] == ["sip:alice@192.0.2.10:5070"]
+        assert bindings[0].source == "192.0.2.10:5070"
+        n.receive(_register(5060, 5070, contacts=["<sip:bad@192.0.2.10>;expires=x"],
+                            user="bad", call_id="reg-bad"), "192.0.2.10", 5070)
+        bad, _ = await n.udp.final()
+        assert bad.status == 400
+        assert await n.registry.lookup("sip:bad@example.com", time.time()) == []
