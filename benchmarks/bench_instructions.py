@@ -1,4 +1,5 @@
-"""CPU instructions the server spends per REGISTER and per stateless OPTIONS (issues 2 and 3).
+"""CPU instructions the server spends per REGISTER, per stateless OPTIONS and per complete call
+through the proxy (issues 2, 3 and 18), the call side by side with Kamailio.
 
 Why instructions: on this shared 2-core machine the per-second figures of ``bench_register``
 and ``bench_options`` move by 2x between runs (other tenants), while the number of
@@ -16,12 +17,25 @@ without batching: an upper bound of what a loaded server spends.
 
 - REGISTER: SIPp (``../shared/reference/sipp/register.xml``, a new user per call) at a rate
   low enough for the server under valgrind, then SIPp's own count of successful calls;
-- OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time.
+- OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
+- CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
+  tracking (SIPp ``tests/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
+  rate; the count is per successful call.  Kamailio runs the same calls with the reference
+  configuration (``../shared/reference/kamailio/kamailio.cfg``, read from there with its
+  listening port changed to a free one in a temporary copy) under callgrind too, all its
+  processes counted.  Read its count with care: measured here, Kamailio executes ~3.7M
+  instructions per call under valgrind, far more than its native CPU per call (bench_calls:
+  ~500 us) suggests, with every call's work in its one UDP worker; a C server of several
+  processes sharing locks in shared memory is not slowed by valgrind the way a single Python
+  process is.  Compare the two servers by CPU per call (``bench_calls``); compare versions of
+  ours by this count.
 
-Each is run twice, with the C fast path of the parser and with ``--sip-parser python``, side
-by side in the same run.
+REGISTER and OPTIONS are run twice, with the C fast path of the parser and with
+``--sip-parser python``, side by side in the same run; CALL with the parser(s) asked for and
+Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
+                                            [--kinds REGISTER,OPTIONS,CALL]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -40,10 +54,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.serverproc import free_udp_port, options, sip_request
+from tests.sipp_runner import Sipp, run_sipp
 
 __all__ = ["main"]
 
@@ -52,20 +67,38 @@ REGISTER_XML = ROOT.parent / "shared" / "reference" / "sipp" / "register.xml"
 #: REGISTERs per second offered to the server under valgrind: well below what it answers
 #: there, so SIPp never retransmits (a retransmission would be counted as work).
 REGISTER_RATE = 40
+#: Calls per second under valgrind: each is seven messages through the proxy and ~50x slower
+#: than natively; 10/s keeps every one far from SIPp's retransmission timers.
+CALL_RATE = 10
 START_TIMEOUT = 120.0
+KAMAILIO_CFG = ROOT.parent / "shared" / "reference" / "kamailio" / "kamailio.cfg"
+#: Kamailio's shared memory (MB), as bench_calls gives it.
+KAMAILIO_SHM_MB = 512
 
 
 class ServerUnderCallgrind:
-    def __init__(self, pure: bool) -> None:
+    """Ours (``pure``: the pure-Python parser) or, with ``kamailio``, the reference."""
+
+    def __init__(self, pure: bool, kamailio: bool = False) -> None:
         self.port = free_udp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-instr-"))
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.%p",
-               sys.executable, "-m", "signaling", "serve",
-               "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
-               "--diameter", "off", "--log-level", "warning",
-               "--spool", str(self.dir / "spool.jsonl"),
-               # the default is "c": a server from before the option existed runs too
-               *(["--sip-parser", "python"] if pure else [])]
+        grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.%p"]
+        if kamailio:
+            cfg = self.dir / "kamailio.cfg"
+            listen = f"listen=udp:127.0.0.1:{self.port}"
+            cfg.write_text(KAMAILIO_CFG.read_text()
+                           .replace("listen=udp:127.0.0.1:5060", listen)
+                           .replace("unix:/tmp/kamailio_ctl", f"unix:{self.dir}/ctl"))
+            cmd = [*grind, "--trace-children=yes", "kamailio", "-f", str(cfg), "-DD", "-E",
+                   "-m", str(KAMAILIO_SHM_MB)]
+        else:
+            cmd = [*grind, sys.executable, "-m", "signaling", "serve",
+                   "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
+                   "--diameter", "off", "--log-level", "warning",
+                   "--spool", str(self.dir / "spool.jsonl"),
+                   # the default is "c": a server from before the option existed runs too
+                   *(["--sip-parser", "python"] if pure else [])]
+        self.zeroed_at = time.monotonic()
         self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -74,18 +107,34 @@ class ServerUnderCallgrind:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {self.dir / 'server.log'}")
 
+    def pids(self) -> list[int]:
+        """The server's processes: ours is one, Kamailio forks its workers."""
+        out = subprocess.run(["pgrep", "-s", str(self.proc.pid)], capture_output=True,
+                             text=True, check=False).stdout.split()
+        return sorted({self.proc.pid, *map(int, out)})
+
     def control(self, flag: str) -> None:
-        subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if flag == "-z":
+            self.zeroed_at = time.monotonic()
+        for pid in self.pids():
+            subprocess.run(["callgrind_control", flag, str(pid)], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def measured(self) -> int:
-        """Instructions between the last zero and the dump just taken."""
-        dumps = [p for p in self.dir.glob(f"cg.{self.proc.pid}.*") if p.suffix != ".log"]
-        newest = max(dumps, key=lambda p: int(p.name.rsplit(".", 1)[1]))
-        for line in newest.read_text(errors="replace").splitlines():
-            if line.startswith("summary:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no summary in {newest}")
+        """Instructions between the last zero and the dumps just taken, all processes."""
+        total = 0
+        for pid in self.pids():
+            dumps = [p for p in self.dir.glob(f"cg.{pid}.*") if p.suffix != ".log"]
+            if not dumps:
+                continue  # a process callgrind does not trace (none in practice)
+            newest = max(dumps, key=lambda p: int(p.name.rsplit(".", 1)[1]))
+            for line in newest.read_text(errors="replace").splitlines():
+                if line.startswith("summary:"):
+                    total += int(line.split()[1])
+                    break
+            else:
+                raise RuntimeError(f"no summary in {newest}")
+        return total
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -129,41 +178,99 @@ def send_options(port: int, n: int) -> int:
     return ok
 
 
-def measure(kind: str, pure: bool, n: int) -> tuple[int, int]:
-    """(answered, instructions per message) for ``n`` messages of ``kind``."""
-    server = ServerUnderCallgrind(pure)
+def send_calls(server: ServerUnderCallgrind, n: int) -> int:
+    """SIPp calls through the proxy to a registered SIPp UAS; SIPp's count of successful ones.
+    The counters are zeroed once the UAS is registered: its REGISTER is not part of a call."""
+    remote = f"127.0.0.1:{server.port}"
+    timeout = n / CALL_RATE + 120
+    uas = Sipp("uas", calls=n, timeout=timeout)
+    reg = run_sipp("register", remote, keys={"user": "uas", "expires": "3600",
+                                             "contact": f"127.0.0.1:{uas.port}"}, timeout=60)
+    if not reg.ok:
+        raise RuntimeError(f"registration of the UAS failed: {reg.errors[-1000:]}")
+    uas.start()
     try:
+        time.sleep(0.5)
         server.control("-z")
-        answered = (send_registers if kind == "REGISTER" else send_options)(server.port, n)
+        return Sipp("uac", remote, service="uas", calls=n, rate=CALL_RATE,
+                    timeout=timeout).start().wait().successful
+    finally:
+        uas.stop()
+
+
+def _zeroed(send: Callable[[int, int], int]) -> Callable[[ServerUnderCallgrind, int], int]:
+    def run(server: ServerUnderCallgrind, n: int) -> int:
+        server.control("-z")
+        return send(server.port, n)
+    return run
+
+
+#: What each kind sends; the answer is SIPp's (or our socket's) count of successes.
+SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
+    "REGISTER": _zeroed(send_registers), "OPTIONS": _zeroed(send_options), "CALL": send_calls}
+
+
+def measure(kind: str, pure: bool, n: int, kamailio: bool = False) -> tuple[int, int, int]:
+    """(answered, instructions per message or call, of which idle) for ``n`` of ``kind``.
+
+    Idle: what the server executes in as long a time with no traffic (timers, sweeps, and
+    for Kamailio its timer and control processes), shared out per message.  Valgrind makes a
+    run last ~50x longer than natively, which inflates the time-driven part ~50x: the call
+    figures are compared net of it (``per - idle``)."""
+    server = ServerUnderCallgrind(pure, kamailio)
+    try:
+        answered = SENDERS[kind](server, n)
+        elapsed = time.monotonic() - server.zeroed_at
         server.control("-d")
         time.sleep(0.5)
-        return answered, server.measured() // max(answered, 1)
+        total = server.measured()
+        server.control("-z")
+        time.sleep(elapsed)
+        server.control("-d")
+        time.sleep(0.5)
+        idle = server.measured()
+        per = max(answered, 1)
+        return answered, total // per, idle // per
     finally:
         server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--messages", type=int, default=1000,
+                    help="messages (REGISTER, OPTIONS) or calls (CALL) per measurement")
     ap.add_argument("--parser", choices=["both", "c", "python"], default="both",
                     help="which parser(s) to measure (default: both, side by side)")
+    ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
+                    help="what to measure, comma-separated (default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
-    for tool in ("valgrind", "callgrind_control", "sipp"):
+    kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
+    if unknown := set(kinds) - set(SENDERS):
+        sys.exit(f"unknown kinds: {', '.join(sorted(unknown))}")
+    for tool in ("valgrind", "callgrind_control", "sipp", *(["kamailio"] if "CALL" in kinds
+                                                           else [])):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found (Debian: valgrind, sip-tester)")
-    print(f"instructions executed by the server per message (callgrind), "
-          f"{args.messages} messages each")
+            sys.exit(f"{tool} not found (Debian: valgrind, sip-tester, kamailio)")
+    print(f"instructions executed by the server per message or call (callgrind), "
+          f"{args.messages} each")
     modes = {"both": (False, True), "c": (False,), "python": (True,)}[args.parser]
-    for kind in ("REGISTER", "OPTIONS"):
+    for kind in kinds:
         results = {}
         for pure in modes:
-            answered, per = measure(kind, pure, args.messages)
-            results[pure] = per
+            answered, per, idle = measure(kind, pure, args.messages)
+            results[pure] = per - idle if kind == "CALL" else per
             label = "pure-Python parser" if pure else "C fast path"
             print(f"  {kind:<8} {label:<19} answered {answered:>6}/{args.messages}  "
-                  f"{per:>10,} instructions each")
+                  f"{per:>10,} instructions each ({idle:,} of them idle)", flush=True)
         if len(results) == 2:
             print(f"  {kind:<8} C fast path / pure: {results[False] / results[True]:.2f}")
+        if kind == "CALL":
+            answered, per, idle = measure(kind, False, args.messages, kamailio=True)
+            print(f"  {kind:<8} {'Kamailio 5.6':<19} answered {answered:>6}/{args.messages}  "
+                  f"{per:>10,} instructions each ({idle:,} of them idle)", flush=True)
+            for pure, ours in results.items():
+                print(f"  {kind:<8} net of idle, ours ({'pure' if pure else 'C'}) / Kamailio: "
+                      f"{ours:,} / {per - idle:,} = {ours / max(per - idle, 1):.2f}")
 
 
 if __name__ == "__main__":
