@@ -134,9 +134,8 @@ class Registrar:
                 self.on_event("register", aor, bindings)
         # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
         # binding stores its URI's wire text, which is what str() of the parsed URI gives.
-        # ``Binding.remaining``, spelled out: once per binding of every 200.
-        contacts = "".join([f"\r\nContact: <{b.contact}>;expires="
-                            f"{max(0, int(b.expires_at - now + 0.5))}" for b in bindings])
+        contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
+                            for b in bindings])
         return contacts.encode("utf-8", "surrogateescape") + self._date_tail(now)
 
     def _date_tail(self, now: float) -> bytes:

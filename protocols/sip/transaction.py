@@ -909,8 +909,7 @@ def _server_key(request: Request, method: str) -> TransactionKey | None:
         return None
     via = vias[0]
     branch = via.params.get("branch")
-    # _has_cookie, spelled out: this runs for every request received.
-    if branch is not None and len(branch) > _COOKIE_LEN and branch.startswith(MAGIC_COOKIE):
+    if _has_cookie(branch):
         # §17.2.3: branch, sent-by and method (ACK matches its INVITE).
         return (branch, via.host.lower(), via.port, method)
     # §17.2.3 RFC 2543 fallback: Request-URI, From tag, Call-ID, CSeq number, top Via and the

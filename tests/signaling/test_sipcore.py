@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
@@ -254,6 +256,20 @@ def test_stateless_tag_reads_parameters_in_any_case() -> None:
     assert SipCore.stateless_tag(other_from) != SipCore.stateless_tag(lower)
     branchless = _parsed("<sip:b@x>", vias="Via: SIP/2.0/UDP 10.9.9.9:5062")
     assert SipCore.stateless_tag(branchless) != SipCore.stateless_tag(lower)
+
+
+@pytest.mark.parametrize(("vias", "from_"), [
+    ("Via: SIP/2.0/UDP 10.9.9.9:5062;branch=z9hG4bKv1", b"From: <sip:a@example.com>;tag=a1"),
+    ("Via: SIP/2.0/UDP 10.9.9.9:5062;BRANCH=z9hG4bKv1", b"From: <sip:a@example.com>;TaG=a1"),
+    ("Via: SIP/2.0/UDP 10.9.9.9:5062", b"From: <sip:a@example.com>"),
+    ("Via: SIP/2.0/UDP 10.9.9.9:5062;branch", b"From: <sip:a@example.com>;tag"),
+])
+def test_stateless_tag_is_the_hash_of_what_the_properties_read(vias: str, from_: bytes) -> None:
+    # stateless_tag reads Via.branch and NameAddr.tag spelled out (a hot path): pinned here
+    # to what the properties give, so the two cannot drift apart.
+    req = _parsed("<sip:b@x>", vias=vias, from_=from_)
+    expected = hash((req.call_id, req.from_.tag, req.vias[0].branch or "")) & 0xFFFFFFFF
+    assert SipCore.stateless_tag(req) == format(expected, "x")
 
 
 async def test_respond_sends_the_bytes_the_tu_wrote_and_keeps_them() -> None:
