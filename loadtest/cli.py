@@ -131,7 +131,7 @@ def _cmd_replay(a: Any) -> int:
         duration=a.duration, ramp_up=a.ramp_up, max_inflight=a.max_inflight,
         sockets=a.sockets, deadline=a.deadline, t1=a.t1, t2=max(4.0, a.t1),
         register_callees=not a.no_register_callees, backoff=not a.no_backoff,
-        drain=a.drain, seed=a.seed, progress=progress.update if progress else None,
+        drain=a.drain, seed=a.seed, on_second=progress.update if progress else None,
         diameter=parse_diameter_target(a.diameter) if a.diameter else None,
         diameter_origin_host=a.diameter_origin_host, diameter_realm=a.diameter_realm,
         diameter_tw=a.diameter_watchdog,
@@ -184,13 +184,13 @@ class _Progress:
         self.bar = tqdm(total=total, unit="ev", dynamic_ncols=True)
         self.last = 0
 
-    def update(self, p: dict[str, float]) -> None:
-        started = int(p["started"])
+    def update(self, p: Any, engine: Any) -> None:
+        started = engine.idx
         self.bar.update(started - self.last)
         self.last = started
         self.bar.set_postfix_str(
-            f"offered {p['offered']:.0f}/s good {p['good']:.0f}/s "
-            f"P99 {p['p99_ms']:.1f}ms err {p['errors']:.0f} inflight {p['inflight']:.0f}"
+            f"offered {p.offered}/s good {p.good}/s "
+            f"P99 {p.p99_us / 1000:.1f}ms err {p.errors} inflight {p.inflight}"
         )
 
     def close(self) -> None:

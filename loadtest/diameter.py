@@ -68,7 +68,8 @@ _SUBSCRIPTION_ID_DATA = 444
 class _Host(Protocol):
     """What the client needs from the engine: stats, delayed actions, the run's clock."""
 
-    start: float
+    @property
+    def start(self) -> float: ...
 
     def stats_for(self, kind: str) -> KindStats: ...
 
