@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         # Trace time runs at half speed during a ramp of R (tau = w^2 / 2R): a trace of
         # rate * seconds / 2 events ramps to ``rate`` exactly at the end.
         header, events = synthesize("steady", SynthParams(
-            kind="register", rate=a.rate, duration=a.seconds / 2, users=50_000))
+            kind="register", rate=a.rate, duration=a.seconds / 2, users=50_000,
+            domain="example.com"))
         cfg = EngineConfig(target=("127.0.0.1", server.udp_port), ramp_up=a.seconds,
                            duration=a.seconds, deadline=a.deadline, drain=2.0,
                            register_callees=False)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if rep.knee is None:
         print("knee: not reached (goodput kept up with the whole ramp)")
     else:
-        print(f"knee at second {rep.knee.second}: offered {rep.knee.offered_per_s:.0f}/s, "
+        print(f"knee ({rep.knee.reason} rule) at second {rep.knee.second}: offered {rep.knee.offered_per_s:.0f}/s, "
               f"goodput {rep.knee.goodput_per_s:.0f}/s; "
               f"max goodput {rep.knee.max_goodput_per_s:.0f}/s")
     print(f"injector CPU {rep.cpu['percent_of_one_core']:.0f}% of one core")

@@ -322,6 +322,9 @@ class DiameterClient:
         stats = self.host.stats_for(p.kind)
         key = f"{rc // 1000}xxx"
         stats.answered[key] = stats.answered.get(key, 0) + 1
+        stats.codes[rc] = stats.codes.get(rc, 0) + 1
+        if not 2000 <= rc < 3000:
+            stats.failures[rc] = stats.failures.get(rc, 0) + 1
         lat = now - p.t0
         stats.pending.append(int(lat * 1e6))
         if 2000 <= rc < 3000:

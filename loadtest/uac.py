@@ -290,6 +290,8 @@ class Uac:
             cur.errors += 1
         if status == 503:
             stats.status_503 += 1
+        codes = stats.codes
+        codes[status] = codes.get(status, 0) + 1
         if status >= 300:
             stats.failures[status] = stats.failures.get(status, 0) + 1
         d = txn.dialog
