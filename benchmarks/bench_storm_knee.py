@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if rep.knee is None:
         print("knee: not reached (goodput kept up with the whole ramp)")
     else:
-        print(f"knee ({rep.knee.reason} rule) at second {rep.knee.second}: offered {rep.knee.offered_per_s:.0f}/s, "
+        print(f"knee ({rep.knee.reason} rule) at second {rep.knee.second}: "
+              f"offered {rep.knee.offered_per_s:.0f}/s, "
               f"goodput {rep.knee.goodput_per_s:.0f}/s; "
               f"max goodput {rep.knee.max_goodput_per_s:.0f}/s")
     print(f"injector CPU {rep.cpu['percent_of_one_core']:.0f}% of one core")

@@ -84,7 +84,10 @@ def _header(r: RunReport) -> str:
 
 def _verdict(r: RunReport) -> str:
     failed = [t for t in r.thresholds if not t.passed]
-    head = (f"<p class='fail' style='padding:.4em'>FAILED: {len(failed)} of "
+    if not r.thresholds:
+        head = "<p>No thresholds were given.</p>"
+    else:
+        head = (f"<p class='fail' style='padding:.4em'>FAILED: {len(failed)} of "
             f"{len(r.thresholds)} thresholds not met</p>" if failed else
             f"<p class='pass' style='padding:.4em'>PASSED: all {len(r.thresholds)} "
             "thresholds met</p>")
