@@ -12,6 +12,7 @@ an import that found nothing), 2 usage, 3 a threshold was not met (the summary n
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from dataclasses import fields
 from importlib import metadata
@@ -20,7 +21,7 @@ from typing import Any
 from loadtest.synth import PARAM_HELP, SynthParams
 from loadtest.thresholds import DEFAULT_THRESHOLDS, Threshold, load_thresholds, parse_threshold
 
-__all__ = ["MODEL_HELP", "MODEL_PARAMS", "main"]
+__all__ = ["MODEL_HELP", "MODEL_PARAMS", "STORM_EXTRA", "main"]
 
 #: Which knobs each model reads (besides users, domain and seed): its own --help shows only those.
 MODEL_PARAMS: dict[str, tuple[str, ...]] = {
@@ -325,8 +326,21 @@ def _cmd_replay(a: Any) -> int:
     return run_replay(a, thresholds)
 
 
+#: The ``storm`` extra's libraries: without them only ``--help`` and ``--version`` work.
+STORM_EXTRA = ("hdrh", "dpkt", "matplotlib", "tqdm")
+
+
+def _missing_extra() -> list[str]:
+    return [m for m in STORM_EXTRA if importlib.util.find_spec(m) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    missing = _missing_extra()
+    if missing:
+        _err(f"error: the injector needs the 'storm' extra ({', '.join(missing)} missing): "
+             "pip install 'signaling[storm]'")
+        return 1
     handlers = {"import": _cmd_import, "synth": _cmd_synth, "replay": _cmd_replay,
                 "report": _cmd_report}
     try:

@@ -34,11 +34,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hdrh.histogram import HdrHistogram
+if TYPE_CHECKING:  # parsing needs none of the injector's libraries: ``storm --help`` neither
+    from hdrh.histogram import HdrHistogram
 
-from loadtest.metrics import new_histogram
-from loadtest.report import KindReport, RunReport, ThresholdReport
+    from loadtest.report import KindReport, RunReport, ThresholdReport
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -109,6 +110,10 @@ def _kinds(r: RunReport, kind: str | None) -> list[KindReport]:
 
 
 def _latency(ks: list[KindReport]) -> HdrHistogram:
+    from hdrh.histogram import HdrHistogram
+
+    from loadtest.metrics import new_histogram
+
     h = new_histogram()
     for k in ks:
         if k.histogram:
@@ -159,6 +164,8 @@ def metric_value(r: RunReport, metric: str, kind: str | None = None) -> float | 
 
 
 def evaluate(r: RunReport, thresholds: list[Threshold]) -> list[ThresholdReport]:
+    from loadtest.report import ThresholdReport
+
     out = []
     for t in thresholds:
         v = metric_value(r, t.metric, t.kind)
