@@ -3,6 +3,7 @@ Timers B/F, the PROCEEDING INVITE guard, and delayed actions."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from loadtest.agents import UA, Txn
@@ -66,7 +67,7 @@ def test_non_invite_doubles_to_t2_and_times_out_at_64_t1() -> None:
     times = _drive(timers, wire, 64 * T1 + 0.1)
     # Timer E: T1, then doubling, capped at T2 (§17.1.2.2): 0.5, 1.5, 3.5, 7.5, 11.5, ...
     assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
-    assert all(b - a == T2 for a, b in zip(times[3:], times[4:], strict=False))
+    assert all(b - a == T2 for a, b in itertools.pairwise(times[3:]))
     assert timed_out == [txn] and txn.state is TxnState.DONE
     assert txn.stats.retransmissions == len(times) == timers.timeline.cur.retransmissions
 
