@@ -199,6 +199,10 @@ class Engine:
     def start(self) -> float:
         return self.uac.start
 
+    @property
+    def deadline(self) -> float:
+        return self.cfg.deadline
+
     def stats_for(self, kind: str) -> KindStats:
         s = self.kinds.get(kind)
         if s is None:

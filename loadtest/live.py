@@ -9,7 +9,8 @@ second             wall second of the run, from 0
 offered            trace events the schedule made due in this second
 sent               new client transactions started (retries included, retransmissions not)
 answered           final answers received
-1xx .. 6xx         answers received by class (1xx: provisional); Diameter answers are not here
+1xx .. 6xx         SIP answers received by class (1xx: provisional); Diameter answers count in
+                   sent, answered, errors, timeouts and goodput, not in these
 timeouts           transactions given up in this second (Timer B/F, 64*T1)
 errors             4xx/5xx/6xx finals not --expect'ed, plus timeouts
 goodput            2xx answers received in this second within --deadline of their request

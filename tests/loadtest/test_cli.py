@@ -67,7 +67,15 @@ def test_synth_replay_report_round_trip(tmp_path: Path, responder: int,
         assert kinds[name]["answered"] == {"2xx": kinds[name]["sent"]}
         assert set(kinds[name]["latency_us"]) >= {"p50", "p99", "p99.9"}
     assert rep["cpu"]["user_s"] > 0  # type: ignore[index]
-    assert rep["timeline"]
+    # The timeline's calls: every call started in some second, some were up at a second's
+    # end (holding 0.2 s on average), none at the end of the run.
+    timeline = rep["timeline"]
+    assert isinstance(timeline, list) and timeline
+    fields = ["second", "offered", "sent", "answered", "by_class", "good", "errors", "timeouts",
+              "retransmissions", "inflight", "calls_started", "calls_up"]
+    rows = [dict(zip(fields, p, strict=False)) for p in timeline]
+    assert sum(r["calls_started"] for r in rows) == rep["calls"]["attempted"]  # type: ignore[index]
+    assert max(r["calls_up"] for r in rows) > 0 and rows[-1]["calls_up"] == 0
     page = html.read_text()
     # capacity, throughput, latency, calls, in-flight/lateness, status codes
     assert page.count("data:image/png;base64,") == 6
