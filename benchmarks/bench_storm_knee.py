@@ -3,8 +3,9 @@
 Starts ``signaling serve`` (pinned to CPU 1 with taskset, in-memory registry), ramps a
 constant-rate REGISTER trace from 0 to ``--rate`` over ``--seconds`` with the storm engine
 (pinned to CPU 0), and prints the per-second offered load and goodput (answered 2xx within the
-deadline, credited to the second the request was offered in) and the knee: the last second
-before goodput fell for good below 95% of what was offered.
+deadline, credited to the second the request was offered in) and the knee with the rule that
+found it (``loadtest.report.KNEE_RULE``): the last second before goodput fell for good below
+95% of what was offered, or P99 latency rose for good above 10x its low-load value and 20 ms.
 
     python -m benchmarks.bench_storm_knee [--rate 12000] [--seconds 12] [--deadline 0.5]
 """
