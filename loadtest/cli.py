@@ -66,7 +66,7 @@ thresholds: METRIC[{KIND}] OP NUMBER, OP one of < <= > >= == !=; METRIC one of g
 goodput_ratio, error_rate, errors, timeouts, sent, answered, status_NNN, p50_ms, p90_ms,
 p99_ms, p99.9_ms, max_ms, mean_ms, lateness_p99_ms, lateness_max_ms, calls_failed,
 calls_completed, calls_established, wall_s.  KIND: register, options, invite, bye, prereg,
-ccr-i, ccr-u, ccr-t.  Without any, the default is DEFAULT.
+ccr-i, ccr-u, ccr-t.  DEFAULT is always checked unless an error_rate threshold is given.
 """.replace("DEFAULT", " ".join(DEFAULT_THRESHOLDS))
 
 
@@ -226,7 +226,8 @@ def _replay_parser(sub: Any) -> None:
     g = p.add_argument_group("pass/fail (like k6 thresholds)")
     g.add_argument("--threshold", action="append", type=_threshold, default=[],
                    metavar="EXPR", help="e.g. 'p99_ms<50', 'goodput{invite}>=100'; repeatable "
-                   f"(default: {' '.join(DEFAULT_THRESHOLDS)} when no threshold is given)")
+                   f"(default: {' '.join(DEFAULT_THRESHOLDS)}, checked unless an error_rate "
+                   "threshold is given)")
     g.add_argument("--thresholds", metavar="FILE",
                    help="file of thresholds: one per line (# comments) or a JSON list")
     g.add_argument("--expect", type=_codes, default=frozenset(), metavar="CODES",

@@ -137,7 +137,9 @@ class Knee:
     offered_per_s: float
     goodput_per_s: float
     max_goodput_per_s: float
-    reason: str = "goodput"  # "goodput" or "latency": which rule found it
+    #: "goodput" or "latency": which rule found it; ", from the start" when the server did not
+    #: keep up even in the first offered second (no load level it handled).
+    reason: str = "goodput"
 
 
 #: Latency rule of the knee: P99 above this many times its low-load value ...
@@ -193,7 +195,10 @@ def find_knee(
         for bad, reason in ((bad_good, "goodput"), (bad_lat, "latency")):
             if all(bad[i : i + SUSTAIN_S]):
                 # Detection runs on the smoothed series; the figures reported are that second's.
+                # Bad from the first offered second on: the server never kept up at all.
+                first = next((j for j in range(n) if offered[j] > 0), 0)
                 k = max(i - 1, 0)
+                why = reason + (", from the start" if i <= first else "")
                 return Knee(k, float(offered[k]), float(goodput[k]), float(max(goodput[:n])),
-                            reason)
+                            why)
     return None

@@ -1,7 +1,7 @@
 """``storm replay``: read the trace, run the engine with its live stats, judge and report.
 
-The run is judged twice: thresholds (``thresholds``; the default when none is given is
-DEFAULT_THRESHOLDS) decide the exit status, and the diagnosis (``diagnose``) warns about what
+The run is judged twice: thresholds (``thresholds``; DEFAULT_THRESHOLDS are added unless the
+user sets those metrics) decide the exit status, and the diagnosis (``diagnose``) warns about what
 looks wrong whatever the thresholds say.  Both go into the summary, the JSON and the HTML.
 """
 
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loadtest.report import RunReport
-from loadtest.thresholds import DEFAULT_THRESHOLDS, Threshold, parse_threshold
+from loadtest.thresholds import Threshold, with_defaults
 
 __all__ = ["EXIT_FAILED", "EXIT_THRESHOLDS", "print_summary", "run_replay"]
 
@@ -63,8 +63,7 @@ def run_replay(a: Any, thresholds: list[Threshold]) -> int:
         return EXIT_FAILED
     if a.diameter is None and any(isinstance(e, CcrSession) for e in trace.events):
         _err("no --diameter peer: ccr-session events are skipped and counted")
-    if not thresholds:
-        thresholds = [parse_threshold(t) for t in DEFAULT_THRESHOLDS]
+    thresholds = with_defaults(thresholds)
     live: LiveView | None = None
     if sys.stdout.isatty():
         live = ProgressBar(len(trace.events))
@@ -93,6 +92,7 @@ def run_replay(a: Any, thresholds: list[Threshold]) -> int:
                 s.close()
     conf = {k: v for k, v in vars(a).items() if k not in ("cmd", "threshold")}
     conf["expect"] = sorted(a.expect)
+    conf["thresholds_file"] = a.thresholds
     conf["thresholds"] = [t.text for t in thresholds]
     report = build_report(result, _trace_info(a.trace, trace), conf, a.expect, started)
     report.thresholds = evaluate(report, thresholds)

@@ -21,9 +21,10 @@ lateness_p99_ms, lateness_max_ms                    injector lateness
 calls_failed, calls_completed, calls_established    calls (INVITE dialogs)
 =================  ==========================================================================
 
-Run-wide figures leave out ``prereg`` (the callee registrations before the run are set-up, not
-load); ``{prereg}`` names them explicitly.  A threshold on a metric the run has no data for (a
-kind it never sent) fails: a check that cannot see its subject has not passed.
+The default ``error_rate<0.05`` is always checked unless a run-wide ``error_rate`` threshold is
+given.  Run-wide figures leave out ``prereg`` (the callee registrations before the run are
+set-up, not load); ``{prereg}`` names them explicitly.  A threshold on a metric the run has no
+data for (a kind it never sent) fails: a check that cannot see its subject has not passed.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ __all__ = [
     "load_thresholds",
     "metric_value",
     "parse_threshold",
+    "with_defaults",
 ]
 
-#: Applied when the command line names none: a run where more than 5% of the answers are errors
-#: or timeouts did not pass, whatever else it measured.
+#: Always checked unless the user gives a run-wide ``error_rate`` threshold of their own: a run
+#: where more than 5% of the outcomes are errors or timeouts did not pass, whatever else it
+#: measured (4xx/5xx/6xx and timeouts are failures unless --expect'ed).
 DEFAULT_THRESHOLDS = ("error_rate<0.05",)
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -89,6 +92,13 @@ def parse_threshold(text: str) -> Threshold:
     if kind is not None and metric in _RUN_ONLY:
         raise ValueError(f"threshold {text!r}: {metric} is run-wide, it takes no {{kind}}")
     return Threshold(text.strip(), metric, kind, op, float(value))
+
+
+def with_defaults(given: list[Threshold]) -> list[Threshold]:
+    """``given`` plus each default whose metric the user did not set run-wide."""
+    mine = {(t.metric, t.kind) for t in given}
+    extra = [parse_threshold(d) for d in DEFAULT_THRESHOLDS]
+    return given + [t for t in extra if (t.metric, t.kind) not in mine]
 
 
 def load_thresholds(path: str | Path) -> list[Threshold]:

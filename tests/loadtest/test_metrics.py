@@ -98,3 +98,10 @@ def test_status_codes_that_are_errors() -> None:
     # Diameter Result-Codes: 2xxx succeed (RFC 6733 §7.1), 1xxx/3xxx/4xxx/5xxx do not.
     assert [c for c in (1001, 2001, 2002, 3004, 4010, 5030) if is_error(c, frozenset())] == [
         1001, 3004, 4010, 5030]
+
+
+def test_a_server_that_never_keeps_up_has_its_knee_from_the_start() -> None:
+    offered = [0, 100, 200, 300, 400]
+    knee = find_knee(offered, [0, 0, 0, 0, 0])
+    assert knee is not None and knee.reason == "goodput, from the start"
+    assert knee.goodput_per_s == 0 and knee.max_goodput_per_s == 0
