@@ -10,7 +10,13 @@ import pytest
 from loadtest.engine import Engine, EngineConfig
 from loadtest.report import RunReport, build_report
 from loadtest.responder import Responder
-from loadtest.thresholds import evaluate, load_thresholds, metric_value, parse_threshold
+from loadtest.thresholds import (
+    evaluate,
+    load_thresholds,
+    metric_value,
+    parse_threshold,
+    with_defaults,
+)
 from loadtest.trace import Event, Options, Register
 
 DOMAIN = "127.0.0.1"
@@ -97,3 +103,14 @@ async def test_goodput_per_second_of_schedule_and_per_kind() -> None:
     assert g is not None and 100 / 2.5 <= g <= 100 / 1.9
     assert metric_value(rep, "status_200") == 100
     assert metric_value(rep, "timeouts") == 0
+
+
+def test_the_default_error_rate_is_added_unless_the_user_sets_one() -> None:
+    latency = [parse_threshold("p99_ms<50")]
+    assert [t.text for t in with_defaults(latency)] == ["p99_ms<50", "error_rate<0.05"]
+    assert [t.text for t in with_defaults([])] == ["error_rate<0.05"]
+    mine = [parse_threshold("error_rate<0.2")]
+    assert [t.text for t in with_defaults(mine)] == ["error_rate<0.2"]
+    # A per-kind error rate is not the run-wide one: the default still applies.
+    per_kind = [parse_threshold("error_rate{register}<0.5")]
+    assert len(with_defaults(per_kind)) == 2
