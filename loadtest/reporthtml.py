@@ -47,11 +47,12 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1, caption: str =
     def cell(tag: str, i: int, v: str, raw: bool = False) -> str:
         cls = " class='l'" if i < left else ""
         return f"<{tag}{cls}>{v if raw else _esc(v)}</{tag}>"
-    th = "".join(cell("th", i, h) for i, h in enumerate(head))
+    th = "".join(cell("th", i, h) for i, h in enumerate(head)) if any(head) else ""
     body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(r)) + "</tr>"
                    for r in rows)
     cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{th}</tr></thead>" if th else ""
+    return f"<table>{cap}{thead}<tbody>{body}</tbody></table>"
 
 
 def _ms(d: dict[str, float], key: str) -> str:
@@ -97,7 +98,7 @@ def _verdict(r: RunReport) -> str:
         f"<td class='{'pass' if t.passed else 'fail'}'>{'met' if t.passed else 'FAILED'}</td></tr>"
         for t in r.thresholds)
     table = ("<table><thead><tr><th class='l'>threshold</th><th>observed</th><th>result</th>"
-             f"</tr></thead><tbody>{rows}</tbody></table>")
+             f"</tr></thead><tbody>{rows}</tbody></table>") if rows else ""
     warns = "".join(f"<div class='warn'>{_esc(w)}</div>" for w in r.warnings)
     return head + table + (f"<h3>Warnings</h3>{warns}" if warns else "")
 
@@ -187,6 +188,19 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: A latency axis is logarithmic when its values span more than this factor: then a 0.9 ms
+#: P99 and a 480 ms one are both readable; over a narrower range a linear axis reads better.
+LOG_SPAN = 20.0
+
+
+def _log_if_wide(ax: Any, values: list[float], label: str, colour: str) -> None:
+    positive = [v for v in values if v > 0]
+    wide = bool(positive) and max(positive) > LOG_SPAN * min(positive)
+    if wide:
+        ax.set_yscale("log")
+    ax.set_ylabel(label.format(", log" if wide else ""), color=colour)
+
+
 def _offered_good(r: RunReport) -> tuple[list[int], list[int]]:
     n = len(r.timeline)
     off, good = [0] * n, [0] * n
@@ -210,9 +224,7 @@ def _chart_capacity(plt: Any, r: RunReport) -> Any:
     ax2 = ax.twinx()
     ax2.plot(xs, [p.p99_ms for p in r.capacity], color=RED, marker="s", linewidth=2,
              label="P99 latency")
-    ax2.set_ylabel("P99 latency (ms, log)", color=RED)
-    if any(p.p99_ms > 0 for p in r.capacity):
-        ax2.set_yscale("log")
+    _log_if_wide(ax2, [p.p99_ms for p in r.capacity], "P99 latency (ms{})", RED)
     if r.knee is not None:
         ax.axvline(r.knee.offered_per_s, color=PURPLE, linestyle=":", linewidth=2)
         ax.annotate(f"knee {r.knee.offered_per_s:.0f}/s", (r.knee.offered_per_s, 0),
@@ -260,9 +272,8 @@ def _chart_latency(plt: Any, r: RunReport) -> Any:
                 [getattr(p, attr) / 1000.0 if p.answered else math.nan for p in tl],
                 label=label, color=colour, linewidth=2)
     ax.set_xlabel("second of the run")
-    ax.set_ylabel("latency (ms, log)")
-    if any(p.answered for p in tl):
-        ax.set_yscale("log")
+    _log_if_wide(ax, [p.p999_us / 1000.0 for p in tl if p.answered] +
+                 [p.p50_us / 1000.0 for p in tl if p.answered], "latency (ms{})", "black")
     ax.legend(loc="upper left", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     return fig

@@ -21,6 +21,7 @@ from loadtest.report import build_report
 from loadtest.reporthtml import GREEN, RED, render_html
 from loadtest.responder import Responder
 from loadtest.synth import SynthParams, synthesize
+from loadtest.thresholds import evaluate, parse_threshold
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -60,6 +61,8 @@ async def _run_page(tmp: Path) -> Path:
     rep = build_report(res, {"path": "t.jsonl", "source": "synth steady", "events": 2700,
                              "domains": ["127.0.0.1"]},
                        {"target": f"udp://127.0.0.1:{port}", "speed": 1.0, "ramp_up": 6})
+    # One threshold met, one not: the verdict is FAILED and both rows show.
+    rep.thresholds = evaluate(rep, [parse_threshold("sent>0"), parse_threshold("sent<0")])
     page = tmp / "run.html"
     page.write_text(render_html(rep))
     return page
@@ -89,4 +92,5 @@ async def test_the_report_renders_with_curve_and_tables_in_chromium(tmp_path: Pa
                     "<th class=\"l\">threshold</th>", "Capacity curve", "Knee</b>",
                     "Final answers by status code"):
         assert heading in html, heading
+    assert "FAILED: 1 of 2 thresholds not met" in html
     assert "{'" not in html  # no Python dict printed raw
