@@ -254,7 +254,7 @@ class Engine:
             gc.freeze()
             gc.set_threshold(GC_GEN0_THRESHOLD, thresholds[1], thresholds[2])
             self.uac.start = time.monotonic()
-            self.timeline.second = 0
+            self.timeline.restart()  # the pre-registration is set-up: its own kind, not second 0
             loop.call_soon(self._tick)
             await self.done
         finally:

@@ -73,6 +73,12 @@ class Timeline:
         self.late: list[int] = []  # this second's lateness (µs), at most LATE_SAMPLE values
         self.on_second = on_second
 
+    def restart(self) -> None:
+        """Second 0 starts now: what was counted before (set-up) is dropped from the series."""
+        self.second = 0
+        self.cur = SecondPoint(0)
+        self.sample = []
+
     def flush(self) -> None:
         """Move collected lateness into the histogram (and this second's sample)."""
         pending = self.late_pending

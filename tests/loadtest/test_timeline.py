@@ -33,3 +33,11 @@ def test_lateness_sample_is_bounded_but_the_maximum_is_exact() -> None:
     p = tl.points[0]
     assert p.late_max_us == 999_999.0 and p.late_p99_us == 5.0
     assert tl.lateness.get_total_count() == LATE_SAMPLE + 11
+
+
+def test_restart_drops_what_was_counted_before_the_run() -> None:
+    tl = Timeline(seed=1)
+    tl.cur.sent = 30  # the pre-registration
+    tl.sample.append(5)
+    tl.restart()
+    assert (tl.second, tl.cur.second, tl.cur.sent, tl.sample) == (0, 0, 0, [])
