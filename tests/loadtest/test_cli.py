@@ -317,3 +317,26 @@ def test_help_says_units_defaults_and_examples_and_version_is_given() -> None:
     assert "registration-storm model" in r.stdout
     v = _storm("--version")
     assert v.returncode == 0 and v.stdout.startswith("storm (signaling ")
+
+
+def test_the_server_installs_without_the_injectors_libraries() -> None:
+    """pyproject: plotting, pcap, histogram and progress libraries are the 'storm' extra, which
+    the test extra pulls in; the server's own dependencies name none of them."""
+    import tomllib
+
+    from loadtest.cli import STORM_EXTRA
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())[
+        "project"]
+    dists = {"hdrh": "hdrhistogram", "dpkt": "dpkt", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+    base = " ".join(project["dependencies"])
+    storm = " ".join(project["optional-dependencies"]["storm"])
+    for module in STORM_EXTRA:
+        assert dists[module] not in base and dists[module] in storm
+    assert "signaling[storm]" in project["optional-dependencies"]["test"]
+    # Without them, storm says what to install (here: dpkt hidden from the import system).
+    code = ("import sys; sys.modules['dpkt'] = None; from loadtest.cli import main; "
+            "sys.exit(main(['import', 'x.pcap', '--out', 'y.jsonl']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "needs the 'storm' extra (dpkt missing): pip install 'signaling[storm]'" in r.stderr
