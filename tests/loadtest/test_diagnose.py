@@ -19,13 +19,14 @@ async def test_most_answers_one_error_code_warns_with_the_likely_cause() -> None
     events: list[Event] = [Options(t=i * 0.01, user=f"o{i}", domain="127.0.0.1")
                            for i in range(10)]
     rep = await run_against(Responder(reject=(503, 0)), events)
-    warnings = diagnose(rep)
+    # (Only the outcome warnings: a busy machine may add one about the injector's lateness.)
+    warnings = [w for w in diagnose(rep) if " outcomes " in w]
     assert len(warnings) == 1
     assert warnings[0].startswith("40 of 40 outcomes (100%) were 503: likely cause: the "
                                   "server shed load")
     # Expected, the same 503s are no warning.
     rep = await run_against(Responder(reject=(503, 0)), events, frozenset({503}))
-    assert diagnose(rep) == []
+    assert [w for w in diagnose(rep) if " outcomes " in w] == []
 
 
 async def test_a_server_that_does_not_answer_warns_about_timeouts() -> None:
@@ -40,7 +41,7 @@ async def test_a_server_that_does_not_answer_warns_about_timeouts() -> None:
     finally:
         silent.close()
     rep = build_report(res, {}, {"target": f"udp://127.0.0.1:{port}"})
-    (w,) = diagnose(rep)
+    (w,) = [w for w in diagnose(rep) if " outcomes " in w]
     assert w.startswith("1 of 1 outcomes (100%) were timeouts")
     assert f"reachable at udp://127.0.0.1:{port}" in w
 
