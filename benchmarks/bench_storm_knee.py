@@ -3,8 +3,9 @@
 Starts ``signaling serve`` (pinned to CPU 1 with taskset, in-memory registry), ramps a
 constant-rate REGISTER trace from 0 to ``--rate`` over ``--seconds`` with the storm engine
 (pinned to CPU 0), and prints the per-second offered load and goodput (answered 2xx within the
-deadline, credited to the second the request was offered in) and the knee: the last second
-before goodput fell for good below 95% of what was offered.
+deadline, credited to the second the request was offered in) and the knee with the rule that
+found it (``loadtest.report.KNEE_RULE``): the last second before goodput fell for good below
+95% of what was offered, or P99 latency rose for good above 10x its low-load value and 20 ms.
 
     python -m benchmarks.bench_storm_knee [--rate 12000] [--seconds 12] [--deadline 0.5]
 """
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         # Trace time runs at half speed during a ramp of R (tau = w^2 / 2R): a trace of
         # rate * seconds / 2 events ramps to ``rate`` exactly at the end.
         header, events = synthesize("steady", SynthParams(
-            kind="register", rate=a.rate, duration=a.seconds / 2, users=50_000))
+            kind="register", rate=a.rate, duration=a.seconds / 2, users=50_000,
+            domain="example.com"))
         cfg = EngineConfig(target=("127.0.0.1", server.udp_port), ramp_up=a.seconds,
                            duration=a.seconds, deadline=a.deadline, drain=2.0,
                            register_callees=False)
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if rep.knee is None:
         print("knee: not reached (goodput kept up with the whole ramp)")
     else:
-        print(f"knee at second {rep.knee.second}: offered {rep.knee.offered_per_s:.0f}/s, "
+        print(f"knee ({rep.knee.reason} rule) at second {rep.knee.second}: "
+              f"offered {rep.knee.offered_per_s:.0f}/s, "
               f"goodput {rep.knee.goodput_per_s:.0f}/s; "
               f"max goodput {rep.knee.max_goodput_per_s:.0f}/s")
     print(f"injector CPU {rep.cpu['percent_of_one_core']:.0f}% of one core")

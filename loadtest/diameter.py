@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from loadtest.metrics import KindStats
+from loadtest.timeline import Timeline
 from loadtest.trace import CcrSession
 from protocols.diameter.builders import request
 from protocols.diameter.capabilities import Capabilities
@@ -66,9 +67,17 @@ _SUBSCRIPTION_ID_DATA = 444
 
 
 class _Host(Protocol):
-    """What the client needs from the engine: stats, delayed actions, the run's clock."""
+    """What the client needs from the engine: stats, the timeline, delayed actions, the run's
+    clock and the goodput deadline."""
 
-    start: float
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    @property
+    def timeline(self) -> Timeline: ...
 
     def stats_for(self, kind: str) -> KindStats: ...
 
@@ -240,6 +249,9 @@ class DiameterClient:
             p = self.pending.pop(hbh, None)
             if p is not None:
                 self.host.stats_for(p.kind).timeouts += 1
+                cur = self.host.timeline.cur
+                cur.timeouts += 1
+                cur.errors += 1
                 self._session_failed(p.session)
 
     @property
@@ -274,6 +286,7 @@ class DiameterClient:
         heapq.heappush(self.deadlines, (now + TX_TIMEOUT_S, hbh))
         stats.sent += 1
         stats.offered.add(second)
+        self.host.timeline.cur.sent += 1
         try:
             self.machine.send(msg, now)
         except DiameterError:
@@ -321,12 +334,20 @@ class DiameterClient:
         stats = self.host.stats_for(p.kind)
         key = f"{rc // 1000}xxx"
         stats.answered[key] = stats.answered.get(key, 0) + 1
+        stats.codes[rc] = stats.codes.get(rc, 0) + 1
+        if not 2000 <= rc < 3000:
+            stats.failures[rc] = stats.failures.get(rc, 0) + 1
         lat = now - p.t0
         stats.pending.append(int(lat * 1e6))
+        cur = self.host.timeline.cur
+        cur.answered += 1
         if 2000 <= rc < 3000:
-            stats.goodput.add(p.second)
+            if lat <= self.host.deadline:
+                stats.goodput.add(p.second)
+                cur.good += 1
             self._next_step(p, now)
         else:
+            cur.errors += 1
             self._session_failed(p.session)
 
     def _next_step(self, p: _Pending, now: float) -> None:

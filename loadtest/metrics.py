@@ -21,6 +21,7 @@ __all__ = [
     "Knee",
     "SecondSeries",
     "find_knee",
+    "is_error",
     "new_histogram",
     "record_batch",
     "status_class",
@@ -49,6 +50,13 @@ def record_batch(h: HdrHistogram, values: list[int]) -> None:
     """Record many values at once: same histogram as one ``record_value`` each, fewer calls."""
     for v, n in Counter(values).items():
         h.record_value(_clamp_us(v), n)
+
+
+def is_error(code: int, expected: frozenset[int] | set[int]) -> bool:
+    """SIP 4xx-6xx, Diameter Result-Codes outside 2xxx (RFC 6733 §7.1), unless expected."""
+    if code in expected:
+        return False
+    return not 2000 <= code < 3000 if code >= 1000 else code >= 400
 
 
 def status_class(status: int) -> str:
@@ -80,6 +88,7 @@ class KindStats:
     sent: int = 0  # new transactions started (not counting retransmissions)
     answered: dict[str, int] = field(default_factory=dict)  # final responses by status class
     failures: dict[int, int] = field(default_factory=dict)  # non-2xx finals by exact status
+    codes: dict[int, int] = field(default_factory=dict)  # every final by exact status
     provisional: int = 0
     timeouts: int = 0  # Timer B/F fired (RFC 3261 §17.1.1.2, §17.1.2.2)
     retransmissions: int = 0
@@ -104,6 +113,7 @@ class KindStats:
     def record_final(self, status: int, latency_us: int, good: bool, offered_second: int) -> None:
         key = status_class(status)
         self.answered[key] = self.answered.get(key, 0) + 1
+        self.codes[status] = self.codes.get(status, 0) + 1
         self.pending.append(latency_us)
         if good:
             self.goodput.add(offered_second)
@@ -121,12 +131,21 @@ class KindStats:
 
 @dataclass(frozen=True, slots=True)
 class Knee:
-    """Where goodput stopped following offered load during a ramp."""
+    """Where the server stopped following the offered load."""
 
     second: int  # last second still within tolerance
     offered_per_s: float
     goodput_per_s: float
     max_goodput_per_s: float
+    #: "goodput" or "latency": which rule found it; ", from the start" when the server did not
+    #: keep up even in the first offered second (no load level it handled).
+    reason: str = "goodput"
+
+
+#: Latency rule of the knee: P99 above this many times its low-load value ...
+KNEE_LATENCY_FACTOR = 10.0
+#: ... and above this many microseconds (a 0.2 ms P99 doubling to 2 ms is no knee).
+KNEE_LATENCY_FLOOR_US = 20_000.0
 
 
 def _smooth(values: list[int], width: int) -> list[float]:
@@ -140,24 +159,46 @@ def _smooth(values: list[int], width: int) -> list[float]:
     return out
 
 
-def find_knee(
-    offered: list[int], goodput: list[int], *, tolerance: float = KNEE_TOLERANCE, width: int = 3
-) -> Knee | None:
-    """The knee of goodput against a ramped offered load.
+def _low_load_p99(offered: list[int], p99_us: list[float]) -> float:
+    """Median P99 of the least-loaded tenth of the seconds that had answers."""
+    busy = sorted((o, p) for o, p in zip(offered, p99_us, strict=False) if o > 0 and p > 0)
+    if not busy:
+        return 0.0
+    low = sorted(p for _, p in busy[: max(1, len(busy) // 10)])
+    return low[len(low) // 2]
 
-    Walking the seconds in order (the offered load rises during a ramp), the knee is the last
-    second before goodput (smoothed over ``width`` s) falls below (1 - tolerance) of the offered
-    load for ``SUSTAIN_S`` seconds in a row: one bad second is noise, a sustained one is the
-    server giving up.  ``None`` when goodput kept up all along (the ramp did not reach the knee).
-    The caller drops the final, partial seconds whose answers are still on their way.
+
+def find_knee(
+    offered: list[int], goodput: list[int], *, tolerance: float = KNEE_TOLERANCE, width: int = 3,
+    p99_us: list[float] | None = None,
+) -> Knee | None:
+    """The knee of the server's response to a rising offered load (a ramp or steps).
+
+    Walking the seconds in order, the knee is the last second before, for ``SUSTAIN_S`` seconds
+    in a row, either goodput (smoothed over ``width`` s) falls below (1 - tolerance) of the
+    offered load, or (when ``p99_us`` is given) that second's P99 latency exceeds
+    KNEE_LATENCY_FACTOR times its low-load value and KNEE_LATENCY_FLOOR_US: one bad second is
+    noise, a sustained one is the server giving up.  ``None`` when neither happened (the ramp
+    did not reach the knee).  The caller drops the final, partial seconds whose answers are
+    still on their way.
     """
     n = min(len(offered), len(goodput))
     off = _smooth(offered[:n], width)
     good = _smooth(goodput[:n], width)
-    bad = [o > 0 and g < (1.0 - tolerance) * o for o, g in zip(off, good, strict=True)]
+    bad_good = [o > 0 and g < (1.0 - tolerance) * o for o, g in zip(off, good, strict=True)]
+    bad_lat = [False] * n
+    if p99_us is not None:
+        limit = max(KNEE_LATENCY_FACTOR * _low_load_p99(offered[:n], p99_us[:n]),
+                    KNEE_LATENCY_FLOOR_US)
+        bad_lat = [i < len(p99_us) and offered[i] > 0 and p99_us[i] > limit for i in range(n)]
     for i in range(n - SUSTAIN_S + 1):
-        if all(bad[i : i + SUSTAIN_S]):
-            # Detection runs on the smoothed series; the figures reported are that second's own.
-            k = max(i - 1, 0)
-            return Knee(k, float(offered[k]), float(goodput[k]), float(max(goodput[:n])))
+        for bad, reason in ((bad_good, "goodput"), (bad_lat, "latency")):
+            if all(bad[i : i + SUSTAIN_S]):
+                # Detection runs on the smoothed series; the figures reported are that second's.
+                # Bad from the first offered second on: the server never kept up at all.
+                first = next((j for j in range(n) if offered[j] > 0), 0)
+                k = max(i - 1, 0)
+                why = reason + (", from the start" if i <= first else "")
+                return Knee(k, float(offered[k]), float(goodput[k]), float(max(goodput[:n])),
+                            why)
     return None

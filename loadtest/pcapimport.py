@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,12 @@ class ImportResult:
     undecodable: int = 0  # packets or messages our codecs rejected
     unrepresentable: int = 0  # decoded, but identities a trace cannot carry (no user, IPv6...)
     events: int = 0
+    #: Packets on ports the import did not look at, by (transport, lower port of the pair):
+    #: what an empty import names so the user can pick --sip-ports / --diameter-ports.
+    other_ports: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def busiest_other_ports(self, n: int = 5) -> list[tuple[str, int, int]]:
+        return [(proto, port, count) for (proto, port), count in self.other_ports.most_common(n)]
 
 
 @dataclass(slots=True)
@@ -143,9 +150,13 @@ class _Importer:
         if isinstance(l4, dpkt.udp.UDP):
             if self.sip_ports is None or l4.sport in self.sip_ports or l4.dport in self.sip_ports:
                 self._sip(ts, bytes(l4.data))
-        elif isinstance(l4, dpkt.tcp.TCP) and (l4.sport in self.dia_ports
-                                               or l4.dport in self.dia_ports):
-            self._tcp(ts, (ip.src, l4.sport, ip.dst, l4.dport), l4)
+            else:
+                self.res.other_ports["udp", min(l4.sport, l4.dport)] += 1
+        elif isinstance(l4, dpkt.tcp.TCP):
+            if l4.sport in self.dia_ports or l4.dport in self.dia_ports:
+                self._tcp(ts, (ip.src, l4.sport, ip.dst, l4.dport), l4)
+            else:
+                self.res.other_ports["tcp", min(l4.sport, l4.dport)] += 1
 
     # ------------------------------------------------------------ SIP
 

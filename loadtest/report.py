@@ -1,23 +1,35 @@
-"""Run reports: a JSON document (msgspec Structs) and an HTML page with plots built from it.
+"""Run reports: a JSON document (msgspec Structs) that the HTML page (``reporthtml``) is built from.
 
 The JSON keeps everything the HTML shows, including each kind's full HDR histogram (its standard
 compressed base64 encoding), so ``storm report run.json --html out.html`` rebuilds the page, and
 runs can be merged or re-analysed later with any HdrHistogram implementation.
+
+The capacity curve puts each offered second's goodput and P99 against its offered load, in
+CAPACITY_BINS bins of offered load (mean goodput, median P99 per bin); the knee is found on the
+seconds in time order by ``metrics.find_knee`` and its rule is written into the report.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
+import platform
+import statistics
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from loadtest.engine import RunResult
-from loadtest.metrics import find_knee
+from loadtest.metrics import (
+    KNEE_LATENCY_FACTOR,
+    KNEE_LATENCY_FLOOR_US,
+    KNEE_TOLERANCE,
+    SUSTAIN_S,
+    find_knee,
+    is_error,
+)
 
 __all__ = [
     "REPORT_VERSION",
@@ -25,19 +37,29 @@ __all__ = [
     "KindReport",
     "KneeReport",
     "RunReport",
+    "ThresholdReport",
     "build_report",
     "load_report",
-    "render_html",
     "save_report",
 ]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+#: Points of the capacity curve at most: enough to show its shape, few enough to read.
+CAPACITY_BINS = 24
+KNEE_RULE = (
+    f"the last second before, for {SUSTAIN_S} s in a row, goodput (3 s average) fell below "
+    f"{100 * (1 - KNEE_TOLERANCE):.0f}% of the offered load, or P99 latency rose above "
+    f"{KNEE_LATENCY_FACTOR:.0f}x its low-load value (least-loaded tenth of the seconds) and "
+    f"{KNEE_LATENCY_FLOOR_US / 1000:.0f} ms"
+)
 
 
 class KindReport(msgspec.Struct):
     sent: int
     answered: dict[str, int]
     failures: dict[int, int]
+    codes: dict[int, int]  # every final answer by exact status (Diameter: Result-Code)
+    errors: int  # finals that are errors (not --expect'ed) + timeouts
     provisional: int
     timeouts: int
     retransmissions: int
@@ -67,24 +89,50 @@ class KneeReport(msgspec.Struct):
     offered_per_s: float
     goodput_per_s: float
     max_goodput_per_s: float
+    reason: str = "goodput"
 
 
 class SecondReport(msgspec.Struct, array_like=True):
-    """One second: [second, offered, answered, good, errors, retransmissions, p50, p99, p99.9]."""
+    """One wall second of the run, as an array in this field order (see ``SecondPoint``)."""
 
     second: int
-    offered: int
+    offered: int  # trace events due by the schedule
+    sent: int
     answered: int
+    by_class: dict[str, int]
     good: int
     errors: int
+    timeouts: int
     retransmissions: int
+    inflight: int
+    calls_started: int
+    calls_up: int
     p50_us: float
     p99_us: float
     p999_us: float
+    late_p99_us: float
+    late_max_us: float
+
+
+class CapacityPoint(msgspec.Struct, array_like=True):
+    """[offered transactions/s, goodput/s, P99 ms, seconds in the bin]."""
+
+    offered_per_s: float
+    goodput_per_s: float
+    p99_ms: float
+    seconds: int
+
+
+class ThresholdReport(msgspec.Struct, array_like=True):
+    threshold: str
+    observed: float | None  # None: the run has no data for it (fails)
+    passed: bool
 
 
 class RunReport(msgspec.Struct):
     version: int
+    started_at: str  # ISO 8601, UTC
+    versions: dict[str, str]
     trace: dict[str, Any]
     config: dict[str, Any]
     wall_s: float
@@ -103,6 +151,11 @@ class RunReport(msgspec.Struct):
     diameter: dict[str, Any]
     timeline: list[SecondReport]
     knee: KneeReport | None
+    knee_rule: str = KNEE_RULE
+    offered_per_s: list[int] = []  # trace events due per second by the schedule
+    capacity: list[CapacityPoint] = []
+    thresholds: list[ThresholdReport] = []
+    warnings: list[str] = []
 
 
 def _pct(h: Any) -> dict[str, float]:
@@ -115,21 +168,52 @@ def _pct(h: Any) -> dict[str, float]:
     return out
 
 
-def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) -> RunReport:
-    kinds = {
-        name: KindReport(
-            sent=k.sent, answered=dict(k.answered), failures=dict(k.failures),
-            provisional=k.provisional,
-            timeouts=k.timeouts, retransmissions=k.retransmissions,
-            lost_simulated=k.lost_simulated, status_503=k.status_503,
-            retry_after_honoured=k.retry_after_honoured, backoff_retries=k.backoff_retries,
-            abandoned=k.abandoned, queued=k.queued, superseded=k.superseded,
-            latency_us=k.percentiles(),
-            histogram=k.latency.encode().decode("ascii"),
-            offered_per_s=list(k.offered.values), goodput_per_s=list(k.goodput.values),
-        )
-        for name, k in sorted(res.kinds.items())
-    }
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for dist in ("signaling", "hdrhistogram", "msgspec", "uvloop"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "-"
+    return out
+
+
+def _kind_report(k: Any, expected: frozenset[int]) -> KindReport:
+    return KindReport(
+        sent=k.sent, answered=dict(k.answered), failures=dict(k.failures), codes=dict(k.codes),
+        errors=k.timeouts + sum(n for c, n in k.codes.items() if is_error(c, expected)),
+        provisional=k.provisional,
+        timeouts=k.timeouts, retransmissions=k.retransmissions,
+        lost_simulated=k.lost_simulated, status_503=k.status_503,
+        retry_after_honoured=k.retry_after_honoured, backoff_retries=k.backoff_retries,
+        abandoned=k.abandoned, queued=k.queued, superseded=k.superseded,
+        latency_us=k.percentiles(),
+        histogram=k.latency.encode().decode("ascii"),
+        offered_per_s=list(k.offered.values), goodput_per_s=list(k.goodput.values),
+    )
+
+
+def _capacity(off: list[int], good: list[int], p99: list[float]) -> list[CapacityPoint]:
+    """Seconds with offered load, binned by it: the server's answer to each level of load."""
+    pts = sorted((o, g, p) for o, g, p in zip(off, good, p99, strict=False) if o > 0)
+    if not pts:
+        return []
+    lo, hi = pts[0][0], pts[-1][0]
+    width = max((hi - lo) / CAPACITY_BINS, 1e-9)
+    bins: dict[int, list[tuple[int, int, float]]] = {}
+    for pt in pts:
+        bins.setdefault(min(int((pt[0] - lo) / width), CAPACITY_BINS - 1), []).append(pt)
+    return [
+        CapacityPoint(statistics.fmean(o for o, _, _ in b), statistics.fmean(g for _, g, _ in b),
+                      statistics.median(p for _, _, p in b) / 1000.0, len(b))
+        for _, b in sorted(bins.items())
+    ]
+
+
+def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any],
+                 expected: frozenset[int] = frozenset(), started_at: str | None = None
+                 ) -> RunReport:
+    kinds = {name: _kind_report(k, expected) for name, k in sorted(res.kinds.items())}
     # The knee is read off the offered seconds only (the drain is not offered load), without
     # the pre-registration, which is set-up rather than load.
     # Every second that was offered, the last partial one included: goodput is credited to
@@ -144,11 +228,14 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) 
             off[i] += v
         for i, v in enumerate(k.goodput.values[:n]):
             good[i] += v
-    knee = find_knee(off, good)
+    p99 = [p.p99_us if p.answered else 0.0 for p in res.timeline[:n]]
+    knee = find_knee(off, good, p99_us=p99)
     cpu_total = res.cpu_user_s + res.cpu_sys_s
     answered = sum(sum(k.answered.values()) for name, k in res.kinds.items())
     return RunReport(
         version=REPORT_VERSION,
+        started_at=started_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        versions=versions(),
         trace=trace,
         config=config,
         wall_s=res.wall_s,
@@ -170,11 +257,16 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any]) 
              "ok_retransmitted": res.uas.ok_retransmitted, "ack_timeouts": res.uas.ack_timeouts,
              "bad": res.uas.bad},
         diameter=res.diameter,
-        timeline=[SecondReport(p.second, p.offered, p.answered, p.good, p.errors,
-                               p.retransmissions, p.p50_us, p.p99_us, p.p999_us)
+        timeline=[SecondReport(p.second, p.offered, p.sent, p.answered, dict(p.by_class),
+                               p.good, p.errors, p.timeouts, p.retransmissions, p.inflight,
+                               p.calls_started, p.calls_up, p.p50_us, p.p99_us, p.p999_us,
+                               p.late_p99_us, p.late_max_us)
                   for p in res.timeline],
         knee=None if knee is None else KneeReport(knee.second, knee.offered_per_s,
-                                                  knee.goodput_per_s, knee.max_goodput_per_s),
+                                                  knee.goodput_per_s, knee.max_goodput_per_s,
+                                                  knee.reason),
+        offered_per_s=list(res.offered_per_s),
+        capacity=_capacity(off, good, p99),
     )
 
 
@@ -182,110 +274,14 @@ def save_report(report: RunReport, path: str | Path) -> None:
     Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(report)))
 
 
+class _Versioned(msgspec.Struct):
+    version: int
+
+
 def load_report(path: str | Path) -> RunReport:
-    return msgspec.json.decode(Path(path).read_bytes(), type=RunReport)
-
-
-# ------------------------------------------------------------------- HTML
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _plots(r: RunReport) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to memory only
-    import matplotlib.pyplot as plt
-
-    secs = [p.second for p in r.timeline]
-    out: list[tuple[str, str]] = []
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.plot(secs, [p.offered for p in r.timeline], label="offered/s")
-    ax.plot(secs, [p.answered for p in r.timeline], label="answered/s")
-    ax.plot(secs, [p.good for p in r.timeline], label="goodput/s (in deadline)")
-    ax.plot(secs, [p.errors for p in r.timeline], label="errors/s")
-    if r.knee is not None:
-        ax.axvline(r.knee.second, color="red", linestyle=":", label="knee")
-    ax.set_xlabel("second")
-    ax.legend(loc="upper left", fontsize=8)
-    out.append(("Throughput over time", _png(fig)))
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    for attr, label in (("p50_us", "P50"), ("p99_us", "P99"), ("p999_us", "P99.9")):
-        # A second without answers has no latency: a gap in the line, not a zero.
-        ax.plot(secs, [getattr(p, attr) / 1000.0 if p.answered else math.nan
-                       for p in r.timeline], label=label)
-    ax.set_xlabel("second")
-    ax.set_ylabel("latency (ms)")
-    ax.set_yscale("symlog", linthresh=1.0)
-    ax.legend(loc="upper left", fontsize=8)
-    out.append(("Latency percentiles over time", _png(fig)))
-    plt.close(fig)
-    mix: dict[str, int] = {}
-    for k in r.kinds.values():
-        for cls, n in k.answered.items():
-            mix[cls] = mix.get(cls, 0) + n
-        if k.timeouts:
-            mix["timeout"] = mix.get("timeout", 0) + k.timeouts
-    if mix:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        names = sorted(mix)
-        ax.bar(names, [mix[n] for n in names])
-        ax.set_ylabel("final outcomes")
-        out.append(("Status mix", _png(fig)))
-        plt.close(fig)
-    return out
-
-
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
-
-
-def _ms(d: dict[str, float], key: str) -> str:
-    return f"{d[key] / 1000.0:.3f}" if key in d else "-"
-
-
-def render_html(r: RunReport) -> str:
-    head = ["kind", "sent", "answered", "timeouts", "retrans", "503", "RA honoured", "backoff",
-            "abandoned", "P50 ms", "P99 ms", "P99.9 ms"]
-    rows = [
-        [name, str(k.sent), " ".join(f"{c}:{n}" for c, n in sorted(k.answered.items())),
-         str(k.timeouts), str(k.retransmissions), str(k.status_503), str(k.retry_after_honoured),
-         str(k.backoff_retries), str(k.abandoned), _ms(k.latency_us, "p50"),
-         _ms(k.latency_us, "p99"), _ms(k.latency_us, "p99.9")]
-        for name, k in r.kinds.items()
-    ]
-    summary = [
-        ["trace", str(r.trace.get("source", ""))],
-        ["events started", str(r.events_started)],
-        ["skipped", str(r.events_skipped)],
-        ["deferred by --max-inflight", str(r.deferred_by_cap)],
-        ["send errors / stray responses", f"{r.send_errors} / {r.stray_responses}"],
-        ["bad trace lines", str(r.trace.get("bad_lines", 0))],
-        ["wall time s", f"{r.wall_s:.2f}"],
-        ["transactions/s", f"{r.transactions_per_s:.0f}"],
-        ["lateness P99 ms", _ms(r.lateness_us, "p99")],
-        ["injector CPU", f"{r.cpu['percent_of_one_core']:.0f}% of one core "
-                         f"(user {r.cpu['user_s']:.2f}s, sys {r.cpu['sys_s']:.2f}s)"],
-        ["calls", str(msgspec.structs.asdict(r.calls))],
-        ["UAS side", str(r.uas)],
-        ["Diameter", str(r.diameter) if r.diameter else "-"],
-        ["knee", "not reached" if r.knee is None else
-         f"at {r.knee.second}s: offered {r.knee.offered_per_s:.0f}/s, "
-         f"goodput {r.knee.goodput_per_s:.0f}/s (max {r.knee.max_goodput_per_s:.0f}/s)"],
-    ]
-    imgs = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b}'>"
-                   for t, b in _plots(r))
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>storm run</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
-        "<h1>storm run</h1>" + _table(summary, ["", ""]) + "<h2>Per kind</h2>"
-        + _table(rows, head) + imgs + "</body></html>"
-    )
+    data = Path(path).read_bytes()
+    version = msgspec.json.decode(data, type=_Versioned).version
+    if version != REPORT_VERSION:
+        raise ValueError(f"{path}: report format version {version}, this storm reads "
+                         f"version {REPORT_VERSION}: run the replay again")
+    return msgspec.json.decode(data, type=RunReport)

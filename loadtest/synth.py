@@ -59,7 +59,9 @@ class SynthParams:
     """Every knob any model reads; each model documents which it uses."""
 
     users: int = 1000
-    domain: str = "example.com"
+    #: A server started without --domain serves its own addresses (signaling.config.own_names),
+    #: 127.0.0.1 among them: a synthesized trace is answered 2xx by a default local server.
+    domain: str = "127.0.0.1"
     seed: int = 1
     duration: float = 60.0  # seconds of trace (steady models), T of the reconnect model
     rate: float = 100.0  # events per second (steady models)
@@ -82,7 +84,8 @@ class SynthParams:
 #: One line per knob for ``storm synth --help``: which models read it and what it is.
 PARAM_HELP: dict[str, str] = {
     "users": "population of UAs / subscribers (all models)",
-    "domain": "SIP domain (Diameter: Origin-Realm of the trace)",
+    "domain": "SIP domain of the UAs, which the server must serve (a server without --domain "
+              "serves its own addresses, e.g. 127.0.0.1); ccr: the Origin-Realm",
     "seed": "random seed: same seed, same trace",
     "duration": "trace length in s (steady models); T of the reconnect model",
     "rate": "events per second (steady, call-mix, ccr)",

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import msgspec
 import pytest
 
 from loadtest.cli import main
+from loadtest.live import CSV_COLUMNS
 from loadtest.trace import read_trace
 from tests.loadtest.test_pcapimport import _sipp_calls
 from tests.serverproc import ServerProcess
@@ -64,9 +67,18 @@ def test_synth_replay_report_round_trip(tmp_path: Path, responder: int,
         assert kinds[name]["answered"] == {"2xx": kinds[name]["sent"]}
         assert set(kinds[name]["latency_us"]) >= {"p50", "p99", "p99.9"}
     assert rep["cpu"]["user_s"] > 0  # type: ignore[index]
-    assert rep["timeline"]
+    # The timeline's calls: every call started in some second, some were up at a second's
+    # end (holding 0.2 s on average), none at the end of the run.
+    timeline = rep["timeline"]
+    assert isinstance(timeline, list) and timeline
+    fields = ["second", "offered", "sent", "answered", "by_class", "good", "errors", "timeouts",
+              "retransmissions", "inflight", "calls_started", "calls_up"]
+    rows = [dict(zip(fields, p, strict=False)) for p in timeline]
+    assert sum(r["calls_started"] for r in rows) == rep["calls"]["attempted"]  # type: ignore[index]
+    assert max(r["calls_up"] for r in rows) > 0 and rows[-1]["calls_up"] == 0
     page = html.read_text()
-    assert page.count("data:image/png;base64,") == 3
+    # capacity, throughput, latency, calls, in-flight/lateness, status codes
+    assert page.count("data:image/png;base64,") == 6
     # The HTML is rebuilt from the JSON alone.
     html2 = tmp_path / "again.html"
     assert main(["report", str(run), "--html", str(html2)]) == 0
@@ -144,15 +156,187 @@ def test_a_replayed_capture_reproduces_its_calls_through_the_real_proxy(
     assert time.monotonic() - t0 >= calls[-1].t + 0.3  # timing and holding time kept
 
 
-def test_live_progress_line_shows_rate_goodput_p99_and_errors() -> None:
-    from loadtest.cli import _Progress
+def _storm(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command in a process of its own: its exit status is what a CI job sees."""
+    return subprocess.run([sys.executable, "-m", "loadtest.cli", *args], capture_output=True,
+                          text=True, timeout=300)
 
-    p = _Progress(100)
-    p.update({"second": 1, "offered": 30, "good": 28, "p99_ms": 1.5, "errors": 2,
-              "started": 30, "inflight": 4})
-    p.update({"second": 2, "offered": 40, "good": 40, "p99_ms": 0.9, "errors": 0,
-              "started": 70, "inflight": 1})
-    assert p.bar.n == 70
-    line = str(p.bar.postfix)
-    assert "offered 40/s" in line and "good 40/s" in line and "P99 0.9ms" in line
-    p.close()
+
+@pytest.fixture
+def default_server() -> Iterator[ServerProcess]:
+    """The server as installed: no --domain, so it serves its own addresses only."""
+    srv = ServerProcess().start()
+    yield srv
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.log
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        return list(reader)
+
+
+def test_thresholds_met_exit_0_and_the_csv_has_a_row_per_second(
+    tmp_path: Path, default_server: ServerProcess
+) -> None:
+    # The synthesized domain by default is one the default server serves: all 2xx.
+    trace = tmp_path / "reg.jsonl"
+    r = _storm("synth", "steady", "--kind", "register", "--rate", "50", "--duration", "3",
+               "--users", "40", "--out", str(trace))
+    assert r.returncode == 0 and "domain 127.0.0.1" in r.stdout
+    slo = tmp_path / "slo.txt"
+    slo.write_text("# the service level\nstatus_200==150\nerror_rate==0  # no error at all\n")
+    run, stats = tmp_path / "run.json", tmp_path / "stats.csv"
+    r = _storm("replay", str(trace), "--target", f"udp://127.0.0.1:{default_server.udp_port}",
+               "--deadline", "30", "--threshold", "goodput_ratio{register}>=1",
+               "--threshold", "p99_ms<30000", "--thresholds", str(slo),
+               "--json", str(run), "--csv", str(stats), "--live-interval", "1")
+    assert r.returncode == 0, r.stderr
+    for t in ("goodput_ratio{register}>=1", "p99_ms<30000", "status_200==150",
+              "error_rate==0"):
+        assert f"threshold {t}: ok" in r.stdout
+    assert " outcomes " not in r.stderr  # no dominant-error warning
+    # Not a terminal: a live line per --live-interval second.
+    assert len(re.findall(r"^storm: \d+-\d+s  offered", r.stdout, re.M)) >= 3
+    rep = _report(run)
+    rows = _csv_rows(stats)
+    timeline = rep["timeline"]
+    assert isinstance(timeline, list)
+    assert [int(row["second"]) for row in rows] == list(range(len(timeline)))
+    assert len(rows) == int(float(rep["wall_s"])) + 1  # type: ignore[arg-type]
+    assert sum(int(row["offered"]) for row in rows) == 150
+    assert sum(int(row["sent"]) for row in rows) == 150
+    assert sum(int(row["2xx"]) for row in rows) == 150
+    assert sum(int(row["answered"]) for row in rows) == 150
+    assert all(row["errors"] == "0" and row["timeouts"] == "0" for row in rows)
+    assert all(float(row["p99_ms"]) > 0 for row in rows if int(row["answered"]))
+    assert rep["kinds"]["register"]["codes"] == {"200": 150}  # type: ignore[index]
+
+
+def test_a_threshold_not_met_exits_non_zero_and_is_named(
+    tmp_path: Path, default_server: ServerProcess
+) -> None:
+    trace = tmp_path / "opt.jsonl"
+    assert main(["synth", "steady", "--kind", "options", "--rate", "20", "--duration", "1",
+                 "--out", str(trace)]) == 0
+    r = _storm("replay", str(trace), "--target", f"udp://127.0.0.1:{default_server.udp_port}",
+               "--threshold", "sent>=20", "--threshold", "goodput>=1000000",
+               "--json", str(tmp_path / "run.json"))
+    assert r.returncode == 3
+    assert "threshold sent>=20: ok" in r.stdout
+    assert "threshold goodput>=1000000: FAILED" in r.stdout
+    assert "thresholds not met: goodput>=1000000" in r.stderr
+    # A threshold the parser cannot read is a usage error before anything is sent.
+    bad = _storm("replay", str(trace), "--target", "udp://127.0.0.1:9", "--threshold", "p99<1")
+    assert bad.returncode == 2 and "unknown metric 'p99'" in bad.stderr
+
+
+def test_a_domain_the_server_does_not_serve_warns_with_the_cause_and_fails(
+    tmp_path: Path, default_server: ServerProcess
+) -> None:
+    trace = tmp_path / "storm.jsonl"
+    assert main(["synth", "registration-storm", "--users", "60", "--window", "1",
+                 "--outage", "1", "--base-time", "1", "--max-time", "2",
+                 "--domain", "example.com", "--out", str(trace)]) == 0
+    target = f"udp://127.0.0.1:{default_server.udp_port}"
+    r = _storm("replay", str(trace), "--target", target, "--no-backoff",
+               "--threshold", "p99_ms<30000", "--json", str(tmp_path / "run.json"))
+    # The default threshold (error_rate<0.05), checked beside the user's latency threshold
+    # since they gave no error_rate of their own, fails: every REGISTER got 403.
+    assert r.returncode == 3
+    assert "warning: 60 of 60 outcomes (100%) were 403" in r.stderr
+    assert "does not serve the trace's domain example.com" in r.stderr
+    assert "--domain" in r.stderr
+    assert "thresholds not met: error_rate<0.05" in r.stderr
+    # A scenario that expects the 403s passes, and its errors are zero.
+    run = tmp_path / "expected.json"
+    r = _storm("replay", str(trace), "--target", target, "--no-backoff", "--expect", "403",
+               "--json", str(run))
+    assert r.returncode == 0, r.stderr
+    assert _report(run)["kinds"]["register"]["errors"] == 0  # type: ignore[index]
+
+
+def test_an_empty_trace_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"format":"storm-trace","version":1}\n')
+    run = tmp_path / "run.json"
+    assert main(["replay", str(empty), "--target", "udp://127.0.0.1:9",
+                 "--json", str(run)]) == 1
+    assert "the trace has no events (0 bad lines): nothing to replay" in capsys.readouterr().err
+    assert not run.exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format":"storm-trace","version":1}\n{"kind":"register","t":"x"}\n')
+    assert main(["replay", str(bad), "--target", "udp://127.0.0.1:9"]) == 1
+    assert "the trace has no events (1 bad lines)" in capsys.readouterr().err
+
+
+def test_an_import_that_finds_nothing_is_an_error_naming_the_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pcap = _sipp_calls(tmp_path, "pcap", calls=3, pause_ms=100)
+    trace = tmp_path / "t.jsonl"
+    assert main(["import", str(pcap), "--out", str(trace)]) == 1
+    err = capsys.readouterr().err
+    assert "no events found in" in err
+    assert "looked for SIP on UDP ports 5060, Diameter on TCP ports 3868" in err
+    # The hint names the port SIPp used: importing from it finds the calls.
+    m = re.search(r"busiest other ports: udp/(\d+) \((\d+) packets\)", err)
+    assert m is not None and int(m.group(2)) == 3 * 6
+    assert main(["import", str(pcap), "--out", str(trace), "--sip-ports", m.group(1)]) == 0
+    assert len(read_trace(trace).events) == 3
+
+
+def test_help_says_units_defaults_and_examples_and_version_is_given() -> None:
+    r = _storm("replay", "--help")
+    assert r.returncode == 0
+    out = " ".join(r.stdout.split())
+    for text in ("--speed FACTOR", "(default: 1.0)", "--t1 SECONDS", "(default: 0.5)",
+                 "--max-inflight N", "(default: 100000)", "--json PATH", "(default: run.json)",
+                 "pass/fail", "examples:", "thresholds: METRIC[{KIND}] OP NUMBER"):
+        assert text in out, text
+    # Every option of every command has a help text.
+    from loadtest.cli import build_parser
+
+    def check(p: object) -> None:
+        import argparse
+
+        assert isinstance(p, argparse.ArgumentParser)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    check(child)
+            else:
+                assert action.help, (p.prog, action.dest)
+
+    check(build_parser())
+    # Model options are the model's own.
+    r = _storm("synth", "registration-storm", "--help")
+    assert "--outage SECONDS" in r.stdout and "--mean-ms" not in r.stdout
+    assert "registration-storm model" in r.stdout
+    v = _storm("--version")
+    assert v.returncode == 0 and v.stdout.startswith("storm (signaling ")
+
+
+def test_the_server_installs_without_the_injectors_libraries() -> None:
+    """pyproject: plotting, pcap, histogram and progress libraries are the 'storm' extra, which
+    the test extra pulls in; the server's own dependencies name none of them."""
+    import tomllib
+
+    from loadtest.cli import STORM_EXTRA
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())[
+        "project"]
+    dists = {"hdrh": "hdrhistogram", "dpkt": "dpkt", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+    base = " ".join(project["dependencies"])
+    storm = " ".join(project["optional-dependencies"]["storm"])
+    for module in STORM_EXTRA:
+        assert dists[module] not in base and dists[module] in storm
+    assert "signaling[storm]" in project["optional-dependencies"]["test"]
+    # Without them, storm says what to install (here: dpkt hidden from the import system).
+    code = ("import sys; sys.modules['dpkt'] = None; from loadtest.cli import main; "
+            "sys.exit(main(['import', 'x.pcap', '--out', 'y.jsonl']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "needs the 'storm' extra (dpkt missing): pip install 'signaling[storm]'" in r.stderr

@@ -34,6 +34,10 @@ async def test_sessions_run_ccr_initial_updates_termination(server: ServerProces
         assert k.sent == n and k.answered == {"2xxx": n}, kind
         assert k.timeouts == k.abandoned == 0
         assert k.percentiles()["p50"] > 0
+        assert k.codes == {2001: n} and k.failures == {}  # DIAMETER_SUCCESS, by exact code
+    # The per-second timeline (the CSV) counts the Diameter requests and answers too.
+    assert sum(p.sent for p in res.timeline) == sum(p.answered for p in res.timeline) == 160
+    assert sum(p.errors for p in res.timeline) == 0
     d = res.diameter
     assert (d["sessions_started"], d["sessions_completed"], d["sessions_failed"]) == (40, 40, 0)
     assert d["dropped"] == 0

@@ -8,6 +8,7 @@ from loadtest.metrics import (
     KindStats,
     SecondSeries,
     find_knee,
+    is_error,
     status_class,
 )
 
@@ -71,3 +72,36 @@ def test_batched_recording_gives_the_same_histogram_as_one_by_one() -> None:
     assert one.get_max_value() == batch.get_max_value()
     for p in (50.0, 90.0, 99.0, 99.9, 99.99):
         assert one.get_value_at_percentile(p) == batch.get_value_at_percentile(p)
+
+
+def test_knee_by_latency_when_goodput_keeps_up_but_p99_explodes() -> None:
+    # The run of issue 19: goodput followed the ramp (503s were under 1%), but P99 went from
+    # 0.9 ms to 480 ms: the server was past its knee.
+    offered = [100 * (i + 1) for i in range(20)]
+    goodput = list(offered)
+    p99 = [900.0] * 12 + [480_000.0] * 8
+    assert find_knee(offered, goodput) is None  # the goodput rule alone misses it
+    knee = find_knee(offered, goodput, p99_us=p99)
+    assert knee is not None and knee.reason == "latency"
+    assert knee.second == 11 and knee.offered_per_s == 1200
+    # One slow second is noise; a P99 that stays under 20 ms is no knee either.
+    spike = [900.0] * 20
+    spike[8] = 480_000.0
+    assert find_knee(offered, goodput, p99_us=spike) is None
+    assert find_knee(offered, goodput, p99_us=[900.0] * 10 + [15_000.0] * 10) is None
+
+
+def test_status_codes_that_are_errors() -> None:
+    expected = frozenset({401})
+    assert [c for c in (100, 200, 302, 401, 403, 503, 603) if is_error(c, expected)] == [
+        403, 503, 603]
+    # Diameter Result-Codes: 2xxx succeed (RFC 6733 §7.1), 1xxx/3xxx/4xxx/5xxx do not.
+    assert [c for c in (1001, 2001, 2002, 3004, 4010, 5030) if is_error(c, frozenset())] == [
+        1001, 3004, 4010, 5030]
+
+
+def test_a_server_that_never_keeps_up_has_its_knee_from_the_start() -> None:
+    offered = [0, 100, 200, 300, 400]
+    knee = find_knee(offered, [0, 0, 0, 0, 0])
+    assert knee is not None and knee.reason == "goodput, from the start"
+    assert knee.goodput_per_s == 0 and knee.max_goodput_per_s == 0

@@ -8,7 +8,8 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 from loadtest.engine import Engine, EngineConfig, RunResult
-from loadtest.report import build_report, load_report, render_html, save_report
+from loadtest.report import build_report, load_report, save_report
+from loadtest.reporthtml import render_html
 from loadtest.responder import BURST_S, Responder
 from loadtest.synth import SynthParams, synthesize
 
@@ -51,7 +52,12 @@ async def test_knee_of_a_ramp_against_a_saturating_peer(tmp_path: Path) -> None:
     assert again == rep
     page = render_html(again)
     assert page == render_html(rep)
-    assert page.count("data:image/png;base64,") == 3 and "knee" in page
+    # Capacity, throughput, latency, in-flight/lateness, status codes (no calls: no call chart).
+    assert page.count("data:image/png;base64,") == 5 and "Knee</b>: at second" in page
+    # The capacity curve's points cover the ramp, low to high offered load.
+    offered = [p.offered_per_s for p in rep.capacity]
+    assert offered == sorted(offered) and offered[-1] > 2 * CAPACITY
+    assert max(p.goodput_per_s for p in rep.capacity) <= (1 + 0.2 + BURST_S) * CAPACITY
     # The encoded histogram is a standard HDR one: decodable by the library, same counts.
     h = HdrHistogram.decode(opts.histogram)
     assert h.get_total_count() == sum(opts.answered.values())

@@ -1,0 +1,431 @@
+"""The injector's UAC side: its UAs send the trace's requests and handle the answers.
+
+* UAs send from a pool of UDP sockets (a UA always from the same one, as a real UA keeps its
+  port) so per-source limits and SO_REUSEPORT hashing on the server see many sources; over
+  WebSocket UAs are spread over the connections by a hash of their user.
+* Responses are matched by slicing the fixed-length branch (``sipmsg.scan_response``); only INVITE
+  dialogs and failures are parsed with ``protocols.sip``.  Requests go to the UAS side.
+* REGISTER: RFC 3261 §10.2, one at a time per UA (a later one waits, an older waiting one is
+  superseded).  INVITE: ACK of a non-2xx on its branch (§17.1.1.3), of a 2xx in the dialog
+  (§13.2.2.4) with the route set of §12.1.2, BYE after the holding time (§15.1.1).
+* 503 with Retry-After: the UA waits that long and sends again (§21.5.4); a REGISTER that failed
+  without one backs off as RFC 5626 §4.5 says.  Retries are bounded by MAX_ATTEMPTS.
+* Every final answer is counted per kind, by class and by exact code; 4xx/5xx/6xx and timeouts
+  count as errors unless their code is in ``expected``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loadtest.agents import DEFAULT_EXPIRES, UA, Dialog, Txn
+from loadtest.clienttxn import TxnInput, TxnState, step
+from loadtest.links import Link, UdpLink, WsLink
+from loadtest.metrics import KindStats
+from loadtest.sipmsg import (
+    BranchFactory,
+    Identity,
+    render_ack,
+    render_bye,
+    render_invite,
+    retry_after,
+    scan_response,
+)
+from loadtest.synth import backoff_wait
+from loadtest.timeline import SECOND_SAMPLE, Timeline
+from loadtest.timers import TxnTimers
+from loadtest.trace import Call, Event, Options, Register
+from protocols.sip.errors import RemoteProtocolError
+from protocols.sip.message import Response
+from protocols.sip.parser import parse_message
+
+__all__ = ["MAX_ATTEMPTS", "CallStats", "Uac", "UacConfig"]
+
+#: First attempt + retries after 503/Retry-After or back-off: a UA that keeps failing four times
+#: has shown what there is to show, and the bound keeps a dead server from growing our state.
+MAX_ATTEMPTS = 4
+#: Resolution of --ws-share: UAs are split by a hash of their user in 1/10000 steps.
+WS_SHARE_STEPS = 10_000
+#: Values collected by the hot path before they go into the HDR histograms; flushed every
+#: FLUSH_S by the engine anyway.  Bounds both memory and the length of one flush.
+MAX_SECOND_SAMPLES = 100_000
+
+_FINAL = TxnInput.FINAL
+_CLASSES = [f"{i}xx" for i in range(10)]
+
+
+@dataclass(slots=True)
+class CallStats:
+    attempted: int = 0
+    established: int = 0
+    failed: int = 0
+    completed: int = 0  # BYE answered
+    abandoned: int = 0  # still up or setting up when the run ended
+
+
+@dataclass(slots=True)
+class UacConfig:
+    deadline: float  # an answer within this many seconds counts as goodput
+    ws_share: float
+    backoff: bool
+    backoff_base: float
+    backoff_max: float
+    expected: frozenset[int]  # final codes the scenario expects: not errors
+
+
+class Uac:
+    """The UAs, their client transactions and their calls."""
+
+    def __init__(self, cfg: UacConfig, stats: Callable[[str], KindStats], timeline: Timeline,
+                 on_request: Callable[[bytes, Any, Link], None], t1: float, t2: float,
+                 guard_s: float, seed: int) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.tl = timeline
+        self.on_request = on_request
+        self.rng = random.Random(seed)
+        self.branch = BranchFactory()
+        self.txns: dict[bytes, Txn] = {}
+        self.dialogs: dict[str, Dialog] = {}
+        self.timers = TxnTimers(t1, t2, guard_s, self.txns, timeline, self._on_timeout)
+        self.calls = CallStats()
+        self.up = 0  # calls established and not over
+        self.uas: dict[tuple[str, str], UA] = {}
+        self.users_by_name: dict[str, UA] = {}
+        self.udp: list[UdpLink] = []
+        self.ws: list[WsLink] = []
+        self.local_ip = "127.0.0.1"
+        self.start = 0.0
+        self.no_retries = False  # the run is over (--duration): retries are abandoned
+        self.stray = 0
+        self.skipped: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- UAs
+
+    def ua(self, user: str, domain: str, transport: str | None) -> UA | None:
+        key = (user, domain)
+        ua = self.uas.get(key)
+        if ua is not None:
+            return ua
+        h = zlib.crc32(user.encode())
+        use_ws = transport == "ws" or (
+            transport is None
+            and self.ws
+            and (not self.udp or (h % WS_SHARE_STEPS) < self.cfg.ws_share * WS_SHARE_STEPS)
+        )
+        ub, db = user.encode(), domain.encode()
+        if use_ws:
+            if not self.ws:
+                return None
+            ws = self.ws[h % len(self.ws)]
+            contact = b"sip:" + ub + b"@" + ws.host + b";transport=ws"
+            ua = UA(Identity(ub, db, b"WS", ws.host, contact), ws, True)
+        else:
+            if not self.udp:
+                return None
+            link = self.udp[h % len(self.udp)]
+            hp = b"%s:%d" % (self.local_ip.encode(), link.local[1])
+            ua = UA(Identity(ub, db, b"UDP", hp, b"sip:" + ub + b"@" + hp), link, False)
+        self.uas[key] = ua
+        self.users_by_name.setdefault(user, ua)
+        return ua
+
+    # ---------------------------------------------------------------- sending
+
+    def start_event(self, ev: Register | Options | Call, attempt: int, second: int,
+                    now: float) -> None:
+        ua = self.ua(ev.user, ev.domain, ev.transport)
+        if ua is None:
+            self.skipped["no-transport"] = self.skipped.get("no-transport", 0) + 1
+            return
+        lose = ev.lose_first and attempt == 1
+        if isinstance(ev, Register):
+            self.send_register(ua, self.stats("register"), ev.expires, ev, attempt, lose,
+                               second, now)
+        elif isinstance(ev, Options):
+            self._send_options(ua, ev, attempt, lose, second, now)
+        else:
+            self._send_invite(ua, ev, attempt, lose, second, now)
+
+    def _start_txn(self, ua: UA, stats: KindStats, branch: bytes, data: bytes, now: float,
+                   second: int, event: Event | None, attempt: int, invite: bool,
+                   lose: bool) -> Txn:
+        txn = Txn(ua, stats, branch, data, now, second, event, attempt, invite)
+        self.txns[branch] = txn
+        stats.sent += 1
+        stats.offered.add(second)
+        self.tl.cur.sent += 1
+        if lose:
+            stats.lost_simulated += 1
+        else:
+            ua.link.send(data)
+        self.timers.start(txn, now)
+        return txn
+
+    def send_register(self, ua: UA, stats: KindStats, expires: int, ev: Register | None,
+                      attempt: int, lose: bool, second: int, now: float) -> None:
+        if ua.reg_txn is not None:
+            if ua.reg_next is not None:
+                ua.reg_next[0].superseded += 1
+            ua.reg_next = (stats, expires, ev, attempt, lose, second)
+            stats.queued += 1
+            return
+        ua.reg_cseq += 1
+        br = self.branch()
+        a, b, c = ua.tpl.register_parts
+        if expires != DEFAULT_EXPIRES:
+            c = c.replace(b"Expires: %d\r\n" % DEFAULT_EXPIRES, b"Expires: %d\r\n" % expires)
+        ua.reg_txn = self._start_txn(ua, stats, br, a + br + b + b"%d" % ua.reg_cseq + c, now,
+                                     second, ev, attempt, False, lose)
+
+    def _register_done(self, ua: UA, now: float) -> None:
+        """The UA's REGISTER is answered or timed out: send the one that waited, if any."""
+        ua.reg_txn = None
+        nxt, ua.reg_next = ua.reg_next, None
+        if nxt is not None:
+            stats, expires, ev, attempt, lose, second = nxt
+            self.send_register(ua, stats, expires, ev, attempt, lose, second, now)
+
+    def _send_options(self, ua: UA, ev: Options, attempt: int, lose: bool, second: int,
+                      now: float) -> None:
+        br = self.branch()
+        data = ua.tpl.options_request(br, br[-12:] + b"@storm")
+        if ev.target is not None:
+            data = data.replace(b"OPTIONS sip:" + ua.ident.domain,
+                                b"OPTIONS sip:" + ev.target.encode() + b"@" + ua.ident.domain, 1)
+        self._start_txn(ua, self.stats("options"), br, data, now, second, ev, attempt, False,
+                        lose)
+
+    def _send_invite(self, ua: UA, ev: Call, attempt: int, lose: bool, second: int,
+                     now: float) -> None:
+        uri = b"sip:%s@%s" % (ev.callee.encode(), (ev.callee_domain or ev.domain).encode())
+        d = Dialog(ua, ev, uri, b"<" + uri + b">")
+        br = self.branch()
+        data = render_invite(ua.ident, br, uri, d.to, d.call_id, d.from_tag)
+        self.dialogs[d.call_id.decode()] = d
+        if attempt == 1:
+            self.calls.attempted += 1
+            self.tl.cur.calls_started += 1
+        txn = self._start_txn(ua, self.stats("invite"), br, data, now, second, ev, attempt,
+                              True, lose)
+        txn.dialog = d
+
+    def send_bye(self, d: Dialog, now: float) -> None:
+        if not d.ack or d.call_id.decode() not in self.dialogs:
+            return
+        d.ack = b""  # no BYE twice: the dialog is terminating
+        br = self.branch()
+        data = render_bye(d.ua.ident, br, d.remote_target, d.routes, d.to, d.call_id,
+                          d.from_tag, 2)
+        sec = int(now - self.start)
+        txn = self._start_txn(d.ua, self.stats("bye"), br, data, now, sec, None, 1, False, False)
+        txn.dialog = d
+
+    def hang_up_all(self, now: float) -> None:
+        """The run is over: every caller hangs up now (§15.1.1)."""
+        for d in list(self.dialogs.values()):
+            if d.ack:
+                self.send_bye(d, now)
+
+    # ---------------------------------------------------------------- receiving
+
+    def on_message(self, data: bytes, addr: Any, link: Link) -> None:
+        """Every datagram or WebSocket message; the hot path for responses is inlined."""
+        r = scan_response(data)
+        if r is None:
+            if data[:8] == b"SIP/2.0 ":
+                self.stray += 1
+            else:
+                self.on_request(data, addr, link)
+            return
+        status, br = r
+        txn = self.txns.get(br)
+        if txn is None:
+            self._on_stray(status, data)
+            return
+        now = time.monotonic()
+        stats = txn.stats
+        tl = self.tl
+        cur = tl.cur
+        if status < 200:
+            was = txn.state
+            _, txn.state = step(txn.invite, was, TxnInput.PROVISIONAL)
+            stats.provisional += 1
+            cur.by_class["1xx"] = cur.by_class.get("1xx", 0) + 1
+            if txn.invite and was is TxnState.CALLING:
+                self.timers.proceeding(br, now)
+            return
+        _, txn.state = step(txn.invite, txn.state, _FINAL)
+        del self.txns[br]
+        if txn.ua.reg_txn is txn:
+            self._register_done(txn.ua, now)
+        lat = now - txn.t0
+        lat_us = int(lat * 1e6)
+        key = _CLASSES[status // 100]
+        answered = stats.answered
+        answered[key] = answered.get(key, 0) + 1
+        cur.answered += 1
+        cur.by_class[key] = cur.by_class.get(key, 0) + 1
+        stats.pending.append(lat_us)
+        sample = tl.sample
+        if len(sample) < SECOND_SAMPLE:
+            sample.append(lat_us)
+        else:  # reservoir sampling (Algorithm R): every answer equally likely to be kept
+            j = int(tl.rng.random() * cur.answered)
+            if j < SECOND_SAMPLE:
+                sample[j] = lat_us
+        if len(stats.pending) >= MAX_SECOND_SAMPLES:
+            stats.flush()
+        if status < 300 and txn.ua.failures:
+            txn.ua.failures = 0  # RFC 5626 §4.5: the back-off restarts after a success
+        if status < 300 and lat <= self.cfg.deadline:
+            cur.good += 1
+            stats.goodput.add(txn.second)
+        elif status >= 400 and status not in self.cfg.expected:
+            cur.errors += 1
+        if status == 503:
+            stats.status_503 += 1
+        codes = stats.codes
+        codes[status] = codes.get(status, 0) + 1
+        if status >= 300:
+            stats.failures[status] = stats.failures.get(status, 0) + 1
+        d = txn.dialog
+        if d is not None and not txn.invite:
+            # BYE answered: the call is over whatever the status (§15.1.1); nothing to parse.
+            if self.dialogs.pop(d.call_id.decode(), None) is not None:
+                self.calls.completed += 1
+                self._down(d)
+        elif txn.invite or status >= 300:
+            self._on_final_slow(txn, status, data, now)
+        txn.data = b""
+
+    def _on_final_slow(self, txn: Txn, status: int, data: bytes, now: float) -> None:
+        try:
+            msg = parse_message(data)
+        except RemoteProtocolError:
+            self.stray += 1
+            return
+        if not isinstance(msg, Response):
+            return
+        d = txn.dialog
+        if txn.invite and d is not None:
+            if status < 300:
+                self._established(d, msg)
+                return
+            # §17.1.1.3: ACK a non-2xx on the INVITE's branch, with the response's To.
+            ack = render_ack(d.ua.ident, txn.branch, d.ruri, [], str(msg.to).encode(),
+                             d.call_id, d.from_tag)
+            d.ua.link.send(ack)
+        if status >= 300 and not self._retry(txn, msg) and d is not None:
+            self._call_failed(d)
+
+    def _established(self, d: Dialog, msg: Response) -> None:
+        # §12.1.2: route set = Record-Route reversed; remote target = Contact.
+        d.to = str(msg.to).encode()
+        d.routes = [str(rr).encode() for rr in reversed(msg.record_routes)]
+        if msg.contacts:
+            d.remote_target = str(msg.contacts[0].uri).encode()
+        d.ack = render_ack(d.ua.ident, self.branch(), d.remote_target, d.routes, d.to,
+                           d.call_id, d.from_tag)
+        d.ua.link.send(d.ack)
+        self.calls.established += 1
+        d.up = True
+        self.up += 1
+        self.timers.later(d.hold, lambda dd: self.send_bye(dd, time.monotonic()), d,
+                          self.stats("bye"))
+
+    def _down(self, d: Dialog) -> None:
+        if d.up:
+            d.up = False
+            self.up -= 1
+
+    def _call_failed(self, d: Dialog) -> None:
+        self.dialogs.pop(d.call_id.decode(), None)
+        self._down(d)
+        self.calls.failed += 1
+
+    def _retry(self, txn: Txn, msg: Response) -> bool:
+        """503 + Retry-After (§21.5.4) or REGISTER back-off (RFC 5626 §4.5); True if retried."""
+        if txn.event is None or txn.attempt >= MAX_ATTEMPTS:
+            return False
+        if msg.status == 503:
+            ra = retry_after(msg.headers("Retry-After"))
+            if ra is not None:
+                if txn.dialog is not None:
+                    self.dialogs.pop(txn.dialog.call_id.decode(), None)
+                self.timers.later(ra, self._resend, (txn, True), txn.stats)
+                return True
+        if isinstance(txn.event, Register) and msg.status >= 500:
+            return self._backoff(txn)
+        return False
+
+    def _backoff(self, txn: Txn) -> bool:
+        if not self.cfg.backoff or txn.attempt >= MAX_ATTEMPTS:
+            return False
+        txn.ua.failures += 1
+        wait = backoff_wait(self.rng, txn.ua.failures, self.cfg.backoff_base,
+                            self.cfg.backoff_max)
+        self.timers.later(wait, self._resend, (txn, False), txn.stats)
+        return True
+
+    def _resend(self, arg: tuple[Txn, bool]) -> None:
+        txn, honoured = arg
+        if self.no_retries:
+            txn.stats.abandoned += 1
+            return
+        if honoured:
+            txn.stats.retry_after_honoured += 1
+        else:
+            txn.stats.backoff_retries += 1
+        now = time.monotonic()
+        ev = txn.event
+        assert isinstance(ev, Register | Options | Call)
+        self.start_event(ev, txn.attempt + 1, int(now - self.start), now)
+
+    def _on_stray(self, status: int, data: bytes) -> None:
+        """A response with no live transaction: a retransmitted 2xx to our INVITE gets its ACK
+        again (§13.2.2.4); everything else is counted and dropped."""
+        self.stray += 1
+        if status >= 300 or b"INVITE" not in data:
+            return
+        try:
+            msg = parse_message(data)
+        except RemoteProtocolError:
+            return
+        d = self.dialogs.get(msg.call_id)
+        if d is not None and d.ack and msg.cseq.method == "INVITE":
+            d.ua.link.send(d.ack)
+
+    def _on_timeout(self, txn: Txn, now: float) -> None:
+        self.txns.pop(txn.branch, None)
+        if txn.ua.reg_txn is txn:
+            self._register_done(txn.ua, now)
+        txn.stats.timeouts += 1
+        self.tl.cur.errors += 1
+        self.tl.cur.timeouts += 1
+        txn.data = b""
+        if txn.dialog is not None:
+            self._call_failed(txn.dialog)
+        elif isinstance(txn.event, Register):
+            self._backoff(txn)
+
+    # ---------------------------------------------------------------- end of run
+
+    def abandon_rest(self) -> None:
+        for txn in self.txns.values():
+            txn.stats.abandoned += 1
+        for _, _, _, _, stats in self.timers.actions:
+            if stats is not None:
+                stats.abandoned += 1
+        self.calls.abandoned += len(self.dialogs)
+        for ua in self.uas.values():
+            if ua.reg_next is not None:
+                ua.reg_next[0].abandoned += 1
+
+    def send_errors(self) -> int:
+        return sum(link.errors for link in self.udp) + sum(link.errors for link in self.ws)

@@ -1,0 +1,92 @@
+"""The UAC on a recording link: REGISTERs one at a time per UA (RFC 3261 §10.2), every final
+counted per code, kind and second, errors unless expected."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from loadtest.agents import UA
+from loadtest.links import Link
+from loadtest.metrics import KindStats
+from loadtest.responder import respond
+from loadtest.sipmsg import Identity
+from loadtest.timeline import Timeline
+from loadtest.uac import Uac, UacConfig
+
+
+class Wire(Link):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def _uac(expected: frozenset[int] = frozenset()) -> tuple[Uac, UA, Wire, dict[str, KindStats]]:
+    kinds: dict[str, KindStats] = {}
+
+    def stats(kind: str) -> KindStats:
+        return kinds.setdefault(kind, KindStats())
+
+    requests: list[bytes] = []
+    cfg = UacConfig(deadline=1.0, ws_share=0.0, backoff=False, backoff_base=30.0,
+                    backoff_max=1800.0, expected=expected)
+    uac = Uac(cfg, stats, Timeline(1), lambda d, a, link: requests.append(d), 0.5, 4.0, 180.0,
+              seed=1)
+    wire = Wire()
+    ua = UA(Identity(b"alice", b"127.0.0.1", b"UDP", b"127.0.0.1:5999",
+                     b"sip:alice@127.0.0.1:5999"), wire, False)
+    return uac, ua, wire, kinds
+
+
+def _answer(uac: Uac, request: bytes, status: bytes) -> None:
+    out = respond(request, status)
+    assert out is not None
+    uac.on_message(out, ("127.0.0.1", 5060), Link())
+
+
+def test_registers_wait_for_the_previous_one_and_finals_are_counted() -> None:
+    uac, ua, wire, kinds = _uac()
+    reg = kinds.setdefault("register", KindStats())
+    for _ in range(3):
+        uac.send_register(ua, reg, 3600, None, 1, False, 0, time.monotonic())
+    # One in flight, one waiting; the third replaced the second (superseded).
+    assert len(wire.sent) == 1 and reg.queued == 2 and reg.superseded == 1
+    _answer(uac, wire.sent[0], b"100 Trying")
+    _answer(uac, wire.sent[0], b"200 OK")
+    assert len(wire.sent) == 2 and b"CSeq: 2 REGISTER" in wire.sent[1]  # the waiting one
+    _answer(uac, wire.sent[1], b"403 Forbidden")
+    assert reg.codes == {200: 1, 403: 1} and reg.failures == {403: 1}
+    assert reg.answered == {"2xx": 1, "4xx": 1} and reg.provisional == 1
+    cur = uac.tl.cur
+    assert cur.by_class == {"1xx": 1, "2xx": 1, "4xx": 1}
+    assert (cur.sent, cur.answered, cur.good, cur.errors) == (2, 2, 1, 1)
+    assert uac.txns == {}
+    # A retransmitted final after completion is a stray, counted and dropped.
+    _answer(uac, wire.sent[1], b"403 Forbidden")
+    assert uac.stray == 1 and reg.codes[403] == 1
+
+
+def test_expected_codes_are_not_errors_and_timeouts_are() -> None:
+    uac, ua, wire, kinds = _uac(expected=frozenset({403}))
+    reg = kinds.setdefault("register", KindStats())
+    uac.send_register(ua, reg, 3600, None, 1, False, 0, time.monotonic())
+    _answer(uac, wire.sent[0], b"403 Forbidden")
+    assert uac.tl.cur.errors == 0 and reg.codes == {403: 1}
+    uac.send_register(ua, reg, 3600, None, 1, False, 0, time.monotonic())
+    (txn,) = uac.txns.values()
+    for step in range(330):  # 33 s in steps of 0.1 s: Timer E's retransmissions, then F
+        uac.timers.run(txn.t0 + step / 10)
+    assert reg.retransmissions == 10  # 0.5, 1.5, 3.5, 7.5, then every T2 = 4 s to 31.5
+    assert reg.timeouts == 1 and uac.tl.cur.timeouts == 1 and uac.tl.cur.errors == 1
+    assert uac.txns == {} and ua.reg_txn is None
+
+
+def test_requests_reaching_our_uas_go_to_the_uas_side() -> None:
+    got: list[Any] = []
+    uac, _, _, _ = _uac()
+    uac.on_request = lambda d, a, link: got.append(d)
+    uac.on_message(b"OPTIONS sip:alice@127.0.0.1 SIP/2.0\r\n\r\n", None, Link())
+    assert len(got) == 1
