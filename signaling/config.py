@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import socket
@@ -84,6 +85,9 @@ class Config:
     diameter_peer: list[str] = field(default_factory=list)
     diameter_watchdog: float = 30.0
     shutdown_timeout: float = 5.0
+    trace_sample: float = 0.0
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    trace_plain_ids: bool = False
 
     def served_domains(self) -> set[str]:
         """The domains this registrar/proxy is responsible for (RFC 3261 §10.3 step 1).
@@ -162,6 +166,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
                               "ORIGIN-HOST@HOST:PORT (repeatable)"),
     "diameter_watchdog": ("float", "Diameter watchdog interval Tw in seconds (RFC 3539, >= 6)"),
     "shutdown_timeout": ("float", "seconds to finish in-flight transactions on SIGTERM"),
+    "trace_sample": ("float", "share of new calls and registrations traced with OpenTelemetry, "
+                              "0 to 1 (default 0: tracing off, no cost)"),
+    "otlp_endpoint": ("str", "OTLP/HTTP traces endpoint spans are exported to"),
+    "trace_plain_ids": ("bool", "export Call-IDs and AORs as they are (default: keyed hashes)"),
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -264,6 +272,9 @@ def _validate(cfg: Config) -> None:
         (cfg.max_transactions >= 1 and cfg.max_dialogs >= 1, "bounds: must be positive"),
         (cfg.ws_max_size >= 1024, "ws_max_size: must be at least 1024"),
         (cfg.shutdown_timeout >= 0, "shutdown_timeout: must not be negative"),
+        (0.0 <= cfg.trace_sample <= 1.0, "trace_sample: must be between 0 and 1"),
+        (cfg.trace_sample == 0 or importlib.util.find_spec("opentelemetry.sdk") is not None,
+         "trace_sample: tracing needs the 'tracing' extra: pip install 'signaling[tracing]'"),
     ]
     for ok, message in checks:
         if not ok:

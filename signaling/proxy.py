@@ -30,9 +30,9 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
@@ -65,6 +65,9 @@ from signaling.metrics import Metrics
 from signaling.registry.base import Binding, Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
 from signaling.transports.base import TransportInfo
+
+if TYPE_CHECKING:  # imported by the server only when tracing is on (OpenTelemetry is heavy)
+    from signaling.tracing import SipTracer
 
 __all__ = ["DIALOG_LINGER", "Proxy", "Target"]
 
@@ -128,8 +131,10 @@ class Proxy:
     """
 
     def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
-                 node_id: str) -> None:
+                 node_id: str, tracer: SipTracer | None = None) -> None:
         self.core = core
+        #: None when tracing is off: every use is behind ``if self.tracer``, no call per message.
+        self.tracer = tracer
         self.registry = registry
         self.cfg = cfg
         self.node_id = node_id
@@ -192,8 +197,10 @@ class Proxy:
             if peer is None:
                 self._reply(work, 481)
                 return
-            self._dialog_request(dialog, req)
+            # Forwarded first, then recorded: a BYE's own spans (tracing.py) belong to the
+            # call it is about to end.
             self._fork(work, [Target(req.uri, peer)], dialog=dialog)
+            self._dialog_request(dialog, req)
             return
         target = self._route_target(req)
         if target is None:
@@ -366,12 +373,27 @@ class Proxy:
             ctx.dialog = dialog
         self.contexts[work.txn] = ctx
         self.core.observe(work.txn, self._on_server_event)
+        trace: list[tuple[str, str]] = []
+        if self.tracer is not None:
+            trace = self._trace_start(work, ctx.dialog)
         for target in targets:
-            self._start_branch(ctx, self._copy_for(req, target, work.peer), target.peer)
+            self._start_branch(ctx, self._copy_for(req, target, work.peer, trace), target.peer)
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
 
-    def _copy_for(self, req: Request, target: Target, incoming: Peer) -> Request:
+    def _trace_start(self, work: Work, dialog: ProxyDialog | None) -> list[tuple[str, str]]:
+        """Spans for a proxied request (signaling/tracing.py); the headers that carry its
+        trace context downstream."""
+        assert self.tracer is not None
+        req = work.request
+        if dialog is not None and req.method == "INVITE" and req.to.tag is None:
+            self.tracer.call_started(dialog.id, work.request, work.peer)
+        self.tracer.transaction_started(work.txn, work.request, work.peer,
+                                        dialog.id if dialog is not None else None)
+        return self.tracer.traceparent(work.txn)
+
+    def _copy_for(self, req: Request, target: Target, incoming: Peer,
+                  trace: Sequence[tuple[str, str]] = ()) -> Request:
         out = target.peer.transport
         vias = [self._via(req, out), *req.vias]
         rr = req.record_routes
@@ -383,8 +405,12 @@ class Proxy:
                 mine.append(self._rr(incoming.transport))
             rr = [*mine, *rr]
         mf = 70 if req.max_forwards is None else req.max_forwards - 1  # §16.6 step 3
+        extra = req.extra
+        if trace:  # our span's W3C trace context replaces the caller's (tracing.py)
+            extra = [*(h for h in extra if h[0].lower() not in ("traceparent", "tracestate")),
+                     *trace]
         return dataclasses.replace(req, uri=target.uri, vias=vias, record_routes=rr,
-                                   max_forwards=mf, routes=list(req.routes))
+                                   max_forwards=mf, routes=list(req.routes), extra=extra)
 
     def _via(self, req: Request, transport: str) -> Via:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what
@@ -527,6 +553,8 @@ class Proxy:
         if up.status >= 200 and up.to.tag is None:
             up = dataclasses.replace(up, to=up.to.with_param("tag",
                                                              self.core.stateless_tag(ctx.request)))
+        if self.tracer is not None and up.status >= 200:
+            self.tracer.transaction_answered(ctx.txn, up.status)
         self.core.respond(ctx.txn, up)
 
     def _cancel_others(self, ctx: _Context, keep: _Branch | None) -> None:
@@ -551,6 +579,9 @@ class Proxy:
 
     def _on_server_event(self, txn: Transaction, ev: Event) -> None:
         if isinstance(ev, TransactionTerminated) and isinstance(txn, ServerTransaction):
+            if self.tracer is not None:  # answered otherwise than through _relay
+                last = txn.last_response
+                self.tracer.transaction_answered(txn, last.status if last is not None else 0)
             ctx = self.contexts.pop(txn, None)
             if ctx is not None:
                 # Break the context <-> branch cycle so reference counting frees the call's
@@ -582,6 +613,8 @@ class Proxy:
         dialog = self.dialogs.find(ack.call_id, ack.from_.tag, ack.to.tag)
         dest: Peer | None
         if dialog is not None:
+            if self.tracer is not None and dialog.state is DialogState.WAIT_ACK:
+                self.tracer.call_event(dialog.id, "confirmed")
             self._dialog_input(dialog, DialogInput.ACK)
             dest = self._other_side(dialog, ack)
         else:
@@ -648,6 +681,8 @@ class Proxy:
                 return  # §12.1: only a 1xx with a To tag creates an early dialog
             if dialog.early_tags is None:
                 dialog.early_tags = set()
+                if self.tracer is not None:
+                    self.tracer.call_event(dialog.id, "ringing", {"sip.status_code": resp.status})
             dialog.early_tags.add(tag)
         elif inp is DialogInput.SUCCESS and dialog.callee_peer is None:
             dialog.callee_tag = tag or ""
@@ -658,6 +693,8 @@ class Proxy:
             dialog.early_tags = None
             dialog.deadline = self.core.now() + self.cfg.max_dialog_duration
             self.dialogs.schedule(dialog)
+            if self.tracer is not None:
+                self.tracer.call_event(dialog.id, "answered", {"sip.status_code": resp.status})
             self._dialog_input(dialog, inp)
             self._share(dialog)
             return
@@ -679,6 +716,8 @@ class Proxy:
         if dialog.answered_at is not None:
             self._unshare(dialog)
         dialog.ended_at = time.time()
+        if self.tracer is not None:
+            self.tracer.call_ended(dialog.id, dialog.ended_by, dialog.final_status)
         dialog.deadline = self.core.now() + DIALOG_LINGER
         self.dialogs.schedule(dialog)
         if self.on_dialog_ended is not None:

@@ -8,12 +8,17 @@ created, so they go to it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from protocols.sip.message import Request, Response
 from signaling.proxy import Proxy
 from signaling.registrar import Registrar
 from signaling.sipcore import Peer, Work
+
+if TYPE_CHECKING:  # imported by the server only when tracing is on
+    from signaling.tracing import SipTracer
 
 __all__ = ["Router"]
 
@@ -21,14 +26,30 @@ __all__ = ["Router"]
 class Router:
     """A ``TransactionUser`` made of the registrar and the proxy."""
 
-    def __init__(self, registrar: Registrar, proxy: Proxy) -> None:
+    def __init__(self, registrar: Registrar, proxy: Proxy,
+                 tracer: SipTracer | None = None) -> None:
         self.registrar = registrar
         self.proxy = proxy
+        #: A registration span around the registrar's work when tracing is on; the registrar
+        #: itself knows nothing of tracing.
+        self.tracer = tracer
 
     def handle(self, work: Work) -> Awaitable[None]:
         if work.request.method == "REGISTER":
+            if self.tracer is not None:
+                return self._traced_register(work)
             return self.registrar.handle(work)
         return self.proxy.handle(work)
+
+    async def _traced_register(self, work: Work) -> None:
+        assert self.tracer is not None
+        start = time.time_ns()
+        try:
+            await self.registrar.handle(work)
+        finally:
+            last = work.txn.last_response
+            self.tracer.registration(work.request, work.peer,
+                                     last.status if last is not None else 500, start)
 
     def on_ack(self, ack: Request, peer: Peer) -> None:
         self.proxy.on_ack(ack, peer)

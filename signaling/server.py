@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from protocols.sip import parser as sip_parser
 from signaling.admin import AdminServer
@@ -30,6 +31,9 @@ from signaling.sipcore import SipCore
 from signaling.transports.base import Transports
 from signaling.transports.udp import UdpTransport, start_udp
 from signaling.transports.ws import WsTransport
+
+if TYPE_CHECKING:
+    from signaling.tracing import SipTracer
 
 __all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server"]
 
@@ -51,8 +55,15 @@ class Server:
         self.registry = registry if registry is not None else make_registry(cfg.registry)
         self.node_id = cfg.node_id or _default_node_id(cfg)
         self.core = SipCore(cfg, self.metrics, Transports())
+        self.tracer: SipTracer | None = None
+        if cfg.trace_sample > 0:
+            from signaling.tracing import SipTracer  # OpenTelemetry only when tracing is on
+            self.tracer = SipTracer(endpoint=cfg.otlp_endpoint, sample=cfg.trace_sample,
+                                    node_id=self.node_id, metrics=self.metrics,
+                                    plain_ids=cfg.trace_plain_ids)
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
-        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id)
+        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
+                           self.tracer)
         self.records: RecordWriter | None = None
         if cfg.database:
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)
@@ -83,7 +94,7 @@ class Server:
             log.warning("the SIP parser's C fast path is not built: pure-Python parser only")
         if self.records is not None:
             await self.records.start()
-        self.core.start(Router(self.registrar, self.proxy))
+        self.core.start(Router(self.registrar, self.proxy, self.tracer))
         if self.cfg.sip_udp is not None:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer,
                                        self.cfg.advertised_host())
@@ -121,6 +132,8 @@ class Server:
             await self.records.close()
         if self.admin is not None:  # kept until here so /ready says 503 while draining
             await self.admin.close()
+        if self.tracer is not None:  # after the calls: their spans are exported, not lost
+            await asyncio.get_running_loop().run_in_executor(None, self.tracer.shutdown)
         await self.registry.close()
         self._stopped.set()
         log.info("stopped")
