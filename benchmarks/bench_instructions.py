@@ -79,7 +79,7 @@ KAMAILIO_SHM_MB = 512
 class ServerUnderCallgrind:
     """Ours (``pure``: the pure-Python parser) or, with ``kamailio``, the reference."""
 
-    def __init__(self, pure: bool, kamailio: bool = False) -> None:
+    def __init__(self, pure: bool, kamailio: bool = False, extra: Sequence[str] = ()) -> None:
         self.port = free_udp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-instr-"))
         grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.%p"]
@@ -97,7 +97,7 @@ class ServerUnderCallgrind:
                    "--diameter", "off", "--log-level", "warning",
                    "--spool", str(self.dir / "spool.jsonl"),
                    # the default is "c": a server from before the option existed runs too
-                   *(["--sip-parser", "python"] if pure else [])]
+                   *(["--sip-parser", "python"] if pure else []), *extra]
         self.zeroed_at = time.monotonic()
         self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log,
@@ -210,14 +210,15 @@ SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
     "REGISTER": _zeroed(send_registers), "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
-def measure(kind: str, pure: bool, n: int, kamailio: bool = False) -> tuple[int, int, int]:
+def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
+            extra: Sequence[str] = ()) -> tuple[int, int, int]:
     """(answered, instructions per message or call, of which idle) for ``n`` of ``kind``.
 
     Idle: what the server executes in as long a time with no traffic (timers, sweeps, and
     for Kamailio its timer and control processes), shared out per message.  Valgrind makes a
     run last ~50x longer than natively, which inflates the time-driven part ~50x: the call
     figures are compared net of it (``per - idle``)."""
-    server = ServerUnderCallgrind(pure, kamailio)
+    server = ServerUnderCallgrind(pure, kamailio, extra)
     try:
         answered = SENDERS[kind](server, n)
         elapsed = time.monotonic() - server.zeroed_at
