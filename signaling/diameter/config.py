@@ -14,6 +14,7 @@ from protocols.diameter.watchdog import DEFAULT_TW, MIN_TW
 
 __all__ = [
     "DEFAULT_GRANT",
+    "DEFAULT_MAX_PEER_SESSIONS",
     "DEFAULT_PORT",
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_TC",
@@ -41,6 +42,10 @@ DEFAULT_TC = 30.0
 # The built-in policy's grant per request: an hour of time or 10 MB, the order of magnitude
 # online charging systems hand out per reservation (RFC 4006 §5.1.1 leaves it to policy).
 DEFAULT_GRANT = Units(cc_time=3600, total_octets=10_000_000)
+# Credit-Control sessions one peer may keep open on this node.  A gateway's share of one
+# server's sessions is in the tens of thousands; bounded per peer, one peer (or an impostor)
+# cannot fill the session store every peer shares.
+DEFAULT_MAX_PEER_SESSIONS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class DiameterConfig:
     reconnect_interval: float = DEFAULT_TC
     # How long a new connection may stay silent before its CER (the §5.6 Timeout event).
     cer_timeout: float = CE_TIMEOUT
+    # Credit-Control sessions one peer may hold open on this node (issue 20).
+    max_peer_sessions: int = DEFAULT_MAX_PEER_SESSIONS
 
     def __post_init__(self) -> None:
         # Fail at start-up rather than at the first CER or request.
@@ -84,9 +91,10 @@ class DiameterConfig:
             raise ValueError(f"watchdog_interval below the RFC 3539 minimum of {MIN_TW} s")
         if self.workers < 1 or self.queue_size < self.workers:
             raise ValueError("need at least one worker and one queue slot per worker")
-        if min(self.max_connections, self.tcc, self.reconnect_interval, self.cer_timeout) <= 0:
-            raise ValueError("max_connections, tcc, reconnect_interval and cer_timeout must be "
-                             "positive")
+        if min(self.max_connections, self.tcc, self.reconnect_interval, self.cer_timeout,
+               self.max_peer_sessions) <= 0:
+            raise ValueError("max_connections, tcc, reconnect_interval, cer_timeout and "
+                             "max_peer_sessions must be positive")
 
     def capabilities(self) -> Capabilities:
         addresses = self.host_ip_addresses or (

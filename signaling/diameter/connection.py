@@ -19,7 +19,7 @@ from protocols.diameter.framer import Framer
 from protocols.diameter.peer import PeerMachine
 
 if TYPE_CHECKING:
-    from signaling.diameter.server import DiameterServer
+    from signaling.diameter.node import DiameterNode
 
 __all__ = ["Connection"]
 
@@ -29,7 +29,7 @@ _ids = itertools.count(1)
 class Connection(asyncio.Protocol):
     """A Diameter transport connection; ``peer`` is set once its CER was accepted."""
 
-    def __init__(self, server: DiameterServer) -> None:
+    def __init__(self, server: DiameterNode) -> None:
         self.server = server
         self.id = next(_ids)
         self.transport: asyncio.Transport | None = None

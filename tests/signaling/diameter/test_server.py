@@ -309,7 +309,7 @@ async def test_tcc_releases_silent_sessions() -> None:
             if srv.session_count() == 0:
                 break
             await asyncio.sleep(0.1)
-        assert srv.session_count() == 0 and srv.m_expired.total() == 1
+        assert srv.session_count() == 0 and srv.credit_control.m_expired.total() == 1
         await c.send(ccr(rtype=2, number=1))
         assert result_code(await c.recv()) == ResultCode.DIAMETER_UNKNOWN_SESSION_ID
         await c.close()
