@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from protocols.diameter.allow import PeerPolicy
 from protocols.diameter.builders import answer, answer_from_header, error_answer
 from protocols.diameter.capabilities import negotiate, parse_capabilities
 from protocols.diameter.codec import Message, decode_message, leading_session_id
@@ -76,6 +77,9 @@ _COMMAND_NAMES = {257: "CER", 258: "RAR", 271: "ACR", 272: "CCR", 274: "ASR", 27
 
 _Item = tuple[Connection, Message]
 
+# Refused CERs are counted each; the log gets one line per this many seconds at most.
+_REFUSAL_LOG_INTERVAL = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
@@ -115,6 +119,11 @@ class DiameterNode:
         self._reconnects: dict[PeerMachine, asyncio.TimerHandle] = {}
         self._dials: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.policy = PeerPolicy(config.allowed_peers, config.connect_peers)
+        # Incoming connections that have not sent their CER yet, oldest first.
+        self._unidentified: dict[int, Connection] = {}
+        self._refusals = 0
+        self._refusal_logged = -_REFUSAL_LOG_INTERVAL
         shards = max(1, config.workers)
         self._dispatcher: Dispatcher[_Item] = Dispatcher(
             shards, max(1, config.queue_size // shards), self._work, self._work_failed)
@@ -246,18 +255,54 @@ class DiameterNode:
     # -- connection events (called by Connection) ---------------------------------------
 
     def connection_made(self, conn: Connection) -> None:
-        if self._closing or len(self._conns) >= self.config.max_connections:
-            self.m_dropped.inc("connection_limit" if not self._closing else "closing")
+        reason = "closing" if self._closing else self._admit(conn)
+        if reason is not None:
+            self.m_dropped.inc(reason)
             if conn.transport is not None:
                 conn.transport.abort()
             return
         self._conns[conn.id] = conn
-        # A connection must identify itself with a CER in time (§5.6 Timeout) or go.
+        if conn.outgoing:
+            return  # ours: the CER is ours to send (_dial_task)
+        # A connection must identify itself with a CER in time (§5.6 Timeout) or go; until
+        # then it holds one of the unreserved slots.
+        self._unidentified[conn.id] = conn
         conn.cer_timer = self._loop_().call_later(
             self.config.cer_timeout, self._cer_timeout, conn)
 
+    def _admit(self, conn: Connection) -> str | None:
+        """Room for this connection?  None, or why not (issue 20: configured peers keep room).
+
+        The last ``reserved_connections`` slots are only for our own connections and those
+        from addresses the allow list names.  When the other slots are full, the oldest
+        connection still waiting for its CER gives way: idle sockets cannot hold a slot
+        for longer than it takes the next connection to arrive, and a real peer sends its
+        CER right after connecting.
+        """
+        limit = self.config.max_connections
+        if conn.outgoing or self.policy.known_address(conn.ip):
+            return None if len(self._conns) < limit else "connection_limit"
+        if len(self._conns) < limit - self.config.reserved_connections:
+            return None
+        for waiting in self._unidentified.values():
+            if not self.policy.known_address(waiting.ip):
+                self.m_dropped.inc("evicted_before_cer")
+                self._identified(waiting)
+                waiting.close()
+                self._conns.pop(waiting.id, None)
+                return None
+        return "connection_limit"
+
+    def _identified(self, conn: Connection) -> None:
+        """The connection is a peer's now (or ours): no CER deadline, no unreserved slot."""
+        self._unidentified.pop(conn.id, None)
+        if conn.cer_timer is not None:
+            conn.cer_timer.cancel()
+            conn.cer_timer = None
+
     def connection_lost(self, conn: Connection) -> None:
         self._conns.pop(conn.id, None)
+        self._unidentified.pop(conn.id, None)
         peer = self._conn_of.pop(conn.id, None)
         if peer is not None:
             self._guarded(peer, lambda p: p.disconnected(conn.id, self._loop_().time()))
@@ -317,6 +362,9 @@ class DiameterNode:
         try:
             validate_request(msg, self.dictionary, self.applications)
             remote = parse_capabilities(msg)
+            if not self.policy.admits(remote.origin_host, remote.origin_realm, conn.ip):
+                self._refused_peer(remote.origin_host, conn)
+                raise RemoteProtocolError("unknown peer", ResultCode.DIAMETER_UNKNOWN_PEER)
             negotiate(self.local, remote)
         except RemoteProtocolError as exc:
             # §5.3: refuse with a CEA carrying the error, then drop the connection.
@@ -327,15 +375,24 @@ class DiameterNode:
             return
         self._accept_cer(conn, msg, remote.origin_host)
 
+    def _refused_peer(self, host: str, conn: Connection) -> None:
+        """Count it; log one line per ``_REFUSAL_LOG_INTERVAL`` at most (a flood of CERs)."""
+        self.m_dropped.inc("unknown_peer")
+        self._refusals += 1
+        now = self._loop_().time()
+        if now >= self._refusal_logged + _REFUSAL_LOG_INTERVAL:
+            log.warning("diameter: refused %d CER(s) from peers not allowed (3010), the last "
+                        "%r from %s; see --diameter-allow", self._refusals, host, conn.ip)
+            self._refusals = 0
+            self._refusal_logged = now
+
     def _accept_cer(self, conn: Connection, msg: Message, host: str) -> None:
         peer = self._peers.get(host)
         if peer is None:
             peer = PeerMachine(self.local, tw=self.config.watchdog_interval)
             self._peers[host] = peer
         self._conn_of[conn.id] = peer
-        if conn.cer_timer is not None:
-            conn.cer_timer.cancel()
-            conn.cer_timer = None
+        self._identified(conn)
         self._guarded(peer, lambda p: p.incoming_cer(conn.id, msg, self._loop_().time()), conn)
         if peer.r_conn == conn.id:
             conn.peer = peer
@@ -433,16 +490,14 @@ class DiameterNode:
         loop = self._loop_()
         try:
             _transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: Connection(self), address, port), CE_TIMEOUT)
+                loop.create_connection(lambda: Connection(self, outgoing=True), address, port),
+                CE_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             log.info("diameter connect to %s:%d failed: %s", address, port, exc)
             self.m_dropped.inc("connect_failed")
             if peer.state in (PeerState.WAIT_CONN_ACK, PeerState.WAIT_CONN_ACK_ELECT):
                 self._guarded(peer, lambda p: p.connect_failed(loop.time()))
             return
-        if conn.cer_timer is not None:
-            conn.cer_timer.cancel()
-            conn.cer_timer = None
         if conn.id not in self._conns or peer.state not in (
                 PeerState.WAIT_CONN_ACK, PeerState.WAIT_CONN_ACK_ELECT):
             conn.close()  # refused (limit, shutdown) or the machine gave up meanwhile

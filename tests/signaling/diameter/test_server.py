@@ -353,7 +353,8 @@ async def test_quota_policy_from_config() -> None:
 
 
 async def test_connection_limit() -> None:
-    srv = DiameterServer(make_config(max_connections=1), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(max_connections=1, reserved_connections=0), Metrics(),
+                         InMemoryCCSessionStore())
     await srv.start()
     try:
         first = await _open(srv)

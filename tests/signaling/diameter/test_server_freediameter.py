@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from protocols.diameter.allow import parse_allowed_peer
 from signaling.diameter import DiameterServer, InMemoryCCSessionStore
 from signaling.metrics import Metrics
 from tests.signaling.diameter.conftest import make_config
@@ -156,3 +159,25 @@ async def test_both_sides_configured_to_connect(tmp_path: Path) -> None:
     finally:
         await _stop(fd)
         await server.close(0.5)
+
+
+@pytest.mark.parametrize("allowed", ["fd.test@127.0.0.1", "hss.test@127.0.0.1"])
+async def test_allowed_peer_list_with_freediameter(tmp_path: Path, allowed: str) -> None:
+    """freeDiameter opens when its name and address are on the list, else gets CEA 3010."""
+    server = DiameterServer(make_config(allowed_peers=(parse_allowed_peer(allowed),)),
+                            Metrics(), InMemoryCCSessionStore())
+    await server.start()
+    conf, _ = freediameter_conf(tmp_path, "fd.test", TW, connect_to=("server.test", server.port))
+    fd = await _start_fd(conf, tmp_path / "fd.log")
+    try:
+        if allowed.startswith("fd.test"):
+            assert await _until(lambda: [p.state for p in server.peers()] == ["R-Open"], 20)
+            assert server.m_dropped.get("unknown_peer") == 0
+        else:
+            assert await _until(lambda: server.m_dropped.get("unknown_peer") >= 1, 20)
+            assert server.peers() == []
+            assert await _until(lambda: "DIAMETER_UNKNOWN_PEER" in (
+                tmp_path / "fd.log").read_text(), 10)
+    finally:
+        await _stop(fd)
+        await server.close(1.0)
