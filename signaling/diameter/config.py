@@ -10,6 +10,7 @@ from protocols.diameter.capabilities import Capabilities
 from protocols.diameter.constants import AppId
 from protocols.diameter.creditcontrol import DEFAULT_TCC, CreditPolicy, QuotaPolicy, Units
 from protocols.diameter.dictionary import Dictionary, base_dictionary
+from protocols.diameter.doic import DEFAULT_INTERVAL as DOIC_INTERVAL
 from protocols.diameter.watchdog import DEFAULT_TW, MIN_TW
 from signaling.config import Config, parse_diameter_peer
 
@@ -96,6 +97,9 @@ class DiameterConfig:
     allowed_peers: tuple[AllowedPeer, ...] | None = None
     # Connection slots kept for our own connections and allowed addresses (issue 20).
     reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
+    # DOIC (RFC 7683) both ways, and how often the reduction asked of peers may change.
+    doic: bool = True
+    doic_interval: float = DOIC_INTERVAL
     # Credit-Control sessions one peer may hold open on this node (issue 20).
     max_peer_sessions: int = DEFAULT_MAX_PEER_SESSIONS
 

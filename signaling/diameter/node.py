@@ -7,10 +7,13 @@ Applications (``signaling.diameter.application.Application``) are registered by
 
 Flow of a message (ARCHITECTURE "Backpressure"):
 
+0. ``connection_made`` admits a connection only while there is room (``_admit``: slots kept
+   for allowed addresses, silent connections give way, issue 20).
 1. ``Connection.data_received`` frames the stream; each message comes to ``message_received``
    synchronously.  A connection without a peer yet must start with a CER (§5.6.1); anything
    else is answered DIAMETER_UNKNOWN_PEER (3010, E bit) and the connection closed, because no
-   peer identity exists to process it for.
+   peer identity exists to process it for.  A CER from a peer the ``PeerPolicy`` does not
+   admit (``protocols.diameter.allow``) gets a CEA with 3010 and is closed the same way.
 2. CER/CEA, DWR/DWA, DPR/DPA are handled on the spot through the peer's ``PeerMachine`` (the
    §5.6 table), so watchdogs and capability exchanges never wait behind application traffic.
 3. Application requests go through the machine (which feeds the watchdog) and are then queued,
@@ -19,6 +22,13 @@ Flow of a message (ARCHITECTURE "Backpressure"):
 4. A worker validates the request (§7 errors with Failed-AVP), hands it to the application
    registered for its (Application-Id, command code), and writes the answer; it awaits
    ``drain`` while the peer's socket is backed up.
+5. DOIC (RFC 7683, ``protocols.diameter.doic``): an answer to a request that announced
+   OC-Supported-Features carries ours, and an OC-OLR while the queue's load makes the
+   ``Reporter`` ask for a reduction; 3004 stays the blunt fallback of a full shard.
+
+Our own requests (``request``, the client side toward ``connect_peers``) carry
+OC-Supported-Features; each peer's OC-OLRs go into its ``Reactor``, and the share of requests
+it asks us to shed is answered here with 3004 without being sent.
 
 Timers: each peer's ``next_deadline()`` (state timeout or RFC 3539 watchdog) arms one
 ``call_at`` handle; a handle that fires early (the watchdog moved on since) just re-arms.
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +46,14 @@ from protocols.diameter.allow import PeerPolicy
 from protocols.diameter.builders import answer, answer_from_header, error_answer
 from protocols.diameter.capabilities import negotiate, parse_capabilities
 from protocols.diameter.codec import Message, decode_message, leading_session_id
-from protocols.diameter.constants import AvpCode, CommandCode, ResultCode
+from protocols.diameter.constants import FLAG_R, AvpCode, CommandCode, ResultCode
+from protocols.diameter.doic import (
+    OC_SUPPORTED_FEATURES,
+    Reactor,
+    Reporter,
+    supported_features_avp,
+    supports_doic,
+)
 from protocols.diameter.errors import (
     DiameterError,
     FramingError,
@@ -61,7 +79,7 @@ from signaling.diameter.connection import Connection
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
 
-__all__ = ["DiameterNode", "PeerInfo"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "DiameterNode", "PeerInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +94,10 @@ _COMMAND_NAMES = {257: "CER", 258: "RAR", 271: "ACR", 272: "CCR", 274: "ASR", 27
                   280: "DWR", 282: "DPR"}
 
 _Item = tuple[Connection, Message]
+
+# How long ``request`` waits for a peer's answer.  RFC 6733 leaves it to the application; a
+# few seconds is what Credit-Control clients use (RFC 4006 §13 Tx suggests 10 s at most).
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 # Refused CERs are counted each; the log gets one line per this many seconds at most.
 _REFUSAL_LOG_INTERVAL = 10.0
@@ -124,6 +146,12 @@ class DiameterNode:
         self._unidentified: dict[int, Connection] = {}
         self._refusals = 0
         self._refusal_logged = -_REFUSAL_LOG_INTERVAL
+        # DOIC (RFC 7683): our reports as a reporting node; each peer's as a reacting node.
+        # Sequence numbers start from the clock so they keep growing across restarts (§7.4).
+        self.reporter = Reporter(int(time.time()), config.doic_interval) if config.doic else None
+        self._reactors: dict[str, Reactor] = {}
+        # Our requests awaiting answers: connection id -> hop-by-hop -> future.
+        self._pending: dict[int, dict[int, asyncio.Future[Message]]] = {}
         shards = max(1, config.workers)
         self._dispatcher: Dispatcher[_Item] = Dispatcher(
             shards, max(1, config.queue_size // shards), self._work, self._work_failed)
@@ -234,6 +262,12 @@ class DiameterNode:
         self.m_dropped = m.fast_counter(
             "diameter_dropped", "Messages or connections dropped without an answer, by reason",
             ["reason"])
+        self.m_doic = m.fast_counter(
+            "diameter_doic", "DOIC (RFC 7683): OC-OLR sent, reports received, requests "
+            "throttled", ["kind"])
+        m.callback_gauge("diameter_doic_reduction", "Traffic reduction this node asks of DOIC "
+                         "peers, percent", [], lambda: {(): float(
+                             self.reporter.reduction if self.reporter is not None else 0)})
         self.m_watchdog = m.fast_counter(
             "diameter_watchdog", "Watchdog messages (RFC 3539), by kind", ["kind"])
         m.callback_gauge("diameter_peers", "Diameter peers by state (RFC 6733 §5.6)", ["state"],
@@ -303,6 +337,9 @@ class DiameterNode:
     def connection_lost(self, conn: Connection) -> None:
         self._conns.pop(conn.id, None)
         self._unidentified.pop(conn.id, None)
+        for fut in self._pending.pop(conn.id, {}).values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"connection to {conn.address} lost"))
         peer = self._conn_of.pop(conn.id, None)
         if peer is not None:
             self._guarded(peer, lambda p: p.disconnected(conn.id, self._loop_().time()))
@@ -329,9 +366,7 @@ class DiameterNode:
             self._unbound(conn, msg)
         elif msg.command_code in _BASE_COMMANDS:
             self._base_message(conn, peer, msg)
-        elif not msg.is_request:
-            self.m_dropped.inc("unexpected_answer")  # we send no application requests
-        else:
+        else:  # an application request, or the answer to one of ours (``request``)
             self._guarded(peer, lambda p: p.receive(conn.id, msg, self._loop_().time()), conn, msg)
 
     # -- message handling ---------------------------------------------------------------
@@ -436,8 +471,12 @@ class DiameterNode:
         for cmd in peer.take_outbox():
             if isinstance(cmd, Deliver):
                 conn = self._conns.get(cmd.conn)
-                if conn is not None:
+                if conn is None:
+                    continue
+                if cmd.message.is_request:
                     self._enqueue(conn, cmd.message)
+                else:
+                    self._answered(conn, cmd.message)
             elif isinstance(cmd, Send):
                 conn = self._conns.get(cmd.conn)
                 if conn is not None:
@@ -555,7 +594,7 @@ class DiameterNode:
             # ARCHITECTURE backpressure: a full queue is answered in protocol terms, §7.1.3.
             self.m_shed.inc()
             exc = RemoteProtocolError("too busy", ResultCode.DIAMETER_TOO_BUSY)
-            self._write(conn, error_answer(msg, exc, self.identity))
+            self._write(conn, self._overload_report(msg, error_answer(msg, exc, self.identity)))
 
     async def _work(self, item: _Item) -> None:
         conn, msg = item
@@ -565,7 +604,7 @@ class DiameterNode:
         peer = conn.peer
         remote = peer.remote if peer is not None else None
         ans = await self._process(msg, remote.origin_host if remote is not None else "")
-        self._write(conn, ans)
+        self._write(conn, self._overload_report(msg, ans))
         if conn.paused:
             await conn.drain()
 
@@ -574,6 +613,69 @@ class DiameterNode:
         log.error("diameter request failed", exc_info=exc)
         self._write(conn, error_answer(msg, RemoteProtocolError(
             "internal error", ResultCode.DIAMETER_UNABLE_TO_COMPLY), self.identity))
+
+    def _overload_report(self, req: Message, ans: Message) -> Message:
+        """DOIC (RFC 7683 §5.1): answers to requests that announced OC-Supported-Features
+        carry ours, and OC-OLR while we ask for a reduction; legacy peers get neither."""
+        reporter = self.reporter
+        if reporter is None or not supports_doic(req):
+            return ans
+        capacity = self.config.queue_size
+        reporter.observe(sum(self._dispatcher.depths()) / capacity, self._loop_().time())
+        avps = reporter.answer_avps()
+        ans.avps.extend(avps)
+        if len(avps) > 1:
+            self.m_doic.inc("olr_sent")
+        return ans
+
+    # -- our requests to peers (client side) --------------------------------------------
+
+    async def request(self, host: str, msg: Message,
+                      timeout: float = DEFAULT_REQUEST_TIMEOUT) -> Message:
+        """Send an application request to the open peer ``host``; its answer, or ours.
+
+        The request gets the peer's next hop-by-hop and end-to-end identifiers and our
+        OC-Supported-Features (RFC 7683 §5.1).  Answered here, without sending: 3002
+        DIAMETER_UNABLE_TO_DELIVER when the peer is not open, and 3004 DIAMETER_TOO_BUSY for
+        the share of requests the peer's overload report asks us to shed (§6, loss
+        algorithm).  Raises ``TimeoutError`` when no answer comes within ``timeout``.
+        """
+        loop = self._loop_()
+        peer = self._peers.get(host)
+        conn = None
+        if peer is not None and peer.state in (PeerState.R_OPEN, PeerState.I_OPEN):
+            conn = self._conns.get(peer.open_conn or -1)
+        if peer is None or conn is None:
+            return error_answer(msg, RemoteProtocolError(
+                f"peer {host} not open", ResultCode.DIAMETER_UNABLE_TO_DELIVER), self.identity)
+        reactor = self._reactors.setdefault(host, Reactor())  # one per peer we send to
+        if not reactor.admit(loop.time()):
+            self.m_doic.inc("throttled")
+            return error_answer(msg, RemoteProtocolError(
+                f"{host} asked for {reactor.reduction(loop.time())}% less traffic (DOIC)",
+                ResultCode.DIAMETER_TOO_BUSY), self.identity)
+        avps = msg.avps if msg.find(OC_SUPPORTED_FEATURES) else [
+            *msg.avps, supported_features_avp()]
+        out = Message(msg.command_code, msg.flags | FLAG_R, msg.application_id,
+                      peer.next_hop_by_hop(), peer.next_end_to_end(), avps)
+        waiting = self._pending.setdefault(conn.id, {})
+        fut: asyncio.Future[Message] = loop.create_future()
+        waiting[out.hop_by_hop] = fut
+        try:
+            self._guarded(peer, lambda p: p.send(out, loop.time()))
+            ans = await asyncio.wait_for(fut, timeout)
+        finally:
+            waiting.pop(out.hop_by_hop, None)
+        if reactor.receive(ans, loop.time()):
+            self.m_doic.inc("report_received")
+        return ans
+
+    def _answered(self, conn: Connection, ans: Message) -> None:
+        fut = self._pending.get(conn.id, {}).pop(ans.hop_by_hop, None)
+        if fut is None or fut.done():
+            self.m_dropped.inc("unexpected_answer")  # late (timed out) or never asked
+            return
+        fut.set_result(ans)
 
     async def _process(self, msg: Message, peer: str) -> Message:
         try:

@@ -6,20 +6,34 @@ server (RFC 6733 §9, application 3) served beside Credit-Control over real TCP.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from protocols.diameter.allow import parse_allowed_peer
 from protocols.diameter.builders import LocalIdentity, answer
-from protocols.diameter.codec import Message
+from protocols.diameter.capabilities import build_cea
+from protocols.diameter.codec import Message, decode_message
 from protocols.diameter.constants import FLAG_P, FLAG_R, ResultCode
+from protocols.diameter.doic import (
+    HOST_REPORT,
+    OC_SUPPORTED_FEATURES,
+    OverloadReport,
+    olr_avp,
+    parse_olr,
+    supported_features_avp,
+    supports_doic,
+)
 from protocols.diameter.errors import RemoteProtocolError
+from protocols.diameter.framer import Framer
 from signaling.diameter import (
     CreditControlApplication,
     DiameterNode,
+    DiameterServer,
     InMemoryCCSessionStore,
 )
 from signaling.metrics import Metrics
-from tests.protocols.diameter.factory import DICT, ccr
+from tests.protocols.diameter.factory import DICT, caps, ccr
 from tests.signaling.diameter.client import Client, result_code
 from tests.signaling.diameter.conftest import make_config
 
@@ -187,3 +201,181 @@ async def test_silent_connection_is_closed_after_the_cer_timeout() -> None:
         assert node.m_dropped.get("cer_timeout") == 1
     finally:
         await node.close(1.0)
+
+
+# -- DOIC (RFC 7683, issue 13) ---------------------------------------------------------------
+
+
+class _GatedStore(InMemoryCCSessionStore):
+    """Holds the (single) worker in the store until released: the queue then fills."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().get_session(session_id)
+
+
+def _doic(msg: Message) -> tuple[bool, OverloadReport | None]:
+    return msg.find(OC_SUPPORTED_FEATURES) is not None, parse_olr(msg)
+
+
+async def test_overloaded_node_reports_to_doic_peers_only() -> None:
+    store = _GatedStore()
+    srv = DiameterServer(make_config(workers=1, queue_size=4), Metrics(), store)
+    await srv.start()
+    try:
+        doic = await Client.connect(srv.port)
+        assert result_code(await doic.handshake("doic.test")) == 2001
+        legacy = await Client.connect(srv.port)
+        assert result_code(await legacy.handshake("legacy.test")) == 2001
+        features = [supported_features_avp()]
+        await doic.send(ccr(session="d0", rtype=4, hbh=0, extra=features))
+        await asyncio.wait_for(store.entered.wait(), 10.0)  # the worker is held
+        for i in range(1, 7):  # four fill the queue, two are shed at once
+            await doic.send(ccr(session=f"d{i}", rtype=4, hbh=i, extra=features))
+        shed = [await doic.recv() for _ in range(2)]
+        for i in range(3):
+            await legacy.send(ccr(session=f"l{i}", rtype=4, hbh=i))
+        legacy_shed = [await legacy.recv() for _ in range(3)]
+        store.gate.set()
+        served = [await doic.recv() for _ in range(5)]
+        assert [result_code(a) for a in shed] == [3004, 3004]  # the blunt fallback stays
+        assert sorted(result_code(a) for a in served) == [2001] * 5
+        for ans in shed + served:
+            supported, olr = _doic(ans)
+            assert supported and olr is not None
+            assert olr.report_type == HOST_REPORT and olr.reduction >= 20 and olr.validity > 0
+        for ans in legacy_shed:
+            assert result_code(ans) == 3004 and _doic(ans) == (False, None)
+        assert srv.m_doic.get("olr_sent") == 7
+        await doic.close()
+        await legacy.close()
+    finally:
+        store.gate.set()
+        await srv.close(1.0)
+
+
+class _ScriptedPeer:
+    """A Diameter server written for the test over a real socket: CEA, DWA, and a CCA carrying
+    whatever OC-OLR the test sets; it records whether each CCR announced DOIC."""
+
+    def __init__(self) -> None:
+        self.olr: OverloadReport | None = None
+        self.announced: list[bool] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = Framer()
+        ident = LocalIdentity("peer.test", "test")
+        while data := await reader.read(65536):
+            for raw in framer.feed(data):
+                msg = decode_message(raw)
+                if not msg.is_request:
+                    continue
+                if msg.command_code == 257:
+                    writer.write(build_cea(msg, 2001, caps("peer.test")).encode())
+                elif msg.command_code == 280:
+                    writer.write(answer(msg, 2001, ident).encode())
+                else:
+                    self.announced.append(supports_doic(msg))
+                    extra = [olr_avp(self.olr)] if self.olr is not None else []
+                    writer.write(answer(msg, 2001, ident, extra).encode())
+        writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_client_honours_the_peers_overload_reports() -> None:
+    peer = _ScriptedPeer()
+    port = await peer.start()
+    node = DiameterNode(make_config(connect_peers=(("peer.test", "127.0.0.1", port),)),
+                        Metrics())
+    await node.start()
+
+    async def send(n: int) -> list[int]:
+        return [result_code(await node.request("peer.test", ccr(rtype=4))) for _ in range(n)]
+
+    try:
+        for _ in range(200):
+            if [p.state for p in node.peers()] == ["I-Open"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await send(1) == [2001] and peer.announced == [True]  # we announce DOIC
+        peer.olr = OverloadReport(10, HOST_REPORT, 50, 30)
+        assert await send(1) == [2001]  # this answer carries the report
+        codes = await send(10)
+        assert codes.count(3004) == 5 and len(peer.announced) == 2 + 5  # half never left
+        peer.olr = OverloadReport(9, HOST_REPORT, 100, 30)  # stale: ignored
+        codes = await send(10)
+        assert codes.count(3004) == 5 and codes.count(2001) == 5
+        peer.olr = OverloadReport(11, HOST_REPORT, 0, 0)  # validity 0: the report ends
+        while await send(1) != [2001]:
+            pass
+        peer.olr = None
+        assert await send(10) == [2001] * 10
+        assert node.m_doic.get("throttled") >= 10
+    finally:
+        await node.close(1.0)
+        await peer.close()
+
+
+async def test_unknown_or_closed_peer_is_answered_locally() -> None:
+    node = DiameterNode(make_config(), Metrics())
+    await node.start()
+    try:
+        ans = await node.request("nobody.test", ccr(rtype=4))
+        assert result_code(ans) == ResultCode.DIAMETER_UNABLE_TO_DELIVER and ans.is_error
+    finally:
+        await node.close(1.0)
+
+
+async def test_reports_flow_between_two_nodes() -> None:
+    """Our reporting node and our reacting node: B sheds with OC-OLR, A throttles its share."""
+    store = _GatedStore()
+    b = DiameterServer(make_config(origin_host="b.test", workers=1, queue_size=4,
+                                   doic_interval=3600.0), Metrics(), store)
+    await b.start()
+    a = DiameterNode(make_config(origin_host="a.test",
+                                 connect_peers=(("b.test", "127.0.0.1", b.port),)), Metrics())
+    await a.start()
+    try:
+        for _ in range(200):
+            if [p.state for p in a.peers()] == ["I-Open"]:
+                break
+            await asyncio.sleep(0.05)
+        def send(i: int) -> asyncio.Future[Message]:
+            return asyncio.ensure_future(a.request("b.test", ccr(session=f"c{i}", rtype=4)))
+
+        first = [send(0)]
+        await asyncio.wait_for(store.entered.wait(), 10.0)  # B's only worker is held
+        first += [send(i) for i in range(1, 10)]
+        for _ in range(500):  # four fill B's queue; five are shed at once, with OC-OLR
+            if sum(f.done() for f in first) == 5:
+                break
+            await asyncio.sleep(0.02)
+        store.gate.set()
+        answers = await asyncio.gather(*first)
+        assert sorted(result_code(m) for m in answers) == [2001] * 5 + [3004] * 5
+        assert b.reporter is not None and b.reporter.reduction == 20
+        codes = [result_code(await a.request("b.test", ccr(session=f"n{i}", rtype=4)))
+                 for i in range(10)]
+        assert codes.count(3004) == 2  # exactly the 20% asked for, answered by A itself
+        assert a.m_doic.get("throttled") == 2 and a.m_doic.get("report_received") == 1
+        assert b.m_requests.get("CCR") == 18
+    finally:
+        store.gate.set()
+        await a.close(1.0)
+        await b.close(1.0)
