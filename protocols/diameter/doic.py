@@ -27,6 +27,7 @@ acted on: this node talks to its peers directly, where a host report is what app
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocols.diameter.codec import Avp, Message, decode_avps, encode_avp
@@ -174,16 +175,18 @@ class Reporter:
     def report(self) -> OverloadReport | None:
         return self._report
 
-    def observe(self, load: float, now: float) -> None:
-        """Feed the load (0..1); the reduction moves at most once per ``interval``."""
+    def observe(self, load: Callable[[], float], now: float) -> None:
+        """Before an answer: the reduction may move (at most once per ``interval``, and only
+        then is ``load()``, 0..1, asked), and the report is renewed or retired as due."""
         if now < self._next_eval:
             self._refresh(now)
             return
         self._next_eval = now + self.interval
         reduction = self.reduction
-        if load > HIGH:
+        level = load()
+        if level > HIGH:
             reduction = min(MAX_REDUCTION, reduction + STEP_UP)
-        elif load < LOW:
+        elif level < LOW:
             reduction = max(0, reduction - STEP_DOWN)
         if reduction != self.reduction:
             self.reduction = reduction

@@ -150,6 +150,7 @@ class DiameterNode:
         # Sequence numbers start from the clock so they keep growing across restarts (§7.4).
         self.reporter = Reporter(int(time.time()), config.doic_interval) if config.doic else None
         self._reactors: dict[str, Reactor] = {}
+        self._shed_seen = 0.0
         # Our requests awaiting answers: connection id -> hop-by-hop -> future.
         self._pending: dict[int, dict[int, asyncio.Future[Message]]] = {}
         shards = max(1, config.workers)
@@ -620,13 +621,21 @@ class DiameterNode:
         reporter = self.reporter
         if reporter is None or not supports_doic(req):
             return ans
-        capacity = self.config.queue_size
-        reporter.observe(sum(self._dispatcher.depths()) / capacity, self._loop_().time())
+        reporter.observe(self._load, self._loop_().time())
         avps = reporter.answer_avps()
         ans.avps.extend(avps)
         if len(avps) > 1:
             self.m_doic.inc("olr_sent")
         return ans
+
+    def _load(self) -> float:
+        """The DOIC load figure: the queue's fill, or full if requests were shed since the
+        last look (a shard can fill while the others are idle: shedding is overload)."""
+        shed = self.m_shed.total()
+        if shed > self._shed_seen:
+            self._shed_seen = shed
+            return 1.0
+        return sum(self._dispatcher.depths()) / self.config.queue_size
 
     # -- our requests to peers (client side) --------------------------------------------
 

@@ -70,39 +70,39 @@ def test_olr_round_trip_and_defaults() -> None:
 
 def test_reporter_steps_up_and_ends_with_validity_zero() -> None:
     rep = Reporter(first_sequence=1000, interval=1.0)
-    rep.observe(0.0, 0.0)
+    rep.observe(lambda: 0.0, 0.0)
     assert rep.report is None and len(rep.answer_avps()) == 1  # supported features only
-    rep.observe(0.9, 1.0)
+    rep.observe(lambda: 0.9, 1.0)
     first = rep.report
     assert first is not None
     assert first == OverloadReport(1001, HOST_REPORT, 20, DEFAULT_VALIDITY)
-    rep.observe(0.9, 1.5)  # within the interval: no change
+    rep.observe(lambda: 0.9, 1.5)  # within the interval: no change
     assert rep.report == first
     for t in range(2, 10):
-        rep.observe(1.0, float(t))
+        rep.observe(lambda: 1.0, float(t))
     assert rep.reduction == MAX_REDUCTION  # never 100: answers must keep flowing
     seq = rep.report.sequence if rep.report else 0
     assert seq > first.sequence
-    rep.observe(0.3, 10.0)  # between LOW and HIGH: hold
+    rep.observe(lambda: 0.3, 10.0)  # between LOW and HIGH: hold
     assert rep.reduction == MAX_REDUCTION
     for t in range(11, 11 + MAX_REDUCTION // 10):
-        rep.observe(0.0, float(t))
+        rep.observe(lambda: 0.0, float(t))
     assert rep.reduction == 0
     end = rep.report
     assert end is not None and end.validity == 0 and end.sequence > seq
     assert parse_olr(_answer(*rep.answer_avps()[1:])) == end
-    rep.observe(0.0, 11.0 + MAX_REDUCTION // 10 + DEFAULT_VALIDITY)
+    rep.observe(lambda: 0.0, 11.0 + MAX_REDUCTION // 10 + DEFAULT_VALIDITY)
     assert rep.report is None  # the end was sent for a whole validity period
 
 
 def test_reporter_renews_the_sequence_before_validity_runs_out() -> None:
     rep = Reporter(first_sequence=0, interval=1.0, validity=10)
-    rep.observe(0.9, 0.0)
+    rep.observe(lambda: 0.9, 0.0)
     first = rep.report
     assert first is not None
-    rep.observe(0.3, 4.9)
+    rep.observe(lambda: 0.3, 4.9)
     assert rep.report == first
-    rep.observe(0.3, 5.0)  # half the validity: same content, new number
+    rep.observe(lambda: 0.3, 5.0)  # half the validity: same content, new number
     assert rep.report is not None and rep.report.sequence == first.sequence + 1
     assert rep.report.reduction == first.reduction
 

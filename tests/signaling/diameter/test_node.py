@@ -260,6 +260,30 @@ async def test_overloaded_node_reports_to_doic_peers_only() -> None:
         await srv.close(1.0)
 
 
+async def test_one_full_shard_is_overload_enough_to_report() -> None:
+    """A session's shard full while the others are idle: its shed answers carry the report."""
+    store = _GatedStore()
+    srv = DiameterServer(make_config(workers=4, queue_size=64), Metrics(), store)
+    await srv.start()
+    try:
+        c = await Client.connect(srv.port)
+        await c.handshake()
+        features = [supported_features_avp()]
+        await c.send(ccr(session="hot", rtype=4, hbh=0, extra=features))
+        await asyncio.wait_for(store.entered.wait(), 10.0)
+        for i in range(1, 18):  # one session, one shard of 16: the 17th is shed
+            await c.send(ccr(session="hot", rtype=4, number=i, hbh=i, extra=features))
+        shed = await c.recv()
+        assert result_code(shed) == 3004 and shed.hop_by_hop == 17
+        olr = parse_olr(shed)
+        assert olr is not None and olr.reduction == 20  # a quarter full in all, but shedding
+        store.gate.set()
+        await c.close()
+    finally:
+        store.gate.set()
+        await srv.close(1.0)
+
+
 class _ScriptedPeer:
     """A Diameter server written for the test over a real socket: CEA, DWA, and a CCA carrying
     whatever OC-OLR the test sets; it records whether each CCR announced DOIC."""
