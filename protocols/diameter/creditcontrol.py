@@ -414,11 +414,7 @@ class TccTimers:
         return len(self._heap)
 
     def set(self, session_id: str, deadline: float) -> bool:
-        heap = self._heap
-        if session_id not in heap and len(heap) >= self.max_sessions:
-            return False
-        heap.push(session_id, deadline)
-        return True
+        return self._heap.push(session_id, deadline, self.max_sessions)
 
     def cancel(self, session_id: str) -> None:
         self._heap.cancel(session_id)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 from protocols.diameter.builders import LocalIdentity
@@ -72,7 +71,7 @@ class CreditControlApplication:
         self._tcc = TccTimers()
         # Which peer each tracked session belongs to, and how many each peer holds.
         self._owner: dict[str, str] = {}
-        self._per_peer: Counter[str] = Counter()
+        self._per_peer: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.m_expired = metrics.fast_counter(
             "diameter_cc_sessions_expired", "Credit-Control sessions released by Tcc")
@@ -99,7 +98,7 @@ class CreditControlApplication:
         return len(self._tcc)
 
     def peer_sessions(self, peer: str) -> int:
-        return self._per_peer[peer]
+        return self._per_peer.get(peer, 0)
 
     # -- requests -----------------------------------------------------------------------
 
@@ -107,7 +106,7 @@ class CreditControlApplication:
         req = parse_ccr(request)
         sid = req.session_id
         if (req.request_type == _INITIAL and sid not in self._owner
-                and self._per_peer[peer] >= self.max_peer_sessions):
+                and self._per_peer.get(peer, 0) >= self.max_peer_sessions):
             self.m_refused.inc("peer_sessions")
             raise RemoteProtocolError(f"{self.max_peer_sessions} sessions open from this peer",
                                       ResultCode.DIAMETER_TOO_BUSY)
@@ -141,13 +140,13 @@ class CreditControlApplication:
             return
         if sid not in self._owner:
             self._owner[sid] = peer
-            self._per_peer[peer] += 1
+            self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
 
     def _untrack(self, sid: str) -> None:
         self._tcc.cancel(sid)
         peer = self._owner.pop(sid, None)
         if peer is not None:
-            left = self._per_peer[peer] - 1
+            left = self._per_peer.get(peer, 0) - 1
             if left > 0:
                 self._per_peer[peer] = left
             else:

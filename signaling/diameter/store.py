@@ -57,7 +57,7 @@ class InMemoryCCSessionStore:
 
     def __init__(self, clock: Callable[[], float] | None = None,
                  max_sessions: int = MAX_MEMORY_SESSIONS) -> None:
-        self._data: dict[str, bytes] = {}
+        self._data: dict[str, tuple[bytes, float]] = {}
         self._expiry: DeadlineHeap[str] = DeadlineHeap()
         self._clock = clock
         self.max_sessions = max_sessions
@@ -68,16 +68,23 @@ class InMemoryCCSessionStore:
         return asyncio.get_running_loop().time()
 
     async def get_session(self, session_id: str) -> bytes | None:
-        self._sweep(self._now())
-        return self._data.get(session_id)
+        item = self._data.get(session_id)
+        if item is None:
+            return None
+        if item[1] <= self._now():  # expired, not swept yet
+            del self._data[session_id]
+            self._expiry.cancel(session_id)
+            return None
+        return item[0]
 
     async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
         now = self._now()
         self._sweep(now)
         if session_id not in self._data and len(self._data) >= self.max_sessions:
             raise StoreFull(f"{self.max_sessions} sessions stored")
-        self._data[session_id] = data
-        self._expiry.push(session_id, now + ttl)
+        expires = now + ttl
+        self._data[session_id] = (data, expires)
+        self._expiry.push(session_id, expires)
 
     async def delete_session(self, session_id: str) -> bool:
         self._expiry.cancel(session_id)
