@@ -112,9 +112,9 @@ class DiameterConfig:
         if self.workers < 1 or self.queue_size < self.workers:
             raise ValueError("need at least one worker and one queue slot per worker")
         if min(self.max_connections, self.tcc, self.reconnect_interval, self.cer_timeout,
-               self.max_peer_sessions) <= 0:
-            raise ValueError("max_connections, tcc, reconnect_interval, cer_timeout and "
-                             "max_peer_sessions must be positive")
+               self.max_peer_sessions, self.doic_interval) <= 0:
+            raise ValueError("max_connections, tcc, reconnect_interval, cer_timeout, "
+                             "max_peer_sessions and doic_interval must be positive")
 
     def capabilities(self) -> Capabilities:
         addresses = self.host_ip_addresses or (
