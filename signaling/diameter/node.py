@@ -79,7 +79,7 @@ from signaling.diameter.connection import Connection
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT", "DiameterNode", "PeerInfo"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "MAX_PENDING_REQUESTS", "DiameterNode", "PeerInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,11 @@ _Item = tuple[Connection, Message]
 # How long ``request`` waits for a peer's answer.  RFC 6733 leaves it to the application; a
 # few seconds is what Credit-Control clients use (RFC 4006 §13 Tx suggests 10 s at most).
 DEFAULT_REQUEST_TIMEOUT = 10.0
+
+# Our requests awaiting answers, all peers together (ARCHITECTURE: pending Diameter requests
+# are bounded).  Beyond it ``request`` answers 3004 itself: at 10 s per answer at most, this is
+# 1,000 requests/s of headroom, far above what this node originates.
+MAX_PENDING_REQUESTS = 10_000
 
 # Refused CERs are counted each; the log gets one line per this many seconds at most.
 _REFUSAL_LOG_INTERVAL = 10.0
@@ -153,6 +158,7 @@ class DiameterNode:
         self._shed_seen = 0.0
         # Our requests awaiting answers: connection id -> hop-by-hop -> future.
         self._pending: dict[int, dict[int, asyncio.Future[Message]]] = {}
+        self._in_flight = 0
         shards = max(1, config.workers)
         self._dispatcher: Dispatcher[_Item] = Dispatcher(
             shards, max(1, config.queue_size // shards), self._work, self._work_failed)
@@ -657,6 +663,11 @@ class DiameterNode:
         if peer is None or conn is None:
             return error_answer(msg, RemoteProtocolError(
                 f"peer {host} not open", ResultCode.DIAMETER_UNABLE_TO_DELIVER), self.identity)
+        if self._in_flight >= MAX_PENDING_REQUESTS:
+            self.m_dropped.inc("pending_limit")
+            return error_answer(msg, RemoteProtocolError(
+                f"{MAX_PENDING_REQUESTS} requests awaiting answers",
+                ResultCode.DIAMETER_TOO_BUSY), self.identity)
         reactor = self._reactors.setdefault(host, Reactor())  # one per peer we send to
         if not reactor.admit(loop.time()):
             self.m_doic.inc("throttled")
@@ -670,10 +681,12 @@ class DiameterNode:
         waiting = self._pending.setdefault(conn.id, {})
         fut: asyncio.Future[Message] = loop.create_future()
         waiting[out.hop_by_hop] = fut
+        self._in_flight += 1
         try:
             self._guarded(peer, lambda p: p.send(out, loop.time()))
             ans = await asyncio.wait_for(fut, timeout)
         finally:
+            self._in_flight -= 1
             waiting.pop(out.hop_by_hop, None)
         if reactor.receive(ans, loop.time()):
             self.m_doic.inc("report_received")

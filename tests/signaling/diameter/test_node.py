@@ -32,6 +32,7 @@ from signaling.diameter import (
     DiameterServer,
     InMemoryCCSessionStore,
 )
+from signaling.diameter import node as node_module
 from signaling.metrics import Metrics
 from tests.protocols.diameter.factory import DICT, caps, ccr
 from tests.signaling.diameter.client import Client, result_code
@@ -290,6 +291,7 @@ class _ScriptedPeer:
 
     def __init__(self) -> None:
         self.olr: OverloadReport | None = None
+        self.silent = False  # take requests, answer none
         self.announced: list[bool] = []
         self.server: asyncio.Server | None = None
 
@@ -312,6 +314,8 @@ class _ScriptedPeer:
                     writer.write(answer(msg, 2001, ident).encode())
                 else:
                     self.announced.append(supports_doic(msg))
+                    if self.silent:
+                        continue
                     extra = [olr_avp(self.olr)] if self.olr is not None else []
                     writer.write(answer(msg, 2001, ident, extra).encode())
         writer.close()
@@ -322,21 +326,26 @@ class _ScriptedPeer:
             await self.server.wait_closed()
 
 
-async def test_client_honours_the_peers_overload_reports() -> None:
-    peer = _ScriptedPeer()
+async def _open_to(peer: _ScriptedPeer) -> DiameterNode:
     port = await peer.start()
     node = DiameterNode(make_config(connect_peers=(("peer.test", "127.0.0.1", port),)),
                         Metrics())
     await node.start()
+    for _ in range(200):
+        if [p.state for p in node.peers()] == ["I-Open"]:
+            break
+        await asyncio.sleep(0.05)
+    return node
+
+
+async def test_client_honours_the_peers_overload_reports() -> None:
+    peer = _ScriptedPeer()
+    node = await _open_to(peer)
 
     async def send(n: int) -> list[int]:
         return [result_code(await node.request("peer.test", ccr(rtype=4))) for _ in range(n)]
 
     try:
-        for _ in range(200):
-            if [p.state for p in node.peers()] == ["I-Open"]:
-                break
-            await asyncio.sleep(0.05)
         assert await send(1) == [2001] and peer.announced == [True]  # we announce DOIC
         peer.olr = OverloadReport(10, HOST_REPORT, 50, 30)
         assert await send(1) == [2001]  # this answer carries the report
@@ -351,6 +360,27 @@ async def test_client_honours_the_peers_overload_reports() -> None:
         peer.olr = None
         assert await send(10) == [2001] * 10
         assert node.m_doic.get("throttled") >= 10
+    finally:
+        await node.close(1.0)
+        await peer.close()
+
+
+async def test_requests_in_flight_are_bounded_and_time_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "MAX_PENDING_REQUESTS", 2)
+    peer = _ScriptedPeer()
+    peer.silent = True
+    node = await _open_to(peer)
+    try:
+        waiting = [asyncio.ensure_future(node.request("peer.test", ccr(rtype=4), timeout=0.5))
+                   for _ in range(2)]
+        await asyncio.sleep(0)
+        over = await node.request("peer.test", ccr(rtype=4))
+        assert result_code(over) == 3004 and node.m_dropped.get("pending_limit") == 1
+        for fut in waiting:
+            with pytest.raises(TimeoutError):
+                await fut
+        assert node._in_flight == 0 and not any(node._pending.values())  # nothing left
     finally:
         await node.close(1.0)
         await peer.close()
