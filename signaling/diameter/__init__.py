@@ -7,7 +7,7 @@ watchdogs, queueing and overload, routing requests by (Application-Id, command c
 node with it, the entry point ``signaling serve`` wires in: ``await start()``,
 ``await close(timeout)``, and the read-only views ``peers()``, ``sessions()`` and
 ``session_count()`` for the admin API.  Credit-Control session state lives behind
-``CCSessionStore`` (``InMemoryCCSessionStore`` here; the registry implements it too).
+``CCSessionStore``, which the registry (memory or Redis) implements.
 """
 
 from signaling.diameter.application import Application
@@ -15,7 +15,7 @@ from signaling.diameter.config import DiameterConfig
 from signaling.diameter.creditcontrol import CreditControlApplication
 from signaling.diameter.node import DiameterNode
 from signaling.diameter.server import DiameterServer, PeerInfo, SessionInfo
-from signaling.diameter.store import CCSessionStore, InMemoryCCSessionStore
+from signaling.diameter.store import CCSessionStore
 
 __all__ = [
     "Application",
@@ -24,7 +24,6 @@ __all__ = [
     "DiameterConfig",
     "DiameterNode",
     "DiameterServer",
-    "InMemoryCCSessionStore",
     "PeerInfo",
     "SessionInfo",
 ]

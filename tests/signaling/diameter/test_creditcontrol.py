@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from protocols.diameter.constants import FLAG_E
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import ccr
 from tests.signaling.diameter.client import Client, result_code
 from tests.signaling.diameter.conftest import make_config
@@ -12,7 +13,7 @@ from tests.signaling.diameter.conftest import make_config
 
 async def test_one_peer_cannot_take_more_than_its_sessions() -> None:
     """Before: one peer's CCR-Initials filled the store and every peer got 3004 after it."""
-    srv = DiameterServer(make_config(max_peer_sessions=3), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(max_peer_sessions=3), Metrics(), MemoryRegistry())
     await srv.start()
     try:
         flood = await Client.connect(srv.port)

@@ -30,10 +30,10 @@ from signaling.diameter import (
     CreditControlApplication,
     DiameterNode,
     DiameterServer,
-    InMemoryCCSessionStore,
 )
 from signaling.diameter import node as node_module
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import DICT, caps, ccr
 from tests.signaling.diameter.client import Client, result_code
 from tests.signaling.diameter.conftest import make_config
@@ -79,7 +79,7 @@ async def test_requests_reach_the_application_registered_for_them() -> None:
     node = DiameterNode(config, metrics)
     accounting = Accounting()
     node.register(accounting)
-    node.register(CreditControlApplication(config, metrics, InMemoryCCSessionStore()))
+    node.register(CreditControlApplication(config, metrics, MemoryRegistry()))
     await node.start()
     try:
         assert accounting.started
@@ -118,9 +118,9 @@ def test_register_refuses_unadvertised_or_taken_routes() -> None:
     with pytest.raises(ValueError, match="not advertised"):
         node.register(Accounting())
     config = make_config()
-    node.register(CreditControlApplication(config, Metrics(), InMemoryCCSessionStore()))
+    node.register(CreditControlApplication(config, Metrics(), MemoryRegistry()))
     with pytest.raises(ValueError, match="already"):
-        node.register(CreditControlApplication(config, Metrics(), InMemoryCCSessionStore()))
+        node.register(CreditControlApplication(config, Metrics(), MemoryRegistry()))
 
 
 # -- allowed peers (issue 20, RFC 6733 §5.3) -------------------------------------------------
@@ -129,7 +129,7 @@ def test_register_refuses_unadvertised_or_taken_routes() -> None:
 def _cc_node(**overrides: object) -> DiameterNode:
     config = make_config(**overrides)
     node = DiameterNode(config, Metrics())
-    node.register(CreditControlApplication(config, Metrics(), InMemoryCCSessionStore()))
+    node.register(CreditControlApplication(config, Metrics(), MemoryRegistry()))
     return node
 
 
@@ -207,7 +207,7 @@ async def test_silent_connection_is_closed_after_the_cer_timeout() -> None:
 # -- DOIC (RFC 7683, issue 13) ---------------------------------------------------------------
 
 
-class _GatedStore(InMemoryCCSessionStore):
+class _GatedStore(MemoryRegistry):
     """Holds the (single) worker in the store until released: the queue then fills."""
 
     def __init__(self) -> None:

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 from protocols.diameter.allow import parse_allowed_peer
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.signaling.diameter.conftest import make_config
 from tests.signaling.diameter.peers import build_erlang_client, require
 
@@ -19,7 +20,7 @@ async def test_erlang_credit_control_sessions(tmp_path: Path) -> None:
     outdir = build_erlang_client(tmp_path)
     # Its Origin-Host pinned to its address (issue 20): a real CER passes the allow list.
     config = make_config(allowed_peers=(parse_allowed_peer("erl.test@127.0.0.1"),))
-    server = DiameterServer(config, Metrics(), InMemoryCCSessionStore())
+    server = DiameterServer(config, Metrics(), MemoryRegistry())
     await server.start()
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from protocols.diameter.builders import LocalIdentity, request
 from protocols.diameter.doic import supported_features_avp
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import DICT, ccr
 from tests.signaling.diameter.client import Client, result_code
 from tests.signaling.diameter.conftest import make_config
@@ -75,7 +76,7 @@ def _values(text: str) -> list[str]:
 
 async def test_capture_decodes_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    server = DiameterServer(make_config(port=port), Metrics(), InMemoryCCSessionStore())
+    server = DiameterServer(make_config(port=port), Metrics(), MemoryRegistry())
     await server.start()
     pcap = tmp_path / "diameter.pcapng"
     tshark = await _capture(port, pcap)
@@ -113,7 +114,7 @@ async def test_doic_avps_decode_in_wireshark(tmp_path: Path) -> None:
     port = free_port()
     # A report that holds still for the test (the reduction moves at most once an hour).
     server = DiameterServer(make_config(port=port, doic_interval=3600.0), Metrics(),
-                            InMemoryCCSessionStore())
+                            MemoryRegistry())
     await server.start()
     assert server.reporter is not None
     server.reporter.observe(lambda: 1.0, asyncio.get_running_loop().time())  # as if overloaded
