@@ -2,8 +2,9 @@
 
     python -m benchmarks.bench_diameter [--seconds S] [--in-flight N] [--connections C]
 
-The server (``DiameterServer`` on uvloop, in-memory session store) runs in its own process
-pinned to core 0 with ``taskset``; the load client runs in another process pinned to core 1.
+The server (``DiameterServer`` on uvloop, with the memory registry as its session store, as
+``signaling serve`` runs it) runs in its own process pinned to core 0 with ``taskset``; the
+load client runs in another process pinned to core 1.
 The client keeps ``--in-flight`` Credit-Control sessions open at once over ``--connections``
 TCP connections, each session CCR-Initial, ``--updates`` CCR-Updates, then CCR-Termination,
 every request sent as soon as the previous answer of its session arrived (RFC 4006 requires a
@@ -60,13 +61,14 @@ D = base_dictionary()
 def serve(port: int, workers: int) -> None:
     import uvloop
 
-    from signaling.diameter import DiameterConfig, DiameterServer, InMemoryCCSessionStore
+    from signaling.diameter import DiameterConfig, DiameterServer
     from signaling.metrics import Metrics
+    from signaling.registry.memory import MemoryRegistry
 
     async def run() -> None:
         config = DiameterConfig(host="127.0.0.1", port=port, origin_host="bench.server",
                                 origin_realm="bench", workers=workers)
-        server = DiameterServer(config, Metrics(), InMemoryCCSessionStore())
+        server = DiameterServer(config, Metrics(), MemoryRegistry())
         await server.start()
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -60,26 +60,39 @@ class DeadlineHeap(Generic[K]):
     def __contains__(self, key: object) -> bool:
         return key in self._live
 
-    def push(self, key: K, deadline: float) -> None:
-        """Schedule ``key`` at ``deadline``, replacing any deadline it had (a reschedule)."""
+    def push(self, key: K, deadline: float, limit: int | None = None) -> bool:
+        """Schedule ``key`` at ``deadline``, replacing any deadline it had (a reschedule).
+
+        With ``limit``, a key not yet scheduled is refused (False) while ``limit`` keys are:
+        the bound of the table the heap serves, checked without a second lookup.
+        """
         live = self._live
         old = live.get(key)
-        if old is not None and old[0] == deadline:
-            return  # unchanged: no new entry, no stale one
+        if old is None:
+            if limit is not None and len(live) >= limit:
+                return False
+        elif old[0] == deadline:
+            return True  # unchanged: no new entry, no stale one
         entry = (deadline, next(self._seq), key)
         live[key] = entry
         heap = self._heap
         heapq.heappush(heap, entry)
-        self._bound()
+        n = len(live)  # _bound() inlined: this is the per-request path of every timer table
+        if len(heap) > n + (n >> 1) + self.slack:
+            self.compact()
+        return True
 
     reschedule = push
 
     def cancel(self, key: K) -> float | None:
         """Forget ``key``'s deadline; returns it, or None if there was none."""
-        entry = self._live.pop(key, None)
+        live = self._live
+        entry = live.pop(key, None)
         if entry is None:
             return None
-        self._bound()
+        n = len(live)  # _bound() inlined, as in push
+        if len(self._heap) > n + (n >> 1) + self.slack:
+            self.compact()
         return entry[0]
 
     def deadline(self, key: K) -> float | None:
@@ -104,13 +117,16 @@ class DeadlineHeap(Generic[K]):
         """
         heap, live = self._heap, self._live
         out: list[K] = []
+        if not heap or heap[0][0] > now:
+            return out  # the common case of a check on every request: nothing due
         while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
             entry = heapq.heappop(heap)
             key = entry[2]
             if live.get(key) is entry:
                 del live[key]
                 out.append(key)
-        self._bound()
+        if out:  # popping only stale entries cannot break the bound
+            self._bound()
         return out
 
     def items(self) -> Iterator[tuple[K, float]]:

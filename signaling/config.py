@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.diameter.allow import parse_allowed_peer
+
 __all__ = ["OPTIONS", "Config", "ConfigError", "HostPort", "load_config",
            "parse_diameter_peer", "parse_hostport"]
 
@@ -84,6 +86,8 @@ class Config:
     diameter_realm: str = "localdomain"
     diameter_peer: list[str] = field(default_factory=list)
     diameter_watchdog: float = 30.0
+    diameter_allow: list[str] = field(default_factory=list)
+    diameter_max_peer_sessions: int = 100_000
     shutdown_timeout: float = 5.0
     trace_sample: float = 0.0
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
@@ -165,6 +169,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "diameter_peer": ("list", "Diameter peer to connect to as initiator (RFC 6733 §5.6), "
                               "ORIGIN-HOST@HOST:PORT (repeatable)"),
     "diameter_watchdog": ("float", "Diameter watchdog interval Tw in seconds (RFC 3539, >= 6)"),
+    "diameter_allow": ("list", "Diameter peer admitted at CER, ORIGIN-HOST[@ADDR[/PREFIX]], "
+                               "realm:REALM[@...], *@ADDR[/PREFIX] or 'any' (repeatable); "
+                               "others get 3010. Unset: loopback and --diameter-peer peers only"),
+    "diameter_max_peer_sessions": ("int", "Credit-Control sessions one Diameter peer may hold "
+                                          "open on this node (beyond: 3004)"),
     "shutdown_timeout": ("float", "seconds to finish in-flight transactions on SIGTERM"),
     "trace_sample": ("float", "share of new calls and registrations traced with OpenTelemetry, "
                               "0 to 1 (default 0: tracing off, no cost)"),
@@ -281,6 +290,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(message)
     for peer in cfg.diameter_peer:
         parse_diameter_peer(peer)
+    for entry in cfg.diameter_allow:
+        try:
+            parse_allowed_peer(entry)
+        except ValueError as exc:
+            raise ConfigError(f"diameter_allow: {exc}") from None
+    if cfg.diameter_max_peer_sessions < 1:
+        raise ConfigError("diameter_max_peer_sessions: must be positive")
     if cfg.diameter_watchdog < 6:
         raise ConfigError("diameter_watchdog: must be at least 6 seconds (RFC 3539 §3.4.1)")
     for hp_name in ("sip_udp", "sip_ws", "admin", "diameter"):

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from protocols.sip import parser as sip_parser
 from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
-from signaling.config import Config, parse_diameter_peer
-from signaling.diameter.config import DiameterConfig
+from signaling.config import Config
+from signaling.diameter.config import diameter_config
 from signaling.diameter.server import DiameterServer
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
@@ -72,11 +72,7 @@ class Server:
             self.registrar.on_event = hooks.registration
         self.diameter: DiameterServer | None = None
         if cfg.diameter is not None:
-            self.diameter = DiameterServer(DiameterConfig(
-                host=cfg.diameter[0], port=cfg.diameter[1], origin_host=cfg.diameter_identity,
-                origin_realm=cfg.diameter_realm, watchdog_interval=cfg.diameter_watchdog,
-                connect_peers=tuple(parse_diameter_peer(p) for p in cfg.diameter_peer)),
-                self.metrics, self.registry)
+            self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry)
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.udp_address: tuple[str, int] | None = None

@@ -18,7 +18,6 @@ module never stores anything itself, and reads no clock (``now`` is passed in).
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import struct
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Protocol
 
 import msgspec
 
+from protocols.deadlines import DeadlineHeap
 from protocols.diameter.builders import LocalIdentity, answer
 from protocols.diameter.codec import Avp, Message, encode_avp
 from protocols.diameter.constants import (
@@ -69,8 +69,6 @@ DEFAULT_TCC = 600.0
 # Sessions whose Tcc one node tracks.  A session costs ~100 bytes here; a million is far above
 # one node's open sessions and bounds the memory a flood of CCR-Initials can take.
 MAX_TRACKED_SESSIONS = 1_000_000
-# Superseded heap entries tolerated before a rebuild (amortises its O(n) cost).
-_HEAP_SLACK = 4096
 
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
@@ -401,54 +399,38 @@ class CreditControl:
 
 
 class TccTimers:
-    """The Tcc deadlines of many sessions (RFC 4006 §13): one heap, ``next_deadline()``.
+    """The Tcc deadlines of many sessions (RFC 4006 §13) in one ``DeadlineHeap``.
 
-    Every request re-arms its session's Tcc, so superseded heap entries are skipped when they
-    surface (lazy deletion) and the heap is rebuilt once stale entries dominate.  Bounded by
-    ``max_sessions``: ``set`` returns False beyond it and the caller relies on the store's TTL.
+    Every request re-arms its session's Tcc; the heap's lazy deletion and bounded slack keep
+    that O(log n).  Bounded by ``max_sessions``: ``set`` returns False beyond it and the
+    caller relies on the store's TTL.
     """
 
     def __init__(self, max_sessions: int = MAX_TRACKED_SESSIONS) -> None:
         self.max_sessions = max_sessions
-        self._deadlines: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._heap: DeadlineHeap[str] = DeadlineHeap()
 
     def __len__(self) -> int:
-        return len(self._deadlines)
+        return len(self._heap)
 
     def set(self, session_id: str, deadline: float) -> bool:
-        if session_id not in self._deadlines and len(self._deadlines) >= self.max_sessions:
-            return False
-        self._deadlines[session_id] = deadline
-        heapq.heappush(self._heap, (deadline, session_id))
-        if len(self._heap) > 2 * len(self._deadlines) + _HEAP_SLACK:
-            self._heap = [(d, sid) for sid, d in self._deadlines.items()]
-            heapq.heapify(self._heap)
-        return True
+        return self._heap.push(session_id, deadline, self.max_sessions)
 
     def cancel(self, session_id: str) -> None:
-        self._deadlines.pop(session_id, None)
+        self._heap.cancel(session_id)
 
     def deadline(self, session_id: str) -> float | None:
-        return self._deadlines.get(session_id)
+        return self._heap.deadline(session_id)
 
     def items(self, limit: int) -> list[tuple[str, float]]:
-        return list(itertools.islice(self._deadlines.items(), max(0, limit)))
+        return list(itertools.islice(self._heap.items(), max(0, limit)))
 
     def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap and self._deadlines.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)  # superseded or cancelled
-        return heap[0][0] if heap else None
+        return self._heap.next_deadline()
 
     def expired(self, now: float) -> list[str]:
         """Sessions whose Tcc has passed; they are no longer tracked."""
-        out = []
-        while (deadline := self.next_deadline()) is not None and deadline <= now:
-            _d, sid = heapq.heappop(self._heap)
-            del self._deadlines[sid]
-            out.append(sid)
-        return out
+        return self._heap.pop_due(now)
 
 
 def _missing_row_code(state: CCState) -> int:

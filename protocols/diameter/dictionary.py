@@ -1,7 +1,8 @@
 """The Diameter dictionary: AVP, command and application definitions.
 
-``base_dictionary()`` holds the base protocol (RFC 6733 §4.5 AVPs, §3.1 commands) and
-Credit-Control (RFC 4006 §8 AVPs, §3 commands; RFC 8506 keeps the same codes).  A dictionary is
+``base_dictionary()`` holds the base protocol (RFC 6733 §4.5 AVPs, §3.1 commands),
+Credit-Control (RFC 4006 §8 AVPs, §3 commands; RFC 8506 keeps the same codes) and the DOIC
+AVPs (RFC 7683 §7).  A dictionary is
 an ordinary object, so the user extends it with ``register_avp``, ``register_command`` and
 ``register_application``; registering a different definition under a taken key is a
 ``LocalProtocolError`` rather than a silent overwrite.
@@ -300,6 +301,17 @@ _COMMANDS: tuple[CommandDef, ...] = (
                (263, 264, 296, 283, 258, 461, 416, 415), (*_SESSION_ANSWER, 258, 416, 415)),
 )
 
+# DOIC (RFC 7683 §7.8: M bit not required, so nodes without DOIC ignore them).
+_DOIC_AVPS: tuple[tuple[int, str, AvpType, MRule, Iterable[int] | None], ...] = (
+    (621, "OC-Supported-Features", _T.GROUPED, _MAY, None),
+    (622, "OC-Feature-Vector", _T.UNSIGNED64, _MAY, None),
+    (623, "OC-OLR", _T.GROUPED, _MAY, None),
+    (624, "OC-Sequence-Number", _T.UNSIGNED64, _MAY, None),
+    (625, "OC-Validity-Duration", _T.UNSIGNED32, _MAY, None),
+    (626, "OC-Report-Type", _T.ENUMERATED, _MAY, (0, 1)),
+    (627, "OC-Reduction-Percentage", _T.UNSIGNED32, _MAY, None),
+)
+
 _APPLICATIONS = (
     ApplicationDef(0, "Diameter Common Messages"),
     ApplicationDef(3, "Diameter Base Accounting"),
@@ -308,9 +320,9 @@ _APPLICATIONS = (
 
 
 def base_dictionary() -> Dictionary:
-    """A fresh dictionary of the base protocol and Credit-Control; safe to extend."""
+    """A fresh dictionary of the base protocol, Credit-Control and DOIC; safe to extend."""
     d = Dictionary()
-    for code, name, avp_type, m_rule, values in _BASE_AVPS + _CC_AVPS:
+    for code, name, avp_type, m_rule, values in _BASE_AVPS + _CC_AVPS + _DOIC_AVPS:
         enum = frozenset(values) if values is not None else None
         d.register_avp(AvpDef(code, name, avp_type, 0, m_rule, enum))
     for command in _COMMANDS:

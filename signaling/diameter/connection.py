@@ -19,7 +19,7 @@ from protocols.diameter.framer import Framer
 from protocols.diameter.peer import PeerMachine
 
 if TYPE_CHECKING:
-    from signaling.diameter.server import DiameterServer
+    from signaling.diameter.node import DiameterNode
 
 __all__ = ["Connection"]
 
@@ -29,13 +29,16 @@ _ids = itertools.count(1)
 class Connection(asyncio.Protocol):
     """A Diameter transport connection; ``peer`` is set once its CER was accepted."""
 
-    def __init__(self, server: DiameterServer) -> None:
+    def __init__(self, server: DiameterNode, outgoing: bool = False) -> None:
         self.server = server
+        # Ours (dialled to a configured peer) rather than accepted.
+        self.outgoing = outgoing
         self.id = next(_ids)
         self.transport: asyncio.Transport | None = None
         self.framer = Framer()
         self.peer: PeerMachine | None = None
         self.address = ""
+        self.ip = ""
         self.paused = False
         self.closed = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -49,6 +52,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peername = transport.get_extra_info("peername")
         self.address = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self.ip = str(peername[0]) if peername else ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Answers are small and latency matters more than packet count (RFC 6733 §2.1).

@@ -6,28 +6,17 @@ store unchanged and a session survives a restart when Redis is used.  Values are
 (``protocols.diameter.creditcontrol.encode_session``, msgpack via msgspec); ``ttl`` is the
 session's Tcc, so a store forgets sessions whose client went silent even if this node died
 before its own Tcc timer fired.
+
+There is no in-memory store of its own here: the memory registry
+(``signaling.registry.memory.MemoryRegistry``) is it, for ``signaling serve``, the tests and the
+benchmark alike, so its bounded session table is the only copy of that code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_MEMORY_SESSIONS", "CCSessionStore", "InMemoryCCSessionStore", "StoreFull"]
-
-# Sessions the in-memory store holds.  A session is ~200 bytes of state plus dict overhead;
-# 1,000,000 is a few hundred MB at most and far above what one node's peers keep open.
-MAX_MEMORY_SESSIONS = 1_000_000
-
-
-# Stale expiry entries tolerated before the heap is rebuilt; amortises the O(n) rebuild.
-_HEAP_SLACK = 4096
-
-
-class StoreFull(Exception):
-    """The store is at its bound; the request is answered DIAMETER_TOO_BUSY (3004)."""
+__all__ = ["CCSessionStore"]
 
 
 @runtime_checkable
@@ -49,60 +38,3 @@ class CCSessionStore(Protocol):
     async def delete_session(self, session_id: str) -> bool:
         """Forget the session; True if it existed."""
         ...
-
-
-class InMemoryCCSessionStore:
-    """A dict with expiry, for the embedded default and tests.
-
-    It reads no clock: ``now`` comes from the callable given at construction (the server passes
-    its event loop's ``time``), so expiry is checked against the same monotonic time as Tcc.
-    """
-
-    def __init__(self, clock: Callable[[], float] | None = None,
-                 max_sessions: int = MAX_MEMORY_SESSIONS) -> None:
-        self._data: dict[str, tuple[bytes, float]] = {}
-        self._expiry: list[tuple[float, str]] = []
-        self._clock = clock
-        self.max_sessions = max_sessions
-
-    def _now(self) -> float:
-        if self._clock is not None:
-            return self._clock()
-        return asyncio.get_running_loop().time()
-
-    async def get_session(self, session_id: str) -> bytes | None:
-        item = self._data.get(session_id)
-        if item is None:
-            return None
-        if item[1] <= self._now():
-            del self._data[session_id]
-            return None
-        return item[0]
-
-    async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
-        now = self._now()
-        self._sweep(now)
-        if session_id not in self._data and len(self._data) >= self.max_sessions:
-            raise StoreFull(f"{self.max_sessions} sessions stored")
-        expires = now + ttl
-        self._data[session_id] = (data, expires)
-        heapq.heappush(self._expiry, (expires, session_id))
-        if len(self._expiry) > 2 * len(self._data) + _HEAP_SLACK:
-            self._rebuild()  # every update pushes an entry: drop the stale ones
-
-    async def delete_session(self, session_id: str) -> bool:
-        return self._data.pop(session_id, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def _sweep(self, now: float) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
-            expires, sid = heapq.heappop(self._expiry)
-            item = self._data.get(sid)
-            if item is not None and item[1] == expires:
-                del self._data[sid]
-
-    def _rebuild(self) -> None:
-        self._expiry = [(exp, sid) for sid, (_d, exp) in self._data.items()]
-        heapq.heapify(self._expiry)

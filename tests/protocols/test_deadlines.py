@@ -147,6 +147,15 @@ def test_compact_drops_every_stale_entry() -> None:
     assert heap.pop_due(1000.0) == [1]
 
 
+def test_push_limit_refuses_new_keys_only() -> None:
+    heap: DeadlineHeap[str] = DeadlineHeap()
+    assert heap.push("a", 1.0, limit=2) and heap.push("b", 2.0, limit=2)
+    assert not heap.push("c", 3.0, limit=2)  # a third key: refused, nothing stored
+    assert "c" not in heap and heap.heap_size() == 2
+    assert heap.push("a", 5.0, limit=2)  # a reschedule of a known key is always taken
+    assert heap.deadline("a") == 5.0
+
+
 def test_negative_slack_refused() -> None:
     with pytest.raises(ValueError):
         DeadlineHeap(slack=-1)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from protocols.diameter.allow import AllowedPeer
 from signaling.config import (
     Config,
     ConfigError,
@@ -14,6 +15,7 @@ from signaling.config import (
     parse_diameter_peer,
     parse_hostport,
 )
+from signaling.diameter.config import diameter_config
 
 
 def test_defaults_match_the_documented_listeners() -> None:
@@ -95,3 +97,23 @@ def test_diameter_peer_option() -> None:
         load_config({"diameter_peer": ["10.0.0.5:3868"]}, env={})
     with pytest.raises(ConfigError, match="diameter_watchdog"):
         load_config({"diameter_watchdog": "2"}, env={})
+
+
+def test_diameter_allow_option_from_flag_toml_and_env(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('diameter_allow = ["pcef1@10.0.0.5", "realm:ops.example"]\n')
+    assert load_config({}, str(toml), env={}).diameter_allow == [
+        "pcef1@10.0.0.5", "realm:ops.example"]
+    env = {"SIGNALING_DIAMETER_ALLOW": "pcef2@10.0.0.6,*@10.1.0.0/16"}
+    assert load_config({}, str(toml), env=env).diameter_allow == [
+        "pcef2@10.0.0.6", "*@10.1.0.0/16"]
+    cfg = load_config({"diameter_allow": ["any"], "diameter_max_peer_sessions": "50"},
+                      str(toml), env=env)
+    assert cfg.diameter_allow == ["any"] and cfg.diameter_max_peer_sessions == 50
+    dc = diameter_config(cfg)
+    assert dc.allowed_peers == (AllowedPeer(),) and dc.max_peer_sessions == 50
+    assert diameter_config(load_config({}, env={})).allowed_peers is None  # the default
+    with pytest.raises(ConfigError, match="diameter_allow"):
+        load_config({"diameter_allow": ["pcef1@nowhere"]}, env={})
+    with pytest.raises(ConfigError, match="diameter_max_peer_sessions"):
+        load_config({"diameter_max_peer_sessions": "0"}, env={})

@@ -23,8 +23,10 @@ class Client:
         self.pending: list[bytes] = []
 
     @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def connect(cls, port: int, source: str | None = None) -> Client:
+        """Connect to the server on loopback, from ``source`` (e.g. 127.0.0.2) if given."""
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=(source, 0) if source else None)
         return cls(reader, writer)
 
     async def send(self, msg: Message | bytes) -> None:

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import pytest
 import uvloop
 
-from signaling.diameter import DiameterConfig, DiameterServer, InMemoryCCSessionStore
+from signaling.diameter import DiameterConfig, DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 
 
 def pytest_asyncio_loop_factories(
@@ -30,7 +31,7 @@ def make_config(**overrides: object) -> DiameterConfig:
 
 @pytest.fixture
 async def server() -> AsyncIterator[DiameterServer]:
-    srv = DiameterServer(make_config(), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(), Metrics(), MemoryRegistry())
     await srv.start()
     yield srv
     await srv.close(1.0)

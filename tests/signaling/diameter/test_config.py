@@ -42,7 +42,8 @@ def test_overrides() -> None:
 
 @pytest.mark.parametrize("bad", [
     {"watchdog_interval": 5.0}, {"workers": 0}, {"queue_size": 1, "workers": 2},
-    {"max_connections": 0}, {"tcc": 0.0},
+    {"max_connections": 0}, {"tcc": 0.0}, {"max_peer_sessions": 0}, {"doic_interval": 0.0},
+    {"reserved_connections": 1024}, {"reserved_connections": -1},
 ])
 def test_bad_values_fail_at_construction(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):

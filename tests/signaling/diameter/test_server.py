@@ -19,8 +19,9 @@ from protocols.diameter.constants import (
     ResultCode,
 )
 from protocols.diameter.creditcontrol import Units
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import DICT, ccr, cer, without
 from tests.signaling.diameter.client import Client, failed_avp_codes, result_code
 from tests.signaling.diameter.conftest import make_config
@@ -237,7 +238,7 @@ async def test_full_queue_is_answered_3004_and_counted() -> None:
     gate = asyncio.Event()
     entered = asyncio.Event()
 
-    class GatedStore(InMemoryCCSessionStore):
+    class GatedStore(MemoryRegistry):
         async def get_session(self, session_id: str) -> bytes | None:
             entered.set()
             await gate.wait()
@@ -266,7 +267,7 @@ async def test_full_queue_is_answered_3004_and_counted() -> None:
 
 
 async def test_close_sends_dpr_and_waits_for_dpa() -> None:
-    srv = DiameterServer(make_config(), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(), Metrics(), MemoryRegistry())
     await srv.start()
     c = await _open(srv)
     closing = asyncio.get_running_loop().create_task(srv.close(5.0))
@@ -298,7 +299,7 @@ async def test_peer_dpr_is_answered_and_peer_forgotten(server: DiameterServer) -
 
 
 async def test_tcc_releases_silent_sessions() -> None:
-    srv = DiameterServer(make_config(tcc=0.5), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(tcc=0.5), Metrics(), MemoryRegistry())
     await srv.start()
     try:
         c = await _open(srv)
@@ -309,7 +310,7 @@ async def test_tcc_releases_silent_sessions() -> None:
             if srv.session_count() == 0:
                 break
             await asyncio.sleep(0.1)
-        assert srv.session_count() == 0 and srv.m_expired.total() == 1
+        assert srv.session_count() == 0 and srv.credit_control.m_expired.total() == 1
         await c.send(ccr(rtype=2, number=1))
         assert result_code(await c.recv()) == ResultCode.DIAMETER_UNKNOWN_SESSION_ID
         await c.close()
@@ -318,7 +319,7 @@ async def test_tcc_releases_silent_sessions() -> None:
 
 
 async def test_session_survives_server_restart_with_shared_store() -> None:
-    store = InMemoryCCSessionStore()
+    store = MemoryRegistry()
     first = DiameterServer(make_config(), Metrics(), store)
     await first.start()
     c = await _open(first)
@@ -339,7 +340,7 @@ async def test_session_survives_server_restart_with_shared_store() -> None:
 
 async def test_quota_policy_from_config() -> None:
     cfg = make_config(grant=Units(cc_time=60), quota=Units(cc_time=60))
-    srv = DiameterServer(cfg, Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(cfg, Metrics(), MemoryRegistry())
     await srv.start()
     try:
         c = await _open(srv)
@@ -353,7 +354,8 @@ async def test_quota_policy_from_config() -> None:
 
 
 async def test_connection_limit() -> None:
-    srv = DiameterServer(make_config(max_connections=1), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(max_connections=1, reserved_connections=0), Metrics(),
+                         MemoryRegistry())
     await srv.start()
     try:
         first = await _open(srv)
@@ -425,7 +427,7 @@ async def test_random_requests_are_all_answered(server: DiameterServer) -> None:
 
 
 async def test_silent_connection_is_closed_after_the_cer_timeout() -> None:
-    srv = DiameterServer(make_config(cer_timeout=0.3), Metrics(), InMemoryCCSessionStore())
+    srv = DiameterServer(make_config(cer_timeout=0.3), Metrics(), MemoryRegistry())
     await srv.start()
     try:
         c = await Client.connect(srv.port)

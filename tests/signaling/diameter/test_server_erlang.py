@@ -6,8 +6,10 @@ import asyncio
 import re
 from pathlib import Path
 
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from protocols.diameter.allow import parse_allowed_peer
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.signaling.diameter.conftest import make_config
 from tests.signaling.diameter.peers import build_erlang_client, require
 
@@ -16,7 +18,9 @@ SESSIONS = 3
 
 async def test_erlang_credit_control_sessions(tmp_path: Path) -> None:
     outdir = build_erlang_client(tmp_path)
-    server = DiameterServer(make_config(), Metrics(), InMemoryCCSessionStore())
+    # Its Origin-Host pinned to its address (issue 20): a real CER passes the allow list.
+    config = make_config(allowed_peers=(parse_allowed_peer("erl.test@127.0.0.1"),))
+    server = DiameterServer(config, Metrics(), MemoryRegistry())
     await server.start()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -38,5 +42,6 @@ async def test_erlang_credit_control_sessions(tmp_path: Path) -> None:
         assert "DONE" in text
         assert server.m_requests.get("CCR") == 3 * SESSIONS
         assert server.session_count() == 0  # every session terminated
+        assert server.m_dropped.get("unknown_peer") == 0
     finally:
         await server.close(0.5)

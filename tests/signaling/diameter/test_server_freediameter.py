@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+import pytest
+
+from protocols.diameter.allow import parse_allowed_peer
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.signaling.diameter.conftest import make_config
 from tests.signaling.diameter.peers import freediameter_conf, require
 
@@ -26,7 +30,7 @@ async def _until(predicate: object, timeout: float) -> bool:
 
 async def test_freediameter_connects_and_keeps_the_watchdog(tmp_path: Path) -> None:
     server = DiameterServer(make_config(watchdog_interval=float(TW)), Metrics(),
-                            InMemoryCCSessionStore())
+                            MemoryRegistry())
     await server.start()
     conf, _ = freediameter_conf(tmp_path, "fd.test", TW,
                                 connect_to=("server.test", server.port))
@@ -108,7 +112,7 @@ async def test_server_connects_to_freediameter(tmp_path: Path) -> None:
         server = DiameterServer(
             make_config(connect_peers=(("fd.test", "127.0.0.1", fd_port),),
                         reconnect_interval=1.0),
-            Metrics(), InMemoryCCSessionStore())
+            Metrics(), MemoryRegistry())
         await server.start()
         srv = server
         assert await _until(lambda: [p.state for p in srv.peers()] == ["I-Open"], 20)
@@ -132,7 +136,7 @@ async def test_both_sides_configured_to_connect(tmp_path: Path) -> None:
     itself is exercised deterministically between two of our servers
     (test_server_initiator.py) and in the machine's tests."""
     server = DiameterServer(make_config(reconnect_interval=1.0), Metrics(),
-                            InMemoryCCSessionStore())
+                            MemoryRegistry())
     await server.start()
     conf, fd_port = freediameter_conf(tmp_path, "fd.test", TW,
                                       connect_to=("server.test", server.port),
@@ -142,7 +146,7 @@ async def test_both_sides_configured_to_connect(tmp_path: Path) -> None:
     server = DiameterServer(
         make_config(port=server.port, connect_peers=(("fd.test", "127.0.0.1", fd_port),),
                     reconnect_interval=1.0),
-        Metrics(), InMemoryCCSessionStore())
+        Metrics(), MemoryRegistry())
     await server.start()
     fd = await _start_fd(conf, tmp_path / "fd.log")
     try:
@@ -156,3 +160,25 @@ async def test_both_sides_configured_to_connect(tmp_path: Path) -> None:
     finally:
         await _stop(fd)
         await server.close(0.5)
+
+
+@pytest.mark.parametrize("allowed", ["fd.test@127.0.0.1", "hss.test@127.0.0.1"])
+async def test_allowed_peer_list_with_freediameter(tmp_path: Path, allowed: str) -> None:
+    """freeDiameter opens when its name and address are on the list, else gets CEA 3010."""
+    server = DiameterServer(make_config(allowed_peers=(parse_allowed_peer(allowed),)),
+                            Metrics(), MemoryRegistry())
+    await server.start()
+    conf, _ = freediameter_conf(tmp_path, "fd.test", TW, connect_to=("server.test", server.port))
+    fd = await _start_fd(conf, tmp_path / "fd.log")
+    try:
+        if allowed.startswith("fd.test"):
+            assert await _until(lambda: [p.state for p in server.peers()] == ["R-Open"], 20)
+            assert server.m_dropped.get("unknown_peer") == 0
+        else:
+            assert await _until(lambda: server.m_dropped.get("unknown_peer") >= 1, 20)
+            assert server.peers() == []
+            assert await _until(lambda: "DIAMETER_UNKNOWN_PEER" in (
+                tmp_path / "fd.log").read_text(), 10)
+    finally:
+        await _stop(fd)
+        await server.close(1.0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.signaling.diameter.conftest import make_config
 from tests.signaling.diameter.peers import free_ports
 
@@ -14,7 +15,7 @@ def _server(host: str, port: int, connect: tuple[tuple[str, str, int], ...] = ()
             ) -> DiameterServer:
     cfg = make_config(origin_host=host, port=port, connect_peers=connect,
                       reconnect_interval=0.2)
-    return DiameterServer(cfg, Metrics(), InMemoryCCSessionStore())
+    return DiameterServer(cfg, Metrics(), MemoryRegistry())
 
 
 def _state(server: DiameterServer, host: str) -> str | None:

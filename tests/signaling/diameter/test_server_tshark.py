@@ -7,8 +7,10 @@ import subprocess
 from pathlib import Path
 
 from protocols.diameter.builders import LocalIdentity, request
-from signaling.diameter import DiameterServer, InMemoryCCSessionStore
+from protocols.diameter.doic import supported_features_avp
+from signaling.diameter import DiameterServer
 from signaling.metrics import Metrics
+from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import DICT, ccr
 from tests.signaling.diameter.client import Client, result_code
 from tests.signaling.diameter.conftest import make_config
@@ -74,7 +76,7 @@ def _values(text: str) -> list[str]:
 
 async def test_capture_decodes_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    server = DiameterServer(make_config(port=port), Metrics(), InMemoryCCSessionStore())
+    server = DiameterServer(make_config(port=port), Metrics(), MemoryRegistry())
     await server.start()
     pcap = tmp_path / "diameter.pcapng"
     tshark = await _capture(port, pcap)
@@ -105,3 +107,40 @@ async def test_capture_decodes_cleanly(tmp_path: Path) -> None:
     rc = _values(_tshark(pcap, port, "-Y", "diameter", "-T", "fields",
                          "-e", "diameter.Result-Code"))
     assert rc.count("2001") >= 4 + 1 + 6 + 2 and "5002" in rc
+
+
+async def test_doic_avps_decode_in_wireshark(tmp_path: Path) -> None:
+    """Wireshark's own dictionary reads our OC-Supported-Features and OC-OLR (RFC 7683 §7)."""
+    port = free_port()
+    # A report that holds still for the test (the reduction moves at most once an hour).
+    server = DiameterServer(make_config(port=port, doic_interval=3600.0), Metrics(),
+                            MemoryRegistry())
+    await server.start()
+    assert server.reporter is not None
+    server.reporter.observe(lambda: 1.0, asyncio.get_running_loop().time())  # as if overloaded
+    pcap = tmp_path / "doic.pcapng"
+    tshark = await _capture(port, pcap)
+    try:
+        c = await Client.connect(port)
+        assert result_code(await c.handshake()) == 2001
+        await c.send(ccr(rtype=4, extra=[supported_features_avp()]))
+        assert result_code(await c.recv()) == 2001
+        await c.close()
+        await asyncio.sleep(0.5)
+    finally:
+        tshark.terminate()
+        await tshark.wait()
+        await server.close(0.5)
+    bad = _tshark(pcap, port, "-Y", f"_ws.malformed || _ws.expert.severity >= {PI_ERROR}")
+    assert bad.strip() == "", bad
+    fields = _tshark(pcap, port, "-Y", "diameter.OC-OLR", "-T", "fields",
+                     "-e", "diameter.flags.request", "-e", "diameter.OC-Report-Type",
+                     "-e", "diameter.OC-Reduction-Percentage",
+                     "-e", "diameter.OC-Validity-Duration", "-e", "diameter.OC-Feature-Vector")
+    (line,) = fields.strip().splitlines()  # the CCA, and only it, carries a report
+    flag, report_type, reduction, validity, vector = line.split("\t")
+    assert flag in ("0", "False") and report_type == "0" and reduction == "20"
+    assert validity == "30" and int(vector, 0) == 1
+    requests = "diameter.OC-Supported-Features && diameter.flags.request == 1"
+    assert _tshark(pcap, port, "-Y", requests, "-T", "fields",
+                   "-e", "diameter.cmd.code").split() == ["272"]

@@ -1,62 +1,18 @@
-"""The in-memory session store honours the CCSessionStore contract."""
+"""The registry (memory or Redis) is the Credit-Control session store (CCSessionStore)."""
 
 from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from protocols.diameter.constants import FLAG_E
 from signaling.diameter.server import DiameterServer
-from signaling.diameter.store import CCSessionStore, InMemoryCCSessionStore, StoreFull
+from signaling.diameter.store import CCSessionStore
 from signaling.metrics import Metrics
 from signaling.registry import make_registry
 from signaling.registry.memory import MemoryRegistry
 from tests.protocols.diameter.factory import ccr
 from tests.signaling.diameter.client import Client, result_code
 from tests.signaling.diameter.conftest import make_config
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_put_get_delete_and_ttl() -> None:
-    clock = Clock()
-    store = InMemoryCCSessionStore(clock)
-    assert isinstance(store, CCSessionStore)
-    await store.put_session("a", b"1", 10.0)
-    assert await store.get_session("a") == b"1"
-    await store.put_session("a", b"2", 10.0)
-    assert await store.get_session("a") == b"2"
-    clock.now = 10.0
-    assert await store.get_session("a") is None
-    await store.put_session("b", b"3", 5.0)
-    assert await store.delete_session("b") is True
-    assert await store.delete_session("b") is False
-
-
-async def test_bounded() -> None:
-    clock = Clock()
-    store = InMemoryCCSessionStore(clock, max_sessions=2)
-    await store.put_session("a", b"", 1.0)
-    await store.put_session("b", b"", 100.0)
-    with pytest.raises(StoreFull):
-        await store.put_session("c", b"", 100.0)
-    clock.now = 2.0  # "a" expired: room again
-    await store.put_session("c", b"", 100.0)
-    assert len(store) == 2
-
-
-async def test_many_updates_keep_the_heap_bounded() -> None:
-    store = InMemoryCCSessionStore(Clock())
-    for i in range(20_000):
-        await store.put_session("same", str(i).encode(), 100.0)
-    assert len(store._expiry) <= 2 + 4096 + 1
 
 
 async def test_the_registry_serves_as_the_store() -> None:
@@ -113,7 +69,7 @@ async def test_session_survives_restart_with_the_redis_registry(redis_url: str) 
 
 async def test_full_store_is_answered_too_busy() -> None:
     """The store's bound reaches the peer as DIAMETER_TOO_BUSY (3004, E bit), not a crash."""
-    server = DiameterServer(make_config(), Metrics(), InMemoryCCSessionStore(max_sessions=1))
+    server = DiameterServer(make_config(), Metrics(), MemoryRegistry(max_state_entries=1))
     await server.start()
     try:
         c = await Client.connect(server.port)
