@@ -157,3 +157,35 @@ async def test_spans_for_a_collector_that_is_down_are_dropped_and_counted() -> N
 async def test_tracing_off_by_default_holds_no_tracer() -> None:
     async with running_server() as server:
         assert server.tracer is None and server.proxy.tracer is None
+
+
+async def test_unsampled_requests_make_no_spans_and_a_traced_caller_is_followed() -> None:
+    """Parent-based sampling: with a ratio that samples nothing new, a REGISTER or a call
+    without trace context makes no span at all (their in-dialog requests neither), while a
+    call whose INVITE carries a sampled traceparent is traced."""
+    async with receiver() as (rx, endpoint), running_server(
+            trace_sample=1e-9, otlp_endpoint=endpoint) as server:
+        assert server.udp_address is not None and server.tracer is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("dave", "127.0.0.1", port).start()
+        callee = await UdpUA("erin", "127.0.0.1", port).start()
+        try:
+            await callee.send(callee.register())
+            await callee.response(200, "REGISTER")
+            for traced in (False, True):
+                invite = caller.invite("erin")
+                if traced:
+                    invite.extra.append(("traceparent", TRACEPARENT))
+                await caller.send(invite)
+                got = await callee.request("INVITE")
+                await callee.send(callee.reply(got, 486, tag=f"t{traced}"))
+                busy = await caller.response(486)
+                await caller.send(caller.ack_non2xx(invite, busy))
+            calls = await rx.wait_for("SIP call")
+            server.tracer.processor.force_flush(5_000)
+        finally:
+            await caller.close()
+            await callee.close()
+    assert len(calls) == 1 and calls[0].trace_id.hex() == CALLER_TRACE
+    assert rx.named("SIP REGISTER") == []
+    assert [s.trace_id.hex() for s in rx.named("SIP INVITE")] == [CALLER_TRACE]
