@@ -67,7 +67,7 @@ from signaling.sipcore import Peer, SipCore, Work
 from signaling.transports.base import TransportInfo
 
 if TYPE_CHECKING:  # imported by the server only when tracing is on (OpenTelemetry is heavy)
-    from signaling.tracing import SipTracer
+    from signaling.tracing import Tracing
 
 __all__ = ["DIALOG_LINGER", "Proxy", "Target"]
 
@@ -131,7 +131,7 @@ class Proxy:
     """
 
     def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
-                 node_id: str, tracer: SipTracer | None = None) -> None:
+                 node_id: str, tracer: Tracing | None = None) -> None:
         self.core = core
         #: None when tracing is off: every use is behind ``if self.tracer``, no call per message.
         self.tracer = tracer

@@ -18,7 +18,7 @@ from signaling.registrar import Registrar
 from signaling.sipcore import Peer, Work
 
 if TYPE_CHECKING:  # imported by the server only when tracing is on
-    from signaling.tracing import SipTracer
+    from signaling.tracing import Tracing
 
 __all__ = ["Router"]
 
@@ -27,7 +27,7 @@ class Router:
     """A ``TransactionUser`` made of the registrar and the proxy."""
 
     def __init__(self, registrar: Registrar, proxy: Proxy,
-                 tracer: SipTracer | None = None) -> None:
+                 tracer: Tracing | None = None) -> None:
         self.registrar = registrar
         self.proxy = proxy
         #: A registration span around the registrar's work when tracing is on; the registrar

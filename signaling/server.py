@@ -33,7 +33,7 @@ from signaling.transports.udp import UdpTransport, start_udp
 from signaling.transports.ws import WsTransport
 
 if TYPE_CHECKING:
-    from signaling.tracing import SipTracer
+    from signaling.tracing import Tracing
 
 __all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server"]
 
@@ -55,10 +55,10 @@ class Server:
         self.registry = registry if registry is not None else make_registry(cfg.registry)
         self.node_id = cfg.node_id or _default_node_id(cfg)
         self.core = SipCore(cfg, self.metrics, Transports())
-        self.tracer: SipTracer | None = None
+        self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
-            from signaling.tracing import SipTracer  # OpenTelemetry only when tracing is on
-            self.tracer = SipTracer(endpoint=cfg.otlp_endpoint, sample=cfg.trace_sample,
+            from signaling.tracing import Tracing  # OpenTelemetry only when tracing is on
+            self.tracer = Tracing(endpoint=cfg.otlp_endpoint, sample=cfg.trace_sample,
                                     node_id=self.node_id, metrics=self.metrics,
                                     plain_ids=cfg.trace_plain_ids)
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
@@ -72,7 +72,8 @@ class Server:
             self.registrar.on_event = hooks.registration
         self.diameter: DiameterServer | None = None
         if cfg.diameter is not None:
-            self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry)
+            self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry,
+                                           self.tracer)
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.udp_address: tuple[str, int] | None = None

@@ -65,7 +65,7 @@ from protocols.sip.message import Request
 from signaling.metrics import Metrics
 from signaling.transports.base import Peer
 
-__all__ = ["EXPORT_BATCH", "EXPORT_QUEUE", "BoundedExportProcessor", "SipTracer"]
+__all__ = ["EXPORT_BATCH", "EXPORT_QUEUE", "BoundedExportProcessor", "Tracing"]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class BoundedExportProcessor(SpanProcessor):
         self._exporter.shutdown()
 
 
-class SipTracer:
+class Tracing:
     """The spans of one node's SIP side (see the module docstring)."""
 
     def __init__(self, *, endpoint: str, sample: float, node_id: str, metrics: Metrics,
@@ -176,6 +176,10 @@ class SipTracer:
 
     # -- calls ---------------------------------------------------------------------------------
 
+    def sampled(self) -> bool:
+        """Whether to start a new trace (``--trace-sample``): one random draw."""
+        return random.random() < self.sample
+
     def _parent(self, request: Request) -> tuple[bool, Context | None]:
         """Whether ``request`` is traced, and the trace context it brings (None: a new
         trace)."""
@@ -183,7 +187,7 @@ class SipTracer:
             incoming = _incoming(request)
             if incoming is not None:
                 return True, incoming
-        return random.random() < self.sample, None
+        return self.sampled(), None
 
     def call_started(self, dialog_id: str, invite: Request, peer: Peer) -> None:
         if len(self._calls) >= MAX_OPEN_SPANS:

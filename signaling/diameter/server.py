@@ -7,11 +7,16 @@ read-only views the admin API reads (``peers()``, ``sessions()``, ``session_coun
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from signaling.diameter.config import DiameterConfig
 from signaling.diameter.creditcontrol import CreditControlApplication, SessionInfo
 from signaling.diameter.node import DiameterNode, PeerInfo
 from signaling.diameter.store import CCSessionStore
 from signaling.metrics import Metrics
+
+if TYPE_CHECKING:
+    from signaling.tracing import Tracing
 
 __all__ = ["DiameterServer", "PeerInfo", "SessionInfo"]
 
@@ -19,10 +24,15 @@ __all__ = ["DiameterServer", "PeerInfo", "SessionInfo"]
 class DiameterServer(DiameterNode):
     """Diameter over TCP serving the Credit-Control application from ``store``."""
 
-    def __init__(self, config: DiameterConfig, metrics: Metrics, store: CCSessionStore) -> None:
+    def __init__(self, config: DiameterConfig, metrics: Metrics, store: CCSessionStore,
+                 tracing: Tracing | None = None) -> None:
         super().__init__(config, metrics)
         self.credit_control = CreditControlApplication(config, metrics, store)
-        self.register(self.credit_control)
+        if tracing is None:
+            self.register(self.credit_control)
+        else:  # OpenTelemetry only when tracing is on
+            from signaling.diameter.tracing import TracedApplication
+            self.register(TracedApplication(self.credit_control, tracing))
 
     def sessions(self, limit: int = 100) -> list[SessionInfo]:
         return self.credit_control.sessions(limit)

@@ -1,21 +1,16 @@
 """signaling/tracing.py: one call and one registration give the expected tree of spans.
 
-The spans are exported by the server's real OTLP/HTTP exporter to a receiver here, an aiohttp
-endpoint that decodes each request with the official ``opentelemetry-proto`` definitions
-(``ExportTraceServiceRequest``): what a collector would see, not what the SDK holds in memory.
+The spans are exported by the server's real OTLP/HTTP exporter to a receiver (tests/otlp.py)
+that decodes each request with the official ``opentelemetry-proto`` definitions: what a
+collector would see, not what the SDK holds in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from protocols.sip.message import Response
+from tests.otlp import attributes, receiver
 from tests.peers.sipua import UdpUA
 from tests.signaling.inproc import running_server
 
@@ -23,57 +18,6 @@ from tests.signaling.inproc import running_server
 #: span id, sampled).
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
-
-
-class Receiver:
-    """An OTLP/HTTP traces endpoint that keeps every span it is sent, decoded."""
-
-    def __init__(self) -> None:
-        self.spans: list[Any] = []
-        self.arrived = asyncio.Event()
-
-    async def traces(self, request: web.Request) -> web.Response:
-        body = ExportTraceServiceRequest()
-        body.ParseFromString(await request.read())
-        for resource_spans in body.resource_spans:
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend(scope_spans.spans)
-        self.arrived.set()
-        return web.Response(status=200, content_type="application/x-protobuf")
-
-    def named(self, name: str) -> list[Any]:
-        return [s for s in self.spans if s.name == name]
-
-    async def wait_for(self, name: str, count: int = 1, timeout: float = 30.0) -> list[Any]:
-        async with asyncio.timeout(timeout):
-            while len(self.named(name)) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.named(name)
-
-
-@asynccontextmanager
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    rx = Receiver()
-    app = web.Application()
-    app.router.add_post("/v1/traces", rx.traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield rx, f"http://127.0.0.1:{port}/v1/traces"
-    finally:
-        await runner.cleanup()
-
-
-def _attrs(span: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kv in span.attributes:
-        value = kv.value
-        out[kv.key] = value.string_value if value.HasField("string_value") else value.int_value
-    return out
 
 
 async def test_a_call_is_one_trace_of_call_and_transaction_spans() -> None:
@@ -121,15 +65,15 @@ async def test_a_call_is_one_trace_of_call_and_transaction_spans() -> None:
     # The INVITE and BYE transactions are children of the call, each with its final status.
     for txn, status in ((invites[0], 200), (byes[0], 200)):
         assert txn.trace_id == call.trace_id and txn.parent_span_id == call.span_id
-        assert _attrs(txn)["sip.status_code"] == status
+        assert attributes(txn)["sip.status_code"] == status
     assert forwarded.split("-")[2] == invites[0].span_id.hex()
-    attrs = _attrs(call)
+    attrs = attributes(call)
     assert attrs["network.protocol.name"] == "sip" and attrs["network.peer.address"] == "127.0.0.1"
     assert attrs["sip.method"] == "INVITE"
     # Call-ID exported as a keyed hash by default, never as it is.
     assert attrs["sip.call_id"] != invite.call_id and len(str(attrs["sip.call_id"])) == 16
     reg = registers[0]
-    assert _attrs(reg)["sip.status_code"] == 200 and not reg.parent_span_id
+    assert attributes(reg)["sip.status_code"] == 200 and not reg.parent_span_id
 
 
 async def test_spans_for_a_collector_that_is_down_are_dropped_and_counted() -> None:
