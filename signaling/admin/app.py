@@ -24,12 +24,14 @@ from signaling.admin.middleware import auth_middleware, error_middleware, limit_
 from signaling.admin.observe import Observer
 from signaling.admin.openapi import build_document
 from signaling.admin.routes import Route, route_table
+from signaling.admin.view import view_of
 from signaling.metrics import FastCounter, Metrics
 
 if TYPE_CHECKING:
     from signaling.server import Server
 
 __all__ = [
+    "IDLE_TIMEOUT",
     "MAX_API_REQUESTS",
     "MAX_BODY_BYTES",
     "MAX_REQUEST_LINE",
@@ -58,6 +60,12 @@ BACKLOG = 128
 #: ``MAX_PATH_PARAM`` characters, and percent-encoding makes a 4-byte character 12 bytes: two
 #: such parameters fit in 64 KiB, aiohttp's default 8 KiB does not (and its refusal is not JSON).
 MAX_REQUEST_LINE = 64 * 1024
+#: Seconds a connection may stay without a complete request: from accept to the end of the
+#: first request's headers, and idle between requests.  aiohttp's default (3,630 s) let a
+#: thousand clients that connect and send nothing (or half a header) hold a thousand sockets
+#: for an hour.  Operators' tools send their request at once; Prometheus reconnects per scrape
+#: when its interval is longer.
+IDLE_TIMEOUT = 10.0
 
 
 def _version() -> str:
@@ -116,14 +124,14 @@ class AdminServer:
     """Owns the admin listener, its token and the admin-side gauges."""
 
     def __init__(self, server: Server) -> None:
-        self.server = server
+        self.server = view_of(server)
         cfg = server.cfg
         self.generated = not cfg.admin_token
         self.token = cfg.admin_token or secrets.token_urlsafe(TOKEN_BYTES)
         # Kept in the config so the config view shows it (masked) as set.
         cfg.admin_token = self.token
-        self.observer = Observer(server)
-        self.api = AdminApi(server, self.observer)
+        self.observer = Observer(self.server)
+        self.api = AdminApi(self.server, self.observer)
         self.app, self.routes = build_app(self.api, self.token, server.metrics)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
@@ -137,7 +145,8 @@ class AdminServer:
         logging.getLogger("aiohttp.server").addFilter(self._malformed)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                shutdown_timeout=SHUTDOWN_TIMEOUT,
-                               max_line_size=MAX_REQUEST_LINE)
+                               max_line_size=MAX_REQUEST_LINE,
+                               keepalive_timeout=IDLE_TIMEOUT)
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, listen[0], listen[1], backlog=BACKLOG, reuse_address=True)

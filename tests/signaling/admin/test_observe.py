@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.typing import Subprotocol
 
 from signaling.admin.observe import Observer
+from signaling.admin.view import view_of
 from signaling.config import Config
 from signaling.registry.base import ContactChange
 from signaling.server import Server
@@ -208,7 +209,7 @@ async def test_refresher_keeps_the_last_counts_while_redis_is_down() -> None:
     redis = RedisServer(appendonly=False).start()
     server = Server(Config(sip_udp=None, sip_ws=None, admin=None, diameter=None,
                            registry=redis.url, domain=["example.com"]))
-    observer = Observer(server)
+    observer = Observer(view_of(server))
     try:
         now = time.time()
         for user in ("ann", "bob"):
