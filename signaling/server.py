@@ -20,6 +20,7 @@ from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
 from signaling.diameter.server import DiameterServer
+from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
 from signaling.records.writer import RecordWriter
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 1.0
 #: Bindings removed per sweep call, so one sweep never holds the loop (or Redis) for long.
 SWEEP_BATCH = 1000
+#: At most one "sweep failed" line per this many seconds while the registry is unreachable.
+SWEEP_LOG_INTERVAL = 60.0
 
 
 class Server:
@@ -139,13 +142,15 @@ class Server:
         await self._stopped.wait()
 
     async def _sweep(self) -> None:
+        failures = RateLimitedLog(log, SWEEP_LOG_INTERVAL)
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
                 while await self.registry.expire(time.time(), SWEEP_BATCH) >= SWEEP_BATCH:
                     await asyncio.sleep(0)  # let traffic through between batches
-            except Exception:  # the registry may be unreachable: try again next tick
-                log.warning("binding sweep failed", exc_info=True)
+            except Exception as exc:  # the registry may be unreachable: try again next tick
+                failures.warning("sweep", "binding sweep failed: %s: %s",
+                                 type(exc).__name__, exc)
 
 
 def _default_node_id(cfg: Config) -> str:
