@@ -9,7 +9,6 @@ anywhere else, and the config view shows it masked).
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import secrets
 import sys
@@ -25,7 +24,7 @@ from signaling.admin.observe import Observer
 from signaling.admin.openapi import build_document
 from signaling.admin.routes import Route, route_table
 from signaling.admin.view import view_of
-from signaling.metrics import FastCounter, Metrics
+from signaling.metrics import FastCounter, Metrics, version
 
 if TYPE_CHECKING:
     from signaling.server import Server
@@ -68,13 +67,6 @@ MAX_REQUEST_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("signaling")
-    except importlib.metadata.PackageNotFoundError:
-        return "0"
-
-
 def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Application,
                                                                      list[Route]]:
     """The aiohttp application and the route table it serves."""
@@ -91,7 +83,7 @@ def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Applicat
 
     routes = route_table(api, openapi)
     document.append(msgspec.json.encode(build_document(routes, "signaling admin API",
-                                                       _version())))
+                                                       version())))
     for r in routes:
         # add_route, not add_get: no implicit HEAD route that the document would not list.
         app.router.add_route(r.method, r.path, r.handler, name=r.operation_id)
