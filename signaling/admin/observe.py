@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 
+from signaling.admin.growth import Growth
 from signaling.admin.view import ServerView
 from signaling.registry.base import RegistryError
 
@@ -46,6 +47,7 @@ class Observer:
                          [], lambda: {(): float(self.aors)})
         m.callback_gauge("registered_bindings", "Stored contact bindings (cached, 1 s)",
                          [], lambda: {(): float(self.bindings)})
+        self.growth = Growth(server, lambda: self.bindings)
         m.callback_gauge("uptime_seconds", "Seconds since the server started", [],
                          lambda: {(): self.server_uptime()})
 
@@ -83,6 +85,7 @@ class Observer:
         while True:
             try:
                 await self.refresh()
+                self.growth.sample(time.monotonic())
             except Exception:  # a bug here must not end the refresher
                 self.c_refresh_failed.inc()
                 log.exception("registry count refresh crashed")

@@ -136,6 +136,12 @@ async def test_every_required_family_is_exposed(server: ServerProcess) -> None:
         "signaling_call_setup_seconds": "histogram",
         "signaling_uptime_seconds": "gauge",
         "signaling_admin_requests": "counter",
+        "signaling_table_size": "gauge",
+        "signaling_table_growth_rate": "gauge",
+        "signaling_table_bound": "gauge",
+        "signaling_ws_handshakes": "gauge",
+        "signaling_build_info": "gauge",
+        "process_resident_memory_bytes": "gauge",
     }
     missing = {name: kind for name, kind in required.items() if families.get(name) != kind}
     assert not missing, missing
