@@ -28,6 +28,7 @@ from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
 from signaling.router import Router
+from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
 from signaling.transports.base import Transports
 from signaling.transports.udp import UdpTransport, start_udp
@@ -84,6 +85,7 @@ class Server:
         self.admin: AdminServer | None = None
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
+        self.shedwatch: ShedWatch | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -107,6 +109,9 @@ class Server:
         if self.diameter is not None:
             await self.diameter.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+        self.shedwatch = ShedWatch([("sip", self.core.c_shed)] + (
+            [("diameter", self.diameter.m_shed)] if self.diameter is not None else []))
+        self.shedwatch.start()
         if self.cfg.admin is not None:  # after the SIP listeners: /ready reports them
             self.admin = AdminServer(self)
             await self.admin.start()
@@ -121,6 +126,8 @@ class Server:
         await self.proxy.stop()
         if self.diameter is not None:
             await self.diameter.close(min(self.cfg.shutdown_timeout, 2.0))
+        if self.shedwatch is not None:
+            await self.shedwatch.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
