@@ -75,7 +75,7 @@ def instruction(name: str) -> list[str]:
 
 def test_compose_services_and_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "signaling"}
+    assert set(services) == {"redis", "postgres", "signaling", "prometheus", "grafana"}
     server = services["signaling"]
     assert server["build"] == "."
     assert set(server["depends_on"]) == {"redis", "postgres"}
@@ -85,7 +85,34 @@ def test_compose_services_and_dependencies(compose: dict[str, Any]) -> None:
         assert services[name]["healthcheck"]["test"]
     for service in services.values():
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in compose["volumes"]
+            source = volume.split(":")[0]
+            if source.startswith("./"):  # a bind mount of a shipped file or folder
+                assert (ROOT / source).exists(), f"{source} missing"
+            else:
+                assert source in compose["volumes"]
+
+
+def test_compose_monitoring_is_wired_to_the_node(compose: dict[str, Any]) -> None:
+    """Prometheus scrapes the node's admin listener and loads the rules; Grafana gets the
+    datasource and dashboard; both are published on loopback only, like the admin API."""
+    services = compose["services"]
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = [j for j in prom["scrape_configs"] if j["job_name"] == "signaling"]
+    [target] = job["static_configs"][0]["targets"]
+    admin_port = int(server_env(compose)["SIGNALING_ADMIN"].rsplit(":", 1)[1])
+    assert target == f"signaling:{admin_port}"
+    assert prom["rule_files"] == ["alerts.yml"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    grafana = services["grafana"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    source = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [ds] = source["datasources"]
+    assert ds["url"] == "http://prometheus:9090" and ds["uid"] == "prometheus"
+    for name in ("prometheus", "grafana"):
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
 
 
 def test_compose_environment_is_valid_server_configuration(compose: dict[str, Any]) -> None:
