@@ -33,6 +33,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Origin, Subprotocol
 
 from signaling.config import Config
+from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
@@ -79,6 +80,9 @@ class WsTransport:
         metrics.callback_gauge("ws_handshakes", "WebSocket connections in their opening "
                                "handshake", [], lambda: {(): float(self.handshakes)})
         self.max_bad_messages = WS_MAX_BAD_MESSAGES
+        # While the registry is down every closing connection fails the same way: one line
+        # a minute, with the count, instead of a traceback per connection.
+        self._cleanup_failures = RateLimitedLog(log, 60.0)
         #: Set when bound (``start``): the port is known only then.
         self.info = TransportInfo("ws", reliable=True, via_token="WS",
                                   host=cfg.advertised_host(), port=0, uri_transport="ws")
@@ -177,9 +181,11 @@ class WsTransport:
     async def _closed(self, conn_id: str) -> None:
         try:
             await self.on_closed(conn_id)
-        except Exception:  # the registry may be down; its bindings then expire on their own
-            log.warning("could not remove the bindings of closed connection %s", conn_id,
-                        exc_info=True)
+        except Exception as exc:  # the registry may be down; the bindings expire on their own
+            self.c_ws.inc("cleanup_failed")
+            self._cleanup_failures.warning(
+                "registry", "could not remove the bindings of closed connection %s: %s: %s",
+                conn_id, type(exc).__name__, exc)
 
     async def _write(self, conn: _Conn) -> None:
         try:

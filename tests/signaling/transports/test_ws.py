@@ -160,3 +160,30 @@ async def test_clients_sending_only_garbage_are_closed_and_counted() -> None:
             for ws in clients:
                 await ws.close()
             await good.close()
+
+
+async def test_closing_connections_while_redis_is_down_log_one_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The bindings of a closed connection cannot be removed while Redis is down: counted,
+    and summarised in one line instead of a traceback per connection."""
+    import logging
+
+    from signaling.registry.factory import make_registry
+    from tests.services import RedisServer
+
+    redis = RedisServer(appendonly=False).start()
+    try:
+        async with running_server(registry=make_registry(redis.url)) as srv:
+            assert srv.ws_address is not None
+            url = f"ws://127.0.0.1:{srv.ws_address[1]}"
+            redis.kill()
+            with caplog.at_level(logging.WARNING, logger="signaling.transports.ws"):
+                for _ in range(20):
+                    async with connect(url, subprotocols=["sip"]):  # type: ignore[list-item]
+                        pass
+                await _until(lambda: 'event="cleanup_failed"} 20.0' in
+                             srv.metrics.exposition().decode())
+            lines = [r for r in caplog.records if "could not remove" in r.getMessage()]
+            assert len(lines) == 1 and not lines[0].exc_info
+    finally:
+        redis.stop()
