@@ -21,6 +21,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,17 @@ def test_dockerfile_builds_the_parser_fast_path() -> None:
     build = next(r for r in instruction("RUN") if "pip install ." in r)
     assert "SIGNALING_REQUIRE_SPEEDUPS=1 pip install ." in build
     assert "gcc" in build
+
+
+def test_package_builds_without_deprecation_warnings_and_ships_its_files(
+        tmp_path: Path) -> None:
+    """Issue 17: `project.license` as a table made setuptools warn on every install; the docs
+    page's static files must be in the wheel, not only in the source tree."""
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v",
+                          "-w", str(tmp_path), str(ROOT)],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "DeprecationWarning" not in out.stdout + out.stderr
+    [wheel] = tmp_path.glob("signaling-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"signaling/admin/static/docs.html", "signaling/admin/static/docs.js"} <= names
