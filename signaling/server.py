@@ -20,7 +20,7 @@ from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
 from signaling.diameter.server import DiameterServer
-from signaling.logs import RateLimitedLog
+from signaling.logs import RateLimitedLog, set_trace_ids
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
 from signaling.records.writer import RecordWriter
@@ -65,6 +65,8 @@ class Server:
             self.tracer = Tracing(endpoint=cfg.otlp_endpoint, sample=cfg.trace_sample,
                                     node_id=self.node_id, metrics=self.metrics,
                                     plain_ids=cfg.trace_plain_ids)
+            from signaling.admin.spans import current_ids
+            set_trace_ids(current_ids)  # JSON log lines name the current span
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer)
@@ -141,6 +143,7 @@ class Server:
             await self.admin.close()
         if self.tracer is not None:  # after the calls: their spans are exported, not lost
             await asyncio.get_running_loop().run_in_executor(None, self.tracer.shutdown)
+            set_trace_ids(None)
         await self.registry.close()
         self._stopped.set()
         log.info("stopped")

@@ -28,6 +28,7 @@ from signaling.metrics import FastCounter, Metrics, version
 
 if TYPE_CHECKING:
     from signaling.server import Server
+    from signaling.tracing import Tracing
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -67,15 +68,18 @@ MAX_REQUEST_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 
 
-def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Application,
-                                                                     list[Route]]:
+def build_app(api: AdminApi, token: str, metrics: Metrics,
+              tracing: Tracing | None = None) -> tuple[web.Application, list[Route]]:
     """The aiohttp application and the route table it serves."""
     requests = metrics.fast_counter("admin_requests", "Admin API answers by method and status",
                                     ["method", "status"])
     busy = metrics.fast_counter("admin_busy", "Admin API requests refused 503: too many at once")
-    app = web.Application(middlewares=[error_middleware(requests), auth_middleware(token),
-                                       limit_middleware(MAX_API_REQUESTS, busy)],
-                          client_max_size=MAX_BODY_BYTES)
+    middlewares = [error_middleware(requests), auth_middleware(token),
+                   limit_middleware(MAX_API_REQUESTS, busy)]
+    if tracing is not None:  # OpenTelemetry is imported only when tracing is on
+        from signaling.admin.spans import tracing_middleware
+        middlewares.insert(0, tracing_middleware(tracing))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     document: list[bytes] = []
 
     async def openapi(request: web.Request) -> web.Response:
@@ -124,7 +128,8 @@ class AdminServer:
         cfg.admin_token = self.token
         self.observer = Observer(self.server)
         self.api = AdminApi(self.server, self.observer)
-        self.app, self.routes = build_app(self.api, self.token, server.metrics)
+        self.app, self.routes = build_app(self.api, self.token, server.metrics,
+                                          self.server.tracing)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._malformed = MalformedRequestFilter(server.metrics.fast_counter(

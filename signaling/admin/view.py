@@ -24,6 +24,7 @@ from signaling.registry.base import Registry
 
 if TYPE_CHECKING:
     from signaling.server import Server
+    from signaling.tracing import Tracing
 
 __all__ = [
     "DialogsView",
@@ -114,6 +115,8 @@ class ServerView:
     database_up: Callable[[], bool] | None
     dialogs: DialogsView
     diameter: DiameterView | None
+    #: The node's OpenTelemetry tracing, None while it is off (``--trace-sample 0``).
+    tracing: Tracing | None = None
 
 
 def view_of(server: Server) -> ServerView:
@@ -150,4 +153,4 @@ def view_of(server: Server) -> ServerView:
         ws_connections=lambda: server.ws.connections if server.ws is not None else 0,
         listeners=listeners,
         database_up=(lambda: records.database_up) if records is not None else None,
-        dialogs=server.proxy.dialogs, diameter=server.diameter)
+        dialogs=server.proxy.dialogs, diameter=server.diameter, tracing=server.tracer)
