@@ -1,7 +1,8 @@
-"""``signaling serve``: the command line.
+"""``signaling serve`` and ``signaling ctl``: the command line.
 
-Exit status: 0 after a clean shutdown, 2 for bad configuration (one line on stderr), 1 when a
-listener cannot start (port taken, permission denied).
+``serve`` exit status: 0 after a clean shutdown, 2 for bad configuration (one line on stderr), 1
+when a listener cannot start (port taken, permission denied).  ``ctl`` (``signaling.ctl``)
+talks to a running server's admin API.  ``signaling --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 import uvloop
 
+from signaling import ctl
 from signaling.config import OPTIONS, Config, ConfigError, load_config
+from signaling.logs import configure_logging
+from signaling.metrics import version
 from signaling.server import Server
 
 __all__ = ["GC_GEN0_THRESHOLD", "GC_GEN2_THRESHOLD", "build_parser", "main"]
@@ -35,6 +38,7 @@ GC_GEN2_THRESHOLD = 1000
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signaling",
                                      description="SIP and Diameter signaling server")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server",
                            description="Options may also come from a TOML file (--config) and "
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             serve.add_argument(flag, dest=name, action="append", default=None, help=help_text)
         else:
             serve.add_argument(flag, dest=name, default=None, help=help_text)
+    ctl.add_parser(sub)
     return parser
 
 
@@ -79,6 +84,8 @@ def _tune_gc() -> None:
 
 async def _serve(cfg: Config) -> int:
     server = Server(cfg)
+    if not cfg.node_id:  # JSON log lines name the node: the server's default id
+        configure_logging(cfg.log_level, cfg.log_format, server.node_id)
     # Handlers first: the listeners answer as soon as they are bound, so a SIGTERM may come
     # while start() is still finishing (or during _tune_gc); it must mean a clean stop, not
     # the default action that kills the process mid-start.
@@ -100,13 +107,14 @@ async def _serve(cfg: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    if ns.command == "ctl":
+        return ctl.run(ns)
     try:
         cfg = load_config(_flags(ns), config_file=ns.config)
     except ConfigError as exc:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(cfg.log_level, cfg.log_format, cfg.node_id)
     return uvloop.run(_serve(cfg))
 
 

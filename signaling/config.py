@@ -58,6 +58,7 @@ class Config:
     database: str | None = None
     spool: str = "signaling-spool.jsonl"
     log_level: str = "info"
+    log_format: str = "text"
     sip_parser: str = "c"
     node_id: str = ""
     advertise: str | None = None
@@ -138,6 +139,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "database": ("optstr", "PostgreSQL DSN for call and registration records (optional)"),
     "spool": ("str", "append-only spool file for records while PostgreSQL is unreachable"),
     "log_level": ("str", "debug, info, warning or error"),
+    "log_format": ("str", "'text' (default) or 'json': one JSON object per line"),
     "sip_parser": ("str", "'c': the parser's C fast path when it is built (default); "
                           "'python': the pure-Python parser only"),
     "node_id": ("str", "this node's id in a shared registry (default: host:port)"),
@@ -265,6 +267,7 @@ def _validate(cfg: Config) -> None:
     checks: list[tuple[bool, str]] = [
         (cfg.log_level.lower() in _LOG_LEVELS,
          f"log_level: must be one of {', '.join(_LOG_LEVELS)}"),
+        (cfg.log_format in ("text", "json"), "log_format: must be 'text' or 'json'"),
         (cfg.sip_parser in ("c", "python"), "sip_parser: must be 'c' or 'python'"),
         (cfg.registry == "memory"
          or cfg.registry.startswith(("redis://", "rediss://", "redis+cluster://")),

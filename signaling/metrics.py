@@ -4,19 +4,34 @@ Every subsystem receives the server's ``Metrics`` and declares its own counters,
 histograms through it, so that two servers in one process (tests) never share a series and the
 admin API exposes exactly one registry.  Declaring the same name twice returns the first object,
 so modules can declare what they use without a central list.
+
+Each registry also carries the standard ``process_*`` series (CPU seconds, resident memory, open
+file descriptors, start time: ``prometheus_client``'s process collector, which reads /proc) and
+``signaling_build_info`` (version, Python, SIP parser fast path), so a dashboard can tell which
+build a node runs and how much it costs.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-__all__ = ["CallbackGauge", "FastCounter", "FastCounterChild", "Metrics"]
+__all__ = ["CallbackGauge", "FastCounter", "FastCounterChild", "Metrics", "version"]
+
+
+def version() -> str:
+    """This installation's version (pyproject's), or "0" when run from a bare source tree."""
+    try:
+        return importlib.metadata.version("signaling")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
 
 
 class FastCounter(Collector):
@@ -100,6 +115,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.namespace = namespace
         self._metrics: dict[str, Any] = {}
+        ProcessCollector(registry=self.registry)
+        Info("build", "The running build", namespace=namespace, registry=self.registry).info(
+            {"version": version(), "python": platform.python_version(),
+             "implementation": platform.python_implementation()})
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         metric: Counter = self._get(Counter, name, doc, labels)

@@ -20,6 +20,7 @@ from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
 from signaling.diameter.server import DiameterServer
+from signaling.logs import RateLimitedLog, set_trace_ids
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
 from signaling.records.writer import RecordWriter
@@ -27,6 +28,7 @@ from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
 from signaling.router import Router
+from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
 from signaling.transports.base import Transports
 from signaling.transports.udp import UdpTransport, start_udp
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 1.0
 #: Bindings removed per sweep call, so one sweep never holds the loop (or Redis) for long.
 SWEEP_BATCH = 1000
+#: At most one "sweep failed" line per this many seconds while the registry is unreachable.
+SWEEP_LOG_INTERVAL = 60.0
 
 
 class Server:
@@ -61,6 +65,8 @@ class Server:
             self.tracer = Tracing(endpoint=cfg.otlp_endpoint, sample=cfg.trace_sample,
                                     node_id=self.node_id, metrics=self.metrics,
                                     plain_ids=cfg.trace_plain_ids)
+            from signaling.admin.spans import current_ids
+            set_trace_ids(current_ids)  # JSON log lines name the current span
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer)
@@ -81,6 +87,7 @@ class Server:
         self.admin: AdminServer | None = None
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
+        self.shedwatch: ShedWatch | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -104,6 +111,9 @@ class Server:
         if self.diameter is not None:
             await self.diameter.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+        self.shedwatch = ShedWatch([("sip", self.core.c_shed)] + (
+            [("diameter", self.diameter.m_shed)] if self.diameter is not None else []))
+        self.shedwatch.start()
         if self.cfg.admin is not None:  # after the SIP listeners: /ready reports them
             self.admin = AdminServer(self)
             await self.admin.start()
@@ -118,6 +128,8 @@ class Server:
         await self.proxy.stop()
         if self.diameter is not None:
             await self.diameter.close(min(self.cfg.shutdown_timeout, 2.0))
+        if self.shedwatch is not None:
+            await self.shedwatch.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -131,6 +143,7 @@ class Server:
             await self.admin.close()
         if self.tracer is not None:  # after the calls: their spans are exported, not lost
             await asyncio.get_running_loop().run_in_executor(None, self.tracer.shutdown)
+            set_trace_ids(None)
         await self.registry.close()
         self._stopped.set()
         log.info("stopped")
@@ -139,13 +152,15 @@ class Server:
         await self._stopped.wait()
 
     async def _sweep(self) -> None:
+        failures = RateLimitedLog(log, SWEEP_LOG_INTERVAL)
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
                 while await self.registry.expire(time.time(), SWEEP_BATCH) >= SWEEP_BATCH:
                     await asyncio.sleep(0)  # let traffic through between batches
-            except Exception:  # the registry may be unreachable: try again next tick
-                log.warning("binding sweep failed", exc_info=True)
+            except Exception as exc:  # the registry may be unreachable: try again next tick
+                failures.warning("sweep", "binding sweep failed: %s: %s",
+                                 type(exc).__name__, exc)
 
 
 def _default_node_id(cfg: Config) -> str:

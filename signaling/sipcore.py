@@ -295,14 +295,15 @@ class SipCore:
 
     # -- the receive path --------------------------------------------------------------------
 
-    def receive(self, data: bytes, peer: Peer, waited: float = 0.0) -> None:
+    def receive(self, data: bytes, peer: Peer, waited: float = 0.0) -> bool:
         """One datagram or WebSocket message; ``waited``: seconds it sat in the kernel's
-        receive queue before we read it.  Never raises."""
+        receive queue before we read it.  Never raises.  False when ``data`` was not a SIP
+        message (connection transports close peers that send only such data)."""
         try:
             msg = parse_message(data)
         except RemoteProtocolError as err:
             self._rejected(err, peer)
-            return
+            return False
         try:
             if isinstance(msg, Response):
                 self._response(msg, peer)
@@ -315,6 +316,7 @@ class SipCore:
         except Exception:  # a bug here must cost one message, never the transport
             log.exception("unexpected error handling a SIP message from %s", peer)
             self.c_errors.inc()
+        return True
 
     def _rejected(self, err: RemoteProtocolError, peer: Peer) -> None:
         # §8.2.6.2: the tag must be the same for a retransmission and differ between

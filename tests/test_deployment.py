@@ -21,6 +21,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def instruction(name: str) -> list[str]:
 
 def test_compose_services_and_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", "signaling"}
+    assert set(services) == {"redis", "postgres", "signaling", "prometheus", "grafana"}
     server = services["signaling"]
     assert server["build"] == "."
     assert set(server["depends_on"]) == {"redis", "postgres"}
@@ -85,7 +86,34 @@ def test_compose_services_and_dependencies(compose: dict[str, Any]) -> None:
         assert services[name]["healthcheck"]["test"]
     for service in services.values():
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in compose["volumes"]
+            source = volume.split(":")[0]
+            if source.startswith("./"):  # a bind mount of a shipped file or folder
+                assert (ROOT / source).exists(), f"{source} missing"
+            else:
+                assert source in compose["volumes"]
+
+
+def test_compose_monitoring_is_wired_to_the_node(compose: dict[str, Any]) -> None:
+    """Prometheus scrapes the node's admin listener and loads the rules; Grafana gets the
+    datasource and dashboard; both are published on loopback only, like the admin API."""
+    services = compose["services"]
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = [j for j in prom["scrape_configs"] if j["job_name"] == "signaling"]
+    [target] = job["static_configs"][0]["targets"]
+    admin_port = int(server_env(compose)["SIGNALING_ADMIN"].rsplit(":", 1)[1])
+    assert target == f"signaling:{admin_port}"
+    assert prom["rule_files"] == ["alerts.yml"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    grafana = services["grafana"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    source = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [ds] = source["datasources"]
+    assert ds["url"] == "http://prometheus:9090" and ds["uid"] == "prometheus"
+    for name in ("prometheus", "grafana"):
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
 
 
 def test_compose_environment_is_valid_server_configuration(compose: dict[str, Any]) -> None:
@@ -219,3 +247,17 @@ def test_dockerfile_builds_the_parser_fast_path() -> None:
     build = next(r for r in instruction("RUN") if "pip install ." in r)
     assert "SIGNALING_REQUIRE_SPEEDUPS=1 pip install ." in build
     assert "gcc" in build
+
+
+def test_package_builds_without_deprecation_warnings_and_ships_its_files(
+        tmp_path: Path) -> None:
+    """Issue 17: `project.license` as a table made setuptools warn on every install; the docs
+    page's static files must be in the wheel, not only in the source tree."""
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v",
+                          "-w", str(tmp_path), str(ROOT)],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "DeprecationWarning" not in out.stdout + out.stderr
+    [wheel] = tmp_path.glob("signaling-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"signaling/admin/static/docs.html", "signaling/admin/static/docs.js"} <= names

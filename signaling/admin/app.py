@@ -9,7 +9,6 @@ anywhere else, and the config view shows it masked).
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import secrets
 import sys
@@ -24,12 +23,15 @@ from signaling.admin.middleware import auth_middleware, error_middleware, limit_
 from signaling.admin.observe import Observer
 from signaling.admin.openapi import build_document
 from signaling.admin.routes import Route, route_table
-from signaling.metrics import FastCounter, Metrics
+from signaling.admin.view import view_of
+from signaling.metrics import FastCounter, Metrics, version
 
 if TYPE_CHECKING:
     from signaling.server import Server
+    from signaling.tracing import Tracing
 
 __all__ = [
+    "IDLE_TIMEOUT",
     "MAX_API_REQUESTS",
     "MAX_BODY_BYTES",
     "MAX_REQUEST_LINE",
@@ -58,24 +60,26 @@ BACKLOG = 128
 #: ``MAX_PATH_PARAM`` characters, and percent-encoding makes a 4-byte character 12 bytes: two
 #: such parameters fit in 64 KiB, aiohttp's default 8 KiB does not (and its refusal is not JSON).
 MAX_REQUEST_LINE = 64 * 1024
+#: Seconds a connection may stay without a complete request: from accept to the end of the
+#: first request's headers, and idle between requests.  aiohttp's default (3,630 s) let a
+#: thousand clients that connect and send nothing (or half a header) hold a thousand sockets
+#: for an hour.  Operators' tools send their request at once; Prometheus reconnects per scrape
+#: when its interval is longer.
+IDLE_TIMEOUT = 10.0
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("signaling")
-    except importlib.metadata.PackageNotFoundError:
-        return "0"
-
-
-def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Application,
-                                                                     list[Route]]:
+def build_app(api: AdminApi, token: str, metrics: Metrics,
+              tracing: Tracing | None = None) -> tuple[web.Application, list[Route]]:
     """The aiohttp application and the route table it serves."""
     requests = metrics.fast_counter("admin_requests", "Admin API answers by method and status",
                                     ["method", "status"])
     busy = metrics.fast_counter("admin_busy", "Admin API requests refused 503: too many at once")
-    app = web.Application(middlewares=[error_middleware(requests), auth_middleware(token),
-                                       limit_middleware(MAX_API_REQUESTS, busy)],
-                          client_max_size=MAX_BODY_BYTES)
+    middlewares = [error_middleware(requests), auth_middleware(token),
+                   limit_middleware(MAX_API_REQUESTS, busy)]
+    if tracing is not None:  # OpenTelemetry is imported only when tracing is on
+        from signaling.admin.spans import tracing_middleware
+        middlewares.insert(0, tracing_middleware(tracing))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     document: list[bytes] = []
 
     async def openapi(request: web.Request) -> web.Response:
@@ -83,7 +87,7 @@ def build_app(api: AdminApi, token: str, metrics: Metrics) -> tuple[web.Applicat
 
     routes = route_table(api, openapi)
     document.append(msgspec.json.encode(build_document(routes, "signaling admin API",
-                                                       _version())))
+                                                       version())))
     for r in routes:
         # add_route, not add_get: no implicit HEAD route that the document would not list.
         app.router.add_route(r.method, r.path, r.handler, name=r.operation_id)
@@ -116,15 +120,16 @@ class AdminServer:
     """Owns the admin listener, its token and the admin-side gauges."""
 
     def __init__(self, server: Server) -> None:
-        self.server = server
+        self.server = view_of(server)
         cfg = server.cfg
         self.generated = not cfg.admin_token
         self.token = cfg.admin_token or secrets.token_urlsafe(TOKEN_BYTES)
         # Kept in the config so the config view shows it (masked) as set.
         cfg.admin_token = self.token
-        self.observer = Observer(server)
-        self.api = AdminApi(server, self.observer)
-        self.app, self.routes = build_app(self.api, self.token, server.metrics)
+        self.observer = Observer(self.server)
+        self.api = AdminApi(self.server, self.observer)
+        self.app, self.routes = build_app(self.api, self.token, server.metrics,
+                                          self.server.tracing)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._malformed = MalformedRequestFilter(server.metrics.fast_counter(
@@ -137,7 +142,8 @@ class AdminServer:
         logging.getLogger("aiohttp.server").addFilter(self._malformed)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                shutdown_timeout=SHUTDOWN_TIMEOUT,
-                               max_line_size=MAX_REQUEST_LINE)
+                               max_line_size=MAX_REQUEST_LINE,
+                               keepalive_timeout=IDLE_TIMEOUT)
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, listen[0], listen[1], backlog=BACKLOG, reuse_address=True)

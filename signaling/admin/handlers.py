@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -19,12 +19,11 @@ from aiohttp import web
 from signaling.admin import schemas as s
 from signaling.admin.livecfg import LIVE_OPTIONS, PatchError, apply_patch, decode_patch
 from signaling.admin.middleware import ApiError, json_response
-from signaling.admin.observe import Observer, dialog_table
+from signaling.admin.observe import Observer
+from signaling.admin.view import ServerView
 from signaling.config import Config, describe
+from signaling.dialogs import DialogInfo
 from signaling.registry.base import RegistryError
-
-if TYPE_CHECKING:
-    from signaling.server import Server
 
 __all__ = [
     "METRICS_CONTENT_TYPE",
@@ -95,7 +94,7 @@ def _by_label(values: dict[tuple[str, ...], float]) -> dict[str, int]:
 class AdminApi:
     """Handlers bound to one server (see ``signaling.admin.routes`` for the table)."""
 
-    def __init__(self, server: Server, observer: Observer) -> None:
+    def __init__(self, server: ServerView, observer: Observer) -> None:
         self.server = server
         self.observer = observer
 
@@ -105,25 +104,13 @@ class AdminApi:
         return json_response(s.Health(status="alive", uptime=self.observer.server_uptime()))
 
     async def ready(self, request: web.Request) -> web.Response:
-        checks = self._listener_checks()
+        checks = self.server.listeners()
         checks["registry"] = await self._registry_ping()
-        records = getattr(self.server, "records", None)
-        if records is not None and self.server.cfg.database:
-            checks["database"] = "ok" if records.database_up else "not connected"
+        database_up = self.server.database_up
+        if database_up is not None:
+            checks["database"] = "ok" if database_up() else "not connected"
         ok = all(v == "ok" for v in checks.values())
         return json_response(s.Ready(ready=ok, checks=checks), 200 if ok else 503)
-
-    def _listener_checks(self) -> dict[str, str]:
-        srv = self.server
-        checks = {"sip_core": "ok" if srv.core.accepting else "shutting down"}
-        if srv.cfg.sip_udp is not None:
-            up = srv.udp is not None and "udp" in srv.core.transports
-            checks["sip_udp"] = "ok" if up else "not listening"
-        if srv.cfg.sip_ws is not None:
-            checks["sip_ws"] = "ok" if srv.ws_address is not None else "not listening"
-        if srv.cfg.diameter is not None and getattr(srv, "diameter", None) is not None:
-            checks["diameter"] = "ok"
-        return checks
 
     async def _registry_ping(self) -> str:
         try:
@@ -168,36 +155,33 @@ class AdminApi:
 
     async def list_dialogs(self, request: web.Request) -> web.Response:
         q = parse_query(request, s.PageQuery)
-        table = dialog_table(self.server)
-        items = [] if table is None else [_dialog(d) for d in table.list(q.offset, q.limit)]
+        items = [_dialog(d) for d in self.server.dialogs.list(q.offset, q.limit)]
         return json_response(s.DialogPage(q.offset, q.limit, self.observer.dialog_counts(),
                                           items))
 
     async def get_dialog(self, request: web.Request) -> web.Response:
         dialog_id = path_param(request, "dialog_id")
-        table = dialog_table(self.server)
-        info = None if table is None else table.get(dialog_id)
+        info = self.server.dialogs.get(dialog_id)
         if info is None:
             raise ApiError(404, f"no dialog {_short(dialog_id)}")
         return json_response(_dialog(info))
 
     async def terminate_dialog(self, request: web.Request) -> web.Response:
         dialog_id = path_param(request, "dialog_id")
-        table = dialog_table(self.server)
-        if table is None or not await table.terminate(dialog_id):
+        if not await self.server.dialogs.terminate(dialog_id):
             raise ApiError(404, f"no dialog {_short(dialog_id)}")
         return json_response(s.Terminated(dialog_id, True))
 
     # -- diameter ----------------------------------------------------------------------------
 
     async def diameter_peers(self, request: web.Request) -> web.Response:
-        dia = getattr(self.server, "diameter", None)
+        dia = self.server.diameter
         return json_response(s.DiameterPeers(dia is not None,
                                              [] if dia is None else dia.peers()))
 
     async def diameter_sessions(self, request: web.Request) -> web.Response:
         q = parse_query(request, s.SessionQuery)
-        dia = getattr(self.server, "diameter", None)
+        dia = self.server.diameter
         if dia is None:
             return json_response(s.DiameterSessions(False, 0, []))
         return json_response(s.DiameterSessions(True, dia.session_count(),
@@ -210,24 +194,24 @@ class AdminApi:
         return json_response(s.Stats(
             node_id=srv.node_id, started_at=srv.started_at,
             uptime=self.observer.server_uptime(), sip=self._sip_stats(),
-            registrations=_by_label(srv.registrar.c_register.values),
+            registrations=_by_label(srv.sip.registrations.values),
             diameter=self._diameter_stats(),
-            queues=s.QueueStats(srv.core.dispatcher.queue_size, srv.core.dispatcher.depths()),
+            queues=s.QueueStats(srv.queues.queue_size, srv.queues.depths()),
             tables=self._table_stats()))
 
     def _sip_stats(self) -> s.SipStats:
-        core = self.server.core
+        c = self.server.sip
         return s.SipStats(
-            requests_received=int(core.c_req_in.total()),
-            responses_sent=int(core.c_resp_out.total()),
-            requests_sent=int(core.c_req_out.total()),
-            responses_received=int(core.c_resp_in.total()),
-            retransmissions=int(core.c_retrans.total()),
-            rejected=int(core.c_reject.total()),
-            dropped=_by_label(core.c_drop.values), shed=_by_label(core.c_shed.values))
+            requests_received=int(c.requests_received.total()),
+            responses_sent=int(c.responses_sent.total()),
+            requests_sent=int(c.requests_sent.total()),
+            responses_received=int(c.responses_received.total()),
+            retransmissions=int(c.retransmissions.total()),
+            rejected=int(c.rejected.total()),
+            dropped=_by_label(c.dropped.values), shed=_by_label(c.shed.values))
 
     def _diameter_stats(self) -> s.DiameterStats:
-        dia: Any = getattr(self.server, "diameter", None)
+        dia = self.server.diameter
         if dia is None:
             return s.DiameterStats({}, {}, 0)
         return s.DiameterStats(_by_label(dia.m_requests.values), _by_label(dia.m_answers.values),
@@ -235,10 +219,10 @@ class AdminApi:
 
     def _table_stats(self) -> s.TableStats:
         srv = self.server
-        dia: Any = getattr(srv, "diameter", None)
+        dia = srv.diameter
         return s.TableStats(
-            transactions=len(srv.core.table),
-            ws_connections=len(srv.ws.conns) if srv.ws is not None else 0,
+            transactions=srv.transactions(),
+            ws_connections=srv.ws_connections(),
             registered_aors=self.observer.aors, registered_bindings=self.observer.bindings,
             dialogs=sum(self.observer.dialog_counts().values()),
             diameter_peers=len(dia.peers()) if dia is not None else 0,
@@ -260,6 +244,6 @@ class AdminApi:
         return s.ConfigView(config=config, live=list(LIVE_OPTIONS))
 
 
-def _dialog(info: object) -> s.DialogView:
+def _dialog(info: DialogInfo) -> s.DialogView:
     """The proxy's dialog info as the API's view (unknown extra fields are left out)."""
     return msgspec.convert(msgspec.to_builtins(info), s.DialogView)

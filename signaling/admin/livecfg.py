@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from signaling.admin.schemas import ConfigPatch
+from signaling.admin.view import ServerView
 from signaling.config import OPTIONS
-
-if TYPE_CHECKING:
-    from signaling.server import Server
 
 __all__ = ["APPLY", "LIVE_OPTIONS", "PatchError", "apply_patch", "decode_patch"]
 
@@ -43,31 +40,33 @@ class PatchError(Exception):
         self.status = status
 
 
-def _queue_size(server: Server, value: Any) -> None:
-    server.core.dispatcher.resize(int(value))
+#: A live option's value, as ``ConfigPatch`` checked it.
+Value = int | float | str
 
 
-def _registrar(attr: str) -> Callable[[Server, Any], None]:
-    def apply(server: Server, value: Any) -> None:
-        setattr(server.registrar, attr, int(value))
+def _queue_size(server: ServerView, value: Value) -> None:
+    server.live.resize_queues(int(value))
+
+
+def _registrar(attr: str) -> Callable[[ServerView, Value], None]:
+    def apply(server: ServerView, value: Value) -> None:
+        server.live.set_registrar_limit(attr, int(value))
     return apply
 
 
-def _max_dialogs(server: Server, value: Any) -> None:
-    dialogs = getattr(getattr(server, "proxy", None), "dialogs", None)
-    if dialogs is not None and hasattr(dialogs, "max_dialogs"):
-        dialogs.max_dialogs = int(value)
+def _max_dialogs(server: ServerView, value: Value) -> None:
+    server.live.set_max_dialogs(int(value))
 
 
-def _log_level(server: Server, value: Any) -> None:
+def _log_level(server: ServerView, value: Value) -> None:
     logging.getLogger().setLevel(str(value).upper())
 
 
-def _nothing(server: Server, value: Any) -> None:
+def _nothing(server: ServerView, value: Value) -> None:
     """The option is read from ``cfg`` at each use."""
 
 
-APPLY: dict[str, Callable[[Server, Any], None]] = {
+APPLY: dict[str, Callable[[ServerView, Value], None]] = {
     "queue_size": _queue_size,
     "retry_after": _nothing,
     "min_expires": _registrar("min_expires"),
@@ -82,12 +81,16 @@ APPLY: dict[str, Callable[[Server, Any], None]] = {
 LIVE_OPTIONS = tuple(APPLY)
 
 
-def decode_patch(body: bytes) -> dict[str, Any]:
+def decode_patch(body: bytes) -> dict[str, Value]:
     """The changes a PATCH body asks for, validated; ``PatchError`` says why not."""
     try:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise PatchError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        # Deeply nested arrays ("[[[[..." within the body bound): msgspec stops at its
+        # recursion limit.  No option is nested at all: the client's error, not ours.
+        raise PatchError("body is not JSON of options: nested too deeply") from None
     if not isinstance(raw, dict):
         raise PatchError("body must be a JSON object of option: value")
     for key in raw:
@@ -102,17 +105,17 @@ def decode_patch(body: bytes) -> dict[str, Any]:
             if v is not msgspec.UNSET}
 
 
-def _integral(value: Any) -> Any:
+def _integral(value: object) -> object:
     """JSON Schema counts 118.0 as an integer (2020-12 §6.1.1); msgspec's int does not."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-def apply_patch(server: Server, changes: dict[str, Any]) -> None:
+def apply_patch(server: ServerView, changes: dict[str, Value]) -> None:
     """Check ``changes`` against the rest of the configuration, then apply them all."""
     cfg = server.cfg
-    merged = {name: changes.get(name, getattr(cfg, name))
+    merged = {name: int(changes.get(name, getattr(cfg, name)))
               for name in ("min_expires", "default_expires", "max_expires")}
     if not merged["min_expires"] <= merged["default_expires"] <= merged["max_expires"]:
         # RFC 3261 §10.3 step 7 needs min <= default <= max to pick an expiry at all.

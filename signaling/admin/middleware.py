@@ -6,7 +6,8 @@ route: 404, wrong method: 405, body over ``client_max_size``: 413) or by a bug, 
 and answered 500 without internals: the traceback is for the operator's log, not for whoever
 sent the request.
 
-``/api/v1`` requires ``Authorization: Bearer <token>`` (RFC 6750 §2.1).  The comparison is
+``/api/v1`` requires ``Authorization: Bearer <token>`` (RFC 6750 §2.1), except its OpenAPI
+document.  The comparison is
 constant-time (``hmac.compare_digest``) so response timing does not reveal how much of a guess
 was right; a 401 carries ``WWW-Authenticate: Bearer`` (RFC 6750 §3), with
 ``error="invalid_token"`` when a token was presented but is wrong.  ``/health``, ``/ready`` and
@@ -31,6 +32,7 @@ from signaling.metrics import FastCounter
 __all__ = [
     "API_PREFIX",
     "BUSY_RETRY_AFTER",
+    "OPENAPI_PATH",
     "REALM",
     "ApiError",
     "auth_middleware",
@@ -43,6 +45,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+#: The OpenAPI document: under the prefix, yet open (describing the API reveals no data).
+OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 REALM = "signaling"
 #: Methods counted by name in ``signaling_admin_requests_total``; anything else is "other", so
 #: invented methods cannot grow the label set without bound.
@@ -144,7 +148,7 @@ def auth_middleware(token: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        if (path == API_PREFIX or path.startswith(API_PREFIX + "/")) and path != OPENAPI_PATH:
             _check(request.headers.get("Authorization"), expected)
         return await handler(request)
 

@@ -6,7 +6,7 @@ gauges expose the cached values.
 
 Gauges over synchronous tables belong to the module owning the table (``signaling_dialogs`` is
 the proxy's, ``signaling_diameter_peers`` the Diameter server's); this module only reads those
-tables for ``/api/v1/stats``, and tolerates their absence (no proxy, Diameter disabled).
+tables, through the admin's ``ServerView``, for ``/api/v1/stats``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
 
+from signaling.admin.growth import Growth
+from signaling.admin.view import ServerView
 from signaling.registry.base import RegistryError
 
-if TYPE_CHECKING:
-    from signaling.server import Server
-
-__all__ = ["REFRESH_INTERVAL", "REFRESH_TIMEOUT", "Observer", "dialog_table"]
+__all__ = ["REFRESH_INTERVAL", "REFRESH_TIMEOUT", "Observer"]
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +32,10 @@ REFRESH_INTERVAL = 1.0
 REFRESH_TIMEOUT = 2.0
 
 
-def dialog_table(server: Server) -> Any:
-    """The proxy's dialog table, or None while there is no proxy."""
-    return getattr(getattr(server, "proxy", None), "dialogs", None)
-
-
 class Observer:
     """Declares the admin-side gauges and keeps the registry counts fresh."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.server = server
         self.aors = 0
         self.bindings = 0
@@ -54,6 +47,7 @@ class Observer:
                          [], lambda: {(): float(self.aors)})
         m.callback_gauge("registered_bindings", "Stored contact bindings (cached, 1 s)",
                          [], lambda: {(): float(self.bindings)})
+        self.growth = Growth(server, lambda: self.bindings)
         m.callback_gauge("uptime_seconds", "Seconds since the server started", [],
                          lambda: {(): self.server_uptime()})
 
@@ -61,11 +55,7 @@ class Observer:
         return max(0.0, time.time() - self.server.started_at)
 
     def dialog_counts(self) -> dict[str, int]:
-        table = dialog_table(self.server)
-        if table is None:
-            return {}
-        counts: dict[str, int] = table.counts_by_state()
-        return counts
+        return self.server.dialogs.counts_by_state()
 
     async def refresh(self) -> bool:
         """Read the registry counts once; False (old values kept) if the registry failed."""
@@ -95,6 +85,7 @@ class Observer:
         while True:
             try:
                 await self.refresh()
+                self.growth.sample(time.monotonic())
             except Exception:  # a bug here must not end the refresher
                 self.c_refresh_failed.inc()
                 log.exception("registry count refresh crashed")

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from signaling.admin import schemas as s
+from signaling.admin.docs import DOCS_PATH, SCRIPT_PATH, docs_page, docs_script
 from signaling.admin.handlers import AdminApi
-from signaling.admin.middleware import API_PREFIX
+from signaling.admin.middleware import API_PREFIX, OPENAPI_PATH
 
 __all__ = ["OPENAPI_PATH", "Route", "route_table"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 _FIRST = "$response.body#/items/0"
 
 
@@ -48,7 +48,9 @@ class Route:
 
     @property
     def secured(self) -> bool:
-        return self.path.startswith(API_PREFIX)
+        # The document is open (the docs page reads it); everything else under the prefix
+        # needs the token.
+        return self.path.startswith(API_PREFIX) and self.path != OPENAPI_PATH
 
 
 def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
@@ -61,7 +63,12 @@ def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
               api.ready, s.Ready, errors=(503,), tag="probes"),
         Route("GET", "/metrics", "metrics", "Prometheus text exposition (format 0.0.4)",
               api.metrics, None, tag="probes", media_type="text/plain"),
-        Route("GET", OPENAPI_PATH, "openapi", "This document (OpenAPI 3.1)", openapi, None),
+        Route("GET", OPENAPI_PATH, "openapi", "This document (OpenAPI 3.1), open to read",
+              openapi, None, tag="docs"),
+        Route("GET", DOCS_PATH, "docs", "This document as a page (HTML)", docs_page, None,
+              tag="docs", media_type="text/html"),
+        Route("GET", SCRIPT_PATH, "docsScript", "The page's script", docs_script, None,
+              tag="docs", media_type="text/javascript"),
         Route("GET", f"{v1}/registrations", "listRegistrations",
               "AORs with their bindings, paged, optionally by AOR prefix",
               api.list_registrations, s.RegistrationPage, query=s.RegistrationQuery,

@@ -31,11 +31,14 @@ from protocols.diameter.creditcontrol import (
 from protocols.diameter.errors import RemoteProtocolError
 from signaling.diameter.config import DiameterConfig
 from signaling.diameter.store import CCSessionStore
+from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 
 __all__ = ["STORE_TTL_MARGIN", "TCC_SWEEP_INTERVAL", "CreditControlApplication", "SessionInfo"]
 
 log = logging.getLogger(__name__)
+#: While the session store is down every request fails the same way: one line a minute.
+_store_failures = RateLimitedLog(log, 60.0)
 
 # Tcc is minutes long (RFC 4006 §13); checking expiries once a second is precise enough and
 # costs nothing.
@@ -177,5 +180,5 @@ class CreditControlApplication:
 
 
 def _store_failed(exc: Exception) -> RemoteProtocolError:
-    log.warning("diameter session store failed: %s", exc)
+    _store_failures.warning("store", "diameter session store failed: %s", exc)
     return RemoteProtocolError("session store unavailable", ResultCode.DIAMETER_TOO_BUSY)

@@ -77,11 +77,15 @@ from signaling.diameter.application import Application
 from signaling.diameter.config import DiameterConfig
 from signaling.diameter.connection import Connection
 from signaling.dispatch import Dispatcher
+from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "MAX_PENDING_REQUESTS", "DiameterNode", "PeerInfo"]
 
 log = logging.getLogger(__name__)
+#: Messages a peer's state does not accept are counted per message
+#: (``signaling_diameter_dropped_total``) and logged at most once per peer per 10 s.
+_bad_input = RateLimitedLog(log, 10.0)
 
 # Plain ints for the per-message path (an IntEnum member read costs ~50 ns).
 _RESULT_CODE = int(AvpCode.RESULT_CODE)
@@ -465,13 +469,14 @@ class DiameterNode:
             step(peer)
         except PeerStateError as exc:
             self.m_dropped.inc("peer_state")
-            log.info("diameter peer %s: %s", peer.remote and peer.remote.origin_host, exc)
+            host = peer.remote.origin_host if peer.remote else "(unknown)"
+            _bad_input.info(host, "diameter peer %s: %s", host, exc)
             if conn is not None and msg is not None and msg.is_request:
                 self._write(conn, error_answer(msg, RemoteProtocolError(
                     str(exc), ResultCode.DIAMETER_UNABLE_TO_COMPLY), self.identity))
         except DiameterError as exc:
             self.m_dropped.inc("peer_error")
-            log.info("diameter peer error: %s", exc)
+            _bad_input.info("(peer error)", "diameter peer error: %s", exc)
         self._run_outbox(peer)
 
     def _run_outbox(self, peer: PeerMachine) -> None:

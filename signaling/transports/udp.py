@@ -134,7 +134,8 @@ async def start_udp(core: SipCore, listen: HostPort, buffer_size: int,
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: on a UDP socket it lets a second server bind a port another one
+        # holds and silently take part of its traffic.  A taken port is an error (exit 1).
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         rcv, snd = _size_buffers(sock, buffer_size)
         sock.bind((host, port))

@@ -9,6 +9,13 @@
 - Outgoing messages go through a bounded per-connection queue drained by one writer task: a slow
   reader cannot make the server buffer without bound; when its queue is full the message is
   dropped and counted (SIP over a reliable transport then times out like any lost message).
+- Connections still in their opening handshake count against ``ws_max_connections`` and show
+  in ``signaling_ws_handshakes`` (the library bounds a handshake to ``open_timeout``), so a
+  crowd of clients that connect and never finish the handshake is visible and bounded.
+- A peer whose last ``WS_MAX_BAD_MESSAGES`` messages were all unparseable is not speaking SIP:
+  it is closed (1008, policy violation, RFC 6455 §7.4.1) and counted (``closed_garbage``),
+  instead of costing a parse per message for as long as it likes.  Each bad message already
+  got its 400 (or a counted drop) from the SIP core.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from websockets.http11 import Request, Response
 from websockets.typing import Origin, Subprotocol
 
 from signaling.config import Config
+from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
 
-__all__ = ["WS_CLOSE_TIMEOUT", "WS_SEND_QUEUE", "WsTransport"]
+__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_SEND_QUEUE", "WsTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,9 @@ log = logging.getLogger(__name__)
 WS_SEND_QUEUE = 256
 #: Seconds to wait for the peer's half of the closing handshake (the library default is 10).
 WS_CLOSE_TIMEOUT = 2.0
+#: Consecutive unparseable messages after which a connection is closed.  A real SIP stack
+#: with a bug sends one or two bad messages among good ones; sixteen in a row is not SIP.
+WS_MAX_BAD_MESSAGES = 16
 
 
 class _Conn:
@@ -66,6 +77,12 @@ class WsTransport:
         self.c_ws = metrics.fast_counter("ws_events", "WebSocket connection events", ["event"])
         metrics.callback_gauge("ws_connections", "Open WebSocket connections", [],
                                lambda: {(): float(len(self.conns))})
+        metrics.callback_gauge("ws_handshakes", "WebSocket connections in their opening "
+                               "handshake", [], lambda: {(): float(self.handshakes)})
+        self.max_bad_messages = WS_MAX_BAD_MESSAGES
+        # While the registry is down every closing connection fails the same way: one line
+        # a minute, with the count, instead of a traceback per connection.
+        self._cleanup_failures = RateLimitedLog(log, 60.0)
         #: Set when bound (``start``): the port is known only then.
         self.info = TransportInfo("ws", reliable=True, via_token="WS",
                                   host=cfg.advertised_host(), port=0, uri_transport="ws")
@@ -100,13 +117,24 @@ class WsTransport:
         log.info("SIP WebSocket listening on %s:%s", bound[0], bound[1])
         return str(bound[0]), int(bound[1])
 
+    @property
+    def connections(self) -> int:
+        """TCP connections on the listener: open WebSockets and handshakes in progress."""
+        return len(self._server.handler_tasks) if self._server is not None else 0
+
+    @property
+    def handshakes(self) -> int:
+        """Connections accepted whose opening handshake has not completed (or failed) yet."""
+        return max(0, self.connections - len(self.conns))
+
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         offered = request.headers.get_all("Sec-WebSocket-Protocol")
         protocols = {p.strip().lower() for h in offered for p in h.split(",")}
         if "sip" not in protocols:
             self.c_ws.inc("rejected_subprotocol")
             return _refuse(HTTPStatus.BAD_REQUEST, "the 'sip' subprotocol is required (RFC 7118)")
-        if len(self.conns) >= self.cfg.ws_max_connections:
+        # This connection is one of ``connections`` already: the others, handshakes included.
+        if self.connections - 1 >= self.cfg.ws_max_connections:
             self.c_ws.inc("rejected_capacity")
             return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
         return None
@@ -130,10 +158,18 @@ class WsTransport:
         conn.writer = asyncio.get_running_loop().create_task(self._write(conn))
         host, port = str(ws.remote_address[0]), int(ws.remote_address[1])
         peer = Peer("ws", host, port, conn_id)
+        bad = 0
         try:
             async for message in ws:
                 data = message.encode() if isinstance(message, str) else message
-                self.core.receive(data, peer)
+                if self.core.receive(data, peer):
+                    bad = 0
+                    continue
+                bad += 1
+                if bad >= self.max_bad_messages:
+                    self.c_ws.inc("closed_garbage")
+                    await ws.close(1008, "not SIP")
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -145,9 +181,11 @@ class WsTransport:
     async def _closed(self, conn_id: str) -> None:
         try:
             await self.on_closed(conn_id)
-        except Exception:  # the registry may be down; its bindings then expire on their own
-            log.warning("could not remove the bindings of closed connection %s", conn_id,
-                        exc_info=True)
+        except Exception as exc:  # the registry may be down; the bindings expire on their own
+            self.c_ws.inc("cleanup_failed")
+            self._cleanup_failures.warning(
+                "registry", "could not remove the bindings of closed connection %s: %s: %s",
+                conn_id, type(exc).__name__, exc)
 
     async def _write(self, conn: _Conn) -> None:
         try:

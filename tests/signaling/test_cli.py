@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
 import time
 
 from signaling.cli import build_parser
-from tests.serverproc import ServerProcess, free_udp_port, options
+from tests.serverproc import ServerProcess, free_udp_port, options, sip_request
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,3 +75,48 @@ def test_sigterm_as_soon_as_it_answers_is_a_clean_stop() -> None:
             server.proc = subprocess.Popen(server.args(), stdout=log, stderr=subprocess.STDOUT)
         _first_answer(server)
         assert server.stop() == 0, server.log[-2000:]
+
+
+def test_udp_port_held_by_another_server_is_status_1() -> None:
+    """Issue 17: with SO_REUSEADDR a second server bound the same UDP port and took part of
+    the first one's traffic."""
+    first = ServerProcess("--domain", "example.com").start()
+    try:
+        proc = _run("serve", "--sip-udp", f"127.0.0.1:{first.udp_port}", "--sip-ws", "off",
+                    "--admin", "off", "--diameter", "off")
+        assert proc.returncode == 1
+        assert "cannot start" in proc.stderr
+        assert first.alive()
+    finally:
+        assert first.stop() == 0
+
+
+def test_version() -> None:
+    from signaling.metrics import version
+
+    proc = _run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"signaling {version()}"
+    assert version() != "0"
+
+
+def test_json_log_format_is_one_object_per_line() -> None:
+    server = ServerProcess("--domain", "example.com", "--log-format", "json",
+                           "--node-id", "node-j", "--admin-token", "t" * 32, admin=True).start()
+    try:
+        assert sip_request(server.udp_port, options(server.udp_port)) is not None
+    finally:
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log.splitlines() if line.strip()]
+    assert len(lines) >= 3
+    for entry in lines:
+        assert {"ts", "level", "logger", "message", "node", "pid"} <= set(entry)
+        assert entry["node"] == "node-j"
+    messages = [e["message"] for e in lines]
+    assert any(m.startswith("signaling node node-j started") for m in messages)
+    assert messages[-1] == "stopped"
+
+
+def test_unknown_log_format_is_status_2() -> None:
+    proc = _run("serve", "--log-format", "yaml")
+    assert proc.returncode == 2 and "log_format" in proc.stderr

@@ -52,3 +52,21 @@ def test_a_bound_child_counts_into_its_labels() -> None:
     assert c.get("200") == 3 and c.get("503") == 1
     samples = _samples(m)
     assert samples[("signaling_registrations_total", (("result", "200"),))] == 3
+
+
+def test_process_and_build_info_series() -> None:
+    import os
+
+    from signaling.metrics import version
+
+    samples = _samples(Metrics())
+    # Read from /proc for this very process.
+    assert samples[("process_resident_memory_bytes", ())] > 1_000_000
+    assert samples[("process_open_fds", ())] >= 3
+    assert samples[("process_cpu_seconds_total", ())] > 0
+    start = samples[("process_start_time_seconds", ())]
+    assert abs(start - os.stat(f"/proc/{os.getpid()}").st_ctime) < 120
+    (build,) = [labels for name, labels in samples if name == "signaling_build_info"]
+    info = dict(build)
+    assert info["version"] == version() != "0"
+    assert info["python"].count(".") == 2

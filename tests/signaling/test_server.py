@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
 from tests.serverproc import ServerProcess, options, sip_request
@@ -101,3 +105,31 @@ async def test_diameter_initiator_from_configuration() -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_sweeper_logs_one_line_not_a_traceback_per_tick_while_redis_is_down(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 20 #6: a dead Redis made the sweeper log a traceback every tick."""
+    import asyncio
+
+    from signaling.config import load_config
+    from signaling.server import SWEEP_INTERVAL, Server
+    from tests.services import RedisServer
+
+    redis = RedisServer(appendonly=False).start()
+    cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off",
+                       "diameter": "off", "domain": ["example.com"], "registry": redis.url},
+                      env={})
+    server = Server(cfg)
+    await server.start()
+    try:
+        redis.kill()
+        with caplog.at_level(logging.WARNING, logger="signaling.server"):
+            await asyncio.sleep(SWEEP_INTERVAL * 5)  # five sweeps fail
+        lines = [r for r in caplog.records if "binding sweep failed" in r.getMessage()]
+        assert len(lines) == 1, [r.getMessage() for r in lines]
+        assert not lines[0].exc_info  # one line, no traceback
+        assert lines[0].pathname.endswith('server.py')
+    finally:
+        await server.stop()
+        redis.stop()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 
 import aiohttp
+import pytest
 
+from signaling.admin import app as app_module
 from signaling.config import Config
 from signaling.server import Server
 from tests.serverproc import ServerProcess
@@ -108,3 +111,35 @@ async def test_malformed_http_is_answered_400_and_counted(server: ServerProcess)
     assert (value(after, "signaling_admin_malformed_requests_total")
             - value(before, "signaling_admin_malformed_requests_total")) == 2
     assert "Traceback" not in server.read_log()
+
+
+async def test_half_open_connections_are_closed_after_the_idle_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients that connect and send nothing, or half a request, are closed (issue 20 #6)."""
+    monkeypatch.setattr(app_module, "IDLE_TIMEOUT", 1.0)
+    server = Server(_config(("127.0.0.1", 0)))
+    await server.start()
+    try:
+        assert server.admin is not None and server.admin.address is not None
+        port = server.admin.address[1]
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+        for i, (_, writer) in enumerate(conns):
+            if i % 2:  # half of them send a request line and one header, never the end
+                writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                await writer.drain()
+        started = time.monotonic()
+        # Each read returns b"" (EOF) once the server closed that connection; the bound is
+        # far above the 1 s timeout so a busy machine cannot fail it, and far below the
+        # library's default of an hour.
+        async with asyncio.timeout(30):
+            ends = await asyncio.gather(*(reader.read() for reader, _ in conns))
+        assert all(end == b"" for end in ends)
+        assert time.monotonic() - started >= 0.5  # not refused at once: closed when idle
+        # The listener still serves a client that does send its request.
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/health") as resp:
+            assert resp.status == 200
+        for _, writer in conns:
+            writer.close()
+    finally:
+        await server.stop()

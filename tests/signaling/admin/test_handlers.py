@@ -236,6 +236,13 @@ async def test_config_patch_refusals(server: ServerProcess) -> None:
         async with http.patch("/api/v1/config", data=b"{not json") as resp:
             assert resp.status == 400
             assert (await resp.json())["error"].startswith("body is not JSON")
+        # 60,000 '[' (within the 64 KiB body bound): 400, not a 500 with a traceback in the
+        # log (issue 20 #6); the module's server fixture checks the log has no Traceback.
+        for nested in (b"[" * 60_000, b'{"queue_size": ' + b"[" * 60_000):
+            async with http.patch("/api/v1/config", data=nested) as resp:
+                assert resp.status == 400
+                assert await resp.json() == {
+                    "error": "body is not JSON of options: nested too deeply", "status": 400}
         async with http.get("/api/v1/config") as resp:
             config = (await resp.json())["config"]
     assert config == before  # nothing of a refused patch was applied

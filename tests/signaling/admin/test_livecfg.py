@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from signaling.admin.livecfg import APPLY, LIVE_OPTIONS, PatchError, apply_patch, decode_patch
 from signaling.admin.schemas import ConfigPatch
+from signaling.admin.view import view_of
 from signaling.config import OPTIONS, Config
 from signaling.server import Server
 
@@ -42,6 +43,8 @@ def test_every_other_option_is_refused_as_read_only() -> None:
     (b'{"max_dialog_duration": 0.5}', "Expected `float` >= 1.0"),
     (b"null", "body must be a JSON object"),
     (b"", "body is not JSON"),
+    (b"[" * 60_000, "nested too deeply"),
+    (b'{"queue_size":' + b"[" * 60_000, "nested too deeply"),
 ])
 def test_bad_patches_are_refused(body: bytes, message: str) -> None:
     with pytest.raises(PatchError, match=message.replace("(", r"\(")) as err:
@@ -57,7 +60,7 @@ def test_integral_floats_count_as_integers() -> None:
 
 async def test_queue_size_bounds_the_dispatcher_at_once() -> None:
     server = _server()
-    apply_patch(server, decode_patch(b'{"queue_size": 1}'))
+    apply_patch(view_of(server), decode_patch(b'{"queue_size": 1}'))
     assert server.cfg.queue_size == 1
     dispatcher: Any = server.core.dispatcher
     assert dispatcher.submit("same-call", object()) is True
@@ -66,10 +69,10 @@ async def test_queue_size_bounds_the_dispatcher_at_once() -> None:
 
 async def test_expires_reach_the_registrar_and_conflicts_change_nothing() -> None:
     server = _server()
-    apply_patch(server, decode_patch(b'{"min_expires": 30, "default_expires": 40}'))
+    apply_patch(view_of(server), decode_patch(b'{"min_expires": 30, "default_expires": 40}'))
     assert (server.registrar.min_expires, server.registrar.default_expires) == (30, 40)
     with pytest.raises(PatchError, match="min_expires <= default_expires") as err:
-        apply_patch(server, decode_patch(b'{"min_expires": 50, "retry_after": 9}'))
+        apply_patch(view_of(server), decode_patch(b'{"min_expires": 50, "retry_after": 9}'))
     assert err.value.status == 409
     assert (server.cfg.min_expires, server.cfg.retry_after) == (30, 5)
     assert server.registrar.min_expires == 30
@@ -80,7 +83,7 @@ async def test_max_dialogs_and_log_level() -> None:
     root = logging.getLogger()
     level = root.level
     try:
-        apply_patch(server, decode_patch(b'{"max_dialogs": 7, "log_level": "error"}'))
+        apply_patch(view_of(server), decode_patch(b'{"max_dialogs": 7, "log_level": "error"}'))
         assert server.proxy.dialogs.max_dialogs == 7
         assert root.level == logging.ERROR
     finally:
@@ -104,7 +107,7 @@ def test_any_patch_is_applied_whole_or_not_at_all(patch: dict[str, Any]) -> None
     server = _server()
     before = {k: getattr(server.cfg, k) for k in LIVE_OPTIONS}
     try:
-        apply_patch(server, decode_patch(msgspec.json.encode(patch)))
+        apply_patch(view_of(server), decode_patch(msgspec.json.encode(patch)))
     except PatchError:
         assert {k: getattr(server.cfg, k) for k in LIVE_OPTIONS} == before
         return

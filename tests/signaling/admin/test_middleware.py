@@ -56,12 +56,17 @@ async def test_api_requires_the_bearer_token(server: ServerProcess) -> None:
         assert status == 200, right
 
 
-async def test_auth_covers_unknown_api_paths_and_the_document(server: ServerProcess) -> None:
+async def test_auth_covers_unknown_api_paths_but_not_the_document(
+        server: ServerProcess) -> None:
     port = server.admin_port
     assert port is not None
-    for path in ("/api/v1/nothing-here", "/api/v1", "/api/v1/openapi.json"):
+    for path in ("/api/v1/nothing-here", "/api/v1", "/api/v1/openapi.json/x",
+                 "/api/v1/openapi.jsonx"):
         status, _, _ = await _status(port, path, None)
         assert status == 401, path
+    # Issue 17: the document (and the docs page reading it) is readable without the token.
+    status, _, _ = await _status(port, "/api/v1/openapi.json", None)
+    assert status == 200
     status, _, body = await _status(port, "/api/v1/nothing-here", f"Bearer {TOKEN}")
     assert (status, body) == (404, {"error": "Not Found", "status": 404})
 

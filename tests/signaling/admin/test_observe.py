@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.typing import Subprotocol
 
 from signaling.admin.observe import Observer
+from signaling.admin.view import view_of
 from signaling.config import Config
 from signaling.registry.base import ContactChange
 from signaling.server import Server
@@ -135,6 +136,12 @@ async def test_every_required_family_is_exposed(server: ServerProcess) -> None:
         "signaling_call_setup_seconds": "histogram",
         "signaling_uptime_seconds": "gauge",
         "signaling_admin_requests": "counter",
+        "signaling_table_size": "gauge",
+        "signaling_table_growth_rate": "gauge",
+        "signaling_table_bound": "gauge",
+        "signaling_ws_handshakes": "gauge",
+        "signaling_build_info": "gauge",
+        "process_resident_memory_bytes": "gauge",
     }
     missing = {name: kind for name, kind in required.items() if families.get(name) != kind}
     assert not missing, missing
@@ -208,7 +215,7 @@ async def test_refresher_keeps_the_last_counts_while_redis_is_down() -> None:
     redis = RedisServer(appendonly=False).start()
     server = Server(Config(sip_udp=None, sip_ws=None, admin=None, diameter=None,
                            registry=redis.url, domain=["example.com"]))
-    observer = Observer(server)
+    observer = Observer(view_of(server))
     try:
         now = time.time()
         for user in ("ann", "bob"):

@@ -10,6 +10,7 @@ from signaling.admin.handlers import AdminApi
 from signaling.admin.middleware import API_PREFIX
 from signaling.admin.observe import Observer
 from signaling.admin.routes import OPENAPI_PATH, Route, route_table
+from signaling.admin.view import view_of
 from signaling.config import Config
 from signaling.server import Server
 
@@ -20,7 +21,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 def _routes() -> list[Route]:
     server = Server(Config(sip_udp=None, sip_ws=None, admin=None, diameter=None))
-    return route_table(AdminApi(server, Observer(server)), _openapi)
+    return route_table(AdminApi(view_of(server), Observer(view_of(server))), _openapi)
 
 
 def test_operations_are_unique_and_secured_under_the_api_prefix() -> None:
@@ -28,8 +29,9 @@ def test_operations_are_unique_and_secured_under_the_api_prefix() -> None:
     assert len({r.operation_id for r in routes}) == len(routes)
     assert len({(r.method, r.path) for r in routes}) == len(routes)
     for r in routes:
-        assert r.secured is r.path.startswith(API_PREFIX + "/")
-    assert {r.path for r in routes if not r.secured} == {"/health", "/ready", "/metrics"}
+        assert r.secured is (r.path.startswith(API_PREFIX + "/") and r.path != OPENAPI_PATH)
+    assert {r.path for r in routes if not r.secured} == {
+        "/health", "/ready", "/metrics", "/docs", "/docs/docs.js", OPENAPI_PATH}
     assert OPENAPI_PATH in {r.path for r in routes}
 
 

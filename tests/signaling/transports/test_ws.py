@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import pytest
 from websockets.asyncio.client import connect
@@ -11,6 +12,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
+from signaling.server import Server
+from signaling.transports.ws import WS_MAX_BAD_MESSAGES
 from tests.signaling.inproc import running_server
 
 
@@ -85,3 +88,102 @@ async def test_oversized_message_closes_the_connection() -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def _gauge(srv: Server, name: str) -> float:
+    for line in srv.metrics.exposition().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_pending_handshakes_are_counted_and_bounded() -> None:
+    """TCP connections that never finish the opening handshake count in a gauge and against
+    ws_max_connections (issue 20 #6): they cannot crowd out SIP clients unseen."""
+    async with running_server(ws_max_connections=20) as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        port = srv.ws_address[1]
+        pending = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        pending[0][1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a handshake
+        await _until(lambda: _gauge(srv, "signaling_ws_handshakes") == 20)
+        assert srv.ws.connections == 20
+        assert _gauge(srv, "signaling_ws_connections") == 0
+        with pytest.raises(InvalidStatus) as err:
+            async with connect(f"ws://127.0.0.1:{port}",
+                               subprotocols=["sip"]):  # type: ignore[list-item]
+                pass
+        assert err.value.response.status_code == 503
+        for _, writer in pending:
+            writer.close()
+        await _until(lambda: _gauge(srv, "signaling_ws_handshakes") == 0)
+        async with connect(f"ws://127.0.0.1:{port}",
+                           subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            await ws.send(_ws_register("after-crowd"))
+            assert "200 OK" in str(await ws.recv())
+
+
+async def test_clients_sending_only_garbage_are_closed_and_counted() -> None:
+    async with running_server() as srv:
+        assert srv.ws_address is not None
+        url = f"ws://127.0.0.1:{srv.ws_address[1]}"
+        clients = [await connect(url, subprotocols=["sip"])  # type: ignore[list-item]
+                   for _ in range(50)]
+        good = await connect(url, subprotocols=["sip"])  # type: ignore[list-item]
+        try:
+            for ws in clients:
+                for i in range(WS_MAX_BAD_MESSAGES):
+                    await ws.send(b"\x00garbage %d\r\n\r\n" % i)
+            for ws in clients:
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(20):
+                        while True:
+                            await ws.recv()  # the 400s, if any, then the close
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert "closed_garbage" in srv.metrics.exposition().decode()
+            assert 'signaling_ws_events_total{event="closed_garbage"} 50.0' in \
+                srv.metrics.exposition().decode()
+            # A bad message now and then among good ones is not garbage: the count restarts.
+            for _ in range(3):
+                for i in range(WS_MAX_BAD_MESSAGES - 1):
+                    await good.send(b"\x00garbage %d\r\n\r\n" % i)
+                await good.send(_ws_register("mostly-good"))
+                async with asyncio.timeout(20):
+                    while "200 OK" not in str(await good.recv()):
+                        pass
+        finally:
+            for ws in clients:
+                await ws.close()
+            await good.close()
+
+
+async def test_closing_connections_while_redis_is_down_log_one_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The bindings of a closed connection cannot be removed while Redis is down: counted,
+    and summarised in one line instead of a traceback per connection."""
+    import logging
+
+    from signaling.registry.factory import make_registry
+    from tests.services import RedisServer
+
+    redis = RedisServer(appendonly=False).start()
+    try:
+        async with running_server(registry=make_registry(redis.url)) as srv:
+            assert srv.ws_address is not None
+            url = f"ws://127.0.0.1:{srv.ws_address[1]}"
+            redis.kill()
+            with caplog.at_level(logging.WARNING, logger="signaling.transports.ws"):
+                for _ in range(20):
+                    async with connect(url, subprotocols=["sip"]):  # type: ignore[list-item]
+                        pass
+                await _until(lambda: 'event="cleanup_failed"} 20.0' in
+                             srv.metrics.exposition().decode())
+            lines = [r for r in caplog.records if "could not remove" in r.getMessage()]
+            assert len(lines) == 1 and not lines[0].exc_info
+    finally:
+        redis.stop()
