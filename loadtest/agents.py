@@ -14,10 +14,10 @@ import os
 from loadtest.clienttxn import TxnState
 from loadtest.links import Link
 from loadtest.metrics import KindStats
-from loadtest.sipmsg import INVITE_CSEQ, Identity, UaTemplates
+from loadtest.sipmsg import INVITE_CSEQ, DialogParts, Identity, UaTemplates, dialog_parts
 from loadtest.trace import Call, Event, Register
 from protocols.sip.dialog import Dialog
-from protocols.sip.message import CSeq, NameAddr, Request
+from protocols.sip.message import NameAddr, Response
 from protocols.sip.uri import parse_uri
 
 __all__ = ["DEFAULT_EXPIRES", "UA", "Caller", "QueuedRegister", "Txn"]
@@ -73,13 +73,16 @@ class Caller:
 
     Until a 2xx arrives this is only the INVITE's parts (Call-ID, From tag, Request-URI, To);
     the 2xx creates ``dialog``, the shared model, which from then on decides the route set,
-    the remote target (``request_target()``, strict routers included) and the state.  Early
+    the remote target (``request_target()``, strict routers included) and the state.  Its
+    target is rendered into ``parts`` once: the route set never changes once the dialog
+    exists (§12.2), and the remote target only by a target refresh (§12.2.1.2), which the
+    injector neither sends nor accepts; the ACK and the BYE then cost a concatenation each.  Early
     dialogs (§12.1.2, a 1xx with a To tag) are not created: the injector never sends within
     one, and parsing every 180 would cost the hot path a full parse.
     """
 
-    __slots__ = ("ack", "call_id", "dialog", "event", "from_tag", "hold", "ruri", "to", "ua",
-                 "up")
+    __slots__ = ("ack", "call_id", "dialog", "event", "from_tag", "hold", "parts", "ruri", "to",
+                 "ua", "up")
 
     def __init__(self, ua: UA, event: Call, ruri: bytes, to: bytes) -> None:
         self.ua = ua
@@ -90,17 +93,21 @@ class Caller:
         self.to = to
         self.hold = event.hold
         self.dialog: Dialog | None = None
+        #: The ACK's and BYE's bytes but method, branch and CSeq number, rendered once from the
+        #: model's request_target() when the 2xx creates the dialog.
+        self.parts: DialogParts = (b"", b"")
         self.ack = b""  # the ACK of the 2xx, re-sent for each 2xx retransmission (§13.2.2.4)
         self.up = False  # established and not yet over: counted in the calls in progress
 
-    def sent_invite(self) -> Request:
-        """What the dialog model reads of the INVITE we sent (§12.1.2): From with its tag (the
-        local URI and tag), Request-URI (the target until a Contact is seen), CSeq.  Built from
-        the parts the template used rather than by parsing our own bytes back; the URIs come
-        from the parser's cache, as the same users call again and again."""
-        uri = parse_uri(self.ruri.decode(), request_uri=True)
-        return Request(
-            method="INVITE", uri=uri, vias=[],
-            from_=NameAddr(parse_uri(self.ua.ident.aor.decode()),
-                           params={"tag": self.from_tag.decode()}),
-            to=NameAddr(uri), call_id=self.call_id.decode(), cseq=CSeq(INVITE_CSEQ, "INVITE"))
+    def establish(self, response: Response) -> Dialog:
+        """The dialog the 2xx ``response`` creates (§12.1.2: route set from Record-Route
+        reversed, remote target from Contact), in the shared model, from the parts of our
+        INVITE it keeps (From with its tag, Request-URI, CSeq number): the INVITE was rendered
+        from a template and is not parsed back.  The URIs come from the parser's cache, as the
+        same users call again and again."""
+        local = NameAddr(parse_uri(self.ua.ident.aor.decode()),
+                         params={"tag": self.from_tag.decode()})
+        self.dialog = Dialog.as_uac_of(local, parse_uri(self.ruri.decode(), request_uri=True),
+                                       INVITE_CSEQ, response)
+        self.parts = dialog_parts(self.ua.ident, self.dialog)
+        return self.dialog

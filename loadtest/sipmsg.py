@@ -28,8 +28,10 @@ __all__ = [
     "INVITE_CSEQ",
     "SDP_OFFER",
     "BranchFactory",
+    "DialogParts",
     "Identity",
     "UaTemplates",
+    "dialog_parts",
     "render_ack",
     "render_in_dialog",
     "render_invite",
@@ -152,16 +154,33 @@ def render_ack(
     return _in_dialog(b"ACK", ident, branch, ruri, [], to, call_id, from_tag, INVITE_CSEQ)
 
 
-def render_in_dialog(method: bytes, ident: Identity, branch: bytes, dialog: Dialog,
-                     cseq: int) -> bytes:
-    """A request within ``dialog`` (§12.2.1.1): the ACK of its 2xx (§13.2.2.4, a transaction of
-    its own) or the BYE (§15.1.1).  Request-URI and Route are the model's ``request_target()``
-    (remote target and route set, or the strict router's URI with the target last); To, Call-ID
-    and the From tag are the dialog id's.  Only the bytes around them are the template's."""
+#: A dialog's requests as (after the method, before the branch; after the branch, before the
+#: CSeq number): ``dialog_parts``.
+DialogParts = tuple[bytes, bytes]
+_IN_DIALOG_TAIL = b"\r\nUser-Agent: storm\r\nContent-Length: 0\r\n\r\n"
+
+
+def dialog_parts(ident: Identity, dialog: Dialog) -> DialogParts:
+    """Everything of a request within ``dialog`` (§12.2.1.1) but method, branch and CSeq
+    number.  Request-URI and Route are the model's ``request_target()`` (the remote target
+    and the route set, or the strict router's URI with the target last); To, Call-ID and the
+    From tag are the dialog id's."""
     uri, routes = dialog.request_target()
-    return _in_dialog(method, ident, branch, str(uri).encode(),
-                      [str(r).encode() for r in routes], str(dialog.remote).encode(),
-                      dialog.id.call_id.encode(), dialog.id.local_tag.encode(), cseq)
+    route = b"".join(b"Route: " + str(r).encode() + b"\r\n" for r in routes)
+    return (
+        b" " + str(uri).encode() + b" SIP/2.0\r\nVia: SIP/2.0/" + ident.via_transport + b" "
+        + ident.via_host + b";branch=",
+        b";rport\r\nMax-Forwards: 70\r\n" + route + b"From: <" + ident.aor + b">;tag="
+        + dialog.id.local_tag.encode() + b"\r\nTo: " + str(dialog.remote).encode()
+        + b"\r\nCall-ID: " + dialog.id.call_id.encode() + b"\r\nCSeq: ",
+    )
+
+
+def render_in_dialog(method: bytes, parts: DialogParts, branch: bytes, cseq: int) -> bytes:
+    """A request within a dialog: the ACK of its 2xx (§13.2.2.4, a transaction of its own) or
+    the BYE (§15.1.1), from the dialog's ``parts``."""
+    a, b = parts
+    return method + a + branch + b + b"%d " % cseq + method + _IN_DIALOG_TAIL
 
 
 def scan_response(data: bytes) -> tuple[int, bytes] | None:

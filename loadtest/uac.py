@@ -7,7 +7,7 @@
   dialogs and failures are parsed with ``protocols.sip``.  Requests go to the UAS side.
 * REGISTER: RFC 3261 §10.2, one at a time per UA (a later one waits, an older waiting one is
   superseded).  INVITE: ACK of a non-2xx on its branch (§17.1.1.3); a 2xx creates the call's
-  dialog in the project's one model (``protocols.sip.dialog.Dialog.as_uac``: route set from
+  dialog in the project's one model (``protocols.sip.dialog.Dialog.as_uac_of``: route set from
   Record-Route reversed, remote target from Contact, §12.1.2), whose ``request_target()`` gives
   the ACK (§13.2.2.4) and the BYE after the holding time (§15.1.1) their Request-URI and Route.
   Sending the ACK moves the dialog to CONFIRMED, sending the BYE to TERMINATED, through the
@@ -45,7 +45,7 @@ from loadtest.synth import backoff_wait
 from loadtest.timeline import SECOND_SAMPLE, Timeline
 from loadtest.timers import TxnTimers
 from loadtest.trace import Call, Event, Options, Register
-from protocols.sip.dialog import Dialog, DialogId, DialogState
+from protocols.sip.dialog import DialogId, DialogState
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
@@ -229,7 +229,7 @@ class Uac:
         if d is None or d.state is not _CONFIRMED or c.call_id.decode() not in self.dialogs:
             return
         br = self.branch()
-        data = render_in_dialog(b"BYE", c.ua.ident, br, d, d.next_local_cseq())
+        data = render_in_dialog(b"BYE", c.parts, br, d.next_local_cseq())
         d.on_bye()
         sec = int(now - self.start)
         txn = self._start_txn(c.ua, self.stats("bye"), br, data, now, sec, None, 1, False, False)
@@ -334,8 +334,8 @@ class Uac:
 
     def _established(self, c: Caller, msg: Response) -> None:
         """The 2xx creates the dialog (§12.1.2) in WAIT_ACK; our ACK confirms it (§13.2.2.4)."""
-        d = c.dialog = Dialog.as_uac(c.sent_invite(), msg)
-        c.ack = render_in_dialog(b"ACK", c.ua.ident, self.branch(), d, INVITE_CSEQ)
+        d = c.establish(msg)
+        c.ack = render_in_dialog(b"ACK", c.parts, self.branch(), INVITE_CSEQ)
         c.ua.link.send(c.ack)
         d.on_ack()
         self.calls.established += 1

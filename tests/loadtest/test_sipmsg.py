@@ -11,6 +11,8 @@ from loadtest.sipmsg import (
     BranchFactory,
     Identity,
     UaTemplates,
+    _in_dialog,
+    dialog_parts,
     render_ack,
     render_in_dialog,
     render_invite,
@@ -91,15 +93,20 @@ def _dialog(record_routes: str) -> Dialog:
 
 def test_in_dialog_requests_take_uri_and_route_from_the_dialog_model() -> None:
     d = _dialog("Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>")
-    bye = _req(render_in_dialog(b"BYE", UDP, b"z9hG4bKx3", d, 2))
+    wire = render_in_dialog(b"BYE", dialog_parts(UDP, d), b"z9hG4bKx3", 2)
+    bye = _req(wire)
     assert bye.method == "BYE" and (bye.cseq.seq, bye.cseq.method) == (2, "BYE")
     # §12.1.2: Record-Route reversed; the remote target (the 2xx's Contact) is the URI.
     assert str(bye.uri) == "sip:bob@st00001.invalid;transport=ws"
     assert [str(r) for r in bye.routes] == ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
     assert bye.to.tag == "tt" and bye.from_.tag == "tag1" and bye.call_id == "call@storm"
+    # The parts rendered once per dialog give the bytes the generic template gives.
+    assert wire == _in_dialog(b"BYE", UDP, b"z9hG4bKx3", b"sip:bob@st00001.invalid;transport=ws",
+                              [b"<sip:p1.example.com;lr>", b"<sip:p2.example.com;lr>"],
+                              b"<sip:bob@example.com>;tag=tt", b"call@storm", b"tag1", 2)
     # A strict router (RFC 2543, no lr) first: its URI is the Request-URI, the target last.
     d = _dialog("Record-Route: <sip:p2.example.com;lr>, <sip:strict.example.com>")
-    ack = _req(render_in_dialog(b"ACK", UDP, b"z9hG4bKx4", d, 1))
+    ack = _req(render_in_dialog(b"ACK", dialog_parts(UDP, d), b"z9hG4bKx4", 1))
     assert str(ack.uri) == "sip:strict.example.com"
     assert [str(r.uri) for r in ack.routes] == ["sip:p2.example.com;lr",
                                                 "sip:bob@st00001.invalid;transport=ws"]
