@@ -141,7 +141,9 @@ class Uas:
         dialog.on_response_sent(resp)  # WAIT_ACK
         if len(self.dialogs) < MAX_UAS_CACHE:
             t1 = self.timers.t1
-            ud = _UasDialog(dialog, serialize(resp), link, addr, time.monotonic(), t1)
+            # Only UDP re-sends the 2xx (as before the dialog model), so only UDP keeps its bytes.
+            ok = b"" if ua.reliable else serialize(resp)
+            ud = _UasDialog(dialog, ok, link, addr, time.monotonic(), t1)
             self.dialogs[req.call_id] = ud
             if not ua.reliable:
                 self.timers.later(t1, self._retransmit_ok, (req.call_id, ud), None)
