@@ -6,7 +6,8 @@ server installs without them.  docs/storm.md says how to run a test and read its
 Modules: ``trace`` (the versioned JSON Lines format, docs/trace-format.md), ``synth`` (storm
 models), ``pcapimport`` (captures to traces); the replay engine: ``engine`` (the schedule, the
 tick and the run), ``links`` (UDP sockets, WebSocket connections), ``agents`` (UA, transaction
-and dialog records), ``uac`` (requests, answers, retries), ``uas`` (our UAs as callees),
+and caller records; dialogs are ``protocols.sip.dialog``'s, the project's one model),
+``uac`` (requests, answers, retries), ``uas`` (our UAs as callees),
 ``timers`` (retransmissions, Timers B/F, delayed actions), ``timeline`` (per-second series,
 lateness), ``clienttxn`` (the client transaction table), ``sipmsg`` (pre-rendered requests and
 the hot-path response scan), ``diameter`` (the Credit-Control client peer); judging and

@@ -2,7 +2,9 @@
 
 Plain records with ``__slots__`` (hundreds of thousands of them live at once in a storm): a UA
 (identity, link, REGISTER state), a client transaction (RFC 3261 §17.1) and the caller side of
-a dialog (§12.1.2).  The logic that drives them is in ``uac``, ``uas`` and ``timers``.
+a call (§13.2.1), whose dialog, once a 2xx creates it, is the project's one dialog model
+(``protocols.sip.dialog.Dialog``, §12.1.2).  The logic that drives them is in ``uac``, ``uas``
+and ``timers``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import os
 from loadtest.clienttxn import TxnState
 from loadtest.links import Link
 from loadtest.metrics import KindStats
-from loadtest.sipmsg import Identity, UaTemplates
+from loadtest.sipmsg import INVITE_CSEQ, DialogParts, Identity, UaTemplates, dialog_parts
 from loadtest.trace import Call, Event, Register
+from protocols.sip.dialog import Dialog
+from protocols.sip.message import NameAddr, Response
+from protocols.sip.uri import parse_uri
 
-__all__ = ["DEFAULT_EXPIRES", "UA", "Dialog", "QueuedRegister", "Txn"]
+__all__ = ["DEFAULT_EXPIRES", "UA", "Caller", "QueuedRegister", "Txn"]
 
 #: Default Expires of a UA's REGISTER: RFC 3261 §10.2.1.1 suggests an hour.
 DEFAULT_EXPIRES = 3600
@@ -45,7 +50,7 @@ class UA:
 
 
 class Txn:
-    __slots__ = ("attempt", "branch", "data", "dialog", "event", "invite", "second", "state",
+    __slots__ = ("attempt", "branch", "caller", "data", "event", "invite", "second", "state",
                  "stats", "t0", "ua")
 
     def __init__(self, ua: UA, stats: KindStats, branch: bytes, data: bytes, now: float,
@@ -60,14 +65,24 @@ class Txn:
         self.attempt = attempt
         self.invite = invite
         self.state = TxnState.CALLING
-        self.dialog: Dialog | None = None
+        self.caller: Caller | None = None  # the call an INVITE or BYE belongs to
 
 
-class Dialog:
-    """Caller side of a call (RFC 3261 §12.1.2, §13.2.2.4, §15.1.1)."""
+class Caller:
+    """Caller side of a call (RFC 3261 §13.2.1, §13.2.2.4, §15.1.1).
 
-    __slots__ = ("ack", "call_id", "event", "from_tag", "hold", "remote_target", "routes",
-                 "ruri", "to", "ua", "up")
+    Until a 2xx arrives this is only the INVITE's parts (Call-ID, From tag, Request-URI, To);
+    the 2xx creates ``dialog``, the shared model, which from then on decides the route set,
+    the remote target (``request_target()``, strict routers included) and the state.  Its
+    target is rendered into ``parts`` once: the route set never changes once the dialog
+    exists (§12.2), and the remote target only by a target refresh (§12.2.1.2), which the
+    injector neither sends nor accepts; the ACK and the BYE then cost a concatenation each.  Early
+    dialogs (§12.1.2, a 1xx with a To tag) are not created: the injector never sends within
+    one, and parsing every 180 would cost the hot path a full parse.
+    """
+
+    __slots__ = ("ack", "call_id", "dialog", "event", "from_tag", "hold", "parts", "ruri", "to",
+                 "ua", "up")
 
     def __init__(self, ua: UA, event: Call, ruri: bytes, to: bytes) -> None:
         self.ua = ua
@@ -76,8 +91,23 @@ class Dialog:
         self.from_tag = os.urandom(5).hex().encode()
         self.ruri = ruri
         self.to = to
-        self.remote_target = ruri
-        self.routes: list[bytes] = []
         self.hold = event.hold
-        self.ack = b""
+        self.dialog: Dialog | None = None
+        #: The ACK's and BYE's bytes but method, branch and CSeq number, rendered once from the
+        #: model's request_target() when the 2xx creates the dialog.
+        self.parts: DialogParts = (b"", b"")
+        self.ack = b""  # the ACK of the 2xx, re-sent for each 2xx retransmission (§13.2.2.4)
         self.up = False  # established and not yet over: counted in the calls in progress
+
+    def establish(self, response: Response) -> Dialog:
+        """The dialog the 2xx ``response`` creates (§12.1.2: route set from Record-Route
+        reversed, remote target from Contact), in the shared model, from the parts of our
+        INVITE it keeps (From with its tag, Request-URI, CSeq number): the INVITE was rendered
+        from a template and is not parsed back.  The URIs come from the parser's cache, as the
+        same users call again and again."""
+        local = NameAddr(parse_uri(self.ua.ident.aor.decode()),
+                         params={"tag": self.from_tag.decode()})
+        self.dialog = Dialog.as_uac_of(local, parse_uri(self.ruri.decode(), request_uri=True),
+                                       INVITE_CSEQ, response)
+        self.parts = dialog_parts(self.ua.ident, self.dialog)
+        return self.dialog

@@ -5,7 +5,10 @@ requests a UA sends again and again (REGISTER, OPTIONS) are rendered once per UA
 pieces around the two fields that change (branch and CSeq number), and a response is matched to
 its transaction by slicing the fixed-length branch out of the top Via, not by a full parse.
 Everything rarer (INVITE dialogs, requests reaching our UAS) goes through the project's own
-parser and serializer (``protocols.sip``): one codec, two uses.  The tests parse every template
+parser and serializer (``protocols.sip``): one codec, two uses.  Requests within a dialog keep
+a byte template too, but what goes into it (Request-URI, Route, To, CSeq) is decided by the
+project's one dialog model (``protocols.sip.dialog``): one set of §12 rules for the proxy and
+the injector.  The tests parse every template
 with that parser, so the templates cannot drift from what the codec accepts.
 
 Branches are ``z9hG4bK`` (RFC 3261 §8.1.1.7 magic cookie) + ``st`` + an 8-hex run id + a 10-hex
@@ -17,15 +20,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from protocols.sip.dialog import Dialog
+
 __all__ = [
     "BRANCH_LEN",
     "BRANCH_PREFIX",
+    "INVITE_CSEQ",
     "SDP_OFFER",
     "BranchFactory",
+    "DialogParts",
     "Identity",
     "UaTemplates",
+    "dialog_parts",
     "render_ack",
-    "render_bye",
+    "render_in_dialog",
     "render_invite",
     "retry_after",
     "scan_response",
@@ -39,6 +47,8 @@ _BRANCH_END = frozenset(b";, \t\r\n")
 #: Retry-After longer than this is treated as this: RFC 3261 §20.33 allows any delta-seconds, but a
 #: storm run must not park a UA for days.  An hour covers every real overload answer.
 MAX_RETRY_AFTER_S = 3600
+#: The CSeq number of every INVITE we send: each call is a new dialog (§8.1.1.5).
+INVITE_CSEQ = 1
 
 #: A minimal audio offer (RFC 4566); port 9 is the discard port, no media is ever sent.
 SDP_OFFER = (
@@ -115,10 +125,10 @@ def render_invite(
 ) -> bytes:
     return (
         b"INVITE %s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=%s;rport\r\nMax-Forwards: 70\r\n"
-        b"From: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 1 INVITE\r\nContact: <%s>\r\n"
+        b"From: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d INVITE\r\nContact: <%s>\r\n"
         b"User-Agent: storm\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
         % (ruri, ident.via_transport, ident.via_host, branch, ident.aor, from_tag, to, call_id,
-           ident.contact, len(SDP_OFFER), SDP_OFFER)
+           INVITE_CSEQ, ident.contact, len(SDP_OFFER), SDP_OFFER)
     )
 
 
@@ -137,20 +147,40 @@ def _in_dialog(
 
 
 def render_ack(
-    ident: Identity, branch: bytes, ruri: bytes, routes: list[bytes], to: bytes, call_id: bytes,
-    from_tag: bytes,
+    ident: Identity, branch: bytes, ruri: bytes, to: bytes, call_id: bytes, from_tag: bytes
 ) -> bytes:
-    """ACK: for a 2xx a new transaction to the remote target (§13.2.2.4), for a non-2xx the
-    INVITE's branch and Request-URI (§17.1.1.3); ``to`` is the response's To, tag included."""
-    return _in_dialog(b"ACK", ident, branch, ruri, routes, to, call_id, from_tag, 1)
+    """ACK of a non-2xx (§17.1.1.3): the INVITE's branch, Request-URI and (no) Route; ``to`` is
+    the response's To, tag included."""
+    return _in_dialog(b"ACK", ident, branch, ruri, [], to, call_id, from_tag, INVITE_CSEQ)
 
 
-def render_bye(
-    ident: Identity, branch: bytes, ruri: bytes, routes: list[bytes], to: bytes, call_id: bytes,
-    from_tag: bytes, cseq: int,
-) -> bytes:
-    """BYE inside the dialog (§15.1.1): remote target as Request-URI, the route set as Route."""
-    return _in_dialog(b"BYE", ident, branch, ruri, routes, to, call_id, from_tag, cseq)
+#: A dialog's requests as (after the method, before the branch; after the branch, before the
+#: CSeq number): ``dialog_parts``.
+DialogParts = tuple[bytes, bytes]
+_IN_DIALOG_TAIL = b"\r\nUser-Agent: storm\r\nContent-Length: 0\r\n\r\n"
+
+
+def dialog_parts(ident: Identity, dialog: Dialog) -> DialogParts:
+    """Everything of a request within ``dialog`` (§12.2.1.1) but method, branch and CSeq
+    number.  Request-URI and Route are the model's ``request_target()`` (the remote target
+    and the route set, or the strict router's URI with the target last); To, Call-ID and the
+    From tag are the dialog id's."""
+    uri, routes = dialog.request_target()
+    route = b"".join(b"Route: " + str(r).encode() + b"\r\n" for r in routes)
+    return (
+        b" " + str(uri).encode() + b" SIP/2.0\r\nVia: SIP/2.0/" + ident.via_transport + b" "
+        + ident.via_host + b";branch=",
+        b";rport\r\nMax-Forwards: 70\r\n" + route + b"From: <" + ident.aor + b">;tag="
+        + dialog.id.local_tag.encode() + b"\r\nTo: " + str(dialog.remote).encode()
+        + b"\r\nCall-ID: " + dialog.id.call_id.encode() + b"\r\nCSeq: ",
+    )
+
+
+def render_in_dialog(method: bytes, parts: DialogParts, branch: bytes, cseq: int) -> bytes:
+    """A request within a dialog: the ACK of its 2xx (§13.2.2.4, a transaction of its own) or
+    the BYE (§15.1.1), from the dialog's ``parts``."""
+    a, b = parts
+    return method + a + branch + b + b"%d " % cseq + method + _IN_DIALOG_TAIL
 
 
 def scan_response(data: bytes) -> tuple[int, bytes] | None:

@@ -8,7 +8,9 @@ entry comes up.
 * Client transactions follow RFC 3261 §17.1 (the table is ``clienttxn``): over UDP a request is
   retransmitted after T1, the interval doubling (capped at T2 for non-INVITE, §17.1.2.2;
   uncapped for INVITE, §17.1.1.2), and abandoned after 64*T1 (Timers B and F).  Over WebSocket
-  nothing is retransmitted: only Timer B/F runs.
+  nothing is retransmitted: only Timer B/F runs.  The values are the server's, derived by
+  ``protocols.sip.timers`` from T1, T2 and Timer C (a bad T1/T2 is refused there too); only
+  the queues that run them are the injector's own.
 * A PROCEEDING INVITE whose final answer never comes is given up after the guard (Timer C).
 * Delayed actions (a BYE after the holding time, a retry after Retry-After, the UAS's 2xx
   retransmissions, Diameter steps) sit in one heap with the stats of the kind they belong to,
@@ -27,6 +29,7 @@ from loadtest.agents import Txn
 from loadtest.clienttxn import TxnAction, TxnInput, TxnState, step
 from loadtest.metrics import KindStats
 from loadtest.timeline import Timeline
+from protocols.sip.timers import TimerConfig, timer_values
 
 __all__ = ["Action", "TxnTimers"]
 
@@ -45,8 +48,9 @@ class TxnTimers:
 
     def __init__(self, t1: float, t2: float, guard_s: float, txns: dict[bytes, Txn],
                  timeline: Timeline, on_timeout: Callable[[Txn, float], None]) -> None:
-        self.t1, self.t2, self.timeout = t1, t2, 64 * t1
-        self.guard_s = guard_s
+        values = timer_values(TimerConfig(t1=t1, t2=t2, timer_c=guard_s), reliable=False)
+        # Timers A and E start at T1 on UDP; B and F are the same 64*T1, so one timeout serves.
+        self.t1, self.t2, self.timeout, self.guard_s = values.t1, values.t2, values.b, values.c
         self.txns = txns
         self.timeline = timeline
         self.on_timeout = on_timeout

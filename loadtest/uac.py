@@ -6,8 +6,12 @@
 * Responses are matched by slicing the fixed-length branch (``sipmsg.scan_response``); only INVITE
   dialogs and failures are parsed with ``protocols.sip``.  Requests go to the UAS side.
 * REGISTER: RFC 3261 §10.2, one at a time per UA (a later one waits, an older waiting one is
-  superseded).  INVITE: ACK of a non-2xx on its branch (§17.1.1.3), of a 2xx in the dialog
-  (§13.2.2.4) with the route set of §12.1.2, BYE after the holding time (§15.1.1).
+  superseded).  INVITE: ACK of a non-2xx on its branch (§17.1.1.3); a 2xx creates the call's
+  dialog in the project's one model (``protocols.sip.dialog.Dialog.as_uac_of``: route set from
+  Record-Route reversed, remote target from Contact, §12.1.2), whose ``request_target()`` gives
+  the ACK (§13.2.2.4) and the BYE after the holding time (§15.1.1) their Request-URI and Route.
+  Sending the ACK moves the dialog to CONFIRMED, sending the BYE to TERMINATED, through the
+  model's table: only a CONFIRMED dialog is hung up, so never twice.
 * 503 with Retry-After: the UA waits that long and sends again (§21.5.4); a REGISTER that failed
   without one backs off as RFC 5626 §4.5 says.  Retries are bounded by MAX_ATTEMPTS.
 * Every final answer is counted per kind, by class and by exact code; 4xx/5xx/6xx and timeouts
@@ -23,15 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.agents import DEFAULT_EXPIRES, UA, Dialog, Txn
+from loadtest.agents import DEFAULT_EXPIRES, UA, Caller, Txn
 from loadtest.clienttxn import TxnInput, TxnState, step
 from loadtest.links import Link, UdpLink, WsLink
 from loadtest.metrics import KindStats
 from loadtest.sipmsg import (
+    INVITE_CSEQ,
     BranchFactory,
     Identity,
     render_ack,
-    render_bye,
+    render_in_dialog,
     render_invite,
     retry_after,
     scan_response,
@@ -40,6 +45,7 @@ from loadtest.synth import backoff_wait
 from loadtest.timeline import SECOND_SAMPLE, Timeline
 from loadtest.timers import TxnTimers
 from loadtest.trace import Call, Event, Options, Register
+from protocols.sip.dialog import DialogId, DialogState
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
@@ -56,6 +62,7 @@ WS_SHARE_STEPS = 10_000
 MAX_SECOND_SAMPLES = 100_000
 
 _FINAL = TxnInput.FINAL
+_CONFIRMED = DialogState.CONFIRMED
 _CLASSES = [f"{i}xx" for i in range(10)]
 
 
@@ -91,7 +98,7 @@ class Uac:
         self.rng = random.Random(seed)
         self.branch = BranchFactory()
         self.txns: dict[bytes, Txn] = {}
-        self.dialogs: dict[str, Dialog] = {}
+        self.dialogs: dict[str, Caller] = {}  # calls set up or up, by Call-ID
         self.timers = TxnTimers(t1, t2, guard_s, self.txns, timeline, self._on_timeout)
         self.calls = CallStats()
         self.up = 0  # calls established and not over
@@ -204,33 +211,34 @@ class Uac:
     def _send_invite(self, ua: UA, ev: Call, attempt: int, lose: bool, second: int,
                      now: float) -> None:
         uri = b"sip:%s@%s" % (ev.callee.encode(), (ev.callee_domain or ev.domain).encode())
-        d = Dialog(ua, ev, uri, b"<" + uri + b">")
+        c = Caller(ua, ev, uri, b"<" + uri + b">")
         br = self.branch()
-        data = render_invite(ua.ident, br, uri, d.to, d.call_id, d.from_tag)
-        self.dialogs[d.call_id.decode()] = d
+        data = render_invite(ua.ident, br, uri, c.to, c.call_id, c.from_tag)
+        self.dialogs[c.call_id.decode()] = c
         if attempt == 1:
             self.calls.attempted += 1
             self.tl.cur.calls_started += 1
         txn = self._start_txn(ua, self.stats("invite"), br, data, now, second, ev, attempt,
                               True, lose)
-        txn.dialog = d
+        txn.caller = c
 
-    def send_bye(self, d: Dialog, now: float) -> None:
-        if not d.ack or d.call_id.decode() not in self.dialogs:
+    def send_bye(self, c: Caller, now: float) -> None:
+        """Hang up (§15.1.1) a CONFIRMED dialog; the BYE moves it to TERMINATED (§15), so a
+        second call (the holding time and the end of the run) finds nothing to do."""
+        d = c.dialog
+        if d is None or d.state is not _CONFIRMED or c.call_id.decode() not in self.dialogs:
             return
-        d.ack = b""  # no BYE twice: the dialog is terminating
         br = self.branch()
-        data = render_bye(d.ua.ident, br, d.remote_target, d.routes, d.to, d.call_id,
-                          d.from_tag, 2)
+        data = render_in_dialog(b"BYE", c.parts, br, d.next_local_cseq())
+        d.on_bye()
         sec = int(now - self.start)
-        txn = self._start_txn(d.ua, self.stats("bye"), br, data, now, sec, None, 1, False, False)
-        txn.dialog = d
+        txn = self._start_txn(c.ua, self.stats("bye"), br, data, now, sec, None, 1, False, False)
+        txn.caller = c
 
     def hang_up_all(self, now: float) -> None:
         """The run is over: every caller hangs up now (§15.1.1)."""
-        for d in list(self.dialogs.values()):
-            if d.ack:
-                self.send_bye(d, now)
+        for c in list(self.dialogs.values()):
+            self.send_bye(c, now)
 
     # ---------------------------------------------------------------- receiving
 
@@ -294,12 +302,12 @@ class Uac:
         codes[status] = codes.get(status, 0) + 1
         if status >= 300:
             stats.failures[status] = stats.failures.get(status, 0) + 1
-        d = txn.dialog
-        if d is not None and not txn.invite:
+        c = txn.caller
+        if c is not None and not txn.invite:
             # BYE answered: the call is over whatever the status (§15.1.1); nothing to parse.
-            if self.dialogs.pop(d.call_id.decode(), None) is not None:
+            if self.dialogs.pop(c.call_id.decode(), None) is not None:
                 self.calls.completed += 1
-                self._down(d)
+                self._down(c)
         elif txn.invite or status >= 300:
             self._on_final_slow(txn, status, data, now)
         txn.data = b""
@@ -312,41 +320,38 @@ class Uac:
             return
         if not isinstance(msg, Response):
             return
-        d = txn.dialog
-        if txn.invite and d is not None:
+        c = txn.caller
+        if txn.invite and c is not None:
             if status < 300:
-                self._established(d, msg)
+                self._established(c, msg)
                 return
             # §17.1.1.3: ACK a non-2xx on the INVITE's branch, with the response's To.
-            ack = render_ack(d.ua.ident, txn.branch, d.ruri, [], str(msg.to).encode(),
-                             d.call_id, d.from_tag)
-            d.ua.link.send(ack)
-        if status >= 300 and not self._retry(txn, msg) and d is not None:
-            self._call_failed(d)
+            ack = render_ack(c.ua.ident, txn.branch, c.ruri, str(msg.to).encode(), c.call_id,
+                             c.from_tag)
+            c.ua.link.send(ack)
+        if status >= 300 and not self._retry(txn, msg) and c is not None:
+            self._call_failed(c)
 
-    def _established(self, d: Dialog, msg: Response) -> None:
-        # §12.1.2: route set = Record-Route reversed; remote target = Contact.
-        d.to = str(msg.to).encode()
-        d.routes = [str(rr).encode() for rr in reversed(msg.record_routes)]
-        if msg.contacts:
-            d.remote_target = str(msg.contacts[0].uri).encode()
-        d.ack = render_ack(d.ua.ident, self.branch(), d.remote_target, d.routes, d.to,
-                           d.call_id, d.from_tag)
-        d.ua.link.send(d.ack)
+    def _established(self, c: Caller, msg: Response) -> None:
+        """The 2xx creates the dialog (§12.1.2) in WAIT_ACK; our ACK confirms it (§13.2.2.4)."""
+        d = c.establish(msg)
+        c.ack = render_in_dialog(b"ACK", c.parts, self.branch(), INVITE_CSEQ)
+        c.ua.link.send(c.ack)
+        d.on_ack()
         self.calls.established += 1
-        d.up = True
+        c.up = True
         self.up += 1
-        self.timers.later(d.hold, lambda dd: self.send_bye(dd, time.monotonic()), d,
+        self.timers.later(c.hold, lambda cc: self.send_bye(cc, time.monotonic()), c,
                           self.stats("bye"))
 
-    def _down(self, d: Dialog) -> None:
-        if d.up:
-            d.up = False
+    def _down(self, c: Caller) -> None:
+        if c.up:
+            c.up = False
             self.up -= 1
 
-    def _call_failed(self, d: Dialog) -> None:
-        self.dialogs.pop(d.call_id.decode(), None)
-        self._down(d)
+    def _call_failed(self, c: Caller) -> None:
+        self.dialogs.pop(c.call_id.decode(), None)
+        self._down(c)
         self.calls.failed += 1
 
     def _retry(self, txn: Txn, msg: Response) -> bool:
@@ -356,8 +361,8 @@ class Uac:
         if msg.status == 503:
             ra = retry_after(msg.headers("Retry-After"))
             if ra is not None:
-                if txn.dialog is not None:
-                    self.dialogs.pop(txn.dialog.call_id.decode(), None)
+                if txn.caller is not None:
+                    self.dialogs.pop(txn.caller.call_id.decode(), None)
                 self.timers.later(ra, self._resend, (txn, True), txn.stats)
                 return True
         if isinstance(txn.event, Register) and msg.status >= 500:
@@ -389,17 +394,22 @@ class Uac:
 
     def _on_stray(self, status: int, data: bytes) -> None:
         """A response with no live transaction: a retransmitted 2xx to our INVITE gets its ACK
-        again (§13.2.2.4); everything else is counted and dropped."""
+        again while the dialog is CONFIRMED (§13.2.2.4; the model's table absorbs the 2xx);
+        everything else is counted and dropped."""
         self.stray += 1
-        if status >= 300 or b"INVITE" not in data:
+        if status < 200 or status >= 300 or b"INVITE" not in data:
             return
         try:
             msg = parse_message(data)
         except RemoteProtocolError:
             return
-        d = self.dialogs.get(msg.call_id)
-        if d is not None and d.ack and msg.cseq.method == "INVITE":
-            d.ua.link.send(d.ack)
+        c = self.dialogs.get(msg.call_id)
+        d = None if c is None else c.dialog
+        if (c is None or d is None or d.state is not _CONFIRMED or msg.cseq.method != "INVITE"
+                or not isinstance(msg, Response) or DialogId.of_incoming_response(msg) != d.id):
+            return  # another fork's 2xx (a different To tag) is not this dialog's
+        d.on_response(msg)
+        c.ua.link.send(c.ack)
 
     def _on_timeout(self, txn: Txn, now: float) -> None:
         self.txns.pop(txn.branch, None)
@@ -409,8 +419,8 @@ class Uac:
         self.tl.cur.errors += 1
         self.tl.cur.timeouts += 1
         txn.data = b""
-        if txn.dialog is not None:
-            self._call_failed(txn.dialog)
+        if txn.caller is not None:
+            self._call_failed(txn.caller)
         elif isinstance(txn.event, Register):
             self._backoff(txn)
 

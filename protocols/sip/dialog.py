@@ -30,9 +30,8 @@ case where the first route lacks ``lr``; incoming ones are ordered by ``check_re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
@@ -90,9 +89,13 @@ class DialogAction(IntEnum):
     RECOMPUTE_ROUTES = 2  # §13.2.2.4: the 2xx recomputes an early dialog's route set
 
 
-@dataclass(frozen=True, slots=True)
-class DialogId:
-    """§12: Call-ID, local tag and remote tag.  A missing tag (RFC 2543 peer) is ``""``."""
+class DialogId(NamedTuple):
+    """§12: Call-ID, local tag and remote tag.  A missing tag (RFC 2543 peer) is ``""``.
+
+    A named tuple rather than a frozen dataclass: one is built for every in-dialog request a
+    UA matches, and a tuple is built several times faster (the injector's UAS does it at
+    thousands of calls per second).
+    """
 
     call_id: str
     local_tag: str
@@ -204,6 +207,15 @@ class Dialog:
     @classmethod
     def as_uac(cls, request: Request, response: Response, *, over_tls: bool = False) -> Dialog:
         """The dialog a 101-299 response to our ``request`` creates (§12.1.2)."""
+        return cls.as_uac_of(request.from_, request.uri, request.cseq.seq, response,
+                             over_tls=over_tls)
+
+    @classmethod
+    def as_uac_of(cls, local: NameAddr, request_uri: URI, seq: int, response: Response, *,
+                  over_tls: bool = False) -> Dialog:
+        """``as_uac`` from the parts of our request the dialog keeps: the From value we sent
+        (local URI and tag), the Request-URI and the CSeq number.  For a UA that renders its
+        requests from byte templates and keeps no ``Request`` of them (the injector)."""
         status = response.status
         if not 101 <= status <= 299:
             raise DialogError(f"a {status} response creates no dialog (§12.1)")
@@ -213,14 +225,14 @@ class Dialog:
             id=DialogId.of_incoming_response(response),
             state=DialogState.EARLY if status < 200 else DialogState.WAIT_ACK,
             is_uac=True,
-            local=request.from_,
+            local=local,
             remote=response.to,
             # A 1xx may lack Contact; until one is seen the Request-URI is the best target.
-            remote_target=response.contacts[0].uri if response.contacts else request.uri,
+            remote_target=response.contacts[0].uri if response.contacts else request_uri,
             route_set=_routes(reversed(response.record_routes)),
-            local_seq=request.cseq.seq,
+            local_seq=seq,
             remote_seq=None,
-            secure=over_tls and request.uri.scheme == "sips",
+            secure=over_tls and request_uri.scheme == "sips",
         )
 
     @classmethod

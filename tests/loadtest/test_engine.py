@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import socket
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -20,8 +21,10 @@ from loadtest.engine import Engine, EngineConfig, RunResult, schedule_offsets
 from loadtest.responder import Responder, respond
 from loadtest.sipmsg import BranchFactory
 from loadtest.trace import Call, Event, Options, Register
+from loadtest.uac import WS_SHARE_STEPS
 from protocols.sip.message import Request, Response
 from protocols.sip.parser import parse_message
+from tests.signaling.inproc import running_server
 
 DOMAIN = "example.com"
 
@@ -398,3 +401,93 @@ async def test_a_websocket_closed_by_the_server_ends_in_timeouts_and_send_errors
     assert reg.sent == 5 and reg.timeouts == 5 and reg.answered == {}
     assert reg.retransmissions == 0  # reliable transport: never retransmitted (§17.1.1.2)
     assert res.send_errors >= 3  # the requests after the close could not be sent
+
+
+class Tap(asyncio.DatagramProtocol):
+    """A UDP wire tap between the injector and the server: what the injector sends is recorded
+    and passed to the server from one upstream socket; the server's responses come back to that
+    socket (rport) and are recorded and passed on to the address in their top Via, the
+    injector's socket that sent the request."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.sent: list[Request] = []  # by the injector
+        self.answers: list[Response] = []  # to the injector
+        self.front: asyncio.DatagramTransport | None = None
+        self.up: asyncio.DatagramTransport | None = None
+
+    async def open(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        tap = self
+
+        class Up(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                msg = parse_message(data)
+                assert isinstance(msg, Response), "the server sends requests to Contacts"
+                tap.answers.append(msg)
+                assert tap.front is not None and msg.vias[0].port is not None
+                tap.front.sendto(data, (msg.vias[0].host, msg.vias[0].port))
+
+        self.up, _ = await loop.create_datagram_endpoint(Up, local_addr=("127.0.0.1", 0))
+        self.front, _ = await loop.create_datagram_endpoint(lambda: self,
+                                                            local_addr=("127.0.0.1", 0))
+        return self.front.get_extra_info("sockname")[:2]  # type: ignore[no-any-return]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg = parse_message(data)
+        assert isinstance(msg, Request)
+        self.sent.append(msg)
+        assert self.up is not None
+        self.up.sendto(data, self.server)
+
+    def close(self) -> None:
+        for tr in (self.front, self.up):
+            if tr is not None:
+                tr.close()
+
+
+def _users(prefix: str, n: int, on_ws: bool) -> list[str]:
+    """``n`` user names the UAC puts on WebSocket (or on UDP) at --ws-share 0.5."""
+    names = (f"{prefix}{i}" for i in itertools.count())
+    return list(itertools.islice(
+        (u for u in names
+         if (zlib.crc32(u.encode()) % WS_SHARE_STEPS < WS_SHARE_STEPS // 2) == on_ws), n))
+
+
+@pytest.mark.parametrize("callee_on", ["udp", "ws"])
+async def test_calls_through_the_record_routing_proxy_bye_carries_the_models_route_set(
+    callee_on: str,
+) -> None:
+    # Caller and callee are the injector's own UAs (UAC and UAS); the real server, in process,
+    # proxies between them and record-routes (§16.6 step 4), so the caller's dialog has a
+    # route set: the model's, from the 2xx's Record-Route reversed (§12.1.2).  With the callee
+    # on WebSocket the proxy record-routes twice (RFC 5658 §4), so the order shows.
+    n = 5
+    callers, callees = _users("a", n, False), _users("b", n, callee_on == "ws")
+    calls: list[Event] = [Call(t=0.05 * i, user=callers[i], domain=DOMAIN, callee=callees[i],
+                               hold=0.1) for i in range(n)]
+    async with running_server(domain=DOMAIN) as server:
+        assert server.udp_address is not None and server.ws_address is not None
+        tap = Tap(server.udp_address)
+        ws = f"ws://127.0.0.1:{server.ws_address[1]}/" if callee_on == "ws" else None
+        try:
+            target = await tap.open()
+            res = await Engine(calls, EngineConfig(target=target, sockets=4, ws_url=ws,
+                                                   ws_share=0.5, ws_connections=2)).run()
+        finally:
+            tap.close()
+    assert res.calls.attempted == res.calls.established == res.calls.completed == n
+    assert res.uas.requests == {"INVITE": n, "ACK": n, "BYE": n}
+    assert res.kinds["bye"].answered == {"2xx": n} and res.uas.ack_timeouts == 0
+    oks = {m.call_id: m for m in tap.answers if m.status == 200 and m.cseq.method == "INVITE"}
+    assert len(oks) == n
+    for method in ("ACK", "BYE"):
+        sent = [m for m in tap.sent if m.method == method]
+        assert len(sent) == n
+        for req in sent:
+            ok = oks[req.call_id]
+            assert len(ok.record_routes) == (2 if callee_on == "ws" else 1)
+            assert [str(r.uri) for r in req.routes] == [
+                str(rr.uri) for rr in reversed(ok.record_routes)]
+            assert str(req.uri) == str(ok.contacts[0].uri)  # the remote target
+            assert req.to.tag == ok.to.tag and req.to.tag

@@ -27,7 +27,7 @@ def test_respond_copies_identifiers_and_adds_a_to_tag() -> None:
 
 
 def test_ack_responses_and_garbage_get_no_answer() -> None:
-    ack = render_ack(UA, b"z9hG4bKa", b"sip:b@x", [], b"<sip:b@x>;tag=1", b"c", b"t")
+    ack = render_ack(UA, b"z9hG4bKa", b"sip:b@x", b"<sip:b@x>;tag=1", b"c", b"t")
     assert respond(ack) is None
     assert respond(b"SIP/2.0 200 OK\r\n\r\n") is None
     assert respond(b"\x00\x01garbage") is None

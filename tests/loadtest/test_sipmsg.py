@@ -11,14 +11,17 @@ from loadtest.sipmsg import (
     BranchFactory,
     Identity,
     UaTemplates,
+    _in_dialog,
+    dialog_parts,
     render_ack,
-    render_bye,
+    render_in_dialog,
     render_invite,
     retry_after,
     scan_response,
 )
 from protocols.sip.builders import make_response
-from protocols.sip.message import Request
+from protocols.sip.dialog import Dialog
+from protocols.sip.message import Request, Response
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 
@@ -65,15 +68,48 @@ def test_options_invite_ack_bye_parse() -> None:
                              b"<sip:bob@example.com>", b"call@storm", b"tag1"))
     assert inv.method == "INVITE" and inv.content_type == "application/sdp" and inv.body
     assert str(inv.to.uri) == "sip:bob@example.com" and inv.to.tag is None
-    routes = [b"<sip:127.0.0.1:5060;lr>"]
-    ack = _req(render_ack(UDP, b"z9hG4bKx2", b"sip:bob@10.0.0.1:5070", routes,
+    assert inv.cseq.seq == 1 and inv.from_.tag == "tag1" and inv.call_id == "call@storm"
+    # §17.1.1.3: the ACK of a non-2xx goes on the INVITE's branch and Request-URI, no Route.
+    ack = _req(render_ack(UDP, b"z9hG4bKx1", b"sip:bob@example.com",
                           b"<sip:bob@example.com>;tag=tt", b"call@storm", b"tag1"))
-    assert ack.method == "ACK" and ack.to.tag == "tt" and ack.cseq.method == "ACK"
-    assert str(ack.routes[0].uri) == "sip:127.0.0.1:5060;lr"
-    bye = _req(render_bye(UDP, b"z9hG4bKx3", b"sip:bob@10.0.0.1:5070", routes,
-                          b"<sip:bob@example.com>;tag=tt", b"call@storm", b"tag1", 2))
+    assert ack.method == "ACK" and ack.to.tag == "tt" and (ack.cseq.seq, ack.cseq.method) == (
+        1, "ACK")
+    assert str(ack.uri) == "sip:bob@example.com" and ack.routes == []
+    assert ack.vias[0].branch == "z9hG4bKx1"
+
+
+def _dialog(record_routes: str) -> Dialog:
+    """The dialog a 2xx with these Record-Route values gives the caller of render_invite."""
+    inv = _req(render_invite(UDP, b"z9hG4bKx1", b"sip:bob@example.com",
+                             b"<sip:bob@example.com>", b"call@storm", b"tag1"))
+    ok = make_response(inv, 200, to_tag="tt")
+    ok.contacts = [_req(render_invite(WS, b"z9hG4bKx9", b"sip:x@y", b"<sip:x@y>", b"c",
+                                      b"t")).contacts[0]]
+    wire = serialize(ok).replace(b"\r\n\r\n", b"\r\n" + record_routes.encode() + b"\r\n\r\n")
+    resp = parse_message(wire)
+    assert isinstance(resp, Response)
+    return Dialog.as_uac(inv, resp)
+
+
+def test_in_dialog_requests_take_uri_and_route_from_the_dialog_model() -> None:
+    d = _dialog("Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>")
+    wire = render_in_dialog(b"BYE", dialog_parts(UDP, d), b"z9hG4bKx3", 2)
+    bye = _req(wire)
     assert bye.method == "BYE" and (bye.cseq.seq, bye.cseq.method) == (2, "BYE")
-    assert str(bye.uri) == "sip:bob@10.0.0.1:5070"
+    # §12.1.2: Record-Route reversed; the remote target (the 2xx's Contact) is the URI.
+    assert str(bye.uri) == "sip:bob@st00001.invalid;transport=ws"
+    assert [str(r) for r in bye.routes] == ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+    assert bye.to.tag == "tt" and bye.from_.tag == "tag1" and bye.call_id == "call@storm"
+    # The parts rendered once per dialog give the bytes the generic template gives.
+    assert wire == _in_dialog(b"BYE", UDP, b"z9hG4bKx3", b"sip:bob@st00001.invalid;transport=ws",
+                              [b"<sip:p1.example.com;lr>", b"<sip:p2.example.com;lr>"],
+                              b"<sip:bob@example.com>;tag=tt", b"call@storm", b"tag1", 2)
+    # A strict router (RFC 2543, no lr) first: its URI is the Request-URI, the target last.
+    d = _dialog("Record-Route: <sip:p2.example.com;lr>, <sip:strict.example.com>")
+    ack = _req(render_in_dialog(b"ACK", dialog_parts(UDP, d), b"z9hG4bKx4", 1))
+    assert str(ack.uri) == "sip:strict.example.com"
+    assert [str(r.uri) for r in ack.routes] == ["sip:p2.example.com;lr",
+                                                "sip:bob@st00001.invalid;transport=ws"]
 
 
 def test_scan_response_agrees_with_the_parser() -> None:

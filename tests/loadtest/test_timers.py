@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from loadtest.agents import UA, Txn
 from loadtest.clienttxn import TxnInput, TxnState, step
 from loadtest.links import Link
@@ -105,3 +107,12 @@ def test_answered_transactions_are_skipped_and_actions_fire_in_order() -> None:
     timers.later(-1.0, fired.append, "first", None)
     timers.run_actions(float("inf"))
     assert fired == ["first", "second"] and timers.actions == []
+
+
+def test_timer_values_are_the_servers_and_a_bad_t1_is_refused() -> None:
+    # protocols.sip.timers derives them: B = F = 64*T1, Timer C the guard.
+    timers = TxnTimers(0.02, 0.08, 1.5, {}, Timeline(1), lambda txn, now: None)
+    assert (timers.t1, timers.t2, timers.timeout, timers.guard_s) == (0.02, 0.08, 64 * 0.02, 1.5)
+    for t1, t2 in ((0.0, 4.0), (0.5, 0.1)):  # T1 must be positive and at most T2
+        with pytest.raises(ValueError):
+            TxnTimers(t1, t2, 180.0, {}, Timeline(1), lambda txn, now: None)

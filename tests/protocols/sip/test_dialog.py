@@ -86,6 +86,21 @@ def test_uac_dialog_from_2xx_waits_for_its_ack() -> None:
     assert not dlg.secure
 
 
+def test_uac_dialog_from_the_parts_of_a_request_equals_the_one_from_the_request() -> None:
+    # A UA that renders its requests from templates (the injector) gives the parts instead.
+    req = parse_request(INVITE)
+    for status in (180, 200):
+        resp = reply(req, status)
+        whole = Dialog.as_uac(req, resp)
+        parts = Dialog.as_uac_of(req.from_, req.uri, req.cseq.seq, resp)
+        assert [getattr(parts, a) for a in Dialog.__slots__] == [
+            getattr(whole, a) for a in Dialog.__slots__]
+    no_contact = reply(req, 180, contact=None)
+    assert Dialog.as_uac_of(req.from_, req.uri, 1, no_contact).remote_target is req.uri
+    with pytest.raises(DialogError):
+        Dialog.as_uac_of(req.from_, req.uri, 1, reply(req, 486))
+
+
 def test_uas_dialog_from_request_and_our_response() -> None:
     req = parse_request(INVITE)
     dlg = Dialog.as_uas(req, make_response(req, 180, to_tag="uas-tag"))
