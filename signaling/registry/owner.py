@@ -1,0 +1,132 @@
+"""The owner side of the ``shared`` engine: one ``Registry`` served to workers over a Unix socket.
+
+The supervisor of ``signaling serve --processes N`` runs it over a ``MemoryRegistry`` (see
+``signaling.registry.shared`` for why).  Each connection's requests are answered in order by
+one task; the in-memory engine never suspends inside a call, so a REGISTER is still applied in
+one step however many workers send at once, and the replies of a batch of requests go out in one
+write.  Only the methods of ``wire.METHODS`` run, with arguments validated against their types;
+a malformed frame closes that connection (the worker's calls fail over to 503 and it
+reconnects) and is counted, never crashes the owner.  The socket lives in a directory only the
+server's user may enter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from signaling.registry.base import Registry, RegistryError
+from signaling.registry.wire import HEADER, MAX_FRAME, METHODS, Request, error_fields
+
+__all__ = ["RegistryOwner"]
+
+log = logging.getLogger(__name__)
+
+_ENCODER = msgspec.msgpack.Encoder()
+_REQUEST = msgspec.msgpack.Decoder(Request)
+_ARGS = {name: msgspec.msgpack.Decoder(args) for name, (args, _) in METHODS.items()}
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, owner: RegistryOwner) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._frames: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.owner.conns.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.owner.conns.discard(self)
+        if self._task is not None:
+            self._task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start, end = 0, len(buf)
+        while end - start >= 4:
+            (size,) = HEADER.unpack_from(buf, start)
+            if size > MAX_FRAME:
+                self._reject("oversized frame")
+                return
+            if end - start - 4 < size:
+                break
+            self._frames.append(bytes(buf[start + 4:start + 4 + size]))
+            start += 4 + size
+        del buf[:start]
+        self._wake.set()
+
+    def _reject(self, why: str) -> None:
+        self.owner.malformed += 1
+        log.warning("registry owner: closing a worker connection: %s", why)
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def _serve(self) -> None:
+        frames = self._frames
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            out: list[bytes] = []
+            while frames:
+                reply = await self._answer(frames.popleft())
+                if reply is None:
+                    return
+                out.append(HEADER.pack(len(reply)))
+                out.append(reply)
+            if self.transport is not None and out:
+                self.transport.writelines(out)
+
+    async def _answer(self, frame: bytes) -> bytes | None:
+        try:
+            req = _REQUEST.decode(frame)
+            args: tuple[Any, ...] = _ARGS[req.method].decode(req.args)
+        except (msgspec.DecodeError, KeyError) as exc:
+            self._reject(f"bad request: {exc}")
+            return None
+        self.owner.calls += 1
+        try:
+            result = await getattr(self.owner.registry, req.method)(*args)
+        except Exception as exc:  # noqa: BLE001 - every failure is the caller's answer
+            if not isinstance(exc, (ValueError, RegistryError)):
+                log.exception("registry owner: %s failed", req.method)
+            return _ENCODER.encode((req.id, error_fields(exc), None))
+        return _ENCODER.encode((req.id, None, result))
+
+
+class RegistryOwner:
+    """Serves ``registry`` on the Unix socket ``path`` until ``close()``."""
+
+    def __init__(self, registry: Registry, path: str) -> None:
+        self.registry = registry
+        self.path = path
+        self.conns: set[_Conn] = set()
+        self.calls = 0
+        self.malformed = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Conn(self), self.path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.conns):
+                if conn.transport is not None:
+                    conn.transport.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.registry.close()
