@@ -37,7 +37,7 @@ from signaling.transports.ws import WsTransport
 if TYPE_CHECKING:
     from signaling.tracing import Tracing
 
-__all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server"]
+__all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server", "default_node_id"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Server:
         self.cfg = cfg
         self.metrics = Metrics()
         self.registry = registry if registry is not None else make_registry(cfg.registry)
-        self.node_id = cfg.node_id or _default_node_id(cfg)
+        self.node_id = cfg.node_id or default_node_id(cfg)
         self.core = SipCore(cfg, self.metrics, Transports())
         self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
@@ -163,6 +163,7 @@ class Server:
                                  type(exc).__name__, exc)
 
 
-def _default_node_id(cfg: Config) -> str:
+def default_node_id(cfg: Config) -> str:
+    """``host:port`` of the first SIP listener: this node's id in a shared registry."""
     port = cfg.sip_udp[1] if cfg.sip_udp else (cfg.sip_ws[1] if cfg.sip_ws else 0)
     return f"{socket.gethostname()}:{port}"

@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from signaling.registry.base import Binding, ContactChange, RegistryUnavailable
-from signaling.registry.wire import HEADER, MAX_FRAME, METHODS, Reply, raise_error
+from signaling.registry.wire import HEADER, MAX_FRAME, METHODS, Reply, to_exception
 
 __all__ = ["CALL_TIMEOUT", "MAX_PENDING", "SharedRegistry"]
 
@@ -57,8 +57,8 @@ class _Client(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -106,10 +106,7 @@ class _Client(asyncio.Protocol):
         if fut.done():
             return
         if reply.error is not None:
-            try:
-                raise_error(reply.error)
-            except Exception as exc:  # noqa: BLE001 - handed to the caller as is
-                fut.set_exception(exc)
+            fut.set_exception(to_exception(reply.error))
             return
         fut.set_result(decoder.decode(reply.result))
 

@@ -24,7 +24,6 @@ from signaling.registry.base import (
     Binding,
     ContactChange,
     OutOfOrder,
-    RegistryError,
     RegistryFull,
     RegistryUnavailable,
 )
@@ -36,7 +35,7 @@ __all__ = [
     "Reply",
     "Request",
     "error_fields",
-    "raise_error",
+    "to_exception",
 ]
 
 #: Length prefix of every frame.
@@ -91,15 +90,14 @@ def error_fields(exc: Exception) -> list[Any]:
     return ["unavailable", str(exc) or type(exc).__name__]
 
 
-def raise_error(fields: list[Any]) -> None:
-    """The client side of ``error_fields``: raise what the owner's registry raised."""
+def to_exception(fields: list[Any]) -> Exception:
+    """The client side of ``error_fields``: the exception the owner's registry raised."""
     kind = fields[0] if fields else ""
     message = str(fields[1]) if len(fields) > 1 else ""
     if kind == "out_of_order" and len(fields) == 6:
-        raise OutOfOrder(str(fields[2]), str(fields[3]), int(fields[4]), int(fields[5]))
+        return OutOfOrder(str(fields[2]), str(fields[3]), int(fields[4]), int(fields[5]))
     if kind == "full":
-        raise RegistryFull(message)
+        return RegistryFull(message)
     if kind == "value":
-        raise ValueError(message)
-    error: RegistryError = RegistryUnavailable(f"registry owner: {message}")
-    raise error
+        return ValueError(message)
+    return RegistryUnavailable(f"registry owner: {message}")

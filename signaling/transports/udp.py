@@ -27,6 +27,7 @@ from typing import Any
 from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
+from signaling.worker import inherited_socket
 
 __all__ = ["PEER_CACHE", "READ_BATCH", "UdpTransport", "start_udp"]
 
@@ -132,13 +133,16 @@ async def start_udp(core: SipCore, listen: HostPort, buffer_size: int,
                     advertise: str) -> UdpTransport:
     host, port = listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    # A supervised worker reads its supervisor's socket (signaling/supervisor.py).
+    inherited = inherited_socket("sip_udp", family, socket.SOCK_DGRAM)
+    sock = inherited or socket.socket(family, socket.SOCK_DGRAM)
     try:
         # No SO_REUSEADDR: on a UDP socket it lets a second server bind a port another one
         # holds and silently take part of its traffic.  A taken port is an error (exit 1).
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         rcv, snd = _size_buffers(sock, buffer_size)
-        sock.bind((host, port))
+        if inherited is None:
+            sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
         sock.close()
