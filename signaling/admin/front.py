@@ -11,7 +11,8 @@ worker runs its own admin API on a private loopback port it reports when ready. 
   worker that does not answer within ``SCRAPE_TIMEOUT`` is left out and counted
   (``signaling_supervisor_scrape_failures_total``): its counters then dip, which Prometheus
   reads as a reset.
-* ``/health``: the supervisor answers; ``/ready``: ready when every slot has a serving worker
+* ``/health``: the supervisor answers, listing the serving workers (name, pid, private
+  admin address); ``/ready``: ready when every slot has a serving worker
   and each of them says it is ready.
 * everything else (``/api/v1/...``): forwarded as is (bearer token included) to one serving
   worker, round robin.  Registrations are the shared registry's, so any worker answers for the
@@ -24,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -155,8 +157,11 @@ class AdminFront:
                             headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def health(self, request: web.Request) -> web.Response:
-        body = {"status": "alive", "workers": len(self.sup.serving())}
-        return web.json_response(body)
+        workers = [{"name": w.name, "pid": w.proc.pid,
+                    "admin": f"{w.admin[0]}:{w.admin[1]}" if w.admin else None}
+                   for w in self.sup.serving()]
+        return web.json_response({"status": "alive", "supervisor": os.getpid(),
+                                  "workers": workers})
 
     async def ready(self, request: web.Request) -> web.Response:
         serving = [w for w in self.sup.serving() if w.admin is not None]

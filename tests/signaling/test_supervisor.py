@@ -1,0 +1,262 @@
+"""``signaling serve --processes 2``: real supervisor and worker processes, real signals.
+
+The kernel picks a worker per datagram by hashing the source address and port
+(``SO_REUSEPORT``), so the tests spread traffic over the workers by sending from many sockets,
+and find out which worker did what through each worker's own admin listener (listed by the
+supervisor's ``/health``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.serverproc import ServerProcess, options, sip_request
+from tests.signaling.admin.helpers import TOKEN, register, session
+from tests.sipp_runner import Sipp
+from tests.siptools import register_many, registered_contacts
+
+#: Bound on waiting for workers to start or restart: interpreters start slowly on a busy
+#: machine; the supervisor's own back-off is a fraction of a second.
+START_BOUND = 60.0
+#: Distinct source sockets used to reach every worker: with 2 workers and a hash per source,
+#: all 24 landing on one worker has probability 2**-23.
+SOURCES = 24
+
+
+class Supervised(ServerProcess):
+    """A server with ``--processes 2``, its admin front and a pid file."""
+
+    def __init__(self, *extra: str) -> None:
+        self.pid_file = Path(tempfile.mkdtemp(prefix="sig-sup-")) / "signaling.pid"
+        super().__init__("--processes", "2", "--pid-file", str(self.pid_file),
+                         "--admin-token", TOKEN, "--domain", "example.com,127.0.0.1", *extra,
+                         admin=True, ws=False)
+
+    def start(self) -> Supervised:
+        super().start()
+        self.wait_serving(2)
+        return self
+
+    def health(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/health",
+                                    timeout=5) as resp:
+            body: dict[str, object] = json.loads(resp.read())
+            return body
+
+    def workers(self) -> list[dict[str, str]]:
+        workers = self.health()["workers"]
+        assert isinstance(workers, list)
+        return workers
+
+    def wait_serving(self, count: int, exclude_pids: set[int] | None = None) -> None:
+        """Until ``count`` workers serve (none of them in ``exclude_pids``) and /ready is 200."""
+        deadline = time.monotonic() + START_BOUND
+        while time.monotonic() < deadline:
+            assert self.alive(), self.read_log()
+            try:
+                workers = self.workers()
+                pids = {int(w["pid"]) for w in workers}
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready",
+                                            timeout=5) as resp:
+                    ready = resp.status == 200
+            except OSError:
+                ready = False
+            else:
+                if ready and len(workers) == count and not pids & (exclude_pids or set()):
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"workers not serving: {self.read_log()}")
+
+
+@pytest.fixture
+def server() -> Iterator[Supervised]:
+    srv = Supervised()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def worker_metric(admin: str, name: str, **labels: str) -> float:
+    """One sample from a worker's own (private) /metrics."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return metric_value(text, name, **labels)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def front_metrics(srv: Supervised) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.admin_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def from_many_sources(port: int, count: int = SOURCES) -> int:
+    """OPTIONS from ``count`` fresh sockets; returns how many were answered."""
+    return sum(sip_request(port, options(port), timeout=5) is not None for _ in range(count))
+
+
+def test_registration_through_one_worker_is_found_through_every_other(
+        server: Supervised) -> None:
+    assert register(server.udp_port, "alice", 7001) == 200
+    # Queries from many source ports reach both workers; every one lists the binding.
+    for _ in range(SOURCES):
+        assert registered_contacts(server.udp_port, "alice", "example.com") == [
+            "sip:alice@127.0.0.1:7001"]
+    served = [worker_metric(w["admin"], "signaling_sip_requests_received_total",
+                            method="REGISTER", transport="udp") for w in server.workers()]
+    assert len(served) == 2 and all(n > 0 for n in served), served
+
+    async def through_api() -> set[str]:
+        seen = set()
+        async with session(server.admin_port or 0) as http:
+            for _ in range(4):  # the front forwards round robin
+                async with http.get("/api/v1/registrations/sip:alice@example.com") as resp:
+                    assert resp.status == 200, await resp.text()
+                    body = await resp.json()
+                    assert [b["contact"] for b in body["bindings"]] == [
+                        "sip:alice@127.0.0.1:7001"]
+                    seen.add(resp.headers["X-Signaling-Worker"])
+        return seen
+
+    assert {name.split(".")[0] for name in asyncio.run(through_api())} == {"w0", "w1"}
+
+
+def test_metrics_add_up_over_workers(server: Supervised) -> None:
+    name = "signaling_sip_requests_received_total"
+    before = metric_value(front_metrics(server), name, method="OPTIONS", transport="udp")
+    assert from_many_sources(server.udp_port) == SOURCES
+    text = front_metrics(server)
+    per_worker = [worker_metric(w["admin"], name, method="OPTIONS", transport="udp")
+                  for w in server.workers()]
+    total = metric_value(text, name, method="OPTIONS", transport="udp")
+    assert total - before == SOURCES
+    assert total == sum(per_worker) and all(n > 0 for n in per_worker), per_worker
+    assert metric_value(text, "signaling_supervisor_workers", state="serving") == 2
+
+
+def test_kill9_of_a_worker_mid_load(server: Supervised) -> None:
+    victim = server.workers()[0]
+    killed: list[int] = []
+
+    def kill_once(answered: int) -> None:
+        if answered >= 50 and not killed:
+            os.kill(int(victim["pid"]), signal.SIGKILL)
+            killed.append(int(victim["pid"]))
+
+    async def load() -> set[str]:
+        # Several client sockets, so both workers carry part of the load.
+        batches = [[f"u{c}x{i}" for i in range(150)] for c in range(6)]
+        results = await asyncio.gather(*(
+            register_many(server.udp_port, users, 7002, window=20, timeout=20.0,
+                          on_answer=kill_once if c == 0 else None)
+            for c, users in enumerate(batches)))
+        return set().union(*results)
+
+    acknowledged = asyncio.run(load())
+    assert killed, "the load ended before the kill"
+    server.wait_serving(2, exclude_pids=set(killed))
+    assert f"worker {victim['name']} died" in server.read_log()
+    # No acknowledged registration is lost: they live in the supervisor's registry.
+    for user in sorted(acknowledged)[::15]:
+        assert registered_contacts(server.udp_port, user) == [f"sip:{user}@127.0.0.1:7002"]
+
+    async def listed() -> set[str]:
+        aors: set[str] = set()
+        async with session(server.admin_port or 0) as http:
+            for offset in range(0, 2000, 1000):
+                async with http.get("/api/v1/registrations",
+                                    params={"offset": offset, "limit": 1000}) as resp:
+                    assert resp.status == 200
+                    aors |= {item["aor"] for item in (await resp.json())["items"]}
+        return aors
+
+    assert {f"sip:{u}@127.0.0.1" for u in acknowledged} <= asyncio.run(listed())
+    assert from_many_sources(server.udp_port) == SOURCES  # both slots serve again
+    assert metric_value(front_metrics(server), "signaling_supervisor_restarts_total",
+                        slot=victim["name"].split(".")[0][1:]) == 1
+
+
+def test_reload_under_sipp_register_load_loses_nothing(server: Supervised) -> None:
+    before = {int(w["pid"]) for w in server.workers()}
+    # -t un: one socket per call, so the registrations spread over both workers.
+    sipp = Sipp("register", f"127.0.0.1:{server.udp_port}", calls=1200, rate=100,
+                keys={"user": "reloaded", "contact": "127.0.0.1:7003", "expires": "600"},
+                extra=["-t", "un", "-max_socket", "512"], timeout=60)
+    sipp.start()
+    try:
+        time.sleep(3)
+        reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                                 str(server.pid_file)], capture_output=True, text=True,
+                                timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        server.wait_serving(2, exclude_pids=before)
+        result = sipp.wait()
+    finally:
+        sipp.stop()
+    assert result.failed == 0 and result.successful == 1200, result
+    log = server.read_log()
+    assert "reload done" in log
+    assert "w0.2" in log and "w1.2" in log
+
+
+def test_sigterm_stops_every_worker(server: Supervised) -> None:
+    pids = [int(w["pid"]) for w in server.workers()]
+    assert server.stop() == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    log = server.read_log()
+    assert log.count("signaling.server: stopped") == 2
+    assert "every worker stopped" in log
+    assert not server.pid_file.exists()
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_second_server_on_the_same_port_is_refused(server: Supervised,
+                                                     processes: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "signaling", "serve", "--processes", processes,
+         "--sip-udp", f"127.0.0.1:{server.udp_port}", "--sip-ws", "off", "--admin", "off",
+         "--diameter", "off"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot start" in proc.stderr
+    assert from_many_sources(server.udp_port, 4) == 4
+
+
+def test_reload_without_a_supervisor_fails_cleanly() -> None:
+    missing = Path(tempfile.mkdtemp()) / "none.pid"
+    proc = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                           str(missing)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "reload" in proc.stderr
+
+
+def test_single_process_ignores_sighup() -> None:
+    with ServerProcess(ws=False) as srv:
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert srv.alive()
+        assert sip_request(srv.udp_port, options(srv.udp_port), timeout=5) is not None
+    assert "SIGHUP ignored" in srv.log
+
