@@ -108,7 +108,8 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 def front_metrics(srv: Supervised) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{srv.admin_port}/metrics", timeout=5) as r:
-        return r.read().decode()
+        text: str = r.read().decode()
+    return text
 
 
 def from_many_sources(port: int, count: int = SOURCES) -> int:
