@@ -42,15 +42,19 @@ MAX_PENDING = 10_000
 _ENCODER = msgspec.msgpack.Encoder()
 _REPLY = msgspec.msgpack.Decoder(Reply)
 _RESULTS = {name: msgspec.msgpack.Decoder(result) for name, (_, result) in METHODS.items()}
-_Pending = tuple["asyncio.Future[Any]", msgspec.msgpack.Decoder[Any]]
+_Pending = tuple["asyncio.Future[Any]", msgspec.msgpack.Decoder[Any], float, str]
 
 
 class _Client(asyncio.Protocol):
     """One connection to the owner: frames out, replies matched to their futures."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
         self.transport: asyncio.Transport | None = None
+        #: id -> (future, result decoder, deadline, method), in the order sent: the deadlines
+        #: ascend, so the sweep stops at the first call still in time.
         self.pending: dict[int, _Pending] = {}
+        self._sweep: asyncio.TimerHandle | None = None
         self._buf = bytearray()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -64,9 +68,32 @@ class _Client(asyncio.Protocol):
         self.lost = True
         self.transport = None
         pending, self.pending = self.pending, {}
-        for fut, _ in pending.values():
+        for fut, _, _, _ in pending.values():
             if not fut.done():
                 fut.set_exception(RegistryUnavailable("registry owner connection lost"))
+        if self._sweep is not None:
+            self._sweep.cancel()
+
+    def add(self, call_id: int, entry: _Pending) -> None:
+        self.pending[call_id] = entry
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_at(entry[2], self._expire)
+
+    def _expire(self) -> None:
+        """Fail the calls past their deadline (one timer per connection, not one per call)."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        pending = self.pending
+        for call_id, (fut, _, deadline, method) in list(pending.items()):
+            if deadline > now:
+                self._sweep = loop.call_at(deadline, self._expire)
+                return
+            del pending[call_id]
+            if not fut.done():
+                fut.set_exception(RegistryUnavailable(
+                    f"registry owner: no answer to {method} in {self.timeout} s"))
 
     def send(self, frame: bytes) -> None:
         self._out.append(frame)
@@ -102,7 +129,7 @@ class _Client(asyncio.Protocol):
         entry = self.pending.pop(reply.id, None)
         if entry is None:  # its caller timed out and left
             return
-        fut, decoder = entry
+        fut, decoder, _, _ = entry
         if fut.done():
             return
         if reply.error is not None:
@@ -133,7 +160,8 @@ class SharedRegistry:
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self.timeout):
-                    _, client = await loop.create_unix_connection(_Client, self.path)
+                    _, client = await loop.create_unix_connection(
+                        lambda: _Client(self.timeout), self.path)
             except (OSError, TimeoutError) as exc:
                 raise RegistryUnavailable(f"registry owner {self.path}: {exc}") from None
             self._client = client
@@ -147,16 +175,11 @@ class SharedRegistry:
             raise RegistryUnavailable("registry owner: too many calls pending")
         call_id = next(self._ids)
         body = _ENCODER.encode((call_id, method, args))
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        client.pending[call_id] = (fut, _RESULTS[method])
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        client.add(call_id, (fut, _RESULTS[method], loop.time() + self.timeout, method))
         client.send(HEADER.pack(len(body)) + body)
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await fut
-        except TimeoutError:
-            client.pending.pop(call_id, None)
-            raise RegistryUnavailable(f"registry owner: no answer to {method} in "
-                                      f"{self.timeout} s") from None
+        return await fut
 
     # -- the Registry interface (registry/base.py documents each method) ---------------------
 
