@@ -5,10 +5,10 @@ generator competes with the server.  So the server (supervisor, its shared regis
 workers) runs in a cgroup whose CPU quota is ``N x SHARE`` of a core (cgroup v2 ``cpu.max``, or
 v1 ``cpu.cfs_quota_us`` where the cpu controller is still on v1, as here), and SIPp offers more
 REGISTERs in steps (a rate per worker, times N): the highest step served with no failure is
-the server's capacity at that quota.  The quota covers the supervisor too, so the shared registry's cost
-counts against the workers' share, as it would on a full machine.  ``--processes 1`` is the
-single-process server (no supervisor, in-process registry): the reference both for the
-speed-up and for the CPU per REGISTER the multi-process design adds.
+the server's capacity at that quota.  The quota covers the supervisor too, so the shared
+registry's cost counts against the workers' share, as it would on a full machine.
+``--processes 1`` is the single-process server (no supervisor, in-process registry): the
+reference both for the speed-up and for the CPU per REGISTER the multi-process design adds.
 
 SIPp plays ``../shared/reference/sipp/register.xml`` (a new user per call) with one socket per
 call over ``SOURCES`` sockets (``-t un``), so the kernel's hash spreads them over the workers.
