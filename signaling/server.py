@@ -15,11 +15,13 @@ import time
 from typing import TYPE_CHECKING
 
 from protocols.sip import parser as sip_parser
+from signaling import worker
 from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
 from signaling.diameter.server import DiameterServer
+from signaling.handoff import Handoff
 from signaling.logs import RateLimitedLog, set_trace_ids
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
@@ -85,6 +87,7 @@ class Server:
         self.udp_address: tuple[str, int] | None = None
         self.ws_address: tuple[str, int] | None = None
         self.admin: AdminServer | None = None
+        self.handoff: Handoff | None = None
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         self.shedwatch: ShedWatch | None = None
@@ -98,7 +101,10 @@ class Server:
             log.warning("the SIP parser's C fast path is not built: pure-Python parser only")
         if self.records is not None:
             await self.records.start()
-        self.core.start(Router(self.registrar, self.proxy, self.tracer))
+        tu = Handoff.for_worker(Router(self.registrar, self.proxy, self.tracer), self.core,
+                                self.metrics, worker.current())
+        self.handoff = tu if isinstance(tu, Handoff) else None
+        self.core.start(tu)
         if self.cfg.sip_udp is not None:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer,
                                        self.cfg.advertised_host())
@@ -145,6 +151,8 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, self.tracer.shutdown)
             set_trace_ids(None)
         await self.registry.close()
+        if self.handoff is not None:  # last: the old worker of a reload takes hand-offs to the end
+            self.handoff.close()
         self._stopped.set()
         log.info("stopped")
 

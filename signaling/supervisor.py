@@ -143,6 +143,18 @@ def bind_group(hp: HostPort, kind: int, count: int) -> list[socket.socket]:
     return group
 
 
+def _bind_udp(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, 0))
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @dataclass(eq=False)
 class Worker:
     """One worker process and what it reported when ready."""
@@ -201,6 +213,12 @@ class Supervisor:
         try:
             for name, hp, kind in _listeners(self.cfg):
                 self.sockets[name] = bind_group(hp, kind, self.processes)
+            if self.cfg.sip_udp is not None:
+                # Each slot's own port (signaling/transports/udp.py: Via, Record-Route), kept
+                # across the slot's workers so that what belongs to the slot reaches its worker.
+                self.sockets["sip_udp_slot"] = []
+                for _ in range(self.processes):
+                    self.sockets["sip_udp_slot"].append(_bind_udp(self.cfg.sip_udp[0]))
         except OSError:
             self.close_sockets()
             raise
@@ -284,7 +302,7 @@ class Supervisor:
             registry = f"shared+unix://{self.owner.path}"
         info = WorkerInfo(slot=slot.index, generation=slot.generation, fds=slot.fds,
                           ready_fd=write_fd, supervisor=os.getpid(), registry=registry,
-                          admin_token=self.token)
+                          admin_token=self.token, run_dir=self._tmp.name)
         env = dict(os.environ)
         env[WORKER_ENV] = msgspec.json.encode(info).decode()
         try:

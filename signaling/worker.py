@@ -52,6 +52,8 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     registry: str | None = None
     #: the admin token the supervisor's front uses (the configured one, or one it generated)
     admin_token: str | None = None
+    #: the supervisor's private directory (hand-off sockets, ``signaling.handoff``)
+    run_dir: str | None = None
 
     @property
     def name(self) -> str:

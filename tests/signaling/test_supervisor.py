@@ -24,7 +24,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serverproc import ServerProcess, options, sip_request
-from tests.signaling.admin.helpers import TOKEN, register, session
+from tests.signaling.admin.helpers import (
+    TOKEN,
+    register,
+    register_message,
+    session,
+    sip_status,
+)
 from tests.sipp_runner import Sipp
 from tests.siptools import register_many, registered_contacts
 
@@ -261,3 +267,59 @@ def test_single_process_ignores_sighup() -> None:
         assert sip_request(srv.udp_port, options(srv.udp_port), timeout=5) is not None
     assert "SIGHUP ignored" in srv.log
 
+
+
+def _callee(server: Supervised, user: str, scenario: str, calls: int) -> Sipp:
+    callee = Sipp(scenario, calls=calls, timeout=60)
+    assert sip_status(server.udp_port, register_message(server.udp_port, user, callee.port,
+                                                        domain="127.0.0.1")) == 200
+    return callee.start()
+
+
+def _invites_per_worker(server: Supervised) -> list[float]:
+    return [worker_metric(w["admin"], "signaling_sip_requests_received_total",
+                          method="INVITE", transport="udp") for w in server.workers()]
+
+
+@pytest.mark.parametrize(("uac", "uas"), [("uac", "uas"), ("uac-callee-bye", "uas-callee-bye")])
+def test_calls_through_both_workers_complete(server: Supervised, uac: str, uas: str) -> None:
+    """The callee answers from one port: by the kernel's hash all its responses and requests
+    would reach one worker, while the callers (one socket per call) reach both.  Every call
+    completes because responses come back to the Via port of the worker that sent the INVITE,
+    and ACK and BYE to its Record-Route port."""
+    callee = _callee(server, "bob", uas, 100)
+    try:
+        caller = Sipp(uac, f"127.0.0.1:{server.udp_port}", calls=100, rate=50, timeout=60,
+                      service="bob", extra=["-t", "un", "-max_socket", "64"]).start()
+        result = caller.wait()
+    finally:
+        answered = callee.wait()
+    assert (result.successful, result.failed) == (100, 0), result.errors[-3000:]
+    assert (answered.successful, answered.failed) == (100, 0), answered.errors[-3000:]
+    invites = _invites_per_worker(server)
+    assert all(n > 0 for n in invites), invites
+
+
+def test_reload_under_call_load_fails_no_call(server: Supervised) -> None:
+    """Calls that span the reload (3 s each) end on the new workers: their ACK and BYE reach
+    the slot's Record-Route port, read by the new worker, which loads the dialog from the
+    shared registry; the old workers finish their transactions and exit."""
+    before = {int(w["pid"]) for w in server.workers()}
+    callee = _callee(server, "carol", "uas", 300)
+    try:
+        caller = Sipp("uac", f"127.0.0.1:{server.udp_port}", calls=300, rate=30, timeout=90,
+                      service="carol", extra=["-t", "un", "-max_socket", "64", "-d", "3000"])
+        caller.start()
+        time.sleep(4)
+        reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                                 str(server.pid_file)], capture_output=True, text=True,
+                                timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        server.wait_serving(2, exclude_pids=before)
+        result = caller.wait()
+    finally:
+        caller.stop()
+        answered = callee.wait()
+    assert (result.successful, result.failed) == (300, 0), result.errors[-3000:]
+    assert (answered.successful, answered.failed) == (300, 0), answered.errors[-3000:]
+    assert "reload done" in server.read_log()
