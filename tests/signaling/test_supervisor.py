@@ -323,3 +323,46 @@ def test_reload_under_call_load_fails_no_call(server: Supervised) -> None:
     assert (result.successful, result.failed) == (300, 0), result.errors[-3000:]
     assert (answered.successful, answered.failed) == (300, 0), answered.errors[-3000:]
     assert "reload done" in server.read_log()
+
+
+def _reload_while(server: Supervised, uac: str, uas: str, user: str, calls: int,
+                  pause_ms: int) -> None:
+    """``calls`` calls, each waiting ``pause_ms`` at the callee (or the caller) while the
+    server reloads; every call must complete as its scenario says."""
+    before = {int(w["pid"]) for w in server.workers()}
+    callee = Sipp(uas, calls=calls, timeout=60, extra=["-d", str(pause_ms)])
+    assert sip_status(server.udp_port, register_message(server.udp_port, user, callee.port,
+                                                        domain="127.0.0.1")) == 200
+    callee.start()
+    try:
+        caller = Sipp(uac, f"127.0.0.1:{server.udp_port}", calls=calls, rate=calls,
+                      timeout=60, service=user,
+                      extra=["-t", "un", "-max_socket", "64", "-d", str(pause_ms)]).start()
+        time.sleep(pause_ms / 4000)  # every call is ringing now
+        reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                                 str(server.pid_file)], capture_output=True, text=True,
+                                timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        server.wait_serving(2, exclude_pids=before)
+        result = caller.wait()
+    finally:
+        answered = callee.wait()
+    assert (result.successful, result.failed) == (calls, 0), result.errors[-3000:]
+    assert (answered.successful, answered.failed) == (calls, 0), answered.errors[-3000:]
+
+
+def test_answer_after_a_reload_reaches_the_old_worker(server: Supervised) -> None:
+    """The callee answers 4 s after ringing; meanwhile the workers are replaced.  The 200 comes
+    to the slot's port, now read by the new worker, which hands it to the old one (which holds
+    the INVITE transactions, and waits for them within --shutdown-timeout)."""
+    _reload_while(server, "uac", "uas-slow-answer", "slow", 10, 4000)
+    text = front_metrics(server)
+    assert metric_value(text, "signaling_handoff_total", direction="sent",
+                        kind="response") >= 10
+
+
+def test_cancel_after_a_reload_reaches_the_old_worker(server: Supervised) -> None:
+    _reload_while(server, "uac-cancel-late", "uas-cancel", "late", 10, 4000)
+    text = front_metrics(server)
+    assert metric_value(text, "signaling_handoff_total", direction="sent",
+                        kind="cancel") >= 10
