@@ -14,9 +14,12 @@ worker runs its own admin API on a private loopback port it reports when ready. 
 * ``/health``: the supervisor answers, listing the serving workers (name, pid, private
   admin address); ``/ready``: ready when every slot has a serving worker
   and each of them says it is ready.
+* dialogs and stats: every worker is asked and the answers put together
+  (``signaling.admin.fanout``);
 * everything else (``/api/v1/...``): forwarded as is (bearer token included) to one serving
   worker, round robin.  Registrations are the shared registry's, so any worker answers for the
-  whole server; dialogs and stats are that worker's own (see the report of issue 16).
+  whole server, and the configuration is the same on every worker (a PATCH of the live
+  limits goes to every worker; a worker started later runs the configuration on disk).
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import msgspec
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from signaling.admin.fanout import Answer, first_found, merge_dialog_pages, merge_stats
 from signaling.admin.handlers import METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from signaling.supervisor import Supervisor
+    from signaling.supervisor import Supervisor, Worker
 
 __all__ = ["SCRAPE_TIMEOUT", "SERVER_WIDE", "AdminFront", "merge_expositions"]
 
@@ -116,6 +120,11 @@ class AdminFront:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
+        app.router.add_get("/api/v1/stats", self.stats)
+        app.router.add_get("/api/v1/dialogs", self.dialogs)
+        app.router.add_get("/api/v1/dialogs/{dialog_id}", self.dialog)
+        app.router.add_post("/api/v1/dialogs/{dialog_id}/terminate", self.dialog)
+        app.router.add_patch("/api/v1/config", self.patch_config)
         app.router.add_route("*", "/{tail:.*}", self.forward)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT))
@@ -174,6 +183,61 @@ class AdminFront:
         ready = all(v == "ok" for v in checks.values())
         return web.Response(body=msgspec.json.encode({"ready": ready, "checks": checks}),
                             status=200 if ready else 503, content_type="application/json")
+
+    # -- views every worker holds a part of (signaling.admin.fanout) ---------------------------
+
+    async def _ask(self, worker: Worker, request: web.Request, path: str | None = None,
+                   body: bytes | None = None) -> Answer:
+        assert worker.admin is not None and self._session is not None
+        url = f"http://{worker.admin[0]}:{worker.admin[1]}{path or request.rel_url}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        try:
+            async with self._session.request(request.method, url, headers=headers,
+                                             data=body) as resp:
+                return resp.status, await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return 503, {"error": f"worker {worker.name}: {exc}", "status": 503}
+
+    @staticmethod
+    def _json(answer: Answer) -> web.Response:
+        return web.Response(body=msgspec.json.encode(answer[1]), status=answer[0],
+                            content_type="application/json")
+
+    async def stats(self, request: web.Request) -> web.Response:
+        serving = [w for w in self.sup.serving() if w.admin is not None]
+        answers = await asyncio.gather(*(self._ask(w, request) for w in serving))
+        failed = next((a for a in answers if a[0] != 200), None)
+        if failed is not None or not answers:
+            return self._json(failed or (503, {"error": "no worker serving", "status": 503}))
+        return self._json((200, merge_stats([a[1] for a in answers])))
+
+    async def dialogs(self, request: web.Request) -> web.StreamResponse:
+        try:
+            offset = int(request.query.get("offset", "0"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return await self.forward(request)  # the worker's own 400, as documented
+        serving = [w for w in self.sup.serving() if w.admin is not None]
+
+        async def fetch(worker: Worker, skip: int, count: int) -> Answer:
+            return await self._ask(worker, request,
+                                   f"/api/v1/dialogs?offset={skip}&limit={count}")
+
+        return self._json(await merge_dialog_pages(fetch, serving, offset, limit))
+
+    async def dialog(self, request: web.Request) -> web.Response:
+        serving = [w for w in self.sup.serving() if w.admin is not None]
+        return self._json(await first_found(lambda w: self._ask(w, request), serving))
+
+    async def patch_config(self, request: web.Request) -> web.Response:
+        """A live change applies to every worker (each checks it the same way); a worker
+        started later (restart, reload) runs the configuration on disk."""
+        body = await request.read()
+        serving = [w for w in self.sup.serving() if w.admin is not None]
+        answers = [await self._ask(w, request, body=body) for w in serving]
+        failed = next((a for a in answers if a[0] != 200), None)
+        return self._json(failed or answers[0] if answers else
+                          (503, {"error": "no worker serving", "status": 503}))
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         serving = [w for w in self.sup.serving() if w.admin is not None]

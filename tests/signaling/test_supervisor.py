@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -366,3 +367,55 @@ def test_cancel_after_a_reload_reaches_the_old_worker(server: Supervised) -> Non
     text = front_metrics(server)
     assert metric_value(text, "signaling_handoff_total", direction="sent",
                         kind="cancel") >= 10
+
+
+def test_dialogs_and_stats_answer_for_every_worker(server: Supervised) -> None:
+    callee = _callee(server, "dave", "uas", 20)
+    caller = Sipp("uac", f"127.0.0.1:{server.udp_port}", calls=20, rate=20, timeout=60,
+                  service="dave", extra=["-t", "un", "-max_socket", "64", "-d", "8000"])
+    caller.start()
+    try:
+        async def views() -> None:
+            async with session(server.admin_port or 0) as http:
+                deadline = time.monotonic() + START_BOUND
+                while True:  # until every call is in its 8 s hold
+                    async with http.get("/api/v1/dialogs", params={"limit": 100}) as resp:
+                        assert resp.status == 200
+                        page = await resp.json()
+                    if page["counts"].get("confirmed", 0) == 20 or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert page["counts"].get("confirmed") == 20, page["counts"]
+                ids = [d["id"] for d in page["items"]]
+                assert len(set(ids)) == 20
+                async with http.get("/api/v1/dialogs",
+                                    params={"offset": 5, "limit": 10}) as resp:
+                    assert [d["id"] for d in (await resp.json())["items"]] == ids[5:15]
+                for dialog_id in (ids[0], ids[-1]):  # the first and the last worker's
+                    async with http.get(f"/api/v1/dialogs/{dialog_id}") as resp:
+                        assert resp.status == 200 and (await resp.json())["id"] == dialog_id
+                async with http.get("/api/v1/dialogs/nope") as resp:
+                    assert resp.status == 404
+                async with http.get("/api/v1/stats") as resp:
+                    assert resp.status == 200
+                    stats = await resp.json()
+                assert stats["tables"]["dialogs"] == 20
+                assert stats["registrations"]  # the callee's REGISTER, on whichever worker
+                per_worker = []
+                for w in server.workers():
+                    async with aiohttp.ClientSession() as direct, direct.get(
+                            f"http://{w['admin']}/api/v1/stats",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                        per_worker.append(await resp.json())
+                assert all(p["tables"]["dialogs"] > 0 for p in per_worker), per_worker
+                # Every call is holding: no SIP message moved between the two readings.
+                assert stats["sip"]["requests_received"] == sum(
+                    p["sip"]["requests_received"] for p in per_worker)
+
+        asyncio.run(views())
+        result = caller.wait()
+    finally:
+        caller.stop()
+        answered = callee.wait()
+    assert (result.successful, result.failed) == (20, 0), result.errors[-3000:]
+    assert answered.failed == 0
