@@ -127,6 +127,17 @@ class Server:
                  self.node_id, self.cfg.registry, ", ".join(sorted(self.core.domains)),
                  "with C fast path" if sip_parser.ACCELERATED else "pure Python")
 
+    def stop_taking_new(self) -> None:
+        """A supervised worker leaving (reload, shutdown): stop reading and accepting on the
+        sockets it shares with the slot's next worker, so new traffic goes there; what this
+        one holds it finishes in ``stop``."""
+        if self.udp is not None:
+            self.udp.pause_reading()
+        if self.ws is not None:
+            self.ws.stop_accepting()
+        if self.diameter is not None:
+            self.diameter.stop_accepting()
+
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
                  self.cfg.shutdown_timeout)

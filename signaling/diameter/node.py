@@ -215,6 +215,12 @@ class DiameterNode:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    def stop_accepting(self) -> None:
+        """Stop listening (this process's copy of the socket); open peers stay until
+        ``close`` (a supervisor's next worker accepts the new ones)."""
+        if self._server is not None:
+            self._server.close()
+
     async def close(self, timeout: float) -> None:
         """Stop accepting, answer what is queued, send DPR to every open peer (§5.4) and wait
         for their DPAs, then close everything; all within ``timeout`` seconds."""

@@ -206,6 +206,13 @@ class WsTransport:
         except ConnectionClosed:
             pass
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket only (this process's copy of it): connections that are
+        open stay until ``close``; new ones go to whoever else listens (a supervisor's next
+        worker on the same socket)."""
+        if self._server is not None:
+            self._server.server.close()
+
     async def close(self) -> None:
         self.core.transports.remove(self.info.name)
         if self._server is not None:

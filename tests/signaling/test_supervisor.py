@@ -23,7 +23,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect as ws_connect
 
+from protocols.diameter.constants import ResultCode
 from tests.serverproc import ServerProcess, options, sip_request
 from tests.signaling.admin.helpers import (
     TOKEN,
@@ -32,6 +34,8 @@ from tests.signaling.admin.helpers import (
     session,
     sip_status,
 )
+from tests.signaling.diameter.client import Client as DiameterClient
+from tests.signaling.diameter.client import result_code
 from tests.sipp_runner import Sipp
 from tests.siptools import register_many, registered_contacts
 
@@ -50,7 +54,7 @@ class Supervised(ServerProcess):
         self.pid_file = Path(tempfile.mkdtemp(prefix="sig-sup-")) / "signaling.pid"
         super().__init__("--processes", "2", "--pid-file", str(self.pid_file),
                          "--admin-token", TOKEN, "--domain", "example.com,127.0.0.1", *extra,
-                         admin=True, ws=False)
+                         admin=True, ws=True, diameter=True)
 
     def start(self) -> Supervised:
         super().start()
@@ -419,3 +423,51 @@ def test_dialogs_and_stats_answer_for_every_worker(server: Supervised) -> None:
         answered = callee.wait()
     assert (result.successful, result.failed) == (20, 0), result.errors[-3000:]
     assert answered.failed == 0
+
+
+def test_websocket_and_diameter_listeners_are_shared(server: Supervised) -> None:
+    """The TCP listeners are the supervisor's too, one per slot: every connection is accepted
+    by the worker of the slot the kernel picks, and served."""
+
+    async def clients() -> None:
+        for n in range(8):
+            async with ws_connect(f"ws://127.0.0.1:{server.ws_port}",
+                                  subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+                await ws.send(options(server.ws_port or 0, branch=f"z9hG4bKws{n}").decode())
+                answer = await asyncio.wait_for(ws.recv(), 10)
+                assert str(answer).startswith("SIP/2.0 200")
+            diameter = await DiameterClient.connect(server.diameter_port or 0)
+            cea = await diameter.handshake()
+            assert result_code(cea) == ResultCode.DIAMETER_SUCCESS
+            await diameter.close()
+
+    asyncio.run(clients())
+    accepted = [worker_metric(w["admin"], "signaling_ws_events_total", event="opened")
+                for w in server.workers()]
+    assert sum(accepted) == 8, accepted
+
+
+def test_kill9_while_calls_hold_loses_no_call(server: Supervised) -> None:
+    """Calls through both workers are in their hold when one worker is killed: the calls of
+    the other are untouched, and the BYEs of the dead one's calls reach its successor on the
+    slot's port, which loads each dialog from the shared registry."""
+    callee = _callee(server, "erin", "uas", 30)
+    caller = Sipp("uac", f"127.0.0.1:{server.udp_port}", calls=30, rate=30, timeout=60,
+                  service="erin", extra=["-t", "un", "-max_socket", "64", "-d", "6000"])
+    caller.start()
+    try:
+        time.sleep(3)  # every call answered, holding
+        victim = server.workers()[0]
+        held = worker_metric(victim["admin"], "signaling_dialogs", state="confirmed")
+        assert held > 0
+        os.kill(int(victim["pid"]), signal.SIGKILL)
+        server.wait_serving(2, exclude_pids={int(victim["pid"])})
+        result = caller.wait()
+    finally:
+        caller.stop()
+        answered = callee.wait()
+    assert (result.successful, result.failed) == (30, 0), result.errors[-3000:]
+    assert (answered.successful, answered.failed) == (30, 0), answered.errors[-3000:]
+    loaded = metric_value(front_metrics(server), "signaling_proxy_events_total",
+                          event="dialog_loaded")
+    assert loaded >= held
