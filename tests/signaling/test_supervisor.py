@@ -61,6 +61,9 @@ class Supervised(ServerProcess):
         self.wait_serving(2)
         return self
 
+    def __enter__(self) -> Supervised:
+        return self.start()
+
     def health(self) -> dict[str, object]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/health",
                                     timeout=5) as resp:
@@ -471,3 +474,34 @@ def test_kill9_while_calls_hold_loses_no_call(server: Supervised) -> None:
     loaded = metric_value(front_metrics(server), "signaling_proxy_events_total",
                           event="dialog_loaded")
     assert loaded >= held
+
+
+def test_with_redis_every_worker_uses_it(redis_url: str) -> None:
+    prefix = f"t{os.getpid()}x{time.monotonic_ns()}"
+    with Supervised("--registry", f"{redis_url}?prefix={prefix}") as srv:
+        assert "shared+unix" not in srv.read_log()  # no registry of the supervisor's
+        assert register(srv.udp_port, "frank", 7004) == 200
+        for _ in range(SOURCES):
+            assert registered_contacts(srv.udp_port, "frank", "example.com") == [
+                "sip:frank@127.0.0.1:7004"]
+        served = [worker_metric(w["admin"], "signaling_sip_requests_received_total",
+                                method="REGISTER", transport="udp") for w in srv.workers()]
+        assert all(n > 0 for n in served), served
+
+
+def test_a_reload_that_cannot_start_keeps_the_old_workers(tmp_path: Path) -> None:
+    config = tmp_path / "signaling.toml"
+    config.write_text("min_expires = 60\n")
+    with Supervised("--config", str(config)) as srv:
+        before = {int(w["pid"]) for w in srv.workers()}
+        config.write_text("min_expires = 'soon'\n")  # broken on disk: the new workers exit 2
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_BOUND
+        while "reload failed" not in srv.read_log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "reload failed" in srv.read_log()
+        assert {int(w["pid"]) for w in srv.workers()} == before
+        assert from_many_sources(srv.udp_port) == SOURCES
+        assert metric_value(front_metrics(srv), "signaling_supervisor_reloads_total",
+                            outcome="failed") == 1
