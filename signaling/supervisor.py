@@ -52,12 +52,14 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from signaling.admin.front import AdminFront
 from signaling.config import Config, HostPort
 from signaling.metrics import Metrics
 from signaling.registry.memory import MemoryRegistry
@@ -204,7 +206,7 @@ class Supervisor:
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._front: object | None = None
+        self._front: AdminFront | None = None
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -240,8 +242,6 @@ class Supervisor:
             self.owner = RegistryOwner(MemoryRegistry(), path)
             await self.owner.start()
         if self.cfg.admin is not None:
-            from signaling.admin.front import AdminFront
-
             front = AdminFront(self, self.cfg.admin, self.token)
             await front.start()
             self._front = front
@@ -265,9 +265,6 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         if self._front is not None:
-            from signaling.admin.front import AdminFront
-
-            assert isinstance(self._front, AdminFront)
             await self._front.close()
         if self.owner is not None:
             await self.owner.close()
@@ -285,8 +282,8 @@ class Supervisor:
 
     def serving(self) -> list[Worker]:
         """Workers that reported ready and are not being replaced (the admin front's view)."""
-        return [s.current for s in self.slots
-                if s.current is not None and s.current.admin is not None]
+        return [s.current for s in self.slots if s.current is not None
+                and s.current.ready.done() and not s.current.ready.exception()]
 
     def _worker_counts(self) -> dict[tuple[str, ...], float]:
         return {("serving",): float(len(self.serving())),
@@ -392,8 +389,7 @@ class Supervisor:
             _signal(worker, signal.SIGKILL)
             await worker.proc.wait()
 
-    def _watch(self, aw: object) -> None:
-        assert asyncio.iscoroutine(aw)
+    def _watch(self, aw: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(aw)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
