@@ -346,12 +346,16 @@ def _reload_while(server: Supervised, uac: str, uas: str, user: str, calls: int,
         caller = Sipp(uac, f"127.0.0.1:{server.udp_port}", calls=calls, rate=calls,
                       timeout=60, service=user,
                       extra=["-t", "un", "-max_socket", "64", "-d", str(pause_ms)]).start()
-        time.sleep(pause_ms / 4000)  # every call is ringing now
+        time.sleep(1.0)  # every call is ringing now
+        start = time.monotonic()
         reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
                                  str(server.pid_file)], capture_output=True, text=True,
                                 timeout=30)
         assert reload.returncode == 0, reload.stderr
         server.wait_serving(2, exclude_pids=before)
+        # The pause is long enough for a reload on a busy machine: every answer (or CANCEL)
+        # comes after both slots changed hands, so every one of them is handed over.
+        assert time.monotonic() - start < pause_ms / 1000 - 1.5, "reload slower than pause"
         result = caller.wait()
     finally:
         answered = callee.wait()
@@ -359,19 +363,26 @@ def _reload_while(server: Supervised, uac: str, uas: str, user: str, calls: int,
     assert (answered.successful, answered.failed) == (calls, 0), answered.errors[-3000:]
 
 
-def test_answer_after_a_reload_reaches_the_old_worker(server: Supervised) -> None:
-    """The callee answers 4 s after ringing; meanwhile the workers are replaced.  The 200 comes
+@pytest.fixture
+def patient() -> Iterator[Supervised]:
+    """A server whose retiring workers wait for their INVITEs longer than the callee rings."""
+    with Supervised("--shutdown-timeout", "30") as srv:
+        yield srv
+
+
+def test_answer_after_a_reload_reaches_the_old_worker(patient: Supervised) -> None:
+    """The callee answers 10 s after ringing; meanwhile the workers are replaced.  The 200 comes
     to the slot's port, now read by the new worker, which hands it to the old one (which holds
     the INVITE transactions, and waits for them within --shutdown-timeout)."""
-    _reload_while(server, "uac", "uas-slow-answer", "slow", 10, 4000)
-    text = front_metrics(server)
+    _reload_while(patient, "uac", "uas-slow-answer", "slow", 10, 10_000)
+    text = front_metrics(patient)
     assert metric_value(text, "signaling_handoff_total", direction="sent",
                         kind="response") >= 10
 
 
-def test_cancel_after_a_reload_reaches_the_old_worker(server: Supervised) -> None:
-    _reload_while(server, "uac-cancel-late", "uas-cancel", "late", 10, 4000)
-    text = front_metrics(server)
+def test_cancel_after_a_reload_reaches_the_old_worker(patient: Supervised) -> None:
+    _reload_while(patient, "uac-cancel-late", "uas-cancel", "late", 10, 10_000)
+    text = front_metrics(patient)
     assert metric_value(text, "signaling_handoff_total", direction="sent",
                         kind="cancel") >= 10
 
