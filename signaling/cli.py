@@ -2,8 +2,9 @@
 
 ``serve`` exit status: 0 after a clean shutdown, 2 for bad configuration (one line on stderr), 1
 when a listener cannot start (port taken, permission denied).  ``serve --processes N`` runs a
-supervisor and N workers (``signaling.supervisor``); ``reload`` asks it to replace them.  ``ctl`` (``signaling.ctl``)
-talks to a running server's admin API.  ``signaling --version`` prints the version.
+supervisor and N workers (``signaling.supervisor``); ``reload`` asks it to replace them.
+``ctl`` (``signaling.ctl``) talks to a running server's admin API.  ``signaling --version``
+prints the version.
 """
 
 from __future__ import annotations
