@@ -6,8 +6,9 @@ worker runs its own admin API on a private loopback port it reports when ready. 
 * ``/metrics``: scrapes every serving worker concurrently and adds their samples up (counters,
   histogram buckets, sums and counts, and gauges of per-process things such as queue depths,
   transactions and dialogs), so Prometheus sees one server.  Gauges that every worker reports
-  for the whole server (the shared registry's sizes, the uptime) are not added but taken once
-  (``SERVER_WIDE``).  The supervisor's own series (workers, restarts, reloads) are appended.  A
+  for the whole server (the shared registry's sizes, the uptime, the build) or as a limit of
+  each process are not added but taken once (``SERVER_WIDE``); the start time is the
+  earliest.  The supervisor's own series (workers, restarts, reloads) are appended.  A
   worker that does not answer within ``SCRAPE_TIMEOUT`` is left out and counted
   (``signaling_supervisor_scrape_failures_total``): its counters then dip, which Prometheus
   reads as a reset.
@@ -43,17 +44,21 @@ from signaling.admin.handlers import METRICS_CONTENT_TYPE
 if TYPE_CHECKING:
     from signaling.supervisor import Supervisor, Worker
 
-__all__ = ["SCRAPE_TIMEOUT", "SERVER_WIDE", "AdminFront", "merge_expositions"]
+__all__ = ["EARLIEST", "SCRAPE_TIMEOUT", "SERVER_WIDE", "AdminFront", "merge_expositions"]
 
 log = logging.getLogger(__name__)
 
 #: Bound on one worker's scrape or forwarded request.  Prometheus's own scrape timeout is 10 s
 #: by default; a worker that cannot answer in 2 s is too busy and is left out of this scrape.
 SCRAPE_TIMEOUT = 2.0
-#: Gauges each worker reports for the whole server: taken once (the highest), never added.
+#: Gauges each worker reports for the whole server, or a limit of each process: taken once
+#: (the highest), never added.
 SERVER_WIDE = frozenset({
     "signaling_registered_aors", "signaling_registered_bindings", "signaling_uptime_seconds",
+    "signaling_build_info", "signaling_build", "process_max_fds",
 })
+#: Gauges where the whole server's value is the lowest: when its first process started.
+EARLIEST = frozenset({"process_start_time_seconds"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
                          "host", "upgrade", "te", "trailer"})
 
@@ -72,6 +77,10 @@ def _number(value: float) -> str:
     return repr(value)
 
 
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
 def merge_expositions(texts: Iterable[str]) -> bytes:
     """Prometheus text expositions of several workers as one (see the module docstring)."""
     families: dict[str, tuple[str, str]] = {}
@@ -80,16 +89,14 @@ def merge_expositions(texts: Iterable[str]) -> bytes:
         for family in text_string_to_metric_families(text):
             families.setdefault(family.name, (family.type, family.documentation))
             into = samples.setdefault(family.name, {})
-            wide = family.name in SERVER_WIDE
+            combine = (max if family.name in SERVER_WIDE else
+                       min if family.name in EARLIEST else _add)
             for sample in family.samples:
                 if sample.name.endswith("_created"):  # a timestamp: adding them means nothing
                     continue
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 old = into.get(key)
-                if old is None:
-                    into[key] = sample.value
-                else:
-                    into[key] = max(old, sample.value) if wide else old + sample.value
+                into[key] = sample.value if old is None else combine(old, sample.value)
     out: list[str] = []
     for name, (kind, doc) in families.items():
         out.append(f"# HELP {name} {doc.replace(chr(92), chr(92) * 2).replace(chr(10), '')}")

@@ -46,3 +46,16 @@ def test_label_values_are_escaped_on_the_way_out() -> None:
     m.fast_counter("odd", "odd labels", ["v"]).inc('a"b\\c\nd')
     merged = _samples(merge_expositions([m.exposition().decode()] * 2))
     assert merged[("signaling_odd_total", frozenset({("v", 'a"b\\c\nd')}))] == 2
+
+
+def test_process_series_add_up_and_the_build_is_named_once() -> None:
+    text = Metrics().exposition().decode()  # this process's own process_* and build_info
+    merged = _samples(merge_expositions([text, text]))
+    single = _samples(text.encode())
+    none: frozenset[tuple[str, str]] = frozenset()
+    rss = ("process_resident_memory_bytes", none)
+    assert merged[rss] == 2 * single[rss]
+    start = ("process_start_time_seconds", none)
+    assert merged[start] == single[start]
+    build = [k for k in merged if k[0] == "signaling_build_info"]
+    assert len(build) == 1 and merged[build[0]] == 1
