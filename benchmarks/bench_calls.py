@@ -102,7 +102,7 @@ class _Server:
         if self.system == "kamailio":
             cmd = ["kamailio", "-f", str(KAMAILIO_CFG), "-DD", "-E", "-m", str(KAMAILIO_SHM_MB)]
         else:
-            cmd = [sys.executable, "-m", "signaling", "serve", "--sip-udp",
+            cmd = [sys.executable, "-m", "signaling", "serve", "--processes", "1", "--sip-udp",
                    f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
                    "--diameter", "off", "--log-level", "warning"]
         # Its own session, so stop() reaches every process Kamailio forks; the log goes to a

@@ -248,8 +248,8 @@ class ServerUnderTest:
     def start(self) -> ServerUnderTest:
         admin = f"127.0.0.1:{self.admin_port}" if self.admin_port else "off"
         cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "signaling", "serve",
-               "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", admin,
-               "--diameter", "off", "--log-level", "warning", *self.extra]
+               "--processes", "1", "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off",
+               "--admin", admin, "--diameter", "off", "--log-level", "warning", *self.extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

@@ -92,7 +92,7 @@ class ServerUnderCallgrind:
             cmd = [*grind, "--trace-children=yes", "kamailio", "-f", str(cfg), "-DD", "-E",
                    "-m", str(KAMAILIO_SHM_MB)]
         else:
-            cmd = [*grind, sys.executable, "-m", "signaling", "serve",
+            cmd = [*grind, sys.executable, "-m", "signaling", "serve", "--processes", "1",
                    "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
                    "--diameter", "off", "--log-level", "warning",
                    "--spool", str(self.dir / "spool.jsonl"),

@@ -106,7 +106,7 @@ class ServerUnderTest:
         if self.system == "kamailio":
             return ["kamailio", "-f", str(self._kamailio_cfg()), "-DD", "-E",
                     "-Y", str(self.dir), "-m", str(KAMAILIO_SHM_MB)]
-        return [sys.executable, "-m", "signaling", "serve", "--sip-udp",
+        return [sys.executable, "-m", "signaling", "serve", "--processes", "1", "--sip-udp",
                 f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
                 "--diameter", "off", "--log-level", "warning",
                 "--spool", str(self.dir / "spool.jsonl"), *self.extra]

@@ -1,8 +1,10 @@
 """``signaling serve`` and ``signaling ctl``: the command line.
 
 ``serve`` exit status: 0 after a clean shutdown, 2 for bad configuration (one line on stderr), 1
-when a listener cannot start (port taken, permission denied).  ``ctl`` (``signaling.ctl``)
-talks to a running server's admin API.  ``signaling --version`` prints the version.
+when a listener cannot start (port taken, permission denied).  ``serve --processes N`` runs a
+supervisor and N workers (``signaling.supervisor``); ``reload`` asks it to replace them.
+``ctl`` (``signaling.ctl``) talks to a running server's admin API.  ``signaling --version``
+prints the version.
 """
 
 from __future__ import annotations
@@ -10,19 +12,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvloop
 
-from signaling import ctl
+from signaling import ctl, worker
 from signaling.config import OPTIONS, Config, ConfigError, load_config
 from signaling.logs import configure_logging
 from signaling.metrics import version
-from signaling.server import Server
+from signaling.server import Server, default_node_id
+from signaling.supervisor import default_processes, run_supervisor
+from signaling.worker import WorkerInfo
 
 __all__ = ["GC_GEN0_THRESHOLD", "GC_GEN2_THRESHOLD", "build_parser", "main"]
+
+log = logging.getLogger(__name__)
 
 #: Allocations between young-generation collections (default 700).  At tens of thousands of
 #: messages per second the default runs the collector thousands of times a second.
@@ -44,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Options may also come from a TOML file (--config) and "
                                        "SIGNALING_<OPTION> environment variables.")
     serve.add_argument("--config", help="TOML configuration file")
+    reload = sub.add_parser("reload", help="replace every worker of a running server",
+                            description="Signals the supervisor (SIGHUP) named in its pid file: "
+                                        "it starts workers on the code and configuration now "
+                                        "on disk and retires the old ones once they are done.")
+    reload.add_argument("--pid-file", required=True, help="the server's --pid-file")
     for name, (kind, help_text) in OPTIONS.items():
         flag = "--" + name.replace("_", "-")
         if kind == "bool":
@@ -82,7 +96,35 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, GC_GEN2_THRESHOLD)
 
 
+def _as_worker(cfg: Config, info: WorkerInfo) -> None:
+    """A supervised worker's view of the configuration (``signaling.supervisor``): its admin
+    listener is private (the supervisor's front serves the configured address), the embedded
+    registry is the supervisor's, its node id names the worker (WebSocket connection ids and
+    records must not collide between workers, nor with a dead worker's), and its records
+    spool is its slot's."""
+    if cfg.admin is not None:
+        cfg.admin = ("127.0.0.1", 0)
+    cfg.admin_token = info.admin_token or cfg.admin_token
+    if info.registry is not None and cfg.registry == "memory":
+        cfg.registry = info.registry
+    cfg.node_id = f"{cfg.node_id or default_node_id(cfg)}/{info.name}"
+    # One spool per slot: two processes must not append to and rotate one file.  The slot's
+    # next worker replays what its predecessor left.
+    cfg.spool = f"{cfg.spool}.w{info.slot}"
+    cfg.processes = 1
+
+
+def _who(info: WorkerInfo | None, processes: int) -> str:
+    """The text log prefix saying which process of a multi-process server wrote a line."""
+    if info is not None:
+        return f"[{info.name} {os.getpid()}] "
+    return "" if processes == 1 else f"[supervisor {os.getpid()}] "
+
+
 async def _serve(cfg: Config) -> int:
+    info = worker.current()
+    if info is not None:
+        worker.die_with_parent()
     server = Server(cfg)
     if not cfg.node_id:  # JSON log lines name the node: the server's default id
         configure_logging(cfg.log_level, cfg.log_format, server.node_id)
@@ -93,6 +135,10 @@ async def _serve(cfg: Config) -> int:
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    # A lone process has nothing to reload into: SIGHUP must not kill it (its default action).
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
+        "SIGHUP ignored: reload replaces workers, this server runs as a single process "
+        "(--processes 1)"))
     try:
         await server.start()
         _tune_gc()
@@ -100,21 +146,49 @@ async def _serve(cfg: Config) -> int:
         print(f"signaling: cannot start: {exc}", file=sys.stderr)
         await server.stop()
         return 1
+    if info is not None:
+        worker.notify_ready({"pid": os.getpid(),
+                             "admin": list(server.admin.address) if server.admin and
+                             server.admin.address else None})
     await stopping.wait()
+    if info is not None:
+        # The shared sockets are the next generation's (reload) or nobody's (shutdown): this
+        # worker stops taking new work from them and finishes what it holds.
+        server.stop_taking_new()
     await server.stop()
     return 0
 
 
+def _reload(pid_file: str) -> int:
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"signaling: reload: {pid_file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"signaling: reload requested from supervisor {pid}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(args)
     if ns.command == "ctl":
         return ctl.run(ns)
+    if ns.command == "reload":
+        return _reload(ns.pid_file)
     try:
         cfg = load_config(_flags(ns), config_file=ns.config)
     except ConfigError as exc:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(cfg.log_level, cfg.log_format, cfg.node_id)
+    info = worker.current()
+    processes = cfg.processes or default_processes()
+    if info is not None:
+        _as_worker(cfg, info)
+    configure_logging(cfg.log_level, cfg.log_format, cfg.node_id, _who(info, processes))
+    if info is None and processes > 1:
+        return uvloop.run(run_supervisor(cfg, args, processes, cfg.pid_file))
     return uvloop.run(_serve(cfg))
 
 

@@ -93,6 +93,8 @@ class Config:
     trace_sample: float = 0.0
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     trace_plain_ids: bool = False
+    processes: int = 0
+    pid_file: str | None = None
 
     def served_domains(self) -> set[str]:
         """The domains this registrar/proxy is responsible for (RFC 3261 §10.3 step 1).
@@ -181,6 +183,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
                               "0 to 1 (default 0: tracing off, no cost)"),
     "otlp_endpoint": ("str", "OTLP/HTTP traces endpoint spans are exported to"),
     "trace_plain_ids": ("bool", "export Call-IDs and AORs as they are (default: keyed hashes)"),
+    "processes": ("int", "worker processes sharing the ports (default 0: one per CPU this "
+                         "process may use; 1: a single process, no supervisor)"),
+    "pid_file": ("optstr", "file the supervisor writes its pid to, for 'signaling reload'"),
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -287,6 +292,7 @@ def _validate(cfg: Config) -> None:
         (0.0 <= cfg.trace_sample <= 1.0, "trace_sample: must be between 0 and 1"),
         (cfg.trace_sample == 0 or importlib.util.find_spec("opentelemetry.sdk") is not None,
          "trace_sample: tracing needs the 'tracing' extra: pip install 'signaling[tracing]'"),
+        (0 <= cfg.processes <= 1024, "processes: must be between 0 and 1024"),
     ]
     for ok, message in checks:
         if not ok:

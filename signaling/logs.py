@@ -68,12 +68,17 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(out).decode()
 
 
-def configure_logging(level: str, fmt: str = "text", node: str = "") -> None:
-    """The root logger's one handler on stderr, in ``fmt`` (one of ``LOG_FORMATS``)."""
+def configure_logging(level: str, fmt: str = "text", node: str = "", who: str = "") -> None:
+    """The root logger's one handler on stderr, in ``fmt`` (one of ``LOG_FORMATS``).
+
+    ``who`` prefixes text lines with the process of a multi-process server that wrote them
+    (``[w1.2 PID]``: slot 1, generation 2); JSON lines carry the pid and the worker's node id.
+    """
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(node) if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    text = TEXT_FORMAT.replace("%(name)s", f"{who}%(name)s") if who else TEXT_FORMAT
+    handler.setFormatter(JsonFormatter(node) if fmt == "json" else logging.Formatter(text))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

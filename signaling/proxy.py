@@ -631,7 +631,7 @@ class Proxy:
         top = req.vias[0].branch or ""
         branch = f"{_COOKIE}{zlib.crc32(top.encode()):08x}.s"
         info = self._info(dest.transport)
-        via = Via(info.via_token, info.host, info.port, {"branch": branch})
+        via = Via(info.via_token, info.host, info.via_port, {"branch": branch})
         mf = 70 if req.max_forwards is None else req.max_forwards - 1
         out = dataclasses.replace(req, vias=[via, *req.vias], max_forwards=mf)
         self.core.forward_stateless(out, dest)
@@ -784,7 +784,7 @@ class Proxy:
         return uri.port is None or uri.port in self.transports.ports()
 
     def _is_my_via(self, via: Via) -> bool:
-        return any(via.host == i.host and via.port == i.port for i in self.transports)
+        return any(via.host == i.host and via.port == i.via_port for i in self.transports)
 
     def _pop_own_routes(self, req: Request) -> None:
         """§16.4: remove the Route values naming this proxy (two with RFC 5658)."""

@@ -15,11 +15,13 @@ import time
 from typing import TYPE_CHECKING
 
 from protocols.sip import parser as sip_parser
+from signaling import worker
 from signaling.admin import AdminServer
 from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
 from signaling.diameter.server import DiameterServer
+from signaling.handoff import Handoff
 from signaling.logs import RateLimitedLog, set_trace_ids
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
@@ -37,7 +39,7 @@ from signaling.transports.ws import WsTransport
 if TYPE_CHECKING:
     from signaling.tracing import Tracing
 
-__all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server"]
+__all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server", "default_node_id"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class Server:
         self.cfg = cfg
         self.metrics = Metrics()
         self.registry = registry if registry is not None else make_registry(cfg.registry)
-        self.node_id = cfg.node_id or _default_node_id(cfg)
+        self.node_id = cfg.node_id or default_node_id(cfg)
         self.core = SipCore(cfg, self.metrics, Transports())
         self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
@@ -85,6 +87,7 @@ class Server:
         self.udp_address: tuple[str, int] | None = None
         self.ws_address: tuple[str, int] | None = None
         self.admin: AdminServer | None = None
+        self.handoff: Handoff | None = None
         self.started_at = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         self.shedwatch: ShedWatch | None = None
@@ -98,7 +101,10 @@ class Server:
             log.warning("the SIP parser's C fast path is not built: pure-Python parser only")
         if self.records is not None:
             await self.records.start()
-        self.core.start(Router(self.registrar, self.proxy, self.tracer))
+        tu = Handoff.for_worker(Router(self.registrar, self.proxy, self.tracer), self.core,
+                                self.metrics, worker.current())
+        self.handoff = tu if isinstance(tu, Handoff) else None
+        self.core.start(tu)
         if self.cfg.sip_udp is not None:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer,
                                        self.cfg.advertised_host())
@@ -120,6 +126,17 @@ class Server:
         log.info("signaling node %s started (registry %s, domains %s, SIP parser %s)",
                  self.node_id, self.cfg.registry, ", ".join(sorted(self.core.domains)),
                  "with C fast path" if sip_parser.ACCELERATED else "pure Python")
+
+    def stop_taking_new(self) -> None:
+        """A supervised worker leaving (reload, shutdown): stop reading and accepting on the
+        sockets it shares with the slot's next worker, so new traffic goes there; what this
+        one holds it finishes in ``stop``."""
+        if self.udp is not None:
+            self.udp.pause_reading()
+        if self.ws is not None:
+            self.ws.stop_accepting()
+        if self.diameter is not None:
+            self.diameter.stop_accepting()
 
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
@@ -145,6 +162,8 @@ class Server:
             await asyncio.get_running_loop().run_in_executor(None, self.tracer.shutdown)
             set_trace_ids(None)
         await self.registry.close()
+        if self.handoff is not None:  # last: the old worker of a reload takes hand-offs to the end
+            self.handoff.close()
         self._stopped.set()
         log.info("stopped")
 
@@ -163,6 +182,7 @@ class Server:
                                  type(exc).__name__, exc)
 
 
-def _default_node_id(cfg: Config) -> str:
+def default_node_id(cfg: Config) -> str:
+    """``host:port`` of the first SIP listener: this node's id in a shared registry."""
     port = cfg.sip_udp[1] if cfg.sip_udp else (cfg.sip_ws[1] if cfg.sip_ws else 0)
     return f"{socket.gethostname()}:{port}"

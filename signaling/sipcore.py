@@ -400,7 +400,9 @@ class SipCore:
             # (§21.5.4), so overload sheds load instead of collapsing (see transports/udp).
             self._shed(req, peer, "receive_delay")
             return True
-        if not self.accepting:
+        if not self.accepting and req.method != "CANCEL":
+            # A CANCEL is no new work: it ends an INVITE this server still holds (§9.2), which
+            # is what a draining server is finishing.
             self._shed(req, peer, "shutting_down")
             return True
         return False

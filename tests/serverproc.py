@@ -91,7 +91,10 @@ class ServerProcess:
     def args(self) -> list[str]:
         def hp(port: int | None) -> str:
             return f"127.0.0.1:{port}" if port else "off"
-        return [sys.executable, "-m", "signaling", "serve",
+        # One process unless the test asks for more: the default (one per CPU) would make
+        # every black-box test depend on the machine's CPU count.
+        processes = [] if "--processes" in self.extra else ["--processes", "1"]
+        return [sys.executable, "-m", "signaling", "serve", *processes,
                 "--sip-udp", hp(self.udp_port), "--sip-ws", hp(self.ws_port),
                 "--admin", hp(self.admin_port), "--diameter", hp(self.diameter_port),
                 "--spool", str(self.log_path.with_suffix(".spool")), *self.extra]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ from signaling.diameter.connection import Connection
 from signaling.dispatch import Dispatcher
 from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
+from signaling.worker import inherited_socket
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "MAX_PENDING_REQUESTS", "DiameterNode", "PeerInfo"]
 
@@ -188,8 +190,15 @@ class DiameterNode:
         for app in self._apps:
             await app.start()
         self._dispatcher.start()
-        self._server = await self._loop.create_server(
-            lambda: Connection(self), self.config.host, self.config.port, reuse_address=True)
+        # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = inherited_socket("diameter", family, socket.SOCK_STREAM)
+        if sock is not None:
+            self._server = await self._loop.create_server(lambda: Connection(self), sock=sock)
+        else:
+            self._server = await self._loop.create_server(
+                lambda: Connection(self), self.config.host, self.config.port,
+                reuse_address=True)
         for host, address, port in self.config.connect_peers:
             peer = PeerMachine(self.local, tw=self.config.watchdog_interval, initiator=True)
             self._peers[host] = peer
@@ -205,6 +214,12 @@ class DiameterNode:
             return self.config.port
         port: int = self._server.sockets[0].getsockname()[1]
         return port
+
+    def stop_accepting(self) -> None:
+        """Stop listening (this process's copy of the socket); open peers stay until
+        ``close`` (a supervisor's next worker accepts the new ones)."""
+        if self._server is not None:
+            self._server.close()
 
     async def close(self, timeout: float) -> None:
         """Stop accepting, answer what is queued, send DPR to every open peer (§5.4) and wait

@@ -11,7 +11,9 @@ __all__ = ["make_registry"]
 def make_registry(url: str) -> Registry:
     """``memory`` -> in-process; ``redis://`` / ``rediss://`` -> Redis; ``redis+cluster://`` or
     ``?cluster=1`` -> Redis Cluster; ``?prefix=NAME`` sets the key prefix (default ``sig``) so
-    several deployments can share one Redis.  ``ValueError`` (a configuration error) otherwise.
+    several deployments can share one Redis; ``shared+unix:///PATH`` -> the registry a
+    supervisor owns (``signaling.registry.shared``; set by the supervisor for its workers).
+    ``ValueError`` (a configuration error) otherwise.
 
     Nothing connects here: the Redis engines connect lazily, so a server can start while Redis
     is still coming up (its readiness probe uses ``Registry.ping``).
@@ -22,4 +24,8 @@ def make_registry(url: str) -> Registry:
         from signaling.registry.redis import RedisRegistry
 
         return RedisRegistry.from_url(url)
+    if url.startswith("shared+unix://"):
+        from signaling.registry.shared import SharedRegistry
+
+        return SharedRegistry(url.removeprefix("shared+unix://"))
     raise ValueError(f"unsupported registry URL {url!r}: use 'memory' or 'redis://host:port'")

@@ -53,16 +53,24 @@ class TransportInfo:
     every forwarded request shares them.
     """
 
-    __slots__ = ("host", "name", "port", "record_route", "reliable", "uri_transport",
-                 "via_token")
+    __slots__ = ("host", "name", "port", "ports", "record_route", "reliable", "uri_transport",
+                 "via_port", "via_token")
 
     def __init__(self, name: str, *, reliable: bool, via_token: str, host: str, port: int,
-                 uri_transport: str | None) -> None:
+                 uri_transport: str | None, via_port: int | None = None,
+                 record_route_port: int | None = None) -> None:
         self.name = name
         self.reliable = reliable
         self.via_token = via_token
         self.host = host
         self.port = port
+        #: The port in our Via and in our Record-Route, when they are not the listening port:
+        #: a worker of a multi-process server gets the responses to its requests, and the
+        #: in-dialog requests of its dialogs, on ports of its own (signaling/supervisor.py).
+        self.via_port = via_port or port
+        rr_port = record_route_port or port
+        #: Every port of ours a message may name (Request-URI, Route, Via).
+        self.ports = tuple(dict.fromkeys((port, self.via_port, rr_port)))
         #: The ``transport=`` URI parameter that selects it (§19.1.1); None for UDP, the
         #: default of a sip: URI.
         self.uri_transport = uri_transport
@@ -70,11 +78,11 @@ class TransportInfo:
         if uri_transport is not None:
             params = {"transport": uri_transport, "lr": None}
         #: Our Record-Route value facing peers of this transport (§16.6 step 4, RFC 5658).
-        self.record_route = NameAddr(SipURI("sip", host, port=port, params=params))
+        self.record_route = NameAddr(SipURI("sip", host, port=rr_port, params=params))
 
     def via(self, branch: str) -> Via:
         """Our Via for a request sent over this transport (§16.6 step 8, RFC 3581 rport)."""
-        return Via(self.via_token, self.host, self.port, {"branch": branch, "rport": None})
+        return Via(self.via_token, self.host, self.via_port, {"branch": branch, "rport": None})
 
 
 class Transports:
@@ -108,7 +116,7 @@ class Transports:
 
     def _changed(self) -> None:
         self._infos = tuple(self._info.values())
-        self._ports = frozenset(i.port for i in self._infos)
+        self._ports = frozenset(p for i in self._infos for p in i.ports)
 
     def __contains__(self, name: object) -> bool:
         return name in self.by_name

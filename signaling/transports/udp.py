@@ -27,8 +27,9 @@ from typing import Any
 from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
+from signaling.worker import inherited_socket
 
-__all__ = ["PEER_CACHE", "READ_BATCH", "UdpTransport", "start_udp"]
+__all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ _MAX_DATAGRAM = 65_535
 #: address again and again; reusing the (immutable) Peer saves building one per datagram.
 #: Cleared when full, so a flood from many addresses costs a rebuild, never unbounded memory.
 PEER_CACHE = 4096
+#: ``Peer.conn_id`` of a request that came in on a worker's slot socket, so that its
+#: responses leave from that socket (see ``UdpTransport``).
+SLOT_TAG = "slot"
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
@@ -48,34 +52,62 @@ _TIMESPEC = struct.Struct("@qq")
 
 
 class UdpTransport:
-    """Reads datagrams with their kernel arrival time and feeds ``SipCore.receive``."""
+    """Reads datagrams with their kernel arrival time and feeds ``SipCore.receive``.
 
-    def __init__(self, core: SipCore, sock: socket.socket, advertise: str) -> None:
+    A worker of a multi-process server (``signaling.supervisor``) has a second socket beside
+    the shared listening one: ``slot_sock``, its slot's own port, kept by the supervisor across
+    the slot's workers.  It is the port of our Via and Record-Route and the source of every
+    request the worker sends, so the responses to its requests (RFC 3581 §4: to the source port)
+    and the in-dialog requests of its dialogs come to this worker, not to whichever worker the
+    kernel's hash picks; a worker that takes the slot over (restart, reload) gets them, and
+    loads the dialog from the shared registry (``signaling.handoff`` passes the responses of
+    its predecessor's last transactions on).  A response leaves from the socket its request
+    came in on (RFC 3581 §4: NATs let only that through), which a request that came in on
+    ``slot_sock`` marks in its ``Peer``.
+    """
+
+    def __init__(self, core: SipCore, sock: socket.socket, advertise: str, *,
+                 slot_sock: socket.socket | None = None) -> None:
         self.core = core
         self.sock = sock
+        self.slot_sock = slot_sock
         self._loop = asyncio.get_running_loop()
-        self._reading = False
-        #: Bound of ``_peers`` (``PEER_CACHE``; a test lowers it).
+        #: Bound of each socket's peer cache (``PEER_CACHE``; a test lowers it).
         self.peer_cache = PEER_CACHE
-        self._peers: dict[tuple[Any, ...], Peer] = {}
         sockname = sock.getsockname()
         self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        own = slot_sock.getsockname()[1] if slot_sock is not None else None
         self.info = TransportInfo("udp", reliable=False, via_token="UDP", host=advertise,
-                                  port=self.address[1], uri_transport=None)
+                                  port=self.address[1], uri_transport=None, via_port=own,
+                                  record_route_port=own)
+        #: (socket, Peer.conn_id of what it receives, its peer cache)
+        self._readers: list[tuple[socket.socket, str | None, dict[tuple[Any, ...], Peer]]] = [
+            (sock, None, {})]
+        if slot_sock is not None:
+            self._readers.append((slot_sock, SLOT_TAG, {}))
+        self._reading: set[int] = set()
 
     def resume_reading(self) -> None:
-        if not self._reading:
-            self._loop.add_reader(self.sock.fileno(), self._readable)
-            self._reading = True
+        for sock, tag, peers in self._readers:
+            if sock.fileno() not in self._reading:
+                self._loop.add_reader(sock.fileno(), self._readable, sock, tag, peers)
+                self._reading.add(sock.fileno())
 
     def pause_reading(self) -> None:
-        if self._reading:
-            self._loop.remove_reader(self.sock.fileno())
-            self._reading = False
+        for sock, _, _ in self._readers:
+            if sock.fileno() in self._reading:
+                self._loop.remove_reader(sock.fileno())
+                self._reading.discard(sock.fileno())
 
     def send(self, data: bytes, peer: Peer) -> bool:
+        sock = self.sock
+        # A worker: requests, and responses to what came in on the slot's port, use that port
+        # (see the class docstring).
+        if self.slot_sock is not None and (peer.conn_id == SLOT_TAG
+                                           or data[:8] != b"SIP/2.0 "):
+            sock = self.slot_sock
         try:
-            self.sock.sendto(data, (peer.host, peer.port))
+            sock.sendto(data, (peer.host, peer.port))
         except BlockingIOError:
             # The send buffer is full: UDP may lose it anyway, the peer retransmits (§17).
             self.core.c_drop.inc("udp_send_buffer_full")
@@ -83,10 +115,10 @@ class UdpTransport:
             self.core.c_drop.inc("udp_send_error")
         return True  # handed to the kernel or lost as UDP may lose it: counted above
 
-    def _readable(self) -> None:
-        recvmsg = self.sock.recvmsg
+    def _readable(self, sock: socket.socket, tag: str | None,
+                  peers: dict[tuple[Any, ...], Peer]) -> None:
+        recvmsg = sock.recvmsg
         receive = self.core.receive
-        peers = self._peers
         for _ in range(READ_BATCH):
             try:
                 data, ancillary, _flags, addr = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
@@ -103,21 +135,22 @@ class UdpTransport:
                     waited = time.time() - (sec + nsec * 1e-9)
             peer = peers.get(addr)
             if peer is None:
-                peer = self._new_peer(addr)
+                peer = self._new_peer(peers, addr, tag)
             receive(data, peer, waited)
 
-    def _new_peer(self, addr: tuple[Any, ...]) -> Peer:
+    def _new_peer(self, peers: dict[tuple[Any, ...], Peer], addr: tuple[Any, ...],
+                  tag: str | None) -> Peer:
         # addr: (host, port), or (host, port, flowinfo, scope_id) for IPv6.
-        peers = self._peers
         if len(peers) >= self.peer_cache:
             peers.clear()
-        peer = peers[addr] = Peer("udp", addr[0], addr[1])
+        peer = peers[addr] = Peer("udp", addr[0], addr[1], tag)
         return peer
 
     def close(self) -> None:
         self.pause_reading()
         self.core.transports.remove(self.info.name)
-        self.sock.close()
+        for sock, _, _ in self._readers:
+            sock.close()
 
 
 def _size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
@@ -132,18 +165,25 @@ async def start_udp(core: SipCore, listen: HostPort, buffer_size: int,
                     advertise: str) -> UdpTransport:
     host, port = listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    # A supervised worker reads its supervisor's socket (signaling/supervisor.py).
+    inherited = inherited_socket("sip_udp", family, socket.SOCK_DGRAM)
+    sock = inherited or socket.socket(family, socket.SOCK_DGRAM)
     try:
         # No SO_REUSEADDR: on a UDP socket it lets a second server bind a port another one
         # holds and silently take part of its traffic.  A taken port is an error (exit 1).
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         rcv, snd = _size_buffers(sock, buffer_size)
-        sock.bind((host, port))
+        if inherited is None:
+            sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
         sock.close()
         raise
-    transport = UdpTransport(core, sock, advertise)
+    slot_sock = inherited_socket("sip_udp_slot", family, socket.SOCK_DGRAM)
+    if slot_sock is not None:
+        slot_sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        _size_buffers(slot_sock, buffer_size)
+    transport = UdpTransport(core, sock, advertise, slot_sock=slot_sock)
     core.transports.add(transport)
     transport.resume_reading()
     log.info("SIP UDP listening on %s:%s (receive buffer %d bytes, send buffer %d bytes, "

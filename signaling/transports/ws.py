@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -37,6 +39,7 @@ from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
+from signaling.worker import inherited_socket
 
 __all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_SEND_QUEUE", "WsTransport"]
 
@@ -93,8 +96,12 @@ class WsTransport:
         origins: list[Origin | None] | None = None
         if self.cfg.ws_origins:
             origins = [Origin(o) for o in self.cfg.ws_origins]
+        # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = inherited_socket("sip_ws", family, socket.SOCK_STREAM)
+        where: dict[str, Any] = {"sock": sock} if sock else {"host": host, "port": port}
         self._server = await serve(
-            self._handler, host, port,
+            self._handler, **where,
             subprotocols=[Subprotocol("sip")],
             process_request=self._check_request,
             origins=origins,
@@ -198,6 +205,13 @@ class WsTransport:
                     await conn.ws.send(data)
         except ConnectionClosed:
             pass
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket only (this process's copy of it): connections that are
+        open stay until ``close``; new ones go to whoever else listens (a supervisor's next
+        worker on the same socket)."""
+        if self._server is not None:
+            self._server.server.close()
 
     async def close(self) -> None:
         self.core.transports.remove(self.info.name)

@@ -144,6 +144,21 @@ async def test_new_requests_get_503_while_shutting_down() -> None:
         peer.close()
 
 
+async def test_cancel_is_not_shed_while_shutting_down() -> None:
+    # A draining server finishes the INVITEs it holds; a CANCEL ends one (§9.2), it is not
+    # new work: it gets its transaction's answer (481 here: no INVITE), never a 503.
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        srv.core.accepting = False
+        cancel = await _answer(peer, port, _req("CANCEL", "sip:bob@example.com", peer.port))
+        assert cancel.status == 481
+        assert srv.core.c_shed.get("shutting_down") == 0
+        srv.core.accepting = True
+        peer.close()
+
+
 async def test_stray_response_is_a_counted_drop() -> None:
     async with running_server() as srv:
         assert srv.udp_address is not None

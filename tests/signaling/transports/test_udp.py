@@ -75,8 +75,8 @@ async def test_peers_are_reused_per_address_and_the_cache_stays_bounded() -> Non
                 # Every answer goes back to the address its request came from (§18.2.2).
                 answer = await peer.final()
                 assert isinstance(answer, Response) and answer.call_id == f"peer-{i}"
-                assert len(srv.udp._peers) <= 2
-        cached = next(iter(srv.udp._peers.values()))
+                assert len(srv.udp._readers[0][2]) <= 2
+        cached = next(iter(srv.udp._readers[0][2].values()))
         assert cached.transport == "udp" and cached.host == "127.0.0.1"
         assert cached.port in {p.port for p in peers}
         for peer in peers:

@@ -1,0 +1,106 @@
+"""A reload under load: failures and the latency bump (issue 16).
+
+``signaling serve --processes 2`` takes REGISTERs (SIPp, ``../shared/reference/sipp/register.xml``)
+at ``--register-rate`` and complete calls (``tests/sipp/uac.xml`` to a registered ``uas.xml``)
+at ``--call-rate``, both from 64 source sockets, for ``--duration`` seconds; ``signaling reload``
+runs at a third of the way.  Printed: what SIPp counted as failed (target 0), and the response
+time SIPp measured second by second (REGISTER -> 200, INVITE -> 200), its median over the run
+and its worst second, which is the bump the reload causes.
+
+    python -m benchmarks.bench_reload [--register-rate 1000] [--call-rate 200] [--duration 15]
+
+The machine is shared with other work: the figures are noisy, the failure count is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.bench_register import REGISTER_XML
+from tests.serverproc import ServerProcess
+from tests.sipp_runner import Sipp, run_sipp
+
+__all__ = ["main"]
+
+SPREAD = ["-t", "un", "-max_socket", "64"]
+
+
+def _ms(text: str) -> float:
+    parts = text.strip().split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return 0.0
+    h, m, s, us = (int(p) for p in parts)
+    return ((h * 60 + m) * 60 + s) * 1000 + us / 1000
+
+
+class Load:
+    """One SIPp UAC whose per-second statistics are kept (``Sipp`` removes its files)."""
+
+    def __init__(self, sipp: Sipp) -> None:
+        self.sipp = sipp
+        self.proc = subprocess.Popen([*sipp.args(), "-fd", "1"], cwd=sipp.dir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+
+    def finish(self, timeout: float) -> tuple[int, int, list[float]]:
+        """(successful, failed, response time of each second in ms)."""
+        self.proc.wait(timeout)
+        rows = list(csv.DictReader(self.sipp.stat_file.open(errors="replace"), delimiter=";"))
+        last = rows[-1] if rows else {}
+        per_second = [_ms(r.get("ResponseTime1(P)", "")) for r in rows[1:]]
+        return (int(last.get("SuccessfulCall(C)", 0) or 0),
+                int(last.get("FailedCall(C)", 0) or 0), [t for t in per_second if t > 0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--register-rate", type=int, default=1000)
+    parser.add_argument("--call-rate", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=15.0)
+    args = parser.parse_args()
+    pid_file = Path(tempfile.mkdtemp(prefix="bench-reload-")) / "signaling.pid"
+    calls = int(args.call_rate * args.duration)
+    registers = int(args.register_rate * args.duration)
+    # Log level info: the supervisor's "reload done" line marks the end of the reload.
+    with ServerProcess("--processes", "2", "--pid-file", str(pid_file), ws=False) as server:
+        remote = f"127.0.0.1:{server.udp_port}"
+        uas = Sipp("uas", calls=calls, timeout=args.duration + 60)
+        reg = run_sipp("register", remote, keys={"user": "uas", "expires": "3600",
+                                                  "contact": f"127.0.0.1:{uas.port}"})
+        assert reg.ok, reg.errors
+        uas.start()
+        time.sleep(1.0)
+        loads = {
+            "REGISTER": Load(Sipp(REGISTER_XML.as_posix(), remote, calls=registers,
+                                  rate=args.register_rate, timeout=args.duration + 60,
+                                  extra=SPREAD)),
+            "call": Load(Sipp("uac", remote, service="uas", calls=calls, rate=args.call_rate,
+                              timeout=args.duration + 60, extra=SPREAD)),
+        }
+        time.sleep(args.duration / 3)
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                        str(pid_file)], check=True, capture_output=True)
+        while "reload done" not in server.read_log() and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        reload_s = time.monotonic() - t0
+        results = {name: load.finish(args.duration + 90) for name, load in loads.items()}
+        uas.stop()
+    print(f"reload under {args.register_rate} REGISTER/s and {args.call_rate} calls/s, "
+          f"--processes 2 (rolling reload took {reload_s:.1f} s; shared machine: noisy)")
+    for name, (ok, failed, times) in results.items():
+        median = statistics.median(times) if times else 0.0
+        worst = max(times) if times else 0.0
+        print(f"  {name:8}: {ok} successful, {failed} failed; response time per second: "
+              f"median {median:.2f} ms, worst {worst:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

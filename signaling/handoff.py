@@ -1,0 +1,138 @@
+"""Hand-off between the two workers of one slot while a reload replaces one by the other.
+
+A slot's own UDP port (Via, Record-Route, source of requests: ``signaling.transports.udp``)
+moves to the new worker as soon as it serves; the old one stops reading it and finishes what it
+holds.  What arrives there for the old worker's transactions in those seconds is handed over to
+it through a Unix datagram socket named after the slot and generation:
+
+* a response matching no client transaction of the new worker (the answer to a request the old
+  one sent: a 180, a 200, the 200 to a BYE it relayed);
+* a CANCEL matching none of its INVITEs (the caller cancels a call the old worker is ringing;
+  the CANCEL comes on the shared port, which the new worker now reads).
+
+The old worker feeds it to its ``SipCore`` as if read from the slot port, and answers from its
+own sockets (it still holds them, it only stopped reading).  A message handed over is never
+handed on (no loops); when there is no predecessor, or it has exited, the new worker's own
+answer applies (a stray response is counted, a CANCEL gets 481).  Dialogs need no hand-off:
+in-dialog requests reach the new worker, which loads the dialog from the shared registry.
+Requests that are retransmitted to the shared port (an INVITE before its 100) are not handed
+over: the new worker takes them as new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable
+from pathlib import Path
+
+import msgspec
+
+from protocols.sip.message import Request, Response
+from protocols.sip.serializer import serialize
+from signaling.metrics import Metrics
+from signaling.sipcore import Peer, SipCore, TransactionUser, Work
+from signaling.transports.udp import SLOT_TAG
+from signaling.worker import WorkerInfo
+
+__all__ = ["MAX_HANDOFF", "Handoff"]
+
+log = logging.getLogger(__name__)
+
+#: Largest message handed over: a SIP datagram (64 KiB) and its source address.
+MAX_HANDOFF = 65_535 + 512
+_FRAME = msgspec.msgpack.Decoder(tuple[str, int, bytes])
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def _path(info: WorkerInfo, generation: int) -> str:
+    assert info.run_dir is not None
+    return str(Path(info.run_dir) / f"{info.slot}.{generation}.handoff")
+
+
+class Handoff:
+    """A ``TransactionUser`` wrapping the node's own, with the hand-off added (see above)."""
+
+    def __init__(self, tu: TransactionUser, core: SipCore, metrics: Metrics,
+                 info: WorkerInfo) -> None:
+        self.tu = tu
+        self.core = core
+        self.path = _path(info, info.generation)
+        self.predecessor: str | None = _path(info, info.generation - 1) \
+            if info.generation > 1 else None
+        self._relayed = False
+        self.c_handoff = metrics.fast_counter(
+            "handoff", "Messages handed between the old and the new worker of a slot",
+            ["direction", "kind"])
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a crashed worker of this generation cannot exist, but...
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+
+    @classmethod
+    def for_worker(cls, tu: TransactionUser, core: SipCore, metrics: Metrics,
+                   info: WorkerInfo | None) -> TransactionUser:
+        """``tu`` wrapped when this process is a supervised worker, else ``tu`` itself."""
+        if info is None or info.run_dir is None:
+            return tu
+        return cls(tu, core, metrics, info)
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    # -- the old worker's side -----------------------------------------------------------------
+
+    def _readable(self) -> None:
+        for _ in range(64):  # bounded like a UDP read batch
+            try:
+                frame = self.sock.recv(MAX_HANDOFF)
+            except BlockingIOError:
+                return
+            try:
+                host, port, data = _FRAME.decode(frame)
+            except msgspec.DecodeError:
+                self.c_handoff.inc("received", "malformed")
+                continue
+            self.c_handoff.inc("received", "message")
+            self._relayed = True
+            try:
+                self.core.receive(data, Peer("udp", host, port, SLOT_TAG))
+            finally:
+                self._relayed = False
+
+    # -- the new worker's side -----------------------------------------------------------------
+
+    def _hand_over(self, msg: Request | Response, peer: Peer, kind: str) -> bool:
+        if self._relayed or self.predecessor is None:
+            return False
+        try:
+            self.sock.sendto(_ENCODER.encode((peer.host, peer.port, serialize(msg))),
+                             self.predecessor)
+        except OSError:  # it has exited: nobody to hand over to from now on
+            self.predecessor = None
+            return False
+        self.c_handoff.inc("sent", kind)
+        return True
+
+    def handle(self, work: Work) -> Awaitable[None]:
+        return self.tu.handle(work)
+
+    def on_ack(self, ack: Request, peer: Peer) -> None:
+        self.tu.on_ack(ack, peer)
+
+    def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
+        if self.tu.on_cancel(cancel, peer, now):
+            return True
+        return self._hand_over(cancel, peer, "cancel")
+
+    def on_stray_response(self, response: Response, peer: Peer) -> None:
+        if not self._hand_over(response, peer, "response"):
+            self.tu.on_stray_response(response, peer)
