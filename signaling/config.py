@@ -93,7 +93,7 @@ class Config:
     trace_sample: float = 0.0
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     trace_plain_ids: bool = False
-    processes: int = 0
+    processes: int = 1
     pid_file: str | None = None
 
     def served_domains(self) -> set[str]:
@@ -183,8 +183,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                               "0 to 1 (default 0: tracing off, no cost)"),
     "otlp_endpoint": ("str", "OTLP/HTTP traces endpoint spans are exported to"),
     "trace_plain_ids": ("bool", "export Call-IDs and AORs as they are (default: keyed hashes)"),
-    "processes": ("int", "worker processes sharing the ports (default 0: one per CPU this "
-                         "process may use; 1: a single process, no supervisor)"),
+    "processes": ("int", "worker processes sharing the ports (default 1: a single process, no "
+                         "supervisor; 0: one per CPU this process may use)"),
     "pid_file": ("optstr", "file the supervisor writes its pid to, for 'signaling reload'"),
 }
 
