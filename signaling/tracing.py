@@ -74,8 +74,10 @@ log = logging.getLogger(__name__)
 EXPORT_QUEUE = 20_000
 #: Spans per OTLP request: the collector's usual batch size.
 EXPORT_BATCH = 512
-#: Seconds between exports when the queue is not filling faster.
-EXPORT_INTERVAL = 1.0
+#: Seconds between exports when the queue is not filling faster: the SDK's default schedule
+#: delay (OTEL_BSP_SCHEDULE_DELAY).  An export is an HTTP request whose fixed cost dwarfs a
+#: span's: at low rates shorter intervals send many tiny batches (bench_tracing).
+EXPORT_INTERVAL = 5.0
 #: Calls and transactions with an open span: bounded like the tables they shadow, so spans of
 #: calls that never end (a bug, a lost BYE beyond the dialog table's own bounds) cannot pile up.
 MAX_OPEN_SPANS = 100_000
