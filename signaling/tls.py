@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from signaling.config import ConfigError
+from signaling.config import Config, ConfigError
 
 __all__ = [
     "TLS_HANDSHAKE_TIMEOUT",
@@ -41,6 +41,7 @@ __all__ = [
     "TlsSettings",
     "parse_sni",
     "peer_identities",
+    "tls_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,16 @@ class TlsSettings:
         if self.client_ca:
             paths.append(self.client_ca)
         return paths
+
+
+def tls_settings(cfg: Config) -> TlsSettings | None:
+    """The TLS settings of a configuration, None without a certificate."""
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    return TlsSettings(cert=cfg.tls_cert, key=cfg.tls_key, sni=parse_sni(cfg.tls_sni),
+                       client_ca=cfg.tls_client_ca,
+                       require_client_cert=cfg.tls_require_client_cert,
+                       trusted_peers=frozenset(p.lower() for p in cfg.tls_trusted_peers))
 
 
 def parse_sni(entries: Iterable[str]) -> tuple[tuple[str, str, str], ...]:

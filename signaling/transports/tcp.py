@@ -46,10 +46,12 @@ from typing import Any, cast
 
 from protocols.sip.framing import PING, PONG, SipStream, StreamClosed
 from protocols.sip.parser import MAX_MESSAGE_SIZE
+from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.transports.base import Peer, TransportInfo
 
-__all__ = ["CONNECT_QUEUE", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamLimits", "StreamTransport"]
+__all__ = ["CONNECT_QUEUE", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamLimits", "StreamTransport",
+           "stream_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,13 @@ class StreamLimits:
     max_message: int = MAX_MESSAGE_SIZE
     #: 256 kB: a few hundred SIP messages; a peer further behind than that is not reading.
     max_write_buffer: int = 256 * 1024
+
+
+def stream_limits(cfg: Config) -> StreamLimits:
+    """The configured bounds (``--tcp-*``); the others keep their defaults."""
+    return StreamLimits(max_connections=cfg.tcp_max_connections,
+                        max_per_source=cfg.tcp_max_per_source,
+                        idle_timeout=cfg.tcp_idle_timeout)
 
 
 Receive = Callable[[bytes, Peer], None]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from signaling.config import ConfigError
-from signaling.tls import TlsContexts, TlsSettings, parse_sni, peer_identities
+from signaling.config import ConfigError, load_config
+from signaling.tls import TlsContexts, TlsSettings, parse_sni, peer_identities, tls_settings
 from tests.tlscerts import Pki, make_pki
 
 
@@ -129,6 +129,16 @@ async def test_sni_wildcard_matches_one_label(pki: Pki) -> None:
     assert contexts.context_for("A.EXAMPLE.ORG") is contexts.context_for("a.example.org")
     assert contexts.context_for("a.b.example.org") is contexts.context_for(None)
     assert contexts.context_for("example.org") is contexts.context_for(None)
+
+
+def test_settings_from_the_configuration() -> None:
+    assert tls_settings(load_config({}, env={})) is None
+    cfg = load_config({"tls_cert": "/c.pem", "tls_key": "/k.pem", "tls_sni": ["A.example=/a"],
+                       "tls_client_ca": "/ca.pem", "tls_trusted_peers": ["Trunk.Example"]},
+                      env={})
+    assert tls_settings(cfg) == TlsSettings(
+        cert="/c.pem", key="/k.pem", sni=(("a.example", "/a", "/a"),), client_ca="/ca.pem",
+        trusted_peers=frozenset({"trunk.example"}))
 
 
 def test_parse_sni() -> None:
