@@ -12,8 +12,9 @@ Connections and where messages go:
   REGISTER came on (the flow of RFC 5626 §5.3, applied to every client: a phone behind NAT is
   reachable only over the connection it opened).  RFC 5923 aliases are not used: they let a
   peer's connection carry requests to whatever its Via names, which needs TLS to be safe, while
-  the flow is exact and works for TCP too.  When the connection closes, its bindings go
-  (``on_closed``), as for WebSocket.
+  the flow is exact and works for TCP too.  When the connection is gone, the binding's Contact
+  address is tried with a new connection (a phone that listens, or a server), so bindings
+  outlive their connection until they expire, as they do over UDP.
 - A request for an address with no connection reuses one with that remote address (incoming or
   outgoing) or opens one (§18.1.1), queuing a few messages while it connects.
 
@@ -396,10 +397,11 @@ class StreamTransport:
             conn = self.conns.get(peer.conn_id)
             if conn is not None:
                 return conn.write(data)
-            # The flow is gone (RFC 5626 §5.3: the binding goes with it).  Its address is the
-            # peer's ephemeral source port, which nothing listens on: no new connection.
+            # The connection is gone: a binding's peer carries its Contact's address, which
+            # a client that listens can be reached at (§18.1.1).  A request's peer carries its
+            # source address: connecting there is §18.2.2's last resort for a response, and
+            # fails (counted) when nothing listens on that port.
             self.c_events.inc(self.name, "connection_gone")
-            return False
         if not peer.host or not peer.port:
             self.c_events.inc(self.name, "no_address")
             return False

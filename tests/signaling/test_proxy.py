@@ -433,7 +433,7 @@ async def test_ws_caller_to_sipp_udp_callee(server: ServerProcess) -> None:
         await caller.send(invite)
         await caller.response(180)
         ok = await caller.response(200)
-        assert str(ok.contacts[0].uri) == f"sip:127.0.0.1:{uas.port}"
+        assert str(ok.contacts[0].uri) == f"sip:127.0.0.1:{uas.port};transport=UDP"
         assert len(ok.record_routes) == 2
         leg = caller.uac_leg(invite, ok)
         await caller.send(caller.in_dialog(leg, "ACK", cseq=1))

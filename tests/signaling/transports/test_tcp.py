@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from signaling.metrics import Metrics
 from signaling.tls import TlsContexts, TlsSettings
 from signaling.transports.base import Peer
 from signaling.transports.tcp import StreamLimits, StreamTransport
+from tests.serverproc import ServerProcess, free_tcp_port, free_udp_port
+from tests.sipp_runner import Sipp, SippResult, run_sipp
 from tests.tlscerts import Pki, make_pki
 
 MSG = (b"OPTIONS sip:bob@example.com SIP/2.0\r\n"
@@ -131,7 +134,11 @@ async def test_messages_in_and_answers_back_on_the_same_connection(harness: Make
     writer.close()
     await until(lambda: h.closed == [peer.conn_id])
     assert h.events("accepted") == 1 and h.events("closed") == 1
-    assert not h.t.send(b"late", peer)  # the connection is gone: nowhere to send
+    # The connection is gone: a new one to the peer's address is tried, and fails (nothing
+    # listens on the client's ephemeral port).
+    assert h.t.send(b"late", peer)
+    await until(lambda: h.events("connect_failed") == 1)
+    assert h.events("connection_gone") == 1
 
 
 async def test_ping_gets_a_pong(harness: Maker) -> None:
@@ -179,7 +186,7 @@ async def test_unreachable_address_is_counted(harness: Maker) -> None:
     assert h.t.send(b"x", Peer("tcp", "127.0.0.1", sock_port))
     await until(lambda: h.events("connect_failed") == 1)
     assert not h.t.send(b"x", Peer("tcp", "", 0, "n1/tcp/999"))
-    assert h.events("connection_gone") == 1
+    assert h.events("connection_gone") == 1 and h.events("no_address") == 1
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -353,3 +360,72 @@ async def test_tls_outgoing_connection_verifies_the_server(harness: Maker,
     wrong = await harness().start("tls", contexts.front, client_ssl=contexts.client_context())
     assert wrong.t.send(MSG, Peer("tls", "127.0.0.1", far.port))
     await until(lambda: wrong.events("connect_failed") == 1)
+
+
+# --- the whole server with SIPp over TCP ---------------------------------------------------------
+
+#: The shared reference scenario: one REGISTER per call, user u<call number>, Via [transport].
+REGISTER_XML = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "sipp" \
+    / "register.xml"
+
+
+@pytest.fixture(scope="module")
+def tcp_server() -> Iterator[tuple[ServerProcess, int]]:
+    port = free_tcp_port()
+    srv = ServerProcess("--sip-tcp", f"127.0.0.1:{port}", "--log-level", "warning",
+                        ws=False).start()
+    try:
+        yield srv, port
+    finally:
+        assert srv.stop() == 0
+        assert "Traceback" not in srv.log, srv.log[-3000:]
+
+
+def _sipp_ok(result: SippResult, calls: int) -> None:
+    assert result.returncode == 0, (result.errors[-3000:], result.output[-2000:])
+    assert (result.successful, result.failed) == (calls, 0), result.errors[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["tn", "t1"])
+def test_sipp_registers_over_tcp(tcp_server: tuple[ServerProcess, int], mode: str) -> None:
+    """SIPp over TCP, a connection per call (tn) and one for all (t1): every REGISTER gets
+    its 200 back over the connection it came on."""
+    _, port = tcp_server
+    calls = 300
+    result = run_sipp(str(REGISTER_XML), f"127.0.0.1:{port}", calls=calls, rate=300,
+                      timeout=30, port=free_tcp_port(), extra=["-t", mode])
+    _sipp_ok(result, calls)
+
+
+@pytest.mark.parametrize(("caller_t", "callee_t"), [("t1", "t1"), ("tn", "t1"),
+                                                   ("u1", "t1"), ("t1", "u1")])
+def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProcess, int],
+                                                    caller_t: str, callee_t: str) -> None:
+    """Complete calls (INVITE, 180, 200, ACK, BYE) between SIPp UAs over TCP, and between TCP
+    and UDP through the proxy's transport switching (RFC 5658 double Record-Route): the
+    scenarios fail a call whose 200 lacks a loose-routing Record-Route, and SIPp sends ACK and
+    BYE along the route set it got."""
+    server, port = tcp_server
+    calls = 20
+    user = f"callee-{caller_t}-{callee_t}"
+    callee_tcp = callee_t != "u1"
+    callee = Sipp("uas", calls=calls, timeout=30,
+                  port=free_tcp_port() if callee_tcp else free_udp_port(),
+                  extra=["-t", callee_t])
+    contact = f"127.0.0.1:{callee.port}" + (";transport=tcp" if callee_tcp else "")
+    reg = run_sipp("register", f"127.0.0.1:{port if callee_tcp else server.udp_port}",
+                   keys={"user": user, "contact": contact, "expires": "600"}, timeout=10,
+                   port=free_tcp_port() if callee_tcp else None,
+                   extra=["-t", "t1" if callee_tcp else "u1"])
+    _sipp_ok(reg, 1)
+    callee.start()
+    caller_tcp = caller_t != "u1"
+    try:
+        caller = run_sipp("uac", f"127.0.0.1:{port if caller_tcp else server.udp_port}",
+                          service=user, calls=calls, rate=20, timeout=30,
+                          port=free_tcp_port() if caller_tcp else None,
+                          extra=["-t", caller_t])
+    finally:
+        answered = callee.wait()
+    _sipp_ok(caller, calls)
+    _sipp_ok(answered, calls)
