@@ -123,7 +123,8 @@ class Registrar:
         req = work.request
         self.c_register.inc(str(rej.status))
         self.core.respond(work.txn, make_response(
-            req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
+            req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req),
+            extra=[*rej.extra, *self.core.answer_headers]))
 
     async def _process(self, req: Request, peer: Peer) -> bytes:
         """Steps 1-8 of §10.3; the wire form of the 200 after its CSeq (``stateless_tail``)."""
@@ -154,7 +155,8 @@ class Registrar:
         second = int(now)
         if second != self._date_second:  # formatting costs microseconds: once a second
             self._date_second = second
-            self._date = stateless_tail([("Date", email.utils.formatdate(second, usegmt=True))])
+            self._date = stateless_tail([("Date", email.utils.formatdate(second, usegmt=True)),
+                                         *self.core.answer_headers])
         return self._date
 
     def _check_domain(self, req: Request) -> None:

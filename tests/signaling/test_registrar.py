@@ -165,7 +165,8 @@ async def test_200_is_byte_identical_to_the_general_builder() -> None:
         req = parse_message(data)
         assert isinstance(req, Request)
         general = make_response(req, 200, to_tag=SipCore.stateless_tag(req),
-                                extra=[("Date", resp.header("Date") or "")])
+                                extra=[("Date", resp.header("Date") or ""),
+                                       ("Server", "signaling")])
         general.contacts = [NameAddr(parse_uri(text), None, {"expires": str(left)})
                             for text, left in _expires(resp).items()]
         assert [str(c.uri) for c in general.contacts] == [
