@@ -83,7 +83,11 @@ def _tune_gc() -> None:
 
 
 async def _serve(cfg: Config) -> int:
-    server = Server(cfg)
+    try:
+        server = Server(cfg)  # reads the TLS certificate and key files
+    except ConfigError as exc:
+        print(f"signaling: configuration error: {exc}", file=sys.stderr)
+        return 2
     if not cfg.node_id:  # JSON log lines name the node: the server's default id
         configure_logging(cfg.log_level, cfg.log_format, server.node_id)
     # Handlers first: the listeners answer as soon as they are bound, so a SIGTERM may come

@@ -393,7 +393,8 @@ def test_sipp_registers_over_tcp(tcp_server: tuple[ServerProcess, int], mode: st
     _, port = tcp_server
     calls = 300
     result = run_sipp(str(REGISTER_XML), f"127.0.0.1:{port}", calls=calls, rate=300,
-                      timeout=30, port=free_tcp_port(), extra=["-t", mode])
+                      timeout=30, port=free_tcp_port(),
+                      extra=["-t", mode, "-max_socket", "1000"])
     _sipp_ok(result, calls)
 
 
@@ -411,7 +412,7 @@ def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProc
     callee_tcp = callee_t != "u1"
     callee = Sipp("uas", calls=calls, timeout=30,
                   port=free_tcp_port() if callee_tcp else free_udp_port(),
-                  extra=["-t", callee_t])
+                  extra=["-t", callee_t, "-max_socket", "1000"])
     contact = f"127.0.0.1:{callee.port}" + (";transport=tcp" if callee_tcp else "")
     reg = run_sipp("register", f"127.0.0.1:{port if callee_tcp else server.udp_port}",
                    keys={"user": user, "contact": contact, "expires": "600"}, timeout=10,
@@ -424,7 +425,7 @@ def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProc
         caller = run_sipp("uac", f"127.0.0.1:{port if caller_tcp else server.udp_port}",
                           service=user, calls=calls, rate=20, timeout=30,
                           port=free_tcp_port() if caller_tcp else None,
-                          extra=["-t", caller_t])
+                          extra=["-t", caller_t, "-max_socket", "1000"])
     finally:
         answered = callee.wait()
     _sipp_ok(caller, calls)
