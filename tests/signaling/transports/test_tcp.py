@@ -8,7 +8,11 @@ over TCP and TLS, with SIPp, is in tests/signaling/test_sip_tcp.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -430,3 +434,78 @@ def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProc
         answered = callee.wait()
     _sipp_ok(caller, calls)
     _sipp_ok(answered, calls)
+
+
+# --- the whole server with baresip over TLS ----------------------------------------------------
+
+#: baresip without sound hardware: a sine source (which only makes 48 kHz stereo, else the call
+#: is refused 486) and a player into /dev/null; -s in its command line traces SIP for failures.
+BARESIP_CONFIG = """poll_method epoll
+sip_listen 127.0.0.1:0
+sip_cafile {ca}
+audio_player aufile,/dev/null
+audio_source ausine,440
+ausrc_srate 48000
+auplay_srate 48000
+ausrc_channels 2
+auplay_channels 2
+audio_alert aufile,/dev/null
+module_path /usr/lib/baresip/modules
+module g711.so
+module ausine.so
+module aufile.so
+module_app account.so
+module_app menu.so
+"""
+
+
+def _query_contacts(udp_port: int, user: str) -> list[str]:
+    """The contacts a query REGISTER (no Contact, §10.2.3) lists for ``user``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        local = s.getsockname()[1]
+        s.sendto((f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-q{os.urandom(4).hex()}\r\n"
+                  f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=q\r\n"
+                  f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: q-{os.urandom(4).hex()}\r\n"
+                  f"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n").encode(),
+                 ("127.0.0.1", udp_port))
+        msg = parse_message(s.recv(65_535))
+    return [str(c.uri) for c in msg.contacts]
+
+
+def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: Path) -> None:
+    """baresip (a real UA by others) registers over TLS, verifying our certificate against the
+    test CA, and answers a call a SIPp UAC places over UDP: the INVITE reaches it over the TLS
+    connection it registered over, and the whole call (180, 200, ACK, BYE) succeeds."""
+    tls_port = free_tcp_port()
+    with ServerProcess("--sip-tls", f"127.0.0.1:{tls_port}", "--tls-cert",
+                       str(pki.cert("server")), "--tls-key", str(pki.key("server")),
+                       "--log-level", "warning", ws=False) as server:
+        (tmp_path / "config").write_text(BARESIP_CONFIG.format(ca=pki.ca))
+        (tmp_path / "accounts").write_text(
+            f'<sip:tlsbob@127.0.0.1;transport=tls>;regint=600;answermode=auto;'
+            f'outbound="sip:127.0.0.1:{tls_port};transport=tls"\n')
+        ua = subprocess.Popen(["baresip", "-s", "-f", str(tmp_path), "-t", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not _query_contacts(server.udp_port, "tlsbob"):
+                assert time.monotonic() < deadline, "baresip did not register"
+                assert ua.poll() is None
+                time.sleep(0.2)
+            contact = _query_contacts(server.udp_port, "tlsbob")[0]
+            assert "transport=tls" in contact.lower()
+            caller = run_sipp("uac", f"127.0.0.1:{server.udp_port}", service="tlsbob",
+                              calls=1, timeout=20)
+        finally:
+            ua.terminate()
+            out, _ = ua.communicate(timeout=10)
+        log = out.decode(errors="replace")
+        assert caller.ok, (log[-6000:], server.read_log()[-2000:])
+        log = out.decode(errors="replace")
+        assert "{0/TLS/v4} 200 OK" in log, log[-2000:]
+        assert server.alive()
+    assert "Traceback" not in server.log
