@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import itertools
 import logging
 import os
@@ -35,7 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from protocols.sip.builders import make_response
-from protocols.sip.message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
+from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_name_addr
 from protocols.sip.serializer import serialize
 from protocols.sip.transaction import (
@@ -62,8 +61,9 @@ from signaling.dialogs import (
     dialog_key,
     intern_peer,
 )
+from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
-from signaling.registry.base import Binding, Registry, RegistryError
+from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
 from signaling.transports.base import TransportInfo
 
@@ -85,16 +85,6 @@ _COOKIE = "z9hG4bK"
 #: Largest request sent over UDP (§18.1.1): 1300 octets when the path MTU is unknown; larger
 #: ones go over TCP when this node runs it.
 UDP_SIZE_LIMIT = 1300
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Target:
-    """Where one branch goes: the Request-URI it carries and the peer that receives it."""
-
-    uri: URI
-    peer: Peer
-    #: Route values put in front of the request's own (a binding's Path, RFC 3327 §5.3).
-    routes: tuple[NameAddr, ...] = ()
 
 
 class _Branch:
@@ -152,6 +142,7 @@ class Proxy:
         self._ringing: dict[str, _Context] = {}
         self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
         self.transports = core.transports
+        self.hops = Hops(self.transports, node_id, self._is_me)
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
@@ -208,7 +199,7 @@ class Proxy:
             self._fork(work, [Target(req.uri, peer)], dialog=dialog)
             self._dialog_request(dialog, req)
             return
-        target = self._route_target(req)
+        target = self.hops.route_target(req)
         if target is None:
             # §12.2.2 / §16: no dialog here and nowhere else to send it.
             self.c_proxy.inc("in_dialog_481")
@@ -293,7 +284,7 @@ class Proxy:
 
     async def _targets(self, work: Work) -> list[Target]:
         req = work.request
-        route = self._route_target(req) if req.routes else None
+        route = self.hops.route_target(req) if req.routes else None
         uri = req.uri
         if route is not None:
             if not (isinstance(uri, SipURI) and uri.user is not None
@@ -308,7 +299,7 @@ class Proxy:
             return [Target(t.uri, route.peer) for t in found] or [route]
         if not isinstance(uri, SipURI) or uri.host.lower() not in self.core.domains:
             if self.cfg.relay and isinstance(uri, SipURI):
-                relay = await self._resolve(uri)
+                relay = await self.hops.resolve(uri)
                 if relay is not None:
                     return [Target(uri, relay)]
             self._reply(work, 403, "Relaying not allowed")
@@ -339,59 +330,7 @@ class Proxy:
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return None
-        return [t for t in [await self._binding_target(b) for b in bindings] if t is not None]
-
-    async def _binding_target(self, b: Binding) -> Target | None:
-        uri = parse_uri(b.contact)
-        path = tuple(map(parse_name_addr, b.path))  # checked by the registrar
-        if b.connection_id is not None:
-            # Registered over a connection (RFC 7118 §5, RFC 5626 §5.3 flows): reached over
-            # that same connection, to the UA or to the edge proxy of its Path.
-            if b.node not in (None, self.node_id) or b.transport not in self.transports:
-                return None  # held by another node's connection: not reachable from here
-            # TCP and TLS also try the Contact's address when the connection is gone (see
-            # transports/tcp.py); a WebSocket client's Contact is never reachable (.invalid).
-            flow = Peer(b.transport, "", 0, b.connection_id)
-            if not path and isinstance(uri, SipURI) and _is_ip(uri.host) \
-                    and self.transports.for_uri(uri) == b.transport:
-                flow = flow._replace(host=uri.host.strip("[]"),
-                                     port=uri.port or _default_port(uri))
-            return Target(uri, flow, path)
-        if path:
-            # RFC 3327 §5.3: the Path is a preloaded route; its first value is the next hop.
-            first = path[0].uri
-            hop = await self._resolve(first) if isinstance(first, SipURI) else None
-            return Target(uri, hop, path) if hop is not None else None
-        if isinstance(uri, SipURI) and _is_ip(uri.host):
-            name = self.transports.for_uri(uri)
-            if name is None:
-                return None
-            return Target(uri, Peer(name, uri.host.strip("[]"), uri.port or _default_port(uri)))
-        host, _, port = b.source.rpartition(":")
-        return Target(uri, Peer(b.transport, host, int(port))) if host else None
-
-    def _route_target(self, req: Request) -> Target | None:
-        """Next hop from the remaining Route (§16.12) or a routable Request-URI."""
-        uri = req.routes[0].uri if req.routes else req.uri
-        if not isinstance(uri, SipURI) or not _is_ip(uri.host) or self._is_me(uri):
-            return None
-        name = self.transports.for_uri(uri)
-        if name is None:
-            return None  # a transport this node does not run
-        return Target(req.uri, Peer(name, uri.host.strip("[]"), uri.port or _default_port(uri)))
-
-    async def _resolve(self, uri: SipURI) -> Peer | None:
-        name = self.transports.for_uri(uri)
-        if name is None:
-            return None
-        port = uri.port or _default_port(uri)
-        if _is_ip(uri.host):
-            return Peer(name, uri.host.strip("[]"), port)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(uri.host, port)
-        except OSError:
-            return None
-        return Peer(name, str(infos[0][4][0]), int(infos[0][4][1])) if infos else None
+        return [t for t in [await self.hops.binding_target(b) for b in bindings] if t is not None]
 
     # -- forking (§16.6) ---------------------------------------------------------------------
 
@@ -665,7 +604,7 @@ class Proxy:
             self._dialog_input(dialog, DialogInput.ACK)
             dest = self._other_side(dialog, ack)
         else:
-            target = self._route_target(ack)
+            target = self.hops.route_target(ack)
             dest = target.peer if target is not None else None
         if dest is None or ack.max_forwards == 0:
             self.c_proxy.inc("ack_dropped")
@@ -872,21 +811,6 @@ def _better(best: Response | None, resp: Response) -> Response:
         return resp
     return resp if resp.status // 100 < best.status // 100 else best
 
-
-def _default_port(uri: SipURI) -> int:
-    """5061 for sips: and transport=tls, else 5060 (§19.1.2, RFC 5630)."""
-    if uri.scheme == "sips":
-        return 5061
-    transport = uri.params.get("transport") if uri.params else None
-    return 5061 if transport is not None and transport.lower() == "tls" else 5060
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 
