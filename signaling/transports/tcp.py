@@ -94,7 +94,9 @@ def stream_limits(cfg: Config) -> StreamLimits:
                         idle_timeout=cfg.tcp_idle_timeout)
 
 
-Receive = Callable[[bytes, Peer], None]
+#: ``SipCore.receive``; what it returns (whether the bytes parsed) is not needed: a framed
+#: message that does not parse is answered 400 and the stream stays in step.
+Receive = Callable[[bytes, Peer], object]
 
 
 class _Conn(asyncio.Protocol):
