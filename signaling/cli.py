@@ -125,7 +125,11 @@ async def _serve(cfg: Config) -> int:
     info = worker.current()
     if info is not None:
         worker.die_with_parent()
-    server = Server(cfg)
+    try:
+        server = Server(cfg)  # reads the TLS certificate and key files
+    except ConfigError as exc:
+        print(f"signaling: configuration error: {exc}", file=sys.stderr)
+        return 2
     if not cfg.node_id:  # JSON log lines name the node: the server's default id
         configure_logging(cfg.log_level, cfg.log_format, server.node_id)
     # Handlers first: the listeners answer as soon as they are bound, so a SIGTERM may come

@@ -50,6 +50,19 @@ class Config:
 
     sip_udp: HostPort | None = ("0.0.0.0", 5060)
     sip_ws: HostPort | None = ("0.0.0.0", 5066)
+    sip_tcp: HostPort | None = None
+    sip_tls: HostPort | None = None
+    sip_wss: HostPort | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_sni: list[str] = field(default_factory=list)
+    tls_client_ca: str | None = None
+    tls_require_client_cert: bool = False
+    tls_trusted_peers: list[str] = field(default_factory=list)
+    tcp_max_connections: int = 10_000
+    tcp_max_per_source: int = 100
+    tcp_idle_timeout: float = 300.0
+    server_header: str = "signaling"
     admin: HostPort | None = ("127.0.0.1", 8081)
     admin_token: str | None = None
     diameter: HostPort | None = ("0.0.0.0", 3868)
@@ -111,7 +124,7 @@ class Config:
         names = {"localhost", "127.0.0.1", "::1", "[::1]"}
         with contextlib.suppress(OSError):
             names.add(socket.gethostname().lower())
-        for hp in (self.sip_udp, self.sip_ws):
+        for hp in (self.sip_udp, self.sip_ws, self.sip_tcp, self.sip_tls, self.sip_wss):
             if hp is not None and hp[0] not in ("0.0.0.0", "::"):
                 names.add(hp[0].lower())
         if self.advertise:
@@ -133,6 +146,28 @@ class Config:
 OPTIONS: dict[str, tuple[str, str]] = {
     "sip_udp": ("hostport", "SIP over UDP listener (default 0.0.0.0:5060; 'off' disables)"),
     "sip_ws": ("hostport", "SIP over WebSocket listener, RFC 7118 (default 0.0.0.0:5066)"),
+    "sip_tcp": ("hostport", "SIP over TCP listener, RFC 3261 §18 (off by default; "
+                            "e.g. 0.0.0.0:5060)"),
+    "sip_tls": ("hostport", "SIP over TLS listener, sips: (off by default; e.g. 0.0.0.0:5061; "
+                            "needs tls_cert and tls_key)"),
+    "sip_wss": ("hostport", "SIP over secure WebSocket listener, RFC 7118 (off by default; "
+                            "e.g. 0.0.0.0:7443; needs tls_cert and tls_key)"),
+    "tls_cert": ("optstr", "PEM certificate chain of the TLS and WSS listeners (reloaded on "
+                           "SIGHUP and when the file changes)"),
+    "tls_key": ("optstr", "PEM private key of tls_cert"),
+    "tls_sni": ("list", "another certificate served by SNI, NAME=CERTFILE[:KEYFILE] "
+                        "(repeatable; NAME may be *.domain)"),
+    "tls_client_ca": ("optstr", "CA bundle to verify client certificates with (mutual TLS)"),
+    "tls_require_client_cert": ("bool", "refuse TLS clients without a certificate signed by "
+                                        "tls_client_ca"),
+    "tls_trusted_peers": ("list", "client certificate identities (RFC 5922 §7.1) trusted as "
+                                  "peers"),
+    "tcp_max_connections": ("int", "bound on SIP connections per stream listener (TCP, TLS)"),
+    "tcp_max_per_source": ("int", "bound on SIP connections from one IP address"),
+    "tcp_idle_timeout": ("float", "seconds a SIP connection may stay silent before it is "
+                                  "closed (clients keep it with CRLF pings, RFC 5626)"),
+    "server_header": ("str", "Server header of the answers this server makes; 'off' for "
+                             "none (RFC 3261 §20.35)"),
     "admin": ("hostport", "REST admin API and /metrics (default 127.0.0.1:8081)"),
     "admin_token": ("optstr", "bearer token for /api/v1 (generated and printed if unset)"),
     "diameter": ("hostport", "Diameter over TCP listener (default 0.0.0.0:3868)"),
@@ -293,6 +328,11 @@ def _validate(cfg: Config) -> None:
         (cfg.trace_sample == 0 or importlib.util.find_spec("opentelemetry.sdk") is not None,
          "trace_sample: tracing needs the 'tracing' extra: pip install 'signaling[tracing]'"),
         (0 <= cfg.processes <= 1024, "processes: must be between 0 and 1024"),
+        (cfg.tcp_max_connections >= 1 and cfg.tcp_max_per_source >= 1,
+         "tcp_max_connections, tcp_max_per_source: must be positive"),
+        (cfg.tcp_idle_timeout > 0, "tcp_idle_timeout: must be positive"),
+        (all(c.isprintable() for c in cfg.server_header) and len(cfg.server_header) <= 200,
+         "server_header: must be printable text of at most 200 characters"),
     ]
     for ok, message in checks:
         if not ok:
@@ -308,10 +348,24 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("diameter_max_peer_sessions: must be positive")
     if cfg.diameter_watchdog < 6:
         raise ConfigError("diameter_watchdog: must be at least 6 seconds (RFC 3539 §3.4.1)")
-    for hp_name in ("sip_udp", "sip_ws", "admin", "diameter"):
+    _validate_tls(cfg)
+    for hp_name in ("sip_udp", "sip_ws", "sip_tcp", "sip_tls", "sip_wss", "admin", "diameter"):
         hp = getattr(cfg, hp_name)
         if hp is not None:
             _check_host(hp_name, hp[0])
+
+
+def _validate_tls(cfg: Config) -> None:
+    """The TLS options hang together; the files themselves are read by ``signaling.tls``."""
+    users = [n for n in ("sip_tls", "sip_wss") if getattr(cfg, n) is not None]
+    if users and not (cfg.tls_cert and cfg.tls_key):
+        raise ConfigError(f"{users[0]}: needs tls_cert and tls_key")
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ConfigError("tls_cert and tls_key: give both or neither")
+    if cfg.tls_require_client_cert and not cfg.tls_client_ca:
+        raise ConfigError("tls_require_client_cert: needs tls_client_ca")
+    if cfg.tls_trusted_peers and not cfg.tls_client_ca:
+        raise ConfigError("tls_trusted_peers: needs tls_client_ca to verify them with")
 
 
 def parse_diameter_peer(text: str) -> tuple[str, str, int]:

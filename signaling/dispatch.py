@@ -76,6 +76,11 @@ class Dispatcher(Generic[T]):
     def depths(self) -> list[int]:
         return [len(q) for q in self._queues]
 
+    def any_full(self) -> bool:
+        """Some shard is at its bound: the next item for it would be refused."""
+        size = self.queue_size
+        return any(len(q) >= size for q in self._queues)
+
     def resize(self, queue_size: int) -> None:
         """Change the bound of every shard live (admin API).  Items already queued stay."""
         if queue_size < 1:

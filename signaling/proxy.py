@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import itertools
 import logging
 import os
@@ -35,8 +34,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from protocols.sip.builders import make_response
-from protocols.sip.message import URI, CSeq, NameAddr, Request, Response, SipURI, Via
+from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_name_addr
+from protocols.sip.serializer import serialize
 from protocols.sip.transaction import (
     ClientTransaction,
     Event,
@@ -61,15 +61,16 @@ from signaling.dialogs import (
     dialog_key,
     intern_peer,
 )
+from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
-from signaling.registry.base import Binding, Registry, RegistryError
+from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
 from signaling.transports.base import TransportInfo
 
 if TYPE_CHECKING:  # imported by the server only when tracing is on (OpenTelemetry is heavy)
     from signaling.tracing import Tracing
 
-__all__ = ["DIALOG_LINGER", "Proxy", "Target"]
+__all__ = ["DIALOG_LINGER", "UDP_SIZE_LIMIT", "Proxy", "Target"]
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,9 @@ DIALOG_TICK = 1.0
 #: leaves pending (a round trip is ~0.1 ms), small enough that a dead one cannot pile up tasks.
 MAX_PENDING_WRITES = 10_000
 _COOKIE = "z9hG4bK"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Target:
-    """Where one branch goes: the Request-URI it carries and the peer that receives it."""
-
-    uri: URI
-    peer: Peer
+#: Largest request sent over UDP (§18.1.1): 1300 octets when the path MTU is unknown; larger
+#: ones go over TCP when this node runs it.
+UDP_SIZE_LIMIT = 1300
 
 
 class _Branch:
@@ -146,6 +142,7 @@ class Proxy:
         self._ringing: dict[str, _Context] = {}
         self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
         self.transports = core.transports
+        self.hops = Hops(self.transports, node_id, self._is_me)
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
@@ -202,7 +199,7 @@ class Proxy:
             self._fork(work, [Target(req.uri, peer)], dialog=dialog)
             self._dialog_request(dialog, req)
             return
-        target = self._route_target(req)
+        target = self.hops.route_target(req)
         if target is None:
             # §12.2.2 / §16: no dialog here and nowhere else to send it.
             self.c_proxy.inc("in_dialog_481")
@@ -287,13 +284,22 @@ class Proxy:
 
     async def _targets(self, work: Work) -> list[Target]:
         req = work.request
-        route = self._route_target(req) if req.routes else None
-        if route is not None:
-            return [route]
+        route = self.hops.route_target(req) if req.routes else None
         uri = req.uri
+        if route is not None:
+            if not (isinstance(uri, SipURI) and uri.user is not None
+                    and uri.host.lower() in self.core.domains):
+                return [route]
+            # A preloaded Route for a user of ours (§16.5, §16.6 steps 6-7): the location
+            # service gives the Request-URI, the Route stays the next hop.  A user without
+            # bindings here is left to the proxy the Route names.
+            found = await self._lookup(work, aor_of(uri))
+            if found is None:
+                return []
+            return [Target(t.uri, route.peer) for t in found] or [route]
         if not isinstance(uri, SipURI) or uri.host.lower() not in self.core.domains:
             if self.cfg.relay and isinstance(uri, SipURI):
-                relay = await self._resolve(uri)
+                relay = await self.hops.resolve(uri)
                 if relay is not None:
                     return [Target(uri, relay)]
             self._reply(work, 403, "Relaying not allowed")
@@ -304,56 +310,27 @@ class Proxy:
         return await self._user_targets(work, aor_of(uri))
 
     async def _user_targets(self, work: Work, aor: str) -> list[Target]:
-        now = time.time()
+        targets = await self._lookup(work, aor)
+        if targets is None or targets:
+            return targets or []
         try:
-            bindings = await self.registry.lookup(aor, now)
-            known = bool(bindings) or await self.registry.known_user(aor)
+            known = await self.registry.known_user(aor)
+        except RegistryError:
+            known = True  # the 480 that asks to try later, not the 404 that says never
+        # §16.5 / §21.4: 480 for a user we know but cannot reach now, 404 for a stranger.
+        self.c_proxy.inc("no_binding")
+        self._reply(work, 480 if known else 404)
+        return []
+
+    async def _lookup(self, work: Work, aor: str) -> list[Target] | None:
+        """The targets of the user's bindings (§16.5); None when the registry failed and the
+        request was answered 503."""
+        try:
+            bindings = await self.registry.lookup(aor, time.time())
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
-            return []
-        targets = [t for t in map(self._binding_target, bindings) if t is not None]
-        if not targets:
-            # §16.5 / §21.4: 480 for a user we know but cannot reach now, 404 for a stranger.
-            self.c_proxy.inc("no_binding")
-            self._reply(work, 480 if known else 404)
-        return targets
-
-    def _binding_target(self, b: Binding) -> Target | None:
-        uri = parse_uri(b.contact)
-        if b.connection_id is not None:
-            # Registered over a connection (RFC 7118 §5): reached over that same connection.
-            if b.node not in (None, self.node_id) or b.transport not in self.transports:
-                return None  # held by another node's connection: not reachable from here
-            return Target(uri, Peer(b.transport, "", 0, b.connection_id))
-        if isinstance(uri, SipURI) and _is_ip(uri.host):
-            name = self.transports.for_uri(uri)
-            if name is None:
-                return None
-            return Target(uri, Peer(name, uri.host.strip("[]"), uri.port or 5060))
-        host, _, port = b.source.rpartition(":")
-        return Target(uri, Peer(b.transport, host, int(port))) if host else None
-
-    def _route_target(self, req: Request) -> Target | None:
-        """Next hop from the remaining Route (§16.12) or a routable Request-URI."""
-        uri = req.routes[0].uri if req.routes else req.uri
-        if not isinstance(uri, SipURI) or not _is_ip(uri.host) or self._is_me(uri):
             return None
-        name = self.transports.for_uri(uri)
-        if name is None:
-            return None  # a transport this node does not run
-        return Target(req.uri, Peer(name, uri.host.strip("[]"), uri.port or 5060))
-
-    async def _resolve(self, uri: SipURI) -> Peer | None:
-        name = self.transports.for_uri(uri)
-        if name is None:
-            return None
-        if _is_ip(uri.host):
-            return Peer(name, uri.host.strip("[]"), uri.port or 5060)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(uri.host, uri.port or 5060)
-        except OSError:
-            return None
-        return Peer(name, str(infos[0][4][0]), int(infos[0][4][1])) if infos else None
+        return [t for t in [await self.hops.binding_target(b) for b in bindings] if t is not None]
 
     # -- forking (§16.6) ---------------------------------------------------------------------
 
@@ -377,7 +354,15 @@ class Proxy:
         if self.tracer is not None:
             trace = self._trace_start(work, ctx.dialog)
         for target in targets:
-            self._start_branch(ctx, self._copy_for(req, target, work.peer, trace), target.peer)
+            copy = self._copy_for(req, target, work.peer, trace)
+            if target.peer.transport == "udp" and "tcp" in self.transports \
+                    and len(serialize(copy)) > UDP_SIZE_LIMIT:
+                # §18.1.1: too large for UDP without a known path MTU: over TCP, to the same
+                # address (a UA listens for TCP on its UDP port, §18.2.1).
+                self.c_proxy.inc("udp_too_large_sent_over_tcp")
+                target = dataclasses.replace(target, peer=target.peer._replace(transport="tcp"))
+                copy = self._copy_for(req, target, work.peer, trace)
+            self._start_branch(ctx, copy, target.peer)
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
 
@@ -410,7 +395,8 @@ class Proxy:
             extra = [*(h for h in extra if h[0].lower() not in ("traceparent", "tracestate")),
                      *trace]
         return dataclasses.replace(req, uri=target.uri, vias=vias, record_routes=rr,
-                                   max_forwards=mf, routes=list(req.routes), extra=extra)
+                                   max_forwards=mf, routes=[*target.routes, *req.routes],
+                                   extra=extra)
 
     def _via(self, req: Request, transport: str) -> Via:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what
@@ -618,7 +604,7 @@ class Proxy:
             self._dialog_input(dialog, DialogInput.ACK)
             dest = self._other_side(dialog, ack)
         else:
-            target = self._route_target(ack)
+            target = self.hops.route_target(ack)
             dest = target.peer if target is not None else None
         if dest is None or ack.max_forwards == 0:
             self.c_proxy.inc("ack_dropped")
@@ -775,7 +761,7 @@ class Proxy:
                extra: list[tuple[str, str]] | None = None) -> None:
         self.core.respond(work.txn, make_response(
             work.request, status, reason, to_tag=self.core.stateless_tag(work.request),
-            extra=extra or ()))
+            extra=[*(extra or ()), *self.core.answer_headers]))
 
     def _is_me(self, uri: SipURI) -> bool:
         host = uri.host.lower()
@@ -825,13 +811,6 @@ def _better(best: Response | None, resp: Response) -> Response:
         return resp
     return resp if resp.status // 100 < best.status // 100 else best
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 

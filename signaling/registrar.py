@@ -9,7 +9,12 @@ Policies the RFC leaves open:
 - a To URI that is not sip/sips is answered 416 (RFC 4475 unksm2 allows 400 or 416);
 - a CSeq out of order (step 7) is answered 500, as deployed registrars do;
 - a contact asking for more than ``max_expires`` is granted ``max_expires`` (step 7 allows the
-  registrar to shorten it).
+  registrar to shorten it);
+- Path (RFC 3327 §5.3): the Path values of a REGISTER are stored with each of its bindings (the
+  proxy preloads them as Route to reach the binding through the edge proxies it registered
+  through) and copied into the 200 when the REGISTER said ``Supported: path``; without it the
+  REGISTER is still accepted (the edge proxy added Path for its own sake), and the 200 carries
+  none, as §5.3 requires.  A Path value that does not parse is 400.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from protocols.sip.builders import make_response
+from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import URI, NameAddr, Request, SipURI
+from protocols.sip.parser import parse_name_addr, split_list
 from protocols.sip.transaction import response_stub
 from protocols.sip.uri import aor_of, unescape
 from signaling.metrics import Metrics
@@ -116,7 +123,8 @@ class Registrar:
         req = work.request
         self.c_register.inc(str(rej.status))
         self.core.respond(work.txn, make_response(
-            req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req), extra=rej.extra))
+            req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req),
+            extra=[*rej.extra, *self.core.answer_headers]))
 
     async def _process(self, req: Request, peer: Peer) -> bytes:
         """Steps 1-8 of §10.3; the wire form of the 200 after its CSeq (``stateless_tail``)."""
@@ -127,7 +135,8 @@ class Registrar:
             await self._remove_all(req, aor, now)
             bindings: list[Binding] = []
         else:
-            changes = [self._change(req, c, peer) for c in req.contacts]   # step 7
+            path = _path(req)
+            changes = [self._change(req, c, peer, path) for c in req.contacts]   # step 7
             call = self.registry.register(aor, req.call_id, req.cseq.seq, changes, now)
             bindings = await (self._timed("register", call) if self.timed else call)
             if changes and self.on_event is not None:
@@ -136,6 +145,9 @@ class Registrar:
         # binding stores its URI's wire text, which is what str() of the parsed URI gives.
         contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
                             for b in bindings])
+        if req.extra and _wants_path(req):
+            # RFC 3327 §5.3: the Path of this REGISTER, in order, back to the UA.
+            contacts += "".join([f"\r\nPath: {p}" for p in _path(req)])
         return contacts.encode("utf-8", "surrogateescape") + self._date_tail(now)
 
     def _date_tail(self, now: float) -> bytes:
@@ -143,7 +155,8 @@ class Registrar:
         second = int(now)
         if second != self._date_second:  # formatting costs microseconds: once a second
             self._date_second = second
-            self._date = stateless_tail([("Date", email.utils.formatdate(second, usegmt=True))])
+            self._date = stateless_tail([("Date", email.utils.formatdate(second, usegmt=True)),
+                                         *self.core.answer_headers])
         return self._date
 
     def _check_domain(self, req: Request) -> None:
@@ -169,7 +182,8 @@ class Registrar:
         if self.on_event is not None:
             self.on_event("unregister", aor, [])
 
-    def _change(self, req: Request, contact: NameAddr, peer: Peer) -> ContactChange:
+    def _change(self, req: Request, contact: NameAddr, peer: Peer,
+                path: tuple[str, ...] = ()) -> ContactChange:
         expires = self._expires(req, contact)
         uri = contact.uri
         raw = uri.raw  # str(uri) without the __str__ call: the wire text the parser kept
@@ -183,7 +197,7 @@ class Registrar:
             source=f"{peer.host}:{peer.port}", connection_id=peer.conn_id,
             node=self.node_id if peer.conn_id else None,
             instance=instance, reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
-            key=contact_key(uri),
+            path=path, key=contact_key(uri),
         )
 
     def _expires(self, req: Request, contact: NameAddr) -> int:
@@ -210,6 +224,33 @@ class Registrar:
             return await aw
         finally:
             self.h_registry.labels(op).observe(time.perf_counter() - start)
+
+
+#: Path values kept per binding: each is one proxy between the UA and us; more than the
+#: Max-Forwards budget of hops (70) cannot be a real path.
+MAX_PATH = 70
+
+
+def _path(req: Request) -> tuple[str, ...]:
+    """The REGISTER's Path values (RFC 3327 §4), in order, as their wire text."""
+    if not req.extra:
+        return ()
+    values = [item for v in req.headers("Path") for item in split_list(v)]
+    if len(values) > MAX_PATH:
+        raise RegistrarReject(400, "Too many Path values")
+    for value in values:
+        try:
+            na = parse_name_addr(value)
+        except RemoteProtocolError:
+            raise RegistrarReject(400, "Malformed Path header") from None
+        if not isinstance(na.uri, SipURI):
+            raise RegistrarReject(416, "Path must be a SIP or SIPS URI")
+    return tuple(values)
+
+
+def _wants_path(req: Request) -> bool:
+    return any(t.strip().lower() == "path"
+               for v in req.headers("Supported") for t in v.split(","))
 
 
 def _reject_for(exc: RegistryError) -> RegistrarReject:

@@ -32,7 +32,9 @@ from signaling.registry.factory import make_registry
 from signaling.router import Router
 from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
+from signaling.tls import TlsContexts, tls_settings
 from signaling.transports.base import Transports
+from signaling.transports.tcp import StreamTransport, stream_limits
 from signaling.transports.udp import UdpTransport, start_udp
 from signaling.transports.ws import WsTransport
 
@@ -82,10 +84,19 @@ class Server:
         if cfg.diameter is not None:
             self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry,
                                            self.tracer)
+        settings = tls_settings(cfg)
+        #: Raises ConfigError (exit 2) for a missing or unusable certificate or key.
+        self.tls = TlsContexts(settings) if settings is not None else None
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
+        self.wss: WsTransport | None = None
+        #: The TCP and TLS listeners, by name.
+        self.streams: dict[str, StreamTransport] = {}
         self.udp_address: tuple[str, int] | None = None
         self.ws_address: tuple[str, int] | None = None
+        self.wss_address: tuple[str, int] | None = None
+        #: Bound address of each stream listener, by name ("tcp", "tls").
+        self.stream_addresses: dict[str, tuple[str, int]] = {}
         self.admin: AdminServer | None = None
         self.handoff: Handoff | None = None
         self.started_at = time.time()
@@ -113,6 +124,7 @@ class Server:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
             self.ws_address = await self.ws.start()
+        await self._start_secure_and_streams()
         self.proxy.start()
         if self.diameter is not None:
             await self.diameter.start()
@@ -135,8 +147,35 @@ class Server:
             self.udp.pause_reading()
         if self.ws is not None:
             self.ws.stop_accepting()
+        if self.wss is not None:
+            self.wss.stop_accepting()
         if self.diameter is not None:
             self.diameter.stop_accepting()
+
+    async def _start_secure_and_streams(self) -> None:
+        cfg = self.cfg
+        if self.tls is not None:
+            self.tls.start()
+        if cfg.sip_wss is not None:
+            assert self.tls is not None  # config validation: sip_wss needs tls_cert
+            self.wss = WsTransport(self.core, cfg, self.metrics, self.node_id,
+                                   self.registry.remove_connection, name="wss",
+                                   listen=cfg.sip_wss, ssl_context=self.tls.front)
+            self.wss_address = await self.wss.start()
+        for name, listen in (("tcp", cfg.sip_tcp), ("tls", cfg.sip_tls)):
+            if listen is None:
+                continue
+            secure = name == "tls"
+            assert not secure or self.tls is not None  # config validation
+            transport = StreamTransport(
+                name, self.core.receive, self.metrics, self.node_id,
+                host=cfg.advertised_host(), limits=stream_limits(cfg),
+                ssl_context=self.tls.front if secure and self.tls else None,
+                client_ssl=self.tls.client_context() if secure and self.tls else None,
+                overloaded=self.core.overloaded)
+            self.stream_addresses[name] = await transport.start(*listen)
+            self.core.transports.add(transport)
+            self.streams[name] = transport
 
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
@@ -150,8 +189,14 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        if self.ws is not None:
-            await self.ws.close()
+        for ws in (self.ws, self.wss):
+            if ws is not None:
+                await ws.close()
+        for stream in self.streams.values():
+            self.core.transports.remove(stream.info.name)
+            await stream.close()
+        if self.tls is not None:
+            await self.tls.stop()
         if self.udp is not None:
             self.udp.close()
         if self.records is not None:

@@ -156,8 +156,18 @@ class SipCore:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Headers of every answer this node makes itself (not of responses it relays):
+        #: Server (§20.35), unless configured off.
+        self.answer_headers: tuple[tuple[str, str], ...] = (
+            () if cfg.server_header.lower() in ("", "off") else (("Server", cfg.server_header),))
         #: The 503's Retry-After (§21.5.4) never changes: encoded once, not per shed request.
-        self._retry_tail = stateless_tail([("Retry-After", str(cfg.retry_after))])
+        self._retry_tail = stateless_tail([("Retry-After", str(cfg.retry_after)),
+                                           *self.answer_headers])
+        #: §11.2: an OPTIONS answer tells what the server can do.
+        self._options_tail = stateless_tail([
+            ("Allow", ALLOW), ("Accept", "application/sdp"), ("Accept-Encoding", "identity"),
+            ("Accept-Language", "en"), ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS))),
+            *self.answer_headers])
         self._declare_metrics(metrics)
 
     def _declare_metrics(self, m: Metrics) -> None:
@@ -220,6 +230,10 @@ class SipCore:
             return False
         return True
 
+    def overloaded(self) -> bool:
+        """A worker queue is full: stream transports stop reading (backpressure) until not."""
+        return self.dispatcher.any_full()
+
     def timers_for(self, peer: Peer) -> TimerValues:
         """The timers of ``peer``'s transport: reliable ones do not retransmit (§17.1.1.2)."""
         return self.timers[self.transports.reliable(peer.transport)]
@@ -233,6 +247,7 @@ class SipCore:
     def send_stateless(self, request: Request, peer: Peer, status: int,
                        reason: str | None = None, extra: Iterable[tuple[str, str]] = ()) -> None:
         """Answer without a transaction (§8.2.7, §16.11): errors, OPTIONS, overload 503."""
+        extra = [*extra, *self.answer_headers]
         if status <= 100:  # no To tag, Timestamp copied (§8.2.6.1): the general builder's case
             self.c_resp_out.inc(_method(request.method), "1xx", peer.transport)
             self.send(serialize(make_response(request, status, reason, extra=extra)), peer)
@@ -321,6 +336,7 @@ class SipCore:
     def _rejected(self, err: RemoteProtocolError, peer: Peer) -> None:
         # §8.2.6.2: the tag must be the same for a retransmission and differ between
         # requests: derive it from the request's own header text.
+        err.extra_headers.extend(self.answer_headers)
         answer = error_response(err, format(hash(tuple(err.headers)) & 0xFFFFFFFF, "x"))
         if answer is None:
             self.c_drop.inc("malformed")
@@ -392,7 +408,7 @@ class SipCore:
                 return True
         if req.method == "OPTIONS" and self.is_myself(req):
             # Keepalives and health probes (§11.2): answered at once, without state.
-            self._send_stateless(req, peer, 200, "OK", _OPTIONS_TAIL)
+            self._send_stateless(req, peer, 200, "OK", self._options_tail)
             return True
         if waited > self.cfg.max_receive_delay:
             # It queued in the kernel longer than the budget: the server is behind, and the
@@ -541,7 +557,6 @@ def stateless_tail(extra: Iterable[tuple[str, str]]) -> bytes:
 
 
 #: What follows CSeq in every 200 to an OPTIONS for the server (§11.2), encoded once.
-_OPTIONS_TAIL = stateless_tail([("Allow", ALLOW), ("Accept", "application/sdp")])
 
 
 def stateless_answer(request: Request, status: int, reason: str | None, tail: bytes) -> bytes:

@@ -67,13 +67,13 @@ __all__ = [
     "MAX_MESSAGE_SIZE",
     "MAX_VIAS",
     "VALUE_CACHE_SIZE",
-    "StreamFramer",
     "fast_parse",
     "parse_message",
     "parse_message_pure",
     "parse_name_addr",
     "parse_name_addr_list",
     "parse_via_list",
+    "salvage_headers",
     "set_fast_path",
     "split_list",
 ]
@@ -689,7 +689,7 @@ def parse_message_pure(data: bytes, *, stream: bool = False) -> Request | Respon
             return _response(first, lines, data, offset, stream)
         return _request(first, lines, data, offset, stream)
     except RemoteProtocolError as exc:
-        exc.is_request, exc.headers = _salvage(data)
+        exc.is_request, exc.headers = salvage_headers(data)
         if not exc.is_request:
             # §18.1.2: a broken response is discarded, never answered.
             _set_answer(exc, None, exc.reason)
@@ -702,7 +702,7 @@ def _set_answer(exc: RemoteProtocolError, status: int | None, reason: str) -> No
     exc.args = (f"{status} {reason}" if status else f"discard: {reason}",)
 
 
-def _salvage(data: bytes) -> tuple[bool, list[tuple[str, str]]]:
+def salvage_headers(data: bytes) -> tuple[bool, list[tuple[str, str]]]:
     """The kind and raw headers of a rejected message, read leniently for its error answer.
     Linear and bounded: at most ``MAX_MESSAGE_SIZE`` octets and ``MAX_HEADERS`` lines are
     read, values longer than ``MAX_HEADER_LINE`` are left out."""
@@ -775,66 +775,3 @@ def set_fast_path(enabled: bool) -> bool:
     fast_parse = _load_fast_parse() if enabled else None
     ACCELERATED = fast_parse is not None
     return ACCELERATED
-
-
-# --- stream framing -----------------------------------------------------------------------------
-
-_CL_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d{1,10})[ \t]*\r?$")
-
-
-class StreamFramer:
-    """Splits a byte stream into messages by Content-Length (§18.3).
-
-    The buffer never holds more than ``MAX_MESSAGE_SIZE`` octets plus one read: a peer that
-    sends more without completing a message gets a ``RemoteProtocolError`` and the transport
-    closes the connection (RFC 4475 ncl/mcl01 on streams: close).
-    """
-
-    __slots__ = ("_buf", "_scanned")
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        # How far the buffer is known to hold no end of header section, so a message
-        # trickling in byte by byte is scanned once in total, not once per read.
-        self._scanned = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        out: list[bytes] = []
-        while True:
-            msg = self._next()
-            if msg is None:
-                return out
-            out.append(msg)
-
-    def _next(self) -> bytes | None:
-        buf = self._buf
-        if buf.startswith(b"\r\n"):
-            # Keepalive CRLFs between messages (RFC 5626 §3.5.1), dropped in one move.
-            skip = 2
-            while buf.startswith(b"\r\n", skip):
-                skip += 2
-            del buf[:skip]
-            self._scanned = 0
-        end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))
-        if end < 0:
-            if len(buf) > MAX_MESSAGE_SIZE:
-                raise RemoteProtocolError("Message Too Large", 513)
-            self._scanned = len(buf)
-            return None
-        lengths = _CL_RE.findall(bytes(buf[:end + 2]))
-        if len(lengths) != 1:
-            raise RemoteProtocolError("Missing or repeated Content-Length on a stream", None)
-        total = end + 4 + int(lengths[0])
-        if total > MAX_MESSAGE_SIZE:
-            raise RemoteProtocolError("Message Too Large", 513)
-        if len(buf) < total:
-            return None
-        msg = bytes(buf[:total])
-        del buf[:total]
-        self._scanned = 0
-        return msg
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)

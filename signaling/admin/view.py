@@ -130,6 +130,9 @@ def view_of(server: Server) -> ServerView:
             checks["sip_udp"] = "ok" if up else "not listening"
         if cfg.sip_ws is not None:
             checks["sip_ws"] = "ok" if server.ws_address is not None else "not listening"
+        for name in ("tcp", "tls", "wss"):
+            if getattr(cfg, f"sip_{name}") is not None:
+                checks[f"sip_{name}"] = "ok" if name in core.transports else "not listening"
         if cfg.diameter is not None and server.diameter is not None:
             checks["diameter"] = "ok"
         return checks

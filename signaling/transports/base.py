@@ -85,6 +85,11 @@ class TransportInfo:
         return Via(self.via_token, self.host, self.via_port, {"branch": branch, "rport": None})
 
 
+#: The secure transport a ``sips:`` URI's ``transport=`` value asks for ("" for none).
+_SECURE: dict[str | None, str] = {None: "tls", "tcp": "tls", "tls": "tls", "ws": "wss",
+                                  "wss": "wss"}
+
+
 class Transports:
     """The transports of one node, by name, and the questions the proxy asks about them."""
 
@@ -136,9 +141,15 @@ class Transports:
 
     def for_uri(self, uri: SipURI) -> str | None:
         """The transport a hop's URI asks for (§19.1.1 ``transport=``; UDP when absent), if
-        this node runs it."""
+        this node runs it.  A ``sips:`` URI needs TLS on the hop (§26.2.2, RFC 5630 §3.1.3):
+        TLS, or WSS for ``transport=ws`` (RFC 7118 §5.2); never UDP or plain TCP."""
         wanted = uri.params.get("transport") if uri.params else None
-        return self._by_uri_transport.get(wanted.lower() if wanted else None)
+        key = wanted.lower() if wanted else None
+        if uri.scheme == "sips":
+            key = _SECURE.get(key, "")
+        elif key == "udp":
+            key = None  # spelled out, the default
+        return self._by_uri_transport.get(key)
 
     def for_via(self, via: Via) -> str | None:
         """The transport a Via's sent-by names (§18.2.2: responses go back over it)."""

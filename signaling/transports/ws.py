@@ -5,6 +5,8 @@
 - Each connection has an id; a binding registered over it records that id (and this node), so
   requests for that user go back over the same connection (§5), and when the connection closes
   its bindings are removed from the registry.
+- WSS (``name`` "wss") is the same listener over TLS, with the contexts of signaling.tls
+  (certificates reloaded without a restart, TLS 1.2 and 1.3 only).
 - Pings detect dead peers (the library closes a connection whose pong does not come in time).
 - Outgoing messages go through a bounded per-connection queue drained by one writer task: a slow
   reader cannot make the server buffer without bound; when its queue is full the message is
@@ -24,6 +26,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -34,10 +37,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Origin, Subprotocol
 
-from signaling.config import Config
+from signaling.config import Config, HostPort
 from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.sipcore import SipCore
+from signaling.tls import TLS_HANDSHAKE_TIMEOUT
 from signaling.transports.base import Peer, TransportInfo
 from signaling.worker import inherited_socket
 
@@ -69,30 +73,44 @@ class WsTransport:
     """The WebSocket listener and the table of live connections."""
 
     def __init__(self, core: SipCore, cfg: Config, metrics: Metrics, node_id: str,
-                 on_closed: Callable[[str], Awaitable[object]]) -> None:
+                 on_closed: Callable[[str], Awaitable[object]], *, name: str = "ws",
+                 listen: HostPort | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.core = core
         self.cfg = cfg
         self.node_id = node_id
         self.on_closed = on_closed
+        #: "ws", or "wss" over TLS (``ssl_context``, RFC 7118 §5: Via token WSS).
+        self.name = name
+        self.listen = listen if listen is not None else cfg.sip_ws
+        self.ssl_context = ssl_context
         self.conns: dict[str, _Conn] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
-        self.c_ws = metrics.fast_counter("ws_events", "WebSocket connection events", ["event"])
-        metrics.callback_gauge("ws_connections", "Open WebSocket connections", [],
+        kind = "WebSocket" if name == "ws" else "secure WebSocket"
+        self.c_ws = metrics.fast_counter(f"{name}_events", f"{kind} connection events",
+                                         ["event"])
+        metrics.callback_gauge(f"{name}_connections", f"Open {kind} connections", [],
                                lambda: {(): float(len(self.conns))})
-        metrics.callback_gauge("ws_handshakes", "WebSocket connections in their opening "
+        metrics.callback_gauge(f"{name}_handshakes", f"{kind} connections in their opening "
                                "handshake", [], lambda: {(): float(self.handshakes)})
         self.max_bad_messages = WS_MAX_BAD_MESSAGES
         # While the registry is down every closing connection fails the same way: one line
         # a minute, with the count, instead of a traceback per connection.
         self._cleanup_failures = RateLimitedLog(log, 60.0)
         #: Set when bound (``start``): the port is known only then.
-        self.info = TransportInfo("ws", reliable=True, via_token="WS",
-                                  host=cfg.advertised_host(), port=0, uri_transport="ws")
+        self.info = self._info(0)
+
+    def _info(self, port: int) -> TransportInfo:
+        # RFC 7118 §5.2: Via SIP/2.0/WS or WSS; ``transport=ws`` in a sip: URI, the secure
+        # one is asked for with sips: (Transports.for_uri), or ``transport=wss`` as deployed.
+        return TransportInfo(self.name, reliable=True, via_token=self.name.upper(),
+                             host=self.cfg.advertised_host(), port=port,
+                             uri_transport=self.name)
 
     async def start(self) -> tuple[str, int]:
-        assert self.cfg.sip_ws is not None
-        host, port = self.cfg.sip_ws
+        assert self.listen is not None
+        host, port = self.listen
         origins: list[Origin | None] | None = None
         if self.cfg.ws_origins:
             origins = [Origin(o) for o in self.cfg.ws_origins]
@@ -114,14 +132,13 @@ class WsTransport:
             # either: give up on it quickly so its bindings go with it (RFC 7118 §5).
             close_timeout=WS_CLOSE_TIMEOUT,
             server_header="signaling",
+            **self._tls_options(),
         )
         sock = next(iter(self._server.sockets))
         bound = sock.getsockname()
-        self.info = TransportInfo("ws", reliable=True, via_token="WS",
-                                  host=self.cfg.advertised_host(), port=int(bound[1]),
-                                  uri_transport="ws")
+        self.info = self._info(int(bound[1]))
         self.core.transports.add(self)
-        log.info("SIP WebSocket listening on %s:%s", bound[0], bound[1])
+        log.info("SIP %s listening on %s:%s", self.name.upper(), bound[0], bound[1])
         return str(bound[0]), int(bound[1])
 
     @property
@@ -133,6 +150,12 @@ class WsTransport:
     def handshakes(self) -> int:
         """Connections accepted whose opening handshake has not completed (or failed) yet."""
         return max(0, self.connections - len(self.conns))
+
+    def _tls_options(self) -> dict[str, Any]:
+        if self.ssl_context is None:
+            return {}
+        # A TLS handshake that never finishes is dropped after this, by asyncio.
+        return {"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         offered = request.headers.get_all("Sec-WebSocket-Protocol")
@@ -158,13 +181,15 @@ class WsTransport:
         return True
 
     async def _handler(self, ws: ServerConnection) -> None:
-        conn_id = f"{self.node_id}/{next(self._ids)}"
+        # The secure listener's ids carry its name: both share the registry's id space.
+        prefix = self.node_id if self.name == "ws" else f"{self.node_id}/{self.name}"
+        conn_id = f"{prefix}/{next(self._ids)}"
         conn = _Conn(conn_id, ws)
         self.conns[conn_id] = conn
         self.c_ws.inc("opened")
         conn.writer = asyncio.get_running_loop().create_task(self._write(conn))
         host, port = str(ws.remote_address[0]), int(ws.remote_address[1])
-        peer = Peer("ws", host, port, conn_id)
+        peer = Peer(self.name, host, port, conn_id)
         bad = 0
         try:
             async for message in ws:

@@ -1,4 +1,4 @@
-"""Small SIP user agents for tests: one over UDP, one over WebSocket (RFC 7118).
+"""Small SIP user agents for tests: over UDP, TCP or TLS, and WebSocket (RFC 7118, WS or WSS).
 
 Both speak SIP through our own codec (``protocols.sip``: one codec, two uses) and keep every
 message they receive in a queue, so a test drives a call step by step and checks each header
@@ -6,6 +6,10 @@ on the way (Via, Contact, Record-Route).  They are deliberately dumb: no transac
 no retransmissions unless a test sends twice, so a test sees exactly what the server sent.
 
 * ``UdpUA``: an asyncio datagram endpoint on 127.0.0.1.
+* ``StreamUA``: one TCP connection (TLS with an SSL context) to the server, framed by
+  ``protocols.sip.framing``; its Contact names the connection's local address with
+  ``transport=tcp`` or ``transport=tls``, which nothing listens on: the server reaches it only
+  over the connection it registered over.
 * ``WsUA``: a ``websockets`` client with the ``sip`` subprotocol; its Via is
   ``SIP/2.0/WS <random>.invalid`` and its Contact ``sip:user@<random>.invalid;transport=ws``,
   as RFC 7118 §5 describes for a browser that has no reachable address.
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,12 +32,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from protocols.sip.builders import make_response
+from protocols.sip.framing import PING, SipStream
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import parse_uri
 
-__all__ = ["SDP", "UA", "Leg", "UdpUA", "WsUA"]
+__all__ = ["SDP", "UA", "Leg", "StreamUA", "UdpUA", "WsUA"]
 
 #: Seconds a test waits for one expected message before failing: far above any loopback
 #: round trip, well below a test's patience.
@@ -245,21 +251,87 @@ class UdpUA(UA):
             self._transport.close()
 
 
+class StreamUA(UA):
+    """A UA over one TCP or TLS connection to the server (RFC 3261 §18.3 framing)."""
+
+    def __init__(self, user: str, server_host: str, server_port: int, stream_port: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(user, server_host, server_port)
+        self.stream_port = stream_port
+        self.ssl_context = ssl_context
+        self.transport = "TLS" if ssl_context is not None else "TCP"
+        self.port = 0
+        #: Set when the server closed the connection (or sent what cannot be framed).
+        self.closed = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> StreamUA:
+        reader, self._writer = await asyncio.open_connection(
+            "127.0.0.1", self.stream_port, ssl=self.ssl_context,
+            server_hostname="sip.example.com" if self.ssl_context else None)
+        self.port = int(self._writer.get_extra_info("sockname")[1])
+        self._reader = asyncio.get_running_loop().create_task(self._read(reader))
+        return self
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        stream = SipStream()
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                for item in stream.receive(data):
+                    if isinstance(item, bytes):
+                        self._deliver(item)
+                    elif item is not PING:
+                        return
+        self.closed.set()
+
+    @property
+    def via_host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def via_port(self) -> int | None:
+        return self.port
+
+    @property
+    def contact(self) -> NameAddr:
+        return NameAddr(SipURI("sip", "127.0.0.1", user=self.user, port=self.port,
+                               params={"transport": self.transport.lower()}))
+
+    async def send_bytes(self, data: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
 class WsUA(UA):
-    """A WebSocket client UA (RFC 7118): subprotocol ``sip``, one SIP message per frame."""
+    """A WebSocket client UA (RFC 7118): subprotocol ``sip``, one SIP message per frame;
+    over TLS (WSS) when given an SSL context."""
 
     transport = "WS"
 
-    def __init__(self, user: str, server_host: str, server_port: int, ws_port: int) -> None:
+    def __init__(self, user: str, server_host: str, server_port: int, ws_port: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(user, server_host, server_port)
         self.ws_port = ws_port
+        self.ssl_context = ssl_context
+        if ssl_context is not None:
+            self.transport = "WSS"
         self.host = f"{os.urandom(5).hex()}.invalid"  # §5: the client has no reachable address
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> WsUA:
-        self._ws = await connect(f"ws://127.0.0.1:{self.ws_port}",
-                                 subprotocols=[Subprotocol("sip")])
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        self._ws = await connect(f"{scheme}://127.0.0.1:{self.ws_port}",
+                                 subprotocols=[Subprotocol("sip")], ssl=self.ssl_context,
+                                 server_hostname="sip.example.com" if self.ssl_context else None)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         return self
 

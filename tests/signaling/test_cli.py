@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from signaling.cli import build_parser
 from tests.serverproc import ServerProcess, free_udp_port, options, sip_request
@@ -29,6 +30,19 @@ def test_unknown_environment_variable_is_status_2() -> None:
     proc = _run("serve", env={"SIGNALING_NOPE": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert "SIGNALING_NOPE" in proc.stderr
+
+
+def test_missing_or_bad_certificate_is_one_line_and_status_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    for cert, expected in ((tmp_path / "none.pem", "does not exist"),
+                           (bad, "cannot use certificate")):
+        proc = _run("serve", "--sip-udp", "off", "--sip-ws", "off", "--admin", "off",
+                    "--diameter", "off", "--sip-tls", "127.0.0.1:0", "--tls-cert", str(cert),
+                    "--tls-key", str(cert))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert "configuration error: tls_cert" in proc.stderr and expected in proc.stderr
 
 
 def test_port_taken_is_status_1() -> None:

@@ -26,6 +26,8 @@ def test_defaults_match_the_documented_listeners() -> None:
     assert cfg.diameter == ("0.0.0.0", 3868)
     assert cfg.registry == "memory"
     assert cfg.database is None
+    assert cfg.sip_tcp is None and cfg.sip_tls is None and cfg.sip_wss is None
+    assert cfg.server_header == "signaling"
 
 
 def test_precedence_toml_env_flags(tmp_path: Path) -> None:
@@ -51,12 +53,36 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
     ({"log_level": "loud"}, "log_level"),
     ({"sip_parser": "rust"}, "sip_parser"),
     ({"queue_size": "many"}, "queue_size"),
+    ({"sip_tls": "0.0.0.0:5061"}, "sip_tls: needs tls_cert and tls_key"),
+    ({"sip_wss": "0.0.0.0:7443", "tls_cert": "c.pem"}, "sip_wss: needs tls_cert and tls_key"),
+    ({"tls_cert": "c.pem"}, "give both or neither"),
+    ({"tls_require_client_cert": "yes"}, "tls_require_client_cert: needs tls_client_ca"),
+    ({"tls_trusted_peers": "a.example"}, "tls_trusted_peers: needs tls_client_ca"),
+    ({"sip_tcp": "host name:5060"}, "sip_tcp"),
+    ({"tcp_max_per_source": "0"}, "tcp_max_per_source"),
+    ({"tcp_idle_timeout": "0"}, "tcp_idle_timeout"),
+    ({"server_header": "a\r\nX-Injected: 1"}, "server_header"),
 ])
 def test_bad_values_are_one_line_errors(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(flags, env={})
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_stream_and_tls_options_from_each_source(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('sip-tls = "127.0.0.1:5061"\ntls-cert = "/c.pem"\ntls-key = "/k.pem"\n'
+                    'tls-sni = ["a.example=/a.pem"]\n')
+    env = {"SIGNALING_SIP_WSS": "127.0.0.1:7443", "SIGNALING_TCP_IDLE_TIMEOUT": "60",
+           "SIGNALING_TLS_CLIENT_CA": "/ca.pem", "SIGNALING_TLS_TRUSTED_PEERS": "a.example,b"}
+    cfg = load_config({"sip_tcp": "127.0.0.1:5070", "server_header": "off"},
+                      config_file=str(toml), env=env)
+    assert cfg.sip_tcp == ("127.0.0.1", 5070) and cfg.sip_tls == ("127.0.0.1", 5061)
+    assert cfg.sip_wss == ("127.0.0.1", 7443) and cfg.tcp_idle_timeout == 60.0
+    assert (cfg.tls_cert, cfg.tls_key, cfg.tls_sni) == ("/c.pem", "/k.pem", ["a.example=/a.pem"])
+    assert cfg.tls_client_ca == "/ca.pem" and cfg.tls_trusted_peers == ["a.example", "b"]
+    assert cfg.server_header == "off"
 
 
 def test_unknown_keys_are_errors(tmp_path: Path) -> None:

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response, SipURI
 from protocols.sip.serializer import serialize
-from tests.peers.sipua import UA, UdpUA, WsUA
+from signaling.server import Server
+from tests.peers.sipua import SDP, UA, StreamUA, UdpUA, WsUA
 from tests.serverproc import ServerProcess
 from tests.signaling.corekit import node
 from tests.signaling.inproc import running_server
 from tests.sipp_runner import Sipp, SippResult, run_sipp
+from tests.tlscerts import Pki, make_pki
 
 #: The ring time the test server enforces (seconds): short, so no-answer takes seconds.
 RING_TIMEOUT = 2
@@ -433,7 +437,7 @@ async def test_ws_caller_to_sipp_udp_callee(server: ServerProcess) -> None:
         await caller.send(invite)
         await caller.response(180)
         ok = await caller.response(200)
-        assert str(ok.contacts[0].uri) == f"sip:127.0.0.1:{uas.port}"
+        assert str(ok.contacts[0].uri) == f"sip:127.0.0.1:{uas.port};transport=UDP"
         assert len(ok.record_routes) == 2
         leg = caller.uac_leg(invite, ok)
         await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
@@ -611,3 +615,167 @@ async def test_request_to_a_transport_the_node_does_not_run_is_not_routed() -> N
         n.receive(_corekit_request("MESSAGE", "sip:carol@elsewhere.example", "tcp", route))
         resp, _ = await n.udp.final()
         assert resp.status == 403  # not a served domain, no relaying, no usable route
+
+
+# -- TCP, TLS, WS and WSS; Path; preloaded routes ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_options(pki: Pki) -> dict[str, Any]:
+    return {"sip_tcp": "127.0.0.1:0", "sip_tls": "127.0.0.1:0", "sip_wss": "127.0.0.1:0",
+            "tls_cert": str(pki.cert("server")), "tls_key": str(pki.key("server"))}
+
+
+def _ua(kind: str, user: str, server: Server, ctx: ssl.SSLContext) -> UdpUA | StreamUA | WsUA:
+    assert server.udp_address is not None and server.ws_address is not None
+    assert server.wss_address is not None
+    udp = server.udp_address[1]
+    if kind == "udp":
+        return UdpUA(user, "127.0.0.1", udp)
+    if kind in ("tcp", "tls"):
+        return StreamUA(user, "127.0.0.1", udp, server.stream_addresses[kind][1],
+                        ctx if kind == "tls" else None)
+    if kind == "ws":
+        return WsUA(user, "127.0.0.1", udp, server.ws_address[1])
+    return WsUA(user, "127.0.0.1", udp, server.wss_address[1], ctx)
+
+
+KINDS = ["udp", "tcp", "tls", "ws", "wss"]
+
+
+async def test_calls_across_every_pair_of_transports(pki: Pki) -> None:
+    """A complete call for every (caller, callee) pair of UDP, TCP, TLS, WS and WSS: the
+    callee gets the INVITE over its own transport with our Via for it; within one transport
+    one Record-Route, across two the double Record-Route of RFC 5658 (the one facing the
+    callee names its transport, the one facing the caller the caller's), and ACK and BYE
+    follow the route set both ways."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    async with running_server(**_tls_options(pki)) as server:
+        for caller_kind in KINDS:
+            for callee_kind in KINDS:
+                caller = await _ua(caller_kind, f"a-{caller_kind}", server, ctx).start()
+                callee = await _ua(callee_kind, f"b-{caller_kind}-{callee_kind}", server,
+                                   ctx).start()
+                try:
+                    await _call(caller, callee, caller_kind, callee_kind)
+                finally:
+                    await caller.close()
+                    await callee.close()
+
+
+def _rr_transport(na: NameAddr) -> str:
+    uri = na.uri
+    assert isinstance(uri, SipURI)
+    return (uri.params.get("transport") or "udp").lower()
+
+
+async def _call(caller: UA, callee: UA, caller_kind: str, callee_kind: str) -> None:
+    pair = (caller_kind, callee_kind)
+    await callee.send(callee.register())
+    await callee.response(200, "REGISTER")
+    invite = caller.invite(callee.user)
+    await caller.send(invite)
+    got = await callee.request("INVITE")
+    assert got.vias[0].transport == callee_kind.upper(), pair
+    rr = [_rr_transport(r) for r in got.record_routes]
+    assert rr == ([callee_kind] if caller_kind == callee_kind
+                  else [callee_kind, caller_kind]), (pair, rr)
+    await callee.send(callee.reply(got, 180, tag="t"))
+    await callee.send(callee.reply(got, 200, tag="t", body=b"v=0\r\n"))
+    ok = await caller.response(200)
+    assert len(ok.record_routes) == len(rr), pair
+    leg = caller.uac_leg(invite, ok)
+    await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+    await callee.request("ACK")
+    await caller.send(caller.in_dialog(leg, "BYE"))
+    bye = await callee.request("BYE")
+    assert bye.vias[0].transport == callee_kind.upper(), pair
+    await callee.send(callee.reply(bye, 200))
+    await caller.response(200, "BYE")
+
+
+async def test_path_is_the_route_to_a_binding() -> None:
+    """RFC 3327 §5.3: a REGISTER that came through an edge proxy carries its Path; requests
+    for the user go to the edge, with the Path as Route and the Contact as Request-URI."""
+    async with running_server() as server:
+        assert server.udp_address is not None
+        udp = server.udp_address[1]
+        edge = await UdpUA("edge", "127.0.0.1", udp).start()
+        phone = await UdpUA("pathuser", "127.0.0.1", udp).start()
+        caller = await UdpUA("alice", "127.0.0.1", udp).start()
+        try:
+            reg = phone.register()
+            path = f"<sip:127.0.0.1:{edge.port};lr>"
+            reg.extra = [("Path", path), ("Supported", "path")]
+            await phone.send(reg)
+            ok = await phone.response(200, "REGISTER")
+            assert ok.headers("Path") == [path]
+            await caller.send(caller.invite("pathuser"))
+            got = await edge.request("INVITE")
+            assert str(got.uri) == str(phone.contact.uri)
+            assert [str(r) for r in got.routes] == [path]
+            assert await phone.quiet(0.3) == []  # only through the edge
+        finally:
+            for ua in (edge, phone, caller):
+                await ua.close()
+
+
+async def test_preloaded_route_to_a_registered_user_is_retargeted() -> None:
+    """§16.5/§16.6: a request for a user of ours with a Route to another proxy keeps the
+    Route as its next hop, and its Request-URI becomes the user's registered Contact."""
+    async with running_server() as server:
+        assert server.udp_address is not None
+        udp = server.udp_address[1]
+        other = await UdpUA("proxy2", "127.0.0.1", udp).start()
+        phone = await UdpUA("routed", "127.0.0.1", udp).start()
+        caller = await UdpUA("alice", "127.0.0.1", udp).start()
+        try:
+            await phone.send(phone.register())
+            await phone.response(200, "REGISTER")
+            invite = caller.invite("routed")
+            route = NameAddr(SipURI("sip", "127.0.0.1", port=other.port, params={"lr": None}))
+            invite.routes = [route]
+            await caller.send(invite)
+            got = await other.request("INVITE")
+            assert str(got.uri) == str(phone.contact.uri)
+            assert [str(r) for r in got.routes] == [str(route)]
+        finally:
+            for ua in (other, phone, caller):
+                await ua.close()
+
+
+async def test_request_over_the_udp_size_limit_goes_over_tcp() -> None:
+    """§18.1.1: a request larger than 1300 octets for a UDP binding is sent over TCP to the
+    same address, with a TCP Via."""
+    async with running_server(sip_tcp="127.0.0.1:0") as server:
+        assert server.udp_address is not None
+        udp = server.udp_address[1]
+        phone = await UdpUA("big", "127.0.0.1", udp).start()
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def tcp_side(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(65536):
+                got.put_nowait(data)
+
+        listener = await asyncio.start_server(tcp_side, "127.0.0.1", phone.port)
+        caller = await UdpUA("alice", "127.0.0.1", udp).start()
+        try:
+            await phone.send(phone.register())
+            await phone.response(200, "REGISTER")
+            invite = caller.invite("big")
+            invite.body = SDP + b"a=x-filler:" + b"f" * 1500 + b"\r\n"
+            await caller.send(invite)
+            data = b""
+            while b"a=x-filler" not in data or not data.endswith(b"\r\n"):
+                data += await asyncio.wait_for(got.get(), 5)
+            assert data.startswith(b"INVITE sip:big@127.0.0.1")
+            assert b"\r\nVia: SIP/2.0/TCP " in data
+            assert server.proxy.c_proxy.get("udp_too_large_sent_over_tcp") == 1
+            assert await phone.quiet(0.3) == []
+        finally:
+            listener.close()
+            await phone.close()
+            await caller.close()

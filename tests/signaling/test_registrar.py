@@ -165,7 +165,8 @@ async def test_200_is_byte_identical_to_the_general_builder() -> None:
         req = parse_message(data)
         assert isinstance(req, Request)
         general = make_response(req, 200, to_tag=SipCore.stateless_tag(req),
-                                extra=[("Date", resp.header("Date") or "")])
+                                extra=[("Date", resp.header("Date") or ""),
+                                       ("Server", "signaling")])
         general.contacts = [NameAddr(parse_uri(text), None, {"expires": str(left)})
                             for text, left in _expires(resp).items()]
         assert [str(c.uri) for c in general.contacts] == [
@@ -219,3 +220,39 @@ async def test_registrar_without_sockets_stores_the_binding_and_answers_from_its
         bad, _ = await n.udp.final()
         assert bad.status == 400
         assert await n.registry.lookup("sip:bad@example.com", time.time()) == []
+
+
+async def test_path_is_stored_and_returned_when_supported() -> None:
+    """RFC 3327 §5.3: the Path of a REGISTER is stored with its bindings, and copied, in
+    order, into the 200 when the UA supports path; without ``Supported: path`` it is stored
+    but not returned; a malformed Path is 400."""
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        path = ("Path: <sip:edge1.example.net;lr>, <sip:edge2.example.net:5070;lr>\r\n"
+                "Path: <sip:core-edge.example.net;lr;ob>")
+        resp = await _ask(peer, port, _register(
+            port, peer.port, contacts=["<sip:alice@10.0.0.9:5060>"], cseq=1,
+            extra=path + "\r\nSupported: outbound, path"))
+        assert resp.status == 200
+        assert resp.headers("Path") == ["<sip:edge1.example.net;lr>",
+                                        "<sip:edge2.example.net:5070;lr>",
+                                        "<sip:core-edge.example.net;lr;ob>"]
+        bindings = await srv.registry.lookup("sip:alice@example.com", 0.0)
+        assert [b.path for b in bindings] == [("<sip:edge1.example.net;lr>",
+                                               "<sip:edge2.example.net:5070;lr>",
+                                               "<sip:core-edge.example.net;lr;ob>")]
+        resp = await _ask(peer, port, _register(
+            port, peer.port, contacts=["<sip:alice@10.0.0.9:5060>"], cseq=2,
+            extra="Path: <sip:edge1.example.net;lr>"))
+        assert resp.status == 200 and resp.headers("Path") == []
+        bindings = await srv.registry.lookup("sip:alice@example.com", 0.0)
+        assert [b.path for b in bindings] == [("<sip:edge1.example.net;lr>",)]
+        for bad, status in (("Path: <sip:edge1.example.net;lr", 400),
+                            ("Path: <tel:+123>", 416)):
+            resp = await _ask(peer, port, _register(
+                port, peer.port, contacts=["<sip:alice@10.0.0.9:5060>"], cseq=3,
+                call_id=f"bad{status}", extra=bad))
+            assert resp.status == status
+        peer.close()

@@ -65,6 +65,9 @@ async def test_options_to_the_server_is_stateless() -> None:
                                               rport=True))
         assert resp.status == 200
         assert "INVITE" in (resp.header("Allow") or "")
+        # §11.2: what the server supports; §20.35: who answered.
+        assert resp.header("Supported") == "path" and resp.header("Server") == "signaling"
+        assert resp.header("Accept") == "application/sdp"
         assert len(srv.core.table) == 0
         # RFC 3581 §4 and §18.2.1: the top Via tells the client where we saw it.
         top = resp.vias[0]
@@ -311,3 +314,19 @@ async def test_respond_sends_the_bytes_the_tu_wrote_and_keeps_them() -> None:
         assert peer.raw == [first, first]
         assert srv.core.c_retrans.get("sent") == 1
         peer.close()
+
+
+async def test_server_header_is_configurable_and_may_be_off() -> None:
+    for value, expected in (("Example SBC 1.0", "Example SBC 1.0"), ("off", None)):
+        async with running_server(server_header=value) as srv:
+            assert srv.udp_address is not None
+            port = srv.udp_address[1]
+            peer = await UdpPeer.open()
+            options = await _answer(peer, port, _req("OPTIONS", f"sip:127.0.0.1:{port}",
+                                                     peer.port))
+            assert options.header("Server") == expected
+            # An error answer of our own carries it too (a request for nobody here).
+            unknown = await _answer(peer, port, _req("MESSAGE", "sip:nobody@127.0.0.1",
+                                                     peer.port))
+            assert unknown.status == 404 and unknown.header("Server") == expected
+            peer.close()

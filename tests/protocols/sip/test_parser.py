@@ -23,7 +23,6 @@ decides on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
@@ -50,7 +49,6 @@ from protocols.sip.parser import (
     MAX_MESSAGE_SIZE,
     MAX_VIAS,
     VALUE_CACHE_SIZE,
-    StreamFramer,
     _na_cache,
     _parse_name_addr,
     _slow_via_list,
@@ -456,16 +454,6 @@ def test_rfc4475_accepted_messages_survive_a_round_trip(name: str) -> None:
     assert serialize(again) == serialize(m)
 
 
-@pytest.mark.parametrize("name", sorted(set(VALID) | set(ACCEPTED)))
-def test_rfc4475_accepted_messages_frame_on_a_stream(name: str) -> None:
-    """Serialized (so Content-Length is present), each frames and parses on a stream."""
-    wire = serialize(parse_message(torture(name)))
-    framer = StreamFramer()
-    assert framer.feed(b"\r\n\r\n" + wire + wire[:10]) == [wire]
-    assert framer.feed(wire[10:]) == [wire]
-    assert parse_message(wire, stream=True) == parse_message(wire)
-
-
 def test_scalar02_each_bad_value_is_rejected_on_its_own() -> None:
     data = torture("scalar02")
     data = replace(data, b"36893488147419103232", b"1")
@@ -475,19 +463,6 @@ def test_scalar02_each_bad_value_is_rejected_on_its_own() -> None:
     data = replace(data, b"Expires: 1" + b"0" * 100, b"Expires: 3600")
     m = req(data)  # what is left is valid; the huge contact expires is the registrar's
     assert m.contacts[0].params == {"expires": "280297596632815"}
-
-
-def test_clerr_on_a_stream_waits_for_the_rest() -> None:
-    framer = StreamFramer()
-    data = torture("clerr")
-    assert framer.feed(data) == []
-    assert framer.buffered == len(data)
-
-
-@pytest.mark.parametrize("name", ["ncl", "mcl01"])
-def test_unframeable_messages_close_a_stream(name: str) -> None:
-    with pytest.raises(RemoteProtocolError):
-        StreamFramer().feed(torture(name))
 
 
 def test_insuf_names_a_missing_header_and_can_still_be_answered() -> None:
@@ -1035,61 +1010,6 @@ def test_incomplete_header_section() -> None:
     assert rejected(b"SIP/2.0 200 OK\r\n").status is None
 
 
-# --- stream framing -------------------------------------------------------------------------------
-
-WIRE = msg("Content-Length: 5", body=b"hello")
-
-
-def test_framer_reassembles_messages_split_anywhere() -> None:
-    stream = b"\r\n" + WIRE + b"\r\n\r\n" + WIRE + WIRE
-    for size in (1, 2, 3, 7, 64, len(stream)):
-        framer, out = StreamFramer(), []
-        for i in range(0, len(stream), size):
-            out += framer.feed(stream[i : i + size])
-        assert out == [WIRE, WIRE, WIRE] and framer.buffered == 0
-        assert [req(m, stream=True).body for m in out] == [b"hello"] * 3
-
-
-def test_framer_keepalives_alone() -> None:
-    framer = StreamFramer()
-    assert framer.feed(b"\r\n\r\n" * 1000) == [] and framer.buffered == 0
-    assert framer.feed(b"\r\n") == [] and framer.buffered == 0
-
-
-def test_framer_compact_and_spaced_content_length() -> None:
-    wire = msg("l :5", body=b"abcde")
-    assert StreamFramer().feed(wire + b"tail") == [wire]
-
-
-@pytest.mark.parametrize(
-    "data",
-    [msg(body=b""), msg("Content-Length: 1", "Content-Length: 1", body=b"x"),
-     msg("Content-Length: -1"), msg("Content-Length: ten")],
-)
-def test_framer_rejects_missing_or_duplicate_content_length(data: bytes) -> None:
-    with pytest.raises(RemoteProtocolError) as info:
-        StreamFramer().feed(data)
-    assert "Content-Length" in info.value.reason
-
-
-def test_framer_bounds_an_endless_header_section() -> None:
-    framer = StreamFramer()
-    chunk = b"X: " + b"a" * 8_000 + b"\r\n"
-    with pytest.raises(RemoteProtocolError) as info:
-        for _ in range(MAX_MESSAGE_SIZE // len(chunk) + 2):
-            framer.feed(chunk)
-    assert info.value.status == 513
-    assert framer.buffered <= MAX_MESSAGE_SIZE + len(chunk)
-
-
-def test_framer_rejects_an_oversized_body_before_buffering_it() -> None:
-    framer = StreamFramer()
-    head = msg(f"Content-Length: {MAX_MESSAGE_SIZE}")
-    with pytest.raises(RemoteProtocolError) as info:
-        framer.feed(head)
-    assert info.value.status == 513 and framer.buffered == len(head)
-
-
 # --- Hypothesis -----------------------------------------------------------------------------------
 
 _SETTINGS = settings(max_examples=150, deadline=None,
@@ -1103,7 +1023,6 @@ def test_parse_serialize_round_trip(m: Request | Response, stream: bool) -> None
     parsed = parse_message(wire, stream=stream)
     assert parsed == m
     assert serialize(parsed) == wire  # raw forms re-serialize identically
-    assert StreamFramer().feed(wire) == [wire]
 
 
 def _check_only_protocol_errors(data: bytes, stream: bool) -> None:
@@ -1173,20 +1092,6 @@ def test_adversarial_repetitions_raise_only_protocol_errors(
         prefix: str, parts: list[tuple[str, int]]) -> None:
     line = prefix + "".join(chunk * n for chunk, n in parts)
     _check_only_protocol_errors(msg(line), False)
-
-
-@_SETTINGS
-@given(st.lists(st.binary(min_size=1, max_size=200), max_size=8), messages)
-def test_framer_never_raises_unexpectedly(chunks: list[bytes], m: Request | Response) -> None:
-    framer = StreamFramer()
-    wire = serialize(m)
-    try:
-        for chunk in [*chunks, wire]:
-            for out in framer.feed(chunk):
-                assert re.search(rb"(?im)^(content-length|l)[ \t]*:", out)
-    except RemoteProtocolError:
-        pass
-    assert framer.buffered <= MAX_MESSAGE_SIZE + 200 + len(wire)
 
 
 @_SETTINGS

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, free_tcp_port
 from tests.signaling.admin.helpers import TOKEN, wait_admin
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    proc = ServerProcess("--domain", "example.com", "--admin-token", TOKEN, admin=True,
+    proc = ServerProcess("--domain", "example.com", "--admin-token", TOKEN,
+                         "--sip-tcp", f"127.0.0.1:{free_tcp_port()}", admin=True,
                          diameter=True).start()
     assert proc.admin_port is not None
     wait_admin(proc)

@@ -48,7 +48,7 @@ async def test_health_and_ready(server: ServerProcess) -> None:
             body = await resp.json()
     assert body["ready"] is True
     assert body["checks"] == {"sip_core": "ok", "sip_udp": "ok", "sip_ws": "ok",
-                              "diameter": "ok", "registry": "ok"}
+                              "sip_tcp": "ok", "diameter": "ok", "registry": "ok"}
 
 
 async def test_registrations_list_filter_page_get_delete(server: ServerProcess) -> None:

@@ -1,0 +1,461 @@
+"""SIP over TCP and TLS (RFC 3261 §18, §26.2; RFC 5630 for ``sips:``): one transport class, the
+TLS listener is the same class given an SSL context.
+
+Connections and where messages go:
+
+- Framing is ``protocols.sip.framing.SipStream``: Content-Length framing with the parser's size
+  limit, CRLF CRLF pings answered with a CRLF pong (RFC 5626 §3.5.1), garbage or an oversized
+  message closes the connection (a 513 first for an oversized request), each counted by reason.
+- Every connection has an id, and every message read from it carries the id in its ``Peer``:
+  responses go back on the connection the request came on (§18.2.2), and a binding registered
+  over a connection stores the id, so requests for that user are sent over the connection its
+  REGISTER came on (the flow of RFC 5626 §5.3, applied to every client: a phone behind NAT is
+  reachable only over the connection it opened).  RFC 5923 aliases are not used: they let a
+  peer's connection carry requests to whatever its Via names, which needs TLS to be safe, while
+  the flow is exact and works for TCP too.  When the connection is gone, the binding's Contact
+  address is tried with a new connection (a phone that listens, or a server), so bindings
+  outlive their connection until they expire, as they do over UDP.
+- A request for an address with no connection reuses one with that remote address (incoming or
+  outgoing) or opens one (§18.1.1), queuing a few messages while it connects.
+
+Bounds (``StreamLimits``), each one counted when it bites (``sip_stream_events``):
+
+- connections in total and per source address: past either, a new connection is closed at once;
+- idle connections are closed after ``idle_timeout`` (clients keep theirs alive with CRLF pings,
+  RFC 5626 §4.4.1 every 95-120 s, or by re-registering);
+- a message begun must complete within ``message_timeout``: a peer trickling a header section
+  (slowloris) or stalling mid-body loses the connection; the buffer never exceeds the size limit;
+- a TLS handshake must finish within ``handshake_timeout``;
+- bytes written but not yet taken by a slow reader are bounded: past ``max_write_buffer`` a
+  message to it is dropped and counted (SIP then times out as for any lost message).
+
+Backpressure (Shen & Schulzrinne): when ``overloaded()`` says the worker queues are full, the
+connection that just delivered stops being read; TCP flow control then slows the sender down in
+the kernel, instead of the server accepting requests it can only answer 503.  Reading resumes
+for every paused connection once the queues drain (checked every ``RESUME_CHECK`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from protocols.sip.framing import PING, PONG, SipStream, StreamClosed
+from protocols.sip.parser import MAX_MESSAGE_SIZE
+from signaling.config import Config
+from signaling.metrics import Metrics
+from signaling.transports.base import Peer, TransportInfo
+
+__all__ = ["CONNECT_QUEUE", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamLimits", "StreamTransport",
+           "stream_limits"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between sweeps for idle, stalled and never-handshaken connections.  Timeouts are
+#: tens of seconds, so a one-second granularity is plenty and costs one pass per second.
+SWEEP_INTERVAL = 1.0
+#: Seconds between checks whether paused connections may be read again.  Short against T1
+#: (500 ms), so a drained queue refills before clients notice.
+RESUME_CHECK = 0.05
+#: Messages held for an outgoing connection while it is being opened: a request and its
+#: CANCEL or a few forked requests; more means the peer is not answering anyway.
+CONNECT_QUEUE = 16
+#: Seconds a connection closed after an error answer is still read, and what it sends discarded,
+#: so the answer is not lost to a reset (see ``_Conn.linger``).  Bounds the work a peer that
+#: goes on sending (the rest of a 10 MB message) can still cause.
+LINGER = 2.0
+#: Seconds to open an outgoing connection (TCP and TLS handshakes) before giving up.
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """The bounds of one stream listener; see the module documentation."""
+
+    max_connections: int = 10_000
+    max_per_source: int = 100
+    idle_timeout: float = 300.0
+    message_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    max_message: int = MAX_MESSAGE_SIZE
+    #: 256 kB: a few hundred SIP messages; a peer further behind than that is not reading.
+    max_write_buffer: int = 256 * 1024
+
+
+def stream_limits(cfg: Config) -> StreamLimits:
+    """The configured bounds (``--tcp-*``); the others keep their defaults."""
+    return StreamLimits(max_connections=cfg.tcp_max_connections,
+                        max_per_source=cfg.tcp_max_per_source,
+                        idle_timeout=cfg.tcp_idle_timeout)
+
+
+#: ``SipCore.receive``; what it returns (whether the bytes parsed) is not needed: a framed
+#: message that does not parse is answered 400 and the stream stays in step.
+Receive = Callable[[bytes, Peer], object]
+
+
+class _Conn(asyncio.Protocol):
+    """One connection: its framing state and the bookkeeping the owner reads."""
+
+    __slots__ = ("addr", "conn_id", "draining", "established", "last", "owner",
+                 "partial_since", "paused", "peer", "pending", "stream", "transport")
+
+    def __init__(self, owner: StreamTransport, now: float) -> None:
+        self.owner = owner
+        self.conn_id = owner.new_conn_id()
+        self.stream = SipStream(owner.limits.max_message)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Peer | None = None
+        self.addr: tuple[str, int] | None = None
+        self.established = False
+        self.last = now
+        self.partial_since: float | None = None
+        self.paused = False
+        #: Since when the connection is only read to be discarded (``linger``).
+        self.draining: float | None = None
+        #: Messages waiting for an outgoing connection to open.
+        self.pending: list[bytes] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.owner.opened(self, cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.received(self, data)
+
+    def eof_received(self) -> bool:
+        # The peer will send nothing more (a half-close): SIP has no use for the other half,
+        # so close it rather than keep a half-open connection (and its slot) around.
+        self.owner.c_events.inc(self.owner.name, "peer_closed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.lost(self)
+
+    def write(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > self.owner.limits.max_write_buffer:
+            self.owner.c_events.inc(self.owner.name, "write_buffer_full")
+            return False
+        transport.write(data)
+        self.last = self.owner.loop.time()
+        return True
+
+    def close(self, event: str) -> None:
+        self.owner.c_events.inc(self.owner.name, event)
+        if self.transport is not None:
+            self.transport.close()
+
+    def linger(self, event: str) -> None:
+        """Close after an error answer: our side is shut at once, what the peer still sends
+        is read and discarded for up to ``LINGER`` seconds.  Closing with unread data would
+        send a reset, and the reset can destroy the answer before the peer reads it."""
+        transport = self.transport
+        if transport is None or not transport.can_write_eof():
+            self.close(event)
+            return
+        self.owner.c_events.inc(self.owner.name, event)
+        transport.write_eof()
+        self.draining = self.owner.loop.time()
+
+
+class StreamTransport:
+    """A SIP stream listener (``name`` "tcp", or "tls" with ``ssl_context``) and its connections.
+
+    ``receive`` gets every framed message with the ``Peer`` it came from (``SipCore.receive``);
+    ``on_closed`` is awaited with the id of each connection that closed (the registry drops its
+    bindings); ``overloaded`` is asked after each read (backpressure, see the module docs).
+    """
+
+    def __init__(self, name: str, receive: Receive, metrics: Metrics, node_id: str, *,
+                 host: str, limits: StreamLimits | None = None,
+                 ssl_context: ssl.SSLContext | None = None,
+                 client_ssl: ssl.SSLContext | None = None,
+                 on_closed: Callable[[str], Awaitable[object]] | None = None,
+                 overloaded: Callable[[], bool] | None = None) -> None:
+        self.name = name
+        self.receive = receive
+        self.node_id = node_id
+        self.limits = limits or StreamLimits()
+        self.ssl_context = ssl_context
+        self.client_ssl = client_ssl
+        self.on_closed = on_closed
+        self.overloaded = overloaded or (lambda: False)
+        self.advertised_host = host
+        self.info = self._info(0)
+        self.loop = asyncio.get_running_loop()
+        self.conns: dict[str, _Conn] = {}
+        self._by_addr: dict[tuple[str, int], _Conn] = {}
+        self._per_source: dict[str, int] = {}
+        #: TLS connections accepted whose handshake has not finished, with their start time.
+        self._handshaking: dict[_Conn, float] = {}
+        self._connecting: dict[tuple[str, int], _Conn] = {}
+        self._paused: set[_Conn] = set()
+        self._resume: asyncio.TimerHandle | None = None
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[Any]] = set()
+        self.c_events = metrics.fast_counter(
+            "sip_stream_events", "SIP stream connection events, by transport", ["transport",
+                                                                                 "event"])
+        self.c_closed = metrics.fast_counter(
+            "sip_stream_framing_errors", "SIP stream connections closed for bad framing",
+            ["transport", "reason"])
+        metrics.callback_gauge("sip_stream_connections", "Open SIP stream connections",
+                               ["transport"], self._gauge)
+
+    def _info(self, port: int) -> TransportInfo:
+        token = "TLS" if self.ssl_context is not None else "TCP"
+        return TransportInfo(self.name, reliable=True, via_token=token,
+                             host=self.advertised_host, port=port, uri_transport=token.lower())
+
+    def _gauge(self) -> dict[tuple[str, ...], float]:
+        return {(self.name,): float(len(self.conns))}
+
+    def new_conn_id(self) -> str:
+        # The transport's name keeps ids apart from WebSocket ones in the shared registry.
+        return f"{self.node_id}/{self.name}/{next(self._ids)}"
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        kwargs: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            kwargs = {"ssl": self.ssl_context,
+                      "ssl_handshake_timeout": self.limits.handshake_timeout}
+        self._server = await self.loop.create_server(self._accepted, host, port,
+                                                     backlog=1024, **kwargs)
+        bound = self._server.sockets[0].getsockname()
+        self.info = self._info(int(bound[1]))
+        self._sweeper = self.loop.create_task(self._sweep(), name=f"sip-{self.name}-sweep")
+        log.info("SIP over %s listening on %s:%s", self.name.upper(), bound[0], bound[1])
+        return str(bound[0]), int(bound[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._resume is not None:
+            self._resume.cancel()
+        for conn in list(self.conns.values()) + list(self._connecting.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _accepted(self) -> _Conn:
+        conn = _Conn(self, self.loop.time())
+        if self.ssl_context is not None:
+            # asyncio calls connection_made only after the handshake, and not at all when it
+            # fails or times out: the sweep counts the ones that never got there.
+            self._handshaking[conn] = conn.last
+        return conn
+
+    def opened(self, conn: _Conn, transport: asyncio.Transport) -> None:
+        self._handshaking.pop(conn, None)
+        conn.transport = transport
+        peername = transport.get_extra_info("peername")
+        addr = (str(peername[0]), int(peername[1]))
+        source = addr[0]
+        outgoing = conn.pending is not None
+        if not outgoing:
+            if len(self.conns) >= self.limits.max_connections:
+                conn.close("rejected_total_limit")
+                return
+            if self._per_source.get(source, 0) >= self.limits.max_per_source:
+                conn.close("rejected_source_limit")
+                return
+        conn.addr = addr
+        conn.peer = Peer(self.name, addr[0], addr[1], conn.conn_id)
+        conn.established = True
+        conn.last = self.loop.time()
+        self.conns[conn.conn_id] = conn
+        self._by_addr[addr] = conn
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        self.c_events.inc(self.name, "connected" if outgoing else "accepted")
+        if outgoing:
+            pending, conn.pending = conn.pending or [], None
+            for data in pending:
+                conn.write(data)
+
+    def received(self, conn: _Conn, data: bytes) -> None:
+        peer = conn.peer
+        if peer is None or conn.draining is not None:
+            return  # refused in ``opened`` (its close is under way), or lingering
+        now = self.loop.time()
+        conn.last = now
+        for item in conn.stream.receive(data):
+            if isinstance(item, bytes):
+                self.receive(item, peer)
+            elif item is PING:
+                conn.write(PONG)
+            elif isinstance(item, StreamClosed):
+                self.c_closed.inc(self.name, item.reason)
+                if item.answer is not None and conn.write(item.answer):
+                    conn.linger("framing_error")
+                else:
+                    conn.close("framing_error")
+                return
+        if conn.stream.in_message:
+            if conn.partial_since is None:
+                conn.partial_since = now
+        else:
+            conn.partial_since = None
+        if self.overloaded() and not conn.paused and conn.transport is not None:
+            conn.transport.pause_reading()
+            conn.paused = True
+            self._paused.add(conn)
+            self.c_events.inc(self.name, "paused_reading")
+            if self._resume is None:
+                self._resume = self.loop.call_later(RESUME_CHECK, self._try_resume)
+
+    def _try_resume(self) -> None:
+        self._resume = None
+        if self.overloaded():
+            self._resume = self.loop.call_later(RESUME_CHECK, self._try_resume)
+            return
+        now = self.loop.time()
+        for conn in self._paused:
+            conn.paused = False
+            conn.last = now  # the wait was ours, not the peer's idleness
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
+        self._paused.clear()
+
+    def lost(self, conn: _Conn) -> None:
+        self._handshaking.pop(conn, None)
+        self._paused.discard(conn)
+        if conn.addr is not None and self._connecting.get(conn.addr) is conn:
+            del self._connecting[conn.addr]
+        if not conn.established:
+            return
+        conn.established = False
+        del self.conns[conn.conn_id]
+        assert conn.addr is not None
+        if self._by_addr.get(conn.addr) is conn:
+            del self._by_addr[conn.addr]
+        source = conn.addr[0]
+        left = self._per_source[source] - 1
+        if left:
+            self._per_source[source] = left
+        else:
+            del self._per_source[source]
+        self.c_events.inc(self.name, "closed")
+        if self.on_closed is not None:
+            task = self.loop.create_task(self._closed(conn.conn_id))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _closed(self, conn_id: str) -> None:
+        assert self.on_closed is not None
+        try:
+            await self.on_closed(conn_id)
+        except Exception:  # the registry may be down; the bindings then expire on their own
+            log.warning("could not remove the bindings of closed connection %s", conn_id,
+                        exc_info=True)
+
+    async def _sweep(self) -> None:
+        limits = self.limits
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self.loop.time()
+            for conn in list(self.conns.values()):
+                if conn.paused:
+                    continue
+                if conn.draining is not None:
+                    if now - conn.draining > LINGER and conn.transport is not None:
+                        conn.transport.abort()
+                elif conn.partial_since is not None and \
+                        now - conn.partial_since > limits.message_timeout:
+                    conn.close("stalled_message")
+                elif now - conn.last > limits.idle_timeout:
+                    conn.close("idle_timeout")
+            # asyncio gave up on these handshakes (``ssl_handshake_timeout``) or they failed;
+            # the grace of one sweep lets asyncio's own timer fire first.
+            late = now - limits.handshake_timeout - SWEEP_INTERVAL
+            for conn, started in list(self._handshaking.items()):
+                if started < late:
+                    del self._handshaking[conn]
+                    self.c_events.inc(self.name, "handshake_failed")
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, data: bytes, peer: Peer) -> bool:
+        """Over the connection ``peer`` names, else one to its address (§18.1.1)."""
+        if peer.conn_id is not None:
+            conn = self.conns.get(peer.conn_id)
+            if conn is not None:
+                return conn.write(data)
+            # The connection is gone: a binding's peer carries its Contact's address, which
+            # a client that listens can be reached at (§18.1.1).  A request's peer carries its
+            # source address: connecting there is §18.2.2's last resort for a response, and
+            # fails (counted) when nothing listens on that port.
+            self.c_events.inc(self.name, "connection_gone")
+        if not peer.host or not peer.port:
+            self.c_events.inc(self.name, "no_address")
+            return False
+        addr = (peer.host, peer.port)
+        conn = self._by_addr.get(addr)
+        if conn is not None:
+            return conn.write(data)
+        return self._queue_connect(addr, data)
+
+    def _queue_connect(self, addr: tuple[str, int], data: bytes) -> bool:
+        conn = self._connecting.get(addr)
+        if conn is not None:
+            assert conn.pending is not None
+            if len(conn.pending) >= CONNECT_QUEUE:
+                self.c_events.inc(self.name, "connect_queue_full")
+                return False
+            conn.pending.append(data)
+            return True
+        if len(self.conns) + len(self._connecting) >= self.limits.max_connections:
+            self.c_events.inc(self.name, "rejected_total_limit")
+            return False
+        conn = _Conn(self, self.loop.time())
+        conn.pending = [data]
+        conn.addr = addr
+        self._connecting[addr] = conn
+        task = self.loop.create_task(self._connect(conn, addr))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return True
+
+    async def _connect(self, conn: _Conn, addr: tuple[str, int]) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            kwargs = {"ssl": self.client_ssl or ssl.create_default_context(),
+                      "server_hostname": addr[0],
+                      "ssl_handshake_timeout": self.limits.handshake_timeout}
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, addr[0], addr[1], **kwargs),
+                CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            self.c_events.inc(self.name, "connect_failed")
+            log.debug("SIP %s connection to %s:%s failed: %s", self.name, *addr, exc)
+        finally:
+            if self._connecting.get(addr) is conn:
+                del self._connecting[addr]
+
+    # -- questions -------------------------------------------------------------------------------
+
+    def ssl_object(self, conn_id: str) -> ssl.SSLObject | None:
+        """The TLS state of a connection (its peer's certificate), for trusted-peer checks."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.transport is None:
+            return None
+        return cast(ssl.SSLObject | None, conn.transport.get_extra_info("ssl_object"))
