@@ -55,6 +55,7 @@ from protocols.sip.transaction import (
     new_server_transaction,
     server_key,
 )
+from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
@@ -153,6 +154,8 @@ class SipCore:
         #: Transactions whose events a TU asked for (``observe``, ``start_client_transaction``).
         self._observers: dict[Transaction, TxnCallback] = {}
         self.accepting = True
+        #: Per-source rate limit and blocks (signaling.auth.guard), checked before parsing.
+        self.guard: Guard | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,6 +317,9 @@ class SipCore:
         """One datagram or WebSocket message; ``waited``: seconds it sat in the kernel's
         receive queue before we read it.  Never raises.  False when ``data`` was not a SIP
         message (connection transports close peers that send only such data)."""
+        guard = self.guard
+        if guard is not None and not guard.admit(peer.host, self.now()):
+            return True  # blocked source: dropped and counted by the guard, never answered
         try:
             msg = parse_message(data)
         except RemoteProtocolError as err:
