@@ -97,6 +97,7 @@ class Authenticator:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self.flush_summary()  # what happened since the last summary is not lost at shutdown
 
     # -- the decision ----------------------------------------------------------------------------
 
