@@ -34,7 +34,7 @@ async def _bindings(srv: Server, user: str) -> list[str]:
     return [b.contact for b in await srv.registry.lookup(f"sip:{user}@{DOMAIN}", time.time())]
 
 
-def _shape(resp: Response) -> list[tuple[str, ...]]:
+def _shape(resp: Response) -> list[tuple[tuple[str, str], ...]]:
     """A challenge without its nonce: what must not differ between unknown and wrong."""
     return [tuple(sorted((k, v) for k, v in c.items() if k != "nonce"))
             for c in Client.challenges(resp, "WWW-Authenticate")]
@@ -120,7 +120,7 @@ async def test_expired_nonce_is_stale_and_the_retry_succeeds(tmp_path: Path) -> 
 
 
 async def test_calls_need_proxy_authorization_for_the_from_identity(tmp_path: Path) -> None:
-    async with auth_server(tmp_path) as (srv, port):
+    async with auth_server(tmp_path) as (_srv, port):
         bob = Client(await open_peer(), port, "bob")
         assert (await bob.register("builder"))[0].status == 200
         alice = Client(await open_peer(), port, "alice")
