@@ -110,8 +110,7 @@ class Config:
     pid_file: str | None = None
     auth: str = "on"
     subscribers: str = "signaling-subscribers.jsonl"
-    auth_algorithms: list[str] = field(
-        default_factory=lambda: ["SHA-512-256", "SHA-256", "MD5"])
+    auth_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
     auth_secret: str | None = None
     auth_nonce_lifetime: float = 300.0
     auth_nonce_table: int = 100_000
@@ -240,8 +239,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
                     "served domains (407); 'off': an open registrar and proxy (lab use only)"),
     "subscribers": ("str", "subscriber store: a file of HA1 hashes (default "
                            "signaling-subscribers.jsonl) or a postgresql:// DSN"),
-    "auth_algorithms": ("list", "digest algorithms offered, strongest first "
-                                "(SHA-512-256, SHA-256, MD5)"),
+    "auth_algorithms": ("list", "digest algorithms challenged with, sent strongest first "
+                                "(RFC 8760): any of SHA-512-256, SHA-256, MD5 (default MD5: "
+                                "many clients fail on a first challenge they cannot do)"),
     "auth_secret": ("optstr", "nonce HMAC secret, the same on every node (default: random "
                               "per process)"),
     "auth_nonce_lifetime": ("float", "seconds a nonce is good for; older ones get stale=true"),

@@ -23,7 +23,8 @@ async def auth_server(tmp: Path, **options: Any) -> AsyncIterator[tuple[Server, 
     store = FileSubscribers(str(path))
     for user, password in PASSWORDS.items():
         await store.put(Subscriber.create(user, DOMAIN, password))
-    opts: dict[str, Any] = {"domain": [DOMAIN], "auth": "on", "subscribers": str(path)}
+    opts: dict[str, Any] = {"domain": [DOMAIN], "auth": "on", "subscribers": str(path),
+                            "auth_algorithms": ["MD5", "SHA-256", "SHA-512-256"]}
     opts.update(options)
     async with running_server(**opts) as srv:
         assert srv.udp_address is not None
@@ -38,6 +39,12 @@ def _shape(resp: Response) -> list[tuple[tuple[str, str], ...]]:
     """A challenge without its nonce: what must not differ between unknown and wrong."""
     return [tuple(sorted((k, v) for k, v in c.items() if k != "nonce"))
             for c in Client.challenges(resp, "WWW-Authenticate")]
+
+
+async def test_default_offers_md5_alone(tmp_path: Path) -> None:
+    async with auth_server(tmp_path, auth_algorithms=None) as (_srv, port):
+        first, _ = await Client(await open_peer(), port, "alice").register(None)
+        assert [c["algorithm"] for c in Client.challenges(first, "WWW-Authenticate")] == ["MD5"]
 
 
 async def test_register_is_challenged_strongest_first_and_accepted_with_each_algorithm(
