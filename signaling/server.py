@@ -124,6 +124,10 @@ class Server:
         if self.cfg.auth == "off":
             log.warning("authentication is OFF (--auth off): anyone who reaches this server "
                         "can register any user and call through it")
+        elif not await self.subscribers.count():
+            log.warning("no subscribers yet, so every REGISTER is refused: add one with "
+                        "`signaling subscribers add USER@%s` (asks for the password)",
+                        min(self.core.domains))
         self.auth.start()
         tu = Handoff.for_worker(Router(self.registrar, self.proxy, self.tracer), self.core,
                                 self.metrics, worker.current())
