@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable
 
-from protocols.sip.builders import make_response
+from protocols.sip.builders import make_response, reason_phrase
 from protocols.sip.digest import (
     ALGORITHMS,
     Credentials,
@@ -40,12 +40,13 @@ from protocols.sip.digest import (
     verify,
 )
 from protocols.sip.message import Request, SipURI
+from protocols.sip.transaction import response_stub
 from protocols.sip.uri import unescape
 from signaling.auth.guard import Guard
 from signaling.auth.subscribers import SubscriberError, SubscriberStore
 from signaling.config import Config
 from signaling.metrics import Metrics
-from signaling.sipcore import SipCore, Work
+from signaling.sipcore import SipCore, Work, stateless_answer, stateless_tail
 
 __all__ = ["SUMMARY_INTERVAL", "Authenticator"]
 
@@ -185,9 +186,15 @@ class Authenticator:
                 extra: list[tuple[str, str]] | None = None) -> None:
         self.c_auth.inc(result)
         req = work.request
-        self.core.respond(work.txn, make_response(req, status, reason,
-                                                  to_tag=self.core.stateless_tag(req),
-                                                  extra=extra or ()))
+        if req.method == "INVITE":  # its transaction keeps the response (ACK matching, §17.2.1)
+            self.core.respond(work.txn, make_response(req, status, reason,
+                                                      to_tag=self.core.stateless_tag(req),
+                                                      extra=extra or ()))
+            return
+        # Straight to bytes, as the registrar's 200: half of all REGISTERs get this answer.
+        reason = reason or reason_phrase(status)
+        self.core.respond(work.txn, response_stub(status, reason, req.method),
+                          stateless_answer(req, status, reason, stateless_tail(extra or ())))
 
     # -- rate-limited logging ------------------------------------------------------------------
 
