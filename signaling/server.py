@@ -82,6 +82,7 @@ class Server:
         self.core.guard = self.guard
         self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics)
         self.registrar.auth = self.proxy.auth = self.auth
+        self.core.early_answer = self.auth.challenge_early
         self.records: RecordWriter | None = None
         if cfg.database:
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)

@@ -156,6 +156,9 @@ class SipCore:
         self.accepting = True
         #: Per-source rate limit and blocks (signaling.auth.guard), checked before parsing.
         self.guard: Guard | None = None
+        #: Answers a new request statelessly when it can (a REGISTER without credentials gets
+        #: its 401, signaling.auth.policy); True when it did.
+        self.early_answer: Callable[[Request, Peer], bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -381,6 +384,8 @@ class SipCore:
         if self._precheck(req, peer, waited):
             return
         if method == "CANCEL" and self._cancel(req, peer):
+            return
+        if self.early_answer is not None and self.early_answer(req, peer):
             return
         self._new_transaction(req, peer, key)
 

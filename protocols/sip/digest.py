@@ -26,6 +26,7 @@ from enum import Enum
 
 __all__ = [
     "ALGORITHMS",
+    "SALT_WINDOW",
     "Credentials",
     "DigestError",
     "NonceCounts",
@@ -230,6 +231,9 @@ class NonceState(Enum):
 
 
 _TAG_BYTES = 16
+#: Seconds during which a salted nonce stays the same (see ``NonceMinter.make``): longer than a
+#: request's retransmissions usually span, short beside a nonce's lifetime.
+SALT_WINDOW = 32
 _NONCE_BYTES = 8 + 8 + _TAG_BYTES
 
 
@@ -248,8 +252,16 @@ class NonceMinter:
     def _tag(self, head: bytes, realm: str) -> bytes:
         return hmac.new(self._secret, head + realm.encode(), hashlib.sha256).digest()[:_TAG_BYTES]
 
-    def make(self, realm: str, now: float) -> str:
-        head = struct.pack(">Q", int(now * 1000)) + os.urandom(8)
+    def make(self, realm: str, now: float, salt: bytes | None = None) -> str:
+        """A fresh nonce; with ``salt`` (a request's identity) the same one for the same salt
+        within a ``SALT_WINDOW``, so a stateless challenge to a retransmitted request is the
+        same bytes as the first (a transaction would have repeated its answer, §17.2.2)."""
+        if salt is None:
+            head = struct.pack(">Q", int(now * 1000)) + os.urandom(8)
+        else:
+            window = struct.pack(">Q", int(now // SALT_WINDOW * SALT_WINDOW) * 1000)
+            head = window + hmac.new(self._secret, b"salt:" + window + salt,
+                                     hashlib.sha256).digest()[:8]
         return base64.urlsafe_b64encode(head + self._tag(head, realm)).decode().rstrip("=")
 
     @staticmethod

@@ -160,3 +160,13 @@ def test_nonce_counts_stay_bounded_and_safe() -> None:
 def test_credentials_are_plain_values() -> None:
     c = Credentials(username="u", realm="r", nonce="n", uri="x", response="r")
     assert c.qop is None and c.algorithm == "MD5"
+
+
+def test_salted_nonces_repeat_within_their_window_only() -> None:
+    minter = NonceMinter(b"s" * 32, lifetime=300)
+    a = minter.make("r", 64.5, b"call|branch")
+    assert minter.make("r", 70.0, b"call|branch") == a         # a retransmission: same bytes
+    assert minter.make("r", 70.0, b"call|other") != a          # another request
+    assert minter.make("r", 96.0, b"call|branch") != a         # the next window
+    assert minter.check(a, "r", 100.0) is NonceState.VALID
+    assert NonceMinter(b"t" * 32, 300).make("r", 64.5, b"call|branch") != a  # secret-keyed
