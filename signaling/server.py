@@ -65,7 +65,8 @@ class Server:
         self.metrics = Metrics()
         self.registry = registry if registry is not None else make_registry(cfg.registry)
         self.node_id = cfg.node_id or default_node_id(cfg)
-        self.core = SipCore(cfg, self.metrics, Transports())
+        self.guard = Guard(_guard_limits(cfg), self.metrics)
+        self.core = SipCore(cfg, self.metrics, Transports(), self.guard)
         self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
             from signaling.tracing import Tracing  # OpenTelemetry only when tracing is on
@@ -78,11 +79,8 @@ class Server:
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer)
         self.subscribers: SubscriberStore = make_store(cfg.subscribers)
-        self.guard = Guard(_guard_limits(cfg), self.metrics)
-        self.core.guard = self.guard
         self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics)
         self.registrar.auth = self.proxy.auth = self.auth
-        self.core.early_answer = self.auth.challenge_early
         self.records: RecordWriter | None = None
         if cfg.database:
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)

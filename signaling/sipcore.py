@@ -111,6 +111,11 @@ class TransactionUser(Protocol):
         """A response matching no client transaction (§16.7 step 9 / §18.1.2)."""
         ...
 
+    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        """A new request the TU can answer without a transaction (a REGISTER without
+        credentials gets its 401, signaling.auth.policy); True when it did."""
+        ...
+
 
 class NoTransactionUser:
     """The TU of a core that has none (before ``start``, or a bare core in tests): new
@@ -132,12 +137,16 @@ class NoTransactionUser:
     def on_stray_response(self, response: Response, peer: Peer) -> None:
         self.core.c_drop.inc("stray_response")
 
+    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        return False
+
 
 class SipCore:
     """The SIP transaction layer of one node: transactions, timers, queues and counters, over
     the transports it is given, for the one transaction user it serves."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, transports: Transports) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, transports: Transports,
+                 guard: Guard | None = None) -> None:
         self.cfg = cfg
         self.transports = transports
         self.domains = cfg.served_domains()
@@ -155,10 +164,7 @@ class SipCore:
         self._observers: dict[Transaction, TxnCallback] = {}
         self.accepting = True
         #: Per-source rate limit and blocks (signaling.auth.guard), checked before parsing.
-        self.guard: Guard | None = None
-        #: Answers a new request statelessly when it can (a REGISTER without credentials gets
-        #: its 401, signaling.auth.policy); True when it did.
-        self.early_answer: Callable[[Request, Peer], bool] | None = None
+        self.guard = guard
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -385,7 +391,7 @@ class SipCore:
             return
         if method == "CANCEL" and self._cancel(req, peer):
             return
-        if self.early_answer is not None and self.early_answer(req, peer):
+        if self._tu.answer_statelessly(req, peer):
             return
         self._new_transaction(req, peer, key)
 
