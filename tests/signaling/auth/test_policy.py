@@ -231,3 +231,19 @@ async def test_flooding_source_is_blocked_while_another_keeps_registering(
         text = srv.metrics.exposition()
         assert b'signaling_guard_blocks_total{reason="flood"} 1.0' in text
         assert b'signaling_guard_dropped_total{reason="flood"}' in text
+
+
+async def test_unauthenticated_register_leaves_no_state_and_retransmissions_match(
+        tmp_path: Path) -> None:
+    async with auth_server(tmp_path) as (srv, port):
+        alice = Client(await open_peer(), port, "alice")
+        data = alice.request("REGISTER", f"sip:{DOMAIN}", to=f"sip:alice@{DOMAIN}",
+                             call_id="st", expires=600)
+        before = len(srv.core.table)
+        alice.peer.send(data, port)
+        first = await alice.peer.final(5.0)
+        alice.peer.send(data, port)  # the same request again: a retransmission
+        await alice.peer.final(5.0)
+        assert first.status == 401
+        assert alice.peer.raw[0] == alice.peer.raw[1]  # the same answer, byte for byte
+        assert len(srv.core.table) == before  # answered statelessly: no transaction
