@@ -52,6 +52,7 @@ def _register_contact(server_port: int, user: str, password: str, contact_port: 
         s.settimeout(5.0)
         local = s.getsockname()[1]
         auth = ""
+        status = 0
         for cseq in (1, 2):
             s.sendto((
                 f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
@@ -63,13 +64,14 @@ def _register_contact(server_port: int, user: str, password: str, contact_port: 
                 ("127.0.0.1", server_port))
             resp = parse_message(s.recv(65535))
             assert isinstance(resp, Response)
-            if resp.status != 401:
-                return resp.status
+            status = resp.status
+            if status != 401:
+                return status
             chal = parse_challenge(resp.headers("WWW-Authenticate")[0])
             auth = "Authorization: " + authorization(
                 chal, method="REGISTER", uri="sip:127.0.0.1", username=user,
                 password=password) + "\r\n"
-        return resp.status
+        return status
 
 
 def _keyword(user: str, password: str) -> str:
