@@ -81,8 +81,10 @@ def _canonical(algorithm: str) -> str:
 #: One auth-param: a token name, "=", a quoted-string (with \\-escapes) or a token, then a comma
 #: or the end.  A regular expression instead of a character loop: ten times faster, and this
 #: runs for every authenticated request.
-_PARAM = re.compile(r'[\s,]*([^\s=,"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)',
-                    re.S)
+#: The quoted-string is the unrolled loop ``[^"\\]*(?:\\.[^"\\]*)*``: an alternation per character
+#: costs four times as much.
+_PARAM = re.compile(
+    r'[\s,]*([^\s=,"]+)\s*=\s*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s,"]*))\s*(?:,|$)', re.S)
 _ESCAPE = re.compile(r"\\(.)", re.S)
 
 
