@@ -103,10 +103,11 @@ class Authenticator:
     # -- the decision ----------------------------------------------------------------------------
 
     def challenge_early(self, req: Request, peer: Peer) -> bool:
-        """A REGISTER without credentials gets its 401 in the receive path, statelessly (no
-        transaction, no queue; a retransmission just gets a fresh nonce): it is half of all
-        REGISTERs, so this halves the work of authenticated registration.  True if answered;
-        everything else goes the full way to ``admit``."""
+        """A REGISTER without credentials gets its 401 in the receive path, statelessly: no
+        transaction and no queue for half of all REGISTERs, and an unauthenticated flood
+        leaves no state.  Its nonce is salted with the Call-ID and branch, so a retransmission
+        gets the same bytes, as from a transaction (§17.2.2).  True if answered; everything
+        else goes the full way to ``admit``."""
         if not self.enabled or req.method != "REGISTER" or req.to.tag is not None:
             return False
         to = req.to.uri
