@@ -23,6 +23,7 @@ import uvloop
 
 from signaling import ctl, worker
 from signaling.auth import cli as subscribers_cli
+from signaling.auth.subscribers import SubscriberError
 from signaling.config import OPTIONS, Config, ConfigError, load_config
 from signaling.logs import configure_logging
 from signaling.metrics import version
@@ -148,7 +149,7 @@ async def _serve(cfg: Config) -> int:
     try:
         await server.start()
         _tune_gc()
-    except OSError as exc:
+    except (OSError, SubscriberError) as exc:  # a port taken, a subscriber store unreachable
         print(f"signaling: cannot start: {exc}", file=sys.stderr)
         await server.stop()
         return 1
