@@ -79,7 +79,8 @@ class Server:
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer)
         self.subscribers: SubscriberStore = make_store(cfg.subscribers)
-        self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics)
+        self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics,
+                                  shared=self.registry if cfg.registry != "memory" else None)
         self.registrar.auth = self.proxy.auth = self.auth
         self.records: RecordWriter | None = None
         if cfg.database:

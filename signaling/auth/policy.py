@@ -46,6 +46,7 @@ from signaling.auth.guard import Guard
 from signaling.auth.subscribers import SubscriberError, SubscriberStore
 from signaling.config import Config
 from signaling.metrics import Metrics
+from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
 
 __all__ = ["SUMMARY_INTERVAL", "Authenticator"]
@@ -75,8 +76,12 @@ class Authenticator:
     """See the module docstring."""
 
     def __init__(self, cfg: Config, core: SipCore, store: SubscriberStore, guard: Guard,
-                 metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, clock: Callable[[], float] = time.time,
+                 shared: Registry | None = None) -> None:
         self.core = core
+        #: A registry other nodes share: nonce counts are claimed there too, so a count used
+        #: on one node is a replay on every other (the local table alone sees only this one).
+        self.shared = shared
         self.store = store
         self.guard = guard
         self.clock = clock
@@ -167,6 +172,15 @@ class Authenticator:
         if state is NonceState.VALID:
             issued = NonceMinter.issued_at(creds.nonce) or 0.0
             state = self.counts.use(creds.nonce, creds.nc, issued)
+            if state is NonceState.VALID and self.shared is not None:
+                try:
+                    fresh = await self.shared.claim(f"nc:{creds.nonce}:{creds.nc or 0}",
+                                                    self.nonces.lifetime)
+                except RegistryError:
+                    self._answer(work, 503, None, "store_unavailable",
+                                 [("Retry-After", str(self.retry_after))])
+                    return False
+                state = NonceState.VALID if fresh else NonceState.STALE
             if state is not NonceState.VALID:  # a count used before: a replay (RFC 7616 §3.4)
                 self._failed(work, kind, realm, creds.username, "replayed", stale=True)
                 return False

@@ -10,6 +10,7 @@ from typing import Any
 
 from protocols.sip.message import Request, Response
 from signaling.auth.subscribers import FileSubscribers, Subscriber
+from signaling.config import load_config
 from signaling.server import Server
 from tests.signaling.auth.sipauth import DOMAIN, Client, open_peer
 from tests.signaling.inproc import running_server
@@ -247,3 +248,42 @@ async def test_unauthenticated_register_leaves_no_state_and_retransmissions_matc
         assert first.status == 401
         assert alice.peer.raw[0] == alice.peer.raw[1]  # the same answer, byte for byte
         assert len(srv.core.table) == before  # answered statelessly: no transaction
+
+
+@asynccontextmanager
+async def shared_node(tmp: Path, redis_url: str) -> AsyncIterator[tuple[Server, int]]:
+    """A node on the shared Redis registry, with the nonce secret every node shares."""
+    path = tmp / "subscribers.jsonl"
+    store = FileSubscribers(str(path))
+    await store.put(Subscriber.create("alice", DOMAIN, PASSWORDS["alice"]))
+    cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off",
+                       "diameter": "off", "pike_rate": "0", "domain": [DOMAIN],
+                       "subscribers": str(path), "registry": redis_url,
+                       "auth_secret": "shared-nonce-secret-0123456789"}, env={})
+    server = Server(cfg)
+    await server.start()
+    try:
+        assert server.udp_address is not None
+        yield server, server.udp_address[1]
+    finally:
+        await server.stop()
+
+
+async def test_nodes_sharing_a_registry_refuse_a_count_used_on_another(
+        tmp_path: Path, redis_url: str) -> None:
+    async with shared_node(tmp_path, redis_url) as (_a, port_a), \
+            shared_node(tmp_path, redis_url) as (b, port_b):
+        alice = Client(await open_peer(), port_a, "alice")
+        resp, header = await alice.register("wonderland", call_id="shared")
+        assert resp.status == 200 and header is not None
+        # Node B never saw this nonce, yet verifies it (same secret) and knows its count 1
+        # was used on node A: the replay gets a fresh challenge, not a 200.
+        thief = Client(await open_peer(), port_b, "alice")
+        replay = await thief.ask(thief.request(
+            "REGISTER", f"sip:{DOMAIN}", to=f"sip:alice@{DOMAIN}", call_id="theft",
+            expires=600, auth=("Authorization", header), contact="sip:evil@10.6.6.6"))
+        assert replay.status == 401
+        assert b'signaling_auth_total{result="replayed"} 1.0' in b.metrics.exposition()
+        # The control: node B accepts a registration it challenged itself.
+        assert (await Client(await open_peer(), port_b, "alice").register(
+            "wonderland", call_id="b-own"))[0].status == 200
