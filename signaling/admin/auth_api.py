@@ -20,7 +20,7 @@ from signaling.admin.schemas import PageQuery
 from signaling.auth.subscribers import Subscriber, SubscriberError, split_identity
 
 if TYPE_CHECKING:
-    from signaling.server import Server
+    from signaling.admin.view import AuthView, ServerView
 
 __all__ = ["AuthApi", "BlockList", "BlockView", "NewSubscriber", "Password", "SubscriberPage",
            "SubscriberView"]
@@ -90,8 +90,15 @@ def _identity(text: str, missing: int = 400) -> tuple[str, str]:
 class AuthApi:
     """Handlers bound to one server (rows in ``signaling.admin.routes``)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.server = server
+
+    @property
+    def auth(self) -> AuthView:
+        if self.server.auth is None:
+            raise ApiError(503, "authentication is not available on this node",
+                           {"Retry-After": "60"})
+        return self.server.auth
 
     async def _store_call(self, aw: Awaitable[T]) -> T:
         try:
@@ -101,7 +108,7 @@ class AuthApi:
 
     async def list_subscribers(self, request: web.Request) -> web.Response:
         q = parse_query(request, PageQuery)
-        store = self.server.subscribers
+        store = self.auth.subscribers
         items = await self._store_call(store.list(q.offset, q.limit))
         total = await self._store_call(store.count())
         return json_response(SubscriberPage(q.offset, q.limit, total,
@@ -110,7 +117,7 @@ class AuthApi:
     async def create_subscriber(self, request: web.Request) -> web.Response:
         new = _decode(await request.read(), NewSubscriber)
         user, realm = _identity(new.identity)
-        store = self.server.subscribers
+        store = self.auth.subscribers
         if await self._store_call(store.get(user, realm)) is not None:
             raise ApiError(409, f"subscriber {user}@{realm} exists (PUT changes its password)")
         sub = Subscriber.create(user, realm, new.password)
@@ -120,7 +127,7 @@ class AuthApi:
     async def update_subscriber(self, request: web.Request) -> web.Response:
         user, realm = _identity(path_param(request, "identity"), 404)
         secret = _decode(await request.read(), Password)
-        store = self.server.subscribers
+        store = self.auth.subscribers
         if await self._store_call(store.get(user, realm)) is None:
             raise ApiError(404, f"no subscriber {user}@{realm}")
         sub = Subscriber.create(user, realm, secret.password)
@@ -129,18 +136,18 @@ class AuthApi:
 
     async def delete_subscriber(self, request: web.Request) -> web.Response:
         user, realm = _identity(path_param(request, "identity"), 404)
-        if not await self._store_call(self.server.subscribers.remove(user, realm)):
+        if not await self._store_call(self.auth.subscribers.remove(user, realm)):
             raise ApiError(404, f"no subscriber {user}@{realm}")
         return web.Response(status=204)
 
     async def list_blocks(self, request: web.Request) -> web.Response:
-        now = self.server.core.now()
+        now = self.auth.now()
         return json_response(BlockList([
             BlockView(b.host, b.reason, round(now - b.since, 3), round(b.until - now, 3),
-                      b.dropped) for b in self.server.guard.active(now)]))
+                      b.dropped) for b in self.auth.guard.active(now)]))
 
     async def lift_block(self, request: web.Request) -> web.Response:
         host = path_param(request, "host")
-        if not self.server.guard.lift(host):
+        if not self.auth.guard.lift(host):
             raise ApiError(404, f"no block for {host[:100]!r}")
         return web.Response(status=204)
