@@ -32,6 +32,7 @@ from signaling.records.writer import RecordWriter
 from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
+from signaling.registry.memory import MemoryRegistry
 from signaling.router import Router
 from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
@@ -80,7 +81,7 @@ class Server:
                            self.tracer)
         self.subscribers: SubscriberStore = make_store(cfg.subscribers)
         self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics,
-                                  shared=self.registry if cfg.registry != "memory" else None)
+                                  shared=_shared(self.registry))
         self.registrar.auth = self.proxy.auth = self.auth
         self.records: RecordWriter | None = None
         if cfg.database:
@@ -244,6 +245,13 @@ class Server:
             except Exception as exc:  # the registry may be unreachable: try again next tick
                 failures.warning("sweep", "binding sweep failed: %s: %s",
                                  type(exc).__name__, exc)
+
+
+def _shared(registry: Registry) -> Registry | None:
+    """The registry when other processes share it (Redis, or the supervisor's over its
+    socket): nonce counts are claimed there; an in-process one adds nothing to the local
+    table."""
+    return None if isinstance(registry, MemoryRegistry) else registry
 
 
 def _guard_limits(cfg: Config) -> GuardLimits:
