@@ -3,7 +3,8 @@
 The password is read from the terminal (asked twice) or, when stdin is not a terminal, from its
 first line; it is hashed at once and never echoed, logged or passed as an argument (arguments
 are visible to every user in ``ps``).  A running server with the file store sees the change
-within a second, or at once on SIGHUP.
+within a second (``signaling reload`` restarts the workers of a multi-process server, which then
+read it at start).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import getpass
 import sys
 
 from signaling.auth.subscribers import (
-    FileSubscribers,
     Subscriber,
     SubscriberError,
     SubscriberStore,
@@ -22,7 +22,7 @@ from signaling.auth.subscribers import (
     split_identity,
 )
 
-__all__ = ["add_parser", "reload_store", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,15 +37,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rm = actions.add_parser("remove", help="remove a subscriber")
     rm.add_argument("identity", help="USER@DOMAIN")
     actions.add_parser("list", help="list subscribers (identities only)")
-
-
-def reload_store(store: SubscriberStore) -> None:
-    """SIGHUP: read the subscriber file again now (PostgreSQL needs nothing)."""
-    if isinstance(store, FileSubscribers):
-        try:
-            store.reload()
-        except SubscriberError as exc:
-            print(f"signaling: subscribers not reloaded: {exc}", file=sys.stderr)
 
 
 def _password() -> str:

@@ -103,7 +103,7 @@ class FileSubscribers:
     """Subscribers in a JSON-lines file, held in memory and reloaded when the file changes.
 
     The server notices a change (``signaling subscribers add`` from another process, an edit)
-    within ``RELOAD_CHECK`` seconds, or at once on SIGHUP (``reload``).  Writes go to a temporary
+    within ``RELOAD_CHECK`` seconds (by modification time and size).  Writes go to a temporary
     file renamed over the old one, so a reader never sees half a file.  A file that does not
     exist is an empty store: a new server starts with no subscribers.
     """
@@ -129,7 +129,7 @@ class FileSubscribers:
         return (st.st_mtime, st.st_size)
 
     def reload(self) -> int:
-        """Read the file again (SIGHUP); returns the number of subscribers."""
+        """Read the file again; returns the number of subscribers."""
         stamp = self._file_stamp()
         subs: dict[tuple[str, str], Subscriber] = {}
         if stamp is not None:
