@@ -20,10 +20,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && SIGNALING_REQUIRE_SPEEDUPS=1 pip install . \
     && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* /app/build
 
-# An unprivileged user; the records spool lives in a volume it owns.
+# An unprivileged user; the records spool and the subscriber file (HA1 hashes, written by
+# `signaling subscribers add` and the admin API) live in a volume it owns.
 RUN useradd --system --home-dir /var/lib/signaling --create-home signaling
 USER signaling
 ENV SIGNALING_SPOOL=/var/lib/signaling/records.spool
+ENV SIGNALING_SUBSCRIBERS=/var/lib/signaling/subscribers.jsonl
 VOLUME ["/var/lib/signaling"]
 
 # SIP over UDP (RFC 3261), SIP over WebSocket (RFC 7118), admin API + /metrics, Diameter.

@@ -104,7 +104,8 @@ class _Server:
         else:
             cmd = [sys.executable, "-m", "signaling", "serve", "--processes", "1", "--sip-udp",
                    f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
-                   "--diameter", "off", "--log-level", "warning"]
+                   "--diameter", "off", "--log-level", "warning",
+                   "--auth", "off", "--pike-rate", "0"]  # beside Kamailio without auth
         # Its own session, so stop() reaches every process Kamailio forks; the log goes to a
         # file (a pipe nobody reads would block the server once full).
         # The file lives as long as the server: closed in stop(), not in a with block.

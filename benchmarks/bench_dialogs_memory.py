@@ -249,7 +249,8 @@ class ServerUnderTest:
         admin = f"127.0.0.1:{self.admin_port}" if self.admin_port else "off"
         cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "signaling", "serve",
                "--processes", "1", "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off",
-               "--admin", admin, "--diameter", "off", "--log-level", "warning", *self.extra]
+               "--admin", admin, "--diameter", "off", "--log-level", "warning",
+               "--auth", "off", "--pike-rate", "0", *self.extra]  # as Kamailio: no auth
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

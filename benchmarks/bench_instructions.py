@@ -95,6 +95,7 @@ class ServerUnderCallgrind:
             cmd = [*grind, sys.executable, "-m", "signaling", "serve", "--processes", "1",
                    "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
                    "--diameter", "off", "--log-level", "warning",
+                   "--auth", "off", "--pike-rate", "0",  # as the reference Kamailio
                    "--spool", str(self.dir / "spool.jsonl"),
                    # the default is "c": a server from before the option existed runs too
                    *(["--sip-parser", "python"] if pure else []), *extra]

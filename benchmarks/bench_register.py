@@ -108,7 +108,7 @@ class ServerUnderTest:
                     "-Y", str(self.dir), "-m", str(KAMAILIO_SHM_MB)]
         return [sys.executable, "-m", "signaling", "serve", "--processes", "1", "--sip-udp",
                 f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
-                "--diameter", "off", "--log-level", "warning",
+                "--diameter", "off", "--log-level", "warning", "--auth", "off", "--pike-rate", "0",
                 "--spool", str(self.dir / "spool.jsonl"), *self.extra]
 
     def _kamailio_cfg(self) -> Path:

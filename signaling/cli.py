@@ -22,6 +22,8 @@ from pathlib import Path
 import uvloop
 
 from signaling import ctl, worker
+from signaling.auth import cli as subscribers_cli
+from signaling.auth.subscribers import SubscriberError
 from signaling.config import OPTIONS, Config, ConfigError, load_config
 from signaling.logs import configure_logging
 from signaling.metrics import version
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             serve.add_argument(flag, dest=name, default=None, help=help_text)
     ctl.add_parser(sub)
+    subscribers_cli.add_parser(sub)
     return parser
 
 
@@ -146,7 +149,7 @@ async def _serve(cfg: Config) -> int:
     try:
         await server.start()
         _tune_gc()
-    except OSError as exc:
+    except (OSError, SubscriberError) as exc:  # a port taken, a subscriber store unreachable
         print(f"signaling: cannot start: {exc}", file=sys.stderr)
         await server.stop()
         return 1
@@ -181,11 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ctl.run(ns)
     if ns.command == "reload":
         return _reload(ns.pid_file)
+    flags = _flags(ns) if ns.command == "serve" else {"subscribers": ns.subscribers}
     try:
-        cfg = load_config(_flags(ns), config_file=ns.config)
+        cfg = load_config(flags, config_file=ns.config)
     except ConfigError as exc:
         print(f"signaling: configuration error: {exc}", file=sys.stderr)
         return 2
+    if ns.command == "subscribers":
+        return subscribers_cli.run(ns, cfg.subscribers)
     info = worker.current()
     processes = cfg.processes or default_processes()
     if info is not None:

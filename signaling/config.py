@@ -108,6 +108,20 @@ class Config:
     trace_plain_ids: bool = False
     processes: int = 1
     pid_file: str | None = None
+    auth: str = "on"
+    subscribers: str = "signaling-subscribers.jsonl"
+    auth_algorithms: list[str] = field(default_factory=lambda: ["MD5"])
+    auth_secret: str | None = None
+    auth_nonce_lifetime: float = 300.0
+    auth_nonce_table: int = 100_000
+    trusted: list[str] = field(default_factory=list)
+    pike_rate: float = 100.0
+    pike_burst: int = 200
+    pike_block: float = 60.0
+    auth_fail_limit: int = 10
+    auth_fail_window: float = 60.0
+    auth_fail_block: float = 600.0
+    guard_table: int = 100_000
 
     def served_domains(self) -> set[str]:
         """The domains this registrar/proxy is responsible for (RFC 3261 §10.3 step 1).
@@ -221,6 +235,28 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "processes": ("int", "worker processes sharing the ports (default 1: a single process, no "
                          "supervisor; 0: one per CPU this process may use)"),
     "pid_file": ("optstr", "file the supervisor writes its pid to, for 'signaling reload'"),
+    "auth": ("str", "'on' (default): digest authentication of REGISTER (401) and of calls from "
+                    "served domains (407); 'off': an open registrar and proxy (lab use only)"),
+    "subscribers": ("str", "subscriber store: a file of HA1 hashes (default "
+                           "signaling-subscribers.jsonl) or a postgresql:// DSN"),
+    "auth_algorithms": ("list", "digest algorithms challenged with, sent strongest first "
+                                "(RFC 8760): any of SHA-512-256, SHA-256, MD5 (default MD5: "
+                                "many clients fail on a first challenge they cannot do)"),
+    "auth_secret": ("optstr", "nonce HMAC secret, the same on every node (default: random "
+                              "per process)"),
+    "auth_nonce_lifetime": ("float", "seconds a nonce is good for; older ones get stale=true"),
+    "auth_nonce_table": ("int", "nonces whose count is remembered (replay protection)"),
+    "trusted": ("list", "source addresses or networks that need no authentication and are "
+                        "never rate limited (trunks, gateways; repeatable)"),
+    "pike_rate": ("float", "messages per second one source may send; over it the source is "
+                           "blocked (0 disables)"),
+    "pike_burst": ("int", "messages one source may send in a burst"),
+    "pike_block": ("float", "seconds a flooding source stays blocked (dropped, not answered)"),
+    "auth_fail_limit": ("int", "failed authentications per source or per user that block the "
+                               "source"),
+    "auth_fail_window": ("float", "seconds in which auth_fail_limit failures are counted"),
+    "auth_fail_block": ("float", "seconds a source guessing passwords stays blocked"),
+    "guard_table": ("int", "sources tracked by the rate limit and failure counters (bound)"),
 }
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -333,6 +369,19 @@ def _validate(cfg: Config) -> None:
         (cfg.tcp_idle_timeout > 0, "tcp_idle_timeout: must be positive"),
         (all(c.isprintable() for c in cfg.server_header) and len(cfg.server_header) <= 200,
          "server_header: must be printable text of at most 200 characters"),
+        (cfg.auth in ("on", "off"), "auth: must be 'on' or 'off'"),
+        (bool(cfg.auth_algorithms)
+         and all(a.upper() in ("MD5", "SHA-256", "SHA-512-256") for a in cfg.auth_algorithms),
+         "auth_algorithms: choose from SHA-512-256, SHA-256, MD5"),
+        (cfg.auth_secret is None or len(cfg.auth_secret) >= 16,
+         "auth_secret: at least 16 characters"),
+        (cfg.auth_nonce_lifetime > 0 and cfg.auth_nonce_table >= 1,
+         "auth_nonce_lifetime and auth_nonce_table: must be positive"),
+        (cfg.pike_rate >= 0 and cfg.pike_burst >= 1 and cfg.pike_block >= 0,
+         "pike: need pike_rate >= 0, pike_burst >= 1, pike_block >= 0"),
+        (cfg.auth_fail_limit >= 1 and cfg.auth_fail_window > 0 and cfg.auth_fail_block >= 0,
+         "auth_fail: need auth_fail_limit >= 1, auth_fail_window > 0, auth_fail_block >= 0"),
+        (cfg.guard_table >= 1, "guard_table: must be positive"),
     ]
     for ok, message in checks:
         if not ok:
@@ -346,6 +395,11 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"diameter_allow: {exc}") from None
     if cfg.diameter_max_peer_sessions < 1:
         raise ConfigError("diameter_max_peer_sessions: must be positive")
+    for net in cfg.trusted:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted: expected an address or network, got {net!r}") from None
     if cfg.diameter_watchdog < 6:
         raise ConfigError("diameter_watchdog: must be at least 6 seconds (RFC 3539 §3.4.1)")
     _validate_tls(cfg)
@@ -388,10 +442,12 @@ def _check_host(name: str, host: str) -> None:
 def describe(cfg: Config) -> dict[str, Any]:
     """The effective configuration, secrets masked (for the admin API and the start log)."""
     out = dataclasses.asdict(cfg)
-    if out.get("admin_token"):
-        out["admin_token"] = "***"
-    if out.get("database"):
-        out["database"] = _mask_dsn(out["database"])
+    for secret in ("admin_token", "auth_secret"):
+        if out.get(secret):
+            out[secret] = "***"
+    for dsn in ("database", "subscribers"):
+        if out.get(dsn):
+            out[dsn] = _mask_dsn(out[dsn])
     return out
 
 

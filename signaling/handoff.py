@@ -136,3 +136,6 @@ class Handoff:
     def on_stray_response(self, response: Response, peer: Peer) -> None:
         if not self._hand_over(response, peer, "response"):
             self.tu.on_stray_response(response, peer)
+
+    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        return self.tu.answer_statelessly(request, peer)

@@ -50,6 +50,7 @@ from protocols.sip.transaction import (
     build_cancel,
 )
 from protocols.sip.uri import aor_of, parse_uri
+from signaling.auth.policy import Authenticator
 from signaling.config import Config
 from signaling.dialogs import (
     DialogError,
@@ -149,6 +150,7 @@ class Proxy:
         #: Dialog state goes to the registry only when other nodes can read it (not memory).
         self.shared_dialogs = cfg.registry != "memory"
         self._pending: set[asyncio.Task[None]] = set()
+        self.auth: Authenticator | None = None  # RFC 3261 §22.3, set by the server
         self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
         self.h_setup = metrics.histogram("call_setup_seconds",
                                          "INVITE received to 2xx relayed")
@@ -169,6 +171,8 @@ class Proxy:
     # -- requests (workers) ------------------------------------------------------------------
 
     async def handle(self, work: Work) -> None:
+        if self.auth is not None and not await self.auth.admit(work):
+            return  # answered: challenged (407), forbidden (403) or unavailable (503)
         req = work.request
         if req.max_forwards == 0:
             self._reply(work, 483)  # §16.3 step 3

@@ -5,7 +5,8 @@ The steps of §10.3 map to small functions; the only await is the one atomic reg
 yes), and a registry that fails or is slow gives 503 + Retry-After, never a hanging transaction.
 
 Policies the RFC leaves open:
-- no authentication is configured, so step 3 is skipped (RFC 4475 regaut01 gets 200);
+- step 3 (authentication) is ``signaling.auth.policy``, awaited first when configured (with
+  ``--auth off`` RFC 4475 regaut01 gets 200);
 - a To URI that is not sip/sips is answered 416 (RFC 4475 unksm2 allows 400 or 416);
 - a CSeq out of order (step 7) is answered 500, as deployed registrars do;
 - a contact asking for more than ``max_expires`` is granted ``max_expires`` (step 7 allows the
@@ -31,6 +32,7 @@ from protocols.sip.message import URI, NameAddr, Request, SipURI
 from protocols.sip.parser import parse_name_addr, split_list
 from protocols.sip.transaction import response_stub
 from protocols.sip.uri import aor_of, unescape
+from signaling.auth.policy import Authenticator
 from signaling.metrics import Metrics
 from signaling.registry.base import (
     Binding,
@@ -88,6 +90,7 @@ class Registrar:
         self.node_id = node_id
         self.clock = clock
         self.on_event = on_event
+        self.auth: Authenticator | None = None  # §10.3 step 3, set by the server
         cfg = core.cfg
         self.min_expires = cfg.min_expires
         self.max_expires = cfg.max_expires
@@ -104,6 +107,8 @@ class Registrar:
         self._date = b""
 
     async def handle(self, work: Work) -> None:
+        if self.auth is not None and not await self.auth.admit(work):
+            return  # answered: challenged (401), forbidden (403) or unavailable (503)
         req = work.request
         try:
             tail = await self._process(req, work.peer)

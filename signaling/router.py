@@ -59,3 +59,7 @@ class Router:
 
     def on_stray_response(self, response: Response, peer: Peer) -> None:
         self.proxy.on_stray_response(response, peer)
+
+    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        auth = self.registrar.auth
+        return auth is not None and auth.challenge_early(request, peer)

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 from protocols.sip import parser as sip_parser
 from signaling import worker
 from signaling.admin import AdminServer
+from signaling.auth.guard import Guard, GuardLimits, parse_networks
+from signaling.auth.policy import Authenticator
+from signaling.auth.subscribers import SubscriberStore, make_store
 from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
@@ -29,6 +32,7 @@ from signaling.records.writer import RecordWriter
 from signaling.registrar import Registrar
 from signaling.registry.base import Registry
 from signaling.registry.factory import make_registry
+from signaling.registry.memory import MemoryRegistry
 from signaling.router import Router
 from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
@@ -62,7 +66,8 @@ class Server:
         self.metrics = Metrics()
         self.registry = registry if registry is not None else make_registry(cfg.registry)
         self.node_id = cfg.node_id or default_node_id(cfg)
-        self.core = SipCore(cfg, self.metrics, Transports())
+        self.guard = Guard(_guard_limits(cfg), self.metrics)
+        self.core = SipCore(cfg, self.metrics, Transports(), self.guard)
         self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
             from signaling.tracing import Tracing  # OpenTelemetry only when tracing is on
@@ -74,6 +79,10 @@ class Server:
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer)
+        self.subscribers: SubscriberStore = make_store(cfg.subscribers)
+        self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics,
+                                  shared=_shared(self.registry))
+        self.registrar.auth = self.proxy.auth = self.auth
         self.records: RecordWriter | None = None
         if cfg.database:
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)
@@ -112,6 +121,15 @@ class Server:
             log.warning("the SIP parser's C fast path is not built: pure-Python parser only")
         if self.records is not None:
             await self.records.start()
+        await self.subscribers.start()
+        if self.cfg.auth == "off":
+            log.warning("authentication is OFF (--auth off): anyone who reaches this server "
+                        "can register any user and call through it")
+        elif not await self.subscribers.count():
+            log.warning("no subscribers yet, so every REGISTER is refused: add one with "
+                        "`signaling subscribers add USER@%s` (asks for the password)",
+                        min(self.core.domains))
+        self.auth.start()
         tu = Handoff.for_worker(Router(self.registrar, self.proxy, self.tracer), self.core,
                                 self.metrics, worker.current())
         self.handoff = tu if isinstance(tu, Handoff) else None
@@ -182,6 +200,8 @@ class Server:
                  self.cfg.shutdown_timeout)
         await self.core.stop(self.cfg.shutdown_timeout)
         await self.proxy.stop()
+        await self.auth.stop()
+        await self.subscribers.close()
         if self.diameter is not None:
             await self.diameter.close(min(self.cfg.shutdown_timeout, 2.0))
         if self.shedwatch is not None:
@@ -225,6 +245,20 @@ class Server:
             except Exception as exc:  # the registry may be unreachable: try again next tick
                 failures.warning("sweep", "binding sweep failed: %s: %s",
                                  type(exc).__name__, exc)
+
+
+def _shared(registry: Registry) -> Registry | None:
+    """The registry when other processes share it (Redis, or the supervisor's over its
+    socket): nonce counts are claimed there; an in-process one adds nothing to the local
+    table."""
+    return None if isinstance(registry, MemoryRegistry) else registry
+
+
+def _guard_limits(cfg: Config) -> GuardLimits:
+    return GuardLimits(pike_rate=cfg.pike_rate, pike_burst=cfg.pike_burst,
+                       pike_block=cfg.pike_block, fail_limit=cfg.auth_fail_limit,
+                       fail_window=cfg.auth_fail_window, fail_block=cfg.auth_fail_block,
+                       max_sources=cfg.guard_table, trusted=tuple(parse_networks(cfg.trusted)))
 
 
 def default_node_id(cfg: Config) -> str:

@@ -55,6 +55,7 @@ from protocols.sip.transaction import (
     new_server_transaction,
     server_key,
 )
+from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
@@ -110,6 +111,11 @@ class TransactionUser(Protocol):
         """A response matching no client transaction (§16.7 step 9 / §18.1.2)."""
         ...
 
+    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        """A new request the TU can answer without a transaction (a REGISTER without
+        credentials gets its 401, signaling.auth.policy); True when it did."""
+        ...
+
 
 class NoTransactionUser:
     """The TU of a core that has none (before ``start``, or a bare core in tests): new
@@ -131,12 +137,16 @@ class NoTransactionUser:
     def on_stray_response(self, response: Response, peer: Peer) -> None:
         self.core.c_drop.inc("stray_response")
 
+    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        return False
+
 
 class SipCore:
     """The SIP transaction layer of one node: transactions, timers, queues and counters, over
     the transports it is given, for the one transaction user it serves."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, transports: Transports) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, transports: Transports,
+                 guard: Guard | None = None) -> None:
         self.cfg = cfg
         self.transports = transports
         self.domains = cfg.served_domains()
@@ -153,6 +163,8 @@ class SipCore:
         #: Transactions whose events a TU asked for (``observe``, ``start_client_transaction``).
         self._observers: dict[Transaction, TxnCallback] = {}
         self.accepting = True
+        #: Per-source rate limit and blocks (signaling.auth.guard), checked before parsing.
+        self.guard = guard
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,6 +326,9 @@ class SipCore:
         """One datagram or WebSocket message; ``waited``: seconds it sat in the kernel's
         receive queue before we read it.  Never raises.  False when ``data`` was not a SIP
         message (connection transports close peers that send only such data)."""
+        guard = self.guard
+        if guard is not None and not guard.admit(peer.host, self.now()):
+            return True  # blocked source: dropped and counted by the guard, never answered
         try:
             msg = parse_message(data)
         except RemoteProtocolError as err:
@@ -375,6 +390,8 @@ class SipCore:
         if self._precheck(req, peer, waited):
             return
         if method == "CANCEL" and self._cancel(req, peer):
+            return
+        if self._tu.answer_statelessly(req, peer):
             return
         self._new_transaction(req, peer, key)
 

@@ -17,11 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ServerProcess", "free_tcp_port", "free_udp_port", "options", "sip_request"]
+__all__ = ["OPEN", "ServerProcess", "free_tcp_port", "free_udp_port", "options", "sip_request"]
 
 #: Ports for servers under test: away from the fixtures' range (services.PORT_RANGE).
 SERVER_PORTS = (20000, 29999)
 START_TIMEOUT = 20.0
+#: Tests that are not about authentication run an open server (the server's default is
+#: digest authentication and a per-source rate limit); auth tests pass ``--auth on`` after it.
+OPEN = ("--auth", "off", "--pike-rate", "0")
 _taken: set[int] = set()
 
 
@@ -97,7 +100,9 @@ class ServerProcess:
         return [sys.executable, "-m", "signaling", "serve", *processes,
                 "--sip-udp", hp(self.udp_port), "--sip-ws", hp(self.ws_port),
                 "--admin", hp(self.admin_port), "--diameter", hp(self.diameter_port),
-                "--spool", str(self.log_path.with_suffix(".spool")), *self.extra]
+                "--spool", str(self.log_path.with_suffix(".spool")),
+                "--subscribers", str(self.log_path.with_suffix(".subscribers")),
+                *OPEN, *self.extra]
 
     def start(self) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}

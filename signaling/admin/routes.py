@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from signaling.admin import auth_api as a
 from signaling.admin import schemas as s
 from signaling.admin.docs import DOCS_PATH, SCRIPT_PATH, docs_page, docs_script
 from signaling.admin.handlers import AdminApi
@@ -56,6 +57,7 @@ class Route:
 def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
     """Every operation of the admin API, bound to ``api`` (``openapi`` serves the document)."""
     v1 = API_PREFIX
+    auth = a.AuthApi(api.server)
     return [
         Route("GET", "/health", "health", "Liveness: the process answers", api.health,
               s.Health, tag="probes"),
@@ -112,4 +114,22 @@ def route_table(api: AdminApi, openapi: Handler) -> list[Route]:
         Route("PATCH", f"{v1}/config", "patchConfig",
               "Change live limits; read-only or unknown options are refused",
               api.patch_config, s.ConfigView, body=s.ConfigPatch, errors=(400, 409, 413)),
+        Route("GET", f"{v1}/subscribers", "listSubscribers",
+              "Subscribers (identities and hashed algorithms; never hashes), paged",
+              auth.list_subscribers, a.SubscriberPage, query=s.PageQuery, errors=(400,)),
+        Route("POST", f"{v1}/subscribers", "createSubscriber",
+              "Add a subscriber; the password is hashed on arrival, never stored",
+              auth.create_subscriber, a.SubscriberView, status=201, body=a.NewSubscriber,
+              errors=(400, 409, 413)),
+        Route("PUT", f"{v1}/subscribers/{{identity}}", "updateSubscriber",
+              "Change a subscriber's password", auth.update_subscriber, a.SubscriberView,
+              body=a.Password, errors=(400, 404, 413)),
+        Route("DELETE", f"{v1}/subscribers/{{identity}}", "deleteSubscriber",
+              "Remove a subscriber", auth.delete_subscriber, None, status=204,
+              errors=(400, 404)),
+        Route("GET", f"{v1}/blocks", "listBlocks",
+              "Sources blocked for flooding or password guessing", auth.list_blocks,
+              a.BlockList),
+        Route("DELETE", f"{v1}/blocks/{{host}}", "liftBlock", "Lift a source's block",
+              auth.lift_block, None, status=204, errors=(400, 404)),
     ]

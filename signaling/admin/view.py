@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from signaling.auth.guard import Guard
+from signaling.auth.subscribers import SubscriberStore
 from signaling.config import Config
 from signaling.dialogs import DialogInfo
 from signaling.diameter.server import PeerInfo, SessionInfo
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from signaling.tracing import Tracing
 
 __all__ = [
+    "AuthView",
     "DialogsView",
     "DiameterView",
     "LiveTargets",
@@ -94,6 +97,16 @@ class LiveTargets:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthView:
+    """Subscribers and source blocks (signaling.auth)."""
+
+    subscribers: SubscriberStore
+    guard: Guard
+    #: The guard's clock (the event loop's monotonic time).
+    now: Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerView:
     """A running node as the admin API sees it (see the module docstring)."""
 
@@ -117,6 +130,8 @@ class ServerView:
     diameter: DiameterView | None
     #: The node's OpenTelemetry tracing, None while it is off (``--trace-sample 0``).
     tracing: Tracing | None = None
+    #: Subscribers and blocks; None on a node built without them.
+    auth: AuthView | None = None
 
 
 def view_of(server: Server) -> ServerView:
@@ -156,4 +171,5 @@ def view_of(server: Server) -> ServerView:
         ws_connections=lambda: server.ws.connections if server.ws is not None else 0,
         listeners=listeners,
         database_up=(lambda: records.database_up) if records is not None else None,
-        dialogs=server.proxy.dialogs, diameter=server.diameter, tracing=server.tracer)
+        dialogs=server.proxy.dialogs, diameter=server.diameter, tracing=server.tracer,
+        auth=AuthView(server.subscribers, server.guard, core.now))

@@ -257,6 +257,12 @@ class Registry(Protocol):
         """Forget a dialog; True if it existed."""
         ...
 
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Record ``key`` for ``ttl`` seconds; True the first time, False while it stands.
+        Every node sharing the registry sees the claim (a digest nonce count used once on
+        any node, RFC 7616 §3.4)."""
+        ...
+
     async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
         """Store a Diameter session's opaque state (RFC 6733 §8) for ``ttl`` seconds."""
         ...

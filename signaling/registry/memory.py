@@ -119,6 +119,7 @@ class MemoryRegistry:
         self._known: OrderedDict[str, None] = OrderedDict()
         self._sorted_aors: list[str] | None = None
         self._dialogs = _StateTable(clock, max_state_entries)
+        self._claims = _StateTable(clock, max_state_entries)
         self._sessions = _StateTable(clock, max_state_entries)
 
     # -- bindings -------------------------------------------------------------------------------
@@ -227,6 +228,12 @@ class MemoryRegistry:
 
     async def delete_dialog(self, dialog_id: str) -> bool:
         return self._dialogs.delete(dialog_id)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        if self._claims.get(key) is not None:
+            return False
+        self._claims.put(key, b"", ttl)
+        return True
 
     async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
         self._sessions.put(session_id, data, ttl)

@@ -581,6 +581,12 @@ class RedisRegistry:
     async def delete_dialog(self, dialog_id: str) -> bool:
         return int(await self._call("DEL", f"{self._prefix}:d:{dialog_id}")) == 1
 
+    async def claim(self, key: str, ttl: float) -> bool:
+        # SET NX: one atomic command, whichever node asks first gets True.
+        done = await self._call("SET", f"{self._prefix}:c:{key}", b"1", "NX", "PX",
+                                max(1, int(ttl * 1000)))
+        return bool(done)
+
     async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
         await self._put(f"{self._prefix}:s:{session_id}", data, ttl)
 

@@ -235,6 +235,10 @@ class SharedRegistry:
         result: bool = await self._call("delete_dialog", dialog_id)
         return result
 
+    async def claim(self, key: str, ttl: float) -> bool:
+        result: bool = await self._call("claim", key, ttl)
+        return result
+
     async def put_session(self, session_id: str, data: bytes, ttl: float) -> None:
         await self._call("put_session", session_id, data, ttl)
 

@@ -63,6 +63,7 @@ METHODS: dict[str, tuple[Any, Any]] = {
     "put_session": (tuple[str, bytes, float], None),
     "get_session": (tuple[str], bytes | None),
     "delete_session": (tuple[str], bool),
+    "claim": (tuple[str, float], bool),
     "ping": (tuple[()], None),
 }
 

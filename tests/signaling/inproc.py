@@ -20,7 +20,9 @@ __all__ = ["UdpPeer", "running_server"]
 async def running_server(registry: Registry | None = None,
                          **options: Any) -> AsyncIterator[Server]:
     flags: dict[str, Any] = {"sip_udp": "127.0.0.1:0", "sip_ws": "127.0.0.1:0",
-                             "admin": "off", "diameter": "off"}
+                             "admin": "off", "diameter": "off",
+                             # not about authentication: open (auth tests pass auth="on")
+                             "auth": "off", "pike_rate": "0"}
     flags.update(options)
     server = Server(load_config(flags, env={}), registry=registry)
     await server.start()

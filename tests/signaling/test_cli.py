@@ -55,6 +55,15 @@ def test_port_taken_is_status_1() -> None:
     assert "cannot start" in proc.stderr
 
 
+def test_unreachable_subscriber_database_is_status_1() -> None:
+    proc = _run("serve", "--sip-udp", f"127.0.0.1:{free_udp_port()}", "--sip-ws", "off",
+                "--admin", "off", "--diameter", "off",
+                "--subscribers", "postgresql://nobody@127.0.0.1:1/none")
+    assert proc.returncode == 1
+    assert "cannot start: subscribers database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_every_option_has_a_flag() -> None:
     help_text = build_parser().format_help()
     assert "serve" in help_text

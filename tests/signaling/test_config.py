@@ -62,6 +62,12 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
     ({"tcp_max_per_source": "0"}, "tcp_max_per_source"),
     ({"tcp_idle_timeout": "0"}, "tcp_idle_timeout"),
     ({"server_header": "a\r\nX-Injected: 1"}, "server_header"),
+    ({"auth": "maybe"}, "auth"),
+    ({"auth_algorithms": "SHA-1"}, "auth_algorithms"),
+    ({"auth_secret": "short"}, "auth_secret"),
+    ({"trusted": "10.0.0.0/33"}, "trusted"),
+    ({"pike_rate": "-1"}, "pike"),
+    ({"auth_fail_limit": "0"}, "auth_fail"),
 ])
 def test_bad_values_are_one_line_errors(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -104,10 +110,26 @@ def test_hostport_forms() -> None:
 
 
 def test_describe_masks_secrets() -> None:
-    cfg = Config(admin_token="s3cret", database="postgresql://u:pw@db/x")
+    cfg = Config(admin_token="s3cret", database="postgresql://u:pw@db/x",
+                 auth_secret="0123456789abcdef-nonce-key",
+                 subscribers="postgresql://u:pw2@db/subs")
     out = describe(cfg)
     assert out["admin_token"] == "***"
     assert out["database"] == "postgresql://u:***@db/x"
+    assert out["auth_secret"] == "***"
+    assert out["subscribers"] == "postgresql://u:***@db/subs"
+
+
+def test_authentication_is_on_by_default_and_thresholds_come_from_every_source(
+        tmp_path: Path) -> None:
+    cfg = load_config({}, env={})
+    assert cfg.auth == "on" and cfg.auth_algorithms == ["MD5"] and cfg.pike_rate > 0
+    toml = tmp_path / "c.toml"
+    toml.write_text('trusted = ["192.0.2.0/24"]\nauth_fail_limit = 5\n')
+    cfg = load_config({"pike_rate": "0", "auth": "off"}, config_file=str(toml),
+                      env={"SIGNALING_AUTH_ALGORITHMS": "SHA-256,MD5"})
+    assert (cfg.auth, cfg.pike_rate, cfg.auth_fail_limit) == ("off", 0.0, 5)
+    assert cfg.trusted == ["192.0.2.0/24"] and cfg.auth_algorithms == ["SHA-256", "MD5"]
 
 
 def test_own_names_always_include_loopback() -> None:

@@ -52,7 +52,7 @@ async def test_shutdown_finishes_in_flight_work_and_refuses_new() -> None:
 
     cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "127.0.0.1:0", "admin": "off",
                        "diameter": "off", "domain": ["example.com"],
-                       "shutdown_timeout": "5"}, env={})
+                       "shutdown_timeout": "5", "auth": "off"}, env={})
     server = Server(cfg, registry=SlowRegistry())
     await server.start()
     assert server.udp_address is not None

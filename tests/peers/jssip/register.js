@@ -1,8 +1,10 @@
 // JsSIP (npm "jssip") under Node as a real WebSocket SIP client (RFC 7118) for the tests of
 // tests/signaling/test_websocket_client.py.
 //
-// usage: node register.js WS_URL SIP_URI
+// usage: [SIP_PASSWORD=...] node register.js WS_URL SIP_URI
 //
+// With SIP_PASSWORD in the environment (never on the command line: ps shows arguments) JsSIP
+// answers the registrar's digest challenge (RFC 3261 section 22.2).
 // Registers SIP_URI over WS_URL and prints one JSON line per outcome on stdout:
 //   {"event": "registered", "status": 200, "contact": "<the Contact JsSIP sent>"}
 //   {"event": "registrationFailed", "status": 403, "cause": "..."}   (exit status 1)
@@ -34,6 +36,7 @@ const ua = new JsSIP.UA({
   uri: uri,
   register: true,
   register_expires: 600,
+  password: process.env.SIP_PASSWORD || undefined,
   connection_recovery_min_interval: 60,  // no reconnect while the test watches
   connection_recovery_max_interval: 60,
 });

@@ -6,6 +6,7 @@ so each test here runs once per engine with identical expectations.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -281,6 +282,16 @@ async def test_dialog_state(registry: Registry) -> None:
     assert await registry.delete_dialog("d1")
     assert not await registry.delete_dialog("d1")
     assert await registry.get_dialog("d1") is None
+
+
+async def test_claims_are_granted_once_while_they_stand(registry: Registry) -> None:
+    assert await registry.claim("nc:abc:1", 30)
+    assert not await registry.claim("nc:abc:1", 30)       # used: a replay, on any node
+    assert await registry.claim("nc:abc:2", 30)           # another count of the same nonce
+    assert await registry.get_dialog("nc:abc:1") is None  # claims are their own namespace
+    assert await registry.claim("nc:short:1", 0.2)
+    await asyncio.sleep(0.5)
+    assert await registry.claim("nc:short:1", 30)         # expired: the key is free again
 
 
 async def test_session_state_separate_from_dialogs(registry: Registry) -> None:

@@ -1,0 +1,277 @@
+"""Who may register and call: the digest policy of RFC 3261 §22 in front of registrar and proxy.
+
+``Authenticator.admit(work)`` is awaited at the start of ``Registrar.handle`` and
+``Proxy.handle``; False means it answered the request itself (401/407 challenge, 400, 403, 503).
+
+- REGISTER is challenged with 401 + WWW-Authenticate (§22.2 for a registrar); the identity is
+  the To URI (the AOR being registered).
+- Out-of-dialog requests the proxy forwards for one of our own users (From in a served domain)
+  are challenged with 407 + Proxy-Authenticate (§22.3); so are requests we would relay
+  elsewhere, whose From can only be ours.  Requests from other domains to our users are not
+  ours to authenticate.
+- ACK and CANCEL are never challenged (§22.1: they cannot be resubmitted); requests with a To
+  tag follow their dialog and are not challenged anew.
+- The authenticated username and realm must be the identity's user and domain, else 403.
+- An unknown user and a wrong password get the very same answer, a fresh challenge, after the
+  same work (a dummy HA1 is checked), so neither content nor timing tells which it was.
+- Trusted sources (``trusted`` option) pass without credentials.
+
+Several challenges go out, strongest algorithm first (RFC 8760 §2.4), all with one nonce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from protocols.sip.builders import make_response, reason_phrase
+from protocols.sip.digest import (
+    ALGORITHMS,
+    Credentials,
+    DigestError,
+    NonceCounts,
+    NonceMinter,
+    NonceState,
+    challenge,
+    parse_credentials,
+    verify,
+)
+from protocols.sip.message import Request, SipURI
+from protocols.sip.transaction import response_stub
+from protocols.sip.uri import unescape
+from signaling.auth.guard import Guard
+from signaling.auth.subscribers import SubscriberError, SubscriberStore
+from signaling.config import Config
+from signaling.metrics import Metrics
+from signaling.registry.base import Registry, RegistryError
+from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
+
+__all__ = ["SUMMARY_INTERVAL", "Authenticator"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between log summaries of failures and blocks (never a line per packet).
+SUMMARY_INTERVAL = 10.0
+_NEVER = frozenset({"ACK", "CANCEL"})
+_DUMMY_HA1 = "0" * 64
+
+
+class _Kind:
+    """What differs between a registrar's and a proxy's challenge (§22.2, §22.3)."""
+
+    def __init__(self, status: int, challenge_header: str, credentials_header: str) -> None:
+        self.status = status
+        self.challenge_header = challenge_header
+        self.credentials_header = credentials_header
+
+
+_REGISTRAR = _Kind(401, "WWW-Authenticate", "Authorization")
+_PROXY = _Kind(407, "Proxy-Authenticate", "Proxy-Authorization")
+
+
+class Authenticator:
+    """See the module docstring."""
+
+    def __init__(self, cfg: Config, core: SipCore, store: SubscriberStore, guard: Guard,
+                 metrics: Metrics, clock: Callable[[], float] = time.time,
+                 shared: Registry | None = None) -> None:
+        self.core = core
+        #: A registry other nodes share: nonce counts are claimed there too, so a count used
+        #: on one node is a replay on every other (the local table alone sees only this one).
+        self.shared = shared
+        self.store = store
+        self.guard = guard
+        self.clock = clock
+        self.enabled = cfg.auth == "on"
+        self.algorithms = [a for a in ALGORITHMS if a in {x.upper() for x in
+                                                          cfg.auth_algorithms}]
+        secret = cfg.auth_secret.encode() if cfg.auth_secret else os.urandom(32)
+        self.nonces = NonceMinter(secret, cfg.auth_nonce_lifetime)
+        self.counts = NonceCounts(cfg.auth_nonce_table)
+        self.retry_after = cfg.retry_after
+        self.c_auth = metrics.fast_counter("auth", "Authentication outcomes", ["result"])
+        self._summary: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._report(), name="auth-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.flush_summary()  # what happened since the last summary is not lost at shutdown
+
+    # -- the decision ----------------------------------------------------------------------------
+
+    def challenge_early(self, req: Request, peer: Peer) -> bool:
+        """A REGISTER without credentials gets its 401 in the receive path, statelessly: no
+        transaction and no queue for half of all REGISTERs, and an unauthenticated flood
+        leaves no state.  Its nonce is salted with the Call-ID and branch, so a retransmission
+        gets the same bytes, as from a transaction (§17.2.2).  True if answered; everything
+        else goes the full way to ``admit``."""
+        if not self.enabled or req.method != "REGISTER" or req.to.tag is not None:
+            return False
+        to = req.to.uri
+        if not isinstance(to, SipURI) or to.host.lower() not in self.core.domains:
+            return False
+        if req.header("Authorization") is not None or self.guard.trusted(peer.host):
+            return False
+        self.c_auth.inc("challenged")
+        salt = f"{req.call_id}|{req.vias[0].branch}".encode("utf-8", "surrogateescape")
+        self.core.send_stateless(req, peer, 401, extra=self._challenges(
+            _REGISTRAR, to.host.lower(), False, salt))
+        return True
+
+    async def admit(self, work: Work) -> bool:
+        req = work.request
+        if not self.enabled or req.method in _NEVER or req.to.tag is not None:
+            return True
+        kind = _REGISTRAR if req.method == "REGISTER" else _PROXY
+        identity = req.to.uri if kind is _REGISTRAR else req.from_.uri
+        domains = self.core.domains
+        if not isinstance(identity, SipURI) or identity.host.lower() not in domains:
+            uri = req.uri
+            if kind is _REGISTRAR or (isinstance(uri, SipURI) and uri.host.lower() in domains):
+                return True  # the registrar's own answer (404/416), or a foreign caller
+            self._answer(work, 403, "Relaying not allowed", "relay_denied")
+            return False
+        if self.guard.trusted(work.peer.host):
+            self.c_auth.inc("trusted")
+            return True
+        return await self._check(work, kind, identity)
+
+    async def _check(self, work: Work, kind: _Kind, identity: SipURI) -> bool:
+        req = work.request
+        realm = identity.host.lower()
+        try:
+            creds = _credentials(req, kind, realm)
+        except DigestError:
+            self._answer(work, 400, "Malformed credentials", "malformed")
+            return False
+        if creds is None:
+            self._challenge(work, kind, realm, False, "challenged")
+            return False
+        try:
+            sub = await self.store.get(creds.username, realm)
+        except SubscriberError:
+            self._answer(work, 503, None, "store_unavailable",
+                         [("Retry-After", str(self.retry_after))])
+            return False
+        stored = sub.ha1.get(creds.algorithm) if sub is not None else None
+        # The same work whether the user exists or not (no enumeration by timing).
+        good = verify(creds, stored or _DUMMY_HA1, req.method, req.body) and stored is not None
+        if not good:
+            self._failed(work, kind, realm, creds.username, "failed")
+            return False
+        now = self.clock()
+        state = self.nonces.check(creds.nonce, realm, now)
+        if state is NonceState.VALID:
+            issued = NonceMinter.issued_at(creds.nonce) or 0.0
+            state = self.counts.use(creds.nonce, creds.nc, issued)
+            if state is NonceState.VALID and self.shared is not None:
+                try:
+                    fresh = await self.shared.claim(f"nc:{creds.nonce}:{creds.nc or 0}",
+                                                    self.nonces.lifetime)
+                except RegistryError:
+                    self._answer(work, 503, None, "store_unavailable",
+                                 [("Retry-After", str(self.retry_after))])
+                    return False
+                state = NonceState.VALID if fresh else NonceState.STALE
+            if state is not NonceState.VALID:  # a count used before: a replay (RFC 7616 §3.4)
+                self._failed(work, kind, realm, creds.username, "replayed", stale=True)
+                return False
+        if state is not NonceState.VALID:
+            # Right password, old nonce (or one from before a restart): stale=true (§3.3),
+            # so the client retries with the new nonce without asking its user.
+            self._challenge(work, kind, realm, True, "stale")
+            return False
+        if creds.username != unescape(identity.user or ""):
+            self._answer(work, 403, "Identity not allowed for this user", "identity_mismatch")
+            return False
+        if kind is _PROXY:  # §22.3: credentials for our realm are consumed, not forwarded
+            req.extra = [(k, v) for k, v in req.extra
+                         if k.lower() != "proxy-authorization" or _realm_of(v) != realm]
+        self.c_auth.inc("ok")
+        return True
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _challenge(self, work: Work, kind: _Kind, realm: str, stale: bool, result: str) -> None:
+        self._answer(work, kind.status, None, result, self._challenges(kind, realm, stale))
+
+    def _challenges(self, kind: _Kind, realm: str, stale: bool,
+                    salt: bytes | None = None) -> list[tuple[str, str]]:
+        nonce = self.nonces.make(realm, self.clock(), salt)
+        return [(kind.challenge_header, challenge(realm, nonce, alg, stale=stale))
+                for alg in self.algorithms]
+
+    def _failed(self, work: Work, kind: _Kind, realm: str, username: str, result: str,
+                stale: bool = False) -> None:
+        host = work.peer.host
+        if self.guard.failed(host, f"{username}@{realm}", self.core.now()):
+            self._note("blocked " + host)
+        self._note(result)
+        # A fresh challenge, the same for an unknown user and a wrong password.
+        self._challenge(work, kind, realm, stale, result)
+
+    def _answer(self, work: Work, status: int, reason: str | None, result: str,
+                extra: list[tuple[str, str]] | None = None) -> None:
+        self.c_auth.inc(result)
+        req = work.request
+        if req.method == "INVITE":  # its transaction keeps the response (ACK matching, §17.2.1)
+            self.core.respond(work.txn, make_response(req, status, reason,
+                                                      to_tag=self.core.stateless_tag(req),
+                                                      extra=extra or ()))
+            return
+        # Straight to bytes, as the registrar's 200: half of all REGISTERs get this answer.
+        reason = reason or reason_phrase(status)
+        self.core.respond(work.txn, response_stub(status, reason, req.method),
+                          stateless_answer(req, status, reason, stateless_tail(extra or ())))
+
+    # -- rate-limited logging ------------------------------------------------------------------
+
+    def _note(self, what: str) -> None:
+        if len(self._summary) < 1000 or what in self._summary:
+            self._summary[what] = self._summary.get(what, 0) + 1
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(SUMMARY_INTERVAL)
+            self.flush_summary()
+
+    def flush_summary(self) -> None:
+        if not self._summary:
+            return
+        items = sorted(self._summary.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{k}: {v}" for k, v in items[:20])
+        more = f" (+{len(items) - 20} more)" if len(items) > 20 else ""
+        log.warning("authentication failures and blocks in the last %.0f s: %s%s",
+                    SUMMARY_INTERVAL, shown, more)
+        self._summary.clear()
+
+
+def _realm_of(value: str) -> str | None:
+    try:
+        return parse_credentials(value).realm.lower()
+    except DigestError:
+        return None
+
+
+def _credentials(req: Request, kind: _Kind, realm: str) -> Credentials | None:
+    """The credentials for ``realm`` (§22.4: a client may carry some for several realms)."""
+    malformed = False
+    for value in req.headers(kind.credentials_header):
+        try:
+            creds = parse_credentials(value)
+        except DigestError:
+            malformed = True
+            continue
+        if creds.realm.lower() == realm:
+            return creds
+    if malformed:
+        raise DigestError("malformed credentials")
+    return None

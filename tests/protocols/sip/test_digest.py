@@ -1,0 +1,172 @@
+"""Digest authentication: RFC example values, header syntax, nonces and replay protection."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols.sip.digest import (
+    ALGORITHMS,
+    Credentials,
+    DigestError,
+    NonceCounts,
+    NonceMinter,
+    NonceState,
+    authorization,
+    challenge,
+    expected_response,
+    ha1,
+    parse_challenge,
+    parse_credentials,
+    verify,
+)
+
+# RFC 7616 §3.9.1 (the same request answered with MD5 and with SHA-256).
+RFC7616 = {
+    "username": "Mufasa", "realm": "http-auth@example.org", "password": "Circle of Life",
+    "nonce": "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+    "cnonce": "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+    "opaque": "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS", "uri": "/dir/index.html",
+}
+RFC7616_MD5 = "8ca523f5e9506fed4657c9700eebdbec"
+RFC7616_SHA256 = "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+
+
+def _rfc7616_header(algorithm: str, response: str) -> str:
+    v = RFC7616
+    return (f'Digest username="{v["username"]}", realm="{v["realm"]}", uri="{v["uri"]}", '
+            f'algorithm={algorithm}, nonce="{v["nonce"]}", nc=00000001, cnonce="{v["cnonce"]}", '
+            f'qop=auth, response="{response}", opaque="{v["opaque"]}"')
+
+
+@pytest.mark.parametrize("algorithm,response", [("MD5", RFC7616_MD5),
+                                                ("SHA-256", RFC7616_SHA256)])
+def test_rfc7616_examples(algorithm: str, response: str) -> None:
+    creds = parse_credentials(_rfc7616_header(algorithm, response))
+    assert (creds.algorithm, creds.nc, creds.qop, creds.opaque) == (
+        algorithm, 1, "auth", RFC7616["opaque"])
+    secret = ha1(algorithm, "Mufasa", "http-auth@example.org", "Circle of Life")
+    assert expected_response(creds, secret, "GET") == response
+    assert verify(creds, secret, "GET")
+    assert not verify(creds, secret, "POST")
+    assert not verify(creds, ha1(algorithm, "Mufasa", "http-auth@example.org", "circle of life"),
+                      "GET")
+
+
+def test_rfc2617_example() -> None:
+    # RFC 2617 §3.5.
+    value = ('Digest username="Mufasa", realm="testrealm@host.com", '
+             'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, '
+             'nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", '
+             'opaque="5ccc069c403ebaf9f0171e9517f40e41"')
+    creds = parse_credentials(value)
+    assert creds.algorithm == "MD5"  # the default when absent
+    assert verify(creds, ha1("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life"), "GET")
+
+
+def test_rfc2617_without_qop() -> None:
+    # RFC 2069 style: response = H(HA1:nonce:HA2), the RFC 2617 §3.5 values without qop;
+    # the expected value was computed outside Python with coreutils md5sum.
+    creds = parse_credentials('Digest username="Mufasa", realm="testrealm@host.com", '
+                              'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", '
+                              'uri="/dir/index.html", response="670fd8c2df070c60b045671b8b24ff02"')
+    secret = ha1("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life")
+    assert secret == "939e7578ed9e3c518a452acee763bce9"
+    assert verify(creds, secret, "GET")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_client_and_server_agree(algorithm: str) -> None:
+    chal = parse_challenge(challenge("example.com", "abc", algorithm, opaque="o"))
+    assert chal["algorithm"] == algorithm and chal["qop"] == "auth"
+    value = authorization(chal, method="REGISTER", uri="sip:example.com", username="alice",
+                          password="pw")
+    creds = parse_credentials(value)
+    assert verify(creds, ha1(algorithm, "alice", "example.com", "pw"), "REGISTER")
+    assert not verify(creds, ha1(algorithm, "alice", "example.com", "pw2"), "REGISTER")
+
+
+def test_auth_int_covers_the_body() -> None:
+    chal = {"realm": "r", "nonce": "n", "qop": "auth-int", "algorithm": "SHA-256"}
+    value = authorization(chal, method="INVITE", uri="sip:b@r", username="a", password="p",
+                          body=b"v=0\r\n")
+    creds = parse_credentials(value)
+    assert creds.qop == "auth-int"
+    secret = ha1("SHA-256", "a", "r", "p")
+    assert verify(creds, secret, "INVITE", b"v=0\r\n")
+    assert not verify(creds, secret, "INVITE", b"v=1\r\n")
+
+
+def test_challenge_quotes_and_stale() -> None:
+    text = challenge('we"ird', "n", "sha-512-256", stale=True)
+    assert 'realm="we\\"ird"' in text and "algorithm=SHA-512-256" in text
+    assert text.endswith("stale=true")
+    assert parse_challenge(text)["realm"] == 'we"ird'
+
+
+@pytest.mark.parametrize("bad", [
+    'Basic dXNlcjpwYXNz',
+    'Digest username="a", realm="r", nonce="n", uri="u"',                  # no response
+    'Digest username="a", realm="r", nonce="n", uri="u", response="x", algorithm=SHA-1',
+    'Digest username="a", realm="r", nonce="n", uri="u", response="x", qop=auth',  # no nc
+    'Digest username="a", realm="r", nonce="n", uri="u", response="x", qop=auth, nc=1, '
+    'cnonce="c"',                                                          # nc not 8 hex
+    'Digest username="a", username="b", realm="r", nonce="n", uri="u", response="x"',
+    'Digest username="a, realm="r"',
+    'Digest username',
+])
+def test_malformed_credentials(bad: str) -> None:
+    with pytest.raises(DigestError):
+        parse_credentials(bad)
+
+
+def test_nonce_life_cycle() -> None:
+    minter = NonceMinter(b"s" * 32, lifetime=30)
+    nonce = minter.make("example.com", 1000.0)
+    assert minter.check(nonce, "example.com", 1010.0) is NonceState.VALID
+    assert minter.check(nonce, "example.com", 1031.0) is NonceState.STALE
+    assert minter.check(nonce, "other.com", 1010.0) is NonceState.INVALID
+    # Another process with the same secret accepts it; one with another secret does not.
+    assert NonceMinter(b"s" * 32, 30).check(nonce, "example.com", 1001.0) is NonceState.VALID
+    assert NonceMinter(b"t" * 32, 30).check(nonce, "example.com", 1001.0) is NonceState.INVALID
+    tampered = nonce[:5] + ("A" if nonce[5] != "A" else "B") + nonce[6:]
+    assert minter.check(tampered, "example.com", 1001.0) is NonceState.INVALID
+    assert minter.check("short", "example.com", 1001.0) is NonceState.INVALID
+    assert NonceMinter.issued_at(nonce) == 1000.0
+
+
+def test_nonce_counts_refuse_replays() -> None:
+    counts = NonceCounts(capacity=100)
+    assert counts.use("n1", 1, 10.0) is NonceState.VALID
+    assert counts.use("n1", 1, 10.0) is NonceState.STALE   # the same count again: replay
+    assert counts.use("n1", 2, 10.0) is NonceState.VALID
+    assert counts.use("n1", 1, 10.0) is NonceState.STALE   # going back
+    assert counts.use("n2", None, 10.0) is NonceState.VALID  # no qop: good once
+    assert counts.use("n2", None, 10.0) is NonceState.STALE
+
+
+def test_nonce_counts_stay_bounded_and_safe() -> None:
+    minter = NonceMinter(b"s" * 32, lifetime=30)
+    counts = NonceCounts(capacity=10)
+    nonces = [minter.make("r", 100.0 + i) for i in range(25)]
+    for n in nonces:
+        assert counts.use(n, 1, NonceMinter.issued_at(n) or 0) is NonceState.VALID
+    assert len(counts) == 10
+    # The evicted nonces cannot be replayed: their record is gone, so they are stale.
+    for n in nonces[:15]:
+        assert counts.use(n, 1, NonceMinter.issued_at(n) or 0) is NonceState.STALE
+    assert counts.use(nonces[-1], 2, 124.0) is NonceState.VALID
+
+
+def test_credentials_are_plain_values() -> None:
+    c = Credentials(username="u", realm="r", nonce="n", uri="x", response="r")
+    assert c.qop is None and c.algorithm == "MD5"
+
+
+def test_salted_nonces_repeat_within_their_window_only() -> None:
+    minter = NonceMinter(b"s" * 32, lifetime=300)
+    a = minter.make("r", 64.5, b"call|branch")
+    assert minter.make("r", 70.0, b"call|branch") == a         # a retransmission: same bytes
+    assert minter.make("r", 70.0, b"call|other") != a          # another request
+    assert minter.make("r", 96.0, b"call|branch") != a         # the next window
+    assert minter.check(a, "r", 100.0) is NonceState.VALID
+    assert NonceMinter(b"t" * 32, 300).make("r", 64.5, b"call|branch") != a  # secret-keyed
