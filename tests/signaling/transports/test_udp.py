@@ -48,8 +48,9 @@ async def test_requests_that_queued_too_long_in_the_kernel_get_503() -> None:
         srv.udp.resume_reading()
         answers = [await peer.final() for _ in range(3)]
         assert [a.status for a in answers] == [503, 503, 503]
-        assert all(a.header("Retry-After") == "9" for a in answers)
-        assert srv.core.c_shed.get("receive_delay") == 3
+        # Retry-After jittered around the configured 9 s (signaling/overload.py)
+        assert all(4 <= int(a.header("Retry-After") or "0") <= 13 for a in answers)
+        assert srv.core.overload.c_rejected.get("receive_delay", "REGISTER") == 3
         assert len(srv.core.table) == 0  # shed before any transaction was created
         fresh = _req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKfresh",
                      call_id="fresh", extra="Contact: <sip:a@10.0.0.1>")
