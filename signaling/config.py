@@ -362,7 +362,7 @@ def _validate(cfg: Config) -> None:
         (1 <= cfg.queue_size <= 1_000_000, "queue_size: must be between 1 and 1000000"),
         (0 <= cfg.retry_after <= 86_400, "retry_after: must be between 0 and 86400"),
         (cfg.max_receive_delay > 0, "max_receive_delay: must be positive"),
-        (0 < cfg.overload_target < cfg.t1, "overload_target: must be positive and under t1"),
+        (cfg.overload_target > 0, "overload_target: must be positive"),
         (cfg.overload_max_rate >= 1, "overload_max_rate: must be at least 1"),
         (cfg.overload_reject_share >= 0, "overload_reject_share: must not be negative"),
         (1 <= cfg.min_expires <= cfg.default_expires <= cfg.max_expires,
