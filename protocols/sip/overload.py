@@ -24,9 +24,10 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
   actually started requests at, which drains the queue within about one interval; when the
   limit was binding (requests were refused) and the queue is short, it rises by 5% an interval
   (doubling in about 1.5 s, which is the "recovery within seconds" of issue 13);
-* a backlog guard refuses at once while more admitted work is queued than can start within
-  ``target`` at the current limit, so a sudden storm cannot queue seconds of work during the
-  first interval.
+* the bucket holds, and a backlog guard lets queue, no more than can start within
+  ``max_receive_delay`` (T1/2) at the current limit: a burst (200 REGISTERs of phones coming
+  back at once) is absorbed whole, as CoDel absorbs bursts shorter than its interval, but a
+  sudden storm cannot queue seconds of work before the first revision.
 
 Why this and not plain CoDel: CoDel decides at the head of a queue, after the request was read,
 parsed and queued; a SIP server must decide before spending that work, and refusing at the door
@@ -361,9 +362,9 @@ class AdmissionControl:
 
     def _admissible(self, count: int, backlog: int) -> bool:
         cfg = self.cfg
-        # Little's law: more queued than starts within ``target`` at the limit is a queue
-        # that will miss the target whatever the bucket says.
-        if backlog > max(self.rate * cfg.target, 1.0):
+        # Little's law: more queued than starts within T1/2 at the limit is a queue whose
+        # last request would be retransmitted before it starts, whatever the bucket says.
+        if backlog > self._burst():
             return False
         if self._tokens >= 1.0:
             return True
@@ -383,8 +384,8 @@ class AdmissionControl:
     # -- the control law ----------------------------------------------------------------------
 
     def _burst(self) -> float:
-        # As many as can start within the target at the limit: a burst the queue absorbs.
-        return max(self.rate * self.cfg.target, 2.0)
+        # As many as can start within T1/2 at the limit: a burst the queue absorbs.
+        return max(self.rate * self.cfg.max_receive_delay, 2.0)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._last
