@@ -334,6 +334,8 @@ class AdmissionControl:
         # per-source accounting
         self._window_end = now + cfg.fair_window
         self._counts: dict[Hashable, int] = {}
+        #: Sources over their share in the last window (a subset of its bounded table).
+        self._heavy: set[Hashable] = set()
         self._active = 1
 
     # -- decisions ----------------------------------------------------------------------------
@@ -349,7 +351,7 @@ class AdmissionControl:
         self._refill(now)
         key = self._slot(source)
         count = self._counts.get(key, 0)
-        if waited <= self.cfg.max_receive_delay and self._admissible(count, backlog):
+        if waited <= self.cfg.max_receive_delay and self._admissible(key, count, backlog):
             self._tokens -= 1.0
             self._counts[key] = count + 1
             self._admitted += 1
@@ -360,7 +362,7 @@ class AdmissionControl:
             return Verdict.REJECT
         return Verdict.DROP
 
-    def _admissible(self, count: int, backlog: int) -> bool:
+    def _admissible(self, key: Hashable, count: int, backlog: int) -> bool:
         cfg = self.cfg
         # Little's law: more queued than starts within T1/2 at the limit is a queue whose
         # last request would be retransmitted before it starts, whatever the bucket says.
@@ -368,10 +370,16 @@ class AdmissionControl:
             return False
         if self._tokens >= 1.0:
             return True
-        # Under its fair share a source may borrow down to one burst of debt (repaid by
-        # the refill, i.e. by the sources over their share).
-        share = self.rate * cfg.fair_window / self._active
-        return count < share and self._tokens > -self._burst()
+        active = max(self._active, len(self._counts))
+        if active < 2 or key in self._heavy:
+            return False
+        # Under its fair share a source may borrow, repaid by the refill, i.e. by the sources
+        # that take tokens as they come: up to a burst of debt for a source that took nothing
+        # yet, less the more of its share it took, so a light source always has headroom a
+        # heavier one has not.  A source that was over its share last window borrows nothing.
+        share = self.rate * cfg.fair_window / active
+        allowance = self._burst() * (1.0 - count / share)
+        return self._tokens > -allowance
 
     def started(self, now: float, sojourn: float) -> None:
         """An admitted request left the queue for a worker after ``sojourn`` seconds."""
@@ -417,6 +425,8 @@ class AdmissionControl:
 
     def _roll_window(self, now: float) -> None:
         self._active = max(1, len(self._counts))
+        share = self.rate * self.cfg.fair_window / self._active
+        self._heavy = {k for k, c in self._counts.items() if c >= share}
         self._counts.clear()
         self._window_end = now + self.cfg.fair_window
 
