@@ -350,7 +350,11 @@ class AdmissionControl:
             self._roll_window(now)
         self._refill(now)
         key = self._slot(source)
-        count = self._counts.get(key, 0)
+        count = self._counts.get(key)
+        if count is None:
+            # Counted as active from its first request, admitted or not: a source refused
+            # every time must still get a share (or it would never be let in).
+            count = self._counts[key] = 0
         if waited <= self.cfg.max_receive_delay and self._admissible(key, count, backlog):
             self._tokens -= 1.0
             self._counts[key] = count + 1
