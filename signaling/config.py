@@ -81,7 +81,7 @@ class Config:
     max_receive_delay: float = 0.25
     overload_target: float = 0.05
     overload_max_rate: float = 100_000.0
-    overload_reject_share: float = 20.0
+    overload_reject_share: float = 6.0
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600

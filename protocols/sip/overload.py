@@ -38,15 +38,20 @@ directly what callers feel; the target (50 ms) is well under T1 (500 ms), so an 
 is answered before its first retransmission.
 
 Refusing costs too, but little: measured in one process (C parser), a refused INVITE costs
-7.6 µs to parse and answer and its ACK 3 µs more, a dropped one 1.5 µs, while a call through
-the proxy costs about 700 µs of a core.  A dropped INVITE comes back, though, retransmitted
-at T1, 2T1, 4T1 ... (§17.1.1.2), so dropping is the cheaper answer only when answering itself
-would eat the capacity.  Refusals are therefore rate-limited too, at ``reject_share`` (20)
-answered 503s per admitted request, about a third of the admitted work's cost; beyond that
-(storms past ~20x) a new request is dropped unanswered, before it is parsed, and counted.  Fairness between sources: each source's admissions are counted over a window in a
-bounded table; a source under its fair share (limit / active sources) is admitted even when the
-bucket is empty (it borrows, and the debt slows the others), a source over it only takes tokens
-that are there.  So a flood from one address cannot starve a polite neighbour.
+7.6 µs to parse and answer and its ACK 3 µs more, a dropped one 1.5 µs; with the socket calls
+a refusal costs about 25 µs of the server's CPU, while a call through the proxy costs about
+700 µs.  A dropped INVITE comes back, though, retransmitted at T1, 2T1, 4T1 ... (§17.1.1.2),
+so dropping is the cheaper refusal only when answering itself would eat the capacity.
+Refusals are therefore rate-limited too, at ``reject_share`` (6) answered 503s per request the
+server recently served at its best (not per the current limit, which swings while it settles),
+about a fifth of the admitted work's cost; beyond that (storms past ~7x) a new request is
+dropped unanswered, before it is parsed, and counted.
+
+Fairness between sources: each source's requests are counted over a window in a bounded table;
+a source under its fair share (limit / active sources) is admitted even when the bucket is
+empty (it borrows, less the more of its share it used, and the debt slows the others), a
+source over its share only takes tokens that are there.  So a flood from one address cannot
+starve a polite neighbour.
 """
 
 from __future__ import annotations
@@ -299,7 +304,7 @@ class AdmissionConfig:
     min_rate: float = 10.0
     max_rate: float = 100_000.0
     #: Answered 503s allowed per admitted request; beyond, refused requests are dropped.
-    reject_share: float = 20.0
+    reject_share: float = 6.0
     #: Per-source accounting window and the bound on sources tracked in it.
     fair_window: float = 1.0
     max_sources: int = 4096
