@@ -180,7 +180,8 @@ def _our_counts(admin_port: int | None) -> tuple[int, int] | None:
 
 def _register_uas(port: int, uas_port: int) -> None:
     req = (f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
-           f"Via: SIP/2.0/UDP 127.0.0.1:{uas_port};branch=z9hG4bKbenchreg{time.monotonic_ns()};rport\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{uas_port};rport"
+           f";branch=z9hG4bKbenchreg{time.monotonic_ns()}\r\n"
            "Max-Forwards: 70\r\nFrom: <sip:uas@127.0.0.1>;tag=r1\r\nTo: <sip:uas@127.0.0.1>\r\n"
            f"Call-ID: bench-uas-{time.monotonic_ns()}\r\nCSeq: 1 REGISTER\r\n"
            f"Contact: <sip:uas@127.0.0.1:{uas_port}>\r\nExpires: 3600\r\n"
