@@ -40,8 +40,8 @@ from pathlib import Path
 
 from benchmarks.bench_calls import _socket_drops
 from benchmarks.bench_register import REFERENCE, ServerUnderTest
-from tests.serverproc import free_tcp_port, free_udp_port, sip_request
-from tests.sipp_runner import KILL_GRACE, Sipp
+from harness.serverproc import free_tcp_port, free_udp_port, sip_request
+from harness.sipp_runner import KILL_GRACE, Sipp
 
 SIPP_DIR = REFERENCE / "sipp"
 SIPP_CPU = 0

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from harness.serverproc import ServerProcess
 from protocols.sip.message import Response
 from protocols.sip.overload import parse_report
 from protocols.sip.parser import parse_message
 from signaling.overload import starts_new_work
 from tests.peers.sipua import UdpUA
-from tests.serverproc import ServerProcess
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
 
