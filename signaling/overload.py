@@ -55,6 +55,12 @@ _NEW_WORK = {m.encode(): m for m in
              ("INVITE", "REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY")}
 #: A To header (or its compact form ``t``, §7.3.3) carrying a tag: a request inside a dialog.
 _TO_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+#: The Call-ID and the To tag of an ACK, to recognise the ACK of one of our 503s unparsed.
+_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n", re.IGNORECASE)
+_TO_TAG_VALUE = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*([^;\s]+)",
+                           re.IGNORECASE)
+#: 503s remembered for their ACK, per generation (two generations: the last 2 x this many).
+REFUSED_MEMORY = 16_384
 
 
 def starts_new_work(data: bytes) -> str | None:
@@ -92,6 +98,10 @@ class Overload:
         #: Returns the number of admitted requests waiting for a worker.
         self.backlog: Callable[[], int] = lambda: 0
         self._tails: dict[int, bytes] = {}
+        #: (Call-ID, To tag) of recent 503s: their ACKs (§17.1.1.3, hop by hop, ours) are
+        #: absorbed before any parse.  Two bounded generations, the older dropped whole.
+        self._refused: set[tuple[bytes, bytes]] = set()
+        self._refused_old: set[tuple[bytes, bytes]] = set()
         self.c_admitted = metrics.fast_counter(
             "sip_overload_admitted", "New SIP requests admitted", ["method"])
         self.c_rejected = metrics.fast_counter(
@@ -113,6 +123,9 @@ class Overload:
         503 after the parse, unless it is a retransmission) or DROP (discard now)."""
         method = starts_new_work(data)
         if method is None:
+            if data[:4] == b"ACK " and self._refused and self._ack_of_503(data):
+                self.c_dropped.inc("ack_of_503", "ACK")
+                return Verdict.DROP
             return Verdict.ADMIT
         verdict = self.control.decide(self._clock(), source, self.backlog(), waited)
         if verdict is Verdict.ADMIT:
@@ -127,10 +140,29 @@ class Overload:
     def _reason(self, waited: float) -> str:
         return "receive_delay" if waited > self.cfg.max_receive_delay else "admission"
 
-    def rejected(self, method: str, waited: float) -> bytes:
-        """Count a 503 about to be sent; the tail (Retry-After onwards) to send it with."""
-        self.c_rejected.inc(self._reason(waited), method)
+    def rejected(self, req: Request, to_tag: str, waited: float) -> bytes:
+        """Count a 503 about to be sent with ``to_tag``; the tail (Retry-After onwards) to
+        send it with.  Its ACK will be absorbed unparsed (``screen``)."""
+        self.c_rejected.inc(self._reason(waited), req.method)
+        if req.method == "INVITE":
+            if len(self._refused) >= REFUSED_MEMORY:
+                self._refused_old = self._refused
+                self._refused = set()
+            self._refused.add((req.call_id.encode("utf-8", "surrogateescape"),
+                               to_tag.encode()))
         return self.retry_tail()
+
+    def _ack_of_503(self, data: bytes) -> bool:
+        # A refusal costs a parse and a 503; without this its ACK would cost a parse and the
+        # proxy's look-up of a dialog that does not exist, nearly as much again.
+        end = data.find(b"\r\n\r\n")
+        end = end if end >= 0 else len(data)
+        call_id = _CALL_ID.search(data, 0, end)
+        tag = _TO_TAG_VALUE.search(data, 0, end)
+        if call_id is None or tag is None:
+            return False
+        key = (call_id.group(1), tag.group(1))
+        return key in self._refused or key in self._refused_old
 
     def retry_tail(self) -> bytes:
         """Retry-After drawn from [base/2, 3*base/2] so refused clients spread their return."""

@@ -446,8 +446,8 @@ class SipCore:
             # jittered Retry-After (§21.5.4), no transaction left behind.  Only new work is
             # ever refused: the To-tag test is repeated on the parsed request.
             self.c_shed.inc("overload")
-            self._send_stateless(req, peer, 503, None,
-                                 self.overload.rejected(req.method, waited))
+            tail = self.overload.rejected(req, self.stateless_tag(req), waited)
+            self._send_stateless(req, peer, 503, None, tail)
             return True
         if not self.accepting and req.method != "CANCEL":
             # A CANCEL is no new work: it ends an INVITE this server still holds (§9.2), which

@@ -310,3 +310,30 @@ async def test_nothing_grows_without_bound_under_a_storm() -> None:
         finally:
             for s in socks:
                 s.close()
+
+
+async def test_the_ack_of_a_503_is_absorbed_before_any_parse() -> None:
+    async with running_server(domain=["example.com"], max_receive_delay=0.2) as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        srv.udp.pause_reading()  # the INVITE waits in the kernel past the budget: refused
+        peer.send(_req("INVITE", "sip:bob@example.com", peer.port, call_id="refused"), port)
+        await asyncio.sleep(0.4)
+        srv.udp.resume_reading()
+        refused = await peer.final()
+        assert refused.status == 503 and refused.to.tag
+        parsed_before = srv.core.c_req_in.get("ACK", "udp")
+        # §17.1.1.3: the ACK of a non-2xx final response goes to whoever sent it: us
+        peer.send(_req("ACK", "sip:bob@example.com", peer.port, call_id="refused",
+                       to_tag=refused.to.tag), port)
+        # an ACK of the same call with another tag is not ours to absorb
+        peer.send(_req("ACK", "sip:bob@example.com", peer.port, call_id="refused",
+                       to_tag="someone-else"), port)
+        for _ in range(100):
+            if srv.core.c_req_in.get("ACK", "udp") > parsed_before:
+                break
+            await asyncio.sleep(0.02)
+        assert srv.core.overload.c_dropped.get("ack_of_503", "ACK") == 1
+        assert srv.core.c_req_in.get("ACK", "udp") == parsed_before + 1  # only the other one
+        peer.close()
