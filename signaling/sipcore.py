@@ -87,7 +87,8 @@ class Work:
     request: Request
     txn: ServerTransaction
     peer: Peer
-    #: ``time.monotonic()`` when the kernel received it: its sojourn is measured from there.
+    #: ``time.monotonic()`` when it was read: its sojourn in the worker queue is measured from
+    #: there (the wait in the kernel before that is ``overload``'s separate gate).
     arrived: float = 0.0
 
 
@@ -484,7 +485,7 @@ class SipCore:
         if req.method == "INVITE":
             # §16.2 / §17.2.1: 100 Trying at once, so the caller stops retransmitting.
             self.respond(txn, make_response(req, 100))
-        work = Work(req, txn, peer, time.monotonic() - waited)
+        work = Work(req, txn, peer, time.monotonic())
         # Work of an admitted dialog (a To tag) goes ahead of new requests (issue 13).
         if not self.dispatcher.submit(req.call_id, work, req.to.tag is not None):
             self.c_shed.inc("queue_full")

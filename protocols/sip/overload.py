@@ -18,16 +18,23 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
 
 * new work is admitted at a rate (a token bucket), the *admission limit*;
 * every ``interval`` the limit is revised from what the admitted requests actually lived
-  through: the *minimum* sojourn (kernel receive queue + worker queue) over the interval.  A
+  through: the *minimum* sojourn in the worker queue over the interval.  A
   minimum above ``target`` means a standing queue (CoDel's insight: a burst raises the maximum,
   only a standing queue raises the minimum), so the limit drops to 90% of the rate the workers
   actually started requests at, which drains the queue within about one interval; when the
   limit was binding (requests were refused) and the queue is short, it rises by 5% an interval
   (doubling in about 1.5 s, which is the "recovery within seconds" of issue 13);
 * the bucket holds, and a backlog guard lets queue, no more than can start within
-  ``max_receive_delay`` (T1/2) at the current limit: a burst (200 REGISTERs of phones coming
+  ``burst_time`` (T1/2) at the current limit: a burst (200 REGISTERs of phones coming
   back at once) is absorbed whole, as CoDel absorbs bursts shorter than its interval, but a
-  sudden storm cannot queue seconds of work before the first revision.
+  sudden storm cannot queue seconds of work before the first revision;
+* a second gate works on the kernel's receive queue, before any of that: a new request that
+  waited there longer than ``max_receive_delay`` (100 ms) is dropped unanswered.  The reader
+  is then behind, and every datagram read costs: cutting the limit would not help (measured:
+  with the kernel wait in the sojourn, a 2x REGISTER storm drove the limit down to 10/s and
+  goodput to 15% of capacity), while dropping the late ones lets the reader catch up.  When
+  admitted calls overload the reader (their responses and BYEs are read there), new requests
+  arrive late and are dropped: admission stops by itself until the reader is back in time.
 
 Why this and not plain CoDel: CoDel decides at the head of a queue, after the request was read,
 parsed and queued; a SIP server must decide before spending that work, and refusing at the door
@@ -308,8 +315,11 @@ class AdmissionConfig:
     #: Per-source accounting window and the bound on sources tracked in it.
     fair_window: float = 1.0
     max_sources: int = 4096
-    #: New requests that waited longer than this in the kernel are refused outright.
-    max_receive_delay: float = 0.25
+    #: New requests that waited longer than this in the kernel are dropped: the reader is
+    #: behind, and reading is what costs (see ``decide``).
+    max_receive_delay: float = 0.1
+    #: Work the bucket and the worker queues may take in one burst, in seconds of the limit.
+    burst_time: float = 0.25
 
 
 #: Sources beyond ``max_sources`` share this many overflow slots (by hash), so the table is
@@ -338,6 +348,7 @@ class AdmissionControl:
         self._started = 0
         self._admitted = 0
         self._refused = 0
+        self._late = 0
         #: Share of new requests refused over the last interval (the oc value to advertise).
         self.refused_share = 0.0
         #: Intervals completed: the asyncio side updates its oc report once per interval.
@@ -371,6 +382,12 @@ class AdmissionControl:
             self._counts[key] = count + 1
             self._admitted += 1
             return Verdict.ADMIT
+        if waited > self.cfg.max_receive_delay:
+            self._late += 1
+            # The reader itself is behind: every datagram read costs, and a 503 costs five
+            # times a drop (a parse and a send).  Drop it; the client's retransmission finds
+            # the server caught up, and the queue behind it drains faster.
+            return Verdict.DROP
         self._refused += 1
         if self._reject_tokens >= 1.0:
             self._reject_tokens -= 1.0
@@ -408,7 +425,7 @@ class AdmissionControl:
 
     def _burst(self) -> float:
         # As many as can start within T1/2 at the limit: a burst the queue absorbs.
-        return max(self.rate * self.cfg.max_receive_delay, 2.0)
+        return max(self.rate * self.cfg.burst_time, 2.0)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._last
@@ -421,14 +438,14 @@ class AdmissionControl:
         # limit: the limit swings while it settles, and a budget that swung with it would
         # drop requests that then come back as retransmissions, the costlier way to refuse.
         budget = max(self.rate, self._peak) * self.cfg.reject_share
-        self._reject_tokens = min(budget * self.cfg.max_receive_delay,
+        self._reject_tokens = min(budget * self.cfg.burst_time,
                                   self._reject_tokens + elapsed * budget)
 
     def _revise(self, now: float) -> None:
         cfg = self.cfg
         elapsed = max(now - self._interval_start, 1e-6)
-        offered = self._admitted + self._refused
-        self.refused_share = self._refused / offered if offered else 0.0
+        offered = self._admitted + self._refused + self._late
+        self.refused_share = (self._refused + self._late) / offered if offered else 0.0
         self.revisions += 1
         self._peak = max(self._peak * _PEAK_DECAY, self._started / elapsed)
         if self._started and self._min_sojourn > cfg.target:
@@ -440,7 +457,7 @@ class AdmissionControl:
         self._interval_start = now
         self._interval_end = now + cfg.interval
         self._min_sojourn = float("inf")
-        self._started = self._admitted = self._refused = 0
+        self._started = self._admitted = self._refused = self._late = 0
 
     def _roll_window(self, now: float) -> None:
         self._active = max(1, len(self._counts))

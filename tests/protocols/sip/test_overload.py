@@ -200,9 +200,9 @@ def test_limit_recovers_when_queue_is_short_and_requests_are_refused() -> None:
     assert ctl.rate == 400.0  # climbed to the cap, about +5% per interval
 
 
-def test_a_late_request_from_the_kernel_queue_is_refused() -> None:
+def test_a_late_request_from_the_kernel_queue_is_dropped() -> None:
     ctl = AdmissionControl(_cfg(max_receive_delay=0.25), now=0.0)
-    assert ctl.decide(0.0, "a", waited=0.3) is Verdict.REJECT
+    assert ctl.decide(0.0, "a", waited=0.3) is Verdict.DROP
     assert ctl.decide(0.0, "a", waited=0.1) is Verdict.ADMIT
 
 
