@@ -171,7 +171,8 @@ def _our_counts(admin_port: int | None) -> tuple[int, int] | None:
     for line in text.decode().splitlines():
         if line.startswith("signaling_sip_overload_rejected_total"):
             rejected += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("signaling_sip_overload_dropped_total"):
+        elif (line.startswith("signaling_sip_overload_dropped_total")
+              and "ack_of_503" not in line):  # our 503s' ACKs, absorbed: not requests
             dropped += float(line.rsplit(" ", 1)[1])
         elif line.startswith('signaling_sip_shed_total{reason="queue_full"}'):
             rejected += float(line.rsplit(" ", 1)[1])

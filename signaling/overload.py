@@ -127,7 +127,8 @@ class Overload:
                 self.c_dropped.inc("ack_of_503", "ACK")
                 return Verdict.DROP
             return Verdict.ADMIT
-        verdict = self.control.decide(self._clock(), source, self.backlog(), waited)
+        verdict = self.control.decide(self._clock(), source, self.backlog(), waited,
+                                      method == "INVITE")
         if verdict is Verdict.ADMIT:
             self.c_admitted.inc(method)
         elif verdict is Verdict.DROP:

@@ -200,9 +200,12 @@ def test_limit_recovers_when_queue_is_short_and_requests_are_refused() -> None:
     assert ctl.rate == 400.0  # climbed to the cap, about +5% per interval
 
 
-def test_a_late_request_from_the_kernel_queue_is_dropped() -> None:
+def test_a_late_request_from_the_kernel_queue_is_never_admitted() -> None:
     ctl = AdmissionControl(_cfg(max_receive_delay=0.25), now=0.0)
-    assert ctl.decide(0.0, "a", waited=0.3) is Verdict.DROP
+    assert ctl.decide(0.0, "a", waited=0.3) is Verdict.DROP  # a REGISTER: dropped
+    assert ctl.decide(0.0, "a", waited=0.3, answer_late=True) is Verdict.REJECT  # an INVITE
+    # far behind (over twice the budget): even an INVITE is dropped until the reader is back
+    assert ctl.decide(0.0, "a", waited=0.6, answer_late=True) is Verdict.DROP
     assert ctl.decide(0.0, "a", waited=0.1) is Verdict.ADMIT
 
 
