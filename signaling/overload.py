@@ -6,7 +6,8 @@ ACK, CANCEL, BYE, PRACK, every in-dialog request and anything else pass untouche
 was admitted completes whatever the storm.  A screened request is
 
 * admitted by ``AdmissionControl`` (``protocols/sip/overload.py``): the admission limit follows
-  the sojourn time the workers report through ``started``;
+  the sojourn time in the worker queues, reported through ``started``, and nothing that waited
+  longer than ``max_receive_delay`` in the kernel is admitted;
 * refused with a stateless 503 and a jittered Retry-After (RFC 3261 §21.5.4; jittered so the
   refused clients do not all come back in the same second, RFC 6357 §6.2), which leaves no
   transaction, or
@@ -111,7 +112,7 @@ class Overload:
         self.c_oc_sent = metrics.fast_counter(
             "sip_oc_sent", "Responses carrying our RFC 7339 oc report", ["reduction"])
         self.h_sojourn = metrics.histogram(
-            "sip_queue_sojourn_seconds", "Arrival (kernel stamp) to a worker taking the request",
+            "sip_queue_sojourn_seconds", "Read from the socket to a worker taking the request",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
         metrics.callback_gauge("sip_admission_limit", "Current admission limit, requests/s", [],
                                lambda: {(): self.control.rate})

@@ -162,6 +162,9 @@ class Proxy:
         self.auth: Authenticator | None = None  # RFC 3261 §22.3, set by the server
         #: RFC 7339 reports from the servers we forward to, and the loss they ask of us.
         self.oc = OcClient()
+        metrics.callback_gauge("sip_oc_servers_reporting",
+                               "Downstream servers whose RFC 7339 report we follow", [],
+                               lambda: {(): float(len(self.oc))})
         self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
         self.h_setup = metrics.histogram("call_setup_seconds",
                                          "INVITE received to 2xx relayed")
