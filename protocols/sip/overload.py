@@ -23,7 +23,9 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
   only a standing queue raises the minimum), so the limit drops to 90% of the rate the workers
   actually started requests at, which drains the queue within about one interval; when the
   limit was binding (requests were refused) and the queue is short, it rises by 5% an interval
-  (doubling in about 1.5 s, which is the "recovery within seconds" of issue 13);
+  (doubling in about 1.5 s, which is the "recovery within seconds" of issue 13), and while
+  the queue is short it never stays under twice the rate just served (demand that grows
+  while the server keeps up is not refused);
 * the bucket holds, and a backlog guard lets queue, no more than can start within
   ``burst_time`` (T1/2) at the current limit: a burst (200 REGISTERs of phones coming
   back at once) is absorbed whole, as CoDel absorbs bursts shorter than its interval, but a
@@ -327,6 +329,7 @@ class AdmissionConfig:
 _OVERFLOW_SLOTS = 64
 _INCREASE = 1.05
 _PEAK_DECAY = 0.99
+_HEADROOM = 2.0
 _DECREASE = 0.9
 
 
@@ -461,8 +464,14 @@ class AdmissionControl:
             # A standing queue: admit a little less than was actually served, so it drains.
             served = self._started / elapsed
             self.rate = max(cfg.min_rate, min(self.rate, served) * _DECREASE)
-        elif self._refused and self._min_sojourn <= cfg.target / 2:
-            self.rate = min(cfg.max_rate, self.rate * _INCREASE)
+        elif self._min_sojourn <= cfg.target / 2:
+            if self._refused:
+                self.rate = min(cfg.max_rate, self.rate * _INCREASE)
+            # Queues short: the limit keeps twice what was just served above it, so a demand
+            # that grows while the server keeps up (a client asking as fast as it is answered)
+            # is never refused for a limit set when the demand was lower.
+            served = self._started / elapsed
+            self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
         self._interval_start = now
         self._interval_end = now + cfg.interval
         self._min_sojourn = float("inf")
