@@ -78,7 +78,7 @@ class Config:
     workers: int = 64
     queue_size: int = 128
     retry_after: int = 5
-    max_receive_delay: float = 0.1
+    max_receive_delay: float = 0.25
     overload_target: float = 0.05
     overload_max_rate: float = 100_000.0
     overload_reject_share: float = 6.0
@@ -202,7 +202,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "queue_size": ("int", "bound of each worker's queue; full means 503 + Retry-After"),
     "retry_after": ("int", "Retry-After seconds sent with 503 when shedding load"),
     "max_receive_delay": ("float", "seconds a new request may wait in the kernel queue before "
-                                   "it is dropped unanswered: the server is behind (T1/5)"),
+                                   "it is no longer admitted: the server is behind (T1/2)"),
     "overload_target": ("float", "seconds an admitted new request may wait before a worker "
                                  "takes it; beyond, the admission limit falls"),
     "overload_max_rate": ("float", "highest admission limit, new requests per second"),

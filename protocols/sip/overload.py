@@ -31,12 +31,14 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
   back at once) is absorbed whole, as CoDel absorbs bursts shorter than its interval, but a
   sudden storm cannot queue seconds of work before the first revision;
 * a second gate works on the kernel's receive queue, before any of that: a new request that
-  waited there longer than ``max_receive_delay`` (100 ms) is dropped unanswered.  The reader
+  waited there longer than ``max_receive_delay`` (250 ms, T1/2) is not admitted.  The reader
   is then behind, and every datagram read costs: cutting the limit would not help (measured:
   with the kernel wait in the sojourn, a 2x REGISTER storm drove the limit down to 10/s and
-  goodput to 15% of capacity), while dropping the late ones lets the reader catch up.  When
-  admitted calls overload the reader (their responses and BYEs are read there), new requests
-  arrive late and are dropped: admission stops by itself until the reader is back in time.
+  goodput to 15% of capacity), while refusing the late ones cheaply lets the reader catch up
+  (a late INVITE still gets its 503 within the budget, other late requests and anything later
+  than twice the gate are dropped: see ``decide``).  When admitted calls overload the reader
+  (their responses and BYEs are read there), new requests arrive late and are refused:
+  admission stops by itself until the reader is back in time.
 
 Why this and not plain CoDel: CoDel decides at the head of a queue, after the request was read,
 parsed and queued; a SIP server must decide before spending that work, and refusing at the door
@@ -319,7 +321,7 @@ class AdmissionConfig:
     max_sources: int = 4096
     #: New requests that waited longer than this in the kernel are dropped: the reader is
     #: behind, and reading is what costs (see ``decide``).
-    max_receive_delay: float = 0.1
+    max_receive_delay: float = 0.25
     #: Work the bucket and the worker queues may take in one burst, in seconds of the limit.
     burst_time: float = 0.25
 
