@@ -1,7 +1,7 @@
 """Complete calls per second through the proxy with dialog tracking, side by side with Kamailio.
 
-Each call is INVITE, 100, 180, 200, ACK, BYE, 200 (SIPp scenarios tests/sipp/uac.xml and
-uas.xml, the UAS registered first with tests/sipp/register.xml).  The server under test is
+Each call is INVITE, 100, 180, 200, ACK, BYE, 200 (SIPp scenarios harness/sipp/uac.xml and
+uas.xml, the UAS registered first with harness/sipp/register.xml).  The server under test is
 pinned to core 1, both SIPp instances to core 0 (the issue's set-up: "SIPp UAC and UAS on one
 core, server pinned to the other").  For each offered rate the server is started fresh, the
 UAC places ``rate * duration`` calls, and the script prints successful and failed calls, the
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bench_register import tree_cpu_seconds
-from tests.serverproc import free_udp_port, options, sip_request
-from tests.sipp_runner import Sipp, SippResult, run_sipp
+from harness.serverproc import free_udp_port, options, sip_request
+from harness.sipp_runner import Sipp, SippResult, run_sipp
 
 __all__ = ["Measure", "main", "run_rate"]
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.serverproc import free_tcp_port, free_udp_port, options, sip_request
+from harness.serverproc import free_tcp_port, free_udp_port, options, sip_request
 
 __all__ = ["CallGenerator", "ServerUnderTest", "main"]
 

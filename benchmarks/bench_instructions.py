@@ -19,7 +19,7 @@ without batching: an upper bound of what a loaded server spends.
   low enough for the server under valgrind, then SIPp's own count of successful calls;
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
-  tracking (SIPp ``tests/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
+  tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
   rate; the count is per successful call.  Kamailio runs the same calls with the reference
   configuration (``../shared/reference/kamailio/kamailio.cfg``, read from there with its
   listening port changed to a free one in a temporary copy) under callgrind too, all its
@@ -57,8 +57,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.serverproc import free_udp_port, options, sip_request
-from tests.sipp_runner import Sipp, run_sipp
+from harness.serverproc import free_udp_port, options, sip_request
+from harness.sipp_runner import Sipp, run_sipp
 
 __all__ = ["main"]
 

@@ -11,7 +11,7 @@ registry's cost counts against the workers' share, as it would on a full machine
 reference both for the speed-up and for the CPU per REGISTER the multi-process design adds.
 
 SIPp plays ``../shared/reference/sipp/register.xml`` (a new user per call), or complete calls
-(``tests/sipp/uac.xml`` to a registered ``uas.xml``: the callee answers from one port, so the
+(``harness/sipp/uac.xml`` to a registered ``uas.xml``: the callee answers from one port, so the
 responses and in-dialog requests reach their worker through its slot port), from ``SOURCES``
 sockets (``-t un``), so the kernel's hash spreads them over the workers.
 
@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_register import REGISTER_XML, _int, run_sipp, tree_cpu_seconds
-from tests.serverproc import free_udp_port, options, sip_request
-from tests.sipp_runner import Sipp
-from tests.sipp_runner import run_sipp as sipp_run
+from harness.serverproc import free_udp_port, options, sip_request
+from harness.sipp_runner import Sipp
+from harness.sipp_runner import run_sipp as sipp_run
 
 __all__ = ["CpuQuota", "main"]
 
@@ -140,7 +140,7 @@ def step(kind: str, processes: int, share: float, rate: int,
 
 def _calls(port: int, rate: int, calls: int, duration: float,
            spread: list[str]) -> tuple[int, int]:
-    """Complete calls (tests/sipp/uac.xml and uas.xml, the UAS registered first); the UAS
+    """Complete calls (harness/sipp/uac.xml and uas.xml, the UAS registered first); the UAS
     answers from one port, so responses and BYEs rely on the slot ports to find their
     worker."""
     remote = f"127.0.0.1:{port}"

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     dsn = args.dsn
     if dsn is None:
-        from tests.services import PostgresServer
+        from harness.services import PostgresServer
 
         server = PostgresServer(fsync=True).start()
         dsn = server.dsn

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.serverproc import free_udp_port, options, sip_request
+from harness.serverproc import free_udp_port, options, sip_request
 
 __all__ = ["ServerUnderTest", "Step", "main", "report", "run_sipp", "run_step",
            "tree_cpu_seconds"]

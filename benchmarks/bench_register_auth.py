@@ -1,6 +1,6 @@
 """REGISTER with digest authentication per second on one core, side by side with Kamailio.
 
-SIPp plays ``tests/sipp/register-auth.xml``: a unique user per call (an ``-inf`` injection file),
+SIPp plays ``harness/sipp/register-auth.xml``: a unique user per call (an ``-inf`` injection file),
 REGISTER, 401, REGISTER with ``[authentication]`` (MD5, qop=auth), 200.  One registration is
 thus two requests and two answers.  SIPp is pinned to core 0, the server to core 1 (taskset);
 every step gets a fresh server so every user is new to the location table.

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks import bench_register
 from benchmarks.bench_register import LOAD_CPU, REFERENCE, ServerUnderTest, Step
-from tests.serverproc import free_tcp_port
+from harness.serverproc import free_tcp_port
 
 __all__ = ["RedisForBench", "main"]
 

@@ -32,7 +32,7 @@ from benchmarks.bench_register import (
     _ms,
     run_sipp,
 )
-from tests.serverproc import free_tcp_port
+from harness.serverproc import free_tcp_port
 
 __all__ = ["main"]
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {0})
-    from tests.services import RedisCluster, RedisServer
+    from harness.services import RedisCluster, RedisServer
 
     service: RedisServer | RedisCluster | None = None
     if args.engine == "redis":

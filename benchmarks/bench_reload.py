@@ -1,7 +1,7 @@
 """A reload under load: failures and the latency bump (issue 16).
 
 ``signaling serve --processes 2`` takes REGISTERs (SIPp, ``../shared/reference/sipp/register.xml``)
-at ``--register-rate`` and complete calls (``tests/sipp/uac.xml`` to a registered ``uas.xml``)
+at ``--register-rate`` and complete calls (``harness/sipp/uac.xml`` to a registered ``uas.xml``)
 at ``--call-rate``, both from 64 source sockets, for ``--duration`` seconds; ``signaling reload``
 runs at a third of the way.  Printed: what SIPp counted as failed (target 0), and the response
 time SIPp measured second by second (REGISTER -> 200, INVITE -> 200), its median over the run
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_register import REGISTER_XML
-from tests.serverproc import ServerProcess
-from tests.sipp_runner import Sipp, run_sipp
+from harness.serverproc import ServerProcess
+from harness.sipp_runner import Sipp, run_sipp
 
 __all__ = ["main"]
 

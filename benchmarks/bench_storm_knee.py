@@ -18,10 +18,10 @@ import sys
 
 import uvloop
 
+from harness.serverproc import ServerProcess
 from loadtest.engine import Engine, EngineConfig
 from loadtest.report import build_report
 from loadtest.synth import SynthParams, synthesize
-from tests.serverproc import ServerProcess
 
 
 class _PinnedServer(ServerProcess):

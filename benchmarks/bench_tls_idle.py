@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.bench_register import LOAD_CPU, SERVER_CPU, ServerUnderTest
 from benchmarks.bench_ws_idle import CONNECT_CONCURRENCY, FD_MARGIN, SETUP_TIMEOUT, _raise_nofile
-from tests.serverproc import free_tcp_port
+from harness.serverproc import free_tcp_port
 from tests.tlscerts import make_pki
 
 __all__ = ["main"]

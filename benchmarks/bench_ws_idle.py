@@ -26,7 +26,7 @@ import socket
 import time
 
 from benchmarks.bench_register import LOAD_CPU, SERVER_CPU, ServerUnderTest
-from tests.serverproc import free_tcp_port
+from harness.serverproc import free_tcp_port
 
 __all__ = ["IdleClient", "main"]
 

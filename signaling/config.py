@@ -79,6 +79,9 @@ class Config:
     queue_size: int = 128
     retry_after: int = 5
     max_receive_delay: float = 0.25
+    overload_target: float = 0.05
+    overload_max_rate: float = 100_000.0
+    overload_reject_share: float = 6.0
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
@@ -199,7 +202,12 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "queue_size": ("int", "bound of each worker's queue; full means 503 + Retry-After"),
     "retry_after": ("int", "Retry-After seconds sent with 503 when shedding load"),
     "max_receive_delay": ("float", "seconds a new request may wait in the kernel queue before "
-                                   "it is answered 503 (half of T1 by default)"),
+                                   "it is no longer admitted: the server is behind (T1/2)"),
+    "overload_target": ("float", "seconds an admitted new request may wait before a worker "
+                                 "takes it; beyond, the admission limit falls"),
+    "overload_max_rate": ("float", "highest admission limit, new requests per second"),
+    "overload_reject_share": ("float", "503s answered per admitted request under overload; "
+                                       "beyond, refused requests are dropped unanswered"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
@@ -354,6 +362,9 @@ def _validate(cfg: Config) -> None:
         (1 <= cfg.queue_size <= 1_000_000, "queue_size: must be between 1 and 1000000"),
         (0 <= cfg.retry_after <= 86_400, "retry_after: must be between 0 and 86400"),
         (cfg.max_receive_delay > 0, "max_receive_delay: must be positive"),
+        (cfg.overload_target > 0, "overload_target: must be positive"),
+        (cfg.overload_max_rate >= 1, "overload_max_rate: must be at least 1"),
+        (cfg.overload_reject_share >= 0, "overload_reject_share: must not be negative"),
         (1 <= cfg.min_expires <= cfg.default_expires <= cfg.max_expires,
          "expires: need 1 <= min_expires <= default_expires <= max_expires"),
         (0 < cfg.t1 <= cfg.t2 and cfg.t4 > 0, "timers: need 0 < t1 <= t2 and t4 > 0"),

@@ -7,6 +7,13 @@ arrival order (a REGISTER refresh can never overtake the REGISTER it refreshes) 
 calls proceed in parallel.  ``submit`` never waits: a full shard returns False and the caller
 answers 503 + Retry-After (RFC 3261 §21.5.4) and counts it, because a SIP client retransmits and
 would otherwise pile more work onto an overloaded server.
+
+Two classes per shard (issue 13): *urgent* items (work of something already admitted: an
+in-dialog request such as a BYE or re-INVITE) are taken before any new request and are never
+refused for a full shard, so admitted calls complete while new ones wait or are refused.  They
+stay bounded all the same: each holds a server transaction, and the transaction table is bounded.
+Order within a Call-ID is kept where it matters: an in-dialog request can only follow the
+answer to the request that created the dialog, which a worker has handled already.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ class Dispatcher(Generic[T]):
         if shards < 1 or queue_size < 1:
             raise ValueError("a dispatcher needs at least one shard and a bound of at least 1")
         self._queues: list[deque[T]] = [deque() for _ in range(shards)]
+        self._urgent: list[deque[T]] = [deque() for _ in range(shards)]
+        #: Items waiting in the ordinary (new work) queues, all shards.
+        self.backlog = 0
+        #: Called with each ordinary item as a worker takes it (the sojourn measurement).
+        self.on_start: Callable[[T], None] | None = None
         #: Per shard, the future its worker sleeps on while the shard is empty.
         self._waiters: list[asyncio.Future[None] | None] = [None] * shards
         self._handler = handler
@@ -58,13 +70,18 @@ class Dispatcher(Generic[T]):
         self._tasks = [loop.create_task(self._work(i), name=f"sip-worker-{i}")
                        for i in range(len(self._queues))]
 
-    def submit(self, key: str, item: T) -> bool:
-        """Queue ``item`` on the shard of ``key``; False when that shard is full."""
+    def submit(self, key: str, item: T, urgent: bool = False) -> bool:
+        """Queue ``item`` on the shard of ``key``; False when that shard is full.  An urgent
+        item goes ahead of the shard's new work and is never refused."""
         i = hash(key) % len(self._queues)
-        queue = self._queues[i]
-        if len(queue) >= self.queue_size:
-            return False
-        queue.append(item)
+        if urgent:
+            self._urgent[i].append(item)
+        else:
+            queue = self._queues[i]
+            if len(queue) >= self.queue_size:
+                return False
+            queue.append(item)
+            self.backlog += 1
         self._unfinished += 1
         waiter = self._waiters[i]
         if waiter is not None:
@@ -74,7 +91,7 @@ class Dispatcher(Generic[T]):
         return True
 
     def depths(self) -> list[int]:
-        return [len(q) for q in self._queues]
+        return [len(q) + len(u) for q, u in zip(self._queues, self._urgent, strict=True)]
 
     def any_full(self) -> bool:
         """Some shard is at its bound: the next item for it would be refused."""
@@ -109,10 +126,18 @@ class Dispatcher(Generic[T]):
 
     async def _work(self, shard: int) -> None:
         queue = self._queues[shard]
+        urgent = self._urgent[shard]
         handler = self._handler
         loop = asyncio.get_running_loop()
         while True:
-            if not queue:
+            if urgent:
+                item = urgent.popleft()
+            elif queue:
+                item = queue.popleft()
+                self.backlog -= 1
+                if self.on_start is not None:
+                    self.on_start(item)
+            else:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters[shard] = waiter
                 try:
@@ -120,7 +145,6 @@ class Dispatcher(Generic[T]):
                 finally:
                     self._waiters[shard] = None
                 continue
-            item = queue.popleft()
             try:
                 await handler(item)
             except asyncio.CancelledError:

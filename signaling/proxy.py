@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
+from protocols.sip.overload import OcClient, parse_report
 from protocols.sip.parser import parse_name_addr
 from protocols.sip.serializer import serialize
 from protocols.sip.transaction import (
@@ -86,6 +87,14 @@ _COOKIE = "z9hG4bK"
 #: Largest request sent over UDP (§18.1.1): 1300 octets when the path MTU is unknown; larger
 #: ones go over TCP when this node runs it.
 UDP_SIZE_LIMIT = 1300
+
+#: RFC 7339 §5.1: our Via on every forwarded request says we do loss-based overload control.
+_OC: dict[str, str | None] = {"oc": None, "oc-algo": '"loss"'}
+
+
+def _oc_key(peer: Peer) -> tuple[str, int]:
+    """A downstream server, as RFC 7339 reports are kept: by address."""
+    return (peer.host, peer.port)
 
 
 class _Branch:
@@ -151,6 +160,11 @@ class Proxy:
         self.shared_dialogs = cfg.registry != "memory"
         self._pending: set[asyncio.Task[None]] = set()
         self.auth: Authenticator | None = None  # RFC 3261 §22.3, set by the server
+        #: RFC 7339 reports from the servers we forward to, and the loss they ask of us.
+        self.oc = OcClient()
+        metrics.callback_gauge("sip_oc_servers_reporting",
+                               "Downstream servers whose RFC 7339 report we follow", [],
+                               lambda: {(): float(len(self.oc))})
         self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
         self.h_setup = metrics.histogram("call_setup_seconds",
                                          "INVITE received to 2xx relayed")
@@ -341,6 +355,15 @@ class Proxy:
     def _fork(self, work: Work, targets: list[Target], dialog: ProxyDialog | None = None) -> None:
         req = work.request
         now = self.core.now()
+        if req.to.tag is None and len(self.oc):
+            # RFC 7339 §5.10 / §6: new requests to a server that reported overload are shed
+            # at its reported loss rate; when no target is left, we answer 503 ourselves
+            # (without Retry-After: it would tell the client that *we* are unavailable).
+            targets = [t for t in targets if not self.oc.throttle(_oc_key(t.peer), now)]
+            if not targets:
+                self.c_proxy.inc("oc_throttled")
+                self._reply(work, 503)
+                return
         ctx = _Context(work.txn, req, now)
         if req.method == "INVITE" and req.to.tag is None:
             try:
@@ -406,7 +429,8 @@ class Proxy:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what
         # loop detection compares (§16.3 step 4).
         branch = f"{_COOKIE}{_loop_hash(req)}.{self._branch_salt}{next(self._branch_ids):x}"
-        return self._info(transport).via(branch)
+        via = self._info(transport).via(branch)
+        return Via(via.transport, via.host, via.port, {**via.params, **_OC}, via.protocol)
 
     def _rr(self, transport: str) -> NameAddr:
         return self._info(transport).record_route
@@ -448,6 +472,10 @@ class Proxy:
     def _branch_response(self, branch: _Branch, resp: Response) -> None:
         ctx = branch.ctx
         status = resp.status
+        params = resp.vias[0].params  # the server's report is in our Via (RFC 7339 §5.3)
+        if "oc" in params and self.oc.receive(_oc_key(branch.peer), parse_report(params),
+                                              self.core.now()):
+            self.c_proxy.inc("oc_received")
         if status == 100:
             return  # §16.7 step 3: 100 is hop by hop
         if status < 200:

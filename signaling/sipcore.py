@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,6 +60,7 @@ from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
 from signaling.metrics import Metrics
+from signaling.overload import Overload, Verdict
 from signaling.transports.base import Peer, Transports
 
 __all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "TransactionUser",
@@ -85,6 +87,9 @@ class Work:
     request: Request
     txn: ServerTransaction
     peer: Peer
+    #: ``time.monotonic()`` when it was read: its sojourn in the worker queue is measured from
+    #: there (the wait in the kernel before that is ``overload``'s separate gate).
+    arrived: float = 0.0
 
 
 #: Where a transaction's events go (``start_client_transaction``, ``observe``).
@@ -181,6 +186,9 @@ class SipCore:
             ("Accept-Language", "en"), ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS))),
             *self.answer_headers])
         self._declare_metrics(metrics)
+        self.overload = Overload(cfg, metrics, time.monotonic)
+        self.overload.backlog = lambda: self.dispatcher.backlog
+        self.dispatcher.on_start = self._started
 
     def _declare_metrics(self, m: Metrics) -> None:
         self.c_req_in = m.fast_counter("sip_requests_received", "SIP requests received",
@@ -329,6 +337,9 @@ class SipCore:
         guard = self.guard
         if guard is not None and not guard.admit(peer.host, self.now()):
             return True  # blocked source: dropped and counted by the guard, never answered
+        verdict = self.overload.screen(data, peer.host, waited)
+        if verdict is _DROP:
+            return True  # new work beyond what even a 503 can afford: counted, not parsed
         try:
             msg = parse_message(data)
         except RemoteProtocolError as err:
@@ -338,7 +349,7 @@ class SipCore:
             if isinstance(msg, Response):
                 self._response(msg, peer)
             else:
-                self._request(msg, peer, waited)
+                self._request(msg, peer, waited, verdict)
         except TransactionError:
             # The peer sent something its transaction cannot take (an ACK before any final
             # response, a second final response racing the first): a counted drop, §17.
@@ -372,10 +383,13 @@ class SipCore:
         else:
             self._tu.on_stray_response(resp, peer)
 
-    def _request(self, req: Request, peer: Peer, waited: float = 0.0) -> None:
+    def _request(self, req: Request, peer: Peer, waited: float = 0.0,
+                 verdict: Verdict = Verdict.ADMIT) -> None:
         method = req.method
         self.c_req_in.inc(method if method in KNOWN_METHODS else "other", peer.transport)
         self._stamp_via(req, peer)
+        if "oc" in req.vias[0].params:
+            self.overload.stamp_oc(req)  # RFC 7339 §5.2: our report rides on its responses
         key = server_key(req)  # once: to match, then to create the transaction
         txn = self.table.find_server_by_key(key, req) if key is not None else None
         if txn is not None:
@@ -387,13 +401,13 @@ class SipCore:
         if method == "ACK":
             self._tu.on_ack(req, peer)
             return
-        if self._precheck(req, peer, waited):
+        if self._precheck(req, peer, waited, verdict):
             return
         if method == "CANCEL" and self._cancel(req, peer):
             return
         if self._tu.answer_statelessly(req, peer):
             return
-        self._new_transaction(req, peer, key)
+        self._new_transaction(req, peer, key, waited)
 
     def _stamp_via(self, req: Request, peer: Peer) -> None:
         """§18.2.1 received and RFC 3581 §4 rport, so responses find their way back."""
@@ -407,7 +421,8 @@ class SipCore:
         elif top.host != peer.host:
             req.vias[0] = top.with_param("received", peer.host)
 
-    def _precheck(self, req: Request, peer: Peer, waited: float = 0.0) -> bool:
+    def _precheck(self, req: Request, peer: Peer, waited: float = 0.0,
+                  verdict: Verdict = Verdict.ADMIT) -> bool:
         """Stateless checks of §8.2 and §16.3; True when the request was answered."""
         if not isinstance(req.uri, SipURI | TelURI):
             self.send_stateless(req, peer, 416)  # §8.2.2.1, RFC 4475 unkscm / novelsc
@@ -427,11 +442,13 @@ class SipCore:
             # Keepalives and health probes (§11.2): answered at once, without state.
             self._send_stateless(req, peer, 200, "OK", self._options_tail)
             return True
-        if waited > self.cfg.max_receive_delay:
-            # It queued in the kernel longer than the budget: the server is behind, and the
-            # client retransmits at T1 anyway.  A 503 now costs far less than the work
-            # (§21.5.4), so overload sheds load instead of collapsing (see transports/udp).
-            self._shed(req, peer, "receive_delay")
+        if verdict is _REJECT and req.to.tag is None:
+            # Refused by admission control (signaling/overload.py): a stateless 503 with a
+            # jittered Retry-After (§21.5.4), no transaction left behind.  Only new work is
+            # ever refused: the To-tag test is repeated on the parsed request.
+            self.c_shed.inc("overload")
+            tail = self.overload.rejected(req, self.stateless_tag(req), waited)
+            self._send_stateless(req, peer, 503, None, tail)
             return True
         if not self.accepting and req.method != "CANCEL":
             # A CANCEL is no new work: it ends an INVITE this server still holds (§9.2), which
@@ -458,7 +475,7 @@ class SipCore:
         return True
 
     def _new_transaction(self, req: Request, peer: Peer,
-                         key: TransactionKey | None = None) -> None:
+                         key: TransactionKey | None = None, waited: float = 0.0) -> None:
         txn = new_server_transaction(req, self.timers_for(peer), peer, key)
         try:
             self.table.add(txn)
@@ -468,7 +485,9 @@ class SipCore:
         if req.method == "INVITE":
             # §16.2 / §17.2.1: 100 Trying at once, so the caller stops retransmitting.
             self.respond(txn, make_response(req, 100))
-        if not self.dispatcher.submit(req.call_id, Work(req, txn, peer)):
+        work = Work(req, txn, peer, time.monotonic())
+        # Work of an admitted dialog (a To tag) goes ahead of new requests (issue 13).
+        if not self.dispatcher.submit(req.call_id, work, req.to.tag is not None):
             self.c_shed.inc("queue_full")
             self.respond(txn, make_response(req, 503, to_tag=self.stateless_tag(req),
                                             extra=[("Retry-After", str(self.cfg.retry_after))]))
@@ -476,6 +495,9 @@ class SipCore:
         # (§17.2.1 G/H, §17.2.2 J), and ``respond`` arms then.
 
     # -- workers -----------------------------------------------------------------------------
+
+    def _started(self, work: Work) -> None:
+        self.overload.started(time.monotonic() - work.arrived)
 
     def _handle(self, work: Work) -> Awaitable[None]:
         return self._tu.handle(work)
@@ -623,6 +645,8 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
 #: ``State.TERMINATED`` read once: in Python 3.11 an enum member lookup on its class goes
 #: through ``EnumType.__getattr__``, costly on a per-response path.
 _TERMINATED = State.TERMINATED
+_DROP = Verdict.DROP
+_REJECT = Verdict.REJECT
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}
 
 

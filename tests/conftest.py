@@ -1,4 +1,4 @@
-"""Session-wide fixtures: private Redis, Redis Cluster and PostgreSQL (see tests/services.py).
+"""Session-wide fixtures: private Redis, Redis Cluster and PostgreSQL (see harness/services.py).
 
 Use them by name in any test:
 
@@ -9,7 +9,7 @@ Use them by name in any test:
 
 Each is started on first use only, once per session, unless the matching
 ``SIGNALING_TEST_*`` environment variable names an existing instance.  Tests that must kill or
-restart a server construct their own ``RedisServer`` / ``PostgresServer`` from tests.services.
+restart a server construct their own ``RedisServer`` / ``PostgresServer`` from harness.services.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from tests.services import PostgresServer, RedisCluster, RedisServer
+from harness.services import PostgresServer, RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -31,10 +31,10 @@ import asyncpg
 import pytest
 import yaml
 
+from harness.services import free_port
 from signaling.cli import build_parser
 from signaling.config import OPTIONS, load_config
 from signaling.records import SCHEMA_VERSION
-from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serverproc import ServerProcess, free_tcp_port
+from harness.serverproc import ServerProcess, free_tcp_port
 from tests.signaling.admin.helpers import TOKEN, call, register, wait_admin
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """The ``storm`` command end to end, against the trivial responder and the real server
-(``signaling serve`` started by ``tests.serverproc``)."""
+(``signaling serve`` started by ``harness.serverproc``)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from harness.serverproc import ServerProcess
 from loadtest.cli import main
 from loadtest.live import CSV_COLUMNS
 from loadtest.trace import read_trace
 from tests.loadtest.test_pcapimport import _sipp_calls
-from tests.serverproc import ServerProcess
 from tests.siptools import registered_contacts
 
 DOMAIN = "example.com"

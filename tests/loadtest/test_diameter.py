@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.serverproc import ServerProcess, free_tcp_port
 from loadtest.engine import Engine, EngineConfig
 from loadtest.trace import CcrSession, Event
-from tests.serverproc import ServerProcess, free_tcp_port
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.serverproc import ServerProcess, free_udp_port, options, sip_request
 from signaling.cli import build_parser
-from tests.serverproc import ServerProcess, free_udp_port, options, sip_request
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.serverproc import ServerProcess
 from signaling.ctl import table
-from tests.serverproc import ServerProcess
 from tests.signaling.admin.helpers import TOKEN, call, register, wait_admin
 
 

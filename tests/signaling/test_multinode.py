@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.serverproc import ServerProcess, free_udp_port
+from harness.serverproc import ServerProcess, free_udp_port
 from tests.siptools import UdpClient, register, register_many, registered_contacts
 
 SIPP = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sipp"

@@ -49,10 +49,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from harness.serverproc import ServerProcess, options, sip_request
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import Request, Response
 from protocols.sip.parser import parse_message
-from tests.serverproc import ServerProcess, options, sip_request
 
 CASES_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance" / "sip" \
     / "protos-c07" / "cases"

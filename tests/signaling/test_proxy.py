@@ -1,8 +1,8 @@
 """The proxy (signaling/proxy.py) against real peers: SIPp over UDP and WebSocket UAs.
 
 One server process for the module (``--ring-timeout 2`` so the no-answer case takes seconds);
-each test registers its own users.  SIPp scenarios are ours, in tests/sipp/; their verdicts
-(every call successful, none failed) come from SIPp's own statistics (tests/sipp_runner.py).
+each test registers its own users.  SIPp scenarios are ours, in harness/sipp/; their verdicts
+(every call successful, none failed) come from SIPp's own statistics (harness/sipp_runner.py).
 Python UAs (tests/peers/sipua.py) cover what needs exact checks of headers or of message
 counts: retransmissions, error answers, and calls that cross between UDP and WebSocket.
 """
@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
+from harness.serverproc import ServerProcess
+from harness.sipp_runner import Sipp, SippResult, run_sipp
 from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response, SipURI
 from protocols.sip.serializer import serialize
 from signaling.server import Server
 from tests.peers.sipua import SDP, UA, StreamUA, UdpUA, WsUA
-from tests.serverproc import ServerProcess
 from tests.signaling.corekit import node
 from tests.signaling.inproc import running_server
-from tests.sipp_runner import Sipp, SippResult, run_sipp
 from tests.tlscerts import Pki, make_pki
 
 #: The ring time the test server enforces (seconds): short, so no-answer takes seconds.

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.serverproc import ServerProcess
 from protocols.sip.message import Request, Response, SipURI
 from protocols.sip.parser import parse_message
-from tests.serverproc import ServerProcess
 
 DAT = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance" / "sip" / "rfc4475"
 SERVER_ARGS = ("--domain", "example.com")

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
+from harness.serverproc import ServerProcess, options, sip_request
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
-from tests.serverproc import ServerProcess, options, sip_request
 
 
 def test_starts_answers_options_and_stops_cleanly() -> None:
@@ -79,9 +79,9 @@ async def test_diameter_initiator_from_configuration() -> None:
     """``--diameter-peer`` makes this node connect out (RFC 6733 §5.6 initiator) and open."""
     import asyncio
 
+    from harness.serverproc import free_tcp_port
     from signaling.config import load_config
     from signaling.server import Server
-    from tests.serverproc import free_tcp_port
 
     port_a = free_tcp_port()
     base = {"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off"}
@@ -112,9 +112,9 @@ async def test_sweeper_logs_one_line_not_a_traceback_per_tick_while_redis_is_dow
     """Issue 20 #6: a dead Redis made the sweeper log a traceback every tick."""
     import asyncio
 
+    from harness.services import RedisServer
     from signaling.config import load_config
     from signaling.server import SWEEP_INTERVAL, Server
-    from tests.services import RedisServer
 
     redis = RedisServer(appendonly=False).start()
     cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off",

@@ -14,10 +14,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from harness.serverproc import ServerProcess
+from harness.sipp_runner import Sipp
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
-from tests.serverproc import ServerProcess
-from tests.sipp_runner import Sipp
 
 REGISTER_XML = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "sipp" \
     / "register.xml"

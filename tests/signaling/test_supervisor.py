@@ -25,8 +25,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as ws_connect
 
+from harness.serverproc import ServerProcess, options, sip_request
+from harness.sipp_runner import Sipp
 from protocols.diameter.constants import ResultCode
-from tests.serverproc import ServerProcess, options, sip_request
 from tests.signaling.admin.helpers import (
     TOKEN,
     register,
@@ -36,7 +37,6 @@ from tests.signaling.admin.helpers import (
 )
 from tests.signaling.diameter.client import Client as DiameterClient
 from tests.signaling.diameter.client import result_code
-from tests.sipp_runner import Sipp
 from tests.siptools import register_many, registered_contacts
 
 #: Bound on waiting for workers to start or restart: interpreters start slowly on a busy

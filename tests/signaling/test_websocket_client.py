@@ -31,9 +31,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from harness.serverproc import ServerProcess
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
-from tests.serverproc import ServerProcess
 
 JSSIP_DIR = Path(__file__).resolve().parents[1] / "peers" / "jssip"
 #: npm install runs once per checkout (then it is a no-op); the registry can be slow.

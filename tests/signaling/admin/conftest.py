@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.serverproc import ServerProcess, free_tcp_port
+from harness.serverproc import ServerProcess, free_tcp_port
 from tests.signaling.admin.helpers import TOKEN, wait_admin
 
 

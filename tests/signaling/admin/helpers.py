@@ -9,9 +9,9 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.serverproc import ServerProcess, options
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
-from tests.serverproc import ServerProcess, options
 
 __all__ = ["TOKEN", "Samples", "answer", "call", "header_values", "recv_request", "register",
            "register_message", "scrape", "send_options", "session", "sip_status", "value",

@@ -10,10 +10,10 @@ import time
 import aiohttp
 import pytest
 
+from harness.serverproc import ServerProcess
 from signaling.admin import app as app_module
 from signaling.config import Config
 from signaling.server import Server
-from tests.serverproc import ServerProcess
 from tests.signaling.admin.helpers import TOKEN, scrape, session, value, wait_admin
 
 _GENERATED = re.compile(r"signaling: admin API token \(generated\): (\S+)")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
+from harness.serverproc import ServerProcess
 from signaling.admin.docs import CSP
-from tests.serverproc import ServerProcess
 from tests.signaling.admin.helpers import session
 
 CHROMIUM = "/usr/bin/chromium"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import math
 
+from harness.serverproc import ServerProcess
 from signaling.admin.growth import TAU, Growth, TableGrowth
 from signaling.admin.view import view_of
 from signaling.config import Config
 from signaling.server import Server
-from tests.serverproc import ServerProcess
 from tests.signaling.admin.helpers import TOKEN, register, scrape, session, value, wait_admin
 
 

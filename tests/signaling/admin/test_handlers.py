@@ -6,11 +6,11 @@ import random
 import urllib.parse
 from typing import Any
 
+from harness.serverproc import ServerProcess
+from harness.services import RedisServer
 from signaling.config import Config
 from signaling.server import Server
 from tests.protocols.diameter.factory import ccr
-from tests.serverproc import ServerProcess
-from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
     TOKEN,
     answer,

@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from harness.serverproc import ServerProcess
+from harness.services import RedisServer
 from signaling.admin.app import MAX_API_REQUESTS
 from signaling.admin.middleware import ApiError, auth_middleware, error_middleware
 from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.registry.redis import RedisRegistry
 from signaling.server import Server
-from tests.serverproc import ServerProcess
-from tests.services import RedisServer
 from tests.signaling.admin.helpers import TOKEN, session
 
 

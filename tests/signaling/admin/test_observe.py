@@ -16,13 +16,13 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.typing import Subprotocol
 
+from harness.serverproc import ServerProcess
+from harness.services import RedisServer
 from signaling.admin.observe import Observer
 from signaling.admin.view import view_of
 from signaling.config import Config
 from signaling.registry.base import ContactChange
 from signaling.server import Server
-from tests.serverproc import ServerProcess
-from tests.services import RedisServer
 from tests.signaling.admin.helpers import (
     Samples,
     call,

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.serverproc import ServerProcess
 from signaling.config import Config
 from signaling.server import Server
-from tests.serverproc import ServerProcess
 from tests.signaling.admin.helpers import TOKEN, call, register, session, wait_admin
 
 #: Test cases per operation and phase: enough to cover every parameter's bounds and the error

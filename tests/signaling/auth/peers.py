@@ -6,8 +6,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from harness.serverproc import ServerProcess
 from signaling.auth.subscribers import Subscriber
-from tests.serverproc import ServerProcess
 
 __all__ = ["auth_server", "write_subscribers"]
 

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.serverproc import free_udp_port
+from harness.serverproc import free_udp_port
 from tests.signaling.auth.peers import auth_server
 
 USERS = {"1000": "s3cret-1000", "1001": "s3cret-1001"}

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.serverproc import ServerProcess
+from harness.serverproc import ServerProcess
 from tests.signaling.auth.sipauth import DOMAIN, Client, open_peer
 
 

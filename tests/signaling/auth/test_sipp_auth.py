@@ -11,11 +11,11 @@ import socket
 import tempfile
 from pathlib import Path
 
+from harness.sipp_runner import Sipp
 from protocols.sip.digest import authorization, parse_challenge
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
 from tests.signaling.auth.peers import auth_server
-from tests.sipp_runner import Sipp
 
 USERS = 200
 #: Far below capacity: correctness, not speed (benchmarks/bench_register_auth.py measures).

@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from harness.services import PostgresServer
 from signaling.metrics import Metrics
 from signaling.records import CallRecord, RecordWriter, RegistrationEvent
-from tests.services import PostgresServer
 
 # Generous bound for the writer to reconnect and replay in the tests (retry interval 0.2 s).
 REPLAY_WAIT = 60.0

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from harness.services import RedisCluster, RedisServer
 from signaling.registry import (
     ContactChange,
     OutOfOrder,
@@ -24,7 +25,6 @@ from signaling.registry import (
     make_registry,
 )
 from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry, _parse_url
-from tests.services import RedisCluster, RedisServer
 
 AOR = "sip:alice@example.com"
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.serverproc import ServerProcess, free_tcp_port, free_udp_port
+from harness.sipp_runner import Sipp, SippResult, run_sipp
 from protocols.sip.parser import parse_message
 from signaling.metrics import Metrics
 from signaling.tls import TlsContexts, TlsSettings
 from signaling.transports.base import Peer
 from signaling.transports.tcp import StreamLimits, StreamTransport
-from tests.serverproc import ServerProcess, free_tcp_port, free_udp_port
-from tests.sipp_runner import Sipp, SippResult, run_sipp
 from tests.tlscerts import Pki, make_pki
 
 MSG = (b"OPTIONS sip:bob@example.com SIP/2.0\r\n"

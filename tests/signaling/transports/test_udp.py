@@ -29,7 +29,7 @@ async def test_listener_logs_achieved_buffer_size(caplog: pytest.LogCaptureFixtu
     assert any("receive buffer" in r.getMessage() for r in caplog.records)
 
 
-async def test_requests_that_queued_too_long_in_the_kernel_get_503() -> None:
+async def test_requests_that_queued_too_long_in_the_kernel_are_dropped_and_counted() -> None:
     import asyncio
 
     from protocols.sip.message import Response
@@ -46,10 +46,10 @@ async def test_requests_that_queued_too_long_in_the_kernel_get_503() -> None:
                            call_id=f"queued-{i}", extra="Contact: <sip:a@10.0.0.1>"), port)
         await asyncio.sleep(0.4)
         srv.udp.resume_reading()
-        answers = [await peer.final() for _ in range(3)]
-        assert [a.status for a in answers] == [503, 503, 503]
-        assert all(a.header("Retry-After") == "9" for a in answers)
-        assert srv.core.c_shed.get("receive_delay") == 3
+        # The reader is behind: answering costs a parse and a send, so late new requests are
+        # dropped unanswered and counted (signaling/overload.py); the clients retransmit.
+        assert await peer.silent(0.5)
+        assert srv.core.overload.c_dropped.get("receive_delay", "REGISTER") == 3
         assert len(srv.core.table) == 0  # shed before any transaction was created
         fresh = _req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKfresh",
                      call_id="fresh", extra="Contact: <sip:a@10.0.0.1>")

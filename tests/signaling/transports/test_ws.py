@@ -168,8 +168,8 @@ async def test_closing_connections_while_redis_is_down_log_one_line(
     and summarised in one line instead of a traceback per connection."""
     import logging
 
+    from harness.services import RedisServer
     from signaling.registry.factory import make_registry
-    from tests.services import RedisServer
 
     redis = RedisServer(appendonly=False).start()
     try:

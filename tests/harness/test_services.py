@@ -8,7 +8,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from tests.services import RedisServer
+from harness.services import RedisServer
 
 
 async def test_redis_fixture(redis_url: str) -> None:

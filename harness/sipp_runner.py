@@ -8,7 +8,7 @@ successful/failed call counts, read from the statistics file SIPp writes with ``
 SIPp exit codes (``sipp -h``): 0 all calls successful, 1 at least one failed, 97 exit on an
 internal command, 99 normal exit without calls processed, -1/255 fatal error.
 
-Scenarios live in ``tests/sipp/`` (our own); ``scenario()`` resolves a bare name there.
+Scenarios live in ``harness/sipp/`` (our own); ``scenario()`` resolves a bare name there.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.serverproc import free_udp_port
+from harness.serverproc import free_udp_port
 
 __all__ = ["SCENARIOS", "Sipp", "SippResult", "run_sipp", "scenario", "sipp_binary"]
 
@@ -37,7 +37,7 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def scenario(name: str) -> Path:
-    """``tests/sipp/<name>.xml`` (or a path as given)."""
+    """``harness/sipp/<name>.xml`` (or a path as given)."""
     p = Path(name)
     return p if p.suffix == ".xml" else SCENARIOS / f"{name}.xml"
 

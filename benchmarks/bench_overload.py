@@ -1,0 +1,330 @@
+"""Goodput under overload: 2x, 5x and 10x of capacity, calls and REGISTERs, ours beside Kamailio.
+
+Issue 13's measurement.  The server under test (ours, or Kamailio with the reference
+configuration ``../shared/reference/kamailio/kamailio.cfg``) runs pinned to core 1 and held to
+``--quota`` of that core by a CPU quota (cgroup v2 ``cpu.max`` where the machine has it, else
+cgroup v1 ``cpu.cfs_quota_us``; a 10 ms period so the server runs in short slices rather than
+stalling 75 ms at a time).  SIPp runs on core 0, open loop (``-l`` far above the load), with the
+reference scenarios read in place from ``../shared/reference/sipp/``: ``uac-proxy.xml`` against
+``uas-rr.xml`` for calls (INVITE/180/200/ACK/BYE/200 through the proxy) and ``register.xml``
+(one new user per REGISTER).
+
+First the capacity of each server is found (doubling the offered rate while goodput stays above
+90% of it), then 2x, 5x and 10x of that capacity are offered.  Per step: offered (what SIPp
+actually created per second), goodput (calls or REGISTERs completed whose INVITE->200 or
+REGISTER->200 took at most ``--deadline``), P50/P99 of those response times (SIPp's -trace_rtt),
+SIPp's retransmissions per attempt, failed attempts, our server's 503s and unanswered drops (its
+/metrics; Kamailio has no such counters), datagrams the kernel dropped on the server's socket,
+and the server's CPU (share of one core).  A PNG of goodput against offered load is written.
+
+The machine is shared: figures move with the neighbours' load; compare the two servers within
+one run, not across runs.  Needs root (the cgroup) and sipp, kamailio.
+
+    python -m benchmarks.bench_overload [--kinds call,register] [--duration 6] [--quota 0.25]
+                                        [--only ours|kamailio] [--png bench_overload.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.bench_calls import _socket_drops
+from benchmarks.bench_register import REFERENCE, ServerUnderTest
+from harness.serverproc import free_tcp_port, free_udp_port, sip_request
+from harness.sipp_runner import KILL_GRACE, Sipp
+
+SIPP_DIR = REFERENCE / "sipp"
+SIPP_CPU = 0
+MULTIPLES = (2, 5, 10)
+#: The most one SIPp UAC offers here; a higher target is capped (and the cap printed).
+MAX_OFFER = {"call": 6_000, "register": 12_000}
+FIRST_PROBE = {"call": 100, "register": 200}
+
+
+# -- the CPU quota ------------------------------------------------------------------------------
+
+
+class CpuQuota:
+    """A cgroup holding its members to ``share`` of one CPU (v2 cpu.max, else v1 CFS quota)."""
+
+    def __init__(self, share: float, period_us: int = 10_000) -> None:
+        quota = max(1000, int(share * period_us))
+        name = f"bench-overload-{os.getpid()}"
+        if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            self.path = Path("/sys/fs/cgroup") / name
+            self.path.mkdir()
+            (self.path / "cpu.max").write_text(f"{quota} {period_us}")
+            self.root = Path("/sys/fs/cgroup")
+        else:
+            self.root = Path("/sys/fs/cgroup/cpu")
+            self.path = self.root / name
+            self.path.mkdir()
+            (self.path / "cpu.cfs_period_us").write_text(str(period_us))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        self.describe = f"{quota} us per {period_us} us ({self.path})"
+
+    def add_tree(self, pid: int) -> None:
+        for p in _tree(pid):
+            with contextlib.suppress(OSError):  # a process that just exited
+                (self.path / "cgroup.procs").write_text(str(p))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            for p in (self.path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.root / "cgroup.procs").write_text(p)
+            self.path.rmdir()
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                text = (entry / "stat").read_text()
+                children.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(
+                    int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+# -- one step -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    system: str
+    kind: str
+    label: str
+    offered: float
+    goodput: float
+    p50_ms: float
+    p99_ms: float
+    retrans: float  # SIPp retransmissions per attempt
+    failed: int
+    rejected: int | None
+    dropped: int | None
+    kernel_drops: int
+    cpu: float  # share of one core
+
+    def line(self) -> str:
+        def opt(v: int | None) -> str:
+            return "n/a" if v is None else str(v)
+        return (f"{self.system:8s} {self.kind:8s} {self.label:8s} {self.offered:8.0f} "
+                f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} "
+                f"{self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
+                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}%")
+
+
+HEADER = (f"{'system':8s} {'kind':8s} {'step':8s} {'offered':>8s} {'goodput':>8s} "
+          f"{'P50ms':>7s} {'P99ms':>7s} {'retx':>6s} {'failed':>7s} {'503s':>7s} "
+          f"{'drops':>7s} {'kdrops':>7s} {'cpu':>6s}")
+
+
+def _finish(s: Sipp) -> tuple[dict[str, str], list[float]]:
+    """Wait for SIPp; its cumulative statistics and every response time (ms)."""
+    assert s.proc is not None
+    try:
+        s.proc.communicate(timeout=s.timeout + KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        s.proc.communicate()
+    stats: dict[str, str] = {}
+    if s.stat_file.exists():
+        with s.stat_file.open(newline="", errors="replace") as f:
+            rows = list(csv.reader(f, delimiter=";"))
+        if len(rows) >= 2:
+            stats = dict(zip(rows[0], rows[-1], strict=False))
+    rtts: list[float] = []
+    for path in s.dir.glob("*_rtt.csv"):
+        for row in csv.reader(path.open(errors="replace"), delimiter=";"):
+            with contextlib.suppress(IndexError, ValueError):
+                rtts.append(float(row[1]))
+    shutil.rmtree(s.dir, ignore_errors=True)
+    return stats, rtts
+
+
+def _num(stats: dict[str, str], name: str) -> int:
+    v = stats.get(name, "0").strip()
+    return int(v) if v.isdigit() else 0
+
+
+def _our_counts(admin_port: int | None) -> tuple[int, int] | None:
+    if admin_port is None:
+        return None
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read()
+    rejected = dropped = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("signaling_sip_overload_rejected_total"):
+            rejected += float(line.rsplit(" ", 1)[1])
+        elif (line.startswith("signaling_sip_overload_dropped_total")
+              and "ack_of_503" not in line):  # our 503s' ACKs, absorbed: not requests
+            dropped += float(line.rsplit(" ", 1)[1])
+        elif line.startswith('signaling_sip_shed_total{reason="queue_full"}'):
+            rejected += float(line.rsplit(" ", 1)[1])
+    return int(rejected), int(dropped)
+
+
+def _register_uas(port: int, uas_port: int) -> None:
+    req = (f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{uas_port};rport"
+           f";branch=z9hG4bKbenchreg{time.monotonic_ns()}\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:uas@127.0.0.1>;tag=r1\r\nTo: <sip:uas@127.0.0.1>\r\n"
+           f"Call-ID: bench-uas-{time.monotonic_ns()}\r\nCSeq: 1 REGISTER\r\n"
+           f"Contact: <sip:uas@127.0.0.1:{uas_port}>\r\nExpires: 3600\r\n"
+           "Content-Length: 0\r\n\r\n").encode()
+    answer = sip_request(port, req, timeout=5.0)
+    if answer is None or not answer.startswith(b"SIP/2.0 200"):
+        raise RuntimeError(f"UAS registration failed: {answer!r}")
+
+
+def run_step(system: str, kind: str, rate: float, duration: float, deadline: float,
+             quota: CpuQuota, label: str) -> Step:
+    admin = free_tcp_port() if system == "ours" else None
+    extra = ["--admin", f"127.0.0.1:{admin}"] if admin else []
+    server = ServerUnderTest(system, extra).start()
+    quota.add_tree(server.pid)
+    remote = f"127.0.0.1:{server.port}"
+    calls = max(1, int(rate * duration))
+    uas: Sipp | None = None
+    try:
+        if kind == "call":
+            uas = Sipp(str(SIPP_DIR / "uas-rr.xml"), calls=calls * 2,
+                       timeout=duration + 30, cpu=SIPP_CPU, port=free_udp_port()).start()
+            _register_uas(server.port, uas.port)
+            uac = Sipp(str(SIPP_DIR / "uac-proxy.xml"), remote, service="uas", calls=calls,
+                       rate=rate, timeout=duration + 12, cpu=SIPP_CPU,
+                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
+        else:
+            uac = Sipp(str(SIPP_DIR / "register.xml"), remote, calls=calls, rate=rate,
+                       timeout=duration + 12, cpu=SIPP_CPU,
+                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
+        before = _our_counts(admin)
+        cpu0, t0 = server.cpu(), time.monotonic()
+        uac.start()
+        time.sleep(duration)  # the CPU is measured while the load is offered
+        cpu1, elapsed = server.cpu(), time.monotonic() - t0
+        stats, rtts = _finish(uac)
+        after = _our_counts(admin)
+        if admin is not None and os.environ.get("BENCH_VERBOSE"):
+            text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+            print("\n".join(ln for ln in text.splitlines() if "sojourn" in ln or "limit" in ln
+                            or "overload" in ln or "shed" in ln), flush=True)
+        kdrops = _socket_drops(server.port)
+    finally:
+        if uas is not None:
+            uas.stop()
+        server.stop()
+    created = _num(stats, "TotalCallCreated")
+    ok = _num(stats, "SuccessfulCall(C)")
+    in_time = sorted(r for r in rtts if r <= deadline * 1000)
+    good = min(ok, len(in_time))
+    rej = drp = None
+    if before is not None and after is not None:
+        rej, drp = after[0] - before[0], after[1] - before[1]
+
+    def pct(q: float) -> float:
+        return in_time[min(len(in_time) - 1, int(q * len(in_time)))] if in_time else 0.0
+
+    return Step(system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
+                _num(stats, "Retransmissions(C)") / max(created, 1),
+                _num(stats, "FailedCall(C)"), rej, drp, kdrops, (cpu1 - cpu0) / elapsed)
+
+
+def capacity(system: str, kind: str, duration: float, deadline: float, quota: CpuQuota,
+             steps: list[Step]) -> float:
+    """The highest goodput seen at an offered rate the server kept up with (>= 90% of it)."""
+    rate, best = float(FIRST_PROBE[kind]), 0.0
+    while rate <= MAX_OFFER[kind]:
+        step = run_step(system, kind, rate, duration, deadline, quota, "probe")
+        print(step.line(), flush=True)
+        steps.append(step)
+        if step.goodput < 0.9 * step.offered:
+            break
+        best = max(best, step.goodput)
+        rate *= 2
+    return best
+
+
+def plot(steps: list[Step], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    kinds = sorted({s.kind for s in steps})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for system, style in (("ours", "o-"), ("kamailio", "s--")):
+            pts = sorted((s.offered, s.goodput) for s in steps
+                         if s.kind == kind and s.system == system)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=system)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"offered {kind}s/s")
+        ax.set_ylabel(f"goodput {kind}s/s (within deadline)")
+        ax.set_title(f"{kind}: goodput vs offered load")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kinds", default="call,register")
+    ap.add_argument("--duration", type=float, default=6.0)
+    ap.add_argument("--probe-duration", type=float, default=4.0)
+    ap.add_argument("--deadline", type=float, default=1.0,
+                    help="seconds from request to 200 for an attempt to count as goodput")
+    ap.add_argument("--quota", type=float, default=0.25, help="share of one core")
+    ap.add_argument("--only", choices=["ours", "kamailio"])
+    ap.add_argument("--png", default="bench_overload.png")
+    a = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root for the cgroup CPU quota")
+        return 2
+    systems = [a.only] if a.only else ["ours", "kamailio"]
+    quota = CpuQuota(a.quota)
+    print(f"server on core 1 under a CPU quota of {quota.describe}; SIPp on core {SIPP_CPU}; "
+          f"deadline {a.deadline:g} s; load average {os.getloadavg()[0]:.2f} (shared machine: "
+          "figures are noisy)", flush=True)
+    print(HEADER, flush=True)
+    steps: list[Step] = []
+    summary: list[str] = []
+    try:
+        for kind in a.kinds.split(","):
+            for system in systems:
+                cap = capacity(system, kind, a.probe_duration, a.deadline, quota, steps)
+                for m in MULTIPLES:
+                    rate = min(cap * m, MAX_OFFER[kind])
+                    label = f"{m}x" + ("(cap)" if rate < cap * m else "")
+                    step = run_step(system, kind, rate, a.duration, a.deadline, quota, label)
+                    print(step.line(), flush=True)
+                    steps.append(step)
+                    summary.append(f"{system:8s} {kind:8s} capacity {cap:6.0f}/s  {label:8s} "
+                                   f"goodput {step.goodput:6.0f}/s = "
+                                   f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity")
+    finally:
+        quota.close()
+    print("\n".join(["", "goodput as a share of each server's own capacity "
+                     "(target >= 90% at 2x, 5x, 10x):", *summary]))
+    plot(steps, Path(a.png))
+    print(f"plot: {a.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

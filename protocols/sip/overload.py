@@ -1,0 +1,496 @@
+"""SIP overload control, sans-I/O: RFC 7339 ``oc`` Via parameters and admission by sojourn time.
+
+Three pieces, each a plain object fed ``now`` (seconds, any monotonic clock) and returning
+decisions; the asyncio side (``signaling/overload.py``) owns the sockets and queues.
+
+``OcServer`` / ``OcClient``: RFC 7339 loss-based overload control both ways.  A client that
+supports it marks its Via with ``oc`` and ``oc-algo="loss"`` (§5.1); a server tells it, in the
+same Via of its responses, what share of new requests to shed (``oc``, 0-100), for how long
+(``oc-validity``, ms) and in which order the reports were made (``oc-seq``) (§5.2).  The
+client keeps per server the report with the highest ``oc-seq`` (a lower one arrived out of order
+and is ignored, an equal one repeats what it has and does not restart its validity), sheds that
+percentage of new requests while the report is valid, and stops when it expires or when a report
+says ``oc-validity=0`` (§5.3, §6).
+
+``AdmissionControl``: whether to take a new request at all.  The design chosen is the
+latency-target token bucket (Welsh & Culler's SEDA controller, as used by Project Clearwater's
+load monitor) with CoDel's standing-queue test as its congestion signal:
+
+* new work is admitted at a rate (a token bucket), the *admission limit*;
+* every ``interval`` the limit is revised from what the admitted requests actually lived
+  through: the *minimum* sojourn in the worker queue over the interval.  A
+  minimum above ``target`` means a standing queue (CoDel's insight: a burst raises the maximum,
+  only a standing queue raises the minimum), so the limit drops to 90% of the rate the workers
+  actually started requests at, which drains the queue within about one interval; when the
+  limit was binding (requests were refused) and the queue is short, it rises by 5% an interval
+  (doubling in about 1.5 s, which is the "recovery within seconds" of issue 13), and while
+  the queue is short it never stays under twice the rate just served (demand that grows
+  while the server keeps up is not refused);
+* the bucket holds, and a backlog guard lets queue, no more than can start within
+  ``burst_time`` (T1/2) at the current limit: a burst (200 REGISTERs of phones coming
+  back at once) is absorbed whole, as CoDel absorbs bursts shorter than its interval, but a
+  sudden storm cannot queue seconds of work before the first revision;
+* a second gate works on the kernel's receive queue, before any of that: a new request that
+  waited there longer than ``max_receive_delay`` (250 ms, T1/2) is not admitted.  The reader
+  is then behind, and every datagram read costs: cutting the limit would not help (measured:
+  with the kernel wait in the sojourn, a 2x REGISTER storm drove the limit down to 10/s and
+  goodput to 15% of capacity), while refusing the late ones cheaply lets the reader catch up
+  (a late INVITE still gets its 503 within the budget, other late requests and anything later
+  than twice the gate are dropped: see ``decide``).  When admitted calls overload the reader
+  (their responses and BYEs are read there), new requests arrive late and are refused:
+  admission stops by itself until the reader is back in time.
+
+Why this and not plain CoDel: CoDel decides at the head of a queue, after the request was read,
+parsed and queued; a SIP server must decide before spending that work, and refusing at the door
+with a rate gives a number to report (the limit is a metric, and the refused share is exactly the
+``oc`` value RFC 7339 asks a server to advertise).  Why not a cost model (CPU per transaction):
+the cost of a call differs by route, registry and transport, while the sojourn time measures
+directly what callers feel; the target (50 ms) is well under T1 (500 ms), so an admitted request
+is answered before its first retransmission.
+
+Refusing costs too, but little: measured in one process (C parser), a refused INVITE costs
+7.6 µs to parse and answer and its ACK 3 µs more, a dropped one 1.5 µs; with the socket calls
+a refusal costs about 25 µs of the server's CPU, while a call through the proxy costs about
+700 µs.  A dropped INVITE comes back, though, retransmitted at T1, 2T1, 4T1 ... (§17.1.1.2),
+so dropping is the cheaper refusal only when answering itself would eat the capacity.
+Refusals are therefore rate-limited too, at ``reject_share`` (6) answered 503s per request the
+server recently served at its best (not per the current limit, which swings while it settles),
+about a fifth of the admitted work's cost; beyond that (storms past ~7x) a new request is
+dropped unanswered, before it is parsed, and counted.
+
+Fairness between sources: each source's requests are counted over a window in a bounded table;
+a source under its fair share (limit / active sources) is admitted even when the bucket is
+empty (it borrows, less the more of its share it used, and the debt slows the others), a
+source over its share only takes tokens that are there.  So a flood from one address cannot
+starve a polite neighbour.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_VALIDITY_MS",
+    "AdmissionConfig",
+    "AdmissionControl",
+    "OcClient",
+    "OcReport",
+    "OcServer",
+    "Verdict",
+    "client_supports_loss",
+    "format_seq",
+    "oc_via_params",
+    "parse_report",
+]
+
+#: RFC 7339 §5.2: without ``oc-validity`` a report holds for 500 ms.
+DEFAULT_VALIDITY_MS = 500
+#: Highest ``oc`` value for the loss algorithm: a percentage (§6.1).
+MAX_REDUCTION = 100
+#: Percentage points the advertised reduction falls per admission interval once nothing is
+#: refused any more.
+STEP_DOWN = 10
+
+
+# -- RFC 7339 parameters ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OcReport:
+    """One server's overload report as carried in a response's Via (§5.2)."""
+
+    reduction: int  # percent of new requests the client must shed (loss, §6)
+    validity_ms: int  # how long it holds; 0 = overload control stopped
+    seq: float  # oc-seq: orders reports from one server
+
+    @property
+    def stops(self) -> bool:
+        return self.validity_ms == 0
+
+
+def _get(params: Mapping[str, str | None], name: str) -> tuple[bool, str | None]:
+    """Whether ``name`` is present (any case, §7.3.1) and its value."""
+    if name in params:
+        return True, params[name]
+    for key, value in params.items():
+        if key.lower() == name:
+            return True, value
+    return False, None
+
+
+def _algos(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    return [a.strip().lower() for a in value.strip('"').split(",") if a.strip()]
+
+
+def client_supports_loss(params: Mapping[str, str | None]) -> bool:
+    """A request's top Via says its sender does loss-based overload control (§5.1): ``oc``
+    present and ``oc-algo`` listing "loss" (every client must support loss, §5.1, so an absent
+    ``oc-algo`` means loss)."""
+    present, _ = _get(params, "oc")
+    if not present:
+        return False
+    has_algo, algo = _get(params, "oc-algo")
+    return not has_algo or "loss" in _algos(algo)
+
+
+def format_seq(seq: float) -> str:
+    """``oc-seq = 1*12DIGIT "." 1*5DIGIT`` (§9): a timestamp-like number."""
+    whole = int(seq)
+    frac = round((seq - whole) * 100_000)
+    if frac >= 100_000:
+        whole, frac = whole + 1, frac - 100_000
+    return f"{whole % 10**12}.{frac:05d}"
+
+
+def oc_via_params(report: OcReport) -> dict[str, str | None]:
+    """The parameters a server writes into the client's Via of a response (§5.2)."""
+    return {"oc": str(report.reduction), "oc-algo": '"loss"',
+            "oc-validity": str(report.validity_ms), "oc-seq": format_seq(report.seq)}
+
+
+def parse_report(params: Mapping[str, str | None]) -> OcReport | None:
+    """The report in a response's Via (our own Via, §5.3), or None when it carries none.
+
+    A report without a numeric ``oc`` value (the client's own bare ``oc`` coming back), with an
+    algorithm other than loss, or with a malformed ``oc-seq`` is not a loss report and is
+    ignored rather than guessed at.
+    """
+    present, value = _get(params, "oc")
+    if not present or value is None or not value.isdigit():
+        return None
+    has_algo, algo = _get(params, "oc-algo")
+    if has_algo and _algos(algo) != ["loss"]:
+        return None  # the server must choose exactly one algorithm (§5.2)
+    _, validity = _get(params, "oc-validity")
+    if validity is None:
+        validity_ms = DEFAULT_VALIDITY_MS
+    elif validity.isdigit():
+        validity_ms = int(validity)
+    else:
+        return None
+    _, seq_text = _get(params, "oc-seq")
+    seq = 0.0
+    if seq_text is not None:
+        whole, dot, frac = seq_text.partition(".")
+        if not (whole.isdigit() and (not dot or frac.isdigit())):
+            return None
+        seq = float(seq_text)
+    return OcReport(min(int(value), MAX_REDUCTION), validity_ms, seq)
+
+
+class OcServer:
+    """What this server advertises (§5.2): the share it refuses now, with a sequence number
+    that increases whenever the advertised values change (so clients can order reports)."""
+
+    def __init__(self, validity_ms: int = 2_000) -> None:
+        self.validity_ms = validity_ms
+        self._report: OcReport | None = None
+        self._stopped_until = 0.0
+
+    def update(self, now: float, refused_share: float) -> None:
+        """Once per admission interval: the share of new requests refused in it (0..1).
+
+        Clients that follow a report send only (100 - oc)% of their new requests, so what we
+        still refuse comes on top: the next report compounds the two.  With nothing refused,
+        the reduction steps down by ``STEP_DOWN`` points per interval rather than to 0 at
+        once, so clients do not all return together and refill the queue (RFC 6357 §6.2).
+        """
+        current = self._report
+        held = 0 if current is None or current.stops else current.reduction
+        if refused_share > 0:
+            kept = (1 - held / 100) * (1 - refused_share)
+            reduction = round(100 * (1 - kept))
+        else:
+            reduction = max(0, held - STEP_DOWN)
+        reduction = max(0, min(MAX_REDUCTION, reduction))
+        if reduction > 0:
+            if current is None or current.stops or current.reduction != reduction:
+                self._report = OcReport(reduction, self.validity_ms, self._next_seq(now))
+            return
+        if current is not None and not current.stops:
+            # Overload over: tell clients to stop (oc-validity=0, §5.2) for one validity
+            # period, long enough for every client holding the old report to hear it.
+            self._report = OcReport(0, 0, self._next_seq(now))
+            self._stopped_until = now + self.validity_ms / 1000
+        elif current is not None and now >= self._stopped_until:
+            self._report = None
+
+    def report(self) -> OcReport | None:
+        """The report to put in responses to clients that support oc, or None."""
+        return self._report
+
+    def _next_seq(self, now: float) -> float:
+        # oc-seq must increase from report to report (§5.2): a timestamp, nudged past the
+        # previous one when two changes fall in the same 10 µs.
+        seq = round(now, 5)
+        if self._report is not None and seq <= self._report.seq:
+            seq = self._report.seq + 0.00001
+        return seq
+
+
+@dataclass(slots=True)
+class _Held:
+    report: OcReport
+    expires: float
+
+
+class OcClient:
+    """Reports from downstream servers and the loss-based throttle they impose (§5.3, §6).
+
+    Keyed by whatever identifies a server (host, port); at most ``max_servers`` are held (an
+    expired one is forgotten first, then the oldest), so a spray of responses from invented
+    servers cannot grow the table.
+    """
+
+    def __init__(self, max_servers: int = 1024, rng: random.Random | None = None) -> None:
+        self.max_servers = max_servers
+        self._held: dict[Hashable, _Held] = {}
+        self._rng = rng or random.Random()
+
+    def receive(self, server: Hashable, report: OcReport | None, now: float) -> bool:
+        """Take a report from a response; True when it changed what is held."""
+        if report is None:
+            return False
+        held = self._held.get(server)
+        if held is not None and now < held.expires:
+            if report.seq < held.report.seq:
+                return False  # out of order: an older report (§5.3)
+            if report.seq == held.report.seq:
+                return False  # the same report again: its validity runs from the first
+        if report.stops:
+            return self._held.pop(server, None) is not None
+        if held is None and len(self._held) >= self.max_servers:
+            self._evict(now)
+        self._held[server] = _Held(report, now + report.validity_ms / 1000)
+        return True
+
+    def reduction(self, server: Hashable, now: float) -> int:
+        """The percentage of new requests to ``server`` to shed now (0 when none held)."""
+        held = self._held.get(server)
+        if held is None:
+            return 0
+        if now >= held.expires:
+            del self._held[server]  # expired: back to normal (§5.3)
+            return 0
+        return held.report.reduction
+
+    def throttle(self, server: Hashable, now: float) -> bool:
+        """Whether to shed this new request to ``server`` (§6: random loss at the reported
+        percentage, so each request has the same chance and no client is singled out)."""
+        reduction = self.reduction(server, now)
+        return reduction > 0 and self._rng.random() * 100 < reduction
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def _evict(self, now: float) -> None:
+        expired = [k for k, h in self._held.items() if now >= h.expires]
+        for key in expired:
+            del self._held[key]
+        if len(self._held) >= self.max_servers:
+            del self._held[next(iter(self._held))]  # the oldest inserted
+
+
+# -- admission --------------------------------------------------------------------------------
+
+
+class Verdict(enum.Enum):
+    ADMIT = "admit"
+    REJECT = "reject"  # answer a stateless 503
+    DROP = "drop"  # not even that: drop unanswered, counted
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    #: The sojourn (kernel + worker queue) an admitted request may wait before it starts.
+    target: float = 0.05
+    #: How often the limit is revised (CoDel's interval, scaled down: SIP work is short).
+    interval: float = 0.1
+    initial_rate: float = 2_000.0
+    min_rate: float = 10.0
+    max_rate: float = 100_000.0
+    #: Answered 503s allowed per admitted request; beyond, refused requests are dropped.
+    reject_share: float = 6.0
+    #: Per-source accounting window and the bound on sources tracked in it.
+    fair_window: float = 1.0
+    max_sources: int = 4096
+    #: New requests that waited longer than this in the kernel are dropped: the reader is
+    #: behind, and reading is what costs (see ``decide``).
+    max_receive_delay: float = 0.25
+    #: Work the bucket and the worker queues may take in one burst, in seconds of the limit.
+    burst_time: float = 0.25
+
+
+#: Sources beyond ``max_sources`` share this many overflow slots (by hash), so the table is
+#: bounded while a spray of addresses still gets per-slot accounting.
+_OVERFLOW_SLOTS = 64
+_INCREASE = 1.05
+_PEAK_DECAY = 0.99
+_HEADROOM = 2.0
+_DECREASE = 0.9
+
+
+class AdmissionControl:
+    """The admission limit and the per-source shares; see the module docstring."""
+
+    def __init__(self, cfg: AdmissionConfig, now: float) -> None:
+        self.cfg = cfg
+        self.rate = cfg.initial_rate
+        #: The highest rate the workers started requests at, decaying by 1% an interval.
+        self._peak = 0.0
+        self._tokens = self._burst()
+        self._reject_tokens = self._burst() * cfg.reject_share
+        self._last = now
+        # interval statistics
+        self._interval_end = now + cfg.interval
+        self._interval_start = now
+        self._min_sojourn = float("inf")
+        self._started = 0
+        self._admitted = 0
+        self._refused = 0
+        self._late = 0
+        #: Share of new requests refused over the last interval (the oc value to advertise).
+        self.refused_share = 0.0
+        #: Intervals completed: the asyncio side updates its oc report once per interval.
+        self.revisions = 0
+        # per-source accounting
+        self._window_end = now + cfg.fair_window
+        self._counts: dict[Hashable, int] = {}
+        #: Sources over their share in the last window (a subset of its bounded table).
+        self._heavy: set[Hashable] = set()
+        self._active = 1
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def decide(self, now: float, source: Hashable, backlog: int = 0,
+               waited: float = 0.0, answer_late: bool = False) -> Verdict:
+        """A new request from ``source`` arrived (``waited`` s in the kernel queue first) while
+        ``backlog`` admitted ones wait for a worker: admit it, answer 503, or drop it.
+
+        ``answer_late``: whether a late request (the reader behind) is still worth a 503 when
+        the budget allows.  The caller says so for requests whose refusal costs a small share
+        of serving them (an INVITE: ~1/30 of a call, and the 503 stops Timer A's
+        retransmissions), not for those that cost about as much to refuse as to serve (a
+        REGISTER: measured at 2x, answering late REGISTERs 503 kept goodput at 15% of capacity,
+        dropping them at 86%).
+        """
+        if now >= self._interval_end:
+            self._revise(now)
+        if now >= self._window_end:
+            self._roll_window(now)
+        self._refill(now)
+        key = self._slot(source)
+        count = self._counts.get(key)
+        if count is None:
+            # Counted as active from its first request, admitted or not: a source refused
+            # every time must still get a share (or it would never be let in).
+            count = self._counts[key] = 0
+        if waited <= self.cfg.max_receive_delay and self._admissible(key, count, backlog):
+            self._tokens -= 1.0
+            self._counts[key] = count + 1
+            self._admitted += 1
+            return Verdict.ADMIT
+        if waited > self.cfg.max_receive_delay:
+            self._late += 1
+            if not answer_late or waited > 2 * self.cfg.max_receive_delay:
+                # The reader is behind: answering at the rate datagrams are read would keep it
+                # there (a 503 costs five drops), so drop until it catches up.
+                return Verdict.DROP
+        else:
+            self._refused += 1
+        if self._reject_tokens >= 1.0:
+            self._reject_tokens -= 1.0
+            return Verdict.REJECT
+        return Verdict.DROP
+
+    def _admissible(self, key: Hashable, count: int, backlog: int) -> bool:
+        cfg = self.cfg
+        # Little's law: more queued than starts within T1/2 at the limit is a queue whose
+        # last request would be retransmitted before it starts, whatever the bucket says.
+        if backlog > self._burst():
+            return False
+        if self._tokens >= 1.0:
+            return True
+        active = max(self._active, len(self._counts))
+        if active < 2 or key in self._heavy:
+            return False
+        # Under its fair share a source may borrow, repaid by the refill, i.e. by the sources
+        # that take tokens as they come: up to a burst of debt for a source that took nothing
+        # yet, less the more of its share it took, so a light source always has headroom a
+        # heavier one has not.  A source that was over its share last window borrows nothing.
+        share = self.rate * cfg.fair_window / active
+        allowance = self._burst() * (1.0 - count / share)
+        return self._tokens > -allowance
+
+    def started(self, now: float, sojourn: float) -> None:
+        """An admitted request left the queue for a worker after ``sojourn`` seconds."""
+        self._started += 1
+        if sojourn < self._min_sojourn:
+            self._min_sojourn = sojourn
+        if now >= self._interval_end:
+            self._revise(now)
+
+    # -- the control law ----------------------------------------------------------------------
+
+    def _burst(self) -> float:
+        # As many as can start within T1/2 at the limit: a burst the queue absorbs.
+        return max(self.rate * self.cfg.burst_time, 2.0)
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._last
+        if elapsed <= 0:
+            return
+        self._last = now
+        burst = self._burst()
+        self._tokens = min(burst, self._tokens + elapsed * self.rate)
+        # The 503 budget follows the capacity (the highest rate recently served), not the
+        # limit: the limit swings while it settles, and a budget that swung with it would
+        # drop requests that then come back as retransmissions, the costlier way to refuse.
+        budget = max(self.rate, self._peak) * self.cfg.reject_share
+        self._reject_tokens = min(budget * self.cfg.burst_time,
+                                  self._reject_tokens + elapsed * budget)
+
+    def _revise(self, now: float) -> None:
+        cfg = self.cfg
+        elapsed = max(now - self._interval_start, 1e-6)
+        offered = self._admitted + self._refused + self._late
+        self.refused_share = (self._refused + self._late) / offered if offered else 0.0
+        self.revisions += 1
+        self._peak = max(self._peak * _PEAK_DECAY, self._started / elapsed)
+        if self._started and self._min_sojourn > cfg.target:
+            # A standing queue: admit a little less than was actually served, so it drains.
+            served = self._started / elapsed
+            self.rate = max(cfg.min_rate, min(self.rate, served) * _DECREASE)
+        elif self._min_sojourn <= cfg.target / 2:
+            if self._refused:
+                self.rate = min(cfg.max_rate, self.rate * _INCREASE)
+            # Queues short: the limit keeps twice what was just served above it, so a demand
+            # that grows while the server keeps up (a client asking as fast as it is answered)
+            # is never refused for a limit set when the demand was lower.
+            served = self._started / elapsed
+            self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
+        self._interval_start = now
+        self._interval_end = now + cfg.interval
+        self._min_sojourn = float("inf")
+        self._started = self._admitted = self._refused = self._late = 0
+
+    def _roll_window(self, now: float) -> None:
+        self._active = max(1, len(self._counts))
+        share = self.rate * self.cfg.fair_window / self._active
+        self._heavy = {k for k, c in self._counts.items() if c >= share}
+        self._counts.clear()
+        self._window_end = now + self.cfg.fair_window
+
+    def _slot(self, source: Hashable) -> Hashable:
+        if source in self._counts or len(self._counts) < self.cfg.max_sources:
+            return source
+        return ("overflow", hash(source) % _OVERFLOW_SLOTS)
+
+    @property
+    def sources_tracked(self) -> int:
+        return len(self._counts)

@@ -1,0 +1,199 @@
+"""Overload control on the receive path: admitted work first, new work by measured capacity.
+
+``SipCore`` calls ``screen`` with every datagram before parsing it.  Only requests that would
+start new work (an INVITE, REGISTER, SUBSCRIBE ... without a To tag) are screened; responses,
+ACK, CANCEL, BYE, PRACK, every in-dialog request and anything else pass untouched, so a call that
+was admitted completes whatever the storm.  A screened request is
+
+* admitted by ``AdmissionControl`` (``protocols/sip/overload.py``): the admission limit follows
+  the sojourn time in the worker queues, reported through ``started``, and nothing that waited
+  longer than ``max_receive_delay`` in the kernel is admitted;
+* refused with a stateless 503 and a jittered Retry-After (RFC 3261 §21.5.4; jittered so the
+  refused clients do not all come back in the same second, RFC 6357 §6.2), which leaves no
+  transaction, or
+* dropped before it is even parsed, when answering would cost more than the server has
+  (``reject_share``), and counted.
+
+The decision is made on the raw bytes (method token and To tag found by a scan, a few µs) so a
+drop costs no parse; the 503 is sent only after the parse, and only when the request matched no
+transaction (a retransmission of admitted work is absorbed by its transaction as always).
+
+RFC 7339: requests whose top Via says ``oc`` get this server's current report written into that
+Via, so every response to them (the 503s included) tells the client how much to shed.
+
+Not here: the proxy's side of RFC 7339 (honouring reports from downstream) is ``OcClient`` used
+in ``signaling/proxy.py``; the priority of admitted work in the worker queues is
+``Dispatcher.submit(urgent=...)``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import TYPE_CHECKING
+
+from protocols.sip.message import Request
+from protocols.sip.overload import (
+    AdmissionConfig,
+    AdmissionControl,
+    OcServer,
+    Verdict,
+    client_supports_loss,
+    oc_via_params,
+)
+from signaling.config import Config
+from signaling.metrics import Metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Overload", "Verdict", "starts_new_work"]
+
+#: Methods that start new work when outside a dialog.  OPTIONS is not among them: the core
+#: answers it statelessly for itself (a keepalive or health probe costs what a 503 would) and
+#: proxies the rest like any request.
+_NEW_WORK = {m.encode(): m for m in
+             ("INVITE", "REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY")}
+#: A To header (or its compact form ``t``, §7.3.3) carrying a tag: a request inside a dialog.
+_TO_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+#: The Call-ID and the To tag of an ACK, to recognise the ACK of one of our 503s unparsed.
+_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n", re.IGNORECASE)
+_TO_TAG_VALUE = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=[ \t]*([^;\s]+)",
+                           re.IGNORECASE)
+#: 503s remembered for their ACK, per generation (two generations: the last 2 x this many).
+REFUSED_MEMORY = 16_384
+
+
+def starts_new_work(data: bytes) -> str | None:
+    """The method, when ``data`` is a request that would start new work; else None.
+
+    A scan, not a parse: the method token, then a To tag in the header section.  Anything
+    that does not look like such a request (a response, a malformed datagram) is not screened
+    here; the parser deals with it.
+    """
+    method = _NEW_WORK.get(data[:data.find(b" ", 0, 12)])
+    if method is None:
+        return None
+    end = data.find(b"\r\n\r\n")
+    if _TO_TAG.search(data, 0, end if end >= 0 else len(data)) is not None:
+        return None
+    return method
+
+
+class Overload:
+    """The admission controller, its metrics, the jittered 503 and the ``oc`` report."""
+
+    def __init__(self, cfg: Config, metrics: Metrics, clock: Callable[[], float],
+                 rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self._clock = clock
+        self._rng = rng or random.Random()
+        now = clock()
+        self.control = AdmissionControl(AdmissionConfig(
+            target=cfg.overload_target, max_rate=cfg.overload_max_rate,
+            initial_rate=min(2_000.0, cfg.overload_max_rate),
+            reject_share=cfg.overload_reject_share,
+            max_receive_delay=cfg.max_receive_delay), now)
+        self.oc = OcServer()
+        self._revision = 0
+        #: Returns the number of admitted requests waiting for a worker.
+        self.backlog: Callable[[], int] = lambda: 0
+        self._tails: dict[int, bytes] = {}
+        #: (Call-ID, To tag) of recent 503s: their ACKs (§17.1.1.3, hop by hop, ours) are
+        #: absorbed before any parse.  Two bounded generations, the older dropped whole.
+        self._refused: set[tuple[bytes, bytes]] = set()
+        self._refused_old: set[tuple[bytes, bytes]] = set()
+        self.c_admitted = metrics.fast_counter(
+            "sip_overload_admitted", "New SIP requests admitted", ["method"])
+        self.c_rejected = metrics.fast_counter(
+            "sip_overload_rejected", "New SIP requests refused with 503", ["reason", "method"])
+        self.c_dropped = metrics.fast_counter(
+            "sip_overload_dropped", "New SIP requests dropped unanswered", ["reason", "method"])
+        self.c_oc_sent = metrics.fast_counter(
+            "sip_oc_sent", "Responses carrying our RFC 7339 oc report", ["reduction"])
+        self.h_sojourn = metrics.histogram(
+            "sip_queue_sojourn_seconds", "Read from the socket to a worker taking the request",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+        metrics.callback_gauge("sip_admission_limit", "Current admission limit, requests/s", [],
+                               lambda: {(): self.control.rate})
+        metrics.callback_gauge("sip_overload_sources", "Sources tracked for fairness", [],
+                               lambda: {(): float(self.control.sources_tracked)})
+
+    def screen(self, data: bytes, source: str, waited: float) -> Verdict:
+        """ADMIT for everything that is not new work and for admitted new work; REJECT (answer
+        503 after the parse, unless it is a retransmission) or DROP (discard now)."""
+        method = starts_new_work(data)
+        if method is None:
+            if data[:4] == b"ACK " and self._refused and self._ack_of_503(data):
+                self.c_dropped.inc("ack_of_503", "ACK")
+                return Verdict.DROP
+            return Verdict.ADMIT
+        verdict = self.control.decide(self._clock(), source, self.backlog(), waited,
+                                      method == "INVITE")
+        if verdict is Verdict.ADMIT:
+            self.c_admitted.inc(method)
+        elif verdict is Verdict.DROP:
+            self.c_dropped.inc(self._reason(waited), method)
+        if self.control.revisions != self._revision:
+            self._revision = self.control.revisions
+            self.oc.update(self._clock(), self.control.refused_share)
+        return verdict
+
+    def _reason(self, waited: float) -> str:
+        return "receive_delay" if waited > self.cfg.max_receive_delay else "admission"
+
+    def rejected(self, req: Request, to_tag: str, waited: float) -> bytes:
+        """Count a 503 about to be sent with ``to_tag``; the tail (Retry-After onwards) to
+        send it with.  Its ACK will be absorbed unparsed (``screen``)."""
+        self.c_rejected.inc(self._reason(waited), req.method)
+        if req.method == "INVITE":
+            if len(self._refused) >= REFUSED_MEMORY:
+                self._refused_old = self._refused
+                self._refused = set()
+            self._refused.add((req.call_id.encode("utf-8", "surrogateescape"),
+                               to_tag.encode()))
+        return self.retry_tail()
+
+    def _ack_of_503(self, data: bytes) -> bool:
+        # A refusal costs a parse and a 503; without this its ACK would cost a parse and the
+        # proxy's look-up of a dialog that does not exist, nearly as much again.
+        end = data.find(b"\r\n\r\n")
+        end = end if end >= 0 else len(data)
+        call_id = _CALL_ID.search(data, 0, end)
+        tag = _TO_TAG_VALUE.search(data, 0, end)
+        if call_id is None or tag is None:
+            return False
+        key = (call_id.group(1), tag.group(1))
+        return key in self._refused or key in self._refused_old
+
+    def retry_tail(self) -> bytes:
+        """Retry-After drawn from [base/2, 3*base/2] so refused clients spread their return."""
+        base = self.cfg.retry_after
+        value = self._rng.randint(base // 2, base + base // 2) if base > 1 else base
+        tail = self._tails.get(value)
+        if tail is None:
+            # What ``sipcore.stateless_tail`` makes of one Retry-After header (the core
+            # imports this module, not the other way round).
+            tail = self._tails[value] = b"\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n" % value
+        return tail
+
+    def started(self, sojourn: float) -> None:
+        """An admitted request was taken by a worker after ``sojourn`` seconds."""
+        self.h_sojourn.observe(sojourn)
+        self.control.started(self._clock(), sojourn)
+
+    def stamp_oc(self, req: Request) -> None:
+        """Write our current report into the top Via of a request from an oc client (§5.2),
+        so every response to it carries the report back."""
+        top = req.vias[0]
+        if not client_supports_loss(top.params):
+            return
+        report = self.oc.report()
+        if report is None:
+            return
+        params = dict(top.params)
+        for name in [k for k in params if k.lower().startswith("oc")]:
+            del params[name]  # the client's bare oc / oc-algo list are replaced (§5.2)
+        params.update(oc_via_params(report))
+        req.vias[0] = type(top)(top.transport, top.host, top.port, params, top.protocol)
+        self.c_oc_sent.inc(str(report.reduction))

@@ -1,0 +1,341 @@
+"""Overload control against real UDP sockets and a real server (signaling/overload.py).
+
+The admission limit is capped low (``--overload-max-rate``) so that a modest flood is several
+times what the server admits on any machine: these tests check behaviour (who is served, who is
+refused, what is never shed, what the ``oc`` parameters say), not speed.  Floods come from other
+loopback addresses (127.0.0.2, 127.0.0.3 ...) so that per-source accounting sees distinct
+sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness.serverproc import ServerProcess
+from protocols.sip.message import Response
+from protocols.sip.overload import parse_report
+from protocols.sip.parser import parse_message
+from signaling.overload import starts_new_work
+from tests.peers.sipua import UdpUA
+from tests.signaling.inproc import UdpPeer, running_server
+from tests.signaling.test_sipcore import _req
+
+
+def _register(port: int, src: str, src_port: int, i: int, via_extra: str = "") -> bytes:
+    return (f"REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src}:{src_port};branch=z9hG4bK{os.getpid()}x{i}{via_extra}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:u{i}@127.0.0.1>;tag=f{i}\r\n"
+            f"To: <sip:u{i}@127.0.0.1>\r\nCall-ID: flood-{src}-{i}-{time.monotonic_ns()}\r\n"
+            f"CSeq: 1 REGISTER\r\nContact: <sip:u{i}@{src}:{src_port}>\r\nExpires: 60\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+@dataclass
+class _Flood:
+    """Sends REGISTERs from ``src`` at ``rate`` for ``seconds`` in a thread; counts answers."""
+
+    port: int
+    src: str
+    rate: float
+    seconds: float
+    sent: int = 0
+    answers: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # of 2xx, seconds
+
+    def __post_init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.src, 0))
+        self.sock.settimeout(0.05)
+        self._sent_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, daemon=True),
+                         threading.Thread(target=self._recv, daemon=True)]
+
+    def __enter__(self) -> _Flood:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._threads[0].join(self.seconds + 30)
+        time.sleep(1.5)  # the last answers
+        self._stop.set()
+        self._threads[1].join(10)
+        self.sock.close()
+
+    def _send(self) -> None:
+        my_port = self.sock.getsockname()[1]
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < self.seconds:
+            due = int(elapsed * self.rate) + 1
+            while self.sent < due:
+                data = _register(self.port, self.src, my_port, self.sent)
+                self._sent_at[f"f{self.sent}"] = time.monotonic()
+                self.sock.sendto(data, ("127.0.0.1", self.port))
+                self.sent += 1
+            time.sleep(0.001)
+
+    def _recv(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except (TimeoutError, OSError):
+                continue
+            resp = parse_message(data)
+            assert isinstance(resp, Response)
+            self.answers[resp.status] = self.answers.get(resp.status, 0) + 1
+            sent = self._sent_at.get(resp.from_.tag or "")
+            if resp.status == 200 and sent is not None:
+                self.latencies.append(time.monotonic() - sent)
+
+
+@pytest.fixture
+def limited() -> Iterator[ServerProcess]:
+    srv = ServerProcess("--overload-max-rate", "50", "--log-level", "warning", ws=False).start()
+    try:
+        yield srv
+    finally:
+        assert srv.stop() == 0
+        assert "Traceback" not in srv.log, srv.log[-3000:]
+
+
+def test_raw_screen_finds_new_work_only() -> None:
+    assert starts_new_work(_req("INVITE", "sip:b@example.com", 5060)) == "INVITE"
+    assert starts_new_work(_req("REGISTER", "sip:example.com", 5060)) == "REGISTER"
+    assert starts_new_work(_req("INVITE", "sip:b@example.com", 5060, to_tag="x")) is None
+    assert starts_new_work(_req("BYE", "sip:b@example.com", 5060, to_tag="x")) is None
+    assert starts_new_work(_req("ACK", "sip:b@example.com", 5060)) is None
+    assert starts_new_work(_req("CANCEL", "sip:b@example.com", 5060)) is None
+    assert starts_new_work(_req("PRACK", "sip:b@example.com", 5060)) is None
+    assert starts_new_work(_req("OPTIONS", "sip:example.com", 5060)) is None
+    assert starts_new_work(b"SIP/2.0 200 OK\r\n\r\n") is None
+    compact = _req("INVITE", "sip:b@example.com", 5060).replace(
+        b"To: <sip:bob@example.com>", b"t: <sip:bob@example.com> ; TAG=7")
+    assert starts_new_work(compact) is None
+    # an SDP "t=" line in the body is not a To header
+    body = _req("INVITE", "sip:b@example.com", 5060).replace(
+        b"Content-Length: 0\r\n\r\n", b"Content-Length: 13\r\n\r\nt=0 0;tag=1\r\n")
+    assert starts_new_work(body) == "INVITE"
+
+
+async def test_admitted_call_completes_while_new_requests_are_refused(
+        limited: ServerProcess) -> None:
+    caller = await UdpUA("alice", "127.0.0.1", limited.udp_port).start()
+    callee = await UdpUA("bob", "127.0.0.1", limited.udp_port).start()
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("bob")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        await callee.send(callee.reply(got, 180, tag="c1"))
+        await caller.response(180)
+        with _Flood(limited.udp_port, "127.0.0.2", rate=1500, seconds=3.0) as flood:
+            await asyncio.sleep(1.0)  # the flood is on: the limit (50/s) is binding
+            await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
+            ok = await caller.response(200)
+            leg = caller.uac_leg(invite, ok)
+            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+            await callee.request("ACK")
+            await caller.send(caller.in_dialog(leg, "BYE"))
+            await callee.send(callee.reply(await callee.request("BYE"), 200))
+            await caller.response(200, "BYE")
+        refused = flood.sent - flood.answers.get(200, 0)
+        assert flood.answers.get(503, 0) > 0, flood.answers
+        assert refused > flood.sent * 0.8, (flood.sent, flood.answers)
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_in_dialog_requests_are_never_shed_even_late_from_the_kernel() -> None:
+    async with running_server(domain=["example.com"], max_receive_delay=0.2) as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        srv.udp.pause_reading()  # the server falls behind: both wait in the kernel
+        peer.send(_req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKlate",
+                       call_id="late-reg", extra="Contact: <sip:a@10.0.0.1>"), port)
+        peer.send(_req("BYE", "sip:bob@example.com", peer.port, branch="z9hG4bKbye",
+                       call_id="late-bye", to_tag="b1"), port)
+        await asyncio.sleep(0.4)
+        srv.udp.resume_reading()
+        answers = {a.call_id: a.status for a in [await peer.final()]}
+        # the new request is dropped (the reader was behind); the in-dialog one reaches the
+        # proxy, which finds no dialog (§12.2.2: 481), i.e. it was handled, not shed
+        assert answers == {"late-bye": 481}
+        assert await peer.silent(0.3)
+        assert srv.core.overload.c_dropped.get("receive_delay", "REGISTER") == 1
+        peer.close()
+
+
+async def test_a_flood_from_one_source_does_not_starve_another(limited: ServerProcess) -> None:
+    with _Flood(limited.udp_port, "127.0.0.2", rate=5000, seconds=5.0) as flood:
+        await asyncio.sleep(1.0)
+        with _Flood(limited.udp_port, "127.0.0.3", rate=20, seconds=3.0) as polite:
+            pass
+    within = sum(1 for t in polite.latencies if t <= 1.0)
+    assert within >= 0.95 * polite.sent, (polite.sent, polite.answers, sorted(polite.latencies))
+    # the flooder got the rest of the limit and no more (50/s for ~6 s plus bursts)
+    assert flood.answers.get(200, 0) < 0.1 * flood.sent, (flood.sent, flood.answers)
+
+
+async def test_oc_report_is_produced_for_oc_clients_and_stops_after_the_storm() -> None:
+    async with running_server(domain=["example.com"], overload_max_rate=5.0) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        oc = ';oc;oc-algo="loss"'
+        for i in range(60):  # 120/s against a limit of 5/s
+            peer.send(_register(port, "127.0.0.1", peer.port, i, oc), port)
+            await asyncio.sleep(1 / 120)
+        await asyncio.sleep(0.3)
+        plain = _req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKplain",
+                     call_id="plain", extra="Contact: <sip:a@10.0.0.1>")
+        peer.send(plain, port)
+        for i in range(100, 130):  # then 5/s, under the limit
+            peer.send(_register(port, "127.0.0.1", peer.port, i, oc), port)
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
+        msgs = [parse_message(d) for d in peer.raw]
+        peer.close()
+    during = [m for m in msgs if isinstance(m, Response) and m.call_id != "plain"
+              and int(m.from_.tag[1:] if m.from_.tag else 0) < 100]
+    reports = [parse_report(m.vias[0].params) for m in during]
+    loaded = [r for r in reports if r is not None and r.reduction > 0]
+    assert loaded, "no oc report while refusing most requests"
+    assert all(r.validity_ms > 0 for r in loaded)
+    assert any(m.status == 503 and parse_report(m.vias[0].params) for m in during)
+    raw_vias = [m.vias[0].params for m in during if parse_report(m.vias[0].params)]
+    assert all(p.get("oc-algo") == '"loss"' and p.get("oc-seq") for p in raw_vias)
+    # a client that did not ask gets no report (§5.1)
+    [plain_answer] = [m for m in msgs if m.call_id == "plain"]
+    assert not any(k.startswith("oc") for k in plain_answer.vias[0].params)
+    # afterwards: oc-validity=0 tells clients to stop (§5.2), seq never goes back
+    after = [parse_report(m.vias[0].params) for m in msgs
+             if isinstance(m, Response) and m.from_.tag and m.from_.tag[1:].isdigit()
+             and int(m.from_.tag[1:]) >= 100]
+    assert any(r is not None and r.stops for r in after), after
+    seqs = [r.seq for r in [*reports, *after] if r is not None]
+    assert seqs == sorted(seqs)
+
+
+def _with_report(resp: Response, oc: int, validity: int, seq: str) -> Response:
+    top = resp.vias[0]
+    assert "oc" in top.params  # the proxy advertised support in its Via (§5.1)
+    params = dict(top.params)
+    params.update({"oc": str(oc), "oc-algo": '"loss"', "oc-validity": str(validity),
+                   "oc-seq": seq})
+    resp.vias[0] = type(top)(top.transport, top.host, top.port, params, top.protocol)
+    return resp
+
+
+async def test_proxy_honours_oc_from_downstream(limited: ServerProcess) -> None:
+    caller = await UdpUA("carol", "127.0.0.1", limited.udp_port).start()
+    callee = await UdpUA("dave", "127.0.0.1", limited.udp_port).start()
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("dave")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        # 180 says: shed everything for a minute (seq 20); the 200 carries an older report
+        # (seq 19, "stop") that arrived out of order and must be ignored (§5.3)
+        await callee.send(_with_report(callee.reply(got, 180, tag="d1"), 100, 60_000, "20.0"))
+        await caller.response(180)
+        ok = callee.reply(got, 200, tag="d1", body=b"v=0\r\n")
+        await callee.send(_with_report(ok, 0, 0, "19.0"))
+        leg = caller.uac_leg(invite, await caller.response(200))
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await callee.request("ACK")
+        # a new call to that server is refused by the proxy itself and never reaches it
+        second = caller.invite("dave")
+        await caller.send(second)
+        refused = await caller.response(503)
+        await caller.send(caller.ack_non2xx(second, refused))
+        assert not [m for m in await callee.quiet(0.5) if getattr(m, "method", "") == "INVITE"]
+        # in-dialog requests are not throttled; the BYE's 200 stops overload control (seq 21)
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        bye_ok = callee.reply(await callee.request("BYE"), 200)
+        await callee.send(_with_report(bye_ok, 0, 0, "21.0"))
+        await caller.response(200, "BYE")
+        third = caller.invite("dave")
+        await caller.send(third)
+        assert (await callee.request("INVITE")).call_id == third.call_id
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_nothing_grows_without_bound_under_a_storm() -> None:
+    async with running_server(domain=["example.com"], overload_max_rate=100.0,
+                              t1=0.02) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        socks = []
+        for host in range(2, 202):  # 200 sources
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((f"127.0.0.{host}", 0))
+            s.setblocking(False)
+            socks.append(s)
+        try:
+            for i in range(10_000):
+                s = socks[i % len(socks)]
+                src, sport = s.getsockname()
+                with contextlib.suppress(BlockingIOError):
+                    s.sendto(_register(port, src, sport, i), ("127.0.0.1", port))
+                if i % 100 == 99:
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(64 * 0.02 + 1.5)  # every transaction's Timer J has fired
+            core = srv.core
+            assert len(core.table) == 0
+            assert core.dispatcher.backlog == 0 and sum(core.dispatcher.depths()) == 0
+            assert core.overload.control.sources_tracked <= core.overload.control.cfg.max_sources
+            total = sum(core.overload.c_dropped.get(r, "REGISTER")
+                        for r in ("admission", "receive_delay"))
+            assert total + core.overload.c_admitted.get("REGISTER") > 0
+            # recovery: a fresh request is served at once
+            peer = await UdpPeer.open()
+            peer.send(_req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKafter",
+                           call_id="after", extra="Contact: <sip:a@10.0.0.1>"), port)
+            assert (await peer.final(timeout=1.0)).status == 200
+            peer.close()
+        finally:
+            for s in socks:
+                s.close()
+
+
+async def test_the_ack_of_a_503_is_absorbed_before_any_parse() -> None:
+    async with running_server(domain=["example.com"], overload_max_rate=1.0) as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        for i in range(4):  # a burst of 2 is admitted at 1/s, then refusals
+            peer.send(_req("INVITE", "sip:bob@example.com", peer.port, branch=f"z9hG4bKr{i}",
+                           call_id=f"refused-{i}"), port)
+        finals = [await peer.final() for _ in range(4)]
+        refused = next(f for f in finals if f.status == 503)
+        assert refused.to.tag and refused.header("Retry-After")
+        parsed_before = srv.core.c_req_in.get("ACK", "udp")
+        # §17.1.1.3: the ACK of a non-2xx final response goes to whoever sent it: us
+        peer.send(_req("ACK", "sip:bob@example.com", peer.port, call_id=refused.call_id,
+                       to_tag=refused.to.tag), port)
+        # an ACK of the same call with another tag is not ours to absorb
+        peer.send(_req("ACK", "sip:bob@example.com", peer.port, call_id=refused.call_id,
+                       to_tag="someone-else"), port)
+        for _ in range(100):
+            if srv.core.c_req_in.get("ACK", "udp") > parsed_before:
+                break
+            await asyncio.sleep(0.02)
+        assert srv.core.overload.c_dropped.get("ack_of_503", "ACK") == 1
+        assert srv.core.c_req_in.get("ACK", "udp") == parsed_before + 1  # only the other one
+        peer.close()
