@@ -63,6 +63,7 @@ from signaling.dialogs import (
     dialog_key,
     intern_peer,
 )
+from signaling.fanout import cap_per_destination
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
 from signaling.registry.base import Registry, RegistryError
@@ -348,7 +349,13 @@ class Proxy:
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return None
-        return [t for t in [await self.hops.binding_target(b) for b in bindings] if t is not None]
+        targets = [t for t in [await self.hops.binding_target(b) for b in bindings]
+                   if t is not None]
+        targets, dropped = cap_per_destination(targets, self.cfg.max_forks_per_host,
+                                               _destination)
+        if dropped:
+            self.c_proxy.inc("fork_capped")
+        return targets
 
     # -- forking (§16.6) ---------------------------------------------------------------------
 
@@ -819,6 +826,11 @@ class Proxy:
             return False
         h = _loop_hash(req)
         return any((v.branch or "").startswith(f"{_COOKIE}{h}.") for v in mine)
+
+
+def _destination(target: Target) -> str:
+    """What ``max_forks_per_host`` counts branches per: the connection or the host."""
+    return target.peer.conn_id or target.peer.host
 
 
 def _ignore(txn: Transaction, ev: Event) -> None:

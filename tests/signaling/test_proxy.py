@@ -779,3 +779,30 @@ async def test_request_over_the_udp_size_limit_goes_over_tcp() -> None:
             listener.close()
             await phone.close()
             await caller.close()
+
+
+async def test_forking_fan_out_is_capped_per_host() -> None:
+    """Issue 20: an AOR's bindings all at one address turned one INVITE into as many
+    INVITEs to that host.  Six bindings at 127.0.0.1 get ``max_forks_per_host`` (3) branches,
+    the rest are dropped and counted."""
+    async with running_server(max_forks_per_host=3) as server:
+        assert server.udp_address is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callees = [await UdpUA("fanout", "127.0.0.1", port).start() for _ in range(6)]
+        try:
+            for callee in callees:
+                await callee.send(callee.register())
+                await callee.response(200, "REGISTER")
+            assert len(await server.registry.lookup("sip:fanout@127.0.0.1", 0)) == 6
+            await caller.send(caller.invite("fanout"))
+            await caller.response(100)
+            await asyncio.sleep(0.3)
+            heard = [[m for m in await c.quiet(0.3) if isinstance(m, Request)
+                      and m.method == "INVITE"] for c in callees]
+            assert sorted(len(h) > 0 for h in heard) == [False] * 3 + [True] * 3
+            assert server.proxy.c_proxy.get("fork_capped") == 1
+        finally:
+            await caller.close()
+            for callee in callees:
+                await callee.close()
