@@ -230,13 +230,23 @@ class SipCore:
         while len(self.table) and loop.time() < deadline:
             # Completed transactions only wait out their absorb timers (J, K, I): nothing
             # is in flight any more once every one has a final response.
-            if all(t.last_response is not None and t.last_response.status >= 200
-                   for t in self.table if isinstance(t, ServerTransaction)):
+            if not self._unanswered():
                 break
             await asyncio.sleep(0.05)
+        # The bound is reached: a request still without a final answer (an INVITE ringing a
+        # silent callee) gets 503 + Retry-After now, rather than only its 100 Trying and then
+        # silence until the caller's Timer B (§21.5.4: the server is going away, try later).
+        for txn in self._unanswered():
+            self.c_shed.inc("shutdown_pending")
+            self.respond(txn, make_response(txn.request, 503, to_tag=self.stateless_tag(
+                txn.request), extra=[("Retry-After", str(self.cfg.retry_after))]))
         await self.dispatcher.stop()
         if self._timer is not None:
             self._timer.cancel()
+
+    def _unanswered(self) -> list[ServerTransaction]:
+        return [t for t in self.table if isinstance(t, ServerTransaction)
+                and (t.last_response is None or t.last_response.status < 200)]
 
     # -- sending -----------------------------------------------------------------------------
 
