@@ -624,9 +624,12 @@ class Proxy:
         self.core.send_stateless(cancel, peer, 200)  # §16.10
         ctx = self.contexts.get(st)
         if ctx is None:
-            # Still queued: answer the INVITE 487 now; the worker sees it is answered.
-            self.core.respond(st, make_response(st.request, 487,
-                                                to_tag=self.core.stateless_tag(st.request)))
+            # Still queued: answer the INVITE 487 now; the worker sees it is answered.  One
+            # answered already (404, 480 ...) keeps its answer and no longer its request.
+            last = st.last_response
+            if last is None or last.status < 200:
+                self.core.respond(st, make_response(st.request, 487,
+                                                    to_tag=self.core.stateless_tag(st.request)))
             return True
         ctx.cancelled = True
         self._cancel_others(ctx, None)

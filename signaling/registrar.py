@@ -41,7 +41,7 @@ from protocols.sip.builders import make_response
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import URI, NameAddr, Request, SipURI
 from protocols.sip.parser import parse_name_addr, split_list
-from protocols.sip.transaction import response_stub
+from protocols.sip.summary import response_summary
 from protocols.sip.uri import aor_of, unescape
 from signaling.auth.policy import Authenticator
 from signaling.metrics import Metrics
@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 _MAX_UINT32 = 2**32 - 1
 #: URI parameters that take part in the comparison of §19.1.4 whenever present.
 _KEY_PARAMS = frozenset({"transport", "maddr", "user", "ttl", "method"})
-#: What the transaction keeps of a 200 it was handed as bytes (see ``response_stub``).
-_OK_STUB = response_stub(200, "OK", "REGISTER")
+#: What the transaction keeps of a 200 it was handed as bytes (``protocols.sip.summary``).
+_OK_SUMMARY = response_summary(200, "OK", "REGISTER")
 #: Longest Call-ID and +sip.instance a binding stores (both are short in practice: a UUID
 #: and a host, or a URN of ~47 bytes).
 _MAX_ID_LENGTH = 256
@@ -152,7 +152,7 @@ class Registrar:
         if len(data) > self.udp_answer_limit and not self.core.transports.reliable(
                 work.peer.transport):
             data = self._cut(req, bindings, now)
-        self.core.respond(work.txn, _OK_STUB, data)
+        self.core.respond(work.txn, _OK_SUMMARY, data)
 
     def _cut(self, req: Request, bindings: list[Binding], now: float) -> bytes:
         """The 200 over UDP when the whole list is too large (see the module docstring)."""
