@@ -11,6 +11,10 @@ last attempt (every transaction still alive: with the default T1 they linger 32 
 D, H, J, L and M), and 40 s later, once the tables drained.  Printed: (peak - baseline) /
 attempts, the bytes each attempt holds while its transactions live.
 
+First, the transaction layer alone (tracemalloc, no I/O): bytes the two transactions of one
+proxied INVITE (server and client) hold once answered 486 or 200, with and without
+``compact()``, in one run.
+
 ``--server-root`` runs the server from another checkout (e.g. ``git worktree add /tmp/base
 <commit>``) with this checkout's generator, so two versions are compared with the same load.
 """
@@ -19,13 +23,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gc
 import itertools
 import os
 import socket
 import time
+import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import bench_dialogs_memory as dm
+from protocols.sip.builders import make_response
+from protocols.sip.message import Request, Response, Via
+from protocols.sip.parser import parse_message
+from protocols.sip.serializer import serialize
+from protocols.sip.timers import DEFAULT_TIMERS, timer_values
+from protocols.sip.transaction import (
+    InviteClientTransaction,
+    InviteServerTransaction,
+    SendMessage,
+    Transaction,
+)
 
 __all__ = ["main"]
 
@@ -78,6 +97,68 @@ class SilentCallee:
         self.caller.close()
 
 
+_SDP = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n" \
+    b"m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+
+
+def _invite(n: int) -> bytes:
+    return (f"INVITE sip:bob@example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{n}abc;rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag={n}f\r\n"
+            f"To: <sip:bob@example.com>\r\nCall-ID: {n}-3848276298220188511@192.0.2.1\r\n"
+            f"CSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1:5060>\r\n"
+            f"User-Agent: bench\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(_SDP)}\r\n\r\n"
+            ).encode() + _SDP
+
+
+def _io(txn: Transaction, events: Sequence[object]) -> None:
+    """What sipcore.run does with first sends: serialise once and cache the bytes."""
+    for ev in events:
+        if isinstance(ev, SendMessage) and ev.data is None:
+            assert isinstance(ev.message, Request | Response)
+            txn.cache_bytes(ev.message, serialize(ev.message))
+
+
+def _attempt(n: int, status: int, compact: bool) -> tuple[Transaction, Transaction]:
+    """One proxied INVITE answered ``status``: the server and the client transaction."""
+    udp = timer_values(DEFAULT_TIMERS, reliable=False)
+    req = parse_message(_invite(n))
+    assert isinstance(req, Request)
+    st = InviteServerTransaction(req, udp)
+    _io(st, st.send_response(make_response(req, 100), 0.0))
+    out = dataclasses.replace(req, vias=[Via("UDP", "198.51.100.1", 5060,
+                                             {"branch": f"z9hG4bK{n}p"}), *req.vias])
+    ct = InviteClientTransaction(out, udp, proxy=True)
+    _io(ct, ct.start(0.0))
+    answer = parse_message(serialize(make_response(out, status, to_tag=f"{n}t")))
+    assert isinstance(answer, Response)
+    _io(ct, ct.receive_response(answer, 0.1))
+    up = dataclasses.replace(answer, vias=answer.vias[1:])
+    _io(st, st.send_response(up, 0.1))
+    if compact:
+        st.compact()
+        ct.compact()
+    return st, ct
+
+
+def _transaction_bytes(count: int) -> None:
+    print(f"transaction layer, {count} INVITE attempts each (server + client transaction, "
+          f"the proxy's own references not held): bytes per attempt")
+    for status in (486, 200):
+        row = []
+        for compact in (False, True):
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            held = [_attempt(n, status, compact) for n in range(count)]
+            gc.collect()
+            row.append((tracemalloc.get_traced_memory()[0] - before) / count)
+            tracemalloc.stop()
+            del held
+        print(f"  answered {status}: kept whole {row[0]:6.0f}, compacted {row[1]:6.0f}")
+
+
 async def _measure(attempts: int, rate: float, root: Path) -> None:
     dm.ROOT = root  # ServerUnderTest runs ``python -m signaling`` from there
     server = dm.ServerUnderTest("--ring-timeout", "600").start()
@@ -121,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--server-root", type=Path, default=dm.ROOT)
     args = ap.parse_args(argv)
+    _transaction_bytes(5000)
     os.sched_setaffinity(0, {dm.CLIENT_CPU})
     asyncio.run(_measure(args.attempts, args.rate, args.server_root.resolve()))
 
