@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     service = None
     if not args.no_redis:
-        from tests.services import RedisServer
+        from harness.services import RedisServer
 
         service = RedisServer().start()
     try:
