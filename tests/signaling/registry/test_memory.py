@@ -182,3 +182,17 @@ async def test_charge_is_never_below_the_measured_memory(per_aor: int, contact_l
     charged = reg.charged_bytes()
     assert used <= charged, (used, charged)
     assert charged < 2 * used, (used, charged)
+
+
+async def test_the_charge_of_an_aor_is_its_bindings_and_aor_cost() -> None:
+    # MemoryRegistry._cost spells aor_cost and binding_cost out: they must agree, for every
+    # field a binding charges.
+    from signaling.registry.memory import aor_cost, binding_cost
+
+    reg = MemoryRegistry()
+    got = await reg.register("sip:cost@x", "c", 1, [change("sip:a@h", 60, instance="<urn:x>",
+                                                          connection_id="w9", node="n1",
+                                                          path=("<sip:p1>", "<sip:p22>"))], NOW)
+    assert reg.charged_bytes() == aor_cost("sip:cost@x") + binding_cost(got[0])
+    assert binding_cost(got[0]) > binding_cost(
+        (await MemoryRegistry().register("sip:cost@x", "c", 1, [change("sip:a@h")], NOW))[0])
