@@ -85,6 +85,11 @@ class Config:
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
+    max_bindings_per_aor: int = 10
+    max_contact_length: int = 512
+    binding_memory: int = 1024
+    udp_answer_limit: int = 1300
+    max_forks_per_host: int = 4
     max_transactions: int = 1_000_000
     max_dialogs: int = 200_000
     max_dialog_duration: float = 7200.0
@@ -211,6 +216,14 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
+    "max_bindings_per_aor": ("int", "bindings one address-of-record may hold (503 beyond)"),
+    "max_contact_length": ("int", "longest Contact URI (and To URI) a REGISTER may bind, in "
+                                  "bytes (400 beyond)"),
+    "binding_memory": ("int", "MiB the in-memory registry may spend on bindings; past it new "
+                              "bindings get 503 + Retry-After (Redis: set its maxmemory)"),
+    "udp_answer_limit": ("int", "largest REGISTER 200 sent over UDP with every binding; a "
+                                "larger one lists the request's own contacts only"),
+    "max_forks_per_host": ("int", "branches one INVITE may fork to one host (or WebSocket)"),
     "max_transactions": ("int", "bound of the SIP transaction table"),
     "max_dialogs": ("int", "bound of the dialog table"),
     "max_dialog_duration": ("float", "seconds after which the server ends a dialog with BYE"),
@@ -369,6 +382,10 @@ def _validate(cfg: Config) -> None:
          "expires: need 1 <= min_expires <= default_expires <= max_expires"),
         (0 < cfg.t1 <= cfg.t2 and cfg.t4 > 0, "timers: need 0 < t1 <= t2 and t4 > 0"),
         (cfg.max_transactions >= 1 and cfg.max_dialogs >= 1, "bounds: must be positive"),
+        (cfg.max_bindings_per_aor >= 1 and cfg.max_forks_per_host >= 1
+         and cfg.binding_memory >= 1, "bounds: must be positive"),
+        (cfg.max_contact_length >= 64, "max_contact_length: must be at least 64"),
+        (cfg.udp_answer_limit >= 512, "udp_answer_limit: must be at least 512"),
         (cfg.ws_max_size >= 1024, "ws_max_size: must be at least 1024"),
         (cfg.shutdown_timeout >= 0, "shutdown_timeout: must not be negative"),
         (0.0 <= cfg.trace_sample <= 1.0, "trace_sample: must be between 0 and 1"),

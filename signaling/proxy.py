@@ -39,7 +39,6 @@ from protocols.sip.overload import OcClient, parse_report
 from protocols.sip.parser import parse_name_addr
 from protocols.sip.serializer import serialize
 from protocols.sip.transaction import (
-    ClientTransaction,
     Event,
     PassToTU,
     ServerTransaction,
@@ -63,8 +62,10 @@ from signaling.dialogs import (
     dialog_key,
     intern_peer,
 )
+from signaling.fanout import cap_per_destination
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
+from signaling.proxy_context import Branch, Context
 from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
 from signaling.transports.base import TransportInfo
@@ -97,38 +98,6 @@ def _oc_key(peer: Peer) -> tuple[str, int]:
     return (peer.host, peer.port)
 
 
-class _Branch:
-    __slots__ = ("cancel_pending", "cancelled", "ctx", "final", "peer", "provisional",
-                 "request", "txn")
-
-    def __init__(self, ctx: _Context, request: Request, peer: Peer) -> None:
-        self.ctx = ctx
-        self.request = request
-        self.peer = peer
-        self.txn: ClientTransaction | None = None
-        self.final: Response | None = None
-        self.provisional = False
-        self.cancel_pending = False
-        self.cancelled = False
-
-
-class _Context:
-    """One proxied request: its server transaction and its branches (§16.6)."""
-
-    __slots__ = ("best", "branches", "cancelled", "dialog", "done", "request", "started",
-                 "txn")
-
-    def __init__(self, txn: ServerTransaction, request: Request, now: float) -> None:
-        self.txn = txn
-        self.request = request
-        self.branches: list[_Branch] = []
-        self.best: Response | None = None
-        self.dialog: ProxyDialog | None = None
-        self.done = False  # a final response went upstream
-        self.cancelled = False
-        self.started = now
-
-
 class Proxy:
     """Routes requests between registered users over the node's transports.
 
@@ -146,10 +115,10 @@ class Proxy:
         self.node_id = node_id
         self.dialogs = DialogTable(cfg.max_dialogs)
         self.dialogs.on_terminate = self.terminate_dialog
-        self.contexts: dict[ServerTransaction, _Context] = {}
+        self.contexts: dict[ServerTransaction, Context] = {}
         #: Unanswered INVITEs by dialog id, so the ring deadline can end them (bounded by the
         #: dialog table: an entry leaves when its final response goes upstream).
-        self._ringing: dict[str, _Context] = {}
+        self._ringing: dict[str, Context] = {}
         self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
         self.transports = core.transports
         self.hops = Hops(self.transports, node_id, self._is_me)
@@ -348,7 +317,13 @@ class Proxy:
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return None
-        return [t for t in [await self.hops.binding_target(b) for b in bindings] if t is not None]
+        targets = [t for t in [await self.hops.binding_target(b) for b in bindings]
+                   if t is not None]
+        targets, dropped = cap_per_destination(targets, self.cfg.max_forks_per_host,
+                                               _destination)
+        if dropped:
+            self.c_proxy.inc("fork_capped")
+        return targets
 
     # -- forking (§16.6) ---------------------------------------------------------------------
 
@@ -364,7 +339,7 @@ class Proxy:
                 self.c_proxy.inc("oc_throttled")
                 self._reply(work, 503)
                 return
-        ctx = _Context(work.txn, req, now)
+        ctx = Context(work.txn, req, now)
         if req.method == "INVITE" and req.to.tag is None:
             try:
                 ctx.dialog = self._new_dialog(req, work.peer, now)
@@ -442,8 +417,8 @@ class Proxy:
             raise LookupError(f"no {transport} transport on this node")
         return info
 
-    def _start_branch(self, ctx: _Context, request: Request, peer: Peer) -> None:
-        branch = _Branch(ctx, request, peer)
+    def _start_branch(self, ctx: Context, request: Request, peer: Peer) -> None:
+        branch = Branch(ctx, request, peer)
         ctx.branches.append(branch)
         txn = self.core.start_client_transaction(
             request, peer, partial(self._on_branch_event, branch), proxy=True)
@@ -455,7 +430,7 @@ class Proxy:
 
     # -- responses (§16.7) -------------------------------------------------------------------
 
-    def _on_branch_event(self, branch: _Branch, txn: Transaction, ev: Event) -> None:
+    def _on_branch_event(self, branch: Branch, txn: Transaction, ev: Event) -> None:
         if isinstance(ev, PassToTU):
             msg = ev.message
             if isinstance(msg, Response):
@@ -469,7 +444,7 @@ class Proxy:
         elif isinstance(ev, TransactionTerminated):
             branch.txn = None
 
-    def _branch_response(self, branch: _Branch, resp: Response) -> None:
+    def _branch_response(self, branch: Branch, resp: Response) -> None:
         ctx = branch.ctx
         status = resp.status
         params = resp.vias[0].params  # the server's report is in our Via (RFC 7339 §5.3)
@@ -494,9 +469,9 @@ class Proxy:
         if first_final:
             self._failure(ctx, resp)
 
-    def _success(self, ctx: _Context, branch: _Branch, resp: Response) -> None:
+    def _success(self, ctx: Context, branch: Branch, resp: Response) -> None:
         # §16.7 step 5: every 2xx is relayed at once, retransmissions included.
-        if not ctx.done and ctx.request.method == "INVITE" and ctx.request.to.tag is None:
+        if not ctx.done and ctx.creates_dialog:
             # Call set-up only: the 2xx of a BYE, re-INVITE or MESSAGE is not a call's answer.
             self.h_setup.observe(self.core.now() - ctx.started)
         self._answered(ctx)
@@ -504,28 +479,29 @@ class Proxy:
         self._relay(ctx, resp)
         self._cancel_others(ctx, branch)  # §16.7 step 10
 
-    def _failure(self, ctx: _Context, resp: Response) -> None:
+    def _failure(self, ctx: Context, resp: Response) -> None:
         ctx.best = _better(ctx.best, resp)
         if resp.status >= 600:
             self._cancel_others(ctx, None)  # §16.7 step 5: a 6xx ends the search
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
+            ctx.settle(self.core.stateless_tag)  # a late final after the answer went up
 
-    def _branch_failed(self, branch: _Branch, status: int) -> None:
+    def _branch_failed(self, branch: Branch, status: int) -> None:
         if branch.final is not None:
             return
         synthetic = make_response(branch.ctx.request, status)
         branch.final = synthetic
         self._failure(branch.ctx, synthetic)
 
-    def _timer_c(self, branch: _Branch) -> None:
+    def _timer_c(self, branch: Branch) -> None:
         # §16.8: with a provisional, CANCEL the branch (its 487 ends it); without, 408.
         if branch.provisional:
             self._cancel_branch(branch)
         else:
             self._branch_failed(branch, 408)
 
-    def _finish(self, ctx: _Context) -> None:
+    def _finish(self, ctx: Context) -> None:
         if ctx.done:
             return
         self._answered(ctx)
@@ -539,7 +515,7 @@ class Proxy:
             self._dialog_input(ctx.dialog, DialogInput.FAILURE)
         self._relay(ctx, best)
 
-    def _answered(self, ctx: _Context) -> None:
+    def _answered(self, ctx: Context) -> None:
         """A final response is going upstream: the ring deadline no longer applies."""
         ctx.done = True
         if ctx.dialog is not None:
@@ -562,25 +538,27 @@ class Proxy:
         ctx.best = _better(ctx.best, make_response(ctx.request, 408))
         self._finish(ctx)
 
-    def _relay(self, ctx: _Context, resp: Response) -> None:
+    def _relay(self, ctx: Context, resp: Response) -> None:
         """Send a branch's response upstream with our Via removed (§16.7 step 9)."""
         if resp.vias and self._is_my_via(resp.vias[0]):
             up = dataclasses.replace(resp, vias=resp.vias[1:])
         else:  # a response we synthesised carries the upstream Vias already
             up = resp
         if up.status >= 200 and up.to.tag is None:
-            up = dataclasses.replace(up, to=up.to.with_param("tag",
-                                                             self.core.stateless_tag(ctx.request)))
+            tag = ctx.tag if ctx.settled else self.core.stateless_tag(ctx.request)
+            up = dataclasses.replace(up, to=up.to.with_param("tag", tag))
         if self.tracer is not None and up.status >= 200:
             self.tracer.transaction_answered(ctx.txn, up.status)
         self.core.respond(ctx.txn, up)
+        if up.status >= 200:
+            ctx.settle(self.core.stateless_tag)
 
-    def _cancel_others(self, ctx: _Context, keep: _Branch | None) -> None:
+    def _cancel_others(self, ctx: Context, keep: Branch | None) -> None:
         for b in ctx.branches:
             if b is not keep and b.final is None:
                 self._cancel_branch(b)
 
-    def _cancel_branch(self, branch: _Branch) -> None:
+    def _cancel_branch(self, branch: Branch) -> None:
         """§9.1: CANCEL only after a provisional; until then, remember to."""
         if branch.cancelled or branch.final is not None or branch.request.method != "INVITE":
             return
@@ -617,9 +595,12 @@ class Proxy:
         self.core.send_stateless(cancel, peer, 200)  # §16.10
         ctx = self.contexts.get(st)
         if ctx is None:
-            # Still queued: answer the INVITE 487 now; the worker sees it is answered.
-            self.core.respond(st, make_response(st.request, 487,
-                                                to_tag=self.core.stateless_tag(st.request)))
+            # Still queued: answer the INVITE 487 now; the worker sees it is answered.  One
+            # answered already (404, 480 ...) keeps its answer and no longer its request.
+            last = st.last_response
+            if last is None or last.status < 200:
+                self.core.respond(st, make_response(st.request, 487,
+                                                    to_tag=self.core.stateless_tag(st.request)))
             return True
         ctx.cancelled = True
         self._cancel_others(ctx, None)
@@ -688,10 +669,10 @@ class Proxy:
         self.dialogs.add(dialog)
         return dialog
 
-    def _dialog_event(self, ctx: _Context, branch: _Branch, resp: Response,
+    def _dialog_event(self, ctx: Context, branch: Branch, resp: Response,
                       inp: DialogInput) -> None:
         dialog = ctx.dialog
-        if dialog is None or ctx.request.method != "INVITE":
+        if dialog is None or ctx.method != "INVITE":
             return
         tag = resp.to.tag
         if inp is DialogInput.PROVISIONAL:
@@ -819,6 +800,11 @@ class Proxy:
             return False
         h = _loop_hash(req)
         return any((v.branch or "").startswith(f"{_COOKIE}{h}.") for v in mine)
+
+
+def _destination(target: Target) -> str:
+    """What ``max_forks_per_host`` counts branches per: the connection or the host."""
+    return target.peer.conn_id or target.peer.host
 
 
 def _ignore(txn: Transaction, ev: Event) -> None:

@@ -16,6 +16,17 @@ Policies the RFC leaves open:
   through) and copied into the 200 when the REGISTER said ``Supported: path``; without it the
   REGISTER is still accepted (the edge proxy added Path for its own sake), and the 200 carries
   none, as §5.3 requires.  A Path value that does not parse is 400.
+- what one binding stores is bounded: a Contact or To URI longer than ``max_contact_length``,
+  or a Call-ID or ``+sip.instance`` longer than 256 bytes, is answered 400 naming the field and
+  nothing is stored (header parameters other than expires, q, +sip.instance and reg-id are
+  never stored, so they need no bound here); bindings per AOR and the registry's memory are
+  bounded by the registry (503 + Retry-After, counted in ``registry_full{bound}``);
+- reflection (UDP sources are unauthenticated and may be spoofed): a 200 over UDP lists every
+  binding only while it stays within ``udp_answer_limit`` (1300 bytes by default, the size
+  RFC 3261 §18.1.1 treats as safe for UDP).  Beyond it the 200 lists the bindings of the
+  contacts this request named, each no longer than the request's own Contact, so the answer
+  is never much larger than the request, and a Warning (399, §20.43) says the list was cut;
+  step 8's list is a SHOULD.  A query REGISTER then lists none: ask over WebSocket.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from protocols.sip.builders import make_response
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.message import URI, NameAddr, Request, SipURI
 from protocols.sip.parser import parse_name_addr, split_list
-from protocols.sip.transaction import response_stub
+from protocols.sip.summary import response_summary
 from protocols.sip.uri import aor_of, unescape
 from signaling.auth.policy import Authenticator
 from signaling.metrics import Metrics
@@ -39,6 +50,7 @@ from signaling.registry.base import (
     ContactChange,
     Registry,
     RegistryError,
+    RegistryFull,
 )
 from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
 
@@ -49,8 +61,11 @@ log = logging.getLogger(__name__)
 _MAX_UINT32 = 2**32 - 1
 #: URI parameters that take part in the comparison of §19.1.4 whenever present.
 _KEY_PARAMS = frozenset({"transport", "maddr", "user", "ttl", "method"})
-#: What the transaction keeps of a 200 it was handed as bytes (see ``response_stub``).
-_OK_STUB = response_stub(200, "OK", "REGISTER")
+#: What the transaction keeps of a 200 it was handed as bytes (``protocols.sip.summary``).
+_OK_SUMMARY = response_summary(200, "OK", "REGISTER")
+#: Longest Call-ID and +sip.instance a binding stores (both are short in practice: a UUID
+#: and a host, or a URN of ~47 bytes).
+_MAX_ID_LENGTH = 256
 T = TypeVar("T")
 
 
@@ -95,6 +110,15 @@ class Registrar:
         self.min_expires = cfg.min_expires
         self.max_expires = cfg.max_expires
         self.default_expires = cfg.default_expires
+        self.max_contact_length = cfg.max_contact_length
+        self.udp_answer_limit = cfg.udp_answer_limit
+        self._warning = f'399 {node_id} "Binding list cut over UDP: query over WebSocket"'
+        self.c_full = metrics.fast_counter("registry_full",
+                                           "REGISTERs refused 503 by a registry bound",
+                                           ["bound"])
+        self.c_cut = metrics.fast_counter("register_list_cut",
+                                          "REGISTER 200s over UDP listing only the "
+                                          "request's own contacts (udp_answer_limit)")
         self.c_register = metrics.fast_counter("registrations", "REGISTER outcomes",
                                                ["result"])
         self.c_register_ok = self.c_register.child("200")  # every 200: no label to pack
@@ -111,8 +135,10 @@ class Registrar:
             return  # answered: challenged (401), forbidden (403) or unavailable (503)
         req = work.request
         try:
-            tail = await self._process(req, work.peer)
+            bindings, now = await self._process(req, work.peer)
         except RegistryError as exc:  # the registry's own answer (§21.5.4 for 503s)
+            if isinstance(exc, RegistryFull):
+                self.c_full.inc(exc.bound)
             self._reject(work, _reject_for(exc))
             return
         except RegistrarReject as rej:
@@ -122,7 +148,19 @@ class Registrar:
         # The 200 goes straight to bytes (the same bytes make_response + serialize give, the
         # tests hold them equal): the transaction only keeps its wire form and a stub anyway
         # (NonInviteServerTransaction.compact), so a Response would be built only to be dropped.
-        self.core.respond(work.txn, _OK_STUB, stateless_answer(req, 200, "OK", tail))
+        data = stateless_answer(req, 200, "OK", self._tail(req, bindings, now))
+        if len(data) > self.udp_answer_limit and not self.core.transports.reliable(
+                work.peer.transport):
+            data = self._cut(req, bindings, now)
+        self.core.respond(work.txn, _OK_SUMMARY, data)
+
+    def _cut(self, req: Request, bindings: list[Binding], now: float) -> bytes:
+        """The 200 over UDP when the whole list is too large (see the module docstring)."""
+        self.c_cut.inc()
+        own = {contact_key(c.uri) for c in req.contacts}
+        mine = [b for b in bindings if b.key in own]
+        tail = self._tail(req, mine, now, [("Warning", self._warning)])
+        return stateless_answer(req, 200, "OK", tail)
 
     def _reject(self, work: Work, rej: RegistrarReject) -> None:
         req = work.request
@@ -131,10 +169,12 @@ class Registrar:
             req, rej.status, rej.reason, to_tag=self.core.stateless_tag(req),
             extra=[*rej.extra, *self.core.answer_headers]))
 
-    async def _process(self, req: Request, peer: Peer) -> bytes:
-        """Steps 1-8 of §10.3; the wire form of the 200 after its CSeq (``stateless_tail``)."""
+    async def _process(self, req: Request, peer: Peer) -> tuple[list[Binding], float]:
+        """Steps 1-7 of §10.3; the bindings step 8 lists and the time they were read at."""
         self._check_domain(req)                     # step 1
         aor = self._aor(req)                        # step 5
+        if len(req.call_id) > _MAX_ID_LENGTH:
+            raise RegistrarReject(400, "Call-ID too long")
         now = self.clock()
         if req.contact_star:                        # step 6
             await self._remove_all(req, aor, now)
@@ -146,6 +186,11 @@ class Registrar:
             bindings = await (self._timed("register", call) if self.timed else call)
             if changes and self.on_event is not None:
                 self.on_event("register", aor, bindings)
+        return bindings, now
+
+    def _tail(self, req: Request, bindings: list[Binding], now: float,
+              extra: list[tuple[str, str]] | None = None) -> bytes:
+        """The 200's wire form after its CSeq (``stateless_tail``): step 8's list and Date."""
         # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
         # binding stores its URI's wire text, which is what str() of the parsed URI gives.
         contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
@@ -153,7 +198,10 @@ class Registrar:
         if req.extra and _wants_path(req):
             # RFC 3327 §5.3: the Path of this REGISTER, in order, back to the UA.
             contacts += "".join([f"\r\nPath: {p}" for p in _path(req)])
-        return contacts.encode("utf-8", "surrogateescape") + self._date_tail(now)
+        date = self._date_tail(now) if extra is None else stateless_tail(
+            [*extra, ("Date", email.utils.formatdate(int(now), usegmt=True)),
+             *self.core.answer_headers])
+        return contacts.encode("utf-8", "surrogateescape") + date
 
     def _date_tail(self, now: float) -> bytes:
         """``Date`` (§10.3 step 8) and the end of the 200, encoded once a second."""
@@ -176,7 +224,10 @@ class Registrar:
             raise RegistrarReject(416, "Address-of-record must be a SIP or SIPS URI")
         if to_uri.host.lower() not in self.core.domains:
             raise RegistrarReject(404, "Address-of-record not in a served domain")
-        return aor_of(to_uri)
+        aor = aor_of(to_uri)
+        if len(aor) > self.max_contact_length:
+            raise RegistrarReject(400, "To URI too long")
+        return aor
 
     async def _remove_all(self, req: Request, aor: str, now: float) -> None:
         # §10.3 step 6: "*" only alone and only with Expires: 0.
@@ -193,9 +244,13 @@ class Registrar:
         uri = contact.uri
         raw = uri.raw  # str(uri) without the __str__ call: the wire text the parser kept
         uri_text = raw if raw is not None else str(uri)
+        if len(uri_text) > self.max_contact_length:
+            raise RegistrarReject(400, "Contact URI too long")
         raw_q = contact.params.get("q")
         q = 1.0 if raw_q is None else _q_value(raw_q)
         instance = contact.params.get("+sip.instance")
+        if instance is not None and len(instance) > _MAX_ID_LENGTH:
+            raise RegistrarReject(400, "+sip.instance too long")
         reg_id = contact.params.get("reg-id")
         return ContactChange(
             contact=uri_text, expires=expires, q=q, transport=peer.transport,

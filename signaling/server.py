@@ -64,7 +64,9 @@ class Server:
     def __init__(self, cfg: Config, registry: Registry | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.registry = registry if registry is not None else make_registry(cfg.registry)
+        self.registry = registry if registry is not None else make_registry(
+            cfg.registry, max_bindings_per_aor=cfg.max_bindings_per_aor,
+            max_bytes=cfg.binding_memory << 20)
         self.node_id = cfg.node_id or default_node_id(cfg)
         self.guard = Guard(_guard_limits(cfg), self.metrics)
         self.core = SipCore(cfg, self.metrics, Transports(), self.guard)

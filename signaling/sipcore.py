@@ -43,7 +43,7 @@ from protocols.sip.transaction import (
     ClientTransaction,
     Event,
     InviteServerTransaction,
-    NonInviteServerTransaction,
+    ResponseSummary,
     SendMessage,
     ServerTransaction,
     State,
@@ -230,13 +230,23 @@ class SipCore:
         while len(self.table) and loop.time() < deadline:
             # Completed transactions only wait out their absorb timers (J, K, I): nothing
             # is in flight any more once every one has a final response.
-            if all(t.last_response is not None and t.last_response.status >= 200
-                   for t in self.table if isinstance(t, ServerTransaction)):
+            if not self._unanswered():
                 break
             await asyncio.sleep(0.05)
+        # The bound is reached: a request still without a final answer (an INVITE ringing a
+        # silent callee) gets 503 + Retry-After now, rather than only its 100 Trying and then
+        # silence until the caller's Timer B (§21.5.4: the server is going away, try later).
+        for txn in self._unanswered():
+            self.c_shed.inc("shutdown_pending")
+            self.respond(txn, make_response(txn.request, 503, to_tag=self.stateless_tag(
+                txn.request), extra=[("Retry-After", str(self.cfg.retry_after))]))
         await self.dispatcher.stop()
         if self._timer is not None:
             self._timer.cancel()
+
+    def _unanswered(self) -> list[ServerTransaction]:
+        return [t for t in self.table if isinstance(t, ServerTransaction)
+                and (t.last_response is None or t.last_response.status < 200)]
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -296,12 +306,12 @@ class SipCore:
             from_tag = param(fp, "tag")
         return "%x" % (hash((request.call_id, from_tag, top or "")) & 0xFFFFFFFF)
 
-    def respond(self, txn: ServerTransaction, response: Response,
+    def respond(self, txn: ServerTransaction, response: Response | ResponseSummary,
                 data: bytes | None = None) -> None:
         """Send ``response`` through its server transaction (retransmissions, timers).
 
         ``data``: the response's wire form when the TU wrote it already; ``response`` may then
-        be a ``response_stub`` for a non-INVITE final response (see ``response_stub``).
+        be a ``ResponseSummary`` (see ``protocols.sip.summary``).
         """
         if txn.state is _TERMINATED:
             self.c_drop.inc("late_response")
@@ -319,8 +329,7 @@ class SipCore:
             # not when Completed discarded it (§17.2.2) and kept the bytes it had.
             txn.cache_bytes(response, data)
         self.run(txn, events)
-        if isinstance(txn, NonInviteServerTransaction):
-            txn.compact()  # Completed: only the response bytes are needed until Timer J
+        txn.compact()  # once answered, only the response bytes are needed until G/H, J or L
         self.arm_timer()
 
     def now(self) -> float:
@@ -379,6 +388,7 @@ class SipCore:
         txn = self.table.find_client(resp)
         if txn is not None:
             self.run(txn, txn.receive_response(resp, self.now()))
+            txn.compact()  # a final response came: only D's ACK or absorbing are left
             self.arm_timer()
         else:
             self._tu.on_stray_response(resp, peer)
@@ -522,17 +532,20 @@ class SipCore:
                     # A first send; its bytes are known when the TU wrote them (``respond``).
                     data = txn.last_response_bytes if msg is txn.last_response else None
                     if data is None:
+                        # A summary always comes with its bytes (``respond``).
+                        assert not isinstance(msg, ResponseSummary)
                         data = serialize(msg)
                         txn.cache_bytes(msg, data)
                 else:
                     self.c_retrans.inc("sent")
                 peer = txn.peer
                 assert isinstance(peer, Peer)
-                if isinstance(msg, Response):
-                    self.c_resp_out.inc(_method(msg.cseq.method), _CLASS[msg.status // 100],
-                                        peer.transport)
-                else:
+                if isinstance(msg, Request):
                     self.c_req_out.inc(_method(msg.method), peer.transport)
+                else:
+                    method = msg.method if isinstance(msg, ResponseSummary) else msg.cseq.method
+                    self.c_resp_out.inc(_method(method), _CLASS[msg.status // 100],
+                                        peer.transport)
                 self.send(data, peer)
                 continue
             cb = self._observers.get(txn)

@@ -239,7 +239,9 @@ class Supervisor:
         should fail at once, not retry in the background)."""
         if self.cfg.registry == "memory":
             path = str(Path(self._tmp.name) / "registry.sock")
-            self.owner = RegistryOwner(MemoryRegistry(), path)
+            self.owner = RegistryOwner(MemoryRegistry(
+                max_bindings_per_aor=self.cfg.max_bindings_per_aor,
+                max_bytes=self.cfg.binding_memory << 20), path)
             await self.owner.start()
         if self.cfg.admin is not None:
             front = AdminFront(self, self.cfg.admin, self.token)

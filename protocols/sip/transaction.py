@@ -39,7 +39,8 @@ from itertools import count
 from typing import ClassVar
 
 from .errors import SipError, TransactionError
-from .message import CSeq, NameAddr, Request, Response, SipURI, Via
+from .message import CSeq, Request, Response, Via
+from .summary import ResponseSummary, response_summary
 from .timers import TimerValues
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "NonInviteClientTransaction",
     "NonInviteServerTransaction",
     "PassToTU",
+    "ResponseSummary",
     "SendMessage",
     "ServerTransaction",
     "State",
@@ -72,7 +74,7 @@ __all__ = [
     "client_key",
     "new_client_transaction",
     "new_server_transaction",
-    "response_stub",
+    "response_summary",
     "server_key",
 ]
 
@@ -152,10 +154,19 @@ _REQUEST_INPUTS = frozenset({Input.REQUEST_RETRANSMISSION, Input.ACK})
 _RESPONSE_INPUTS = frozenset(Input) - _TIMER_INPUTS - _REQUEST_INPUTS - {Input.TRANSPORT_ERROR}
 
 
-def _message_kind(inp: Input) -> type[Request] | type[Response] | None:
-    """The message class an input carries, ``None`` for timers and transport errors."""
+_SEND_INPUTS = frozenset({Input.SEND_1XX, Input.SEND_2XX, Input.SEND_300_699})
+
+#: What an input carries: a message class (or classes) for ``isinstance``.
+_Kind = type[Request] | type[Response] | tuple[type[Response], type[ResponseSummary]]
+
+
+def _message_kind(inp: Input) -> _Kind | None:
+    """The message class an input carries, ``None`` for timers and transport errors.  A TU
+    may hand a response down as a summary with its bytes (``response_summary``)."""
     if inp in _REQUEST_INPUTS:
         return Request
+    if inp in _SEND_INPUTS:
+        return (Response, ResponseSummary)
     if inp in _RESPONSE_INPUTS:
         return Response
     return None
@@ -198,7 +209,7 @@ class Action(IntEnum):
 class SendMessage:
     """Send ``message``; ``data`` is its wire form when already known, else serialise it."""
 
-    message: Request | Response
+    message: Request | Response | ResponseSummary
     data: bytes | None = None
 
 
@@ -243,7 +254,9 @@ _TIMER_C_FIRED = TimerCFired()
 # --------------------------------------------------------------------------------------------
 # Action implementations.  Each takes (transaction, input, message, now, out).
 
-_ActionFn = Callable[["Transaction", Input, "Request | Response | None", float, list[Event]], None]
+#: What an input may carry.
+Msg = Request | Response | ResponseSummary
+_ActionFn = Callable[["Transaction", Input, "Msg | None", float, list[Event]], None]
 
 
 def _arm(t: Transaction, timer: Input, delay: float | None, now: float) -> None:
@@ -257,12 +270,12 @@ def _arm(t: Transaction, timer: Input, delay: float | None, now: float) -> None:
     t._timers[timer] = now + delay
 
 
-def _a_send_request(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_send_request(t: Transaction, inp: Input, m: Msg | None,
                     now: float, out: list[Event]) -> None:
     out.append(SendMessage(t.request, t.request_bytes))
 
 
-def _a_send_ack(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_send_ack(t: Transaction, inp: Input, m: Msg | None,
                 now: float, out: list[Event]) -> None:
     assert isinstance(t, InviteClientTransaction) and isinstance(m, Response)
     t.ack = build_ack(t.request, m)
@@ -270,51 +283,51 @@ def _a_send_ack(t: Transaction, inp: Input, m: Request | Response | None,
     out.append(SendMessage(t.ack))
 
 
-def _a_resend_ack(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_resend_ack(t: Transaction, inp: Input, m: Msg | None,
                   now: float, out: list[Event]) -> None:
     assert isinstance(t, InviteClientTransaction)
     if t.ack is not None:
         out.append(SendMessage(t.ack, t.ack_bytes))
 
 
-def _a_send_response(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_send_response(t: Transaction, inp: Input, m: Msg | None,
                      now: float, out: list[Event]) -> None:
-    assert isinstance(m, Response)
+    assert isinstance(m, Response | ResponseSummary)
     t.last_response = m
     t.last_response_bytes = None
     out.append(SendMessage(m))
 
 
-def _a_resend_response(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_resend_response(t: Transaction, inp: Input, m: Msg | None,
                        now: float, out: list[Event]) -> None:
     # §17.2.1/§17.2.2: a retransmitted request is answered with the last response, if any yet.
     if t.last_response is not None:
         out.append(SendMessage(t.last_response, t.last_response_bytes))
 
 
-def _a_pass_to_tu(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_pass_to_tu(t: Transaction, inp: Input, m: Msg | None,
                   now: float, out: list[Event]) -> None:
-    assert m is not None
+    assert isinstance(m, Request | Response)
     out.append(PassToTU(m))
 
 
-def _a_report_timeout(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_report_timeout(t: Transaction, inp: Input, m: Msg | None,
                       now: float, out: list[Event]) -> None:
     out.append(TransactionTimedOut(inp))
 
 
-def _a_report_transport_error(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_report_transport_error(t: Transaction, inp: Input, m: Msg | None,
                               now: float, out: list[Event]) -> None:
     out.append(_TRANSPORT_FAILED)
 
 
-def _a_report_timer_c(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_report_timer_c(t: Transaction, inp: Input, m: Msg | None,
                       now: float, out: list[Event]) -> None:
     out.append(_TIMER_C_FIRED)
 
 
 def _start_retransmit(timer: Input, field: str) -> _ActionFn:
-    def action(t: Transaction, inp: Input, m: Request | Response | None,
+    def action(t: Transaction, inp: Input, m: Msg | None,
                now: float, out: list[Event]) -> None:
         interval: float | None = getattr(t.timers, field)
         t._interval = interval
@@ -323,7 +336,7 @@ def _start_retransmit(timer: Input, field: str) -> _ActionFn:
 
 
 def _backoff(timer: Input, cap: bool) -> _ActionFn:
-    def action(t: Transaction, inp: Input, m: Request | Response | None,
+    def action(t: Transaction, inp: Input, m: Msg | None,
                now: float, out: list[Event]) -> None:
         if t._interval is None:  # reliable transport: nothing was ever scheduled
             return
@@ -335,7 +348,7 @@ def _backoff(timer: Input, cap: bool) -> _ActionFn:
     return action
 
 
-def _a_e_at_t2(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_e_at_t2(t: Transaction, inp: Input, m: Msg | None,
                now: float, out: list[Event]) -> None:
     if t._interval is None:
         return
@@ -344,13 +357,13 @@ def _a_e_at_t2(t: Transaction, inp: Input, m: Request | Response | None,
 
 
 def _start(timer: Input, field: str) -> _ActionFn:
-    def action(t: Transaction, inp: Input, m: Request | Response | None,
+    def action(t: Transaction, inp: Input, m: Msg | None,
                now: float, out: list[Event]) -> None:
         _arm(t, timer, getattr(t.timers, field), now)
     return action
 
 
-def _a_start_c(t: Transaction, inp: Input, m: Request | Response | None,
+def _a_start_c(t: Transaction, inp: Input, m: Msg | None,
                now: float, out: list[Event]) -> None:
     # Timer C belongs to proxies only (§16.6 step 11); a UA's INVITE waits for the callee.
     if isinstance(t, InviteClientTransaction) and t.proxy:
@@ -389,7 +402,7 @@ _ACTION_FUNCS: dict[Action, _ActionFn] = {
 Table = dict[tuple[State, Input], tuple[tuple[Action, ...], State]]
 _Compiled = dict[
     tuple[State, Input],
-    tuple[tuple[_ActionFn, ...], State, bool, type[Request] | type[Response] | None],
+    tuple[tuple[_ActionFn, ...], State, bool, _Kind | None],
 ]
 
 # Short names for the tables below.
@@ -406,19 +419,24 @@ class Transaction:
     TABLE: ClassVar[Table]
     STATE_TIMERS: ClassVar[dict[State, frozenset[Input]]]
     INITIAL: ClassVar[State]
+    #: States in which the parsed messages may be released (``compact``): the request has
+    #: been answered or answered for good, only retransmissions are left to absorb.
+    COMPACTABLE: ClassVar[frozenset[State]] = frozenset()
     _compiled: ClassVar[_Compiled]
+    #: States whose rows resend the last response's bytes (derived from ``TABLE``).
+    _resends: ClassVar[frozenset[State]]
 
     __slots__ = (
         "_heap_deadline",
         "_immediate",
         "_interval",
         "_owner",
+        "_request",
         "_timers",
         "key",
         "last_response",
         "last_response_bytes",
         "peer",
-        "request",
         "request_bytes",
         "state",
         "timers",
@@ -436,10 +454,12 @@ class Transaction:
                 )
                 for pair, (actions, nxt) in cls.TABLE.items()
             }
+            cls._resends = frozenset(st for (st, _), (actions, _) in cls.TABLE.items()
+                                     if Action.RESEND_RESPONSE in actions)
 
     def __init__(self, request: Request, key: TransactionKey, timers: TimerValues,
                  peer: object = None) -> None:
-        self.request = request
+        self._request: Request | None = request
         self.key = key
         self.timers = timers
         #: Opaque to this module: where the I/O layer sends (address, connection ...).
@@ -447,7 +467,9 @@ class Transaction:
         self.state = self.INITIAL
         #: The request's wire form, set by the I/O layer to spare re-serialising retransmits.
         self.request_bytes: bytes | None = None
-        self.last_response: Response | None = None
+        #: The last response sent; a ``ResponseSummary`` when the TU gave bytes or once
+        #: compacted (its wire form is then in ``last_response_bytes`` if still needed).
+        self.last_response: Response | ResponseSummary | None = None
         #: The last response's wire form; reset whenever a new response is sent.
         self.last_response_bytes: bytes | None = None
         self._timers: dict[Input, float] = {}
@@ -459,9 +481,23 @@ class Transaction:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.state.name} {self.key!r}>"
 
+    @property
+    def request(self) -> Request:
+        """The request that created the transaction; ``TransactionError`` once ``compact``
+        released it (only retransmissions are left then: nothing needs it, see ``compact``)."""
+        request = self._request
+        if request is None:
+            raise TransactionError(f"{self!r}: request released by compact()")
+        return request
+
+    @property
+    def compacted(self) -> bool:
+        """True once ``compact`` released the parsed messages."""
+        return self._request is None
+
     # -- the driver --------------------------------------------------------------------------
 
-    def handle(self, inp: Input, now: float, msg: Request | Response | None = None) -> list[Event]:
+    def handle(self, inp: Input, now: float, msg: Msg | None = None) -> list[Event]:
         """Apply one input.  Raises ``TransactionError`` (state unchanged) if not in the table."""
         entry = self._compiled.get((self.state, inp))
         if entry is None:
@@ -469,7 +505,7 @@ class Transaction:
                 f"{type(self).__name__}: {inp.name} not allowed in state {self.state.name}")
         actions, nxt, is_timer, kind = entry
         if kind is not None and not isinstance(msg, kind):
-            raise TransactionError(f"{type(self).__name__}: {inp.name} needs a {kind.__name__}")
+            raise TransactionError(f"{type(self).__name__}: {inp.name} needs a {kind!r}")
         if is_timer:
             self._timers.pop(inp, None)
         out: list[Event] = []
@@ -533,12 +569,40 @@ class Transaction:
         """A copy of the armed timers and their deadlines (for tests and diagnostics)."""
         return dict(self._timers)
 
-    def cache_bytes(self, message: Request | Response, data: bytes) -> None:
+    def cache_bytes(self, message: Msg, data: bytes) -> None:
         """Remember the wire form of a message this transaction sent, for retransmissions."""
-        if message is self.request:
+        if message is self._request:
             self.request_bytes = data
         elif message is self.last_response:
             self.last_response_bytes = data
+
+    def compact(self) -> bool:
+        """Release the parsed messages once only retransmissions are left; True if done.
+
+        In the states of ``COMPACTABLE`` (a final response went by) a transaction only
+        absorbs retransmissions until its last timer: 32 s on UDP for G/H, J, L, M and D.
+        Keeping the parsed request and responses alive that long holds a few KB and dozens
+        of collector-tracked objects per transaction; at thousands of requests per second
+        that is gigabytes and long garbage-collector pauses.  What stays: the request is
+        dropped (reading ``request`` raises, ``compacted`` is True), the last response
+        becomes a ``ResponseSummary`` and its bytes are kept only where the table still
+        resends them (``_resends``); an INVITE client keeps its ACK for a retransmitted
+        non-2xx (§17.1.1.3).  A server transaction is compacted only once its response's
+        bytes are known.
+        """
+        if self.state not in self.COMPACTABLE:
+            return False
+        last = self.last_response
+        if self.state in self._resends:
+            if self.last_response_bytes is None:
+                return False
+        else:
+            self.last_response_bytes = None
+        self._request = None
+        self.request_bytes = None
+        if isinstance(last, Response):
+            self.last_response = ResponseSummary.of(last)
+        return True
 
 
 class ClientTransaction(Transaction):
@@ -577,6 +641,7 @@ class InviteClientTransaction(ClientTransaction):
 
     __slots__ = ("ack", "ack_bytes", "proxy")
     INITIAL = State.CALLING
+    COMPACTABLE = frozenset({State.COMPLETED, State.ACCEPTED})
     START_ACTIONS = (Action.SEND_REQUEST, Action.START_A, Action.START_B, Action.START_C)
 
     TABLE: ClassVar[Table] = {
@@ -624,7 +689,7 @@ class InviteClientTransaction(ClientTransaction):
         self.ack: Request | None = None
         self.ack_bytes: bytes | None = None
 
-    def cache_bytes(self, message: Request | Response, data: bytes) -> None:
+    def cache_bytes(self, message: Msg, data: bytes) -> None:
         if message is self.ack:
             self.ack_bytes = data
         else:
@@ -637,6 +702,7 @@ class NonInviteClientTransaction(ClientTransaction):
     __slots__ = ()
     INITIAL = State.TRYING
     START_ACTIONS = (Action.SEND_REQUEST, Action.START_E, Action.START_F)
+    COMPACTABLE = frozenset({State.COMPLETED})
 
     TABLE: ClassVar[Table] = {
         (_S.TRYING, _I.TIMER_E): ((_A.SEND_REQUEST, _A.BACKOFF_E), _S.TRYING),
@@ -693,8 +759,9 @@ class ServerTransaction(Transaction):
         inp = _IN_ACK if request.method == "ACK" else _IN_RETRANSMISSION
         return self.handle(inp, now, request)
 
-    def send_response(self, response: Response, now: float) -> list[Event]:
-        """The TU's response to the request (§17.2.1, §17.2.2)."""
+    def send_response(self, response: Response | ResponseSummary, now: float) -> list[Event]:
+        """The TU's response to the request (§17.2.1, §17.2.2); a summary when the TU wrote
+        the response as bytes itself (it then hands them to ``cache_bytes`` before sending)."""
         status = response.status
         inp = _IN_SEND_1XX if status < 200 else _IN_SEND_2XX if status < 300 else (
             _IN_SEND_300_699)
@@ -708,7 +775,10 @@ class ServerTransaction(Transaction):
         """
         if request.method == "ACK":
             last = self.last_response
-            return last is not None and request.to.tag == last.to.tag
+            if last is None:
+                return False
+            tag = last.to_tag if isinstance(last, ResponseSummary) else last.to.tag
+            return request.to.tag == tag
         return request.to.tag == self._to_tag
 
 
@@ -721,6 +791,7 @@ class InviteServerTransaction(ServerTransaction):
 
     __slots__ = ()
     INITIAL = State.PROCEEDING
+    COMPACTABLE = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED})
 
     TABLE: ClassVar[Table] = {
         # §17.2.1: a retransmitted INVITE gets the most recent provisional response.
@@ -773,23 +844,7 @@ class NonInviteServerTransaction(ServerTransaction):
     __slots__ = ()
     INITIAL = State.TRYING
 
-    def compact(self) -> bool:
-        """Release the parsed messages of a Completed transaction; True if done.
-
-        In Completed the transaction only answers retransmissions with the last response's
-        wire form (§17.2.2) until Timer J, 32 s on UDP.  Keeping the parsed request and
-        response alive that long holds a few KB and dozens of collector-tracked objects per
-        transaction; at thousands of REGISTERs per second that is gigabytes and seconds-long
-        garbage-collector pauses.  Placeholders shared by every compacted transaction keep the
-        attribute types; ``last_response`` keeps the status, reason and CSeq method.
-        """
-        last = self.last_response
-        if self.state is not _COMPLETED_ST or last is None or self.last_response_bytes is None:
-            return False
-        self.request = _RELEASED_REQUEST
-        if last.vias:  # a stub already when the TU sent bytes (no Vias, see response_stub)
-            self.last_response = response_stub(last.status, last.reason, last.cseq.method)
-        return True
+    COMPACTABLE = frozenset({State.COMPLETED})
 
     TABLE: ClassVar[Table] = {
         # §17.2.2: in Trying there is no response yet; a retransmission is discarded.
@@ -1087,31 +1142,3 @@ class TransactionTable:
     def heap_size(self) -> int:
         """Entries in the deadline heap, stale ones included (bounded by compaction)."""
         return len(self._heap)
-
-
-# --------------------------------------------------------------------------------------------
-# Placeholders for compacted transactions (NonInviteServerTransaction.compact).
-
-_RELEASED_NA = NameAddr(SipURI("sip", "released.invalid"))
-_RELEASED_REQUEST = Request(method="RELEASED", uri=SipURI("sip", "released.invalid"), vias=[],
-                            from_=_RELEASED_NA, to=_RELEASED_NA, call_id="",
-                            cseq=CSeq(0, "RELEASED"))
-_released: dict[tuple[int, str, str], Response] = {}
-#: Distinct (status, reason, method) placeholders kept; past it, a fresh one each (bounded).
-_MAX_RELEASED = 256
-
-
-def response_stub(status: int, reason: str, method: str) -> Response:
-    """A shared stand-in carrying only status, reason and CSeq method: all a Completed
-    non-INVITE server transaction keeps of its response once compacted (the wire form in
-    ``last_response_bytes`` answers retransmissions).  A TU that writes a non-INVITE final
-    response straight to bytes hands this to ``send_response`` instead of building a
-    ``Response`` that would be dropped at once."""
-    key = (status, reason, method)
-    resp = _released.get(key)
-    if resp is None:
-        resp = Response(status=status, reason=reason, vias=[], from_=_RELEASED_NA,
-                        to=_RELEASED_NA, call_id="", cseq=CSeq(0, method))
-        if len(_released) < _MAX_RELEASED:
-            _released[key] = resp
-    return resp

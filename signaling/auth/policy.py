@@ -40,7 +40,7 @@ from protocols.sip.digest import (
     verify,
 )
 from protocols.sip.message import Request, SipURI
-from protocols.sip.transaction import response_stub
+from protocols.sip.summary import response_summary
 from protocols.sip.uri import unescape
 from signaling.auth.guard import Guard
 from signaling.auth.subscribers import SubscriberError, SubscriberStore
@@ -229,7 +229,7 @@ class Authenticator:
             return
         # Straight to bytes, as the registrar's 200: half of all REGISTERs get this answer.
         reason = reason or reason_phrase(status)
-        self.core.respond(work.txn, response_stub(status, reason, req.method),
+        self.core.respond(work.txn, response_summary(status, reason, req.method),
                           stateless_answer(req, status, reason, stateless_tail(extra or ())))
 
     # -- rate-limited logging ------------------------------------------------------------------

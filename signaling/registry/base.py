@@ -44,10 +44,11 @@ __all__ = [
     "sort_bindings",
 ]
 
-# Bindings one AOR may hold.  RFC 3261 sets no limit; 32 covers a user with every phone,
-# softphone and browser tab registered at once, while keeping the 200 OK (which lists them all,
-# §10.3 step 8) well under the 64 KiB a UDP datagram allows.
-MAX_BINDINGS_PER_AOR = 32
+# Bindings one AOR may hold by default (``--max-bindings-per-aor``).  RFC 3261 sets no limit;
+# 10 covers a user's desk phone, mobile, softphone and a few browser tabs, while keeping the
+# 200 OK (which lists them all, §10.3 step 8) and one INVITE's fan-out small.  An attacker who
+# registers one AOR cannot make it cost more than this many bindings' memory.
+MAX_BINDINGS_PER_AOR = 10
 
 # Largest opaque dialog / session blob accepted.  A dialog's route set, tags, CSeqs and targets
 # fit in well under 4 KiB; 16 KiB leaves room while bounding what one bad caller can store.
@@ -91,12 +92,21 @@ class OutOfOrder(RegistryError):
 
 
 class RegistryFull(RegistryError):
-    """A bound was reached (AORs, bindings per AOR, dialogs): the registrar answers 503."""
+    """A bound was reached (AORs, bindings per AOR, memory, dialogs): the registrar answers 503.
+
+    503 + Retry-After rather than 500: the condition is one of capacity, not a fault, and it
+    ends as bindings expire; 503 tells the UA to retry later or use another server (§21.5.4).
+    ``bound`` names the limit for the counters (``registry_full{bound=...}``).
+    """
 
     status = 503
     reason = "Service Unavailable"
     # Capacity frees up when bindings expire; a minute is a reasonable back-off (§21.5.4).
     retry_after = 60
+
+    def __init__(self, message: str, bound: str = "other") -> None:
+        super().__init__(message)
+        self.bound = bound
 
 
 class RegistryUnavailable(RegistryError):

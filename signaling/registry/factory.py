@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from signaling.registry.base import Registry
-from signaling.registry.memory import MemoryRegistry
+from signaling.registry.base import MAX_BINDINGS_PER_AOR, Registry
+from signaling.registry.memory import MAX_BINDING_BYTES, MemoryRegistry
 
 __all__ = ["make_registry"]
 
 
-def make_registry(url: str) -> Registry:
+def make_registry(url: str, *, max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
+                  max_bytes: int = MAX_BINDING_BYTES) -> Registry:
     """``memory`` -> in-process; ``redis://`` / ``rediss://`` -> Redis; ``redis+cluster://`` or
     ``?cluster=1`` -> Redis Cluster; ``?prefix=NAME`` sets the key prefix (default ``sig``) so
     several deployments can share one Redis; ``shared+unix:///PATH`` -> the registry a
@@ -17,13 +18,16 @@ def make_registry(url: str) -> Registry:
 
     Nothing connects here: the Redis engines connect lazily, so a server can start while Redis
     is still coming up (its readiness probe uses ``Registry.ping``).
+
+    ``max_bytes`` bounds the memory engine only: Redis bounds itself with its ``maxmemory``
+    (an OOM answer is ``RegistryFull``, 503, as the memory engine's budget is).
     """
     if url == "memory":
-        return MemoryRegistry()
+        return MemoryRegistry(max_bindings_per_aor=max_bindings_per_aor, max_bytes=max_bytes)
     if url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
         from signaling.registry.redis import RedisRegistry
 
-        return RedisRegistry.from_url(url)
+        return RedisRegistry.from_url(url, max_bindings_per_aor=max_bindings_per_aor)
     if url.startswith("shared+unix://"):
         from signaling.registry.shared import SharedRegistry
 

@@ -7,6 +7,13 @@ of the AOR) + O(log n) for the expiry heap; ``expire`` pops the heap, O(log n) p
 The expiry heap uses lazy deletion: a refresh pushes a new entry and leaves the old one, which the
 sweeper recognises as stale (its time no longer matches the binding).  The heap is rebuilt when
 stale entries outnumber live ones, so it stays within twice the live size.
+
+Memory is bounded by a budget (``max_bytes``, ``--binding-memory``), not only by counts: each
+binding is charged ``binding_cost`` (a measured fixed part plus the length of every string it
+keeps) and each AOR ``aor_cost``; a REGISTER that would take the total past the budget is
+refused with ``RegistryFull`` (503 + Retry-After) and leaves nothing behind, while refreshes
+that do not grow the total and removals always pass.  The fixed parts are measured by
+``benchmarks/bench_binding_memory.py`` and pinned by a test (tracemalloc never exceeds the charge).
 """
 
 from __future__ import annotations
@@ -29,15 +36,33 @@ from signaling.registry.base import (
 )
 
 __all__ = [
+    "AOR_FIXED_BYTES",
+    "BINDING_FIXED_BYTES",
     "MAX_AORS",
+    "MAX_BINDING_BYTES",
     "MAX_KNOWN_USERS",
     "MAX_STATE_ENTRIES",
     "MemoryRegistry",
+    "aor_cost",
+    "binding_cost",
 ]
 
-# AORs one process holds.  A binding costs ~1 KiB in Python objects; 500k AORs with a couple of
-# bindings each stays around 1 GiB, the most a single node should spend on the location service.
+# AORs one process holds.  The memory budget below is what bounds the bytes; this bounds the
+# dictionary (and the admin API's sorted listing) when AORs are small.
 MAX_AORS = 500_000
+
+# Default budget for bindings and AORs: 1 GiB, the most a single node should spend on the
+# location service.  At ~600-1,000 bytes per typical binding that is over a million bindings;
+# at the largest contacts the registrar accepts (~2.5 KiB each) about 400,000.
+MAX_BINDING_BYTES = 1 << 30
+
+# Fixed bytes charged per binding and per AOR on top of their strings' lengths.  Measured with
+# tracemalloc (benchmarks/bench_binding_memory.py): a Binding struct with its floats and ints,
+# its slot in the AOR's dict, the expiry heap's tuple (twice: stale entries are kept up to the
+# live count) and the CPython header of each string; an AOR adds its dict, its key and its
+# entry in the known-users table.  Rounded up so the charge is never below the real cost.
+BINDING_FIXED_BYTES = 640
+AOR_FIXED_BYTES = 640
 
 # AORs remembered as "registered before" (404 vs 480).  A string per AOR (~100 bytes): 1M AORs
 # is ~100 MiB; the oldest are forgotten first, after which that user gets 404 instead of 480.
@@ -50,6 +75,23 @@ MAX_STATE_ENTRIES = 200_000
 # Heap entries popped per expire() call beyond ``limit`` for stale (refreshed) entries, so one
 # sweep stays short even after a burst of refreshes.
 _STALE_POP_BUDGET = 4096
+
+
+def binding_cost(b: Binding) -> int:
+    """Bytes a stored binding is charged: the fixed part and every string it keeps.  The key
+    counts twice: a refresh leaves a stale expiry-heap entry holding the previous key's string
+    until the heap is rebuilt (at most as many stale entries as live ones)."""
+    # Conditionals rather than len(x or ""): the optional fields are usually None, and this
+    # runs for every binding of every REGISTER.
+    return (BINDING_FIXED_BYTES + len(b.contact) + 2 * len(b.key) + len(b.call_id)
+            + len(b.source) + (len(b.instance) if b.instance else 0)
+            + (len(b.connection_id) if b.connection_id else 0)
+            + (len(b.node) if b.node else 0) + (sum(map(len, b.path)) if b.path else 0))
+
+
+def aor_cost(aor: str) -> int:
+    """Bytes an AOR with bindings is charged (its dict, key and known-users entry)."""
+    return AOR_FIXED_BYTES + 2 * len(aor)
 
 
 class _StateTable:
@@ -107,9 +149,13 @@ class MemoryRegistry:
         max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
         max_known_users: int = MAX_KNOWN_USERS,
         max_state_entries: int = MAX_STATE_ENTRIES,
+        max_bytes: int = MAX_BINDING_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._max_aors = max_aors
+        self._max_bytes = max_bytes
+        #: Bytes charged for the stored bindings and AORs (``binding_cost``, ``aor_cost``).
+        self._bytes = 0
         self._max_per_aor = max_bindings_per_aor
         self._max_known = max_known_users
         self._aors: dict[str, dict[str, Binding]] = {}
@@ -145,11 +191,14 @@ class MemoryRegistry:
             else:
                 updated[key] = make_binding(aor, change, call_id, cseq, now)
         if len(updated) > self._max_per_aor:
-            raise RegistryFull(f"{aor}: more than {self._max_per_aor} bindings")
+            raise RegistryFull(f"{aor}: more than {self._max_per_aor} bindings", "per_aor")
         if updated and aor not in self._aors and len(self._aors) >= self._max_aors:
-            raise RegistryFull(f"more than {self._max_aors} AORs")
+            raise RegistryFull(f"more than {self._max_aors} AORs", "aors")
         if changes:
-            self._commit(aor, stored, updated)
+            growth = self._cost(aor, updated) - (self._cost(aor, stored) if stored else 0)
+            if growth > 0 and self._bytes + growth > self._max_bytes:
+                raise RegistryFull(f"binding memory budget of {self._max_bytes} bytes", "memory")
+            self._commit(aor, stored, updated, growth)
         bindings = list(updated.values())
         # sort_bindings' own test, without the call for the usual single binding
         return bindings if len(bindings) < 2 else sort_bindings(bindings)
@@ -159,7 +208,7 @@ class MemoryRegistry:
         live = [b for b in stored.values() if b.expires_at > now]
         for b in live:
             self._check_order(aor, b, b.key, call_id, cseq)
-        self._commit(aor, stored, {})
+        self._commit(aor, stored, {}, -self._cost(aor, stored))
         return len(live)
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
@@ -215,6 +264,10 @@ class MemoryRegistry:
     async def count_bindings(self) -> int:
         return self._nbindings
 
+    def charged_bytes(self) -> int:
+        """Bytes charged against the memory budget (for tests, benchmarks and a gauge)."""
+        return self._bytes
+
     async def known_user(self, aor: str) -> bool:
         return aor in self._known or aor in self._aors
 
@@ -260,8 +313,32 @@ class MemoryRegistry:
         if old is not None and old.call_id == call_id and old.cseq >= cseq:
             raise OutOfOrder(aor, key, old.cseq, cseq)
 
-    def _commit(self, aor: str, stored: dict[str, Binding], updated: dict[str, Binding]) -> None:
-        """Replace ``stored`` (including its expired entries) by ``updated``, keeping indexes."""
+    @staticmethod
+    def _cost(aor: str, bindings: dict[str, Binding]) -> int:
+        if not bindings:
+            return 0
+        # aor_cost and binding_cost, spelled out in a plain loop: a call, a comprehension and
+        # sum() per REGISTER cost ~3% of its instructions (bench_instructions); this is ~1%.
+        # test_memory.py holds them equal.
+        total = AOR_FIXED_BYTES + 2 * len(aor)
+        for b in bindings.values():
+            total += (BINDING_FIXED_BYTES + len(b.contact) + 2 * len(b.key) + len(b.call_id)
+                      + len(b.source))
+            if b.instance:
+                total += len(b.instance)
+            if b.connection_id:
+                total += len(b.connection_id)
+            if b.node:
+                total += len(b.node)
+            if b.path:
+                total += sum(map(len, b.path))
+        return total
+
+    def _commit(self, aor: str, stored: dict[str, Binding], updated: dict[str, Binding],
+                growth: int) -> None:
+        """Replace ``stored`` (including its expired entries) by ``updated``, keeping indexes;
+        ``growth``: the change in charged bytes (``_cost`` of both, computed by the caller)."""
+        self._bytes += growth
         for key, old in stored.items():
             new = updated.get(key)
             if old.connection_id is not None and (
@@ -290,6 +367,7 @@ class MemoryRegistry:
         stored = self._aors[aor]
         old = stored.pop(key)
         self._nbindings -= 1
+        self._bytes -= binding_cost(old) + (0 if stored else aor_cost(aor))
         if old.connection_id is not None:
             self._unindex_conn(old.connection_id, aor, key)
         if not stored:

@@ -271,7 +271,7 @@ def _translate(exc: BaseException) -> BaseException:
         isinstance(exc, ResponseError) and str(exc).startswith("OOM")
     ):
         # maxmemory reached: the deployment's bound on the registry, answered like RegistryFull.
-        return RegistryFull(f"redis: {exc}")
+        return RegistryFull(f"redis: {exc}", "memory")
     if isinstance(exc, RedisError):
         return RegistryError(f"redis: {type(exc).__name__}: {exc}")
     return exc
@@ -454,7 +454,7 @@ class RedisRegistry:
         if status == b"OOO":
             raise OutOfOrder(aor, reply[1].decode(), int(reply[2]), cseq)
         if status == b"FULL":
-            raise RegistryFull(f"{aor}: more than {self._max_per_aor} bindings")
+            raise RegistryFull(f"{aor}: more than {self._max_per_aor} bindings", "per_aor")
         return reply[1:]
 
     # -- bindings -------------------------------------------------------------------------------

@@ -779,3 +779,64 @@ async def test_request_over_the_udp_size_limit_goes_over_tcp() -> None:
             listener.close()
             await phone.close()
             await caller.close()
+
+
+async def test_forking_fan_out_is_capped_per_host() -> None:
+    """Issue 20: an AOR's bindings all at one address turned one INVITE into as many
+    INVITEs to that host.  Six bindings at 127.0.0.1 get ``max_forks_per_host`` (3) branches,
+    the rest are dropped and counted."""
+    async with running_server(max_forks_per_host=3) as server:
+        assert server.udp_address is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callees = [await UdpUA("fanout", "127.0.0.1", port).start() for _ in range(6)]
+        try:
+            for callee in callees:
+                await callee.send(callee.register())
+                await callee.response(200, "REGISTER")
+            assert len(await server.registry.lookup("sip:fanout@127.0.0.1", 0)) == 6
+            await caller.send(caller.invite("fanout"))
+            await caller.response(100)
+            await asyncio.sleep(0.3)
+            heard = [[m for m in await c.quiet(0.3) if isinstance(m, Request)
+                      and m.method == "INVITE"] for c in callees]
+            assert sorted(len(h) > 0 for h in heard) == [False] * 3 + [True] * 3
+            assert server.proxy.c_proxy.get("fork_capped") == 1
+        finally:
+            await caller.close()
+            for callee in callees:
+                await callee.close()
+
+
+async def test_an_answered_call_keeps_no_parsed_messages_while_its_transactions_linger() -> None:
+    """Issue 20 item 5: for the 32 s its server transaction lingers, a proxied INVITE held
+    the original and forked requests and the callee's 200 (~10 kB of the ~17 kB a call
+    attempt cost).  Once answered, its context keeps summaries only; a 2xx retransmission
+    is still relayed (§16.7 step 5)."""
+    from protocols.sip.summary import ResponseSummary
+
+    async with running_server() as server:
+        assert server.udp_address is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callee = await UdpUA("settled", "127.0.0.1", port).start()
+        try:
+            await callee.send(callee.register())
+            await callee.response(200, "REGISTER")
+            invite = caller.invite("settled")
+            await caller.send(invite)
+            got = await callee.request("INVITE")
+            ok = callee.reply(got, 200, tag="s1", body=b"v=0\r\n")
+            await callee.send(ok)
+            first = await caller.response(200)
+            (ctx,) = [c for c in server.proxy.contexts.values() if c.method == "INVITE"]
+            assert ctx.settled and ctx.best is None
+            assert all(isinstance(b.final, ResponseSummary) for b in ctx.branches)
+            assert ctx.txn.compacted  # and the server transaction holds no messages either
+            await callee.send(ok)  # the callee retransmits its 2xx
+            again = await caller.response(200)
+            assert again.to.tag == first.to.tag
+            assert all(isinstance(b.final, ResponseSummary) for b in ctx.branches)
+        finally:
+            await caller.close()
+            await callee.close()

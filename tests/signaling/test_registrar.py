@@ -256,3 +256,92 @@ async def test_path_is_stored_and_returned_when_supported() -> None:
                 call_id=f"bad{status}", extra=bad))
             assert resp.status == status
         peer.close()
+
+
+async def test_what_one_binding_stores_is_bounded_400_and_nothing_kept() -> None:
+    async with running_server(domain=["example.com"], max_contact_length=128) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        long_uri = "sip:a@10.0.0.1;x=" + "y" * 120
+        cases = [
+            (_register(port, peer.port, contacts=[f"<{long_uri}>"], call_id="long-1"),
+             "Contact URI too long"),
+            (_register(port, peer.port, contacts=["<sip:a@10.0.0.1>"], call_id="c" * 257),
+             "Call-ID too long"),
+            (_register(port, peer.port, contacts=['<sip:a@10.0.0.1>;+sip.instance="<urn:'
+                                                  + "u" * 260 + '>"'], call_id="long-3"),
+             "+sip.instance too long"),
+            (_register(port, peer.port, contacts=["<sip:a@10.0.0.1>"], call_id="long-4",
+                       user="u" * 130), "To URI too long"),
+        ]
+        for data, reason in cases:
+            resp = await _ask(peer, port, data)
+            assert (resp.status, resp.reason) == (400, reason)
+        # A contact just within the bound is stored; the rejected ones left nothing.
+        ok = await _ask(peer, port, _register(port, peer.port, contacts=[f"<{long_uri[:128]}>"],
+                                              call_id="long-5"))
+        assert ok.status == 200 and len(ok.contacts) == 1
+        assert await srv.registry.count_bindings() == 1
+        assert srv.registrar.c_register.get("400") == 4
+        peer.close()
+
+
+async def test_bindings_per_aor_and_memory_budget_answer_503_counted_by_bound() -> None:
+    async with running_server(domain=["example.com"], max_bindings_per_aor=3) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        three = [f"<sip:d{i}@10.0.0.{i}>" for i in range(3)]
+        assert (await _ask(peer, port, _register(port, peer.port, contacts=three))).status == 200
+        full = await _ask(peer, port, _register(port, peer.port, call_id="reg-2",
+                                                contacts=["<sip:d9@10.0.0.9>"]))
+        assert full.status == 503 and full.header("Retry-After") == "60"
+        assert srv.registrar.c_full.get("per_aor") == 1
+        assert await srv.registry.count_bindings() == 3
+        peer.close()
+    budget = MemoryRegistry(max_bytes=2000)  # room for one small AOR (~1.4 kB), not two
+    async with running_server(registry=budget, domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        ok = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:m@10.0.0.1>"],
+                                              user="m1", call_id="mem-1"))
+        assert ok.status == 200
+        full = await _ask(peer, port, _register(port, peer.port, contacts=["<sip:m@10.0.0.2>"],
+                                                user="m2", call_id="mem-2"))
+        assert full.status == 503 and full.header("Retry-After") == "60"
+        assert srv.registrar.c_full.get("memory") == 1
+        assert await srv.registry.count_aors() == 1
+        peer.close()
+
+
+async def test_udp_answer_is_cut_to_the_requests_own_contacts_beyond_the_limit() -> None:
+    # Reflection: ten bindings with 200-byte contacts make a ~2.5 kB list; a small query
+    # REGISTER over UDP (spoofable) must not return it.
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        uris = [f"sip:r{i}@10.0.0.{i};x={'z' * 180}" for i in range(10)]
+        for i, uri in enumerate(uris):
+            resp = await _ask(peer, port, _register(port, peer.port, contacts=[f"<{uri}>"],
+                                                    call_id=f"refl-{i}", user="refl"))
+            assert resp.status == 200
+        assert await srv.registry.count_bindings() == 10
+        cut_before = srv.registrar.c_cut.get()  # the later registrations were cut already
+        assert cut_before > 0
+        query = _register(port, peer.port, contacts=[], call_id="refl-q", user="refl")
+        resp = await _ask(peer, port, query)
+        answer = peer.raw[-1]
+        assert resp.status == 200 and not resp.contacts
+        assert (resp.header("Warning") or "").startswith("399 ")
+        assert len(answer) <= srv.cfg.udp_answer_limit and len(answer) < 2 * len(query)
+        # A refresh lists its own binding, with its expiry, and nothing else.
+        refresh = _register(port, peer.port, contacts=[f"<{uris[3]}>"], call_id="refl-3",
+                            cseq=2, user="refl")
+        resp = await _ask(peer, port, refresh)
+        assert resp.status == 200 and [str(c.uri) for c in resp.contacts] == [uris[3]]
+        assert len(peer.raw[-1]) < len(refresh) + 400
+        assert srv.registrar.c_cut.get() == cut_before + 2
+        peer.close()

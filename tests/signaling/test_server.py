@@ -133,3 +133,41 @@ async def test_sweeper_logs_one_line_not_a_traceback_per_tick_while_redis_is_dow
     finally:
         await server.stop()
         redis.stop()
+
+
+async def test_sigterm_answers_a_pending_invite_503_within_the_shutdown_bound() -> None:
+    """Issue 20 item 7: an INVITE ringing a silent callee at SIGTERM got only its 100 Trying
+    before the process exited.  Now the caller gets 503 + Retry-After by the shutdown bound
+    (2 s here; Timer B and the ring timeout are far away), and the process exits cleanly."""
+    import asyncio
+    import time
+
+    from tests.peers.sipua import UdpUA
+
+    srv = ServerProcess("--shutdown-timeout", "2", "--retry-after", "7",
+                        "--log-level", "warning", ws=False).start()
+    caller = await UdpUA("alice", "127.0.0.1", srv.udp_port).start()
+    callee = await UdpUA("silent", "127.0.0.1", srv.udp_port).start()
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("silent")
+        await caller.send(invite)
+        await caller.response(100)
+        await callee.request("INVITE")  # reached the callee, which never answers
+        started = time.monotonic()
+        stopping = asyncio.ensure_future(asyncio.to_thread(srv.stop))
+        final = await caller.recv(lambda m: isinstance(m, Response) and m.status >= 200,
+                                  timeout=10.0)
+        waited = time.monotonic() - started
+        status = await stopping
+    finally:
+        await caller.close()
+        await callee.close()
+        if srv.alive():
+            srv.stop()
+    assert isinstance(final, Response) and final.call_id == invite.call_id
+    assert (final.status, final.header("Retry-After")) == (503, "7")
+    assert final.to.tag  # a final response from the proxy itself (§8.2.6.2)
+    assert 1.5 < waited < 2 + 3.0, waited  # at the bound: in-flight work had its chance
+    assert status == 0 and "Traceback" not in srv.log, srv.log[-2000:]

@@ -11,7 +11,8 @@ from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
-from protocols.sip.transaction import NonInviteServerTransaction, response_stub
+from protocols.sip.summary import response_summary
+from protocols.sip.transaction import NonInviteServerTransaction
 from signaling.registry.base import Binding, ContactChange
 from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import Peer, SipCore, stateless_answer, stateless_tail
@@ -301,11 +302,11 @@ async def test_respond_sends_the_bytes_the_tu_wrote_and_keeps_them() -> None:
                                          Peer("udp", "127.0.0.1", peer.port))
         srv.core.table.add(txn)
         first = stateless_answer(req, 200, "OK", stateless_tail([("Date", "x")]))
-        srv.core.respond(txn, response_stub(200, "OK", "OPTIONS"), first)
+        srv.core.respond(txn, response_summary(200, "OK", "OPTIONS"), first)
         assert isinstance(await peer.recv(), Response) and peer.raw == [first]
         assert srv.core.c_resp_out.get("OPTIONS", "2xx", "udp") == 1
         assert srv.core.c_retrans.get("sent") == 0
-        srv.core.respond(txn, response_stub(200, "OK", "OPTIONS"),
+        srv.core.respond(txn, response_summary(200, "OK", "OPTIONS"),
                          stateless_answer(req, 200, "Other", stateless_tail([])))
         assert await peer.silent(0.2)
         assert txn.last_response_bytes == first
@@ -330,3 +331,38 @@ async def test_server_header_is_configurable_and_may_be_off() -> None:
                                                      peer.port))
             assert unknown.status == 404 and unknown.header("Server") == expected
             peer.close()
+
+
+async def test_a_silent_caller_gets_the_final_response_on_timer_g_until_h_only() -> None:
+    """§17.2.1: an INVITE's non-2xx final is resent at Timer G (T1, doubling up to T2) while
+    no ACK comes, and Timer H (64*T1) ends it: counted on the wire with a caller that never
+    ACKs (issue 20 item 5 saw ~10 copies at the default timers: this is that schedule)."""
+    import time
+
+    from tests.peers.sipua import UdpUA
+
+    t1, t2 = 0.05, 0.2
+    schedule, t, interval = [], 0.0, t1
+    while t + interval < 64 * t1:
+        t += interval
+        schedule.append(t)
+        interval = min(2 * interval, t2)
+    async with running_server(t1=t1, t2=t2) as srv:
+        assert srv.udp_address is not None
+        caller = await UdpUA("alice", "127.0.0.1", srv.udp_address[1]).start()
+        try:
+            invite = caller.invite("nobody-at-all")
+            await caller.send(invite)
+            first = await caller.response(404)
+            started = time.monotonic()
+            copies = [m for m in await caller.quiet(64 * t1 + 1.0)
+                      if isinstance(m, Response) and m.call_id == invite.call_id]
+            waited = time.monotonic() - started
+        finally:
+            await caller.close()
+    assert first.to.tag and all(c.status == 404 and c.to.tag == first.to.tag for c in copies)
+    # Never more than the schedule allows (a busy loop may fire a few late, hence fewer), and
+    # retransmitting it did; copies past H would exceed the schedule within the extra second.
+    assert 5 <= len(copies) <= len(schedule), (len(copies), schedule)
+    assert waited >= 64 * t1 + 1.0
+    assert srv.core.c_retrans.get("sent") == len(copies)

@@ -19,9 +19,11 @@ from protocols.sip.errors import SipError, TransactionError
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
+from protocols.sip.summary import ResponseSummary, response_summary
 from protocols.sip.timers import DEFAULT_TIMERS, TimerConfig, TimerValues, timer_values
 from protocols.sip.transaction import (
     HEAP_SLACK,
+    Action,
     ClientTransaction,
     Event,
     Input,
@@ -87,7 +89,7 @@ def response(req: Request, status: int, to_tag: str = "totag") -> Response:
     return make_response(req, status, to_tag=None if status == 100 else to_tag)
 
 
-def sends(events: list[Event]) -> list[Request | Response]:
+def sends(events: list[Event]) -> list[Request | Response | ResponseSummary]:
     return [e.message for e in events if isinstance(e, SendMessage)]
 
 
@@ -121,8 +123,8 @@ def message_for(txn: Transaction, inp: Input) -> Request | Response | None:
     if inp is Input.REQUEST_RETRANSMISSION:
         return req
     if inp is Input.ACK:
-        last = txn.last_response or response(req, 486)
-        return build_ack(req, last)
+        last = txn.last_response
+        return build_ack(req, last if isinstance(last, Response) else response(req, 486))
     return None
 
 
@@ -970,38 +972,39 @@ def test_compact_releases_parsed_messages_but_still_answers_retransmissions() ->
     txn = _NIST(req, _tv(_TC(), False))
     assert not txn.compact()  # Trying: the TU still needs the request
     for ev in txn.send_response(_make_response(req, 200, to_tag="x"), 0.0):
-        assert isinstance(ev, _Send)
+        assert isinstance(ev, _Send) and not isinstance(ev.message, ResponseSummary)
         txn.cache_bytes(ev.message, _serialize(ev.message))
     wire = txn.last_response_bytes
-    assert txn.compact()
-    assert txn.request is not req
-    assert txn.last_response is not None and txn.last_response.status == 200
+    assert txn.compact() and txn.compacted
+    with pytest.raises(TransactionError):
+        _ = txn.request  # released: a reader cannot mistake a placeholder for it
+    assert txn.last_response == ResponseSummary(200, "OK", "REGISTER", "x")
     again = txn.receive_request(req, 1.0)  # a retransmission: the same bytes go out
     assert [e.data for e in again if isinstance(e, _Send)] == [wire]
 
 
-def test_response_stub_stands_in_for_a_response_given_as_bytes() -> None:
+def test_a_summary_stands_in_for_a_response_given_as_bytes() -> None:
     from protocols.sip.parser import parse_message as _parse
     from protocols.sip.timers import TimerConfig as _TC
     from protocols.sip.timers import timer_values as _tv
     from protocols.sip.transaction import NonInviteServerTransaction as _NIST
     from protocols.sip.transaction import SendMessage as _Send
-    from protocols.sip.transaction import response_stub
 
-    stub = response_stub(200, "OK", "REGISTER")
-    assert stub is response_stub(200, "OK", "REGISTER")  # shared, not one per response
-    assert (stub.status, stub.reason, stub.cseq.method) == (200, "OK", "REGISTER")
-    assert response_stub(404, "Not Found", "REGISTER") is not stub
+    summary = response_summary(200, "OK", "REGISTER")
+    assert summary is response_summary(200, "OK", "REGISTER")  # shared, not one per response
+    assert summary == ResponseSummary(200, "OK", "REGISTER", None)
+    assert response_summary(404, "Not Found", "REGISTER") is not summary
     req = _parse(b"REGISTER sip:example.com SIP/2.0\r\n"
                  b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKstub\r\n"
                  b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n"
                  b"Call-ID: stub\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n")
     assert isinstance(req, Request)
     txn = _NIST(req, _tv(_TC(), False))
-    events = txn.send_response(stub, 0.0)
+    assert not txn.compact()  # the bytes are not known yet: nothing to answer with
+    events = txn.send_response(summary, 0.0)
     assert [type(e) for e in events] == [_Send] and txn.state is State.COMPLETED
-    txn.cache_bytes(stub, b"SIP/2.0 200 OK\r\n...")  # the TU's wire form
-    assert txn.compact() and txn.last_response is stub
+    txn.cache_bytes(summary, b"SIP/2.0 200 OK\r\n...")  # the TU's wire form
+    assert txn.compact() and txn.last_response is summary
     again = txn.receive_request(req, 1.0)
     assert [e.data for e in again if isinstance(e, _Send)] == [b"SIP/2.0 200 OK\r\n..."]
 
@@ -1026,3 +1029,109 @@ def test_a_key_computed_once_matches_and_creates_as_without_it() -> None:
             assert table.find_server_by_key(key, other) is None
     inv = request("INVITE")
     assert new_server_transaction(inv, UDP, key=server_key(inv)).key == server_key(inv)
+
+
+# -- compaction of every machine (issue 20 item 5, issue 12's placeholders) ---------------------
+
+
+def _sent(txn: Transaction, events: list[Event]) -> list[bytes]:
+    """Play the I/O layer: serialise first sends and cache them, as sipcore.run does."""
+    out = []
+    for ev in events:
+        if isinstance(ev, SendMessage):
+            data = ev.data
+            if data is None:
+                assert not isinstance(ev.message, ResponseSummary)
+                data = serialize(ev.message)
+                txn.cache_bytes(ev.message, data)
+            out.append(data)
+    return out
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_compactable_states_never_need_the_request(machine: type[Transaction]) -> None:
+    # What compact() releases must not be needed by any row of a compactable state: the
+    # request (sent again by Timers A/E, turned into the ACK for a non-2xx) in particular.
+    needs_request = {Action.SEND_REQUEST, Action.SEND_ACK}
+    for (state, inp), (actions, _) in machine.TABLE.items():
+        if state in machine.COMPACTABLE:
+            assert not needs_request & set(actions), (machine.__name__, state, inp)
+    assert machine.COMPACTABLE  # every machine has a long absorbing tail worth compacting
+
+
+def test_invite_server_rejected_compacts_and_keeps_answering_until_h() -> None:
+    req = request("INVITE", "z9hG4bKist486")
+    txn = InviteServerTransaction(req, UDP)
+    _sent(txn, txn.send_response(response(req, 100), 0.0))
+    assert not txn.compact()  # Proceeding: the TU still answers from the request
+    busy = response(req, 486, to_tag="busy")
+    wire = _sent(txn, txn.send_response(busy, 0.0))
+    assert txn.compact() and txn.compacted
+    with pytest.raises(TransactionError):
+        _ = txn.request
+    assert txn.last_response == ResponseSummary(486, busy.reason, "INVITE", "busy")
+    # A retransmitted INVITE and Timer G both send the same bytes (§17.2.1).
+    assert _sent(txn, txn.receive_request(req, 0.1)) == wire
+    assert _sent(txn, txn.on_timer(UDP.t1)) == wire
+    # The ACK still matches, by branch and, for an RFC 2543 peer, by the summary's To tag.
+    ack = build_ack(req, busy)
+    assert txn.matches_to_tag(ack)
+    assert txn.matches_to_tag(build_ack(req, response(req, 486, to_tag="other"))) is False
+    txn.receive_request(ack, 0.2)
+    # Confirmed only absorbs (§17.2.1): compacting again drops the bytes too.
+    assert txn.state is State.CONFIRMED and txn.compact() and txn.last_response_bytes is None
+
+
+def test_invite_server_accepted_keeps_no_bytes_and_still_sends_further_2xx() -> None:
+    req = request("INVITE", "z9hG4bKist200")
+    txn = InviteServerTransaction(req, UDP)
+    _sent(txn, txn.send_response(response(req, 200, to_tag="a"), 0.0))
+    assert txn.compact()
+    # Accepted never resends (RFC 6026 §8.7: the 2xx is the TU's to retransmit).
+    assert txn.last_response_bytes is None
+    assert _sent(txn, txn.receive_request(req, 0.1)) == []
+    fork = response(req, 200, to_tag="b")  # a proxy relays a second fork's 2xx
+    assert _sent(txn, txn.send_response(fork, 0.2)) == [serialize(fork)]
+    assert txn.compact() and txn.last_response == ResponseSummary(200, "OK", "INVITE", "b")
+
+
+def test_invite_client_compacted_still_acks_a_retransmitted_final() -> None:
+    req = request("INVITE", "z9hG4bKict486")
+    txn = InviteClientTransaction(req, UDP)
+    _sent(txn, txn.start(0.0))
+    assert not txn.compact()  # Calling: Timer A sends the request again
+    busy = response(req, 486)
+    first_ack = _sent(txn, txn.receive_response(busy, 0.1))
+    assert txn.compact() and txn.compacted
+    assert _sent(txn, txn.receive_response(busy, 0.2)) == first_ack  # §17.1.1.3
+    nict = NonInviteClientTransaction(request("OPTIONS", "z9hG4bKnict"), UDP)
+    _sent(nict, nict.start(0.0))
+    nict.receive_response(response(nict.request, 200), 0.1)
+    assert nict.compact() and nict.state is State.COMPLETED
+
+
+def test_timer_g_retransmissions_to_a_silent_caller_follow_the_rfc_schedule() -> None:
+    """§17.2.1: a final non-2xx to a caller that never ACKs is resent at Timer G, which
+    starts at T1 and doubles up to T2, until Timer H (64*T1) ends the transaction: with the
+    default timers at 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s, ten retransmissions, none after."""
+    req = request("INVITE", "z9hG4bKsilent")
+    txn = InviteServerTransaction(req, UDP)
+    wire = _sent(txn, txn.send_response(response(req, 408, to_tag="t"), 0.0))
+    txn.compact()
+    times = []
+    now = 0.0
+    while not txn.terminated:
+        deadline = txn.next_deadline()
+        assert deadline is not None
+        now = deadline
+        events = txn.on_timer(now)
+        sent = _sent(txn, events)
+        assert sent in ([], wire)
+        times += [now] * len(sent)
+    expected, t, interval = [], 0.0, UDP.t1
+    while t + interval < 64 * UDP.t1:
+        t += interval
+        expected.append(t)
+        interval = min(2 * interval, UDP.t2)
+    assert times == pytest.approx(expected) and len(times) == 10
+    assert now == pytest.approx(64 * UDP.t1)  # Timer H

@@ -106,3 +106,93 @@ async def test_register_matches_model(sequence: list[tuple[str, int, list[tuple[
         assert {b.contact: (b.call_id, b.cseq, b.expires_at) for b in got} == model
         if contacts:  # a query leaves expired entries for the sweeper
             assert await reg.count_bindings() == len(model)
+
+
+async def test_memory_budget_refuses_growth_and_leaves_nothing() -> None:
+    # Room for two small AORs of one binding each, not three.
+    one = MemoryRegistry()
+    await one.register("sip:a@x", "c", 1, [change("sip:a@h", 600)], NOW)
+    per_aor = one.charged_bytes()
+    reg = MemoryRegistry(max_bytes=2 * per_aor + per_aor // 2)
+    await reg.register("sip:a@x", "c", 1, [change("sip:a@h", 600)], NOW)
+    await reg.register("sip:b@x", "c", 1, [change("sip:b@h", 600)], NOW)
+    with pytest.raises(RegistryFull) as err:
+        await reg.register("sip:c@x", "c", 1, [change("sip:c@h", 600)], NOW)
+    assert err.value.bound == "memory"
+    assert await reg.count_aors() == 2 and await reg.count_bindings() == 2
+    assert await reg.lookup("sip:c@x", NOW) == []
+    # A second, longer contact on a stored AOR grows the total too: refused as a whole.
+    with pytest.raises(RegistryFull):
+        await reg.register("sip:a@x", "c", 2, [change("sip:a@h", 600),
+                                              change("sip:a@" + "h" * 400, 600)], NOW)
+    assert len(await reg.lookup("sip:a@x", NOW)) == 1
+    # A refresh that does not grow passes at the bound; removal frees room for a new AOR.
+    await reg.register("sip:a@x", "c", 3, [change("sip:a@h", 900)], NOW)
+    await reg.register("sip:b@x", "c", 2, [change("sip:b@h", 0)], NOW)
+    await reg.register("sip:c@x", "c", 1, [change("sip:c@h", 600)], NOW)
+    assert await reg.count_aors() == 2
+
+
+async def test_charge_returns_to_zero_by_every_removal_path() -> None:
+    reg = MemoryRegistry()
+    await reg.register("sip:a@x", "c", 1, [change("sip:a@h1", 10), change("sip:a@h2", 600)], NOW)
+    await reg.register("sip:b@x", "c", 1, [change("sip:b@h", 600, connection_id="w1")], NOW)
+    await reg.register("sip:d@x", "c", 1, [change("sip:d@h", 600)], NOW)
+    assert reg.charged_bytes() > 0
+    assert await reg.expire(NOW + 11, 100) == 1            # the sweeper
+    assert await reg.remove_connection("w1") == 1          # a WebSocket closed
+    assert await reg.remove_binding("sip:d@x", "sip:d@h")  # the admin API
+    await reg.remove_all("sip:a@x", "c", 2, NOW)          # Contact: *
+    assert await reg.count_bindings() == 0
+    assert reg.charged_bytes() == 0
+
+
+@pytest.mark.parametrize(("per_aor", "contact_len"), [(1, 40), (10, 60), (10, 512)])
+async def test_charge_is_never_below_the_measured_memory(per_aor: int, contact_len: int) -> None:
+    """The budget holds only if each binding is charged at least what it really costs:
+    tracemalloc counts the registry's allocations for 300 AORs, with refreshes (stale heap
+    entries), and the charge must cover them; it must not overstate them twice over either."""
+    import gc
+    import tracemalloc
+
+    reg = MemoryRegistry(max_bindings_per_aor=per_aor)
+
+    def changes(a: int) -> list[ContactChange]:
+        out = []
+        for i in range(per_aor):
+            uri = f"sip:u{a}-{i}@198.51.100.{i}:5060;transport=udp;x="
+            uri += "a" * (contact_len - len(uri))
+            out.append(change(uri, 600, source=f"198.51.100.{i}:5060", key=uri.upper()))
+        return out
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for cseq in (1, 2):  # the refresh leaves a stale heap entry per binding
+            for a in range(300):
+                # Built inside the traced region and dropped after: what the bindings keep
+                # of them is counted, as it is of a parsed REGISTER.
+                await reg.register(f"sip:user{a}@example.com", f"{a:08x}-0123456789@192.0.2.1",
+                                   cseq, changes(a), NOW)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    charged = reg.charged_bytes()
+    assert used <= charged, (used, charged)
+    assert charged < 2 * used, (used, charged)
+
+
+async def test_the_charge_of_an_aor_is_its_bindings_and_aor_cost() -> None:
+    # MemoryRegistry._cost spells aor_cost and binding_cost out: they must agree, for every
+    # field a binding charges.
+    from signaling.registry.memory import aor_cost, binding_cost
+
+    reg = MemoryRegistry()
+    got = await reg.register("sip:cost@x", "c", 1, [change("sip:a@h", 60, instance="<urn:x>",
+                                                          connection_id="w9", node="n1",
+                                                          path=("<sip:p1>", "<sip:p22>"))], NOW)
+    assert reg.charged_bytes() == aor_cost("sip:cost@x") + binding_cost(got[0])
+    assert binding_cost(got[0]) > binding_cost(
+        (await MemoryRegistry().register("sip:cost@x", "c", 1, [change("sip:a@h")], NOW))[0])
