@@ -32,9 +32,9 @@ from protocols.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
-    TransactionTable,
     build_ack,
 )
+from protocols.sip.txtable import TransactionTable
 
 #: One batch: enough live transactions that the dicts and heap are realistically large,
 #: small enough that the whole run stays a few seconds on a shared 2-core machine.

@@ -49,13 +49,12 @@ from protocols.sip.transaction import (
     State,
     Transaction,
     TransactionKey,
-    TransactionTable,
-    TransactionTableFull,
     TransactionTerminated,
     new_client_transaction,
     new_server_transaction,
     server_key,
 )
+from protocols.sip.txtable import TransactionTable, TransactionTableFull
 from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher

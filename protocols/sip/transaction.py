@@ -15,9 +15,8 @@ Rules this module keeps (the h11/h2/aioquic model):
   every due one in deadline order.  Which timers may run in a state is declared per machine
   (``STATE_TIMERS``): entering a state cancels the others, so e.g. a 1xx stops Timer A and B.
   A timer the RFC sets to zero on reliable transports (D, I, J, K) fires inside the same call.
-* ``TransactionTable`` matches messages to transactions (§17.1.3, §17.2.3 with the RFC 2543
-  fallback), is bounded, removes terminated transactions and keeps one heap of deadlines so the
-  I/O layer re-arms a single asyncio timer from ``next_deadline()`` and calls ``fire_due(now)``.
+* Matching keys (§17.1.3, §17.2.3) are in ``txkeys.py`` and the bounded table of live
+  transactions, with its one heap of deadlines, in ``txtable.py``.
 
 Wire bytes: the machines keep the message objects they send.  The I/O layer serialises a
 ``SendMessage`` whose ``data`` is ``None`` and may hand the bytes back with ``cache_bytes`` so
@@ -31,22 +30,29 @@ absorbs it explicitly; each such row says so.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import count
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .errors import SipError, TransactionError
-from .message import CSeq, Request, Response, Via
+from .errors import TransactionError
+from .message import CSeq, Request, Response
 from .summary import ResponseSummary, response_summary
 from .timers import TimerValues
+from .txkeys import (
+    MAGIC_COOKIE,
+    TransactionKey,
+    cancel_target_key,
+    client_key,
+    client_key_of_request,
+    server_key,
+)
+
+if TYPE_CHECKING:
+    from .txtable import TransactionTable
 
 __all__ = [
-    "HEAP_SLACK",
     "MAGIC_COOKIE",
-    "MAX_TRANSACTIONS",
     "Action",
     "ClientTransaction",
     "Event",
@@ -63,8 +69,6 @@ __all__ = [
     "TimerCFired",
     "Transaction",
     "TransactionKey",
-    "TransactionTable",
-    "TransactionTableFull",
     "TransactionTerminated",
     "TransactionTimedOut",
     "TransportFailed",
@@ -77,22 +81,6 @@ __all__ = [
     "response_summary",
     "server_key",
 ]
-
-#: RFC 3261 §8.1.1.7: a branch starting with this cookie was built by an RFC 3261 element and is
-#: unique per transaction, so it alone (with sent-by and method) identifies the transaction.
-MAGIC_COOKIE = "z9hG4bK"
-_COOKIE_LEN = len(MAGIC_COOKIE)
-
-#: Live transactions per table.  A non-INVITE server transaction lives 64*T1 = 32 s after its
-#: final response on UDP (Timer J), so 262,144 holds a sustained ~8,000 transactions/s per
-#: process with room to spare, at roughly 1-2 KiB each (messages included) well under 1 GiB.
-#: Past it a new request must be answered 503 by the caller, not grow memory without bound.
-MAX_TRANSACTIONS = 262_144
-
-#: Stale heap entries (a deadline that moved or a transaction already gone) are dropped lazily
-#: when they reach the top.  The heap is rebuilt when it holds more than twice the live
-#: transactions plus this slack, so it stays O(live) without rebuilding on every small burst.
-HEAP_SLACK = 4096
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,7 +600,7 @@ class ClientTransaction(Transaction):
     START_ACTIONS: ClassVar[tuple[Action, ...]]
 
     def __init__(self, request: Request, timers: TimerValues, peer: object = None) -> None:
-        key = _client_key_of_request(request)
+        key = client_key_of_request(request)
         super().__init__(request, key, timers, peer)
         self._started = False
 
@@ -939,206 +927,3 @@ def build_cancel(request: Request) -> Request:
         max_forwards=70,
         routes=list(request.routes),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Matching (§17.1.3, §17.2.3).
-
-#: A hashable tuple; RFC 3261 keys start with the branch, RFC 2543 fallback keys with "2543".
-TransactionKey = tuple[object, ...]
-
-
-def _has_cookie(branch: str | None) -> bool:
-    # RFC 4475 §3.1.2.? "badbranch": a branch that is exactly the cookie carries no unique
-    # part, so it is not trusted as an RFC 3261 branch; the 2543 fallback matches instead.
-    return branch is not None and len(branch) > _COOKIE_LEN and branch.startswith(MAGIC_COOKIE)
-
-
-def _via_key(via: Via) -> tuple[object, ...]:
-    return (via.transport, via.host.lower(), via.port, tuple(sorted(via.params.items())))
-
-
-def _server_key(request: Request, method: str) -> TransactionKey | None:
-    vias = request.vias
-    if not vias:
-        return None
-    via = vias[0]
-    branch = via.params.get("branch")
-    if _has_cookie(branch):
-        # §17.2.3: branch, sent-by and method (ACK matches its INVITE).
-        return (branch, via.host.lower(), via.port, method)
-    # §17.2.3 RFC 2543 fallback: Request-URI, From tag, Call-ID, CSeq number, top Via and the
-    # method; the To tag is checked after the lookup (ServerTransaction.matches_to_tag) because
-    # an ACK carries the response's tag, not the INVITE's.  URIs compare by their text, which a
-    # retransmission or the ACK for a non-2xx repeats exactly (§17.1.1.3).
-    return ("2543", str(request.uri), request.from_.tag, request.call_id, request.cseq.seq,
-            method, _via_key(via))
-
-
-def server_key(request: Request) -> TransactionKey | None:
-    """The server transaction key of ``request`` (§17.2.3); ``None`` without a Via."""
-    method = request.method
-    return _server_key(request, "INVITE" if method == "ACK" else method)
-
-
-def cancel_target_key(cancel: Request) -> TransactionKey | None:
-    """The key of the INVITE server transaction a CANCEL refers to (§9.2)."""
-    return _server_key(cancel, "INVITE")
-
-
-def client_key(response: Response) -> TransactionKey | None:
-    """The client transaction key of ``response`` (§17.1.3): top Via branch and CSeq method."""
-    vias = response.vias
-    if not vias:
-        return None
-    branch = vias[0].params.get("branch")
-    if branch is None:
-        return None
-    return (branch, response.cseq.method)
-
-
-def _client_key_of_request(request: Request) -> TransactionKey:
-    branch = request.vias[0].params.get("branch") if request.vias else None
-    if not _has_cookie(branch):
-        raise TransactionError("a client transaction needs an RFC 3261 branch (§8.1.1.7)")
-    return (branch, request.method)
-
-
-# --------------------------------------------------------------------------------------------
-# The table.
-
-
-class TransactionTableFull(SipError):
-    """MAX_TRANSACTIONS reached: answer the new request 503 (or refuse to send) and count it."""
-
-
-class TransactionTable:
-    """Live transactions by key, plus one heap of their deadlines.
-
-    Transactions added here report back after every input (``handle``), so the table follows
-    their deadlines and drops them when they terminate; the I/O layer only arms one timer at
-    ``next_deadline()`` and calls ``fire_due(now)`` when it expires.
-    """
-
-    __slots__ = ("_clients", "_heap", "_seq", "_servers", "max_size")
-
-    def __init__(self, max_size: int = MAX_TRANSACTIONS) -> None:
-        self.max_size = max_size
-        self._servers: dict[TransactionKey, ServerTransaction] = {}
-        self._clients: dict[TransactionKey, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, Transaction]] = []
-        self._seq = count()
-
-    def __len__(self) -> int:
-        return len(self._servers) + len(self._clients)
-
-    def __iter__(self) -> Iterator[Transaction]:
-        yield from self._servers.values()
-        yield from self._clients.values()
-
-    def add(self, txn: Transaction) -> None:
-        """Track ``txn``.  Raises ``TransactionTableFull`` or, for a taken key, TransactionError."""
-        if len(self._servers) + len(self._clients) >= self.max_size:
-            raise TransactionTableFull(f"{self.max_size} transactions live")
-        if txn.state is _TERMINATED_ST or txn._owner is not None:
-            raise TransactionError(f"cannot add {txn!r}")
-        table: dict[TransactionKey, ServerTransaction] | dict[TransactionKey, ClientTransaction]
-        table = self._servers if isinstance(txn, ServerTransaction) else self._clients
-        if txn.key in table:
-            raise TransactionError(f"transaction key already in use: {txn.key!r}")
-        table[txn.key] = txn  # type: ignore[assignment]
-        txn._owner = self
-        if txn._timers:  # a new server transaction has none yet: nothing to schedule
-            self._reschedule(txn)
-
-    def remove(self, txn: Transaction) -> None:
-        """Forget ``txn`` (done automatically when it terminates)."""
-        table: dict[TransactionKey, ServerTransaction] | dict[TransactionKey, ClientTransaction]
-        table = self._servers if isinstance(txn, ServerTransaction) else self._clients
-        if table.get(txn.key) is txn:
-            del table[txn.key]
-        txn._owner = None
-        txn._heap_deadline = None  # its heap entries are now stale
-
-    def find_server(self, request: Request) -> ServerTransaction | None:
-        """The server transaction ``request`` belongs to (§17.2.3), if any."""
-        key = server_key(request)
-        if key is None:
-            return None
-        return self.find_server_by_key(key, request)
-
-    def find_server_by_key(self, key: TransactionKey, request: Request
-                           ) -> ServerTransaction | None:
-        """``find_server`` for a caller that computed ``key = server_key(request)`` already
-        (to create the transaction with it when nothing matches)."""
-        txn = self._servers.get(key)
-        if txn is not None and key[0] == "2543" and not txn.matches_to_tag(request):
-            return None
-        return txn
-
-    def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
-        """The INVITE server transaction a CANCEL refers to (§9.2), if any."""
-        key = cancel_target_key(cancel)
-        txn = self._servers.get(key) if key is not None else None
-        if not isinstance(txn, InviteServerTransaction):
-            return None
-        if key is not None and key[0] == "2543" and not txn.matches_to_tag(cancel):
-            return None
-        return txn
-
-    def find_client(self, response: Response) -> ClientTransaction | None:
-        """The client transaction ``response`` belongs to (§17.1.3), if any."""
-        key = client_key(response)
-        return self._clients.get(key) if key is not None else None
-
-    # -- deadlines ---------------------------------------------------------------------------
-
-    def _reschedule(self, txn: Transaction) -> None:
-        if txn.state is _TERMINATED_ST:
-            self.remove(txn)
-            return
-        timers = txn._timers
-        deadline = min(timers.values()) if timers else None
-        if deadline == txn._heap_deadline:
-            return
-        txn._heap_deadline = deadline
-        if deadline is None:
-            return
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._seq), txn))
-        if len(heap) > 2 * (len(self._servers) + len(self._clients)) + HEAP_SLACK:
-            self._compact()
-
-    def _compact(self) -> None:
-        self._heap = [(d, s, t) for d, s, t in self._heap if t._heap_deadline == d]
-        heapq.heapify(self._heap)
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline of any live transaction, or ``None``."""
-        heap = self._heap
-        while heap:
-            d, _, txn = heap[0]
-            if txn._heap_deadline == d:
-                return d
-            heapq.heappop(heap)  # stale entry
-        return None
-
-    def fire_due(self, now: float) -> list[tuple[Transaction, list[Event]]]:
-        """Fire every due timer of every transaction; the events of each, in deadline order."""
-        heap = self._heap
-        fired: list[tuple[Transaction, list[Event]]] = []
-        while heap and heap[0][0] <= now:
-            d, _, txn = heapq.heappop(heap)
-            if txn._heap_deadline != d:
-                continue  # stale entry
-            txn._heap_deadline = None
-            events = txn.on_timer(now)
-            if txn._owner is self:
-                self._reschedule(txn)  # on_timer may have fired nothing (equal deadlines)
-            if events:
-                fired.append((txn, events))
-        return fired
-
-    def heap_size(self) -> int:
-        """Entries in the deadline heap, stale ones included (bounded by compaction)."""
-        return len(self._heap)
