@@ -29,9 +29,9 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
@@ -62,6 +62,7 @@ from signaling.dialogs import (
     dialog_key,
     intern_peer,
 )
+from signaling.dialogshare import SharedDialogs
 from signaling.fanout import cap_per_destination
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
@@ -81,9 +82,6 @@ log = logging.getLogger(__name__)
 DIALOG_LINGER = 32.0
 #: Seconds between sweeps of dialog deadlines (maximum duration, linger).
 DIALOG_TICK = 1.0
-#: Dialog writes to the shared registry in flight at once.  Far above what a healthy Redis
-#: leaves pending (a round trip is ~0.1 ms), small enough that a dead one cannot pile up tasks.
-MAX_PENDING_WRITES = 10_000
 _COOKIE = "z9hG4bK"
 #: Largest request sent over UDP (§18.1.1): 1300 octets when the path MTU is unknown; larger
 #: ones go over TCP when this node runs it.
@@ -125,9 +123,6 @@ class Proxy:
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
-        #: Dialog state goes to the registry only when other nodes can read it (not memory).
-        self.shared_dialogs = cfg.registry != "memory"
-        self._pending: set[asyncio.Task[None]] = set()
         self.auth: Authenticator | None = None  # RFC 3261 §22.3, set by the server
         #: RFC 7339 reports from the servers we forward to, and the loss they ask of us.
         self.oc = OcClient()
@@ -135,6 +130,9 @@ class Proxy:
                                "Downstream servers whose RFC 7339 report we follow", [],
                                lambda: {(): float(len(self.oc))})
         self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
+        #: Dialog state goes to the registry only when others can read it (not in-process).
+        self.shared = SharedDialogs(registry, cfg.registry != "memory",
+                                    cfg.max_dialog_duration + DIALOG_LINGER, self.c_proxy)
         self.h_setup = metrics.histogram("call_setup_seconds",
                                          "INVITE received to 2xx relayed")
         metrics.callback_gauge("dialogs", "Dialogs by state", ["state"],
@@ -174,8 +172,10 @@ class Proxy:
     async def _in_dialog(self, work: Work) -> None:
         req = work.request
         dialog = self.dialogs.find(req.call_id, req.from_.tag, req.to.tag)
-        if dialog is None and self.shared_dialogs:
-            dialog = await self._load_dialog(req)
+        if dialog is None and self.shared.enabled:
+            now = self.core.now()
+            dialog = await self.shared.load(req, self.dialogs, now,
+                                            now + self.cfg.max_dialog_duration)
         if dialog is not None:
             peer = self._other_side(dialog, req)
             if peer is None:
@@ -208,61 +208,6 @@ class Proxy:
         if state is DialogState.TERMINATED:
             dialog.ended_by = "caller" if req.from_.tag == dialog.caller_tag else "callee"
             self._ended(dialog)
-
-    async def _load_dialog(self, req: Request) -> ProxyDialog | None:
-        """Another node (or this one before a restart) confirmed this dialog: its state is in
-        the shared registry.  Gone or unreachable means a deliberate 481, never a crash."""
-        for tag in (req.from_.tag, req.to.tag):
-            if not tag:
-                continue
-            try:  # the registry bounds every call itself (registry/base.py)
-                data = await self.registry.get_dialog(dialog_key(req.call_id, tag))
-            except RegistryError:
-                self.c_proxy.inc("dialog_load_failed")
-                return None
-            if data is None:
-                continue
-            try:
-                dialog = ProxyDialog.restore(data, self.core.now())
-            except ValueError:
-                self.c_proxy.inc("dialog_load_corrupt")
-                return None
-            dialog.deadline = self.core.now() + self.cfg.max_dialog_duration
-            try:
-                self.dialogs.add(dialog)
-            except DialogTableFull:
-                return None
-            self.c_proxy.inc("dialog_loaded")
-            return dialog
-        return None
-
-    def _share(self, dialog: ProxyDialog) -> None:
-        """Put a confirmed dialog in the shared registry (Redis) for the other nodes."""
-        if not self.shared_dialogs:
-            return
-        ttl = self.cfg.max_dialog_duration + DIALOG_LINGER
-        self._spawn(self.registry.put_dialog(dialog.id, dialog.snapshot(), ttl))
-
-    def _unshare(self, dialog: ProxyDialog) -> None:
-        if self.shared_dialogs:
-            self._spawn(self.registry.delete_dialog(dialog.id))
-
-    def _spawn(self, aw: Coroutine[Any, Any, object]) -> None:
-        # Bounded: when too many writes are pending (registry slow), new ones are dropped and
-        # counted; the dialog still works on this node, only fail-over loses it.
-        if len(self._pending) >= MAX_PENDING_WRITES:
-            aw.close()
-            self.c_proxy.inc("dialog_share_dropped")
-            return
-        task = asyncio.get_running_loop().create_task(self._guard(aw))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _guard(self, aw: Coroutine[Any, Any, object]) -> None:
-        try:
-            await aw
-        except RegistryError:
-            self.c_proxy.inc("dialog_share_failed")
 
     def _other_side(self, dialog: ProxyDialog, req: Request) -> Peer | None:
         if req.from_.tag == dialog.caller_tag:
@@ -695,7 +640,7 @@ class Proxy:
             if self.tracer is not None:
                 self.tracer.call_event(dialog.id, "answered", {"sip.status_code": resp.status})
             self._dialog_input(dialog, inp)
-            self._share(dialog)
+            self.shared.share(dialog)
             return
         self._dialog_input(dialog, inp)
 
@@ -713,7 +658,7 @@ class Proxy:
 
     def _ended(self, dialog: ProxyDialog) -> None:
         if dialog.answered_at is not None:
-            self._unshare(dialog)
+            self.shared.unshare(dialog)
         dialog.ended_at = time.time()
         if self.tracer is not None:
             self.tracer.call_ended(dialog.id, dialog.ended_by, dialog.final_status)

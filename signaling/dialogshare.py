@@ -1,0 +1,94 @@
+"""Confirmed dialogs in the shared registry, so another node or worker can route them.
+
+A dialog confirmed here is written to the registry (Redis, or the supervisor's registry with
+``--processes N``) with a TTL of its maximum duration plus the linger time, and deleted when it
+ends; an in-dialog request for a dialog this node does not hold loads it from there (fail-over,
+a worker taking over a slot).  With the in-process registry nobody else can read it, so nothing
+is written.
+
+Writes never hold a call up: each is a task, bounded (``MAX_PENDING_WRITES``); beyond the
+bound, and when the registry fails, the write is dropped and counted: the dialog still works
+on this node, only fail-over loses it.  A load that fails or finds garbage is a deliberate 481
+upstream (the caller decides), never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from protocols.sip.message import Request
+from signaling.dialogs import DialogTable, DialogTableFull, ProxyDialog, dialog_key
+from signaling.metrics import FastCounter
+from signaling.registry.base import Registry, RegistryError
+
+__all__ = ["MAX_PENDING_WRITES", "SharedDialogs"]
+
+#: Dialog writes to the shared registry in flight at once.  Far above what a healthy Redis
+#: leaves pending (a round trip is ~0.1 ms), small enough that a dead one cannot pile up tasks.
+MAX_PENDING_WRITES = 10_000
+
+
+class SharedDialogs:
+    """The proxy's dialogs as the shared registry holds them (see the module docstring)."""
+
+    def __init__(self, registry: Registry, enabled: bool, ttl: float,
+                 events: FastCounter) -> None:
+        self.registry = registry
+        #: Only when other nodes or workers can read the registry (not the in-process one).
+        self.enabled = enabled
+        self.ttl = ttl
+        self.events = events
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def load(self, req: Request, table: DialogTable, now: float,
+                   deadline: float) -> ProxyDialog | None:
+        """The dialog ``req`` belongs to, from the registry into ``table``; None if absent."""
+        for tag in (req.from_.tag, req.to.tag):
+            if not tag:
+                continue
+            try:  # the registry bounds every call itself (registry/base.py)
+                data = await self.registry.get_dialog(dialog_key(req.call_id, tag))
+            except RegistryError:
+                self.events.inc("dialog_load_failed")
+                return None
+            if data is None:
+                continue
+            try:
+                dialog = ProxyDialog.restore(data, now)
+            except ValueError:
+                self.events.inc("dialog_load_corrupt")
+                return None
+            dialog.deadline = deadline
+            try:
+                table.add(dialog)
+            except DialogTableFull:
+                return None
+            self.events.inc("dialog_loaded")
+            return dialog
+        return None
+
+    def share(self, dialog: ProxyDialog) -> None:
+        """Put a confirmed dialog in the registry for the others."""
+        if self.enabled:
+            self._spawn(self.registry.put_dialog(dialog.id, dialog.snapshot(), self.ttl))
+
+    def unshare(self, dialog: ProxyDialog) -> None:
+        if self.enabled:
+            self._spawn(self.registry.delete_dialog(dialog.id))
+
+    def _spawn(self, aw: Coroutine[Any, Any, object]) -> None:
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            aw.close()
+            self.events.inc("dialog_share_dropped")
+            return
+        task = asyncio.get_running_loop().create_task(self._guard(aw))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _guard(self, aw: Coroutine[Any, Any, object]) -> None:
+        try:
+            await aw
+        except RegistryError:
+            self.events.inc("dialog_share_failed")
