@@ -98,6 +98,11 @@ class Server:
         settings = tls_settings(cfg)
         #: Raises ConfigError (exit 2) for a missing or unusable certificate or key.
         self.tls = TlsContexts(settings) if settings is not None else None
+        if self.tls is not None:
+            self.metrics.callback_gauge(
+                "tls_certificate_expiry_timestamp_seconds",
+                "notAfter of each TLS certificate served, Unix time", ["certificate"],
+                self.tls.expiries)
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.wss: WsTransport | None = None

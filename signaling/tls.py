@@ -39,6 +39,7 @@ __all__ = [
     "TLS_WATCH_INTERVAL",
     "TlsContexts",
     "TlsSettings",
+    "certificate_not_after",
     "parse_sni",
     "peer_identities",
     "tls_settings",
@@ -149,6 +150,20 @@ def _server_context(settings: TlsSettings, cert: str, key: str, what: str) -> ss
     return ctx
 
 
+def certificate_not_after(path: str) -> float | None:
+    """The notAfter of the first certificate in a PEM file, as Unix time; None if unreadable.
+
+    The standard library decodes a certificate file only through ``_ssl._test_decode_cert``
+    (what ``ssl`` itself uses for ``getpeercert``'s dict); no other package is needed for one
+    date.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
+        return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (OSError, ssl.SSLError, KeyError, ValueError):
+        return None
+
+
 def peer_identities(peercert: dict[str, Any] | None) -> frozenset[str]:
     """The identities of a verified peer certificate (RFC 5922 §7.1): the hosts of its
     ``sip:`` URI and DNS subjectAltNames; the subject's CN only when it has no SAN of either
@@ -246,6 +261,18 @@ class TlsContexts:
         return None
 
     # -- reload ---------------------------------------------------------------------------------
+
+    def expiries(self) -> dict[tuple[str, ...], float]:
+        """notAfter (Unix time) of each certificate file served, for the expiry gauge and its
+        alert (deploy/prometheus): read from the files, so a renewal on disk shows once
+        reloaded.  A file that cannot be read (moved mid-renewal) is left out, not guessed."""
+        s = self.settings
+        out: dict[tuple[str, ...], float] = {}
+        for path in (s.cert, *(cert for _, cert, _ in s.sni)):
+            not_after = certificate_not_after(path)
+            if not_after is not None:
+                out[(path,)] = not_after
+        return out
 
     def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
         out: list[tuple[int, int, int] | None] = []

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.serverproc import ServerProcess, free_tcp_port
 from tests.signaling.admin.helpers import TOKEN, call, register, wait_admin
+from tests.tlscerts import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
@@ -38,7 +39,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_are_valid() -> None:
     out = _promtool("check", "rules", "alerts.yml")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 12 rules found" in out.stdout
+    assert "SUCCESS: 14 rules found" in out.stdout
 
 
 def test_alert_logic_unit_tests() -> None:
@@ -77,11 +78,15 @@ def dashboard_expressions() -> list[str]:
 
 
 @pytest.fixture
-async def node(redis_url: str, postgres_db: str) -> Any:
-    """A node with Redis, PostgreSQL and Diameter on, after some REGISTERs and one call, so
-    the histograms and record series have samples."""
+async def node(redis_url: str, postgres_db: str, tmp_path: Path) -> Any:
+    """A node with Redis, PostgreSQL, Diameter and a TLS listener on, after some REGISTERs
+    and one call, so the histograms and record series have samples."""
+    pki = make_pki(tmp_path / "pki")
     server = ServerProcess("--domain", "example.com", "--admin-token", TOKEN,
                            "--registry", redis_url, "--database", postgres_db,
+                           "--sip-tls", f"127.0.0.1:{free_tcp_port()}",
+                           "--tls-cert", str(pki.cert("server")),
+                           "--tls-key", str(pki.key("server")),
                            admin=True, diameter=True).start()
     try:
         wait_admin(server)
@@ -166,13 +171,17 @@ async def test_prometheus_scrapes_the_node_and_evaluates_the_rules(
     assert {s["metric"]["table"] for s in sizes} == {"registry_bindings", "transactions",
                                                      "dialogs"}
     await _until_series(prometheus, "signaling_registry_call_seconds_bucket")
+    # The TLS certificate (30 days) is 30 days from expiry: the expiry alerts stay quiet.
+    [expiry] = await _until_series(prometheus,
+                                   "signaling_tls_certificate_expiry_timestamp_seconds")
+    assert float(expiry["value"][1]) - time.time() > 29 * 86400
     # Every rule is loaded and evaluates cleanly against the real series.
     async with asyncio.timeout(SCRAPE_TIMEOUT):
         while True:
             rules = _get(prometheus, "/api/v1/rules")["data"]["groups"]
             evaluated = [r for g in rules for r in g["rules"] if r.get("lastEvaluation", "")
                          and not r["lastEvaluation"].startswith("0001")]
-            if len(evaluated) == 12:
+            if len(evaluated) == 14:
                 break
             await asyncio.sleep(0.5)
     assert all(r["health"] == "ok" and not r.get("lastError") for r in evaluated), evaluated

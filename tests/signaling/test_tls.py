@@ -8,13 +8,21 @@ import os
 import shutil
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from signaling.config import ConfigError, load_config
-from signaling.tls import TlsContexts, TlsSettings, parse_sni, peer_identities, tls_settings
+from signaling.tls import (
+    TlsContexts,
+    TlsSettings,
+    certificate_not_after,
+    parse_sni,
+    peer_identities,
+    tls_settings,
+)
 from tests.tlscerts import Pki, make_pki
 
 
@@ -300,3 +308,18 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() if t is not current and t.get_name() == "tls-watch"]
     assert not left
+
+
+def test_certificate_expiry_is_read_from_the_files_served(pki: Pki, tmp_path: Path) -> None:
+    """The expiry gauge's values (deploy/prometheus: SignalingCertificateExpiresSoon): notAfter
+    of the default and the SNI certificates; a file that cannot be read is left out."""
+    short, short_key = pki.issue("short", "short.example.com", ["DNS:short.example.com"],
+                                 days=3)
+    contexts = TlsContexts(TlsSettings(
+        cert=str(pki.cert("server")), key=str(pki.key("server")),
+        sni=(("short.example.com", str(short), str(short_key)),)))
+    expiries = contexts.expiries()
+    now = time.time()
+    assert 29 * 86400 < expiries[(str(pki.cert("server")),)] - now <= 30 * 86400
+    assert 2 * 86400 < expiries[(str(short),)] - now <= 3 * 86400
+    assert certificate_not_after(str(tmp_path / "missing.crt")) is None
