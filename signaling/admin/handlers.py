@@ -16,7 +16,7 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
-from signaling.admin import schemas as s
+import signaling.admin.schemas as s
 from signaling.admin.livecfg import LIVE_OPTIONS, PatchError, apply_patch, decode_patch
 from signaling.admin.middleware import ApiError, json_response
 from signaling.admin.observe import Observer

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from signaling.admin import auth_api as a
-from signaling.admin import schemas as s
+import signaling.admin.auth_api as a
+import signaling.admin.schemas as s
 from signaling.admin.docs import DOCS_PATH, SCRIPT_PATH, docs_page, docs_script
 from signaling.admin.handlers import AdminApi
 from signaling.admin.middleware import API_PREFIX, OPENAPI_PATH
