@@ -415,7 +415,6 @@ class Transaction:
     _resends: ClassVar[frozenset[State]]
 
     __slots__ = (
-        "_heap_deadline",
         "_immediate",
         "_interval",
         "_owner",
@@ -464,7 +463,6 @@ class Transaction:
         self._interval: float | None = None
         self._immediate: Input | None = None
         self._owner: TransactionTable | None = None
-        self._heap_deadline: float | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.state.name} {self.key!r}>"

@@ -8,9 +8,9 @@ the I/O layer re-arms a single asyncio timer from ``next_deadline()`` and calls
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterator
-from itertools import count
+
+from protocols.deadlines import DeadlineHeap
 
 from .errors import SipError, TransactionError
 from .message import Request, Response
@@ -35,9 +35,9 @@ _TERMINATED_ST = State.TERMINATED
 #: Past it a new request must be answered 503 by the caller, not grow memory without bound.
 MAX_TRANSACTIONS = 262_144
 
-#: Stale heap entries (a deadline that moved or a transaction already gone) are dropped lazily
-#: when they reach the top.  The heap is rebuilt when it holds more than twice the live
-#: transactions plus this slack, so it stays O(live) without rebuilding on every small burst.
+#: Stale heap entries (a deadline that moved or a transaction already gone) tolerated beyond
+#: the live ones before the heap is rebuilt (protocols/deadlines.py), so it stays O(live)
+#: without rebuilding on every small burst.
 HEAP_SLACK = 4096
 
 
@@ -53,14 +53,14 @@ class TransactionTable:
     ``next_deadline()`` and calls ``fire_due(now)`` when it expires.
     """
 
-    __slots__ = ("_clients", "_heap", "_seq", "_servers", "max_size")
+    __slots__ = ("_clients", "_deadlines", "_servers", "max_size")
 
     def __init__(self, max_size: int = MAX_TRANSACTIONS) -> None:
         self.max_size = max_size
         self._servers: dict[TransactionKey, ServerTransaction] = {}
         self._clients: dict[TransactionKey, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, Transaction]] = []
-        self._seq = count()
+        #: The earliest timer of each transaction that has one (the project's one heap).
+        self._deadlines: DeadlineHeap[Transaction] = DeadlineHeap(HEAP_SLACK)
 
     def __len__(self) -> int:
         return len(self._servers) + len(self._clients)
@@ -91,7 +91,7 @@ class TransactionTable:
         if table.get(txn.key) is txn:
             del table[txn.key]
         txn._owner = None
-        txn._heap_deadline = None  # its heap entries are now stale
+        self._deadlines.cancel(txn)
 
     def find_server(self, request: Request) -> ServerTransaction | None:
         """The server transaction ``request`` belongs to (§17.2.3), if any."""
@@ -131,40 +131,19 @@ class TransactionTable:
             self.remove(txn)
             return
         timers = txn._timers
-        deadline = min(timers.values()) if timers else None
-        if deadline == txn._heap_deadline:
-            return
-        txn._heap_deadline = deadline
-        if deadline is None:
-            return
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._seq), txn))
-        if len(heap) > 2 * (len(self._servers) + len(self._clients)) + HEAP_SLACK:
-            self._compact()
-
-    def _compact(self) -> None:
-        self._heap = [(d, s, t) for d, s, t in self._heap if t._heap_deadline == d]
-        heapq.heapify(self._heap)
+        if timers:
+            self._deadlines.push(txn, min(timers.values()))
+        else:
+            self._deadlines.cancel(txn)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of any live transaction, or ``None``."""
-        heap = self._heap
-        while heap:
-            d, _, txn = heap[0]
-            if txn._heap_deadline == d:
-                return d
-            heapq.heappop(heap)  # stale entry
-        return None
+        return self._deadlines.next_deadline()
 
     def fire_due(self, now: float) -> list[tuple[Transaction, list[Event]]]:
         """Fire every due timer of every transaction; the events of each, in deadline order."""
-        heap = self._heap
         fired: list[tuple[Transaction, list[Event]]] = []
-        while heap and heap[0][0] <= now:
-            d, _, txn = heapq.heappop(heap)
-            if txn._heap_deadline != d:
-                continue  # stale entry
-            txn._heap_deadline = None
+        for txn in self._deadlines.pop_due(now):
             events = txn.on_timer(now)
             if txn._owner is self:
                 self._reschedule(txn)  # on_timer may have fired nothing (equal deadlines)
@@ -174,4 +153,4 @@ class TransactionTable:
 
     def heap_size(self) -> int:
         """Entries in the deadline heap, stale ones included (bounded by compaction)."""
-        return len(self._heap)
+        return self._deadlines.heap_size()
