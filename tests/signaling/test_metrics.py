@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.metrics import Metrics
@@ -70,3 +72,37 @@ def test_process_and_build_info_series() -> None:
     info = dict(build)
     assert info["version"] == version() != "0"
     assert info["python"].count(".") == 2
+
+
+def test_fast_histogram_exposes_what_prometheus_clients_histogram_does() -> None:
+    """The hot-path histogram against the library's own, fed the same values: the same
+    cumulative buckets (a value on a bound counts in it: ``le``), count and sum."""
+    buckets = (0.001, 0.005, 0.01, 0.1, 1.0)
+    values = [0.0005, 0.001, 0.003, 0.005, 0.0099, 0.01, 0.5, 1.0, 2.0, 30.0]
+    ours = Metrics()
+    fast = ours.histogram("sojourn_seconds", "sojourn", ["kind"], buckets=buckets)
+    assert ours.histogram("sojourn_seconds", "again", ["kind"], buckets=buckets) is fast
+    reference = CollectorRegistry()
+    slow = Histogram("sojourn_seconds", "sojourn", ["kind"], namespace="signaling",
+                     registry=reference, buckets=buckets)
+    for v in values:
+        fast.labels("new").observe(v)
+        slow.labels("new").observe(v)
+    theirs = {}
+    for family in text_string_to_metric_families(generate_latest(reference).decode()):
+        for s in family.samples:
+            if not s.name.endswith("_created"):
+                theirs[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    mine = {k: v for k, v in _samples(ours).items() if k[0].startswith("signaling_sojourn")}
+    assert mine == theirs
+    assert mine[("signaling_sojourn_seconds_bucket", (("kind", "new"), ("le", "0.01")))] == 6
+
+
+def test_an_unlabelled_fast_histogram_observes_directly() -> None:
+    m = Metrics()
+    h = m.histogram("setup_seconds", "setup")
+    h.observe(0.2)
+    h.observe(0.3)
+    samples = _samples(m)
+    assert samples[("signaling_setup_seconds_count", ())] == 2
+    assert abs(samples[("signaling_setup_seconds_sum", ())] - 0.5) < 1e-12
