@@ -47,6 +47,15 @@ def free_udp_port() -> int:
     return _free(socket.SOCK_DGRAM)
 
 
+def _accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def free_tcp_port() -> int:
     return _free(socket.SOCK_STREAM)
 
@@ -119,7 +128,11 @@ class ServerProcess:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.read_log()}")
-            if sip_request(self.udp_port, options(self.udp_port), timeout=0.2) is not None:
+            # UDP answers first; the stream listeners (WebSocket, Diameter) bind after it, so
+            # a test that connects at once could find them not yet listening (seen in CI).
+            if (sip_request(self.udp_port, options(self.udp_port), timeout=0.2) is not None
+                    and all(_accepts(port) for port in (self.ws_port, self.diameter_port)
+                            if port is not None)):
                 return
         raise RuntimeError(f"server not ready: {self.read_log()}")
 
