@@ -104,7 +104,8 @@ class Proxy:
     """
 
     def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
-                 node_id: str, tracer: Tracing | None = None) -> None:
+                 node_id: str, tracer: Tracing | None = None,
+                 auth: Authenticator | None = None) -> None:
         self.core = core
         #: None when tracing is off: every use is behind ``if self.tracer``, no call per message.
         self.tracer = tracer
@@ -123,7 +124,8 @@ class Proxy:
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
-        self.auth: Authenticator | None = None  # RFC 3261 §22.3, set by the server
+        #: RFC 3261 §22.3; None when authentication is off (no call per request then).
+        self.auth = auth
         #: RFC 7339 reports from the servers we forward to, and the loss they ask of us.
         self.oc = OcClient()
         metrics.callback_gauge("sip_oc_servers_reporting",

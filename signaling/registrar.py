@@ -99,13 +99,15 @@ class Registrar:
 
     def __init__(self, core: SipCore, registry: Registry, metrics: Metrics, node_id: str,
                  clock: Callable[[], float] = time.time,
-                 on_event: Callable[[str, str, list[Binding]], None] | None = None) -> None:
+                 on_event: Callable[[str, str, list[Binding]], None] | None = None,
+                 auth: Authenticator | None = None) -> None:
         self.core = core
         self.registry = registry
         self.node_id = node_id
         self.clock = clock
         self.on_event = on_event
-        self.auth: Authenticator | None = None  # §10.3 step 3, set by the server
+        #: §10.3 step 3; None when authentication is off (no call per REGISTER then).
+        self.auth = auth
         cfg = core.cfg
         self.min_expires = cfg.min_expires
         self.max_expires = cfg.max_expires

@@ -61,5 +61,5 @@ class Router:
         self.proxy.on_stray_response(response, peer)
 
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
-        auth = self.registrar.auth
+        auth = self.registrar.auth  # the registrar's: an early 401 is for REGISTER only
         return auth is not None and auth.challenge_early(request, peer)

@@ -78,13 +78,15 @@ class Server:
                                     plain_ids=cfg.trace_plain_ids)
             from signaling.admin.spans import current_ids
             set_trace_ids(current_ids)  # JSON log lines name the current span
-        self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id)
-        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
-                           self.tracer)
         self.subscribers: SubscriberStore = make_store(cfg.subscribers)
+        #: Kept with --auth off too: the admin API manages subscribers and blocks through it.
         self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics,
                                   shared=_shared(self.registry))
-        self.registrar.auth = self.proxy.auth = self.auth
+        checking = self.auth if self.auth.enabled else None
+        self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id,
+                                   auth=checking)
+        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
+                           self.tracer, auth=checking)
         self.records: RecordWriter | None = None
         if cfg.database:
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)
