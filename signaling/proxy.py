@@ -105,7 +105,8 @@ class Proxy:
 
     def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
                  node_id: str, tracer: Tracing | None = None,
-                 auth: Authenticator | None = None) -> None:
+                 auth: Authenticator | None = None,
+                 on_dialog_ended: Callable[[ProxyDialog], None] | None = None) -> None:
         self.core = core
         #: None when tracing is off: every use is behind ``if self.tracer``, no call per message.
         self.tracer = tracer
@@ -118,7 +119,8 @@ class Proxy:
         #: Unanswered INVITEs by dialog id, so the ring deadline can end them (bounded by the
         #: dialog table: an entry leaves when its final response goes upstream).
         self._ringing: dict[str, Context] = {}
-        self.on_dialog_ended: Callable[[ProxyDialog], None] | None = None
+        #: Called once per dialog that ended (records, CDRs); failures are logged, not raised.
+        self.on_dialog_ended = on_dialog_ended
         self.transports = core.transports
         self.hops = Hops(self.transports, node_id, self._is_me)
         self._branch_ids = itertools.count(1)

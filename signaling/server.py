@@ -83,16 +83,17 @@ class Server:
         self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics,
                                   shared=_shared(self.registry))
         checking = self.auth if self.auth.enabled else None
-        self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id,
-                                   auth=checking)
-        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
-                           self.tracer, auth=checking)
         self.records: RecordWriter | None = None
+        hooks: RecordHooks | None = None
         if cfg.database:
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)
             hooks = RecordHooks(self.records, self.node_id)
-            self.proxy.on_dialog_ended = hooks.dialog_ended
-            self.registrar.on_event = hooks.registration
+        self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id,
+                                   on_event=hooks.registration if hooks else None,
+                                   auth=checking)
+        self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
+                           self.tracer, auth=checking,
+                           on_dialog_ended=hooks.dialog_ended if hooks else None)
         self.diameter: DiameterServer | None = None
         if cfg.diameter is not None:
             self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry,
