@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["OPEN", "ServerProcess", "free_tcp_port", "free_udp_port", "options", "sip_request"]
+__all__ = ["OPEN", "ServerProcess", "free_tcp_port", "free_udp_port", "free_udp_ports", "options",
+           "sip_request"]
 
 #: Ports for servers under test: away from the fixtures' range (services.PORT_RANGE).
 SERVER_PORTS = (20000, 29999)
@@ -28,23 +29,40 @@ OPEN = ("--auth", "off", "--pike-rate", "0")
 _taken: set[int] = set()
 
 
-def _free(kind: int) -> int:
+def _free(kind: int, count: int = 1) -> int:
+    """The first of ``count`` consecutive ports free now (and not handed out before)."""
     for _ in range(1000):
-        port = random.randint(*SERVER_PORTS)
-        if port in _taken:
+        first = random.randint(SERVER_PORTS[0], SERVER_PORTS[1] - count + 1)
+        block = range(first, first + count)
+        if _taken.intersection(block) or not _bindable(kind, block):
             continue
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _taken.add(port)
-        return port
+        _taken.update(block)
+        return first
     raise RuntimeError("no free port")
+
+
+def _bindable(kind: int, ports: range) -> bool:
+    socks: list[socket.socket] = []
+    try:
+        for port in ports:
+            socks.append(socket.socket(socket.AF_INET, kind))
+            socks[-1].bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
 
 
 def free_udp_port() -> int:
     return _free(socket.SOCK_DGRAM)
+
+
+def free_udp_ports(count: int) -> int:
+    """The first of ``count`` consecutive free UDP ports (SIPp's ``-mp`` takes four: audio
+    RTP/RTCP and video RTP/RTCP)."""
+    return _free(socket.SOCK_DGRAM, count)
 
 
 def _accepts(port: int) -> bool:

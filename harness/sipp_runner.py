@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.serverproc import free_udp_port
+from harness.serverproc import free_udp_port, free_udp_ports
 
 __all__ = ["SCENARIOS", "Sipp", "SippResult", "run_sipp", "scenario", "sipp_binary"]
 
@@ -95,7 +95,7 @@ class Sipp:
         if self.remote is not None:
             cmd.append(self.remote)
         cmd += ["-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port),
-                "-mp", str(free_udp_port()), "-m", str(self.calls), "-nostdin",
+                "-mp", str(free_udp_ports(4)), "-m", str(self.calls), "-nostdin",
                 "-trace_stat", "-stf", str(self.stat_file), "-fd", "1",
                 "-trace_err", "-error_file", str(self.error_file),
                 "-timeout", f"{self.timeout:g}s", "-timeout_error",
