@@ -107,6 +107,7 @@ def _as_worker(cfg: Config, info: WorkerInfo) -> None:
     spool is its slot's."""
     if cfg.admin is not None:
         cfg.admin = ("127.0.0.1", 0)
+    cfg.admin_tls_cert = cfg.admin_tls_key = None  # the front speaks HTTPS, not the worker
     cfg.admin_token = info.admin_token or cfg.admin_token
     if info.registry is not None and cfg.registry == "memory":
         cfg.registry = info.registry
@@ -198,7 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _as_worker(cfg, info)
     configure_logging(cfg.log_level, cfg.log_format, cfg.node_id, _who(info, processes))
     if info is None and processes > 1:
-        return uvloop.run(run_supervisor(cfg, args, processes, cfg.pid_file))
+        try:
+            return uvloop.run(run_supervisor(cfg, args, processes, cfg.pid_file))
+        except ConfigError as exc:  # the admin front's certificate (signaling.tls)
+            print(f"signaling: configuration error: {exc}", file=sys.stderr)
+            return 2
     return uvloop.run(_serve(cfg))
 
 

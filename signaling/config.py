@@ -65,6 +65,8 @@ class Config:
     server_header: str = "signaling"
     admin: HostPort | None = ("127.0.0.1", 8081)
     admin_token: str | None = None
+    admin_tls_cert: str | None = None
+    admin_tls_key: str | None = None
     diameter: HostPort | None = ("0.0.0.0", 3868)
     domain: list[str] = field(default_factory=list)
     registry: str = "memory"
@@ -192,6 +194,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
                              "none (RFC 3261 §20.35)"),
     "admin": ("hostport", "REST admin API and /metrics (default 127.0.0.1:8081)"),
     "admin_token": ("optstr", "bearer token for /api/v1 (generated and printed if unset)"),
+    "admin_tls_cert": ("optstr", "PEM certificate chain: serve the admin API and /metrics over "
+                                 "HTTPS (reloaded when the file changes)"),
+    "admin_tls_key": ("optstr", "PEM private key of admin_tls_cert"),
     "diameter": ("hostport", "Diameter over TCP listener (default 0.0.0.0:3868)"),
     "domain": ("list", "domain this server is registrar/proxy for (repeatable, or comma list)"),
     "registry": ("str", "'memory' (default) or redis://HOST:PORT[/DB] or redis+cluster://..."),
@@ -444,6 +449,8 @@ def _validate_tls(cfg: Config) -> None:
         raise ConfigError(f"{users[0]}: needs tls_cert and tls_key")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ConfigError("tls_cert and tls_key: give both or neither")
+    if (cfg.admin_tls_cert is None) != (cfg.admin_tls_key is None):
+        raise ConfigError("admin_tls_cert and admin_tls_key: give both or neither")
     if cfg.tls_require_client_cert and not cfg.tls_client_ca:
         raise ConfigError("tls_require_client_cert: needs tls_client_ca")
     if cfg.tls_trusted_peers and not cfg.tls_client_ca:

@@ -36,7 +36,7 @@ from signaling.registry.memory import MemoryRegistry
 from signaling.router import Router
 from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
-from signaling.tls import TlsContexts, tls_settings
+from signaling.tls import TlsContexts, admin_tls, tls_settings
 from signaling.transports.base import Transports
 from signaling.transports.tcp import StreamTransport, stream_limits
 from signaling.transports.udp import UdpTransport, start_udp
@@ -106,6 +106,8 @@ class Server:
                 "tls_certificate_expiry_timestamp_seconds",
                 "notAfter of each TLS certificate served, Unix time", ["certificate"],
                 self.tls.expiries)
+        #: HTTPS for the admin listener (``--admin-tls-cert``); ConfigError as for SIP TLS.
+        self.admin_tls = admin_tls(cfg) if cfg.admin is not None else None
         self.udp: UdpTransport | None = None
         self.ws: WsTransport | None = None
         self.wss: WsTransport | None = None

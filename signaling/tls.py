@@ -39,6 +39,7 @@ __all__ = [
     "TLS_WATCH_INTERVAL",
     "TlsContexts",
     "TlsSettings",
+    "admin_tls",
     "certificate_not_after",
     "parse_sni",
     "peer_identities",
@@ -87,6 +88,16 @@ def tls_settings(cfg: Config) -> TlsSettings | None:
                        client_ca=cfg.tls_client_ca,
                        require_client_cert=cfg.tls_require_client_cert,
                        trusted_peers=frozenset(p.lower() for p in cfg.tls_trusted_peers))
+
+
+def admin_tls(cfg: Config) -> TlsContexts | None:
+    """The admin listener's TLS (``--admin-tls-cert``/``--admin-tls-key``): its own pair, as
+    the admin API is often reached under another name (and by other clients: operators,
+    Prometheus) than SIP; None for plain HTTP.  Raises ``ConfigError`` for unusable files."""
+    if cfg.admin_tls_cert is None or cfg.admin_tls_key is None:
+        return None
+    return TlsContexts(TlsSettings(cert=cfg.admin_tls_cert, key=cfg.admin_tls_key),
+                       what="admin_tls_cert")
 
 
 def parse_sni(entries: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
@@ -195,8 +206,10 @@ class TlsContexts:
     """The TLS contexts of this node, reloadable.  Raises ``ConfigError`` if the files given at
     construction cannot be used."""
 
-    def __init__(self, settings: TlsSettings) -> None:
+    def __init__(self, settings: TlsSettings, what: str = "tls_cert") -> None:
         self.settings = settings
+        #: The option named in error messages.
+        self.what = what
         self.reloads = 0
         self.reload_failures = 0
         self._default, self._by_name = self._build()
@@ -204,14 +217,15 @@ class TlsContexts:
         self.front = _base_context(ssl.Purpose.CLIENT_AUTH)
         # The listener's context needs a certificate of its own for OpenSSL to accept it as a
         # server context; the SNI callback then switches to the current one.
-        _load_pair(self.front, settings.cert, settings.key, "tls_cert")
+        _load_pair(self.front, settings.cert, settings.key, what)
         self.front.verify_mode = _verify_mode(settings)
         self.front.sni_callback = self._choose
         self._watcher: asyncio.Task[None] | None = None
+        self._on_hup = False
 
     def _build(self) -> tuple[ssl.SSLContext, list[tuple[str, ssl.SSLContext]]]:
         s = self.settings
-        default = _server_context(s, s.cert, s.key, "tls_cert")
+        default = _server_context(s, s.cert, s.key, self.what)
         by_name = [(name, _server_context(s, cert, key, f"tls_sni {name}"))
                    for name, cert, key in s.sni]
         return default, by_name
@@ -302,13 +316,17 @@ class TlsContexts:
         log.info("TLS certificates reloaded from %s", self.settings.cert)
         return True
 
-    def start(self, interval: float = TLS_WATCH_INTERVAL) -> None:
-        """Reload on SIGHUP and when the files change (polled every ``interval`` seconds)."""
+    def start(self, interval: float = TLS_WATCH_INTERVAL, *, on_hup: bool = True) -> None:
+        """Reload when the files change (polled every ``interval`` seconds), and on SIGHUP
+        with ``on_hup`` (a process has one SIGHUP handler: the SIP listeners' contexts own it,
+        the admin listener's rely on the watch)."""
         loop = asyncio.get_running_loop()
+        self._on_hup = on_hup
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # Only the main thread of a process may own signal handlers (tests run servers
             # in other threads too); the file watch covers those.
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            if on_hup:
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._watcher = loop.create_task(self._watch(interval), name="tls-watch")
 
     async def _watch(self, interval: float) -> None:
@@ -319,7 +337,8 @@ class TlsContexts:
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if self._on_hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)

@@ -4,7 +4,9 @@ The listener is separate from every SIP and Diameter socket and defaults to 127.
 (``--admin``), so the API is never reachable on the SIP interface unless the operator binds it
 there on purpose.  The bearer token comes from ``--admin-token`` / ``SIGNALING_ADMIN_TOKEN``;
 without one, a random token is generated at start and printed once to stderr (it is not stored
-anywhere else, and the config view shows it masked).
+anywhere else, and the config view shows it masked).  With ``--admin-tls-cert`` and
+``--admin-tls-key`` the listener speaks HTTPS only (TLS 1.2 and 1.3, the certificate reloaded
+when its file changes, as for SIP over TLS: ``signaling.tls``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class AdminServer:
         self.api = AdminApi(self.server, self.observer)
         self.app, self.routes = build_app(self.api, self.token, server.metrics,
                                           self.server.tracing)
+        self.tls = server.admin_tls
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._malformed = MalformedRequestFilter(server.metrics.fast_counter(
@@ -146,21 +149,27 @@ class AdminServer:
                                keepalive_timeout=IDLE_TIMEOUT)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, listen[0], listen[1], backlog=BACKLOG, reuse_address=True)
+        site = web.TCPSite(runner, listen[0], listen[1], backlog=BACKLOG, reuse_address=True,
+                           ssl_context=self.tls.front if self.tls is not None else None)
         await site.start()
+        if self.tls is not None:
+            self.tls.start(on_hup=False)
         sockname = runner.addresses[0]
         self.address = (str(sockname[0]), int(sockname[1]))
         if self.generated:
             # Printed once on stderr rather than logged: log records get shipped and kept.
             print(f"signaling: admin API token (generated): {self.token}", file=sys.stderr,
                   flush=True)
-        log.info("admin API on http://%s:%d (bearer token %s)", *self.address,
+        log.info("admin API on %s://%s:%d (bearer token %s)",
+                 "http" if self.tls is None else "https", *self.address,
                  "generated" if self.generated else "configured")
         return self.address
 
     async def close(self) -> None:
         logging.getLogger("aiohttp.server").removeFilter(self._malformed)
         await self.observer.close()
+        if self.tls is not None:
+            await self.tls.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.admin.fanout import Answer, first_found, merge_dialog_pages, merge_stats
 from signaling.admin.handlers import METRICS_CONTENT_TYPE
+from signaling.tls import admin_tls
 
 if TYPE_CHECKING:
     from signaling.supervisor import Supervisor, Worker
@@ -115,6 +116,9 @@ class AdminFront:
         self.sup = supervisor
         self.listen = listen
         self.token = token
+        #: HTTPS on the public address (``--admin-tls-cert``); the workers' private loopback
+        #: listeners stay plain HTTP.  Raises ConfigError for unusable files.
+        self.tls = admin_tls(supervisor.cfg)
         self.address: tuple[str, int] | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -138,14 +142,20 @@ class AdminFront:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_address=True)
+        site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_address=True,
+                           ssl_context=self.tls.front if self.tls is not None else None)
         await site.start()
+        if self.tls is not None:
+            self.tls.start(on_hup=False)  # SIGHUP is the supervisor's: reload the workers
         sockname = runner.addresses[0]
         self.address = (str(sockname[0]), int(sockname[1]))
-        log.info("admin API (all workers) on http://%s:%d", *self.address)
+        log.info("admin API (all workers) on %s://%s:%d",
+                 "http" if self.tls is None else "https", *self.address)
         return self.address
 
     async def close(self) -> None:
+        if self.tls is not None:
+            await self.tls.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

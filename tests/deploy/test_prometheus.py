@@ -4,6 +4,7 @@ Prometheus scraping a running node and evaluating the rules against its series."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -105,12 +106,20 @@ async def node(redis_url: str, postgres_db: str, tmp_path: Path) -> Any:
 def prometheus(node: ServerProcess, tmp_path: Path) -> Iterator[str]:
     """Debian's Prometheus scraping ``node`` every second with the shipped rules loaded."""
     shutil.copy(PROM / "alerts.yml", tmp_path / "alerts.yml")
+    with _prometheus(tmp_path, {"job_name": "signaling", "static_configs": [
+            {"targets": [f"127.0.0.1:{node.admin_port}"]}]}, ["alerts.yml"]) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def _prometheus(tmp_path: Path, job: dict[str, Any], rule_files: list[str]) -> Iterator[str]:
+    """Debian's Prometheus scraping ``job`` every second; its base URL."""
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["alerts.yml"],
-        "scrape_configs": [{"job_name": "signaling", "static_configs": [
-            {"targets": [f"127.0.0.1:{node.admin_port}"]}]}],
+        "rule_files": rule_files,
+        "scrape_configs": [job],
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_tcp_port()
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
@@ -207,3 +216,28 @@ def test_rules_and_dashboard_name_only_exported_metrics(node: ServerProcess) -> 
     named = {m for e in rule_expressions() + dashboard_expressions() for m in _METRIC.findall(e)}
     assert named, "no metric names found"
     assert named - exported == set()
+
+
+async def test_prometheus_scrapes_the_admin_listener_over_https(tmp_path: Path) -> None:
+    """``--admin-tls-cert``: Prometheus scrapes over HTTPS, verifying the certificate against
+    the test CA by name (``tls_config``); a job that does not know the CA fails its scrape."""
+    pki = make_pki(tmp_path / "pki")
+    server = ServerProcess("--admin-tls-cert", str(pki.cert("server")),
+                           "--admin-tls-key", str(pki.key("server")), admin=True).start()
+    target = {"targets": [f"localhost:{server.admin_port}"]}
+    jobs = {"job_name": "https", "scheme": "https", "static_configs": [target],
+            "tls_config": {"ca_file": str(pki.ca), "insecure_skip_verify": False}}
+    try:
+        wait_admin(server)
+        with _prometheus(tmp_path, jobs, []) as base:
+            [up] = await _until_series(base, 'up{job="https"}')
+            [build] = await _until_series(base, 'signaling_build_info{job="https"}')
+            assert up["value"][1] == "1" and build["metric"]["version"]
+        strange = {"job_name": "stranger", "scheme": "https", "static_configs": [target]}
+        with _prometheus(tmp_path / "stranger", strange, []) as base:
+            [up] = await _until_series(base, 'up{job="stranger"}')
+            assert up["value"][1] == "0"  # the system CAs do not know ours
+            assert not await asyncio.to_thread(_query, base, "signaling_build_info")
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log

@@ -56,6 +56,7 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
     ({"sip_tls": "0.0.0.0:5061"}, "sip_tls: needs tls_cert and tls_key"),
     ({"sip_wss": "0.0.0.0:7443", "tls_cert": "c.pem"}, "sip_wss: needs tls_cert and tls_key"),
     ({"tls_cert": "c.pem"}, "give both or neither"),
+    ({"admin_tls_key": "k.pem"}, "admin_tls_cert and admin_tls_key: give both or neither"),
     ({"tls_require_client_cert": "yes"}, "tls_require_client_cert: needs tls_client_ca"),
     ({"tls_trusted_peers": "a.example"}, "tls_trusted_peers: needs tls_client_ca"),
     ({"sip_tcp": "host name:5060"}, "sip_tcp"),

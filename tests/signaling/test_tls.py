@@ -18,6 +18,7 @@ from signaling.config import ConfigError, load_config
 from signaling.tls import (
     TlsContexts,
     TlsSettings,
+    admin_tls,
     certificate_not_after,
     parse_sni,
     peer_identities,
@@ -147,6 +148,20 @@ def test_settings_from_the_configuration() -> None:
     assert tls_settings(cfg) == TlsSettings(
         cert="/c.pem", key="/k.pem", sni=(("a.example", "/a", "/a"),), client_ca="/ca.pem",
         trusted_peers=frozenset({"trunk.example"}))
+
+
+def test_admin_tls_is_its_own_pair_and_names_its_option(pki: Pki, tmp_path: Path) -> None:
+    assert admin_tls(load_config({}, env={})) is None
+    cfg = load_config({"admin_tls_cert": str(pki.cert("other")),
+                       "admin_tls_key": str(pki.key("other"))}, env={})
+    contexts = admin_tls(cfg)
+    assert contexts is not None and contexts.settings.cert == str(pki.cert("other"))
+    cfg = load_config({"admin_tls_cert": str(tmp_path / "nope.crt"),
+                       "admin_tls_key": str(pki.key("other"))}, env={})
+    with pytest.raises(ConfigError) as info:
+        admin_tls(cfg)
+    assert str(info.value) == f"admin_tls_cert: certificate file {tmp_path / 'nope.crt'} " \
+                              "does not exist"
 
 
 def test_parse_sni() -> None:

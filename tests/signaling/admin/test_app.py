@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,6 +17,7 @@ from signaling.admin import app as app_module
 from signaling.config import Config
 from signaling.server import Server
 from tests.signaling.admin.helpers import TOKEN, scrape, session, value, wait_admin
+from tests.tlscerts import make_pki
 
 _GENERATED = re.compile(r"signaling: admin API token \(generated\): (\S+)")
 
@@ -143,3 +146,66 @@ async def test_half_open_connections_are_closed_after_the_idle_timeout(
             writer.close()
     finally:
         await server.stop()
+
+
+# -- HTTPS (--admin-tls-cert / --admin-tls-key) ----------------------------------------------
+
+
+def _curl(url: str, ca: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """curl, a real HTTPS client, verifying the server against the test CA by name."""
+    return subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", str(ca),
+                           "-o", "-", "-w", "\n%{http_code} %{ssl_verify_result}", *args, url],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_admin_api_over_https(processes: str, tmp_path: Path) -> None:
+    """One process, or the supervisor's front of two workers: HTTPS only, the certificate
+    verified by name, the API and /metrics answer; plain HTTP gets no answer."""
+    pki = make_pki(tmp_path / "pki")
+    server = ServerProcess("--processes", processes, "--admin-token", TOKEN,
+                           "--admin-tls-cert", str(pki.cert("server")),
+                           "--admin-tls-key", str(pki.key("server")), admin=True).start()
+    try:
+        wait_admin(server)
+        base = f"https://localhost:{server.admin_port}"
+        deadline = time.monotonic() + 60  # the front answers before its workers serve
+        while not _curl(f"{base}/ready", pki.ca).stdout.endswith("\n200 0"):
+            assert time.monotonic() < deadline, server.read_log()
+            time.sleep(0.2)
+        out = _curl(f"{base}/api/v1/stats", pki.ca, "-H", f"Authorization: Bearer {TOKEN}")
+        assert out.returncode == 0 and out.stdout.endswith("\n200 0"), out
+        out = _curl(f"{base}/metrics", pki.ca)
+        assert out.returncode == 0 and out.stdout.endswith("\n200 0"), out
+        assert "signaling_build_info" in out.stdout
+        # A client that does not know the CA refuses the server; plain HTTP is not spoken.
+        out = subprocess.run(["curl", "-sS", "--max-time", "20", f"{base}/health"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 60, out  # CURLE_PEER_FAILED_VERIFICATION
+        out = subprocess.run(["curl", "-sS", "--max-time", "20",
+                              f"http://127.0.0.1:{server.admin_port}/health"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode != 0 and "200" not in out.stdout, out
+        log = server.read_log()
+        assert f"on https://127.0.0.1:{server.admin_port}" in log, log
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_bad_admin_certificate_is_a_one_line_error(processes: str, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    missing = tmp_path / "nope.crt"
+    for cert, key, expected in (
+            (missing, pki.key("server"), f"admin_tls_cert: certificate file {missing} does not "
+                                         "exist"),
+            (pki.cert("server"), pki.key("other"), "admin_tls_cert: cannot use certificate")):
+        server = ServerProcess("--processes", processes, "--admin-tls-cert", str(cert),
+                               "--admin-tls-key", str(key), admin=True)
+        out = subprocess.run(server.args(), capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert out.returncode == 2, out
+        errors = [line for line in out.stderr.splitlines() if "configuration error" in line]
+        assert len(errors) == 1 and expected in errors[0], out.stderr
+        assert "Traceback" not in out.stderr
