@@ -37,7 +37,7 @@ from signaling.router import Router
 from signaling.shedwatch import ShedWatch
 from signaling.sipcore import SipCore
 from signaling.tls import TlsContexts, admin_tls, tls_settings
-from signaling.transports.base import Transports
+from signaling.transports.base import Peer, Transports
 from signaling.transports.tcp import StreamTransport, stream_limits
 from signaling.transports.udp import UdpTransport, start_udp
 from signaling.transports.ws import WsTransport
@@ -78,10 +78,20 @@ class Server:
                                     plain_ids=cfg.trace_plain_ids)
             from signaling.admin.spans import current_ids
             set_trace_ids(current_ids)  # JSON log lines name the current span
+        settings = tls_settings(cfg)
+        #: Raises ConfigError (exit 2) for a missing or unusable certificate or key.
+        self.tls = TlsContexts(settings) if settings is not None else None
+        if self.tls is not None:
+            self.metrics.callback_gauge(
+                "tls_certificate_expiry_timestamp_seconds",
+                "notAfter of each TLS certificate served, Unix time", ["certificate"],
+                self.tls.expiries)
         self.subscribers: SubscriberStore = make_store(cfg.subscribers)
         #: Kept with --auth off too: the admin API manages subscribers and blocks through it.
-        self.auth = Authenticator(cfg, self.core, self.subscribers, self.guard, self.metrics,
-                                  shared=_shared(self.registry))
+        self.auth = Authenticator(
+            cfg, self.core, self.subscribers, self.guard, self.metrics,
+            shared=_shared(self.registry),
+            tls_identity=self._tls_identity if settings and settings.trusted_peers else None)
         checking = self.auth if self.auth.enabled else None
         self.records: RecordWriter | None = None
         hooks: RecordHooks | None = None
@@ -98,14 +108,6 @@ class Server:
         if cfg.diameter is not None:
             self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry,
                                            self.tracer)
-        settings = tls_settings(cfg)
-        #: Raises ConfigError (exit 2) for a missing or unusable certificate or key.
-        self.tls = TlsContexts(settings) if settings is not None else None
-        if self.tls is not None:
-            self.metrics.callback_gauge(
-                "tls_certificate_expiry_timestamp_seconds",
-                "notAfter of each TLS certificate served, Unix time", ["certificate"],
-                self.tls.expiries)
         #: HTTPS for the admin listener (``--admin-tls-cert``); ConfigError as for SIP TLS.
         self.admin_tls = admin_tls(cfg) if cfg.admin is not None else None
         self.udp: UdpTransport | None = None
@@ -124,6 +126,20 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self.shedwatch: ShedWatch | None = None
         self._stopped = asyncio.Event()
+
+    def _tls_identity(self, peer: Peer) -> str | None:
+        """The trusted identity (``--tls-trusted-peers``) that ``peer``'s mutual-TLS connection
+        proved with its verified certificate (RFC 5922 §7.3), for the authenticator."""
+        if peer.conn_id is None or self.tls is None:
+            return None
+        listener: StreamTransport | WsTransport | None = None
+        if peer.transport == "tls":
+            listener = self.streams.get("tls")
+        elif peer.transport == "wss":
+            listener = self.wss
+        if listener is None:
+            return None
+        return self.tls.trusted_peer(listener.ssl_object(peer.conn_id))
 
     async def start(self) -> None:
         # Process-wide: one server per process.  Both parsers give the same messages

@@ -14,7 +14,9 @@
 - The authenticated username and realm must be the identity's user and domain, else 403.
 - An unknown user and a wrong password get the very same answer, a fresh challenge, after the
   same work (a dummy HA1 is checked), so neither content nor timing tells which it was.
-- Trusted sources (``trusted`` option) pass without credentials.
+- Trusted sources (``trusted`` option) pass without credentials, and so do mutual-TLS peers
+  whose verified certificate names a trusted identity (``tls_trusted_peers``, RFC 5922 §7.3:
+  a trunk or peer proxy proves who it is by its certificate, not by a password).
 
 Several challenges go out, strongest algorithm first (RFC 8760 §2.4), all with one nonce.
 """
@@ -77,8 +79,12 @@ class Authenticator:
 
     def __init__(self, cfg: Config, core: SipCore, store: SubscriberStore, guard: Guard,
                  metrics: Metrics, clock: Callable[[], float] = time.time,
-                 shared: Registry | None = None) -> None:
+                 shared: Registry | None = None,
+                 tls_identity: Callable[[Peer], str | None] | None = None) -> None:
         self.core = core
+        #: The trusted identity a peer's connection proved with its client certificate, if
+        #: any (``Server``: over TLS and WSS); None when no identity is trusted.
+        self.tls_identity = tls_identity
         #: A registry other nodes share: nonce counts are claimed there too, so a count used
         #: on one node is a replay on every other (the local table alone sees only this one).
         self.shared = shared
@@ -118,7 +124,7 @@ class Authenticator:
         to = req.to.uri
         if not isinstance(to, SipURI) or to.host.lower() not in self.core.domains:
             return False
-        if req.header("Authorization") is not None or self.guard.trusted(peer.host):
+        if req.header("Authorization") is not None or self._trusted(peer) is not None:
             return False
         self.c_auth.inc("challenged")
         salt = f"{req.call_id}|{req.vias[0].branch}".encode("utf-8", "surrogateescape")
@@ -139,10 +145,19 @@ class Authenticator:
                 return True  # the registrar's own answer (404/416), or a foreign caller
             self._answer(work, 403, "Relaying not allowed", "relay_denied")
             return False
-        if self.guard.trusted(work.peer.host):
-            self.c_auth.inc("trusted")
+        trusted = self._trusted(work.peer)
+        if trusted is not None:
+            self.c_auth.inc(trusted)
             return True
         return await self._check(work, kind, identity)
+
+    def _trusted(self, peer: Peer) -> str | None:
+        """Why ``peer`` needs no credentials (the result counted), or None."""
+        if self.guard.trusted(peer.host):
+            return "trusted"
+        if self.tls_identity is not None and self.tls_identity(peer) is not None:
+            return "trusted_tls_identity"
+        return None
 
     async def _check(self, work: Work, kind: _Kind, identity: SipURI) -> bool:
         req = work.request

@@ -29,7 +29,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -179,6 +179,14 @@ class WsTransport:
             self.c_ws.inc("send_queue_full")
             return False
         return True
+
+    def ssl_object(self, conn_id: str) -> ssl.SSLObject | None:
+        """The TLS state of a WSS connection (its peer's certificate), for trusted-peer
+        checks; None over plain WS or once closed."""
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return None
+        return cast(ssl.SSLObject | None, conn.ws.transport.get_extra_info("ssl_object"))
 
     async def _handler(self, ws: ServerConnection) -> None:
         # The secure listener's ids carry its name: both share the registry's id space.

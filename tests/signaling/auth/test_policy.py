@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,10 @@ from protocols.sip.message import Request, Response
 from signaling.auth.subscribers import FileSubscribers, Subscriber
 from signaling.config import load_config
 from signaling.server import Server
+from tests.peers.sipua import StreamUA, WsUA
 from tests.signaling.auth.sipauth import DOMAIN, Client, open_peer
 from tests.signaling.inproc import running_server
+from tests.tlscerts import make_pki
 
 PASSWORDS = {"alice": "wonderland", "bob": "builder"}
 
@@ -192,6 +197,61 @@ async def test_trusted_sources_pass_without_credentials(tmp_path: Path) -> None:
         resp, _ = await alice.register(None)
         assert resp.status == 200
         assert len(await _bindings(srv, "alice")) == 1
+
+
+async def test_trusted_tls_identity_passes_without_credentials(tmp_path: Path) -> None:
+    """Mutual TLS (RFC 5922 §7.3), over TLS and WSS: a client certificate from the configured
+    CA naming a trusted identity (``tls_trusted_peers``) passes without credentials, as a
+    trusted source does; one naming another identity, or none, is challenged like anyone; a
+    self-signed certificate claiming the trusted name does not even connect."""
+    pki = make_pki(tmp_path / "pki")
+    tls = {"sip_tls": "127.0.0.1:0", "sip_wss": "127.0.0.1:0",
+           "tls_cert": str(pki.cert("server")), "tls_key": str(pki.key("server")),
+           "tls_client_ca": str(pki.ca), "tls_trusted_peers": ["Trunk.Example.Net"]}
+
+    def context(cert: str | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        if cert is not None:
+            ctx.load_cert_chain(pki.cert(cert), pki.key(cert))
+        return ctx
+
+    def final(method: str) -> Callable[[Request | Response], bool]:
+        return lambda m: isinstance(m, Response) and m.status >= 200 and m.cseq.method == method
+
+    async with auth_server(tmp_path, **tls) as (srv, port):
+        assert srv.wss_address is not None
+        tls_port, wss_port = srv.stream_addresses["tls"][1], srv.wss_address[1]
+        outcomes = {}
+        for cert in ("client", "other", None):
+            uas: list[StreamUA | WsUA] = [StreamUA("alice", DOMAIN, port, tls_port, context(cert)),
+                             WsUA("alice", DOMAIN, port, wss_port, context(cert))]
+            for ua in uas:
+                await ua.start()
+                try:
+                    await ua.send(ua.register())
+                    registered = await ua.recv(final("REGISTER"))
+                    await ua.send(ua.invite("bob"))  # bob has no binding: 404 once admitted
+                    invited = await ua.recv(final("INVITE"))
+                finally:
+                    await ua.close()
+                assert isinstance(registered, Response) and isinstance(invited, Response)
+                outcomes[(cert, ua.transport)] = (registered.status, invited.status)
+        assert outcomes == {("client", "TLS"): (200, 404), ("client", "WSS"): (200, 404),
+                            ("other", "TLS"): (401, 407), ("other", "WSS"): (401, 407),
+                            (None, "TLS"): (401, 407), (None, "WSS"): (401, 407)}
+        # The trusted TLS connection's binding; the WSS one left with its connection (RFC 7118
+        # §5), and nothing was bound without credentials.
+        [binding] = await _bindings(srv, "alice")
+        assert binding.endswith(";transport=tls")
+        stranger = StreamUA("alice", DOMAIN, port, tls_port, context("stranger"))
+        with contextlib.suppress(ssl.SSLError, ConnectionError):  # refused in the handshake
+            await stranger.start()
+            # TLS 1.3: the client's side of the handshake completes first; the server's
+            # alert then closes the connection, and the REGISTER gets no answer.
+            await stranger.send(stranger.register())
+            await asyncio.wait_for(stranger.closed.wait(), 10)
+        await stranger.close()
+        assert stranger.received == []
 
 
 async def test_password_guessing_blocks_the_source_not_others(tmp_path: Path) -> None:
