@@ -37,7 +37,6 @@ from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.overload import OcClient, parse_report
 from protocols.sip.parser import parse_name_addr
-from protocols.sip.serializer import serialize
 from protocols.sip.transaction import (
     Event,
     PassToTU,
@@ -69,12 +68,13 @@ from signaling.metrics import Metrics
 from signaling.proxy_context import Branch, Context
 from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
+from signaling.sizeswitch import over_tcp, udp_retry
 from signaling.transports.base import TransportInfo
 
 if TYPE_CHECKING:  # imported by the server only when tracing is on (OpenTelemetry is heavy)
     from signaling.tracing import Tracing
 
-__all__ = ["DIALOG_LINGER", "UDP_SIZE_LIMIT", "Proxy", "Target"]
+__all__ = ["DIALOG_LINGER", "Proxy", "Target"]
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,6 @@ DIALOG_LINGER = 32.0
 #: Seconds between sweeps of dialog deadlines (maximum duration, linger).
 DIALOG_TICK = 1.0
 _COOKIE = "z9hG4bK"
-#: Largest request sent over UDP (§18.1.1): 1300 octets when the path MTU is unknown; larger
-#: ones go over TCP when this node runs it.
-UDP_SIZE_LIMIT = 1300
 
 #: RFC 7339 §5.1: our Via on every forwarded request says we do loss-based overload control.
 _OC: dict[str, str | None] = {"oc": None, "oc-algo": '"loss"'}
@@ -306,14 +303,13 @@ class Proxy:
             trace = self._trace_start(work, ctx.dialog)
         for target in targets:
             copy = self._copy_for(req, target, work.peer, trace)
-            if target.peer.transport == "udp" and "tcp" in self.transports \
-                    and len(serialize(copy)) > UDP_SIZE_LIMIT:
-                # §18.1.1: too large for UDP without a known path MTU: over TCP, to the same
-                # address (a UA listens for TCP on its UDP port, §18.2.1).
+            udp: tuple[Request, Peer] | None = None
+            tcp = over_tcp(copy, target.peer, self.transports)  # §18.1.1, signaling.sizeswitch
+            if tcp is not None:
                 self.c_proxy.inc("udp_too_large_sent_over_tcp")
-                target = dataclasses.replace(target, peer=target.peer._replace(transport="tcp"))
+                udp, target = (copy, target.peer), dataclasses.replace(target, peer=tcp)
                 copy = self._copy_for(req, target, work.peer, trace)
-            self._start_branch(ctx, copy, target.peer)
+            self._start_branch(ctx, copy, target.peer, udp)
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
 
@@ -366,8 +362,10 @@ class Proxy:
             raise LookupError(f"no {transport} transport on this node")
         return info
 
-    def _start_branch(self, ctx: Context, request: Request, peer: Peer) -> None:
+    def _start_branch(self, ctx: Context, request: Request, peer: Peer,
+                      udp: tuple[Request, Peer] | None = None) -> None:
         branch = Branch(ctx, request, peer)
+        branch.udp = udp
         ctx.branches.append(branch)
         txn = self.core.start_client_transaction(
             request, peer, partial(self._on_branch_event, branch), proxy=True)
@@ -389,7 +387,8 @@ class Proxy:
         elif isinstance(ev, TransactionTimedOut):
             self._branch_failed(branch, 408)
         elif isinstance(ev, TransportFailed):
-            self._branch_failed(branch, 503)
+            if not self._retry_over_udp(branch):
+                self._branch_failed(branch, 503)
         elif isinstance(ev, TransactionTerminated):
             branch.txn = None
 
@@ -442,6 +441,19 @@ class Proxy:
         synthetic = make_response(branch.ctx.request, status)
         branch.final = synthetic
         self._failure(branch.ctx, synthetic)
+
+    def _retry_over_udp(self, branch: Branch) -> bool:
+        """§18.1.1: the copy made for UDP replaces a branch moved to TCP for its size whose
+        connection was refused (``signaling.sizeswitch``)."""
+        udp, ctx = udp_retry(branch, self.transports), branch.ctx
+        if udp is None:
+            return False
+        self.c_proxy.inc("udp_too_large_retried_over_udp")
+        ctx.branches.remove(branch)
+        self._start_branch(ctx, *udp)
+        if all(b.final is not None for b in ctx.branches):
+            self._finish(ctx)  # the transaction table was full: the 503 is the answer
+        return True
 
     def _timer_c(self, branch: Branch) -> None:
         # §16.8: with a provisional, CANCEL the branch (its 487 ends it); without, 408.

@@ -28,7 +28,7 @@ class Branch:
     """One forked copy of the request: its client transaction and what came back."""
 
     __slots__ = ("_request", "cancel_pending", "cancelled", "ctx", "final", "peer",
-                 "provisional", "txn")
+                 "provisional", "txn", "udp")
 
     def __init__(self, ctx: Context, request: Request, peer: Peer) -> None:
         self.ctx = ctx
@@ -40,6 +40,9 @@ class Branch:
         self.provisional = False
         self.cancel_pending = False
         self.cancelled = False
+        #: The copy for UDP and its peer when this branch went over TCP only for its size
+        #: (§18.1.1): what to retry with if the TCP connection is refused.
+        self.udp: tuple[Request, Peer] | None = None
 
     @property
     def request(self) -> Request:

@@ -259,6 +259,19 @@ class SipCore:
             return False
         return True
 
+    def connect_failed(self, transport: str, host: str, port: int) -> None:
+        """A connection to ``host:port`` could not be opened: the client transactions whose
+        request waited for it and got no answer yet learn of the transport error (§17.1.4)
+        now, instead of at Timer B or F.  A scan of the client transactions: connection
+        failures are rare next to messages, and this keeps no per-message state."""
+        now = self.now()
+        for txn in [t for t in self.table if isinstance(t, ClientTransaction)
+                    and t.state is t.INITIAL and isinstance(t.peer, Peer)
+                    and t.peer.transport == transport and t.peer.host == host
+                    and t.peer.port == port]:
+            self.run(txn, txn.transport_error(now))
+        self.arm_timer()
+
     def overloaded(self) -> bool:
         """A worker queue is full: stream transports stop reading (backpressure) until not."""
         return self.dispatcher.any_full()

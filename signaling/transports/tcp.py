@@ -16,7 +16,10 @@ Connections and where messages go:
   address is tried with a new connection (a phone that listens, or a server), so bindings
   outlive their connection until they expire, as they do over UDP.
 - A request for an address with no connection reuses one with that remote address (incoming or
-  outgoing) or opens one (§18.1.1), queuing a few messages while it connects.
+  outgoing) or opens one (§18.1.1), queuing a few messages while it connects.  When that fails,
+  ``on_connect_failed`` is told the address (the SIP core fails the transactions waiting on it,
+  §17.1.4), and ``was_refused`` says whether the peer refused (a TCP reset): the proxy's cue to
+  retry a request it moved off UDP for its size over UDP after all (§18.1.1).
 
 Bounds (``StreamLimits``), each one counted when it bites (``sip_stream_events``):
 
@@ -71,6 +74,9 @@ CONNECT_QUEUE = 16
 LINGER = 2.0
 #: Seconds to open an outgoing connection (TCP and TLS handshakes) before giving up.
 CONNECT_TIMEOUT = 5.0
+#: Addresses whose last connection attempt was refused, remembered (oldest forgotten first)
+#: for the §18.1.1 fallback to UDP; a few thousand cost well under a megabyte.
+REFUSED_MEMORY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +184,11 @@ class StreamTransport:
                  ssl_context: ssl.SSLContext | None = None,
                  client_ssl: ssl.SSLContext | None = None,
                  on_closed: Callable[[str], Awaitable[object]] | None = None,
-                 overloaded: Callable[[], bool] | None = None) -> None:
+                 overloaded: Callable[[], bool] | None = None,
+                 on_connect_failed: Callable[[str, str, int], object] | None = None) -> None:
         self.name = name
+        self.on_connect_failed = on_connect_failed
+        self._refused: dict[tuple[str, int], None] = {}
         self.receive = receive
         self.node_id = node_id
         self.limits = limits or StreamLimits()
@@ -287,6 +296,7 @@ class StreamTransport:
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self.c_events.inc(self.name, "connected" if outgoing else "accepted")
         if outgoing:
+            self._refused.pop(addr, None)
             pending, conn.pending = conn.pending or [], None
             for data in pending:
                 conn.write(data)
@@ -447,9 +457,25 @@ class StreamTransport:
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self.c_events.inc(self.name, "connect_failed")
             log.debug("SIP %s connection to %s:%s failed: %s", self.name, *addr, exc)
+            if isinstance(exc, ConnectionRefusedError | ConnectionResetError):
+                self._note_refused(addr)
+            if self._connecting.get(addr) is conn:
+                del self._connecting[addr]
+            if self.on_connect_failed is not None:
+                self.on_connect_failed(self.name, *addr)
         finally:
             if self._connecting.get(addr) is conn:
                 del self._connecting[addr]
+
+    def _note_refused(self, addr: tuple[str, int]) -> None:
+        self._refused.pop(addr, None)
+        if len(self._refused) >= REFUSED_MEMORY:
+            del self._refused[next(iter(self._refused))]
+        self._refused[addr] = None
+
+    def was_refused(self, host: str, port: int) -> bool:
+        """The last connection attempt to ``host:port`` was refused (a TCP reset)."""
+        return (host, port) in self._refused
 
     # -- questions -------------------------------------------------------------------------------
 
