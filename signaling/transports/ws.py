@@ -6,7 +6,10 @@
   requests for that user go back over the same connection (§5), and when the connection closes
   its bindings are removed from the registry.
 - WSS (``name`` "wss") is the same listener over TLS, with the contexts of signaling.tls
-  (certificates reloaded without a restart, TLS 1.2 and 1.3 only).
+  (certificates reloaded without a restart, TLS 1.2 and 1.3 only).  Its TLS handshakes go
+  through ``signaling.transports.tlsgate``: bounded per source (``tcp_max_per_source``) and
+  counted against ``ws_max_connections`` while in progress, closed and counted when they do
+  not finish within ``TLS_HANDSHAKE_TIMEOUT``.
 - Pings detect dead peers (the library closes a connection whose pong does not come in time).
 - Outgoing messages go through a bounded per-connection queue drained by one writer task: a slow
   reader cannot make the server buffer without bound; when its queue is full the message is
@@ -43,6 +46,7 @@ from signaling.metrics import Metrics
 from signaling.sipcore import SipCore
 from signaling.tls import TLS_HANDSHAKE_TIMEOUT
 from signaling.transports.base import Peer, TransportInfo
+from signaling.transports.tlsgate import HandshakeGate
 from signaling.worker import inherited_socket
 
 __all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_SEND_QUEUE", "WsTransport"]
@@ -84,6 +88,12 @@ class WsTransport:
         self.name = name
         self.listen = listen if listen is not None else cfg.sip_ws
         self.ssl_context = ssl_context
+        self.gate: HandshakeGate | None = None
+        if ssl_context is not None:
+            self.gate = HandshakeGate(name, ssl_context, metrics,
+                                      per_source=cfg.tcp_max_per_source,
+                                      total=cfg.ws_max_connections,
+                                      timeout=TLS_HANDSHAKE_TIMEOUT)
         self.conns: dict[str, _Conn] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -143,8 +153,10 @@ class WsTransport:
 
     @property
     def connections(self) -> int:
-        """TCP connections on the listener: open WebSockets and handshakes in progress."""
-        return len(self._server.handler_tasks) if self._server is not None else 0
+        """TCP connections on the listener: open WebSockets and handshakes in progress (TLS
+        and WebSocket)."""
+        tls = self.gate.in_progress if self.gate is not None else 0
+        return tls + (len(self._server.handler_tasks) if self._server is not None else 0)
 
     @property
     def handshakes(self) -> int:
@@ -152,10 +164,22 @@ class WsTransport:
         return max(0, self.connections - len(self.conns))
 
     def _tls_options(self) -> dict[str, Any]:
-        if self.ssl_context is None:
+        """Over TLS the listener accepts plain TCP and each connection's handshake goes
+        through the gate (bounded per source, timed out and counted) before the WebSocket
+        connection is made."""
+        if self.gate is None:
             return {}
-        # A TLS handshake that never finishes is dropped after this, by asyncio.
-        return {"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+        gate = self.gate
+
+        class _TlsConnection(ServerConnection):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                # First the plain TCP connection (to the gate), then the TLS one (from it).
+                if transport.get_extra_info("ssl_object") is None:
+                    gate.start(transport, self)
+                else:
+                    super().connection_made(transport)
+
+        return {"create_connection": _TlsConnection}
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         offered = request.headers.get_all("Sec-WebSocket-Protocol")
@@ -251,6 +275,8 @@ class WsTransport:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        if self.gate is not None:
+            await self.gate.close()
 
 
 def _refuse(status: HTTPStatus, text: str) -> Response:
