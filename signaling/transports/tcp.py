@@ -28,7 +28,8 @@ Bounds (``StreamLimits``), each one counted when it bites (``sip_stream_events``
   RFC 5626 §4.4.1 every 95-120 s, or by re-registering);
 - a message begun must complete within ``message_timeout``: a peer trickling a header section
   (slowloris) or stalling mid-body loses the connection; the buffer never exceeds the size limit;
-- a TLS handshake must finish within ``handshake_timeout``;
+- TLS handshakes go through ``signaling.transports.tlsgate``: bounded per source and in total
+  while in progress, closed and counted when not finished within ``handshake_timeout``;
 - bytes written but not yet taken by a slow reader are bounded: past ``max_write_buffer`` a
   message to it is dropped and counted (SIP then times out as for any lost message).
 
@@ -53,6 +54,7 @@ from protocols.sip.parser import MAX_MESSAGE_SIZE
 from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.transports.base import Peer, TransportInfo
+from signaling.transports.tlsgate import HandshakeGate
 
 __all__ = ["CONNECT_QUEUE", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamLimits", "StreamTransport",
            "stream_limits"]
@@ -128,6 +130,11 @@ class _Conn(asyncio.Protocol):
         self.pending: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        gate = self.owner.gate
+        if gate is not None and self.pending is None \
+                and transport.get_extra_info("ssl_object") is None:
+            gate.start(transport, self)  # accepted plain: the gate runs the TLS handshake
+            return
         self.owner.opened(self, cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
@@ -193,6 +200,12 @@ class StreamTransport:
         self.node_id = node_id
         self.limits = limits or StreamLimits()
         self.ssl_context = ssl_context
+        self.gate: HandshakeGate | None = None
+        if ssl_context is not None:
+            self.gate = HandshakeGate(name, ssl_context, metrics,
+                                      per_source=self.limits.max_per_source,
+                                      total=self.limits.max_connections,
+                                      timeout=self.limits.handshake_timeout)
         self.client_ssl = client_ssl
         self.on_closed = on_closed
         self.overloaded = overloaded or (lambda: False)
@@ -202,8 +215,6 @@ class StreamTransport:
         self.conns: dict[str, _Conn] = {}
         self._by_addr: dict[tuple[str, int], _Conn] = {}
         self._per_source: dict[str, int] = {}
-        #: TLS connections accepted whose handshake has not finished, with their start time.
-        self._handshaking: dict[_Conn, float] = {}
         self._connecting: dict[tuple[str, int], _Conn] = {}
         self._paused: set[_Conn] = set()
         self._resume: asyncio.TimerHandle | None = None
@@ -235,12 +246,8 @@ class StreamTransport:
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        kwargs: dict[str, Any] = {}
-        if self.ssl_context is not None:
-            kwargs = {"ssl": self.ssl_context,
-                      "ssl_handshake_timeout": self.limits.handshake_timeout}
-        self._server = await self.loop.create_server(self._accepted, host, port,
-                                                     backlog=1024, **kwargs)
+        # Plain TCP even for TLS: the gate runs each handshake (see ``_Conn.connection_made``).
+        self._server = await self.loop.create_server(self._accepted, host, port, backlog=1024)
         bound = self._server.sockets[0].getsockname()
         self.info = self._info(int(bound[1]))
         self._sweeper = self.loop.create_task(self._sweep(), name=f"sip-{self.name}-sweep")
@@ -262,19 +269,15 @@ class StreamTransport:
             await self._server.wait_closed()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if self.gate is not None:
+            await self.gate.close()
 
     # -- connections -----------------------------------------------------------------------------
 
     def _accepted(self) -> _Conn:
-        conn = _Conn(self, self.loop.time())
-        if self.ssl_context is not None:
-            # asyncio calls connection_made only after the handshake, and not at all when it
-            # fails or times out: the sweep counts the ones that never got there.
-            self._handshaking[conn] = conn.last
-        return conn
+        return _Conn(self, self.loop.time())
 
     def opened(self, conn: _Conn, transport: asyncio.Transport) -> None:
-        self._handshaking.pop(conn, None)
         conn.transport = transport
         peername = transport.get_extra_info("peername")
         addr = (str(peername[0]), int(peername[1]))
@@ -346,7 +349,6 @@ class StreamTransport:
         self._paused.clear()
 
     def lost(self, conn: _Conn) -> None:
-        self._handshaking.pop(conn, None)
         self._paused.discard(conn)
         if conn.addr is not None and self._connecting.get(conn.addr) is conn:
             del self._connecting[conn.addr]
@@ -393,13 +395,6 @@ class StreamTransport:
                     conn.close("stalled_message")
                 elif now - conn.last > limits.idle_timeout:
                     conn.close("idle_timeout")
-            # asyncio gave up on these handshakes (``ssl_handshake_timeout``) or they failed;
-            # the grace of one sweep lets asyncio's own timer fire first.
-            late = now - limits.handshake_timeout - SWEEP_INTERVAL
-            for conn, started in list(self._handshaking.items()):
-                if started < late:
-                    del self._handshaking[conn]
-                    self.c_events.inc(self.name, "handshake_failed")
 
     # -- sending ---------------------------------------------------------------------------------
 

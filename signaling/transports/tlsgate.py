@@ -29,11 +29,14 @@ import asyncio
 import os
 import socket
 import ssl
+import weakref
 from typing import cast
 
 from signaling.metrics import FastCounter, Metrics
 
 __all__ = ["HandshakeGate"]
+
+_GATES: weakref.WeakKeyDictionary[Metrics, list[HandshakeGate]] = weakref.WeakKeyDictionary()
 
 
 class HandshakeGate:
@@ -49,12 +52,16 @@ class HandshakeGate:
         self._by_source: dict[str, int] = {}
         self._count = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics_key = metrics
         self.c_events: FastCounter = metrics.fast_counter(
             "tls_handshakes", "TLS handshakes of incoming connections, by listener and outcome",
             ["listener", "event"])
+        # One gauge for every gate of a node (a gauge is registered once per name).
+        gates = _GATES.setdefault(metrics, [])
+        gates.append(self)
         metrics.callback_gauge("tls_handshakes_in_progress",
                                "TLS handshakes of incoming connections in progress",
-                               ["listener"], lambda: {(self.name,): float(self._count)})
+                               ["listener"], lambda: {(g.name,): float(g._count) for g in gates})
 
     @property
     def in_progress(self) -> int:
@@ -112,6 +119,9 @@ class HandshakeGate:
             del self._by_source[source]
 
     async def close(self) -> None:
+        gates = _GATES.get(self.metrics_key)
+        if gates is not None and self in gates:
+            gates.remove(self)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

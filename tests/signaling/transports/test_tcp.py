@@ -343,13 +343,41 @@ async def test_tls_handshake_that_never_finishes_is_closed_and_counted(harness: 
     half_w.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello cut short
     assert await closed_by_server(silent_r) == b""
     assert await closed_by_server(half_r) == b""
-    await until(lambda: h.events("handshake_failed") == 2)
+    gate = h.t.gate
+    assert gate is not None
+    await until(lambda: gate.c_events.get("tls", "handshake_timeout") == 2)
     assert not h.t.conns and not h.closed  # never a connection, nothing to clean up
+    assert gate.in_progress == 0
     # and the listener still serves real clients
     _, writer = await h.connect(ssl.create_default_context(cafile=str(pki.ca)))
     writer.write(MSG)
     assert (await h.message())[0] == MSG
     writer.close()
+
+
+async def test_tls_handshakes_in_progress_are_bounded_per_source(harness: Maker,
+                                                                 pki: Pki) -> None:
+    """Before any TLS work: a source with ``max_per_source`` handshakes in progress gets
+    its next connection closed at once (and counted); another address is served."""
+    h = await harness(max_per_source=2, handshake_timeout=30).start(
+        "tls", tls_contexts(pki).front)
+    stalled = [await h.connect() for _ in range(2)]
+    gate = h.t.gate
+    assert gate is not None
+    await until(lambda: gate.in_progress == 2)
+    extra_r, _ = await h.connect()
+    assert await closed_by_server(extra_r) == b""
+    assert gate.c_events.get("tls", "rejected_source_limit") == 1
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    _, writer = await asyncio.wait_for(asyncio.open_connection(
+        "127.0.0.1", h.port, ssl=ctx, server_hostname="sip.example.com",
+        local_addr=("127.0.0.2", 0)), 5)
+    writer.write(MSG)
+    assert (await h.message())[0] == MSG
+    writer.close()
+    for _, w in stalled:
+        w.close()
+    await until(lambda: gate.in_progress == 0)
 
 
 async def test_tls_outgoing_connection_verifies_the_server(harness: Maker,
