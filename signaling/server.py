@@ -195,6 +195,8 @@ class Server:
             self.ws.stop_accepting()
         if self.wss is not None:
             self.wss.stop_accepting()
+        for stream in self.streams.values():
+            stream.stop_accepting()
         if self.diameter is not None:
             self.diameter.stop_accepting()
 

@@ -105,6 +105,11 @@ def _listeners(cfg: Config) -> list[tuple[str, HostPort, int]]:
     out: list[tuple[str, HostPort, int]] = []
     for name, hp, kind in (("sip_udp", cfg.sip_udp, socket.SOCK_DGRAM),
                            ("sip_ws", cfg.sip_ws, socket.SOCK_STREAM),
+                           # Stream listeners are shared like the WebSocket one: each worker
+                           # binding its own port would fail from the second worker on.
+                           ("sip_tcp", cfg.sip_tcp, socket.SOCK_STREAM),
+                           ("sip_tls", cfg.sip_tls, socket.SOCK_STREAM),
+                           ("sip_wss", cfg.sip_wss, socket.SOCK_STREAM),
                            ("diameter", cfg.diameter, socket.SOCK_STREAM)):
         if hp is not None:
             out.append((name, hp, kind))

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.tlsgate import HandshakeGate
+from signaling.worker import inherited_socket
 
 __all__ = ["CONNECT_QUEUE", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamLimits", "StreamTransport",
            "stream_limits"]
@@ -247,12 +249,23 @@ class StreamTransport:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         # Plain TCP even for TLS: the gate runs each handshake (see ``_Conn.connection_made``).
-        self._server = await self.loop.create_server(self._accepted, host, port, backlog=1024)
+        # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = inherited_socket(f"sip_{self.name}", family, socket.SOCK_STREAM)
+        where: dict[str, Any] = {"sock": sock} if sock else {"host": host, "port": port}
+        self._server = await self.loop.create_server(self._accepted, backlog=1024, **where)
         bound = self._server.sockets[0].getsockname()
         self.info = self._info(int(bound[1]))
         self._sweeper = self.loop.create_task(self._sweep(), name=f"sip-{self.name}-sweep")
         log.info("SIP over %s listening on %s:%s", self.name.upper(), bound[0], bound[1])
         return str(bound[0]), int(bound[1])
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket only (this process's copy of it): connections that are
+        open stay until ``close``; new ones go to whoever else listens (a supervisor's next
+        worker on the same socket)."""
+        if self._server is not None:
+            self._server.close()
 
     async def close(self) -> None:
         if self._server is not None:

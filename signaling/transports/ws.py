@@ -126,7 +126,7 @@ class WsTransport:
             origins = [Origin(o) for o in self.cfg.ws_origins]
         # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = inherited_socket("sip_ws", family, socket.SOCK_STREAM)
+        sock = inherited_socket(f"sip_{self.name}", family, socket.SOCK_STREAM)
         where: dict[str, Any] = {"sock": sock} if sock else {"host": host, "port": port}
         self._server = await serve(
             self._handler, **where,

@@ -26,6 +26,7 @@ from signaling.metrics import Metrics
 from signaling.tls import TlsContexts, TlsSettings
 from signaling.transports.base import Peer
 from signaling.transports.tcp import StreamLimits, StreamTransport
+from tests.peers.sipua import StreamUA, WsUA
 from tests.tlscerts import Pki, make_pki
 
 MSG = (b"OPTIONS sip:bob@example.com SIP/2.0\r\n"
@@ -393,6 +394,35 @@ async def test_tls_outgoing_connection_verifies_the_server(harness: Maker,
     wrong = await harness().start("tls", contexts.front, client_ssl=contexts.client_context())
     assert wrong.t.send(MSG, Peer("tls", "127.0.0.1", far.port))
     await until(lambda: wrong.events("connect_failed") == 1)
+
+
+# --- the whole server: several processes, SIPp --------------------------------------------------
+
+
+async def test_stream_listeners_are_shared_by_the_workers_of_a_supervisor(pki: Pki) -> None:
+    """``--processes 2``: the TCP, TLS and WSS listening sockets are bound once by the
+    supervisor and accepted on by both workers (each binding its own failed from the second
+    worker on); clients register over each of them, connection after connection."""
+    ports = {name: free_tcp_port() for name in ("tcp", "tls", "wss")}
+    srv = ServerProcess("--processes", "2", "--tls-cert", str(pki.cert("server")),
+                        "--tls-key", str(pki.key("server")),
+                        *(x for name, port in ports.items()
+                          for x in (f"--sip-{name}", f"127.0.0.1:{port}")), ws=False).start()
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    try:
+        for i in range(6):
+            for ua in (StreamUA(f"tcp{i}", "127.0.0.1", srv.udp_port, ports["tcp"]),
+                       StreamUA(f"tls{i}", "127.0.0.1", srv.udp_port, ports["tls"], ctx),
+                       WsUA(f"wss{i}", "127.0.0.1", srv.udp_port, ports["wss"], ctx)):
+                await ua.start()
+                try:
+                    await ua.send(ua.register())
+                    await ua.response(200, "REGISTER", timeout=20)
+                finally:
+                    await ua.close()
+    finally:
+        assert srv.stop() == 0
+    assert "Traceback" not in srv.log and "cannot start" not in srv.log, srv.log[-3000:]
 
 
 # --- the whole server with SIPp over TCP ---------------------------------------------------------
