@@ -17,41 +17,15 @@ the server is pinned to core 1.  Both get RLIMIT_NOFILE raised to ``NOFILE``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import os
-import resource
-import socket
-import time
 
-from benchmarks.bench_register import LOAD_CPU, SERVER_CPU, ServerUnderTest
+from benchmarks.bench_register import ServerUnderTest
+from benchmarks.idle import SETUP_TIMEOUT, count_registered, measure, parse_and_pin, raise_nofile
 from harness.serverproc import free_tcp_port
 
 __all__ = ["IdleClient", "main"]
-
-#: File descriptors wanted for each side: one per connection plus the interpreter's own, with
-#: room.  Raised up to the hard limit when the hard limit cannot be raised (a container without
-#: CAP_SYS_RESOURCE); ``main`` refuses a connection count that would not fit.
-NOFILE = 65_536
-#: Descriptors each side needs beyond its connections (interpreter, sockets, log, pipes).
-FD_MARGIN = 256
-#: Connections being opened at once: a bounded ramp keeps the listen backlog from overflowing
-#: (SYNs dropped and retried after 1 s would only slow the ramp).
-CONNECT_CONCURRENCY = 200
-#: Seconds one handshake + REGISTER may take before the benchmark calls it failed.
-SETUP_TIMEOUT = 30.0
-#: Query REGISTERs in flight at once when checking the registrations over UDP.
-QUERY_WINDOW = 200
-
-
-def _raise_nofile() -> None:
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-    except (ValueError, OSError):
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
 
 def _frame(opcode: int, payload: bytes) -> bytes:
     """A masked client frame (RFC 6455 §5.2, §5.3)."""
@@ -149,72 +123,35 @@ class IdleClient(asyncio.Protocol):
         self._fail(f"connection lost: {exc}")
 
 
-async def _open(index: int, port: int, udp_port: int, gate: asyncio.Semaphore,
-                clients: list[IdleClient]) -> int:
-    async with gate:
-        loop = asyncio.get_running_loop()
-        _, client = await loop.create_connection(
-            lambda: IdleClient(index, "127.0.0.1", port, udp_port), "127.0.0.1", port)
-        clients.append(client)
-        return await asyncio.wait_for(client.registered, SETUP_TIMEOUT)
-
-
-def count_registered(udp_port: int, users: int) -> int:
-    """Query REGISTERs (no Contact, RFC 3261 §10.2.3) for ws0..ws<users-1>; bound ones."""
-    found = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(5.0)
-        local = s.getsockname()[1]
-        for first in range(0, users, QUERY_WINDOW):
-            batch = range(first, min(first + QUERY_WINDOW, users))
-            for n in batch:
-                s.sendto((f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-                          f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-q{n}\r\n"
-                          f"Max-Forwards: 70\r\nFrom: <sip:ws{n}@127.0.0.1>;tag=q{n}\r\n"
-                          f"To: <sip:ws{n}@127.0.0.1>\r\nCall-ID: q-{n}\r\n"
-                          f"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n").encode(),
-                         ("127.0.0.1", udp_port))
-            for _ in batch:
-                answer = s.recv(65_535)
-                call_id = answer.split(b"Call-ID: q-", 1)[1].split(b"\r\n", 1)[0].decode()
-                if f"<sip:ws{call_id}@c{call_id}.invalid;transport=ws>".encode() in answer:
-                    found += 1
-    return found
+async def _open(index: int, port: int, udp_port: int, clients: list[IdleClient]) -> bool:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: IdleClient(index, "127.0.0.1", port, udp_port), "127.0.0.1", port)
+    clients.append(client)
+    return await asyncio.wait_for(client.registered, SETUP_TIMEOUT) == 200
 
 
 async def _run(connections: int, hold: float) -> None:
     ws_port = free_tcp_port()
     server = ServerUnderTest("ours", ["--sip-ws", f"127.0.0.1:{ws_port}",
                                       "--log-level", "warning"])
-    server.start(preexec_fn=_raise_nofile)
+    server.start(preexec_fn=raise_nofile)
     clients: list[IdleClient] = []
+
+    def alive() -> int:
+        return sum(1 for c in clients if c.transport is not None
+                   and not c.transport.is_closing())
+
+    async def registered() -> int:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, count_registered, server.port, connections, "ws",
+            lambda n: f"<sip:ws{n}@c{n}.invalid;transport=ws>".encode())
+
     try:
-        time.sleep(0.5)
-        rss0, cpu0, t0 = server.rss_kib(), server.cpu(), time.monotonic()
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-        statuses = await asyncio.gather(
-            *(_open(i, ws_port, server.port, gate, clients) for i in range(connections)),
-            return_exceptions=True)
-        setup, cpu1 = time.monotonic() - t0, server.cpu()
-        ok = sum(1 for st in statuses if st == 200)
-        errors = [st for st in statuses if st != 200][:3]
-        print(f"connections opened and registered (200): {ok} of {connections} in "
-              f"{setup:.1f} s ({ok / setup:.0f}/s); server CPU "
-              f"{1e6 * (cpu1 - cpu0) / max(ok, 1):.0f} us per connection + REGISTER"
-              + (f"; first errors: {errors}" if errors else ""), flush=True)
-        await asyncio.sleep(hold)
-        rss1 = server.rss_kib()
-        alive = sum(1 for c in clients if c.transport is not None
-                    and not c.transport.is_closing())
-        found = await asyncio.get_running_loop().run_in_executor(
-            None, count_registered, server.port, connections)
-        print(f"after holding {hold:g} s: {alive} connections open, {found} of {connections} "
-              f"registrations found by query REGISTER; pings answered by the clients: "
-              f"{sum(c.pings for c in clients)}", flush=True)
-        print(f"server VmRSS: {rss0} kB before, {rss1} kB with {alive} connections: "
-              f"{(rss1 - rss0) / max(alive, 1):.1f} kB per registered connection", flush=True)
+        await measure(server, "WebSocket", hold, connections,
+                      [_open(i, ws_port, server.port, clients) for i in range(connections)],
+                      alive, registered,
+                      lambda: f"; pings answered by the clients: {sum(c.pings for c in clients)}")
     finally:
         for c in clients:
             if c.transport is not None:
@@ -223,18 +160,7 @@ async def _run(connections: int, hold: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--connections", type=int, default=10_000)
-    ap.add_argument("--hold", type=float, default=5.0)
-    args = ap.parse_args(argv)
-    _raise_nofile()
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if args.connections + FD_MARGIN > limit:
-        raise SystemExit(f"RLIMIT_NOFILE is {limit}: too low for {args.connections} connections")
-    os.sched_setaffinity(0, {LOAD_CPU})
-    print(f"{args.connections} idle WebSocket SIP clients; server on core {SERVER_CPU}, "
-          f"clients on core {LOAD_CPU}; load average before: {os.getloadavg()[0]:.2f}",
-          flush=True)
+    args = parse_and_pin(argv, __doc__, "WebSocket SIP clients")
     asyncio.run(_run(args.connections, args.hold))
 
 
