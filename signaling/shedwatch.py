@@ -10,13 +10,12 @@ without a shed (how long it lasted, how many in total, by reason).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from signaling.metrics import FastCounter
+from signaling.periodic import Periodic
 
 __all__ = ["INTERVAL", "QUIET", "SUMMARY_INTERVAL", "ShedWatch"]
 
@@ -61,7 +60,7 @@ class ShedWatch:
         self._started = 0.0
         self._last_shed = 0.0
         self._last_summary = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("shed-watch", INTERVAL, self.check)
 
     def check(self) -> None:
         """One read of the counters (the task calls it every ``INTERVAL``)."""
@@ -89,16 +88,7 @@ class ShedWatch:
         return _delta(current, self._episode_start)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="shed-watch")
+        self._ticker.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(INTERVAL)
-            self.check()
+        await self._ticker.close()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signaling.config import Config, ConfigError
+from signaling.periodic import Periodic
 
 __all__ = [
     "TLS_HANDSHAKE_TIMEOUT",
@@ -220,7 +221,7 @@ class TlsContexts:
         _load_pair(self.front, settings.cert, settings.key, what)
         self.front.verify_mode = _verify_mode(settings)
         self.front.sni_callback = self._choose
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher: Periodic | None = None
         self._on_hup = False
 
     def _build(self) -> tuple[ssl.SSLContext, list[tuple[str, ssl.SSLContext]]]:
@@ -327,19 +328,17 @@ class TlsContexts:
             # in other threads too); the file watch covers those.
             if on_hup:
                 loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self._watcher = loop.create_task(self._watch(interval), name="tls-watch")
+        self._watcher = Periodic("tls-watch", interval, self._reload_if_changed)
+        self._watcher.start()
 
-    async def _watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self.changed():
-                self.reload()
+    def _reload_if_changed(self) -> None:
+        if self.changed():
+            self.reload()
 
     async def stop(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             if self._on_hup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+            await self._watcher.close()
             self._watcher = None

@@ -12,12 +12,12 @@ tables, through the admin's ``ServerView``, for ``/api/v1/stats``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from signaling.admin.growth import Growth
 from signaling.admin.view import ServerView
+from signaling.periodic import Periodic
 from signaling.registry.base import RegistryError
 
 __all__ = ["REFRESH_INTERVAL", "REFRESH_TIMEOUT", "Observer"]
@@ -39,7 +39,7 @@ class Observer:
         self.server = server
         self.aors = 0
         self.bindings = 0
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic("admin-refresh", REFRESH_INTERVAL, self._tick, first_now=True)
         m = server.metrics
         self.c_refresh_failed = m.fast_counter(
             "admin_refresh_failures", "Registry count refreshes that failed or timed out")
@@ -72,21 +72,15 @@ class Observer:
         return True
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="admin-refresh")
+        self._ticker.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._ticker.close()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-                self.growth.sample(time.monotonic())
-            except Exception:  # a bug here must not end the refresher
-                self.c_refresh_failed.inc()
-                log.exception("registry count refresh crashed")
-            await asyncio.sleep(REFRESH_INTERVAL)
+    async def _tick(self) -> None:
+        try:
+            await self.refresh()
+            self.growth.sample(time.monotonic())
+        except Exception:  # a bug here must not end the refresher
+            self.c_refresh_failed.inc()
+            log.exception("registry count refresh crashed")
