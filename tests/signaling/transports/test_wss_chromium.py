@@ -17,12 +17,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from harness.serverproc import free_tcp_port
 from tests.peers.browser import PageServer, chromium, nss_home
+from tests.peers.webrtcphone import WebRtcPhone
 from tests.signaling.auth.peers import auth_server
 from tests.signaling.test_websocket_client import jssip
 from tests.tlscerts import Pki, make_pki
@@ -30,7 +31,12 @@ from tests.tlscerts import Pki, make_pki
 __all__ = ["jssip"]  # the fixture: tests/peers/jssip with node_modules
 
 PAGE_DIR = Path(__file__).resolve().parents[2] / "peers" / "jssip" / "browser"
-USERS = {"alice": "wonder-land-42", "bob": "builder-77"}
+USERS = {"alice": "wonder-land-42", "bob": "builder-77", "carol": "udp-phone-9"}
+
+
+class Listening(NamedTuple):
+    wss: int
+    udp: int
 #: Bound on a browser start plus two registrations and a call: start-up dominates, and a busy
 #: 2-core CI machine starts Chromium slowly.
 BROWSER_TIMEOUT = 120.0
@@ -56,15 +62,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def wss_port(pki: Pki) -> Iterator[int]:
-    """A server with authentication on and a WSS listener: its port."""
+def server(pki: Pki) -> Iterator[Listening]:
+    """A server with authentication on and a WSS listener: its ports."""
     port = free_tcp_port()
     srv = auth_server(USERS, "--sip-wss", f"127.0.0.1:{port}",
                       "--tls-cert", str(pki.cert("server")), "--tls-key", str(pki.key("server")),
                       ws=False).start()
     try:
         _wait_listening(port)
-        yield port
+        yield Listening(port, srv.udp_port)
     finally:
         assert srv.stop() == 0
     assert "Traceback" not in srv.log
@@ -83,15 +89,16 @@ def _wait_listening(port: int, within: float = 20.0) -> None:
 
 
 def test_jssip_in_chromium_registers_and_calls_over_wss(
-        page_dir: Path, pki: Pki, wss_port: int,
+        page_dir: Path, pki: Pki, server: Listening,
         tmp_path: Path) -> None:
     home = nss_home(tmp_path / "home", pki.ca)
-    config = {"wss": f"wss://127.0.0.1:{wss_port}", "domain": "127.0.0.1",
-              "callee": "sip:bob@127.0.0.1", "users": USERS}
+    config = {"wss": f"wss://127.0.0.1:{server.wss}", "domain": "127.0.0.1",
+              "callee": "sip:bob@127.0.0.1",
+              "users": {u: USERS[u] for u in ("alice", "bob")}}
     seen: list[dict[str, Any]] = []
     with PageServer(page_dir, config, pki.cert("server"), pki.key("server")) as page, \
             chromium(page.url + "call.html", home):
-        for user in USERS:
+        for user in ("alice", "bob"):
             got = page.wait_for({"ua": user, "event": "registered"}, BROWSER_TIMEOUT, seen)
             assert got["status"] == 200
         incoming = page.wait_for({"ua": "bob", "event": "incoming"}, BROWSER_TIMEOUT, seen)
@@ -101,20 +108,54 @@ def test_jssip_in_chromium_registers_and_calls_over_wss(
         assert incoming["from"] == "sip:alice@127.0.0.1"
         accepted = page.wait_for({"ua": "alice", "event": "accepted"}, BROWSER_TIMEOUT, seen)
         assert accepted["status"] == 200
-        for user in USERS:
+        for user in ("alice", "bob"):
             page.wait_for({"ua": user, "event": "confirmed"}, BROWSER_TIMEOUT, seen)
             page.wait_for({"ua": user, "event": "ended"}, BROWSER_TIMEOUT, seen)
     assert not any(r["event"] in ("failed", "error", "registrationFailed") for r in seen), seen
 
 
+def test_jssip_in_chromium_calls_a_udp_phone(page_dir: Path, pki: Pki, server: Listening,
+                                             tmp_path: Path) -> None:
+    """JsSIP over WSS calls a phone registered over UDP with its password: the INVITE reaches
+    the phone over UDP with both of our Record-Routes (RFC 5658: the one facing the phone
+    names UDP, the one facing the browser WSS), the browser accepts the phone's answer, and its
+    ACK and BYE reach the phone over UDP along the route set."""
+    home = nss_home(tmp_path / "home", pki.ca)
+    phone = WebRtcPhone("carol", USERS["carol"], "127.0.0.1", server.udp).start()
+    config = {"wss": f"wss://127.0.0.1:{server.wss}", "domain": "127.0.0.1",
+              "callee": "sip:carol@127.0.0.1", "users": {"alice": USERS["alice"]}}
+    seen: list[dict[str, Any]] = []
+    try:
+        with PageServer(page_dir, config, pki.cert("server"), pki.key("server")) as page, \
+                chromium(page.url + "call.html", home):
+            accepted = page.wait_for({"ua": "alice", "event": "accepted"}, BROWSER_TIMEOUT,
+                                     seen)
+            page.wait_for({"ua": "alice", "event": "confirmed"}, BROWSER_TIMEOUT, seen)
+            page.wait_for({"ua": "alice", "event": "ended"}, BROWSER_TIMEOUT, seen)
+            deadline = time.monotonic() + BROWSER_TIMEOUT
+            while "BYE" not in phone.methods():
+                assert time.monotonic() < deadline, phone.methods()
+                time.sleep(0.1)
+    finally:
+        phone.close()
+    assert accepted["status"] == 200
+    invite = next(r for r in phone.requests if r.method == "INVITE")
+    assert invite.vias[0].transport == "UDP"
+    assert [str(rr.uri).split(";transport=")[-1].split(";")[0] if "transport=" in str(rr.uri)
+            else "udp" for rr in invite.record_routes] == ["udp", "wss"], invite.record_routes
+    assert any("transport=wss" in rr for rr in accepted["record_route"])
+    assert phone.methods().count("ACK") == 1
+    assert not any(r["event"] in ("failed", "error", "registrationFailed") for r in seen), seen
+
+
 def test_without_the_ca_chromium_refuses_the_certificate(
-        page_dir: Path, pki: Pki, wss_port: int,
+        page_dir: Path, pki: Pki, server: Listening,
         tmp_path: Path) -> None:
     """The same page in a browser that does not know the test CA (page served over HTTP from
     127.0.0.1, a secure context all the same): the WSS connection fails and nothing registers,
     so the first test's trust is the CA's doing, not ignored certificate errors."""
     home = nss_home(tmp_path / "home", None)
-    config = {"wss": f"wss://127.0.0.1:{wss_port}", "domain": "127.0.0.1",
+    config = {"wss": f"wss://127.0.0.1:{server.wss}", "domain": "127.0.0.1",
               "users": {"alice": USERS["alice"]}}
     seen: list[dict[str, Any]] = []
     with PageServer(page_dir, config) as page, chromium(page.url + "call.html", home):
