@@ -17,6 +17,11 @@ without batching: an upper bound of what a loaded server spends.
 
 - REGISTER: SIPp (``../shared/reference/sipp/register.xml``, a new user per call) at a rate
   low enough for the server under valgrind, then SIPp's own count of successful calls;
+- REGISTER_AUTH: a registration with digest authentication (issue 14): SIPp
+  (``harness/sipp/register-auth.xml``, a new user per call from an injection file) sends
+  REGISTER, gets the 401, sends REGISTER with ``[authentication]`` (MD5, qop=auth) and gets the
+  200; the server runs ``--auth on --auth-algorithms MD5`` with those users in its subscriber
+  file (as ``bench_register_auth``).  The count is per registration: two requests, two answers;
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
   tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
@@ -35,7 +40,7 @@ REGISTER and OPTIONS are run twice, with the C fast path of the parser and with
 Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
-                                            [--kinds REGISTER,OPTIONS,CALL]
+                                            [--kinds REGISTER,REGISTER_AUTH,OPTIONS,CALL]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -64,6 +70,7 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTER_XML = ROOT.parent / "shared" / "reference" / "sipp" / "register.xml"
+REGISTER_AUTH_XML = ROOT / "harness" / "sipp" / "register-auth.xml"
 #: REGISTERs per second offered to the server under valgrind: well below what it answers
 #: there, so SIPp never retransmits (a retransmission would be counted as work).
 REGISTER_RATE = 40
@@ -162,6 +169,39 @@ def send_registers(port: int, n: int) -> int:
         return int(last[header.index("SuccessfulCall(C)")])
 
 
+def _auth_users(n: int) -> dict[str, str]:
+    return {f"a{i}": f"pw-{i}-x" for i in range(n)}
+
+
+def auth_extra(directory: Path, n: int) -> list[str]:
+    """The server options of REGISTER_AUTH: its ``n`` users as subscribers (HA1 hashes)."""
+    from signaling.auth.subscribers import Subscriber
+    subs = directory / "subscribers.jsonl"
+    with subs.open("w") as fh:
+        for user, password in _auth_users(n).items():
+            fh.write(json.dumps(Subscriber.create(user, "127.0.0.1", password).to_json()) + "\n")
+    return ["--auth", "on", "--auth-algorithms", "MD5", "--subscribers", str(subs),
+            "--auth-nonce-table", str(max(n, 1000))]
+
+
+def send_auth_registers(port: int, n: int) -> int:
+    """SIPp registrations answering the 401 (one per new user); SIPp's count of successes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stats, inf = Path(tmp) / "stats.csv", Path(tmp) / "users.csv"
+        inf.write_text("SEQUENTIAL\n" + "".join(
+            f"{u};[authentication username={u} password={p}]\n"
+            for u, p in _auth_users(n).items()))
+        subprocess.run(["sipp", f"127.0.0.1:{port}", "-sf", str(REGISTER_AUTH_XML),
+                        "-inf", str(inf), "-m", str(n), "-r", str(REGISTER_RATE // 2),
+                        "-l", "1", "-nostdin", "-trace_stat", "-stf", str(stats),
+                        "-timeout", str(2 * n // REGISTER_RATE + 120)],
+                       cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+        rows = [r.split(";") for r in stats.read_text().splitlines() if r]
+        header, last = rows[0], rows[-1]
+        return int(last[header.index("SuccessfulCall(C)")])
+
+
 def send_options(port: int, n: int) -> int:
     """OPTIONS to the server, one at a time; returns the 200s received."""
     ok = 0
@@ -208,7 +248,8 @@ def _zeroed(send: Callable[[int, int], int]) -> Callable[[ServerUnderCallgrind, 
 
 #: What each kind sends; the answer is SIPp's (or our socket's) count of successes.
 SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
-    "REGISTER": _zeroed(send_registers), "OPTIONS": _zeroed(send_options), "CALL": send_calls}
+    "REGISTER": _zeroed(send_registers), "REGISTER_AUTH": _zeroed(send_auth_registers),
+    "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
 def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
@@ -244,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--parser", choices=["both", "c", "python"], default="both",
                     help="which parser(s) to measure (default: both, side by side)")
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
-                    help="what to measure, comma-separated (default: REGISTER,OPTIONS,CALL)")
+                    help="what to measure, comma-separated: REGISTER, REGISTER_AUTH, OPTIONS, CALL "
+                         "(default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
     kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
     if unknown := set(kinds) - set(SENDERS):
@@ -259,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for kind in kinds:
         results = {}
         for pure in modes:
-            answered, per, idle = measure(kind, pure, args.messages)
+            with tempfile.TemporaryDirectory(prefix="bench-instr-subs-") as tmp:
+                extra = auth_extra(Path(tmp), args.messages) if kind == "REGISTER_AUTH" else []
+                answered, per, idle = measure(kind, pure, args.messages, extra=extra)
             results[pure] = per - idle if kind == "CALL" else per
             label = "pure-Python parser" if pure else "C fast path"
             print(f"  {kind:<8} {label:<19} answered {answered:>6}/{args.messages}  "

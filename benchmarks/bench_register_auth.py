@@ -49,7 +49,7 @@ from signaling.auth.subscribers import Subscriber
 __all__ = ["AuthServer", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = ROOT / "tests" / "sipp" / "register-auth.xml"
+SCENARIO = ROOT / "harness" / "sipp" / "register-auth.xml"
 DEFAULT_RATES = "2000,4000,6000"
 GRACE = 15.0
 REALM = "127.0.0.1"

@@ -296,6 +296,13 @@ class SipCore:
             return
         self._send_stateless(request, peer, status, reason, stateless_tail(extra))
 
+    def send_stateless_tail(self, request: Request, peer: Peer, status: int, reason: str | None,
+                            tail: bytes) -> None:
+        """``send_stateless`` with the answer after its CSeq already encoded (``stateless_tail``
+        of the extra headers, ``answer_headers`` included): for answers whose headers are
+        encoded once and reused, as the authenticator's challenges."""
+        self._send_stateless(request, peer, status, reason, tail)
+
     def _send_stateless(self, request: Request, peer: Peer, status: int, reason: str | None,
                         tail: bytes) -> None:
         self.c_resp_out.inc(_method(request.method), _CLASS[status // 100], peer.transport)

@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 SUMMARY_INTERVAL = 10.0
 _NEVER = frozenset({"ACK", "CANCEL"})
 _DUMMY_HA1 = "0" * 64
+#: Where the nonce goes in an encoded challenge (``Authenticator._challenges``): no realm
+#: (a served domain's name) nor algorithm contains it.
+_HOLE = "\x00"
+_TAILS_LIMIT = 1024
 
 
 class _Kind:
@@ -99,6 +103,7 @@ class Authenticator:
         self.counts = NonceCounts(cfg.auth_nonce_table)
         self.retry_after = cfg.retry_after
         self.c_auth = metrics.fast_counter("auth", "Authentication outcomes", ["result"])
+        self._tails: dict[tuple[int, str, bool], list[bytes]] = {}
         self._summary: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -127,9 +132,8 @@ class Authenticator:
         if req.header("Authorization") is not None or self._trusted(peer) is not None:
             return False
         self.c_auth.inc("challenged")
-        salt = f"{req.call_id}|{req.vias[0].branch}".encode("utf-8", "surrogateescape")
-        self.core.send_stateless(req, peer, 401, extra=self._challenges(
-            _REGISTRAR, to.host.lower(), False, salt))
+        self.core.send_stateless_tail(req, peer, 401, "Unauthorized", self._challenges(
+            _REGISTRAR, to.host.lower(), False, f"{req.call_id}|{req.vias[0].branch}"))
         return True
 
     async def admit(self, work: Work) -> bool:
@@ -183,9 +187,8 @@ class Authenticator:
             self._failed(work, kind, realm, creds.username, "failed")
             return False
         now = self.clock()
-        state = self.nonces.check(creds.nonce, realm, now)
+        state, issued = self.nonces.judge(creds.nonce, realm, now)
         if state is NonceState.VALID:
-            issued = NonceMinter.issued_at(creds.nonce) or 0.0
             state = self.counts.use(creds.nonce, creds.nc, issued)
             if state is NonceState.VALID and self.shared is not None:
                 try:
@@ -216,13 +219,33 @@ class Authenticator:
     # -- answers -----------------------------------------------------------------------------
 
     def _challenge(self, work: Work, kind: _Kind, realm: str, stale: bool, result: str) -> None:
-        self._answer(work, kind.status, None, result, self._challenges(kind, realm, stale))
+        req = work.request
+        if req.method == "INVITE":  # its transaction keeps a Response (_answer says why)
+            nonce = self.nonces.make(realm, self.clock())
+            self._answer(work, kind.status, None, result, [
+                (kind.challenge_header, challenge(realm, nonce, alg, stale=stale))
+                for alg in self.algorithms])
+            return
+        self.c_auth.inc(result)
+        reason = reason_phrase(kind.status)
+        self.core.respond(work.txn, response_summary(kind.status, reason, req.method),
+                          stateless_answer(req, kind.status, reason,
+                                           self._challenges(kind, realm, stale)))
 
-    def _challenges(self, kind: _Kind, realm: str, stale: bool,
-                    salt: bytes | None = None) -> list[tuple[str, str]]:
-        nonce = self.nonces.make(realm, self.clock(), salt)
-        return [(kind.challenge_header, challenge(realm, nonce, alg, stale=stale))
-                for alg in self.algorithms]
+    def _challenges(self, kind: _Kind, realm: str, stale: bool, salt: str | None = None) -> bytes:
+        """A challenge answer's wire form after its CSeq (``stateless_tail``): one challenge
+        per algorithm, all with one nonce.  Only the nonce differs from answer to answer, so the
+        rest is encoded once per kind, realm and staleness: the pieces around the nonce."""
+        key = (kind.status, realm, stale)
+        pieces = self._tails.get(key)
+        if pieces is None:
+            values = [(kind.challenge_header, challenge(realm, _HOLE, alg, stale=stale))
+                      for alg in self.algorithms]
+            pieces = stateless_tail([*values, *self.core.answer_headers]).split(_HOLE.encode())
+            if len(self._tails) >= _TAILS_LIMIT:
+                self._tails.clear()  # realms are served domains, few: never in practice
+            self._tails[key] = pieces
+        return self.nonces.make(realm, self.clock(), salt).encode().join(pieces)
 
     def _failed(self, work: Work, kind: _Kind, realm: str, username: str, result: str,
                 stale: bool = False) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from protocols.sip.digest import (
     ALGORITHMS,
+    TICK,
     Credentials,
     DigestError,
     NonceCounts,
@@ -131,7 +132,35 @@ def test_nonce_life_cycle() -> None:
     tampered = nonce[:5] + ("A" if nonce[5] != "A" else "B") + nonce[6:]
     assert minter.check(tampered, "example.com", 1001.0) is NonceState.INVALID
     assert minter.check("short", "example.com", 1001.0) is NonceState.INVALID
-    assert NonceMinter.issued_at(nonce) == 1000.0
+    assert minter.check(nonce + "0", "example.com", 1001.0) is NonceState.INVALID
+    # Issued at the start of its tick.
+    assert NonceMinter.issued_at(nonce) == 1000 // TICK * TICK
+    later = minter.make("example.com", 1000.0 + TICK + 0.5)
+    assert minter.judge(later, "example.com", 1010.0) == (NonceState.VALID,
+                                                          (1000 // TICK + 1) * TICK)
+
+
+def test_nonces_of_one_tick_share_their_checked_head_and_differ_after_it() -> None:
+    minter = NonceMinter(b"s" * 32, lifetime=300)
+    a, b = minter.make("r", 1000.0), minter.make("r", 1001.0)
+    assert a != b and len(a) == len(b) == 48
+    assert a[:32] == b[:32] and a[32:] != b[32:]  # one head (tick and tag), unique tails
+    assert minter.make("r", 1000.0 + TICK)[:32] != a[:32]  # the next tick: a new head
+    assert minter.make("q", 1000.0)[:32] != a[:32]  # another realm: another tag
+    # A head is checked by its MAC once, then known: a forged head is never learnt.
+    other = NonceMinter(b"s" * 32, lifetime=300)
+    assert other.check(a, "r", 1002.0) is NonceState.VALID
+    assert list(other._known) == [a[:32]]
+    forged = "A" * 32 + a[32:]
+    assert other.check(forged, "r", 1002.0) is NonceState.INVALID
+    assert list(other._known) == [a[:32]]
+    # Expired heads are stale, not invalid (stale=true lets the client retry silently).
+    assert other.check(a, "r", 1400.0) is NonceState.STALE
+
+
+def test_unsalted_nonces_are_unique() -> None:
+    minter = NonceMinter(b"s" * 32, lifetime=300)
+    assert len({minter.make("r", 1000.0) for _ in range(1000)}) == 1000
 
 
 def test_nonce_counts_refuse_replays() -> None:
@@ -157,6 +186,21 @@ def test_nonce_counts_stay_bounded_and_safe() -> None:
     assert counts.use(nonces[-1], 2, 124.0) is NonceState.VALID
 
 
+def test_a_table_holding_a_few_ticks_keeps_accepting_the_current_ones() -> None:
+    """Eviction turns stale what was issued up to the evicted record's tick: with room for
+    more than a tick of challenges, the nonces being given now are never hit."""
+    minter = NonceMinter(b"s" * 32, lifetime=300)
+    per_tick, ticks = 50, 20
+    counts = NonceCounts(capacity=3 * per_tick)
+    for tick in range(ticks):
+        now = 1000.0 + tick * TICK
+        for _ in range(per_tick):
+            nonce = minter.make("r", now)
+            assert counts.use(nonce, 1, NonceMinter.issued_at(nonce) or 0) is NonceState.VALID
+    assert len(counts) == 3 * per_tick
+    assert counts.floor == 1000.0 + (ticks - 4) * TICK  # three ticks back: not the current
+
+
 def test_credentials_are_plain_values() -> None:
     c = Credentials(username="u", realm="r", nonce="n", uri="x", response="r")
     assert c.qop is None and c.algorithm == "MD5"
@@ -164,9 +208,10 @@ def test_credentials_are_plain_values() -> None:
 
 def test_salted_nonces_repeat_within_their_window_only() -> None:
     minter = NonceMinter(b"s" * 32, lifetime=300)
-    a = minter.make("r", 64.5, b"call|branch")
-    assert minter.make("r", 70.0, b"call|branch") == a         # a retransmission: same bytes
-    assert minter.make("r", 70.0, b"call|other") != a          # another request
-    assert minter.make("r", 96.0, b"call|branch") != a         # the next window
+    a = minter.make("r", 64.5, "call|branch")
+    assert minter.make("r", 64.9, "call|branch") == a          # a retransmission: same bytes
+    assert minter.make("r", 64.9, "call|other") != a           # another request
+    assert minter.make("r", 64.0 + TICK, "call|branch") != a  # the next tick ...
+    assert minter.make("r", 64.0 + TICK, "call|branch")[32:] == a[32:]  # ... the same salt
     assert minter.check(a, "r", 100.0) is NonceState.VALID
-    assert NonceMinter(b"t" * 32, 300).make("r", 64.5, b"call|branch") != a  # secret-keyed
+    assert NonceMinter(b"t" * 32, 300).make("r", 64.5, "call|branch") != a  # secret-keyed
