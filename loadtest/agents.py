@@ -50,8 +50,8 @@ class UA:
 
 
 class Txn:
-    __slots__ = ("attempt", "branch", "caller", "data", "event", "invite", "second", "state",
-                 "stats", "t0", "ua")
+    __slots__ = ("attempt", "branch", "caller", "data", "event", "invite", "plain", "rounds",
+                 "second", "state", "stats", "t0", "ua")
 
     def __init__(self, ua: UA, stats: KindStats, branch: bytes, data: bytes, now: float,
                  second: int, event: Event | None, attempt: int, invite: bool) -> None:
@@ -66,6 +66,10 @@ class Txn:
         self.invite = invite
         self.state = TxnState.CALLING
         self.caller: Caller | None = None  # the call an INVITE or BYE belongs to
+        # The request without credentials, and the challenges answered on the way to this
+        # one (loadtest.auth): a re-sent request is rebuilt from it.
+        self.plain = data
+        self.rounds = 0
 
 
 class Caller:
@@ -81,8 +85,8 @@ class Caller:
     one, and parsing every 180 would cost the hot path a full parse.
     """
 
-    __slots__ = ("ack", "call_id", "dialog", "event", "from_tag", "hold", "parts", "ruri", "to",
-                 "ua", "up")
+    __slots__ = ("ack", "call_id", "cseq", "dialog", "event", "from_tag", "hold", "parts", "ruri",
+                 "to", "ua", "up")
 
     def __init__(self, ua: UA, event: Call, ruri: bytes, to: bytes) -> None:
         self.ua = ua
@@ -91,6 +95,7 @@ class Caller:
         self.from_tag = os.urandom(5).hex().encode()
         self.ruri = ruri
         self.to = to
+        self.cseq = INVITE_CSEQ  # one higher for an INVITE re-sent with credentials (§8.1.3.5)
         self.hold = event.hold
         self.dialog: Dialog | None = None
         #: The ACK's and BYE's bytes but method, branch and CSeq number, rendered once from the
@@ -108,6 +113,6 @@ class Caller:
         local = NameAddr(parse_uri(self.ua.ident.aor.decode()),
                          params={"tag": self.from_tag.decode()})
         self.dialog = Dialog.as_uac_of(local, parse_uri(self.ruri.decode(), request_uri=True),
-                                       INVITE_CSEQ, response)
+                                       self.cseq, response)
         self.parts = dialog_parts(self.ua.ident, self.dialog)
         return self.dialog

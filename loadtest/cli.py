@@ -221,6 +221,12 @@ def _replay_parser(sub: Any) -> None:
                    help="RFC 3261 T1, seconds: first retransmission; Timer B/F is 64*T1")
     g.add_argument("--no-register-callees", action="store_true",
                    help="do not register the called users before the run")
+    g.add_argument("--password", metavar="PATTERN",
+                   help="answer 401/407 challenges with this password; {user} in it is "
+                        "replaced by the UA's user part (e.g. pw-{user})")
+    g.add_argument("--passwords", metavar="FILE",
+                   help="answer 401/407 challenges with passwords from this file of "
+                        "'user password' lines (wins over --password where it names the user)")
     g.add_argument("--no-backoff", action="store_true",
                    help="do not retry failed REGISTERs with the RFC 5626 back-off")
     g = p.add_argument_group("pass/fail (like k6 thresholds)")

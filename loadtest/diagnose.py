@@ -23,15 +23,16 @@ LATE_P99_LIMIT_MS = 10.0
 
 LIKELY_CAUSES: dict[int, str] = {
     400: "the server finds our requests malformed: see its log for the reason phrase",
-    401: "the server asks for authentication, which the injector does not answer: turn it off "
-         "for the test, or --expect 401 if challenges are the point",
+    401: "the server asks for authentication: give the UAs' passwords (--password PATTERN, "
+         "--passwords FILE); if they were given, they are wrong (or the users unknown)",
     403: "the server does not serve the trace's domain {domains} (a registrar refuses other "
          "domains, RFC 3261 §10.3 step 1): synthesize with --domain set to a domain it serves "
          "(a server without --domain serves its own addresses, e.g. 127.0.0.1), or start it "
          "with --domain {first}",
     404: "the called users are not registered: see the prereg kind (callee registrations), "
          "or replay without --no-register-callees",
-    407: "a proxy asks for authentication, which the injector does not answer",
+    407: "a proxy asks for authentication: give the UAs' passwords (--password, --passwords); "
+         "if they were given, they are wrong (or the users unknown)",
     408: "the server timed out toward the callee (is the callee UA reachable from it?)",
     423: "the requested Expires is shorter than the registrar's minimum: raise --expires",
     480: "the callees are temporarily unavailable (not registered, or their bindings expired)",

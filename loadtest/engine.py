@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from hdrh.histogram import HdrHistogram
 
 from loadtest.agents import DEFAULT_EXPIRES
+from loadtest.auth import Passwords
 from loadtest.diameter import DiameterClient
 from loadtest.links import open_udp, open_ws
 from loadtest.metrics import KindStats
@@ -129,6 +130,7 @@ class EngineConfig:
     diameter_tw: float = 30.0  # RFC 3539 §3.4.1 Tw: 30 s default, at least 6 s
     seed: int = 1
     expected: frozenset[int] = frozenset()  # final codes the scenario expects: not errors
+    passwords: Passwords | None = None  # answer 401/407 with credentials (loadtest.auth)
     #: Called with each second as it closes (the CSV writer, the live view).
     on_second: Callable[[SecondPoint, Engine], None] | None = None
 
@@ -168,7 +170,8 @@ class Engine:
                                  else lambda p: on_second(p, self))
         ucfg = UacConfig(deadline=config.deadline, ws_share=config.ws_share,
                          backoff=config.backoff, backoff_base=config.backoff_base,
-                         backoff_max=config.backoff_max, expected=config.expected)
+                         backoff_max=config.backoff_max, expected=config.expected,
+                         passwords=config.passwords)
         self.uac = Uac(ucfg, self.stats_for, self.timeline, self._on_request, config.t1,
                        config.t2, config.invite_guard, config.seed)
         self.timers = self.uac.timers

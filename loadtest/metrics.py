@@ -96,6 +96,7 @@ class KindStats:
     status_503: int = 0
     retry_after_honoured: int = 0  # re-sent after the Retry-After delay (RFC 3261 §21.5.4)
     backoff_retries: int = 0  # re-sent after the RFC 5626 §4.5 back-off
+    challenges_answered: int = 0  # 401/407 answered with credentials (loadtest.auth)
     abandoned: int = 0  # still in flight, or waiting to retry, when the run ended
     queued: int = 0  # REGISTERs that waited for the UA's previous one (RFC 3261 §10.2)
     superseded: int = 0  # waiting REGISTERs replaced by a later one of the same UA

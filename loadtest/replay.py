@@ -36,6 +36,7 @@ def _trace_info(path: str, trace: Any) -> dict[str, Any]:
 def run_replay(a: Any, thresholds: list[Threshold]) -> int:
     import uvloop
 
+    from loadtest.auth import Passwords
     from loadtest.diagnose import diagnose
     from loadtest.diameter import parse_diameter_target
     from loadtest.engine import Engine, EngineConfig, parse_target
@@ -56,6 +57,11 @@ def run_replay(a: Any, thresholds: list[Threshold]) -> int:
     if not trace.events:
         _err(f"error: {a.trace}: the trace has no events ({trace.bad_lines} bad lines): "
              "nothing to replay")
+        return EXIT_FAILED
+    try:
+        passwords = Passwords.load(a.password, a.passwords)
+    except (OSError, ValueError) as exc:
+        _err(f"--passwords: {exc}")
         return EXIT_FAILED
     if a.target is None and a.ws is None and a.diameter is None:
         _err("give --target udp://HOST:PORT, --ws ws://HOST:PORT and/or "
@@ -78,6 +84,7 @@ def run_replay(a: Any, thresholds: list[Threshold]) -> int:
         sockets=a.sockets, deadline=a.deadline, t1=a.t1, t2=max(4.0, a.t1),
         register_callees=not a.no_register_callees, backoff=not a.no_backoff,
         drain=a.drain, seed=a.seed, expected=a.expect,
+        passwords=passwords,
         on_second=fan_out(*sinks) if sinks else None,
         diameter=parse_diameter_target(a.diameter) if a.diameter else None,
         diameter_origin_host=a.diameter_origin_host, diameter_realm=a.diameter_realm,

@@ -74,6 +74,7 @@ class KindReport(msgspec.Struct):
     histogram: str  # HdrHistogram compressed base64 encoding
     offered_per_s: list[int]
     goodput_per_s: list[int]
+    challenges_answered: int = 0  # 401/407 answered with credentials: not final answers
 
 
 class CallReport(msgspec.Struct):
@@ -190,6 +191,7 @@ def _kind_report(k: Any, expected: frozenset[int]) -> KindReport:
         latency_us=k.percentiles(),
         histogram=k.latency.encode().decode("ascii"),
         offered_per_s=list(k.offered.values), goodput_per_s=list(k.goodput.values),
+        challenges_answered=k.challenges_answered,
     )
 
 

@@ -121,14 +121,15 @@ class UaTemplates:
 
 
 def render_invite(
-    ident: Identity, branch: bytes, ruri: bytes, to: bytes, call_id: bytes, from_tag: bytes
+    ident: Identity, branch: bytes, ruri: bytes, to: bytes, call_id: bytes, from_tag: bytes,
+    cseq: int = INVITE_CSEQ,
 ) -> bytes:
     return (
         b"INVITE %s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=%s;rport\r\nMax-Forwards: 70\r\n"
         b"From: <%s>;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d INVITE\r\nContact: <%s>\r\n"
         b"User-Agent: storm\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
         % (ruri, ident.via_transport, ident.via_host, branch, ident.aor, from_tag, to, call_id,
-           INVITE_CSEQ, ident.contact, len(SDP_OFFER), SDP_OFFER)
+           cseq, ident.contact, len(SDP_OFFER), SDP_OFFER)
     )
 
 
@@ -147,11 +148,12 @@ def _in_dialog(
 
 
 def render_ack(
-    ident: Identity, branch: bytes, ruri: bytes, to: bytes, call_id: bytes, from_tag: bytes
+    ident: Identity, branch: bytes, ruri: bytes, to: bytes, call_id: bytes, from_tag: bytes,
+    cseq: int = INVITE_CSEQ,
 ) -> bytes:
-    """ACK of a non-2xx (§17.1.1.3): the INVITE's branch, Request-URI and (no) Route; ``to`` is
-    the response's To, tag included."""
-    return _in_dialog(b"ACK", ident, branch, ruri, [], to, call_id, from_tag, INVITE_CSEQ)
+    """ACK of a non-2xx (§17.1.1.3): the INVITE's branch, Request-URI, CSeq number and (no)
+    Route; ``to`` is the response's To, tag included."""
+    return _in_dialog(b"ACK", ident, branch, ruri, [], to, call_id, from_tag, cseq)
 
 
 #: A dialog's requests as (after the method, before the branch; after the branch, before the

@@ -14,6 +14,9 @@
   model's table: only a CONFIRMED dialog is hung up, so never twice.
 * 503 with Retry-After: the UA waits that long and sends again (§21.5.4); a REGISTER that failed
   without one backs off as RFC 5626 §4.5 says.  Retries are bounded by MAX_ATTEMPTS.
+* 401/407 with passwords given (``loadtest.auth``): REGISTER and INVITE go again with
+  credentials as a new transaction that keeps the first one's start, so the latency is the
+  whole exchange's; an answered challenge is counted apart, not as a final answer.
 * Every final answer is counted per kind, by class and by exact code; 4xx/5xx/6xx and timeouts
   count as errors unless their code is in ``expected``.
 """
@@ -21,6 +24,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -28,11 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.agents import DEFAULT_EXPIRES, UA, Caller, Txn
+from loadtest.auth import CHALLENGES, Passwords, answer, with_header
 from loadtest.clienttxn import TxnInput, TxnState, step
 from loadtest.links import Link, UdpLink, WsLink
 from loadtest.metrics import KindStats
 from loadtest.sipmsg import (
-    INVITE_CSEQ,
     BranchFactory,
     Identity,
     render_ack,
@@ -62,6 +66,7 @@ WS_SHARE_STEPS = 10_000
 MAX_SECOND_SAMPLES = 100_000
 
 _FINAL = TxnInput.FINAL
+_CSEQ = re.compile(rb"\r\nCSeq: \d+ ")
 _CONFIRMED = DialogState.CONFIRMED
 _CLASSES = [f"{i}xx" for i in range(10)]
 
@@ -83,6 +88,7 @@ class UacConfig:
     backoff_base: float
     backoff_max: float
     expected: frozenset[int]  # final codes the scenario expects: not errors
+    passwords: Passwords | None = None  # answer 401/407 with these (loadtest.auth)
 
 
 class Uac:
@@ -161,11 +167,12 @@ class Uac:
 
     def _start_txn(self, ua: UA, stats: KindStats, branch: bytes, data: bytes, now: float,
                    second: int, event: Event | None, attempt: int, invite: bool,
-                   lose: bool) -> Txn:
+                   lose: bool, offered: bool = True) -> Txn:
         txn = Txn(ua, stats, branch, data, now, second, event, attempt, invite)
         self.txns[branch] = txn
         stats.sent += 1
-        stats.offered.add(second)
+        if offered:
+            stats.offered.add(second)
         self.tl.cur.sent += 1
         if lose:
             stats.lost_simulated += 1
@@ -270,6 +277,11 @@ class Uac:
             return
         _, txn.state = step(txn.invite, txn.state, _FINAL)
         del self.txns[br]
+        if status in CHALLENGES and self.cfg.passwords is not None \
+                and self._challenged(txn, data, now):
+            stats.challenges_answered += 1
+            txn.data = b""
+            return
         if txn.ua.reg_txn is txn:
             self._register_done(txn.ua, now)
         lat = now - txn.t0
@@ -327,7 +339,7 @@ class Uac:
                 return
             # §17.1.1.3: ACK a non-2xx on the INVITE's branch, with the response's To.
             ack = render_ack(c.ua.ident, txn.branch, c.ruri, str(msg.to).encode(), c.call_id,
-                             c.from_tag)
+                             c.from_tag, c.cseq)
             c.ua.link.send(ack)
         if status >= 300 and not self._retry(txn, msg) and c is not None:
             self._call_failed(c)
@@ -335,7 +347,7 @@ class Uac:
     def _established(self, c: Caller, msg: Response) -> None:
         """The 2xx creates the dialog (§12.1.2) in WAIT_ACK; our ACK confirms it (§13.2.2.4)."""
         d = c.establish(msg)
-        c.ack = render_in_dialog(b"ACK", c.parts, self.branch(), INVITE_CSEQ)
+        c.ack = render_in_dialog(b"ACK", c.parts, self.branch(), c.cseq)
         c.ua.link.send(c.ack)
         d.on_ack()
         self.calls.established += 1
@@ -343,6 +355,45 @@ class Uac:
         self.up += 1
         self.timers.later(c.hold, lambda cc: self.send_bye(cc, time.monotonic()), c,
                           self.stats("bye"))
+
+    def _challenged(self, txn: Txn, data: bytes, now: float) -> bool:
+        """A 401/407 to a REGISTER or INVITE answered (``loadtest.auth``): the request goes
+        again, CSeq one higher and a new branch (§8.1.3.5), with credentials; True if so."""
+        ua = txn.ua
+        passwords = self.cfg.passwords
+        register = ua.reg_txn is txn
+        if passwords is None or not (register or (txn.invite and txn.caller is not None)):
+            return False
+        password = passwords.of(ua.ident.user.decode())
+        try:
+            msg = parse_message(data)
+        except RemoteProtocolError:
+            return False
+        if password is None or not isinstance(msg, Response):
+            return False
+        method, uri = txn.plain.split(b" ", 2)[:2]
+        line = answer(msg, method.decode(), uri.decode(), ua.ident.user.decode(), password,
+                      txn.rounds > 0, txn.rounds)
+        if line is None:
+            return False
+        c = txn.caller
+        if c is not None:
+            # §17.1.1.3: the challenge is a non-2xx final answer: ACKed on its branch.
+            ua.link.send(render_ack(ua.ident, txn.branch, c.ruri, str(msg.to).encode(),
+                                    c.call_id, c.from_tag, c.cseq))
+            c.cseq += 1
+            cseq = c.cseq
+        else:
+            ua.reg_cseq += 1  # §10.2: every REGISTER of the UA one higher
+            cseq = ua.reg_cseq
+        br = self.branch()
+        plain = _CSEQ.sub(b"\r\nCSeq: %d " % cseq, txn.plain.replace(txn.branch, br, 1), 1)
+        new = self._start_txn(ua, txn.stats, br, with_header(plain, line), now, txn.second,
+                              txn.event, txn.attempt, txn.invite, False, offered=False)
+        new.t0, new.plain, new.rounds, new.caller = txn.t0, plain, txn.rounds + 1, c
+        if register:
+            ua.reg_txn = new
+        return True
 
     def _down(self, c: Caller) -> None:
         if c.up:
