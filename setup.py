@@ -1,4 +1,5 @@
-"""Build of the optional C fast path of the SIP parser (protocols/sip/_speedups.c).
+"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups.c) and of
+digest auth-param parsing (protocols/sip/_digest_speedups.c).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
 install still succeeds and the pure-Python parser runs alone (slower, same results).  The test
@@ -17,6 +18,12 @@ setup(
             ["protocols/sip/_speedups.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
-        )
+        ),
+        Extension(
+            "protocols.sip._digest_speedups",
+            ["protocols/sip/_digest_speedups.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
+        ),
     ]
 )

@@ -92,9 +92,27 @@ _PARAM = re.compile(
 _ESCAPE = re.compile(r"\\(.)", re.S)
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 
+_fast_params: Callable[[str], dict[str, str] | None] | None
+try:
+    from protocols.sip._digest_speedups import params as _fast_params
+except ImportError:  # built without a C compiler: the Python loop alone, same results
+    _fast_params = None
+
 
 def _params(text: str) -> dict[str, str]:
-    """``name=value`` pairs, values quoted (with \\-escapes) or tokens, comma separated."""
+    """``name=value`` pairs, values quoted (with \\-escapes) or tokens, comma separated.
+
+    The C fast path (``_digest_speedups.c``) parses the common shape in one pass (~72k
+    instructions of this loop per Authorization value, callgrind); for anything else it
+    answers None and this loop judges, errors included."""
+    if _fast_params is not None:
+        fast = _fast_params(text)
+        if fast is not None:
+            return fast
+    return _params_slow(text)
+
+
+def _params_slow(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     pos, end = 0, len(text.rstrip(" \t\r\n,"))
     while pos < end:
@@ -143,9 +161,12 @@ class Credentials:
 def parse_credentials(value: str) -> Credentials:
     """Parse one Authorization value; ``DigestError`` when unusable."""
     p = _scheme_params(value)
-    missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in p]
-    if missing:
-        raise DigestError(f"missing {', '.join(missing)}")
+    try:
+        username, realm, nonce, uri, response = (p["username"], p["realm"], p["nonce"], p["uri"],
+                                                 p["response"])
+    except KeyError:
+        missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in p]
+        raise DigestError(f"missing {', '.join(missing)}") from None
     raw_algorithm = p.get("algorithm")
     if raw_algorithm is None:
         algorithm = "MD5"  # RFC 7616 §3.3: the default
@@ -165,9 +186,9 @@ def parse_credentials(value: str) -> Credentials:
         if not p.get("cnonce"):
             raise DigestError("qop needs cnonce")
         nc = int(raw_nc, 16)
-    return Credentials(username=p["username"], realm=p["realm"], nonce=p["nonce"],
-                       uri=p["uri"], response=p["response"].lower(), algorithm=algorithm,
-                       qop=qop, nc=nc, cnonce=p.get("cnonce"), opaque=p.get("opaque"))
+    # Positional: keywords cost twice as much to bind (callgrind), once per request.
+    return Credentials(username, realm, nonce, uri, response.lower(), algorithm, qop, nc,
+                       p.get("cnonce"), p.get("opaque"))
 
 
 def _quote(value: str) -> str:

@@ -215,3 +215,53 @@ def test_salted_nonces_repeat_within_their_window_only() -> None:
     assert minter.make("r", 64.0 + TICK, "call|branch")[32:] == a[32:]  # ... the same salt
     assert minter.check(a, "r", 100.0) is NonceState.VALID
     assert NonceMinter(b"t" * 32, 300).make("r", 64.5, "call|branch") != a  # secret-keyed
+
+
+#: Auth-param lists as clients write them, and odd ones: the differential test's seeds.
+_PARAM_SEEDS = [
+    'username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",'
+    ' uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b",'
+    ' response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41"',
+    # belle-sip (linphone): two spaces, quoted names first, unquoted qop last
+    ' realm="127.0.0.1", nonce="AAABokIqRGBuZknDWMBSx1aRee-SCxpa7c721f93a2bc8d1e",'
+    ' algorithm=SHA-256, username="1000",  uri="sip:1001@127.0.0.1", response="20a6",'
+    ' cnonce="c9uciwixQyiZs4cD", nc=00000001, qop=auth',
+    'username="a",realm="r",nonce="n",uri="sip:x;lr,y",response="x"',  # comma inside quotes
+    'USERNAME = "a" , Realm= r ,, nonce="" , uri=, response="x",\r\n',
+    'username="we\\"ird", realm="r"',                                   # an escape: slow path
+    'username="a", username="b"',                                       # repeated: an error
+    'username="a, realm="r"', 'username', 'a=b c', 'a="b"c', '=x', 'a=b\r\nc=d', 'a="\x01"',
+    'a=\x7fb', 'a="b\tc", d=e\t', '', ' , ,', 'n\xe4me="x"', 'x' * 70 + '=1',
+]
+
+
+def _both(text: str) -> tuple[object, object]:
+    from protocols.sip import digest
+    results: list[object] = []
+    for fn in (digest._params, digest._params_slow):
+        try:
+            results.append(fn(text))
+        except DigestError as exc:
+            results.append(type(exc))
+    return results[0], results[1]
+
+
+def test_the_c_fast_path_of_auth_params_agrees_with_the_python_loop() -> None:
+    """Where the C fast path answers it must answer what the Python loop does; elsewhere it
+    leaves the judgement (errors included) to the loop.  Seeds, then every single-character
+    deletion and a set of insertions at every position of each."""
+    from protocols.sip import digest
+    fast_params = vars(digest)["_fast_params"]
+    assert fast_params is not None, "the C fast path is not built"
+    answered = 0
+    for seed in _PARAM_SEEDS:
+        variants = {seed}
+        for i in range(len(seed) + 1):
+            variants.add(seed[:i] + seed[i + 1:])
+            for c in ' \t",=\\\r\n\x00a':
+                variants.add(seed[:i] + c + seed[i:])
+        for text in variants:
+            fast, slow = _both(text)
+            assert fast == slow, repr(text)
+            answered += fast_params(text) is not None
+    assert answered > 1000  # the fast path did answer, most of the time

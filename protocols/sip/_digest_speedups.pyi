@@ -1,0 +1,3 @@
+# Types of the C fast path of digest auth-param parsing (_digest_speedups.c).
+
+def params(text: str, /) -> dict[str, str] | None: ...
