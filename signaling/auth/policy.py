@@ -122,7 +122,8 @@ class Authenticator:
         """A REGISTER without credentials gets its 401 in the receive path, statelessly: no
         transaction and no queue for half of all REGISTERs, and an unauthenticated flood
         leaves no state.  Its nonce is salted with the Call-ID and branch, so a retransmission
-        gets the same bytes, as from a transaction (§17.2.2).  True if answered; everything
+        gets the same bytes within a nonce tick (digest.TICK), as from a transaction
+        (§17.2.2).  True if answered; everything
         else goes the full way to ``admit``."""
         if not self.enabled or req.method != "REGISTER" or req.to.tag is not None:
             return False
