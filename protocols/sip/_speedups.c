@@ -19,8 +19,10 @@
  * - header names are tokens; typed headers are matched case-insensitively with their compact
  *   forms (section 7.3.3); one-letter names of untyped headers are left to Python (it maps
  *   some of them to canonical names);
- * - Via: one ``SIP/2.0/TRANSPORT host[:port];params`` value per header line, parameters
- *   without quotes or whitespace (section 20.42); this is the regex fast path of parser.py;
+ * - Via: ``SIP/2.0/TRANSPORT host[:port];params`` values, one or several per line, parameters
+ *   without whitespace, values tokens or quoted strings without backslash (section 20.42;
+ *   RFC 7339's ``oc-algo="loss"``); parser.py's regex fast path, or its general path for the
+ *   quoted values;
  * - From, To, Contact, Route, Record-Route: ``[display] <sip:...>;params`` values (a
  *   comma-separated list of them for the last three), display a token list or a quoted string
  *   without backslash escapes, parameter values tokens or such quoted strings (WebRTC
@@ -324,9 +326,9 @@ param_list(const char **pp, const char *e, Run scan, unsigned char name_bit,
 }
 
 /* Header parameters of Via and name-addr values spanning [p, e) exactly: token names, token /
- * host values, no whitespace (parser.py _SIMPLE_PARAMS).  ``quoted``: quoted-string values too,
- * which parser.py's general path (uri.parse_params) reads the same way for name-addrs; its
- * general Via path differs, so Via values with quotes are left to it. */
+ * host values, no whitespace (parser.py _SIMPLE_PARAMS).  ``quoted``: quoted-string values
+ * without backslashes too, kept with their quotes, as parser.py's general paths read them
+ * (uri.parse_params, for name-addrs and Vias alike). */
 static int
 simple_params(const char *p, const char *e, int quoted, PyObject **out)
 {
@@ -613,7 +615,9 @@ via(const char *p, const char *e, PyObject **out)
     if ((rc = port_at(&p, e, &v[V_PORT])) != OK) {
         goto fail;
     }
-    if ((rc = simple_params(p, e, 0, &v[V_PARAMS])) != OK) {
+    /* Quoted values too: every Via we add says ``oc-algo="loss"`` (RFC 7339 section 5.1), so
+     * every response we relay carries one; the general path read them all. */
+    if ((rc = simple_params(p, e, 1, &v[V_PARAMS])) != OK) {
         goto fail;
     }
     if (t_end - t == 3 && memcmp(t, "UDP", 3) == 0) {
@@ -715,16 +719,6 @@ append_parsed(int (*fn)(const char *, const char *, PyObject **), const char *p,
     return rc < 0 ? ERR : OK;
 }
 
-/* One Via value: a comma (several via-parms in one header) is left to parser.py. */
-static int
-via_value(const char *p, const char *e, PyObject **list)
-{
-    if (memchr(p, ',', (size_t)(e - p)) != NULL) {
-        return BAIL;
-    }
-    return append_parsed(via, p, e, list);
-}
-
 /* The end of the list element starting at p (parser.py split_list, section 7.3.1): the first
  * "," outside a quoted string and outside <...>.  NULL for a backslash or an unclosed quote or
  * bracket: parser.py decides those. */
@@ -775,6 +769,36 @@ name_addrs(const char *p, const char *e, PyObject **list)
         if ((rc = append_parsed(name_addr, p, q, list)) != OK) {
             return rc;
         }
+        if (item_end == e) {
+            return OK;
+        }
+        p = item_end + 1;
+    }
+}
+
+/* One Via header line: one or more comma-separated via-parms, each appended and counted.
+ * Several in one line is what SIPp's [last_Via:] and some UAs copy into their responses
+ * (section 20.42 allows both forms); parser.py's general Via path reads them the same way. */
+static int
+via_values(const char *p, const char *e, PyObject **list, Py_ssize_t *count)
+{
+    for (;;) {
+        const char *item_end = list_item_end(p, e), *q;
+        int rc;
+        if (item_end == NULL) {
+            return BAIL;
+        }
+        q = item_end;
+        while (p < q && *p == ' ') {
+            p++;
+        }
+        while (q > p && q[-1] == ' ') {
+            q--;
+        }
+        if ((rc = append_parsed(via, p, q, list)) != OK) {
+            return rc;  /* an empty element too: via() bails, parser.py answers 400 */
+        }
+        (*count)++;
         if (item_end == e) {
             return OK;
         }
@@ -896,8 +920,7 @@ typed_header(Fields *fs, HeaderKind kind, const char *p, const char *e)
     unsigned long long n;
     switch (kind) {
     case H_VIA:
-        fs->nvias++;
-        return via_value(p, e, &fs->f[M_VIAS]);
+        return via_values(p, e, &fs->f[M_VIAS], &fs->nvias);
     case H_FROM:
         ONCE(M_FROM);
         return name_addr(p, e, &fs->f[M_FROM]);

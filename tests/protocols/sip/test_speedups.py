@@ -373,6 +373,19 @@ SHAPES: dict[str, bytes] = {
         'Contact: <sip:a@h1>;x="a, b", "Carol, C" <sip:c@h2>;q=0.5',
         "Expires: 600", "Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO",
         "Supported: path,gruu,outbound", "User-Agent: JsSIP 3.10.1"),
+    # A response coming back through this proxy: our Via says RFC 7339 overload control, with
+    # a quoted value (oc-algo="loss") on every forwarded request; SIPp's [last_Via:] copies
+    # all the Vias into one comma-separated line.
+    "relayed_response_quoted_via_param": wire(
+        "SIP/2.0 180 Ringing",
+        'Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1.2a;oc;oc-algo="loss"', _VIA,
+        'Via: SIP/2.0/TCP 198.51.100.9;branch=z9hG4bKq;x="a;b=c, d"', *_DIALOG,
+        "CSeq: 2 INVITE"),
+    "relayed_response_via_list_in_one_line": wire(
+        "SIP/2.0 200 OK",
+        'Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1.2b;rport;oc;oc-algo="loss", '
+        "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK74b43;rport=5060;received=198.51.100.7,"
+        'SIP/2.0/TLS [2001:db8::9]:5061;branch=z9hG4bKz;x="1,2"', *_DIALOG, "CSeq: 2 INVITE"),
 }
 _NEEDS_DATAGRAM = {"datagram_without_content_length", "empty_datagram_without_content_length"}
 
@@ -405,6 +418,9 @@ def test_shapes_decode_what_they_say() -> None:
     assert dg is not None and dg.body == b"body to the end"
     tail = fast(SHAPES["octets_after_content_length"], False)
     assert tail is not None and tail.body == b"hello"
+    listed = fast(SHAPES["relayed_response_via_list_in_one_line"], False)
+    assert listed is not None and [v.transport for v in listed.vias] == ["UDP", "UDP", "TLS"]
+    assert listed.vias[0].params["oc-algo"] == '"loss"' and listed.vias[2].params["x"] == '"1,2"'
 
 
 # --- boundary variants: the limits and the number rules ------------------------------------------
