@@ -37,6 +37,7 @@ from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.overload import OcClient, parse_report
 from protocols.sip.parser import parse_name_addr
+from protocols.sip.summary import ResponseSummary
 from protocols.sip.transaction import (
     Event,
     PassToTU,
@@ -63,6 +64,7 @@ from signaling.dialogs import (
 )
 from signaling.dialogshare import SharedDialogs
 from signaling.fanout import cap_per_destination
+from signaling.forwarding import response_bytes
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
 from signaling.proxy_context import Branch, Context
@@ -349,8 +351,7 @@ class Proxy:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what
         # loop detection compares (§16.3 step 4).
         branch = f"{_COOKIE}{_loop_hash(req)}.{self._branch_salt}{next(self._branch_ids):x}"
-        via = self._info(transport).via(branch)
-        return Via(via.transport, via.host, via.port, {**via.params, **_OC}, via.protocol)
+        return self._info(transport).via(branch, _OC)
 
     def _rr(self, transport: str) -> NameAddr:
         return self._info(transport).record_route
@@ -501,8 +502,12 @@ class Proxy:
 
     def _relay(self, ctx: Context, resp: Response) -> None:
         """Send a branch's response upstream with our Via removed (§16.7 step 9)."""
+        data = None
         if resp.vias and self._is_my_via(resp.vias[0]):
-            up = dataclasses.replace(resp, vias=resp.vias[1:])
+            if resp.status < 200 or resp.to.tag is not None:  # else a To tag is added below
+                data = response_bytes(resp)  # edited from the received bytes: no copy
+            # Edited, ``up`` is read below only for its status and To tag, which it shares.
+            up = resp if data is not None else dataclasses.replace(resp, vias=resp.vias[1:])
         else:  # a response we synthesised carries the upstream Vias already
             up = resp
         if up.status >= 200 and up.to.tag is None:
@@ -510,7 +515,7 @@ class Proxy:
             up = dataclasses.replace(up, to=up.to.with_param("tag", tag))
         if self.tracer is not None and up.status >= 200:
             self.tracer.transaction_answered(ctx.txn, up.status)
-        self.core.respond(ctx.txn, up)
+        self.core.respond(ctx.txn, up if data is None else ResponseSummary.of(up), data)
         if up.status >= 200:
             ctx.settle(self.core.stateless_tag)
 

@@ -31,6 +31,10 @@
  * - the Request-URI is a lower-case sip: or sips: URI (section 19.1.1);
  * - CSeq ``digits SP method``; numbers in the ranges parser.py accepts.
  *
+ * A response also gets ``wire`` (message.py): the bytes and the offsets of its top Via, noted
+ * while its lines are read, so a proxy relays it by cutting that Via out (edit.py) instead of
+ * rebuilding it; parser.py leaves ``wire`` None and such responses are rebuilt.
+ *
  * Objects are built without running the dataclasses' Python ``__init__``: the instance is
  * allocated with the type's tp_alloc and every slot is stored at the offset its member
  * descriptor gives (what ``object.__new__`` + ``setattr`` would do, minus the interpreter).
@@ -198,18 +202,18 @@ enum { CS_SEQ, CS_METHOD, CS_N };
 static const char *const req_fields[] = {
     "vias", "from_", "to", "call_id", "cseq", "max_forwards", "routes", "record_routes",
     "contacts", "contact_star", "expires", "require", "proxy_require", "content_type",
-    "extra", "body", "method", "uri", NULL};
+    "extra", "body", "wire", "method", "uri", NULL};
 static const char *const resp_fields[] = {
     "vias", "from_", "to", "call_id", "cseq", "max_forwards", "routes", "record_routes",
     "contacts", "contact_star", "expires", "require", "proxy_require", "content_type",
-    "extra", "body", "status", "reason", NULL};
+    "extra", "body", "wire", "status", "reason", NULL};
 enum {
     M_VIAS, M_FROM, M_TO, M_CALL_ID, M_CSEQ, M_MAX_FORWARDS, M_ROUTES, M_RECORD_ROUTES,
     M_CONTACTS, M_CONTACT_STAR, M_EXPIRES, M_REQUIRE, M_PROXY_REQUIRE, M_CONTENT_TYPE,
-    M_EXTRA, M_BODY, M_FIRST, M_SECOND, M_N
+    M_EXTRA, M_BODY, M_WIRE, M_FIRST, M_SECOND, M_N
 };
 
-#define MAX_FIELDS 18
+#define MAX_FIELDS 19
 
 typedef struct {
     PyTypeObject *type;
@@ -870,11 +874,24 @@ header_kind(const char *p, Py_ssize_t n)
 #undef IS_NAME
 }
 
+/* Where a relayed response's top Via is in the received bytes (protocols/sip/edit.py reads
+ * them by these indices, ``L_*`` there): offsets from the start of the data, -1 unknown. */
+enum {
+    L_HEAD_END,       /* the CRLFCRLF ending the header section */
+    L_VIA_LINE,       /* the first Via line's start */
+    L_VIA_VALUE,      /* its first value's start */
+    L_VIA_ITEM_END,   /* that value's end */
+    L_VIA_CUT_END,    /* the next value's start in that line, or past the line's CRLF */
+    L_N
+};
+
 /* Every field of the message being built; NULL until its header is seen. */
 typedef struct {
     PyObject *f[M_N];
     long long content_length;  /* -1: no Content-Length header */
     Py_ssize_t nvias;
+    const char *data;          /* the start of the bytes, for the offsets in ``at`` */
+    Py_ssize_t at[L_N];
 } Fields;
 
 /* A typed header whose value is one scalar: a second one is an error in parser.py. */
@@ -970,12 +987,40 @@ typed_header(Fields *fs, HeaderKind kind, const char *p, const char *e)
     }
 }
 
-/* One header line [p, e): ``name: value``, the value stripped of spaces. */
-static int
-header_line(Fields *fs, const char *p, const char *e)
+/* The layout offsets of the first Via line [line, line_e) whose value [v, e) parsed
+ * (``Fields.at``).  Its first value ends where parser.py's list split ends it; removing it
+ * removes the line, or the value up to the next one. */
+static void
+note_via_line(Fields *fs, const char *line, const char *v, const char *e, const char *line_e)
 {
-    const char *colon = memchr(p, ':', (size_t)(e - p)), *v;
+    Py_ssize_t *at = fs->at;
+    const char *q, *next;
+    q = next = list_item_end(v, e);  /* not NULL: via_values took this line */
+    while (q > v && q[-1] == ' ') {
+        q--;
+    }
+    if (next < e) {
+        next++;  /* the comma, then the spaces before the next value */
+        while (next < e && *next == ' ') {
+            next++;
+        }
+    }
+    else {
+        next = line_e + 2;
+    }
+    at[L_VIA_LINE] = line - fs->data;
+    at[L_VIA_VALUE] = v - fs->data;
+    at[L_VIA_ITEM_END] = q - fs->data;
+    at[L_VIA_CUT_END] = next - fs->data;
+}
+
+/* One header line [p, line_e): ``name: value``, the value stripped of spaces. */
+static int
+header_line(Fields *fs, const char *p, const char *line_e)
+{
+    const char *e = line_e, *colon = memchr(p, ':', (size_t)(e - p)), *v;
     HeaderKind kind;
+    int rc;
     if (colon == NULL || colon == p || run(p, colon, C_TOKEN) != colon) {
         return BAIL;
     }
@@ -990,7 +1035,11 @@ header_line(Fields *fs, const char *p, const char *e)
     if (kind == H_EXTRA) {
         return extra_header(fs, p, colon, v, e);
     }
-    return typed_header(fs, kind, v, e);
+    rc = typed_header(fs, kind, v, e);
+    if (rc == OK && kind == H_VIA && fs->at[L_VIA_LINE] < 0 && fs->at[L_HEAD_END] >= 0) {
+        note_via_line(fs, p, v, e, line_e);
+    }
+    return rc;
 }
 
 /* ---- start lines ---- */
@@ -1167,6 +1216,10 @@ parse_into(Fields *fs, const char *data, Py_ssize_t len, int stream, int *is_req
         return BAIL;
     }
     *is_request = !(first_end - p >= 4 && memcmp(p, "SIP/", 4) == 0);
+    if (!*is_request && p == data) {
+        /* a response without CRLFs before its start line: its layout is recorded */
+        fs->at[L_HEAD_END] = head_end - data;
+    }
     rc = *is_request ? request_line(fs, p, first_end) : status_line(fs, p, first_end);
     if (rc != OK) {
         return rc;
@@ -1179,6 +1232,33 @@ parse_into(Fields *fs, const char *data, Py_ssize_t len, int stream, int *is_req
         return rc;
     }
     return finish(fs, *is_request, data, len, (head_end - data) + 4, stream);
+}
+
+/* ``Message.wire`` of a response: (the bytes, their layout), so a proxy relays it by cutting
+ * its top Via out; None without Content-Length (a relayed message needs one, section 18.3) or
+ * with CRLFs before the start line (the offsets would have to skip them), and for requests
+ * (forwarding one changes too much for a splice in Python to beat ``serialize``). */
+static PyObject *
+wire_of(Fields *fs, PyObject *data)
+{
+    PyObject *layout, *wire;
+    if (fs->content_length < 0 || fs->at[L_VIA_LINE] < 0) {  /* a request, or CRLF-led */
+        return Py_NewRef(Py_None);
+    }
+    if ((layout = PyTuple_New(L_N)) == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < L_N; i++) {
+        PyObject *n = PyLong_FromSsize_t(fs->at[i]);
+        if (n == NULL) {
+            Py_DECREF(layout);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(layout, i, n);
+    }
+    wire = PyTuple_Pack(2, data, layout);
+    Py_DECREF(layout);
+    return wire;
 }
 
 static PyObject *
@@ -1204,6 +1284,10 @@ parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     memset(&fs, 0, sizeof fs);
     fs.content_length = -1;
+    fs.data = PyBytes_AS_STRING(args[0]);
+    for (int i = 0; i < L_N; i++) {
+        fs.at[i] = -1;
+    }
     rc = parse_into(&fs, PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), stream,
                     &is_request);
     if (rc != OK) {
@@ -1212,6 +1296,10 @@ parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         Py_RETURN_NONE;
+    }
+    if ((fs.f[M_WIRE] = wire_of(&fs, args[0])) == NULL) {
+        release(fs.f, M_N);
+        return NULL;
     }
     return build(is_request ? &k_req : &k_resp, fs.f);
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
-from protocols.sip.message import NameAddr, SipURI, Via
+from protocols.sip.message import NameAddr, Params, SipURI, Via, render_params
 
 __all__ = ["Peer", "Transport", "TransportInfo", "Transports"]
 
@@ -53,8 +53,8 @@ class TransportInfo:
     every forwarded request shares them.
     """
 
-    __slots__ = ("host", "name", "port", "ports", "record_route", "reliable", "uri_transport",
-                 "via_port", "via_token")
+    __slots__ = ("_via_head", "host", "name", "port", "ports", "record_route", "reliable",
+                 "uri_transport", "via_port", "via_token")
 
     def __init__(self, name: str, *, reliable: bool, via_token: str, host: str, port: int,
                  uri_transport: str | None, via_port: int | None = None,
@@ -68,6 +68,9 @@ class TransportInfo:
         #: a worker of a multi-process server gets the responses to its requests, and the
         #: in-dialog requests of its dialogs, on ports of its own (signaling/supervisor.py).
         self.via_port = via_port or port
+        #: Our Via's text up to its branch: each Via's text is written from it, never rendered
+        #: field by field (what ``Via.__str__`` would write; tested).
+        self._via_head = f"SIP/2.0/{via_token} {host}:{self.via_port};branch="
         rr_port = record_route_port or port
         #: Every port of ours a message may name (Request-URI, Route, Via).
         self.ports = tuple(dict.fromkeys((port, self.via_port, rr_port)))
@@ -80,9 +83,16 @@ class TransportInfo:
         #: Our Record-Route value facing peers of this transport (§16.6 step 4, RFC 5658).
         self.record_route = NameAddr(SipURI("sip", host, port=rr_port, params=params))
 
-    def via(self, branch: str) -> Via:
-        """Our Via for a request sent over this transport (§16.6 step 8, RFC 3581 rport)."""
-        return Via(self.via_token, self.host, self.via_port, {"branch": branch, "rport": None})
+    def via(self, branch: str, extra: Params | None = None) -> Via:
+        """Our Via for a request sent over this transport (§16.6 step 8, RFC 3581 rport);
+        ``extra``: parameters after rport (the proxy's RFC 7339 ``oc``)."""
+        params: dict[str, str | None] = {"branch": branch, "rport": None}
+        tail = ";rport"
+        if extra:
+            params.update(extra)
+            tail += render_params(extra)
+        return Via(self.via_token, self.host, self.via_port, params,
+                   raw=f"{self._via_head}{branch}{tail}")
 
 
 #: The secure transport a ``sips:`` URI's ``transport=`` value asks for ("" for none).
