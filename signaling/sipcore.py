@@ -549,8 +549,10 @@ class SipCore:
                 msg = ev.message
                 if data is None:
                     # A first send; its bytes are known when the TU wrote them (``respond``,
-                    # ``start_client_transaction``).
-                    data = txn.known_bytes(msg)
+                    # ``start_client_transaction``).  The response case inline: it is every
+                    # REGISTER's.
+                    data = (txn.last_response_bytes if msg is txn.last_response
+                            else txn.known_bytes(msg))
                     if data is None:
                         # A summary always comes with its bytes (``respond``).
                         assert not isinstance(msg, ResponseSummary)
