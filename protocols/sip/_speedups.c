@@ -786,6 +786,10 @@ name_addrs(const char *p, const char *e, PyObject **list)
 static int
 via_values(const char *p, const char *e, PyObject **list, Py_ssize_t *count)
 {
+    if (memchr(p, ',', (size_t)(e - p)) == NULL) {
+        (*count)++;  /* one value, the common case: no scan for the list's commas */
+        return append_parsed(via, p, e, list);
+    }
     for (;;) {
         const char *item_end = list_item_end(p, e), *q;
         int rc;
