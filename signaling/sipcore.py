@@ -548,11 +548,8 @@ class SipCore:
                 data = ev.data
                 msg = ev.message
                 if data is None:
-                    # A first send; its bytes are known when the TU wrote them (``respond``,
-                    # ``start_client_transaction``).  The response case inline: it is every
-                    # REGISTER's.
-                    data = (txn.last_response_bytes if msg is txn.last_response
-                            else txn.known_bytes(msg))
+                    # A first send; its bytes are known when the TU wrote them (``respond``).
+                    data = txn.last_response_bytes if msg is txn.last_response else None
                     if data is None:
                         # A summary always comes with its bytes (``respond``).
                         assert not isinstance(msg, ResponseSummary)
@@ -599,24 +596,19 @@ class SipCore:
         self.arm_timer()
 
     def start_client_transaction(self, request: Request, peer: Peer, on_event: TxnCallback, *,
-                                 proxy: bool = False,
-                                 data: bytes | None = None) -> ClientTransaction | None:
+                                 proxy: bool = False) -> ClientTransaction | None:
         """Send ``request`` to ``peer`` through a new client transaction (§17.1) whose events
         go to ``on_event``, with the timers of ``peer``'s transport armed at once (Timer A/E
         retransmissions and B/F timeouts happen on a quiet server too).  ``proxy``: an INVITE
-        forwarded by a proxy, which also runs Timer C (§16.8).  ``data``: the request's wire
-        form when the TU wrote it already.  None when the transaction table is full: the
-        caller counts it and answers as if the hop had failed."""
+        forwarded by a proxy, which also runs Timer C (§16.8).  None when the transaction
+        table is full: the caller counts it and answers as if the hop had failed."""
         txn = new_client_transaction(request, self.timers_for(peer), peer, proxy=proxy)
         try:
             self.table.add(txn)
         except TransactionTableFull:
             return None
         self._observers[txn] = on_event
-        events = txn.start(self.now())
-        if data is not None:  # after start: its send is then a first send, not a retransmission
-            txn.cache_bytes(request, data)
-        self.run(txn, events)
+        self.run(txn, txn.start(self.now()))
         self.arm_timer()
         return txn
 

@@ -433,14 +433,6 @@ class Transaction:
         elif message is self.last_response:
             self.last_response_bytes = data
 
-    def known_bytes(self, message: Msg) -> bytes | None:
-        """The wire form ``cache_bytes`` was given for ``message``, if any."""
-        if message is self.last_response:
-            return self.last_response_bytes
-        if message is self._request:
-            return self.request_bytes
-        return None
-
     def compact(self) -> bool:
         """Release the parsed messages once only retransmissions are left; True if done.
 

@@ -317,23 +317,6 @@ async def test_respond_sends_the_bytes_the_tu_wrote_and_keeps_them() -> None:
         peer.close()
 
 
-async def test_client_transaction_sends_the_bytes_the_tu_wrote() -> None:
-    # The proxy serializes a forwarded request once (its size decides the transport) and
-    # hands the bytes over: sent as a first send, kept for the retransmissions (Timer E).
-    async with running_server() as srv:
-        peer = await UdpPeer.open()
-        req = _parsed("<sip:bob@example.com>")
-        data = serialize(req).replace(b"Max-Forwards: 70", b"Max-Forwards: 70 ")
-        txn = srv.core.start_client_transaction(req, Peer("udp", "127.0.0.1", peer.port),
-                                                lambda t, e: None, data=data)
-        assert txn is not None and txn.request_bytes == data
-        await peer.recv()
-        assert peer.raw[0] == data and srv.core.c_retrans.get("sent") == 0
-        await peer.recv()  # Timer E: the same bytes again, counted as a retransmission
-        assert peer.raw[1] == data and srv.core.c_retrans.get("sent") == 1
-        peer.close()
-
-
 async def test_server_header_is_configurable_and_may_be_off() -> None:
     for value, expected in (("Example SBC 1.0", "Example SBC 1.0"), ("off", None)):
         async with running_server(server_header=value) as srv:

@@ -448,19 +448,6 @@ def test_client_cache_bytes_reused_for_timer_retransmissions() -> None:
     assert txn.on_timer(0.5) == [SendMessage(txn.request, serialize(txn.request))]
 
 
-def test_known_bytes_are_those_cached_for_the_message_itself() -> None:
-    txn = NonInviteServerTransaction(request(), UDP)
-    ok = response(txn.request, 200)
-    assert txn.known_bytes(txn.request) is None
-    txn.send_response(ok, 0.0)
-    txn.cache_bytes(ok, b"200 bytes")
-    assert txn.known_bytes(ok) == b"200 bytes"
-    assert txn.known_bytes(response(txn.request, 200)) is None  # an equal one is not it
-    client = NonInviteClientTransaction(request(), UDP)
-    client.cache_bytes(client.request, b"request bytes")
-    assert client.known_bytes(client.request) == b"request bytes"
-
-
 # ---------------------------------------------------------------------------------------------
 # RFC 6026 Accepted states.
 
