@@ -139,3 +139,6 @@ class Handoff:
 
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
         return self.tu.answer_statelessly(request, peer)
+
+    def holds(self, request: Request) -> bool:
+        return self.tu.holds(request)

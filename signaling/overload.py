@@ -128,6 +128,11 @@ class Overload:
                 self.c_dropped.inc("ack_of_503", "ACK")
                 return Verdict.DROP
             return Verdict.ADMIT
+        return self.decide(method, source, waited)
+
+    def decide(self, method: str, source: str, waited: float) -> Verdict:
+        """Admit, refuse or drop a new request of ``method`` (a metric label: one of a known
+        set); ``screen`` for raw bytes, the core for parsed requests of no dialog it holds."""
         verdict = self.control.decide(self._clock(), source, self.backlog(), waited,
                                       method == "INVITE")
         if verdict is Verdict.ADMIT:
@@ -142,10 +147,11 @@ class Overload:
     def _reason(self, waited: float) -> str:
         return "receive_delay" if waited > self.cfg.max_receive_delay else "admission"
 
-    def rejected(self, req: Request, to_tag: str, waited: float) -> bytes:
-        """Count a 503 about to be sent with ``to_tag``; the tail (Retry-After onwards) to
-        send it with.  Its ACK will be absorbed unparsed (``screen``)."""
-        self.c_rejected.inc(self._reason(waited), req.method)
+    def rejected(self, req: Request, to_tag: str, waited: float, label: str) -> bytes:
+        """Count a 503 about to be sent with ``to_tag`` (``label``: the method as a metric
+        label); the tail (Retry-After onwards) to send it with.  Its ACK will be absorbed
+        unparsed (``screen``)."""
+        self.c_rejected.inc(self._reason(waited), label)
         if req.method == "INVITE":
             if len(self._refused) >= REFUSED_MEMORY:
                 self._refused_old = self._refused

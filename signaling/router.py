@@ -63,3 +63,9 @@ class Router:
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
         auth = self.registrar.auth  # the registrar's: an early 401 is for REGISTER only
         return auth is not None and auth.challenge_early(request, peer)
+
+    def holds(self, request: Request) -> bool:
+        # Dialogs are the proxy's (the registrar holds none); one the proxy only has in the
+        # shared registry is loaded by its worker, as new work is.
+        return self.proxy.dialogs.find(request.call_id, request.from_.tag,
+                                       request.to.tag) is not None

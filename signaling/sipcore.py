@@ -120,6 +120,11 @@ class TransactionUser(Protocol):
         credentials gets its 401, signaling.auth.policy); True when it did."""
         ...
 
+    def holds(self, request: Request) -> bool:
+        """Whether a request with a To tag belongs to a dialog this node holds: only such
+        work goes ahead of new requests and is never refused (issue 13)."""
+        ...
+
 
 class NoTransactionUser:
     """The TU of a core that has none (before ``start``, or a bare core in tests): new
@@ -142,6 +147,9 @@ class NoTransactionUser:
         self.core.c_drop.inc("stray_response")
 
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        return False
+
+    def holds(self, request: Request) -> bool:
         return False
 
 
@@ -430,13 +438,24 @@ class SipCore:
         if method == "ACK":
             self._tu.on_ack(req, peer)
             return
+        held = False
+        if req.to.tag is not None:
+            # Only the work of a dialog this node holds is admitted work (issue 13): any other
+            # request with a To tag is admitted like a new one, or a flood of made-up BYEs
+            # (or a load generator's BYEs after its REGISTERs were refused) would pass every
+            # limit and go ahead of everything.
+            held = self._tu.holds(req)
+            verdict = _ADMIT if held else self.overload.decide(_method(method), peer.host,
+                                                                waited)
+            if verdict is _DROP:
+                return
         if self._precheck(req, peer, waited, verdict):
             return
         if method == "CANCEL" and self._cancel(req, peer):
             return
         if self._tu.answer_statelessly(req, peer):
             return
-        self._new_transaction(req, peer, key, waited)
+        self._new_transaction(req, peer, key, held)
 
     def _stamp_via(self, req: Request, peer: Peer) -> None:
         """§18.2.1 received and RFC 3581 §4 rport, so responses find their way back."""
@@ -471,12 +490,12 @@ class SipCore:
             # Keepalives and health probes (§11.2): answered at once, without state.
             self._send_stateless(req, peer, 200, "OK", self._options_tail)
             return True
-        if verdict is _REJECT and req.to.tag is None:
+        if verdict is _REJECT:
             # Refused by admission control (signaling/overload.py): a stateless 503 with a
             # jittered Retry-After (§21.5.4), no transaction left behind.  Only new work is
-            # ever refused: the To-tag test is repeated on the parsed request.
+            # ever refused: ``_request`` admits every request of a dialog held here.
             self.c_shed.inc("overload")
-            tail = self.overload.rejected(req, self.stateless_tag(req), waited)
+            tail = self.overload.rejected(req, self.stateless_tag(req), waited, _method(req.method))
             self._send_stateless(req, peer, 503, None, tail)
             return True
         if not self.accepting and req.method != "CANCEL":
@@ -504,7 +523,7 @@ class SipCore:
         return True
 
     def _new_transaction(self, req: Request, peer: Peer,
-                         key: TransactionKey | None = None, waited: float = 0.0) -> None:
+                         key: TransactionKey | None = None, held: bool = False) -> None:
         txn = new_server_transaction(req, self.timers_for(peer), peer, key)
         try:
             self.table.add(txn)
@@ -515,8 +534,8 @@ class SipCore:
             # §16.2 / §17.2.1: 100 Trying at once, so the caller stops retransmitting.
             self.respond(txn, make_response(req, 100))
         work = Work(req, txn, peer, time.monotonic())
-        # Work of an admitted dialog (a To tag) goes ahead of new requests (issue 13).
-        if not self.dispatcher.submit(req.call_id, work, req.to.tag is not None):
+        # Work of a dialog held here goes ahead of new requests (issue 13).
+        if not self.dispatcher.submit(req.call_id, work, held):
             self.c_shed.inc("queue_full")
             self.respond(txn, make_response(req, 503, to_tag=self.stateless_tag(req),
                                             extra=[("Retry-After", str(self.cfg.retry_after))]))
@@ -677,6 +696,7 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
 #: ``State.TERMINATED`` read once: in Python 3.11 an enum member lookup on its class goes
 #: through ``EnumType.__getattr__``, costly on a per-response path.
 _TERMINATED = State.TERMINATED
+_ADMIT = Verdict.ADMIT
 _DROP = Verdict.DROP
 _REJECT = Verdict.REJECT
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}

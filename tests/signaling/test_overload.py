@@ -158,24 +158,85 @@ async def test_admitted_call_completes_while_new_requests_are_refused(
 
 
 async def test_in_dialog_requests_are_never_shed_even_late_from_the_kernel() -> None:
-    async with running_server(domain=["example.com"], max_receive_delay=0.2) as srv:
+    async with running_server(max_receive_delay=0.2) as srv:
         assert srv.udp is not None and srv.udp_address is not None
         port = srv.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callee = await UdpUA("bob", "127.0.0.1", port).start()
         peer = await UdpPeer.open()
-        srv.udp.pause_reading()  # the server falls behind: both wait in the kernel
-        peer.send(_req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKlate",
-                       call_id="late-reg", extra="Contact: <sip:a@10.0.0.1>"), port)
-        peer.send(_req("BYE", "sip:bob@example.com", peer.port, branch="z9hG4bKbye",
-                       call_id="late-bye", to_tag="b1"), port)
-        await asyncio.sleep(0.4)
-        srv.udp.resume_reading()
-        answers = {a.call_id: a.status for a in [await peer.final()]}
-        # the new request is dropped (the reader was behind); the in-dialog one reaches the
-        # proxy, which finds no dialog (§12.2.2: 481), i.e. it was handled, not shed
-        assert answers == {"late-bye": 481}
-        assert await peer.silent(0.3)
-        assert srv.core.overload.c_dropped.get("receive_delay", "REGISTER") == 1
-        peer.close()
+        try:
+            await callee.send(callee.register())
+            await callee.response(200, "REGISTER")
+            invite = caller.invite("bob")
+            await caller.send(invite)
+            got = await callee.request("INVITE")
+            await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
+            leg = caller.uac_leg(invite, await caller.response(200))
+            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+            await callee.request("ACK")
+            srv.udp.pause_reading()  # the server falls behind: all three wait in the kernel
+            peer.send(_req("REGISTER", "sip:127.0.0.1", peer.port, branch="z9hG4bKlate",
+                           call_id="late-reg", extra="Contact: <sip:a@10.0.0.1>"), port)
+            # A BYE with a To tag but of no dialog held here: not admitted work.
+            peer.send(_req("BYE", "sip:bob@127.0.0.1", peer.port, branch="z9hG4bKbye",
+                           call_id="late-made-up-bye", to_tag="b1"), port)
+            await caller.send(caller.in_dialog(leg, "BYE"))
+            await asyncio.sleep(0.4)
+            srv.udp.resume_reading()
+            # the BYE of the held dialog reaches the callee although it waited too long
+            await callee.send(callee.reply(await callee.request("BYE"), 200))
+            await caller.response(200, "BYE")
+            # the late new request and the late made-up BYE are dropped, counted
+            assert await peer.silent(0.3)
+            dropped = srv.core.overload.c_dropped
+            assert dropped.get("receive_delay", "REGISTER") == 1
+            assert dropped.get("receive_delay", "BYE") == 1
+        finally:
+            peer.close()
+            await caller.close()
+            await callee.close()
+
+
+async def test_made_up_in_dialog_requests_are_refused_like_new_work(
+        limited: ServerProcess) -> None:
+    """A flood of BYEs with To tags of no dialog here gets the new requests' 503s, while a
+    held dialog's BYE still goes through."""
+    caller = await UdpUA("alice", "127.0.0.1", limited.udp_port).start()
+    callee = await UdpUA("bob", "127.0.0.1", limited.udp_port).start()
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.bind(("127.0.0.2", 0))
+    flood.settimeout(2.0)
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        invite = caller.invite("bob")
+        await caller.send(invite)
+        got = await callee.request("INVITE")
+        await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
+        leg = caller.uac_leg(invite, await caller.response(200))
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await callee.request("ACK")
+        src_port = flood.getsockname()[1]
+        for i in range(600):  # twelve times what the limit (50/s) admits in a second
+            flood.sendto(_req("BYE", "sip:bob@127.0.0.1", src_port, branch=f"z9hG4bKfb{i}",
+                              call_id=f"made-up-{i}", to_tag="t1"),
+                         ("127.0.0.1", limited.udp_port))
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        await callee.send(callee.reply(await callee.request("BYE"), 200))
+        await caller.response(200, "BYE")
+        answers: dict[int, int] = {}
+        with contextlib.suppress(TimeoutError):
+            while sum(answers.values()) < 600:
+                status = parse_message(flood.recv(65535))
+                assert isinstance(status, Response)
+                answers[status.status] = answers.get(status.status, 0) + 1
+        assert answers.get(503, 0) > 0, answers
+        # what was admitted is answered 481 (§12.2.2): at most the limit's burst and rate
+        assert answers.get(481, 0) < 300, answers
+    finally:
+        flood.close()
+        await caller.close()
+        await callee.close()
 
 
 async def test_a_flood_from_one_source_does_not_starve_another(limited: ServerProcess) -> None:
