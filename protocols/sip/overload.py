@@ -324,6 +324,8 @@ class AdmissionConfig:
     max_receive_delay: float = 0.25
     #: Work the bucket and the worker queues may take in one burst, in seconds of the limit.
     burst_time: float = 0.25
+    #: Congested: a standing queue within this many seconds (see ``congested``).
+    congestion_hold: float = 1.0
 
 
 #: Sources beyond ``max_sources`` share this many overflow slots (by hash), so the table is
@@ -333,6 +335,7 @@ _INCREASE = 1.05
 _PEAK_DECAY = 0.99
 _HEADROOM = 2.0
 _DECREASE = 0.9
+_HALF = 0.5
 
 
 class AdmissionControl:
@@ -354,6 +357,12 @@ class AdmissionControl:
         self._admitted = 0
         self._refused = 0
         self._late = 0
+        #: The longest of the least waits of admitted work on the server's own port per tick.
+        self._admitted_wait = 0.0
+        self._congested_until = now
+        #: New requests admitted since the start (the UDP reader's budget tells admitted work
+        #: from refused work by it).
+        self.admitted_total = 0
         #: Share of new requests refused over the last interval (the oc value to advertise).
         self.refused_share = 0.0
         #: Intervals completed: the asyncio side updates its oc report once per interval.
@@ -394,6 +403,7 @@ class AdmissionControl:
             self._tokens -= 1.0
             self._counts[key] = count + 1
             self._admitted += 1
+            self.admitted_total += 1
             return Verdict.ADMIT
         if waited > self.cfg.max_receive_delay:
             self._late += 1
@@ -435,6 +445,21 @@ class AdmissionControl:
         if now >= self._interval_end:
             self._revise(now)
 
+    def congested(self, now: float) -> bool:
+        """Whether admitted work stood in a queue within the last ``congestion_hold`` s: the
+        server is short of CPU, and what it spends on new requests it cannot serve (reading,
+        screening and refusing them) is taken from admitted work.  The UDP transport then
+        reads its listening socket on a CPU budget (``signaling/transports/udp.py``)."""
+        return now < self._congested_until
+
+    def admitted_waited(self, wait: float) -> None:
+        """The least time admitted work (responses and in-dialog requests, on the server's own
+        port) waited in the kernel over a tick.  New requests arrive apart from it and are read
+        fresh, so the worker queues alone no longer show that admitted calls overload the
+        server: a standing queue of their responses does."""
+        if wait > self._admitted_wait:
+            self._admitted_wait = wait
+
     # -- the control law ----------------------------------------------------------------------
 
     def _burst(self) -> float:
@@ -462,21 +487,30 @@ class AdmissionControl:
         self.refused_share = (self._refused + self._late) / offered if offered else 0.0
         self.revisions += 1
         self._peak = max(self._peak * _PEAK_DECAY, self._started / elapsed)
-        if self._started and self._min_sojourn > cfg.target:
-            # A standing queue: admit a little less than was actually served, so it drains.
-            served = self._started / elapsed
-            self.rate = max(cfg.min_rate, min(self.rate, served) * _DECREASE)
-        elif self._min_sojourn <= cfg.target / 2:
-            if self._refused:
+        if (self._started and self._min_sojourn > cfg.target) or self._admitted_wait > cfg.target:
+            # A standing queue: admit a little less than was actually served, so it drains;
+            # at most halved per interval, since admitted calls bring their work (responses,
+            # ACK, BYE) an interval or more later: cutting to what one interval served ratcheted
+            # the limit down to min_rate and back (bench_overload, calls at 5x).
+            served = self._started / elapsed if self._started else self.rate
+            self.rate = max(cfg.min_rate, self.rate * _HALF, min(self.rate, served) * _DECREASE)
+            self._congested_until = now + cfg.congestion_hold
+        elif self._min_sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2:
+            if self._refused or self._late or now < self._congested_until:
+                # The limit is binding, or was lately (while the listening socket is read at a
+                # budget few are refused, yet the demand is there): probe upwards gently.
                 self.rate = min(cfg.max_rate, self.rate * _INCREASE)
-            # Queues short: the limit keeps twice what was just served above it, so a demand
-            # that grows while the server keeps up (a client asking as fast as it is answered)
-            # is never refused for a limit set when the demand was lower.
-            served = self._started / elapsed
-            self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
+            else:
+                # Nothing refused and queues short: the limit keeps twice what was just served
+                # above it, so a demand that grows while the server keeps up is never refused
+                # for a limit set when the demand was lower.  Not while refusing: the limit
+                # jumped to twice a burst's rate and let in an overload (calls at 5x).
+                served = self._started / elapsed
+                self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
         self._interval_start = now
         self._interval_end = now + cfg.interval
         self._min_sojourn = float("inf")
+        self._admitted_wait = 0.0
         self._started = self._admitted = self._refused = self._late = 0
 
     def _roll_window(self, now: float) -> None:

@@ -38,7 +38,7 @@ from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.udpqueue import QueueStats, ReceiveQueue
 from signaling.worker import inherited_socket
 
-__all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "UdpTransport", "start_udp"]
+__all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ PEER_CACHE = 4096
 #: ``Peer.conn_id`` of a request that came in on a worker's slot socket, so that its
 #: responses leave from that socket (see ``UdpTransport``).
 SLOT_TAG = "slot"
+#: Seconds between revisions of the listening queue (and counts of the kernel's drops).
+TICK = 0.1
+#: The most CPU time (seconds) the listening socket's read budget holds; once spent, the
+#: socket is not watched for ``BUDGET_PAUSE`` seconds (one CFS period of a CPU quota; short
+#: against T1).
+BUDGET_BURST = 0.002
+BUDGET_PAUSE = 0.01
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: Linux: each datagram read carries the socket's cumulative count of datagrams the kernel
@@ -107,41 +114,56 @@ class UdpTransport:
         #: The listening socket's queue control; only with a private port (see the class
         #: docstring), else responses would be among what the kernel drops.
         self.queue: ReceiveQueue | None = None
-        self._tick: asyncio.TimerHandle | None = None
         if slot_sock is not None:
             self.queue = ReceiveQueue(core.cfg.overload_target,
                                       sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
                                       now=self._loop.time())
-            self._tick = self._loop.call_later(self.queue.interval, self._revise)
+        self._tick = self._loop.call_later(TICK, self._revise)
+        #: The listening socket's read budget (``_readable_budgeted``): CPU seconds it may
+        #: still take, the thread's CPU time when last looked at, and the timer that resumes
+        #: reading once the budget is spent.
+        self._tokens = BUDGET_BURST
+        self._cpu_seen = time.thread_time()
+        self._throttle: asyncio.TimerHandle | None = None
 
     def resume_reading(self) -> None:
         for sock, tag, peers, stats in self._readers:
             if sock.fileno() not in self._reading:
-                self._loop.add_reader(sock.fileno(), self._readable, sock, tag, peers, stats)
+                read = (self._readable_budgeted if self.queue is not None and tag is None
+                        and self.core.cfg.udp_read_share > 0 else self._readable)
+                self._loop.add_reader(sock.fileno(), read, sock, tag, peers, stats)
                 self._reading.add(sock.fileno())
 
     def pause_reading(self) -> None:
+        if self._throttle is not None:
+            self._throttle.cancel()
+            self._throttle = None
         for sock, _, _, _ in self._readers:
             if sock.fileno() in self._reading:
                 self._loop.remove_reader(sock.fileno())
                 self._reading.discard(sock.fileno())
 
     def _revise(self) -> None:
-        """Every ``queue.interval``: count the kernel's drops, resize the listening queue."""
+        """Every ``TICK``: count the kernel's drops, resize the listening queue."""
         for i, (_, tag, _, stats) in enumerate(self._readers):
             new = (stats.dropped_total - self._kernel_seen[i]) % 2**32  # a u32 that wraps
             if new:
                 self._kernel_seen[i] = stats.dropped_total
                 self.core.overload.c_dropped.inc(
                     "kernel_private" if tag == SLOT_TAG else "kernel", "unknown", amount=new)
-        assert self.queue is not None
-        sock, _, _, stats = self._readers[-1]
-        size = self.queue.revise(self._loop.time(), stats)
-        if size is not None:
-            # Linux doubles the value asked for (bookkeeping): ask for half.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size // 2)
-        self._tick = self._loop.call_later(self.queue.interval, self._revise)
+        if self.queue is not None:
+            # What waits on the private port is admitted work: a standing queue there means
+            # admission let in more than the server does (protocols/sip/overload.py).
+            stats = self._readers[0][3]
+            self.core.overload.control.admitted_waited(stats.min_wait if stats.read else 0.0)
+            stats.reset()
+            sock, _, _, stats = self._readers[-1]
+            size = self.queue.revise(self._loop.time(), stats)
+            if size is not None:
+                # Linux doubles the value asked for (bookkeeping): ask for half.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size // 2)
+        self._tick = self._loop.call_later(TICK, self._revise)
 
     def send(self, data: bytes, peer: Peer) -> bool:
         sock = self.sock
@@ -158,6 +180,49 @@ class UdpTransport:
         except OSError:
             self.core.c_drop.inc("udp_send_error")
         return True  # handed to the kernel or lost as UDP may lose it: counted above
+
+    def _readable_budgeted(self, sock: socket.socket, tag: str | None,
+                           peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
+        """The listening socket beside a private one.  While admission control is congested,
+        reading, screening and refusing what is not admitted may take no more than about
+        ``--udp-read-share`` of the CPU this thread gets; the kernel holds the rest, and drops what
+        its short queue cannot hold (see the module docstring).
+
+        Why CPU time and not a count: under a CPU quota, reading, screening and refusing a
+        storm's datagrams (5-25 µs each) took the CPU that admitted calls needed, the queues
+        stood however low the limit went, and the limit spiralled down to its floor
+        (bench_overload, calls at 5x).  A count tied to the limit would also throttle a server
+        that has CPU to spare and a low limit, where tail drop, blind to the source, would
+        starve a polite source beside a flooder; a CPU share does not bind there.
+        """
+        if not self.core.overload.congested() or not self.core.dispatcher.backlog:
+            # Nothing admitted waits for a worker: reading costs admitted work nothing.
+            self._readable(sock, tag, peers, stats)
+            return
+        # Refilled by a share of the CPU time the thread spent on anything else since.
+        cpu = time.thread_time()
+        tokens = min(BUDGET_BURST,
+                     self._tokens + self.core.cfg.udp_read_share * (cpu - self._cpu_seen))
+        if tokens <= 0.0:
+            # Spent: stop watching the socket for a while; admitted work runs meanwhile.
+            self._tokens, self._cpu_seen = tokens, cpu
+            self._loop.remove_reader(sock.fileno())
+            self._reading.discard(sock.fileno())
+            self._throttle = self._loop.call_later(BUDGET_PAUSE, self._unthrottle)
+            return
+        control = self.core.overload.control
+        read, admitted = stats.read, control.admitted_total
+        self._readable(sock, tag, peers, stats)
+        self._cpu_seen = time.thread_time()
+        # Only what was not admitted is charged (by its share of the batch): reading what the
+        # server admits is part of serving it, and the limit already bounds that.
+        read = stats.read - read
+        unadmitted = 1.0 - (control.admitted_total - admitted) / read if read else 0.0
+        self._tokens = tokens - (self._cpu_seen - cpu) * unadmitted
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        self.resume_reading()
 
     def _readable(self, sock: socket.socket, tag: str | None,
                   peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
@@ -184,6 +249,8 @@ class UdpTransport:
             stats.payload += len(data)
             if waited > stats.max_wait:
                 stats.max_wait = waited
+            if waited < stats.min_wait:
+                stats.min_wait = waited
             peer = peers.get(addr)
             if peer is None:
                 peer = self._new_peer(peers, addr, tag)
@@ -199,8 +266,7 @@ class UdpTransport:
 
     def close(self) -> None:
         self.pause_reading()
-        if self._tick is not None:
-            self._tick.cancel()
+        self._tick.cancel()
         self.core.transports.remove(self.info.name)
         for sock, _, _, _ in self._readers:
             sock.close()

@@ -15,7 +15,7 @@ Record-Route), which keeps the full buffer and is read first.  The listening por
 new requests, their retransmissions, CANCEL and ACK of non-2xx, all of which a client sends
 again when one is lost (RFC 3261 §17.1.1.2, §17.1.2.2, §9.1).
 
-The control law, revised every ``interval`` from what the reader saw (sans-I/O, ``now`` in):
+The control law, revised every tick (0.1 s) from what the reader saw (sans-I/O, ``now`` in):
 
 * pressed (a datagram read in the interval had waited longer than ``target``, or the kernel
   dropped some): the buffer is set to what the reader actually read in ``target`` at the rate
@@ -48,19 +48,25 @@ class QueueStats:
     read: int = 0
     payload: int = 0
     max_wait: float = 0.0
+    min_wait: float = float("inf")
     #: The kernel's cumulative drop count (SO_RXQ_OVFL) as of the last datagram read.
     dropped_total: int = 0
+
+    def reset(self) -> None:
+        """A new interval (the drop total is cumulative and stays)."""
+        self.read = self.payload = 0
+        self.max_wait = 0.0
+        self.min_wait = float("inf")
 
 
 class ReceiveQueue:
     """The receive buffer size to ask for; see the module docstring."""
 
     def __init__(self, target: float, ceiling: int, *, floor: int = 128 * 1024,
-                 interval: float = 0.1, calm_time: float = 1.0, now: float = 0.0) -> None:
+                 calm_time: float = 1.0, now: float = 0.0) -> None:
         self.target = target
         self.ceiling = max(ceiling, floor)
         self.floor = floor
-        self.interval = interval
         self.calm_time = calm_time
         #: The buffer size wanted now (bytes, as the kernel counts them).
         self.size = self.ceiling
@@ -84,8 +90,7 @@ class ReceiveQueue:
         elif now - self._calm_since >= self.calm_time:
             size = 2 * size
         self._since = now
-        stats.read = stats.payload = 0
-        stats.max_wait = 0.0
+        stats.reset()
         size = max(self.floor, min(self.ceiling, size))
         if size == self.size:
             return None
