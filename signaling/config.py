@@ -102,7 +102,6 @@ class Config:
     t2: float = 4.0
     t4: float = 5.0
     udp_buffer: int = 8 * 1024 * 1024
-    udp_read_share: float = 0.1
     ws_max_size: int = 65_535
     ws_origins: list[str] = field(default_factory=list)
     ws_ping_interval: float = 20.0
@@ -245,9 +244,6 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "t2": ("float", "SIP timer T2 in seconds"),
     "t4": ("float", "SIP timer T4 in seconds"),
     "udp_buffer": ("int", "UDP socket receive/send buffer size requested, in bytes"),
-    "udp_read_share": ("float", "with --sip-udp-private: while admitted work queues, the share "
-                                "of the CPU that reading new UDP requests it does not admit "
-                                "may take (the kernel drops the rest); 0: no limit"),
     "ws_max_size": ("int", "largest WebSocket message accepted, in bytes"),
     "ws_origins": ("list", "allowed WebSocket Origin values (default: any)"),
     "ws_ping_interval": ("float", "seconds between WebSocket pings"),
@@ -393,7 +389,6 @@ def _validate(cfg: Config) -> None:
         (cfg.overload_target > 0, "overload_target: must be positive"),
         (cfg.overload_max_rate >= 1, "overload_max_rate: must be at least 1"),
         (cfg.overload_reject_share >= 0, "overload_reject_share: must not be negative"),
-        (0 <= cfg.udp_read_share <= 1, "udp_read_share: must be within 0..1"),
         (1 <= cfg.min_expires <= cfg.default_expires <= cfg.max_expires,
          "expires: need 1 <= min_expires <= default_expires <= max_expires"),
         (0 < cfg.t1 <= cfg.t2 and cfg.t4 > 0, "timers: need 0 < t1 <= t2 and t4 > 0"),

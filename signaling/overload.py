@@ -177,10 +177,6 @@ class Overload:
             tail = self._tails[value] = b"\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n" % value
         return tail
 
-    def congested(self) -> bool:
-        """``AdmissionControl.congested`` now."""
-        return self.control.congested(self._clock())
-
     def started(self, sojourn: float) -> None:
         """An admitted request was taken by a worker after ``sojourn`` seconds."""
         self.h_sojourn.observe(sojourn)

@@ -324,8 +324,6 @@ class AdmissionConfig:
     max_receive_delay: float = 0.25
     #: Work the bucket and the worker queues may take in one burst, in seconds of the limit.
     burst_time: float = 0.25
-    #: Congested: a standing queue within this many seconds (see ``congested``).
-    congestion_hold: float = 1.0
 
 
 #: Sources beyond ``max_sources`` share this many overflow slots (by hash), so the table is
@@ -359,10 +357,6 @@ class AdmissionControl:
         self._late = 0
         #: The longest of the least waits of admitted work on the server's own port per tick.
         self._admitted_wait = 0.0
-        self._congested_until = now
-        #: New requests admitted since the start (the UDP reader's budget tells admitted work
-        #: from refused work by it).
-        self.admitted_total = 0
         #: Share of new requests refused over the last interval (the oc value to advertise).
         self.refused_share = 0.0
         #: Intervals completed: the asyncio side updates its oc report once per interval.
@@ -403,7 +397,6 @@ class AdmissionControl:
             self._tokens -= 1.0
             self._counts[key] = count + 1
             self._admitted += 1
-            self.admitted_total += 1
             return Verdict.ADMIT
         if waited > self.cfg.max_receive_delay:
             self._late += 1
@@ -444,13 +437,6 @@ class AdmissionControl:
             self._min_sojourn = sojourn
         if now >= self._interval_end:
             self._revise(now)
-
-    def congested(self, now: float) -> bool:
-        """Whether admitted work stood in a queue within the last ``congestion_hold`` s: the
-        server is short of CPU, and what it spends on new requests it cannot serve (reading,
-        screening and refusing them) is taken from admitted work.  The UDP transport then
-        reads its listening socket on a CPU budget (``signaling/transports/udp.py``)."""
-        return now < self._congested_until
 
     def admitted_waited(self, wait: float) -> None:
         """The least time admitted work (responses and in-dialog requests, on the server's own
@@ -494,11 +480,9 @@ class AdmissionControl:
             # the limit down to min_rate and back (bench_overload, calls at 5x).
             served = self._started / elapsed if self._started else self.rate
             self.rate = max(cfg.min_rate, self.rate * _HALF, min(self.rate, served) * _DECREASE)
-            self._congested_until = now + cfg.congestion_hold
         elif self._min_sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2:
-            if self._refused or self._late or now < self._congested_until:
-                # The limit is binding, or was lately (while the listening socket is read at a
-                # budget few are refused, yet the demand is there): probe upwards gently.
+            if self._refused or self._late:
+                # The limit is binding: probe upwards gently.
                 self.rate = min(cfg.max_rate, self.rate * _INCREASE)
             else:
                 # Nothing refused and queues short: the limit keeps twice what was just served

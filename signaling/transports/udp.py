@@ -56,11 +56,6 @@ PEER_CACHE = 4096
 SLOT_TAG = "slot"
 #: Seconds between revisions of the listening queue (and counts of the kernel's drops).
 TICK = 0.1
-#: The most CPU time (seconds) the listening socket's read budget holds; once spent, the
-#: socket is not watched for ``BUDGET_PAUSE`` seconds (one CFS period of a CPU quota; short
-#: against T1).
-BUDGET_BURST = 0.002
-BUDGET_PAUSE = 0.01
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: Linux: each datagram read carries the socket's cumulative count of datagrams the kernel
@@ -119,25 +114,14 @@ class UdpTransport:
                                       sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
                                       now=self._loop.time())
         self._tick = self._loop.call_later(TICK, self._revise)
-        #: The listening socket's read budget (``_readable_budgeted``): CPU seconds it may
-        #: still take, the thread's CPU time when last looked at, and the timer that resumes
-        #: reading once the budget is spent.
-        self._tokens = BUDGET_BURST
-        self._cpu_seen = time.thread_time()
-        self._throttle: asyncio.TimerHandle | None = None
 
     def resume_reading(self) -> None:
         for sock, tag, peers, stats in self._readers:
             if sock.fileno() not in self._reading:
-                read = (self._readable_budgeted if self.queue is not None and tag is None
-                        and self.core.cfg.udp_read_share > 0 else self._readable)
-                self._loop.add_reader(sock.fileno(), read, sock, tag, peers, stats)
+                self._loop.add_reader(sock.fileno(), self._readable, sock, tag, peers, stats)
                 self._reading.add(sock.fileno())
 
     def pause_reading(self) -> None:
-        if self._throttle is not None:
-            self._throttle.cancel()
-            self._throttle = None
         for sock, _, _, _ in self._readers:
             if sock.fileno() in self._reading:
                 self._loop.remove_reader(sock.fileno())
@@ -180,49 +164,6 @@ class UdpTransport:
         except OSError:
             self.core.c_drop.inc("udp_send_error")
         return True  # handed to the kernel or lost as UDP may lose it: counted above
-
-    def _readable_budgeted(self, sock: socket.socket, tag: str | None,
-                           peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
-        """The listening socket beside a private one.  While admission control is congested,
-        reading, screening and refusing what is not admitted may take no more than about
-        ``--udp-read-share`` of the CPU this thread gets; the kernel holds the rest, and drops what
-        its short queue cannot hold (see the module docstring).
-
-        Why CPU time and not a count: under a CPU quota, reading, screening and refusing a
-        storm's datagrams (5-25 µs each) took the CPU that admitted calls needed, the queues
-        stood however low the limit went, and the limit spiralled down to its floor
-        (bench_overload, calls at 5x).  A count tied to the limit would also throttle a server
-        that has CPU to spare and a low limit, where tail drop, blind to the source, would
-        starve a polite source beside a flooder; a CPU share does not bind there.
-        """
-        if not self.core.overload.congested() or not self.core.dispatcher.backlog:
-            # Nothing admitted waits for a worker: reading costs admitted work nothing.
-            self._readable(sock, tag, peers, stats)
-            return
-        # Refilled by a share of the CPU time the thread spent on anything else since.
-        cpu = time.thread_time()
-        tokens = min(BUDGET_BURST,
-                     self._tokens + self.core.cfg.udp_read_share * (cpu - self._cpu_seen))
-        if tokens <= 0.0:
-            # Spent: stop watching the socket for a while; admitted work runs meanwhile.
-            self._tokens, self._cpu_seen = tokens, cpu
-            self._loop.remove_reader(sock.fileno())
-            self._reading.discard(sock.fileno())
-            self._throttle = self._loop.call_later(BUDGET_PAUSE, self._unthrottle)
-            return
-        control = self.core.overload.control
-        read, admitted = stats.read, control.admitted_total
-        self._readable(sock, tag, peers, stats)
-        self._cpu_seen = time.thread_time()
-        # Only what was not admitted is charged (by its share of the batch): reading what the
-        # server admits is part of serving it, and the limit already bounds that.
-        read = stats.read - read
-        unadmitted = 1.0 - (control.admitted_total - admitted) / read if read else 0.0
-        self._tokens = tokens - (self._cpu_seen - cpu) * unadmitted
-
-    def _unthrottle(self) -> None:
-        self._throttle = None
-        self.resume_reading()
 
     def _readable(self, sock: socket.socket, tag: str | None,
                   peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:

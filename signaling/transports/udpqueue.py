@@ -27,6 +27,12 @@ The control law, revised every tick (0.1 s) from what the reader saw (sans-I/O, 
 Fairness: tail drop is blind to the source.  It happens only while the reader cannot keep up at
 all; below that every datagram is read and the per-source accounting of admission control
 (``protocols/sip/overload.py``) decides who is served.
+
+Tried and not kept: reading the listening socket on a CPU budget while admitted work queued
+(reading what is not admitted limited to 10% of the CPU, the rest left to the kernel).  Measured
+in the same time window as the plain short queue (``benchmarks/bench_overload.py`` steps, load
+3-5): calls at 2x/5x/10x of capacity 24/57/49% and 68/53/35% of capacity against 82/71/53% and
+85/75/41% without it; REGISTERs 125/101/98% against 93/114/89%.  Calls lost, so it went.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ def limited() -> Iterator[ServerProcess]:
 
 @pytest.fixture(params=[False, True], ids=["listener", "private-port"])
 def limited_any(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """With and without --sip-udp-private (where the listening socket is read at a budget
-    while congested, signaling/transports/udp.py)."""
+    """With and without --sip-udp-private (where the listening socket's kernel queue is kept
+    short under overload, signaling/transports/udpqueue.py)."""
     extra = ("--sip-udp-private", f"127.0.0.1:{free_udp_port()}") if request.param else ()
     yield from _limited(*extra)
 

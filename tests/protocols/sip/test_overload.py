@@ -212,7 +212,6 @@ def test_a_standing_queue_of_admitted_work_on_the_own_port_lowers_the_limit() ->
                 ctl.started(t, 0.0)
             t += 0.005
     assert ctl.cfg.min_rate <= ctl.rate <= 200.0
-    assert ctl.congested(t)  # the UDP listener is read on a CPU budget meanwhile
     # the queue drains: the limit climbs again only once both queues are short
     low = ctl.rate
     while t < 3.0:
@@ -221,19 +220,6 @@ def test_a_standing_queue_of_admitted_work_on_the_own_port_lowers_the_limit() ->
             ctl.started(t, 0.0)
         t += 0.001
     assert ctl.rate > low
-    assert not ctl.congested(t)  # over a second without a standing queue
-
-
-def test_no_standing_queue_no_congestion_even_when_the_limit_binds() -> None:
-    """A low limit refusing a flood is not congestion: the server has CPU to spare, and reads
-    (so screens, per source) everything."""
-    ctl = AdmissionControl(_cfg(max_rate=50.0), now=0.0)
-    t = 0.0
-    while t < 3.0:
-        if ctl.decide(t, "flooder") is Verdict.ADMIT:
-            ctl.started(t, 0.001)
-        t += 0.0002
-    assert ctl.rate == 50.0 and not ctl.congested(t)
 
 
 def test_a_late_request_from_the_kernel_queue_is_never_admitted() -> None:
