@@ -305,12 +305,15 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     run = json.loads(report.read_text())
     shutil.rmtree(work, ignore_errors=True)
     k = run["kinds"]["invite" if kind == "call" else "register"]
-    good = sum(k["goodput_per_s"])
+    # Over the scheduled seconds only: retries after Retry-After go on after them, and the
+    # whole run's totals over ``duration`` overstated both rates (2x offered read as 5x).
+    window = max(1, int(duration))
+    offered, good = sum(k["offered_per_s"][:window]), sum(k["goodput_per_s"][:window])
     rej = drp = None
     if before is not None and after is not None:
         rej, drp = after[0] - before[0], after[1] - before[1]
     lat = k["latency_us"]
-    return Step(system, kind, f"{label} storm", k["sent"] / duration, good / duration,
+    return Step(system, kind, f"{label} storm", offered / window, good / window,
                 lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
                 k["retransmissions"] / max(k["sent"], 1),
                 sum(k["failures"].values()) + k["timeouts"], rej, drp, kdrops,

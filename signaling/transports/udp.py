@@ -140,13 +140,14 @@ class UdpTransport:
             # admission let in more than the server does (protocols/sip/overload.py).
             stats = self._readers[0][3]
             self.core.overload.control.admitted_waited(stats.min_wait if stats.read else 0.0)
-            stats.reset()
             sock, _, _, stats = self._readers[-1]
             size = self.queue.revise(self._loop.time(), stats)
             if size is not None:
                 # Linux doubles the value asked for (bookkeeping): ask for half.
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size // 2)
+        for _, _, _, stats in self._readers:
+            stats.reset()
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def send(self, data: bytes, peer: Peer) -> bool:
