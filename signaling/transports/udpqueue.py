@@ -17,10 +17,12 @@ again when one is lost (RFC 3261 §17.1.1.2, §17.1.2.2, §9.1).
 
 The control law, revised every tick (0.1 s) from what the reader saw (sans-I/O, ``now`` in):
 
-* pressed (a datagram read in the interval had waited longer than ``target``, or the kernel
-  dropped some): the buffer is set to what the reader actually read in ``target`` at the rate
-  of the interval, in bytes as the kernel counts them (payload plus its per-datagram
-  bookkeeping), never under ``floor``;
+* pressed (a datagram read in the interval had waited longer than ``target``): the buffer is
+  set to what the reader actually read in ``target`` at the rate of the interval, in bytes as
+  the kernel counts them (payload plus its per-datagram bookkeeping), never under ``floor``;
+* the kernel dropped datagrams while what was read had waited under target/2: the reader keeps
+  up and bursts overflow the buffer, which doubles (drops counted as pressure kept a bursty
+  sender's buffer at the floor while the server idled: the storm injector's calls at 2x);
 * calm for ``calm_time`` (nothing waited past target/2, nothing dropped): the buffer doubles
   back towards ``ceiling`` (the configured ``udp_buffer``), so bursts are absorbed whole again.
 
@@ -85,13 +87,15 @@ class ReceiveQueue:
         elapsed = max(now - self._since, 1e-6)
         dropped = (stats.dropped_total - self._dropped_seen) % 2**32  # a u32 that wraps
         self._dropped_seen = stats.dropped_total
-        pressed = stats.max_wait > self.target or dropped > 0
         size = self.size
-        if pressed and stats.read:
+        if stats.max_wait > self.target:
             per_datagram = stats.payload / stats.read + SKB_OVERHEAD
             size = int(stats.read / elapsed * self.target * per_datagram)
             self._calm_since = now
-        elif pressed or stats.max_wait > self.target / 2:
+        elif stats.max_wait > self.target / 2:
+            self._calm_since = now
+        elif dropped:
+            size = 2 * size
             self._calm_since = now
         elif now - self._calm_since >= self.calm_time:
             size = 2 * size

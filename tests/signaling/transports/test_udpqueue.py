@@ -26,15 +26,15 @@ def test_a_standing_queue_shrinks_the_buffer_to_what_is_read_within_target() -> 
     assert size == int(3000 * 0.05 * (500 + SKB_OVERHEAD)) == q.size
 
 
-def test_kernel_drops_alone_mean_pressed_and_the_counter_may_wrap() -> None:
+def test_drops_while_the_reader_keeps_up_grow_the_buffer_and_the_counter_may_wrap() -> None:
     q = ReceiveQueue(0.05, 8 * MB, now=0.0)
-    assert q.revise(0.1, _stats(10, 0.0, dropped_total=2**32 - 5)) is not None
+    q.revise(0.1, _stats(300, 0.4))  # a standing queue: shrunk
     small = q.size
-    assert small < 8 * MB
-    # the u32 wrapped: 10 more drops, still pressed, no calm doubling
-    for i in range(2, 40):
-        q.revise(i * 0.1, _stats(10, 0.0, dropped_total=(2**32 - 5 + 10 * i) % 2**32))
-        assert q.size == small
+    # bursts overflow it while what is read waited little: it doubles per interval (the u32
+    # drop count wrapped in between)
+    assert q.revise(0.2, _stats(300, 0.001, dropped_total=2**32 - 5)) == 2 * small
+    assert q.revise(0.3, _stats(300, 0.001, dropped_total=5)) == 4 * small
+    assert q.revise(0.4, _stats(300, 0.001, dropped_total=5)) is None  # no new drops, not calm
 
 
 def test_the_buffer_never_leaves_its_bounds_and_returns_to_full_when_calm() -> None:
