@@ -49,6 +49,7 @@ class Config:
     """Everything ``signaling serve`` can be told.  See ``OPTIONS`` for the documentation."""
 
     sip_udp: HostPort | None = ("0.0.0.0", 5060)
+    sip_udp_private: HostPort | None = None
     sip_ws: HostPort | None = ("0.0.0.0", 5066)
     sip_tcp: HostPort | None = None
     sip_tls: HostPort | None = None
@@ -169,6 +170,11 @@ class Config:
 # name -> (kind, help).  Kinds: hostport, str, optstr, int, float, bool, list.
 OPTIONS: dict[str, tuple[str, str]] = {
     "sip_udp": ("hostport", "SIP over UDP listener (default 0.0.0.0:5060; 'off' disables)"),
+    "sip_udp_private": ("hostport", "the server's own UDP port beside the listener (off by "
+                                    "default; e.g. 0.0.0.0:5070): our Via, Record-Route and "
+                                    "requests use it, so responses and in-dialog requests come "
+                                    "back there, read first, never queued behind new requests "
+                                    "(peers must reach it on the advertised host)"),
     "sip_ws": ("hostport", "SIP over WebSocket listener, RFC 7118 (default 0.0.0.0:5066)"),
     "sip_tcp": ("hostport", "SIP over TCP listener, RFC 3261 §18 (off by default; "
                             "e.g. 0.0.0.0:5060)"),
@@ -436,7 +442,10 @@ def _validate(cfg: Config) -> None:
     if cfg.diameter_watchdog < 6:
         raise ConfigError("diameter_watchdog: must be at least 6 seconds (RFC 3539 §3.4.1)")
     _validate_tls(cfg)
-    for hp_name in ("sip_udp", "sip_ws", "sip_tcp", "sip_tls", "sip_wss", "admin", "diameter"):
+    if cfg.sip_udp_private is not None and cfg.sip_udp is None:
+        raise ConfigError("sip_udp_private: needs sip_udp")
+    for hp_name in ("sip_udp", "sip_udp_private", "sip_ws", "sip_tcp", "sip_tls", "sip_wss",
+                    "admin", "diameter"):
         hp = getattr(cfg, hp_name)
         if hp is not None:
             _check_host(hp_name, hp[0])

@@ -164,7 +164,7 @@ class Server:
         self.core.start(tu)
         if self.cfg.sip_udp is not None:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer,
-                                       self.cfg.advertised_host())
+                                       self.cfg.advertised_host(), self.cfg.sip_udp_private)
             self.udp_address = self.udp.address
         if self.cfg.sip_ws is not None:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,

@@ -333,6 +333,7 @@ _INCREASE = 1.05
 _PEAK_DECAY = 0.99
 _HEADROOM = 2.0
 _DECREASE = 0.9
+_HALF = 0.5
 
 
 class AdmissionControl:
@@ -354,6 +355,8 @@ class AdmissionControl:
         self._admitted = 0
         self._refused = 0
         self._late = 0
+        #: The longest of the least waits of admitted work on the server's own port per tick.
+        self._admitted_wait = 0.0
         #: Share of new requests refused over the last interval (the oc value to advertise).
         self.refused_share = 0.0
         #: Intervals completed: the asyncio side updates its oc report once per interval.
@@ -435,6 +438,14 @@ class AdmissionControl:
         if now >= self._interval_end:
             self._revise(now)
 
+    def admitted_waited(self, wait: float) -> None:
+        """The least time admitted work (responses and in-dialog requests, on the server's own
+        port) waited in the kernel over a tick.  New requests arrive apart from it and are read
+        fresh, so the worker queues alone no longer show that admitted calls overload the
+        server: a standing queue of their responses does."""
+        if wait > self._admitted_wait:
+            self._admitted_wait = wait
+
     # -- the control law ----------------------------------------------------------------------
 
     def _burst(self) -> float:
@@ -462,21 +473,28 @@ class AdmissionControl:
         self.refused_share = (self._refused + self._late) / offered if offered else 0.0
         self.revisions += 1
         self._peak = max(self._peak * _PEAK_DECAY, self._started / elapsed)
-        if self._started and self._min_sojourn > cfg.target:
-            # A standing queue: admit a little less than was actually served, so it drains.
-            served = self._started / elapsed
-            self.rate = max(cfg.min_rate, min(self.rate, served) * _DECREASE)
-        elif self._min_sojourn <= cfg.target / 2:
-            if self._refused:
+        if (self._started and self._min_sojourn > cfg.target) or self._admitted_wait > cfg.target:
+            # A standing queue: admit a little less than was actually served, so it drains;
+            # at most halved per interval, since admitted calls bring their work (responses,
+            # ACK, BYE) an interval or more later: cutting to what one interval served ratcheted
+            # the limit down to min_rate and back (bench_overload, calls at 5x).
+            served = self._started / elapsed if self._started else self.rate
+            self.rate = max(cfg.min_rate, self.rate * _HALF, min(self.rate, served) * _DECREASE)
+        elif self._min_sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2:
+            if self._refused or self._late:
+                # The limit is binding: probe upwards gently.
                 self.rate = min(cfg.max_rate, self.rate * _INCREASE)
-            # Queues short: the limit keeps twice what was just served above it, so a demand
-            # that grows while the server keeps up (a client asking as fast as it is answered)
-            # is never refused for a limit set when the demand was lower.
-            served = self._started / elapsed
-            self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
+            else:
+                # Nothing refused and queues short: the limit keeps twice what was just served
+                # above it, so a demand that grows while the server keeps up is never refused
+                # for a limit set when the demand was lower.  Not while refusing: the limit
+                # jumped to twice a burst's rate and let in an overload (calls at 5x).
+                served = self._started / elapsed
+                self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
         self._interval_start = now
         self._interval_end = now + cfg.interval
         self._min_sojourn = float("inf")
+        self._admitted_wait = 0.0
         self._started = self._admitted = self._refused = self._late = 0
 
     def _roll_window(self, now: float) -> None:

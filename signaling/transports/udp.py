@@ -12,6 +12,14 @@ The socket buffers are sized at start: a burst of retransmissions or a registrat
 arrives faster than one loop iteration drains it, and the kernel default (~200 KB) drops
 datagrams before any counter can see them.  The size actually granted (capped by
 net.core.rmem_max) is logged, because the operator must raise the sysctl if it is short.
+
+The server's own port (``--sip-udp-private``, or a worker's slot port): a second socket whose
+port goes into our Via and Record-Route and which sends our requests, so that responses to them
+and every in-dialog request arrive there, apart from new requests.  It is read first, always,
+with the full buffer; the listening socket's queue is then kept short under overload
+(``signaling/transports/udpqueue.py``): the kernel drops the excess of a storm, which costs the
+server nothing, instead of the server reading it late.  Both sockets count what the kernel
+dropped (SO_RXQ_OVFL) in ``sip_overload_dropped{reason="kernel"|"kernel_private"}``.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from typing import Any
 from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
+from signaling.transports.udpqueue import QueueStats, ReceiveQueue
 from signaling.worker import inherited_socket
 
-__all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "UdpTransport", "start_udp"]
+__all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +54,16 @@ PEER_CACHE = 4096
 #: ``Peer.conn_id`` of a request that came in on a worker's slot socket, so that its
 #: responses leave from that socket (see ``UdpTransport``).
 SLOT_TAG = "slot"
+#: Seconds between revisions of the listening queue (and counts of the kernel's drops).
+TICK = 0.1
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_CMSG_SPACE = socket.CMSG_SPACE(16)
+#: Linux: each datagram read carries the socket's cumulative count of datagrams the kernel
+#: dropped because the receive buffer was full.
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+_CMSG_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 _TIMESPEC = struct.Struct("@qq")
+_U32 = struct.Struct("@I")
 
 
 class UdpTransport:
@@ -64,6 +79,10 @@ class UdpTransport:
     its predecessor's last transactions on).  A response leaves from the socket its request
     came in on (RFC 3581 §4: NATs let only that through), which a request that came in on
     ``slot_sock`` marks in its ``Peer``.
+
+    A single-process server gets the same from ``--sip-udp-private``: ``slot_sock`` is then its
+    own private port.  With either, the listening socket's receive queue is kept short under
+    overload (``ReceiveQueue``), since what must never be lost does not come in on it.
     """
 
     def __init__(self, core: SipCore, sock: socket.socket, advertise: str, *,
@@ -80,24 +99,56 @@ class UdpTransport:
         self.info = TransportInfo("udp", reliable=False, via_token="UDP", host=advertise,
                                   port=self.address[1], uri_transport=None, via_port=own,
                                   record_route_port=own)
-        #: (socket, Peer.conn_id of what it receives, its peer cache)
-        self._readers: list[tuple[socket.socket, str | None, dict[tuple[Any, ...], Peer]]] = [
-            (sock, None, {})]
+        #: (socket, Peer.conn_id of what it receives, its peer cache, what the reader saw),
+        #: the private (slot) socket first: it is read first when both are ready.
+        self._readers: list[_Reader] = [(sock, None, {}, QueueStats())]
         if slot_sock is not None:
-            self._readers.append((slot_sock, SLOT_TAG, {}))
+            self._readers.insert(0, (slot_sock, SLOT_TAG, {}, QueueStats()))
         self._reading: set[int] = set()
+        self._kernel_seen = [0] * len(self._readers)
+        #: The listening socket's queue control; only with a private port (see the class
+        #: docstring), else responses would be among what the kernel drops.
+        self.queue: ReceiveQueue | None = None
+        if slot_sock is not None:
+            self.queue = ReceiveQueue(core.cfg.overload_target,
+                                      sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                                      now=self._loop.time())
+        self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
-        for sock, tag, peers in self._readers:
+        for sock, tag, peers, stats in self._readers:
             if sock.fileno() not in self._reading:
-                self._loop.add_reader(sock.fileno(), self._readable, sock, tag, peers)
+                self._loop.add_reader(sock.fileno(), self._readable, sock, tag, peers, stats)
                 self._reading.add(sock.fileno())
 
     def pause_reading(self) -> None:
-        for sock, _, _ in self._readers:
+        for sock, _, _, _ in self._readers:
             if sock.fileno() in self._reading:
                 self._loop.remove_reader(sock.fileno())
                 self._reading.discard(sock.fileno())
+
+    def _revise(self) -> None:
+        """Every ``TICK``: count the kernel's drops, resize the listening queue."""
+        for i, (_, tag, _, stats) in enumerate(self._readers):
+            new = (stats.dropped_total - self._kernel_seen[i]) % 2**32  # a u32 that wraps
+            if new:
+                self._kernel_seen[i] = stats.dropped_total
+                self.core.overload.c_dropped.inc(
+                    "kernel_private" if tag == SLOT_TAG else "kernel", "unknown", amount=new)
+        if self.queue is not None:
+            # What waits on the private port is admitted work: a standing queue there means
+            # admission let in more than the server does (protocols/sip/overload.py).
+            stats = self._readers[0][3]
+            self.core.overload.control.admitted_waited(stats.min_wait if stats.read else 0.0)
+            sock, _, _, stats = self._readers[-1]
+            size = self.queue.revise(self._loop.time(), stats)
+            if size is not None:
+                # Linux doubles the value asked for (bookkeeping): ask for half.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size // 2)
+        for _, _, _, stats in self._readers:
+            stats.reset()
+        self._tick = self._loop.call_later(TICK, self._revise)
 
     def send(self, data: bytes, peer: Peer) -> bool:
         sock = self.sock
@@ -116,7 +167,7 @@ class UdpTransport:
         return True  # handed to the kernel or lost as UDP may lose it: counted above
 
     def _readable(self, sock: socket.socket, tag: str | None,
-                  peers: dict[tuple[Any, ...], Peer]) -> None:
+                  peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
         recvmsg = sock.recvmsg
         receive = self.core.receive
         for _ in range(READ_BATCH):
@@ -130,9 +181,18 @@ class UdpTransport:
                 continue
             waited = 0.0
             for level, kind, value in ancillary:
-                if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(value)
-                    waited = time.time() - (sec + nsec * 1e-9)
+                if level == _SOL_SOCKET:
+                    if kind == _SO_TIMESTAMPNS:
+                        sec, nsec = _TIMESPEC.unpack_from(value)
+                        waited = time.time() - (sec + nsec * 1e-9)
+                    elif kind == _SO_RXQ_OVFL:
+                        stats.dropped_total = _U32.unpack_from(value)[0]
+            stats.read += 1
+            stats.payload += len(data)
+            if waited > stats.max_wait:
+                stats.max_wait = waited
+            if waited < stats.min_wait:
+                stats.min_wait = waited
             peer = peers.get(addr)
             if peer is None:
                 peer = self._new_peer(peers, addr, tag)
@@ -148,9 +208,21 @@ class UdpTransport:
 
     def close(self) -> None:
         self.pause_reading()
+        self._tick.cancel()
         self.core.transports.remove(self.info.name)
-        for sock, _, _ in self._readers:
+        for sock, _, _, _ in self._readers:
             sock.close()
+
+
+_Reader = tuple[socket.socket, str | None, dict[tuple[Any, ...], Peer], QueueStats]
+
+
+def _prepare(sock: socket.socket, buffer_size: int) -> tuple[int, int]:
+    """Arrival stamps and kernel drop counts on every datagram read; buffers sized."""
+    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    with contextlib.suppress(OSError):  # not Linux: no drop count, the rest works
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+    return _size_buffers(sock, buffer_size)
 
 
 def _size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
@@ -161,31 +233,44 @@ def _size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
 
 
-async def start_udp(core: SipCore, listen: HostPort, buffer_size: int,
-                    advertise: str) -> UdpTransport:
-    host, port = listen
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # A supervised worker reads its supervisor's socket (signaling/supervisor.py).
-    inherited = inherited_socket("sip_udp", family, socket.SOCK_DGRAM)
+def _bound(inherited: socket.socket | None, family: int, address: HostPort,
+           buffer_size: int) -> tuple[socket.socket, tuple[int, int]]:
     sock = inherited or socket.socket(family, socket.SOCK_DGRAM)
     try:
         # No SO_REUSEADDR: on a UDP socket it lets a second server bind a port another one
         # holds and silently take part of its traffic.  A taken port is an error (exit 1).
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        rcv, snd = _size_buffers(sock, buffer_size)
+        sizes = _prepare(sock, buffer_size)
         if inherited is None:
-            sock.bind((host, port))
+            sock.bind(address)
         sock.setblocking(False)
     except OSError:
         sock.close()
         raise
-    slot_sock = inherited_socket("sip_udp_slot", family, socket.SOCK_DGRAM)
-    if slot_sock is not None:
-        slot_sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        _size_buffers(slot_sock, buffer_size)
+    return sock, sizes
+
+
+async def start_udp(core: SipCore, listen: HostPort, buffer_size: int, advertise: str,
+                    private: HostPort | None = None) -> UdpTransport:
+    """The listener on ``listen``; with ``private``, the server's own port beside it (a
+    supervised worker has its slot's instead: ``private`` is then not used)."""
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    # A supervised worker reads its supervisor's sockets (signaling/supervisor.py).
+    sock, (rcv, snd) = _bound(inherited_socket("sip_udp", family, socket.SOCK_DGRAM), family,
+                              listen, buffer_size)
+    slot_sock: socket.socket | None = None
+    inherited_slot = inherited_socket("sip_udp_slot", family, socket.SOCK_DGRAM)
+    try:
+        if inherited_slot is not None or private is not None:
+            slot_sock, _ = _bound(inherited_slot, family, private or listen, buffer_size)
+    except OSError:
+        sock.close()
+        raise
     transport = UdpTransport(core, sock, advertise, slot_sock=slot_sock)
     core.transports.add(transport)
     transport.resume_reading()
     log.info("SIP UDP listening on %s:%s (receive buffer %d bytes, send buffer %d bytes, "
              "requested %d)", transport.address[0], transport.address[1], rcv, snd, buffer_size)
+    if slot_sock is not None and inherited_slot is None:
+        log.info("SIP UDP private port %s (Via, Record-Route, requests sent)",
+                 slot_sock.getsockname()[1])
     return transport

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.serverproc import ServerProcess
+from harness.serverproc import ServerProcess, free_udp_port
 from protocols.sip.message import Response
 from protocols.sip.overload import parse_report
 from protocols.sip.parser import parse_message
@@ -98,14 +98,27 @@ class _Flood:
                 self.latencies.append(time.monotonic() - sent)
 
 
-@pytest.fixture
-def limited() -> Iterator[ServerProcess]:
-    srv = ServerProcess("--overload-max-rate", "50", "--log-level", "warning", ws=False).start()
+def _limited(*extra: str) -> Iterator[ServerProcess]:
+    srv = ServerProcess("--overload-max-rate", "50", "--log-level", "warning", *extra,
+                        ws=False).start()
     try:
         yield srv
     finally:
         assert srv.stop() == 0
         assert "Traceback" not in srv.log, srv.log[-3000:]
+
+
+@pytest.fixture
+def limited() -> Iterator[ServerProcess]:
+    yield from _limited()
+
+
+@pytest.fixture(params=[False, True], ids=["listener", "private-port"])
+def limited_any(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """With and without --sip-udp-private (where the listening socket's kernel queue is kept
+    short under overload, signaling/transports/udpqueue.py)."""
+    extra = ("--sip-udp-private", f"127.0.0.1:{free_udp_port()}") if request.param else ()
+    yield from _limited(*extra)
 
 
 def test_raw_screen_finds_new_work_only() -> None:
@@ -239,7 +252,9 @@ async def test_made_up_in_dialog_requests_are_refused_like_new_work(
         await callee.close()
 
 
-async def test_a_flood_from_one_source_does_not_starve_another(limited: ServerProcess) -> None:
+async def test_a_flood_from_one_source_does_not_starve_another(
+        limited_any: ServerProcess) -> None:
+    limited = limited_any
     with _Flood(limited.udp_port, "127.0.0.2", rate=5000, seconds=5.0) as flood:
         await asyncio.sleep(1.0)
         with _Flood(limited.udp_port, "127.0.0.3", rate=20, seconds=3.0) as polite:

@@ -200,6 +200,28 @@ def test_limit_recovers_when_queue_is_short_and_requests_are_refused() -> None:
     assert ctl.rate == 400.0  # climbed to the cap, about +5% per interval
 
 
+def test_a_standing_queue_of_admitted_work_on_the_own_port_lowers_the_limit() -> None:
+    """New requests read fresh and started at once, but the responses and in-dialog requests
+    of admitted calls wait 200 ms in the kernel: the server admits more than it finishes."""
+    ctl = AdmissionControl(_cfg(initial_rate=1000.0), now=0.0)
+    t = 0.0
+    for _ in range(5):  # 200/s started, each at once
+        ctl.admitted_waited(0.2)
+        for _ in range(20):
+            if ctl.decide(t, "a") is Verdict.ADMIT:
+                ctl.started(t, 0.0)
+            t += 0.005
+    assert ctl.cfg.min_rate <= ctl.rate <= 200.0
+    # the queue drains: the limit climbs again only once both queues are short
+    low = ctl.rate
+    while t < 3.0:
+        ctl.admitted_waited(0.001)
+        if ctl.decide(t, "a") is Verdict.ADMIT:
+            ctl.started(t, 0.0)
+        t += 0.001
+    assert ctl.rate > low
+
+
 def test_a_late_request_from_the_kernel_queue_is_never_admitted() -> None:
     ctl = AdmissionControl(_cfg(max_receive_delay=0.25), now=0.0)
     assert ctl.decide(0.0, "a", waited=0.3) is Verdict.DROP  # a REGISTER: dropped

@@ -81,3 +81,77 @@ async def test_peers_are_reused_per_address_and_the_cache_stays_bounded() -> Non
         assert cached.port in {p.port for p in peers}
         for peer in peers:
             peer.close()
+
+
+async def test_responses_and_in_dialog_requests_use_the_private_port_never_the_stalled_one(
+        ) -> None:
+    """With --sip-udp-private our Via and Record-Route name the private port, so a call's
+    responses and in-dialog requests arrive there and complete while the listening socket is
+    not read at all and its kernel queue overflows; the kernel's drops are counted."""
+    import asyncio
+
+    from protocols.sip.message import SipURI
+    from tests.peers.sipua import UdpUA
+
+    async with running_server(sip_udp_private="127.0.0.1:0") as srv:
+        assert srv.udp is not None and srv.udp.slot_sock is not None
+        public = srv.udp.address[1]
+        private = srv.udp.slot_sock.getsockname()[1]
+        assert private != public
+        caller = await UdpUA("alice", "127.0.0.1", public).start()
+        callee = await UdpUA("bob", "127.0.0.1", public).start()
+        flooder = await UdpPeer.open()
+        try:
+            await callee.send(callee.register())
+            await callee.response(200, "REGISTER")
+            invite = caller.invite("bob")
+            await caller.send(invite)
+            got = await callee.request("INVITE")
+            assert got.vias[0].port == private  # §18.2.2: responses go to the Via's port
+            rr = got.record_routes[0].uri
+            assert isinstance(rr, SipURI) and rr.port == private  # in-dialog requests come here
+            # The listening socket is no longer read and its queue overflows (a storm).
+            loop = asyncio.get_running_loop()
+            fd = srv.udp.sock.fileno()
+            loop.remove_reader(fd)
+            srv.udp._reading.discard(fd)
+            srv.udp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            for i in range(300):
+                flooder.send(b"OPTIONS sip:x SIP/2.0\r\nCall-ID: storm-%d\r\n\r\n" % i, public)
+            callee.server_port = private  # a UA answers to the top Via (§18.2.2)
+            await callee.send(callee.reply(got, 180, tag="c1"))
+            await caller.response(180)
+            await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
+            ok = await caller.response(200)
+            leg = caller.uac_leg(invite, ok)
+            route = leg.routes[0].uri
+            assert isinstance(route, SipURI) and route.port == private
+            caller.server_port = private  # the first Route (§12.2.1.1, loose routing)
+            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+            await callee.request("ACK")
+            await caller.send(caller.in_dialog(leg, "BYE"))
+            bye = await callee.request("BYE")
+            await callee.send(callee.reply(bye, 200))
+            await caller.response(200, "BYE")
+            # Read again.  A datagram carries the drop count as of its own arrival, so the
+            # count shows with the first one that arrives after the queue was drained.
+            srv.udp.resume_reading()
+            dropped = srv.core.overload.c_dropped
+            for _ in range(100):
+                if dropped.get("kernel", "unknown"):
+                    break
+                flooder.send(b"\r\n\r\n", public)  # a keepalive: itself a counted drop
+                await asyncio.sleep(0.05)
+            assert dropped.get("kernel", "unknown") > 0
+            assert dropped.get("kernel_private", "unknown") == 0
+        finally:
+            await caller.close()
+            await callee.close()
+            flooder.close()
+
+
+async def test_without_a_private_port_the_listening_queue_is_left_alone() -> None:
+    async with running_server() as srv:
+        assert srv.udp is not None
+        assert srv.udp.slot_sock is None and srv.udp.queue is None
+

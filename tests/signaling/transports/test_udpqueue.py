@@ -1,0 +1,67 @@
+"""The listening socket's queue control law (signaling/transports/udpqueue.py), clock in."""
+
+from __future__ import annotations
+
+from signaling.transports.udpqueue import SKB_OVERHEAD, QueueStats, ReceiveQueue
+
+MB = 1024 * 1024
+
+
+def _stats(read: int, wait: float, dropped_total: int = 0, payload: int = 500) -> QueueStats:
+    return QueueStats(read=read, payload=read * payload, max_wait=wait,
+                      dropped_total=dropped_total)
+
+
+def test_the_full_buffer_is_kept_while_nothing_waits() -> None:
+    q = ReceiveQueue(0.05, 8 * MB)
+    for i in range(1, 30):
+        assert q.revise(i * 0.1, _stats(100, 0.001)) is None
+    assert q.size == 8 * MB
+
+
+def test_a_standing_queue_shrinks_the_buffer_to_what_is_read_within_target() -> None:
+    q = ReceiveQueue(0.05, 8 * MB)
+    # 300 datagrams of 500 bytes read in 0.1 s (3,000/s) that had waited 0.4 s
+    size = q.revise(0.1, _stats(300, 0.4))
+    assert size == int(3000 * 0.05 * (500 + SKB_OVERHEAD)) == q.size
+
+
+def test_drops_while_the_reader_keeps_up_grow_the_buffer_and_the_counter_may_wrap() -> None:
+    q = ReceiveQueue(0.05, 8 * MB, now=0.0)
+    q.revise(0.1, _stats(300, 0.4))  # a standing queue: shrunk
+    small = q.size
+    # bursts overflow it while what is read waited little: it doubles per interval (the u32
+    # drop count wrapped in between)
+    assert q.revise(0.2, _stats(300, 0.001, dropped_total=2**32 - 5)) == 2 * small
+    assert q.revise(0.3, _stats(300, 0.001, dropped_total=5)) == 4 * small
+    assert q.revise(0.4, _stats(300, 0.001, dropped_total=5)) is None  # no new drops, not calm
+
+
+def test_the_buffer_never_leaves_its_bounds_and_returns_to_full_when_calm() -> None:
+    q = ReceiveQueue(0.05, 8 * MB, floor=128 * 1024, calm_time=1.0)
+    q.revise(0.1, _stats(1, 5.0))  # one datagram, very late: the rate says a few bytes
+    assert q.size == 128 * 1024
+    t, sizes = 0.1, []
+    for _ in range(40):
+        t += 0.1
+        q.revise(t, _stats(50, 0.001))
+        sizes.append(q.size)
+    assert all(128 * 1024 <= s <= 8 * MB for s in sizes)
+    assert sizes[:8] == [128 * 1024] * 8  # calm for a second first: no flapping
+    assert sizes[-1] == 8 * MB
+
+
+def test_a_wait_near_target_is_not_calm() -> None:
+    q = ReceiveQueue(0.05, 8 * MB, calm_time=0.5)
+    q.revise(0.1, _stats(300, 0.4))
+    small = q.size
+    for i in range(2, 30):
+        q.revise(i * 0.1, _stats(300, 0.03))  # above target/2: the queue is still working
+    assert q.size == small
+
+
+def test_the_interval_statistics_are_reset_but_not_the_drop_total() -> None:
+    q = ReceiveQueue(0.05, 8 * MB)
+    stats = _stats(300, 0.4, dropped_total=7)
+    q.revise(0.1, stats)
+    assert (stats.read, stats.payload, stats.max_wait, stats.dropped_total) == (0, 0, 0.0, 7)
