@@ -63,6 +63,7 @@ class Config:
     tcp_max_connections: int = 10_000
     tcp_max_per_source: int = 100
     tcp_idle_timeout: float = 300.0
+    flow_timer: int = 120
     server_header: str = "signaling"
     admin: HostPort | None = ("127.0.0.1", 8081)
     admin_token: str | None = None
@@ -196,6 +197,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "tcp_max_per_source": ("int", "bound on SIP connections from one IP address"),
     "tcp_idle_timeout": ("float", "seconds a SIP connection may stay silent before it is "
                                   "closed (clients keep it with CRLF pings, RFC 5626)"),
+    "flow_timer": ("int", "seconds between the keep-alives an RFC 5626 client is asked for "
+                          "(Flow-Timer); a UDP flow silent for twice as long has failed"),
     "server_header": ("str", "Server header of the answers this server makes; 'off' for "
                              "none (RFC 3261 §20.35)"),
     "admin": ("hostport", "REST admin API and /metrics (default 127.0.0.1:8081)"),
@@ -406,6 +409,7 @@ def _validate(cfg: Config) -> None:
         (cfg.tcp_max_connections >= 1 and cfg.tcp_max_per_source >= 1,
          "tcp_max_connections, tcp_max_per_source: must be positive"),
         (cfg.tcp_idle_timeout > 0, "tcp_idle_timeout: must be positive"),
+        (1 <= cfg.flow_timer <= 3600, "flow_timer: must be between 1 and 3600 seconds"),
         (all(c.isprintable() for c in cfg.server_header) and len(cfg.server_header) <= 200,
          "server_header: must be printable text of at most 200 characters"),
         (cfg.auth in ("on", "off"), "auth: must be 'on' or 'off'"),

@@ -44,6 +44,12 @@ class Hops:
     async def binding_target(self, b: Binding) -> Target | None:
         uri = parse_uri(b.contact)
         path = tuple(map(parse_name_addr, b.path))  # checked by the registrar
+        if b.reach_source and b.transport == "udp" and not path:
+            # Behind NAT (protocols.sip.outbound.behind_nat): to the address the REGISTER came
+            # from, from the socket it came to; the Request-URI stays the Contact.
+            host, _, port = b.source.rpartition(":")
+            if host:
+                return Target(uri, Peer("udp", host, int(port), b.connection_id))
         if b.connection_id is not None:
             # Registered over a connection (RFC 7118 §5, RFC 5626 §5.3 flows): reached over
             # that same connection, to the UA or to the edge proxy of its Path.

@@ -64,6 +64,7 @@ from signaling.dialogs import (
 )
 from signaling.dialogshare import SharedDialogs
 from signaling.fanout import cap_per_destination
+from signaling.flows import Reach, gruu_codec
 from signaling.forwarding import response_bytes
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
@@ -122,6 +123,7 @@ class Proxy:
         self.on_dialog_ended = on_dialog_ended
         self.transports = core.transports
         self.hops = Hops(self.transports, node_id, self._is_me)
+        self.reach = Reach(self.hops, self.transports, node_id, core.flows, gruu_codec(cfg))
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
@@ -228,7 +230,7 @@ class Proxy:
             # A preloaded Route for a user of ours (§16.5, §16.6 steps 6-7): the location
             # service gives the Request-URI, the Route stays the next hop.  A user without
             # bindings here is left to the proxy the Route names.
-            found = await self._lookup(work, aor_of(uri))
+            found = await self._lookup(work, uri)
             if found is None:
                 return []
             return [Target(t.uri, route.peer) for t in found] or [route]
@@ -242,12 +244,13 @@ class Proxy:
         if uri.user is None:
             self._reply(work, 404, "No user in Request-URI")
             return []
-        return await self._user_targets(work, aor_of(uri))
+        return await self._user_targets(work, uri)
 
-    async def _user_targets(self, work: Work, aor: str) -> list[Target]:
-        targets = await self._lookup(work, aor)
+    async def _user_targets(self, work: Work, uri: SipURI) -> list[Target]:
+        targets = await self._lookup(work, uri)
         if targets is None or targets:
             return targets or []
+        aor = aor_of(uri)
         try:
             known = await self.registry.known_user(aor)
         except RegistryError:
@@ -257,17 +260,21 @@ class Proxy:
         self._reply(work, 480 if known else 404)
         return []
 
-    async def _lookup(self, work: Work, aor: str) -> list[Target] | None:
-        """The targets of the user's bindings (§16.5); None when the registry failed and the
-        request was answered 503."""
+    async def _lookup(self, work: Work, uri: SipURI) -> list[Target] | None:
+        """The targets of the user's bindings (§16.5; outbound flows, GRUUs, NAT: flows.py);
+        None when the request was answered (503 registry failed, 404 bad temp-gruu, 430
+        every flow failed, 480 GRUU's instance not registered)."""
+        aor = self.reach.aor(uri)
         try:
-            bindings = await self.registry.lookup(aor, time.time())
+            bindings = await self.registry.lookup(aor, time.time()) if aor else []
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return None
-        targets = [t for t in [await self.hops.binding_target(b) for b in bindings]
-                   if t is not None]
-        targets, dropped = cap_per_destination(targets, self.cfg.max_forks_per_host,
+        found = await self.reach.targets(uri, bindings) if aor else 404
+        if isinstance(found, int):
+            self._reply(work, found)
+            return None
+        targets, dropped = cap_per_destination(found, self.cfg.max_forks_per_host,
                                                _destination)
         if dropped:
             self.c_proxy.inc("fork_capped")

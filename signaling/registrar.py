@@ -39,11 +39,20 @@ from typing import TypeVar
 
 from protocols.sip.builders import make_response
 from protocols.sip.errors import RemoteProtocolError
+from protocols.sip.gruu import GruuCodec, pub_gruu
 from protocols.sip.message import URI, NameAddr, Request, SipURI
+from protocols.sip.outbound import (
+    behind_nat,
+    has_ob,
+    instance_urn,
+    option_tags,
+    outbound_contact,
+)
 from protocols.sip.parser import parse_name_addr, split_list
 from protocols.sip.summary import response_summary
 from protocols.sip.uri import aor_of, unescape
 from signaling.auth.policy import Authenticator
+from signaling.flows import gruu_codec
 from signaling.metrics import Metrics
 from signaling.registry.base import (
     Binding,
@@ -114,6 +123,9 @@ class Registrar:
         self.default_expires = cfg.default_expires
         self.max_contact_length = cfg.max_contact_length
         self.udp_answer_limit = cfg.udp_answer_limit
+        #: RFC 5626 §5.4: the keep-alive interval a flow's 200 asks for.
+        self._flow_timer = str(cfg.flow_timer)
+        self.gruu: GruuCodec = gruu_codec(cfg)
         self._warning = f'399 {node_id} "Binding list cut over UDP: query over WebSocket"'
         self.c_full = metrics.fast_counter("registry_full",
                                            "REGISTERs refused 503 by a registry bound",
@@ -183,11 +195,16 @@ class Registrar:
             bindings: list[Binding] = []
         else:
             path = _path(req)
-            changes = [self._change(req, c, peer, path) for c in req.contacts]   # step 7
+            flows = _flows(req, path)
+            flow = flows[0] if flows else None
+            changes = [self._change(req, c, peer, path, c is flow)
+                       for c in req.contacts]                                   # step 7
             call = self.registry.register(aor, req.call_id, req.cseq.seq, changes, now)
             bindings = await (self._timed("register", call) if self.timed else call)
             if changes and self.on_event is not None:
                 self.on_event("register", aor, bindings)
+            if flows and peer.transport == "udp" and not path:
+                self.core.flows.seen(peer.host, peer.port)  # a REGISTER shows the flow alive
         return bindings, now
 
     def _tail(self, req: Request, bindings: list[Binding], now: float,
@@ -195,15 +212,39 @@ class Registrar:
         """The 200's wire form after its CSeq (``stateless_tail``): step 8's list and Date."""
         # Step 8: every binding, as str(NameAddr(uri, params={"expires": ...})) renders it; a
         # binding stores its URI's wire text, which is what str() of the parsed URI gives.
-        contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
-                            for b in bindings])
-        if req.extra and _wants_path(req):
+        tags = option_tags(req, "Supported") if req.extra else _NO_TAGS
+        if tags:
+            contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
+                                f"{self._instance_params(b, tags)}" for b in bindings])
+        else:
+            contacts = "".join([f"\r\nContact: <{b.contact}>;expires={b.remaining(now)}"
+                                for b in bindings])
+        if "path" in tags:
             # RFC 3327 §5.3: the Path of this REGISTER, in order, back to the UA.
             contacts += "".join([f"\r\nPath: {p}" for p in _path(req)])
+        if "outbound" in tags and _flows(req, _path(req)):
+            # RFC 5626 §6: the registrar applied outbound to this REGISTER; §5.4: how often
+            # the flow's keep-alives should come.
+            contacts += f"\r\nRequire: outbound\r\nFlow-Timer: {self._flow_timer}"
         date = self._date_tail(now) if extra is None else stateless_tail(
             [*extra, ("Date", email.utils.formatdate(int(now), usegmt=True)),
              *self.core.answer_headers])
         return contacts.encode("utf-8", "surrogateescape") + date
+
+    def _instance_params(self, b: Binding, tags: set[str]) -> str:
+        """A binding's instance in the 200: ``+sip.instance`` and ``reg-id`` echoed (RFC 5626
+        §6), and its GRUUs when the REGISTER supports them (RFC 5627 §5)."""
+        urn = instance_urn(b.instance)
+        if urn is None:
+            return ""
+        out = f';+sip.instance="<{urn}>"'
+        if b.reg_id is not None:
+            out += f";reg-id={b.reg_id}"
+        if "gruu" in tags:
+            domain = b.aor.partition("@")[2] or b.aor.partition(":")[2]
+            out += (f';pub-gruu="{pub_gruu(b.aor, urn)}"'
+                    f';temp-gruu="{self.gruu.temp_gruu(b.aor, urn, b.call_id, domain)}"')
+        return out
 
     def _date_tail(self, now: float) -> bytes:
         """``Date`` (§10.3 step 8) and the end of the 200, encoded once a second."""
@@ -241,7 +282,7 @@ class Registrar:
             self.on_event("unregister", aor, [])
 
     def _change(self, req: Request, contact: NameAddr, peer: Peer,
-                path: tuple[str, ...] = ()) -> ContactChange:
+                path: tuple[str, ...] = (), flow: bool = False) -> ContactChange:
         expires = self._expires(req, contact)
         uri = contact.uri
         raw = uri.raw  # str(uri) without the __str__ call: the wire text the parser kept
@@ -253,13 +294,24 @@ class Registrar:
         instance = contact.params.get("+sip.instance")
         if instance is not None and len(instance) > _MAX_ID_LENGTH:
             raise RegistrarReject(400, "+sip.instance too long")
-        reg_id = contact.params.get("reg-id")
+        key = contact_key(uri)
+        reg_id = None
+        direct_udp = peer.transport == "udp" and not path
+        if flow:
+            # RFC 5626 §6: the binding is the flow of (instance, reg-id), whatever its Contact:
+            # a new REGISTER on the same reg-id replaces it.  Over UDP the flow is the source.
+            reg_id = int(contact.params["reg-id"] or 0)
+            key = f"{instance_urn(instance)};reg-id={reg_id}"
+            reach_source = direct_udp
+        else:
+            reach_source = direct_udp and behind_nat(uri, req.vias[0], (peer.host, peer.port))
+        if reg_id is not None and reg_id > _MAX_UINT32:
+            raise RegistrarReject(400, "Malformed reg-id parameter")
         return ContactChange(
             contact=uri_text, expires=expires, q=q, transport=peer.transport,
             source=f"{peer.host}:{peer.port}", connection_id=peer.conn_id,
             node=self.node_id if peer.conn_id else None,
-            instance=instance, reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
-            path=path, key=contact_key(uri),
+            instance=instance, reg_id=reg_id, path=path, key=key, reach_source=reach_source,
         )
 
     def _expires(self, req: Request, contact: NameAddr) -> int:
@@ -310,9 +362,22 @@ def _path(req: Request) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _wants_path(req: Request) -> bool:
-    return any(t.strip().lower() == "path"
-               for v in req.headers("Supported") for t in v.split(","))
+_NO_TAGS: set[str] = set()
+
+
+def _flows(req: Request, path: tuple[str, ...]) -> list[NameAddr]:
+    """The Contacts of this REGISTER that register an RFC 5626 flow (§6)."""
+    if not req.extra:
+        return []
+    flows = [c for c in req.contacts if outbound_contact(req, c)]
+    if len(flows) > 1:
+        # §6: "more than one Contact header field value with a reg-id": 400.
+        raise RegistrarReject(400, "More than one Contact with reg-id")
+    if flows and path and not has_ob(parse_name_addr(path[0])):
+        # §6: the edge proxy that added the first Path value does not do outbound, so the
+        # flow it would have to keep does not exist.
+        raise RegistrarReject(439, "First Hop Lacks Outbound Support")
+    return flows
 
 
 def _reject_for(exc: RegistryError) -> RegistrarReject:

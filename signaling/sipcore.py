@@ -58,6 +58,7 @@ from protocols.sip.txtable import TransactionTable, TransactionTableFull
 from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
+from signaling.flows import FlowTable
 from signaling.metrics import Metrics
 from signaling.overload import Overload, Verdict
 from signaling.transports.base import Peer, Transports
@@ -74,7 +75,8 @@ KNOWN_METHODS = frozenset({
     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
 })
 #: Option tags this server implements (Require/Proxy-Require, §8.2.2.3 and §16.3 step 5).
-SUPPORTED_EXTENSIONS = frozenset({"path"})
+#: RFC 3327 Path, RFC 5626 outbound, RFC 5627 gruu (signaling/flows.py).
+SUPPORTED_EXTENSIONS = frozenset({"gruu", "outbound", "path"})
 ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, INFO, REFER, "
          "MESSAGE, UPDATE")
 
@@ -177,6 +179,9 @@ class SipCore:
         self.accepting = True
         #: Per-source rate limit and blocks (signaling.auth.guard), checked before parsing.
         self.guard = guard
+        #: RFC 5626 UDP flows' last keep-alive: the UDP transport and the registrar write it,
+        #: the proxy reads it (signaling/flows.py).
+        self.flows = FlowTable(cfg.flow_timer)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,6 +217,9 @@ class SipCore:
                                      ["reason"])
         self.c_reject = m.fast_counter("sip_rejected", "Malformed SIP requests answered",
                                        ["status"])
+        self.c_keepalive = m.fast_counter("sip_stun_keepalives",
+                                          "STUN Binding requests answered on the SIP UDP port "
+                                          "(RFC 5626 §8 keep-alives)")
         self.c_shed = m.fast_counter("sip_shed", "New SIP requests shed with 503", ["reason"])
         self.c_errors = m.fast_counter("handler_errors", "Unexpected errors in SIP workers")
         m.callback_gauge("queue_depth", "Requests waiting per worker shard", ["shard"],

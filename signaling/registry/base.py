@@ -135,6 +135,7 @@ class ContactChange(msgspec.Struct, frozen=True):
     reg_id: int | None = None
     path: tuple[str, ...] = ()
     key: str = ""
+    reach_source: bool = False
 
 
 #: A contact URI's wire text as a binding stores it.  Checked when a binding is decoded from a
@@ -160,6 +161,10 @@ class Binding(msgspec.Struct, frozen=True):
     reg_id: int | None = None
     path: tuple[str, ...] = ()
     key: str = ""
+    #: Reached at ``source`` rather than at ``contact``: an RFC 5626 UDP flow, or a client
+    #: behind NAT (``protocols.sip.outbound.behind_nat``).  A field added with its default, so
+    #: bindings stored before it (Redis) decode as reached at their Contact, as they were.
+    reach_source: bool = False
 
     def remaining(self, now: float) -> int:
         """Seconds left, as the 200 OK's ``expires`` parameter (§10.3 step 8), never negative."""
@@ -181,6 +186,7 @@ def make_binding(
         connection_id=change.connection_id, node=change.node, instance=change.instance,
         reg_id=change.reg_id, path=change.path,
         key=change.key or change.contact,  # binding_key, without the call (every REGISTER)
+        reach_source=change.reach_source,
     )
 
 

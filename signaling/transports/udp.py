@@ -32,6 +32,7 @@ import struct
 import time
 from typing import Any
 
+from protocols import stun
 from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
@@ -193,10 +194,27 @@ class UdpTransport:
                 stats.max_wait = waited
             if waited < stats.min_wait:
                 stats.min_wait = waited
+            if data[:1] < b"A":  # no SIP message starts below "A" (a method, "SIP/2.0")
+                self._not_sip(sock, data, addr)
+                continue
             peer = peers.get(addr)
             if peer is None:
                 peer = self._new_peer(peers, addr, tag)
             receive(data, peer, waited)
+
+    def _not_sip(self, sock: socket.socket, data: bytes, addr: tuple[Any, ...]) -> None:
+        """RFC 5626 §8: STUN Binding requests share the SIP port as keep-alives; each is
+        answered with the source address seen (XOR-MAPPED-ADDRESS) and marks the flow alive.
+        Anything else below "A" (a CRLF keep-alive, which UDP flows do not use, or garbage)
+        is a counted drop, as an unparsable datagram is."""
+        answer = stun.answer(data, addr[0], addr[1])
+        if answer is None:
+            self.core.c_drop.inc("not_sip" if not stun.is_stun(data) else "stun_invalid")
+            return
+        self.core.flows.seen(addr[0], addr[1])
+        self.core.c_keepalive.inc()
+        with contextlib.suppress(OSError):
+            sock.sendto(answer, addr)
 
     def _new_peer(self, peers: dict[tuple[Any, ...], Peer], addr: tuple[Any, ...],
                   tag: str | None) -> Peer:
