@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from protocols import stun
 from protocols.sip.builders import make_response
 from protocols.sip.framing import PING, SipStream
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
@@ -215,13 +216,18 @@ class UdpUA(UA):
         super().__init__(user, server_host, server_port)
         self._transport: asyncio.DatagramTransport | None = None
         self.port = 0
+        #: STUN answers to keep-alives this UA sent (RFC 5626 §8), beside the SIP messages.
+        self.stun: list[bytes] = []
 
     async def start(self) -> UdpUA:
         ua = self
 
         class _Proto(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-                ua._deliver(data)
+                if stun.is_stun(data):
+                    ua.stun.append(data)
+                else:
+                    ua._deliver(data)
 
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(_Proto,
