@@ -4,10 +4,16 @@ is gone, 430 when none is left), GRUUs (RFC 5627) and clients behind NAT, over r
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from harness.serverproc import ServerProcess, free_udp_port, options, sip_request
 from protocols import stun
 from protocols.sip.message import NameAddr, Request, Response, SipURI
 from protocols.sip.uri import parse_uri
@@ -335,3 +341,156 @@ async def test_options_lists_the_new_option_tags(tag: str) -> None:
             assert tag in (ok.header("Supported") or "")
         finally:
             await ua.close()
+
+
+# --- behind Kamailio as an edge proxy (RFC 3327 Path) -------------------------------------------
+
+#: Kamailio as the edge proxy in front of our registrar (written for this test): a REGISTER
+#: gets a Path with the address it came from (``add_path_received``, RFC 3327 §5.1) and goes on
+#: to us; a request from us carries that Path as its Route and the edge sends it on to the
+#: phone (the path module's ``use_received``), record-routing INVITEs so the dialog stays on
+#: the edge; anything else from a phone goes on to us.
+KAMAILIO_EDGE = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+tcp_children=1
+disable_tcp=yes
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "path.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+modparam("path", "use_received", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            t_relay();
+        }} else if (!is_method("ACK")) {{
+            sl_send_reply("404", "Not here");
+        }}
+        exit;
+    }}
+    if (is_method("REGISTER")) {{
+        add_path_received();
+        $du = "sip:127.0.0.1:{core}";
+        t_relay();
+        exit;
+    }}
+    # A request from the core carries the Path as its Route: loose_route consumes it and the
+    # path module points $du at the phone (the Path's received).  Nothing set it: a request
+    # from a phone, for the core.
+    loose_route();
+    if ($du == $null) {{
+        $du = "sip:127.0.0.1:{core}";
+    }}
+    if (is_method("INVITE")) {{
+        record_route();
+    }}
+    t_relay();
+}}
+"""
+
+
+class Kamailio:
+    """A Kamailio process of the test's own configuration, in its own session."""
+
+    def __init__(self, config: str, tmp: Path) -> None:
+        self.port = free_udp_port()
+        self.cfg = tmp / "kamailio.cfg"
+        self.cfg.write_text(config.replace("{port}", str(self.port)))
+        self.log = tmp / "kamailio.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Kamailio:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                ["kamailio", "-f", str(self.cfg), "-DD", "-E", "-m", "32", "-M", "8",
+                 "-Y", str(self.cfg.parent), "-w", str(self.cfg.parent)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while sip_request(self.port, options(self.port), timeout=0.2) is None:
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "Kamailio did not answer OPTIONS"
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def edge_and_core(tmp_path: Path) -> Iterator[tuple[ServerProcess, Kamailio]]:
+    with ServerProcess("--log-level", "warning", ws=False) as core:
+        edge = Kamailio(KAMAILIO_EDGE.replace("{core}", str(core.udp_port))
+                        .replace("{{", "{").replace("}}", "}"), tmp_path).start()
+        try:
+            yield core, edge
+        finally:
+            edge.stop()
+    assert "Traceback" not in core.log
+
+
+async def test_phone_behind_a_kamailio_edge_is_called_through_it(
+        edge_and_core: tuple[ServerProcess, Kamailio]) -> None:
+    """A phone registers through Kamailio, which adds a Path; the 200 brings the Path back
+    (RFC 3327 §5.3); a call to the phone goes through the edge (its Via above ours on the
+    INVITE, and its Record-Route), and ACK and BYE follow it there.  An outbound REGISTER
+    through this edge, which puts no ``ob`` in its Path, is answered 439 (RFC 5626 §6).  A
+    private Contact registered through the edge is reached through it too."""
+    core, edge = edge_and_core
+    phone = await UdpUA("edged", "127.0.0.1", edge.port).start()
+    caller = await UdpUA("caller", "127.0.0.1", core.udp_port).start()
+    try:
+        req = phone.register()
+        req.extra.append(("Supported", "path"))
+        ok = await _registered(phone, req)
+        [path] = ok.headers("Path")
+        assert f"127.0.0.1:{edge.port}" in path and "received=" in path, path
+        invite = caller.invite("edged")
+        await caller.send(invite)
+        got = await phone.request("INVITE")
+        assert str(got.uri) == str(phone.contact.uri)
+        assert [v.port for v in got.vias[:2]] == [edge.port, core.udp_port], got.vias
+        assert any(f":{edge.port}" in str(r) for r in got.record_routes)
+        await phone.send(phone.reply(got, 200, tag="p", body=b"v=0\r\n"))
+        answer = await caller.response(200)
+        leg = caller.uac_leg(invite, answer)
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        ack = await phone.request("ACK")
+        assert ack.vias[0].port == edge.port
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        bye = await phone.request("BYE")
+        assert bye.vias[0].port == edge.port
+        await phone.send(phone.reply(bye, 200))
+        await caller.response(200, "BYE")
+        await phone.send(_outbound(phone, URN_A, 1, supported="outbound, path"))
+        await phone.response(439, "REGISTER")
+        # A phone behind NAT registering its private Contact through the edge: the edge's
+        # Path (received=) reaches it, the Request-URI is its registered Contact.
+        private = NameAddr(SipURI("sip", "10.20.30.40", user="edged", port=5060))
+        await _registered(phone, phone.register(contact=private))
+        await caller.send(caller.invite("edged"))
+        got = await phone.request("INVITE")
+        assert got.uri in (private.uri, phone.contact.uri)  # forked to both bindings
+        second = await phone.request("INVITE")
+        assert {str(got.uri), str(second.uri)} == {str(private.uri), str(phone.contact.uri)}
+        for inv in (got, second):
+            await phone.send(phone.reply(inv, 486, tag="b"))
+        await caller.response(486)
+    finally:
+        await phone.close()
+        await caller.close()
