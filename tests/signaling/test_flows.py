@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from harness.serverproc import ServerProcess, free_udp_port, options, sip_request
 from protocols import stun
 from protocols.sip.message import NameAddr, Request, Response, SipURI
+from protocols.sip.parser import parse_message
 from protocols.sip.uri import parse_uri
 from signaling.flows import FlowTable
 from signaling.server import Server
@@ -494,3 +497,104 @@ async def test_phone_behind_a_kamailio_edge_is_called_through_it(
     finally:
         await phone.close()
         await caller.close()
+
+
+# --- baresip, a real UA by others, with outbound and GRUU -----------------------------------------
+
+#: baresip without sound hardware (as in transports/test_tcp.py); the uuid module gives it the
+#: persistent instance ID outbound needs (RFC 5626 §4.1).
+BARESIP_CONFIG = """poll_method epoll
+sip_listen 127.0.0.1:0
+audio_player aufile,/dev/null
+audio_source ausine,440
+ausrc_srate 48000
+auplay_srate 48000
+ausrc_channels 2
+auplay_channels 2
+audio_alert aufile,/dev/null
+module_path /usr/lib/baresip/modules
+module g711.so
+module ausine.so
+module aufile.so
+module_app uuid.so
+module_app account.so
+module_app menu.so
+"""
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.admin_port}/metrics",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
+
+
+async def test_baresip_with_outbound_keeps_its_flow_with_stun_and_is_called_at_its_gruu(
+        tmp_path: Path) -> None:
+    """baresip with ``sipnat=outbound`` over UDP: its REGISTER carries +sip.instance, reg-id
+    and ``Supported: outbound, gruu``; our 200 says ``Require: outbound``, Flow-Timer 5 and
+    gives its GRUUs; baresip then sends STUN keep-alives on our SIP port, which we answer,
+    and a call to its pub-gruu reaches it and completes (ACK and BYE to the Contact it
+    answers with)."""
+    with ServerProcess("--flow-timer", "5", "--log-level", "warning", ws=False,
+                       admin=True) as server:
+        (tmp_path / "config").write_text(BARESIP_CONFIG)
+        (tmp_path / "accounts").write_text(
+            f'<sip:obbob@127.0.0.1>;regint=600;sipnat=outbound;answermode=auto;'
+            f'outbound="sip:127.0.0.1:{server.udp_port}"\n')
+        ua = subprocess.Popen(["baresip", "-s", "-f", str(tmp_path), "-t", "60"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+        caller = await UdpUA("caller", "127.0.0.1", server.udp_port).start()
+        try:
+            contacts = []
+            for _ in range(200):
+                contacts = await asyncio.to_thread(_query, server.udp_port, "obbob")
+                if contacts:
+                    break
+                assert ua.poll() is None
+                await asyncio.sleep(0.1)
+            [contact] = contacts
+            assert contact.params["reg-id"] == "1", contact
+            urn = (contact.params["+sip.instance"] or "").strip('"<>')
+            assert urn.startswith("urn:uuid:")
+            for _ in range(300):  # Flow-Timer 5 s: the first keep-alive within 5 s
+                if await asyncio.to_thread(_metric, server,
+                                           "signaling_sip_stun_keepalives_total") >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("baresip sent no STUN keep-alive")
+            invite = caller.invite("obbob")
+            invite.uri = parse_uri(f"sip:obbob@127.0.0.1;gr={urn}")
+            await caller.send(invite)
+            ok = await caller.response(200, timeout=15)
+            leg = caller.uac_leg(invite, ok)
+            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+            await caller.send(caller.in_dialog(leg, "BYE"))
+            await caller.response(200, "BYE", timeout=15)
+        finally:
+            await caller.close()
+            ua.terminate()
+            out, _ = ua.communicate(timeout=10)
+        log = out.decode(errors="replace")
+        assert "Require: outbound" in log and "Flow-Timer: 5" in log, log[-4000:]
+        assert f'pub-gruu="sip:obbob@127.0.0.1;gr={urn}"' in log, log[-4000:]
+    assert "Traceback" not in server.log
+
+
+def _query(udp_port: int, user: str) -> list[NameAddr]:
+    """The contacts (with their parameters) a query REGISTER (§10.2.3) lists for ``user``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+        local = s.getsockname()[1]
+        s.sendto((f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-q{os.urandom(4).hex()}\r\n"
+                  f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=q\r\n"
+                  f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: q-{os.urandom(4).hex()}\r\n"
+                  f"CSeq: 1 REGISTER\r\nSupported: outbound\r\nContent-Length: 0\r\n\r\n"
+                  ).encode(), ("127.0.0.1", udp_port))
+        msg = parse_message(s.recv(65_535))
+    return list(msg.contacts)
