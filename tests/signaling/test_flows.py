@@ -52,13 +52,13 @@ async def _registered(ua: UA, req: Request) -> Response:
     return await ua.response(200, "REGISTER")
 
 
-async def _invite_status(caller: UA, callee: str) -> int:
+async def _invite_final(caller: UA, callee: str) -> Response:
     invite = caller.invite(callee)
     await caller.send(invite)
     msg = await caller.recv(lambda m: isinstance(m, Response) and m.status >= 200
                             and m.call_id == invite.call_id)
     assert isinstance(msg, Response)
-    return msg.status
+    return msg
 
 
 def test_flow_table_lapse_and_bound() -> None:
@@ -194,7 +194,8 @@ async def test_udp_flows_kept_alive_by_stun_and_430_when_every_flow_lapsed() -> 
             stop.set()
             await task
             await asyncio.sleep(3.0)
-            assert await _invite_status(caller, "obu") == 430
+            final = await _invite_final(caller, "obu")
+            assert (final.status, final.reason) == (430, "Flow Failed")
             assert 'signaling_sip_stun_keepalives_total' in server.metrics.exposition().decode()
         finally:
             stop.set()

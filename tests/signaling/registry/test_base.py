@@ -59,13 +59,13 @@ async def test_all_fields_round_trip(registry: Registry) -> None:
         contact="sip:a@ws.invalid;transport=ws", expires=60, q=0.7, transport="ws",
         source="127.0.0.1:40000", connection_id="conn-1", node="node-a",
         instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>", reg_id=2,
-        path=("<sip:edge1;lr>", "<sip:edge2;lr>"), key="k1",
+        path=("<sip:edge1;lr>", "<sip:edge2;lr>"), key="k1", reach_source=True,
     )
     [b] = await registry.register(AOR, "c1", 1, [c], NOW)
     assert b == Binding(
         aor=AOR, contact=c.contact, q=0.7, expires_at=NOW + 60, call_id="c1", cseq=1,
         transport="ws", source="127.0.0.1:40000", connection_id="conn-1", node="node-a",
-        instance=c.instance, reg_id=2, path=c.path, key="k1",
+        instance=c.instance, reg_id=2, path=c.path, key="k1", reach_source=True,
     )
     assert await registry.lookup(AOR, NOW) == [b]
 
