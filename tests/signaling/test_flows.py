@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.serverproc import ServerProcess, free_udp_port, options, sip_request
+from harness.serverproc import (
+    ServerProcess,
+    free_tcp_port,
+    free_udp_port,
+    options,
+    sip_request,
+)
 from protocols import stun
 from protocols.sip.message import NameAddr, Request, Response, SipURI
 from protocols.sip.parser import parse_message
@@ -531,19 +537,23 @@ def _metric(server: ServerProcess, name: str) -> float:
                if line.startswith(name))
 
 
-async def test_baresip_with_outbound_keeps_its_flow_with_stun_and_is_called_at_its_gruu(
-        tmp_path: Path) -> None:
-    """baresip with ``sipnat=outbound`` over UDP: its REGISTER carries +sip.instance, reg-id
-    and ``Supported: outbound, gruu``; our 200 says ``Require: outbound``, Flow-Timer 5 and
-    gives its GRUUs; baresip then sends STUN keep-alives on our SIP port, which we answer,
-    and a call to its pub-gruu reaches it and completes (ACK and BYE to the Contact it
-    answers with)."""
-    with ServerProcess("--flow-timer", "5", "--log-level", "warning", ws=False,
-                       admin=True) as server:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_baresip_with_outbound_keeps_its_flow_alive_and_is_called_at_its_gruu(
+        tmp_path: Path, transport: str) -> None:
+    """baresip with ``sipnat=outbound``: its REGISTER carries +sip.instance, reg-id and
+    ``Supported: outbound, gruu``; our 200 says ``Require: outbound``, Flow-Timer 5 and gives
+    its GRUUs; over UDP baresip then sends STUN keep-alives on our SIP port, which we answer
+    (over TCP it pings with CRLFs); a call to its pub-gruu reaches it over its flow and
+    completes (ACK and BYE to the Contact it answers with)."""
+    tcp = free_tcp_port()
+    with ServerProcess("--flow-timer", "5", "--sip-tcp", f"127.0.0.1:{tcp}",
+                       "--log-level", "warning", ws=False, admin=True) as server:
         (tmp_path / "config").write_text(BARESIP_CONFIG)
+        port, uri_param = (server.udp_port, "") if transport == "udp" else (tcp,
+                                                                        ";transport=tcp")
         (tmp_path / "accounts").write_text(
-            f'<sip:obbob@127.0.0.1>;regint=600;sipnat=outbound;answermode=auto;'
-            f'outbound="sip:127.0.0.1:{server.udp_port}"\n')
+            f'<sip:obbob@127.0.0.1{uri_param}>;regint=600;sipnat=outbound;answermode=auto;'
+            f'outbound="sip:127.0.0.1:{port}{uri_param}"\n')
         ua = subprocess.Popen(["baresip", "-s", "-f", str(tmp_path), "-t", "60"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
@@ -560,13 +570,8 @@ async def test_baresip_with_outbound_keeps_its_flow_with_stun_and_is_called_at_i
             assert contact.params["reg-id"] == "1", contact
             urn = (contact.params["+sip.instance"] or "").strip('"<>')
             assert urn.startswith("urn:uuid:")
-            for _ in range(300):  # Flow-Timer 5 s: the first keep-alive within 5 s
-                if await asyncio.to_thread(_metric, server,
-                                           "signaling_sip_stun_keepalives_total") >= 1:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("baresip sent no STUN keep-alive")
+            if transport == "udp":
+                await _stun_keepalive_seen(server)
             invite = caller.invite("obbob")
             invite.uri = parse_uri(f"sip:obbob@127.0.0.1;gr={urn}")
             await caller.send(invite)
@@ -583,6 +588,14 @@ async def test_baresip_with_outbound_keeps_its_flow_with_stun_and_is_called_at_i
         assert "Require: outbound" in log and "Flow-Timer: 5" in log, log[-4000:]
         assert f'pub-gruu="sip:obbob@127.0.0.1;gr={urn}"' in log, log[-4000:]
     assert "Traceback" not in server.log
+
+
+async def _stun_keepalive_seen(server: ServerProcess) -> None:
+    for _ in range(300):  # Flow-Timer 5 s: the first keep-alive within 5 s, 30 s allowed
+        if await asyncio.to_thread(_metric, server, "signaling_sip_stun_keepalives_total"):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("no STUN keep-alive answered")
 
 
 def _query(udp_port: int, user: str) -> list[NameAddr]:
