@@ -16,6 +16,15 @@ Policies the RFC leaves open:
   through) and copied into the 200 when the REGISTER said ``Supported: path``; without it the
   REGISTER is still accepted (the edge proxy added Path for its own sake), and the 200 carries
   none, as §5.3 requires.  A Path value that does not parse is 400.
+- Outbound (RFC 5626 §6, rules in ``protocols.sip.outbound``): a Contact with
+  ``+sip.instance`` and ``reg-id`` in a REGISTER that supports outbound is a flow, keyed by
+  (instance, reg-id) instead of its URI, so a new REGISTER on that reg-id replaces it; two such
+  Contacts in one REGISTER are 400, a first Path value without ``ob`` is 439; the 200 says
+  ``Require: outbound`` and ``Flow-Timer`` (§5.4).  Where requests go is ``signaling.flows``.
+- NAT without Outbound: a UDP binding whose Contact ``behind_nat`` judges unreachable is
+  stored with ``reach_source`` (the request goes to the REGISTER's source address).
+- GRUU (RFC 5627 §5): with ``Supported: gruu`` every Contact of an instance in the 200 gets
+  ``pub-gruu`` and ``temp-gruu`` (``protocols.sip.gruu``: made without state).
 - what one binding stores is bounded: a Contact or To URI longer than ``max_contact_length``,
   or a Call-ID or ``+sip.instance`` longer than 256 bytes, is answered 400 naming the field and
   nothing is stored (header parameters other than expires, q, +sip.instance and reg-id are
