@@ -238,7 +238,8 @@ async def test_stun_keepalive_on_the_sip_port_is_answered_with_the_source() -> N
 
 async def test_private_contact_is_reached_at_the_source_with_its_contact_as_uri() -> None:
     """A UDP phone behind NAT registers a private Contact (192.168.1.20): the INVITE for it
-    goes to the address its REGISTER came from, its Request-URI the registered Contact."""
+    goes to the address its REGISTER came from, its Request-URI the registered Contact, and
+    the call completes with in-dialog requests both ways."""
     async with running_server() as server:
         phone = await UdpUA("natted", "127.0.0.1", _udp(server)).start()
         caller = await UdpUA("caller", "127.0.0.1", _udp(server)).start()
@@ -247,11 +248,29 @@ async def test_private_contact_is_reached_at_the_source_with_its_contact_as_uri(
             await _registered(phone, phone.register(contact=private))
             [binding] = await server.registry.lookup("sip:natted@127.0.0.1", 0)
             assert binding.reach_source and binding.source == f"127.0.0.1:{phone.port}"
-            await caller.send(caller.invite("natted"))
+            invite = caller.invite("natted")
+            await caller.send(invite)
             got = await phone.request("INVITE")
             assert str(got.uri) == "sip:natted@192.168.1.20:5060"
-            await phone.send(phone.reply(got, 486, tag="n"))
-            await caller.response(486)
+            # The whole call: in-dialog requests both ways reach the phone at its source too
+            # (the dialog keeps the peer each side was reached at), whatever its Contact says.
+            answer = phone.reply(got, 200, tag="n", body=b"v=0\r\n")
+            answer.contacts = [private]
+            await phone.send(answer)
+            ok = await caller.response(200)
+            leg = caller.uac_leg(invite, ok)
+            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+            await phone.request("ACK")
+            callee_leg = phone.uas_leg(got, "n")
+            await phone.send(phone.in_dialog(callee_leg, "INFO"))
+            info = await caller.request("INFO")
+            await caller.send(caller.reply(info, 200))
+            await phone.response(200, "INFO")
+            await caller.send(caller.in_dialog(leg, "BYE"))
+            bye = await phone.request("BYE")
+            assert str(bye.uri) == "sip:natted@192.168.1.20:5060"
+            await phone.send(phone.reply(bye, 200))
+            await caller.response(200, "BYE")
         finally:
             await phone.close()
             await caller.close()
