@@ -67,7 +67,8 @@ async def test_options_to_the_server_is_stateless() -> None:
         assert resp.status == 200
         assert "INVITE" in (resp.header("Allow") or "")
         # §11.2: what the server supports; §20.35: who answered.
-        assert resp.header("Supported") == "path" and resp.header("Server") == "signaling"
+        assert resp.header("Supported") == "gruu, outbound, path"
+        assert resp.header("Server") == "signaling"
         assert resp.header("Accept") == "application/sdp"
         assert len(srv.core.table) == 0
         # RFC 3581 §4 and §18.2.1: the top Via tells the client where we saw it.

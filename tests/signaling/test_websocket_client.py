@@ -33,7 +33,7 @@ from websockets.typing import Subprotocol
 
 from harness.serverproc import ServerProcess
 from protocols.sip.message import Response
-from protocols.sip.parser import parse_message
+from protocols.sip.parser import parse_message, parse_name_addr
 
 JSSIP_DIR = Path(__file__).resolve().parents[1] / "peers" / "jssip"
 #: npm install runs once per checkout (then it is a no-op); the registry can be slow.
@@ -136,10 +136,13 @@ def test_jssip_registers_over_websocket(jssip: Path, server: ServerProcess) -> N
         outcome = json.loads(_read_line(proc, NODE_TIMEOUT))
         assert outcome["event"] == "registered", outcome
         assert outcome["status"] == 200
-        # The contact JsSIP sent (sip:<random>@<random>.invalid;transport=ws) is bound.
-        sent = outcome["sent_contact"].strip("<>")
-        assert sent.endswith(".invalid;transport=ws")
-        assert query_contacts(server, "alice") == [sent]
+        # The contact JsSIP registered (sip:<random>@<random>.invalid;transport=ws) is bound;
+        # it asked for GRUUs (RFC 5627) and now uses its pub-gruu as its Contact (§4.2).
+        bound = parse_name_addr(outcome["contact"].split(",")[0])
+        assert str(bound.uri).endswith(".invalid;transport=ws")
+        assert query_contacts(server, "alice") == [str(bound.uri)]
+        urn = (bound.params["+sip.instance"] or "").strip('"<>')
+        assert outcome["sent_contact"].strip("<>") == f"sip:alice@127.0.0.1;gr={urn}"
     finally:
         assert proc.stdin is not None
         proc.stdin.close()  # register.js exits without unregistering
