@@ -65,6 +65,7 @@ _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 _CMSG_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)
 _TIMESPEC = struct.Struct("@qq")
 _U32 = struct.Struct("@I")
+_STUN_COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")
 
 
 class UdpTransport:
@@ -194,22 +195,23 @@ class UdpTransport:
                 stats.max_wait = waited
             if waited < stats.min_wait:
                 stats.min_wait = waited
-            if data[:1] < b"A":  # no SIP message starts below "A" (a method, "SIP/2.0")
-                self._not_sip(sock, data, addr)
+            if data[:1] < b"@" and data[4:8] == _STUN_COOKIE:
+                self._stun(sock, data, addr)  # RFC 5389 §6, RFC 5626 §8: see _stun
                 continue
             peer = peers.get(addr)
             if peer is None:
                 peer = self._new_peer(peers, addr, tag)
             receive(data, peer, waited)
 
-    def _not_sip(self, sock: socket.socket, data: bytes, addr: tuple[Any, ...]) -> None:
-        """RFC 5626 §8: STUN Binding requests share the SIP port as keep-alives; each is
-        answered with the source address seen (XOR-MAPPED-ADDRESS) and marks the flow alive.
-        Anything else below "A" (a CRLF keep-alive, which UDP flows do not use, or garbage)
-        is a counted drop, as an unparsable datagram is."""
+    def _stun(self, sock: socket.socket, data: bytes, addr: tuple[Any, ...]) -> None:
+        """RFC 5626 §8: STUN Binding requests share the SIP port as keep-alives, told apart from
+        SIP by their first two bits (zero) and the magic cookie (RFC 5389 §6; a SIP method may
+        start with "!" or a digit, so the first byte alone does not decide).  Each is answered
+        with the source address seen (XOR-MAPPED-ADDRESS) and marks the flow alive; a STUN
+        message that is not a valid Binding request is a counted drop."""
         answer = stun.answer(data, addr[0], addr[1])
         if answer is None:
-            self.core.c_drop.inc("not_sip" if not stun.is_stun(data) else "stun_invalid")
+            self.core.c_drop.inc("stun_invalid")
             return
         self.core.flows.seen(addr[0], addr[1])
         self.core.c_keepalive.inc()

@@ -74,6 +74,8 @@ def test_behind_nat_rule() -> None:
     # 2. the UA registered the address a NAT rewrote: Via sent-by = Contact != source
     assert behind_nat(parse_uri("sip:a@203.0.113.5:5062"), _via("203.0.113.5", 5062), src)
     assert behind_nat(parse_uri("sip:a@203.0.113.5"), _via("203.0.113.5", None), src)
+    # the same host, another port: a helper of the UA registering it, not a NAT
+    assert not behind_nat(parse_uri("sip:a@127.0.0.1:5062"), _via("127.0.0.1", 5062), src)
     # the UA knows its address: Via = source
     assert not behind_nat(parse_uri("sip:a@127.0.0.1:40000"), _via("127.0.0.1", 40000), src)
     # a registration on behalf of another device (Contact names another public address)
