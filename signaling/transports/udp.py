@@ -195,7 +195,8 @@ class UdpTransport:
                 stats.max_wait = waited
             if waited < stats.min_wait:
                 stats.min_wait = waited
-            if data[:1] < b"@" and data[4:8] == _STUN_COOKIE:
+            # data < b"@": the first byte is below 0x40 (or the datagram is empty), one compare
+            if data < b"@" and data[4:8] == _STUN_COOKIE:
                 self._stun(sock, data, addr)  # RFC 5389 §6, RFC 5626 §8: see _stun
                 continue
             peer = peers.get(addr)
