@@ -309,13 +309,14 @@ class Registrar:
         if flow:
             # RFC 5626 §6: the binding is the flow of (instance, reg-id), whatever its Contact:
             # a new REGISTER on the same reg-id replaces it.  Over UDP the flow is the source.
-            reg_id = int(contact.params["reg-id"] or 0)
+            raw_reg_id = contact.params["reg-id"] or ""
+            if len(raw_reg_id) > 10 or int(raw_reg_id) > _MAX_UINT32:  # §13: 1*DIGIT, 32 bits
+                raise RegistrarReject(400, "Malformed reg-id parameter")
+            reg_id = int(raw_reg_id)
             key = f"{instance_urn(instance)};reg-id={reg_id}"
             reach_source = direct_udp
         else:
             reach_source = direct_udp and behind_nat(uri, req.vias[0], (peer.host, peer.port))
-        if reg_id is not None and reg_id > _MAX_UINT32:
-            raise RegistrarReject(400, "Malformed reg-id parameter")
         return ContactChange(
             contact=uri_text, expires=expires, q=q, transport=peer.transport,
             source=f"{peer.host}:{peer.port}", connection_id=peer.conn_id,

@@ -61,7 +61,8 @@ def outbound_contact(req: Request, contact: NameAddr) -> bool:
     both ``+sip.instance`` and a numeric ``reg-id``.  Otherwise reg-id is ignored (§6: "the
     registrar MUST ignore the reg-id parameter" without the option tag)."""
     reg_id = contact.params.get("reg-id")
-    return bool(reg_id and reg_id.isdigit() and instance_urn(contact.params.get("+sip.instance"))
+    return bool(reg_id and reg_id.isascii() and reg_id.isdigit()
+                and instance_urn(contact.params.get("+sip.instance"))
                 and "outbound" in option_tags(req, "Supported"))
 
 

@@ -40,7 +40,7 @@ def _udp(server: Server) -> int:
     return server.udp_address[1]
 
 
-def _outbound(ua: UA, urn: str, reg_id: int | None, supported: str = "outbound",
+def _outbound(ua: UA, urn: str, reg_id: int | str | None, supported: str = "outbound",
               contact: NameAddr | None = None, expires: int = 600) -> Request:
     """A REGISTER of ``ua`` with an instance (and a reg-id) and ``Supported``."""
     req = ua.register(expires=expires, contact=contact)
@@ -114,8 +114,9 @@ async def test_outbound_register_gets_require_flow_timer_and_one_binding_per_reg
 
 
 async def test_two_reg_ids_in_one_register_and_a_first_hop_without_ob() -> None:
-    """§6: two Contacts with reg-id in one REGISTER is 400; a Path whose first value lacks
-    ``ob`` (an edge proxy without outbound) is 439; nothing is stored for either."""
+    """§6: two Contacts with reg-id in one REGISTER is 400, so is a reg-id beyond 32 bits; a
+    Path whose first value lacks ``ob`` (an edge proxy without outbound) is 439; nothing is
+    stored for any of them."""
     async with running_server() as server:
         ua = await UdpUA("ob2", "127.0.0.1", _udp(server)).start()
         try:
@@ -125,6 +126,9 @@ async def test_two_reg_ids_in_one_register_and_a_first_hop_without_ob() -> None:
             req.contacts.append(second)
             await ua.send(req)
             assert (await ua.response(400, "REGISTER")).reason.startswith("More than one")
+            for bad in ("4294967296", "9" * 5000):
+                await ua.send(_outbound(ua, URN_A, bad))
+                await ua.response(400, "REGISTER")
             req = _outbound(ua, URN_A, 1)
             req.extra.append(("Path", "<sip:edge.example.net;lr>"))
             await ua.send(req)
