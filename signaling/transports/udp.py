@@ -209,7 +209,12 @@ class UdpTransport:
         SIP by their first two bits (zero) and the magic cookie (RFC 5389 §6; a SIP method may
         start with "!" or a digit, so the first byte alone does not decide).  Each is answered
         with the source address seen (XOR-MAPPED-ADDRESS) and marks the flow alive; a STUN
-        message that is not a valid Binding request is a counted drop."""
+        message that is not a valid Binding request is a counted drop.  Keep-alives count
+        against the source's rate like SIP messages (signaling.auth.guard): a blocked or
+        flooding source gets no answers."""
+        guard = self.core.guard
+        if guard is not None and not guard.admit(addr[0], self.core.now()):
+            return
         answer = stun.answer(data, addr[0], addr[1])
         if answer is None:
             self.core.c_drop.inc("stun_invalid")

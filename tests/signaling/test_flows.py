@@ -239,6 +239,27 @@ async def test_stun_keepalive_on_the_sip_port_is_answered_with_the_source() -> N
         assert "signaling_sip_stun_keepalives_total 1.0" in text
 
 
+async def test_stun_from_a_blocked_source_is_not_answered() -> None:
+    """Keep-alives go through the source guard as SIP does: a blocked address gets nothing."""
+    async with running_server() as server:
+        assert server.core.guard is not None
+        server.core.guard.block("127.0.0.1", "test", server.core.now(), 60)
+        ua = await UdpUA("stun", "127.0.0.1", _udp(server)).start()
+        try:
+            await ua.send_bytes(stun.binding_request())
+            await ua.quiet(0.5)
+            assert ua.stun == []
+            server.core.guard.lift("127.0.0.1")
+            await ua.send_bytes(stun.binding_request())
+            for _ in range(100):
+                if ua.stun:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(ua.stun) == 1
+        finally:
+            await ua.close()
+
+
 async def test_private_contact_is_reached_at_the_source_with_its_contact_as_uri() -> None:
     """A UDP phone behind NAT registers a private Contact (192.168.1.20): the INVITE for it
     goes to the address its REGISTER came from, its Request-URI the registered Contact, and
