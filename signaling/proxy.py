@@ -250,9 +250,8 @@ class Proxy:
         targets = await self._lookup(work, uri)
         if targets is None or targets:
             return targets or []
-        aor = aor_of(uri)
         try:
-            known = await self.registry.known_user(aor)
+            known = await self.registry.known_user(aor_of(uri))
         except RegistryError:
             known = True  # the 480 that asks to try later, not the 404 that says never
         # §16.5 / §21.4: 480 for a user we know but cannot reach now, 404 for a stranger.
@@ -261,9 +260,8 @@ class Proxy:
         return []
 
     async def _lookup(self, work: Work, uri: SipURI) -> list[Target] | None:
-        """The targets of the user's bindings (§16.5; outbound flows, GRUUs, NAT: flows.py);
-        None when the request was answered (503 registry failed, 404 bad temp-gruu, 430
-        every flow failed, 480 GRUU's instance not registered)."""
+        """The targets of the user's bindings (§16.5; flows, GRUUs, NAT: flows.py); None when
+        the request was answered (503 registry down, 404/430/480 from flows.Reach)."""
         aor = self.reach.aor(uri)
         try:
             bindings = await self.registry.lookup(aor, time.time()) if aor else []
