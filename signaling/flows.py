@@ -33,7 +33,7 @@ from protocols.sip.outbound import FLOW_TIMER, instance_urn
 from protocols.sip.uri import aor_of, parse_uri
 from signaling.config import Config
 from signaling.hops import Hops, Target
-from signaling.registry.base import Binding
+from signaling.registry.base import Binding, Registry
 from signaling.transports.base import Peer, Transports
 
 __all__ = ["FLOW_FAILED", "MAX_FLOWS", "FlowTable", "Reach", "gruu_codec"]
@@ -102,6 +102,15 @@ class Reach:
             target = self.gruu.target(uri, aor)
             return target.aor if target is not None else None
         return aor
+
+    async def lookup(self, uri: SipURI, registry: Registry) -> list[Target] | int:
+        """The targets of the user a Request-URI of ours names, or the status to answer (404
+        for a temp-gruu that does not open, 430, 480); ``RegistryError`` when the registry
+        fails."""
+        aor = self.aor(uri)
+        if aor is None:
+            return 404
+        return await self.targets(uri, await registry.lookup(aor, time.time()))
 
     async def targets(self, uri: SipURI, bindings: Sequence[Binding]) -> list[Target] | int:
         """The targets in q order (§16.6), or the status to answer (430, 480)."""

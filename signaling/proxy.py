@@ -262,13 +262,11 @@ class Proxy:
     async def _lookup(self, work: Work, uri: SipURI) -> list[Target] | None:
         """The targets of the user's bindings (§16.5; flows, GRUUs, NAT: flows.py); None when
         the request was answered (503 registry down, 404/430/480 from flows.Reach)."""
-        aor = self.reach.aor(uri)
         try:
-            bindings = await self.registry.lookup(aor, time.time()) if aor else []
+            found = await self.reach.lookup(uri, self.registry)
         except RegistryError:
             self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
             return None
-        found = await self.reach.targets(uri, bindings) if aor else 404
         if isinstance(found, int):
             self._reply(work, found)
             return None
