@@ -80,9 +80,11 @@ def test_sigkill_during_register_load_keeps_every_answered_registration(
     users = [f"k{i}" for i in range(2500)]
 
     def kill_mid_load(count: int) -> None:
-        # SIGKILL once a fifth of the users are answered: hundreds of REGISTERs are then in
-        # flight, some applied and answered, some not.
-        if count == 500:
+        # SIGKILL once a hundred users are answered: the window's 200 REGISTERs are then in
+        # flight, some applied and answered, some not.  (Not later: on a busy machine the
+        # overload control may answer many of the 2,500 with 503, and a kill that never comes
+        # proves nothing.)
+        if count == 100:
             assert node.proc is not None
             node.proc.send_signal(signal.SIGKILL)
 
