@@ -116,6 +116,10 @@ def _as_worker(cfg: Config, info: WorkerInfo) -> None:
     # next worker replays what its predecessor left.
     cfg.spool = f"{cfg.spool}.w{info.slot}"
     cfg.processes = 1
+    # Live changes its siblings took through the admin API (validated by them), so that a
+    # worker restarted after a crash runs what they run.
+    for name, value in info.live.items():
+        setattr(cfg, name, value)
 
 
 def _who(info: WorkerInfo | None, processes: int) -> str:

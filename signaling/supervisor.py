@@ -212,6 +212,9 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._front: AdminFront | None = None
+        #: Live options PATCHed through the admin front since the last reload: what a
+        #: restarted worker must apply to run as its siblings do (see ``patched``).
+        self.live: dict[str, int | float | str] = {}
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -306,7 +309,8 @@ class Supervisor:
             registry = f"shared+unix://{self.owner.path}"
         info = WorkerInfo(slot=slot.index, generation=slot.generation, fds=slot.fds,
                           ready_fd=write_fd, supervisor=os.getpid(), registry=registry,
-                          admin_token=self.token, run_dir=self._tmp.name)
+                          admin_token=self.token, run_dir=self._tmp.name,
+                          live=dict(self.live))
         env = dict(os.environ)
         env[WORKER_ENV] = msgspec.json.encode(info).decode()
         try:
@@ -403,10 +407,23 @@ class Supervisor:
 
     # -- reload ------------------------------------------------------------------------------
 
+    def patched(self, changes: dict[str, int | float | str]) -> None:
+        """Every serving worker took ``changes`` (``PATCH /api/v1/config``): a worker started
+        after a crash gets them too, or the server would run two configurations at once."""
+        self.live.update(changes)
+
     async def reload(self) -> bool:
-        """Replace every worker, one slot at a time; True if every slot got its new worker."""
+        """Replace every worker, one slot at a time; True if every slot got its new worker.
+
+        The new workers run the configuration on disk, as a restart of a single-process server
+        does: live changes made through the admin API are dropped (put them in the file to
+        keep them)."""
         async with self._reload_lock:
             log.info("reload: starting new workers on the code and configuration on disk")
+            if self.live:
+                log.info("reload: live changes %s give way to the configuration on disk",
+                         sorted(self.live))
+            self.live = {}
             ok = True
             for slot in self.slots:
                 if self._stopping:

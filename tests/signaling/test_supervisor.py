@@ -516,3 +516,38 @@ def test_a_reload_that_cannot_start_keeps_the_old_workers(tmp_path: Path) -> Non
         assert from_many_sources(srv.udp_port) == SOURCES
         assert metric_value(front_metrics(srv), "signaling_supervisor_reloads_total",
                             outcome="failed") == 1
+
+
+def _worker_min_expires(admin: str) -> int:
+    req = urllib.request.Request(f"http://{admin}/api/v1/config",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return int(json.loads(resp.read())["config"]["min_expires"])
+
+
+def test_a_config_patch_survives_a_worker_restart_and_gives_way_to_a_reload(
+        server: Supervised) -> None:
+    """A worker restarted after kill -9 runs the live change its siblings took through the
+    admin API, not the configuration on disk; a reload runs the configuration on disk."""
+
+    async def patch() -> None:
+        async with session(server.admin_port or 0) as http, http.patch(
+                "/api/v1/config", json={"min_expires": 321}) as resp:
+            assert resp.status == 200, await resp.text()
+
+    default = _worker_min_expires(server.workers()[0]["admin"])
+    assert default != 321
+    asyncio.run(patch())
+    assert [_worker_min_expires(w["admin"]) for w in server.workers()] == [321, 321]
+    victim = int(server.workers()[0]["pid"])
+    os.kill(victim, signal.SIGKILL)
+    server.wait_serving(2, exclude_pids={victim})
+    assert [_worker_min_expires(w["admin"]) for w in server.workers()] == [321, 321]
+    # What the restarted worker enforces: a REGISTER below the minimum gets 423 (§10.3
+    # step 7) from whichever worker the source hashes to.
+    assert {register(server.udp_port, f"short{n}", expires=120) for n in range(8)} == {423}
+    before = {int(w["pid"]) for w in server.workers()}
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_serving(2, exclude_pids=before)
+    assert [_worker_min_expires(w["admin"]) for w in server.workers()] == [default, default]
