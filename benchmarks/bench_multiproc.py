@@ -40,6 +40,7 @@ from benchmarks.bench_register import CLK_TCK, REGISTER_XML, _int, run_sipp, tre
 from harness.serverproc import OPEN, free_udp_port, options, sip_request
 from harness.sipp_runner import Sipp
 from harness.sipp_runner import run_sipp as sipp_run
+from signaling.supervisor import SHARING_ENV
 
 __all__ = ["CpuQuota", "main"]
 
@@ -98,16 +99,18 @@ class CpuQuota:
 
 
 class Server:
-    def __init__(self, processes: int, quota: CpuQuota) -> None:
+    def __init__(self, processes: int, quota: CpuQuota, sharing: str = "replica") -> None:
         self.port = free_udp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-multiproc-"))
         cmd = [sys.executable, "-m", "signaling", "serve", "--processes", str(processes),
                "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
                "--diameter", "off", "--log-level", "warning", *OPEN,
                "--spool", str(self.dir / "spool.jsonl")]
+        env = {**os.environ, SHARING_ENV: sharing}
         with open(self.dir / "log", "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=quota.enter)
+                                         start_new_session=True, preexec_fn=quota.enter,
+                                         env=env)
         self.processes = processes
 
     def wait_ready(self) -> None:
@@ -166,10 +169,11 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def step(kind: str, processes: int, share: float, rate: int, duration: float) -> Result:
+def step(kind: str, processes: int, share: float, rate: int, duration: float,
+         sharing: str = "replica") -> Result:
     """One step of ``kind`` at ``rate`` against a fresh server of ``processes``."""
     quota = CpuQuota(processes * share)
-    server = Server(processes, quota)
+    server = Server(processes, quota, sharing)
     try:
         server.wait_ready()
         pid = server.proc.pid
@@ -228,6 +232,9 @@ def main() -> None:
                         help="rates offered per worker (x N for N workers), in order "
                              "(default: REGISTER 3000..7000/s, calls 200..700/s)")
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--sharing", default="replica,owner",
+                        help="how the workers share the registry, each measured: replica "
+                             "(the default) and owner (signaling/supervisor.py SHARING_ENV)")
     args = parser.parse_args()
     rates = args.rates or ("3000,4000,5000,6000,7000" if args.kind == "register"
                            else "200,300,400,500,600,700")
@@ -239,33 +246,37 @@ def main() -> None:
     generator = CpuQuota(None, "generator")
     generator.enter()
     try:
-        _run(args.kind, args.processes, args.share, rates, args.duration)
+        _run(args.kind, args.processes, args.share, rates, args.duration,
+             args.sharing.split(","))
     finally:
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
         generator.remove()
 
 
-def _run(kind: str, processes: str, share: float, rates: str, duration: float) -> None:
+def _run(kind: str, processes: str, share: float, rates: str, duration: float,
+         sharings: list[str]) -> None:
     what = "REGISTER" if kind == "register" else "calls"
     base: float | None = None
     for n in (int(x) for x in processes.split(",")):
-        best: tuple[int, float] | None = None
-        for per_worker in (int(x) for x in rates.split(",")):
-            offered = per_worker * n
-            r = step(kind, n, share, offered, duration)
-            print(f"  --processes {n}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
-                  f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
-                  f"busiest worker {r.busiest:4.0%} of the workers' CPU, "
-                  f"quota hit in {r.throttled} periods, {r.failed} failed", flush=True)
-            if r.failed or r.per_s < 0.95 * offered:
-                break
-            best = (offered, r.cpu_us)
-        if best is None:
-            print(f"  --processes {n}: kept no step")
-            continue
-        base = base or best[0]
-        print(f"  => --processes {n}: {best[0]} {what}/s ({best[0] / base:4.2f}x), "
-              f"{best[1]:.1f} µs CPU per {what}")
+        for sharing in sharings if n > 1 else ["-"]:
+            label = f"--processes {n}" + (f" ({sharing})" if n > 1 else "")
+            best: tuple[int, float] | None = None
+            for per_worker in (int(x) for x in rates.split(",")):
+                offered = per_worker * n
+                r = step(kind, n, share, offered, duration, sharing)
+                print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
+                      f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
+                      f"busiest worker {r.busiest:4.0%} of the workers' CPU, "
+                      f"quota hit in {r.throttled} periods, {r.failed} failed", flush=True)
+                if r.failed or r.per_s < 0.95 * offered:
+                    break
+                best = (offered, r.cpu_us)
+            if best is None:
+                print(f"  {label}: kept no step")
+                continue
+            base = base or best[0]
+            print(f"  => {label}: {best[0]} {what}/s ({best[0] / base:4.2f}x), "
+                  f"{best[1]:.1f} µs CPU per {what}", flush=True)
 
 
 if __name__ == "__main__":

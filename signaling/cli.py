@@ -27,6 +27,7 @@ from signaling.auth.subscribers import SubscriberError
 from signaling.config import OPTIONS, Config, ConfigError, load_config
 from signaling.logs import configure_logging
 from signaling.metrics import version
+from signaling.registry.base import RegistryError
 from signaling.server import Server, default_node_id
 from signaling.supervisor import default_processes, run_supervisor
 from signaling.worker import WorkerInfo
@@ -159,6 +160,12 @@ async def _serve(cfg: Config) -> int:
         await server.stop()
         return 1
     if info is not None:
+        # A replica registry takes a serving sibling's copy first (registry/replica.py): only
+        # then is this worker ready to take the place of the one it replaces.
+        try:
+            await server.registry.ping()
+        except RegistryError as exc:
+            log.warning("registry not reachable yet: %s", exc)
         worker.notify_ready({"pid": os.getpid(),
                              "admin": list(server.admin.address) if server.admin and
                              server.admin.address else None})
