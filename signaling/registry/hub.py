@@ -25,7 +25,15 @@ import logging
 from collections import deque
 from typing import cast
 
-from signaling.registry.replica import CHANGE, END, REQUEST, SNAPSHOT, decode_frames, frame
+from signaling.registry.replica import (
+    ACK,
+    CHANGE,
+    END,
+    REQUEST,
+    SNAPSHOT,
+    decode_frames,
+    frame,
+)
 
 __all__ = ["ReplicaHub"]
 
@@ -79,6 +87,9 @@ class _Worker(asyncio.Protocol):
                 self.hub.synced(self.serving.popleft())
         if out:
             self.hub.fan_out(self, out)
+            # Passed on (in every other worker's socket, ahead of anything a client sends it
+            # after the REGISTER's 200): the REGISTERs waiting on these changes may answer.
+            self.write([frame(ACK, None, (len(out) // 2).to_bytes(4, "big"))])
 
 
 class ReplicaHub:

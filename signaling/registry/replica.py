@@ -20,12 +20,14 @@ but past capacity the owner design collapsed (6,000/s offered: 17,519 failed, a 
 timing out on the owner) where this one degraded (0 failed); calls: the supervisor's CPU per
 call 70 µs against 95.  Changes are written in groups (``FLUSH_DELAY``): one write and one
 wake-up of the hub and of each sibling per group, not per REGISTER (the hub's CPU per REGISTER
-15.5 -> 7.5 µs); each REGISTER waits for its group, at most 2 ms.  The cost that remains grows
-with the workers: each applies every other's changes (~10 µs each).
+15.5 -> 7.5 µs); each REGISTER waits for its group (at most 2 ms) and the hub's ACK.  The
+cost that remains grows with the workers: each applies every other's changes (~10 µs each).
 
-No acknowledged registration is lost when a worker is killed: the change is in the socket
-(the kernel's buffer; a stream socket's data outlives its writer) before the 200 is sent, and if
-the kernel cannot take it at once the REGISTER waits until it has.
+No acknowledged registration is lost when a worker is killed, and a registration is found
+through every worker as soon as it is acknowledged: the 200 is sent only once the hub has passed
+the change on (its ACK), that is once the change sits in every other worker's socket, ahead of
+anything the client sends after the 200 (each worker reads its sockets in the order they became
+readable, and applies a change as it reads it).
 
 Two REGISTERs of one contact at the same moment through two workers (say, a phone sending from
 two source ports) are resolved the same way on every replica (``MemoryRegistry.merge``: the
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -50,7 +53,7 @@ from signaling.registry.memory import MemoryRegistry, Version
 from signaling.registry.shared import CALL_TIMEOUT, SharedRegistry
 from signaling.registry.wire import HEADER, MAX_FRAME
 
-__all__ = ["CHANGE", "END", "HUB_SOCKET", "OWNER_SOCKET", "REQUEST", "SNAPSHOT", "Change",
+__all__ = ["ACK", "CHANGE", "END", "HUB_SOCKET", "OWNER_SOCKET", "REQUEST", "SNAPSHOT", "Change",
            "ReplicaRegistry", "decode_frames", "frame"]
 
 #: Socket names in the supervisor's directory.
@@ -84,6 +87,8 @@ SNAPSHOT = b"S"
 REQUEST = b"R"
 #: End of a snapshot: worker -> hub, then hub -> the new worker (it now serves).
 END = b"E"
+#: hub -> worker: this many more of your changes are passed on to every other worker.
+ACK = b"A"
 
 
 def decode_frames(buf: bytearray) -> list[bytes] | None:
@@ -102,8 +107,8 @@ def decode_frames(buf: bytearray) -> list[bytes] | None:
     return frames
 
 
-def frame(kind: bytes, change: Change | None = None) -> bytes:
-    body = kind + (ENCODER.encode(change) if change is not None else b"")
+def frame(kind: bytes, change: Change | None = None, raw: bytes = b"") -> bytes:
+    body = kind + (ENCODER.encode(change) if change is not None else raw)
     return HEADER.pack(len(body)) + body
 
 
@@ -123,38 +128,31 @@ class _HubLink(asyncio.Protocol):
         #: Changes to write at the next flush, and the future their REGISTERs wait on.
         self._out: list[bytes] = []
         self._batch: asyncio.Future[None] | None = None
-        #: Batches written but not yet all taken by the kernel (see ``resume_writing``).
-        self._unsent: list[asyncio.Future[None]] = []
+        #: Changes written so far, changes the hub has passed on (its ACKs), and the batches
+        #: written but not yet passed on: (changes written once the batch was, its future).
+        self._written = 0
+        self._acked = 0
+        self._unacked: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        # Told as soon as one byte waits in user space: a REGISTER is answered only once its
-        # change is in the kernel (see the module docstring).
-        self.transport.set_write_buffer_limits(high=0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.transport = None
         if not self.synced.done():
             self.synced.set_exception(RegistryUnavailable("replica hub connection lost"))
-        waiting, self._unsent = self._unsent, []
+        waiting = [fut for _, fut in self._unacked]
+        self._unacked.clear()
         if self._batch is not None:
             waiting.append(self._batch)
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(RegistryUnavailable("replica hub connection lost"))
 
-    def pause_writing(self) -> None:
-        """Bytes wait in user space: the batches written stay unacknowledged until drained."""
-
-    def resume_writing(self) -> None:
-        waiting, self._unsent = self._unsent, []
-        for fut in waiting:
-            if not fut.done():
-                fut.set_result(None)
-
     def send(self, change: Change) -> asyncio.Future[None]:
-        """Queue ``change`` for the next flush; the future is done once the kernel has it."""
+        """Queue ``change`` for the next flush; the future is done once the hub has passed it
+        on to every other worker (its ACK)."""
         if self.transport is None:
             raise RegistryUnavailable("replica hub connection lost")
         self._out.append(frame(CHANGE, change))
@@ -171,10 +169,16 @@ class _HubLink(asyncio.Protocol):
         if batch is None or self.transport is None:
             return  # connection_lost failed the batch
         self.transport.writelines(out)
-        if self.transport.get_write_buffer_size():
-            self._unsent.append(batch)
-        else:
-            batch.set_result(None)
+        self._written += len(out)
+        self._unacked.append((self._written, batch))
+
+    def _ack(self, count: int) -> None:
+        self._acked += count
+        unacked = self._unacked
+        while unacked and unacked[0][0] <= self._acked:
+            fut = unacked.popleft()[1]
+            if not fut.done():
+                fut.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -192,6 +196,8 @@ class _HubLink(asyncio.Protocol):
             elif kind == END:
                 if not self.synced.done():
                     self.synced.set_result(None)
+            elif kind == ACK:
+                self._ack(int.from_bytes(body[1:], "big"))
             elif kind == REQUEST:
                 self._send_snapshot()
 

@@ -12,6 +12,7 @@ import pytest
 from signaling.registry.base import Binding
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.replica import (
+    ACK,
     CHANGE,
     END,
     REQUEST,
@@ -73,8 +74,9 @@ async def test_a_new_worker_gets_a_copy_then_what_was_held_back(hub: ReplicaHub)
     second = await Raw.connect(hub)
     assert await first.next() == REQUEST  # the hub asks the serving one for its copy
     # A change of the first worker's while it answers: held back for the second, and passed
-    # on after the copy, in order.
+    # on after the copy, in order; the first is told it was passed on.
     first.send(frame(CHANGE, _change("sip:late@x")))
+    assert await first.next() == ACK + (1).to_bytes(4, "big")
     first.send(frame(SNAPSHOT, _change("sip:old@x")), frame(END))
     assert await second.next() == frame(SNAPSHOT, _change("sip:old@x"))[4:]
     assert await second.next() == END
@@ -98,6 +100,7 @@ async def test_a_malformed_frame_closes_that_connection_only(hub: ReplicaHub) ->
     assert await asyncio.wait_for(bad.reader.read(), BOUND) == b""
     assert hub.malformed == 1
     good.send(frame(CHANGE, _change("sip:x@x")))  # the hub still relays (to nobody now)
+    assert await good.next() == ACK + (1).to_bytes(4, "big")
     third = await Raw.connect(hub)
     assert await good.next() == REQUEST
     good.writer.close()  # dies before sending its copy: the newcomer is cut off, to retry

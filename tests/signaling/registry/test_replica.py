@@ -19,12 +19,15 @@ from signaling.registry.hub import ReplicaHub
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
 from signaling.registry.replica import (
+    ACK,
     CHANGE,
     DECODER,
+    END,
     HUB_SOCKET,
     OWNER_SOCKET,
     ReplicaRegistry,
     decode_frames,
+    frame,
 )
 
 #: Bound on waiting for a change to reach another replica (it takes a few milliseconds).
@@ -120,30 +123,39 @@ async def test_a_replica_that_starts_late_gets_a_serving_ones_copy(
         await late.close()
 
 
-async def test_a_register_returns_only_once_its_change_is_in_the_kernel(run_dir: str) -> None:
-    """kill -9 right after the 200 loses nothing: the change was already in the socket."""
+async def test_a_register_returns_only_once_the_hub_passed_its_change_on(
+        run_dir: str) -> None:
+    """kill -9 right after the 200 loses nothing, and the other workers already have the
+    change in their sockets: the REGISTER waits for the hub's ACK."""
     got: list[bytes] = []
-    connected = asyncio.Event()
+    changed = asyncio.Event()
+    release = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"\x00\x00\x00\x01E")  # an empty hub: synced at once
-        connected.set()
-        got.append(await reader.read())  # everything until the client is gone
+        writer.write(frame(END))  # an empty hub: synced at once
+        buf = bytearray()
+        while not got:
+            buf += await reader.read(65536)
+            got.extend(decode_frames(buf) or [])
+        changed.set()
+        await release.wait()
+        writer.write(frame(ACK, None, len(got).to_bytes(4, "big")))
+        await reader.read()  # until the client is gone
 
     server = await asyncio.start_unix_server(serve, str(Path(run_dir) / HUB_SOCKET))
     a = replica(run_dir)
     try:
-        await a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), time.time())
-        link = a._link
-        assert link is not None and link.transport is not None
-        link.transport.abort()  # as a kill -9 would: nothing more is written
-        deadline = time.monotonic() + BOUND
-        while not got and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        frames = decode_frames(bytearray(got[0]))
-        assert frames is not None and frames[0][:1] == CHANGE
-        sent = DECODER.decode(frames[0][1:])
+        registering = asyncio.ensure_future(
+            a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), time.time()))
+        await asyncio.wait_for(changed.wait(), BOUND)
+        assert got[0][:1] == CHANGE
+        sent = DECODER.decode(got[0][1:])
         assert sent.aor == "sip:kim@x" and sent.upserts[0][0].contact == "sip:kim@10.0.0.2"
+        await asyncio.sleep(0.05)
+        assert not registering.done()  # no 200 before the hub passed the change on
+        release.set()
+        assert [b.contact for b in await asyncio.wait_for(registering, BOUND)] == [
+            "sip:kim@10.0.0.2"]
     finally:
         await a.close()
         server.close()
