@@ -34,11 +34,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from benchmarks.bench_register import REGISTER_XML, _int, run_sipp, tree_cpu_seconds
-from harness.serverproc import free_udp_port, options, sip_request
+from benchmarks.bench_register import CLK_TCK, REGISTER_XML, _int, run_sipp, tree_cpu_seconds
+from harness.serverproc import OPEN, free_udp_port, options, sip_request
 from harness.sipp_runner import Sipp
 from harness.sipp_runner import run_sipp as sipp_run
+from signaling.supervisor import SHARING_ENV
 
 __all__ = ["CpuQuota", "main"]
 
@@ -47,30 +49,49 @@ CGROUP = Path("/sys/fs/cgroup")
 #: cgroup CPU period (µs): the quota is enforced per 100 ms, the kernel default.
 PERIOD_US = 100_000
 #: Source sockets SIPp spreads the calls over (``-max_socket``).
-SOURCES = 64
+SOURCES = 256
 START_TIMEOUT = 60.0
 
 
 class CpuQuota:
-    """A fresh cgroup limited to ``cores`` of CPU time (v2 ``cpu.max`` or v1 CFS quota)."""
+    """A fresh cgroup limited to ``cores`` of CPU time (v2 ``cpu.max`` or v1 CFS quota), or
+    unlimited with ``cores=None`` (the generator's group).
 
-    def __init__(self, cores: float) -> None:
-        name = f"bench-multiproc-{os.getpid()}"
-        quota = int(cores * PERIOD_US)
+    Its weight is the highest the kernel takes: by default a cgroup competes with the machine's
+    other tasks as *one* task (v1 ``cpu.shares`` 1024), so on a machine loaded by other work a
+    4-worker server would get one task's slice of the CPU, not its quota, and scaling would be
+    the machine's load, not ours.  With the top weight the quota is what holds the server back;
+    the quota caps what it takes from the others.
+    """
+
+    def __init__(self, cores: float | None, name: str = "server") -> None:
+        name = f"bench-multiproc-{name}-{os.getpid()}"
+        quota = int(cores * PERIOD_US) if cores is not None else -1
         controllers = CGROUP / "cgroup.controllers"
         if controllers.exists() and "cpu" in controllers.read_text().split():
             self.path = CGROUP / name
             self.path.mkdir()
-            (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}\n")
+            (self.path / "cpu.max").write_text(
+                f"{quota if quota > 0 else 'max'} {PERIOD_US}\n")
+            (self.path / "cpu.weight").write_text("10000\n")
         else:
             self.path = CGROUP / "cpu" / name
             self.path.mkdir()
             (self.path / "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n")
             (self.path / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+            (self.path / "cpu.shares").write_text("262144\n")
 
-    def enter(self) -> None:
-        """Move the calling process (a child before exec) into the cgroup."""
-        (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    def enter(self, pid: int = 0) -> None:
+        """Move ``pid`` (default: the calling process, a child before exec) into the cgroup."""
+        (self.path / "cgroup.procs").write_text(f"{pid or os.getpid()}\n")
+
+    def throttled(self) -> int:
+        """Periods in which the group used its whole quota (``cpu.stat`` ``nr_throttled``)."""
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "nr_throttled":
+                return int(value)
+        return 0
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -78,16 +99,18 @@ class CpuQuota:
 
 
 class Server:
-    def __init__(self, processes: int, quota: CpuQuota) -> None:
+    def __init__(self, processes: int, quota: CpuQuota, sharing: str = "replica") -> None:
         self.port = free_udp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-multiproc-"))
         cmd = [sys.executable, "-m", "signaling", "serve", "--processes", str(processes),
                "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
-               "--diameter", "off", "--log-level", "warning",
+               "--diameter", "off", "--log-level", "warning", *OPEN,
                "--spool", str(self.dir / "spool.jsonl")]
+        env = {**os.environ, SHARING_ENV: sharing}
         with open(self.dir / "log", "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=quota.enter)
+                                         start_new_session=True, preexec_fn=quota.enter,
+                                         env=env)
         self.processes = processes
 
     def wait_ready(self) -> None:
@@ -114,14 +137,49 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def step(kind: str, processes: int, share: float, rate: int,
-         duration: float) -> tuple[float, float, int]:
-    """(successful per second, CPU µs per success, failed) of ``kind`` at ``processes``."""
+class Result(NamedTuple):
+    per_s: float
+    cpu_us: float
+    #: the supervisor's own CPU (its registry hub/owner, the admin front) per success
+    supervisor_us: float
+    #: the busiest worker's share of the workers' CPU (1/N is an even spread)
+    busiest: float
+    failed: int
+    #: 100 ms periods in which the server used its whole quota
+    throttled: int
+
+
+def _own_cpu(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                text = (entry / "stat").read_text()
+                if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def step(kind: str, processes: int, share: float, rate: int, duration: float,
+         sharing: str = "replica") -> Result:
+    """One step of ``kind`` at ``rate`` against a fresh server of ``processes``."""
     quota = CpuQuota(processes * share)
-    server = Server(processes, quota)
+    server = Server(processes, quota, sharing)
     try:
         server.wait_ready()
-        cpu0, t0 = tree_cpu_seconds(server.proc.pid), time.monotonic()
+        pid = server.proc.pid
+        workers = _children(pid) if processes > 1 else [pid]
+        own0 = {p: _own_cpu(p) for p in {pid, *workers}}
+        cpu0, t0, throttled0 = tree_cpu_seconds(pid), time.monotonic(), quota.throttled()
         calls = int(rate * duration)
         spread = ["-t", "un", "-max_socket", str(SOURCES)]
         if kind == "register":
@@ -131,8 +189,13 @@ def step(kind: str, processes: int, share: float, rate: int,
         else:
             ok, failed = _calls(server.port, rate, calls, duration, spread)
         elapsed = time.monotonic() - t0
-        cpu = tree_cpu_seconds(server.proc.pid) - cpu0
-        return ok / elapsed, cpu / max(ok, 1) * 1e6, failed
+        cpu = tree_cpu_seconds(pid) - cpu0
+        used = {p: _own_cpu(p) - own0[p] for p in own0}
+        sup = used[pid] if processes > 1 else 0.0
+        per_worker = [used[p] for p in workers]
+        return Result(ok / elapsed, cpu / max(ok, 1) * 1e6, sup / max(ok, 1) * 1e6,
+                      max(per_worker) / max(sum(per_worker), 1e-9), failed,
+                      quota.throttled() - throttled0)
     finally:
         server.stop()
         quota.remove()
@@ -169,29 +232,51 @@ def main() -> None:
                         help="rates offered per worker (x N for N workers), in order "
                              "(default: REGISTER 3000..7000/s, calls 200..700/s)")
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--sharing", default="replica,owner",
+                        help="how the workers share the registry, each measured: replica "
+                             "(the default) and owner (signaling/supervisor.py SHARING_ENV)")
     args = parser.parse_args()
     rates = args.rates or ("3000,4000,5000,6000,7000" if args.kind == "register"
                            else "200,300,400,500,600,700")
     what = "REGISTER" if args.kind == "register" else "calls"
     print(f"{what} capacity under a CPU quota of {args.share:g} core per worker: highest rate "
           f"kept with 0 failures ({args.duration:g} s steps; shared machine: noisy)")
+    # The generator (this process and its SIPp children) competes with the machine's other
+    # work at the top weight too, so that it is not what limits the server.
+    generator = CpuQuota(None, "generator")
+    generator.enter()
+    try:
+        _run(args.kind, args.processes, args.share, rates, args.duration,
+             args.sharing.split(","))
+    finally:
+        (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        generator.remove()
+
+
+def _run(kind: str, processes: str, share: float, rates: str, duration: float,
+         sharings: list[str]) -> None:
+    what = "REGISTER" if kind == "register" else "calls"
     base: float | None = None
-    for n in (int(x) for x in args.processes.split(",")):
-        best: tuple[int, float] | None = None
-        for per_worker in (int(x) for x in rates.split(",")):
-            offered = per_worker * n
-            per_s, cpu_us, failed = step(args.kind, n, args.share, offered, args.duration)
-            print(f"  --processes {n}: offered {offered:6d}/s -> {per_s:7.0f}/s, "
-                  f"{cpu_us:6.1f} µs CPU per {what}, {failed} failed")
-            if failed or per_s < 0.95 * offered:
-                break
-            best = (offered, cpu_us)
-        if best is None:
-            print(f"  --processes {n}: kept no step")
-            continue
-        base = base or best[0]
-        print(f"  => --processes {n}: {best[0]} {what}/s ({best[0] / base:4.2f}x), "
-              f"{best[1]:.1f} µs CPU per {what}")
+    for n in (int(x) for x in processes.split(",")):
+        for sharing in sharings if n > 1 else ["-"]:
+            label = f"--processes {n}" + (f" ({sharing})" if n > 1 else "")
+            best: tuple[int, float] | None = None
+            for per_worker in (int(x) for x in rates.split(",")):
+                offered = per_worker * n
+                r = step(kind, n, share, offered, duration, sharing)
+                print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
+                      f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
+                      f"busiest worker {r.busiest:4.0%} of the workers' CPU, "
+                      f"quota hit in {r.throttled} periods, {r.failed} failed", flush=True)
+                if r.failed or r.per_s < 0.95 * offered:
+                    break
+                best = (offered, r.cpu_us)
+            if best is None:
+                print(f"  {label}: kept no step")
+                continue
+            base = base or best[0]
+            print(f"  => {label}: {best[0]} {what}/s ({best[0] / base:4.2f}x), "
+                  f"{best[1]:.1f} µs CPU per {what}", flush=True)
 
 
 if __name__ == "__main__":

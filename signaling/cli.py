@@ -27,6 +27,7 @@ from signaling.auth.subscribers import SubscriberError
 from signaling.config import OPTIONS, Config, ConfigError, load_config
 from signaling.logs import configure_logging
 from signaling.metrics import version
+from signaling.registry.base import RegistryError
 from signaling.server import Server, default_node_id
 from signaling.supervisor import default_processes, run_supervisor
 from signaling.worker import WorkerInfo
@@ -116,6 +117,10 @@ def _as_worker(cfg: Config, info: WorkerInfo) -> None:
     # next worker replays what its predecessor left.
     cfg.spool = f"{cfg.spool}.w{info.slot}"
     cfg.processes = 1
+    # Live changes its siblings took through the admin API (validated by them), so that a
+    # worker restarted after a crash runs what they run.
+    for name, value in info.live.items():
+        setattr(cfg, name, value)
 
 
 def _who(info: WorkerInfo | None, processes: int) -> str:
@@ -155,6 +160,12 @@ async def _serve(cfg: Config) -> int:
         await server.stop()
         return 1
     if info is not None:
+        # A replica registry takes a serving sibling's copy first (registry/replica.py): only
+        # then is this worker ready to take the place of the one it replaces.
+        try:
+            await server.registry.ping()
+        except RegistryError as exc:
+            log.warning("registry not reachable yet: %s", exc)
         worker.notify_ready({"pid": os.getpid(),
                              "admin": list(server.admin.address) if server.admin and
                              server.admin.address else None})

@@ -17,6 +17,10 @@ answer applies (a stray response is counted, a CANCEL gets 481).  Dialogs need n
 in-dialog requests reach the new worker, which loads the dialog from the shared registry.
 Requests that are retransmitted to the shared port (an INVITE before its 100) are not handed
 over: the new worker takes them as new.
+
+The same socket carries the messages of ``signaling.siblings`` (a call using another worker's
+connection): every frame is a ``siblings.Frame``, "in" (receive as if read from its peer) or
+"out" (send on our connection for the sibling).
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable
-from pathlib import Path
 
 import msgspec
 
 from protocols.sip.message import Request, Response
 from protocols.sip.serializer import serialize
 from signaling.metrics import Metrics
+from signaling.siblings import DECODER, ENCODER, Frame, Siblings, handoff_path
 from signaling.sipcore import Peer, SipCore, TransactionUser, Work
 from signaling.transports.udp import SLOT_TAG
 from signaling.worker import WorkerInfo
@@ -42,24 +46,26 @@ __all__ = ["MAX_HANDOFF", "Handoff"]
 
 log = logging.getLogger(__name__)
 
-#: Largest message handed over: a SIP datagram (64 KiB) and its source address.
-MAX_HANDOFF = 65_535 + 512
-_FRAME = msgspec.msgpack.Decoder(tuple[str, int, bytes])
-_ENCODER = msgspec.msgpack.Encoder()
+#: Largest message handed over: a SIP message (64 KiB) and its peer and origin.
+MAX_HANDOFF = 65_535 + 1024
+#: Receive buffer of the hand-off socket: a burst of relayed messages must not be dropped
+#: (a message for a connection is not retransmitted).  The kernel caps it at rmem_max.
+_BUFFER = 4 << 20
 
 
 def _path(info: WorkerInfo, generation: int) -> str:
     assert info.run_dir is not None
-    return str(Path(info.run_dir) / f"{info.slot}.{generation}.handoff")
+    return handoff_path(info.run_dir, info.slot, generation)
 
 
 class Handoff:
     """A ``TransactionUser`` wrapping the node's own, with the hand-off added (see above)."""
 
     def __init__(self, tu: TransactionUser, core: SipCore, metrics: Metrics,
-                 info: WorkerInfo) -> None:
+                 info: WorkerInfo, siblings: Siblings | None = None) -> None:
         self.tu = tu
         self.core = core
+        self.siblings = siblings
         self.path = _path(info, info.generation)
         self.predecessor: str | None = _path(info, info.generation - 1) \
             if info.generation > 1 else None
@@ -70,17 +76,20 @@ class Handoff:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a crashed worker of this generation cannot exist, but...
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         self.sock.bind(self.path)
         self.sock.setblocking(False)
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     @classmethod
     def for_worker(cls, tu: TransactionUser, core: SipCore, metrics: Metrics,
-                   info: WorkerInfo | None) -> TransactionUser:
+                   info: WorkerInfo | None,
+                   siblings: Siblings | None = None) -> TransactionUser:
         """``tu`` wrapped when this process is a supervised worker, else ``tu`` itself."""
         if info is None or info.run_dir is None:
             return tu
-        return cls(tu, core, metrics, info)
+        return cls(tu, core, metrics, info, siblings)
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
@@ -93,18 +102,22 @@ class Handoff:
     def _readable(self) -> None:
         for _ in range(64):  # bounded like a UDP read batch
             try:
-                frame = self.sock.recv(MAX_HANDOFF)
+                raw = self.sock.recv(MAX_HANDOFF)
             except BlockingIOError:
                 return
             try:
-                host, port, data = _FRAME.decode(frame)
+                frame = DECODER.decode(raw)
             except msgspec.DecodeError:
                 self.c_handoff.inc("received", "malformed")
+                continue
+            if frame.kind == "out" and self.siblings is not None:
+                self.siblings.took_out(frame)
+                self.core.send(frame.data, frame.peer)
                 continue
             self.c_handoff.inc("received", "message")
             self._relayed = True
             try:
-                self.core.receive(data, Peer("udp", host, port, SLOT_TAG))
+                self.core.receive(frame.data, frame.peer)
             finally:
                 self._relayed = False
 
@@ -113,9 +126,9 @@ class Handoff:
     def _hand_over(self, msg: Request | Response, peer: Peer, kind: str) -> bool:
         if self._relayed or self.predecessor is None:
             return False
+        frame = Frame("in", "udp", peer.host, peer.port, SLOT_TAG, "", serialize(msg))
         try:
-            self.sock.sendto(_ENCODER.encode((peer.host, peer.port, serialize(msg))),
-                             self.predecessor)
+            self.sock.sendto(ENCODER.encode(frame), self.predecessor)
         except OSError:  # it has exited: nobody to hand over to from now on
             self.predecessor = None
             return False
@@ -125,8 +138,14 @@ class Handoff:
     def handle(self, work: Work) -> Awaitable[None]:
         return self.tu.handle(work)
 
+    def _to_sibling(self, msg: Request | Response, peer: Peer) -> bool:
+        """What came over our connection for a sibling's call (``signaling.siblings``)."""
+        return not self._relayed and self.siblings is not None \
+            and self.siblings.relay_in(msg, peer)
+
     def on_ack(self, ack: Request, peer: Peer) -> None:
-        self.tu.on_ack(ack, peer)
+        if not self._to_sibling(ack, peer):
+            self.tu.on_ack(ack, peer)
 
     def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
         if self.tu.on_cancel(cancel, peer, now):
@@ -134,11 +153,13 @@ class Handoff:
         return self._hand_over(cancel, peer, "cancel")
 
     def on_stray_response(self, response: Response, peer: Peer) -> None:
+        if self._to_sibling(response, peer):
+            return
         if not self._hand_over(response, peer, "response"):
             self.tu.on_stray_response(response, peer)
 
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
-        return self.tu.answer_statelessly(request, peer)
+        return self._to_sibling(request, peer) or self.tu.answer_statelessly(request, peer)
 
     def holds(self, request: Request) -> bool:
         return self.tu.holds(request)

@@ -36,10 +36,14 @@ class Hops:
     """Next hops over the transports of one node (``node_id`` owns its connections)."""
 
     def __init__(self, transports: Transports, node_id: str,
-                 is_me: Callable[[SipURI], bool]) -> None:
+                 is_me: Callable[[SipURI], bool],
+                 reaches: Callable[[str], bool] | None = None) -> None:
         self.transports = transports
         self.node_id = node_id
         self.is_me = is_me
+        #: Another node whose connections this one can use: a sibling worker of a
+        #: multi-process server (``signaling.siblings``); None for a single process.
+        self.reaches = reaches
 
     async def binding_target(self, b: Binding) -> Target | None:
         uri = parse_uri(b.contact)
@@ -53,7 +57,9 @@ class Hops:
         if b.connection_id is not None:
             # Registered over a connection (RFC 7118 §5, RFC 5626 §5.3 flows): reached over
             # that same connection, to the UA or to the edge proxy of its Path.
-            if b.node not in (None, self.node_id) or b.transport not in self.transports:
+            elsewhere = b.node not in (None, self.node_id) and (
+                self.reaches is None or not self.reaches(b.node))
+            if elsewhere or b.transport not in self.transports:
                 return None  # held by another node's connection: not reachable from here
             # TCP and TLS also try the Contact's address when the connection is gone (see
             # transports/tcp.py); a WebSocket client's Contact is never reachable (.invalid).

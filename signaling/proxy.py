@@ -106,7 +106,8 @@ class Proxy:
     def __init__(self, core: SipCore, registry: Registry, cfg: Config, metrics: Metrics,
                  node_id: str, tracer: Tracing | None = None,
                  auth: Authenticator | None = None,
-                 on_dialog_ended: Callable[[ProxyDialog], None] | None = None) -> None:
+                 on_dialog_ended: Callable[[ProxyDialog], None] | None = None,
+                 reaches: Callable[[str], bool] | None = None) -> None:
         self.core = core
         #: None when tracing is off: every use is behind ``if self.tracer``, no call per message.
         self.tracer = tracer
@@ -122,7 +123,7 @@ class Proxy:
         #: Called once per dialog that ended (records, CDRs); failures are logged, not raised.
         self.on_dialog_ended = on_dialog_ended
         self.transports = core.transports
-        self.hops = Hops(self.transports, node_id, self._is_me)
+        self.hops = Hops(self.transports, node_id, self._is_me, reaches)  # reaches: hops.py
         self.reach = Reach(self.hops, self.transports, node_id, core.flows, gruu_codec(cfg))
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()

@@ -35,6 +35,7 @@ from signaling.registry.factory import make_registry
 from signaling.registry.memory import MemoryRegistry
 from signaling.router import Router
 from signaling.shedwatch import ShedWatch
+from signaling.siblings import Siblings
 from signaling.sipcore import SipCore
 from signaling.tls import TlsContexts, admin_tls, tls_settings
 from signaling.transports.base import Peer, Transports
@@ -69,7 +70,10 @@ class Server:
             max_bytes=cfg.binding_memory << 20)
         self.node_id = cfg.node_id or default_node_id(cfg)
         self.guard = Guard(_guard_limits(cfg), self.metrics)
-        self.core = SipCore(cfg, self.metrics, Transports(), self.guard)
+        #: The other workers of a multi-process server, whose connections this one uses.
+        self.siblings = Siblings.for_worker(worker.current(), self.node_id, self.metrics)
+        self.core = SipCore(cfg, self.metrics, Transports(), self.guard,
+                            self.siblings.relay_out if self.siblings else None)
         self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
             from signaling.tracing import Tracing  # OpenTelemetry only when tracing is on
@@ -103,7 +107,8 @@ class Server:
                                    auth=checking)
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer, auth=checking,
-                           on_dialog_ended=hooks.dialog_ended if hooks else None)
+                           on_dialog_ended=hooks.dialog_ended if hooks else None,
+                           reaches=self.siblings.reaches if self.siblings else None)
         self.diameter: DiameterServer | None = None
         if cfg.diameter is not None:
             self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry,
@@ -159,7 +164,7 @@ class Server:
                         min(self.core.domains))
         self.auth.start()
         tu = Handoff.for_worker(Router(self.registrar, self.proxy, self.tracer), self.core,
-                                self.metrics, worker.current())
+                                self.metrics, worker.current(), self.siblings)
         self.handoff = tu if isinstance(tu, Handoff) else None
         self.core.start(tu)
         if self.cfg.sip_udp is not None:
@@ -259,6 +264,8 @@ class Server:
         await self.registry.close()
         if self.handoff is not None:  # last: the old worker of a reload takes hand-offs to the end
             self.handoff.close()
+        if self.siblings is not None:
+            self.siblings.close()
         self._stopped.set()
         log.info("stopped")
 

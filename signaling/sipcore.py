@@ -160,9 +160,13 @@ class SipCore:
     the transports it is given, for the one transaction user it serves."""
 
     def __init__(self, cfg: Config, metrics: Metrics, transports: Transports,
-                 guard: Guard | None = None) -> None:
+                 guard: Guard | None = None,
+                 relay: Callable[[bytes, Peer], bool | None] | None = None) -> None:
         self.cfg = cfg
         self.transports = transports
+        #: A worker of a multi-process server: sends to a connection another worker holds
+        #: (``signaling.siblings``); None when the peer is not one.
+        self.relay = relay
         self.domains = cfg.served_domains()
         self.myself = cfg.own_names() | self.domains
         self.table = TransactionTable(cfg.max_transactions)
@@ -266,6 +270,12 @@ class SipCore:
     # -- sending -----------------------------------------------------------------------------
 
     def send(self, data: bytes, peer: Peer) -> bool:
+        if peer.conn_id is not None and self.relay is not None:
+            relayed = self.relay(data, peer)
+            if relayed is not None:
+                if not relayed:
+                    self.c_drop.inc("connection_gone")
+                return relayed
         transport = self.transports.by_name.get(peer.transport)
         if transport is None:
             self.c_drop.inc("no_transport")

@@ -4,7 +4,8 @@ One Python process uses one core.  The supervisor binds the listeners, starts N 
 fresh ``python -m signaling serve`` with the same arguments, so it runs the code and the
 configuration on disk when it starts), restarts a worker that dies, replaces them all on
 ``reload`` (SIGHUP), and stops them all on SIGTERM/SIGINT.  It runs no SIP code itself: it owns
-the sockets, the shared registry (``signaling.registry.owner``, when ``--registry memory``) and
+the sockets, the embedded registry's hub and owner (``signaling.registry.hub`` and ``.owner``,
+when ``--registry memory``: each worker keeps a replica, ``signaling.registry.replica``) and
 the admin front (``signaling.admin.front``: one ``/metrics`` and one API for the whole server).
 
 How the workers share a port: per listener, the supervisor binds **one socket per worker slot**
@@ -62,8 +63,10 @@ import msgspec
 from signaling.admin.front import AdminFront
 from signaling.config import Config, HostPort
 from signaling.metrics import Metrics
+from signaling.registry.hub import ReplicaHub
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
+from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET
 from signaling.worker import WORKER_ENV, WorkerInfo
 
 __all__ = [
@@ -92,6 +95,11 @@ STABLE_AFTER = 30.0
 #: private sockets) before it is killed and counted as a failed start.  Generous: a busy
 #: machine starts Python slowly.
 READY_TIMEOUT = 60.0
+#: How the workers share the embedded registry: "replica" (each keeps it whole, the default;
+#: ``signaling.registry.replica``) or "owner" (the supervisor's, asked over a socket;
+#: ``signaling.registry.shared``).  Not a ``SIGNALING_*`` option: it is for
+#: ``benchmarks/bench_multiproc.py``, which compares the two.
+SHARING_ENV = "_SIGNALING_REGISTRY_SHARING"
 #: Seconds beyond ``shutdown_timeout`` a stopping worker gets before SIGKILL.
 STOP_GRACE = 5.0
 
@@ -206,12 +214,16 @@ class Supervisor:
                                     ["state"], self._worker_counts)
         self.sockets: dict[str, list[socket.socket]] = {}
         self.owner: RegistryOwner | None = None
+        self.hub: ReplicaHub | None = None
         self.token = cfg.admin_token or secrets.token_urlsafe(32)
         self._tmp = tempfile.TemporaryDirectory(prefix="signaling-")
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._front: AdminFront | None = None
+        #: Live options PATCHed through the admin front since the last reload: what a
+        #: restarted worker must apply to run as its siblings do (see ``patched``).
+        self.live: dict[str, int | float | str] = {}
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -243,11 +255,13 @@ class Supervisor:
         could not start (the caller stops everything: a server that cannot start its workers
         should fail at once, not retry in the background)."""
         if self.cfg.registry == "memory":
-            path = str(Path(self._tmp.name) / "registry.sock")
-            self.owner = RegistryOwner(MemoryRegistry(
-                max_bindings_per_aor=self.cfg.max_bindings_per_aor,
-                max_bytes=self.cfg.binding_memory << 20), path)
+            registry = MemoryRegistry(max_bindings_per_aor=self.cfg.max_bindings_per_aor,
+                                      max_bytes=self.cfg.binding_memory << 20)
+            self.owner = RegistryOwner(registry, str(Path(self._tmp.name) / OWNER_SOCKET))
             await self.owner.start()
+            if os.environ.get(SHARING_ENV, "replica") == "replica":
+                self.hub = ReplicaHub(str(Path(self._tmp.name) / HUB_SOCKET))
+                await self.hub.start()
         if self.cfg.admin is not None:
             front = AdminFront(self, self.cfg.admin, self.token)
             await front.start()
@@ -273,6 +287,8 @@ class Supervisor:
             task.cancel()
         if self._front is not None:
             await self._front.close()
+        if self.hub is not None:
+            await self.hub.close()
         if self.owner is not None:
             await self.owner.close()
         self.close_sockets()
@@ -302,11 +318,14 @@ class Supervisor:
         slot.generation += 1
         read_fd, write_fd = os.pipe()
         registry = None
-        if self.owner is not None:
+        if self.hub is not None:
+            registry = f"replica+unix://{self._tmp.name}"
+        elif self.owner is not None:
             registry = f"shared+unix://{self.owner.path}"
         info = WorkerInfo(slot=slot.index, generation=slot.generation, fds=slot.fds,
                           ready_fd=write_fd, supervisor=os.getpid(), registry=registry,
-                          admin_token=self.token, run_dir=self._tmp.name)
+                          admin_token=self.token, run_dir=self._tmp.name,
+                          live=dict(self.live))
         env = dict(os.environ)
         env[WORKER_ENV] = msgspec.json.encode(info).decode()
         try:
@@ -403,10 +422,23 @@ class Supervisor:
 
     # -- reload ------------------------------------------------------------------------------
 
+    def patched(self, changes: dict[str, int | float | str]) -> None:
+        """Every serving worker took ``changes`` (``PATCH /api/v1/config``): a worker started
+        after a crash gets them too, or the server would run two configurations at once."""
+        self.live.update(changes)
+
     async def reload(self) -> bool:
-        """Replace every worker, one slot at a time; True if every slot got its new worker."""
+        """Replace every worker, one slot at a time; True if every slot got its new worker.
+
+        The new workers run the configuration on disk, as a restart of a single-process server
+        does: live changes made through the admin API are dropped (put them in the file to
+        keep them)."""
         async with self._reload_lock:
             log.info("reload: starting new workers on the code and configuration on disk")
+            if self.live:
+                log.info("reload: live changes %s give way to the configuration on disk",
+                         sorted(self.live))
+            self.live = {}
             ok = True
             for slot in self.slots:
                 if self._stopping:

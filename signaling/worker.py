@@ -54,6 +54,10 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     admin_token: str | None = None
     #: the supervisor's private directory (hand-off sockets, ``signaling.handoff``)
     run_dir: str | None = None
+    #: live options changed through the admin API (``PATCH /api/v1/config``) since the
+    #: workers started: a worker restarted after a crash applies them, so it runs what its
+    #: siblings run, not the configuration on disk (``signaling.supervisor``)
+    live: dict[str, int | float | str] = {}
 
     @property
     def name(self) -> str:

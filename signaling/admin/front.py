@@ -20,7 +20,8 @@ worker runs its own admin API on a private loopback port it reports when ready. 
 * everything else (``/api/v1/...``): forwarded as is (bearer token included) to one serving
   worker, round robin.  Registrations are the shared registry's, so any worker answers for the
   whole server, and the configuration is the same on every worker (a PATCH of the live
-  limits goes to every worker; a worker started later runs the configuration on disk).
+  limits goes to every worker, and the supervisor keeps it for a worker it restarts after a
+  crash; a reload runs the configuration on disk).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.admin.fanout import Answer, first_found, merge_dialog_pages, merge_stats
 from signaling.admin.handlers import METRICS_CONTENT_TYPE
+from signaling.admin.livecfg import decode_patch
 from signaling.tls import admin_tls
 
 if TYPE_CHECKING:
@@ -247,14 +249,20 @@ class AdminFront:
         return self._json(await first_found(lambda w: self._ask(w, request), serving))
 
     async def patch_config(self, request: web.Request) -> web.Response:
-        """A live change applies to every worker (each checks it the same way); a worker
-        started later (restart, reload) runs the configuration on disk."""
+        """A live change applies to every worker (each checks it the same way); once every
+        worker took it, the supervisor keeps it for the workers it starts after a crash
+        (``Supervisor.patched``; a reload runs the configuration on disk)."""
         body = await request.read()
         serving = [w for w in self.sup.serving() if w.admin is not None]
         answers = [await self._ask(w, request, body=body) for w in serving]
         failed = next((a for a in answers if a[0] != 200), None)
-        return self._json(failed or answers[0] if answers else
-                          (503, {"error": "no worker serving", "status": 503}))
+        if not answers:
+            return self._json((503, {"error": "no worker serving", "status": 503}))
+        if any(a[0] == 200 for a in answers):
+            # A worker took it (each validates it the same way, so it decodes here too): a
+            # worker that missed it (unreachable) gets it when it is restarted.
+            self.sup.patched(decode_patch(body))
+        return self._json(failed or answers[0])
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         serving = [w for w in self.sup.serving() if w.admin is not None]

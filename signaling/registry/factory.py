@@ -12,8 +12,10 @@ def make_registry(url: str, *, max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
                   max_bytes: int = MAX_BINDING_BYTES) -> Registry:
     """``memory`` -> in-process; ``redis://`` / ``rediss://`` -> Redis; ``redis+cluster://`` or
     ``?cluster=1`` -> Redis Cluster; ``?prefix=NAME`` sets the key prefix (default ``sig``) so
-    several deployments can share one Redis; ``shared+unix:///PATH`` -> the registry a
-    supervisor owns (``signaling.registry.shared``; set by the supervisor for its workers).
+    several deployments can share one Redis; ``replica+unix:///DIR`` -> a replica kept in step
+    through a supervisor's hub (``signaling.registry.replica``) and ``shared+unix:///PATH`` ->
+    the registry a supervisor owns (``signaling.registry.shared``); the supervisor sets these
+    for its workers.
     ``ValueError`` (a configuration error) otherwise.
 
     Nothing connects here: the Redis engines connect lazily, so a server can start while Redis
@@ -28,6 +30,11 @@ def make_registry(url: str, *, max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
         from signaling.registry.redis import RedisRegistry
 
         return RedisRegistry.from_url(url, max_bindings_per_aor=max_bindings_per_aor)
+    if url.startswith("replica+unix://"):
+        from signaling.registry.replica import ReplicaRegistry
+
+        return ReplicaRegistry(url.removeprefix("replica+unix://"),
+                               max_bindings_per_aor=max_bindings_per_aor, max_bytes=max_bytes)
     if url.startswith("shared+unix://"):
         from signaling.registry.shared import SharedRegistry
 

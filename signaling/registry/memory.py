@@ -44,6 +44,7 @@ __all__ = [
     "MAX_KNOWN_USERS",
     "MAX_STATE_ENTRIES",
     "MemoryRegistry",
+    "Version",
     "aor_cost",
     "binding_cost",
 ]
@@ -88,6 +89,15 @@ def binding_cost(b: Binding) -> int:
             + len(b.source) + (len(b.instance) if b.instance else 0)
             + (len(b.connection_id) if b.connection_id else 0)
             + (len(b.node) if b.node else 0) + (sum(map(len, b.path)) if b.path else 0))
+
+
+#: A binding's version for replication: its Call-ID and CSeq (§10.3 step 7).
+Version = tuple[str, int]
+
+
+def _at_most(b: Binding, version: Version | None) -> bool:
+    """``b`` is the binding ``version`` names, or an older one of the same Call-ID."""
+    return version is not None and b.call_id == version[0] and b.cseq <= version[1]
 
 
 def aor_cost(aor: str) -> int:
@@ -271,6 +281,47 @@ class MemoryRegistry:
 
     async def known_user(self, aor: str) -> bool:
         return aor in self._known or aor in self._aors
+
+    # -- replication (signaling.registry.replica) ------------------------------------------------
+
+    def stored(self, aor: str) -> dict[str, Binding] | None:
+        """The AOR's stored bindings, expired ones included: the object itself, which a write
+        replaces (``_commit``) and only a removal changes in place (``_delete``)."""
+        return self._aors.get(aor)
+
+    def on_connection(self, connection_id: str) -> list[tuple[str, str]]:
+        """(AOR, key) of the bindings registered over ``connection_id``."""
+        return list(self._by_conn.get(connection_id, ()))
+
+    def merge(self, aor: str, upserts: Sequence[tuple[Binding, Version | None]],
+              removed: Sequence[tuple[str, Version]]) -> None:
+        """Apply another replica's change to ``aor`` (``signaling.registry.replica``).
+
+        Each upsert comes with the version (Call-ID, CSeq) of the binding it replaced there,
+        each removal with the version it removed.  Applied when this replica holds that
+        version, an older one of the same Call-ID, or nothing: the usual case, one change after
+        another.  Two changes of one contact made at once through two replicas (neither saw
+        the other's) are resolved the same way on both, so they converge: a binding beats a
+        removal; of two bindings of one Call-ID the higher CSeq wins (§10.3 step 7's order),
+        of two Call-IDs the later expiry (then the greater Call-ID).  No budget check: the
+        replica that took the REGISTER checked it."""
+        stored = self._aors.get(aor) or {}
+        updated = dict(stored)
+        for b, prev in upserts:
+            old = updated.get(b.key)
+            if old is None or _at_most(old, prev) or (
+                    b.cseq >= old.cseq if old.call_id == b.call_id
+                    else (b.expires_at, b.call_id) > (old.expires_at, old.call_id)):
+                updated[b.key] = b
+        for key, version in removed:
+            old = updated.get(key)
+            if old is not None and _at_most(old, version):
+                del updated[key]
+        self._commit(aor, stored, updated, self._cost(aor, updated) - self._cost(aor, stored))
+
+    def snapshot(self) -> list[tuple[str, list[Binding]]]:
+        """Every AOR with its bindings (a replica starting from this one's state)."""
+        return [(aor, list(stored.values())) for aor, stored in self._aors.items()]
 
     # -- dialogs and sessions -------------------------------------------------------------------
 

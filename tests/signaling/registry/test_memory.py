@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signaling.registry import ContactChange, MemoryRegistry, OutOfOrder, RegistryFull
+from signaling.registry.base import Binding
 
 NOW = 1000.0
 
@@ -196,3 +197,47 @@ async def test_the_charge_of_an_aor_is_its_bindings_and_aor_cost() -> None:
     assert reg.charged_bytes() == aor_cost("sip:cost@x") + binding_cost(got[0])
     assert binding_cost(got[0]) > binding_cost(
         (await MemoryRegistry().register("sip:cost@x", "c", 1, [change("sip:a@h")], NOW))[0])
+
+
+# -- replication (MemoryRegistry.merge, signaling/registry/replica.py) -------------------------
+
+def _binding(key: str, call_id: str, cseq: int, expires_at: float) -> Binding:
+    return Binding(aor="sip:z@x", contact=key, q=1.0, expires_at=expires_at, call_id=call_id,
+                   cseq=cseq, key=key)
+
+
+async def test_merge_applies_changes_in_order_and_resolves_concurrent_ones_alike() -> None:
+    a, b = MemoryRegistry(), MemoryRegistry()
+    first = _binding("sip:z@1", "c", 1, 1e12)
+    for r in (a, b):
+        r.merge("sip:z@x", [(first, None)], [])
+    # One after the other: a refresh with a new Call-ID replaces what it saw, whatever its
+    # expiry (a phone that restarted and registers for less time).
+    shorter = _binding("sip:z@1", "d", 1, 1e11)
+    b.merge("sip:z@x", [(shorter, ("c", 1))], [])
+    assert (b.stored("sip:z@x") or {})["sip:z@1"] is shorter
+    # At the same time, through two replicas, neither seeing the other's change: both end
+    # with the same binding, whichever order the changes arrive in.
+    x, y = _binding("sip:z@1", "e", 5, 2e12), _binding("sip:z@1", "f", 1, 3e12)
+    a.merge("sip:z@x", [(x, ("c", 1))], [])
+    a.merge("sip:z@x", [(y, ("c", 1))], [])
+    b2 = MemoryRegistry()
+    b2.merge("sip:z@x", [(first, None)], [])
+    b2.merge("sip:z@x", [(y, ("c", 1))], [])
+    b2.merge("sip:z@x", [(x, ("c", 1))], [])
+    assert (a.stored("sip:z@x") or {})["sip:z@1"] == (b2.stored("sip:z@x") or {})["sip:z@1"] == y
+
+
+async def test_merge_removes_only_the_version_removed_and_a_binding_beats_a_removal() -> None:
+    r = MemoryRegistry()
+    old = _binding("sip:z@1", "c", 3, 1e12)
+    r.merge("sip:z@x", [(old, None)], [])
+    r.merge("sip:z@x", [], [("sip:z@1", ("c", 2))])  # an older version: ours stays
+    assert await r.count_bindings() == 1
+    newer = _binding("sip:z@1", "g", 1, 1e12)
+    r.merge("sip:z@x", [(newer, ("c", 3))], [])
+    r.merge("sip:z@x", [], [("sip:z@1", ("c", 3))])  # removes what another replica had seen
+    assert (r.stored("sip:z@x") or {})["sip:z@1"] is newer
+    r.merge("sip:z@x", [], [("sip:z@1", ("g", 1))])
+    assert await r.count_bindings() == 0 and await r.count_aors() == 0
+    assert r.charged_bytes() == 0
