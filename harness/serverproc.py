@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 __all__ = ["OPEN", "ServerProcess", "free_tcp_port", "free_udp_port", "free_udp_ports", "options",
-           "sip_request"]
+           "server_env", "sip_request"]
 
 #: Ports for servers under test: away from the fixtures' range (services.PORT_RANGE).
 SERVER_PORTS = (20000, 29999)
@@ -53,6 +53,15 @@ def _bindable(kind: int, ports: range) -> bool:
     finally:
         for s in socks:
             s.close()
+
+
+def server_env() -> dict[str, str]:
+    """This process's environment for a server under test, without any ``SIGNALING_*``
+    variable: neither the configuration a developer may have exported nor the test switches
+    (the edit check of signaling/forwarding.py runs in the in-process servers only; in server
+    processes it would also refuse the invalid 487 of harness/sipp/uas-cancel.xml, which
+    copies the Via of the CANCEL)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
 
 
 def free_udp_port() -> int:
@@ -132,7 +141,7 @@ class ServerProcess:
                 *OPEN, *self.extra]
 
     def start(self) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
+        env = server_env()
         env.update(self.env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,

@@ -2,8 +2,8 @@
 (``protocols.sip.edit``) where the message allows it, else None and the caller serializes.
 
 Editing is an optimisation with an exact contract: the edited bytes read back as the message
-``serialize`` would have written.  With ``SIGNALING_CHECK_EDITS=1`` in the environment (the
-test suite sets it, for in-process servers and the server processes it starts alike) every
+``serialize`` would have written.  With ``SIGNALING_TEST_CHECK_EDITS=1`` in the environment (the
+test suite sets it for the servers it runs in process) every
 edited message is checked against that contract and a difference raises, so each test that
 sends a call through the proxy tests the editor too.
 """
@@ -21,7 +21,7 @@ from protocols.sip.serializer import serialize
 __all__ = ["CHECK_EDITS", "response_bytes"]
 
 #: Check every edited message against the serializer (tests; see the module's docstring).
-CHECK_EDITS = os.environ.get("SIGNALING_CHECK_EDITS") == "1"
+CHECK_EDITS = os.environ.get("SIGNALING_TEST_CHECK_EDITS") == "1"
 
 
 def response_bytes(resp: Response) -> bytes | None:

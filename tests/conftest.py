@@ -25,7 +25,7 @@ from harness.services import PostgresServer, RedisCluster, RedisServer
 
 # Every message the proxy forwards by editing its received bytes is checked against the
 # serializer (signaling/forwarding.py), here and in the server processes tests start.
-os.environ["SIGNALING_CHECK_EDITS"] = "1"
+os.environ["SIGNALING_TEST_CHECK_EDITS"] = "1"
 
 
 @pytest.fixture(scope="session")

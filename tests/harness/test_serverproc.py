@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 
@@ -48,3 +49,11 @@ def test_a_block_skips_a_port_held_by_someone_else(monkeypatch: pytest.MonkeyPat
         assert free_udp_ports(4) == taken + 1
     finally:
         held.close()
+
+
+def test_servers_get_no_signaling_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNALING_DOMAIN", "exported.example")
+    monkeypatch.setenv("SIGNALING_TEST_CHECK_EDITS", "1")
+    env = serverproc.server_env()
+    assert not [k for k in env if k.startswith("SIGNALING_")]
+    assert env["PATH"] == os.environ["PATH"]

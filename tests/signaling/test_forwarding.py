@@ -28,7 +28,7 @@ def _received() -> Response:
 
 
 def test_the_test_suite_checks_every_edit() -> None:
-    assert forwarding.CHECK_EDITS  # tests/conftest.py sets SIGNALING_CHECK_EDITS=1
+    assert forwarding.CHECK_EDITS  # tests/conftest.py sets SIGNALING_TEST_CHECK_EDITS=1
 
 
 def test_relayed_bytes_lose_the_top_via_only() -> None:

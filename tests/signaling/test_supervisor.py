@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as ws_connect
 
-from harness.serverproc import ServerProcess, options, sip_request
+from harness.serverproc import ServerProcess, options, server_env, sip_request
 from harness.sipp_runner import Sipp
 from protocols.diameter.constants import ResultCode
 from tests.signaling.admin.helpers import (
@@ -255,9 +255,7 @@ def test_a_second_server_on_the_same_port_is_refused(server: Supervised,
         [sys.executable, "-m", "signaling", "serve", "--processes", processes,
          "--sip-udp", f"127.0.0.1:{server.udp_port}", "--sip-ws", "off", "--admin", "off",
          "--diameter", "off"], capture_output=True, text=True, timeout=60,
-        # As the harness does: tests/conftest.py sets SIGNALING_CHECK_EDITS for the test
-        # process, which the server would refuse as an unknown option.
-        env={k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")})
+        env=server_env())
     assert proc.returncode == 1, proc.stderr
     assert "cannot start" in proc.stderr
     assert from_many_sources(server.udp_port, 4) == 4
