@@ -39,7 +39,7 @@ from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import parse_uri
 
-__all__ = ["SDP", "UA", "Leg", "StreamUA", "UdpUA", "WsUA"]
+__all__ = ["SDP", "UA", "Leg", "StreamUA", "UdpUA", "WsUA", "confirmed_call"]
 
 #: Seconds a test waits for one expected message before failing: far above any loopback
 #: round trip, well below a test's patience.
@@ -368,6 +368,21 @@ class WsUA(UA):
             await self._ws.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+async def confirmed_call(caller: UA, callee: UA, tag: str = "c1") -> Leg:
+    """``callee`` registers, ``caller`` calls it, ``callee`` answers 200 and ``caller`` ACKs:
+    the caller's leg of the confirmed dialog (its next in-dialog request goes over it)."""
+    await callee.send(callee.register())
+    await callee.response(200, "REGISTER")
+    invite = caller.invite(callee.user)
+    await caller.send(invite)
+    got = await callee.request("INVITE")
+    await callee.send(callee.reply(got, 200, tag=tag, body=b"v=0\r\n"))
+    leg = caller.uac_leg(invite, await caller.response(200))
+    await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+    await callee.request("ACK")
+    return leg
 
 
 def _tag() -> str:

@@ -25,7 +25,7 @@ from protocols.sip.message import Response
 from protocols.sip.overload import parse_report
 from protocols.sip.parser import parse_message
 from signaling.overload import starts_new_work
-from tests.peers.sipua import UdpUA
+from tests.peers.sipua import UdpUA, confirmed_call
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
 
@@ -178,15 +178,7 @@ async def test_in_dialog_requests_are_never_shed_even_late_from_the_kernel() -> 
         callee = await UdpUA("bob", "127.0.0.1", port).start()
         peer = await UdpPeer.open()
         try:
-            await callee.send(callee.register())
-            await callee.response(200, "REGISTER")
-            invite = caller.invite("bob")
-            await caller.send(invite)
-            got = await callee.request("INVITE")
-            await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
-            leg = caller.uac_leg(invite, await caller.response(200))
-            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
-            await callee.request("ACK")
+            leg = await confirmed_call(caller, callee)
             srv.udp.pause_reading()  # the server falls behind: all three wait in the kernel
             peer.send(_req("REGISTER", "sip:127.0.0.1", peer.port, branch="z9hG4bKlate",
                            call_id="late-reg", extra="Contact: <sip:a@10.0.0.1>"), port)
@@ -220,15 +212,7 @@ async def test_made_up_in_dialog_requests_are_refused_like_new_work(
     flood.bind(("127.0.0.2", 0))
     flood.settimeout(2.0)
     try:
-        await callee.send(callee.register())
-        await callee.response(200, "REGISTER")
-        invite = caller.invite("bob")
-        await caller.send(invite)
-        got = await callee.request("INVITE")
-        await callee.send(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
-        leg = caller.uac_leg(invite, await caller.response(200))
-        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
-        await callee.request("ACK")
+        leg = await confirmed_call(caller, callee)
         src_port = flood.getsockname()[1]
         for i in range(600):  # twelve times what the limit (50/s) admits in a second
             flood.sendto(_req("BYE", "sip:bob@127.0.0.1", src_port, branch=f"z9hG4bKfb{i}",
