@@ -27,7 +27,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import time
 import zlib
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -52,23 +51,14 @@ from protocols.sip.transaction import (
 from protocols.sip.uri import aor_of, parse_uri
 from signaling.auth.policy import Authenticator
 from signaling.config import Config
-from signaling.dialogs import (
-    DialogError,
-    DialogInput,
-    DialogState,
-    DialogTable,
-    DialogTableFull,
-    ProxyDialog,
-    dialog_key,
-    intern_peer,
-)
-from signaling.dialogshare import SharedDialogs
+from signaling.dialogs import DialogInput, DialogState, DialogTableFull, ProxyDialog
 from signaling.fanout import cap_per_destination
 from signaling.flows import Reach, gruu_codec
 from signaling.forwarding import response_bytes
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
 from signaling.proxy_context import Branch, Context
+from signaling.proxy_dialogs import DIALOG_LINGER, DialogKeeper
 from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
 from signaling.sizeswitch import over_tcp, udp_retry
@@ -81,8 +71,6 @@ __all__ = ["DIALOG_LINGER", "Proxy", "Target"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a terminated dialog is kept to absorb late retransmissions (64*T1, §17.1.1.2).
-DIALOG_LINGER = 32.0
 #: Seconds between sweeps of dialog deadlines (maximum duration, linger).
 DIALOG_TICK = 1.0
 _COOKIE = "z9hG4bK"
@@ -114,14 +102,10 @@ class Proxy:
         self.registry = registry
         self.cfg = cfg
         self.node_id = node_id
-        self.dialogs = DialogTable(cfg.max_dialogs)
-        self.dialogs.on_terminate = self.terminate_dialog
         self.contexts: dict[ServerTransaction, Context] = {}
         #: Unanswered INVITEs by dialog id, so the ring deadline can end them (bounded by the
         #: dialog table: an entry leaves when its final response goes upstream).
         self._ringing: dict[str, Context] = {}
-        #: Called once per dialog that ended (records, CDRs); failures are logged, not raised.
-        self.on_dialog_ended = on_dialog_ended
         self.transports = core.transports
         self.hops = Hops(self.transports, node_id, self._is_me, reaches)  # reaches: hops.py
         self.reach = Reach(self.hops, self.transports, node_id, core.flows, gruu_codec(cfg))
@@ -136,14 +120,13 @@ class Proxy:
                                "Downstream servers whose RFC 7339 report we follow", [],
                                lambda: {(): float(len(self.oc))})
         self.c_proxy = metrics.fast_counter("proxy_events", "Proxy outcomes", ["event"])
-        #: Dialog state goes to the registry only when others can read it (not in-process).
-        self.shared = SharedDialogs(registry, cfg.registry != "memory",
-                                    cfg.max_dialog_duration + DIALOG_LINGER, self.c_proxy)
+        self.keeper = DialogKeeper(cfg, registry, metrics, self.c_proxy, core.now, tracer,
+                                   on_dialog_ended)
+        #: The dialog table (the admin API lists and ends dialogs through it).
+        self.dialogs = self.keeper.table
+        self.dialogs.on_terminate = self.terminate_dialog
         self.h_setup = metrics.histogram("call_setup_seconds",
                                          "INVITE received to 2xx relayed")
-        metrics.callback_gauge("dialogs", "Dialogs by state", ["state"],
-                               lambda: {(k,): float(v)
-                                        for k, v in self.dialogs.counts_by_state().items()})
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -175,22 +158,24 @@ class Proxy:
         if targets:
             self._fork(work, targets)
 
+    def holds(self, request: Request) -> bool:
+        """Whether a request with a To tag belongs to a dialog this node holds (issue 13:
+        only such work goes ahead of new requests); one the proxy only has in the shared
+        registry is loaded by its worker, as new work is."""
+        return self.keeper.find(request) is not None
+
     async def _in_dialog(self, work: Work) -> None:
         req = work.request
-        dialog = self.dialogs.find(req.call_id, req.from_.tag, req.to.tag)
-        if dialog is None and self.shared.enabled:
-            now = self.core.now()
-            dialog = await self.shared.load(req, self.dialogs, now,
-                                            now + self.cfg.max_dialog_duration)
+        dialog = await self.keeper.find_or_load(req)
         if dialog is not None:
-            peer = self._other_side(dialog, req)
+            peer = self.keeper.other_side(dialog, req)
             if peer is None:
                 self._reply(work, 481)
                 return
             # Forwarded first, then recorded: a BYE's own spans (tracing.py) belong to the
             # call it is about to end.
             self._fork(work, [Target(req.uri, peer)], dialog=dialog)
-            self._dialog_request(dialog, req)
+            self.keeper.request(dialog, req)
             return
         target = self.hops.route_target(req)
         if target is None:
@@ -199,26 +184,6 @@ class Proxy:
             self._reply(work, 481)
             return
         self._fork(work, [target])
-
-    def _dialog_request(self, dialog: ProxyDialog, req: Request) -> None:
-        if req.from_.tag == dialog.caller_tag:
-            dialog.caller_cseq = max(dialog.caller_cseq, req.cseq.seq)
-        inp = {"BYE": DialogInput.BYE, "INVITE": DialogInput.TARGET_REFRESH}.get(req.method)
-        if inp is None:
-            return
-        try:
-            state = dialog.handle(inp)
-        except DialogError:
-            self.c_proxy.inc("dialog_transition_error")
-            return
-        if state is DialogState.TERMINATED:
-            dialog.ended_by = "caller" if req.from_.tag == dialog.caller_tag else "callee"
-            self._ended(dialog)
-
-    def _other_side(self, dialog: ProxyDialog, req: Request) -> Peer | None:
-        if req.from_.tag == dialog.caller_tag:
-            return dialog.callee_peer
-        return dialog.caller_peer
 
     async def _targets(self, work: Work) -> list[Target]:
         req = work.request
@@ -294,7 +259,7 @@ class Proxy:
         ctx = Context(work.txn, req, now)
         if req.method == "INVITE" and req.to.tag is None:
             try:
-                ctx.dialog = self._new_dialog(req, work.peer, now)
+                ctx.dialog = self.keeper.create(req, work.peer, now)
             except DialogTableFull:
                 self.c_proxy.inc("dialog_table_full")
                 self._reply(work, 503, extra=[("Retry-After", str(self.cfg.retry_after))])
@@ -478,7 +443,7 @@ class Proxy:
             # Only the dialog-creating INVITE's answer is the call's outcome; a refused
             # re-INVITE or BYE must not overwrite it (§14.1: the dialog stays as it was).
             ctx.dialog.final_status = best.status
-            self._dialog_input(ctx.dialog, DialogInput.FAILURE)
+            self.keeper.input(ctx.dialog, DialogInput.FAILURE)
         self._relay(ctx, best)
 
     def _answered(self, ctx: Context) -> None:
@@ -497,7 +462,7 @@ class Proxy:
         ctx = self._ringing.pop(dialog.id, None)
         dialog.ended_by = "timeout"
         if ctx is None or ctx.done:
-            self._dialog_input(dialog, DialogInput.TIMEOUT)
+            self.keeper.input(dialog, DialogInput.TIMEOUT)
             return
         self.c_proxy.inc("ring_timeout")
         self._cancel_others(ctx, None)
@@ -579,13 +544,13 @@ class Proxy:
     def on_ack(self, ack: Request, peer: Peer) -> None:
         """An ACK matching no transaction: the ACK for a 2xx, relayed statelessly."""
         self._pop_own_routes(ack)
-        dialog = self.dialogs.find(ack.call_id, ack.from_.tag, ack.to.tag)
+        dialog = self.keeper.find(ack)
         dest: Peer | None
         if dialog is not None:
             if self.tracer is not None and dialog.state is DialogState.WAIT_ACK:
                 self.tracer.call_event(dialog.id, "confirmed")
-            self._dialog_input(dialog, DialogInput.ACK)
-            dest = self._other_side(dialog, ack)
+            self.keeper.input(dialog, DialogInput.ACK)
+            dest = self.keeper.other_side(dialog, ack)
         else:
             target = self.hops.route_target(ack)
             dest = target.peer if target is not None else None
@@ -629,78 +594,18 @@ class Proxy:
 
     # -- dialogs -------------------------------------------------------------------------------
 
-    def _new_dialog(self, req: Request, peer: Peer, now: float) -> ProxyDialog:
-        contact = str(req.contacts[0].uri) if req.contacts else ""
-        ring = max(self.cfg.ring_timeout, 1.0)
-        dialog = ProxyDialog(
-            dialog_key(req.call_id, req.from_.tag or ""), req.call_id, req.from_.tag or "",
-            str(req.from_), str(req.to), peer, contact, req.cseq.seq, now, time.time(),
-            now + ring)
-        self.dialogs.add(dialog)
-        return dialog
-
     def _dialog_event(self, ctx: Context, branch: Branch, resp: Response,
                       inp: DialogInput) -> None:
-        dialog = ctx.dialog
-        if dialog is None or ctx.method != "INVITE":
-            return
-        tag = resp.to.tag
-        if inp is DialogInput.PROVISIONAL:
-            if tag is None:
-                return  # §12.1: only a 1xx with a To tag creates an early dialog
-            if dialog.early_tags is None:
-                dialog.early_tags = set()
-                if self.tracer is not None:
-                    self.tracer.call_event(dialog.id, "ringing", {"sip.status_code": resp.status})
-            dialog.early_tags.add(tag)
-        elif inp is DialogInput.SUCCESS and dialog.callee_peer is None:
-            dialog.callee_tag = tag or ""
-            dialog.callee = str(resp.to)
-            dialog.callee_peer = intern_peer(branch.peer)
-            dialog.callee_contact = str(resp.contacts[0].uri) if resp.contacts else ""
-            dialog.answered_at = time.time()
-            dialog.early_tags = None
-            dialog.deadline = self.core.now() + self.cfg.max_dialog_duration
-            self.dialogs.schedule(dialog)
-            if self.tracer is not None:
-                self.tracer.call_event(dialog.id, "answered", {"sip.status_code": resp.status})
-            self._dialog_input(dialog, inp)
-            self.shared.share(dialog)
-            return
-        self._dialog_input(dialog, inp)
-
-    def _dialog_input(self, dialog: ProxyDialog, inp: DialogInput) -> None:
-        before = dialog.state
-        try:
-            state = dialog.handle(inp)
-        except DialogError:
-            self.c_proxy.inc("dialog_transition_error")
-            return
-        if state is DialogState.TERMINATED and before is not DialogState.TERMINATED:
-            if not dialog.ended_by:
-                dialog.ended_by = "callee" if inp is DialogInput.FAILURE else "timeout"
-            self._ended(dialog)
-
-    def _ended(self, dialog: ProxyDialog) -> None:
-        if dialog.answered_at is not None:
-            self.shared.unshare(dialog)
-        dialog.ended_at = time.time()
-        if self.tracer is not None:
-            self.tracer.call_ended(dialog.id, dialog.ended_by, dialog.final_status)
-        dialog.deadline = self.core.now() + DIALOG_LINGER
-        self.dialogs.schedule(dialog)
-        if self.on_dialog_ended is not None:
-            try:
-                self.on_dialog_ended(dialog)
-            except Exception:  # a records failure never touches the call path
-                log.warning("dialog-ended hook failed", exc_info=True)
+        """A response of the dialog-creating INVITE or a re-INVITE (§12.1, §16.7)."""
+        if ctx.dialog is not None and ctx.method == "INVITE":
+            self.keeper.response(ctx.dialog, branch.peer, resp, inp)
 
     def terminate_dialog(self, dialog: ProxyDialog) -> bool:
         """End a dialog from the server: BYE to both sides (max duration, admin API)."""
         if dialog.state not in (DialogState.WAIT_ACK, DialogState.CONFIRMED):
             if dialog.state is not DialogState.TERMINATED:
                 dialog.ended_by = "server"
-                self._dialog_input(dialog, DialogInput.TIMEOUT)
+                self.keeper.input(dialog, DialogInput.TIMEOUT)
             return dialog.state is DialogState.TERMINATED
         caller = parse_name_addr(dialog.caller)
         callee = parse_name_addr(dialog.callee)
@@ -710,7 +615,7 @@ class Proxy:
         if dialog.caller_contact:
             self._send_bye(dialog.caller_contact, callee, caller, dialog, seq, dialog.caller_peer)
         dialog.ended_by = "server"
-        self._dialog_input(dialog, DialogInput.TIMEOUT)
+        self.keeper.input(dialog, DialogInput.TIMEOUT)
         self.c_proxy.inc("dialog_ended_by_server")
         return True
 

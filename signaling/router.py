@@ -65,7 +65,4 @@ class Router:
         return auth is not None and auth.challenge_early(request, peer)
 
     def holds(self, request: Request) -> bool:
-        # Dialogs are the proxy's (the registrar holds none); one the proxy only has in the
-        # shared registry is loaded by its worker, as new work is.
-        return self.proxy.dialogs.find(request.call_id, request.from_.tag,
-                                       request.to.tag) is not None
+        return self.proxy.holds(request)  # dialogs are the proxy's: the registrar holds none
