@@ -56,12 +56,12 @@ def _bindable(kind: int, ports: range) -> bool:
 
 
 def server_env() -> dict[str, str]:
-    """This process's environment for a server under test, without any ``SIGNALING_*``
-    variable: neither the configuration a developer may have exported nor the test switches
-    (the edit check of signaling/forwarding.py runs in the in-process servers only; in server
-    processes it would also refuse the invalid 487 of harness/sipp/uas-cancel.xml, which
-    copies the Via of the CANCEL)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SIGNALING_")}
+    """This process's environment for a server under test, without the ``SIGNALING_*``
+    configuration a developer may have exported; the test switches (``SIGNALING_TEST_*``,
+    which the configuration ignores) go through, so the edit check of
+    signaling/forwarding.py runs in server processes as it does in process."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("SIGNALING_") or k.startswith("SIGNALING_TEST_")}
 
 
 def free_udp_port() -> int:

@@ -472,7 +472,13 @@ class Proxy:
     def _relay(self, ctx: Context, resp: Response) -> None:
         """Send a branch's response upstream with our Via removed (§16.7 step 9)."""
         data = None
-        if resp.vias and self._is_my_via(resp.vias[0]):
+        if len(resp.vias) == 1 and self._is_my_via(resp.vias[0]):
+            # Only our Via: a callee that copied it from our CANCEL into the INVITE's 487.
+            # §16.7 step 3 would keep such a response here; it still ends this branch, and
+            # upstream it carries the request's Vias, as every response must (§8.2.6.2).
+            self.c_proxy.inc("response_vias_restored")
+            up = dataclasses.replace(resp, vias=ctx.request.vias)
+        elif resp.vias and self._is_my_via(resp.vias[0]):
             if resp.status < 200 or resp.to.tag is not None:  # else a To tag is added below
                 data = response_bytes(resp)  # edited from the received bytes: no copy
             # Edited, ``up`` is read below only for its status and To tag, which it shares.

@@ -51,9 +51,10 @@ def test_a_block_skips_a_port_held_by_someone_else(monkeypatch: pytest.MonkeyPat
         held.close()
 
 
-def test_servers_get_no_signaling_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_servers_get_the_test_switches_but_no_exported_configuration(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIGNALING_DOMAIN", "exported.example")
     monkeypatch.setenv("SIGNALING_TEST_CHECK_EDITS", "1")
     env = serverproc.server_env()
-    assert not [k for k in env if k.startswith("SIGNALING_")]
+    assert [k for k in env if k.startswith("SIGNALING_")] == ["SIGNALING_TEST_CHECK_EDITS"]
     assert env["PATH"] == os.environ["PATH"]

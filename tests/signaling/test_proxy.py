@@ -531,6 +531,40 @@ async def test_timer_c_cancels_a_ringing_branch_and_ends_a_silent_one_with_408()
             await callee.close()
 
 
+async def test_a_487_carrying_only_the_cancels_via_reaches_the_caller_with_its_vias() -> None:
+    """A callee that answers the INVITE's 487 with the Via of our CANCEL (only ours: §9.1)
+    leaves no Via to relay it by (§16.7 step 3).  The 487 still ends the branch, and the
+    caller gets it with the Vias of its INVITE (§8.2.6.2), never a response without Via."""
+    async with running_server(ring_timeout=600) as server:
+        assert server.udp_address is not None
+        port = server.udp_address[1]
+        caller = await UdpUA("alice", "127.0.0.1", port).start()
+        callee = await UdpUA("copyvia", "127.0.0.1", port).start()
+        try:
+            await callee.send(callee.register())
+            await callee.response(200, "REGISTER")
+            invite = caller.invite("copyvia")
+            await caller.send(invite)
+            got = await callee.request("INVITE")
+            await callee.send(callee.reply(got, 180, tag="c1"))
+            await caller.response(180)
+            await caller.send(caller.cancel(invite))
+            await caller.response(200, "CANCEL")
+            cancel = await callee.request("CANCEL")
+            await callee.send(callee.reply(cancel, 200))
+            bad = callee.reply(cancel, 487, tag="c1")
+            assert len(bad.vias) == 1  # the CANCEL's own Via: the proxy's
+            await callee.send(dataclasses.replace(bad, cseq=got.cseq))
+            final = await caller.response(487)
+            assert [(v.host, v.port, v.branch) for v in final.vias] == [
+                (v.host, v.port, v.branch) for v in invite.vias]
+            await caller.send(caller.ack_non2xx(invite, final))
+            assert server.proxy.c_proxy.get("response_vias_restored") == 1
+        finally:
+            await caller.close()
+            await callee.close()
+
+
 async def test_silent_callee_on_a_quiet_server_gets_timer_a_and_the_caller_timer_b() -> None:
     """RFC 3261 §17.1.1.2: a branch's Timer A retransmits the INVITE and Timer B ends it with
     408, on a server with no other traffic to fire its timers (issue 20.1: the branch's
