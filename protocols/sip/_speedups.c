@@ -750,9 +750,11 @@ list_item_end(const char *p, const char *e)
     return e;
 }
 
-/* Route, Record-Route, Contact: one or more comma-separated name-addrs, each appended. */
+/* Comma-separated elements (section 7.3.1), each parsed by ``fn`` and appended, and counted
+ * when ``count`` is not NULL.  An empty element bails: parser.py answers it 400. */
 static int
-name_addrs(const char *p, const char *e, PyObject **list)
+list_values(int (*fn)(const char *, const char *, PyObject **), const char *p,
+            const char *e, PyObject **list, Py_ssize_t *count)
 {
     for (;;) {
         const char *item_end = list_item_end(p, e), *q;
@@ -768,16 +770,26 @@ name_addrs(const char *p, const char *e, PyObject **list)
             q--;
         }
         if (p == q) {
-            return BAIL;  /* an empty element: parser.py's 400 */
+            return BAIL;
         }
-        if ((rc = append_parsed(name_addr, p, q, list)) != OK) {
+        if ((rc = append_parsed(fn, p, q, list)) != OK) {
             return rc;
+        }
+        if (count != NULL) {
+            (*count)++;
         }
         if (item_end == e) {
             return OK;
         }
         p = item_end + 1;
     }
+}
+
+/* Route, Record-Route, Contact: one or more comma-separated name-addrs, each appended. */
+static int
+name_addrs(const char *p, const char *e, PyObject **list)
+{
+    return list_values(name_addr, p, e, list, NULL);
 }
 
 /* One Via header line: one or more comma-separated via-parms, each appended and counted.
@@ -790,28 +802,7 @@ via_values(const char *p, const char *e, PyObject **list, Py_ssize_t *count)
         (*count)++;  /* one value, the common case: no scan for the list's commas */
         return append_parsed(via, p, e, list);
     }
-    for (;;) {
-        const char *item_end = list_item_end(p, e), *q;
-        int rc;
-        if (item_end == NULL) {
-            return BAIL;
-        }
-        q = item_end;
-        while (p < q && *p == ' ') {
-            p++;
-        }
-        while (q > p && q[-1] == ' ') {
-            q--;
-        }
-        if ((rc = append_parsed(via, p, q, list)) != OK) {
-            return rc;  /* an empty element too: via() bails, parser.py answers 400 */
-        }
-        (*count)++;
-        if (item_end == e) {
-            return OK;
-        }
-        p = item_end + 1;
-    }
+    return list_values(via, p, e, list, count);
 }
 
 /* ---- header dispatch ---- */
