@@ -28,6 +28,7 @@ from protocols.sip.parser import parse_message
 from protocols.sip.uri import parse_uri
 from signaling.flows import FlowTable
 from signaling.server import Server
+from tests.peers import baresip
 from tests.peers.sipua import UA, StreamUA, UdpUA
 from tests.signaling.inproc import running_server
 
@@ -551,27 +552,6 @@ async def test_phone_behind_a_kamailio_edge_is_called_through_it(
 
 # --- baresip, a real UA by others, with outbound and GRUU -----------------------------------------
 
-#: baresip without sound hardware (as in transports/test_tcp.py); the uuid module gives it the
-#: persistent instance ID outbound needs (RFC 5626 §4.1).
-BARESIP_CONFIG = """poll_method epoll
-sip_listen 127.0.0.1:0
-audio_player aufile,/dev/null
-audio_source ausine,440
-ausrc_srate 48000
-auplay_srate 48000
-ausrc_channels 2
-auplay_channels 2
-audio_alert aufile,/dev/null
-module_path /usr/lib/baresip/modules
-module g711.so
-module ausine.so
-module aufile.so
-module_app uuid.so
-module_app account.so
-module_app menu.so
-"""
-
-
 def _metric(server: ServerProcess, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{server.admin_port}/metrics",
                                 timeout=5) as resp:
@@ -591,15 +571,12 @@ async def test_baresip_with_outbound_keeps_its_flow_alive_and_is_called_at_its_g
     tcp = free_tcp_port()
     with ServerProcess("--flow-timer", "5", "--sip-tcp", f"127.0.0.1:{tcp}",
                        "--log-level", "warning", ws=False, admin=True) as server:
-        (tmp_path / "config").write_text(BARESIP_CONFIG)
         port, uri_param = (server.udp_port, "") if transport == "udp" else (tcp,
                                                                         ";transport=tcp")
-        (tmp_path / "accounts").write_text(
+        ua = baresip.start(
+            tmp_path, baresip.config(uuid=True),
             f'<sip:obbob@127.0.0.1{uri_param}>;regint=600;sipnat=outbound;answermode=auto;'
-            f'outbound="sip:127.0.0.1:{port}{uri_param}"\n')
-        ua = subprocess.Popen(["baresip", "-s", "-f", str(tmp_path), "-t", "60"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
+            f'outbound="sip:127.0.0.1:{port}{uri_param}"\n', 60)
         caller = await UdpUA("caller", "127.0.0.1", server.udp_port).start()
         try:
             contacts = []
@@ -627,7 +604,7 @@ async def test_baresip_with_outbound_keeps_its_flow_alive_and_is_called_at_its_g
             await caller.close()
             ua.terminate()
             out, _ = ua.communicate(timeout=10)
-        log = out.decode(errors="replace")
+        log = out
         assert "Require: outbound" in log and "Flow-Timer: 5" in log, log[-4000:]
         assert f'pub-gruu="sip:obbob@127.0.0.1;gr={urn}"' in log, log[-4000:]
     assert "Traceback" not in server.log

@@ -10,42 +10,20 @@ import tempfile
 from pathlib import Path
 
 from harness.serverproc import free_udp_port
+from tests.peers import baresip
 from tests.signaling.auth.peers import auth_server
 
 USERS = {"1000": "s3cret-1000", "1001": "s3cret-1001"}
 #: baresip quits after this many seconds (-t); a bound, not a wait: every check below reads
 #: what happened in the SIP trace.
 RUN = 8
-#: No sound card: a sine source (48 kHz stereo only, hence the rates) and a file player.
-_CONFIG = """poll_method epoll
-sip_listen 127.0.0.1:{port}
-audio_player aufile,{dir}/played.wav
-audio_source ausine,440
-audio_alert aufile,/dev/null
-ausrc_srate 48000
-auplay_srate 48000
-ausrc_channels 2
-auplay_channels 2
-module_path /usr/lib/baresip/modules
-module g711.so
-module aufile.so
-module ausine.so
-module_app account.so
-module_app menu.so
-"""
-
-
 def _baresip(server_port: int, user: str, password: str, *commands: str,
              seconds: int = RUN) -> subprocess.Popen[str]:
     conf = Path(tempfile.mkdtemp(prefix="baresip-"))
-    (conf / "config").write_text(_CONFIG.format(port=free_udp_port(), dir=conf))
-    (conf / "accounts").write_text(f"<sip:{user}@127.0.0.1:{server_port};transport=udp>;"
-                                   f"auth_pass={password};regint=600;answermode=auto\n")
-    args = ["baresip", "-f", str(conf), "-t", str(seconds), "-s"]
-    for c in commands:
-        args += ["-e", c]
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return baresip.start(
+        conf, baresip.config(f"127.0.0.1:{free_udp_port()}", f"{conf}/played.wav"),
+        f"<sip:{user}@127.0.0.1:{server_port};transport=udp>;auth_pass={password};"
+        "regint=600;answermode=auto\n", seconds, commands)
 
 
 def _until(proc: subprocess.Popen[str], marker: str) -> str:

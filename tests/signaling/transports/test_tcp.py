@@ -12,7 +12,6 @@ import contextlib
 import os
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from signaling.metrics import Metrics
 from signaling.tls import TlsContexts, TlsSettings
 from signaling.transports.base import Peer
 from signaling.transports.tcp import StreamLimits, StreamTransport
+from tests.peers import baresip
 from tests.peers.sipua import StreamUA, WsUA
 from tests.tlscerts import Pki, make_pki
 
@@ -497,27 +497,6 @@ def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProc
 
 # --- the whole server with baresip over TLS ----------------------------------------------------
 
-#: baresip without sound hardware: a sine source (which only makes 48 kHz stereo, else the call
-#: is refused 486) and a player into /dev/null; -s in its command line traces SIP for failures.
-BARESIP_CONFIG = """poll_method epoll
-sip_listen 127.0.0.1:0
-sip_cafile {ca}
-audio_player aufile,/dev/null
-audio_source ausine,440
-ausrc_srate 48000
-auplay_srate 48000
-ausrc_channels 2
-auplay_channels 2
-audio_alert aufile,/dev/null
-module_path /usr/lib/baresip/modules
-module g711.so
-module ausine.so
-module aufile.so
-module_app account.so
-module_app menu.so
-"""
-
-
 def _query_contacts(udp_port: int, user: str) -> list[str]:
     """The contacts a query REGISTER (no Contact, §10.2.3) lists for ``user``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -542,13 +521,10 @@ def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: 
     with ServerProcess("--sip-tls", f"127.0.0.1:{tls_port}", "--tls-cert",
                        str(pki.cert("server")), "--tls-key", str(pki.key("server")),
                        "--log-level", "warning", ws=False) as server:
-        (tmp_path / "config").write_text(BARESIP_CONFIG.format(ca=pki.ca))
-        (tmp_path / "accounts").write_text(
+        ua = baresip.start(
+            tmp_path, baresip.config(ca=pki.ca),
             f'<sip:tlsbob@127.0.0.1;transport=tls>;regint=600;answermode=auto;'
-            f'outbound="sip:127.0.0.1:{tls_port};transport=tls"\n')
-        ua = subprocess.Popen(["baresip", "-s", "-f", str(tmp_path), "-t", "60"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
+            f'outbound="sip:127.0.0.1:{tls_port};transport=tls"\n', 60)
         try:
             deadline = time.monotonic() + 20
             while not _query_contacts(server.udp_port, "tlsbob"):
@@ -562,9 +538,8 @@ def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: 
         finally:
             ua.terminate()
             out, _ = ua.communicate(timeout=10)
-        log = out.decode(errors="replace")
+        log = out
         assert caller.ok, (log[-6000:], server.read_log()[-2000:])
-        log = out.decode(errors="replace")
         assert "{0/TLS/v4} 200 OK" in log, log[-2000:]
         assert server.alive()
     assert "Traceback" not in server.log
