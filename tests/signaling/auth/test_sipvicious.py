@@ -9,6 +9,7 @@ first it could never succeed and the test would prove nothing.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -37,7 +38,9 @@ def test_svwar_learns_no_extension() -> None:
         for method in ("REGISTER", "INVITE", "OPTIONS"):
             out = _run("svwar", "--force", "-m", method, "-e", "990-1010", target)
             assert "found nothing" in out, (method, out)
-            assert "1000" not in out and "1001" not in out, (method, out)
+            # No row of svwar's result table ("| 1000 | reqauth |"); its warnings quote our
+            # answers, whose random branch or nonce may hold the digits anywhere.
+            assert not re.search(r"^\|\s*100[01]\s*\|", out, re.MULTILINE), (method, out)
 
 
 def test_svcrack_finds_no_password_beyond_the_guessing_limit() -> None:
