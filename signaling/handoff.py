@@ -19,8 +19,9 @@ Requests that are retransmitted to the shared port (an INVITE before its 100) ar
 over: the new worker takes them as new.
 
 The same socket carries the messages of ``signaling.siblings`` (a call using another worker's
-connection): every frame is a ``siblings.Frame``, "in" (receive as if read from its peer) or
-"out" (send on our connection for the sibling).
+connection): every frame is a ``siblings.Frame``, "in" (receive as if read from its peer),
+"out" (send on our connection for the sibling) or "gone" (the connection an "out" frame was
+for closed: what we sent over it fails now).
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ class Handoff:
                 continue
             if frame.kind == "out" and self.siblings is not None:
                 self.siblings.took_out(frame)
-                self.core.send(frame.data, frame.peer)
+                if not self.core.send(frame.data, frame.peer):
+                    self.siblings.tell_gone(frame)  # the connection closed under it
+                continue
+            if frame.kind == "gone":
+                self.core.connection_gone(frame.peer)
                 continue
             self.c_handoff.inc("received", "message")
             self._relayed = True

@@ -25,7 +25,8 @@ dialog through the shared registry (``signaling.dialogshare``).
 Cost: one datagram per message relayed, only for calls whose two sides are on different
 workers; nothing for anything else (one ``startswith`` per message sent to a connection).
 A sibling that is gone (its connection went with it) makes the send fail as a closed
-connection does.
+connection does; a sibling whose connection closed answers the frame with a "gone" one, so
+the call's worker fails the transaction at once (§17.1.4) instead of at Timer B.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ _CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECAS
 class Frame(msgspec.Struct, array_like=True, frozen=True):
     """One message between two workers (``signaling.handoff`` reads them)."""
 
-    #: "in": receive ``data`` as if read from ``peer``; "out": send ``data`` to ``peer``.
+    #: "in": receive ``data`` as if read from ``peer``; "out": send ``data`` to ``peer``;
+    #: "gone": ``peer``'s connection closed before an "out" frame for it could be sent.
     kind: str
     transport: str
     host: str
@@ -145,6 +147,13 @@ class Siblings:
                                    self.own, data))
         self.c_relay.inc("out", "sent" if ok else "sibling_gone")
         return ok
+
+    def tell_gone(self, frame: Frame) -> None:
+        """The connection a sibling's "out" frame was for is gone: tell it, so what it sent
+        fails now (``SipCore.connection_gone``, §17.1.4) rather than at Timer B or F."""
+        ok = self.send(frame.origin, Frame("gone", frame.transport, frame.host, frame.port,
+                                           frame.conn_id, self.own, b""))
+        self.c_relay.inc("gone", "sent" if ok else "sibling_gone")
 
     def took_out(self, frame: Frame) -> None:
         """A sibling's message is about to go out on our connection: what comes back on it

@@ -298,6 +298,15 @@ class SipCore:
             self.run(txn, txn.transport_error(now))
         self.arm_timer()
 
+    def connection_gone(self, peer: Peer) -> None:
+        """A sibling worker could not send over ``peer``'s connection for us (it closed):
+        what we sent over it and got no answer to fails now (§17.1.4), as ``connect_failed``
+        does for a connection that never opened."""
+        for txn in [t for t in self.table if isinstance(t, ClientTransaction)
+                    and t.state is t.INITIAL and t.peer == peer]:
+            self._transport_failed(txn)
+        self.arm_timer()
+
     def overloaded(self) -> bool:
         """A worker queue is full: stream transports stop reading (backpressure) until not."""
         return self.dispatcher.any_full()
@@ -580,6 +589,7 @@ class SipCore:
 
     def run(self, txn: Transaction, events: list[Event]) -> None:
         """Carry out a transaction's events: sends here, the rest to its TU."""
+        unsent = False
         for ev in events:
             if isinstance(ev, SendMessage):
                 data = ev.data
@@ -602,13 +612,26 @@ class SipCore:
                     method = msg.method if isinstance(msg, ResponseSummary) else msg.cseq.method
                     self.c_resp_out.inc(_method(method), _CLASS[msg.status // 100],
                                         peer.transport)
-                self.send(data, peer)
+                if not self.send(data, peer):
+                    unsent = True
                 continue
             cb = self._observers.get(txn)
             if cb is not None:
                 cb(txn, ev)
             if isinstance(ev, TransactionTerminated):
                 self._observers.pop(txn, None)
+        if unsent and isinstance(txn, ClientTransaction) and not txn.terminated:
+            # §17.1.4: a request that could not be sent (its connection, or the sibling
+            # worker holding it, is gone) is a transport error the TU learns of now, not
+            # at Timer B or F.  UDP sends never fail here: the kernel takes them or drops.
+            self._transport_failed(txn)
+
+    def _transport_failed(self, txn: ClientTransaction) -> None:
+        try:
+            events = txn.transport_error(self.now())
+        except TransactionError:  # a state that no longer sends (the table has no entry)
+            return
+        self.run(txn, events)
 
     def arm_timer(self) -> None:
         deadline = self.table.next_deadline()

@@ -92,6 +92,22 @@ def test_a_message_out_over_a_sibling_connection_and_what_comes_back(tmp_path: P
             closing.close()
 
 
+def test_a_closed_connection_is_told_back_to_the_worker_that_used_it(tmp_path: Path) -> None:
+    """w1.3 could not write w0.1's message on its connection (closed meanwhile): w0.1 gets a
+    "gone" frame naming the connection, so its transaction fails at once."""
+    a, b = _siblings(tmp_path, 0, 1), _siblings(tmp_path, 1, 3)
+    a_sock, b_sock = _bound(tmp_path, 0, 1), _bound(tmp_path, 1, 3)
+    conn = Peer("ws", "10.0.0.9", 50000, "host:5060/w1.3/17")
+    try:
+        assert a.relay_out(BYE, conn) is True
+        b.tell_gone(DECODER.decode(b_sock.recv(70_000)))
+        back = DECODER.decode(a_sock.recv(70_000))
+        assert (back.kind, back.peer, back.origin, back.data) == ("gone", conn, "w1.3", b"")
+    finally:
+        for closing in (a, b, a_sock, b_sock):
+            closing.close()
+
+
 def test_a_gone_sibling_fails_like_a_closed_connection(tmp_path: Path) -> None:
     a = _siblings(tmp_path, 0, 1)
     try:

@@ -12,10 +12,11 @@ from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.summary import response_summary
-from protocols.sip.transaction import NonInviteServerTransaction
+from protocols.sip.transaction import Event, NonInviteServerTransaction, TransportFailed
 from signaling.registry.base import Binding, ContactChange
 from signaling.registry.memory import MemoryRegistry
 from signaling.sipcore import Peer, SipCore, stateless_answer, stateless_tail
+from tests.signaling.corekit import RecordingTransport, node
 from tests.signaling.inproc import UdpPeer, running_server
 
 
@@ -367,3 +368,50 @@ async def test_a_silent_caller_gets_the_final_response_on_timer_g_until_h_only()
     assert 5 <= len(copies) <= len(schedule), (len(copies), schedule)
     assert waited >= 64 * t1 + 1.0
     assert srv.core.c_retrans.get("sent") == len(copies)
+
+
+class _ClosedConnections(RecordingTransport):
+    """A connection transport whose connections are all gone: every send fails."""
+
+    def send(self, data: bytes, peer: Peer) -> bool:
+        return False
+
+
+def _options_to(peer: Peer) -> Request:
+    return Request(method="OPTIONS", uri=SipURI("sip", peer.host, port=peer.port),
+                   vias=[Via(peer.transport.upper(), "127.0.0.1", 5060,
+                             {"branch": f"z9hG4bK{peer.host}.{peer.port}"})],
+                   from_=NameAddr(SipURI("sip", "example.com", user="a"), None, {"tag": "f"}),
+                   to=NameAddr(SipURI("sip", "example.com", user="b")), call_id="gone-1",
+                   cseq=CSeq(1, "OPTIONS"), max_forwards=70)
+
+
+async def test_a_request_that_cannot_be_sent_fails_its_transaction_at_once() -> None:
+    """§17.1.4: a send to a connection that is gone is a transport error the TU learns of
+    when it happens, not at Timer F 32 s later."""
+    async with node() as n:
+        n.core.transports.add(_ClosedConnections("tcp", reliable=True, port=5060))
+        events: list[Event] = []
+        peer = Peer("tcp", "192.0.2.7", 5070, "conn-1")
+        txn = n.core.start_client_transaction(_options_to(peer), peer,
+                                              lambda t, ev: events.append(ev))
+        assert txn is not None and txn.terminated
+        assert any(isinstance(ev, TransportFailed) for ev in events)
+
+
+async def test_a_connection_a_sibling_reports_gone_fails_what_waits_on_it() -> None:
+    """``connection_gone`` (a sibling worker could not write on the connection for us) fails
+    the unanswered transactions to that connection, and only those."""
+    async with node() as n:
+        n.core.transports.add(RecordingTransport("tcp", reliable=True, port=5060))
+        gone_events: list[Event] = []
+        other_events: list[Event] = []
+        gone = Peer("tcp", "192.0.2.7", 5070, "host/w1.3/17")
+        other = Peer("tcp", "192.0.2.8", 5070, "host/w1.3/18")
+        n.core.start_client_transaction(_options_to(gone), gone,
+                                        lambda t, ev: gone_events.append(ev))
+        n.core.start_client_transaction(_options_to(other), other,
+                                        lambda t, ev: other_events.append(ev))
+        n.core.connection_gone(gone)
+        assert any(isinstance(ev, TransportFailed) for ev in gone_events)
+        assert not any(isinstance(ev, TransportFailed) for ev in other_events)
