@@ -77,7 +77,7 @@ def build_app(api: AdminApi, token: str, metrics: Metrics,
                                     ["method", "status"])
     busy = metrics.fast_counter("admin_busy", "Admin API requests refused 503: too many at once")
     middlewares = [error_middleware(requests), auth_middleware(token),
-                   limit_middleware(MAX_API_REQUESTS, busy)]
+                   limit_middleware(MAX_API_REQUESTS, busy, metrics)]
     if tracing is not None:  # OpenTelemetry is imported only when tracing is on
         from signaling.admin.spans import tracing_middleware
         middlewares.insert(0, tracing_middleware(tracing))

@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from signaling.admin.schemas import ErrorBody
-from signaling.metrics import FastCounter
+from signaling.metrics import FastCounter, Metrics
 
 __all__ = [
     "API_PREFIX",
@@ -113,7 +113,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "internal error (logged on the server)")
 
 
-def limit_middleware(limit: int, busy: FastCounter) -> Middleware:
+def limit_middleware(limit: int, busy: FastCounter, metrics: Metrics) -> Middleware:
     """At most ``limit`` ``/api/v1`` requests in progress; more are answered 503 at once.
 
     API requests can be expensive (a page of registrations is a registry lookup per AOR) and
@@ -122,6 +122,9 @@ def limit_middleware(limit: int, busy: FastCounter) -> Middleware:
     answering while the API is saturated.
     """
     in_flight = 0
+    metrics.callback_gauge("admin_requests_in_progress",
+                           f"Admin API requests being handled (at most {limit})", [],
+                           lambda: {(): float(in_flight)})
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

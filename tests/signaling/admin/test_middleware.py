@@ -139,9 +139,10 @@ async def test_a_bug_is_a_json_500_without_internals(caplog: pytest.LogCaptureFi
 
 async def test_api_saturation_is_a_prompt_503_while_probes_answer() -> None:
     redis = RedisServer(appendonly=False).start()
-    # A real Redis registry with a registry timeout (3 s) well above the test's own waits, so
-    # the parked requests are still parked when the extra one arrives.
-    registry = RedisRegistry.from_url(redis.url, timeout=3.0)
+    # A real Redis registry with a registry timeout (10 s) well above the time the requests
+    # take to reach their handlers on a busy machine, so the parked requests are still parked
+    # when the extra one arrives.
+    registry = RedisRegistry.from_url(redis.url, timeout=10.0)
     server = Server(Config(sip_udp=None, sip_ws=None, admin=("127.0.0.1", 0),
                            admin_token=TOKEN, diameter=None, registry=redis.url),
                     registry=registry)
@@ -159,7 +160,11 @@ async def test_api_saturation_is_a_prompt_503_while_probes_answer() -> None:
 
             parked = [asyncio.create_task(get("/api/v1/registrations"))
                       for _ in range(MAX_API_REQUESTS)]
-            await asyncio.sleep(0.5)  # all of them are in their handlers, waiting on Redis
+            # All of them in their handlers, waiting on Redis, however slow the machine.
+            full = f"signaling_admin_requests_in_progress {float(MAX_API_REQUESTS)}"
+            async with asyncio.timeout(30):
+                while full not in server.metrics.exposition().decode():
+                    await asyncio.sleep(0.05)
             status, headers, body = await get("/api/v1/stats")
             probe, _, _ = await get("/health")
             results = await asyncio.gather(*parked)
