@@ -24,7 +24,7 @@ from signaling.registry import (
     RegistryUnavailable,
     make_registry,
 )
-from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry, _parse_url
+from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry
 
 AOR = "sip:alice@example.com"
 
@@ -60,18 +60,6 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-def test_parse_url() -> None:
-    assert _parse_url("redis://h:1/2") == ("redis://h:1/2", False, "sig")
-    assert _parse_url("redis+cluster://h:1?prefix=x") == ("redis://h:1", True, "x")
-    assert _parse_url("redis://h:1/0?cluster=1&socket_timeout=2") == (
-        "redis://h:1/0?socket_timeout=2", True, "sig",
-    )
-    with pytest.raises(ValueError):
-        _parse_url("http://h:1")
-    with pytest.raises(ValueError):
-        make_registry("mysql://h")
 
 
 async def test_returned_register_is_in_redis(redis_url: str, raw: aioredis.Redis) -> None:
