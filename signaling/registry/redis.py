@@ -30,7 +30,6 @@ re-opened on the next call, so the registry recovers by itself when Redis return
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import heapq
 import zlib
@@ -283,8 +282,9 @@ class RedisRegistry:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _call(self, *args: Any) -> Any:
-        return await self._link.submit(args)
+    def _call(self, *args: Any) -> Awaitable[Any]:
+        """Send one command now (it joins this tick's round trip); await its reply."""
+        return self._link.submit(args)
 
     def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
         """Send the script now (it joins this tick's round trip); await its reply."""
@@ -335,8 +335,8 @@ class RedisRegistry:
             for conn, (members, ttl) in by_conn.items()
         ]
         script = self._eval(self._register, self._aor_keys(aor), args)
-        if indexes:  # a WebSocket / TCP binding: rare enough for gather's tasks
-            *_, reply = await asyncio.gather(*indexes, script)
+        if indexes:  # a WebSocket / TCP binding
+            *_, reply = await _all([*indexes, script])
         else:
             reply = await script
         others = self._check(aor, reply, cseq)
@@ -360,10 +360,12 @@ class RedisRegistry:
         return await self._remove(aor, key, "") == 1
 
     async def _remove(self, aor: str, key: str, connection_id: str) -> int:
-        reply = await self._eval(
+        return int(await self._remove_sent(aor, key, connection_id))
+
+    def _remove_sent(self, aor: str, key: str, connection_id: str) -> Awaitable[Any]:
+        return self._eval(
             self._remove_one, self._aor_keys(aor), [aor, key, connection_id, KNOWN_USER_TTL]
         )
-        return int(reply)
 
     async def remove_connection(self, connection_id: str) -> int:
         conn_key = self._conn_key(connection_id)
@@ -371,9 +373,9 @@ class RedisRegistry:
         removals = []
         for member in members:
             aor, _, key = member.decode().partition(_SEP)
-            removals.append(self._remove(aor, key, connection_id))
-        removed = await asyncio.gather(*removals, self._call("DEL", conn_key))
-        return sum(removed[:-1])
+            removals.append(self._remove_sent(aor, key, connection_id))
+        removed = await _all([*removals, self._call("DEL", conn_key)])
+        return sum(int(r) for r in removed[:-1])
 
     async def expire(self, now: float, limit: int) -> int:
         """Visit the buckets round-robin from a cursor, never removing more than ``limit``."""
@@ -388,7 +390,7 @@ class RedisRegistry:
                     self._expire_bucket, [f"{tag}:exp", f"{tag}:aors"],
                     [repr(now), per_bucket, f"{tag}:b:", f"{tag}:k:", KNOWN_USER_TTL],
                 ))
-            counts = await asyncio.gather(*calls)
+            counts = await _all(calls)
             self._sweep_cursor = (self._sweep_cursor + group) % NBUCKETS
             visited += group
             remaining -= sum(int(c) for c in counts)
@@ -400,10 +402,10 @@ class RedisRegistry:
         # 0xFF never occurs in UTF-8, so "[prefix" .. "[prefix\xff" is exactly the prefix range.
         lo: str | bytes = "[" + prefix if prefix else "-"
         hi: str | bytes = ("[" + prefix).encode() + b"\xff" if prefix else "+"
-        pages = await asyncio.gather(*(
+        pages = await _all([
             self._call("ZRANGEBYLEX", f"{tag}:aors", lo, hi, "LIMIT", 0, offset + limit)
             for tag in self._tags
-        ))
+        ])
         merged = heapq.merge(*([m.decode() for m in page] for page in pages))
         return list(merged)[offset : offset + limit]
 
@@ -414,7 +416,7 @@ class RedisRegistry:
         return await self._sum_card("exp")
 
     async def _sum_card(self, name: str) -> int:
-        cards = await asyncio.gather(*(self._call("ZCARD", f"{t}:{name}") for t in self._tags))
+        cards = await _all([self._call("ZCARD", f"{t}:{name}") for t in self._tags])
         return sum(int(c) for c in cards)
 
     async def known_user(self, aor: str) -> bool:
@@ -468,3 +470,19 @@ class RedisRegistry:
     def pipeline_stats(self) -> tuple[int, int]:
         """(pipelines sent, commands sent): commands / pipelines is the batching factor."""
         return self._link.batches, self._link.commands
+
+
+async def _all(calls: Sequence[Awaitable[Any]]) -> list[Any]:
+    """The replies of calls already sent (so one round trip for all): ``asyncio.gather`` would
+    make a task of each.  Every call is awaited even after one failed; the first error is
+    raised."""
+    replies: list[Any] = []
+    error: BaseException | None = None
+    for call in calls:
+        try:
+            replies.append(await call)
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return replies

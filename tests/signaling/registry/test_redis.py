@@ -119,6 +119,25 @@ async def test_concurrent_calls_share_pipelines(redis_url: str) -> None:
         await reg.close()
 
 
+async def test_register_is_one_round_trip(redis_url: str) -> None:
+    """One REGISTER is one write to Redis, with its connection index when it came over a
+    WebSocket; the bindings it did not write come back from the script and are listed too."""
+    reg = RedisRegistry.from_url(f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}")
+    try:
+        now = time.time()
+        await reg.register(AOR, "c0", 1, [change("sip:a@h0", 60)], now)
+        batches, commands = reg.pipeline_stats
+        got = await reg.register(AOR, "c1", 1, [change("sip:a@h1", 120, connection_id="ws-1")],
+                                 now)
+        assert reg.pipeline_stats == (batches + 1, commands + 2)
+        assert [(b.contact, b.expires_at) for b in got] == [
+            ("sip:a@h1", now + 120), ("sip:a@h0", now + 60)]
+        assert await reg.remove_connection("ws-1") == 1
+        assert [b.contact for b in await reg.lookup(AOR, now)] == ["sip:a@h0"]
+    finally:
+        await reg.close()
+
+
 async def test_script_cache_flushed(private_redis: RedisServer) -> None:
     reg = make_registry(private_redis.url)
     try:
