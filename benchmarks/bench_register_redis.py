@@ -35,7 +35,13 @@ from pathlib import Path
 
 from benchmarks import bench_register
 from benchmarks.bench_multiproc import CpuQuota
-from benchmarks.bench_register import LOAD_CPU, REFERENCE, ServerUnderTest, Step
+from benchmarks.bench_register import (
+    LOAD_CPU,
+    REFERENCE,
+    ServerUnderTest,
+    Step,
+    tree_cpu_seconds,
+)
 from harness.serverproc import free_tcp_port
 
 __all__ = ["RedisForBench", "main"]
@@ -68,6 +74,11 @@ class RedisForBench:
         proc = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
                               text=True, check=False)
         return proc.stdout
+
+    def cpu(self) -> float:
+        """CPU seconds redis-server has used (its work for both systems is compared too)."""
+        assert self.proc is not None
+        return tree_cpu_seconds(self.proc.pid)
 
     def reset(self) -> None:
         self.cli("FLUSHALL")
@@ -109,11 +120,14 @@ class RedisServerUnderTest(ServerUnderTest):
 def run_step(system: str, rate: int, duration: float, redis: RedisForBench,
              quota: CpuQuota) -> Step:
     redis.reset()
+    redis_cpu = redis.cpu()
     step = bench_register.run_step(system, rate, duration,
                                    lambda s: RedisServerUnderTest(s, redis.port, quota))
+    redis_us = 1e6 * (redis.cpu() - redis_cpu) / max(step.successful, 1)
     # What landed in Redis: a sanity check that the writes went through.
-    print(f"{step.line()}  in redis: {redis.cli('DBSIZE').strip()} keys; load average "
-          f"{os.getloadavg()[0]:.2f}\n    {step.distribution()}", flush=True)
+    print(f"{step.line()}  in redis: {redis.cli('DBSIZE').strip()} keys, redis-server "
+          f"{redis_us:.1f} us/REGISTER; load average {os.getloadavg()[0]:.2f}\n"
+          f"    {step.distribution()}", flush=True)
     return step
 
 
