@@ -22,6 +22,11 @@ without batching: an upper bound of what a loaded server spends.
   REGISTER, gets the 401, sends REGISTER with ``[authentication]`` (MD5, qop=auth) and gets the
   200; the server runs ``--auth on --auth-algorithms MD5`` with those users in its subscriber
   file (as ``bench_register_auth``).  The count is per registration: two requests, two answers;
+- REGISTER_REDIS: as REGISTER, with the server's registry in a private redis-server
+  (``--registry redis://...``, as ``bench_register_redis``): the server's side of writing each
+  binding to Redis before the 200.  Redis's own work is in its process, not counted here.
+  Printed net of idle too: the registry sweeps its 256 buckets once a second, and valgrind's
+  slowness makes that time-driven work a large, load-dependent share of the total;
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
   tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
@@ -40,7 +45,7 @@ REGISTER and OPTIONS are run twice, with the C fast path of the parser and with
 Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
-                                            [--kinds REGISTER,REGISTER_AUTH,OPTIONS,CALL]
+                                [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,OPTIONS,CALL]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -63,6 +68,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchmarks.bench_register_redis import RedisForBench
 from harness.serverproc import free_udp_port, options, sip_request
 from harness.sipp_runner import Sipp, run_sipp
 
@@ -248,7 +254,8 @@ def _zeroed(send: Callable[[int, int], int]) -> Callable[[ServerUnderCallgrind, 
 
 #: What each kind sends; the answer is SIPp's (or our socket's) count of successes.
 SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
-    "REGISTER": _zeroed(send_registers), "REGISTER_AUTH": _zeroed(send_auth_registers),
+    "REGISTER": _zeroed(send_registers), "REGISTER_REDIS": _zeroed(send_registers),
+    "REGISTER_AUTH": _zeroed(send_auth_registers),
     "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
@@ -285,8 +292,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--parser", choices=["both", "c", "python"], default="both",
                     help="which parser(s) to measure (default: both, side by side)")
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
-                    help="what to measure, comma-separated: REGISTER, REGISTER_AUTH, OPTIONS, CALL "
-                         "(default: REGISTER,OPTIONS,CALL)")
+                    help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
+                         "REGISTER_AUTH, OPTIONS, CALL (default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
     kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
     if unknown := set(kinds) - set(SENDERS):
@@ -301,13 +308,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     for kind in kinds:
         results = {}
         for pure in modes:
-            with tempfile.TemporaryDirectory(prefix="bench-instr-subs-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="bench-instr-subs-") as tmp, \
+                    contextlib.ExitStack() as stack:
                 extra = auth_extra(Path(tmp), args.messages) if kind == "REGISTER_AUTH" else []
+                if kind == "REGISTER_REDIS":
+                    redis = RedisForBench().start()
+                    stack.callback(redis.stop)
+                    extra = ["--registry", f"redis://127.0.0.1:{redis.port}/0"]
                 answered, per, idle = measure(kind, pure, args.messages, extra=extra)
-            results[pure] = per - idle if kind == "CALL" else per
+            # Net of idle where the server has time-driven work that valgrind's slowness
+            # inflates: the call's timers, the Redis registry's sweep of its 256 buckets.
+            results[pure] = per - idle if kind in ("CALL", "REGISTER_REDIS") else per
             label = "pure-Python parser" if pure else "C fast path"
             print(f"  {kind:<8} {label:<19} answered {answered:>6}/{args.messages}  "
                   f"{per:>10,} instructions each ({idle:,} of them idle)", flush=True)
+            if kind == "REGISTER_REDIS":
+                print(f"  {kind:<8} {label:<19} net of idle: {per - idle:,}", flush=True)
         if len(results) == 2:
             print(f"  {kind:<8} C fast path / pure: {results[False] / results[True]:.2f}")
         if kind == "CALL":

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.serverproc import free_udp_port, options, sip_request
@@ -182,6 +182,9 @@ class Step:
     seconds: float
     cpu_seconds: float
     sipp_rc: int
+    #: SIPp's response-time distribution (the scenario's ``ResponseTimeRepartition``): answered
+    #: REGISTERs per bucket, as (upper bound in ms or None for the last, count), in order.
+    rtt: list[tuple[int | None, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -200,6 +203,25 @@ class Step:
                 f"mean rtt {self.response_ms:6.2f} ms  server cpu {cpu:5.1f}%  "
                 f"{per:6.1f} us/REGISTER  "
                 f"{'FAIL' if not self.ok else 'OK' if self.kept_up else 'OK-BEHIND'}")
+
+    def distribution(self) -> str:
+        """Request -> 200 times: the share in each bucket and where P50/P90/P99/P99.9 fall."""
+        total = sum(n for _, n in self.rtt)
+        if not total:
+            return "response times: none"
+        labels, below = [], 0
+        for bound, _ in self.rtt:
+            labels.append(f"<{bound}" if bound is not None else f">={below}")
+            below = bound if bound is not None else below
+        shares = "  ".join(f"{label} ms {100 * n / total:.1f}%"
+                           for label, (_, n) in zip(labels, self.rtt, strict=True) if n)
+        marks, seen = [], 0
+        quantiles = [0.5, 0.9, 0.99, 0.999]
+        for label, (_, n) in zip(labels, self.rtt, strict=True):
+            seen += n
+            while quantiles and seen >= quantiles[0] * total:
+                marks.append(f"P{100 * quantiles.pop(0):g} {label} ms")
+        return f"response times: {shares}; {', '.join(marks)}"
 
 
 def run_sipp(scenario: Path, target: str, rate: int, calls: int, timeout: float,
@@ -232,6 +254,17 @@ def _float(stats: dict[str, str], name: str) -> float:
         return 0.0
 
 
+def _repartition(stats: dict[str, str]) -> list[tuple[int | None, int]]:
+    """SIPp's ``ResponseTimeRepartition1_<N`` / ``_>=N`` columns, cumulative over the run."""
+    out: list[tuple[int | None, int]] = []
+    for name, value in stats.items():
+        if name.startswith("ResponseTimeRepartition1_"):
+            bound = name.removeprefix("ResponseTimeRepartition1_")
+            count = int(value) if value.strip().isdigit() else 0
+            out.append((int(bound[1:]) if bound.startswith("<") else None, count))
+    return out
+
+
 def _ms(text: str) -> float:
     """SIPp's ``HH:MM:SS:mmmmmm`` durations, in milliseconds."""
     parts = text.strip().split(":")
@@ -258,7 +291,7 @@ def run_step(system: str, rate: int, duration: float,
     return Step(system, rate, calls, successful, _int(stats, "FailedCall(C)")
                 + (calls - successful - _int(stats, "FailedCall(C)")),
                 _float(stats, "CallRate(C)"), _ms(stats.get("ResponseTime1(C)", "")),
-                t1 - t0, cpu1 - cpu0, rc)
+                t1 - t0, cpu1 - cpu0, rc, _repartition(stats))
 
 
 def main(argv: list[str] | None = None) -> None:

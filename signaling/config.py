@@ -79,7 +79,10 @@ class Config:
     sip_parser: str = "c"
     node_id: str = ""
     advertise: str | None = None
-    workers: int = 64
+    # A worker awaiting the registry holds its shard, so with Redis the workers bound the rate
+    # (Little's law: rate <= workers / round trip).  At 12,000 REGISTER/s, round trips of a
+    # few ms with bursts past 20 ms: 64 workers shed 11-35k of 60k, 256 none (bench_register_redis).
+    workers: int = 256
     queue_size: int = 128
     retry_after: int = 5
     max_receive_delay: float = 0.25
@@ -385,7 +388,7 @@ def _validate(cfg: Config) -> None:
          f"registry: expected 'memory' or redis://..., got {cfg.registry!r}"),
         (cfg.database is None or cfg.database.startswith(("postgres://", "postgresql://")),
          f"database: expected postgresql://..., got {cfg.database!r}"),
-        (1 <= cfg.workers <= 256, "workers: must be between 1 and 256"),
+        (1 <= cfg.workers <= 4096, "workers: must be between 1 and 4096"),
         (1 <= cfg.queue_size <= 1_000_000, "queue_size: must be between 1 and 1000000"),
         (0 <= cfg.retry_after <= 86_400, "retry_after: must be between 0 and 86400"),
         (cfg.max_receive_delay > 0, "max_receive_delay: must be positive"),

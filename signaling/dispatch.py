@@ -53,6 +53,9 @@ class Dispatcher(Generic[T]):
         self._urgent: list[deque[T]] = [deque() for _ in range(shards)]
         #: Items waiting in the ordinary (new work) queues, all shards.
         self.backlog = 0
+        #: Shards at their bound: ``any_full`` is asked per TCP read, and scanning every
+        #: shard there would cost more the more workers there are.
+        self._full = 0
         #: Called with each ordinary item as a worker takes it (the sojourn measurement).
         self.on_start: Callable[[T], None] | None = None
         #: Per shard, the future its worker sleeps on while the shard is empty.
@@ -82,6 +85,8 @@ class Dispatcher(Generic[T]):
                 return False
             queue.append(item)
             self.backlog += 1
+            if len(queue) == self.queue_size:
+                self._full += 1
         self._unfinished += 1
         waiter = self._waiters[i]
         if waiter is not None:
@@ -95,14 +100,14 @@ class Dispatcher(Generic[T]):
 
     def any_full(self) -> bool:
         """Some shard is at its bound: the next item for it would be refused."""
-        size = self.queue_size
-        return any(len(q) >= size for q in self._queues)
+        return self._full > 0
 
     def resize(self, queue_size: int) -> None:
         """Change the bound of every shard live (admin API).  Items already queued stay."""
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.queue_size = queue_size
+        self._full = sum(1 for q in self._queues if len(q) >= queue_size)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queue is empty and its item handled, at most ``timeout`` seconds."""
@@ -133,6 +138,8 @@ class Dispatcher(Generic[T]):
             if urgent:
                 item = urgent.popleft()
             elif queue:
+                if len(queue) == self.queue_size:
+                    self._full -= 1  # full no more (one over a lowered bound still is)
                 item = queue.popleft()
                 self.backlog -= 1
                 if self.on_start is not None:

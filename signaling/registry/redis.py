@@ -19,38 +19,27 @@ The connection index lives in the connection's own slot, so it is updated by a s
 sent in the same round trip; it is a superset (stale members are checked against the binding's
 ``connection_id`` before removal) and expires with the longest binding it lists.
 
-Throughput: every command goes through ``_Batcher``, which collects the calls made during one
-event-loop tick into one pipeline (auto-pipelining), so N concurrent REGISTERs cost one round trip
-rather than N.  Every call is bounded by ``CALL_TIMEOUT`` and raises ``RegistryUnavailable``
-when Redis is down or slow; broken connections are dropped by redis-py and re-opened on the next
-call, so the registry recovers by itself when Redis returns.
+Throughput: one REGISTER is one EVALSHA, and every command goes through a link
+(``registry/redislink.py``) that writes the calls made during one event-loop tick together
+(auto-pipelining), so N concurrent REGISTERs cost one round trip rather than N.  The script
+returns only the bindings this REGISTER did not write: the ones it wrote are the ``Binding``
+objects already built here, never decoded back.  Every call is bounded by ``CALL_TIMEOUT`` and
+raises ``RegistryUnavailable`` when Redis is down or slow; a broken connection is dropped and
+re-opened on the next call, so the registry recovers by itself when Redis returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import heapq
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-import hiredis
 import msgspec
-from redis.asyncio import Connection, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
-from redis.exceptions import (
-    BusyLoadingError,
-    ClusterDownError,
-    NoScriptError,
-    OutOfMemoryError,
-    RedisError,
-    ResponseError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from signaling.registry.base import (
@@ -60,20 +49,24 @@ from signaling.registry.base import (
     Binding,
     ContactChange,
     OutOfOrder,
-    RegistryError,
     RegistryFull,
-    RegistryUnavailable,
     binding_key,
     make_binding,
     sort_bindings,
+)
+from signaling.registry.redislink import (
+    MAX_INFLIGHT_BATCHES,
+    Batcher,
+    HiredisConnection,
+    Link,
+    NoScriptError,
+    Pipe,
+    parse_url,
 )
 
 __all__ = [
     "CALL_TIMEOUT",
     "KNOWN_USER_TTL",
-    "MAX_INFLIGHT_BATCHES",
-    "MAX_PENDING",
-    "MAX_PIPELINE",
     "NBUCKETS",
     "RedisRegistry",
 ]
@@ -88,21 +81,8 @@ NBUCKETS = 256
 # RFC 3261 §17.1.2.2) is due: better a 503 + Retry-After than a hanging transaction.
 CALL_TIMEOUT = 0.5
 
-# Commands per pipeline round trip.  64 already amortises a loopback round trip (~50 µs) to
-# under 1 µs per call; smaller batches than "everything ready" let Redis execute one batch while
-# Python packs the next (measured with benchmarks/bench_registry.py: 256-command batches
-# serialised the two and were slower).
-MAX_PIPELINE = 64
-
-# Pipelines in flight at once (each holds a connection).  Beyond that, calls wait in the batcher
-# and join the next pipeline, which is what makes batches grow under load.
-MAX_INFLIGHT_BATCHES = 8
-
-# Calls waiting for a pipeline.  The server's worker pool bounds concurrency far below this;
-# reaching it means Redis stopped answering, and failing fast (503) beats queueing.
-MAX_PENDING = 20_000
-
-# Connections per Redis node: the in-flight pipelines plus ping / close.
+# Connections per Redis node through redis-py (Cluster, TLS): the in-flight pipelines plus
+# ping / close.
 MAX_CONNECTIONS = MAX_INFLIGHT_BATCHES + 4
 
 # How long "this user had bindings" is remembered after its last binding went away (404 vs
@@ -112,44 +92,37 @@ KNOWN_USER_TTL = 30 * 24 * 3600
 # Separator inside "<aor>\0<key>" index members: NUL cannot appear in SIP text (RFC 3261 §25).
 _SEP = "\x00"
 
+# Returns {'OK', <binding>...} with the live bindings this REGISTER left untouched (the caller
+# has the ones it wrote), or {'OOO', key, cseq} / {'FULL', count} having written nothing.
 _REGISTER_LUA = """
 local aor, call_id = ARGV[1], ARGV[2]
 local cseq, now = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_bindings, known_ttl, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local mine = {}
+for j = 0, n - 1 do mine[ARGV[8 + 3 * j]] = ARGV[9 + 3 * j] ~= '0' end
 local flat = redis.call('HGETALL', KEYS[1])
-local live, result, stale = {}, {}, {}
+local out, count, stale = {'OK'}, 0, {}
 for i = 1, #flat, 2 do
+  local key = flat[i]
   local b = cjson.decode(flat[i + 1])
-  if b.expires_at > now then
-    live[flat[i]] = b
-    result[flat[i]] = flat[i + 1]
-  else
-    stale[#stale + 1] = flat[i]
+  if b.expires_at <= now then
+    if mine[key] == nil then stale[#stale + 1] = key end
+  elseif mine[key] == nil then
+    count = count + 1
+    out[#out + 1] = flat[i + 1]
+  elseif b.call_id == call_id and b.cseq >= cseq then
+    -- RFC 3261 10.3 step 7: same Call-ID needs a higher CSeq, else nothing is applied.
+    return {'OOO', key, tostring(b.cseq)}
   end
 end
--- RFC 3261 10.3 step 7: same Call-ID needs a higher CSeq, else nothing is applied.
-for j = 0, n - 1 do
-  local key = ARGV[8 + 3 * j]
-  local old = live[key]
-  if old and old.call_id == call_id and old.cseq >= cseq then
-    return {'OOO', key, tostring(old.cseq)}
-  end
-end
-for j = 0, n - 1 do
-  if ARGV[9 + 3 * j] ~= '0' then result[ARGV[8 + 3 * j]] = ARGV[10 + 3 * j]
-  else result[ARGV[8 + 3 * j]] = false end
-end
-local out, count = {'OK'}, 0
-for _, value in pairs(result) do
-  if value then count = count + 1; out[#out + 1] = value end
+for _, kept in pairs(mine) do
+  if kept then count = count + 1 end
 end
 if count > max_bindings then return {'FULL', tostring(count)} end
 if n == 0 then return out end
 for _, key in ipairs(stale) do
-  if result[key] == nil then
-    redis.call('HDEL', KEYS[1], key)
-    redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
-  end
+  redis.call('HDEL', KEYS[1], key)
+  redis.call('ZREM', KEYS[2], aor .. '\\0' .. key)
 end
 for j = 0, n - 1 do
   local key, expires_at = ARGV[8 + 3 * j], ARGV[9 + 3 * j]
@@ -241,15 +214,6 @@ return 1
 """
 
 
-class _HiredisConnection(Connection):
-    """redis-py's asyncio connection packs commands in Python (~100 µs for an EVALSHA with a
-    dozen arguments); hiredis' C packer does the same in a few µs.  Our commands are always
-    single-word names with str/bytes/int arguments, which is what ``pack_command`` accepts."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return [hiredis.pack_command(args)]
-
-
 class _Script:
     """A Lua script called by SHA (EVALSHA), falling back to EVAL after a Redis restart."""
 
@@ -258,139 +222,21 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-def _translate(exc: BaseException) -> BaseException:
-    """Map a redis-py failure to the registry's typed errors (what the registrar answers)."""
-    if isinstance(exc, NoScriptError):
-        return exc
-    if isinstance(
-        exc, RedisConnectionError | RedisTimeoutError | ClusterDownError | BusyLoadingError
-        | TimeoutError | OSError,
-    ):
-        return RegistryUnavailable(f"redis: {type(exc).__name__}: {exc}")
-    if isinstance(exc, OutOfMemoryError) or (
-        isinstance(exc, ResponseError) and str(exc).startswith("OOM")
-    ):
-        # maxmemory reached: the deployment's bound on the registry, answered like RegistryFull.
-        return RegistryFull(f"redis: {exc}", "memory")
-    if isinstance(exc, RedisError):
-        return RegistryError(f"redis: {type(exc).__name__}: {exc}")
-    return exc
-
-
-class _Batcher:
-    """Auto-pipelining: calls made within one loop tick share one pipeline round trip."""
-
-    def __init__(self, client: Any, timeout: float) -> None:
-        self._client = client
-        self._timeout = timeout
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0
-        self.commands = 0
-
-    def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        if len(self._pending) >= MAX_PENDING:
-            raise RegistryUnavailable(f"{MAX_PENDING} Redis calls waiting")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((args, fut))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return fut
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        while self._pending and self._inflight < MAX_INFLIGHT_BATCHES:
-            batch = self._pending[:MAX_PIPELINE]
-            del self._pending[:MAX_PIPELINE]
-            self._inflight += 1
-            task = asyncio.create_task(self._run(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for args, _ in batch:
-                pipe.execute_command(*args)
-            async with asyncio.timeout(self._timeout):
-                results = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            self._fail(batch, RegistryUnavailable("registry closed"))
-            raise
-        except Exception as exc:  # every failure of the round trip fails its callers
-            self._fail(batch, _translate(exc))
-        else:
-            self.batches += 1
-            self.commands += len(batch)
-            for (_, fut), result in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(_translate(result))
-                else:
-                    fut.set_result(result)
-        finally:
-            self._inflight -= 1
-            if self._pending and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-
-    @staticmethod
-    def _fail(
-        batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], error: BaseException
-    ) -> None:
-        for _, fut in batch:
-            if not fut.done():
-                fut.set_exception(error)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for _, fut in self._pending:
-            if not fut.done():
-                fut.set_exception(RegistryUnavailable("registry closed"))
-        self._pending.clear()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _parse_url(url: str) -> tuple[str, bool, str]:
-    """``redis+cluster://h:p?prefix=x`` -> (``redis://h:p``, cluster, prefix)."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    cluster = parts.scheme in ("redis+cluster", "rediss+cluster") or query.pop(
-        "cluster", ["0"]
-    )[-1] in ("1", "true", "yes")
-    prefix = query.pop("prefix", ["sig"])[-1]
-    scheme = parts.scheme.replace("+cluster", "")
-    if scheme not in ("redis", "rediss"):
-        raise ValueError(f"not a Redis URL: {url!r}")
-    plain = urlunsplit(
-        (scheme, parts.netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
-    )
-    return plain, cluster, prefix
-
-
 class RedisRegistry:
     """``Registry`` on Redis or Redis Cluster (see ``signaling.registry.base.Registry``)."""
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        link: Link,
         *,
         prefix: str = "sig",
         timeout: float = CALL_TIMEOUT,
         max_bindings_per_aor: int = MAX_BINDINGS_PER_AOR,
     ) -> None:
-        self._client = client
+        self._link = link
         self._prefix = prefix
         self._timeout = timeout
         self._max_per_aor = max_bindings_per_aor
-        self._batcher = _Batcher(client, timeout)
         self._tags = [f"{{{prefix}:{i}}}" for i in range(NBUCKETS)]
         self._sweep_cursor = 0
         self._encoder = msgspec.json.Encoder()
@@ -404,7 +250,9 @@ class RedisRegistry:
     @classmethod
     def from_url(cls, url: str, *, timeout: float = CALL_TIMEOUT, **kw: Any) -> RedisRegistry:
         """Build from ``redis://``, ``redis+cluster://`` or ``redis://...?cluster=1`` (lazy)."""
-        plain, cluster, prefix = _parse_url(url)
+        plain, cluster, prefix = parse_url(url)
+        if not cluster and plain.startswith("redis://") and "?" not in plain:
+            return cls(Pipe(plain, timeout), prefix=prefix, timeout=timeout, **kw)
         client: Redis | RedisCluster
         common: dict[str, Any] = {
             "socket_timeout": timeout, "socket_connect_timeout": timeout,
@@ -416,9 +264,9 @@ class RedisRegistry:
             # No retries inside redis-py: the caller's bound is the whole budget, and a failed
             # call is answered 503 while the broken connection is replaced for the next call.
             if plain.startswith("redis://"):
-                common["connection_class"] = _HiredisConnection
+                common["connection_class"] = HiredisConnection
             client = Redis.from_url(plain, retry=Retry(NoBackoff(), 0), **common)
-        return cls(client, prefix=prefix, timeout=timeout, **kw)
+        return cls(Batcher(client, timeout), prefix=prefix, timeout=timeout, **kw)
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -434,20 +282,21 @@ class RedisRegistry:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _call(self, *args: Any) -> Any:
-        fut = self._batcher.submit(args)
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await fut
-        except TimeoutError:
-            raise RegistryUnavailable(f"redis: no answer within {self._timeout}s") from None
+    def _call(self, *args: Any) -> Awaitable[Any]:
+        """Send one command now (it joins this tick's round trip); await its reply."""
+        return self._link.submit(args)
 
-    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+        """Send the script now (it joins this tick's round trip); await its reply."""
+        call = (script.sha, len(keys), *keys, *args)
+        return self._evalsha(self._link.submit(("EVALSHA", *call)), script, call)
+
+    async def _evalsha(self, sent: Awaitable[Any], script: _Script, call: tuple[Any, ...]) -> Any:
         try:
-            return await self._call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await sent
         except NoScriptError:
             # Script cache empty (Redis restarted or fail-over): EVAL also re-caches it.
-            return await self._call("EVAL", script.source, len(keys), *keys, *args)
+            return await self._call("EVAL", script.source, *call[1:])
 
     def _check(self, aor: str, reply: list[bytes], cseq: int) -> list[bytes]:
         status = reply[0]
@@ -466,25 +315,35 @@ class RedisRegistry:
             aor, call_id, cseq, repr(now), self._max_per_aor, KNOWN_USER_TTL, len(changes),
         ]
         by_conn: dict[str, tuple[list[str], int]] = {}
+        #: What this REGISTER writes, by key (the last change of a key wins, as in the script).
+        own: dict[str, Binding | None] = {}
         for change in changes:
             key = binding_key(change)
             if change.expires > 0:
-                binding = make_binding(aor, change, call_id, cseq, now)
+                binding = own[key] = make_binding(aor, change, call_id, cseq, now)
                 args += [key, repr(binding.expires_at), self._encoder.encode(binding)]
                 if change.connection_id is not None:
                     members, ttl = by_conn.get(change.connection_id, ([], 0))
                     members.append(aor + _SEP + key)
                     by_conn[change.connection_id] = (members, max(ttl, change.expires + 1))
             else:
+                own[key] = None
                 args += [key, "0", ""]
-        calls = [
+        # Everything is sent before the first await: one round trip for all of it.
+        indexes = [
             self._eval(self._conn_index, [self._conn_key(conn)], [ttl, *members])
             for conn, (members, ttl) in by_conn.items()
         ]
         script = self._eval(self._register, self._aor_keys(aor), args)
-        *_, reply = await asyncio.gather(*calls, script)
-        values = self._check(aor, reply, cseq)
-        return sort_bindings([self._decoder.decode(v) for v in values])
+        if indexes:  # a WebSocket / TCP binding
+            *_, reply = await _all([*indexes, script])
+        else:
+            reply = await script
+        others = self._check(aor, reply, cseq)
+        bindings = [b for b in own.values() if b is not None]
+        if others:
+            bindings += [self._decoder.decode(v) for v in others]
+        return sort_bindings(bindings)
 
     async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
         reply = await self._eval(
@@ -501,10 +360,12 @@ class RedisRegistry:
         return await self._remove(aor, key, "") == 1
 
     async def _remove(self, aor: str, key: str, connection_id: str) -> int:
-        reply = await self._eval(
+        return int(await self._remove_sent(aor, key, connection_id))
+
+    def _remove_sent(self, aor: str, key: str, connection_id: str) -> Awaitable[Any]:
+        return self._eval(
             self._remove_one, self._aor_keys(aor), [aor, key, connection_id, KNOWN_USER_TTL]
         )
-        return int(reply)
 
     async def remove_connection(self, connection_id: str) -> int:
         conn_key = self._conn_key(connection_id)
@@ -512,9 +373,9 @@ class RedisRegistry:
         removals = []
         for member in members:
             aor, _, key = member.decode().partition(_SEP)
-            removals.append(self._remove(aor, key, connection_id))
-        removed = await asyncio.gather(*removals, self._call("DEL", conn_key))
-        return sum(removed[:-1])
+            removals.append(self._remove_sent(aor, key, connection_id))
+        removed = await _all([*removals, self._call("DEL", conn_key)])
+        return sum(int(r) for r in removed[:-1])
 
     async def expire(self, now: float, limit: int) -> int:
         """Visit the buckets round-robin from a cursor, never removing more than ``limit``."""
@@ -529,7 +390,7 @@ class RedisRegistry:
                     self._expire_bucket, [f"{tag}:exp", f"{tag}:aors"],
                     [repr(now), per_bucket, f"{tag}:b:", f"{tag}:k:", KNOWN_USER_TTL],
                 ))
-            counts = await asyncio.gather(*calls)
+            counts = await _all(calls)
             self._sweep_cursor = (self._sweep_cursor + group) % NBUCKETS
             visited += group
             remaining -= sum(int(c) for c in counts)
@@ -541,10 +402,10 @@ class RedisRegistry:
         # 0xFF never occurs in UTF-8, so "[prefix" .. "[prefix\xff" is exactly the prefix range.
         lo: str | bytes = "[" + prefix if prefix else "-"
         hi: str | bytes = ("[" + prefix).encode() + b"\xff" if prefix else "+"
-        pages = await asyncio.gather(*(
+        pages = await _all([
             self._call("ZRANGEBYLEX", f"{tag}:aors", lo, hi, "LIMIT", 0, offset + limit)
             for tag in self._tags
-        ))
+        ])
         merged = heapq.merge(*([m.decode() for m in page] for page in pages))
         return list(merged)[offset : offset + limit]
 
@@ -555,7 +416,7 @@ class RedisRegistry:
         return await self._sum_card("exp")
 
     async def _sum_card(self, name: str) -> int:
-        cards = await asyncio.gather(*(self._call("ZCARD", f"{t}:{name}") for t in self._tags))
+        cards = await _all([self._call("ZCARD", f"{t}:{name}") for t in self._tags])
         return sum(int(c) for c in cards)
 
     async def known_user(self, aor: str) -> bool:
@@ -600,19 +461,28 @@ class RedisRegistry:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._client.ping()
-        except TimeoutError:
-            raise RegistryUnavailable(f"redis: no PONG within {self._timeout}s") from None
-        except RedisError as exc:
-            raise _translate(exc) from exc
+        await self._call("PING")
 
     async def close(self) -> None:
-        await self._batcher.close()
-        await self._client.aclose()
+        await self._link.close()
 
     @property
     def pipeline_stats(self) -> tuple[int, int]:
         """(pipelines sent, commands sent): commands / pipelines is the batching factor."""
-        return self._batcher.batches, self._batcher.commands
+        return self._link.batches, self._link.commands
+
+
+async def _all(calls: Sequence[Awaitable[Any]]) -> list[Any]:
+    """The replies of calls already sent (so one round trip for all): ``asyncio.gather`` would
+    make a task of each.  Every call is awaited even after one failed; the first error is
+    raised."""
+    replies: list[Any] = []
+    error: BaseException | None = None
+    for call in calls:
+        try:
+            replies.append(await call)
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return replies

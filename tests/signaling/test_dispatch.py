@@ -109,7 +109,9 @@ async def test_bound_is_per_shard_and_a_smaller_resize_keeps_queued_items() -> N
     keys = ["k0", *(f"k{n}" for n in range(1, 64))]
     other = next(k for k in keys if hash(k) % 2 != hash("k0") % 2)
     first = [d.submit("k0", i) for i in range(4)]  # 3 fit; the 4th is refused
+    assert d.any_full()
     await asyncio.sleep(0)  # the worker takes item 0: room for exactly one more
+    assert not d.any_full()
     first += [d.submit("k0", i) for i in range(4, 8)]
     assert first == [True, True, True, False, True, False, False, False]
     assert d.depths()[hash("k0") % 2] == 3
@@ -118,11 +120,15 @@ async def test_bound_is_per_shard_and_a_smaller_resize_keeps_queued_items() -> N
     assert d.queue_size == 1
     assert d.depths()[hash(other) % 2] == 3  # already queued: kept
     assert not d.submit(other, 200)
+    assert d.any_full()
     gate.set()
     assert await d.drain(2.0)
+    assert not d.any_full()
     assert sorted(handled) == [0, 1, 2, 4, 100, 101, 102]
     assert d.submit(other, 300)  # below the new bound again
+    assert d.any_full()  # one item is a full shard at a bound of 1
     assert await d.drain(2.0)
+    assert not d.any_full()
     await d.stop()
 
 

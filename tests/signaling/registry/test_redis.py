@@ -24,7 +24,7 @@ from signaling.registry import (
     RegistryUnavailable,
     make_registry,
 )
-from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry, _parse_url
+from signaling.registry.redis import CALL_TIMEOUT, NBUCKETS, RedisRegistry
 
 AOR = "sip:alice@example.com"
 
@@ -60,18 +60,6 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-def test_parse_url() -> None:
-    assert _parse_url("redis://h:1/2") == ("redis://h:1/2", False, "sig")
-    assert _parse_url("redis+cluster://h:1?prefix=x") == ("redis://h:1", True, "x")
-    assert _parse_url("redis://h:1/0?cluster=1&socket_timeout=2") == (
-        "redis://h:1/0?socket_timeout=2", True, "sig",
-    )
-    with pytest.raises(ValueError):
-        _parse_url("http://h:1")
-    with pytest.raises(ValueError):
-        make_registry("mysql://h")
 
 
 async def test_returned_register_is_in_redis(redis_url: str, raw: aioredis.Redis) -> None:
@@ -127,6 +115,25 @@ async def test_concurrent_calls_share_pipelines(redis_url: str) -> None:
         assert commands == 500
         assert batches <= 10  # 500 calls made in one tick: a handful of round trips, not 500
         assert await reg.count_aors() == 500
+    finally:
+        await reg.close()
+
+
+async def test_register_is_one_round_trip(redis_url: str) -> None:
+    """One REGISTER is one write to Redis, with its connection index when it came over a
+    WebSocket; the bindings it did not write come back from the script and are listed too."""
+    reg = RedisRegistry.from_url(f"{redis_url}?prefix=t{uuid.uuid4().hex[:8]}")
+    try:
+        now = time.time()
+        await reg.register(AOR, "c0", 1, [change("sip:a@h0", 60)], now)
+        batches, commands = reg.pipeline_stats
+        got = await reg.register(AOR, "c1", 1, [change("sip:a@h1", 120, connection_id="ws-1")],
+                                 now)
+        assert reg.pipeline_stats == (batches + 1, commands + 2)
+        assert [(b.contact, b.expires_at) for b in got] == [
+            ("sip:a@h1", now + 120), ("sip:a@h0", now + 60)]
+        assert await reg.remove_connection("ws-1") == 1
+        assert [b.contact for b in await reg.lookup(AOR, now)] == ["sip:a@h0"]
     finally:
         await reg.close()
 

@@ -1,0 +1,106 @@
+"""The wire under the Redis registry: URL parsing, and the pipe's own connection (order of
+replies, errors, AUTH and SELECT, one write per tick).  Outages and timeouts through the
+registry are in test_redis.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from harness.services import RedisServer
+from signaling.registry import RegistryError, RegistryUnavailable, make_registry
+from signaling.registry.base import ContactChange
+from signaling.registry.redislink import NoScriptError, Pipe, parse_url
+
+TIMEOUT = 10.0  # generous: these tests check answers, not speed
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=False).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_parse_url() -> None:
+    assert parse_url("redis://h:1/2") == ("redis://h:1/2", False, "sig")
+    assert parse_url("redis+cluster://h:1?prefix=x") == ("redis://h:1", True, "x")
+    assert parse_url("redis://h:1/0?cluster=1&socket_timeout=2") == (
+        "redis://h:1/0?socket_timeout=2", True, "sig",
+    )
+    with pytest.raises(ValueError):
+        parse_url("http://h:1")
+    with pytest.raises(ValueError):
+        make_registry("mysql://h")
+    with pytest.raises(ValueError):
+        Pipe("redis://h:1/0?socket_timeout=2", TIMEOUT)  # options are redis-py's
+
+
+async def test_replies_in_order_one_write_per_tick(redis_url: str) -> None:
+    pipe = Pipe(redis_url, TIMEOUT)
+    key = f"t{uuid.uuid4().hex}"
+    try:
+        futures = [pipe.submit(("INCR", key)) for _ in range(500)]
+        # A caller that leaves (cancelled) must not shift the replies of the others.
+        futures[10].cancel()
+        got = await asyncio.gather(*futures[11:])
+        assert got == list(range(12, 501))
+        assert (pipe.batches, pipe.commands) == (1, 500)  # one write for the whole tick
+        await pipe.submit(("DEL", key))
+    finally:
+        await pipe.close()
+
+
+async def test_reply_errors_are_typed(redis_url: str) -> None:
+    pipe = Pipe(redis_url, TIMEOUT)
+    try:
+        missing = pipe.submit(("EVALSHA", "0" * 40, 0))
+        wrong = pipe.submit(("INCR",))  # wrong number of arguments
+        after = pipe.submit(("PING",))
+        with pytest.raises(NoScriptError):
+            await missing
+        with pytest.raises(RegistryError):
+            await wrong
+        assert await after == b"PONG"  # an error reply is one reply: the stream stays aligned
+    finally:
+        await pipe.close()
+
+
+async def test_auth_and_db_from_the_url(private_redis: RedisServer) -> None:
+    private_redis.cli("CONFIG", "SET", "requirepass", "s3cret")
+    url = f"redis://:s3cret@127.0.0.1:{private_redis.port}/3"
+    reg = make_registry(url)
+    try:
+        change = ContactChange(contact="sip:a@h", expires=60)
+        [b] = await reg.register("sip:a@example.com", "c", 1, [change], 1000.0)
+        assert b.contact == "sip:a@h"
+        assert await reg.count_aors() == 1
+        # Written in database 3, not 0.
+        assert private_redis.cli("-a", "s3cret", "-n", "3", "DBSIZE").strip() != "0"
+        assert private_redis.cli("-a", "s3cret", "-n", "0", "DBSIZE").strip() == "0"
+    finally:
+        await reg.close()
+    wrong = make_registry(f"redis://:nope@127.0.0.1:{private_redis.port}/0")
+    try:
+        with pytest.raises(RegistryError):  # refused (NOAUTH), never a hang
+            await asyncio.wait_for(wrong.ping(), TIMEOUT)
+    finally:
+        await wrong.close()
+
+
+async def test_nothing_listening_fails_fast() -> None:
+    from harness.serverproc import free_tcp_port
+
+    pipe = Pipe(f"redis://127.0.0.1:{free_tcp_port()}/0", TIMEOUT)
+    try:
+        with pytest.raises(RegistryUnavailable):
+            await asyncio.wait_for(pipe.submit(("PING",)), TIMEOUT)
+    finally:
+        await pipe.close()
+    with pytest.raises(RegistryUnavailable):
+        pipe.submit(("PING",))  # closed
