@@ -281,10 +281,12 @@ OPTIONS: dict[str, tuple[str, str]] = {
                               "per process)"),
     "auth_nonce_lifetime": ("float", "seconds a nonce is good for; older ones get stale=true"),
     "auth_nonce_table": ("int", "nonces whose count is remembered (replay protection, RFC "
-                                "7616 §3.4); it must hold two nonce ticks (8 s) of new "
-                                "authentications, so the default 100000 covers about 12,000 "
-                                "new registrations or calls per second: beyond that, fresh "
-                                "nonces are evicted before use and answered stale=true"),
+                                "7616 §3.4); it must hold the new authentications of one "
+                                "nonce tick (4 s) plus a client's answer time, so the default "
+                                "100000 covers about 12,000 new registrations or calls per "
+                                "second (clients answering within 4 s; 25,000/s for prompt "
+                                "ones): beyond that, fresh nonces are evicted before use and "
+                                "answered stale=true"),
     "trusted": ("list", "source addresses or networks that need no authentication and are "
                         "never rate limited (trunks, gateways; repeatable)"),
     "pike_rate": ("float", "messages per second one source may send; over it the source is "
