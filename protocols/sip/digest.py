@@ -29,6 +29,7 @@ from enum import Enum
 __all__ = [
     "ALGORITHMS",
     "TICK",
+    "ChallengeHead",
     "Credentials",
     "DigestError",
     "NonceCounts",
@@ -36,6 +37,7 @@ __all__ = [
     "NonceState",
     "authorization",
     "challenge",
+    "challenge_head",
     "expected_response",
     "ha1",
     "hash_hex",
@@ -92,11 +94,21 @@ _PARAM = re.compile(
 _ESCAPE = re.compile(r"\\(.)", re.S)
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 
+#: What ``challenge_head`` finds in a REGISTER for its stateless 401: the realm (the To host,
+#: lower case), Call-ID, From tag and top Via branch (for the To tag and the nonce's salt),
+#: the answer's head from its Via up to the To tag's value, and its Call-ID and CSeq lines.
+ChallengeHead = tuple[str, str, str | None, str, bytes, bytes]
+
 _fast_params: Callable[[str], dict[str, str] | None] | None
+#: ``challenge_head(data, source host, source port)``: see ``_digest_speedups.c``; None when
+#: built without a C compiler (every REGISTER then goes the full way, with the same answers).
+challenge_head: Callable[[bytes, str, int], ChallengeHead | None] | None
 try:
+    from protocols.sip._digest_speedups import challenge_head
     from protocols.sip._digest_speedups import params as _fast_params
 except ImportError:  # built without a C compiler: the Python loop alone, same results
     _fast_params = None
+    challenge_head = None
 
 
 def _params(text: str) -> dict[str, str]:

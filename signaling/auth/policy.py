@@ -38,6 +38,7 @@ from protocols.sip.digest import (
     NonceMinter,
     NonceState,
     challenge,
+    challenge_head,
     parse_credentials,
     verify,
 )
@@ -49,7 +50,14 @@ from signaling.auth.subscribers import SubscriberError, SubscriberStore
 from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.registry.base import Registry, RegistryError
-from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
+from signaling.sipcore import (
+    Peer,
+    SipCore,
+    Work,
+    stateless_answer,
+    stateless_tag_of,
+    stateless_tail,
+)
 
 __all__ = ["SUMMARY_INTERVAL", "Authenticator"]
 
@@ -135,6 +143,29 @@ class Authenticator:
         self.c_auth.inc("challenged")
         self.core.send_stateless_tail(req, peer, 401, "Unauthorized", self._challenges(
             _REGISTRAR, to.host.lower(), False, f"{req.call_id}|{req.vias[0].branch}"))
+        return True
+
+    def challenge_unparsed(self, data: bytes, peer: Peer) -> bool:
+        """``challenge_early`` on the bytes of a REGISTER datagram, before any parse: the
+        answer copies five headers and needs the To host, and ``challenge_head`` (C) finds
+        them in one scan.  Anything it does not take (credentials, an unusual shape), a realm
+        not served, or a trusted source goes the full way, which answers as before; so
+        does everything but the challenge: the rest of the request is judged when it comes
+        back with credentials (§22.1 lets a server challenge before looking further).  The
+        same bytes as ``challenge_early`` would send (test_policy holds them equal)."""
+        assert challenge_head is not None  # not installed without it (Server)
+        head = challenge_head(data, peer.host, peer.port)
+        if head is None:
+            return False
+        realm, call_id, from_tag, branch, before, after = head
+        core = self.core
+        if realm not in core.domains or not core.accepting or self._trusted(peer) is not None:
+            return False
+        self.c_auth.inc("challenged")
+        tail = self._challenges(_REGISTRAR, realm, False, f"{call_id}|{branch}")
+        tag = stateless_tag_of(call_id, from_tag, branch).encode()
+        core.send_unparsed_answer("REGISTER", 401, b"".join(
+            (b"SIP/2.0 401 Unauthorized", before, tag, after, tail)), peer)
         return True
 
     async def admit(self, work: Work) -> bool:
