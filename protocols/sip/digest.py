@@ -100,14 +100,19 @@ _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 ChallengeHead = tuple[str, str, str | None, str, bytes, bytes]
 
 _fast_params: Callable[[str], dict[str, str] | None] | None
+#: The fields of ``Credentials`` from a whole value, or None (``_digest_speedups.c``).
+_fast_credentials: Callable[[str], tuple[str, str, str, str, str, str, str | None, int | None,
+                                         str | None, str | None] | None] | None
 #: ``challenge_head(data, source host, source port)``: see ``_digest_speedups.c``; None when
 #: built without a C compiler (every REGISTER then goes the full way, with the same answers).
 challenge_head: Callable[[bytes, str, int], ChallengeHead | None] | None
 try:
     from protocols.sip._digest_speedups import challenge_head
+    from protocols.sip._digest_speedups import credentials as _fast_credentials
     from protocols.sip._digest_speedups import params as _fast_params
 except ImportError:  # built without a C compiler: the Python loop alone, same results
     _fast_params = None
+    _fast_credentials = None
     challenge_head = None
 
 
@@ -171,7 +176,16 @@ class Credentials:
 
 
 def parse_credentials(value: str) -> Credentials:
-    """Parse one Authorization value; ``DigestError`` when unusable."""
+    """Parse one Authorization value; ``DigestError`` when unusable.
+
+    The C fast path checks and returns the fields of the common shape in one pass (~32k
+    instructions of this code and the dict of ``_params`` per authenticated request,
+    callgrind); for anything else it answers None and the code below judges, errors
+    included."""
+    if _fast_credentials is not None:
+        fields = _fast_credentials(value)
+        if fields is not None:
+            return Credentials(*fields)
     p = _scheme_params(value)
     try:
         username, realm, nonce, uri, response = (p["username"], p["realm"], p["nonce"], p["uri"],

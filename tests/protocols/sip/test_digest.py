@@ -329,3 +329,46 @@ def test_challenge_head_leaves_everything_else_to_the_full_way(change: tuple[str
     assert old in _HEAD
     data = _HEAD.replace(old, new, 1).encode("utf-8")
     assert challenge_head(data, "192.0.2.1", 40000) is None
+
+
+_CREDENTIAL_SEEDS = [
+    'Digest username="a12",realm="127.0.0.1",uri="sip:127.0.0.1:5060",nonce="AAABjK0sXYZ",'
+    'response="0123456789ABCDEF",algorithm=MD5,cnonce="6b8b4567",qop=auth,nc=0000001f',
+    'digest username="a", realm="r", nonce="n", uri="sip:r", response="x", opaque="o"',
+    ' Digest  username="a", realm="r", nonce="n", uri="sip:r", response="x", algorithm=sha-256,'
+    ' qop=Auth-Int, nc=000000aB, cnonce="c"\r\n',
+    'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x", qop=auth, nc=1,'
+    ' cnonce="c"',
+    'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x", foo=bar',
+    'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x", algorithm=SHA-1',
+    'Basic dXNlcjpwYXNz',
+]
+
+
+def test_the_c_fast_path_of_credentials_agrees_with_parse_credentials() -> None:
+    """Where ``credentials`` (C) answers it must give the fields the Python code gives, and
+    it leaves every error to that code: seeds, then every one-character deletion and a set of
+    insertions at every position of each."""
+    from protocols.sip import digest
+    fast = vars(digest)["_fast_credentials"]
+    assert fast is not None, "the C fast path is not built"
+    answered = 0
+    for seed in _CREDENTIAL_SEEDS:
+        variants = {seed}
+        for i in range(len(seed) + 1):
+            variants.add(seed[:i] + seed[i + 1:])
+            for c in ' \t",=\\\r\n\x00aA0':
+                variants.add(seed[:i] + c + seed[i:])
+        for text in variants:
+            fields = fast(text)
+            saved, vars(digest)["_fast_credentials"] = fast, None
+            try:
+                slow: object = digest.parse_credentials(text)
+            except DigestError:
+                slow = DigestError
+            finally:
+                vars(digest)["_fast_credentials"] = saved
+            if fields is not None:
+                assert digest.Credentials(*fields) == slow, repr(text)
+                answered += 1
+    assert answered > 500  # the fast path did answer, most of the time
