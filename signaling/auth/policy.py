@@ -111,6 +111,9 @@ class Authenticator:
         self.counts = NonceCounts(cfg.auth_nonce_table)
         self.retry_after = cfg.retry_after
         self.c_auth = metrics.fast_counter("auth", "Authentication outcomes", ["result"])
+        # Each registration counts one of each: bound once, no label tuple per request.
+        self.c_challenged = self.c_auth.child("challenged")
+        self.c_ok = self.c_auth.child("ok")
         self._tails: dict[tuple[int, str, bool], list[bytes]] = {}
         self._summary: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -140,7 +143,7 @@ class Authenticator:
             return False
         if req.header("Authorization") is not None or self._trusted(peer) is not None:
             return False
-        self.c_auth.inc("challenged")
+        self.c_challenged.inc()
         self.core.send_stateless_tail(req, peer, 401, "Unauthorized", self._challenges(
             _REGISTRAR, to.host.lower(), False, f"{req.call_id}|{req.vias[0].branch}"))
         return True
@@ -161,7 +164,7 @@ class Authenticator:
         core = self.core
         if realm not in core.domains or not core.accepting or self._trusted(peer) is not None:
             return False
-        self.c_auth.inc("challenged")
+        self.c_challenged.inc()
         tail = self._challenges(_REGISTRAR, realm, False, f"{call_id}|{branch}")
         tag = stateless_tag_of(call_id, from_tag, branch).encode()
         core.send_unparsed_answer("REGISTER", 401, b"".join(
@@ -245,7 +248,7 @@ class Authenticator:
         if kind is _PROXY:  # §22.3: credentials for our realm are consumed, not forwarded
             req.extra = [(k, v) for k, v in req.extra
                          if k.lower() != "proxy-authorization" or _realm_of(v) != realm]
-        self.c_auth.inc("ok")
+        self.c_ok.inc()
         return True
 
     # -- answers -----------------------------------------------------------------------------
