@@ -363,8 +363,9 @@ credentials(PyObject *module, PyObject *arg)
  * The subset: ASCII, CRLF line ends, no body, no folded lines; the request line
  * ``REGISTER sip:... SIP/2.0`` (or sips); one Via value, ``SIP/2.0/TRANSPORT host[:port]``
  * then ``;name[=token]`` parameters without spaces, a ``branch``, names spelt in lower case
- * where they matter (branch, rport, received, tag) and no ``received`` yet; From in name-addr
- * form; To exactly ``<sip:...>`` (no display name, no parameters); a Call-ID without spaces;
+ * where they matter (branch, rport, received, tag), no ``received`` yet and no ``oc`` (the
+ * full way writes our RFC 7339 report there); From in name-addr form; To exactly
+ * ``<sip:...>`` (no display name, no parameters); a Call-ID without spaces;
  * ``CSeq: N REGISTER``; no Authorization, Require or Proxy-Require (those go the full way:
  * credentials to check, extensions to refuse, §8.2.2.3); Content-Length 0 if present.
  *
@@ -652,11 +653,12 @@ challenge_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_NONE;  /* rendered from an int: no leading zero */
         }
     }
-    static const char *const via_names[2] = {"branch", "rport"};
-    span vp[2];
-    int vbare[2];
-    if (!scan_params(v + i, vn - i, via_names, vp, vbare, 2, "received") || vp[0].p == NULL ||
-        vbare[0]) {
+    /* ``oc`` (RFC 7339): the full way writes our overload report into this Via. */
+    static const char *const via_names[3] = {"branch", "rport", "oc"};
+    span vp[3];
+    int vbare[3];
+    if (!scan_params(v + i, vn - i, via_names, vp, vbare, 3, "received") || vp[0].p == NULL ||
+        vbare[0] || vp[2].p != NULL) {
         Py_RETURN_NONE;
     }
     /* From: name-addr; its tag among the parameters after the URI. */

@@ -306,6 +306,7 @@ def test_challenge_head_finds_what_a_stateless_401_copies() -> None:
     (";rport", ";rport,SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK-2"),
     (";rport", ";received=10.0.0.9"),
     (";rport", ";RPORT"),
+    (";rport", ";rport;oc"),
     (";branch=z9hG4bK-1", ""),
     (";branch=z9hG4bK-1", ";Branch=z9hG4bK-1"),
     ("SIP/2.0/UDP", "SIP/2.0/udp"),
