@@ -19,6 +19,11 @@
   a trunk or peer proxy proves who it is by its certificate, not by a password).
 
 Several challenges go out, strongest algorithm first (RFC 8760 §2.4), all with one nonce.
+
+The 401 to a REGISTER without credentials is stateless, and most often made before any parse
+(``challenge_unparsed``: the C scan ``digest.challenge_head`` finds the five headers the
+answer copies and the realm); shapes it does not take are parsed and challenged by
+``challenge_early``, with the same bytes.  Half of all REGISTERs take this path.
 """
 
 from __future__ import annotations
