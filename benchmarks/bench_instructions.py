@@ -22,6 +22,9 @@ without batching: an upper bound of what a loaded server spends.
   REGISTER, gets the 401, sends REGISTER with ``[authentication]`` (MD5, qop=auth) and gets the
   200; the server runs ``--auth on --auth-algorithms MD5`` with those users in its subscriber
   file (as ``bench_register_auth``).  The count is per registration: two requests, two answers;
+- REGISTER_401: its first leg alone (``harness/sipp/register-401.xml``): the REGISTER without
+  credentials and its stateless 401, at the same rate; the authenticated leg costs the
+  difference to REGISTER_AUTH;
 - REGISTER_REDIS: as REGISTER, with the server's registry in a private redis-server
   (``--registry redis://...``, as ``bench_register_redis``): the server's side of writing each
   binding to Redis before the 200.  Redis's own work is in its process, not counted here.
@@ -45,7 +48,7 @@ REGISTER and OPTIONS are run twice, with the C fast path of the parser and with
 Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
-                                [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,OPTIONS,CALL]
+                                [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,REGISTER_401,...]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -77,6 +80,7 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parents[1]
 REGISTER_XML = ROOT.parent / "shared" / "reference" / "sipp" / "register.xml"
 REGISTER_AUTH_XML = ROOT / "harness" / "sipp" / "register-auth.xml"
+REGISTER_401_XML = ROOT / "harness" / "sipp" / "register-401.xml"
 #: REGISTERs per second offered to the server under valgrind: well below what it answers
 #: there, so SIPp never retransmits (a retransmission would be counted as work).
 REGISTER_RATE = 40
@@ -190,14 +194,15 @@ def auth_extra(directory: Path, n: int) -> list[str]:
             "--auth-nonce-table", str(max(n, 1000))]
 
 
-def send_auth_registers(port: int, n: int) -> int:
-    """SIPp registrations answering the 401 (one per new user); SIPp's count of successes."""
+def send_auth_registers(port: int, n: int, scenario: Path = REGISTER_AUTH_XML) -> int:
+    """SIPp registrations answering the 401 (one per new user); SIPp's count of successes.
+    With ``REGISTER_401_XML``, their first legs alone."""
     with tempfile.TemporaryDirectory() as tmp:
         stats, inf = Path(tmp) / "stats.csv", Path(tmp) / "users.csv"
         inf.write_text("SEQUENTIAL\n" + "".join(
             f"{u};[authentication username={u} password={p}]\n"
             for u, p in _auth_users(n).items()))
-        subprocess.run(["sipp", f"127.0.0.1:{port}", "-sf", str(REGISTER_AUTH_XML),
+        subprocess.run(["sipp", f"127.0.0.1:{port}", "-sf", str(scenario),
                         "-inf", str(inf), "-m", str(n), "-r", str(REGISTER_RATE // 2),
                         "-l", "1", "-nostdin", "-trace_stat", "-stf", str(stats),
                         "-timeout", str(2 * n // REGISTER_RATE + 120)],
@@ -256,6 +261,7 @@ def _zeroed(send: Callable[[int, int], int]) -> Callable[[ServerUnderCallgrind, 
 SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
     "REGISTER": _zeroed(send_registers), "REGISTER_REDIS": _zeroed(send_registers),
     "REGISTER_AUTH": _zeroed(send_auth_registers),
+    "REGISTER_401": _zeroed(lambda port, n: send_auth_registers(port, n, REGISTER_401_XML)),
     "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
@@ -293,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="which parser(s) to measure (default: both, side by side)")
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
                     help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
-                         "REGISTER_AUTH, OPTIONS, CALL (default: REGISTER,OPTIONS,CALL)")
+                         "REGISTER_AUTH, REGISTER_401, OPTIONS, CALL "
+                         "(default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
     kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
     if unknown := set(kinds) - set(SENDERS):
@@ -310,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for pure in modes:
             with tempfile.TemporaryDirectory(prefix="bench-instr-subs-") as tmp, \
                     contextlib.ExitStack() as stack:
-                extra = auth_extra(Path(tmp), args.messages) if kind == "REGISTER_AUTH" else []
+                extra = (auth_extra(Path(tmp), args.messages)
+                         if kind in ("REGISTER_AUTH", "REGISTER_401") else [])
                 if kind == "REGISTER_REDIS":
                     redis = RedisForBench().start()
                     stack.callback(redis.stop)

@@ -283,7 +283,13 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "auth_secret": ("optstr", "nonce HMAC secret, the same on every node (default: random "
                               "per process)"),
     "auth_nonce_lifetime": ("float", "seconds a nonce is good for; older ones get stale=true"),
-    "auth_nonce_table": ("int", "nonces whose count is remembered (replay protection)"),
+    "auth_nonce_table": ("int", "nonces whose count is remembered (replay protection, RFC "
+                                "7616 §3.4); it must hold the new authentications of one "
+                                "nonce tick (4 s) plus a client's answer time, so the default "
+                                "100000 covers about 12,000 new registrations or calls per "
+                                "second (clients answering within 4 s; 25,000/s for prompt "
+                                "ones): beyond that, fresh nonces are evicted before use and "
+                                "answered stale=true"),
     "trusted": ("list", "source addresses or networks that need no authentication and are "
                         "never rate limited (trunks, gateways; repeatable)"),
     "pike_rate": ("float", "messages per second one source may send; over it the source is "

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from protocols.sip import parser as sip_parser
+from protocols.sip.digest import challenge_head
 from signaling import worker
 from signaling.admin import AdminServer
 from signaling.auth.guard import Guard, GuardLimits, parse_networks
@@ -97,6 +98,8 @@ class Server:
             shared=_shared(self.registry),
             tls_identity=self._tls_identity if settings and settings.trusted_peers else None)
         checking = self.auth if self.auth.enabled else None
+        if checking is not None and challenge_head is not None:
+            self.core.answer_unparsed = checking.challenge_unparsed
         self.records: RecordWriter | None = None
         hooks: RecordHooks | None = None
         if cfg.database:

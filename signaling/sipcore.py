@@ -64,7 +64,8 @@ from signaling.overload import Overload, Verdict
 from signaling.transports.base import Peer, Transports
 
 __all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "TransactionUser",
-           "TxnCallback", "Work", "stateless_answer", "stateless_tail"]
+           "TxnCallback", "Work", "stateless_answer", "stateless_tag_of",
+           "stateless_tail"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,11 @@ class SipCore:
         self.accepting = True
         #: Per-source rate limit and blocks (signaling.auth.guard), checked before parsing.
         self.guard = guard
+        #: Answers an admitted new REGISTER datagram from its bytes, before any parse, or
+        #: returns False: the authenticator's stateless 401 (``challenge_unparsed``), when
+        #: authentication is on.  Only for datagrams (``conn_id`` None): what comes over a
+        #: connection may be a sibling worker's (``TransactionUser.answer_statelessly``).
+        self.answer_unparsed: Callable[[bytes, Peer], bool] | None = None
         #: RFC 5626 UDP flows' last keep-alive: the UDP transport and the registrar write it,
         #: the proxy reads it (signaling/flows.py).
         self.flows = FlowTable(cfg.flow_timer)
@@ -338,6 +344,14 @@ class SipCore:
         encoded once and reused, as the authenticator's challenges."""
         self._send_stateless(request, peer, status, reason, tail)
 
+    def send_unparsed_answer(self, method: str, status: int, data: bytes, peer: Peer) -> None:
+        """Send ``data``, a stateless answer to a request ``answer_unparsed`` took (never
+        parsed), counted as the parsed request and its answer would be."""
+        transport = peer.transport
+        self.c_req_in.inc(method, transport)
+        self.c_resp_out.inc(method, _CLASS[status // 100], transport)
+        self.send(data, peer)
+
     def _send_stateless(self, request: Request, peer: Peer, status: int, reason: str | None,
                         tail: bytes) -> None:
         self.c_resp_out.inc(_method(request.method), _CLASS[status // 100], peer.transport)
@@ -358,7 +372,7 @@ class SipCore:
         from_tag = fp.get("tag")
         if from_tag is None and fp:
             from_tag = param(fp, "tag")
-        return "%x" % (hash((request.call_id, from_tag, top or "")) & 0xFFFFFFFF)
+        return stateless_tag_of(request.call_id, from_tag, top or "")
 
     def respond(self, txn: ServerTransaction, response: Response | ResponseSummary,
                 data: bytes | None = None) -> None:
@@ -403,6 +417,10 @@ class SipCore:
         verdict = self.overload.screen(data, peer.host, waited)
         if verdict is _DROP:
             return True  # new work beyond what even a 503 can afford: counted, not parsed
+        unparsed = self.answer_unparsed
+        if (unparsed is not None and verdict is _ADMIT and data[:9] == b"REGISTER "
+                and peer.conn_id is None and unparsed(data, peer)):
+            return True
         try:
             msg = parse_message(data)
         except RemoteProtocolError as err:
@@ -679,6 +697,12 @@ class SipCore:
     def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2)."""
         return self.table.find_cancel_target(cancel)
+
+
+def stateless_tag_of(call_id: str, from_tag: str | None, branch: str) -> str:
+    """``SipCore.stateless_tag`` of a request with these Call-ID, From tag and top branch,
+    for answers made from a request's bytes (``answer_unparsed``): the same tag either way."""
+    return "%x" % (hash((call_id, from_tag, branch)) & 0xFFFFFFFF)
 
 
 def stateless_tail(extra: Iterable[tuple[str, str]]) -> bytes:

@@ -19,6 +19,11 @@
   a trunk or peer proxy proves who it is by its certificate, not by a password).
 
 Several challenges go out, strongest algorithm first (RFC 8760 §2.4), all with one nonce.
+
+The 401 to a REGISTER without credentials is stateless, and most often made before any parse
+(``challenge_unparsed``: the C scan ``digest.challenge_head`` finds the five headers the
+answer copies and the realm); shapes it does not take are parsed and challenged by
+``challenge_early``, with the same bytes.  Half of all REGISTERs take this path.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from protocols.sip.digest import (
     NonceMinter,
     NonceState,
     challenge,
+    challenge_head,
     parse_credentials,
     verify,
 )
@@ -49,7 +55,14 @@ from signaling.auth.subscribers import SubscriberError, SubscriberStore
 from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.registry.base import Registry, RegistryError
-from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
+from signaling.sipcore import (
+    Peer,
+    SipCore,
+    Work,
+    stateless_answer,
+    stateless_tag_of,
+    stateless_tail,
+)
 
 __all__ = ["SUMMARY_INTERVAL", "Authenticator"]
 
@@ -103,6 +116,9 @@ class Authenticator:
         self.counts = NonceCounts(cfg.auth_nonce_table)
         self.retry_after = cfg.retry_after
         self.c_auth = metrics.fast_counter("auth", "Authentication outcomes", ["result"])
+        # Each registration counts one of each: bound once, no label tuple per request.
+        self.c_challenged = self.c_auth.child("challenged")
+        self.c_ok = self.c_auth.child("ok")
         self._tails: dict[tuple[int, str, bool], list[bytes]] = {}
         self._summary: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -132,9 +148,32 @@ class Authenticator:
             return False
         if req.header("Authorization") is not None or self._trusted(peer) is not None:
             return False
-        self.c_auth.inc("challenged")
+        self.c_challenged.inc()
         self.core.send_stateless_tail(req, peer, 401, "Unauthorized", self._challenges(
             _REGISTRAR, to.host.lower(), False, f"{req.call_id}|{req.vias[0].branch}"))
+        return True
+
+    def challenge_unparsed(self, data: bytes, peer: Peer) -> bool:
+        """``challenge_early`` on the bytes of a REGISTER datagram, before any parse: the
+        answer copies five headers and needs the To host, and ``challenge_head`` (C) finds
+        them in one scan.  Anything it does not take (credentials, an unusual shape), a realm
+        not served, or a trusted source goes the full way, which answers as before; so
+        does everything but the challenge: the rest of the request is judged when it comes
+        back with credentials (§22.1 lets a server challenge before looking further).  The
+        same bytes as ``challenge_early`` would send (test_policy holds them equal)."""
+        assert challenge_head is not None  # not installed without it (Server)
+        head = challenge_head(data, peer.host, peer.port)
+        if head is None:
+            return False
+        realm, call_id, from_tag, branch, before, after = head
+        core = self.core
+        if realm not in core.domains or not core.accepting or self._trusted(peer) is not None:
+            return False
+        self.c_challenged.inc()
+        tail = self._challenges(_REGISTRAR, realm, False, f"{call_id}|{branch}")
+        tag = stateless_tag_of(call_id, from_tag, branch).encode()
+        core.send_unparsed_answer("REGISTER", 401, b"".join(
+            (b"SIP/2.0 401 Unauthorized", before, tag, after, tail)), peer)
         return True
 
     async def admit(self, work: Work) -> bool:
@@ -214,7 +253,7 @@ class Authenticator:
         if kind is _PROXY:  # §22.3: credentials for our realm are consumed, not forwarded
             req.extra = [(k, v) for k, v in req.extra
                          if k.lower() != "proxy-authorization" or _realm_of(v) != realm]
-        self.c_auth.inc("ok")
+        self.c_ok.inc()
         return True
 
     # -- answers -----------------------------------------------------------------------------

@@ -265,3 +265,111 @@ def test_the_c_fast_path_of_auth_params_agrees_with_the_python_loop() -> None:
             assert fast == slow, repr(text)
             answered += fast_params(text) is not None
     assert answered > 1000  # the fast path did answer, most of the time
+
+
+_HEAD = ("REGISTER sip:example.com SIP/2.0\r\n"
+         "Via: SIP/2.0/UDP 10.0.0.7:5070;branch=z9hG4bK-1;rport\r\n"
+         "Max-Forwards: 70\r\n"
+         "From: \"Alice\" <sip:alice@example.com>;tag=f1\r\n"
+         "To: <sip:alice@Example.COM>\r\n"
+         "Call-ID: c1@10.0.0.7\r\n"
+         "CSeq: 007 REGISTER\r\n"
+         "Contact: <sip:alice@10.0.0.7:5070>\r\n"
+         "Content-Length: 0\r\n\r\n")
+
+
+def test_challenge_head_finds_what_a_stateless_401_copies() -> None:
+    from protocols.sip.digest import challenge_head
+    assert challenge_head is not None, "the C fast path is not built"
+    head = challenge_head(_HEAD.encode(), "192.0.2.1", 40000)
+    assert head == (
+        "example.com", "c1@10.0.0.7", "f1", "z9hG4bK-1",
+        b"\r\nVia: SIP/2.0/UDP 10.0.0.7:5070;branch=z9hG4bK-1;rport=40000;received=192.0.2.1"
+        b"\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=f1\r\nTo: <sip:alice@Example.COM>;tag=",
+        b"\r\nCall-ID: c1@10.0.0.7\r\nCSeq: 7 REGISTER")
+    # Compact names; from its own address without rport, the Via is copied as it came.
+    compact = (_HEAD.replace("Via:", "v:").replace("From:", "f:").replace("To:", "t:")
+               .replace("Call-ID:", "i:").replace(";rport", ""))
+    head = challenge_head(compact.encode(), "10.0.0.7", 5070)
+    assert head is not None
+    assert head[4].startswith(b"\r\nVia: SIP/2.0/UDP 10.0.0.7:5070;branch=z9hG4bK-1\r\n")
+
+
+@pytest.mark.parametrize("change", [
+    ("To: <sip:alice@Example.COM>\r\n", "To: <sip:alice@Example.COM>;tag=x\r\n"),
+    ("To: <sip:alice@Example.COM>\r\n", "To: Alice <sip:alice@Example.COM>\r\n"),
+    ("Max-Forwards: 70\r\n", "Authorization: Digest username=\"alice\"\r\n"),
+    ("Max-Forwards: 70\r\n", "authorization: Digest username=\"alice\"\r\n"),
+    ("Max-Forwards: 70\r\n", "Require: foo\r\n"),
+    ("Max-Forwards: 70\r\n", "Proxy-Require: foo\r\n"),
+    ("Max-Forwards: 70\r\n", "Via: SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK-2\r\n"),
+    (";rport", ";rport,SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK-2"),
+    (";rport", ";received=10.0.0.9"),
+    (";rport", ";RPORT"),
+    (";rport", ";rport;oc"),
+    (";branch=z9hG4bK-1", ""),
+    (";branch=z9hG4bK-1", ";Branch=z9hG4bK-1"),
+    ("SIP/2.0/UDP", "SIP/2.0/udp"),
+    ("SIP/2.0/UDP 10.0.0.7", "SIP/2.0/UDP  10.0.0.7"),
+    ("10.0.0.7:5070;", "10.0.0.7:05070;"),
+    ("CSeq: 007 REGISTER", "CSeq: 7 INVITE"),
+    ("CSeq: 007 REGISTER", "CSeq: 4294967296 REGISTER"),
+    ("Content-Length: 0\r\n\r\n", "Content-Length: 4\r\n\r\nbody"),
+    ("Max-Forwards: 70\r\n", "Max-Forwards:\r\n 70\r\n"),
+    ("Call-ID: c1@10.0.0.7", "Call-ID: c1 @10.0.0.7"),
+    ("Call-ID: c1@10.0.0.7", "Call-ID: c1\xe9@10.0.0.7"),
+    ("From: \"Alice\" <sip:alice@example.com>;tag=f1", "From: sip:alice@example.com;tag=f1"),
+    ("From: \"Alice\" <sip:alice@example.com>;tag=f1", "From: <sip:alice@example.com>;TAG=f1"),
+    ("REGISTER sip:", "REGISTER tel:"),
+    ("\r\n\r\n", "\n\n"),
+])
+def test_challenge_head_leaves_everything_else_to_the_full_way(change: tuple[str, str]) -> None:
+    from protocols.sip.digest import challenge_head
+    assert challenge_head is not None, "the C fast path is not built"
+    old, new = change
+    assert old in _HEAD
+    data = _HEAD.replace(old, new, 1).encode("utf-8")
+    assert challenge_head(data, "192.0.2.1", 40000) is None
+
+
+_CREDENTIAL_SEEDS = [
+    'Digest username="a12",realm="127.0.0.1",uri="sip:127.0.0.1:5060",nonce="AAABjK0sXYZ",'
+    'response="0123456789ABCDEF",algorithm=MD5,cnonce="6b8b4567",qop=auth,nc=0000001f',
+    'digest username="a", realm="r", nonce="n", uri="sip:r", response="x", opaque="o"',
+    ' Digest  username="a", realm="r", nonce="n", uri="sip:r", response="x", algorithm=sha-256,'
+    ' qop=Auth-Int, nc=000000aB, cnonce="c"\r\n',
+    'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x", qop=auth, nc=1,'
+    ' cnonce="c"',
+    'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x", foo=bar',
+    'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x", algorithm=SHA-1',
+    'Basic dXNlcjpwYXNz',
+]
+
+
+def test_the_c_fast_path_of_credentials_agrees_with_parse_credentials() -> None:
+    """Where ``credentials`` (C) answers it must give the fields the Python code gives, and
+    it leaves every error to that code: seeds, then every one-character deletion and a set of
+    insertions at every position of each."""
+    from protocols.sip import digest
+    fast = vars(digest)["_fast_credentials"]
+    assert fast is not None, "the C fast path is not built"
+    answered = 0
+    for seed in _CREDENTIAL_SEEDS:
+        variants = {seed}
+        for i in range(len(seed) + 1):
+            variants.add(seed[:i] + seed[i + 1:])
+            for c in ' \t",=\\\r\n\x00aA0':
+                variants.add(seed[:i] + c + seed[i:])
+        for text in variants:
+            fields = fast(text)
+            saved, vars(digest)["_fast_credentials"] = fast, None
+            try:
+                slow: object = digest.parse_credentials(text)
+            except DigestError:
+                slow = DigestError
+            finally:
+                vars(digest)["_fast_credentials"] = saved
+            if fields is not None:
+                assert digest.Credentials(*fields) == slow, repr(text)
+                answered += 1
+    assert answered > 500  # the fast path did answer, most of the time

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,10 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from protocols.sip.digest import challenge_head
 from protocols.sip.message import Request, Response
 from signaling.auth.subscribers import FileSubscribers, Subscriber
 from signaling.config import load_config
 from signaling.server import Server
+from signaling.transports.base import Peer
 from tests.peers.sipua import StreamUA, WsUA
 from tests.signaling.auth.sipauth import DOMAIN, Client, open_peer
 from tests.signaling.inproc import running_server
@@ -314,6 +317,90 @@ async def test_unauthenticated_register_leaves_no_state_and_retransmissions_matc
         assert alice.peer.raw[0].replace(nonce.encode(), nonce_again.encode()) == \
             alice.peer.raw[1]
         assert len(srv.core.table) == before  # answered statelessly: no transaction
+
+
+#: REGISTERs the unparsed challenge takes or leaves: a SIPp-like one, then shapes of other
+#: clients (display names, compact names, no rport, a leading-zero CSeq, sips) and ones the
+#: full way must judge (credentials, Require, two Vias, a To tag, a body, a folded line).
+_SHAPES = [
+    "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-{n};rport\r\n"
+    "Max-Forwards: 70\r\nFrom: <sip:alice@{d}>;tag={n}r1\r\nTo: <sip:alice@{d}>\r\n"
+    "Call-ID: {n}-cid@127.0.0.1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:{p}>\r\n"
+    "Expires: 600\r\nContent-Length: 0\r\n\r\n",
+    "REGISTER sips:{d} SIP/2.0\r\nv: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK{n};rport=7\r\n"
+    "f: \"Al \\\"A\\\"\" <sip:alice@{d}>;tag=a{n};x=y\r\nt: <sip:alice@{d}:5060;transport=udp>\r\n"
+    "i: {n}\r\nCSeq: 0042 REGISTER\r\nl: 0\r\n\r\n",
+    "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{n}\r\n"
+    "From: <sip:alice@{d}>\r\nTo: <sip:{d}>\r\nCall-ID: {n}\r\nCSeq: 9 REGISTER\r\n\r\n",
+    "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{n}\r\n"
+    "Via: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKx\r\nFrom: <sip:alice@{d}>;tag=1\r\n"
+    "To: <sip:alice@{d}>\r\nCall-ID: {n}\r\nCSeq: 9 REGISTER\r\n\r\n",
+    "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{n}\r\n"
+    "From: <sip:alice@{d}>;tag=1\r\nTo: \"A\" <sip:alice@{d}>;foo=bar\r\nCall-ID: {n}\r\n"
+    "CSeq: 9 REGISTER\r\nRequire: path\r\n\r\n",
+    "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{n}\r\n"
+    "From: <sip:alice@{d}>;tag=1\r\nTo: <sip:alice@{d}>\r\nCall-ID: {n}\r\n"
+    "CSeq: 9 REGISTER\r\nAuthorization: Digest username=\"alice\", realm=\"{d}\", "
+    "nonce=\"x\", uri=\"sip:{d}\", response=\"0\"\r\nContent-Length: 2\r\n\r\nhi",
+]
+
+
+async def test_the_unparsed_challenge_sends_the_bytes_the_full_way_sends(
+        tmp_path: Path) -> None:
+    """Each shape and every one-character deletion of the first (the copied headers
+    included), sent through the core twice, with and without the unparsed challenge: where
+    the full way answers 401, the unparsed one answers the very same bytes; where the
+    unparsed one answers and the full way does not, the full way refused the request for
+    what the challenge does not look at (the parse: 400), never let it through."""
+    async with auth_server(tmp_path) as (srv, _port):
+        srv.auth.clock = lambda: 1_000_000.0  # one nonce tick: salted nonces repeat
+        fast, head_of = srv.core.answer_unparsed, challenge_head
+        assert fast is not None and head_of is not None, "the C fast path is not built"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        peer = Peer("udp", "127.0.0.1", sock.getsockname()[1])
+
+        async def answers(data: bytes, unparsed: bool) -> list[bytes]:
+            srv.core.answer_unparsed = fast if unparsed else None
+            srv.core.receive(data, peer)
+            await srv.core.dispatcher.drain(10.0)  # the answers of the full way's workers
+            out = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    out.append(sock.recv(65535))
+            return out
+
+        # Every variant has its own branch and Call-ID ({n}): none is taken for another's
+        # retransmission by a transaction the full way left.
+        first = _SHAPES[0]
+        templates = list(_SHAPES) + [first[:i] + first[i + 1:] for i in range(len(first))]
+        variants = []
+        for n, template in enumerate(templates):
+            with contextlib.suppress(KeyError, IndexError, ValueError):
+                variants.append(template.format(d=DOMAIN, p=peer.port, n=n).encode())
+        taken = same = 0
+        try:
+            for n, data in enumerate(variants):
+                if n % 50 == 49:
+                    await asyncio.sleep(0.2)  # stay well within the admission limit (503s)
+                quick, full = await answers(data, True), await answers(data, False)
+                head = head_of(data, peer.host, peer.port)
+                took = head is not None and head[0] in srv.core.domains  # answered unparsed
+                taken += took
+                if len(full) == 1 and full[0].startswith(b"SIP/2.0 401 "):
+                    assert quick == full, data
+                    same += took
+                elif took:
+                    assert full == [] or full[0].startswith(b"SIP/2.0 400 "), (data, full)
+        finally:
+            srv.core.answer_unparsed = fast
+            sock.close()
+        assert head_of(variants[0], peer.host, peer.port) is not None
+        assert head_of(variants[1], peer.host, peer.port) is not None
+        assert all(head_of(v, peer.host, peer.port) is None
+                   for v in variants[3:len(_SHAPES)])
+        assert same > 100 and taken >= same  # compared on many, not vacuously
 
 
 @asynccontextmanager
