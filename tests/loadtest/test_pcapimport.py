@@ -16,6 +16,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from harness.serverproc import free_udp_ports
 from loadtest.engine import Engine, EngineConfig
 from loadtest.pcapimport import import_capture
 from loadtest.responder import Responder
@@ -65,7 +66,10 @@ def capture(path: Path, bpf: str, fmt: str = "pcapng") -> Iterator[None]:
 def _sipp_calls(tmp: Path, fmt: str, calls: int, pause_ms: int) -> Path:
     port = _free_udp_port()
     pcap = tmp / f"calls.{fmt}"
+    # Each SIPp binds four media ports from -mp (6000 by default): free ones, or a SIPp of
+    # another test running meanwhile makes this one exit 254 ("unable to bind").
     uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port),
+                            "-mp", str(free_udp_ports(4)),
                             "-m", str(calls), "-nostdin", "-timeout", "30s"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
     try:
@@ -73,7 +77,8 @@ def _sipp_calls(tmp: Path, fmt: str, calls: int, pause_ms: int) -> Path:
         with capture(pcap, f"udp port {port}", fmt):
             uac = subprocess.run(
                 ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-i", "127.0.0.1",
-                 "-p", str(port + 1), "-m", str(calls), "-r", "20", "-d", str(pause_ms),
+                 "-p", str(port + 1), "-mp", str(free_udp_ports(4)),
+                 "-m", str(calls), "-r", "20", "-d", str(pause_ms),
                  "-s", "bob", "-nostdin", "-timeout", "30s"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp, timeout=60)
             assert uac.returncode == 0

@@ -14,15 +14,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness.serverproc import ServerProcess, free_udp_port
+from harness.serverproc import ServerProcess, free_udp_port, free_udp_ports
 from tests.siptools import UdpClient, register, register_many, registered_contacts
 
 SIPP = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sipp"
 
 
 def _sipp(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sipp", *args, "-nostdin"], capture_output=True, text=True,
-                          timeout=timeout)
+    # Free media ports (-mp, four from it): SIPp's default 6000 taken by another test's SIPp
+    # makes it exit 254.
+    return subprocess.run(["sipp", *args, "-nostdin", "-mp", str(free_udp_ports(4))],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_user_registered_on_one_node_is_called_through_the_other(redis_url: str) -> None:
@@ -32,8 +34,8 @@ def test_user_registered_on_one_node_is_called_through_the_other(redis_url: str)
     b = ServerProcess("--registry", url, ws=False).start()
     uas_port = free_udp_port()
     uas = subprocess.Popen(["sipp", "-sf", str(SIPP / "uas-rr.xml"), "-p", str(uas_port),
-                            "-nostdin", "-m", "20"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+                            "-mp", str(free_udp_ports(4)), "-nostdin", "-m", "20"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         reg = _sipp(f"127.0.0.1:{a.udp_port}", "-sf", str(SIPP / "register-uas.xml"),
                     "-key", "contact", f"127.0.0.1:{uas_port}", "-m", "1",

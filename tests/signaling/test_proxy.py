@@ -37,8 +37,12 @@ MAX_DURATION = 3
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
+    # These tests check what the proxy does with calls, not the overload control
+    # (test_overload): on a CPU-starved CI machine, a scheduling delay over the default 50 ms
+    # queueing target would make it refuse a call now and then, as it should in service.
     srv = ServerProcess("--ring-timeout", str(RING_TIMEOUT), "--max-dialog-duration",
-                        str(MAX_DURATION), "--log-level", "warning").start()
+                        str(MAX_DURATION), "--log-level", "warning",
+                        "--overload-target", "1").start()
     try:
         yield srv
     finally:
