@@ -89,7 +89,7 @@ class _Worker(asyncio.Protocol):
             self.hub.fan_out(self, out)
             # Passed on (in every other worker's socket, ahead of anything a client sends it
             # after the REGISTER's 200): the REGISTERs waiting on these changes may answer.
-            self.write([frame(ACK, None, (len(out) // 2).to_bytes(4, "big"))])
+            self.write([frame(ACK, (len(out) // 2).to_bytes(4, "big"))])
 
 
 class ReplicaHub:

@@ -41,20 +41,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
+import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import cast
 
-import msgspec
-
 from signaling.registry.base import Binding, ContactChange, RegistryUnavailable
-from signaling.registry.memory import MemoryRegistry, Version
+from signaling.registry.memory import MemoryRegistry
+from signaling.registry.pending import Change, Pending, record
 from signaling.registry.shared import CALL_TIMEOUT, SharedRegistry
 from signaling.registry.wire import HEADER, MAX_FRAME
 
-__all__ = ["ACK", "CHANGE", "END", "HUB_SOCKET", "OWNER_SOCKET", "REQUEST", "SNAPSHOT", "Change",
-           "ReplicaRegistry", "decode_frames", "frame"]
+__all__ = ["ACK", "CHANGE", "END", "HUB_SOCKET", "OWNER_SOCKET", "REQUEST", "SNAPSHOT",
+           "ReplicaRegistry", "decode_frames", "frame", "frames_of"]
 
 #: Socket names in the supervisor's directory.
 HUB_SOCKET = "replica.sock"
@@ -65,29 +67,20 @@ OWNER_SOCKET = "registry.sock"
 FLUSH_DELAY = 0.002
 #: Seconds a worker waits for the hub's replica before its first registry call fails.
 SYNC_TIMEOUT = 30.0
-
-
-class Change(msgspec.Struct, array_like=True):
-    """One write to an AOR, as replicated (see ``MemoryRegistry.merge``)."""
-
-    aor: str
-    upserts: list[tuple[Binding, Version | None]]
-    removed: list[tuple[str, Version]]
-
-
-ENCODER = msgspec.msgpack.Encoder()
-DECODER = msgspec.msgpack.Decoder(Change)
+#: Bytes of records per frame (well under ``MAX_FRAME``).
+FRAME_RECORDS = 65_536
 
 # Frame kinds (the first byte of a frame's body), see ``signaling.registry.hub``.
-#: A change: worker -> hub -> every other worker.
+#: Change records (``signaling.registry.pending``), one group commit: worker -> hub -> every
+#: other worker, relayed as the same bytes.
 CHANGE = b"C"
-#: Part of a snapshot: worker -> hub -> the worker that asked for it.
+#: Records of a whole replica: worker -> hub -> the worker that asked for it.
 SNAPSHOT = b"S"
 #: hub -> worker: send me your whole replica (as SNAPSHOT frames, then END).
 REQUEST = b"R"
 #: End of a snapshot: worker -> hub, then hub -> the new worker (it now serves).
 END = b"E"
-#: hub -> worker: this many more of your changes are passed on to every other worker.
+#: hub -> worker: this many more of your CHANGE frames are passed on to every other worker.
 ACK = b"A"
 
 
@@ -107,29 +100,46 @@ def decode_frames(buf: bytearray) -> list[bytes] | None:
     return frames
 
 
-def frame(kind: bytes, change: Change | None = None, raw: bytes = b"") -> bytes:
-    body = kind + (ENCODER.encode(change) if change is not None else raw)
-    return HEADER.pack(len(body)) + body
+def frame(kind: bytes, raw: bytes = b"") -> bytes:
+    return HEADER.pack(len(kind) + len(raw)) + kind + raw
 
 
-def _version(b: Binding | None) -> Version | None:
+def frames_of(kind: bytes, records: Iterable[bytes]) -> list[bytes]:
+    """``records`` in frames of ``kind``, each at most ``FRAME_RECORDS`` bytes of them (a
+    record is never split: one is far smaller)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for rec in records:
+        if size + len(rec) > FRAME_RECORDS and chunk:
+            out.append(frame(kind, b"".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(rec)
+        size += len(rec)
+    if chunk:
+        out.append(frame(kind, b"".join(chunk)))
+    return out
+
+
+def _version(b: Binding | None) -> tuple[str, int] | None:
     return None if b is None else (b.call_id, b.cseq)
 
 
 class _HubLink(asyncio.Protocol):
     """The connection to the hub: changes out, other workers' changes in."""
 
-    def __init__(self, local: MemoryRegistry) -> None:
-        self.local = local
+    def __init__(self, pending: Pending, snapshot: Callable[[], Iterable[bytes]]) -> None:
+        self.pending = pending
+        self.snapshot = snapshot
         self.transport: asyncio.Transport | None = None
         self.synced = asyncio.get_running_loop().create_future()
         self.lost = False
         self._buf = bytearray()
-        #: Changes to write at the next flush, and the future their REGISTERs wait on.
+        #: Records to write at the next flush, and the future their REGISTERs wait on.
         self._out: list[bytes] = []
         self._batch: asyncio.Future[None] | None = None
-        #: Changes written so far, changes the hub has passed on (its ACKs), and the batches
-        #: written but not yet passed on: (changes written once the batch was, its future).
+        #: Frames written so far, frames the hub has passed on (its ACKs), and the batches
+        #: written but not yet passed on: (frames written once the batch was, its future).
         self._written = 0
         self._acked = 0
         self._unacked: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -150,12 +160,12 @@ class _HubLink(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(RegistryUnavailable("replica hub connection lost"))
 
-    def send(self, change: Change) -> asyncio.Future[None]:
-        """Queue ``change`` for the next flush; the future is done once the hub has passed it
-        on to every other worker (its ACK)."""
+    def send(self, rec: bytes) -> asyncio.Future[None]:
+        """Queue the record ``rec`` for the next flush; the future is done once the hub has
+        passed it on to every other worker (its ACK)."""
         if self.transport is None:
             raise RegistryUnavailable("replica hub connection lost")
-        self._out.append(frame(CHANGE, change))
+        self._out.append(rec)
         batch = self._batch
         if batch is None:
             loop = asyncio.get_running_loop()
@@ -168,8 +178,9 @@ class _HubLink(asyncio.Protocol):
         batch, self._batch = self._batch, None
         if batch is None or self.transport is None:
             return  # connection_lost failed the batch
-        self.transport.writelines(out)
-        self._written += len(out)
+        frames = frames_of(CHANGE, out)
+        self.transport.writelines(frames)
+        self._written += len(frames)
         self._unacked.append((self._written, batch))
 
     def _ack(self, count: int) -> None:
@@ -187,12 +198,15 @@ class _HubLink(asyncio.Protocol):
             assert self.transport is not None
             self.transport.abort()
             return
-        merge = self.local.merge
         for body in frames:
             kind = body[:1]
             if kind in (CHANGE, SNAPSHOT):
-                change = DECODER.decode(body[1:])
-                merge(change.aor, change.upserts, change.removed)
+                try:
+                    self.pending.absorb(body)
+                except (ValueError, struct.error):  # UnicodeDecodeError is a ValueError
+                    assert self.transport is not None
+                    self.transport.abort()
+                    return
             elif kind == END:
                 if not self.synced.done():
                     self.synced.set_result(None)
@@ -206,10 +220,8 @@ class _HubLink(asyncio.Protocol):
         one connection, after every change we sent before: the hub keeps their order)."""
         if self.transport is None:
             return
-        out = [frame(SNAPSHOT, Change(aor, [(b, None) for b in bindings], []))
-               for aor, bindings in self.local.snapshot()]
-        out.append(frame(END))
-        self.transport.writelines(out)
+        self.transport.writelines([*frames_of(SNAPSHOT, self.snapshot()), frame(END)])
+
 
 class ReplicaRegistry:
     """A ``Registry`` kept whole in this worker and replicated through the hub in ``run_dir``
@@ -218,6 +230,9 @@ class ReplicaRegistry:
     def __init__(self, run_dir: str, *, max_bindings_per_aor: int, max_bytes: int) -> None:
         self.local = MemoryRegistry(max_bindings_per_aor=max_bindings_per_aor,
                                     max_bytes=max_bytes)
+        #: Other workers' changes to AORs not used here yet (``signaling.registry.pending``):
+        #: raw records take ~1/3 of a stored binding's bytes; a quarter of the budget for them.
+        self.pending = Pending(self.local, max_bytes // 4)
         self.hub_path = str(Path(run_dir) / HUB_SOCKET)
         self.owner = SharedRegistry(str(Path(run_dir) / OWNER_SOCKET))
         self._link: _HubLink | None = None
@@ -236,7 +251,7 @@ class ReplicaRegistry:
                 try:
                     async with asyncio.timeout(CALL_TIMEOUT):
                         _, link = await loop.create_unix_connection(
-                            lambda: _HubLink(self.local), self.hub_path)
+                            lambda: _HubLink(self.pending, self._snapshot), self.hub_path)
                 except (OSError, TimeoutError) as exc:
                     raise RegistryUnavailable(f"replica hub {self.hub_path}: {exc}") from None
                 self._link = link
@@ -247,79 +262,110 @@ class ReplicaRegistry:
                 raise RegistryUnavailable("replica hub: no snapshot in time") from None
             return link
 
-    async def _replicate(self, link: _HubLink, aor: str, before: dict[str, Binding] | None,
-                         after: dict[str, Binding] | None) -> None:
-        """Send what changed between two states of ``aor``'s stored bindings."""
+    def _snapshot(self) -> Iterable[bytes]:
+        """This replica as records: the AORs held here, then the pending ones as they are."""
+        for aor, bindings in self.local.snapshot():
+            yield record(Change(aor, [(b, None) for b in bindings], []), len(bindings), 1)
+        yield from self.pending.records()
+
+    @staticmethod
+    def _replicate(link: _HubLink, aor: str, before: dict[str, Binding] | None,
+                   after: dict[str, Binding] | None) -> asyncio.Future[None] | None:
+        """Queue what changed between two states of ``aor``'s stored bindings: the future of
+        its batch, None if nothing changed."""
         before = before or {}
         after = after or {}
         upserts = [(b, _version(before.get(k))) for k, b in after.items()
                    if before.get(k) is not b]
         removed = [(k, (b.call_id, b.cseq)) for k, b in before.items() if k not in after]
-        if upserts or removed:
-            await link.send(Change(aor, upserts, removed))
+        if not upserts and not removed:
+            return None
+        aors = (not before) - (not after)  # +1: the AOR appeared, -1: it went
+        return link.send(record(Change(aor, upserts, removed), len(after) - len(before), aors))
+
+    def _use(self, aor: str) -> None:
+        """``aor`` is about to be read or written here: merge what is pending for it."""
+        if aor in self.pending:
+            self.pending.settle(aor)
 
     # -- the Registry interface (registry/base.py documents each method) ---------------------
 
     async def register(self, aor: str, call_id: str, cseq: int,
                        changes: Sequence[ContactChange], now: float) -> list[Binding]:
         link = await self._hub()
+        self._use(aor)
         # ``register`` never suspends, and replaces the AOR's dict rather than changing it.
         before = self.local.stored(aor)
         result = await self.local.register(aor, call_id, cseq, changes, now)
-        await self._replicate(link, aor, before, self.local.stored(aor))
+        sent = self._replicate(link, aor, before, self.local.stored(aor))
+        if sent is not None:
+            await sent
         return result
 
     async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
         link = await self._hub()
+        self._use(aor)
         before = self.local.stored(aor)
         result = await self.local.remove_all(aor, call_id, cseq, now)
-        await self._replicate(link, aor, before, self.local.stored(aor))
+        sent = self._replicate(link, aor, before, self.local.stored(aor))
+        if sent is not None:
+            await sent
         return result
 
     async def remove_binding(self, aor: str, key: str) -> bool:
         link = await self._hub()
-        old = (self.local.stored(aor) or {}).get(key)
+        self._use(aor)
+        before = self.local.stored(aor)
+        before = dict(before) if before else None  # _delete changes the dict in place
         removed = await self.local.remove_binding(aor, key)
-        if removed and old is not None:
-            await link.send(Change(aor, [], [(key, (old.call_id, old.cseq))]))
+        sent = self._replicate(link, aor, before, self.local.stored(aor)) if removed else None
+        if sent is not None:
+            await sent
         return removed
 
     async def remove_connection(self, connection_id: str) -> int:
+        # Bindings over our connections were registered here: their AORs are held, not pending.
         link = await self._hub()
-        gone: dict[str, list[tuple[str, Version]]] = {}
-        for aor, key in self.local.on_connection(connection_id):
-            b = (self.local.stored(aor) or {}).get(key)
-            if b is not None and b.connection_id == connection_id:
-                gone.setdefault(aor, []).append((key, (b.call_id, b.cseq)))
+        before: dict[str, dict[str, Binding]] = {}
+        for aor, _ in self.local.on_connection(connection_id):
+            if aor not in before:
+                before[aor] = dict(self.local.stored(aor) or {})
         removed = await self.local.remove_connection(connection_id)
-        sent = [link.send(Change(aor, [], keys)) for aor, keys in gone.items()]
-        if sent:
-            await sent[-1]  # one batch: the last is written with (or after) the others
+        sent = [self._replicate(link, aor, old, self.local.stored(aor))
+                for aor, old in before.items()]
+        last = [fut for fut in sent if fut is not None]
+        if last:
+            await last[-1]  # one batch: the last is written with (or after) the others
         return removed
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
         await self._hub()
+        self._use(aor)
         return await self.local.lookup(aor, now)
 
     async def expire(self, now: float, limit: int) -> int:
-        # Every replica expires on its own: the same expiry times, no message needed.
+        # Every replica expires on its own: the same expiry times, no message needed.  Pending
+        # AORs whose bindings all lapsed are merged first, then removed like the others.
+        self.pending.expire(now, limit)
         return await self.local.expire(now, limit)
 
     async def list_aors(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
         await self._hub()
-        return await self.local.list_aors(offset, limit, prefix)
+        held = await self.local.list_aors(0, offset + limit, prefix)
+        names = sorted(a for a in self.pending.names() if a.startswith(prefix))
+        return list(itertools.islice(heapq.merge(held, names), offset, offset + limit))
 
     async def count_aors(self) -> int:
         await self._hub()
-        return await self.local.count_aors()
+        return await self.local.count_aors() + self.pending.aors
 
     async def count_bindings(self) -> int:
         await self._hub()
-        return await self.local.count_bindings()
+        return await self.local.count_bindings() + self.pending.bindings
 
     async def known_user(self, aor: str) -> bool:
         await self._hub()
-        return await self.local.known_user(aor)
+        return aor in self.pending or await self.local.known_user(aor)
 
     async def put_dialog(self, dialog_id: str, data: bytes, ttl: float) -> None:
         await self.owner.put_dialog(dialog_id, data, ttl)

@@ -11,13 +11,13 @@ import pytest
 
 from signaling.registry.base import Binding
 from signaling.registry.hub import ReplicaHub
+from signaling.registry.pending import Change, record
 from signaling.registry.replica import (
     ACK,
     CHANGE,
     END,
     REQUEST,
     SNAPSHOT,
-    Change,
     decode_frames,
     frame,
 )
@@ -63,9 +63,9 @@ class Raw:
         self.writer.write(b"".join(frames))
 
 
-def _change(aor: str) -> Change:
+def _change(aor: str) -> bytes:
     b = Binding(aor=aor, contact=f"{aor};c", q=1.0, expires_at=1e12, call_id="c", cseq=1)
-    return Change(aor, [(b, None)], [])
+    return record(Change(aor, [(b, None)], []), 1, 1)
 
 
 async def test_a_new_worker_gets_a_copy_then_what_was_held_back(hub: ReplicaHub) -> None:

@@ -18,10 +18,10 @@ from signaling.registry.base import ContactChange
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
+from signaling.registry.pending import DECODER, RECORD
 from signaling.registry.replica import (
     ACK,
     CHANGE,
-    DECODER,
     END,
     HUB_SOCKET,
     OWNER_SOCKET,
@@ -139,7 +139,7 @@ async def test_a_register_returns_only_once_the_hub_passed_its_change_on(
             got.extend(decode_frames(buf) or [])
         changed.set()
         await release.wait()
-        writer.write(frame(ACK, None, len(got).to_bytes(4, "big")))
+        writer.write(frame(ACK, len(got).to_bytes(4, "big")))
         await reader.read()  # until the client is gone
 
     server = await asyncio.start_unix_server(serve, str(Path(run_dir) / HUB_SOCKET))
@@ -149,7 +149,9 @@ async def test_a_register_returns_only_once_the_hub_passed_its_change_on(
             a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), time.time()))
         await asyncio.wait_for(changed.wait(), BOUND)
         assert got[0][:1] == CHANGE
-        sent = DECODER.decode(got[0][1:])
+        alen, tlen, *_, blen = RECORD.unpack_from(got[0], 1)
+        assert len(got[0]) == 1 + RECORD.size + alen + tlen + blen  # one record
+        sent = DECODER.decode(got[0][-blen:])
         assert sent.aor == "sip:kim@x" and sent.upserts[0][0].contact == "sip:kim@10.0.0.2"
         await asyncio.sleep(0.05)
         assert not registering.done()  # no 200 before the hub passed the change on
