@@ -5,29 +5,40 @@ worker holds a ``MemoryRegistry`` replica: a lookup (every INVITE's location ser
 REGISTER are answered from it without leaving the process.  A write is applied locally with
 the in-memory engine's own §10.3 rules and bounds, then its change (per contact: the new
 binding with the version it replaced, or the version it removed) goes to the supervisor's hub
-(``signaling.registry.hub``) over a Unix stream socket; the hub applies it to its own replica and
-passes it on to the other workers.  A worker that starts (or restarts after a crash) is sent the
-hub's replica first and serves only once it has it.
+(``signaling.registry.hub``) over a Unix stream socket, and the hub passes it on to the other
+workers.  A worker that starts (or restarts after a crash) is sent a serving sibling's replica
+first and serves only once it has it.
 
 Why this rather than one registry owned by the supervisor and asked over a socket
 (``signaling.registry.shared``, still used here for dialogs, Diameter sessions and nonce claims,
 which need one answer for the whole server): there a REGISTER or an INVITE's lookup waits for a
 round trip to another process, and the owner, one core for the whole server, spends ~15-20 µs
 of CPU on each.  Measured (``benchmarks/bench_multiproc.py``, 2 workers at 0.25 core each, load
-3-5): the same CPU per REGISTER (101 µs against 102; the supervisor's share 4-7 µs against
-14-18, the workers' merges of each other's changes making up the rest), the same capacity,
-but past capacity the owner design collapsed (6,000/s offered: 17,519 failed, a worker's calls
-timing out on the owner) where this one degraded (0 failed); calls: the supervisor's CPU per
-call 70 µs against 95.  Changes are written in groups (``FLUSH_DELAY``): one write and one
-wake-up of the hub and of each sibling per group, not per REGISTER (the hub's CPU per REGISTER
-15.5 -> 7.5 µs); each REGISTER waits for its group (at most 2 ms) and the hub's ACK.  The
-cost that remains grows with the workers: each applies every other's changes (~10 µs each).
+3-5): the same CPU per REGISTER, the same capacity, but past capacity the owner design
+collapsed (6,000/s offered: 17,519 failed, a worker's calls timing out on the owner) where
+this one degraded (0 failed); calls: the supervisor's CPU per call 70 µs against 95.
 
-No acknowledged registration is lost when a worker is killed, and a registration is found
-through every worker as soon as it is acknowledged: the 200 is sent only once the hub has passed
-the change on (its ACK), that is once the change sits in every other worker's socket, ahead of
-anything the client sends after the 200 (each worker reads its sockets in the order they became
-readable, and applies a change as it reads it).
+What a REGISTER costs the other workers is kept small (issue 16: at most +10% CPU per
+REGISTER over one process):
+
+* changes are written in groups (``FLUSH_DELAY``): one write per group, not per REGISTER;
+* the hub relays the group's bytes as they are, and writes each worker what it is owed once
+  per ``FLUSH_DELAY`` (``signaling.registry.hub``): a worker wakes for its siblings' changes
+  once per period, not once per sibling's group;
+* a worker files another's change under its AOR without decoding it, and merges it only when
+  it uses that AOR (``signaling.registry.pending``, where the figures are);
+* the 200 waits for its group to be *written* into the hub's socket, not for an answer from
+  the hub: no acknowledgement to send, read and wake up for.
+
+No acknowledged registration is lost when a worker is killed: its change is in the hub's
+socket before the 200 leaves (``_HubLink._flush``; if our buffer had to keep some of it, the
+REGISTERs wait until it drained into the kernel), and the hub reads what a dead peer wrote
+before its end of file.  A registration is found through every worker as soon as it is
+acknowledged: a lookup that finds nothing (or a ``known_user`` that does not know the AOR)
+asks the hub to pass on every change it has read so far (``SYNC``) and looks again; the
+client's request came after the 200, so after the change was in the hub's socket.  A change
+to bindings found (a refresh, a new contact, a removal) reaches the other workers within a few
+milliseconds (two ``FLUSH_DELAY``), during which they still use the previous bindings.
 
 Two REGISTERs of one contact at the same moment through two workers (say, a phone sending from
 two source ports) are resolved the same way on every replica (``MemoryRegistry.merge``: the
@@ -44,7 +55,6 @@ import contextlib
 import heapq
 import itertools
 import struct
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import cast
@@ -55,7 +65,7 @@ from signaling.registry.pending import Change, Pending, record
 from signaling.registry.shared import CALL_TIMEOUT, SharedRegistry
 from signaling.registry.wire import HEADER, MAX_FRAME
 
-__all__ = ["ACK", "CHANGE", "END", "HUB_SOCKET", "OWNER_SOCKET", "REQUEST", "SNAPSHOT",
+__all__ = ["CHANGE", "END", "HUB_SOCKET", "OWNER_SOCKET", "REQUEST", "SNAPSHOT", "SYNC",
            "ReplicaRegistry", "decode_frames", "frame", "frames_of"]
 
 #: Socket names in the supervisor's directory.
@@ -80,8 +90,8 @@ SNAPSHOT = b"S"
 REQUEST = b"R"
 #: End of a snapshot: worker -> hub, then hub -> the new worker (it now serves).
 END = b"E"
-#: hub -> worker: this many more of your CHANGE frames are passed on to every other worker.
-ACK = b"A"
+#: worker -> hub: pass me every change you read so far; hub -> worker: done (see ``sync``).
+SYNC = b"Y"
 
 
 def decode_frames(buf: bytearray) -> list[bytes] | None:
@@ -138,31 +148,35 @@ class _HubLink(asyncio.Protocol):
         #: Records to write at the next flush, and the future their REGISTERs wait on.
         self._out: list[bytes] = []
         self._batch: asyncio.Future[None] | None = None
-        #: Frames written so far, frames the hub has passed on (its ACKs), and the batches
-        #: written but not yet passed on: (frames written once the batch was, its future).
-        self._written = 0
-        self._acked = 0
-        self._unacked: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: Batches written but partly still in our buffer (the hub's socket was full).
+        self._draining: list[asyncio.Future[None]] = []
+        #: The SYNC asked and not yet answered, and the one to ask once it is: a caller that
+        #: comes while one is in flight needs a SYNC sent after it came.
+        self._sync: asyncio.Future[None] | None = None
+        self._next_sync: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        # pause_writing as soon as a byte stays in our buffer, resume_writing once it is
+        # all in the kernel: a batch is durable only then (see the module docstring).
+        self.transport.set_write_buffer_limits(high=0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.transport = None
         if not self.synced.done():
             self.synced.set_exception(RegistryUnavailable("replica hub connection lost"))
-        waiting = [fut for _, fut in self._unacked]
-        self._unacked.clear()
+        waiting, self._draining = self._draining, []
         if self._batch is not None:
             waiting.append(self._batch)
+        waiting += [f for f in (self._sync, self._next_sync) if f is not None]
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(RegistryUnavailable("replica hub connection lost"))
 
     def send(self, rec: bytes) -> asyncio.Future[None]:
-        """Queue the record ``rec`` for the next flush; the future is done once the hub has
-        passed it on to every other worker (its ACK)."""
+        """Queue the record ``rec`` for the next flush; the future is done once it is written
+        to the hub's socket."""
         if self.transport is None:
             raise RegistryUnavailable("replica hub connection lost")
         self._out.append(rec)
@@ -178,18 +192,42 @@ class _HubLink(asyncio.Protocol):
         batch, self._batch = self._batch, None
         if batch is None or self.transport is None:
             return  # connection_lost failed the batch
-        frames = frames_of(CHANGE, out)
-        self.transport.writelines(frames)
-        self._written += len(frames)
-        self._unacked.append((self._written, batch))
+        self.transport.writelines(frames_of(CHANGE, out))
+        if self.transport.get_write_buffer_size():
+            self._draining.append(batch)
+        else:
+            batch.set_result(None)
 
-    def _ack(self, count: int) -> None:
-        self._acked += count
-        unacked = self._unacked
-        while unacked and unacked[0][0] <= self._acked:
-            fut = unacked.popleft()[1]
+    def pause_writing(self) -> None:
+        pass  # batches wait in ``_draining`` until resume_writing
+
+    def resume_writing(self) -> None:
+        waiting, self._draining = self._draining, []
+        for fut in waiting:
             if not fut.done():
                 fut.set_result(None)
+
+    def sync(self) -> asyncio.Future[None]:
+        """Done once every change the hub had read when it read our SYNC is applied here:
+        every change acknowledged to a client before this call (its record was in the hub's
+        socket before the 200 left)."""
+        if self.transport is None:
+            raise RegistryUnavailable("replica hub connection lost")
+        if self._sync is None:
+            self._sync = asyncio.get_running_loop().create_future()
+            self.transport.write(frame(SYNC))
+            return self._sync
+        if self._next_sync is None:
+            self._next_sync = asyncio.get_running_loop().create_future()
+        return self._next_sync
+
+    def _synced(self) -> None:
+        done, self._sync = self._sync, None
+        if done is not None and not done.done():
+            done.set_result(None)
+        if self._next_sync is not None and self.transport is not None:
+            self._sync, self._next_sync = self._next_sync, None
+            self.transport.write(frame(SYNC))
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -210,8 +248,8 @@ class _HubLink(asyncio.Protocol):
             elif kind == END:
                 if not self.synced.done():
                     self.synced.set_result(None)
-            elif kind == ACK:
-                self._ack(int.from_bytes(body[1:], "big"))
+            elif kind == SYNC:
+                self._synced()
             elif kind == REQUEST:
                 self._send_snapshot()
 
@@ -293,6 +331,10 @@ class ReplicaRegistry:
     async def register(self, aor: str, call_id: str, cseq: int,
                        changes: Sequence[ContactChange], now: float) -> list[Binding]:
         link = await self._hub()
+        if not changes:
+            # A query (§10.3: no Contact) lists the bindings: those made through another
+            # worker a moment ago too (see ``lookup``).  Rare: one round trip to the hub.
+            await link.sync()
         self._use(aor)
         # ``register`` never suspends, and replaces the AOR's dict rather than changing it.
         before = self.local.stored(aor)
@@ -339,9 +381,16 @@ class ReplicaRegistry:
         return removed
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
-        await self._hub()
+        link = await self._hub()
         self._use(aor)
-        return await self.local.lookup(aor, now)
+        found = await self.local.lookup(aor, now)
+        if not found:
+            # Registered through another worker a moment ago?  Its 200 left once the change
+            # was in the hub's socket: a SYNC brings it here (one round trip, misses only).
+            await link.sync()
+            self._use(aor)
+            found = await self.local.lookup(aor, now)
+        return found
 
     async def expire(self, now: float, limit: int) -> int:
         # Every replica expires on its own: the same expiry times, no message needed.  Pending
@@ -364,7 +413,10 @@ class ReplicaRegistry:
         return await self.local.count_bindings() + self.pending.bindings
 
     async def known_user(self, aor: str) -> bool:
-        await self._hub()
+        link = await self._hub()
+        if aor in self.pending or await self.local.known_user(aor):
+            return True
+        await link.sync()  # as in ``lookup``
         return aor in self.pending or await self.local.known_user(aor)
 
     async def put_dialog(self, dialog_id: str, data: bytes, ttl: float) -> None:
