@@ -146,6 +146,7 @@ class ServerUnderCallgrind:
     def measured(self) -> int:
         """Instructions between the last zero and the dumps just taken, all processes."""
         total = 0
+        self.by_process: dict[int, int] = {}
         for pid in self.pids():
             dumps = [p for p in self.dir.glob(f"cg.{pid}.*") if p.suffix != ".log"]
             if not dumps:
@@ -153,7 +154,8 @@ class ServerUnderCallgrind:
             newest = max(dumps, key=lambda p: int(p.name.rsplit(".", 1)[1]))
             for line in newest.read_text(errors="replace").splitlines():
                 if line.startswith("summary:"):
-                    total += int(line.split()[1])
+                    self.by_process[pid] = int(line.split()[1])
+                    total += self.by_process[pid]
                     break
             else:
                 raise RuntimeError(f"no summary in {newest}")
@@ -282,6 +284,9 @@ def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
         server.control("-d")
         time.sleep(0.5)
         total = server.measured()
+        if processes > 1:  # the supervisor first, then each worker
+            print("    per process:", ", ".join(f"{n // max(answered, 1):,}"
+                                               for _, n in sorted(server.by_process.items())))
         server.control("-z")
         time.sleep(elapsed)
         server.control("-d")
