@@ -38,7 +38,7 @@ from __future__ import annotations
 import heapq
 import logging
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import msgspec
 
@@ -70,11 +70,14 @@ def record(change: Change, bindings: int, aors: int) -> bytes:
     body = ENCODER.encode(change)
     aor = change.aor.encode()
     token, cseq, latest = b"", 0, 0.0
-    if change.upserts:
-        latest = max(b.expires_at for b, _ in change.upserts)
-        if len(change.upserts) == 1 and not change.removed:
-            b = change.upserts[0][0]
+    upserts = change.upserts
+    if len(upserts) == 1:  # the usual REGISTER: one contact
+        b = upserts[0][0]
+        latest = b.expires_at
+        if not change.removed:
             token, cseq = f"{b.key}\n{b.call_id}".encode(), b.cseq
+    elif upserts:
+        latest = max(b.expires_at for b, _ in upserts)
     return (RECORD.pack(len(aor), len(token), cseq, bindings, aors, latest, len(body))
             + aor + token + body)
 
@@ -102,6 +105,8 @@ class Pending:
         self.max_bytes = max_bytes
         self._held = local.held()
         self._entries: dict[str, _Entry] = {}
+        #: The pending AORs (read only), for a fast ``in`` on every REGISTER and lookup.
+        self.entries: Mapping[str, object] = self._entries
         #: (latest expiry, AOR): when an entry's bindings have all lapsed (stale ones skipped).
         self._expiry: list[tuple[float, str]] = []
         #: What the pending records add to ``local``'s counts, and their bytes.

@@ -261,6 +261,10 @@ class _HubLink(asyncio.Protocol):
         self.transport.writelines([*frames_of(SNAPSHOT, self.snapshot()), frame(END)])
 
 
+class _NotReady(Exception):
+    """The hub link is not up or not synchronised yet."""
+
+
 class ReplicaRegistry:
     """A ``Registry`` kept whole in this worker and replicated through the hub in ``run_dir``
     (see the module docstring); dialogs, sessions and claims are the owner's."""
@@ -271,6 +275,7 @@ class ReplicaRegistry:
         #: Other workers' changes to AORs not used here yet (``signaling.registry.pending``):
         #: raw records take ~1/3 of a stored binding's bytes; a quarter of the budget for them.
         self.pending = Pending(self.local, max_bytes // 4)
+        self._pending_aors = self.pending.entries
         self.hub_path = str(Path(run_dir) / HUB_SOCKET)
         self.owner = SharedRegistry(str(Path(run_dir) / OWNER_SOCKET))
         self._link: _HubLink | None = None
@@ -280,6 +285,9 @@ class ReplicaRegistry:
         link = self._link
         if link is not None and not link.lost and link.synced.done():
             return link
+        return await self._connect()
+
+    async def _connect(self) -> _HubLink:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -311,7 +319,11 @@ class ReplicaRegistry:
                    after: dict[str, Binding] | None) -> asyncio.Future[None] | None:
         """Queue what changed between two states of ``aor``'s stored bindings: the future of
         its batch, None if nothing changed."""
-        before = before or {}
+        if not before:  # a new AOR (a first REGISTER): every binding is new
+            if not after:
+                return None
+            return link.send(record(Change(aor, [(b, None) for b in after.values()], []),
+                                    len(after), 1))
         after = after or {}
         upserts = [(b, _version(before.get(k))) for k, b in after.items()
                    if before.get(k) is not b]
@@ -321,21 +333,34 @@ class ReplicaRegistry:
         aors = (not before) - (not after)  # +1: the AOR appeared, -1: it went
         return link.send(record(Change(aor, upserts, removed), len(after) - len(before), aors))
 
-    def _use(self, aor: str) -> None:
-        """``aor`` is about to be read or written here: merge what is pending for it."""
-        if aor in self.pending:
+    def _use(self, aor: str) -> _HubLink:
+        """``aor`` is about to be read or written here: merge what is pending for it.  The
+        hub link, if it serves (else ``_hub`` waits for it).  Plain calls rather than
+        coroutines: they run on every REGISTER and every INVITE's lookup."""
+        if aor in self._pending_aors:
             self.pending.settle(aor)
+        link = self._link
+        if link is None or link.lost or not link.synced.done():
+            raise _NotReady
+        return link
+
+    async def _ready(self, aor: str) -> _HubLink:
+        try:
+            return self._use(aor)
+        except _NotReady:
+            await self._hub()
+            return self._use(aor)
 
     # -- the Registry interface (registry/base.py documents each method) ---------------------
 
     async def register(self, aor: str, call_id: str, cseq: int,
                        changes: Sequence[ContactChange], now: float) -> list[Binding]:
-        link = await self._hub()
+        link = await self._ready(aor)
         if not changes:
             # A query (§10.3: no Contact) lists the bindings: those made through another
             # worker a moment ago too (see ``lookup``).  Rare: one round trip to the hub.
             await link.sync()
-        self._use(aor)
+            self._use(aor)
         # ``register`` never suspends, and replaces the AOR's dict rather than changing it.
         before = self.local.stored(aor)
         result = await self.local.register(aor, call_id, cseq, changes, now)
@@ -345,8 +370,7 @@ class ReplicaRegistry:
         return result
 
     async def remove_all(self, aor: str, call_id: str, cseq: int, now: float) -> int:
-        link = await self._hub()
-        self._use(aor)
+        link = await self._ready(aor)
         before = self.local.stored(aor)
         result = await self.local.remove_all(aor, call_id, cseq, now)
         sent = self._replicate(link, aor, before, self.local.stored(aor))
@@ -355,8 +379,7 @@ class ReplicaRegistry:
         return result
 
     async def remove_binding(self, aor: str, key: str) -> bool:
-        link = await self._hub()
-        self._use(aor)
+        link = await self._ready(aor)
         before = self.local.stored(aor)
         before = dict(before) if before else None  # _delete changes the dict in place
         removed = await self.local.remove_binding(aor, key)
@@ -381,8 +404,7 @@ class ReplicaRegistry:
         return removed
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
-        link = await self._hub()
-        self._use(aor)
+        link = await self._ready(aor)
         found = await self.local.lookup(aor, now)
         if not found:
             # Registered through another worker a moment ago?  Its 200 left once the change
