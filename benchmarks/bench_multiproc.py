@@ -234,7 +234,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--sharing", default="replica,owner",
                         help="how the workers share the registry, each measured: replica "
-                             "(the default) and owner (signaling/supervisor.py SHARING_ENV)")
+                             "(the default) and owner (signaling/supervisor.py SHARING_ENV); "
+                             "private (nothing shared, REGISTER only) is the reference for "
+                             "what N processes cost without the sharing")
     args = parser.parse_args()
     rates = args.rates or ("3000,4000,5000,6000,7000" if args.kind == "register"
                            else "200,300,400,500,600,700")
