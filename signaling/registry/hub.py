@@ -2,10 +2,10 @@
 
 Each group of changes a worker sends is passed on, as the same bytes and without being decoded,
 to every other worker, in the order the hub read them.  What each worker is owed is written
-once per ``FLUSH_DELAY`` (one write for all its siblings' groups of the period, which the
-worker reads on its own timer: ``replica.READ_INTERVAL``), followed by the answer to its
-``SYNC`` if it asked: every change read before the ``SYNC`` goes first (the flush runs from a
-timer, after every read of the loop iteration that read the ``SYNC``).
+once per ``FLUSH_DELAY`` (one write, and one wake-up of that worker, for all its siblings'
+groups of the period), followed by the answer to its ``SYNC`` if it asked: every change read
+before the ``SYNC`` goes first (the flush runs from a timer, after every read of the loop
+iteration that read the ``SYNC``).
 
 It keeps no replica of its own: a worker that connects (at start, or restarted after a crash)
 is given the replica of a worker that serves: the hub asks that one (``REQUEST``), passes its

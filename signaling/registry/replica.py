@@ -79,11 +79,10 @@ OWNER_SOCKET = "registry.sock"
 #: short for a REGISTER's answer (Timer E starts at 500 ms).  bench_multiproc, 4 workers at
 #: 1,000/s each, same window, two rounds (load 4.2-5.5): 2 ms (before) 153-159 µs CPU per
 #: REGISTER; 5 ms 204/177; 10 ms 183/158; 20 ms 163/154; private registries 106/141.
+#: Tried and dropped: leaving the hub's socket unread for 10 ms after each read (the hub's
+#: writes would wake nobody): 142/173/167 against 160/154/174 without, no gain to show, and
+#: more instructions per REGISTER at low rates (epoll_ctl twice per read).
 FLUSH_DELAY = 0.010
-#: Seconds a worker leaves the hub's socket unread after reading it: the hub's writes then
-#: find nobody waiting and wake nobody; the worker reads them on its timer, at most this much
-#: later (a SYNC is read at once: see ``_HubLink.sync``).
-READ_INTERVAL = 0.010
 #: ... or until this many records wait: a REGISTER holds its dispatcher shard (64 by default,
 #: ``--workers``) while it waits, so a full group is written at once and a busy worker is not
 #: held to shards / FLUSH_DELAY REGISTERs per second.
@@ -164,8 +163,6 @@ class _HubLink(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: Batches written but partly still in our buffer (the hub's socket was full).
         self._draining: list[asyncio.Future[None]] = []
-        #: The timer that resumes reading (see ``READ_INTERVAL``).
-        self._resume: asyncio.TimerHandle | None = None
         #: The SYNC asked and not yet answered, and the one to ask once it is: a caller that
         #: comes while one is in flight needs a SYNC sent after it came.
         self._sync: asyncio.Future[None] | None = None
@@ -180,9 +177,6 @@ class _HubLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.transport = None
-        if self._resume is not None:
-            self._resume.cancel()
-            self._resume = None
         if not self.synced.done():
             self.synced.set_exception(RegistryUnavailable("replica hub connection lost"))
         waiting, self._draining = self._draining, []
@@ -241,7 +235,6 @@ class _HubLink(asyncio.Protocol):
         if self._sync is None:
             self._sync = asyncio.get_running_loop().create_future()
             self.transport.write(frame(SYNC))
-            self._read_now()
             return self._sync
         if self._next_sync is None:
             self._next_sync = asyncio.get_running_loop().create_future()
@@ -278,18 +271,6 @@ class _HubLink(asyncio.Protocol):
                 self._synced()
             elif kind == REQUEST:
                 self._send_snapshot()
-        if self._sync is None and self.synced.done() and self.transport is not None:
-            self.transport.pause_reading()
-            if self._resume is None:
-                self._resume = asyncio.get_running_loop().call_later(READ_INTERVAL,
-                                                                     self._read_now)
-
-    def _read_now(self) -> None:
-        if self._resume is not None:
-            self._resume.cancel()
-            self._resume = None
-        if self.transport is not None:
-            self.transport.resume_reading()
 
     def _send_snapshot(self) -> None:
         """The hub asks for our replica, for a worker that starts: every AOR, then END (on this
