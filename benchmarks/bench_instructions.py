@@ -89,6 +89,10 @@ REGISTER_RATE = 40
 CALL_RATE = 10
 START_TIMEOUT = 120.0
 KAMAILIO_CFG = ROOT.parent / "shared" / "reference" / "kamailio" / "kamailio.cfg"
+#: The supervisor, with the time it gives a worker to start raised: under valgrind a Python
+#: worker takes over a minute, past ``READY_TIMEOUT`` (the workers are started as usual).
+SLOW_START = ("import sys, signaling.supervisor as s; s.READY_TIMEOUT = 1800.0; "
+              "from signaling.cli import main; sys.exit(main())")
 #: Kamailio's shared memory (MB), as bench_calls gives it.
 KAMAILIO_SHM_MB = 512
 
@@ -96,10 +100,13 @@ KAMAILIO_SHM_MB = 512
 class ServerUnderCallgrind:
     """Ours (``pure``: the pure-Python parser) or, with ``kamailio``, the reference."""
 
-    def __init__(self, pure: bool, kamailio: bool = False, extra: Sequence[str] = ()) -> None:
+    def __init__(self, pure: bool, kamailio: bool = False, extra: Sequence[str] = (),
+                 processes: int = 1) -> None:
         self.port = free_udp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-instr-"))
         grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.%p"]
+        if processes > 1:  # the supervisor starts its workers as new Python processes
+            grind.append("--trace-children=yes")
         if kamailio:
             cfg = self.dir / "kamailio.cfg"
             listen = f"listen=udp:127.0.0.1:{self.port}"
@@ -109,7 +116,9 @@ class ServerUnderCallgrind:
             cmd = [*grind, "--trace-children=yes", "kamailio", "-f", str(cfg), "-DD", "-E",
                    "-m", str(KAMAILIO_SHM_MB)]
         else:
-            cmd = [*grind, sys.executable, "-m", "signaling", "serve", "--processes", "1",
+            cmd = [*grind, sys.executable, *(["-m", "signaling"] if processes == 1 else
+                                             ["-c", SLOW_START]), "serve",
+                   "--processes", str(processes),
                    "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
                    "--diameter", "off", "--log-level", "warning",
                    "--auth", "off", "--pike-rate", "0",  # as the reference Kamailio
@@ -120,10 +129,16 @@ class ServerUnderCallgrind:
         self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while sip_request(self.port, options(self.port), timeout=1.0) is None:
+        deadline = time.monotonic() + START_TIMEOUT * processes
+        answered = 0
+        # Every worker answers: probes from new source ports hash to every worker in time.
+        while answered < (1 if processes == 1 else 4 * processes):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {self.dir / 'server.log'}")
+            if sip_request(self.port, options(self.port), timeout=1.0) is not None:
+                answered += 1
+        if processes > 1:
+            time.sleep(5.0)  # the last workers finish starting (and copying the registry)
 
     def pids(self) -> list[int]:
         """The server's processes: ours is one, Kamailio forks its workers."""
@@ -141,6 +156,7 @@ class ServerUnderCallgrind:
     def measured(self) -> int:
         """Instructions between the last zero and the dumps just taken, all processes."""
         total = 0
+        self.by_process: dict[int, int] = {}
         for pid in self.pids():
             dumps = [p for p in self.dir.glob(f"cg.{pid}.*") if p.suffix != ".log"]
             if not dumps:
@@ -148,7 +164,8 @@ class ServerUnderCallgrind:
             newest = max(dumps, key=lambda p: int(p.name.rsplit(".", 1)[1]))
             for line in newest.read_text(errors="replace").splitlines():
                 if line.startswith("summary:"):
-                    total += int(line.split()[1])
+                    self.by_process[pid] = int(line.split()[1])
+                    total += self.by_process[pid]
                     break
             else:
                 raise RuntimeError(f"no summary in {newest}")
@@ -266,20 +283,23 @@ SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
 
 
 def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
-            extra: Sequence[str] = ()) -> tuple[int, int, int]:
+            extra: Sequence[str] = (), processes: int = 1) -> tuple[int, int, int]:
     """(answered, instructions per message or call, of which idle) for ``n`` of ``kind``.
 
     Idle: what the server executes in as long a time with no traffic (timers, sweeps, and
     for Kamailio its timer and control processes), shared out per message.  Valgrind makes a
     run last ~50x longer than natively, which inflates the time-driven part ~50x: the call
     figures are compared net of it (``per - idle``)."""
-    server = ServerUnderCallgrind(pure, kamailio, extra)
+    server = ServerUnderCallgrind(pure, kamailio, extra, processes)
     try:
         answered = SENDERS[kind](server, n)
         elapsed = time.monotonic() - server.zeroed_at
         server.control("-d")
         time.sleep(0.5)
         total = server.measured()
+        if processes > 1:  # the supervisor first, then each worker
+            print("    per process:", ", ".join(f"{n // max(answered, 1):,}"
+                                               for _, n in sorted(server.by_process.items())))
         server.control("-z")
         time.sleep(elapsed)
         server.control("-d")
@@ -297,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="messages (REGISTER, OPTIONS) or calls (CALL) per measurement")
     ap.add_argument("--parser", choices=["both", "c", "python"], default="both",
                     help="which parser(s) to measure (default: both, side by side)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="workers of our server (signaling serve --processes N): every process "
+                         "is counted, the supervisor and its replica hub included (issue 16)")
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
                     help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
                          "REGISTER_AUTH, REGISTER_401, OPTIONS, CALL "
@@ -323,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     redis = RedisForBench().start()
                     stack.callback(redis.stop)
                     extra = ["--registry", f"redis://127.0.0.1:{redis.port}/0"]
-                answered, per, idle = measure(kind, pure, args.messages, extra=extra)
+                answered, per, idle = measure(kind, pure, args.messages, extra=extra,
+                                              processes=args.processes)
             # Net of idle where the server has time-driven work that valgrind's slowness
             # inflates: the call's timers, the Redis registry's sweep of its 256 buckets.
             results[pure] = per - idle if kind in ("CALL", "REGISTER_REDIS") else per

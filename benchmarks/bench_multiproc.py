@@ -20,6 +20,27 @@ sockets (``-t un``), so the kernel's hash spreads them over the workers.
 
 The machine is shared with other engineers' work: the figures are noisy; run it twice.
 Targets (issue 16): >= 1.8x for 2 workers, >= 3.4x for 4; <= 10% more CPU per REGISTER.
+
+Reading the figures (what this bench does and does not isolate):
+
+* CPU per REGISTER depends on the load, not only on the code: a server near its quota reads
+  many datagrams per wake-up and spends far less per REGISTER (one process at 0.1 core:
+  ~150 µs at 500/s, ~70 µs at 1,500/s, throttled in every period).  Compare the designs at
+  the same rate per worker, below the quota (no or few "quota hit" periods).
+* The quota is one for the whole server (supervisor and workers), 100 ms periods: when it is
+  spent, every process stops at once; the spread ("busiest worker") shows the workers got
+  equal shares.
+* On this 2-core machine 4 workers, the supervisor and SIPp share 2 cores with other
+  tenants: the multi-process server pays context switches and cold caches a server with a
+  core per worker would not.  ``--sharing private`` (each worker its own registry) measures
+  that part; ``replica`` minus ``private`` is what sharing the registry costs.
+* 4 workers at 0.25 core need SIPp to offer ~18,000 REGISTER/s to find their capacity, more
+  than it can on this machine next to the server: use ``--share 0.1`` for the 4-worker
+  capacity (its steps stop where the server is throttled in every period, "quota hit" = 50
+  in 5 s, not where SIPp falls behind).
+* ``benchmarks/bench_instructions.py --processes 4`` counts instructions instead (every
+  process, callgrind), unaffected by the machine's load, with one REGISTER at a time (a
+  group commit per REGISTER: the worst case of the replica's batching).
 """
 
 from __future__ import annotations
@@ -234,7 +255,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--sharing", default="replica,owner",
                         help="how the workers share the registry, each measured: replica "
-                             "(the default) and owner (signaling/supervisor.py SHARING_ENV)")
+                             "(the default) and owner (signaling/supervisor.py SHARING_ENV); "
+                             "private (nothing shared, REGISTER only) is the reference for "
+                             "what N processes cost without the sharing")
     args = parser.parse_args()
     rates = args.rates or ("3000,4000,5000,6000,7000" if args.kind == "register"
                            else "200,300,400,500,600,700")

@@ -97,8 +97,9 @@ STABLE_AFTER = 30.0
 READY_TIMEOUT = 60.0
 #: How the workers share the embedded registry: "replica" (each keeps it whole, the default;
 #: ``signaling.registry.replica``) or "owner" (the supervisor's, asked over a socket;
-#: ``signaling.registry.shared``).  Not a ``SIGNALING_*`` option: it is for
-#: ``benchmarks/bench_multiproc.py``, which compares the two.
+#: ``signaling.registry.shared``), or, for measurement only, "private" (each worker its own
+#: registry, nothing shared: what running N processes costs without the sharing).  Not a
+#: ``SIGNALING_*`` option: it is for ``benchmarks/bench_multiproc.py``, which compares them.
 SHARING_ENV = "_SIGNALING_REGISTRY_SHARING"
 #: Seconds beyond ``shutdown_timeout`` a stopping worker gets before SIGKILL.
 STOP_GRACE = 5.0
@@ -318,7 +319,9 @@ class Supervisor:
         slot.generation += 1
         read_fd, write_fd = os.pipe()
         registry = None
-        if self.hub is not None:
+        if os.environ.get(SHARING_ENV) == "private":
+            pass  # each worker keeps its ``--registry memory`` to itself
+        elif self.hub is not None:
             registry = f"replica+unix://{self._tmp.name}"
         elif self.owner is not None:
             registry = f"shared+unix://{self.owner.path}"

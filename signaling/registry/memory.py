@@ -289,6 +289,10 @@ class MemoryRegistry:
         replaces (``_commit``) and only a removal changes in place (``_delete``)."""
         return self._aors.get(aor)
 
+    def held(self) -> dict[str, dict[str, Binding]]:
+        """Every AOR with stored bindings: the dict itself, for a fast ``in`` (read only)."""
+        return self._aors
+
     def on_connection(self, connection_id: str) -> list[tuple[str, str]]:
         """(AOR, key) of the bindings registered over ``connection_id``."""
         return list(self._by_conn.get(connection_id, ()))

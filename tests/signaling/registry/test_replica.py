@@ -18,10 +18,9 @@ from signaling.registry.base import ContactChange
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
+from signaling.registry.pending import DECODER, RECORD
 from signaling.registry.replica import (
-    ACK,
     CHANGE,
-    DECODER,
     END,
     HUB_SOCKET,
     OWNER_SOCKET,
@@ -123,39 +122,58 @@ async def test_a_replica_that_starts_late_gets_a_serving_ones_copy(
         await late.close()
 
 
-async def test_a_register_returns_only_once_the_hub_passed_its_change_on(
+async def test_a_register_returns_once_its_change_is_in_the_hubs_socket(
         run_dir: str) -> None:
-    """kill -9 right after the 200 loses nothing, and the other workers already have the
-    change in their sockets: the REGISTER waits for the hub's ACK."""
-    got: list[bytes] = []
-    changed = asyncio.Event()
-    release = asyncio.Event()
+    """kill -9 right after the 200 loses nothing: the REGISTER returns once its record is in
+    the hub's socket (no answer from the hub needed), so the hub reads it even from a worker
+    that is gone."""
+    accepted: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    connected = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(frame(END))  # an empty hub: synced at once
-        buf = bytearray()
-        while not got:
-            buf += await reader.read(65536)
-            got.extend(decode_frames(buf) or [])
-        changed.set()
-        await release.wait()
-        writer.write(frame(ACK, None, len(got).to_bytes(4, "big")))
-        await reader.read()  # until the client is gone
+        accepted.append((reader, writer))
+        connected.set()
+        await asyncio.sleep(3600)  # reads nothing until the test does
 
     server = await asyncio.start_unix_server(serve, str(Path(run_dir) / HUB_SOCKET))
     a = replica(run_dir)
     try:
-        registering = asyncio.ensure_future(
-            a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), time.time()))
-        await asyncio.wait_for(changed.wait(), BOUND)
-        assert got[0][:1] == CHANGE
-        sent = DECODER.decode(got[0][1:])
+        bindings = await asyncio.wait_for(
+            a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), time.time()), BOUND)
+        assert [b.contact for b in bindings] == ["sip:kim@10.0.0.2"]
+        await asyncio.wait_for(connected.wait(), BOUND)
+        link = a._link
+        assert link is not None and link.transport is not None
+        link.transport.abort()  # the worker dies: nothing more leaves it
+        reader, _ = accepted[0]
+        buf = bytearray(await asyncio.wait_for(reader.read(), BOUND))
+        got = decode_frames(buf)
+        assert got and got[0][:1] == CHANGE
+        alen, tlen, *_, blen = RECORD.unpack_from(got[0], 1)
+        assert len(got[0]) == 1 + RECORD.size + alen + tlen + blen  # one record
+        sent = DECODER.decode(got[0][-blen:])
         assert sent.aor == "sip:kim@x" and sent.upserts[0][0].contact == "sip:kim@10.0.0.2"
-        await asyncio.sleep(0.05)
-        assert not registering.done()  # no 200 before the hub passed the change on
-        release.set()
-        assert [b.contact for b in await asyncio.wait_for(registering, BOUND)] == [
-            "sip:kim@10.0.0.2"]
     finally:
         await a.close()
         server.close()
+
+
+async def test_a_registration_is_found_through_another_replica_at_once(
+        run_dir: str, hub: ReplicaHub) -> None:
+    """No polling: the lookup that finds nothing asks the hub for what it read (SYNC)."""
+    a, b = replica(run_dir), replica(run_dir)
+    try:
+        await a.ping()
+        await b.ping()
+        now = time.time()
+        for n in range(20):
+            aor = f"sip:now{n}@x"
+            await a.register(aor, f"c{n}", 1, change(f"sip:now{n}@10.0.0.1"), now)
+            assert [x.contact for x in await b.lookup(aor, now)] == [f"sip:now{n}@10.0.0.1"]
+        assert await b.known_user("sip:now19@x")
+        assert not await b.known_user("sip:never@x")
+        assert await b.count_aors() == 20
+    finally:
+        await a.close()
+        await b.close()

@@ -1,0 +1,226 @@
+"""Other workers' registry changes, kept encoded until this worker needs them (lazy apply).
+
+In a server of N workers each REGISTER's change reaches the N-1 other replicas
+(``signaling.registry.replica``).  Decoding it and merging it into a ``MemoryRegistry`` there
+cost ~10-15 µs per replica (msgspec decode ~3-5 µs, ``MemoryRegistry.merge`` ~8 µs, measured
+on this 2-core machine under load), so the CPU per REGISTER grew with N: +27% at 2 workers,
++46% at 4 (``benchmarks/bench_multiproc.py``).  Most of that work is never used: a worker needs
+an AOR's bindings only when a request for that AOR reaches it (an INVITE's lookup, a REGISTER,
+a removal), and the kernel spreads requests over the workers by source address, so an AOR is
+looked up in few of them, if any, between two refreshes.
+
+So a change for an AOR this worker does not hold yet is filed under its AOR as the bytes it came
+in (a *record*, below): reading it costs a header unpack and a dict update, ~1-2 µs.  It is
+decoded and merged (``settle``) the first time this worker needs that AOR; from then on the AOR
+is held here and its changes are merged as they come (it is in use here).  An AOR is therefore
+either held (``MemoryRegistry``) or pending here, never both, which keeps the counts exact.
+
+A refresh (one binding re-registered with the same key and Call-ID, §10.3 step 7's usual case)
+replaces the pending record of the same binding instead of adding to it: a phone refreshing
+every half hour costs each other worker one header unpack per refresh and one decode, when
+(if ever) it is called through that worker.  Replacing is exact: the newer record carries the
+whole binding, and of one Call-ID the higher CSeq wins anyway (``MemoryRegistry.merge``).
+
+What still decodes without a use: records whose bindings have all expired (settled by the
+sweep, then removed by the local expiry), removals, changes of AORs held here, and, past
+``max_bytes`` of pending records, the oldest AORs (memory is bounded).  A worker that starts
+copies a sibling's pending records as they are (``records``), without decoding them.
+
+Record: ``RECORD`` header (AOR length, token length, CSeq, binding-count delta, AOR-count
+delta, latest expiry, body length), the AOR (UTF-8), the token (binding key and Call-ID of a
+single-binding upsert, else empty: what a later refresh replaces), and the body: a msgpack
+``Change``.  The deltas are the origin's (bindings and AORs it gained or lost), so the counts
+of pending AORs are known without decoding them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import struct
+from collections.abc import Callable, Iterator, Mapping
+
+import msgspec
+
+from signaling.registry.base import Binding
+from signaling.registry.memory import MemoryRegistry, Version
+
+__all__ = ["DECODER", "ENCODER", "RECORD", "Change", "Pending", "record"]
+
+log = logging.getLogger(__name__)
+
+
+class Change(msgspec.Struct, array_like=True):
+    """One write to an AOR, as replicated (see ``MemoryRegistry.merge``)."""
+
+    aor: str
+    upserts: list[tuple[Binding, Version | None]]
+    removed: list[tuple[str, Version]]
+
+
+ENCODER = msgspec.msgpack.Encoder()
+DECODER = msgspec.msgpack.Decoder(Change)
+
+#: aor length, token length, CSeq, binding delta, AOR delta, latest expiry, body length.
+RECORD = struct.Struct(">HHIiidI")
+
+
+def record(change: Change, bindings: int, aors: int) -> bytes:
+    """``change`` as a record; ``bindings``/``aors``: what the origin's counts gained."""
+    body = ENCODER.encode(change)
+    aor = change.aor.encode()
+    token, cseq, latest = b"", 0, 0.0
+    upserts = change.upserts
+    if len(upserts) == 1:  # the usual REGISTER: one contact
+        b = upserts[0][0]
+        latest = b.expires_at
+        if not change.removed:
+            token, cseq = f"{b.key}\n{b.call_id}".encode(), b.cseq
+    elif upserts:
+        latest = max(b.expires_at for b, _ in upserts)
+    return (RECORD.pack(len(aor), len(token), cseq, bindings, aors, latest, len(body))
+            + aor + token + body)
+
+
+class _Entry:
+    """The pending records of one AOR, with what they add to the counts."""
+
+    __slots__ = ("aors", "bindings", "bodies", "cseq", "latest", "size", "token")
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.token = b""
+        self.cseq = 0
+        self.bindings = 0
+        self.aors = 0
+        self.latest = 0.0
+        self.size = 0
+
+
+class Pending:
+    """Records for the AORs ``local`` does not hold; ``settle`` merges them into it."""
+
+    def __init__(self, local: MemoryRegistry, max_bytes: int) -> None:
+        self.local = local
+        self.max_bytes = max_bytes
+        self._held = local.held()
+        self._entries: dict[str, _Entry] = {}
+        #: The pending AORs (read only), for a fast ``in`` on every REGISTER and lookup.
+        self.entries: Mapping[str, object] = self._entries
+        #: (latest expiry, AOR): when an entry's bindings have all lapsed (stale ones skipped).
+        self._expiry: list[tuple[float, str]] = []
+        #: What the pending records add to ``local``'s counts, and their bytes.
+        self.bindings = 0
+        self.aors = 0
+        self.size = 0
+        #: Records that did not decode (a bug of ours: they come from our own workers).
+        self.corrupt = 0
+        self.on_change: Callable[[], None] | None = None
+
+    def __contains__(self, aor: str) -> bool:
+        return aor in self._entries
+
+    def absorb(self, data: bytes, start: int = 1) -> None:
+        """File the records in ``data[start:]``; raises ValueError/struct.error if malformed."""
+        unpack, head = RECORD.unpack_from, RECORD.size
+        entries, held = self._entries, self._held
+        end = len(data)
+        while start < end:
+            alen, tlen, cseq, bindings, aors, latest, blen = unpack(data, start)
+            start += head
+            aor = data[start:start + alen].decode()
+            start += alen
+            token = data[start:start + tlen]
+            start += tlen
+            body = data[start:start + blen]
+            start += blen
+            if len(body) != blen:
+                raise ValueError("truncated record")
+            if aor in held:  # in use here: kept current
+                self._merge(aor, body)
+                continue
+            entry = entries.get(aor)
+            if entry is None:
+                entry = entries[aor] = _Entry()
+            if tlen and token == entry.token and cseq > entry.cseq:
+                # A refresh of the binding the last record holds: it replaces it (see above).
+                self.size -= len(entry.bodies[-1])
+                entry.size -= len(entry.bodies[-1])
+                entry.bodies[-1] = body
+            else:
+                entry.bodies.append(body)
+            entry.token, entry.cseq = token, cseq
+            entry.bindings += bindings
+            entry.aors += aors
+            entry.size += blen
+            self.bindings += bindings
+            self.aors += aors
+            self.size += blen
+            if latest > entry.latest or latest == 0.0:
+                entry.latest = max(entry.latest, latest)
+                # A removal (no expiry) is settled at the next sweep.
+                heapq.heappush(self._expiry, (latest, aor))
+        if self.size > self.max_bytes:
+            self._shrink()
+        if self.on_change is not None:
+            self.on_change()
+
+    def settle(self, aor: str) -> None:
+        """Merge ``aor``'s pending records into ``local``: it is about to be used here."""
+        entry = self._entries.pop(aor, None)
+        if entry is None:
+            return
+        self.bindings -= entry.bindings
+        self.aors -= entry.aors
+        self.size -= entry.size
+        for body in entry.bodies:
+            self._merge(aor, body)
+
+    def settle_all(self) -> None:
+        for aor in list(self._entries):
+            self.settle(aor)
+
+    def expire(self, now: float, limit: int) -> int:
+        """Settle up to ``limit`` AORs whose pending bindings have all lapsed, so that the
+        local expiry removes them (and frees their memory)."""
+        heap, entries = self._expiry, self._entries
+        settled = 0
+        while heap and heap[0][0] <= now and settled < limit:
+            latest, aor = heapq.heappop(heap)
+            entry = entries.get(aor)
+            if entry is not None and (latest == 0.0 or entry.latest <= now):
+                self.settle(aor)
+                settled += 1
+        if len(heap) > 2 * len(entries) + 1024:  # stale entries of refreshed AORs
+            self._expiry = [(e.latest, a) for a, e in entries.items()]
+            heapq.heapify(self._expiry)
+        return settled
+
+    def names(self) -> Iterator[str]:
+        """The pending AORs that have bindings (by the origins' counts)."""
+        return (aor for aor, e in self._entries.items() if e.aors > 0)
+
+    def records(self) -> Iterator[bytes]:
+        """Every pending record, for a worker that starts (``signaling.registry.replica``):
+        the same bodies, each AOR's counts carried by its first record."""
+        for aor, e in self._entries.items():
+            name = aor.encode()
+            for i, body in enumerate(e.bodies):
+                first = i == 0
+                yield (RECORD.pack(len(name), 0, 0, e.bindings if first else 0,
+                                   e.aors if first else 0, e.latest, len(body)) + name + body)
+
+    def _merge(self, aor: str, body: bytes) -> None:
+        try:
+            change = DECODER.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.corrupt += 1
+            log.error("replica: a change record of %s did not decode; dropped", aor[:64])
+            return
+        self.local.merge(aor, change.upserts, change.removed)
+
+    def _shrink(self) -> None:
+        """Past ``max_bytes``, settle the oldest AORs until half of it is left."""
+        entries = self._entries
+        while entries and self.size > self.max_bytes // 2:
+            self.settle(next(iter(entries)))
