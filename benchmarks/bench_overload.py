@@ -63,21 +63,37 @@ FIRST_PROBE = {"call": 100, "register": 200}
 OUR_ARGS: list[str] = []
 #: Whether our server runs with --sip-udp-private (``--no-private`` compares without).
 PRIVATE_PORT = [True]
+#: The load generators' cgroup (no quota, top weight), set by ``main``.
+GENERATORS: list[CpuQuota] = []
+#: RFC 3261 Timer B and F, 64*T1: a final answer later than this reaches a client that gave up.
+TIMER_B = 32.0
+#: Seconds SIPp keeps listening after the offered load (``--watch-late``), so that a final
+#: answer after Timer B could be seen at all.
+WATCH_LATE = [0.0]
 
 
 # -- the CPU quota ------------------------------------------------------------------------------
 
 
 class CpuQuota:
-    """A cgroup holding its members to ``share`` of one CPU (v2 cpu.max, else v1 CFS quota)."""
+    """A cgroup holding its members to ``share`` of one CPU (v2 cpu.max, else v1 CFS quota), or
+    unlimited with ``share=None`` (the load generators' group).
 
-    def __init__(self, share: float, period_us: int = 10_000) -> None:
-        quota = max(1000, int(share * period_us))
-        name = f"bench-overload-{os.getpid()}"
+    Its weight is the highest the kernel takes: by default a cgroup competes with the machine's
+    other tasks as *one* task (v1 ``cpu.shares`` 1024, v2 ``cpu.weight`` 100), so on a machine
+    that other engineers load the server got a slice of its core, not its quota, and a step
+    measured the neighbours.  With the top weight the quota is what holds the server back (and
+    the generators get their core); the quota still caps what the server takes from the others.
+    """
+
+    def __init__(self, share: float | None, period_us: int = 10_000, name: str = "server") -> None:
+        quota = max(1000, int(share * period_us)) if share is not None else -1
+        name = f"bench-overload-{name}-{os.getpid()}"
         if Path("/sys/fs/cgroup/cgroup.controllers").exists():
             self.path = Path("/sys/fs/cgroup") / name
             self.path.mkdir()
-            (self.path / "cpu.max").write_text(f"{quota} {period_us}")
+            (self.path / "cpu.max").write_text(f"{quota if quota > 0 else 'max'} {period_us}")
+            (self.path / "cpu.weight").write_text("10000")
             self.root = Path("/sys/fs/cgroup")
         else:
             self.root = Path("/sys/fs/cgroup/cpu")
@@ -85,7 +101,10 @@ class CpuQuota:
             self.path.mkdir()
             (self.path / "cpu.cfs_period_us").write_text(str(period_us))
             (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-        self.describe = f"{quota} us per {period_us} us ({self.path})"
+            (self.path / "cpu.shares").write_text("262144")
+        self.share = share
+        self.describe = (f"{quota} us per {period_us} us" if quota > 0 else "no quota") + \
+            f", top weight ({self.path})"
 
     def add_tree(self, pid: int) -> None:
         for p in _tree(pid):
@@ -134,19 +153,36 @@ class Step:
     dropped: int | None
     kernel_drops: int
     cpu: float  # share of one core
+    max_ms: float = 0.0  # the longest request -> final answer a client saw
+    late: int = 0  # final answers a client saw later than Timer B/F
+    load: float = 0.0  # the machine's 1-minute load average at the end of the step
+    starved: bool = False  # shedding while using under 90% of the quota: the machine was busy
 
     def line(self) -> str:
         def opt(v: int | None) -> str:
             return "n/a" if v is None else str(v)
         return (f"{self.system:8s} {self.kind:8s} {self.label:14s} {self.offered:8.0f} "
-                f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} "
-                f"{self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
-                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}%")
+                f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} {self.max_ms:7.0f} "
+                f"{self.late:5d} {self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
+                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}%"
+                f"{'*' if self.starved else ' '} {self.load:5.2f}")
 
 
 HEADER = (f"{'system':8s} {'kind':8s} {'step':14s} {'offered':>8s} {'goodput':>8s} "
-          f"{'P50ms':>7s} {'P99ms':>7s} {'retx':>6s} {'failed':>7s} {'503s':>7s} "
-          f"{'drops':>7s} {'kdrops':>7s} {'cpu':>6s}")
+          f"{'P50ms':>7s} {'P99ms':>7s} {'maxms':>7s} {'late':>5s} {'retx':>6s} {'failed':>7s} "
+          f"{'503s':>7s} {'drops':>7s} {'kdrops':>7s} {'cpu':>7s} {'load':>5s}")
+LEGEND = ("maxms: longest request->final answer a client saw; late: final answers seen after "
+          "Timer B/F (32 s; SIPp listens --watch-late s after the load, the injector runs its "
+          "transactions to B/F); cpu: the server's, share of one core, * = it was shedding yet "
+          "used under 90% of its quota (starved by the machine: suspect the step); load: 1-min "
+          "load average")
+
+
+def _starved(step: Step, share: float | None) -> Step:
+    shedding = bool(step.rejected or step.dropped or step.kernel_drops or step.failed)
+    step.starved = share is not None and shedding and step.cpu < 0.9 * share
+    step.load = os.getloadavg()[0]
+    return step
 
 
 def _finish(s: Sipp) -> tuple[dict[str, str], list[float]]:
@@ -234,18 +270,20 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
     try:
         if kind == "call":
             uas = Sipp(str(SIPP_DIR / "uas-rr.xml"), calls=calls * 2,
-                       timeout=duration + 30, cpu=SIPP_CPU, port=free_udp_port()).start()
+                       timeout=duration + 30 + WATCH_LATE[0], cpu=SIPP_CPU,
+                       port=free_udp_port()).start()
+            _generator(uas)
             _register_uas(server.port, uas.port)
             uac = Sipp(str(SIPP_DIR / "uac-proxy.xml"), remote, service="uas", calls=calls,
-                       rate=rate, timeout=duration + 12, cpu=SIPP_CPU,
+                       rate=rate, timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
                        extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
         else:
             uac = Sipp(str(SIPP_DIR / "register.xml"), remote, calls=calls, rate=rate,
-                       timeout=duration + 12, cpu=SIPP_CPU,
+                       timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
                        extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
         before = _our_counts(admin)
         cpu0, t0 = server.cpu(), time.monotonic()
-        uac.start()
+        _generator(uac.start())
         time.sleep(duration)  # the CPU is measured while the load is offered
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
         stats, rtts = _finish(uac)
@@ -267,9 +305,16 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
     def pct(q: float) -> float:
         return in_time[min(len(in_time) - 1, int(q * len(in_time)))] if in_time else 0.0
 
-    return Step(system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
-                _num(stats, "Retransmissions(C)") / max(created, 1),
-                _num(stats, "FailedCall(C)"), rej, drp, kdrops, (cpu1 - cpu0) / elapsed)
+    return _starved(Step(
+        system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
+        _num(stats, "Retransmissions(C)") / max(created, 1), _num(stats, "FailedCall(C)"), rej,
+        drp, kdrops, (cpu1 - cpu0) / elapsed, max(rtts, default=0.0),
+        sum(1 for r in rtts if r > TIMER_B * 1000)), quota.share)
+
+
+def _generator(s: Sipp) -> None:
+    if GENERATORS and s.proc is not None:
+        GENERATORS[0].add_tree(s.proc.pid)
 
 
 def storm_step(system: str, kind: str, rate: float, duration: float, deadline: float,
@@ -292,6 +337,8 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
              f"udp://127.0.0.1:{server.port}", "--deadline", str(deadline), "--json",
              str(report), "--live-interval", "0", "--threshold", "error_rate<=1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if GENERATORS:
+            GENERATORS[0].add_tree(proc.pid)
         time.sleep(duration)
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
         _, err = proc.communicate(timeout=duration + 120)
@@ -313,11 +360,12 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     if before is not None and after is not None:
         rej, drp = after[0] - before[0], after[1] - before[1]
     lat = k["latency_us"]
-    return Step(system, kind, f"{label} storm", offered / window, good / window,
-                lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
-                k["retransmissions"] / max(k["sent"], 1),
-                sum(k["failures"].values()) + k["timeouts"], rej, drp, kdrops,
-                (cpu1 - cpu0) / elapsed)
+    return _starved(Step(
+        system, kind, f"{label} storm", offered / window, good / window,
+        lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
+        k["retransmissions"] / max(k["sent"], 1), sum(k["failures"].values()) + k["timeouts"],
+        rej, drp, kdrops, (cpu1 - cpu0) / elapsed, lat.get("max", 0.0) / 1000,
+        int(k.get("late_finals", 0))), quota.share)
 
 
 def capacity(system: str, kind: str, duration: float, deadline: float, quota: CpuQuota,
@@ -396,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run our server without --sip-udp-private (to compare)")
     ap.add_argument("--capacity", default="",
                     help="skip the probe: e.g. call=400,register=3000 (both servers)")
+    ap.add_argument("--watch-late", type=float, default=0.0,
+                    help="seconds SIPp keeps listening after the load, so that final answers "
+                    "later than Timer B (32 s) could be seen (e.g. 40; the injector always "
+                    "runs its transactions to Timer B/F)")
     ap.add_argument("--png", default="bench_overload.png")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -407,10 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: float(v) for k, _, v in (p.partition("=") for p in a.capacity.split(",") if p)}
     loads = {"sipp": run_step, "storm": storm_step}
     offer = [loads[name] for name in a.load.split(",")]
+    WATCH_LATE[0] = a.watch_late
     quota = CpuQuota(a.quota)
-    print(f"server on core 1 under a CPU quota of {quota.describe}; SIPp on core {SIPP_CPU}; "
-          f"deadline {a.deadline:g} s; load average {os.getloadavg()[0]:.2f} (shared machine: "
-          "figures are noisy)", flush=True)
+    GENERATORS[:] = [CpuQuota(None, name="load")]
+    print(f"server on core 1 under a CPU quota of {quota.describe}; SIPp and the injector on "
+          f"core {SIPP_CPU} ({GENERATORS[0].describe}); deadline {a.deadline:g} s; "
+          f"load average {os.getloadavg()[0]:.2f} (shared machine: figures are noisy)",
+          flush=True)
+    print(LEGEND, flush=True)
     print(HEADER, flush=True)
     steps: list[Step] = []
     summary: list[str] = []
@@ -429,9 +485,14 @@ def main(argv: list[str] | None = None) -> int:
                         summary.append(
                             f"{system:8s} {kind:8s} capacity {cap:6.0f}/s  {step.label:14s} "
                             f"goodput {step.goodput:6.0f}/s = "
-                            f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity")
+                            f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity, "
+                            f"P50/P99 {step.p50_ms:.0f}/{step.p99_ms:.0f} ms, "
+                            f"late finals {step.late}, load {step.load:.2f}"
+                            + (" STARVED" if step.starved else ""))
     finally:
         quota.close()
+        for g in GENERATORS:
+            g.close()
     print("\n".join(["", "goodput as a share of each server's own capacity "
                      "(target >= 90% at 2x, 5x, 10x):", *summary]))
     plot(steps, Path(a.png))

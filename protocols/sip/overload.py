@@ -411,6 +411,24 @@ class AdmissionControl:
             return Verdict.REJECT
         return Verdict.DROP
 
+    def retransmitted(self, source: Hashable, verdict: Verdict) -> None:
+        """The request just decided on was a retransmission of one already taken (its server
+        transaction absorbed it): no new work, so what ``decide`` took for it is given back,
+        its admission token (or its 503's) and its count against the source's share.  Else
+        every retransmission of an admitted INVITE (Timer A, RFC 3261 §17.1.1.2, while the
+        100 Trying is on its way) would cost a token that a new call needed."""
+        key = self._slot(source)
+        count = self._counts.get(key, 0)
+        if verdict is Verdict.ADMIT:
+            self._tokens = min(self._burst(), self._tokens + 1.0)
+            self._admitted = max(0, self._admitted - 1)
+            if count > 0:
+                self._counts[key] = count - 1
+        elif verdict is Verdict.REJECT:
+            budget = max(self.rate, self._peak) * self.cfg.reject_share * self.cfg.burst_time
+            self._reject_tokens = min(budget, self._reject_tokens + 1.0)
+            self._refused = max(0, self._refused - 1)
+
     def _admissible(self, key: Hashable, count: int, backlog: int) -> bool:
         cfg = self.cfg
         # Little's law: more queued than starts within T1/2 at the limit is a queue whose

@@ -178,6 +178,17 @@ def test_admits_up_to_the_limit_then_refuses_by_budget() -> None:
     assert verdicts.count(Verdict.DROP) == 150
 
 
+def test_a_retransmission_gives_back_what_its_admission_took() -> None:
+    ctl = AdmissionControl(_cfg(reject_share=1.0), now=0.0)
+    first = ctl.decide(0.0, "a")
+    assert first is Verdict.ADMIT
+    for _ in range(100):  # Timer A retransmissions of that INVITE, absorbed by its transaction
+        ctl.retransmitted("a", ctl.decide(0.0, "a"))
+    verdicts = [ctl.decide(0.0, "a") for _ in range(200)]
+    assert verdicts.count(Verdict.ADMIT) == 24  # the burst of 25 less the first request
+    assert verdicts.count(Verdict.REJECT) == 25  # and every 503 of the budget is still there
+
+
 def test_standing_queue_lowers_the_limit_to_what_was_served() -> None:
     ctl = AdmissionControl(_cfg(initial_rate=1000.0), now=0.0)
     t = 0.0
