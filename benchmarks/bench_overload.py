@@ -106,6 +106,17 @@ class CpuQuota:
         self.describe = (f"{quota} us per {period_us} us" if quota > 0 else "no quota") + \
             f", top weight ({self.path})"
 
+    def throttled(self) -> float:
+        """Seconds the group has been held back by its quota (``throttled_time``/``usec``)."""
+        with contextlib.suppress(OSError):
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "throttled_time":  # v1, ns
+                    return int(value) / 1e9
+                if name == "throttled_usec":  # v2
+                    return int(value) / 1e6
+        return 0.0
+
     def add_tree(self, pid: int) -> None:
         for p in _tree(pid):
             with contextlib.suppress(OSError):  # a process that just exited
@@ -117,6 +128,30 @@ class CpuQuota:
                 with contextlib.suppress(OSError):
                     (self.root / "cgroup.procs").write_text(p)
             self.path.rmdir()
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the threads of ``pid``'s tree were runnable but not running (schedstat): its
+    own quota's throttling plus what the machine's other work took."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+class Starvation:
+    """Share of a step's wall time the server waited for a CPU beyond its quota's throttling:
+    near 0 when the quota is all that held it back, large when the neighbours took its core."""
+
+    def __init__(self, pid: int, quota: CpuQuota) -> None:
+        self.pid, self.quota = pid, quota
+        self.t0, self.d0, self.q0 = time.monotonic(), run_delay(pid), quota.throttled()
+
+    def share(self) -> float:
+        waited = run_delay(self.pid) - self.d0 - (self.quota.throttled() - self.q0)
+        return max(0.0, waited) / max(time.monotonic() - self.t0, 1e-6)
 
 
 def _tree(pid: int) -> list[int]:
@@ -156,7 +191,7 @@ class Step:
     max_ms: float = 0.0  # the longest request -> final answer a client saw
     late: int = 0  # final answers a client saw later than Timer B/F
     load: float = 0.0  # the machine's 1-minute load average at the end of the step
-    starved: bool = False  # shedding while using under 90% of the quota: the machine was busy
+    wait: float = 0.0  # share of the step the server waited for a CPU beyond its throttling
 
     def line(self) -> str:
         def opt(v: int | None) -> str:
@@ -164,23 +199,29 @@ class Step:
         return (f"{self.system:8s} {self.kind:8s} {self.label:14s} {self.offered:8.0f} "
                 f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} {self.max_ms:7.0f} "
                 f"{self.late:5d} {self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
-                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}%"
-                f"{'*' if self.starved else ' '} {self.load:5.2f}")
+                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}% "
+                f"{100 * self.wait:4.0f}%{'*' if self.starved else ' '} {self.load:5.2f}")
+
+    @property
+    def starved(self) -> bool:
+        return self.wait > STARVED
 
 
 HEADER = (f"{'system':8s} {'kind':8s} {'step':14s} {'offered':>8s} {'goodput':>8s} "
           f"{'P50ms':>7s} {'P99ms':>7s} {'maxms':>7s} {'late':>5s} {'retx':>6s} {'failed':>7s} "
-          f"{'503s':>7s} {'drops':>7s} {'kdrops':>7s} {'cpu':>7s} {'load':>5s}")
+          f"{'503s':>7s} {'drops':>7s} {'kdrops':>7s} {'cpu':>6s} {'wait':>6s} {'load':>5s}")
 LEGEND = ("maxms: longest request->final answer a client saw; late: final answers seen after "
           "Timer B/F (32 s; SIPp listens --watch-late s after the load, the injector runs its "
-          "transactions to B/F); cpu: the server's, share of one core, * = it was shedding yet "
-          "used under 90% of its quota (starved by the machine: suspect the step); load: 1-min "
-          "load average")
+          "transactions to B/F); cpu: the server's, share of one core (over the whole step: the "
+          "injector's pre-registration included); wait: share of the step it was runnable but "
+          "not running beyond its quota's throttling, * = over 5%: starved by the machine, "
+          "suspect the step; load: 1-min load average")
+#: A step whose server waited for a CPU (beyond its quota) longer than this share is suspect.
+STARVED = 0.05
 
 
-def _starved(step: Step, share: float | None) -> Step:
-    shedding = bool(step.rejected or step.dropped or step.kernel_drops or step.failed)
-    step.starved = share is not None and shedding and step.cpu < 0.9 * share
+def _starved(step: Step, wait: float) -> Step:
+    step.wait = wait
     step.load = os.getloadavg()[0]
     return step
 
@@ -282,10 +323,12 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
                        timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
                        extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
         before = _our_counts(admin)
+        starvation = Starvation(server.pid, quota)
         cpu0, t0 = server.cpu(), time.monotonic()
         _generator(uac.start())
         time.sleep(duration)  # the CPU is measured while the load is offered
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
+        wait = starvation.share()
         stats, rtts = _finish(uac)
         after = _our_counts(admin)
         _verbose(admin)
@@ -309,7 +352,7 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
         system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
         _num(stats, "Retransmissions(C)") / max(created, 1), _num(stats, "FailedCall(C)"), rej,
         drp, kdrops, (cpu1 - cpu0) / elapsed, max(rtts, default=0.0),
-        sum(1 for r in rtts if r > TIMER_B * 1000)), quota.share)
+        sum(1 for r in rtts if r > TIMER_B * 1000)), wait)
 
 
 def _generator(s: Sipp) -> None:
@@ -331,6 +374,7 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     server, admin = _server(system, quota)
     try:
         before = _our_counts(admin)
+        starvation = Starvation(server.pid, quota)
         cpu0, t0 = server.cpu(), time.monotonic()
         proc = subprocess.Popen(
             ["taskset", "-c", str(SIPP_CPU), *storm, "replay", str(trace), "--target",
@@ -341,6 +385,7 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
             GENERATORS[0].add_tree(proc.pid)
         time.sleep(duration)
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
+        wait = starvation.share()
         _, err = proc.communicate(timeout=duration + 120)
         after = _our_counts(admin)
         _verbose(admin)
@@ -365,7 +410,7 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
         lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
         k["retransmissions"] / max(k["sent"], 1), sum(k["failures"].values()) + k["timeouts"],
         rej, drp, kdrops, (cpu1 - cpu0) / elapsed, lat.get("max", 0.0) / 1000,
-        int(k.get("late_finals", 0))), quota.share)
+        int(k.get("late_finals", 0))), wait)
 
 
 def capacity(system: str, kind: str, duration: float, deadline: float, quota: CpuQuota,

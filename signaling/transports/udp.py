@@ -36,7 +36,7 @@ from protocols import stun
 from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
-from signaling.transports.udpqueue import QueueStats, ReceiveQueue
+from signaling.transports.udpqueue import QueueStats, ReadPace, ReceiveQueue
 from signaling.worker import inherited_socket
 
 __all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
@@ -115,19 +115,57 @@ class UdpTransport:
             self.queue = ReceiveQueue(core.cfg.overload_target,
                                       sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
                                       now=self._loop.time())
+        #: The listening socket read no faster than the server can use (``ReadPace``); only
+        #: with a private port, as the short queue.
+        self.pace: ReadPace | None = None
+        if slot_sock is not None and core.cfg.overload_read_share > 0:
+            self.pace = ReadPace(core.cfg.overload_read_share, now=self._loop.time())
+        self._paced: asyncio.TimerHandle | None = None
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
         for sock, tag, peers, stats in self._readers:
             if sock.fileno() not in self._reading:
-                self._loop.add_reader(sock.fileno(), self._readable, sock, tag, peers, stats)
+                reader = self._readable
+                if self.pace is not None and sock is self.sock:
+                    reader = self._readable_paced
+                self._loop.add_reader(sock.fileno(), reader, sock, tag, peers, stats)
                 self._reading.add(sock.fileno())
 
     def pause_reading(self) -> None:
+        if self._paced is not None:
+            self._paced.cancel()
+            self._paced = None
         for sock, _, _, _ in self._readers:
             if sock.fileno() in self._reading:
                 self._loop.remove_reader(sock.fileno())
                 self._reading.discard(sock.fileno())
+
+    def _readable_paced(self, sock: socket.socket, tag: str | None,
+                        peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
+        """The listening socket under ``ReadPace``: out of tokens, it is not watched until
+        there are some again, and what arrives meanwhile waits in (or falls off) its short
+        kernel queue."""
+        pace = self.pace
+        assert pace is not None
+        control = self.core.overload.control
+        limit = control.rate
+        if limit >= control.cfg.max_rate:
+            # The configured cap binds, not the CPU: the server has the time to read and
+            # screen all (per source, as fairness needs), so it does.
+            self._read(sock, tag, peers, stats, READ_BATCH)
+            return
+        allowed = pace.allowance(self._loop.time(), limit)
+        if allowed < 1:
+            self._loop.remove_reader(sock.fileno())
+            self._reading.discard(sock.fileno())
+            self._paced = self._loop.call_later(pace.wait(limit), self._unpace)
+            return
+        pace.took(self._read(sock, tag, peers, stats, min(READ_BATCH, allowed)))
+
+    def _unpace(self) -> None:
+        self._paced = None
+        self.resume_reading()
 
     def _revise(self) -> None:
         """Every ``TICK``: count the kernel's drops, resize the listening queue."""
@@ -170,13 +208,19 @@ class UdpTransport:
 
     def _readable(self, sock: socket.socket, tag: str | None,
                   peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
+        self._read(sock, tag, peers, stats, READ_BATCH)
+
+    def _read(self, sock: socket.socket, tag: str | None, peers: dict[tuple[Any, ...], Peer],
+              stats: QueueStats, batch: int) -> int:
+        """Up to ``batch`` datagrams; how many were read."""
         recvmsg = sock.recvmsg
         receive = self.core.receive
-        for _ in range(READ_BATCH):
+        read = 0
+        for _ in range(batch):
             try:
                 data, ancillary, _flags, addr = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
             except BlockingIOError:
-                return
+                return read
             except OSError:
                 # ICMP errors and the like: the datagram is lost, the socket lives on.
                 self.core.c_drop.inc("udp_error")
@@ -189,6 +233,7 @@ class UdpTransport:
                         waited = time.time() - (sec + nsec * 1e-9)
                     elif kind == _SO_RXQ_OVFL:
                         stats.dropped_total = _U32.unpack_from(value)[0]
+            read += 1
             stats.read += 1
             stats.payload += len(data)
             if waited > stats.max_wait:
@@ -203,6 +248,7 @@ class UdpTransport:
             if peer is None:
                 peer = self._new_peer(peers, addr, tag)
             receive(data, peer, waited)
+        return read
 
     def _stun(self, sock: socket.socket, data: bytes, addr: tuple[Any, ...]) -> None:
         """RFC 5626 §8: STUN Binding requests share the SIP port as keep-alives, told apart from
