@@ -20,15 +20,24 @@ completed whose INVITE->200 or REGISTER->200 took at most ``--deadline``), P50/P
 response times (SIPp's -trace_rtt; the injector's latency of answered attempts),
 retransmissions per attempt, failed attempts, our server's 503s and unanswered drops (its
 /metrics; Kamailio has no such counters), datagrams the kernel dropped on the server's socket,
-and the server's CPU (share of one core).  A PNG of goodput against offered load is written.
+the server's CPU (share of one core), the longest request -> final answer a client saw and the
+final answers that came after the client's Timer B/F (RFC 3261 §17.1.1.2, 64*T1: the injector
+counts answers to transactions it timed out; SIPp's response times over 32 s count, seen only
+with ``--watch-late``, since SIPp otherwise stops listening 12 s after the load).  A PNG of
+goodput against offered load is written.
 
 The machine is shared: figures move with the neighbours' load; compare the two servers within
-one run, not across runs.  Needs root (the cgroup) and sipp, kamailio.
+one run, not across runs.  The server's cgroup and the generators' have the top CPU weight, so
+the quota, not the neighbours, is what holds the server back; each step prints the load average
+and ``wait``, the share of the step the server was runnable but not running beyond its quota's
+throttling (schedstat), marked when a neighbour took its core long enough to make the step
+suspect.  Needs root (the cgroup) and sipp, kamailio.
 
     python -m benchmarks.bench_overload [--kinds call,register] [--duration 6] [--quota 0.25]
                                         [--only ours|kamailio] [--load sipp,storm]
                                         [--capacity call=400,register=3000]
-                                        [--png bench_overload.png]
+                                        [--ours-args '--overload-read-share 0'] [--no-private]
+                                        [--watch-late 40] [--png bench_overload.png]
 """
 
 from __future__ import annotations
