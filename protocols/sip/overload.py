@@ -425,7 +425,7 @@ class AdmissionControl:
             if count > 0:
                 self._counts[key] = count - 1
         elif verdict is Verdict.REJECT:
-            budget = max(self.rate, self._peak) * self.cfg.reject_share * self.cfg.burst_time
+            budget = self.capacity * self.cfg.reject_share * self.cfg.burst_time
             self._reject_tokens = min(budget, self._reject_tokens + 1.0)
             self._refused = max(0, self._refused - 1)
 
@@ -480,7 +480,7 @@ class AdmissionControl:
         # The 503 budget follows the capacity (the highest rate recently served), not the
         # limit: the limit swings while it settles, and a budget that swung with it would
         # drop requests that then come back as retransmissions, the costlier way to refuse.
-        budget = max(self.rate, self._peak) * self.cfg.reject_share
+        budget = self.capacity * self.cfg.reject_share
         self._reject_tokens = min(budget * self.cfg.burst_time,
                                   self._reject_tokens + elapsed * budget)
 
@@ -526,6 +526,12 @@ class AdmissionControl:
         if source in self._counts or len(self._counts) < self.cfg.max_sources:
             return source
         return ("overflow", hash(source) % _OVERFLOW_SLOTS)
+
+    @property
+    def capacity(self) -> float:
+        """New requests per second the server can take: the limit, or the highest rate the
+        workers recently started requests at when the limit swung below it."""
+        return max(self.rate, self._peak)
 
     @property
     def sources_tracked(self) -> int:
