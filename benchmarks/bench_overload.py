@@ -20,15 +20,24 @@ completed whose INVITE->200 or REGISTER->200 took at most ``--deadline``), P50/P
 response times (SIPp's -trace_rtt; the injector's latency of answered attempts),
 retransmissions per attempt, failed attempts, our server's 503s and unanswered drops (its
 /metrics; Kamailio has no such counters), datagrams the kernel dropped on the server's socket,
-and the server's CPU (share of one core).  A PNG of goodput against offered load is written.
+the server's CPU (share of one core), the longest request -> final answer a client saw and the
+final answers that came after the client's Timer B/F (RFC 3261 §17.1.1.2, 64*T1: the injector
+counts answers to transactions it timed out; SIPp's response times over 32 s count, seen only
+with ``--watch-late``, since SIPp otherwise stops listening 12 s after the load).  A PNG of
+goodput against offered load is written.
 
 The machine is shared: figures move with the neighbours' load; compare the two servers within
-one run, not across runs.  Needs root (the cgroup) and sipp, kamailio.
+one run, not across runs.  The server's cgroup and the generators' have the top CPU weight, so
+the quota, not the neighbours, is what holds the server back; each step prints the load average
+and ``wait``, the share of the step the server was runnable but not running beyond its quota's
+throttling (schedstat), marked when a neighbour took its core long enough to make the step
+suspect.  Needs root (the cgroup) and sipp, kamailio.
 
     python -m benchmarks.bench_overload [--kinds call,register] [--duration 6] [--quota 0.25]
                                         [--only ours|kamailio] [--load sipp,storm]
                                         [--capacity call=400,register=3000]
-                                        [--png bench_overload.png]
+                                        [--ours-args '--overload-read-share 0'] [--no-private]
+                                        [--watch-late 40] [--png bench_overload.png]
 """
 
 from __future__ import annotations
@@ -63,21 +72,37 @@ FIRST_PROBE = {"call": 100, "register": 200}
 OUR_ARGS: list[str] = []
 #: Whether our server runs with --sip-udp-private (``--no-private`` compares without).
 PRIVATE_PORT = [True]
+#: The load generators' cgroup (no quota, top weight), set by ``main``.
+GENERATORS: list[CpuQuota] = []
+#: RFC 3261 Timer B and F, 64*T1: a final answer later than this reaches a client that gave up.
+TIMER_B = 32.0
+#: Seconds SIPp keeps listening after the offered load (``--watch-late``), so that a final
+#: answer after Timer B could be seen at all.
+WATCH_LATE = [0.0]
 
 
 # -- the CPU quota ------------------------------------------------------------------------------
 
 
 class CpuQuota:
-    """A cgroup holding its members to ``share`` of one CPU (v2 cpu.max, else v1 CFS quota)."""
+    """A cgroup holding its members to ``share`` of one CPU (v2 cpu.max, else v1 CFS quota), or
+    unlimited with ``share=None`` (the load generators' group).
 
-    def __init__(self, share: float, period_us: int = 10_000) -> None:
-        quota = max(1000, int(share * period_us))
-        name = f"bench-overload-{os.getpid()}"
+    Its weight is the highest the kernel takes: by default a cgroup competes with the machine's
+    other tasks as *one* task (v1 ``cpu.shares`` 1024, v2 ``cpu.weight`` 100), so on a machine
+    that other engineers load the server got a slice of its core, not its quota, and a step
+    measured the neighbours.  With the top weight the quota is what holds the server back (and
+    the generators get their core); the quota still caps what the server takes from the others.
+    """
+
+    def __init__(self, share: float | None, period_us: int = 10_000, name: str = "server") -> None:
+        quota = max(1000, int(share * period_us)) if share is not None else -1
+        name = f"bench-overload-{name}-{os.getpid()}"
         if Path("/sys/fs/cgroup/cgroup.controllers").exists():
             self.path = Path("/sys/fs/cgroup") / name
             self.path.mkdir()
-            (self.path / "cpu.max").write_text(f"{quota} {period_us}")
+            (self.path / "cpu.max").write_text(f"{quota if quota > 0 else 'max'} {period_us}")
+            (self.path / "cpu.weight").write_text("10000")
             self.root = Path("/sys/fs/cgroup")
         else:
             self.root = Path("/sys/fs/cgroup/cpu")
@@ -85,7 +110,21 @@ class CpuQuota:
             self.path.mkdir()
             (self.path / "cpu.cfs_period_us").write_text(str(period_us))
             (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-        self.describe = f"{quota} us per {period_us} us ({self.path})"
+            (self.path / "cpu.shares").write_text("262144")
+        self.share = share
+        self.describe = (f"{quota} us per {period_us} us" if quota > 0 else "no quota") + \
+            f", top weight ({self.path})"
+
+    def throttled(self) -> float:
+        """Seconds the group has been held back by its quota (``throttled_time``/``usec``)."""
+        with contextlib.suppress(OSError):
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "throttled_time":  # v1, ns
+                    return int(value) / 1e9
+                if name == "throttled_usec":  # v2
+                    return int(value) / 1e6
+        return 0.0
 
     def add_tree(self, pid: int) -> None:
         for p in _tree(pid):
@@ -98,6 +137,30 @@ class CpuQuota:
                 with contextlib.suppress(OSError):
                     (self.root / "cgroup.procs").write_text(p)
             self.path.rmdir()
+
+
+def run_delay(pid: int) -> float:
+    """Seconds the threads of ``pid``'s tree were runnable but not running (schedstat): its
+    own quota's throttling plus what the machine's other work took."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
+class Starvation:
+    """Share of a step's wall time the server waited for a CPU beyond its quota's throttling:
+    near 0 when the quota is all that held it back, large when the neighbours took its core."""
+
+    def __init__(self, pid: int, quota: CpuQuota) -> None:
+        self.pid, self.quota = pid, quota
+        self.t0, self.d0, self.q0 = time.monotonic(), run_delay(pid), quota.throttled()
+
+    def share(self) -> float:
+        waited = run_delay(self.pid) - self.d0 - (self.quota.throttled() - self.q0)
+        return max(0.0, waited) / max(time.monotonic() - self.t0, 1e-6)
 
 
 def _tree(pid: int) -> list[int]:
@@ -134,19 +197,42 @@ class Step:
     dropped: int | None
     kernel_drops: int
     cpu: float  # share of one core
+    max_ms: float = 0.0  # the longest request -> final answer a client saw
+    late: int = 0  # final answers a client saw later than Timer B/F
+    load: float = 0.0  # the machine's 1-minute load average at the end of the step
+    wait: float = 0.0  # share of the step the server waited for a CPU beyond its throttling
 
     def line(self) -> str:
         def opt(v: int | None) -> str:
             return "n/a" if v is None else str(v)
         return (f"{self.system:8s} {self.kind:8s} {self.label:14s} {self.offered:8.0f} "
-                f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} "
-                f"{self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
-                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}%")
+                f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} {self.max_ms:7.0f} "
+                f"{self.late:5d} {self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
+                f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}% "
+                f"{100 * self.wait:4.0f}%{'*' if self.starved else ' '} {self.load:5.2f}")
+
+    @property
+    def starved(self) -> bool:
+        return self.wait > STARVED
 
 
 HEADER = (f"{'system':8s} {'kind':8s} {'step':14s} {'offered':>8s} {'goodput':>8s} "
-          f"{'P50ms':>7s} {'P99ms':>7s} {'retx':>6s} {'failed':>7s} {'503s':>7s} "
-          f"{'drops':>7s} {'kdrops':>7s} {'cpu':>6s}")
+          f"{'P50ms':>7s} {'P99ms':>7s} {'maxms':>7s} {'late':>5s} {'retx':>6s} {'failed':>7s} "
+          f"{'503s':>7s} {'drops':>7s} {'kdrops':>7s} {'cpu':>6s} {'wait':>6s} {'load':>5s}")
+LEGEND = ("maxms: longest request->final answer a client saw; late: final answers seen after "
+          "Timer B/F (32 s; SIPp listens --watch-late s after the load, the injector runs its "
+          "transactions to B/F); cpu: the server's, share of one core (over the whole step: the "
+          "injector's pre-registration included); wait: share of the step it was runnable but "
+          "not running beyond its quota's throttling, * = over 5%: starved by the machine, "
+          "suspect the step; load: 1-min load average")
+#: A step whose server waited for a CPU (beyond its quota) longer than this share is suspect.
+STARVED = 0.05
+
+
+def _starved(step: Step, wait: float) -> Step:
+    step.wait = wait
+    step.load = os.getloadavg()[0]
+    return step
 
 
 def _finish(s: Sipp) -> tuple[dict[str, str], list[float]]:
@@ -234,20 +320,24 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
     try:
         if kind == "call":
             uas = Sipp(str(SIPP_DIR / "uas-rr.xml"), calls=calls * 2,
-                       timeout=duration + 30, cpu=SIPP_CPU, port=free_udp_port()).start()
+                       timeout=duration + 30 + WATCH_LATE[0], cpu=SIPP_CPU,
+                       port=free_udp_port()).start()
+            _generator(uas)
             _register_uas(server.port, uas.port)
             uac = Sipp(str(SIPP_DIR / "uac-proxy.xml"), remote, service="uas", calls=calls,
-                       rate=rate, timeout=duration + 12, cpu=SIPP_CPU,
+                       rate=rate, timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
                        extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
         else:
             uac = Sipp(str(SIPP_DIR / "register.xml"), remote, calls=calls, rate=rate,
-                       timeout=duration + 12, cpu=SIPP_CPU,
+                       timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
                        extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
         before = _our_counts(admin)
+        starvation = Starvation(server.pid, quota)
         cpu0, t0 = server.cpu(), time.monotonic()
-        uac.start()
+        _generator(uac.start())
         time.sleep(duration)  # the CPU is measured while the load is offered
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
+        wait = starvation.share()
         stats, rtts = _finish(uac)
         after = _our_counts(admin)
         _verbose(admin)
@@ -267,9 +357,16 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
     def pct(q: float) -> float:
         return in_time[min(len(in_time) - 1, int(q * len(in_time)))] if in_time else 0.0
 
-    return Step(system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
-                _num(stats, "Retransmissions(C)") / max(created, 1),
-                _num(stats, "FailedCall(C)"), rej, drp, kdrops, (cpu1 - cpu0) / elapsed)
+    return _starved(Step(
+        system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
+        _num(stats, "Retransmissions(C)") / max(created, 1), _num(stats, "FailedCall(C)"), rej,
+        drp, kdrops, (cpu1 - cpu0) / elapsed, max(rtts, default=0.0),
+        sum(1 for r in rtts if r > TIMER_B * 1000)), wait)
+
+
+def _generator(s: Sipp) -> None:
+    if GENERATORS and s.proc is not None:
+        GENERATORS[0].add_tree(s.proc.pid)
 
 
 def storm_step(system: str, kind: str, rate: float, duration: float, deadline: float,
@@ -286,14 +383,18 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     server, admin = _server(system, quota)
     try:
         before = _our_counts(admin)
+        starvation = Starvation(server.pid, quota)
         cpu0, t0 = server.cpu(), time.monotonic()
         proc = subprocess.Popen(
             ["taskset", "-c", str(SIPP_CPU), *storm, "replay", str(trace), "--target",
              f"udp://127.0.0.1:{server.port}", "--deadline", str(deadline), "--json",
              str(report), "--live-interval", "0", "--threshold", "error_rate<=1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if GENERATORS:
+            GENERATORS[0].add_tree(proc.pid)
         time.sleep(duration)
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
+        wait = starvation.share()
         _, err = proc.communicate(timeout=duration + 120)
         after = _our_counts(admin)
         _verbose(admin)
@@ -313,11 +414,12 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     if before is not None and after is not None:
         rej, drp = after[0] - before[0], after[1] - before[1]
     lat = k["latency_us"]
-    return Step(system, kind, f"{label} storm", offered / window, good / window,
-                lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
-                k["retransmissions"] / max(k["sent"], 1),
-                sum(k["failures"].values()) + k["timeouts"], rej, drp, kdrops,
-                (cpu1 - cpu0) / elapsed)
+    return _starved(Step(
+        system, kind, f"{label} storm", offered / window, good / window,
+        lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
+        k["retransmissions"] / max(k["sent"], 1), sum(k["failures"].values()) + k["timeouts"],
+        rej, drp, kdrops, (cpu1 - cpu0) / elapsed, lat.get("max", 0.0) / 1000,
+        int(k.get("late_finals", 0))), wait)
 
 
 def capacity(system: str, kind: str, duration: float, deadline: float, quota: CpuQuota,
@@ -396,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run our server without --sip-udp-private (to compare)")
     ap.add_argument("--capacity", default="",
                     help="skip the probe: e.g. call=400,register=3000 (both servers)")
+    ap.add_argument("--watch-late", type=float, default=0.0,
+                    help="seconds SIPp keeps listening after the load, so that final answers "
+                    "later than Timer B (32 s) could be seen (e.g. 40; the injector always "
+                    "runs its transactions to Timer B/F)")
     ap.add_argument("--png", default="bench_overload.png")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -407,10 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: float(v) for k, _, v in (p.partition("=") for p in a.capacity.split(",") if p)}
     loads = {"sipp": run_step, "storm": storm_step}
     offer = [loads[name] for name in a.load.split(",")]
+    WATCH_LATE[0] = a.watch_late
     quota = CpuQuota(a.quota)
-    print(f"server on core 1 under a CPU quota of {quota.describe}; SIPp on core {SIPP_CPU}; "
-          f"deadline {a.deadline:g} s; load average {os.getloadavg()[0]:.2f} (shared machine: "
-          "figures are noisy)", flush=True)
+    GENERATORS[:] = [CpuQuota(None, name="load")]
+    print(f"server on core 1 under a CPU quota of {quota.describe}; SIPp and the injector on "
+          f"core {SIPP_CPU} ({GENERATORS[0].describe}); deadline {a.deadline:g} s; "
+          f"load average {os.getloadavg()[0]:.2f} (shared machine: figures are noisy)",
+          flush=True)
+    print(LEGEND, flush=True)
     print(HEADER, flush=True)
     steps: list[Step] = []
     summary: list[str] = []
@@ -429,9 +539,14 @@ def main(argv: list[str] | None = None) -> int:
                         summary.append(
                             f"{system:8s} {kind:8s} capacity {cap:6.0f}/s  {step.label:14s} "
                             f"goodput {step.goodput:6.0f}/s = "
-                            f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity")
+                            f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity, "
+                            f"P50/P99 {step.p50_ms:.0f}/{step.p99_ms:.0f} ms, "
+                            f"late finals {step.late}, load {step.load:.2f}"
+                            + (" STARVED" if step.starved else ""))
     finally:
         quota.close()
+        for g in GENERATORS:
+            g.close()
     print("\n".join(["", "goodput as a share of each server's own capacity "
                      "(target >= 90% at 2x, 5x, 10x):", *summary]))
     plot(steps, Path(a.png))

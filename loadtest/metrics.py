@@ -91,6 +91,9 @@ class KindStats:
     codes: dict[int, int] = field(default_factory=dict)  # every final by exact status
     provisional: int = 0
     timeouts: int = 0  # Timer B/F fired (RFC 3261 §17.1.1.2, §17.1.2.2)
+    #: Final answers that came after Timer B/F had fired: the server answered a client that had
+    #: given up (issue 13 asks for none).
+    late_finals: int = 0
     retransmissions: int = 0
     lost_simulated: int = 0  # first copies withheld to model network loss
     status_503: int = 0

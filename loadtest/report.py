@@ -75,6 +75,7 @@ class KindReport(msgspec.Struct):
     offered_per_s: list[int]
     goodput_per_s: list[int]
     challenges_answered: int = 0  # 401/407 answered with credentials: not final answers
+    late_finals: int = 0  # final answers after Timer B/F fired
 
 
 class CallReport(msgspec.Struct):
@@ -191,7 +192,7 @@ def _kind_report(k: Any, expected: frozenset[int]) -> KindReport:
         latency_us=k.percentiles(),
         histogram=k.latency.encode().decode("ascii"),
         offered_per_s=list(k.offered.values), goodput_per_s=list(k.goodput.values),
-        challenges_answered=k.challenges_answered,
+        challenges_answered=k.challenges_answered, late_finals=k.late_finals,
     )
 
 

@@ -64,6 +64,9 @@ WS_SHARE_STEPS = 10_000
 #: Values collected by the hot path before they go into the HDR histograms; flushed every
 #: FLUSH_S by the engine anyway.  Bounds both memory and the length of one flush.
 MAX_SECOND_SAMPLES = 100_000
+#: Branches of transactions that timed out, remembered (two generations of this many) so a
+#: final answer coming after Timer B/F is counted as late rather than as a stray.
+TIMED_OUT_MEMORY = 100_000
 
 _FINAL = TxnInput.FINAL
 _CSEQ = re.compile(rb"\r\nCSeq: \d+ ")
@@ -116,6 +119,9 @@ class Uac:
         self.start = 0.0
         self.no_retries = False  # the run is over (--duration): retries are abandoned
         self.stray = 0
+        #: Branch -> stats of transactions whose Timer B/F fired (``late_finals``).
+        self._timed_out: dict[bytes, KindStats] = {}
+        self._timed_out_old: dict[bytes, KindStats] = {}
         self.skipped: dict[str, int] = {}
 
     # ---------------------------------------------------------------- UAs
@@ -261,6 +267,8 @@ class Uac:
         status, br = r
         txn = self.txns.get(br)
         if txn is None:
+            if status >= 200 and self._late_final(br):
+                return
             self._on_stray(status, data)
             return
         now = time.monotonic()
@@ -462,8 +470,19 @@ class Uac:
         d.on_response(msg)
         c.ua.link.send(c.ack)
 
+    def _late_final(self, branch: bytes) -> bool:
+        """A final answer to a transaction that timed out: counted once per transaction."""
+        stats = self._timed_out.pop(branch, None) or self._timed_out_old.pop(branch, None)
+        if stats is None:
+            return False
+        stats.late_finals += 1
+        return True
+
     def _on_timeout(self, txn: Txn, now: float) -> None:
         self.txns.pop(txn.branch, None)
+        if len(self._timed_out) >= TIMED_OUT_MEMORY:
+            self._timed_out_old, self._timed_out = self._timed_out, {}
+        self._timed_out[txn.branch] = txn.stats
         if txn.ua.reg_txn is txn:
             self._register_done(txn.ua, now)
         txn.stats.timeouts += 1

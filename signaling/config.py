@@ -89,6 +89,7 @@ class Config:
     overload_target: float = 0.05
     overload_max_rate: float = 100_000.0
     overload_reject_share: float = 6.0
+    overload_read_share: float = 2.0
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
@@ -230,6 +231,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "overload_max_rate": ("float", "highest admission limit, new requests per second"),
     "overload_reject_share": ("float", "503s answered per admitted request under overload; "
                                        "beyond, refused requests are dropped unanswered"),
+    "overload_read_share": ("float", "with --sip-udp-private: the listening socket is read at "
+                                     "most this many times the admission limit, the kernel "
+                                     "drops the rest unread (0: read all)"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
@@ -401,6 +405,7 @@ def _validate(cfg: Config) -> None:
         (cfg.overload_target > 0, "overload_target: must be positive"),
         (cfg.overload_max_rate >= 1, "overload_max_rate: must be at least 1"),
         (cfg.overload_reject_share >= 0, "overload_reject_share: must not be negative"),
+        (cfg.overload_read_share >= 0, "overload_read_share: must not be negative"),
         (1 <= cfg.min_expires <= cfg.default_expires <= cfg.max_expires,
          "expires: need 1 <= min_expires <= default_expires <= max_expires"),
         (0 < cfg.t1 <= cfg.t2 and cfg.t4 > 0, "timers: need 0 < t1 <= t2 and t4 > 0"),

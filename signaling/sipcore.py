@@ -477,6 +477,10 @@ class SipCore:
         if txn is not None:
             if method != "ACK":
                 self.c_retrans.inc("received")
+                if req.to.tag is None:
+                    # Screened as new work and admitted or refused: a retransmission is not
+                    # (issue 13), what its admission took goes back.
+                    self.overload.retransmitted(method, peer.host, verdict)
             self.run(txn, txn.receive_request(req, self.now()))
             self.arm_timer()
             return

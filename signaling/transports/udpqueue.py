@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SKB_OVERHEAD", "QueueStats", "ReceiveQueue"]
+__all__ = ["SKB_OVERHEAD", "QueueStats", "ReadPace", "ReceiveQueue"]
 
 #: Bytes the kernel charges a datagram's receive buffer beyond its payload (the skb and its
 #: bookkeeping, "truesize"): measured on Linux 6.x loopback, 131,072 bytes held 102 datagrams
@@ -106,3 +106,50 @@ class ReceiveQueue:
             return None
         self.size = size
         return size
+
+
+class ReadPace:
+    """How many datagrams the listening socket may be read now: a token bucket filled at
+    ``share`` times the admission limit (new requests per second).
+
+    Why: a short queue makes the kernel drop only what the reader cannot read at all, and a
+    reader with the CPU reads everything: at 5x-10x of capacity reading the excess and answering
+    it (a 503 and its ACK, ~30 µs) or dropping it after the read (~6 µs, but the client then
+    retransmits it up to six times, RFC 3261 §17.1.1.2) took a quarter of the CPU admitted
+    calls needed.  What is not read costs nothing: the listening socket is read at the rate
+    the server can use, a few times the admission limit (the admitted requests, 503s for a
+    share of the rest so that clients honouring Retry-After back off, their ACKs and
+    retransmissions), and the short queue's tail drop discards the remainder in the kernel.
+    Below overload the limit keeps twice what is served above it (``AdmissionControl``), so
+    the pace never binds; nor while the limit is at its configured cap (the CPU is then not
+    what limits, and everything is read and screened per source).  Only with a private port,
+    like the short queue: what must not be lost does not come in on the listening socket.
+
+    The cost: the kernel's tail drop is blind to the source, so while the pace binds a polite
+    source loses datagrams in the same proportion as a flooding one (it retransmits them, §17);
+    per-source fairness (``AdmissionControl``) holds among what is read.
+    """
+
+    def __init__(self, share: float, *, burst_time: float = 0.02, min_burst: float = 8.0,
+                 now: float = 0.0) -> None:
+        self.share = share
+        self.burst_time = burst_time
+        self.min_burst = min_burst
+        self.tokens = min_burst
+        self._last = now
+
+    def allowance(self, now: float, limit: float) -> int:
+        """Datagrams that may be read now under admission limit ``limit`` (requests/s)."""
+        rate = self.share * limit
+        burst = max(self.min_burst, rate * self.burst_time)
+        self.tokens = min(burst, self.tokens + max(0.0, now - self._last) * rate)
+        self._last = now
+        return int(self.tokens)
+
+    def took(self, read: int) -> None:
+        self.tokens -= read
+
+    def wait(self, limit: float) -> float:
+        """Seconds until one datagram may be read again (between 1 and 50 ms)."""
+        rate = max(self.share * limit, 1e-3)
+        return min(0.05, max(0.001, (1.0 - self.tokens) / rate))

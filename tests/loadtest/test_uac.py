@@ -89,6 +89,19 @@ def test_expected_codes_are_not_errors_and_timeouts_are() -> None:
     assert uac.txns == {} and ua.reg_txn is None
 
 
+def test_a_final_answer_after_timer_f_is_counted_late_once() -> None:
+    uac, ua, wire, kinds = _uac()
+    reg = kinds.setdefault("register", KindStats())
+    uac.send_register(ua, reg, 3600, None, 1, False, 0, time.monotonic())
+    (txn,) = uac.txns.values()
+    for step in range(330):  # Timer E's retransmissions, then F (64*T1): the client gave up
+        uac.timers.run(txn.t0 + step / 10)
+    assert reg.timeouts == 1
+    _answer(uac, wire.sent[0], b"200 OK")  # the server answers anyway
+    _answer(uac, wire.sent[0], b"200 OK")  # and retransmits it: one late answer, one stray
+    assert reg.late_finals == 1 and uac.stray == 1 and reg.codes == {}
+
+
 def test_requests_reaching_our_uas_go_to_the_uas_side() -> None:
     got: list[Any] = []
     uac, _, _, _ = _uac()

@@ -374,6 +374,34 @@ async def test_nothing_grows_without_bound_under_a_storm() -> None:
                 s.close()
 
 
+async def test_a_retransmission_of_an_admitted_request_takes_no_admission_token() -> None:
+    # 1/s: a burst of 2 tokens.  The first INVITE takes one; if its retransmissions took the
+    # other, the second INVITE would be refused (on any machine slower than a token a second
+    # it would merely be late: the counter below holds either way).
+    async with running_server(domain=["example.com"], overload_max_rate=1.0) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        first = _req("INVITE", "sip:bob@example.com", peer.port, branch="z9hG4bKt0",
+                     call_id="taken-0")
+        peer.send(first, port)
+        assert (await peer.final()).status != 503
+        for _ in range(5):  # Timer A, §17.1.1.2: the same bytes again
+            peer.send(first, port)
+        for _ in range(100):
+            if srv.core.overload.c_retransmitted.get("INVITE") >= 5:
+                break
+            await asyncio.sleep(0.02)
+        assert srv.core.overload.c_retransmitted.get("INVITE") == 5
+        peer.send(_req("INVITE", "sip:bob@example.com", peer.port, branch="z9hG4bKt1",
+                       call_id="taken-1"), port)
+        second = await peer.final()
+        while second.call_id != "taken-1":  # the retransmitted final of the first
+            second = await peer.final()
+        assert second.status != 503
+        peer.close()
+
+
 async def test_the_ack_of_a_503_is_absorbed_before_any_parse() -> None:
     async with running_server(domain=["example.com"], overload_max_rate=1.0) as srv:
         assert srv.udp is not None and srv.udp_address is not None

@@ -178,6 +178,17 @@ def test_admits_up_to_the_limit_then_refuses_by_budget() -> None:
     assert verdicts.count(Verdict.DROP) == 150
 
 
+def test_a_retransmission_gives_back_what_its_admission_took() -> None:
+    ctl = AdmissionControl(_cfg(reject_share=1.0), now=0.0)
+    first = ctl.decide(0.0, "a")
+    assert first is Verdict.ADMIT
+    for _ in range(100):  # Timer A retransmissions of that INVITE, absorbed by its transaction
+        ctl.retransmitted("a", ctl.decide(0.0, "a"))
+    verdicts = [ctl.decide(0.0, "a") for _ in range(200)]
+    assert verdicts.count(Verdict.ADMIT) == 24  # the burst of 25 less the first request
+    assert verdicts.count(Verdict.REJECT) == 25  # and every 503 of the budget is still there
+
+
 def test_standing_queue_lowers_the_limit_to_what_was_served() -> None:
     ctl = AdmissionControl(_cfg(initial_rate=1000.0), now=0.0)
     t = 0.0
@@ -198,6 +209,32 @@ def test_limit_recovers_when_queue_is_short_and_requests_are_refused() -> None:
             ctl.started(t, 0.001)
         t += 0.001
     assert ctl.rate == 400.0  # climbed to the cap, about +5% per interval
+
+
+def test_refusing_with_idle_queues_doubles_the_limit_per_interval() -> None:
+    """A step from idle to ten times the limit, every admitted request started at once: the
+    server has room, so the limit doubles each interval (slow start), not +5%."""
+    ctl = AdmissionControl(_cfg(initial_rate=1000.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    while t < 0.45:  # offered 10,000/s
+        if ctl.decide(t, "a") is Verdict.ADMIT:
+            ctl.started(t, 0.001)
+        t += 0.0001
+    assert ctl.rate >= 8000.0  # 1000 -> 2000 -> 4000 -> 8000 (or more) in four intervals
+
+
+def test_the_first_queue_sets_an_open_limit_to_what_was_served() -> None:
+    """The limit starts open (no refusal before any sign of overload); the first standing
+    queue sets it to what the workers served, not to half of the open limit."""
+    ctl = AdmissionControl(_cfg(initial_rate=100_000.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    for _ in range(3):  # offered 2,000/s; the workers start 200/s, each after 80 ms
+        for i in range(200):
+            assert ctl.decide(t, "a") is Verdict.ADMIT or ctl.rate < 100_000.0
+            if i % 10 == 0:
+                ctl.started(t, 0.08)
+            t += 0.0005
+    assert ctl.cfg.min_rate <= ctl.rate <= 200.0
 
 
 def test_a_standing_queue_of_admitted_work_on_the_own_port_lowers_the_limit() -> None:

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from signaling.overload import Overload
 from signaling.transports.udp import _size_buffers
 from tests.signaling.inproc import UdpPeer, running_server
 
@@ -155,3 +156,45 @@ async def test_without_a_private_port_the_listening_queue_is_left_alone() -> Non
         assert srv.udp is not None
         assert srv.udp.slot_sock is None and srv.udp.queue is None
 
+
+
+async def test_past_the_admission_limit_the_listening_socket_is_read_at_its_pace() -> None:
+    """With a private port and a limit set by measured capacity (under its cap), the listening
+    socket is read at most ``overload_read_share`` x the limit a second: a burst far beyond that
+    stays in (or falls off) the kernel queue unread."""
+    import asyncio
+    import time
+
+    from tests.signaling.test_overload import _register
+
+    async with running_server(sip_udp_private="127.0.0.1:0", overload_read_share=2.0) as srv:
+        assert srv.udp is not None and srv.udp.pace is not None
+        port = srv.udp.address[1]
+        overload = srv.core.overload
+        control = overload.control
+        control.rate = 50.0  # as if measured: capacity for 50 new requests a second
+        start = time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            for i in range(3000):
+                s.sendto(_register(port, "127.0.0.1", s.getsockname()[1], i), ("127.0.0.1", port))
+            top = control.rate  # the limit moves (protocols/sip/overload.py): its highest
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                top = max(top, control.rate)
+            read = _screened(overload)
+            bound = 2.0 * top * (time.monotonic() - start) + max(srv.udp.pace.min_burst,
+                                                                  2.0 * top * 0.02)
+            assert 0 < read <= bound < 3000, (read, bound)
+            assert control.rate < control.cfg.max_rate
+    # (At the configured cap everything is read: test_overload's fairness test, private port.)
+
+
+def _kernel_dropped(overload: Overload) -> float:
+    return sum(v for k, v in overload.c_dropped.values.items() if k[0].startswith("kernel"))
+
+
+def _screened(overload: Overload) -> float:
+    """New requests read and decided on (admitted, refused or dropped after the read)."""
+    return (overload.c_admitted.total() + overload.c_rejected.total()
+            + overload.c_dropped.total() - _kernel_dropped(overload))

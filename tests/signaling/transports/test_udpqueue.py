@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signaling.transports.udpqueue import SKB_OVERHEAD, QueueStats, ReceiveQueue
+from signaling.transports.udpqueue import SKB_OVERHEAD, QueueStats, ReadPace, ReceiveQueue
 
 MB = 1024 * 1024
 
@@ -65,3 +65,17 @@ def test_the_interval_statistics_are_reset_but_not_the_drop_total() -> None:
     stats = _stats(300, 0.4, dropped_total=7)
     q.revise(0.1, stats)
     assert (stats.read, stats.payload, stats.max_wait, stats.dropped_total) == (0, 0, 0.0, 7)
+
+
+def test_the_read_pace_follows_the_limit_and_holds_a_short_burst() -> None:
+    pace = ReadPace(2.0, burst_time=0.02, min_burst=8.0, now=0.0)
+    assert pace.allowance(0.0, 1000.0) == 8  # the first burst
+    pace.took(8)
+    assert pace.allowance(0.0, 1000.0) == 0
+    assert pace.wait(1000.0) == 0.001  # one token at 2,000/s: 0.5 ms, waited at least 1 ms
+    assert pace.allowance(0.01, 1000.0) == 20  # 10 ms at 2 x 1,000/s
+    pace.took(20)
+    assert pace.allowance(10.0, 1000.0) == 40  # idle long: no more than 20 ms of the pace
+    pace.took(40)
+    assert pace.allowance(10.01, 10.0) == 0  # a low limit: 0.2 of a token in 10 ms
+    assert abs(pace.wait(10.0) - 0.04) < 1e-9  # the rest of the token at 20/s
