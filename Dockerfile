@@ -29,7 +29,7 @@ ENV SIGNALING_SUBSCRIBERS=/var/lib/signaling/subscribers.jsonl
 VOLUME ["/var/lib/signaling"]
 
 # SIP over UDP (RFC 3261), SIP over WebSocket (RFC 7118), admin API + /metrics, Diameter.
-EXPOSE 5060/udp 5066/tcp 8081/tcp 3868/tcp
+EXPOSE 5060/udp 5060/tcp 5066/tcp 8081/tcp 3868/tcp
 
 # Liveness through the admin API (python: the slim image has no curl).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

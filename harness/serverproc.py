@@ -29,12 +29,13 @@ OPEN = ("--auth", "off", "--pike-rate", "0")
 _taken: set[int] = set()
 
 
-def _free(kind: int, count: int = 1) -> int:
-    """The first of ``count`` consecutive ports free now (and not handed out before)."""
+def _free(kinds: tuple[int, ...], count: int = 1) -> int:
+    """The first of ``count`` consecutive ports free now for each of ``kinds`` (and not handed
+    out before)."""
     for _ in range(1000):
         first = random.randint(SERVER_PORTS[0], SERVER_PORTS[1] - count + 1)
         block = range(first, first + count)
-        if _taken.intersection(block) or not _bindable(kind, block):
+        if _taken.intersection(block) or not all(_bindable(k, block) for k in kinds):
             continue
         _taken.update(block)
         return first
@@ -65,13 +66,16 @@ def server_env() -> dict[str, str]:
 
 
 def free_udp_port() -> int:
-    return _free(socket.SOCK_DGRAM)
+    """A port free for UDP and for TCP both: a server started on ``--sip-udp HOST:PORT``
+    listens for SIP over TCP on the same port unless told otherwise (RFC 3261 §18,
+    ``signaling.config.load_config``), and a SIPp or peer given it may use either."""
+    return _free((socket.SOCK_DGRAM, socket.SOCK_STREAM))
 
 
 def free_udp_ports(count: int) -> int:
     """The first of ``count`` consecutive free UDP ports (SIPp's ``-mp`` takes four: audio
     RTP/RTCP and video RTP/RTCP)."""
-    return _free(socket.SOCK_DGRAM, count)
+    return _free((socket.SOCK_DGRAM,), count)
 
 
 def _accepts(port: int) -> bool:
@@ -84,7 +88,7 @@ def _accepts(port: int) -> bool:
 
 
 def free_tcp_port() -> int:
-    return _free(socket.SOCK_STREAM)
+    return _free((socket.SOCK_STREAM,))
 
 
 def options(port: int, branch: str = "z9hG4bKprobe", host: str = "127.0.0.1",
@@ -122,10 +126,18 @@ class ServerProcess:
         self.admin_port = free_tcp_port() if admin else None
         self.diameter_port = free_tcp_port() if diameter else None
         self.extra = list(extra)
+        #: SIP over TCP: on the UDP port unless the test gives ``--sip-tcp`` (RFC 3261 §18).
+        self.tcp_port = self._tcp_port()
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="signaling-", suffix=".log")[1])
         self.log = ""
+
+    def _tcp_port(self) -> int | None:
+        if "--sip-tcp" not in self.extra:
+            return self.udp_port
+        value = self.extra[self.extra.index("--sip-tcp") + 1]
+        return None if value == "off" else int(value.rpartition(":")[2]) or None
 
     def args(self) -> list[str]:
         def hp(port: int | None) -> str:
@@ -158,8 +170,8 @@ class ServerProcess:
             # UDP answers first; the stream listeners (WebSocket, Diameter) bind after it, so
             # a test that connects at once could find them not yet listening (seen in CI).
             if (sip_request(self.udp_port, options(self.udp_port), timeout=0.2) is not None
-                    and all(_accepts(port) for port in (self.ws_port, self.diameter_port)
-                            if port is not None)):
+                    and all(_accepts(port) for port in (self.ws_port, self.diameter_port,
+                                                        self.tcp_port) if port is not None)):
                 return
         raise RuntimeError(f"server not ready: {self.read_log()}")
 

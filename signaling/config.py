@@ -51,7 +51,9 @@ class Config:
     sip_udp: HostPort | None = ("0.0.0.0", 5060)
     sip_udp_private: HostPort | None = None
     sip_ws: HostPort | None = ("0.0.0.0", 5066)
-    sip_tcp: HostPort | None = None
+    #: RFC 3261 §18: UAs and proxies MUST implement both UDP and TCP, so TCP listens by
+    #: default, on the UDP listener's address and port unless told otherwise (``load_config``).
+    sip_tcp: HostPort | None = ("0.0.0.0", 5060)
     sip_tls: HostPort | None = None
     sip_wss: HostPort | None = None
     tls_cert: str | None = None
@@ -181,8 +183,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                                     "back there, read first, never queued behind new requests "
                                     "(peers must reach it on the advertised host)"),
     "sip_ws": ("hostport", "SIP over WebSocket listener, RFC 7118 (default 0.0.0.0:5066)"),
-    "sip_tcp": ("hostport", "SIP over TCP listener, RFC 3261 §18 (off by default; "
-                            "e.g. 0.0.0.0:5060)"),
+    "sip_tcp": ("hostport", "SIP over TCP listener, RFC 3261 §18 (default: the sip_udp "
+                            "address and port, 0.0.0.0:5060; 'off' disables)"),
     "sip_tls": ("hostport", "SIP over TLS listener, sips: (off by default; e.g. 0.0.0.0:5061; "
                             "needs tls_cert and tls_key)"),
     "sip_wss": ("hostport", "SIP over secure WebSocket listener, RFC 7118 (off by default; "
@@ -382,6 +384,10 @@ def load_config(
     merged.update(_from_env(env))
     merged.update({k: v for k, v in flags.items() if v is not None})
     values = {name: _coerce(name, OPTIONS[name][0], v) for name, v in merged.items()}
+    if "sip_tcp" not in values and "sip_udp" in values:
+        # RFC 3261 §18: SIP over TCP beside UDP on the same address and port (5060 both, as
+        # clients and DNS SRV records expect), unless sip_tcp is given on its own.
+        values["sip_tcp"] = values["sip_udp"]
     cfg = Config(**values)
     _validate(cfg)
     return cfg

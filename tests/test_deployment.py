@@ -124,6 +124,7 @@ def test_compose_environment_is_valid_server_configuration(compose: dict[str, An
     cfg = load_config({}, env=env)  # the server's own validation
     assert cfg.registry.startswith("redis://") and cfg.database is not None
     assert cfg.sip_udp == ("0.0.0.0", 5060)
+    assert cfg.sip_tcp == ("0.0.0.0", 5060)  # RFC 3261 §18: TCP beside UDP
 
 
 def test_compose_hosts_and_credentials_match_services(compose: dict[str, Any]) -> None:
@@ -141,15 +142,16 @@ def test_compose_hosts_and_credentials_match_services(compose: dict[str, Any]) -
 
 def test_compose_publishes_the_listeners(compose: dict[str, Any]) -> None:
     env = server_env(compose)
-    published = {}
+    published = set()
     for mapping in compose["services"]["signaling"]["ports"]:
         spec, _, proto = mapping.partition("/")
-        container = int(spec.rsplit(":", 1)[1])
-        published[container] = proto or "tcp"
-    for var, proto in (("SIGNALING_SIP_UDP", "udp"), ("SIGNALING_SIP_WS", "tcp"),
-                       ("SIGNALING_ADMIN", "tcp"), ("SIGNALING_DIAMETER", "tcp")):
+        published.add((int(spec.rsplit(":", 1)[1]), proto or "tcp"))
+    # SIP over TCP listens on the UDP port (RFC 3261 §18): both published.
+    for var, proto in (("SIGNALING_SIP_UDP", "udp"), ("SIGNALING_SIP_UDP", "tcp"),
+                       ("SIGNALING_SIP_WS", "tcp"), ("SIGNALING_ADMIN", "tcp"),
+                       ("SIGNALING_DIAMETER", "tcp")):
         port = int(env[var].rsplit(":", 1)[1])
-        assert published.get(port) == proto, f"{var} port {port}/{proto} not published"
+        assert (port, proto) in published, f"{var} port {port}/{proto} not published"
     # The admin API is published on loopback only.
     assert any(p.startswith("127.0.0.1:8081:") for p in compose["services"]["signaling"]["ports"])
 
@@ -171,7 +173,7 @@ def test_dockerfile_entry_command() -> None:
         for src in sources:
             assert (ROOT / src).exists(), f"COPY source {src} missing"
     exposed = set(" ".join(instruction("EXPOSE")).split())
-    assert exposed == {"5060/udp", "5066/tcp", "8081/tcp", "3868/tcp"}
+    assert exposed == {"5060/udp", "5060/tcp", "5066/tcp", "8081/tcp", "3868/tcp"}
     spool = next(a for a in instruction("ENV") if a.startswith("SIGNALING_SPOOL="))
     assert "SIGNALING_SPOOL" in server_env(yaml.safe_load(
         (ROOT / "docker-compose.yml").read_text()))

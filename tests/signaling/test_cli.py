@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.serverproc import ServerProcess, free_udp_port, options, sip_request
 from signaling.cli import build_parser
 
@@ -45,10 +47,15 @@ def test_missing_or_bad_certificate_is_one_line_and_status_2(tmp_path: Path) -> 
         assert "configuration error: tls_cert" in proc.stderr and expected in proc.stderr
 
 
-def test_port_taken_is_status_1() -> None:
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+def test_port_taken_is_status_1(kind: int) -> None:
+    """UDP and TCP both listen on --sip-udp's port by default (RFC 3261 §18): either taken
+    stops the start."""
     port = free_udp_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", port))
+        if kind == socket.SOCK_STREAM:
+            s.listen()
         proc = _run("serve", "--sip-udp", f"127.0.0.1:{port}", "--sip-ws", "off",
                     "--admin", "off", "--diameter", "off")
     assert proc.returncode == 1

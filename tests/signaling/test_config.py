@@ -26,8 +26,21 @@ def test_defaults_match_the_documented_listeners() -> None:
     assert cfg.diameter == ("0.0.0.0", 3868)
     assert cfg.registry == "memory"
     assert cfg.database is None
-    assert cfg.sip_tcp is None and cfg.sip_tls is None and cfg.sip_wss is None
+    # RFC 3261 §18: UAs and proxies MUST implement both UDP and TCP: TCP on UDP's port.
+    assert cfg.sip_tcp == ("0.0.0.0", 5060)
+    assert cfg.sip_tls is None and cfg.sip_wss is None
     assert cfg.server_header == "signaling"
+
+
+def test_tcp_follows_udp_unless_given() -> None:
+    """Without sip_tcp, TCP listens where UDP does (and not when UDP is off); given, its own."""
+    assert load_config({"sip_udp": "127.0.0.1:5070"}, env={}).sip_tcp == ("127.0.0.1", 5070)
+    assert load_config({"sip_udp": "off"}, env={}).sip_tcp is None
+    env = {"SIGNALING_SIP_UDP": "10.0.0.1:5080"}
+    assert load_config({}, env=env).sip_tcp == ("10.0.0.1", 5080)
+    assert load_config({"sip_tcp": "off"}, env=env).sip_tcp is None
+    assert load_config({"sip_tcp": "127.0.0.1:5090", "sip_udp": "127.0.0.1:5070"},
+                       env={}).sip_tcp == ("127.0.0.1", 5090)
 
 
 def test_precedence_toml_env_flags(tmp_path: Path) -> None:
