@@ -232,9 +232,12 @@ class Registry(Protocol):
         ...
 
     async def remove_connection(self, connection_id: str) -> int:
-        """A WebSocket closed (RFC 7118 §5): remove the bindings it registered, via an index.
+        """A connection closed (RFC 7118 §5): remove the bindings it registered, via an index.
 
-        A binding refreshed since over another connection is kept.  Returns the number removed.
+        A binding refreshed since over another connection is kept, and so is an Outbound flow
+        (a ``reg_id``, never indexed): RFC 5626 §5.3 answers 430 Flow Failed for it until it
+        expires or its instance registers that reg-id again, which tells the caller's proxy
+        to try the instance's other flows (``signaling.flows``).  Returns the number removed.
         """
         ...
 

@@ -405,7 +405,7 @@ class MemoryRegistry:
             if stored.get(key) is new:
                 continue
             heapq.heappush(self._heap, (new.expires_at, aor, key))
-            if new.connection_id is not None:
+            if new.connection_id is not None and new.reg_id is None:  # flows stay: base.py
                 self._by_conn.setdefault(new.connection_id, set()).add((aor, key))
         self._nbindings += len(updated) - len(stored)
         if updated:

@@ -322,7 +322,7 @@ class RedisRegistry:
             if change.expires > 0:
                 binding = own[key] = make_binding(aor, change, call_id, cseq, now)
                 args += [key, repr(binding.expires_at), self._encoder.encode(binding)]
-                if change.connection_id is not None:
+                if change.connection_id is not None and change.reg_id is None:  # see base.py
                     members, ttl = by_conn.get(change.connection_id, ([], 0))
                     members.append(aor + _SEP + key)
                     by_conn[change.connection_id] = (members, max(ttl, change.expires + 1))

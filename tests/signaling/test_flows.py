@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -146,12 +146,16 @@ async def test_two_reg_ids_in_one_register_and_a_first_hop_without_ob() -> None:
 
 async def test_tcp_flows_one_target_per_instance_the_other_when_one_closes() -> None:
     """Two flows of one instance over two TCP connections: a request goes over one only (§7),
-    the lowest reg-id; when its connection closes the other flow takes the request."""
+    the lowest reg-id; when its connection closes the other flow takes the request; when
+    both are closed the bindings stay and the answer is 430 Flow Failed (§5.3), not 480,
+    until the instance registers a flow again, which takes the next request."""
     async with running_server(sip_tcp="127.0.0.1:0") as server:
         port = server.stream_addresses["tcp"][1]
+        conns = server.streams["tcp"].conns
         flow1 = await StreamUA("obt", "127.0.0.1", _udp(server), port).start()
         flow2 = await StreamUA("obt", "127.0.0.1", _udp(server), port).start()
         caller = await UdpUA("caller", "127.0.0.1", _udp(server)).start()
+        again: StreamUA | None = None
         try:
             await _registered(flow1, _outbound(flow1, URN_A, 1))
             await _registered(flow2, _outbound(flow2, URN_A, 2))
@@ -162,18 +166,36 @@ async def test_tcp_flows_one_target_per_instance_the_other_when_one_closes() -> 
             await flow1.send(flow1.reply(got, 486, tag="busy"))
             assert (await caller.response(486)).status == 486
             await flow1.close()
-            for _ in range(100):  # the connection's close reaches the server
-                if len(await server.registry.lookup("sip:obt@127.0.0.1", 0)) == 1:
-                    break
-                await asyncio.sleep(0.05)
+            await _until(lambda: len(conns) == 1)  # the connection's close reaches the server
             await caller.send(caller.invite("obt"))
             got = await flow2.request("INVITE")
             assert str(got.uri) == str(flow2.contact.uri)
             await flow2.send(flow2.reply(got, 486, tag="busy"))
             await caller.response(486)
+            await flow2.close()
+            await _until(lambda: not conns)
+            assert len(await server.registry.lookup("sip:obt@127.0.0.1", time.time())) == 2
+            final = await _invite_final(caller, "obt")
+            assert (final.status, final.reason) == (430, "Flow Failed")
+            again = await StreamUA("obt", "127.0.0.1", _udp(server), port).start()
+            await _registered(again, _outbound(again, URN_A, 1))
+            await caller.send(caller.invite("obt"))
+            got = await again.request("INVITE")
+            await again.send(again.reply(got, 486, tag="busy"))
+            await caller.response(486)
         finally:
             await caller.close()
             await flow2.close()
+            if again is not None:
+                await again.close()
+
+
+async def _until(ready: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (bounded generously: CI is a busy machine) until ``ready()``."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 async def test_udp_flows_kept_alive_by_stun_and_430_when_every_flow_lapsed() -> None:

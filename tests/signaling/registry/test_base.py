@@ -223,6 +223,18 @@ async def test_remove_connection(registry: Registry) -> None:
     assert await registry.remove_connection("unknown") == 0
 
 
+async def test_remove_connection_keeps_outbound_flows(registry: Registry) -> None:
+    """RFC 5626 §5.3: a flow's binding outlives its connection (430 until it expires or is
+    registered again); a plain binding of the same connection goes with it."""
+    flow = change("sip:a@ws1", connection_id="w1", instance='"<urn:uuid:1>"', reg_id=1,
+                  key="urn:uuid:1;reg-id=1")
+    await registry.register(AOR, "c1", 1, [flow, change("sip:a@ws9", connection_id="w1")], NOW)
+    assert await registry.remove_connection("w1") == 1
+    [kept] = await registry.lookup(AOR, NOW)
+    assert (kept.contact, kept.reg_id, kept.connection_id) == ("sip:a@ws1", 1, "w1")
+    assert await registry.remove_connection("w1") == 0
+
+
 async def test_remove_connection_keeps_binding_moved_to_other_connection(
     registry: Registry,
 ) -> None:
