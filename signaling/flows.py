@@ -19,13 +19,19 @@ Rules, in order (``Reach.targets``):
    to the address its REGISTER came from, the Request-URI still its registered Contact.
 4. No target but an instance whose every flow failed: 430 Flow Failed (§5.3, §11.6), which
    tells the caller's proxy to try another flow or give up, rather than 480.
+5. A flow that answers 430 (its edge proxy lost it, §5.3) or cannot be sent over (its
+   connection closed after the lookup): the instance's next usable flow gets the request
+   instead (``next_flow``; the proxy made its copy when it forked, ``Target.fallback``).
+   Only once every flow of the instance failed does that branch's 430 count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from protocols.sip.gruu import GruuCodec, call_digest
 from protocols.sip.message import SipURI
@@ -36,7 +42,11 @@ from signaling.hops import Hops, Target
 from signaling.registry.base import Binding, Registry
 from signaling.transports.base import Peer, Transports
 
-__all__ = ["FLOW_FAILED", "MAX_FLOWS", "FlowTable", "Reach", "gruu_codec"]
+if TYPE_CHECKING:
+    from protocols.sip.message import Request
+    from signaling.proxy_context import Branch
+
+__all__ = ["FLOW_FAILED", "MAX_FLOWS", "FlowTable", "Reach", "gruu_codec", "next_flow"]
 
 #: RFC 5626 §11.6.
 FLOW_FAILED = 430
@@ -143,12 +153,17 @@ class Reach:
 
     async def _first_flow(self, group: list[Binding]) -> Target | None:
         """Several flows of one instance: the lowest reg-id that is usable (§7 leaves the order
-        to the proxy; a stable one makes the choice predictable)."""
+        to the proxy; a stable one makes the choice predictable), the others usable after it
+        as its fallback (rule 5)."""
+        usable = []
         for b in sorted(group, key=lambda b: b.reg_id or 0):
             target = await self._flow(b)
             if target is not None:
-                return target
-        return None
+                usable.append(target)
+        if not usable:
+            return None
+        first, *rest = usable
+        return dataclasses.replace(first, fallback=tuple(rest)) if rest else first
 
     async def _flow(self, b: Binding) -> Target | None:
         """The target of an outbound binding when its flow is usable from here, else None."""
@@ -173,3 +188,13 @@ class Reach:
 
 def _instance(b: Binding) -> str:
     return instance_urn(b.instance) or ""
+
+
+def next_flow(branch: Branch) -> tuple[tuple[Request, Peer], list[tuple[Request, Peer]]] | None:
+    """The copy and peer of the next flow to replace a failed ``branch`` with, and the flows
+    left after it (rule 5); None when it has none left, or the request is answered or
+    cancelled meanwhile."""
+    if not branch.flows or branch.ctx.done or branch.cancelled or branch.final is not None:
+        return None
+    first, *rest = branch.flows
+    return first, rest

@@ -30,6 +30,9 @@ class Target:
     peer: Peer
     #: Route values put in front of the request's own (a binding's Path, RFC 3327 §5.3).
     routes: tuple[NameAddr, ...] = ()
+    #: The other usable flows of this target's instance, in order: the next is tried when
+    #: this one fails (RFC 5626 §5.3, ``signaling.flows.next_flow``).
+    fallback: tuple[Target, ...] = ()
 
 
 class Hops:

@@ -53,7 +53,7 @@ from signaling.auth.policy import Authenticator
 from signaling.config import Config
 from signaling.dialogs import DialogInput, DialogState, DialogTableFull, ProxyDialog
 from signaling.fanout import cap_per_destination
-from signaling.flows import Reach, gruu_codec
+from signaling.flows import FLOW_FAILED, Reach, gruu_codec, next_flow
 from signaling.forwarding import response_bytes
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
@@ -280,7 +280,8 @@ class Proxy:
                 self.c_proxy.inc("udp_too_large_sent_over_tcp")
                 udp, target = (copy, target.peer), dataclasses.replace(target, peer=tcp)
                 copy = self._copy_for(req, target, work.peer, trace)
-            self._start_branch(ctx, copy, target.peer, udp)
+            flows = [(self._copy_for(req, t, work.peer, trace), t.peer) for t in target.fallback]
+            self._start_branch(ctx, copy, target.peer, udp, flows)
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
 
@@ -333,9 +334,10 @@ class Proxy:
         return info
 
     def _start_branch(self, ctx: Context, request: Request, peer: Peer,
-                      udp: tuple[Request, Peer] | None = None) -> None:
+                      udp: tuple[Request, Peer] | None = None,
+                      flows: list[tuple[Request, Peer]] | None = None) -> None:
         branch = Branch(ctx, request, peer)
-        branch.udp = udp
+        branch.udp, branch.flows = udp, flows or []
         ctx.branches.append(branch)
         txn = self.core.start_client_transaction(
             request, peer, partial(self._on_branch_event, branch), proxy=True)
@@ -357,7 +359,7 @@ class Proxy:
         elif isinstance(ev, TransactionTimedOut):
             self._branch_failed(branch, 408)
         elif isinstance(ev, TransportFailed):
-            if not self._retry_over_udp(branch):
+            if not self._retry(branch):
                 self._branch_failed(branch, 503)
         elif isinstance(ev, TransactionTerminated):
             branch.txn = None
@@ -379,6 +381,8 @@ class Proxy:
             if not ctx.done:
                 self._relay(ctx, resp)
             return
+        if status == FLOW_FAILED and self._retry(branch):
+            return  # RFC 5626 §5.3: the instance's next flow has the request (flows.py)
         first_final = branch.final is None
         branch.final = resp
         if status < 300:
@@ -412,15 +416,20 @@ class Proxy:
         branch.final = synthetic
         self._failure(branch.ctx, synthetic)
 
-    def _retry_over_udp(self, branch: Branch) -> bool:
-        """§18.1.1: the copy made for UDP replaces a branch moved to TCP for its size whose
-        connection was refused (``signaling.sizeswitch``)."""
-        udp, ctx = udp_retry(branch, self.transports), branch.ctx
+    def _retry(self, branch: Branch) -> bool:
+        """A failed branch replaced: by the copy made for UDP when it went to TCP for its size
+        and the connection was refused (§18.1.1, ``signaling.sizeswitch``), else by its
+        instance's next flow (RFC 5626 §5.3, ``signaling.flows``)."""
+        udp, ctx, flows = udp_retry(branch, self.transports), branch.ctx, branch.flows
+        what = "udp_too_large_retried_over_udp"
+        if udp is None:
+            udp, flows = next_flow(branch) or (None, [])
+            what = "flow_failed_next_flow"
         if udp is None:
             return False
-        self.c_proxy.inc("udp_too_large_retried_over_udp")
+        self.c_proxy.inc(what)
         ctx.branches.remove(branch)
-        self._start_branch(ctx, *udp)
+        self._start_branch(ctx, *udp, flows=flows)
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)  # the transaction table was full: the 503 is the answer
         return True

@@ -27,7 +27,7 @@ __all__ = ["Branch", "Context"]
 class Branch:
     """One forked copy of the request: its client transaction and what came back."""
 
-    __slots__ = ("_request", "cancel_pending", "cancelled", "ctx", "final", "peer",
+    __slots__ = ("_request", "cancel_pending", "cancelled", "ctx", "final", "flows", "peer",
                  "provisional", "txn", "udp")
 
     def __init__(self, ctx: Context, request: Request, peer: Peer) -> None:
@@ -43,6 +43,9 @@ class Branch:
         #: The copy for UDP and its peer when this branch went over TCP only for its size
         #: (§18.1.1): what to retry with if the TCP connection is refused.
         self.udp: tuple[Request, Peer] | None = None
+        #: The copies for the other flows of this branch's instance, in order (RFC 5626
+        #: §5.3): the next replaces this branch when it answers 430 or cannot be sent.
+        self.flows: list[tuple[Request, Peer]] = []
 
     @property
     def request(self) -> Request:

@@ -190,6 +190,41 @@ async def test_tcp_flows_one_target_per_instance_the_other_when_one_closes() -> 
                 await again.close()
 
 
+async def test_a_flow_that_answers_430_gives_way_to_the_next_flow_of_its_instance() -> None:
+    """RFC 5626 §5.3: a phone with two flows through two edge proxies (played here by the
+    test: each keeps one flow and answers 430 when it has lost it).  A request goes to the
+    first flow only; its edge's 430 sends it to the second flow, whose answer is the
+    caller's; when both edges answer 430, the caller gets 430."""
+    async with running_server() as server:
+        port = _udp(server)
+        edges = [await UdpUA("obe", "127.0.0.1", port).start() for _ in range(2)]
+        caller = await UdpUA("caller", "127.0.0.1", port).start()
+        try:
+            for reg_id, edge in enumerate(edges, 1):
+                req = _outbound(edge, URN_A, reg_id)
+                # The edge's own Via above the phone's, and its Path with ob (§5.1).
+                req.vias.insert(0, edge.via())
+                req.extra.append(("Path", f"<sip:127.0.0.1:{edge.port};lr;ob>"))
+                await _registered(edge, req)
+            await caller.send(caller.invite("obe"))
+            got = await edges[0].request("INVITE")
+            assert not [m for m in await edges[1].quiet(0.3) if isinstance(m, Request)]
+            await edges[0].send(edges[0].reply(got, 430, tag="lost"))
+            got = await edges[1].request("INVITE")
+            assert got.routes and got.routes[0].uri.port == edges[1].port
+            await edges[1].send(edges[1].reply(got, 486, tag="busy"))
+            await caller.response(486)
+            assert server.proxy.c_proxy.get("flow_failed_next_flow") == 1
+            invite = caller.invite("obe")
+            await caller.send(invite)
+            for edge in edges:
+                await edge.send(edge.reply(await edge.request("INVITE"), 430, tag="lost"))
+            await caller.response(430)
+        finally:
+            for ua in (*edges, caller):
+                await ua.close()
+
+
 async def _until(ready: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait (bounded generously: CI is a busy machine) until ``ready()``."""
     deadline = time.monotonic() + timeout
