@@ -30,6 +30,10 @@ without batching: an upper bound of what a loaded server spends.
   binding to Redis before the 200.  Redis's own work is in its process, not counted here.
   Printed net of idle too: the registry sweeps its 256 buckets once a second, and valgrind's
   slowness makes that time-driven work a large, load-dependent share of the total;
+- REGISTER_TLS: REGISTERs over TLS 1.3 (issue 15), new users, as ``bench_register_tls`` sends
+  them: ``TLS_CONNECTIONS`` persistent connections opened (and their handshakes done) before
+  the counters are zeroed, each keeping ``TLS_WINDOW`` REGISTERs outstanding, so reads and
+  writes batch as they do under load;
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
   tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
@@ -48,7 +52,8 @@ REGISTER and OPTIONS are run twice, with the C fast path of the parser and with
 Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
-                                [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,REGISTER_401,...]
+                                [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,REGISTER_401,
+                                         REGISTER_TLS,...]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -58,12 +63,14 @@ server may lack.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,7 +79,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks.bench_register_redis import RedisForBench
-from harness.serverproc import free_udp_port, options, sip_request
+from harness.serverproc import free_tcp_port, free_udp_port, options, sip_request
 from harness.sipp_runner import Sipp, run_sipp
 
 __all__ = ["main"]
@@ -95,6 +102,10 @@ SLOW_START = ("import sys, signaling.supervisor as s; s.READY_TIMEOUT = 1800.0; 
               "from signaling.cli import main; sys.exit(main())")
 #: Kamailio's shared memory (MB), as bench_calls gives it.
 KAMAILIO_SHM_MB = 512
+#: REGISTER_TLS: persistent connections, and REGISTERs outstanding on each (as the load of
+#: bench_register_tls, scaled down for valgrind).
+TLS_CONNECTIONS = 10
+TLS_WINDOW = 4
 
 
 class ServerUnderCallgrind:
@@ -103,6 +114,7 @@ class ServerUnderCallgrind:
     def __init__(self, pure: bool, kamailio: bool = False, extra: Sequence[str] = (),
                  processes: int = 1) -> None:
         self.port = free_udp_port()
+        self.extra = list(extra)
         self.dir = Path(tempfile.mkdtemp(prefix="bench-instr-"))
         grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.%p"]
         if processes > 1:  # the supervisor starts its workers as new Python processes
@@ -267,6 +279,62 @@ def send_calls(server: ServerUnderCallgrind, n: int) -> int:
         uas.stop()
 
 
+def tls_extra(directory: Path) -> list[str]:
+    """The server options of REGISTER_TLS: a TLS listener with a certificate made for the run
+    (its CA beside it, ``ca.crt``)."""
+    from tests.tlscerts import make_pki
+    pki = make_pki(directory)
+    return ["--sip-tls", f"127.0.0.1:{free_tcp_port()}", "--tls-cert", str(pki.cert("server")),
+            "--tls-key", str(pki.key("server")),
+            # 40 REGISTERs outstanding wait far longer than the default 50 ms under valgrind's
+            # ~50x slowdown: the overload control would answer most of them 503.
+            "--overload-target", "30"]
+
+
+def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
+    """REGISTERs over ``TLS_CONNECTIONS`` TLS connections, ``TLS_WINDOW`` outstanding on each;
+    the counters are zeroed once every connection is open.  Returns the 200s received."""
+    from benchmarks.bench_register_tls import _register
+    from protocols.sip.framing import SipStream
+
+    extra = server.extra
+    port = int(extra[extra.index("--sip-tls") + 1].rpartition(":")[2])
+    ctx = ssl.create_default_context(cafile=str(Path(extra[extra.index("--tls-cert") + 1])
+                                                .parent / "ca.crt"))
+    per_conn = n // TLS_CONNECTIONS
+
+    async def run() -> int:
+        conns = [await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                               server_hostname="sip.example.com")
+                 for _ in range(TLS_CONNECTIONS)]
+        server.control("-z")
+        oks = await asyncio.gather(*(one(c, r, w) for c, (r, w) in enumerate(conns)))
+        for _, w in conns:
+            w.close()
+        return sum(oks)
+
+    async def one(c: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        local, sent, ok, answered, stream = writer.get_extra_info("sockname")[1], 0, 0, 0, \
+            SipStream()
+        while sent < min(TLS_WINDOW, per_conn):
+            writer.write(_register(c, sent, local))
+            sent += 1
+        while answered < per_conn:
+            data = await asyncio.wait_for(reader.read(65_536), 60)
+            if not data:
+                break
+            for item in stream.receive(data):
+                if isinstance(item, bytes):
+                    answered += 1
+                    ok += item.startswith(b"SIP/2.0 200 ")
+                    if sent < per_conn:
+                        writer.write(_register(c, sent, local))
+                        sent += 1
+        return ok
+
+    return asyncio.run(run())
+
+
 def _zeroed(send: Callable[[int, int], int]) -> Callable[[ServerUnderCallgrind, int], int]:
     def run(server: ServerUnderCallgrind, n: int) -> int:
         server.control("-z")
@@ -279,7 +347,7 @@ SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
     "REGISTER": _zeroed(send_registers), "REGISTER_REDIS": _zeroed(send_registers),
     "REGISTER_AUTH": _zeroed(send_auth_registers),
     "REGISTER_401": _zeroed(lambda port, n: send_auth_registers(port, n, REGISTER_401_XML)),
-    "OPTIONS": _zeroed(send_options), "CALL": send_calls}
+    "REGISTER_TLS": send_tls_registers, "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
 def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
@@ -322,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "is counted, the supervisor and its replica hub included (issue 16)")
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
                     help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
-                         "REGISTER_AUTH, REGISTER_401, OPTIONS, CALL "
+                         "REGISTER_AUTH, REGISTER_401, REGISTER_TLS, OPTIONS, CALL "
                          "(default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
     kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
@@ -341,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             with tempfile.TemporaryDirectory(prefix="bench-instr-subs-") as tmp, \
                     contextlib.ExitStack() as stack:
                 extra = (auth_extra(Path(tmp), args.messages)
-                         if kind in ("REGISTER_AUTH", "REGISTER_401") else [])
+                         if kind in ("REGISTER_AUTH", "REGISTER_401") else
+                         tls_extra(Path(tmp)) if kind == "REGISTER_TLS" else [])
                 if kind == "REGISTER_REDIS":
                     redis = RedisForBench().start()
                     stack.callback(redis.stop)

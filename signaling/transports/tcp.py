@@ -112,7 +112,7 @@ Receive = Callable[[bytes, Peer], object]
 class _Conn(asyncio.Protocol):
     """One connection: its framing state and the bookkeeping the owner reads."""
 
-    __slots__ = ("addr", "conn_id", "draining", "established", "last", "owner",
+    __slots__ = ("addr", "conn_id", "draining", "established", "last", "out", "owner",
                  "partial_since", "paused", "peer", "pending", "stream", "transport")
 
     def __init__(self, owner: StreamTransport, now: float) -> None:
@@ -130,6 +130,8 @@ class _Conn(asyncio.Protocol):
         self.draining: float | None = None
         #: Messages waiting for an outgoing connection to open.
         self.pending: list[bytes] | None = None
+        #: Messages written in this turn of the event loop, sent together by ``flush``.
+        self.out: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self.owner.gate
@@ -152,18 +154,35 @@ class _Conn(asyncio.Protocol):
         self.owner.lost(self)
 
     def write(self, data: bytes) -> bool:
+        """Queue ``data`` to be sent at the end of this turn of the event loop (``flush``):
+        the answers the workers produce in one turn (a client with several requests
+        outstanding gets them together) leave in one write, so in one TLS record and one
+        send(2) instead of one each."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
+        out = self.out
+        if out is not None:
+            out.append(data)
+            return True
         if transport.get_write_buffer_size() > self.owner.limits.max_write_buffer:
             self.owner.c_events.inc(self.owner.name, "write_buffer_full")
             return False
-        transport.write(data)
-        self.last = self.owner.loop.time()
+        self.out = [data]
+        loop = self.owner.loop
+        loop.call_soon(self.flush)
+        self.last = loop.time()
         return True
+
+    def flush(self) -> None:
+        out, self.out = self.out, None
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, event: str) -> None:
         self.owner.c_events.inc(self.owner.name, event)
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 
@@ -176,6 +195,7 @@ class _Conn(asyncio.Protocol):
             self.close(event)
             return
         self.owner.c_events.inc(self.owner.name, event)
+        self.flush()
         transport.write_eof()
         self.draining = self.owner.loop.time()
 

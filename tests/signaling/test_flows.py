@@ -115,9 +115,9 @@ async def test_outbound_register_gets_require_flow_timer_and_one_binding_per_reg
 
 
 async def test_two_reg_ids_in_one_register_and_a_first_hop_without_ob() -> None:
-    """§6: two Contacts with reg-id in one REGISTER is 400, so is a reg-id beyond 32 bits; a
-    Path whose first value lacks ``ob`` (an edge proxy without outbound) is 439; nothing is
-    stored for any of them."""
+    """§6: two Contacts with reg-id in one REGISTER is 400, so is a reg-id beyond 32 bits;
+    through a proxy (two Vias), a first Path value without ``ob`` (an edge proxy without
+    outbound) or no Path at all is 439; nothing is stored for any of them."""
     async with running_server() as server:
         ua = await UdpUA("ob2", "127.0.0.1", _udp(server)).start()
         try:
@@ -130,11 +130,15 @@ async def test_two_reg_ids_in_one_register_and_a_first_hop_without_ob() -> None:
             for bad in ("4294967296", "9" * 5000):
                 await ua.send(_outbound(ua, URN_A, bad))
                 await ua.response(400, "REGISTER")
+            for path in ("<sip:edge.example.net;lr>", None):  # through a proxy (two Vias)
+                req = _outbound(ua, URN_A, 1)
+                req.vias.insert(0, ua.via())
+                if path is not None:
+                    req.extra.append(("Path", path))
+                await ua.send(req)
+                await ua.response(439, "REGISTER")
             req = _outbound(ua, URN_A, 1)
-            req.extra.append(("Path", "<sip:edge.example.net;lr>"))
-            await ua.send(req)
-            await ua.response(439, "REGISTER")
-            req = _outbound(ua, URN_A, 1)
+            req.vias.insert(0, ua.via())
             req.extra.append(("Path", "<sip:127.0.0.1:9;lr;ob>"))
             ok = await _registered(ua, req)
             assert ok.require == ["outbound"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from protocols.sip.framing import (
     Framed,
     SipStream,
     StreamClosed,
+    content_lengths,
 )
 from protocols.sip.message import Request, Response
 from protocols.sip.parser import MAX_MESSAGE_SIZE, parse_message
@@ -93,6 +96,28 @@ def test_compact_and_spaced_content_length() -> None:
     s = SipStream()
     assert s.receive(wire + b"INV") == [wire]
     assert s.buffered == 3 and s.in_message
+
+
+#: The specification ``content_lengths`` implements by scanning (its docstring).
+_CL_REGEX = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
+_CL_PIECES = [b"Content-Length", b"content-LENGTH", b"l", b"L", b"lx", b"Content-Lengthy", b":",
+              b" ", b"\t", b"\r", b"\n", b"\r\n", b"12", b"0", b"x", b"X", b"Via", b"SIP/2.0"]
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_CL_PIECES), max_size=30))
+def test_content_lengths_equal_their_regex(pieces: list[bytes]) -> None:
+    head = b"".join(pieces) + b"\r\n"
+    assert content_lengths(head) == [v.lower() for v in _CL_REGEX.findall(head)]
+
+
+def test_content_lengths_of_real_messages() -> None:
+    for wire in (msg("Content-Length: 5", body=b"abcde"), msg("l :5", body=b"abcde"),
+                 msg("CONTENT-length:\t 12 \t", body=b"x" * 12),
+                 msg("Content-Length: 1\r\nl: 2")):
+        head = wire[:wire.index(b"\r\n\r\n") + 2]
+        assert content_lengths(head) == [v.lower() for v in _CL_REGEX.findall(head)]
+        assert content_lengths(head)
 
 
 def test_a_body_fed_byte_by_byte_is_not_rescanned() -> None:
