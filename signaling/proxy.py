@@ -275,13 +275,13 @@ class Proxy:
         for target in targets:
             copy = self._copy_for(req, target, work.peer, trace)
             udp: tuple[Request, Peer] | None = None
-            tcp = over_tcp(copy, target.peer, self.transports)  # §18.1.1, signaling.sizeswitch
+            tcp, wire = over_tcp(copy, target.peer, self.transports)  # §18.1.1, sizeswitch
             if tcp is not None:
                 self.c_proxy.inc("udp_too_large_sent_over_tcp")
                 udp, target = (copy, target.peer), dataclasses.replace(target, peer=tcp)
                 copy = self._copy_for(req, target, work.peer, trace)
             flows = [(self._copy_for(req, t, work.peer, trace), t.peer) for t in target.fallback]
-            self._start_branch(ctx, copy, target.peer, udp, flows)
+            self._start_branch(ctx, copy, target.peer, udp, flows, wire)
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
 
@@ -335,12 +335,13 @@ class Proxy:
 
     def _start_branch(self, ctx: Context, request: Request, peer: Peer,
                       udp: tuple[Request, Peer] | None = None,
-                      flows: list[tuple[Request, Peer]] | None = None) -> None:
+                      flows: list[tuple[Request, Peer]] | None = None,
+                      wire: bytes | None = None) -> None:
         branch = Branch(ctx, request, peer)
         branch.udp, branch.flows = udp, flows or []
         ctx.branches.append(branch)
         txn = self.core.start_client_transaction(
-            request, peer, partial(self._on_branch_event, branch), proxy=True)
+            request, peer, partial(self._on_branch_event, branch), proxy=True, wire=wire)
         if txn is None:
             self.c_proxy.inc("transaction_table_full")
             branch.final = make_response(ctx.request, 503)

@@ -617,8 +617,12 @@ class SipCore:
                 data = ev.data
                 msg = ev.message
                 if data is None:
-                    # A first send; its bytes are known when the TU wrote them (``respond``).
-                    data = txn.last_response_bytes if msg is txn.last_response else None
+                    # A first send; its bytes are known when the TU wrote them (``respond``)
+                    # or the proxy measured the request (``start_client_transaction``).
+                    if msg is txn.last_response:
+                        data = txn.last_response_bytes
+                    elif txn.request_bytes is not None and msg is txn.request:
+                        data = txn.request_bytes
                     if data is None:
                         # A summary always comes with its bytes (``respond``).
                         assert not isinstance(msg, ResponseSummary)
@@ -678,19 +682,24 @@ class SipCore:
         self.arm_timer()
 
     def start_client_transaction(self, request: Request, peer: Peer, on_event: TxnCallback, *,
-                                 proxy: bool = False) -> ClientTransaction | None:
+                                 proxy: bool = False,
+                                 wire: bytes | None = None) -> ClientTransaction | None:
         """Send ``request`` to ``peer`` through a new client transaction (§17.1) whose events
         go to ``on_event``, with the timers of ``peer``'s transport armed at once (Timer A/E
         retransmissions and B/F timeouts happen on a quiet server too).  ``proxy``: an INVITE
-        forwarded by a proxy, which also runs Timer C (§16.8).  None when the transaction
-        table is full: the caller counts it and answers as if the hop had failed."""
+        forwarded by a proxy, which also runs Timer C (§16.8).  ``wire``: ``request``'s wire
+        form when the caller has it already.  None when the transaction table is full: the
+        caller counts it and answers as if the hop had failed."""
         txn = new_client_transaction(request, self.timers_for(peer), peer, proxy=proxy)
         try:
             self.table.add(txn)
         except TransactionTableFull:
             return None
         self._observers[txn] = on_event
-        self.run(txn, txn.start(self.now()))
+        events = txn.start(self.now())
+        if wire is not None:
+            txn.cache_bytes(request, wire)  # after start: its first send is not a retransmit
+        self.run(txn, events)
         self.arm_timer()
         return txn
 
