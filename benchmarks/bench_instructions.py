@@ -304,9 +304,19 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
     per_conn = n // TLS_CONNECTIONS
 
     async def run() -> int:
-        conns = [await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                               server_hostname="sip.example.com")
-                 for _ in range(TLS_CONNECTIONS)]
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # the TLS listener starts after the UDP one that answered the probe
+            try:
+                first = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                      server_hostname="sip.example.com")
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        conns = [first, *[await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                        server_hostname="sip.example.com")
+                          for _ in range(TLS_CONNECTIONS - 1)]]
         server.control("-z")
         oks = await asyncio.gather(*(one(c, r, w) for c, (r, w) in enumerate(conns)))
         for _, w in conns:
