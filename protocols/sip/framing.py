@@ -146,8 +146,16 @@ class SipStream:
         """Feed what the connection read; returns the messages, pings and close, in order."""
         if self.closed is not None:
             return []
-        self._buf += data
         out: list[Framed] = []
+        if not self._buf and not self._crlfs:
+            # Between messages with nothing held: the complete, well-formed messages at the
+            # front of ``data`` are sliced out of it directly (one copy each, none when
+            # ``data`` is one message), only what is left goes through the buffer.
+            taken = _whole_messages(data, self.max_size, out)
+            if taken == len(data):
+                return out
+            data = data[taken:]
+        self._buf += data
         try:
             while self._buf:
                 item = self._next()
@@ -230,6 +238,32 @@ class SipStream:
         del self._buf[:total]
         self._state, self._scanned, self._total = _BETWEEN, 0, 0
         return msg
+
+
+def _whole_messages(data: bytes, max_size: int, out: list[Framed]) -> int:
+    """Append to ``out`` the messages at the front of ``data`` that are complete and frame
+    without question (a start line, one numeric Content-Length, within ``max_size``); return
+    the octets they took.  Anything else (CRLFs, a partial message, an error) is left to
+    ``SipStream``'s rules from where this stopped, so the result is theirs."""
+    pos, end_of_data = 0, len(data)
+    while pos < end_of_data:
+        if _START_MATCH(data, pos) is None:
+            return pos
+        line_end = data.find(b"\r\n", pos, pos + MAX_HEADER_LINE)
+        if line_end < 0 or data.find(b"SIP/", pos, line_end) < 0:
+            return pos
+        head_end = data.find(b"\r\n\r\n", line_end)
+        if head_end < 0:
+            return pos
+        values = content_lengths(data[pos:head_end + 2])
+        if len(values) != 1 or not values[0].isdigit() or len(values[0]) > 10:
+            return pos
+        total = head_end + 4 - pos + int(values[0])
+        if total > max_size or pos + total > end_of_data:
+            return pos
+        out.append(data if total == end_of_data else data[pos:pos + total])
+        pos += total
+    return pos
 
 
 def content_lengths(head: bytes) -> list[bytes]:
