@@ -9,8 +9,8 @@ Rules, in order (``Reach.targets``):
 2. Outbound bindings (a ``reg_id``) are grouped by instance: one target per instance at a time
    (§7: "MUST NOT populate the target set with more than one contact with the same AOR and
    instance-id"), the flow with the lowest reg-id that is still usable.  A flow is usable when
-   it is this node's and alive: its connection is open (the registry removes the bindings of a
-   closed connection, but a request can come before that finished, or the removal failed), or,
+   it is this node's and alive: its connection is open (a flow's binding outlives its
+   connection, ``Registry.remove_connection``, so that the closed flow answers 430), or,
    for UDP, keep-alives (STUN, §4.4.2) or REGISTERs came over it within ``2 x FLOW_TIMER``
    (``FlowTable``; one missed keep-alive is tolerated).  Through an edge proxy (a Path), the
    edge holds the flow and answers 430 itself (§5.3).
