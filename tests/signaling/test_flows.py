@@ -661,6 +661,11 @@ async def test_baresip_with_outbound_keeps_its_flow_alive_and_is_called_at_its_g
             await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
             await caller.send(caller.in_dialog(leg, "BYE"))
             await caller.response(200, "BYE", timeout=15)
+            if transport == "tcp":
+                # Killed, baresip cannot unregister: its flow (the connection) is gone while
+                # its binding stays, and a call gets 430 Flow Failed (RFC 5626 §5.3), not 480.
+                ua.kill()
+                await _flow_failed(caller, "obbob")
         finally:
             await caller.close()
             ua.terminate()
@@ -669,6 +674,20 @@ async def test_baresip_with_outbound_keeps_its_flow_alive_and_is_called_at_its_g
         assert "Require: outbound" in log and "Flow-Timer: 5" in log, log[-4000:]
         assert f'pub-gruu="sip:obbob@127.0.0.1;gr={urn}"' in log, log[-4000:]
     assert "Traceback" not in server.log
+
+
+async def _flow_failed(caller: UA, user: str) -> None:
+    """A call to ``user`` ends 430 once the server has seen its flow close (until then it may
+    still be sent over the closing connection and fail 503)."""
+    statuses = []
+    for _ in range(50):
+        final = await _invite_final(caller, user)
+        statuses.append(final.status)
+        if final.status == 430:
+            return
+        assert final.status == 503, statuses
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no 430: {statuses}")
 
 
 async def _stun_keepalive_seen(server: ServerProcess) -> None:
