@@ -2,8 +2,9 @@
 
 - JsSIP (npm ``jssip``) under Node, with the ``ws`` package as its WebSocket, registers
   ``alice`` over WebSocket and gets its 200; the binding is then visible to a query REGISTER
-  over UDP, and when the Node process goes away without unregistering (a closed browser tab)
-  the server removes the binding because its connection closed (RFC 7118 §5).
+  over UDP.  JsSIP registers an Outbound flow (RFC 5626, as RFC 7118 §6 recommends), so when
+  the Node process goes away without unregistering (a closed browser tab) its binding stays
+  and a call to it is answered 430 Flow Failed (RFC 5626 §5.3) until it expires.
 - The Python ``websockets`` client checks the transport's rules: the ``sip`` subprotocol is
   required (§4.1), one SIP message per WebSocket message in text and binary frames (§4.2),
   pings are answered, and a peer that stops answering the server's pings is closed and loses
@@ -105,6 +106,38 @@ def wait_removed(server: ServerProcess, user: str, within: float = REMOVAL_DEADL
         time.sleep(0.05)
 
 
+def wait_flow_failed(server: ServerProcess, user: str,
+                     within: float = REMOVAL_DEADLINE) -> None:
+    """A call to ``user``, whose only flow closed, ends 430 (RFC 5626 §5.3) once the server
+    has seen the connection close; its binding stays."""
+    deadline = time.monotonic() + within
+    while (status := invite_status(server, user)) != 430:
+        assert status == 503 and time.monotonic() < deadline, status  # sent as it closed
+        time.sleep(0.05)
+    assert query_contacts(server, user)
+
+
+def invite_status(server: ServerProcess, user: str) -> int:
+    """The final status of an INVITE to ``user@127.0.0.1`` sent over UDP."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5.0)
+        port = s.getsockname()[1]
+        nonce = os.urandom(4).hex()
+        s.sendto((
+            f"INVITE sip:{user}@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-i{nonce}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag={nonce}\r\n"
+            f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: i-{nonce}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:caller@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n"
+        ).encode(), ("127.0.0.1", server.udp_port))
+        while True:
+            resp = parse_message(s.recv(65_535))
+            assert isinstance(resp, Response)
+            if resp.status >= 200:
+                return resp.status
+
+
 def register_ws(user: str, ws_port: int, transport_host: str = "client.invalid") -> str:
     """A REGISTER as a WebSocket client sends it (RFC 7118 §5: Via WS, .invalid host)."""
     nonce = os.urandom(4).hex()
@@ -148,7 +181,7 @@ def test_jssip_registers_over_websocket(jssip: Path, server: ServerProcess) -> N
         proc.stdin.close()  # register.js exits without unregistering
         status = proc.wait(NODE_TIMEOUT)
     assert status == 0, proc.stderr.read() if proc.stderr else ""
-    wait_removed(server, "alice")
+    wait_flow_failed(server, "alice")
 
 
 def test_sip_subprotocol_is_required(server: ServerProcess) -> None:
