@@ -215,7 +215,8 @@ async def test_a_flow_that_answers_430_gives_way_to_the_next_flow_of_its_instanc
             assert not [m for m in await edges[1].quiet(0.3) if isinstance(m, Request)]
             await edges[0].send(edges[0].reply(got, 430, tag="lost"))
             got = await edges[1].request("INVITE")
-            assert got.routes and got.routes[0].uri.port == edges[1].port
+            route = got.routes[0].uri if got.routes else None
+            assert isinstance(route, SipURI) and route.port == edges[1].port
             await edges[1].send(edges[1].reply(got, 486, tag="busy"))
             await caller.response(486)
             assert server.proxy.c_proxy.get("flow_failed_next_flow") == 1
