@@ -228,7 +228,8 @@ class Server:
                 host=cfg.advertised_host(), limits=stream_limits(cfg),
                 ssl_context=self.tls.front if secure and self.tls else None,
                 client_ssl=self.tls.client_context() if secure and self.tls else None,
-                overloaded=self.core.overloaded, on_connect_failed=self.core.connect_failed)
+                overloaded=self.core.overloaded, on_connect_failed=self.core.connect_failed,
+                on_lost=self.core.connection_closed)
             self.stream_addresses[name] = await transport.start(*listen)
             self.core.transports.add(transport)
             self.streams[name] = transport

@@ -296,11 +296,22 @@ class SipCore:
         request waited for it and got no answer yet learn of the transport error (§17.1.4)
         now, instead of at Timer B or F.  A scan of the client transactions: connection
         failures are rare next to messages, and this keeps no per-message state."""
+        self._fail_waiting(lambda p: p.transport == transport and p.host == host
+                           and p.port == port)
+
+    def connection_closed(self, transport: str, conn_id: str) -> None:
+        """A connection closed: the client transactions whose request went over it and heard
+        nothing back fail now (§17.1.4) instead of at Timer B or F, since their answer would
+        have come over it; for a request to an RFC 5626 flow the proxy then tries the
+        instance's next flow (§5.3, ``signaling.flows``)."""
+        self._fail_waiting(lambda p: p.transport == transport and p.conn_id == conn_id)
+
+    def _fail_waiting(self, over: Callable[[Peer], bool]) -> None:
+        """The transport error for the client transactions still waiting for a first answer
+        (their initial state) whose peer is ``over``."""
         now = self.now()
         for txn in [t for t in self.table if isinstance(t, ClientTransaction)
-                    and t.state is t.INITIAL and isinstance(t.peer, Peer)
-                    and t.peer.transport == transport and t.peer.host == host
-                    and t.peer.port == port]:
+                    and t.state is t.INITIAL and isinstance(t.peer, Peer) and over(t.peer)]:
             self.run(txn, txn.transport_error(now))
         self.arm_timer()
 

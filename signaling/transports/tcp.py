@@ -20,6 +20,9 @@ Connections and where messages go:
   ``on_connect_failed`` is told the address (the SIP core fails the transactions waiting on it,
   §17.1.4), and ``was_refused`` says whether the peer refused (a TCP reset): the proxy's cue to
   retry a request it moved off UDP for its size over UDP after all (§18.1.1).
+- When an established connection closes, ``on_lost`` is told its id: the SIP core fails the
+  client transactions that sent over it and heard nothing back yet (§17.1.4), so a request to
+  a flow that died under it goes to the instance's next flow at once (RFC 5626 §5.3).
 
 Bounds (``StreamLimits``), each one counted when it bites (``sip_stream_events``):
 
@@ -214,9 +217,12 @@ class StreamTransport:
                  client_ssl: ssl.SSLContext | None = None,
                  on_closed: Callable[[str], Awaitable[object]] | None = None,
                  overloaded: Callable[[], bool] | None = None,
-                 on_connect_failed: Callable[[str, str, int], object] | None = None) -> None:
+                 on_connect_failed: Callable[[str, str, int], object] | None = None,
+                 on_lost: Callable[[str, str], object] | None = None) -> None:
         self.name = name
         self.on_connect_failed = on_connect_failed
+        #: Told (transport name, connection id) when an established connection closes.
+        self.on_lost = on_lost
         self._refused: dict[tuple[str, int], None] = {}
         self.receive = receive
         self.node_id = node_id
@@ -399,6 +405,8 @@ class StreamTransport:
         else:
             del self._per_source[source]
         self.c_events.inc(self.name, "closed")
+        if self.on_lost is not None:
+            self.on_lost(self.name, conn.conn_id)
         if self.on_closed is not None:
             task = self.loop.create_task(self._closed(conn.conn_id))
             self._closing.add(task)

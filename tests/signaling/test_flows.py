@@ -230,6 +230,30 @@ async def test_a_flow_that_answers_430_gives_way_to_the_next_flow_of_its_instanc
                 await ua.close()
 
 
+async def test_a_flow_that_closes_under_a_request_gives_way_to_the_next_flow() -> None:
+    """A flow's connection closes while the INVITE sent over it waits for its first answer:
+    the branch fails at once (§17.1.4; its answer could only have come over that connection),
+    not at Timer B, and the instance's other flow gets the INVITE (RFC 5626 §5.3)."""
+    async with running_server(sip_tcp="127.0.0.1:0") as server:
+        port = server.stream_addresses["tcp"][1]
+        flow1 = await StreamUA("obc", "127.0.0.1", _udp(server), port).start()
+        flow2 = await StreamUA("obc", "127.0.0.1", _udp(server), port).start()
+        caller = await UdpUA("caller", "127.0.0.1", _udp(server)).start()
+        try:
+            await _registered(flow1, _outbound(flow1, URN_A, 1))
+            await _registered(flow2, _outbound(flow2, URN_A, 2))
+            await caller.send(caller.invite("obc"))
+            await flow1.request("INVITE")
+            await flow1.close()  # no answer: the connection goes
+            got = await flow2.request("INVITE")
+            await flow2.send(flow2.reply(got, 486, tag="busy"))
+            await caller.response(486)
+            assert server.proxy.c_proxy.get("flow_failed_next_flow") == 1
+        finally:
+            await caller.close()
+            await flow2.close()
+
+
 async def _until(ready: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait (bounded generously: CI is a busy machine) until ``ready()``."""
     deadline = time.monotonic() + timeout
@@ -679,14 +703,15 @@ async def test_baresip_with_outbound_keeps_its_flow_alive_and_is_called_at_its_g
 
 async def _flow_failed(caller: UA, user: str) -> None:
     """A call to ``user`` ends 430 once the server has seen its flow close (until then it may
-    still be sent over the closing connection and fail 503)."""
+    still be sent over the closing connection, whose branch then fails 503, relayed as 500
+    by §16.7 step 6)."""
     statuses = []
     for _ in range(50):
         final = await _invite_final(caller, user)
         statuses.append(final.status)
         if final.status == 430:
             return
-        assert final.status == 503, statuses
+        assert final.status == 500, statuses
         await asyncio.sleep(0.2)
     raise AssertionError(f"no 430: {statuses}")
 

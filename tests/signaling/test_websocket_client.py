@@ -112,7 +112,8 @@ def wait_flow_failed(server: ServerProcess, user: str,
     has seen the connection close; its binding stays."""
     deadline = time.monotonic() + within
     while (status := invite_status(server, user)) != 430:
-        assert status == 503 and time.monotonic() < deadline, status  # sent as it closed
+        # Sent as it closed: the branch fails 503, relayed as 500 (§16.7 step 6).
+        assert status == 500 and time.monotonic() < deadline, status
         time.sleep(0.05)
     assert query_contacts(server, user)
 
