@@ -570,8 +570,9 @@ class Proxy:
         # incoming one.
         top = req.vias[0].branch or ""
         branch = f"{_COOKIE}{zlib.crc32(top.encode()):08x}.s"
-        info = self._info(dest.transport)
-        via = Via(info.via_token, info.host, info.via_port, {"branch": branch})
+        # From the transport's Via text (``TransportInfo.via``), as every request we send:
+        # a Via built field by field is rendered again when serialized.
+        via = self._info(dest.transport).via(branch)
         # Changed in place, as ``_pop_own_routes`` did: nothing keeps a stateless ACK once it
         # is sent, so a copy (``dataclasses.replace``) would only cost its fields' walk.
         req.vias = [via, *req.vias]
