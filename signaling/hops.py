@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import socket
 from collections.abc import Callable
 
 from protocols.sip.message import URI, NameAddr, Request, SipURI
@@ -118,6 +119,15 @@ def default_port(uri: SipURI) -> int:
 
 
 def is_ip(host: str) -> bool:
+    # Asked for every INVITE's binding and every Route: an IPv4 address, the common case, is
+    # told by inet_pton (one C call) rather than ipaddress's parser (~2% of a call's CPU under
+    # py-spy); anything else takes the general parser.
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    else:
+        return True
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -580,11 +580,14 @@ class Proxy:
         # incoming one.
         top = req.vias[0].branch or ""
         branch = f"{_COOKIE}{zlib.crc32(top.encode()):08x}.s"
-        info = self._info(dest.transport)
-        via = Via(info.via_token, info.host, info.via_port, {"branch": branch})
-        mf = 70 if req.max_forwards is None else req.max_forwards - 1
-        out = dataclasses.replace(req, vias=[via, *req.vias], max_forwards=mf)
-        self.core.forward_stateless(out, dest)
+        # From the transport's Via text (``TransportInfo.via``), as every request we send:
+        # a Via built field by field is rendered again when serialized.
+        via = self._info(dest.transport).via(branch)
+        # Changed in place, as ``_pop_own_routes`` did: nothing keeps a stateless ACK once it
+        # is sent, so a copy (``dataclasses.replace``) would only cost its fields' walk.
+        req.vias = [via, *req.vias]
+        req.max_forwards = 70 if req.max_forwards is None else req.max_forwards - 1
+        self.core.forward_stateless(req, dest)
 
     def on_stray_response(self, resp: Response, peer: Peer) -> None:
         """§16.7 step 9 / §18.2.2: a response with no transaction (a 2xx retransmission after

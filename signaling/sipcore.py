@@ -52,6 +52,7 @@ from protocols.sip.transaction import (
     TransactionTerminated,
     new_client_transaction,
     new_server_transaction,
+    response_summary,
     server_key,
 )
 from protocols.sip.txtable import TransactionTable, TransactionTableFull
@@ -592,7 +593,7 @@ class SipCore:
             return
         if req.method == "INVITE":
             # §16.2 / §17.2.1: 100 Trying at once, so the caller stops retransmitting.
-            self.respond(txn, make_response(req, 100))
+            self._trying(txn, req)
         work = Work(req, txn, peer, time.monotonic())
         # Work of a dialog held here goes ahead of new requests (issue 13).
         if not self.dispatcher.submit(req.call_id, work, held):
@@ -601,6 +602,13 @@ class SipCore:
                                             extra=[("Retry-After", str(self.cfg.retry_after))]))
         # No arm_timer otherwise: a new server transaction arms no timer until it answers
         # (§17.2.1 G/H, §17.2.2 J), and ``respond`` arms then.
+
+    def _trying(self, txn: ServerTransaction, req: Request) -> None:
+        """The 100 written as bytes the way stateless answers are, not built as a Response
+        and serialized: one per INVITE, and nothing reads it but its retransmissions."""
+        ts = req.header("Timestamp")  # §8.2.6.1: copied into the 100
+        tail = _NO_EXTRA if ts is None else stateless_tail([("Timestamp", ts)])
+        self.respond(txn, _TRYING, stateless_answer(req, 100, None, tail))
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -740,8 +748,8 @@ def stateless_tail(extra: Iterable[tuple[str, str]]) -> bytes:
 
 def stateless_answer(request: Request, status: int, reason: str | None, tail: bytes) -> bytes:
     """The bytes of ``serialize(make_response(request, status, reason, to_tag=<stateless tag>,
-    extra=...))`` for the ``extra`` that made ``tail`` (``status`` > 100), without building
-    the Response.
+    extra=...))`` for the ``extra`` that made ``tail``, without building the Response (a 100
+    gets no tag: the caller copies its Timestamp into ``extra``, §8.2.6.1).
 
     Stateless answers (keepalive OPTIONS above all, and 503s under overload, when time is
     scarcest) are the hottest send path, and a Response object only to serialize it at once
@@ -750,7 +758,9 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
     then ``tail``; the tests hold the two paths to identical bytes.
     """
     to = request.to
-    if not to.params:
+    if status == 100:
+        to_text = str(to)  # §8.2.6.1: a 100 gets no To tag
+    elif not to.params:
         # The common case: no tag yet and nothing else to keep; rendered as NameAddr renders
         # a To given a tag (§8.2.6.2), without building one.
         tag = SipCore.stateless_tag(request)
@@ -781,6 +791,10 @@ def stateless_answer(request: Request, status: int, reason: str | None, tail: by
             f"\r\nCall-ID: {request.call_id}\r\nCSeq: {cseq.seq} {cseq.method}")
     return head.encode("utf-8", "surrogateescape") + tail
 
+
+#: The 100 to an INVITE as its transaction keeps it (``_trying``), and its empty tail.
+_TRYING = response_summary(100, reason_phrase(100), "INVITE")
+_NO_EXTRA = stateless_tail(())
 
 #: ``State.TERMINATED`` read once: in Python 3.11 an enum member lookup on its class goes
 #: through ``EnumType.__getattr__``, costly on a per-response path.

@@ -52,6 +52,9 @@ def test_transport_and_port_of_a_uri(uri: str, transport: str | None, port: int)
 
 def test_is_ip() -> None:
     assert is_ip("192.0.2.1") and is_ip("[2001:db8::1]") and not is_ip("example.com")
+    # What the IPv4 fast path refuses is still decided by the general parser, the same way.
+    assert is_ip("2001:db8::1") and is_ip("::ffff:192.0.2.1")
+    assert not any(is_ip(h) for h in ("192.0.2", "192.0.2.256", "01.0.2.1", " 192.0.2.1", ""))
 
 
 async def test_a_flow_binding_carries_its_connection_and_its_contact() -> None:

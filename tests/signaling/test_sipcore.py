@@ -239,6 +239,18 @@ def test_stateless_answer_is_byte_identical_to_the_general_builder() -> None:
                 assert fast == general, (str(req.to), status, extra)
 
 
+def test_a_100_written_as_bytes_is_byte_identical_to_the_general_builder() -> None:
+    # The 100 to every INVITE (SipCore._trying) takes the byte path: no To tag, and the
+    # request's Timestamp copied (§8.2.6.1), as make_response writes it.
+    timed = _parsed("<sip:bob@example.com>")
+    timed.extra.append(("Timestamp", "54.0 0.1"))
+    for req in [*_requests(), timed]:
+        ts = req.header("Timestamp")
+        tail = stateless_tail([] if ts is None else [("Timestamp", ts)])
+        assert stateless_answer(req, 100, None, tail) == serialize(make_response(req, 100)), \
+            str(req.to)
+
+
 def test_stateless_answer_tag_is_stable_across_retransmissions() -> None:
     # §8.2.6.2: a retransmission must get the same To tag, a different request another one.
     first = stateless_answer(_parsed("<sip:bob@example.com>"), 200, None, stateless_tail([]))
