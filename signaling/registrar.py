@@ -71,7 +71,8 @@ from signaling.registry.base import (
     RegistryError,
     RegistryFull,
 )
-from signaling.sipcore import Peer, SipCore, Work, stateless_answer, stateless_tail
+from signaling.sipcore import Peer, SipCore, Work
+from signaling.stateless import stateless_answer, stateless_tail
 
 __all__ = ["Registrar", "RegistrarReject", "contact_key"]
 

@@ -34,7 +34,6 @@ from protocols.sip.message import (
     SipURI,
     TelURI,
     Via,
-    param,
 )
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
@@ -62,11 +61,11 @@ from signaling.dispatch import Dispatcher
 from signaling.flows import FlowTable
 from signaling.metrics import Metrics
 from signaling.overload import Overload, Verdict
+from signaling.stateless import stateless_answer, stateless_tag, stateless_tail
 from signaling.transports.base import Peer, Transports
 
 __all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "TransactionUser",
-           "TxnCallback", "Work", "stateless_answer", "stateless_tag_of",
-           "stateless_tail"]
+           "TxnCallback", "Work"]
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +319,7 @@ class SipCore:
         """A sibling worker could not send over ``peer``'s connection for us (it closed):
         what we sent over it and got no answer to fails now (§17.1.4), as ``connect_failed``
         does for a connection that never opened."""
-        for txn in [t for t in self.table if isinstance(t, ClientTransaction)
-                    and t.state is t.INITIAL and t.peer == peer]:
-            self._transport_failed(txn)
-        self.arm_timer()
+        self._fail_waiting(lambda p: p == peer)
 
     def overloaded(self) -> bool:
         """A worker queue is full: stream transports stop reading (backpressure) until not."""
@@ -369,22 +365,8 @@ class SipCore:
         self.c_resp_out.inc(_method(request.method), _CLASS[status // 100], peer.transport)
         self.send(stateless_answer(request, status, reason, tail), peer)
 
-    @staticmethod
-    def stateless_tag(request: Request) -> str:
-        # §8.2.6.2: a stateless UAS must give a retransmission the same tag, so derive it from
-        # what a retransmission repeats.  ``Via.branch`` and ``NameAddr.tag`` spelled out (the
-        # exact-case lookup first, ``param``'s any-case scan only when it misses): every
-        # stateless answer comes here, and the four calls cost ~1% of a REGISTER (callgrind).
-        # test_sipcore pins it to the properties.
-        vp = request.vias[0].params
-        top = vp.get("branch")
-        if top is None:
-            top = param(vp, "branch")
-        fp = request.from_.params
-        from_tag = fp.get("tag")
-        if from_tag is None and fp:
-            from_tag = param(fp, "tag")
-        return stateless_tag_of(request.call_id, from_tag, top or "")
+    #: §8.2.6.2: the To tag of a stateless answer (``signaling.stateless``).
+    stateless_tag = staticmethod(stateless_tag)
 
     def respond(self, txn: ServerTransaction, response: Response | ResponseSummary,
                 data: bytes | None = None) -> None:
@@ -729,67 +711,6 @@ class SipCore:
     def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2)."""
         return self.table.find_cancel_target(cancel)
-
-
-def stateless_tag_of(call_id: str, from_tag: str | None, branch: str) -> str:
-    """``SipCore.stateless_tag`` of a request with these Call-ID, From tag and top branch,
-    for answers made from a request's bytes (``answer_unparsed``): the same tag either way."""
-    return "%x" % (hash((call_id, from_tag, branch)) & 0xFFFFFFFF)
-
-
-def stateless_tail(extra: Iterable[tuple[str, str]]) -> bytes:
-    """The wire form of a stateless answer after its CSeq: ``extra`` and an empty body."""
-    text = "".join([f"\r\n{k}: {v}" for k, v in extra])
-    return text.encode("utf-8", "surrogateescape") + b"\r\nContent-Length: 0\r\n\r\n"
-
-
-#: What follows CSeq in every 200 to an OPTIONS for the server (§11.2), encoded once.
-
-
-def stateless_answer(request: Request, status: int, reason: str | None, tail: bytes) -> bytes:
-    """The bytes of ``serialize(make_response(request, status, reason, to_tag=<stateless tag>,
-    extra=...))`` for the ``extra`` that made ``tail``, without building the Response (a 100
-    gets no tag: the caller copies its Timestamp into ``extra``, §8.2.6.1).
-
-    Stateless answers (keepalive OPTIONS above all, and 503s under overload, when time is
-    scarcest) are the hottest send path, and a Response object only to serialize it at once
-    costs about as much as the rest of the answer.  Same header order as the serializer:
-    Vias, From, To, Call-ID, CSeq (a built response has no Route, Max-Forwards, Contact ...),
-    then ``tail``; the tests hold the two paths to identical bytes.
-    """
-    to = request.to
-    if status == 100:
-        to_text = str(to)  # §8.2.6.1: a 100 gets no To tag
-    elif not to.params:
-        # The common case: no tag yet and nothing else to keep; rendered as NameAddr renders
-        # a To given a tag (§8.2.6.2), without building one.
-        tag = SipCore.stateless_tag(request)
-        # The wire text (``raw``) of the To URI, the top Via and From read inline rather than
-        # through a helper: three calls are ~3% of a stateless OPTIONS answer (callgrind).
-        # test_sipcore holds these bytes identical to serialize(make_response(...)).
-        uri = to.uri.raw
-        if uri is None:
-            uri = str(to.uri)
-        to_text = f"{to.display} <{uri}>;tag={tag}" if to.display else f"<{uri}>;tag={tag}"
-    elif to.tag is None:
-        to_text = str(to.with_param("tag", SipCore.stateless_tag(request)))
-    else:
-        to_text = str(to)  # in a dialog already: the tag stays (§12.2.2)
-    if reason is None:
-        reason = reason_phrase(status)
-    vias = request.vias
-    if len(vias) == 1:
-        via_text = vias[0].raw
-        via = "\r\nVia: " + (via_text if via_text is not None else str(vias[0]))
-    else:
-        via = "".join([f"\r\nVia: {v}" for v in vias])
-    cseq = request.cseq
-    from_text = request.from_.raw
-    if from_text is None:
-        from_text = str(request.from_)
-    head = (f"SIP/2.0 {status} {reason}{via}\r\nFrom: {from_text}\r\nTo: {to_text}"
-            f"\r\nCall-ID: {request.call_id}\r\nCSeq: {cseq.seq} {cseq.method}")
-    return head.encode("utf-8", "surrogateescape") + tail
 
 
 #: The 100 to an INVITE as its transaction keeps it (``_trying``), and its empty tail.

@@ -55,14 +55,8 @@ from signaling.auth.subscribers import SubscriberError, SubscriberStore
 from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.registry.base import Registry, RegistryError
-from signaling.sipcore import (
-    Peer,
-    SipCore,
-    Work,
-    stateless_answer,
-    stateless_tag_of,
-    stateless_tail,
-)
+from signaling.sipcore import Peer, SipCore, Work
+from signaling.stateless import stateless_answer, stateless_tag_of, stateless_tail
 
 __all__ = ["SUMMARY_INTERVAL", "Authenticator"]
 
