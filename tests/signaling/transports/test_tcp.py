@@ -524,9 +524,10 @@ def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: 
         ua = baresip.start(
             tmp_path, baresip.config(ca=pki.ca),
             f'<sip:tlsbob@127.0.0.1;transport=tls>;regint=600;answermode=auto;'
-            f'outbound="sip:127.0.0.1:{tls_port};transport=tls"\n', 60)
+            f'outbound="sip:127.0.0.1:{tls_port};transport=tls"\n', 180)
         try:
-            deadline = time.monotonic() + 20
+            # Generous: on a loaded CI machine baresip took over 20 s to start and register.
+            deadline = time.monotonic() + 90
             while not _query_contacts(server.udp_port, "tlsbob"):
                 assert time.monotonic() < deadline, "baresip did not register"
                 assert ua.poll() is None
