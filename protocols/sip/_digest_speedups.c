@@ -44,6 +44,68 @@ is_visible(Py_UCS1 c)
     return c > 0x20 && c < 0x7f;
 }
 
+/* One auth-param (RFC 7616 section 3.4, name=token or name="quoted") at s[*pos]: the spans
+ * of its name and its value (quotes stripped), with *pos moved past the separator that follows
+ * ([ \t]* "," [ \t,]*, or the end).  -1 for anything the fast path leaves to the Python loop
+ * (an escape or a control character in a quoted value, no "=", garbage before the comma). */
+typedef struct {
+    Py_ssize_t name, name_len, value, value_len;
+} item_t;
+
+static int
+next_item(const Py_UCS1 *s, Py_ssize_t *pos, Py_ssize_t end, item_t *it)
+{
+    Py_ssize_t i = *pos;
+    it->name = i;
+    while (i < end && is_visible(s[i]) && s[i] != '=' && s[i] != ',' && s[i] != '"') {
+        i++;
+    }
+    it->name_len = i - it->name;
+    while (i < end && is_blank(s[i])) {
+        i++;
+    }
+    if (i >= end || s[i] != '=') {
+        return -1;
+    }
+    i++;
+    while (i < end && is_blank(s[i])) {
+        i++;
+    }
+    if (i < end && s[i] == '"') {
+        it->value = ++i;
+        while (i < end && s[i] != '"') {
+            if (s[i] == '\\' || (s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f) {
+                return -1;
+            }
+            i++;
+        }
+        if (i >= end) {
+            return -1;
+        }
+        it->value_len = i - it->value;
+        i++;
+    } else {
+        it->value = i;
+        while (i < end && is_visible(s[i]) && s[i] != ',' && s[i] != '"') {
+            i++;
+        }
+        it->value_len = i - it->value;
+    }
+    while (i < end && is_blank(s[i])) {
+        i++;
+    }
+    if (i < end) {
+        if (s[i] != ',') {
+            return -1;
+        }
+        while (i < end && (is_blank(s[i]) || s[i] == ',')) {
+            i++;
+        }
+    }
+    *pos = i;
+    return 0;
+}
+
 static PyObject *
 params(PyObject *module, PyObject *arg)
 {
@@ -69,62 +131,19 @@ params(PyObject *module, PyObject *arg)
         i++;
     }
     while (i < end) {
-        Py_ssize_t start = i;
-        while (i < end && is_visible(s[i]) && s[i] != '=' && s[i] != ',' && s[i] != '"') {
-            i++;
+        item_t it;
+        if (next_item(s, &i, end, &it) < 0) {
+            goto fallback;
         }
-        Py_ssize_t len = i - start;
+        Py_ssize_t len = it.name_len;
         if (len == 0 || len >= (Py_ssize_t)sizeof(name)) {
             goto fallback;
         }
         for (Py_ssize_t k = 0; k < len; k++) {
-            Py_UCS1 c = s[start + k];
+            Py_UCS1 c = s[it.name + k];
             name[k] = (char)((c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c);
         }
         name[len] = '\0';
-        while (i < end && is_blank(s[i])) {
-            i++;
-        }
-        if (i >= end || s[i] != '=') {
-            goto fallback;
-        }
-        i++;
-        while (i < end && is_blank(s[i])) {
-            i++;
-        }
-        Py_ssize_t vstart, vlen;
-        if (i < end && s[i] == '"') {
-            vstart = ++i;
-            while (i < end && s[i] != '"') {
-                if (s[i] == '\\' || (s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f) {
-                    goto fallback;
-                }
-                i++;
-            }
-            if (i >= end) {
-                goto fallback;
-            }
-            vlen = i - vstart;
-            i++;
-        } else {
-            vstart = i;
-            while (i < end && is_visible(s[i]) && s[i] != ',' && s[i] != '"') {
-                i++;
-            }
-            vlen = i - vstart;
-        }
-        /* Then the separator: [ \t]* "," [ \t,]*, or the end. */
-        while (i < end && is_blank(s[i])) {
-            i++;
-        }
-        if (i < end) {
-            if (s[i] != ',') {
-                goto fallback;
-            }
-            while (i < end && (is_blank(s[i]) || s[i] == ',')) {
-                i++;
-            }
-        }
         PyObject *key = PyUnicode_FromStringAndSize(name, len);
         if (key == NULL) {
             goto error;
@@ -137,7 +156,7 @@ params(PyObject *module, PyObject *arg)
             }
             goto fallback;  /* a repeated name: the Python loop raises */
         }
-        PyObject *value = PyUnicode_Substring(arg, vstart, vstart + vlen);
+        PyObject *value = PyUnicode_Substring(arg, it.value, it.value + it.value_len);
         if (value == NULL) {
             Py_DECREF(key);
             goto error;
@@ -208,13 +227,13 @@ credentials(PyObject *module, PyObject *arg)
         i++;
     }
     while (i < end) {
-        Py_ssize_t start = i;
-        while (i < end && is_visible(s[i]) && s[i] != '=' && s[i] != ',' && s[i] != '"') {
-            i++;
+        item_t it;
+        if (next_item(s, &i, end, &it) < 0) {
+            Py_RETURN_NONE;
         }
         int field = -1;
         for (int f = 0; f < F_COUNT; f++) {
-            if (lower_eq((const char *)s + start, i - start, field_names[f])) {
+            if (lower_eq((const char *)s + it.name, it.name_len, field_names[f])) {
                 field = f;
                 break;
             }
@@ -222,47 +241,8 @@ credentials(PyObject *module, PyObject *arg)
         if (field < 0 || vs[field] >= 0) {
             Py_RETURN_NONE;  /* another name, or one twice: the Python loop */
         }
-        while (i < end && is_blank(s[i])) {
-            i++;
-        }
-        if (i >= end || s[i] != '=') {
-            Py_RETURN_NONE;
-        }
-        i++;
-        while (i < end && is_blank(s[i])) {
-            i++;
-        }
-        if (i < end && s[i] == '"') {
-            vs[field] = ++i;
-            while (i < end && s[i] != '"') {
-                if (s[i] == '\\' || (s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f) {
-                    Py_RETURN_NONE;
-                }
-                i++;
-            }
-            if (i >= end) {
-                Py_RETURN_NONE;
-            }
-            vl[field] = i - vs[field];
-            i++;
-        } else {
-            vs[field] = i;
-            while (i < end && is_visible(s[i]) && s[i] != ',' && s[i] != '"') {
-                i++;
-            }
-            vl[field] = i - vs[field];
-        }
-        while (i < end && is_blank(s[i])) {
-            i++;
-        }
-        if (i < end) {
-            if (s[i] != ',') {
-                Py_RETURN_NONE;
-            }
-            while (i < end && (is_blank(s[i]) || s[i] == ',')) {
-                i++;
-            }
-        }
+        vs[field] = it.value;
+        vl[field] = it.value_len;
     }
     for (int f = F_USERNAME; f <= F_RESPONSE; f++) {
         if (vs[f] < 0) {
