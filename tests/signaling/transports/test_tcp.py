@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +25,7 @@ from signaling.transports.base import Peer
 from signaling.transports.tcp import StreamLimits, StreamTransport
 from tests.peers import baresip
 from tests.peers.sipua import StreamUA, WsUA
+from tests.siptools import registered_contacts
 from tests.tlscerts import Pki, make_pki
 
 MSG = (b"OPTIONS sip:bob@example.com SIP/2.0\r\n"
@@ -497,22 +496,6 @@ def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProc
 
 # --- the whole server with baresip over TLS ----------------------------------------------------
 
-def _query_contacts(udp_port: int, user: str) -> list[str]:
-    """The contacts a query REGISTER (no Contact, §10.2.3) lists for ``user``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(2.0)
-        local = s.getsockname()[1]
-        s.sendto((f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-                  f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-q{os.urandom(4).hex()}\r\n"
-                  f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=q\r\n"
-                  f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: q-{os.urandom(4).hex()}\r\n"
-                  f"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n").encode(),
-                 ("127.0.0.1", udp_port))
-        msg = parse_message(s.recv(65_535))
-    return [str(c.uri) for c in msg.contacts]
-
-
 def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: Path) -> None:
     """baresip (a real UA by others) registers over TLS, verifying our certificate against the
     test CA, and answers a call a SIPp UAC places over UDP: the INVITE reaches it over the TLS
@@ -528,11 +511,11 @@ def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: 
         try:
             # Generous: on a loaded CI machine baresip took over 20 s to start and register.
             deadline = time.monotonic() + 90
-            while not _query_contacts(server.udp_port, "tlsbob"):
+            while not registered_contacts(server.udp_port, "tlsbob"):
                 assert time.monotonic() < deadline, "baresip did not register"
                 assert ua.poll() is None
                 time.sleep(0.2)
-            contact = _query_contacts(server.udp_port, "tlsbob")[0]
+            contact = registered_contacts(server.udp_port, "tlsbob")[0]
             assert "transport=tls" in contact.lower()
             caller = run_sipp("uac", f"127.0.0.1:{server.udp_port}", service="tlsbob",
                               calls=1, timeout=20)
