@@ -370,14 +370,19 @@ class WsUA(UA):
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-async def confirmed_call(caller: UA, callee: UA, tag: str = "c1") -> Leg:
-    """``callee`` registers, ``caller`` calls it, ``callee`` answers 200 and ``caller`` ACKs:
-    the caller's leg of the confirmed dialog (its next in-dialog request goes over it)."""
+async def invited(caller: UA, callee: UA) -> tuple[Request, Request]:
+    """``callee`` registers and ``caller`` calls it: the INVITE sent and the one received."""
     await callee.send(callee.register())
     await callee.response(200, "REGISTER")
     invite = caller.invite(callee.user)
     await caller.send(invite)
-    got = await callee.request("INVITE")
+    return invite, await callee.request("INVITE")
+
+
+async def confirmed_call(caller: UA, callee: UA, tag: str = "c1") -> Leg:
+    """``callee`` registers, ``caller`` calls it, ``callee`` answers 200 and ``caller`` ACKs:
+    the caller's leg of the confirmed dialog (its next in-dialog request goes over it)."""
+    invite, got = await invited(caller, callee)
     await callee.send(callee.reply(got, 200, tag=tag, body=b"v=0\r\n"))
     leg = caller.uac_leg(invite, await caller.response(200))
     await caller.send(caller.in_dialog(leg, "ACK", cseq=1))

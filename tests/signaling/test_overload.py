@@ -25,7 +25,7 @@ from protocols.sip.message import Response
 from protocols.sip.overload import parse_report
 from protocols.sip.parser import parse_message
 from signaling.overload import starts_new_work
-from tests.peers.sipua import UdpUA, confirmed_call
+from tests.peers.sipua import UdpUA, confirmed_call, invited
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
 
@@ -145,11 +145,7 @@ async def test_admitted_call_completes_while_new_requests_are_refused(
     caller = await UdpUA("alice", "127.0.0.1", limited.udp_port).start()
     callee = await UdpUA("bob", "127.0.0.1", limited.udp_port).start()
     try:
-        await callee.send(callee.register())
-        await callee.response(200, "REGISTER")
-        invite = caller.invite("bob")
-        await caller.send(invite)
-        got = await callee.request("INVITE")
+        invite, got = await invited(caller, callee)
         await callee.send(callee.reply(got, 180, tag="c1"))
         await caller.response(180)
         with _Flood(limited.udp_port, "127.0.0.2", rate=1500, seconds=3.0) as flood:
@@ -303,11 +299,7 @@ async def test_proxy_honours_oc_from_downstream(limited: ServerProcess) -> None:
     caller = await UdpUA("carol", "127.0.0.1", limited.udp_port).start()
     callee = await UdpUA("dave", "127.0.0.1", limited.udp_port).start()
     try:
-        await callee.send(callee.register())
-        await callee.response(200, "REGISTER")
-        invite = caller.invite("dave")
-        await caller.send(invite)
-        got = await callee.request("INVITE")
+        invite, got = await invited(caller, callee)
         # 180 says: shed everything for a minute (seq 20); the 200 carries an older report
         # (seq 19, "stop") that arrived out of order and must be ignored (§5.3)
         await callee.send(_with_report(callee.reply(got, 180, tag="d1"), 100, 60_000, "20.0"))

@@ -23,7 +23,7 @@ from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response, SipURI
 from protocols.sip.serializer import serialize
 from signaling.server import Server
-from tests.peers.sipua import SDP, UA, StreamUA, UdpUA, WsUA
+from tests.peers.sipua import SDP, UA, StreamUA, UdpUA, WsUA, invited
 from tests.signaling.corekit import node
 from tests.signaling.inproc import running_server
 from tests.tlscerts import Pki, make_pki
@@ -343,11 +343,7 @@ async def test_udp_caller_to_ws_callee_headers(server: ServerProcess) -> None:
     udp_rr = f"sip:127.0.0.1:{server.udp_port};lr"
     ws_rr = f"sip:127.0.0.1:{server.ws_port};transport=ws;lr"
     try:
-        await callee.send(callee.register())
-        await callee.response(200, "REGISTER")
-        invite = caller.invite("wsbob")
-        await caller.send(invite)
-        got = await callee.request("INVITE")
+        invite, got = await invited(caller, callee)
         # The callee sees our WS Via on top, the caller's below; our two RR, WS one first.
         assert (got.vias[0].transport, got.vias[0].port) == ("WS", server.ws_port)
         assert got.vias[1].port == caller.port
@@ -550,11 +546,7 @@ async def test_a_487_carrying_only_the_cancels_via_reaches_the_caller_with_its_v
         caller = await UdpUA("alice", "127.0.0.1", port).start()
         callee = await UdpUA("copyvia", "127.0.0.1", port).start()
         try:
-            await callee.send(callee.register())
-            await callee.response(200, "REGISTER")
-            invite = caller.invite("copyvia")
-            await caller.send(invite)
-            got = await callee.request("INVITE")
+            invite, got = await invited(caller, callee)
             await callee.send(callee.reply(got, 180, tag="c1"))
             await caller.response(180)
             await caller.send(caller.cancel(invite))
@@ -864,11 +856,7 @@ async def test_an_answered_call_keeps_no_parsed_messages_while_its_transactions_
         caller = await UdpUA("alice", "127.0.0.1", port).start()
         callee = await UdpUA("settled", "127.0.0.1", port).start()
         try:
-            await callee.send(callee.register())
-            await callee.response(200, "REGISTER")
-            invite = caller.invite("settled")
-            await caller.send(invite)
-            got = await callee.request("INVITE")
+            _, got = await invited(caller, callee)
             ok = callee.reply(got, 200, tag="s1", body=b"v=0\r\n")
             await callee.send(ok)
             first = await caller.response(200)

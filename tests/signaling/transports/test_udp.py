@@ -92,7 +92,7 @@ async def test_responses_and_in_dialog_requests_use_the_private_port_never_the_s
     import asyncio
 
     from protocols.sip.message import SipURI
-    from tests.peers.sipua import UdpUA
+    from tests.peers.sipua import UdpUA, invited
 
     async with running_server(sip_udp_private="127.0.0.1:0") as srv:
         assert srv.udp is not None and srv.udp.slot_sock is not None
@@ -103,11 +103,7 @@ async def test_responses_and_in_dialog_requests_use_the_private_port_never_the_s
         callee = await UdpUA("bob", "127.0.0.1", public).start()
         flooder = await UdpPeer.open()
         try:
-            await callee.send(callee.register())
-            await callee.response(200, "REGISTER")
-            invite = caller.invite("bob")
-            await caller.send(invite)
-            got = await callee.request("INVITE")
+            invite, got = await invited(caller, callee)
             assert got.vias[0].port == private  # §18.2.2: responses go to the Via's port
             rr = got.record_routes[0].uri
             assert isinstance(rr, SipURI) and rr.port == private  # in-dialog requests come here
