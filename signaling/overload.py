@@ -92,11 +92,6 @@ class Overload:
         now = clock()
         self.control = AdmissionControl(AdmissionConfig(
             target=cfg.overload_target, max_rate=cfg.overload_max_rate,
-            # Open until the first sign of overload: a guess lower than the capacity refused
-            # a step from idle (REGISTERs at 10,000/s against 2,000/s: 2,318 of 50,000 in
-            # bench_register_redis), and the first standing queue sets the limit to what was
-            # served (protocols/sip/overload.py), so a storm gains nothing from the guess.
-            initial_rate=cfg.overload_max_rate,
             reject_share=cfg.overload_reject_share,
             max_receive_delay=cfg.max_receive_delay), now)
         self.oc = OcServer()
