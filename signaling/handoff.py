@@ -15,13 +15,24 @@ own sockets (it still holds them, it only stopped reading).  A message handed ov
 handed on (no loops); when there is no predecessor, or it has exited, the new worker's own
 answer applies (a stray response is counted, a CANCEL gets 481).  Dialogs need no hand-off:
 in-dialog requests reach the new worker, which loads the dialog from the shared registry.
-Requests that are retransmitted to the shared port (an INVITE before its 100) are not handed
-over: the new worker takes them as new.
+
+A request retransmitted to the shared port (an INVITE before its 100, a MESSAGE or any other
+non-INVITE proxied and not yet answered, §17.1.2.2 Timer E) and the ACK of a non-2xx final
+response (§17.1.1.3: hop by hop, same branch as its INVITE) belong to a transaction of the old
+worker too.  Taken as new by the new worker, a retransmitted request would be forwarded a second
+time under another branch (the callee would see two MESSAGEs; §17.2.3 matching exists to
+prevent exactly that).  So the old worker, as it stops, passes on the keys of its live server
+transactions ("held" frames, ``HELD_PER_FRAME`` keys each); the new worker hands over what
+matches one of them, and forgets them when the old worker says it has ended ("ended") or can no
+longer be reached.  Only RFC 3261 keys (branch with the magic cookie, sent-by, method) are
+passed on: the RFC 2543 fallback keys of §17.2.3 are left to the new worker, as before.  A
+retransmission read by the new worker between its first read and its predecessor's SIGTERM
+(the supervisor's rolling reload: milliseconds) is still taken as new.
 
 The same socket carries the messages of ``signaling.siblings`` (a call using another worker's
 connection): every frame is a ``siblings.Frame``, "in" (receive as if read from its peer),
 "out" (send on our connection for the sibling) or "gone" (the connection an "out" frame was
-for closed: what we sent over it fails now).
+for closed: what we sent over it fails now); and the reload's own "held" and "ended" (above).
 """
 
 from __future__ import annotations
@@ -37,13 +48,14 @@ import msgspec
 
 from protocols.sip.message import Request, Response
 from protocols.sip.serializer import serialize
+from protocols.sip.transaction import ServerTransaction
+from protocols.sip.txkeys import MAGIC_COOKIE, TransactionKey, server_key
 from signaling.metrics import Metrics
 from signaling.siblings import DECODER, ENCODER, Frame, Siblings, handoff_path
 from signaling.sipcore import Peer, SipCore, TransactionUser, Work
-from signaling.transports.udp import SLOT_TAG
 from signaling.worker import WorkerInfo
 
-__all__ = ["MAX_HANDOFF", "Handoff"]
+__all__ = ["HELD_PER_FRAME", "MAX_HANDOFF", "Handoff"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,10 @@ MAX_HANDOFF = 65_535 + 1024
 #: Receive buffer of the hand-off socket: a burst of relayed messages must not be dropped
 #: (a message for a connection is not retransmitted).  The kernel caps it at rmem_max.
 _BUFFER = 4 << 20
+#: Transaction keys per "held" frame: a key is a branch (tens of bytes), a host, a port and a
+#: method, so 400 of them stay far below ``MAX_HANDOFF``.
+HELD_PER_FRAME = 400
+_HELD = msgspec.msgpack.Decoder(list[tuple[str, str, int | None, str]])
 
 
 def _path(info: WorkerInfo, generation: int) -> str:
@@ -71,6 +87,9 @@ class Handoff:
         self.predecessor: str | None = _path(info, info.generation - 1) \
             if info.generation > 1 else None
         self._relayed = False
+        self.successor = _path(info, info.generation + 1)
+        #: The predecessor's live server transactions, by key (see the module docstring).
+        self.inherited: set[TransactionKey] = set()
         self.c_handoff = metrics.fast_counter(
             "handoff", "Messages handed between the old and the new worker of a slot",
             ["direction", "kind"])
@@ -93,12 +112,32 @@ class Handoff:
         return cls(tu, core, metrics, info, siblings)
 
     def close(self) -> None:
+        self._to_successor(Frame("ended", "", "", 0, None, "", b""))
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
 
     # -- the old worker's side -----------------------------------------------------------------
+
+    def pass_on(self) -> None:
+        """As this worker stops: the keys of its live server transactions to its successor,
+        so the retransmissions that now reach the successor come back here."""
+        keys = [txn.key for txn in self.core.table if isinstance(txn, ServerTransaction)
+                and isinstance(txn.key[0], str) and txn.key[0].startswith(MAGIC_COOKIE)]
+        for i in range(0, len(keys), HELD_PER_FRAME):
+            data = ENCODER.encode(keys[i:i + HELD_PER_FRAME])
+            if not self._to_successor(Frame("held", "", "", 0, None, "", data)):
+                return
+
+    def _to_successor(self, frame: Frame) -> bool:
+        try:
+            self.sock.sendto(ENCODER.encode(frame), self.successor)
+        except OSError:  # no successor (a shutdown, not a reload), or its queue is full
+            self.c_handoff.inc("sent", "lost_" + frame.kind)
+            return False
+        self.c_handoff.inc("sent", frame.kind)
+        return True
 
     def _readable(self) -> None:
         for _ in range(64):  # bounded like a UDP read batch
@@ -119,6 +158,9 @@ class Handoff:
             if frame.kind == "gone":
                 self.core.connection_gone(frame.peer)
                 continue
+            if frame.kind in ("held", "ended"):
+                self._inherit(frame)
+                continue
             self.c_handoff.inc("received", "message")
             self._relayed = True
             try:
@@ -128,14 +170,37 @@ class Handoff:
 
     # -- the new worker's side -----------------------------------------------------------------
 
+    def _inherit(self, frame: Frame) -> None:
+        self.c_handoff.inc("received", frame.kind)
+        if frame.kind == "ended":
+            self.inherited.clear()
+            self.predecessor = None
+            return
+        try:
+            self.inherited.update(_HELD.decode(frame.data))
+        except msgspec.DecodeError:
+            self.c_handoff.inc("received", "malformed")
+
+    def _inherited(self, request: Request, peer: Peer) -> bool:
+        """``request`` belongs to a transaction the predecessor still holds.  Over UDP only:
+        a connection's requests reach the worker that holds the connection (§17.1.2.2: no
+        retransmissions over reliable transports)."""
+        return (bool(self.inherited) and peer.transport == "udp"
+                and server_key(request) in self.inherited)
+
     def _hand_over(self, msg: Request | Response, peer: Peer, kind: str) -> bool:
         if self._relayed or self.predecessor is None:
             return False
-        frame = Frame("in", "udp", peer.host, peer.port, SLOT_TAG, "", serialize(msg))
+        # The socket it came on (the slot's own port, or the shared one for a request) is the
+        # one the old worker answers from (§18.2.2: a client may match responses by source);
+        # a connection's peer is this worker's, reached through ``signaling.siblings``.
+        frame = Frame("in", peer.transport, peer.host, peer.port, peer.conn_id, "",
+                      serialize(msg))
         try:
             self.sock.sendto(ENCODER.encode(frame), self.predecessor)
         except OSError:  # it has exited: nobody to hand over to from now on
             self.predecessor = None
+            self.inherited.clear()
             return False
         self.c_handoff.inc("sent", kind)
         return True
@@ -149,7 +214,9 @@ class Handoff:
             and self.siblings.relay_in(msg, peer)
 
     def on_ack(self, ack: Request, peer: Peer) -> None:
-        if not self._to_sibling(ack, peer):
+        if self._to_sibling(ack, peer):
+            return
+        if not (self._inherited(ack, peer) and self._hand_over(ack, peer, "ack")):
             self.tu.on_ack(ack, peer)
 
     def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
@@ -164,7 +231,11 @@ class Handoff:
             self.tu.on_stray_response(response, peer)
 
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
-        return self._to_sibling(request, peer) or self.tu.answer_statelessly(request, peer)
+        if self._to_sibling(request, peer):
+            return True
+        if self._inherited(request, peer) and self._hand_over(request, peer, "retransmission"):
+            return True
+        return self.tu.answer_statelessly(request, peer)
 
     def holds(self, request: Request) -> bool:
         return self.tu.holds(request)

@@ -237,6 +237,8 @@ class Server:
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
                  self.cfg.shutdown_timeout)
+        if self.handoff is not None:  # a reload's successor learns what we still hold
+            self.handoff.pass_on()
         await self.core.stop(self.cfg.shutdown_timeout)
         await self.proxy.stop()
         await self.auth.stop()

@@ -252,6 +252,16 @@ class UdpUA(UA):
         assert self._transport is not None
         self._transport.sendto(data, (self.server_host, self.server_port))
 
+    async def answer(self, resp: Response) -> None:
+        """A response sent where §18.2.2 says: the top Via's ``received`` and ``rport`` (RFC
+        3581 §4) or its sent-by, which for a proxy of several workers is the port of the one
+        that forwarded the request (``signaling.supervisor``), not the shared port."""
+        assert self._transport is not None
+        via = resp.vias[0]
+        host = via.params.get("received") or via.host
+        port = via.params.get("rport") or via.port or 5060
+        self._transport.sendto(serialize(resp), (host, int(port)))
+
     async def close(self) -> None:
         if self._transport is not None:
             self._transport.close()

@@ -28,6 +28,8 @@ from websockets.asyncio.client import connect as ws_connect
 from harness.serverproc import ServerProcess, options, server_env, sip_request
 from harness.sipp_runner import Sipp
 from protocols.diameter.constants import ResultCode
+from protocols.sip.message import CSeq, NameAddr, Request, SipURI
+from tests.peers.sipua import UdpUA
 from tests.signaling.admin.helpers import (
     TOKEN,
     register,
@@ -387,6 +389,50 @@ def test_cancel_after_a_reload_reaches_the_old_worker(patient: Supervised) -> No
     text = front_metrics(patient)
     assert metric_value(text, "signaling_handoff_total", direction="sent",
                         kind="cancel") >= 10
+
+
+async def test_a_retransmission_after_a_reload_reaches_the_old_worker(
+        patient: Supervised) -> None:
+    """A MESSAGE the callee has not answered is retransmitted once both slots changed hands.
+    It belongs to the old worker's transaction (§17.2.3), so the new worker hands it over
+    rather than forwarding it again under a branch of its own; the callee's late 200 then
+    reaches the caller through the old worker."""
+    callee = await UdpUA("bob", "127.0.0.1", patient.udp_port).start()
+    caller = await UdpUA("alice", "127.0.0.1", patient.udp_port).start()
+    try:
+        await callee.send(callee.register())
+        await callee.response(200, "REGISTER")
+        uri = SipURI("sip", "127.0.0.1", user="bob", port=patient.udp_port)
+        message = Request(method="MESSAGE", uri=uri, vias=[caller.via()],
+                          from_=caller.aor().with_param("tag", "reload1"), to=NameAddr(uri),
+                          call_id="retransmitted-after-reload", cseq=CSeq(1, "MESSAGE"),
+                          max_forwards=70, content_type="text/plain", body=b"hello")
+        await caller.send(message)
+        forwarded = await callee.request("MESSAGE", timeout=START_BOUND)
+        before = {int(w["pid"]) for w in patient.workers()}
+        reload = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "signaling", "reload", "--pid-file",
+                             str(patient.pid_file)], capture_output=True, text=True, timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        await asyncio.to_thread(patient.wait_serving, 2, before)
+        await caller.send(message)  # the same request again: a retransmission (§17.1.2.2)
+        deadline = time.monotonic() + START_BOUND
+        while metric_value(front_metrics(patient), "signaling_handoff_total",
+                           direction="sent", kind="retransmission") < 1:
+            assert time.monotonic() < deadline, patient.read_log()
+            await asyncio.sleep(0.2)
+        await callee.answer(callee.reply(forwarded, 200, tag="bob1"))
+        ok = await caller.response(200, "MESSAGE", timeout=START_BOUND)
+        assert ok.call_id == message.call_id
+        # Every copy the callee got is the old worker's one client transaction (its own Timer
+        # E retransmissions), never a second forward by the new worker.
+        copies = [m for m in callee.received
+                  if isinstance(m, Request) and m.method == "MESSAGE"]
+        assert {m.vias[0].params["branch"] for m in copies} == \
+            {forwarded.vias[0].params["branch"]}
+    finally:
+        await caller.close()
+        await callee.close()
 
 
 def test_dialogs_and_stats_answer_for_every_worker(server: Supervised) -> None:
