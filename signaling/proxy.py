@@ -77,6 +77,8 @@ _COOKIE = "z9hG4bK"
 
 #: RFC 7339 §5.1: our Via on every forwarded request says we do loss-based overload control.
 _OC: dict[str, str | None] = {"oc": None, "oc-algo": '"loss"'}
+#: RFC 5626 §7: the answers of a flow after which its instance's next flow may be tried.
+_NEXT_FLOW = frozenset({408, FLOW_FAILED})
 
 
 def _oc_key(peer: Peer) -> tuple[str, int]:
@@ -358,7 +360,8 @@ class Proxy:
         elif isinstance(ev, TimerCFired):
             self._timer_c(branch)
         elif isinstance(ev, TransactionTimedOut):
-            self._branch_failed(branch, 408)
+            if not self._retry(branch):  # RFC 5626 §7: a timeout counts as a 408
+                self._branch_failed(branch, 408)
         elif isinstance(ev, TransportFailed):
             if not self._retry(branch):
                 self._branch_failed(branch, 503)
@@ -382,8 +385,10 @@ class Proxy:
             if not ctx.done:
                 self._relay(ctx, resp)
             return
-        if status == FLOW_FAILED and self._retry(branch):
-            return  # RFC 5626 §5.3: the instance's next flow has the request (flows.py)
+        if status in _NEXT_FLOW and self._retry(branch):
+            # RFC 5626 §7: after a 408 or 430 (and only those) the request may go to another
+            # flow of the same instance; the next one has it (flows.py).
+            return
         first_final = branch.final is None
         branch.final = resp
         if status < 300:

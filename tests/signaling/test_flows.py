@@ -194,11 +194,13 @@ async def test_tcp_flows_one_target_per_instance_the_other_when_one_closes() -> 
                 await again.close()
 
 
-async def test_a_flow_that_answers_430_gives_way_to_the_next_flow_of_its_instance() -> None:
-    """RFC 5626 §5.3: a phone with two flows through two edge proxies (played here by the
-    test: each keeps one flow and answers 430 when it has lost it).  A request goes to the
-    first flow only; its edge's 430 sends it to the second flow, whose answer is the
-    caller's; when both edges answer 430, the caller gets 430."""
+@pytest.mark.parametrize("status", [430, 408])
+async def test_a_flow_that_answers_430_or_408_gives_way_to_the_next_flow_of_its_instance(
+        status: int) -> None:
+    """RFC 5626 §5.3, §7: a phone with two flows through two edge proxies (played here by the
+    test: each keeps one flow and answers 430 when it has lost it, or 408).  A request goes
+    to the first flow only; its edge's 430 or 408 sends it to the second flow, whose answer
+    is the caller's; when both edges answer so, the caller gets that answer."""
     async with running_server() as server:
         port = _udp(server)
         edges = [await UdpUA("obe", "127.0.0.1", port).start() for _ in range(2)]
@@ -213,7 +215,7 @@ async def test_a_flow_that_answers_430_gives_way_to_the_next_flow_of_its_instanc
             await caller.send(caller.invite("obe"))
             got = await edges[0].request("INVITE")
             assert not [m for m in await edges[1].quiet(0.3) if isinstance(m, Request)]
-            await edges[0].send(edges[0].reply(got, 430, tag="lost"))
+            await edges[0].send(edges[0].reply(got, status, tag="lost"))
             got = await edges[1].request("INVITE")
             route = got.routes[0].uri if got.routes else None
             assert isinstance(route, SipURI) and route.port == edges[1].port
@@ -223,8 +225,8 @@ async def test_a_flow_that_answers_430_gives_way_to_the_next_flow_of_its_instanc
             invite = caller.invite("obe")
             await caller.send(invite)
             for edge in edges:
-                await edge.send(edge.reply(await edge.request("INVITE"), 430, tag="lost"))
-            await caller.response(430)
+                await edge.send(edge.reply(await edge.request("INVITE"), status, tag="lost"))
+            await caller.response(status)
         finally:
             for ua in (*edges, caller):
                 await ua.close()
@@ -252,6 +254,33 @@ async def test_a_flow_that_closes_under_a_request_gives_way_to_the_next_flow() -
         finally:
             await caller.close()
             await flow2.close()
+
+
+async def test_a_flow_that_never_answers_gives_way_to_the_next_flow() -> None:
+    """RFC 5626 §7: a branch that times out counts as a 408, after which the instance's next
+    flow gets the request (T1 of 50 ms: Timer B fires after 3.2 s).  An INVITE over two
+    UDP flows: the first stays silent, the second answers, and its answer is the caller's;
+    a flow that gave a final answer other than 408 or 430 is not followed by another."""
+    async with running_server(t1=0.05, t2=0.2) as server:
+        port = _udp(server)
+        flows = [await UdpUA("obt", "127.0.0.1", port).start() for _ in range(2)]
+        caller = await UdpUA("caller", "127.0.0.1", port).start()
+        try:
+            for reg_id, flow in enumerate(flows, 1):
+                await _registered(flow, _outbound(flow, URN_A, reg_id))
+            await caller.send(caller.invite("obt"))
+            await flows[0].request("INVITE")  # and no answer, nor to its retransmissions
+            got = await flows[1].request("INVITE")
+            await flows[1].send(flows[1].reply(got, 200, tag="b"))
+            await caller.response(200)
+            assert server.proxy.c_proxy.get("flow_failed_next_flow") == 1
+            await caller.send(caller.invite("obt"))
+            await flows[0].send(flows[0].reply(await flows[0].request("INVITE"), 486, tag="x"))
+            await caller.response(486)
+            assert not [m for m in await flows[1].quiet(0.3) if isinstance(m, Request)]
+        finally:
+            for ua in (*flows, caller):
+                await ua.close()
 
 
 async def _until(ready: Callable[[], bool], timeout: float = 10.0) -> None:
