@@ -4,7 +4,8 @@
 - One SIP message per WebSocket message, text or binary (§4.2).
 - Each connection has an id; a binding registered over it records that id (and this node), so
   requests for that user go back over the same connection (§5), and when the connection closes
-  its bindings are removed from the registry.
+  its bindings are removed from the registry and the SIP core is told
+  (``SipCore.connection_closed``: the requests sent over it still waiting fail at once).
 - WSS (``name`` "wss") is the same listener over TLS, with the contexts of signaling.tls
   (certificates reloaded without a restart, TLS 1.2 and 1.3 only).  Its TLS handshakes go
   through ``signaling.transports.tlsgate``: bounded per source (``tcp_max_per_source``) and
@@ -240,6 +241,9 @@ class WsTransport:
             del self.conns[conn_id]
             conn.writer.cancel()
             self.c_ws.inc("closed")
+            # What went over it and heard nothing back fails now (§17.1.4), as for TCP and
+            # TLS: a request to an RFC 5626 flow then goes to the instance's next flow.
+            self.core.connection_closed(self.name, conn_id)
             await self._closed(conn_id)
 
     async def _closed(self, conn_id: str) -> None:

@@ -10,10 +10,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from protocols.sip.message import Response
+from protocols.sip.message import NameAddr, Response
 from protocols.sip.parser import parse_message
 from signaling.server import Server
 from signaling.transports.ws import WS_MAX_BAD_MESSAGES
+from tests.peers.sipua import UdpUA, WsUA
 from tests.signaling.inproc import running_server
 
 
@@ -187,3 +188,35 @@ async def test_closing_connections_while_redis_is_down_log_one_line(
             assert len(lines) == 1 and not lines[0].exc_info
     finally:
         redis.stop()
+
+
+async def test_a_websocket_flow_that_closes_under_a_request_gives_way_to_the_next_flow() -> None:
+    """A WebSocket connection that closes tells the SIP core, as TCP and TLS ones do: the
+    INVITE sent over it that heard nothing back fails at once (§17.1.4: its answer could only
+    have come over that connection), not at Timer B, and the instance's other flow gets it
+    (RFC 5626 §5.3)."""
+    async with running_server() as srv:
+        assert srv.ws_address is not None and srv.udp_address is not None
+        udp = srv.udp_address[1]
+        flows = [await WsUA("obw", "127.0.0.1", udp, srv.ws_address[1]).start()
+                 for _ in range(2)]
+        caller = await UdpUA("caller", "127.0.0.1", udp).start()
+        try:
+            for reg_id, flow in enumerate(flows, 1):
+                req = flow.register()
+                params = {**req.contacts[0].params, "reg-id": str(reg_id),
+                          "+sip.instance": '"<urn:uuid:00000000-0000-1000-8000-0000000000ee>"'}
+                req.contacts = [NameAddr(req.contacts[0].uri, params=params)]
+                req.extra.append(("Supported", "outbound"))
+                await flow.send(req)
+                await flow.response(200, "REGISTER")
+            await caller.send(caller.invite("obw"))
+            await flows[0].request("INVITE")
+            await flows[0].close()  # no answer: the connection goes
+            got = await flows[1].request("INVITE")
+            await flows[1].send(flows[1].reply(got, 486, tag="busy"))
+            await caller.response(486)
+            assert srv.proxy.c_proxy.get("flow_failed_next_flow") == 1
+        finally:
+            await caller.close()
+            await flows[1].close()
