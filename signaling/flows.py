@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from protocols.sip.flowtoken import FlowTokens
 from protocols.sip.gruu import GruuCodec, call_digest
 from protocols.sip.message import SipURI
 from protocols.sip.outbound import FLOW_TIMER, instance_urn
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
     from protocols.sip.message import Request
     from signaling.proxy_context import Branch
 
-__all__ = ["FLOW_FAILED", "MAX_FLOWS", "FlowTable", "Reach", "gruu_codec", "next_flow"]
+__all__ = ["FLOW_FAILED", "MAX_FLOWS", "FlowTable", "Reach", "flow_tokens", "gruu_codec",
+           "next_flow"]
 
 #: RFC 5626 §11.6.
 FLOW_FAILED = 430
@@ -65,6 +67,12 @@ def gruu_codec(cfg: Config) -> GruuCodec:
     worker) when set, else with a random per-process key (temp-gruus then only route through
     the process that issued them, and not after a restart: documented in the README)."""
     return GruuCodec(cfg.auth_secret.encode() if cfg.auth_secret else _PROCESS_SECRET)
+
+
+def flow_tokens(cfg: Config) -> FlowTokens:
+    """The flow-token codec of this process (an edge proxy's Path, ``signaling.edge``), keyed
+    as ``gruu_codec`` is: a token made by one worker or node reads on every other."""
+    return FlowTokens(cfg.auth_secret.encode() if cfg.auth_secret else _PROCESS_SECRET)
 
 
 class FlowTable:

@@ -52,8 +52,9 @@ from protocols.sip.uri import aor_of, parse_uri
 from signaling.auth.policy import Authenticator
 from signaling.config import Config
 from signaling.dialogs import DialogInput, DialogState, DialogTableFull, ProxyDialog
+from signaling.edge import Edge
 from signaling.fanout import cap_per_destination
-from signaling.flows import FLOW_FAILED, Reach, gruu_codec, next_flow
+from signaling.flows import FLOW_FAILED, Reach, flow_tokens, gruu_codec, next_flow
 from signaling.forwarding import response_bytes
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
@@ -111,6 +112,9 @@ class Proxy:
         self.transports = core.transports
         self.hops = Hops(self.transports, node_id, self._is_me, reaches)  # reaches: hops.py
         self.reach = Reach(self.hops, self.transports, node_id, core.flows, gruu_codec(cfg))
+        #: REGISTERs relayed with a flow token in their Path, and requests routed back by it.
+        self.edge = Edge(self.transports, node_id, flow_tokens(cfg), core.flows, core.domains,
+                         cfg.relay, self._is_me, reaches)
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
@@ -152,11 +156,15 @@ class Proxy:
         if self._loop_detected(req):
             self._reply(work, 482)  # §16.3 step 4
             return
+        flow = self.edge.route(req, work.peer) if req.to.tag is None else None
         self._pop_own_routes(req)
         if req.to.tag is not None:
             await self._in_dialog(work)
             return
-        targets = await self._targets(work)
+        if isinstance(flow, int):
+            self._reply(work, flow)  # RFC 5626 §5.3.1: 430 the flow is gone, 403 forged
+            return
+        targets = [Target(req.uri, flow)] if flow is not None else await self._targets(work)
         if targets:
             self._fork(work, targets)
 
@@ -312,6 +320,8 @@ class Proxy:
             rr = [*mine, *rr]
         mf = 70 if req.max_forwards is None else req.max_forwards - 1  # §16.6 step 3
         extra = req.extra
+        if req.method == "REGISTER":  # relayed as an edge proxy (signaling.edge)
+            extra = self.edge.with_path(req, incoming, out, extra)
         if trace:  # our span's W3C trace context replaces the caller's (tracing.py)
             extra = [*(h for h in extra if h[0].lower() not in ("traceparent", "tracestate")),
                      *trace]

@@ -1,9 +1,10 @@
 """The transaction user of a node: REGISTER to the registrar, everything else to the proxy.
 
 RFC 3261 §16 lets a proxy and a registrar share one address; which one answers a new request
-is decided by its method alone (§10.3: a REGISTER is the registrar's whatever its
-Request-URI).  ACK, CANCEL and stray responses only ever concern transactions the proxy
-created, so they go to it.
+is decided by its method: a REGISTER is the registrar's, unless it is for a domain not
+served here and the proxy relays it (§10.3 step 1: forwarded as a proxy; ``signaling.edge``).
+ACK, CANCEL and stray responses only ever concern transactions the proxy created, so they go
+to it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Router:
         self.tracer = tracer
 
     def handle(self, work: Work) -> Awaitable[None]:
-        if work.request.method == "REGISTER":
+        if work.request.method == "REGISTER" and not self.proxy.edge.relays(work.request):
             if self.tracer is not None:
                 return self._traced_register(work)
             return self.registrar.handle(work)

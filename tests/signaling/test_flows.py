@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,9 +16,6 @@ import pytest
 from harness.serverproc import (
     ServerProcess,
     free_tcp_port,
-    free_udp_port,
-    options,
-    sip_request,
 )
 from protocols import stun
 from protocols.sip.message import NameAddr, Request, Response, SipURI
@@ -29,6 +24,7 @@ from protocols.sip.uri import parse_uri
 from signaling.flows import FlowTable
 from signaling.server import Server
 from tests.peers import baresip
+from tests.peers.kamailio import Kamailio
 from tests.peers.sipua import UA, StreamUA, UdpUA
 from tests.signaling.inproc import running_server
 
@@ -571,34 +567,6 @@ request_route {{
     t_relay();
 }}
 """
-
-
-class Kamailio:
-    """A Kamailio process of the test's own configuration, in its own session."""
-
-    def __init__(self, config: str, tmp: Path) -> None:
-        self.port = free_udp_port()
-        self.cfg = tmp / "kamailio.cfg"
-        self.cfg.write_text(config.replace("{port}", str(self.port)))
-        self.log = tmp / "kamailio.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Kamailio:
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                ["kamailio", "-f", str(self.cfg), "-DD", "-E", "-m", "32", "-M", "8",
-                 "-Y", str(self.cfg.parent), "-w", str(self.cfg.parent)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60  # generous: a loaded CI machine starts it slowly
-        while sip_request(self.port, options(self.port), timeout=0.2) is None:
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "Kamailio did not answer OPTIONS"
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
 
 
 @pytest.fixture

@@ -1,0 +1,120 @@
+"""This server as an edge proxy (RFC 5626 §5.1, §5.3.1; RFC 3327): REGISTERs it relays to
+another registrar carry a Path naming the flow they came over, and requests that come back
+with that Path value as their Route go over that flow.
+
+- Which REGISTERs are relayed (``relays``): §10.3 step 1, a registrar without bindings for the
+  Request-URI's domain forwards the REGISTER as a proxy.  Here: a domain this server does not
+  serve, with a Route to another proxy or with ``relay`` on; every other REGISTER is the
+  registrar's, as before (a domain not served and nowhere to send it: its 403).
+- The Path (``with_path``): when this server is the UA's first hop (the REGISTER has one Via),
+  its Path value goes on top: our address facing the registrar, a flow token in its user part
+  (``protocols.sip.flowtoken``: the flow sealed with a key of ours) and ``lr``; ``ob`` when a
+  Contact registers an outbound flow (§5.1: the edge tells the registrar it keeps the flow).
+  A REGISTER relayed from a further proxy gets none: its flow is that proxy's.
+- A request whose top Route is ours with a flow token (``route``, §5.3.1): when it came over
+  the flow itself it is outgoing (the UA's own) and routed as any other; otherwise it goes over
+  the flow, never a new connection; a flow that is gone gets 430 Flow Failed, a token that does
+  not verify 403 Forbidden (§5.3.1: it was tampered with).  A flow is gone when its
+  connection closed, or for UDP when its keep-alives lapsed (``FlowTable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from protocols.sip.flowtoken import TOKEN_PREFIX, Flow, FlowTokens
+from protocols.sip.message import NameAddr, Request, SipURI
+from protocols.sip.outbound import outbound_contact
+from signaling.flows import FLOW_FAILED, FlowTable
+from signaling.transports.base import Peer, Transports
+
+__all__ = ["Edge"]
+
+#: §5.3.1: a flow token that does not verify.
+FORBIDDEN = 403
+
+
+class Edge:
+    """The edge-proxy side of the proxy (see the module docstring)."""
+
+    def __init__(self, transports: Transports, node_id: str, tokens: FlowTokens,
+                 flows: FlowTable, domains: frozenset[str] | set[str], relay: bool,
+                 is_me: Callable[[SipURI], bool],
+                 reaches: Callable[[str], bool] | None = None) -> None:
+        self.transports = transports
+        self.node_id = node_id
+        self.tokens = tokens
+        self.flows = flows
+        self.domains = domains
+        self.relay = relay
+        self.is_me = is_me
+        self.reaches = reaches
+
+    def relays(self, req: Request) -> bool:
+        """A REGISTER the proxy forwards rather than the registrar answers (§10.3 step 1)."""
+        uri = req.uri
+        if not isinstance(uri, SipURI) or uri.host.lower() in self.domains:
+            return False
+        return self.relay or any(not (isinstance(r.uri, SipURI) and self.is_me(r.uri))
+                                 for r in req.routes)
+
+    def with_path(self, req: Request, incoming: Peer, out: str,
+                  extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``extra`` of a relayed REGISTER's copy going out over ``out``, with our Path value
+        in front of the others when we are the UA's first hop."""
+        info = self.transports.info(out)
+        if len(req.vias) != 1 or info is None:
+            return extra
+        token = self.tokens.make(Flow(incoming.transport, incoming.host, incoming.port,
+                                      incoming.conn_id, self.node_id))
+        rr = info.record_route.uri
+        assert isinstance(rr, SipURI)
+        params = dict(rr.params)
+        if any(outbound_contact(req, c) for c in req.contacts):
+            params["ob"] = None
+        path = str(NameAddr(SipURI("sip", rr.host, user=token, port=rr.port, params=params)))
+        first = next((i for i, (name, _) in enumerate(extra) if name.lower() == "path"),
+                     len(extra))
+        return [*extra[:first], ("Path", path), *extra[first:]]
+
+    def route(self, req: Request, incoming: Peer) -> Peer | int | None:
+        """Where a request whose top Route carries our flow token goes: the flow's peer, or
+        the status to answer (430, 403); None when it has no such Route or is outgoing."""
+        if not req.routes:
+            return None
+        uri = req.routes[0].uri
+        if not isinstance(uri, SipURI) or not (uri.user or "").startswith(TOKEN_PREFIX) \
+                or not self.is_me(uri):
+            return None
+        flow = self.tokens.read(uri.user)
+        if flow is None:
+            return FORBIDDEN
+        if self._same(flow, incoming):
+            return None  # §5.3.1: outgoing, from the UA over its flow
+        return self._usable(flow) or FLOW_FAILED
+
+    def _same(self, flow: Flow, peer: Peer) -> bool:
+        if flow.transport != peer.transport:
+            return False
+        if self.transports.reliable(flow.transport):
+            return flow.conn_id == peer.conn_id
+        return (flow.host, flow.port) == (peer.host, peer.port)
+
+    def _usable(self, flow: Flow) -> Peer | None:
+        if flow.transport not in self.transports:
+            return None
+        if not self.transports.reliable(flow.transport):
+            # The 5-tuple: back to the source, from the socket it came to (conn_id is a
+            # worker's slot tag, signaling/transports/udp.py).
+            if not self.flows.alive(flow.host, flow.port):
+                return None
+            return Peer(flow.transport, flow.host, flow.port, flow.conn_id)
+        if flow.conn_id is None:
+            return None
+        if flow.node != self.node_id:
+            held = self.reaches is not None and self.reaches(flow.node)
+        else:
+            conns = getattr(self.transports.get(flow.transport), "conns", None)
+            held = isinstance(conns, dict) and flow.conn_id in conns
+        # Over the flow only (host and port empty): never a new connection (§5.3.1).
+        return Peer(flow.transport, "", 0, flow.conn_id) if held else None
