@@ -34,6 +34,8 @@ without batching: an upper bound of what a loaded server spends.
   them: ``TLS_CONNECTIONS`` persistent connections opened (and their handshakes done) before
   the counters are zeroed, each keeping ``TLS_WINDOW`` REGISTERs outstanding, so reads and
   writes batch as they do under load;
+- REGISTER_TCP: the same over plain TCP connections: REGISTER_TLS minus it is what TLS costs,
+  it minus REGISTER what a stream connection costs over a datagram;
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
   tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
@@ -53,7 +55,7 @@ Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
                                 [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,REGISTER_401,
-                                         REGISTER_TLS,...]
+                                         REGISTER_TLS,REGISTER_TCP,...]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -77,6 +79,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.bench_register_redis import RedisForBench
 from harness.serverproc import free_tcp_port, free_udp_port, options, sip_request
@@ -291,31 +294,41 @@ def tls_extra(directory: Path) -> list[str]:
             "--overload-target", "30"]
 
 
+def tcp_extra() -> list[str]:
+    """The server options of REGISTER_TCP: a TCP listener (and the overload target of
+    ``tls_extra``)."""
+    return ["--sip-tcp", f"127.0.0.1:{free_tcp_port()}", "--overload-target", "30"]
+
+
 def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
-    """REGISTERs over ``TLS_CONNECTIONS`` TLS connections, ``TLS_WINDOW`` outstanding on each;
-    the counters are zeroed once every connection is open.  Returns the 200s received."""
+    """REGISTERs over ``TLS_CONNECTIONS`` TLS connections (plain TCP ones for REGISTER_TCP),
+    ``TLS_WINDOW`` outstanding on each; the counters are zeroed once every connection is
+    open.  Returns the 200s received."""
     from benchmarks.bench_register_tls import _register
     from protocols.sip.framing import SipStream
 
     extra = server.extra
-    port = int(extra[extra.index("--sip-tls") + 1].rpartition(":")[2])
-    ctx = ssl.create_default_context(cafile=str(Path(extra[extra.index("--tls-cert") + 1])
-                                                .parent / "ca.crt"))
+    secure = "--sip-tls" in extra
+    port = int(extra[extra.index("--sip-tls" if secure else "--sip-tcp") + 1]
+               .rpartition(":")[2])
+    tls: dict[str, Any] = {}
+    if secure:
+        tls = {"ssl": ssl.create_default_context(cafile=str(
+                   Path(extra[extra.index("--tls-cert") + 1]).parent / "ca.crt")),
+               "server_hostname": "sip.example.com"}
     per_conn = n // TLS_CONNECTIONS
 
     async def run() -> int:
         deadline = time.monotonic() + START_TIMEOUT
-        while True:  # the TLS listener starts after the UDP one that answered the probe
+        while True:  # the stream listener starts after the UDP one that answered the probe
             try:
-                first = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                      server_hostname="sip.example.com")
+                first = await asyncio.open_connection("127.0.0.1", port, **tls)
                 break
             except ConnectionRefusedError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        conns = [first, *[await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                        server_hostname="sip.example.com")
+        conns = [first, *[await asyncio.open_connection("127.0.0.1", port, **tls)
                           for _ in range(TLS_CONNECTIONS - 1)]]
         server.control("-z")
         oks = await asyncio.gather(*(one(c, r, w) for c, (r, w) in enumerate(conns)))
@@ -357,7 +370,8 @@ SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
     "REGISTER": _zeroed(send_registers), "REGISTER_REDIS": _zeroed(send_registers),
     "REGISTER_AUTH": _zeroed(send_auth_registers),
     "REGISTER_401": _zeroed(lambda port, n: send_auth_registers(port, n, REGISTER_401_XML)),
-    "REGISTER_TLS": send_tls_registers, "OPTIONS": _zeroed(send_options), "CALL": send_calls}
+    "REGISTER_TLS": send_tls_registers, "REGISTER_TCP": send_tls_registers,
+    "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
 def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
@@ -400,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "is counted, the supervisor and its replica hub included (issue 16)")
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
                     help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
-                         "REGISTER_AUTH, REGISTER_401, REGISTER_TLS, OPTIONS, CALL "
+                         "REGISTER_AUTH, REGISTER_401, REGISTER_TLS, REGISTER_TCP, "
+                         "OPTIONS, CALL "
                          "(default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
     kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
@@ -420,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     contextlib.ExitStack() as stack:
                 extra = (auth_extra(Path(tmp), args.messages)
                          if kind in ("REGISTER_AUTH", "REGISTER_401") else
-                         tls_extra(Path(tmp)) if kind == "REGISTER_TLS" else [])
+                         tls_extra(Path(tmp)) if kind == "REGISTER_TLS" else
+                         tcp_extra() if kind == "REGISTER_TCP" else [])
                 if kind == "REGISTER_REDIS":
                     redis = RedisForBench().start()
                     stack.callback(redis.stop)
