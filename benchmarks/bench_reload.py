@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from harness.sipp_runner import Sipp, run_sipp
 __all__ = ["main"]
 
 SPREAD = ["-t", "un", "-max_socket", "64"]
+_ERROR_LINE = re.compile(r"\d{4}-\d\d-\d\d\s+[\d:.]+\s+[\d.]+:\s*")
 
 
 def _ms(text: str) -> float:
@@ -49,14 +51,32 @@ class Load:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL)
 
-    def finish(self, timeout: float) -> tuple[int, int, list[float]]:
-        """(successful, failed, response time of each second in ms)."""
+    def finish(self, timeout: float) -> tuple[int, int, list[float], list[str]]:
+        """(successful, failed, response time of each second in ms, why calls failed)."""
         self.proc.wait(timeout)
         rows = list(csv.DictReader(self.sipp.stat_file.open(errors="replace"), delimiter=";"))
         last = rows[-1] if rows else {}
         per_second = [_ms(r.get("ResponseTime1(P)", "")) for r in rows[1:]]
         return (int(last.get("SuccessfulCall(C)", 0) or 0),
-                int(last.get("FailedCall(C)", 0) or 0), [t for t in per_second if t > 0])
+                int(last.get("FailedCall(C)", 0) or 0), [t for t in per_second if t > 0],
+                _reasons(self.sipp.error_file))
+
+
+def _reasons(error_file: Path) -> list[str]:
+    """SIPp's error lines, counted by their text without the call's numbers, most frequent
+    first: a failure count alone does not say whether the server refused, lost or was late."""
+    if not error_file.exists():
+        return []
+    counts: dict[str, int] = {}
+    for line in error_file.read_text(errors="replace").splitlines():
+        # An error line: "2026-12-04\t23:59:58.123456\t1733356798.123456: Aborting call on
+        # ..."; the message SIPp quotes after it is left out.
+        stamp = _ERROR_LINE.match(line)
+        if stamp is None:
+            continue
+        text = re.sub(r"\d+", "N", line[stamp.end():])[:150]
+        counts[text] = counts.get(text, 0) + 1
+    return [f"{n} x {text}" for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]]
 
 
 def main() -> None:
@@ -95,11 +115,13 @@ def main() -> None:
         uas.stop()
     print(f"reload under {args.register_rate} REGISTER/s and {args.call_rate} calls/s, "
           f"--processes 2 (rolling reload took {reload_s:.1f} s; shared machine: noisy)")
-    for name, (ok, failed, times) in results.items():
+    for name, (ok, failed, times, reasons) in results.items():
         median = statistics.median(times) if times else 0.0
         worst = max(times) if times else 0.0
         print(f"  {name:8}: {ok} successful, {failed} failed; response time per second: "
               f"median {median:.2f} ms, worst {worst:.2f} ms")
+        for reason in reasons if failed else []:
+            print(f"      {reason}")
 
 
 if __name__ == "__main__":

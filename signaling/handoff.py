@@ -29,6 +29,14 @@ passed on: the RFC 2543 fallback keys of §17.2.3 are left to the new worker, as
 retransmission read by the new worker between its first read and its predecessor's SIGTERM
 (the supervisor's rolling reload: milliseconds) is still taken as new.
 
+Within a dialog the same holds for what the old worker set up just before the reload: a call
+it confirmed a millisecond ago reaches the shared registry a moment later (its write does not
+hold the 200 up: ``signaling.dialogshare``), and a BYE sent at once may come first to the new
+worker, which would answer 481.  So while the predecessor lives, a request or ACK with a To tag
+for a dialog the new worker does not hold is handed over; the old worker serves requests within
+a dialog to the end (``SipCore``: only new requests get "shutting down"), and answers 481
+itself when it holds the dialog no more than the new worker does.
+
 The same socket carries the messages of ``signaling.siblings`` (a call using another worker's
 connection): every frame is a ``siblings.Frame``, "in" (receive as if read from its peer),
 "out" (send on our connection for the sibling) or "gone" (the connection an "out" frame was
@@ -181,6 +189,11 @@ class Handoff:
         except msgspec.DecodeError:
             self.c_handoff.inc("received", "malformed")
 
+    def _predecessors(self, request: Request) -> bool:
+        """``request`` is within a dialog the predecessor may still hold and we do not."""
+        return (self.predecessor is not None and request.to.tag is not None
+                and not self.tu.holds(request))
+
     def _inherited(self, request: Request, peer: Peer) -> bool:
         """``request`` belongs to a transaction the predecessor still holds.  Over UDP only:
         a connection's requests reach the worker that holds the connection (§17.1.2.2: no
@@ -216,8 +229,10 @@ class Handoff:
     def on_ack(self, ack: Request, peer: Peer) -> None:
         if self._to_sibling(ack, peer):
             return
-        if not (self._inherited(ack, peer) and self._hand_over(ack, peer, "ack")):
-            self.tu.on_ack(ack, peer)
+        if (self._inherited(ack, peer) or self._predecessors(ack)) \
+                and self._hand_over(ack, peer, "ack"):
+            return
+        self.tu.on_ack(ack, peer)
 
     def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
         if self.tu.on_cancel(cancel, peer, now):
@@ -234,6 +249,8 @@ class Handoff:
         if self._to_sibling(request, peer):
             return True
         if self._inherited(request, peer) and self._hand_over(request, peer, "retransmission"):
+            return True
+        if self._predecessors(request) and self._hand_over(request, peer, "in_dialog"):
             return True
         return self.tu.answer_statelessly(request, peer)
 

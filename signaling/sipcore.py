@@ -541,9 +541,10 @@ class SipCore:
             tail = self.overload.rejected(req, self.stateless_tag(req), waited, _method(req.method))
             self._send_stateless(req, peer, 503, None, tail)
             return True
-        if not self.accepting and req.method != "CANCEL":
+        if not self.accepting and req.method != "CANCEL" and req.to.tag is None:
             # A CANCEL is no new work: it ends an INVITE this server still holds (§9.2), which
-            # is what a draining server is finishing.
+            # is what a draining server is finishing; so is a request within a dialog (a BYE
+            # ending a call, which a reload's new worker hands over: signaling.handoff).
             self._shed(req, peer, "shutting_down")
             return True
         return False

@@ -163,6 +163,22 @@ async def test_cancel_is_not_shed_while_shutting_down() -> None:
         peer.close()
 
 
+async def test_requests_within_a_dialog_are_not_shed_while_shutting_down() -> None:
+    # A draining server finishes its calls: a BYE is no new work (a reload's new worker hands
+    # the old one the BYEs of its calls: signaling.handoff).  No dialog here: 481, not 503.
+    async with running_server(domain=["example.com"]) as srv:
+        assert srv.udp_address is not None
+        port = srv.udp_address[1]
+        peer = await UdpPeer.open()
+        srv.core.accepting = False
+        bye = await _answer(peer, port, _req("BYE", "sip:bob@example.com", peer.port,
+                                             to_tag="t1"))
+        assert bye.status == 481
+        assert srv.core.c_shed.get("shutting_down") == 0
+        srv.core.accepting = True
+        peer.close()
+
+
 async def test_stray_response_is_a_counted_drop() -> None:
     async with running_server() as srv:
         assert srv.udp_address is not None

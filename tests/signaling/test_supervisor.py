@@ -29,7 +29,7 @@ from harness.serverproc import ServerProcess, options, server_env, sip_request
 from harness.sipp_runner import Sipp
 from protocols.diameter.constants import ResultCode
 from protocols.sip.message import CSeq, NameAddr, Request, SipURI
-from tests.peers.sipua import UdpUA
+from tests.peers.sipua import UdpUA, invited
 from tests.signaling.admin.helpers import (
     TOKEN,
     register,
@@ -391,17 +391,24 @@ def test_cancel_after_a_reload_reaches_the_old_worker(patient: Supervised) -> No
                         kind="cancel") >= 10
 
 
-async def test_a_retransmission_after_a_reload_reaches_the_old_worker(
+async def test_what_the_old_worker_holds_reaches_it_after_a_reload(
         patient: Supervised) -> None:
-    """A MESSAGE the callee has not answered is retransmitted once both slots changed hands.
-    It belongs to the old worker's transaction (§17.2.3), so the new worker hands it over
-    rather than forwarding it again under a branch of its own; the callee's late 200 then
-    reaches the caller through the old worker."""
+    """The old worker holds a confirmed call and a MESSAGE the callee has not answered when both
+    slots change hands.  The MESSAGE retransmitted to the shared port belongs to the old
+    worker's transaction (§17.2.3): the new worker hands it over rather than forwarding it again
+    under a branch of its own.  The caller's BYE, for a dialog the new worker does not hold, is
+    handed over too (the old worker may have confirmed it too recently for the shared
+    registry).  Both complete end to end."""
     callee = await UdpUA("bob", "127.0.0.1", patient.udp_port).start()
     caller = await UdpUA("alice", "127.0.0.1", patient.udp_port).start()
     try:
-        await callee.send(callee.register())
-        await callee.response(200, "REGISTER")
+        # The callee answers where §18.2.2 says (the port of the worker that forwarded the
+        # INVITE), as every later answer here: the shared port may lead to the other worker.
+        invite, got = await invited(caller, callee)
+        await callee.answer(callee.reply(got, 200, tag="c1", body=b"v=0\r\n"))
+        leg = caller.uac_leg(invite, await caller.response(200))
+        await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+        await callee.request("ACK", START_BOUND)
         uri = SipURI("sip", "127.0.0.1", user="bob", port=patient.udp_port)
         message = Request(method="MESSAGE", uri=uri, vias=[caller.via()],
                           from_=caller.aor().with_param("tag", "reload1"), to=NameAddr(uri),
@@ -416,11 +423,15 @@ async def test_a_retransmission_after_a_reload_reaches_the_old_worker(
         assert reload.returncode == 0, reload.stderr
         await asyncio.to_thread(patient.wait_serving, 2, before)
         await caller.send(message)  # the same request again: a retransmission (§17.1.2.2)
+        await caller.send(caller.in_dialog(leg, "BYE"))
+        await callee.answer(callee.reply(await callee.request("BYE", START_BOUND), 200))
+        await caller.response(200, "BYE", timeout=START_BOUND)
         deadline = time.monotonic() + START_BOUND
-        while metric_value(front_metrics(patient), "signaling_handoff_total",
-                           direction="sent", kind="retransmission") < 1:
-            assert time.monotonic() < deadline, patient.read_log()
-            await asyncio.sleep(0.2)
+        for kind in ("retransmission", "in_dialog"):
+            while metric_value(front_metrics(patient), "signaling_handoff_total",
+                               direction="sent", kind=kind) < 1:
+                assert time.monotonic() < deadline, (kind, patient.read_log())
+                await asyncio.sleep(0.2)
         await callee.answer(callee.reply(forwarded, 200, tag="bob1"))
         ok = await caller.response(200, "MESSAGE", timeout=START_BOUND)
         assert ok.call_id == message.call_id
