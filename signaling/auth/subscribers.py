@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,7 +153,7 @@ class FileSubscribers:
         return len(subs)
 
     def _maybe_reload(self) -> None:
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         if now - self._checked < RELOAD_CHECK:
             return
         self._checked = now
@@ -165,6 +166,11 @@ class FileSubscribers:
             log.info("subscribers reloaded from %s: %d", self.path, count)
 
     async def get(self, user: str, realm: str) -> Subscriber | None:
+        return self.find(user, realm)
+
+    def find(self, user: str, realm: str) -> Subscriber | None:
+        """``get`` without a coroutine: the file is in memory, and the authenticator looks a
+        subscriber up for every authenticated request."""
         self._maybe_reload()
         return self._subs.get((user, realm.lower()))
 
