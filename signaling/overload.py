@@ -79,9 +79,14 @@ def starts_new_work(data: bytes) -> str | None:
     method = _NEW_WORK.get(data[:data.find(b" ", 0, 12)])
     if method is None:
         return None
-    end = data.find(b"\r\n\r\n")
-    if _TO_TAG.search(data, 0, end if end >= 0 else len(data)) is not None:
-        return None
+    # The whole datagram is searched and the end of the header section looked for only when
+    # a To tag turned up: finding it first took a third of this function (timeit), and the
+    # first match lies before it exactly when one does (a match never leaves its line).
+    tagged = _TO_TAG.search(data)
+    if tagged is not None:
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or tagged.start() < end:
+            return None
     return method
 
 
