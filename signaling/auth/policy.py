@@ -106,6 +106,9 @@ class Authenticator:
         #: The file store answers without a coroutine (``FileSubscribers.find``).
         self._find = store.find if isinstance(store, FileSubscribers) else None
         self.guard = guard
+        #: Whether any source can be trusted (``_trusted``), fixed at start: when none can,
+        #: as in most deployments, the two calls per request are skipped.
+        self._trusting = bool(guard.limits.trusted) or tls_identity is not None
         self.clock = clock
         self.enabled = cfg.auth == "on"
         self.algorithms = [a for a in ALGORITHMS if a in {x.upper() for x in
@@ -149,7 +152,7 @@ class Authenticator:
         to = req.to.uri
         if not isinstance(to, SipURI) or to.host.lower() not in self.core.domains:
             return False
-        if self._trusted(peer) is not None:
+        if self._trusting and self._trusted(peer) is not None:
             return False
         self.c_challenged.inc()
         self.core.send_stateless_tail(req, peer, 401, "Unauthorized", self._challenges(
@@ -170,7 +173,8 @@ class Authenticator:
             return False
         realm, call_id, from_tag, branch, before, after = head
         core = self.core
-        if realm not in core.domains or not core.accepting or self._trusted(peer) is not None:
+        if realm not in core.domains or not core.accepting or (
+                self._trusting and self._trusted(peer) is not None):
             return False
         self.c_challenged.inc()
         tail = self._challenges(_REGISTRAR, realm, False, f"{call_id}|{branch}")
@@ -192,10 +196,11 @@ class Authenticator:
                 return True  # the registrar's own answer (404/416), or a foreign caller
             self._answer(work, 403, "Relaying not allowed", "relay_denied")
             return False
-        trusted = self._trusted(work.peer)
-        if trusted is not None:
-            self.c_auth.inc(trusted)
-            return True
+        if self._trusting:
+            trusted = self._trusted(work.peer)
+            if trusted is not None:
+                self.c_auth.inc(trusted)
+                return True
         return await self._check(work, kind, identity)
 
     def _trusted(self, peer: Peer) -> str | None:
