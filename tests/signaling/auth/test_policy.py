@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from protocols.sip.digest import challenge_head
 from protocols.sip.message import Request, Response
 from signaling.auth.subscribers import FileSubscribers, Subscriber
@@ -401,6 +403,37 @@ async def test_the_unparsed_challenge_sends_the_bytes_the_full_way_sends(
         assert all(head_of(v, peer.host, peer.port) is None
                    for v in variants[3:len(_SHAPES)])
         assert same > 100 and taken >= same  # compared on many, not vacuously
+
+
+async def test_the_unparsed_challenge_is_no_work_for_admission_but_a_late_read_is(
+        tmp_path: Path) -> None:
+    """A stateless 401 gives the workers nothing to do: with admission control at its lowest
+    limit, far more REGISTERs without credentials than it would admit all get their 401
+    (none a 503, none dropped) and take none of its admissions; a REGISTER read later than
+    max_receive_delay is left to the screen, which drops it unanswered."""
+    async with auth_server(tmp_path, overload_max_rate="1") as (srv, _port):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        peer = Peer("udp", "127.0.0.1", sock.getsockname()[1])
+        try:
+            count = 40  # the limit's burst is 2 and its 503 budget 6 times that
+            for n in range(count):
+                srv.core.receive(_SHAPES[0].format(d=DOMAIN, p=peer.port, n=n).encode(), peer)
+            answers = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    answers.append(sock.recv(65535))
+            assert len(answers) == count
+            assert all(a.startswith(b"SIP/2.0 401 ") for a in answers)
+            assert srv.core.overload.c_admitted.get("REGISTER") == 0
+            late = _SHAPES[0].format(d=DOMAIN, p=peer.port, n=count).encode()
+            srv.core.receive(late, peer, waited=srv.cfg.max_receive_delay * 3)
+            with pytest.raises(BlockingIOError):
+                sock.recv(65535)
+            assert srv.core.overload.c_dropped.get("receive_delay", "REGISTER") == 1
+        finally:
+            sock.close()
 
 
 @asynccontextmanager
