@@ -1,14 +1,25 @@
 """Scaling of ``signaling serve --processes N`` under a CPU quota per worker (issue 16).
 
 A machine with a few cores shared with other work cannot show scaling by load alone: the load
-generator competes with the server.  So the server (supervisor, its shared registry and its
-workers) runs in a cgroup whose CPU quota is ``N x SHARE`` of a core (cgroup v2 ``cpu.max``, or
-v1 ``cpu.cfs_quota_us`` where the cpu controller is still on v1, as here), and SIPp offers more
-REGISTERs in steps (a rate per worker, times N): the highest step served with no failure is
-the server's capacity at that quota.  The quota covers the supervisor too, so the shared
-registry's cost counts against the workers' share, as it would on a full machine.
+generator competes with the server.  So **each process of the server** (every worker, and the
+supervisor with its registry hub) runs in a cgroup of its own whose CPU quota is ``SHARE`` of a
+core (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` where the cpu controller is still on
+v1, as here): the same share for each worker, as issue 16 asks, whatever the others do (one
+quota for the whole tree would let a busy worker take an idle one's share).  The server starts
+without a quota (interpreter start-up at 0.1 core takes long) and is moved into its groups once
+every worker answers.  SIPp offers more REGISTERs in steps (a rate per worker, times N): the
+highest step served with no failure is the server's capacity at that quota.
 ``--processes 1`` is the single-process server (no supervisor, in-process registry): the
 reference both for the speed-up and for the CPU per REGISTER the multi-process design adds.
+
+Whether the quota or the machine binds: the machine has 2 cores, shared with other work; N
+workers at ``SHARE`` each, the supervisor and SIPp offering N times the rate must fit in them.
+Each step prints the supervisor's CPU, SIPp's CPU (``RUSAGE_CHILDREN``: it runs pinned to one
+core), the load average, and per worker the time it was runnable but not running *beyond* its
+quota (``/proc/PID/task/*/schedstat`` run delay minus the group's ``throttled_time``): a step
+where a worker waited that way more than ``STARVED`` of the step, or SIPp used more than
+``GENERATOR_BOUND`` of its core, is flagged ``MACHINE-BOUND``: its figure is the machine's,
+not the design's.  ``--share 0.1`` keeps 4 workers, the supervisor and SIPp inside 2 cores.
 
 SIPp plays ``../shared/reference/sipp/register.xml`` (a new user per call), or complete calls
 (``harness/sipp/uac.xml`` to a registered ``uas.xml``: the callee answers from one port, so the
@@ -26,17 +37,16 @@ Reading the figures (what this bench does and does not isolate):
 * CPU per REGISTER depends on the load, not only on the code: a server near its quota reads
   many datagrams per wake-up and spends far less per REGISTER (one process at 0.1 core:
   ~150 µs at 500/s, ~70 µs at 1,500/s, throttled in every period).  Compare the designs at
-  the same rate per worker, below the quota (no or few "quota hit" periods).
-* The quota is one for the whole server (supervisor and workers), 100 ms periods: when it is
-  spent, every process stops at once; the spread ("busiest worker") shows the workers got
-  equal shares.
+  the same rate per worker, below the quota (no or few "throttled" periods).
+* Each process is throttled on its own, 100 ms periods: "throttled" counts the periods in
+  which any worker used its whole share (50 in a 5 s step: the busiest was always at its quota).
 * On this 2-core machine 4 workers, the supervisor and SIPp share 2 cores with other
   tenants: the multi-process server pays context switches and cold caches a server with a
   core per worker would not.  ``--sharing private`` (each worker its own registry) measures
   that part; ``replica`` minus ``private`` is what sharing the registry costs.
 * 4 workers at 0.25 core need SIPp to offer ~18,000 REGISTER/s to find their capacity, more
   than it can on this machine next to the server: use ``--share 0.1`` for the 4-worker
-  capacity (its steps stop where the server is throttled in every period, "quota hit" = 50
+  capacity (its steps stop where a worker is throttled in every period, "throttled" = 50
   in 5 s, not where SIPp falls behind).
 * ``benchmarks/bench_instructions.py --processes 4`` counts instructions instead (every
   process, callgrind), unaffected by the machine's load, with one REGISTER at a time (a
@@ -48,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -72,6 +83,11 @@ PERIOD_US = 100_000
 #: Source sockets SIPp spreads the calls over (``-max_socket``).
 SOURCES = 256
 START_TIMEOUT = 60.0
+#: A worker that waited for a CPU (runnable, within its quota) longer than this share of the
+#: step was held back by the machine, not by its quota: the step is flagged.
+STARVED = 0.10
+#: SIPp runs pinned to one core: past this share of it, it may be what limits the step.
+GENERATOR_BOUND = 0.90
 
 
 class CpuQuota:
@@ -108,11 +124,21 @@ class CpuQuota:
 
     def throttled(self) -> int:
         """Periods in which the group used its whole quota (``cpu.stat`` ``nr_throttled``)."""
+        return int(self._stat().get("nr_throttled", 0))
+
+    def throttled_s(self) -> float:
+        """Seconds the group was held by its quota (v1 ``throttled_time`` ns, v2 µs)."""
+        stat = self._stat()
+        if "throttled_usec" in stat:
+            return stat["throttled_usec"] / 1e6
+        return stat.get("throttled_time", 0) / 1e9
+
+    def _stat(self) -> dict[str, int]:
+        out = {}
         for line in (self.path / "cpu.stat").read_text().splitlines():
             name, _, value = line.partition(" ")
-            if name == "nr_throttled":
-                return int(value)
-        return 0
+            out[name] = int(value)
+        return out
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -120,7 +146,7 @@ class CpuQuota:
 
 
 class Server:
-    def __init__(self, processes: int, quota: CpuQuota, sharing: str = "replica") -> None:
+    def __init__(self, processes: int, start: CpuQuota, sharing: str = "replica") -> None:
         self.port = free_udp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-multiproc-"))
         cmd = [sys.executable, "-m", "signaling", "serve", "--processes", str(processes),
@@ -130,7 +156,7 @@ class Server:
         env = {**os.environ, SHARING_ENV: sharing}
         with open(self.dir / "log", "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=quota.enter,
+                                         start_new_session=True, preexec_fn=start.enter,
                                          env=env)
         self.processes = processes
 
@@ -166,8 +192,20 @@ class Result(NamedTuple):
     #: the busiest worker's share of the workers' CPU (1/N is an even spread)
     busiest: float
     failed: int
-    #: 100 ms periods in which the server used its whole quota
+    #: 100 ms periods in which the busiest worker used its whole quota
     throttled: int
+    #: the supervisor's CPU, in cores (0 for one process)
+    supervisor_cores: float
+    #: SIPp's CPU (and this process's other children), in cores
+    generator_cores: float
+    #: the longest a worker was runnable within its quota but not running, share of the step
+    starved: float
+    #: 1-minute load average at the end of the step
+    load: float
+
+    @property
+    def machine_bound(self) -> bool:
+        return self.starved > STARVED or self.generator_cores > GENERATOR_BOUND
 
 
 def _own_cpu(pid: int) -> float:
@@ -177,6 +215,17 @@ def _own_cpu(pid: int) -> float:
         return 0.0
     fields = text[text.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _run_delay(pid: int) -> float:
+    """Seconds ``pid``'s threads spent runnable but not running (schedstat's 2nd field),
+    summed: waiting for a CPU, or held by a quota."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def _children(pid: int) -> list[int]:
@@ -190,17 +239,46 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _generator_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Snapshot(NamedTuple):
+    at: float
+    tree: float
+    own: dict[int, float]
+    delay: dict[int, float]
+    throttled: dict[int, tuple[int, float]]
+    generator: float
+
+    @classmethod
+    def take(cls, pid: int, groups: dict[int, CpuQuota]) -> Snapshot:
+        return cls(time.monotonic(), tree_cpu_seconds(pid),
+                   {p: _own_cpu(p) for p in groups}, {p: _run_delay(p) for p in groups},
+                   {p: (q.throttled(), q.throttled_s()) for p, q in groups.items()},
+                   _generator_cpu())
+
+
 def step(kind: str, processes: int, share: float, rate: int, duration: float,
-         sharing: str = "replica") -> Result:
-    """One step of ``kind`` at ``rate`` against a fresh server of ``processes``."""
-    quota = CpuQuota(processes * share)
-    server = Server(processes, quota, sharing)
+         sharing: str = "replica", supervisor_share: float | None = None) -> Result:
+    """One step of ``kind`` at ``rate`` against a fresh server of ``processes``, each worker
+    (and the supervisor) in a group of ``share`` of a core once it serves."""
+    start = CpuQuota(None, "start")
+    server = Server(processes, start, sharing)
+    groups: dict[int, CpuQuota] = {}
     try:
         server.wait_ready()
         pid = server.proc.pid
         workers = _children(pid) if processes > 1 else [pid]
-        own0 = {p: _own_cpu(p) for p in {pid, *workers}}
-        cpu0, t0, throttled0 = tree_cpu_seconds(pid), time.monotonic(), quota.throttled()
+        for i, p in enumerate(workers):
+            groups[p] = CpuQuota(share, f"w{i}")
+        if processes > 1:
+            groups[pid] = CpuQuota(supervisor_share or share, "supervisor")
+        for p, group in groups.items():
+            group.enter(p)
+        time.sleep(0.5)  # the moved processes settle in their groups
+        before = Snapshot.take(pid, groups)
         calls = int(rate * duration)
         spread = ["-t", "un", "-max_socket", str(SOURCES)]
         if kind == "register":
@@ -209,17 +287,28 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
             ok, failed = _int(stats, "SuccessfulCall(C)"), _int(stats, "FailedCall(C)")
         else:
             ok, failed = _calls(server.port, rate, calls, duration, spread)
-        elapsed = time.monotonic() - t0
-        cpu = tree_cpu_seconds(pid) - cpu0
-        used = {p: _own_cpu(p) - own0[p] for p in own0}
-        sup = used[pid] if processes > 1 else 0.0
-        per_worker = [used[p] for p in workers]
-        return Result(ok / elapsed, cpu / max(ok, 1) * 1e6, sup / max(ok, 1) * 1e6,
-                      max(per_worker) / max(sum(per_worker), 1e-9), failed,
-                      quota.throttled() - throttled0)
+        after = Snapshot.take(pid, groups)
+        return _result(before, after, pid, workers, ok, failed)
     finally:
         server.stop()
-        quota.remove()
+        for group in (start, *groups.values()):
+            group.remove()
+
+
+def _result(before: Snapshot, after: Snapshot, pid: int, workers: list[int], ok: int,
+            failed: int) -> Result:
+    elapsed = after.at - before.at
+    used = {p: after.own[p] - before.own[p] for p in before.own}
+    sup = used[pid] if pid not in workers else 0.0
+    per_worker = [used[p] for p in workers]
+    # Held back beyond the quota: the run delay the quota does not explain.
+    starved = max((after.delay[p] - before.delay[p])
+                  - (after.throttled[p][1] - before.throttled[p][1]) for p in workers)
+    return Result(ok / elapsed, (after.tree - before.tree) / max(ok, 1) * 1e6,
+                  sup / max(ok, 1) * 1e6, max(per_worker) / max(sum(per_worker), 1e-9),
+                  failed, max(after.throttled[p][0] - before.throttled[p][0] for p in workers),
+                  sup / elapsed, (after.generator - before.generator) / elapsed,
+                  max(0.0, starved) / elapsed, os.getloadavg()[0])
 
 
 def _calls(port: int, rate: int, calls: int, duration: float,
@@ -252,6 +341,9 @@ def main() -> None:
     parser.add_argument("--rates", default=None,
                         help="rates offered per worker (x N for N workers), in order "
                              "(default: REGISTER 3000..7000/s, calls 200..700/s)")
+    parser.add_argument("--supervisor-share", type=float, default=None,
+                        help="CPU share of the supervisor (its registry hub), in cores "
+                             "(default: --share, one process like a worker)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--sharing", default="replica,owner",
                         help="how the workers share the registry, each measured: replica "
@@ -270,27 +362,32 @@ def main() -> None:
     generator.enter()
     try:
         _run(args.kind, args.processes, args.share, rates, args.duration,
-             args.sharing.split(","))
+             args.sharing.split(","), args.supervisor_share)
     finally:
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
         generator.remove()
 
 
 def _run(kind: str, processes: str, share: float, rates: str, duration: float,
-         sharings: list[str]) -> None:
+         sharings: list[str], supervisor_share: float | None) -> None:
     what = "REGISTER" if kind == "register" else "calls"
     base: float | None = None
     for n in (int(x) for x in processes.split(",")):
         for sharing in sharings if n > 1 else ["-"]:
             label = f"--processes {n}" + (f" ({sharing})" if n > 1 else "")
             best: tuple[int, float] | None = None
+            bound = False
             for per_worker in (int(x) for x in rates.split(",")):
                 offered = per_worker * n
-                r = step(kind, n, share, offered, duration, sharing)
+                r = step(kind, n, share, offered, duration, sharing, supervisor_share)
                 print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
                       f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
-                      f"busiest worker {r.busiest:4.0%} of the workers' CPU, "
-                      f"quota hit in {r.throttled} periods, {r.failed} failed", flush=True)
+                      f"busiest worker {r.busiest:4.0%}, throttled {r.throttled:2d} periods, "
+                      f"{r.failed} failed | supervisor {r.supervisor_cores:4.2f} core, "
+                      f"SIPp {r.generator_cores:4.2f} core, starved {r.starved:4.0%}, "
+                      f"load {r.load:4.1f}"
+                      + ("  MACHINE-BOUND" if r.machine_bound else ""), flush=True)
+                bound = bound or r.machine_bound
                 if r.failed or r.per_s < 0.95 * offered:
                     break
                 best = (offered, r.cpu_us)
@@ -299,7 +396,9 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
                 continue
             base = base or best[0]
             print(f"  => {label}: {best[0]} {what}/s ({best[0] / base:4.2f}x), "
-                  f"{best[1]:.1f} µs CPU per {what}", flush=True)
+                  f"{best[1]:.1f} µs CPU per {what}"
+                  + ("  (MACHINE-BOUND steps: the machine's figure, not the design's)"
+                     if bound else ""), flush=True)
 
 
 if __name__ == "__main__":
