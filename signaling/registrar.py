@@ -151,9 +151,9 @@ class Registrar:
                                             "Registry call latency", ["op"])
         # The in-memory registry answers in microseconds without I/O: timing it would cost
         # more than the call.  Remote engines (Redis) are timed.  So is not a worker's replica
-        # (registry/replica.py): it answers from memory, and a write waits for its group
-        # commit, at most FLUSH_DELAY (timing it cost a histogram observation, ~2-3% of a
-        # REGISTER's calls, cProfile of bench_multiproc's workers).
+        # (registry/replica.py): it answers from memory, and a write is a copy into its
+        # journal (timing it cost a histogram observation, ~2-3% of a REGISTER's calls,
+        # cProfile of bench_multiproc's workers).
         self.timed = cfg.registry != "memory" and not cfg.registry.startswith("replica+")
         self._date_second = -1
         self._date = b""

@@ -194,8 +194,9 @@ def test_kill9_of_a_worker_mid_load(server: Supervised) -> None:
     assert killed, "the load ended before the kill"
     server.wait_serving(2, exclude_pids=set(killed))
     assert f"worker {victim['name']} died" in server.read_log()
-    # No acknowledged registration is lost: each change reached the hub before its 200, so the
-    # other worker's replica has it, and the restarted worker copies that replica.
+    # No acknowledged registration is lost: each change was in its worker's journal (shared
+    # memory) before its 200, so the other worker reads it, and the restarted worker copies
+    # that replica.
     for user in sorted(acknowledged)[::15]:
         assert registered_contacts(server.udp_port, user) == [f"sip:{user}@127.0.0.1:7002"]
 
@@ -213,6 +214,29 @@ def test_kill9_of_a_worker_mid_load(server: Supervised) -> None:
     assert from_many_sources(server.udp_port) == SOURCES  # both slots serve again
     assert metric_value(front_metrics(server), "signaling_supervisor_restarts_total",
                         slot=victim["name"].split(".")[0][1:]) == 1
+
+
+def test_kill9_of_every_worker_at_once_loses_no_acknowledged_registration(
+        server: Supervised) -> None:
+    """With no worker left to copy a replica from, the restarted ones read the dead workers'
+    journals from their start (registry/hub.py)."""
+    users = asyncio.run(register_many(server.udp_port, [f"all{i}" for i in range(200)], 7004,
+                                      window=20, timeout=20.0))
+    assert len(users) == 200
+    victims = {int(w["pid"]) for w in server.workers()}
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    server.wait_serving(2, exclude_pids=victims)
+    for user in sorted(users)[::10]:
+        assert registered_contacts(server.udp_port, user) == [f"sip:{user}@127.0.0.1:7004"]
+
+    async def listed() -> set[str]:
+        async with (session(server.admin_port or 0) as http,
+                    http.get("/api/v1/registrations", params={"limit": 1000}) as resp):
+            assert resp.status == 200
+            return {item["aor"] for item in (await resp.json())["items"]}
+
+    assert asyncio.run(listed()) == {f"sip:{u}@127.0.0.1" for u in users}
 
 
 def test_reload_under_sipp_register_load_loses_nothing(server: Supervised) -> None:

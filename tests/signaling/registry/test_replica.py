@@ -18,16 +18,7 @@ from signaling.registry.base import ContactChange
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
-from signaling.registry.pending import DECODER, RECORD
-from signaling.registry.replica import (
-    CHANGE,
-    END,
-    HUB_SOCKET,
-    OWNER_SOCKET,
-    ReplicaRegistry,
-    decode_frames,
-    frame,
-)
+from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET, ReplicaRegistry
 
 #: Bound on waiting for a change to reach another replica (it takes a few milliseconds).
 BOUND = 5.0
@@ -122,46 +113,66 @@ async def test_a_replica_that_starts_late_gets_a_serving_ones_copy(
         await late.close()
 
 
-async def test_a_register_returns_once_its_change_is_in_the_hubs_socket(
-        run_dir: str) -> None:
+async def test_what_a_replica_acknowledged_outlives_it_in_its_journal(
+        run_dir: str, hub: ReplicaHub) -> None:
     """kill -9 right after the 200 loses nothing: the REGISTER returns once its record is in
-    the hub's socket (no answer from the hub needed), so the hub reads it even from a worker
-    that is gone."""
-    accepted: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    connected = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(frame(END))  # an empty hub: synced at once
-        accepted.append((reader, writer))
-        connected.set()
-        await asyncio.sleep(3600)  # reads nothing until the test does
-
-    server = await asyncio.start_unix_server(serve, str(Path(run_dir) / HUB_SOCKET))
-    a = replica(run_dir)
+    the worker's journal (shared memory), read by the others after it is gone, and by a
+    worker that starts when none serves (it reads every journal from its start)."""
+    a, b = replica(run_dir), replica(run_dir)
     try:
-        bindings = await asyncio.wait_for(
-            a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), time.time()), BOUND)
-        assert [b.contact for b in bindings] == ["sip:kim@10.0.0.2"]
-        await asyncio.wait_for(connected.wait(), BOUND)
+        await a.ping()
+        await b.ping()
+        now = time.time()
+        await a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), now)
         link = a._link
         assert link is not None and link.transport is not None
-        link.transport.abort()  # the worker dies: nothing more leaves it
-        reader, _ = accepted[0]
-        buf = bytearray(await asyncio.wait_for(reader.read(), BOUND))
-        got = decode_frames(buf)
-        assert got and got[0][:1] == CHANGE
-        alen, tlen, *_, blen = RECORD.unpack_from(got[0], 1)
-        assert len(got[0]) == 1 + RECORD.size + alen + tlen + blen  # one record
-        sent = DECODER.decode(got[0][-blen:])
-        assert sent.aor == "sip:kim@x" and sent.upserts[0][0].contact == "sip:kim@10.0.0.2"
+        link.transport.abort()  # the worker dies: nothing more leaves it, nothing is closed
+        assert [x.contact for x in await b.lookup("sip:kim@x", now)] == ["sip:kim@10.0.0.2"]
+        await b.close()  # now none serves
+
+        async def none_serves() -> bool:
+            return not hub.workers
+
+        await until(none_serves)
+        fresh = replica(run_dir)
+        try:
+            await fresh.ping()
+            assert [x.contact for x in await fresh.lookup("sip:kim@x", now)] == [
+                "sip:kim@10.0.0.2"]
+        finally:
+            await fresh.close()
     finally:
         await a.close()
-        server.close()
+        await b.close()
+
+
+async def test_a_replica_that_starts_reads_each_journal_from_where_its_source_had(
+        run_dir: str, hub: ReplicaHub) -> None:
+    """Changes made while a worker copies a sibling's replica, and by a sibling that started
+    after it, reach it once, in order: the refresh (CSeq 2) is what it holds."""
+    a = replica(run_dir)
+    try:
+        now = time.time()
+        await a.register("sip:ann@x", "c", 1, change("sip:ann@10.0.0.1"), now)
+        late = replica(run_dir)
+        joining = asyncio.ensure_future(late.ping())
+        await a.register("sip:ann@x", "c", 2, change("sip:ann@10.0.0.1", 900), now)
+        await asyncio.wait_for(joining, BOUND)
+        third = replica(run_dir)
+        await third.ping()
+        await third.register("sip:bob@x", "b", 1, change("sip:bob@10.0.0.3"), now)
+        assert [x.cseq for x in await late.lookup("sip:ann@x", now)] == [2]
+        assert [x.contact for x in await late.lookup("sip:bob@x", now)] == ["sip:bob@10.0.0.3"]
+        assert await late.count_aors() == 2 and await late.count_bindings() == 2
+        await third.close()
+    finally:
+        await a.close()
+        await late.close()
 
 
 async def test_a_registration_is_found_through_another_replica_at_once(
         run_dir: str, hub: ReplicaHub) -> None:
-    """No polling: the lookup that finds nothing asks the hub for what it read (SYNC)."""
+    """No polling: the lookup that finds nothing reads the siblings' journals first."""
     a, b = replica(run_dir), replica(run_dir)
     try:
         await a.ping()

@@ -1,0 +1,83 @@
+"""Per-worker change journals in shared memory (``signaling.registry.journal``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from signaling.registry.journal import PREFIX, JournalReader, JournalWriter, Lapped
+
+#: Seconds a child process may take to start and append (a busy CI box starts Python slowly).
+BOUND = 60.0
+
+
+def test_appends_are_read_whole_and_in_order_across_the_end_of_the_ring(
+        tmp_path: Path) -> None:
+    writer = JournalWriter(str(tmp_path), ring=100)
+    reader = JournalReader.open(writer.path)
+    assert reader is not None and reader.read() == b""
+    got = b""
+    for n in range(30):  # 30 x 7 bytes: twice around the ring, one append split at its end
+        record = f"rec{n:03d}/".encode()
+        writer.append(record)
+        if n % 3 == 2:
+            got += reader.read()
+    assert got == b"".join(f"rec{n:03d}/".encode() for n in range(30))
+    assert reader.read() == b""
+    reader.close()
+    writer.close()
+
+
+def test_a_reader_a_whole_ring_behind_is_told_it_lost_changes(tmp_path: Path) -> None:
+    writer = JournalWriter(str(tmp_path), ring=64)
+    reader = JournalReader.open(writer.path)
+    assert reader is not None
+    for _ in range(10):
+        writer.append(b"x" * 10)
+    with pytest.raises(Lapped):
+        reader.read()
+    with pytest.raises(ValueError):
+        writer.append(b"y" * 65)  # larger than the ring: refused, not wrapped over itself
+    reader.close()
+    writer.close()
+
+
+def test_a_file_not_complete_yet_is_not_taken(tmp_path: Path) -> None:
+    fd, path = tempfile.mkstemp(prefix=PREFIX, dir=tmp_path)  # as the writer creates it
+    os.close(fd)
+    assert JournalReader.open(path) is None
+    Path(path).write_bytes(b"\0" * 4096)  # sized, magic not written yet
+    assert JournalReader.open(path) is None
+    assert JournalReader.open(str(tmp_path / "gone")) is None
+
+
+def test_what_a_killed_process_appended_stays_readable(tmp_path: Path) -> None:
+    """kill -9 right after an append loses nothing: the journal is the page cache's."""
+    code = ("import sys, time\n"
+            "from signaling.registry.journal import JournalWriter\n"
+            "w = JournalWriter(sys.argv[1])\n"
+            "w.append(b'acknowledged')\n"
+            "print(w.path, flush=True)\n"
+            "time.sleep(3600)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                             stdout=subprocess.PIPE, cwd=Path(__file__).parents[3])
+    try:
+        assert child.stdout is not None
+        path = child.stdout.readline().decode().strip()
+        assert path, "the child did not append"
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(BOUND) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reader = JournalReader.open(path)
+    assert reader is not None
+    assert reader.read() == b"acknowledged"
+    reader.close()
