@@ -221,6 +221,7 @@ class ReplicaRegistry:
         #: Journals never to read: ours, and those found unreadable (counted in ``lost``).
         self._skip: set[str] = set()
         self._read_at = 0.0
+        self._dir_mtime = 0
         #: Journals a reader fell behind by more than their ring (changes lost here).
         self.lost = 0
 
@@ -279,6 +280,7 @@ class ReplicaRegistry:
     def _scan(self, positions: dict[str, int] | None = None) -> None:
         """Open the journals not known yet (new siblings), from ``positions`` or their start."""
         try:
+            self._dir_mtime = os.stat(self.run_dir).st_mtime_ns
             names = [n for n in os.listdir(self.run_dir) if n.startswith(PREFIX)]
         except OSError:
             return
@@ -290,10 +292,12 @@ class ReplicaRegistry:
             if reader is not None:  # else still being created: taken at a later scan
                 self._readers[name] = reader
 
-    def _catch_up(self) -> None:
-        """Take what every sibling's journal gained since the last read."""
+    def _catch_up(self, scan: bool = True) -> None:
+        """Take what every sibling's journal gained since the last read; with ``scan``, look
+        for new siblings' journals first (else only if the directory changed)."""
         self._read_at = time.monotonic()
-        self._scan()
+        if scan or self._changed():
+            self._scan()
         for name, reader in list(self._readers.items()):
             try:
                 data = reader.read()
@@ -311,6 +315,17 @@ class ReplicaRegistry:
                 self._skip.add(name)
                 del self._readers[name]
                 reader.close()
+
+    def _changed(self) -> bool:
+        """The run directory changed since the last scan (a file created or removed): one
+        ``stat`` where listing it costs ~10 µs, on the catch-ups that come with every
+        REGISTER or lookup once ``CATCH_UP`` passed.  The directory's time is coarse (a
+        clock tick): a journal created in the tick of a scan waits for the next full scan, a
+        miss or the sweep (every second)."""
+        try:
+            return os.stat(self.run_dir).st_mtime_ns != self._dir_mtime
+        except OSError:
+            return False
 
     def _write(self, aor: str, before: dict[str, Binding] | None,
                after: dict[str, Binding] | None) -> None:
@@ -339,7 +354,7 @@ class ReplicaRegistry:
         if link is None or link.lost or not link.synced.done():
             raise _NotReady
         if time.monotonic() - self._read_at >= CATCH_UP:
-            self._catch_up()
+            self._catch_up(scan=False)
         if aor in self._pending_aors:
             self.pending.settle(aor)
 
