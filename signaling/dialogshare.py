@@ -78,6 +78,13 @@ class SharedDialogs:
         if self.enabled:
             self._spawn(self.registry.delete_dialog(dialog.id))
 
+    async def flush(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for the writes in flight.  A node that stops
+        (a reload's old worker finishing its INVITEs) confirms dialogs to its last moment;
+        the BYEs of those calls reach the node that takes over, which loads them from here."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout)
+
     def _spawn(self, aw: Coroutine[Any, Any, object]) -> None:
         if len(self._pending) >= MAX_PENDING_WRITES:
             aw.close()

@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between sweeps of dialog deadlines (maximum duration, linger).
 DIALOG_TICK = 1.0
+#: Seconds a stopping proxy waits for its dialog writes to the shared registry (a round trip is
+#: well under a millisecond; a registry that is down is not waited for longer than this).
+SHARE_FLUSH_TIMEOUT = 2.0
 _COOKIE = "z9hG4bK"
 
 #: RFC 7339 §5.1: our Via on every forwarded request says we do loss-based overload control.
@@ -143,6 +146,7 @@ class Proxy:
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
+        await self.keeper.shared.flush(SHARE_FLUSH_TIMEOUT)
 
     # -- requests (workers) ------------------------------------------------------------------
 

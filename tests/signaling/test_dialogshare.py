@@ -1,6 +1,6 @@
 """signaling/dialogshare.py against a real Redis: a dialog shared by one node is loaded by
-another, nothing is written with the in-process registry, and a registry that fails costs a
-counted drop, never the call."""
+another, a stopping node waits for its writes, nothing is written with the in-process registry,
+and a registry that fails costs a counted drop, never the call."""
 
 from __future__ import annotations
 
@@ -61,6 +61,25 @@ async def test_a_dialog_shared_by_one_node_is_loaded_by_another(redis_url: str) 
         writer.unshare(loaded)
         await _settled(writer)
         assert await reader.load(_bye("c1"), DialogTable(10), 5.0, 105.0) is None
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_stopping_node_waits_for_its_writes(redis_url: str) -> None:
+    """What a reload's old worker confirms in its last moments reaches the registry before it
+    exits (``Proxy.stop`` flushes), so the new one can route the call's BYE."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    one = RedisRegistry.from_url(f"{redis_url}?prefix={prefix}", timeout=10.0)
+    two = RedisRegistry.from_url(f"{redis_url}?prefix={prefix}", timeout=10.0)
+    try:
+        writer = SharedDialogs(one, True, 60.0,
+                               Metrics().fast_counter("proxy_events", "events", ["event"]))
+        writer.share(_confirmed("c3"))
+        assert writer._pending
+        await writer.flush(10.0)
+        assert not writer._pending
+        assert await two.get_dialog("c3;a") is not None
     finally:
         await one.close()
         await two.close()
