@@ -369,6 +369,8 @@ class AdmissionControl:
         self._admitted = 0
         self._refused = 0
         self._late = 0
+        #: Admitted requests waiting for a worker, as the last decision saw them.
+        self._backlog = 0
         #: The longest of the least waits of admitted work on the server's own port per tick.
         self._admitted_wait = 0.0
         #: Share of new requests refused over the last interval (the oc value to advertise).
@@ -401,6 +403,7 @@ class AdmissionControl:
         if now >= self._window_end:
             self._roll_window(now)
         self._refill(now)
+        self._backlog = backlog
         key = self._slot(source)
         count = self._counts.get(key)
         if count is None:
@@ -510,7 +513,14 @@ class AdmissionControl:
         self.refused_share = (self._refused + self._late) / offered if offered else 0.0
         self.revisions += 1
         self._peak = max(self._peak * _PEAK_DECAY, self._started / elapsed)
-        if (self._started and self._min_sojourn > cfg.target) or self._admitted_wait > cfg.target:
+        sojourn = self._min_sojourn
+        if not self._started and not self._backlog:
+            # Nothing started and nothing waiting: the queue is empty, not unknown.  Read as
+            # unknown, a limit cut low (calls at 5x: to 101/s) admitted nothing, so nothing
+            # started, so it never rose again, and the server idled at 8% of a core while
+            # refusing every INVITE for the rest of the storm (bench_overload, load 2.8).
+            sojourn = 0.0
+        if (self._started and sojourn > cfg.target) or self._admitted_wait > cfg.target:
             # A standing queue: admit a little less than was actually served, so it drains;
             # at most halved per interval, since admitted calls bring their work (responses,
             # ACK, BYE) an interval or more later: cutting to what one interval served ratcheted
@@ -523,14 +533,14 @@ class AdmissionControl:
             else:
                 self.rate = max(cfg.min_rate, self.rate * _HALF,
                                 min(self.rate, served) * _DECREASE)
-        elif self._min_sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2:
+        elif sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2:
             if self._refused or self._late:
                 # The limit is binding.  With the queues all but empty the server keeps up
                 # with what it admits and has room: double, as TCP's slow start does, so a
                 # step from idle to several times the initial limit (REGISTERs at 10,000/s
                 # against 2,000/s) is admitted within half a second, not refused for three.
                 # Near the target, probe upwards gently.
-                idle = (self._min_sojourn <= cfg.target * _IDLE
+                idle = (sojourn <= cfg.target * _IDLE
                         and self._admitted_wait <= cfg.target * _IDLE)
                 self.rate = min(cfg.max_rate, self.rate * (_SLOW_START if idle else _INCREASE))
             else:

@@ -41,12 +41,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SKB_OVERHEAD", "QueueStats", "ReadPace", "ReceiveQueue"]
+__all__ = ["FLOOR", "SKB_OVERHEAD", "QueueStats", "ReadPace", "ReceiveQueue"]
 
 #: Bytes the kernel charges a datagram's receive buffer beyond its payload (the skb and its
 #: bookkeeping, "truesize"): measured on Linux 6.x loopback, 131,072 bytes held 102 datagrams
 #: of 500 bytes.
 SKB_OVERHEAD = 780
+#: The least buffer the listening socket is cut to: about a dozen datagrams.  It was 128 KB,
+#: ~100 datagrams, which at a read pace of 200/s (a low admission limit) is half a second of
+#: queue: every request read had waited past ``max_receive_delay`` and was refused as late,
+#: nothing was admitted and the limit never rose again (bench_overload, calls at 5x).
+FLOOR = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -70,7 +75,7 @@ class QueueStats:
 class ReceiveQueue:
     """The receive buffer size to ask for; see the module docstring."""
 
-    def __init__(self, target: float, ceiling: int, *, floor: int = 128 * 1024,
+    def __init__(self, target: float, ceiling: int, *, floor: int = FLOOR,
                  calm_time: float = 1.0, now: float = 0.0) -> None:
         self.target = target
         self.ceiling = max(ceiling, floor)

@@ -259,6 +259,29 @@ def test_a_standing_queue_of_admitted_work_on_the_own_port_lowers_the_limit() ->
     assert ctl.rate > low
 
 
+def test_a_limit_that_admits_nothing_still_rises_when_nothing_waits() -> None:
+    """Cut low, every request is refused (late, here: the reader's own queue), so none
+    starts: an interval with nothing started and nothing queued is an empty queue, and the
+    limit rises again instead of staying where it was cut for the rest of the storm."""
+    ctl = AdmissionControl(_cfg(initial_rate=100.0, max_rate=10_000.0), now=0.0)
+    t = 0.0
+    while t < 1.0:  # offered 1,000/s, every one read late: refused, nothing starts
+        assert ctl.decide(t, "a", backlog=0, waited=0.3) is not Verdict.ADMIT
+        t += 0.001
+    assert ctl.rate > 1000.0
+
+
+def test_a_limit_holds_while_admitted_work_waits_unstarted() -> None:
+    """Nothing started in an interval but admitted requests are queued (the workers are
+    stuck): that is no empty queue, the limit does not rise."""
+    ctl = AdmissionControl(_cfg(initial_rate=100.0, max_rate=10_000.0), now=0.0)
+    t = 0.0
+    while t < 1.0:
+        ctl.decide(t, "a", backlog=5)
+        t += 0.001
+    assert ctl.rate <= 100.0
+
+
 def test_a_late_request_from_the_kernel_queue_is_never_admitted() -> None:
     ctl = AdmissionControl(_cfg(max_receive_delay=0.25), now=0.0)
     assert ctl.decide(0.0, "a", waited=0.3) is Verdict.DROP  # a REGISTER: dropped

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signaling.transports.udpqueue import SKB_OVERHEAD, QueueStats, ReadPace, ReceiveQueue
+from signaling.transports.udpqueue import FLOOR, SKB_OVERHEAD, QueueStats, ReadPace, ReceiveQueue
 
 MB = 1024 * 1024
 
@@ -79,3 +79,15 @@ def test_the_read_pace_follows_the_limit_and_holds_a_short_burst() -> None:
     pace.took(40)
     assert pace.allowance(10.01, 10.0) == 0  # a low limit: 0.2 of a token in 10 ms
     assert abs(pace.wait(10.0) - 0.04) < 1e-9  # the rest of the token at 20/s
+
+
+def test_a_slow_reader_gets_a_queue_of_target_not_of_the_floor() -> None:
+    """Read at 200 datagrams/s (a low admission limit's pace), the queue is cut to what is
+    read within the target (bounded by the floor): what is read has not waited past T1/2.
+    With a 128 KB floor it held ~100 INVITEs, half a second at that pace, and every request
+    read was refused as late."""
+    q = ReceiveQueue(0.05, 8 * MB)
+    q.revise(0.1, _stats(20, 0.4, payload=900))  # 200/s of 900-byte INVITEs, waited 0.4 s
+    held = q.size / (900 + SKB_OVERHEAD)  # datagrams the buffer holds
+    assert q.size == max(FLOOR, int(200 * 0.05 * (900 + SKB_OVERHEAD)))
+    assert held / 200 < 0.25  # seconds of queue at that pace: under max_receive_delay
