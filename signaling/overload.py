@@ -47,7 +47,7 @@ from signaling.metrics import Metrics
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Overload", "Verdict", "starts_new_work"]
+__all__ = ["REFUSED_GENERATION_T1", "REFUSED_MEMORY", "Overload", "Verdict", "starts_new_work"]
 
 #: Methods that start new work when outside a dialog.  OPTIONS is not among them: the core
 #: answers it statelessly for itself (a keepalive or health probe costs what a 503 would) and
@@ -67,6 +67,11 @@ _ADMIT = Verdict.ADMIT
 _DROP = Verdict.DROP
 #: 503s remembered for their ACK, per generation (two generations: the last 2 x this many).
 REFUSED_MEMORY = 16_384
+#: Seconds, in T1 units, a generation of remembered 503s lasts: an ACK comes when a 503
+#: reaches its client, whose INVITE retransmissions (each answered again) end at Timer B,
+#: 64*T1 (RFC 3261 §17.1.1.2).  After two generations without a refusal the memory is empty
+#: and an ACK costs no scan.
+REFUSED_GENERATION_T1 = 64
 
 
 def starts_new_work(data: bytes) -> str | None:
@@ -112,6 +117,7 @@ class Overload:
         #: absorbed before any parse.  Two bounded generations, the older dropped whole.
         self._refused: set[tuple[bytes, bytes]] = set()
         self._refused_old: set[tuple[bytes, bytes]] = set()
+        self._generation_end = now + REFUSED_GENERATION_T1 * cfg.t1
         self.c_admitted = metrics.fast_counter(
             "sip_overload_admitted",
             "New SIP requests admitted (with the retransmissions among them, which "
@@ -139,7 +145,7 @@ class Overload:
         503 after the parse, unless it is a retransmission) or DROP (discard now)."""
         method = starts_new_work(data)
         if method is None:
-            if data[:4] == b"ACK " and self._refused and self._ack_of_503(data):
+            if data[:4] == b"ACK " and self._refusing() and self._ack_of_503(data):
                 self.c_dropped.inc("ack_of_503", "ACK")
                 return _DROP
             return _ADMIT
@@ -176,12 +182,30 @@ class Overload:
         unparsed (``screen``)."""
         self.c_rejected.inc(self._reason(waited), label)
         if req.method == "INVITE":
+            now = self._clock()
             if len(self._refused) >= REFUSED_MEMORY:
-                self._refused_old = self._refused
-                self._refused = set()
+                self._generation_end = now  # full: the next generation starts now
+            self._rotate(now)
             self._refused.add((req.call_id.encode("utf-8", "surrogateescape"),
                                to_tag.encode()))
         return self.retry_tail()
+
+    def _refusing(self) -> bool:
+        """Whether a 503 is still remembered for its ACK."""
+        if not (self._refused or self._refused_old):
+            return False
+        self._rotate(self._clock())
+        return bool(self._refused or self._refused_old)
+
+    def _rotate(self, now: float) -> None:
+        """Past its end, the current generation becomes the old one (the old one is
+        forgotten), or both are forgotten when the old one would be over too."""
+        if now < self._generation_end:
+            return
+        span = REFUSED_GENERATION_T1 * self.cfg.t1
+        self._refused_old = self._refused if now < self._generation_end + span else set()
+        self._refused = set()
+        self._generation_end = now + span
 
     def _ack_of_503(self, data: bytes) -> bool:
         # A refusal costs a parse and a 503; without this its ACK would cost a parse and the

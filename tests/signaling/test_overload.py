@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from harness.serverproc import ServerProcess, free_udp_port
-from protocols.sip.message import Response
+from protocols.sip.message import Request, Response
 from protocols.sip.overload import parse_report
 from protocols.sip.parser import parse_message
-from signaling.overload import starts_new_work
+from signaling.config import load_config
+from signaling.metrics import Metrics
+from signaling.overload import REFUSED_GENERATION_T1, Overload, Verdict, starts_new_work
 from tests.peers.sipua import UdpUA, confirmed_call, invited
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
@@ -419,3 +421,26 @@ async def test_the_ack_of_a_503_is_absorbed_before_any_parse() -> None:
         assert srv.core.overload.c_dropped.get("ack_of_503", "ACK") == 1
         assert srv.core.c_req_in.get("ACK", "udp") == parsed_before + 1  # only the other one
         peer.close()
+
+
+def test_a_503_is_remembered_for_its_ack_only_as_long_as_its_client_retransmits() -> None:
+    """The ACK of a 503 is absorbed unparsed while the client may still send it (Timer B,
+    64*T1, §17.1.1.2); then the refusal is forgotten, and ACKs are no longer scanned."""
+    now = [100.0]
+    cfg = load_config({}, env={})
+    overload = Overload(cfg, Metrics(), lambda: now[0])
+    invite = parse_message(_req("INVITE", "sip:bob@example.com", 5060, call_id="refused"))
+    assert isinstance(invite, Request)
+    overload.rejected(invite, "t503", 0.0, "INVITE")
+    ack = _req("ACK", "sip:bob@example.com", 5060, call_id="refused", to_tag="t503")
+    span = REFUSED_GENERATION_T1 * cfg.t1
+    now[0] += span
+    assert overload.screen(ack, "10.9.9.9", 0.0) is Verdict.DROP
+    now[0] += span - 1
+    assert overload.screen(ack, "10.9.9.9", 0.0) is Verdict.DROP
+    now[0] += 2
+    assert overload.screen(ack, "10.9.9.9", 0.0) is Verdict.ADMIT
+    # Two generations without a refusal forget everything at once, the late one included.
+    overload.rejected(invite, "t503", 0.0, "INVITE")
+    now[0] += 3 * span
+    assert overload.screen(ack, "10.9.9.9", 0.0) is Verdict.ADMIT
