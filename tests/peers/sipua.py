@@ -219,7 +219,8 @@ class UdpUA(UA):
         #: STUN answers to keep-alives this UA sent (RFC 5626 §8), beside the SIP messages.
         self.stun: list[bytes] = []
 
-    async def start(self) -> UdpUA:
+    async def start(self, port: int = 0) -> UdpUA:
+        """Bound to ``port`` on 127.0.0.1 (any free one by default)."""
         ua = self
 
         class _Proto(asyncio.DatagramProtocol):
@@ -231,7 +232,7 @@ class UdpUA(UA):
 
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(_Proto,
-                                                           local_addr=("127.0.0.1", 0))
+                                                           local_addr=("127.0.0.1", port))
         self._transport = transport
         self.port = int(transport.get_extra_info("sockname")[1])
         return self

@@ -788,14 +788,24 @@ async def test_request_over_the_udp_size_limit_goes_over_tcp() -> None:
     async with running_server(sip_tcp="127.0.0.1:0") as server:
         assert server.udp_address is not None
         udp = server.udp_address[1]
-        phone = await UdpUA("big", "127.0.0.1", udp).start()
         got: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def tcp_side(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             while data := await r.read(65536):
                 got.put_nowait(data)
 
-        listener = await asyncio.start_server(tcp_side, "127.0.0.1", phone.port)
+        # The phone's port must be free for UDP and TCP both: a TCP port first, then its UDP
+        # twin (taking the UDP port first failed in CI when its TCP twin was in use).
+        for _ in range(50):
+            listener = await asyncio.start_server(tcp_side, "127.0.0.1", 0)
+            try:
+                phone = await UdpUA("big", "127.0.0.1", udp).start(
+                    listener.sockets[0].getsockname()[1])
+                break
+            except OSError:
+                listener.close()
+        else:
+            raise AssertionError("no port free for both UDP and TCP")
         caller = await UdpUA("alice", "127.0.0.1", udp).start()
         try:
             await phone.send(phone.register())
