@@ -36,6 +36,8 @@ without batching: an upper bound of what a loaded server spends.
   writes batch as they do under load;
 - REGISTER_TCP: the same over plain TCP connections: REGISTER_TLS minus it is what TLS costs,
   it minus REGISTER what a stream connection costs over a datagram;
+- REGISTER_TLS1, REGISTER_TCP1: the same over one connection with one REGISTER outstanding:
+  nothing batches, each REGISTER is one read, one answer and one write (a lone phone's load);
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
   tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
@@ -109,6 +111,9 @@ KAMAILIO_SHM_MB = 512
 #: bench_register_tls, scaled down for valgrind).
 TLS_CONNECTIONS = 10
 TLS_WINDOW = 4
+#: REGISTER_TLS1 / REGISTER_TCP1: one connection, one REGISTER outstanding, so every message
+#: is read, answered and written on its own (the unbatched per-message cost of the stream path).
+SERIAL_KINDS = ("REGISTER_TLS1", "REGISTER_TCP1")
 
 
 class ServerUnderCallgrind:
@@ -300,9 +305,10 @@ def tcp_extra() -> list[str]:
     return ["--sip-tcp", f"127.0.0.1:{free_tcp_port()}", "--overload-target", "30"]
 
 
-def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
-    """REGISTERs over ``TLS_CONNECTIONS`` TLS connections (plain TCP ones for REGISTER_TCP),
-    ``TLS_WINDOW`` outstanding on each; the counters are zeroed once every connection is
+def send_tls_registers(server: ServerUnderCallgrind, n: int, connections: int = TLS_CONNECTIONS,
+                       window: int = TLS_WINDOW) -> int:
+    """REGISTERs over ``connections`` TLS connections (plain TCP ones for REGISTER_TCP),
+    ``window`` outstanding on each; the counters are zeroed once every connection is
     open.  Returns the 200s received."""
     from benchmarks.bench_register_tls import _register
     from protocols.sip.framing import SipStream
@@ -316,7 +322,7 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
         tls = {"ssl": ssl.create_default_context(cafile=str(
                    Path(extra[extra.index("--tls-cert") + 1]).parent / "ca.crt")),
                "server_hostname": "sip.example.com"}
-    per_conn = n // TLS_CONNECTIONS
+    per_conn = n // connections
 
     async def run() -> int:
         deadline = time.monotonic() + START_TIMEOUT
@@ -329,7 +335,7 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
                     raise
                 await asyncio.sleep(0.5)
         conns = [first, *[await asyncio.open_connection("127.0.0.1", port, **tls)
-                          for _ in range(TLS_CONNECTIONS - 1)]]
+                          for _ in range(connections - 1)]]
         server.control("-z")
         oks = await asyncio.gather(*(one(c, r, w) for c, (r, w) in enumerate(conns)))
         for _, w in conns:
@@ -339,7 +345,7 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int) -> int:
     async def one(c: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         local, sent, ok, answered, stream = writer.get_extra_info("sockname")[1], 0, 0, 0, \
             SipStream()
-        while sent < min(TLS_WINDOW, per_conn):
+        while sent < min(window, per_conn):
             writer.write(_register(c, sent, local))
             sent += 1
         while answered < per_conn:
@@ -371,6 +377,7 @@ SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
     "REGISTER_AUTH": _zeroed(send_auth_registers),
     "REGISTER_401": _zeroed(lambda port, n: send_auth_registers(port, n, REGISTER_401_XML)),
     "REGISTER_TLS": send_tls_registers, "REGISTER_TCP": send_tls_registers,
+    **{kind: lambda server, n: send_tls_registers(server, n, 1, 1) for kind in SERIAL_KINDS},
     "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
@@ -415,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--kinds", default="REGISTER,OPTIONS,CALL",
                     help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
                          "REGISTER_AUTH, REGISTER_401, REGISTER_TLS, REGISTER_TCP, "
+                         "REGISTER_TLS1, REGISTER_TCP1 (one connection, one outstanding), "
                          "OPTIONS, CALL "
                          "(default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
@@ -435,8 +443,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     contextlib.ExitStack() as stack:
                 extra = (auth_extra(Path(tmp), args.messages)
                          if kind in ("REGISTER_AUTH", "REGISTER_401") else
-                         tls_extra(Path(tmp)) if kind == "REGISTER_TLS" else
-                         tcp_extra() if kind == "REGISTER_TCP" else [])
+                         tls_extra(Path(tmp)) if kind in ("REGISTER_TLS", "REGISTER_TLS1") else
+                         tcp_extra() if kind in ("REGISTER_TCP", "REGISTER_TCP1") else [])
                 if kind == "REGISTER_REDIS":
                     redis = RedisForBench().start()
                     stack.callback(redis.stop)
