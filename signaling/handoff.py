@@ -16,6 +16,14 @@ handed on (no loops); when there is no predecessor, or it has exited, the new wo
 answer applies (a stray response is counted, a CANCEL gets 481).  Dialogs need no hand-off:
 in-dialog requests reach the new worker, which loads the dialog from the shared registry.
 
+The two never read the slot's sockets at once.  A new worker with a live predecessor starts
+with its UDP reading paused; the predecessor, told to go (SIGTERM, once the new one is ready),
+stops reading, passes on what it holds ("held", below) and says "released", and only then does
+the new worker read (or after ``RELEASE_WAIT``, should the predecessor never say it).  While both
+read, a callee's 180 read by the new worker (handed over) could reach the caller after the 200
+the old worker read itself, and SIPp aborts a call on a 180 after its 200; the datagrams that
+arrive in between wait in the kernel's queue for a few milliseconds instead.
+
 A request retransmitted to the shared port (an INVITE before its 100, a MESSAGE or any other
 non-INVITE proxied and not yet answered, §17.1.2.2 Timer E) and the ACK of a non-2xx final
 response (§17.1.1.3: hop by hop, same branch as its INVITE) belong to a transaction of the old
@@ -50,7 +58,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -63,7 +71,7 @@ from signaling.siblings import DECODER, ENCODER, Frame, Siblings, handoff_path
 from signaling.sipcore import Peer, SipCore, TransactionUser, Work
 from signaling.worker import WorkerInfo
 
-__all__ = ["HELD_PER_FRAME", "MAX_HANDOFF", "Handoff"]
+__all__ = ["HELD_PER_FRAME", "MAX_HANDOFF", "RELEASE_WAIT", "Handoff"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,10 @@ _BUFFER = 4 << 20
 #: method, so 400 of them stay far below ``MAX_HANDOFF``.
 HELD_PER_FRAME = 400
 _HELD = msgspec.msgpack.Decoder(list[tuple[str, str, int | None, str]])
+#: Seconds a new worker waits for its predecessor's "released" before it reads the slot's
+#: sockets anyway: the supervisor signals the predecessor within milliseconds of our readiness;
+#: this only bounds one that never answers (stuck, or killed between our check and its exit).
+RELEASE_WAIT = 5.0
 
 
 def _path(info: WorkerInfo, generation: int) -> str:
@@ -98,6 +110,9 @@ class Handoff:
         self.successor = _path(info, info.generation + 1)
         #: The predecessor's live server transactions, by key (see the module docstring).
         self.inherited: set[TransactionKey] = set()
+        #: What resumes our reading when the predecessor releases the slot (``take_over``).
+        self._resume: Callable[[], None] | None = None
+        self._release_timer: asyncio.TimerHandle | None = None
         self.c_handoff = metrics.fast_counter(
             "handoff", "Messages handed between the old and the new worker of a slot",
             ["direction", "kind"])
@@ -120,6 +135,8 @@ class Handoff:
         return cls(tu, core, metrics, info, siblings)
 
     def close(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
         self._to_successor(Frame("ended", "", "", 0, None, "", b""))
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
@@ -128,9 +145,15 @@ class Handoff:
 
     # -- the old worker's side -----------------------------------------------------------------
 
+    def release(self) -> None:
+        """This worker has stopped reading the slot's sockets: what it holds, then "released",
+        to its successor (which starts reading on it)."""
+        self.pass_on()
+        self._to_successor(Frame("released", "", "", 0, None, "", b""))
+
     def pass_on(self) -> None:
-        """As this worker stops: the keys of its live server transactions to its successor,
-        so the retransmissions that now reach the successor come back here."""
+        """The keys of this worker's live server transactions to its successor, so the
+        retransmissions that now reach the successor come back here."""
         keys = [txn.key for txn in self.core.table if isinstance(txn, ServerTransaction)
                 and isinstance(txn.key[0], str) and txn.key[0].startswith(MAGIC_COOKIE)]
         for i in range(0, len(keys), HELD_PER_FRAME):
@@ -169,6 +192,11 @@ class Handoff:
             if frame.kind in ("held", "ended"):
                 self._inherit(frame)
                 continue
+            if frame.kind in ("hello", "released"):
+                self.c_handoff.inc("received", frame.kind)
+                if frame.kind == "released":
+                    self._released()
+                continue
             self.c_handoff.inc("received", "message")
             self._relayed = True
             try:
@@ -177,6 +205,30 @@ class Handoff:
                 self._relayed = False
 
     # -- the new worker's side -----------------------------------------------------------------
+
+    def take_over(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """A new worker's UDP reading: paused until a live predecessor releases the slot
+        (see the module docstring); left alone when there is none."""
+        if self.predecessor is None:
+            return
+        try:  # alive? (a crashed predecessor's path is there, bound by nobody)
+            self.sock.sendto(ENCODER.encode(Frame("hello", "", "", 0, None, "", b"")),
+                             self.predecessor)
+        except OSError:
+            self.predecessor = None
+            return
+        pause()
+        self._resume = resume
+        self._release_timer = asyncio.get_running_loop().call_later(RELEASE_WAIT,
+                                                                    self._released)
+
+    def _released(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            resume()
 
     def _inherit(self, frame: Frame) -> None:
         self.c_handoff.inc("received", frame.kind)

@@ -174,6 +174,8 @@ class Server:
             self.udp = await start_udp(self.core, self.cfg.sip_udp, self.cfg.udp_buffer,
                                        self.cfg.advertised_host(), self.cfg.sip_udp_private)
             self.udp_address = self.udp.address
+            if self.handoff is not None:  # a reload's new worker: not while the old one reads
+                self.handoff.take_over(self.udp.pause_reading, self.udp.resume_reading)
         if self.cfg.sip_ws is not None:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
@@ -207,6 +209,8 @@ class Server:
             stream.stop_accepting()
         if self.diameter is not None:
             self.diameter.stop_accepting()
+        if self.handoff is not None:  # the slot's next worker may read now
+            self.handoff.release()
 
     async def _start_secure_and_streams(self) -> None:
         cfg = self.cfg
@@ -237,8 +241,6 @@ class Server:
     async def stop(self) -> None:
         log.info("shutting down: finishing in-flight transactions (at most %.1f s)",
                  self.cfg.shutdown_timeout)
-        if self.handoff is not None:  # a reload's successor learns what we still hold
-            self.handoff.pass_on()
         await self.core.stop(self.cfg.shutdown_timeout)
         await self.proxy.stop()
         await self.auth.stop()

@@ -451,9 +451,11 @@ async def test_what_the_old_worker_holds_reaches_it_after_a_reload(
         await callee.answer(callee.reply(await callee.request("BYE", START_BOUND), 200))
         await caller.response(200, "BYE", timeout=START_BOUND)
         deadline = time.monotonic() + START_BOUND
-        for kind in ("retransmission", "in_dialog"):
+        # The new workers read the slots' sockets only once the old ones released them.
+        for direction, kind in (("sent", "retransmission"), ("sent", "in_dialog"),
+                                ("received", "released")):
             while metric_value(front_metrics(patient), "signaling_handoff_total",
-                               direction="sent", kind=kind) < 1:
+                               direction=direction, kind=kind) < 1:
                 assert time.monotonic() < deadline, (kind, patient.read_log())
                 await asyncio.sleep(0.2)
         await callee.answer(callee.reply(forwarded, 200, tag="bob1"))
