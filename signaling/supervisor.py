@@ -64,6 +64,7 @@ from signaling.admin.front import AdminFront
 from signaling.config import Config, HostPort
 from signaling.metrics import Metrics
 from signaling.registry.hub import ReplicaHub
+from signaling.registry.journal import PRUNE_EVERY, prune
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
 from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET
@@ -221,6 +222,9 @@ class Supervisor:
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Pids of the worker processes started and not reaped yet (whether ready or not):
+        #: their journals are in use (``journal.prune``).
+        self.pids: set[int] = set()
         self._front: AdminFront | None = None
         #: Live options PATCHed through the admin front since the last reload: what a
         #: restarted worker must apply to run as its siblings do (see ``patched``).
@@ -263,6 +267,7 @@ class Supervisor:
             if os.environ.get(SHARING_ENV, "replica") == "replica":
                 self.hub = ReplicaHub(str(Path(self._tmp.name) / HUB_SOCKET))
                 await self.hub.start()
+                self._watch(self._prune_journals())
         if self.cfg.admin is not None:
             front = AdminFront(self, self.cfg.admin, self.token)
             await front.start()
@@ -340,6 +345,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         worker = Worker(slot.index, slot.generation, proc, time.monotonic(),
                         loop.create_future())
+        self.pids.add(proc.pid)
         self._watch(self._read_ready(worker, read_fd))
         self._watch(self._monitor(worker, slot))
         log.info("worker %s started (pid %d)", worker.name, proc.pid)
@@ -391,6 +397,7 @@ class Supervisor:
 
     async def _monitor(self, worker: Worker, slot: _Slot) -> None:
         code = await worker.proc.wait()
+        self.pids.discard(worker.proc.pid)
         slot.retiring.discard(worker)
         if not worker.ready.done():
             worker.ready.set_exception(RuntimeError(f"exited with status {code}"))
@@ -417,6 +424,19 @@ class Supervisor:
             log.error("worker %s did not stop within %.1f s: killed", worker.name, bound)
             _signal(worker, signal.SIGKILL)
             await worker.proc.wait()
+
+    async def _prune_journals(self) -> None:
+        """Remove the journals of exited workers once nothing needs them (the rule and why
+        it is enough: ``signaling.registry.journal``)."""
+        while True:
+            await asyncio.sleep(PRUNE_EVERY)
+            try:
+                removed = prune(self._tmp.name, self.pids, time.time())
+            except OSError as exc:
+                log.error("supervisor: cannot prune the journals: %s", exc)
+                continue
+            if removed:
+                log.info("supervisor: removed %d journals of exited workers", len(removed))
 
     def _watch(self, aw: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(aw)

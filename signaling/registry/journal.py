@@ -29,10 +29,28 @@ barrier here.)  A reader further behind than the ring's size has lost changes (`
 with ``RING`` bytes, ~64,000 REGISTERs of one worker; the replica engine catches up far more
 often (every few milliseconds under load, every second when idle).
 
-One writer per journal: each worker process creates its own (a worker restarted after a
-crash, or the next generation of a reload, writes a new one while its predecessor's stays
-readable).  Journals are removed with the run directory when the server stops: each holds in
-memory at most the ring's size, only the pages written (a sparse file).
+One writer per journal: each worker process creates its own, named after its pid (a worker
+restarted after a crash, or the next generation of a reload, writes a new one while its
+predecessor's stays readable).
+
+When a journal goes (``prune``, run by the supervisor every ``PRUNE_EVERY`` seconds): once its
+writer has exited **and** every binding its records mention has expired.  The writer keeps in
+the header the latest expiry (``expires_at``, wall clock as the registry's) of any binding it
+journaled, the bindings a change replaced or removed included.  Why that rule and not one
+about the readers: a journal is read by two kinds of reader, the live siblings (who catch up
+every ``CATCH_UP``, at worst every second) and, after every worker died at once, the new
+workers, which rebuild the registry from every journal left (``signaling.registry.hub``).
+The second kind has nobody to copy from, so what they need is the record itself, for as long
+as it can matter: a removed journal's upserts would be lost, and its removals undone (a
+binding removed through it would come back from the journal that created it).  Past the
+latest expiry, neither can happen: every binding its records created, replaced or removed
+has expired on every replica, whichever journals are read.  So the rule needs no
+bookkeeping of read positions and no re-journaling, and it covers the live readers too (what
+they had not read yet has expired).  The cost: a dead worker's journal stays up to
+``max_expires`` (7,200 s by default) after its last REGISTER, so a server reloaded daily
+holds the journals of the last two hours' generations, not of every day; a reader checks a
+dead journal (one load of its head) until then, and drops its mapping once the file is gone.
+A journal with nothing written (no binding) goes as soon as its writer has exited.
 """
 
 from __future__ import annotations
@@ -44,11 +62,16 @@ import struct
 import tempfile
 from pathlib import Path
 
-__all__ = ["MAGIC", "PREFIX", "RING", "JournalReader", "JournalWriter", "Lapped"]
+__all__ = ["MAGIC", "PREFIX", "PRUNE_EVERY", "RING", "JournalReader", "JournalWriter", "Lapped",
+           "prune", "writer_pid"]
 
 MAGIC = b"SIGJRNL1"
-#: File names in the run directory (``tempfile.mkstemp``'s random part follows).
+#: File names in the run directory: ``PREFIX``, the writer's pid, ``-``, then
+#: ``tempfile.mkstemp``'s random part (letters, digits, ``_``).
 PREFIX = "journal-"
+#: Seconds between two ``prune`` runs of the supervisor: a journal may stay this much longer
+#: than the rule requires (nothing depends on it going sooner).
+PRUNE_EVERY = 1.0
 #: Bytes of the ring: at ~250 bytes per REGISTER's record, ~64,000 changes of one worker.
 RING = 16 << 20
 _HEADER = 64
@@ -57,6 +80,9 @@ _HEAD = struct.Struct("Q")
 _HEAD_AT = 8
 _RING = struct.Struct("<Q")
 _RING_AT = 16
+#: The latest ``expires_at`` of any binding the records mention (see the docstring).
+_UNTIL = struct.Struct("<d")
+_UNTIL_AT = 24
 
 
 class Lapped(Exception):
@@ -67,7 +93,7 @@ class JournalWriter:
     """This worker's journal in ``directory``, created empty."""
 
     def __init__(self, directory: str, ring: int = RING) -> None:
-        fd, path = tempfile.mkstemp(prefix=PREFIX, dir=directory)
+        fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", dir=directory)
         try:
             os.ftruncate(fd, _HEADER + ring)  # sparse: pages cost memory once written
             self._map = mmap.mmap(fd, _HEADER + ring)
@@ -78,14 +104,20 @@ class JournalWriter:
         self.ring = ring
         #: Bytes appended so far (the head).
         self.head = 0
+        #: The latest expiry of the bindings the records mention (kept in the header).
+        self.until = 0.0
         _RING.pack_into(self._map, _RING_AT, ring)
         self._map[:len(MAGIC)] = MAGIC  # last: a reader takes the file once this is there
 
-    def append(self, data: bytes) -> None:
-        """Copy ``data`` (whole records) into the ring, then publish it (see the docstring)."""
+    def append(self, data: bytes, until: float = 0.0) -> None:
+        """Copy ``data`` (whole records) into the ring, then publish it (see the docstring);
+        ``until``: the latest expiry of the bindings they mention."""
         size, ring, buf = len(data), self.ring, self._map
         if size > ring:
             raise ValueError("records larger than the journal")
+        if until > self.until:  # read by ``prune`` once we have exited: no ordering needed
+            self.until = until
+            _UNTIL.pack_into(buf, _UNTIL_AT, until)
         at = self.head % ring
         first = min(size, ring - at)
         buf[_HEADER + at:_HEADER + at + first] = data[:first]
@@ -149,3 +181,34 @@ class JournalReader:
     def close(self) -> None:
         with contextlib.suppress(BufferError):
             self._map.close()
+
+
+def writer_pid(name: str) -> int | None:
+    """The pid in a journal's file name (None if it is not one)."""
+    pid, sep, _ = name[len(PREFIX):].partition("-")
+    return int(pid) if name.startswith(PREFIX) and sep and pid.isdigit() else None
+
+
+def prune(directory: str, live: set[int], now: float) -> list[str]:
+    """Remove the journals in ``directory`` that are no longer needed (see the docstring):
+    their writer is not in ``live`` (the pids of the workers not reaped yet) and ``now``
+    (wall clock) is past the expiry of every binding they mention; an incomplete file (its
+    writer died creating it) goes once its writer is gone.  Returns the names removed."""
+    removed = []
+    for name in os.listdir(directory):
+        pid = writer_pid(name)
+        if pid is None or pid in live:
+            continue
+        path = Path(directory) / name
+        try:
+            with open(path, "rb") as f:
+                header = f.read(_HEADER)
+        except OSError:
+            continue
+        if len(header) == _HEADER and header[:len(MAGIC)] == MAGIC \
+                and _UNTIL.unpack_from(header, _UNTIL_AT)[0] >= now:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(name)
+    return removed

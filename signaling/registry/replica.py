@@ -33,10 +33,13 @@ REGISTER over one process):
 
 No acknowledged registration is lost when a worker is killed: its change is in its journal
 (the page cache, not the process) before the 200 leaves, and the journal stays readable after
-the worker is gone.  A registration is found through every worker as soon as it is
-acknowledged: a lookup that finds nothing (or a ``known_user`` that does not know the AOR, or
-a query REGISTER) reads every journal first; the client's request came after the 200, so after
-the change was in the journal.  A change to bindings found (a refresh, a new contact, a
+the worker is gone, until every binding it mentions has expired (the journal module says why
+that is long enough, and the supervisor removes it then).
+
+A registration is found through every worker as soon as it is acknowledged: a lookup that
+finds nothing (or a ``known_user`` that does not know the AOR, or a query REGISTER) reads
+every journal first; the client's request came after the 200, so after the change was in the
+journal.  A change to bindings found (a refresh, a new contact, a
 removal) reaches the other workers within ``CATCH_UP`` under load (a second when idle), during
 which they still use the previous bindings.
 
@@ -284,6 +287,10 @@ class ReplicaRegistry:
             names = [n for n in os.listdir(self.run_dir) if n.startswith(PREFIX)]
         except OSError:
             return
+        for name in self._readers.keys() - set(names):
+            # Removed by the supervisor (``journal.prune``): what it held has expired; its
+            # pages are freed once nobody maps it.
+            self._readers.pop(name).close()
         for name in names:
             if name in self._readers or name in self._skip:
                 continue
@@ -335,7 +342,8 @@ class ReplicaRegistry:
         if not before:  # a new AOR (a first REGISTER): every binding is new
             if after:
                 journal.append(record(Change(aor, [(b, None) for b in after.values()], []),
-                                      len(after), 1))
+                                      len(after), 1),
+                               max(b.expires_at for b in after.values()))
             return
         after = after or {}
         upserts = [(b, _version(before.get(k))) for k, b in after.items()
@@ -343,8 +351,11 @@ class ReplicaRegistry:
         removed = [(k, (b.call_id, b.cseq)) for k, b in before.items() if k not in after]
         if upserts or removed:
             aors = (not before) - (not after)  # +1: the AOR appeared, -1: it went
+            # The journal is kept until every binding mentioned here, replaced and removed
+            # ones included, has expired (see the journal module: when a journal goes).
+            until = max(b.expires_at for b in itertools.chain(before.values(), after.values()))
             journal.append(record(Change(aor, upserts, removed), len(after) - len(before),
-                                  aors))
+                                  aors), until)
 
     def _use(self, aor: str) -> None:
         """``aor`` is about to be read or written here: read the journals if ``CATCH_UP``
@@ -489,8 +500,9 @@ class ReplicaRegistry:
             reader.close()
         self._readers = {}
         if self._journal is not None:
-            # Its file stays: siblings may not have read all of it yet (the run directory
-            # goes when the server stops).
+            # Its file stays: siblings may not have read all of it yet, and it is what a
+            # restart of every worker at once rebuilds from (the supervisor removes it once
+            # every binding it mentions has expired: ``journal.prune``).
             self._journal.close()
             self._journal = None
         with contextlib.suppress(Exception):

@@ -29,6 +29,8 @@ from harness.serverproc import ServerProcess, options, server_env, sip_request
 from harness.sipp_runner import Sipp
 from protocols.diameter.constants import ResultCode
 from protocols.sip.message import CSeq, NameAddr, Request, SipURI
+from signaling.registry.journal import PREFIX, writer_pid
+from signaling.worker import WORKER_ENV
 from tests.peers.sipua import UdpUA, invited
 from tests.signaling.admin.helpers import (
     TOKEN,
@@ -237,6 +239,53 @@ def test_kill9_of_every_worker_at_once_loses_no_acknowledged_registration(
             return {item["aor"] for item in (await resp.json())["items"]}
 
     assert asyncio.run(listed()) == {f"sip:{u}@127.0.0.1" for u in users}
+
+
+def _journal_pids(run_dir: str) -> set[int | None]:
+    return {writer_pid(n) for n in os.listdir(run_dir) if n.startswith(PREFIX)}
+
+
+def _reload(srv: Supervised) -> set[int]:
+    """SIGHUP, until the new generation serves; its pids."""
+    before = {int(w["pid"]) for w in srv.workers()}
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGHUP)
+    srv.wait_serving(2, exclude_pids=before)
+    return {int(w["pid"]) for w in srv.workers()}
+
+
+def test_reloads_leave_only_the_journals_still_needed(tmp_path: Path) -> None:
+    """Each reload leaves N journals of exited workers: each goes once every binding it
+    mentions has expired (registry/journal.py), so the run directory holds the serving
+    workers' journals and the first generation's (its registrations live on), and a kill -9
+    of every worker still loses none of them: the new workers rebuild from those."""
+    config = tmp_path / "signaling.toml"
+    config.write_text("min_expires = 1\n")
+    with Supervised("--config", str(config)) as srv:
+        first = {int(w["pid"]) for w in srv.workers()}
+        environ = Path(f"/proc/{min(first)}/environ").read_bytes().split(b"\0")
+        (info,) = [v for v in environ if v.startswith(WORKER_ENV.encode() + b"=")]
+        run_dir = json.loads(info.split(b"=", 1)[1])["run_dir"]
+        keep = [f"keep{n}" for n in range(SOURCES)]  # one socket each: both workers take some
+        assert {register(srv.udp_port, user) for user in keep} == {200}
+        _reload(srv)
+        assert {register(srv.udp_port, f"brief{n}", expires=1) for n in range(SOURCES)} == {200}
+        _reload(srv)
+        last = _reload(srv)
+        for user in keep:  # through both new workers: each maps its journal by then
+            assert registered_contacts(srv.udp_port, user, "example.com") == [
+                f"sip:{user}@127.0.0.1:5999"]
+        deadline = time.monotonic() + START_BOUND
+        while _journal_pids(run_dir) != first | last and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _journal_pids(run_dir) == first | last
+        assert registered_contacts(srv.udp_port, "brief0", "example.com") == []
+        for pid in last:
+            os.kill(pid, signal.SIGKILL)
+        srv.wait_serving(2, exclude_pids=last)
+        for user in keep:
+            assert registered_contacts(srv.udp_port, user, "example.com") == [
+                f"sip:{user}@127.0.0.1:5999"]
 
 
 def test_reload_under_sipp_register_load_loses_nothing(server: Supervised) -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from signaling.registry.journal import PREFIX, JournalReader, JournalWriter, Lapped
+from signaling.registry.journal import (
+    PREFIX,
+    JournalReader,
+    JournalWriter,
+    Lapped,
+    prune,
+    writer_pid,
+)
 
 #: Seconds a child process may take to start and append (a busy CI box starts Python slowly).
 BOUND = 60.0
@@ -81,3 +88,52 @@ def test_what_a_killed_process_appended_stays_readable(tmp_path: Path) -> None:
     assert reader is not None
     assert reader.read() == b"acknowledged"
     reader.close()
+
+
+def test_a_journal_goes_once_its_writer_exited_and_what_it_mentions_expired(
+        tmp_path: Path) -> None:
+    """``prune`` is given the pids of the workers not reaped yet: here this process's pid
+    stands for a live writer, an empty set for one that exited."""
+    me = os.getpid()
+    used = JournalWriter(str(tmp_path), ring=4096)
+    used.append(b"rec1", until=1_000.0)
+    used.append(b"rec2", until=500.0)  # an earlier expiry does not shorten the journal's life
+    empty = JournalWriter(str(tmp_path), ring=4096)
+    (tmp_path / f"{PREFIX}{me}-dying").write_bytes(b"")  # its writer died creating it
+    (tmp_path / "replica.sock").write_bytes(b"")  # not a journal: never touched
+    assert writer_pid(used.name) == me and writer_pid("replica.sock") is None
+    assert prune(str(tmp_path), {me}, 2_000.0) == []  # the writer is alive: all kept
+    assert sorted(prune(str(tmp_path), set(), 999.0)) == sorted([empty.name,
+                                                                f"{PREFIX}{me}-dying"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([used.name, "replica.sock"])
+    assert prune(str(tmp_path), set(), 1_000.5) == [used.name]
+    assert [p.name for p in tmp_path.iterdir()] == ["replica.sock"]
+    used.close()
+    empty.close()
+
+
+def test_the_journal_of_a_writer_killed_9_is_pruned_by_its_own_header(tmp_path: Path) -> None:
+    """The expiry is in the file (shared memory), not in the process that wrote it."""
+    code = ("import sys, time\n"
+            "from signaling.registry.journal import JournalWriter\n"
+            "w = JournalWriter(sys.argv[1])\n"
+            "w.append(b'acknowledged', until=1234.5)\n"
+            "print(w.name, flush=True)\n"
+            "time.sleep(3600)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                             stdout=subprocess.PIPE, cwd=Path(__file__).parents[3])
+    try:
+        assert child.stdout is not None
+        name = child.stdout.readline().decode().strip()
+        assert name, "the child did not append"
+        assert writer_pid(name) == child.pid
+        assert prune(str(tmp_path), {child.pid}, 9999.0) == []  # its writer is alive
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(BOUND) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert prune(str(tmp_path), set(), 1234.0) == []
+    assert prune(str(tmp_path), set(), 1235.0) == [name]
+    assert list(tmp_path.iterdir()) == []

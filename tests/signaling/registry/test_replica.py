@@ -7,6 +7,7 @@ one event loop, over real sockets, as the supervisor and its workers do across p
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,7 @@ import pytest
 
 from signaling.registry.base import ContactChange
 from signaling.registry.hub import ReplicaHub
+from signaling.registry.journal import PREFIX, prune
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
 from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET, ReplicaRegistry
@@ -141,6 +143,36 @@ async def test_what_a_replica_acknowledged_outlives_it_in_its_journal(
                 "sip:kim@10.0.0.2"]
         finally:
             await fresh.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_journal_is_kept_until_every_binding_it_mentions_expired(
+        run_dir: str, hub: ReplicaHub) -> None:
+    """A refresh to a shorter life and a removal keep the journal as long as the binding
+    they replaced would live (a restart of every worker reading the journal that created it
+    without this one's records would bring it back); once gone, readers unmap it."""
+    a, b = replica(run_dir), replica(run_dir)
+    try:
+        await a.ping()
+        await b.ping()
+        now = time.time()
+        await a.register("sip:lou@x", "c", 1, change("sip:lou@10.0.0.3", 900), now)
+        assert [x.contact for x in await b.lookup("sip:lou@x", now)] == ["sip:lou@10.0.0.3"]
+        await b.register("sip:lou@x", "c", 2, change("sip:lou@10.0.0.3", 60), now)
+        await b.remove_all("sip:lou@x", "c", 3, now)
+        journals = sorted(n for n in os.listdir(run_dir) if n.startswith(PREFIX))
+        assert len(journals) == 2
+        # As if both had exited: neither journal goes before the 900 s binding expired.
+        assert prune(run_dir, set(), now + 899) == []
+        assert sorted(prune(run_dir, set(), now + 901)) == journals
+        assert a._journal is not None
+        gone = a._journal.name
+        await a.close()  # a's writer unmaps it here; b's reader still maps it (one process)
+        assert gone in Path("/proc/self/maps").read_text()
+        await b.count_aors()  # a full catch-up: b finds a's journal gone and unmaps it
+        assert gone not in Path("/proc/self/maps").read_text()
     finally:
         await a.close()
         await b.close()
