@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
@@ -148,32 +150,20 @@ async def test_new_requests_get_503_while_shutting_down() -> None:
         peer.close()
 
 
-async def test_cancel_is_not_shed_while_shutting_down() -> None:
-    # A draining server finishes the INVITEs it holds; a CANCEL ends one (§9.2), it is not
-    # new work: it gets its transaction's answer (481 here: no INVITE), never a 503.
+@pytest.mark.parametrize("method, to_tag", [("CANCEL", ""), ("BYE", "t1")])
+async def test_what_ends_held_work_is_not_shed_while_shutting_down(method: str,
+                                                                   to_tag: str) -> None:
+    # A draining server finishes what it holds: a CANCEL ends an INVITE (§9.2), a BYE a call
+    # (a reload's new worker hands the old one the BYEs of its calls: signaling.handoff).
+    # Neither is new work: each gets its answer (481 here: nothing held), never a 503.
     async with running_server(domain=["example.com"]) as srv:
         assert srv.udp_address is not None
         port = srv.udp_address[1]
         peer = await UdpPeer.open()
         srv.core.accepting = False
-        cancel = await _answer(peer, port, _req("CANCEL", "sip:bob@example.com", peer.port))
-        assert cancel.status == 481
-        assert srv.core.c_shed.get("shutting_down") == 0
-        srv.core.accepting = True
-        peer.close()
-
-
-async def test_requests_within_a_dialog_are_not_shed_while_shutting_down() -> None:
-    # A draining server finishes its calls: a BYE is no new work (a reload's new worker hands
-    # the old one the BYEs of its calls: signaling.handoff).  No dialog here: 481, not 503.
-    async with running_server(domain=["example.com"]) as srv:
-        assert srv.udp_address is not None
-        port = srv.udp_address[1]
-        peer = await UdpPeer.open()
-        srv.core.accepting = False
-        bye = await _answer(peer, port, _req("BYE", "sip:bob@example.com", peer.port,
-                                             to_tag="t1"))
-        assert bye.status == 481
+        answer = await _answer(peer, port, _req(method, "sip:bob@example.com", peer.port,
+                                                to_tag=to_tag))
+        assert answer.status == 481
         assert srv.core.c_shed.get("shutting_down") == 0
         srv.core.accepting = True
         peer.close()
