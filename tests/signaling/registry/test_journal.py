@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,12 +66,14 @@ def test_a_file_not_complete_yet_is_not_taken(tmp_path: Path) -> None:
     assert JournalReader.open(str(tmp_path / "gone")) is None
 
 
-def test_what_a_killed_process_appended_stays_readable(tmp_path: Path) -> None:
-    """kill -9 right after an append loses nothing: the journal is the page cache's."""
+@contextlib.contextmanager
+def _writer_child(tmp_path: Path, until: float) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real process that appends one record (b"acknowledged", expiring at ``until``) to a
+    new journal in ``tmp_path`` and then waits to be killed: it and the journal's path."""
     code = ("import sys, time\n"
             "from signaling.registry.journal import JournalWriter\n"
             "w = JournalWriter(sys.argv[1])\n"
-            "w.append(b'acknowledged')\n"
+            f"w.append(b'acknowledged', until={until!r})\n"
             "print(w.path, flush=True)\n"
             "time.sleep(3600)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
@@ -78,12 +82,22 @@ def test_what_a_killed_process_appended_stays_readable(tmp_path: Path) -> None:
         assert child.stdout is not None
         path = child.stdout.readline().decode().strip()
         assert path, "the child did not append"
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(BOUND) == -signal.SIGKILL
+        yield child, path
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def _kill9(child: subprocess.Popen[bytes]) -> None:
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(BOUND) == -signal.SIGKILL
+
+
+def test_what_a_killed_process_appended_stays_readable(tmp_path: Path) -> None:
+    """kill -9 right after an append loses nothing: the journal is the page cache's."""
+    with _writer_child(tmp_path, 0.0) as (child, path):
+        _kill9(child)
     reader = JournalReader.open(path)
     assert reader is not None
     assert reader.read() == b"acknowledged"
@@ -114,26 +128,11 @@ def test_a_journal_goes_once_its_writer_exited_and_what_it_mentions_expired(
 
 def test_the_journal_of_a_writer_killed_9_is_pruned_by_its_own_header(tmp_path: Path) -> None:
     """The expiry is in the file (shared memory), not in the process that wrote it."""
-    code = ("import sys, time\n"
-            "from signaling.registry.journal import JournalWriter\n"
-            "w = JournalWriter(sys.argv[1])\n"
-            "w.append(b'acknowledged', until=1234.5)\n"
-            "print(w.name, flush=True)\n"
-            "time.sleep(3600)\n")
-    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
-                             stdout=subprocess.PIPE, cwd=Path(__file__).parents[3])
-    try:
-        assert child.stdout is not None
-        name = child.stdout.readline().decode().strip()
-        assert name, "the child did not append"
+    with _writer_child(tmp_path, 1234.5) as (child, path):
+        name = Path(path).name
         assert writer_pid(name) == child.pid
         assert prune(str(tmp_path), {child.pid}, 9999.0) == []  # its writer is alive
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(BOUND) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        _kill9(child)
     assert prune(str(tmp_path), set(), 1234.0) == []
     assert prune(str(tmp_path), set(), 1235.0) == [name]
     assert list(tmp_path.iterdir()) == []
