@@ -48,6 +48,22 @@ def replica(run_dir: str) -> ReplicaRegistry:
     return ReplicaRegistry(run_dir, max_bindings_per_aor=10, max_bytes=1 << 26)
 
 
+Pair = tuple[ReplicaRegistry, ReplicaRegistry]
+
+
+@pytest.fixture
+async def pair(run_dir: str, hub: ReplicaHub) -> AsyncIterator[Pair]:
+    """Two synced replicas (two workers of one server), closed after the test."""
+    a, b = replica(run_dir), replica(run_dir)
+    try:
+        await a.ping()
+        await b.ping()
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def until(check: Callable[[], Awaitable[bool]]) -> None:
     deadline = time.monotonic() + BOUND
     while not await check():
@@ -60,35 +76,29 @@ def change(contact: str, expires: int = 600, conn: str | None = None) -> list[Co
 
 
 async def test_a_registration_through_one_replica_is_found_through_the_others(
-        run_dir: str, hub: ReplicaHub) -> None:
-    a, b = replica(run_dir), replica(run_dir)
-    try:
-        await a.ping()
-        await b.ping()
-        now = time.time()
-        await a.register("sip:ann@x", "c1", 1, change("sip:ann@10.0.0.1"), now)
+        pair: Pair) -> None:
+    a, b = pair
+    now = time.time()
+    await a.register("sip:ann@x", "c1", 1, change("sip:ann@10.0.0.1"), now)
 
-        async def found() -> bool:
-            return [x.contact for x in await b.lookup("sip:ann@x", now)] == ["sip:ann@10.0.0.1"]
+    async def found() -> bool:
+        return [x.contact for x in await b.lookup("sip:ann@x", now)] == ["sip:ann@10.0.0.1"]
 
-        await until(found)
-        # A refresh through the other one, then a removal back through the first.
-        await b.register("sip:ann@x", "c1", 2, change("sip:ann@10.0.0.1", 900), now)
+    await until(found)
+    # A refresh through the other one, then a removal back through the first.
+    await b.register("sip:ann@x", "c1", 2, change("sip:ann@10.0.0.1", 900), now)
 
-        async def refreshed() -> bool:
-            return [x.cseq for x in await a.lookup("sip:ann@x", now)] == [2]
+    async def refreshed() -> bool:
+        return [x.cseq for x in await a.lookup("sip:ann@x", now)] == [2]
 
-        await until(refreshed)
-        assert await a.remove_all("sip:ann@x", "c1", 3, now) == 1
+    await until(refreshed)
+    assert await a.remove_all("sip:ann@x", "c1", 3, now) == 1
 
-        async def removed() -> bool:
-            return await b.lookup("sip:ann@x", now) == [] and await b.count_bindings() == 0
+    async def removed() -> bool:
+        return await b.lookup("sip:ann@x", now) == [] and await b.count_bindings() == 0
 
-        await until(removed)
-        assert await b.known_user("sip:ann@x")
-    finally:
-        await a.close()
-        await b.close()
+    await until(removed)
+    assert await b.known_user("sip:ann@x")
 
 
 async def test_a_replica_that_starts_late_gets_a_serving_ones_copy(
@@ -116,66 +126,54 @@ async def test_a_replica_that_starts_late_gets_a_serving_ones_copy(
 
 
 async def test_what_a_replica_acknowledged_outlives_it_in_its_journal(
-        run_dir: str, hub: ReplicaHub) -> None:
+        run_dir: str, hub: ReplicaHub, pair: Pair) -> None:
     """kill -9 right after the 200 loses nothing: the REGISTER returns once its record is in
     the worker's journal (shared memory), read by the others after it is gone, and by a
     worker that starts when none serves (it reads every journal from its start)."""
-    a, b = replica(run_dir), replica(run_dir)
+    a, b = pair
+    now = time.time()
+    await a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), now)
+    link = a._link
+    assert link is not None and link.transport is not None
+    link.transport.abort()  # the worker dies: nothing more leaves it, nothing is closed
+    assert [x.contact for x in await b.lookup("sip:kim@x", now)] == ["sip:kim@10.0.0.2"]
+    await b.close()  # now none serves
+
+    async def none_serves() -> bool:
+        return not hub.workers
+
+    await until(none_serves)
+    fresh = replica(run_dir)
     try:
-        await a.ping()
-        await b.ping()
-        now = time.time()
-        await a.register("sip:kim@x", "c", 1, change("sip:kim@10.0.0.2"), now)
-        link = a._link
-        assert link is not None and link.transport is not None
-        link.transport.abort()  # the worker dies: nothing more leaves it, nothing is closed
-        assert [x.contact for x in await b.lookup("sip:kim@x", now)] == ["sip:kim@10.0.0.2"]
-        await b.close()  # now none serves
-
-        async def none_serves() -> bool:
-            return not hub.workers
-
-        await until(none_serves)
-        fresh = replica(run_dir)
-        try:
-            await fresh.ping()
-            assert [x.contact for x in await fresh.lookup("sip:kim@x", now)] == [
-                "sip:kim@10.0.0.2"]
-        finally:
-            await fresh.close()
+        await fresh.ping()
+        assert [x.contact for x in await fresh.lookup("sip:kim@x", now)] == [
+            "sip:kim@10.0.0.2"]
     finally:
-        await a.close()
-        await b.close()
+        await fresh.close()
 
 
 async def test_a_journal_is_kept_until_every_binding_it_mentions_expired(
-        run_dir: str, hub: ReplicaHub) -> None:
+        run_dir: str, pair: Pair) -> None:
     """A refresh to a shorter life and a removal keep the journal as long as the binding
     they replaced would live (a restart of every worker reading the journal that created it
     without this one's records would bring it back); once gone, readers unmap it."""
-    a, b = replica(run_dir), replica(run_dir)
-    try:
-        await a.ping()
-        await b.ping()
-        now = time.time()
-        await a.register("sip:lou@x", "c", 1, change("sip:lou@10.0.0.3", 900), now)
-        assert [x.contact for x in await b.lookup("sip:lou@x", now)] == ["sip:lou@10.0.0.3"]
-        await b.register("sip:lou@x", "c", 2, change("sip:lou@10.0.0.3", 60), now)
-        await b.remove_all("sip:lou@x", "c", 3, now)
-        journals = sorted(n for n in os.listdir(run_dir) if n.startswith(PREFIX))
-        assert len(journals) == 2
-        # As if both had exited: neither journal goes before the 900 s binding expired.
-        assert prune(run_dir, set(), now + 899) == []
-        assert sorted(prune(run_dir, set(), now + 901)) == journals
-        assert a._journal is not None
-        gone = a._journal.name
-        await a.close()  # a's writer unmaps it here; b's reader still maps it (one process)
-        assert gone in Path("/proc/self/maps").read_text()
-        await b.count_aors()  # a full catch-up: b finds a's journal gone and unmaps it
-        assert gone not in Path("/proc/self/maps").read_text()
-    finally:
-        await a.close()
-        await b.close()
+    a, b = pair
+    now = time.time()
+    await a.register("sip:lou@x", "c", 1, change("sip:lou@10.0.0.3", 900), now)
+    assert [x.contact for x in await b.lookup("sip:lou@x", now)] == ["sip:lou@10.0.0.3"]
+    await b.register("sip:lou@x", "c", 2, change("sip:lou@10.0.0.3", 60), now)
+    await b.remove_all("sip:lou@x", "c", 3, now)
+    journals = sorted(n for n in os.listdir(run_dir) if n.startswith(PREFIX))
+    assert len(journals) == 2
+    # As if both had exited: neither journal goes before the 900 s binding expired.
+    assert prune(run_dir, set(), now + 899) == []
+    assert sorted(prune(run_dir, set(), now + 901)) == journals
+    assert a._journal is not None
+    gone = a._journal.name
+    await a.close()  # a's writer unmaps it here; b's reader still maps it (one process)
+    assert gone in Path("/proc/self/maps").read_text()
+    await b.count_aors()  # a full catch-up: b finds a's journal gone and unmaps it
+    assert gone not in Path("/proc/self/maps").read_text()
 
 
 async def test_a_replica_that_starts_reads_each_journal_from_where_its_source_had(
@@ -203,20 +201,14 @@ async def test_a_replica_that_starts_reads_each_journal_from_where_its_source_ha
 
 
 async def test_a_registration_is_found_through_another_replica_at_once(
-        run_dir: str, hub: ReplicaHub) -> None:
+        pair: Pair) -> None:
     """No polling: the lookup that finds nothing reads the siblings' journals first."""
-    a, b = replica(run_dir), replica(run_dir)
-    try:
-        await a.ping()
-        await b.ping()
-        now = time.time()
-        for n in range(20):
-            aor = f"sip:now{n}@x"
-            await a.register(aor, f"c{n}", 1, change(f"sip:now{n}@10.0.0.1"), now)
-            assert [x.contact for x in await b.lookup(aor, now)] == [f"sip:now{n}@10.0.0.1"]
-        assert await b.known_user("sip:now19@x")
-        assert not await b.known_user("sip:never@x")
-        assert await b.count_aors() == 20
-    finally:
-        await a.close()
-        await b.close()
+    a, b = pair
+    now = time.time()
+    for n in range(20):
+        aor = f"sip:now{n}@x"
+        await a.register(aor, f"c{n}", 1, change(f"sip:now{n}@10.0.0.1"), now)
+        assert [x.contact for x in await b.lookup(aor, now)] == [f"sip:now{n}@10.0.0.1"]
+    assert await b.known_user("sip:now19@x")
+    assert not await b.known_user("sip:never@x")
+    assert await b.count_aors() == 20
