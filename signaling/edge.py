@@ -114,7 +114,6 @@ class Edge:
         if flow.node != self.node_id:
             held = self.reaches is not None and self.reaches(flow.node)
         else:
-            conns = getattr(self.transports.get(flow.transport), "conns", None)
-            held = isinstance(conns, dict) and flow.conn_id in conns
+            held = self.transports.holds(flow.transport, flow.conn_id)
         # Over the flow only (host and port empty): never a new connection (§5.3.1).
         return Peer(flow.transport, "", 0, flow.conn_id) if held else None

@@ -45,6 +45,10 @@ class Transport(Protocol):
         """Queue ``data`` for ``peer``; False when it cannot go (connection gone, ...)."""
         ...
 
+    def holds(self, conn_id: str) -> bool:
+        """This transport holds the connection ``conn_id`` (a flow, RFC 5626); never for UDP."""
+        ...
+
 
 class TransportInfo:
     """The protocol-facing description of a transport: everything but the socket.
@@ -144,6 +148,11 @@ class Transports:
 
     def info(self, name: str) -> TransportInfo | None:
         return self._info.get(name)
+
+    def holds(self, name: str, conn_id: str) -> bool:
+        """The transport ``name`` holds the connection ``conn_id``."""
+        transport = self.by_name.get(name)
+        return transport is not None and transport.holds(conn_id)
 
     def reliable(self, name: str) -> bool:
         info = self._info.get(name)

@@ -439,6 +439,9 @@ class StreamTransport:
 
     # -- sending ---------------------------------------------------------------------------------
 
+    def holds(self, conn_id: str) -> bool:
+        return conn_id in self.conns
+
     def send(self, data: bytes, peer: Peer) -> bool:
         """Over the connection ``peer`` names, else one to its address (§18.1.1)."""
         if peer.conn_id is not None:

@@ -198,6 +198,9 @@ class UdpTransport:
             stats.reset()
         self._tick = self._loop.call_later(TICK, self._revise)
 
+    def holds(self, conn_id: str) -> bool:
+        return False  # no connections: a UDP flow is its 5-tuple (RFC 5626 §3.5.1)
+
     def send(self, data: bytes, peer: Peer) -> bool:
         sock = self.sock
         # A worker: requests, and responses to what came in on the slot's port, use that port

@@ -194,6 +194,9 @@ class WsTransport:
             return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
         return None
 
+    def holds(self, conn_id: str) -> bool:
+        return conn_id in self.conns
+
     def send(self, data: bytes, peer: Peer) -> bool:
         conn = self.conns.get(peer.conn_id) if peer.conn_id is not None else None
         if conn is None:

@@ -40,6 +40,9 @@ class RecordingTransport:
         self.sent.put_nowait((parse_message(data), peer))
         return True
 
+    def holds(self, conn_id: str) -> bool:
+        return False  # it records, it keeps no connection
+
     async def next(self, timeout: float = 5.0) -> tuple[Request | Response, Peer]:
         return await asyncio.wait_for(self.sent.get(), timeout)
 
