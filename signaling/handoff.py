@@ -33,9 +33,10 @@ prevent exactly that).  So the old worker, as it stops, passes on the keys of it
 transactions ("held" frames, ``HELD_PER_FRAME`` keys each); the new worker hands over what
 matches one of them, and forgets them when the old worker says it has ended ("ended") or can no
 longer be reached.  Only RFC 3261 keys (branch with the magic cookie, sent-by, method) are
-passed on: the RFC 2543 fallback keys of §17.2.3 are left to the new worker, as before.  A
-retransmission read by the new worker between its first read and its predecessor's SIGTERM
-(the supervisor's rolling reload: milliseconds) is still taken as new.
+passed on: the RFC 2543 fallback keys of §17.2.3 are left to the new worker, as before.  The
+keys come before "released" (above), so the new worker knows them by its first read; only when
+it stops waiting for a predecessor that never releases (``RELEASE_WAIT``) can a retransmission
+still be taken as new.
 
 Within a dialog the same holds for what the old worker set up just before the reload: a call
 it confirmed a millisecond ago reaches the shared registry a moment later (its write does not
