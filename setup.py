@@ -1,4 +1,4 @@
-"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups.c) and of
+"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c) and of
 digest auth-param parsing (protocols/sip/_digest_speedups.c).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
@@ -15,8 +15,20 @@ setup(
     ext_modules=[
         Extension(
             "protocols.sip._speedups",
-            ["protocols/sip/_speedups.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            [
+                "protocols/sip/_speedups.c",
+                "protocols/sip/_speedups_values.c",
+                "protocols/sip/_speedups_model.c",
+            ],
+            depends=["protocols/sip/_speedups.h"],
+            # hidden: the files share functions by name; only PyInit__speedups is exported
+            extra_compile_args=[
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Wno-missing-field-initializers",
+                "-fvisibility=hidden",
+            ],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),
         Extension(
