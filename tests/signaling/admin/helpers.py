@@ -19,8 +19,9 @@ __all__ = ["TOKEN", "Samples", "answer", "call", "header_values", "recv_request"
 
 TOKEN = "test-admin-token-0123456789"
 #: Bound on waiting for one SIP answer or request: far above a loopback round trip, and each
-#: wait has an overall deadline so retransmissions cannot keep a test waiting.
-ANSWER_TIMEOUT = 5.0
+#: wait has an overall deadline so retransmissions cannot keep a test waiting.  Timer F
+#: (64*T1, RFC 3261 section 17.1.2.2): a busy machine may delay an answer by seconds.
+ANSWER_TIMEOUT = 32.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -45,18 +46,34 @@ def register_message(port: int, user: str, contact_port: int, expires: int = 360
     ).encode()
 
 
+#: RFC 3261 section 17.1.2.2: a UDP request is retransmitted from T1 (500 ms), the interval
+#: doubling up to T2 (4 s).  A server under overload control may let the kernel drop a
+#: datagram it has no time to read; a real client's retransmission is what gets it through.
+T1, T2 = 0.5, 4.0
+
+
 def sip_status(port: int, data: bytes, sock: socket.socket | None = None) -> int:
-    """Send one request (from ``sock`` if given) and return the final status received."""
+    """Send one request (from ``sock`` if given), retransmitted like a UA's over UDP until
+    ANSWER_TIMEOUT, and return the final status received."""
     own = sock is None
     s = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         if own:
             s.bind(("127.0.0.1", 0))
-        s.sendto(data, ("127.0.0.1", port))
         deadline = time.monotonic() + ANSWER_TIMEOUT
+        interval, resend = T1, 0.0
         while True:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            msg = parse_message(s.recv(65535))
+            now = time.monotonic()
+            if now >= resend:
+                s.sendto(data, ("127.0.0.1", port))
+                resend, interval = now + interval, min(interval * 2, T2)
+            s.settimeout(max(0.01, min(deadline, resend) - now))
+            try:
+                msg = parse_message(s.recv(65535))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
             assert isinstance(msg, Response)
             if msg.status >= 200:
                 return msg.status
