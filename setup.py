@@ -33,7 +33,8 @@ setup(
         ),
         Extension(
             "protocols.sip._digest_speedups",
-            ["protocols/sip/_digest_speedups.c"],
+            ["protocols/sip/_digest_speedups.c", "protocols/sip/_challenge.c"],
+            depends=["protocols/sip/_digest_speedups.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),

@@ -4,6 +4,9 @@ def params(text: str, /) -> dict[str, str] | None: ...
 def challenge_head(
     data: bytes, host: str, port: int, /,
 ) -> tuple[str, str, str | None, str, bytes, bytes] | None: ...
+def challenge_answer(
+    data: bytes, host: str, port: int, ready: dict[str, tuple[bytes, ...]], /,
+) -> bytes | str | None: ...
 def credentials(
     value: str, /,
 ) -> tuple[str, str, str, str, str, str, str | None, int | None, str | None, str | None] | None:

@@ -40,6 +40,7 @@ __all__ = [
     "NonceState",
     "authorization",
     "challenge",
+    "challenge_answer",
     "challenge_head",
     "expected_response",
     "ha1",
@@ -118,14 +119,20 @@ _fast_credentials: Callable[[str], tuple[str, str, str, str, str, str, str | Non
 #: ``challenge_head(data, source host, source port)``: see ``_digest_speedups.c``; None when
 #: built without a C compiler (every REGISTER then goes the full way, with the same answers).
 challenge_head: Callable[[bytes, str, int], ChallengeHead | None] | None
+#: ``challenge_answer(data, source host, source port, ready)``: the whole stateless 401 that
+#: ``challenge_head``'s pieces make (see ``_challenge.c``), the realm (a str) when ``ready``
+#: (realm -> the answer's fixed parts) lacks it, or None; None when built without C.
+challenge_answer: Callable[[bytes, str, int, dict[str, tuple[bytes, ...]]],
+                           bytes | str | None] | None
 try:
-    from protocols.sip._digest_speedups import challenge_head
+    from protocols.sip._digest_speedups import challenge_answer, challenge_head
     from protocols.sip._digest_speedups import credentials as _fast_credentials
     from protocols.sip._digest_speedups import params as _fast_params
 except ImportError:  # built without a C compiler: the Python loop alone, same results
     _fast_params = None
     _fast_credentials = None
     challenge_head = None
+    challenge_answer = None
 
 
 def _params(text: str) -> dict[str, str]:
@@ -353,7 +360,9 @@ class NonceMinter:
     def _tag(self, stamp: bytes, realm: str) -> bytes:
         return hmac.new(self._secret, stamp + realm.encode(), hashlib.sha256).digest()[:_TAG_BYTES]
 
-    def _head(self, realm: str, now: float) -> str:
+    def head(self, realm: str, now: float) -> str:
+        """The authenticated head every nonce for ``realm`` minted at ``now`` starts with (its
+        tick's): ``make`` appends the unique part to it."""
         tick_ms = int(now // TICK) * TICK * 1000
         current = self._heads.get(realm)
         if current is not None and current[1] == tick_ms:
@@ -372,7 +381,7 @@ class NonceMinter:
         unique part is Python's hash of the salt: per process, which is enough, since a
         retransmission reaches the process the request reached."""
         unique = next(self._unique) if salt is None else hash(salt)
-        return self._head(realm, now) + format(unique & _MASK64, "016x")
+        return self.head(realm, now) + format(unique & _MASK64, "016x")
 
     @staticmethod
     def issued_at(nonce: str) -> float | None:

@@ -21,9 +21,10 @@
 Several challenges go out, strongest algorithm first (RFC 8760 §2.4), all with one nonce.
 
 The 401 to a REGISTER without credentials is stateless, and most often made before any parse
-(``challenge_unparsed``: the C scan ``digest.challenge_head`` finds the five headers the
-answer copies and the realm); shapes it does not take are parsed and challenged by
-``challenge_early``, with the same bytes.  Half of all REGISTERs take this path.
+(``challenge_unparsed``: one C call, ``digest.challenge_answer``, scans the datagram and
+writes the answer from parts encoded once per realm and nonce tick); shapes it does not take
+are parsed and challenged by ``challenge_early``, with the same bytes.  Half of all
+REGISTERs take this path.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ from collections.abc import Callable
 from protocols.sip.builders import make_response, reason_phrase
 from protocols.sip.digest import (
     ALGORITHMS,
+    TICK,
     Credentials,
     DigestError,
     NonceCounts,
     NonceMinter,
     NonceState,
     challenge,
-    challenge_head,
+    challenge_answer,
     parse_credentials,
     verify,
 )
@@ -56,7 +58,7 @@ from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.registry.base import Registry, RegistryError
 from signaling.sipcore import Peer, SipCore, Work
-from signaling.stateless import stateless_answer, stateless_tag_of, stateless_tail
+from signaling.stateless import stateless_answer, stateless_tail
 
 __all__ = ["SUMMARY_INTERVAL", "Authenticator"]
 
@@ -122,6 +124,10 @@ class Authenticator:
         self.c_challenged = self.c_auth.child("challenged")
         self.c_ok = self.c_auth.child("ok")
         self._tails: dict[tuple[int, str, bool], list[bytes]] = {}
+        #: realm -> the parts of its unparsed 401 in the nonce tick ``_ready_tick``
+        #: (``challenge_unparsed``); served realms only, so bounded by the domains.
+        self._ready: dict[str, tuple[bytes, ...]] = {}
+        self._ready_tick = -1.0
         self._summary: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -161,27 +167,42 @@ class Authenticator:
 
     def challenge_unparsed(self, data: bytes, peer: Peer) -> bool:
         """``challenge_early`` on the bytes of a REGISTER datagram, before any parse: the
-        answer copies five headers and needs the To host, and ``challenge_head`` (C) finds
-        them in one scan.  Anything it does not take (credentials, an unusual shape), a realm
-        not served, or a trusted source goes the full way, which answers as before; so
-        does everything but the challenge: the rest of the request is judged when it comes
-        back with credentials (§22.1 lets a server challenge before looking further).  The
-        same bytes as ``challenge_early`` would send (test_policy holds them equal)."""
-        assert challenge_head is not None  # not installed without it (Server)
-        head = challenge_head(data, peer.host, peer.port)
-        if head is None:
-            return False
-        realm, call_id, from_tag, branch, before, after = head
+        answer copies five headers and needs the To host, and ``challenge_answer`` (C) finds
+        them in one scan and writes the whole answer, nonce and To tag included, from the
+        parts ``_ready`` holds for the realm in this nonce tick.  Anything it does not take
+        (credentials, an unusual shape), a realm not served, or a trusted source goes the
+        full way, which answers as before; so does everything but the challenge: the rest of
+        the request is judged when it comes back with credentials (§22.1 lets a server
+        challenge before looking further).  The same bytes as ``challenge_early`` would send
+        (test_policy holds them equal)."""
+        assert challenge_answer is not None  # not installed without it (Server)
         core = self.core
-        if realm not in core.domains or not core.accepting or (
-                self._trusting and self._trusted(peer) is not None):
+        if not core.accepting or (self._trusting and self._trusted(peer) is not None):
+            return False
+        now = self.clock()
+        tick = now // TICK
+        if tick != self._ready_tick:  # a new nonce head (digest.TICK): new parts
+            self._ready_tick = tick
+            self._ready.clear()
+        answer = challenge_answer(data, peer.host, peer.port, self._ready)
+        if isinstance(answer, str):  # a realm not seen in this tick: served?
+            if answer not in core.domains:
+                return False
+            self._ready[answer] = self._ready_parts(answer, now)
+            answer = challenge_answer(data, peer.host, peer.port, self._ready)
+        if not isinstance(answer, bytes):
             return False
         self.c_challenged.inc()
-        tail = self._challenges(_REGISTRAR, realm, False, f"{call_id}|{branch}")
-        tag = stateless_tag_of(call_id, from_tag, branch).encode()
-        core.send_unparsed_answer("REGISTER", 401, b"".join(
-            (b"SIP/2.0 401 Unauthorized", before, tag, after, tail)), peer)
+        core.send_unparsed_answer("REGISTER", 401, answer, peer)
         return True
+
+    def _ready_parts(self, realm: str, now: float) -> tuple[bytes, ...]:
+        """What ``challenge_answer`` completes into a 401 for ``realm`` in ``now``'s tick:
+        the status line, then ``_challenges``' pieces with the tick's nonce head after each
+        piece a nonce follows (the C side writes the unique part there)."""
+        pieces = self._pieces(_REGISTRAR, realm, False)
+        head = self.nonces.head(realm, now).encode()
+        return (b"SIP/2.0 401 Unauthorized", *[p + head for p in pieces[:-1]], pieces[-1])
 
     async def admit(self, work: Work) -> bool:
         req = work.request
@@ -295,6 +316,11 @@ class Authenticator:
         """A challenge answer's wire form after its CSeq (``stateless_tail``): one challenge
         per algorithm, all with one nonce.  Only the nonce differs from answer to answer, so the
         rest is encoded once per kind, realm and staleness: the pieces around the nonce."""
+        return self.nonces.make(realm, self.clock(), salt).encode().join(
+            self._pieces(kind, realm, stale))
+
+    def _pieces(self, kind: _Kind, realm: str, stale: bool) -> list[bytes]:
+        """``_challenges``' encoded pieces around the nonce, once per kind, realm, staleness."""
         key = (kind.status, realm, stale)
         pieces = self._tails.get(key)
         if pieces is None:
@@ -304,7 +330,7 @@ class Authenticator:
             if len(self._tails) >= _TAILS_LIMIT:
                 self._tails.clear()  # realms are served domains, few: never in practice
             self._tails[key] = pieces
-        return self.nonces.make(realm, self.clock(), salt).encode().join(pieces)
+        return pieces
 
     def _failed(self, work: Work, kind: _Kind, realm: str, username: str, result: str,
                 stale: bool = False) -> None:

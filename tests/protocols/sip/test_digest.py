@@ -332,6 +332,57 @@ def test_challenge_head_leaves_everything_else_to_the_full_way(change: tuple[str
     assert challenge_head(data, "192.0.2.1", 40000) is None
 
 
+
+def _answer_of_head(data: bytes, host: str, port: int, parts: tuple[bytes, ...],
+                    head: str) -> bytes | str | None:
+    """What ``challenge_answer`` must write, from ``challenge_head`` and Python's own tag and
+    nonce (stateless_tag_of, NonceMinter.make's salted unique part)."""
+    from protocols.sip.digest import challenge_head
+    from signaling.stateless import stateless_tag_of
+    assert challenge_head is not None
+    found = challenge_head(data, host, port)
+    if found is None:
+        return None
+    realm, call_id, from_tag, branch, before, after = found
+    if realm != "example.com":
+        return realm
+    nonce = (head + format(hash(f"{call_id}|{branch}") & (2**64 - 1), "016x")).encode()
+    pieces = [p[:-len(head)] for p in parts[1:-1]] + [parts[-1]]
+    return b"".join((parts[0], before, stateless_tag_of(call_id, from_tag, branch).encode(),
+                     after, nonce.join(pieces)))
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 3])
+def test_challenge_answer_writes_the_bytes_python_makes_of_challenge_head(pieces: int) -> None:
+    """Differential: over _HEAD, its compact form, its one-character deletions and
+    insertions, and 1 to 3 challenges (one nonce slot each), the C answer is the bytes Python
+    builds from challenge_head's pieces (or the same None, or the realm to judge)."""
+    from protocols.sip.digest import challenge_answer
+    assert challenge_answer is not None, "the C fast path is not built"
+    head = "HEAD-of-the-tick-"
+    parts = (b"SIP/2.0 401 Unauthorized",
+             *[f'\r\nWWW-Authenticate: Digest n{i}="'.encode() + head.encode()
+               for i in range(pieces)], b'"\r\nContent-Length: 0\r\n\r\n')
+    seeds = [_HEAD, _HEAD.replace(";rport", "").replace("Via:", "v:"),
+             _HEAD.replace(";tag=f1", "")]
+    variants = set(seeds)
+    for i in range(len(_HEAD)):
+        variants.add(_HEAD[:i] + _HEAD[i + 1:])
+        for c in "a;:<@ \r":
+            variants.add(_HEAD[:i] + c + _HEAD[i:])
+    answered = 0
+    for text in variants:
+        data = text.encode()
+        for host, port in (("192.0.2.1", 40000), ("10.0.0.7", 5070)):
+            fast = challenge_answer(data, host, port, {"example.com": parts})
+            assert fast == _answer_of_head(data, host, port, parts, head), text
+            answered += isinstance(fast, bytes)
+    assert answered > 500  # compared on many answers, not vacuously
+    assert challenge_answer(_HEAD.encode(), "192.0.2.1", 1, {}) == "example.com"
+    with pytest.raises(TypeError):
+        challenge_answer(_HEAD.encode(), "192.0.2.1", 1, {"example.com": (b"x",)})
+
+
 _CREDENTIAL_SEEDS = [
     'Digest username="a12",realm="127.0.0.1",uri="sip:127.0.0.1:5060",nonce="AAABjK0sXYZ",'
     'response="0123456789ABCDEF",algorithm=MD5,cnonce="6b8b4567",qop=auth,nc=0000001f',
