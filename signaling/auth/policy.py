@@ -176,25 +176,39 @@ class Authenticator:
         challenge before looking further).  The same bytes as ``challenge_early`` would send
         (test_policy holds them equal)."""
         assert challenge_answer is not None  # not installed without it (Server)
+        # The scan first: nearly every REGISTER it declines carries credentials (the second
+        # leg of every registration), and those need nothing else from here.
+        answer = challenge_answer(data, peer.host, peer.port, self._ready)
+        if answer is None:
+            return False
         core = self.core
         if not core.accepting or (self._trusting and self._trusted(peer) is not None):
             return False
         now = self.clock()
         tick = now // TICK
-        if tick != self._ready_tick:  # a new nonce head (digest.TICK): new parts
-            self._ready_tick = tick
-            self._ready.clear()
-        answer = challenge_answer(data, peer.host, peer.port, self._ready)
-        if isinstance(answer, str):  # a realm not seen in this tick: served?
-            if answer not in core.domains:
+        if tick != self._ready_tick or not isinstance(answer, bytes):
+            # A new nonce tick (digest.TICK: the answer has the last tick's head), or a
+            # realm not seen in this one: served?
+            answer = self._ready_answer(data, peer, now, tick)
+            if answer is None:
                 return False
-            self._ready[answer] = self._ready_parts(answer, now)
-            answer = challenge_answer(data, peer.host, peer.port, self._ready)
-        if not isinstance(answer, bytes):
-            return False
         self.c_challenged.inc()
         core.send_unparsed_answer("REGISTER", 401, answer, peer)
         return True
+
+    def _ready_answer(self, data: bytes, peer: Peer, now: float, tick: float) -> bytes | None:
+        """``challenge_unparsed``'s answer once ``_ready`` is this tick's and has the realm."""
+        assert challenge_answer is not None
+        if tick != self._ready_tick:
+            self._ready_tick = tick
+            self._ready.clear()
+        answer = challenge_answer(data, peer.host, peer.port, self._ready)
+        if isinstance(answer, str):
+            if answer not in self.core.domains:
+                return None
+            self._ready[answer] = self._ready_parts(answer, now)
+            answer = challenge_answer(data, peer.host, peer.port, self._ready)
+        return answer if isinstance(answer, bytes) else None
 
     def _ready_parts(self, realm: str, now: float) -> tuple[bytes, ...]:
         """What ``challenge_answer`` completes into a 401 for ``realm`` in ``now``'s tick:
