@@ -1,5 +1,5 @@
 """Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c) and of
-digest auth-param parsing (protocols/sip/_digest_speedups.c).
+digest auth-param parsing and the stateless 401 (protocols/sip/_digest_speedups.c, _challenge.c).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
 install still succeeds and the pure-Python parser runs alone (slower, same results).  The test
@@ -35,7 +35,8 @@ setup(
             "protocols.sip._digest_speedups",
             ["protocols/sip/_digest_speedups.c", "protocols/sip/_challenge.c"],
             depends=["protocols/sip/_digest_speedups.h"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            # hidden: the two files share functions by name; only the PyInit is exported
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),
     ]
