@@ -1,0 +1,179 @@
+"""Instructions per leg of an authenticated registration, fed to an in-process server (issue 14).
+
+Why beside ``bench_instructions``: that bench counts what a server process executes between
+two callgrind dumps while SIPp sends at a low rate, so every datagram gets an event-loop wakeup
+of its own and the time-driven work (timers, sweeps, the UDP reader's revisions) is shared out
+per message; how much of it lands on a message depends on the machine's load: its
+REGISTER_401 read 82k to 148k instructions from run to run for the same code (82k and 142k
+this session, load 6 and 9).  Versions of the digest path do not compare on that.
+
+This counts the receive path alone.  A server is started in this process (``--auth on``, MD5,
+``--users`` subscribers, as ``bench_register_auth``), the datagrams of that many registrations
+are made first (each first leg answered once, so each second leg answers a real challenge),
+then one leg of each registration is fed to ``SipCore.receive`` (what the UDP reader calls
+for a datagram) with the answers going to a local socket; callgrind's counters are zeroed
+before the loop and dumped after it (``callgrind_control`` on this process).  Left out:
+``recvmsg`` and the event loop's wakeups, the same for every version.
+
+- 401: the REGISTER without credentials and its stateless 401;
+- AUTH: the REGISTER with credentials answering its 401, one at a time (each answered before
+  the next is fed, as bench_instructions sends them): the parse, transaction, worker, digest
+  check, registrar and 200.
+
+    python -m benchmarks.bench_auth_legs [--users 300] [--legs 401,AUTH]
+
+Prints instructions per leg and the answers counted (every leg must be answered: 401s, then
+200s).  Needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+DOMAIN = "127.0.0.1"
+_REGISTER = ("REGISTER sip:{d} SIP/2.0\r\n"
+             "Via: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-{n}-{c};rport\r\n"
+             "Max-Forwards: 70\r\nFrom: <sip:{u}@{d}>;tag={n}r1\r\nTo: <sip:{u}@{d}>\r\n"
+             "Call-ID: {n}-bench@127.0.0.1\r\nCSeq: {c} REGISTER\r\n"
+             "Contact: <sip:{u}@127.0.0.1:{p}>\r\n{auth}Expires: 600\r\nContent-Length: 0\r\n\r\n")
+_STATUS = {"401": b"SIP/2.0 401 ", "AUTH": b"SIP/2.0 200 "}
+
+
+def _control(flag: str) -> None:
+    """``callgrind_control flag`` on this process, which keeps running meanwhile (callgrind
+    takes the command while the process executes)."""
+    proc = subprocess.Popen(["callgrind_control", flag, str(os.getpid())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None:
+        time.sleep(0.01)
+
+
+def _drain(sock: socket.socket, prefix: bytes) -> int:
+    count = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            count += sock.recv(65535).startswith(prefix)
+    return count
+
+
+async def _inner(leg: str, users: int, directory: Path) -> int:
+    """Under callgrind: the measured loop; returns the answers with the expected status."""
+    from protocols.sip.digest import authorization, parse_challenge
+    from protocols.sip.parser import parse_message
+    from signaling.auth.subscribers import Subscriber
+    from signaling.config import load_config
+    from signaling.server import Server
+    from signaling.transports.base import Peer
+
+    subscribers = directory / "subscribers.jsonl"
+    with subscribers.open("w") as fh:
+        for n in range(users):
+            fh.write(json.dumps(Subscriber.create(f"a{n}", DOMAIN, f"pw-{n}").to_json()) + "\n")
+    server = Server(load_config({
+        "sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off", "diameter": "off",
+        "domain": [DOMAIN], "auth": "on", "auth_algorithms": ["MD5"], "pike_rate": "0",
+        "subscribers": str(subscribers), "auth_nonce_table": str(max(users, 1000)),
+        "spool": str(directory / "spool.jsonl")}, env={}))
+    await server.start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        peer = Peer("udp", "127.0.0.1", port)
+        core = server.core
+        firsts, seconds = [], []
+        for n in range(users):
+            first = _REGISTER.format(d=DOMAIN, p=port, n=n, c=1, u=f"a{n}", auth="").encode()
+            core.receive(first, peer)
+            challenge = parse_challenge(parse_message(sock.recv(65535)).header(
+                "WWW-Authenticate") or "")
+            value = authorization(challenge, method="REGISTER", uri=f"sip:{DOMAIN}",
+                                  username=f"a{n}", password=f"pw-{n}", cnonce=f"{n:08x}")
+            firsts.append(first)
+            seconds.append(_REGISTER.format(d=DOMAIN, p=port, n=n, c=2, u=f"a{n}",
+                                            auth=f"Authorization: {value}\r\n").encode())
+        await asyncio.sleep(0.1)
+        receive, drain, prefix = core.receive, core.dispatcher.drain, _STATUS[leg]
+        answered = 0
+        _control("-z")
+        if leg == "401":
+            for n, data in enumerate(firsts):
+                receive(data, peer)
+                if n % 32 == 31:
+                    answered += _drain(sock, prefix)
+        else:
+            for data in seconds:
+                receive(data, peer)
+                await drain(10.0)  # one outstanding: answered before the next
+                answered += _drain(sock, prefix)
+        _control("-d")
+        return answered + _drain(sock, prefix)
+    finally:
+        sock.close()
+        await server.stop()
+
+
+def measure(leg: str, users: int) -> tuple[int, int]:
+    """(instructions per leg, answers with the expected status) for ``users`` of ``leg``."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-auth-legs-"))
+    try:
+        out = directory / "cg.out"
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+             "-m", "benchmarks.bench_auth_legs", "--inner", leg, "--users", str(users),
+             "--dir", str(directory)],
+            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+            check=False)
+        answered = [line for line in proc.stdout.splitlines() if line.startswith("answered ")]
+        dump = out.with_name("cg.out.1")
+        if proc.returncode != 0 or not answered or not dump.exists():
+            raise RuntimeError(f"the measured run failed: {proc.stderr[-2000:]}")
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("summary:"):
+                return int(line.split()[1]) // users, int(answered[0].split()[1])
+        raise RuntimeError(f"no summary in {dump}")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=300, help="registrations (legs of each kind)")
+    ap.add_argument("--legs", default="401,AUTH", help="401, AUTH or both, comma-separated")
+    ap.add_argument("--inner", help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.inner:
+        import uvloop
+        answered = uvloop.run(_inner(args.inner, args.users, Path(args.dir)))
+        print(f"answered {answered}")
+        return
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("valgrind not found (Debian: valgrind)")
+    print(f"instructions per leg of a registration, in-process receive path (callgrind), "
+          f"{args.users} each")
+    for leg in [x.strip().upper() for x in args.legs.split(",") if x.strip()]:
+        if leg not in _STATUS:
+            sys.exit(f"unknown leg {leg}: 401 or AUTH")
+        per, answered = measure(leg, args.users)
+        print(f"  {leg:<5} answered {answered:>5}/{args.users}  {per:>9,} instructions each",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
