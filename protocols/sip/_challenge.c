@@ -525,8 +525,8 @@ challenge_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* -- challenge_answer: the whole 401, from the datagram to the bytes to send ---------------
  *
  * ``challenge_head`` hands six objects back, which Python then hashed, formatted and joined
- * into the answer: 52.6k instructions per 401 from ``SipCore.receive`` to ``sendto``, 37.9k
- * with this (callgrind, 300 401s fed to an in-process server, the same before and after).
+ * into the answer: 49.7k instructions per 401 from ``SipCore.receive`` to ``sendto``, 35.0k
+ * with this (``python -m benchmarks.bench_auth_legs --legs 401``, callgrind).
  * This writes the answer itself.
  * ``ready`` maps a realm to the answer's fixed parts, encoded once per nonce tick by
  * ``Authenticator`` (signaling/auth/policy.py): (status line, then the challenge headers
