@@ -105,6 +105,7 @@ class Config:
     max_dialog_duration: float = 7200.0
     ring_timeout: float = 180.0
     relay: bool = False
+    path_mode: str = "strict"
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
@@ -252,6 +253,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "max_dialog_duration": ("float", "seconds after which the server ends a dialog with BYE"),
     "ring_timeout": ("float", "seconds an INVITE may ring before 408 (Timer C, RFC 3261 §16.6)"),
     "relay": ("bool", "relay requests for domains this server does not serve (else 403)"),
+    "path_mode": ("str", "a REGISTER with Path (RFC 3327) from a UA without 'Supported: path': "
+                         "'strict' (default, the RFC's recommended policy): the registrar "
+                         "answers 420 and this server as edge proxy 421; 'lazy': the "
+                         "registrar stores the Path without returning it, the edge adds its "
+                         "Path anyway"),
     "t1": ("float", "SIP timer T1 in seconds (RFC 3261 §17)"),
     "t2": ("float", "SIP timer T2 in seconds"),
     "t4": ("float", "SIP timer T4 in seconds"),
@@ -433,6 +439,7 @@ def _validate(cfg: Config) -> None:
         (all(c.isprintable() for c in cfg.server_header) and len(cfg.server_header) <= 200,
          "server_header: must be printable text of at most 200 characters"),
         (cfg.auth in ("on", "off"), "auth: must be 'on' or 'off'"),
+        (cfg.path_mode in ("strict", "lazy"), "path_mode: must be 'strict' or 'lazy'"),
         (bool(cfg.auth_algorithms)
          and all(a.upper() in ("MD5", "SHA-256", "SHA-512-256") for a in cfg.auth_algorithms),
          "auth_algorithms: choose from SHA-512-256, SHA-256, MD5"),

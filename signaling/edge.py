@@ -9,8 +9,17 @@ with that Path value as their Route go over that flow.
 - The Path (``with_path``): when this server is the UA's first hop (the REGISTER has one Via),
   its Path value goes on top: our address facing the registrar, a flow token in its user part
   (``protocols.sip.flowtoken``: the flow sealed with a key of ours) and ``lr``; ``ob`` when a
-  Contact registers an outbound flow (§5.1: the edge tells the registrar it keeps the flow).
-  A REGISTER relayed from a further proxy gets none: its flow is that proxy's.
+  Contact registers an outbound flow (§5.1: the first hop MUST add a Path with ``ob`` to such
+  a REGISTER).  A REGISTER relayed from a further proxy gets none: its flow is that proxy's
+  (§5.1: nor may a later hop put ``ob`` in a Path).
+- Whether the UA asked for it (RFC 3327 §5.2): a proxy SHOULD NOT add Path unless the UA says
+  ``Supported: path``; this edge needs its Path honoured (requests for the UA must come back
+  over the flow), so with the tag it adds ``Require: path`` too, so that a registrar without
+  Path answers 420 rather than bind the UA around the edge; without the tag, §5.2's answer is
+  421 Extension Required with ``Require: path`` (``refuses``; ``path_mode`` ``strict``, the
+  default).  An outbound REGISTER gets its Path with or without the tag: RFC 5626 §5.1's MUST
+  (and §6: a registrar of outbound supports Path).  ``path_mode`` ``lazy`` adds the Path to
+  every first-hop REGISTER, as Kamailio's ``add_path`` does.
 - A request whose top Route is ours with a flow token (``route``, §5.3.1): when it came over
   the flow itself it is outgoing (the UA's own) and routed as any other; otherwise it goes over
   the flow, never a new connection; a flow that is gone gets 430 Flow Failed, a token that does
@@ -24,14 +33,16 @@ from collections.abc import Callable
 
 from protocols.sip.flowtoken import TOKEN_PREFIX, Flow, FlowTokens
 from protocols.sip.message import NameAddr, Request, SipURI
-from protocols.sip.outbound import outbound_contact
+from protocols.sip.outbound import option_tags, outbound_contact
 from signaling.flows import FLOW_FAILED, FlowTable
 from signaling.transports.base import Peer, Transports
 
-__all__ = ["Edge"]
+__all__ = ["EXTENSION_REQUIRED", "Edge"]
 
 #: §5.3.1: a flow token that does not verify.
 FORBIDDEN = 403
+#: RFC 3327 §5.2: the UA did not say it supports the Path this edge needs.
+EXTENSION_REQUIRED = 421
 
 
 class Edge:
@@ -40,8 +51,10 @@ class Edge:
     def __init__(self, transports: Transports, node_id: str, tokens: FlowTokens,
                  flows: FlowTable, domains: frozenset[str] | set[str], relay: bool,
                  is_me: Callable[[SipURI], bool],
-                 reaches: Callable[[str], bool] | None = None) -> None:
+                 reaches: Callable[[str], bool] | None = None, strict: bool = True) -> None:
         self.transports = transports
+        #: ``path_mode`` strict: 421 for a first-hop REGISTER that does not support path.
+        self.strict = strict
         self.node_id = node_id
         self.tokens = tokens
         self.flows = flows
@@ -58,13 +71,22 @@ class Edge:
         return self.relay or any(not (isinstance(r.uri, SipURI) and self.is_me(r.uri))
                                  for r in req.routes)
 
-    def with_path(self, req: Request, incoming: Peer, out: str,
-                  extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """``extra`` of a relayed REGISTER's copy going out over ``out``, with our Path value
-        in front of the others when we are the UA's first hop."""
+    def refuses(self, req: Request) -> bool:
+        """RFC 3327 §5.2: a relayed REGISTER to answer 421 (``Require: path``): the UA's
+        first hop (us) needs a Path the UA did not say it supports, and it is no outbound
+        REGISTER (RFC 5626 §5.1 adds the Path regardless)."""
+        return (self.strict and len(req.vias) == 1
+                and "path" not in option_tags(req, "Supported")
+                and not any(outbound_contact(req, c) for c in req.contacts))
+
+    def with_path(self, req: Request, incoming: Peer, out: str, extra: list[tuple[str, str]]
+                  ) -> tuple[list[tuple[str, str]], list[str]]:
+        """``extra`` and the Require option tags of a relayed REGISTER's copy going out over
+        ``out``: our Path value in front of the others when we are the UA's first hop, and
+        ``path`` required when the UA supports it (RFC 3327 §5.2)."""
         info = self.transports.info(out)
         if len(req.vias) != 1 or info is None:
-            return extra
+            return extra, req.require
         token = self.tokens.make(Flow(incoming.transport, incoming.host, incoming.port,
                                       incoming.conn_id, self.node_id))
         rr = info.record_route.uri
@@ -75,7 +97,10 @@ class Edge:
         path = str(NameAddr(SipURI("sip", rr.host, user=token, port=rr.port, params=params)))
         first = next((i for i, (name, _) in enumerate(extra) if name.lower() == "path"),
                      len(extra))
-        return [*extra[:first], ("Path", path), *extra[first:]]
+        require = req.require
+        if "path" in option_tags(req, "Supported") and "path" not in require:
+            require = [*require, "path"]
+        return [*extra[:first], ("Path", path), *extra[first:]], require
 
     def route(self, req: Request, incoming: Peer) -> Peer | int | None:
         """Where a request whose top Route carries our flow token goes: the flow's peer, or

@@ -52,7 +52,7 @@ from protocols.sip.uri import aor_of, parse_uri
 from signaling.auth.policy import Authenticator
 from signaling.config import Config
 from signaling.dialogs import DialogInput, DialogState, DialogTableFull, ProxyDialog
-from signaling.edge import Edge
+from signaling.edge import EXTENSION_REQUIRED, Edge
 from signaling.fanout import cap_per_destination
 from signaling.flows import FLOW_FAILED, Reach, flow_tokens, gruu_codec, next_flow
 from signaling.forwarding import response_bytes
@@ -117,7 +117,7 @@ class Proxy:
         self.reach = Reach(self.hops, self.transports, node_id, core.flows, gruu_codec(cfg))
         #: REGISTERs relayed with a flow token in their Path, and requests routed back by it.
         self.edge = Edge(self.transports, node_id, flow_tokens(cfg), core.flows, core.domains,
-                         cfg.relay, self._is_me, reaches)
+                         cfg.relay, self._is_me, reaches, strict=cfg.path_mode == "strict")
         self._branch_ids = itertools.count(1)
         self._branch_salt = os.urandom(4).hex()
         self._ticker: asyncio.Task[None] | None = None
@@ -167,6 +167,9 @@ class Proxy:
             return
         if isinstance(flow, int):
             self._reply(work, flow)  # RFC 5626 §5.3.1: 430 the flow is gone, 403 forged
+            return
+        if req.method == "REGISTER" and self.edge.refuses(req):
+            self._reply(work, EXTENSION_REQUIRED, extra=[("Require", "path")])  # RFC 3327 §5.2
             return
         targets = [Target(req.uri, flow)] if flow is not None else await self._targets(work)
         if targets:
@@ -323,15 +326,15 @@ class Proxy:
                 mine.append(self._rr(incoming.transport))
             rr = [*mine, *rr]
         mf = 70 if req.max_forwards is None else req.max_forwards - 1  # §16.6 step 3
-        extra = req.extra
+        extra, require = req.extra, req.require
         if req.method == "REGISTER":  # relayed as an edge proxy (signaling.edge)
-            extra = self.edge.with_path(req, incoming, out, extra)
+            extra, require = self.edge.with_path(req, incoming, out, extra)
         if trace:  # our span's W3C trace context replaces the caller's (tracing.py)
             extra = [*(h for h in extra if h[0].lower() not in ("traceparent", "tracestate")),
                      *trace]
         return dataclasses.replace(req, uri=target.uri, vias=vias, record_routes=rr,
                                    max_forwards=mf, routes=[*target.routes, *req.routes],
-                                   extra=extra)
+                                   extra=extra, require=require)
 
     def _via(self, req: Request, transport: str) -> Via:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what

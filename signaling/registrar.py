@@ -13,9 +13,15 @@ Policies the RFC leaves open:
   registrar to shorten it);
 - Path (RFC 3327 §5.3): the Path values of a REGISTER are stored with each of its bindings (the
   proxy preloads them as Route to reach the binding through the edge proxies it registered
-  through) and copied into the 200 when the REGISTER said ``Supported: path``; without it the
-  REGISTER is still accepted (the edge proxy added Path for its own sake), and the 200 carries
-  none, as §5.3 requires.  A Path value that does not parse is 400.
+  through) and copied into the 200 when the REGISTER said ``Supported: path``.  A REGISTER
+  with Path from a UA that did not say so is left by §5.3 to local policy (``path_mode``):
+  ``strict``, the default, is the policy §5.3 recommends (Kamailio's registrar default too):
+  420 Bad Extension with ``Unsupported: path``, so that the UA learns a proxy added a Path it
+  did not ask for; ``lazy`` accepts it, stores the Path (the edge proxy added it for its own
+  sake) and returns none (§8.2.4: no extension the UA did not list is applied to the 200).
+  An outbound REGISTER is exempt: RFC 5626 §6 updates §5.3 for flows, the registrar MUST
+  store their Path values, whatever the UA's Supported says (its edge MUST add one, §5.1).
+  A Path value that does not parse is 400.
 - Outbound (RFC 5626 §6, rules in ``protocols.sip.outbound``): a Contact with
   ``+sip.instance`` and ``reg-id`` in a REGISTER that supports outbound is a flow, keyed by
   (instance, reg-id) instead of its URI, so a new REGISTER on that reg-id replaces it; two such
@@ -136,6 +142,8 @@ class Registrar:
         self.udp_answer_limit = cfg.udp_answer_limit
         #: RFC 5626 §5.4: the keep-alive interval a flow's 200 asks for.
         self._flow_timer = str(cfg.flow_timer)
+        #: RFC 3327 §5.3: a Path the UA did not say it supports is 420 (see the docstring).
+        self._path_strict = cfg.path_mode == "strict"
         self.gruu: GruuCodec = gruu_codec(cfg)
         self._warning = f'399 {node_id} "Binding list cut over UDP: query over WebSocket"'
         self.c_full = metrics.fast_counter("registry_full",
@@ -210,6 +218,9 @@ class Registrar:
         else:
             path = _path(req)
             flows = _flows(req, path)
+            if path and self._path_strict and not flows \
+                    and "path" not in option_tags(req, "Supported"):
+                raise RegistrarReject(420, "Bad Extension", [("Unsupported", "path")])
             flow = flows[0] if flows else None
             changes = [self._change(req, c, peer, path, c is flow)
                        for c in req.contacts]                                   # step 7

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols.sip.message import NameAddr, SipURI
+from protocols.sip.message import NameAddr, Request, SipURI
 from signaling.server import Server
 from signaling.transports.tcp import StreamTransport
 from tests.peers.kamailio import Kamailio
@@ -177,3 +177,62 @@ async def test_a_token_that_does_not_verify_is_forbidden_and_udp_phones_get_a_to
         finally:
             for ua in (phone, caller, forger):
                 await ua.close()
+
+
+@pytest.mark.parametrize("path_mode", ["strict", "lazy"])
+async def test_the_edge_adds_its_path_as_rfc_3327_asks(path_mode: str) -> None:
+    """RFC 3327 §5.2 at the edge, before a registrar played by the test (which sees what the
+    edge relays): a UA that says ``Supported: path`` gets the edge's Path and ``Require:
+    path`` (the edge needs the registrar to honour it); an outbound REGISTER without the tag
+    still gets the Path with ``ob`` (RFC 5626 §5.1's MUST) and no Require; any other REGISTER
+    without the tag is answered 421 with ``Require: path`` by the edge and never relayed
+    (``path_mode`` strict), or relayed with the Path and no Require (lazy)."""
+    async with running_server(domain="edge.test", relay="on", path_mode=path_mode) as edge:
+        port = _udp(edge)
+        registrar = await UdpUA("registrar", "127.0.0.1", port).start()
+        phone = await UdpUA("pphone", "127.0.0.1", registrar.port).start()
+        urn = '"<urn:uuid:00000000-0000-1000-8000-0000000000ee>"'
+
+        def register() -> Request:
+            # For the registrar's Request-URI, sent to the edge.
+            phone.server_port = registrar.port
+            req = phone.register()
+            phone.server_port = port
+            return req
+
+        try:
+            async def relayed(req: Request) -> Request:
+                await phone.send(req)
+                got = await registrar.request("REGISTER")
+                await registrar.send(registrar.reply(got, 200, tag="r"))
+                await phone.response(200, "REGISTER")
+                return got
+
+            req = register()
+            req.extra.append(("Supported", "path"))
+            got = await relayed(req)
+            [path] = got.headers("Path")
+            assert "<sip:ft." in path and ";ob" not in path
+            assert got.require == ["path"]
+
+            req = register()
+            req.contacts = [NameAddr(req.contacts[0].uri,
+                                     params={"reg-id": "1", "+sip.instance": urn})]
+            req.extra.append(("Supported", "outbound"))
+            got = await relayed(req)
+            [path] = got.headers("Path")
+            assert "<sip:ft." in path and ";ob" in path
+            assert got.require == []
+
+            if path_mode == "strict":
+                await phone.send(register())
+                refused = await phone.response(421, "REGISTER")
+                assert refused.require == ["path"]
+                assert not [m for m in await registrar.quiet(0.3) if isinstance(m, Request)]
+            else:
+                got = await relayed(register())
+                assert "<sip:ft." in got.headers("Path")[0]
+                assert got.require == []
+        finally:
+            await phone.close()
+            await registrar.close()

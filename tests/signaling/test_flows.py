@@ -587,7 +587,8 @@ async def test_phone_behind_a_kamailio_edge_is_called_through_it(
     (RFC 3327 §5.3); a call to the phone goes through the edge (its Via above ours on the
     INVITE, and its Record-Route), and ACK and BYE follow it there.  An outbound REGISTER
     through this edge, which puts no ``ob`` in its Path, is answered 439 (RFC 5626 §6).  A
-    private Contact registered through the edge is reached through it too."""
+    private Contact registered through the edge is reached through it too; registered without
+    ``Supported: path`` it is refused 420 (§5.3, the default ``path_mode``)."""
     core, edge = edge_and_core
     phone = await UdpUA("edged", "127.0.0.1", edge.port).start()
     caller = await UdpUA("caller", "127.0.0.1", core.udp_port).start()
@@ -619,7 +620,13 @@ async def test_phone_behind_a_kamailio_edge_is_called_through_it(
         # A phone behind NAT registering its private Contact through the edge: the edge's
         # Path (received=) reaches it, the Request-URI is its registered Contact.
         private = NameAddr(SipURI("sip", "10.20.30.40", user="edged", port=5060))
-        await _registered(phone, phone.register(contact=private))
+        await phone.send(phone.register(contact=private))
+        # RFC 3327 §5.3: the edge's Path on a REGISTER whose UA does not support path: 420.
+        refused = await phone.response(420, "REGISTER")
+        assert refused.header("Unsupported") == "path"
+        req = phone.register(contact=private)
+        req.extra.append(("Supported", "path"))
+        await _registered(phone, req)
         await caller.send(caller.invite("edged"))
         got = await phone.request("INVITE")
         assert got.uri in (private.uri, phone.contact.uri)  # forked to both bindings

@@ -6,6 +6,8 @@ import asyncio
 import re
 import time
 
+import pytest
+
 from protocols.sip.builders import make_response
 from protocols.sip.message import NameAddr, Request, Response
 from protocols.sip.parser import parse_message
@@ -222,11 +224,14 @@ async def test_registrar_without_sockets_stores_the_binding_and_answers_from_its
         assert await n.registry.lookup("sip:bad@example.com", time.time()) == []
 
 
-async def test_path_is_stored_and_returned_when_supported() -> None:
+@pytest.mark.parametrize("path_mode", ["strict", "lazy"])
+async def test_path_is_stored_and_returned_when_supported(path_mode: str) -> None:
     """RFC 3327 §5.3: the Path of a REGISTER is stored with its bindings, and copied, in
-    order, into the 200 when the UA supports path; without ``Supported: path`` it is stored
-    but not returned; a malformed Path is 400."""
-    async with running_server(domain=["example.com"]) as srv:
+    order, into the 200 when the UA supports path.  Without ``Supported: path`` it is the
+    registrar's policy: ``strict`` (the recommended one) answers 420 with ``Unsupported:
+    path`` and stores nothing; ``lazy`` stores the Path and returns none.  A malformed Path
+    is 400."""
+    async with running_server(domain=["example.com"], path_mode=path_mode) as srv:
         assert srv.udp_address is not None
         port = srv.udp_address[1]
         peer = await UdpPeer.open()
@@ -245,15 +250,21 @@ async def test_path_is_stored_and_returned_when_supported() -> None:
                                                "<sip:core-edge.example.net;lr;ob>")]
         resp = await _ask(peer, port, _register(
             port, peer.port, contacts=["<sip:alice@10.0.0.9:5060>"], cseq=2,
-            extra="Path: <sip:edge1.example.net;lr>"))
-        assert resp.status == 200 and resp.headers("Path") == []
+            extra="Path: <sip:edge1.example.net;lr>\r\nSupported: outbound"))
         bindings = await srv.registry.lookup("sip:alice@example.com", 0.0)
-        assert [b.path for b in bindings] == [("<sip:edge1.example.net;lr>",)]
+        if path_mode == "strict":
+            assert (resp.status, resp.header("Unsupported")) == (420, "path")
+            assert [b.path for b in bindings] == [("<sip:edge1.example.net;lr>",
+                                                   "<sip:edge2.example.net:5070;lr>",
+                                                   "<sip:core-edge.example.net;lr;ob>")]
+        else:
+            assert resp.status == 200 and resp.headers("Path") == []
+            assert [b.path for b in bindings] == [("<sip:edge1.example.net;lr>",)]
         for bad, status in (("Path: <sip:edge1.example.net;lr", 400),
                             ("Path: <tel:+123>", 416)):
             resp = await _ask(peer, port, _register(
                 port, peer.port, contacts=["<sip:alice@10.0.0.9:5060>"], cseq=3,
-                call_id=f"bad{status}", extra=bad))
+                call_id=f"bad{status}", extra=bad + "\r\nSupported: path"))
             assert resp.status == status
         peer.close()
 
