@@ -19,12 +19,13 @@ Rules, in order (``Reach.targets``):
    to the address its REGISTER came from, the Request-URI still its registered Contact.
 4. No target but an instance whose every flow failed: 430 Flow Failed (§5.3, §11.6), which
    tells the caller's proxy to try another flow or give up, rather than 480.
-5. A flow that answers 430 (its edge proxy lost it, §5.3) or 408, that never answers (a
-   timeout counts as 408), or that cannot be sent over (its connection closed after the
-   lookup): the instance's next usable flow gets the request instead (§7 allows another
-   flow of the instance after a 408 or 430 only; ``next_flow``; the proxy made its copy when
-   it forked, ``Target.fallback``).  Only once every flow of the instance failed does that
-   branch's answer count.
+5. A flow that answers 430 (its edge proxy lost it, §5.3) or 408, that never answers (Timer
+   B, or Timer C before any provisional but a 100: RFC 3261 §16.8 counts it as 408; after a
+   180 Timer C CANCELs instead, and the 487 is the instance's answer), or that cannot be
+   sent over (its connection closed after the lookup): the instance's next usable flow gets
+   the request instead (§7 allows another flow of the instance after a 408 or 430 only;
+   ``next_flow``; the proxy made its copy when it forked, ``Target.fallback``).  Only once
+   every flow of the instance failed does that branch's answer count.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from protocols.sip.transaction import (
     Event,
     PassToTU,
     ServerTransaction,
+    State,
     TimerCFired,
     Transaction,
     TransactionTerminated,
@@ -375,7 +376,7 @@ class Proxy:
             if isinstance(msg, Response):
                 self._branch_response(branch, msg)
         elif isinstance(ev, TimerCFired):
-            self._timer_c(branch)
+            self._timer_c(branch, txn)
         elif isinstance(ev, TransactionTimedOut):
             if not self._retry(branch):  # RFC 5626 §7: a timeout counts as a 408
                 self._branch_failed(branch, 408)
@@ -457,12 +458,24 @@ class Proxy:
             self._finish(ctx)  # the transaction table was full: the 503 is the answer
         return True
 
-    def _timer_c(self, branch: Branch) -> None:
-        # §16.8: with a provisional, CANCEL the branch (its 487 ends it); without, 408.
+    def _timer_c(self, branch: Branch, txn: Transaction) -> None:
+        """§16.8: after a provisional, CANCEL the branch; its final answer (487) is the
+        instance's, so no other flow follows (RFC 5626 §7).  Without one, act as on a 408:
+        the instance's next flow when it has one (RFC 5626 §7, as at Timer B), else 408.  A
+        100 alone said nothing of the instance (hop by hop, §16.7 step 3): that branch is
+        treated as silent, and its transaction CANCELled (§9.1 allows it after any 1xx) so
+        it ends; its late answer is ignored, but a 2xx, which is relayed (§16.7 step 5)."""
         if branch.provisional:
             self._cancel_branch(branch)
+            return
+        trying = txn.state is State.PROCEEDING and not branch.cancelled
+        if self._retry(branch):
+            branch.final = make_response(branch.ctx.request, 408)  # replaced: a late 4xx-6xx
         else:
             self._branch_failed(branch, 408)
+        if trying:
+            branch.cancelled = True
+            self._originate(build_cancel(branch.request), branch.peer)
 
     def _finish(self, ctx: Context) -> None:
         if ctx.done:

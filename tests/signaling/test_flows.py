@@ -4,6 +4,7 @@ is gone, 430 when none is left), GRUUs (RFC 5627) and clients behind NAT, over r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
@@ -274,6 +275,56 @@ async def test_a_flow_that_never_answers_gives_way_to_the_next_flow() -> None:
             await flows[0].send(flows[0].reply(await flows[0].request("INVITE"), 486, tag="x"))
             await caller.response(486)
             assert not [m for m in await flows[1].quiet(0.3) if isinstance(m, Request)]
+        finally:
+            for ua in (*flows, caller):
+                await ua.close()
+
+
+async def test_timer_c_on_a_flow_gives_way_to_the_next_flow_unless_it_rang() -> None:
+    """RFC 3261 §16.8 with RFC 5626 §7: Timer C (shortened here to one second through the
+    server's timer values, far below Timer B) fires on a branch to one flow.  A flow that
+    sent nothing, or only a 100 (hop by hop: nothing from the instance), counts as a 408:
+    the instance's next flow gets the INVITE, and the first flow's transaction is CANCELled
+    when it had its 100.  A flow that rang (180) is CANCELled and its 487 is the caller's
+    answer: the instance answered, so no other flow is tried."""
+    async with running_server(ring_timeout=600) as server:
+        core = server.core
+        core.timers[False] = dataclasses.replace(core.timers[False], c=1.0)
+        port = _udp(server)
+        flows = [await UdpUA("obc", "127.0.0.1", port).start() for _ in range(2)]
+        caller = await UdpUA("caller", "127.0.0.1", port).start()
+        try:
+            for reg_id, flow in enumerate(flows, 1):
+                await _registered(flow, _outbound(flow, URN_A, reg_id))
+            for first in ("silent", "trying"):
+                invite = caller.invite("obc")
+                await caller.send(invite)
+                got = await flows[0].request("INVITE")
+                if first == "trying":
+                    await flows[0].send(flows[0].reply(got, 100))
+                    cancel = await flows[0].request("CANCEL", timeout=3.0)
+                    assert cancel.vias[0].branch == got.vias[0].branch
+                    await flows[0].send(flows[0].reply(cancel, 200))
+                    await flows[0].send(flows[0].reply(got, 487, tag="late"))
+                second = await flows[1].request("INVITE", timeout=3.0)
+                await flows[1].send(flows[1].reply(second, 486, tag="busy"))
+                final = await caller.response(486)
+                assert final.call_id == invite.call_id
+                await caller.send(caller.ack_non2xx(invite, final))
+            assert server.proxy.c_proxy.get("flow_failed_next_flow") == 2
+
+            invite = caller.invite("obc")
+            await caller.send(invite)
+            got = await flows[0].request("INVITE")
+            await flows[0].send(flows[0].reply(got, 180, tag="ring"))
+            cancel = await flows[0].request("CANCEL", timeout=3.0)
+            await flows[0].send(flows[0].reply(cancel, 200))
+            await flows[0].send(flows[0].reply(got, 487, tag="ring"))
+            final = await caller.response(487)
+            assert final.call_id == invite.call_id
+            assert not [m for m in await flows[1].quiet(0.3) if isinstance(m, Request)
+                        and m.method == "INVITE"]
+            assert server.proxy.c_proxy.get("flow_failed_next_flow") == 2
         finally:
             for ua in (*flows, caller):
                 await ua.close()
