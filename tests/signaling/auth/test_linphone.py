@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.serverproc import free_udp_port
+from harness.serverproc import free_tcp_port, free_udp_port
 from tests.signaling.auth.peers import auth_server
 from tests.signaling.auth.test_baresip import _baresip, _trace, _until
 
@@ -33,20 +33,27 @@ CALL = 30
 class Linphonec:
     """One linphonec on a pseudo-terminal, registered (or trying) as ``user``."""
 
-    def __init__(self, server_port: int, user: str, password: str) -> None:
+    def __init__(self, server_port: int, user: str, password: str, transport: str = "udp",
+                 root_ca: Path | None = None) -> None:
+        """Registered over ``transport`` (udp, tcp or tls; for tls ``root_ca`` verifies the
+        server's certificate, by the name ``localhost``: belle-sip's TLS (mbedTLS) does not
+        match IP subjectAltNames) at ``server_port``, the port of that transport."""
         self.home = Path(tempfile.mkdtemp(prefix="linphonec-"))
         (self.home / ".local" / "share" / "linphone").mkdir(parents=True)
         self.log = self.home / "log"
         rc = self.home / "linphonerc"
+        ports = {name: (free_udp_port() if name == "udp" else free_tcp_port())
+                 if name == transport else -1 for name in ("udp", "tcp", "tls")}
+        ca = f"root_ca={root_ca}\nverify_server_certs=1\n" if root_ca is not None else ""
         rc.write_text(f"""[sip]
-sip_port={free_udp_port()}
-sip_tcp_port=-1
-sip_tls_port=-1
-default_proxy=0
+sip_port={ports["udp"]}
+sip_tcp_port={ports["tcp"]}
+sip_tls_port={ports["tls"]}
+{ca}default_proxy=0
 [sound]
 echocancellation=0
 [proxy_0]
-reg_proxy=<sip:127.0.0.1:{server_port};transport=udp>
+reg_proxy=<sip:{"localhost" if root_ca else "127.0.0.1"}:{server_port};transport={transport}>
 reg_identity=<sip:{user}@127.0.0.1:{server_port}>
 reg_expires=600
 reg_sendregister=1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,6 +26,9 @@ from signaling.transports.base import Peer
 from signaling.transports.tcp import StreamLimits, StreamTransport
 from tests.peers import baresip
 from tests.peers.sipua import StreamUA, WsUA
+from tests.signaling.auth.peers import auth_server
+from tests.signaling.auth.test_linphone import USERS as LINPHONE_USERS
+from tests.signaling.auth.test_linphone import Linphonec, _sent
 from tests.siptools import registered_contacts
 from tests.tlscerts import Pki, make_pki
 
@@ -527,6 +531,36 @@ def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: 
         assert "{0/TLS/v4} 200 OK" in log, log[-2000:]
         assert server.alive()
     assert "Traceback" not in server.log
+
+
+def test_linphonec_over_tcp_calls_linphonec_over_tls(pki: Pki) -> None:
+    """linphonec (liblinphone and belle-sip, a real UA by others) registers over TCP and
+    another over TLS (verifying our certificate against the test CA), each answering our
+    digest challenge; the TCP one calls the TLS one through the proxy and both see the call
+    connected.  Their SIP traces say which transport each message took."""
+    tcp, tls = free_tcp_port(), free_tcp_port()
+    with auth_server(LINPHONE_USERS, "--sip-tcp", f"127.0.0.1:{tcp}",
+                     "--sip-tls", f"127.0.0.1:{tls}", "--tls-cert", str(pki.cert("server")),
+                     "--tls-key", str(pki.key("server"))):
+        callee = Linphonec(tls, "1001", LINPHONE_USERS["1001"], "tls", pki.ca)
+        caller = Linphonec(tcp, "1000", LINPHONE_USERS["1000"], "tcp")
+        try:
+            assert callee.registered(), callee.output + callee.trace()[-5000:]
+            assert caller.registered(), caller.output + caller.trace()[-5000:]
+            caller.command(f"call sip:1001@127.0.0.1:{tcp};transport=tcp")
+            connected = caller.wait_output(r"Call \d+ with .*1001.* connected", 30)
+            answered = callee.wait_output(r"Call \d+ with .*1000.* connected", 30)
+        finally:
+            caller.stop()
+            callee.stop()
+        caller_trace, callee_trace = caller.trace(), callee.trace()
+    assert connected and answered, caller.output + callee.output + caller_trace[-5000:]
+    assert re.search(r"^Via: SIP/2\.0/TCP ", _sent(caller_trace, "INVITE ")[-1], re.M)
+    assert re.search(r"^Via: SIP/2\.0/TLS ", _sent(callee_trace, "REGISTER ")[-1], re.M)
+    # The INVITE reached the callee over its TLS connection, our TLS Via on top.
+    received = callee_trace[callee_trace.find("INVITE sip:"):]
+    assert re.search(r"^Via: SIP/2\.0/TLS 127\.0\.0\.1:" + str(tls), received, re.M), \
+        received[:3000]
 
 
 def test_bad_connections_leave_the_others_served(tcp_server: tuple[ServerProcess, int]) -> None:
