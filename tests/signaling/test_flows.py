@@ -691,6 +691,62 @@ async def test_phone_behind_a_kamailio_edge_is_called_through_it(
         await caller.close()
 
 
+async def test_an_outbound_phone_behind_two_kamailio_edges_survives_the_loss_of_one(
+        tmp_path: Path) -> None:
+    """RFC 5626 §3.3, §9.3 with real edge proxies: a phone registers two flows (reg-id 1 and
+    2) through two Kamailio edges, each adding a Path with ``ob`` (``add_path_received`` with
+    its "ob" parameter, §5.1), so our 200 says ``Require: outbound``.  A call goes over one
+    flow only; once edge 1 is gone (stopped: its flow is lost), the INVITE sent there gets no
+    answer, counts as a 408 at Timer B (T1 of 50 ms: 3.2 s) and goes to the other flow
+    through edge 2, where the phone answers."""
+    config = (KAMAILIO_EDGE.replace("add_path_received();", 'add_path_received("ob", "ob");'))
+    with ServerProcess("--t1", "0.05", "--t2", "0.2", "--log-level", "warning",
+                       ws=False) as core:
+        edges = []
+        for n in (1, 2):
+            (tmp_path / f"e{n}").mkdir()
+            edges.append(Kamailio(config.replace("{core}", str(core.udp_port))
+                                  .replace("{{", "{").replace("}}", "}"),
+                                  tmp_path / f"e{n}").start())
+        phone = await UdpUA("twoedge", "127.0.0.1", edges[0].port).start()
+        caller = await UdpUA("caller", "127.0.0.1", core.udp_port).start()
+        try:
+            for reg_id, edge in enumerate(edges, 1):
+                phone.server_port = edge.port
+                ok = await _registered(phone, _outbound(phone, URN_A, reg_id,
+                                                        supported="outbound, path"))
+                [path] = ok.headers("Path")
+                assert f":{edge.port};" in path and ";ob" in path, path
+                assert "outbound" in ok.require
+            invite = caller.invite("twoedge")
+            await caller.send(invite)
+            got = await phone.request("INVITE")
+            assert got.vias[0].port == edges[0].port
+            await phone.send(phone.reply(got, 486, tag="busy"))
+            await caller.response(486)
+            assert not [m for m in await phone.quiet(0.3) if isinstance(m, Request)
+                        and m.method == "INVITE"]
+
+            edges[0].stop()  # edge 1 and the flow through it are gone
+            invite = caller.invite("twoedge")
+            await caller.send(invite)
+            got = await phone.request("INVITE", timeout=15.0)
+            assert got.vias[0].port == edges[1].port, got.vias
+            await phone.send(phone.reply(got, 200, tag="up", body=b"v=0\r\n"))
+            ok = await caller.response(200)
+            assert ok.call_id == invite.call_id
+            leg = caller.uac_leg(invite, ok)
+            await caller.send(caller.in_dialog(leg, "ACK", cseq=1))
+            ack = await phone.request("ACK")
+            assert ack.vias[0].port == edges[1].port
+        finally:
+            await phone.close()
+            await caller.close()
+            for edge in edges:
+                edge.stop()
+    assert "Traceback" not in core.log
+
+
 # --- baresip, a real UA by others, with outbound and GRUU -----------------------------------------
 
 def _metric(server: ServerProcess, name: str) -> float:
