@@ -12,7 +12,11 @@ The clients are minimal RFC 6455 clients on asyncio (handshake, masked frames, p
 generator's own memory does not limit the count; they run in this process, pinned to core 0;
 the server is pinned to core 1.  Both get RLIMIT_NOFILE raised to ``NOFILE``.
 
-    python -m benchmarks.bench_ws_idle [--connections 10000] [--hold 5]
+``--wss``: secure WebSocket (RFC 7118 over TLS 1.3, the server's ``--sip-wss`` with a P-256
+certificate made for the run, verified by the clients; Via ``SIP/2.0/WSS``), the connections
+a WebRTC page served over HTTPS opens.  Target (issue 15, as for TLS): <= 30 kB each.
+
+    python -m benchmarks.bench_ws_idle [--connections 10000] [--hold 5] [--wss]
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import ssl
+import tempfile
+from pathlib import Path
 
 from benchmarks.bench_register import ServerUnderTest
 from benchmarks.idle import SETUP_TIMEOUT, count_registered, measure, parse_and_pin, raise_nofile
 from harness.serverproc import free_tcp_port
+from tests.tlscerts import make_pki
 
 __all__ = ["IdleClient", "main"]
 
@@ -41,8 +49,10 @@ def _frame(opcode: int, payload: bytes) -> bytes:
 class IdleClient(asyncio.Protocol):
     """One WebSocket SIP client: handshake, one REGISTER, then idle answering pings."""
 
-    def __init__(self, index: int, host: str, port: int, udp_port: int) -> None:
+    def __init__(self, index: int, host: str, port: int, udp_port: int,
+                 via: str = "WS") -> None:
         self.index = index
+        self.via = via
         self.host = host
         self.port = port
         self.udp_port = udp_port
@@ -64,7 +74,8 @@ class IdleClient(asyncio.Protocol):
     def _register(self) -> bytes:
         n = self.index
         return (f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-                f"Via: SIP/2.0/WS c{n}.invalid;branch=z9hG4bK-ws{n}\r\nMax-Forwards: 70\r\n"
+                f"Via: SIP/2.0/{self.via} c{n}.invalid;branch=z9hG4bK-ws{n}\r\n"
+                f"Max-Forwards: 70\r\n"
                 f"From: <sip:ws{n}@127.0.0.1>;tag=t{n}\r\nTo: <sip:ws{n}@127.0.0.1>\r\n"
                 f"Call-ID: ws-idle-{n}\r\nCSeq: 1 REGISTER\r\n"
                 f"Contact: <sip:ws{n}@c{n}.invalid;transport=ws>\r\nExpires: 3600\r\n"
@@ -123,18 +134,31 @@ class IdleClient(asyncio.Protocol):
         self._fail(f"connection lost: {exc}")
 
 
-async def _open(index: int, port: int, udp_port: int, clients: list[IdleClient]) -> bool:
+async def _open(index: int, port: int, udp_port: int, clients: list[IdleClient],
+                ctx: ssl.SSLContext | None) -> bool:
     loop = asyncio.get_running_loop()
+    via = "WS" if ctx is None else "WSS"
     _, client = await loop.create_connection(
-        lambda: IdleClient(index, "127.0.0.1", port, udp_port), "127.0.0.1", port)
+        lambda: IdleClient(index, "127.0.0.1", port, udp_port, via), "127.0.0.1", port,
+        ssl=ctx, server_hostname="sip.example.com" if ctx is not None else None)
     clients.append(client)
     return await asyncio.wait_for(client.registered, SETUP_TIMEOUT) == 200
 
 
-async def _run(connections: int, hold: float) -> None:
+async def _run(connections: int, hold: float, wss: bool, tmp: Path) -> None:
     ws_port = free_tcp_port()
-    server = ServerUnderTest("ours", ["--sip-ws", f"127.0.0.1:{ws_port}",
-                                      "--log-level", "warning"])
+    ctx: ssl.SSLContext | None = None
+    if wss:
+        pki = make_pki(tmp)
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        # Every client comes from 127.0.0.1: the TLS handshake gate's per-source bound (as
+        # bench_tls_idle and bench_register_tls raise it).
+        listen = ["--sip-wss", f"127.0.0.1:{ws_port}", "--tls-cert", str(pki.cert("server")),
+                  "--tls-key", str(pki.key("server")),
+                  "--tcp-max-per-source", str(connections + 10)]
+    else:
+        listen = ["--sip-ws", f"127.0.0.1:{ws_port}"]
+    server = ServerUnderTest("ours", [*listen, "--log-level", "warning"])
     server.start(preexec_fn=raise_nofile)
     clients: list[IdleClient] = []
 
@@ -148,8 +172,8 @@ async def _run(connections: int, hold: float) -> None:
             lambda n: f"<sip:ws{n}@c{n}.invalid;transport=ws>".encode())
 
     try:
-        await measure(server, "WebSocket", hold, connections,
-                      [_open(i, ws_port, server.port, clients) for i in range(connections)],
+        await measure(server, "secure WebSocket" if wss else "WebSocket", hold, connections,
+                      [_open(i, ws_port, server.port, clients, ctx) for i in range(connections)],
                       alive, registered,
                       lambda: f"; pings answered by the clients: {sum(c.pings for c in clients)}")
     finally:
@@ -160,8 +184,10 @@ async def _run(connections: int, hold: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_and_pin(argv, __doc__, "WebSocket SIP clients")
-    asyncio.run(_run(args.connections, args.hold))
+    args = parse_and_pin(argv, __doc__, "WebSocket SIP clients",
+                         [("--wss", "secure WebSocket (TLS) instead of plain")])
+    with tempfile.TemporaryDirectory(prefix="bench-wss-idle-") as tmp:
+        asyncio.run(_run(args.connections, args.hold, args.wss, Path(tmp)))
 
 
 if __name__ == "__main__":

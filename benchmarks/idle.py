@@ -44,12 +44,15 @@ def raise_nofile() -> None:
 
 
 def parse_and_pin(argv: Sequence[str] | None, doc: str | None,
-                  clients: str) -> argparse.Namespace:
-    """``--connections`` and ``--hold``; this process (the clients) pinned to the load core,
-    RLIMIT_NOFILE raised and checked; prints what runs where and the load average."""
+                  clients: str, switches: Sequence[tuple[str, str]] = ()) -> argparse.Namespace:
+    """``--connections``, ``--hold`` and the on/off ``switches`` (name, help); this process
+    (the clients) pinned to the load core, RLIMIT_NOFILE raised and checked; prints what runs
+    where and the load average."""
     ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--hold", type=float, default=5.0)
+    for name, text in switches:
+        ap.add_argument(name, action="store_true", help=text)
     args = ap.parse_args(argv)
     raise_nofile()
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
