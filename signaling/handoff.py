@@ -309,3 +309,6 @@ class Handoff:
 
     def holds(self, request: Request) -> bool:
         return self.tu.holds(request)
+
+    def answers_itself(self, request: Request) -> bool:
+        return self.tu.answers_itself(request)

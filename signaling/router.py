@@ -35,8 +35,12 @@ class Router:
         #: itself knows nothing of tracing.
         self.tracer = tracer
 
+    def answers_itself(self, request: Request) -> bool:
+        """A REGISTER for the registrar, not one the edge relays (``Edge.relays``)."""
+        return request.method == "REGISTER" and not self.proxy.edge.relays(request)
+
     def handle(self, work: Work) -> Awaitable[None]:
-        if work.request.method == "REGISTER" and not self.proxy.edge.relays(work.request):
+        if self.answers_itself(work.request):
             if self.tracer is not None:
                 return self._traced_register(work)
             return self.registrar.handle(work)

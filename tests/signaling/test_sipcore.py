@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 
+from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
 from protocols.sip.summary import response_summary
-from protocols.sip.transaction import Event, NonInviteServerTransaction, TransportFailed
+from protocols.sip.transaction import (
+    Event,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    TransportFailed,
+)
 from signaling.registry.base import Binding, ContactChange
 from signaling.registry.memory import MemoryRegistry
-from signaling.sipcore import Peer
+from signaling.sipcore import Peer, StreamAnswer
 from signaling.stateless import stateless_answer, stateless_tail
 from tests.signaling.corekit import RecordingTransport, node
 from tests.signaling.inproc import UdpPeer, running_server
@@ -306,3 +313,42 @@ async def test_a_connection_a_sibling_reports_gone_fails_what_waits_on_it() -> N
         n.core.connection_gone(gone)
         assert any(isinstance(ev, TransportFailed) for ev in gone_events)
         assert not any(isinstance(ev, TransportFailed) for ev in other_events)
+
+
+async def test_a_register_over_a_connection_is_answered_without_a_transaction() -> None:
+    """§17.2.2: over a reliable transport a non-INVITE server transaction has nothing to do
+    (no retransmission to absorb, Timer J zero), so a REGISTER for the registrar that came
+    over a connection is answered through a ``StreamAnswer``: its 200 goes back over that
+    connection, counted, and no transaction is filed; a second final answer is dropped as a
+    transaction would.  A REGISTER the edge relays still gets its transaction (its branch
+    needs one), and one over UDP too."""
+    async with node(relay="on") as n:
+        tcp = RecordingTransport("tcp", reliable=True, port=5060)
+        n.core.transports.add(tcp)
+        conn = Peer("tcp", "192.0.2.10", 40000, "node-1/tcp/1")
+        register = _req("REGISTER", "sip:example.com", 40000, call_id="reg-tcp",
+                        extra="Contact: <sip:bob@192.0.2.10:40000;transport=tcp>")
+        n.core.receive(register.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), conn)
+        ok, peer = await tcp.final()
+        assert ok.status == 200 and peer == conn
+        assert len(n.core.table) == 0
+        assert n.core.c_resp_out.get("REGISTER", "2xx", "tcp") == 1
+        answer = StreamAnswer(conn)
+        req = parse_message(register)
+        assert isinstance(req, Request)
+        n.core.respond(cast(ServerTransaction, answer), make_response(req, 200))
+        n.core.respond(cast(ServerTransaction, answer), make_response(req, 500))
+        assert (await tcp.final())[0].status == 200
+        assert tcp.sent.empty() and n.core.c_drop.get("late_response") == 1
+
+        n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-udp",
+                       extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        assert (await n.udp.final())[0].status == 200
+        assert len(n.core.table) == 1  # §17.2.2: Timer J keeps it for retransmissions
+        relayed = _req("REGISTER", "sip:127.0.0.1:5999", 40001, call_id="reg-relay",
+                       extra="Contact: <sip:carol@192.0.2.10:40001>\r\nSupported: path")
+        n.core.receive(relayed.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"),
+                       Peer("tcp", "192.0.2.10", 40001, "node-1/tcp/2"))
+        forwarded, _ = await tcp.next()
+        assert isinstance(forwarded, Request) and forwarded.method == "REGISTER"
+        assert len(n.core.table) == 3  # the relayed REGISTER's server and client transactions
