@@ -135,19 +135,15 @@ class TransactionUser(Protocol):
 
 
 class StreamAnswer:
-    """What answers a REGISTER that came over a connection (TCP, TLS, WS, WSS), in place of a
-    server transaction, in ``Work.txn``.
-
-    A non-INVITE server transaction over a reliable transport has nothing to do (§17.2.2):
-    the client sends no retransmission to absorb (Timer E runs over unreliable transports
-    only, §17.1.2.2), its Timer J is zero, so it ends the moment it sends its final answer,
-    and the answer goes over the connection the request came on (§18.2.2) whatever the
-    transaction does.  Creating it, filing it in the table, running its machine and removing
-    it was 12 % of a REGISTER over TLS: 268,913 instructions each with it, 236,649 without
-    (callgrind, ``bench_instructions --kinds REGISTER_TLS``).  Only for requests the TU
-    answers itself (``TransactionUser.answers_itself``): a proxied request's transaction
-    carries its branches.  A request the TU answers twice (a 500 after a bug, say) sends the
-    first final answer only, as the transaction would.
+    """In ``Work.txn`` of a REGISTER that came over a connection (TCP, TLS, WS, WSS): over a
+    reliable transport a non-INVITE server transaction has nothing to do (§17.2.2: no
+    retransmission to absorb, Timer E being for unreliable transports, §17.1.2.2; Timer J
+    zero), and the answer goes over the request's connection anyway (§18.2.2).  Making,
+    filing, running and removing it was 12 % of a REGISTER over TLS (callgrind,
+    ``bench_instructions --kinds REGISTER_TLS``: 268,913 instructions with, 236,649
+    without).  Only for what the TU answers itself (``TransactionUser.answers_itself``): a
+    proxied request's transaction carries its branches.  Of two final answers (a 500 after
+    a bug) the first only is sent, as the transaction would.
     """
 
     __slots__ = ("last_response", "peer")
