@@ -1,5 +1,6 @@
 """Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c) and of
-digest auth-param parsing and the stateless 401 (protocols/sip/_digest_speedups.c, _challenge.c).
+digest auth-param parsing and the stateless 401 (protocols/sip/_digest_speedups.c, _challenge.c),
+and of the registry journals' records (signaling/registry/_pending_speedups.c).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
 install still succeeds and the pure-Python parser runs alone (slower, same results).  The test
@@ -37,6 +38,12 @@ setup(
             depends=["protocols/sip/_digest_speedups.h"],
             # hidden: the two files share functions by name; only the PyInit is exported
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
+            optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
+        ),
+        Extension(
+            "signaling.registry._pending_speedups",
+            ["signaling/registry/_pending_speedups.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),
     ]

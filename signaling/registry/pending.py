@@ -45,7 +45,7 @@ import msgspec
 from signaling.registry.base import Binding
 from signaling.registry.memory import MemoryRegistry, Version
 
-__all__ = ["DECODER", "ENCODER", "RECORD", "Change", "Pending", "record"]
+__all__ = ["DECODER", "ENCODER", "RECORD", "Change", "Pending", "absorb_py", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -121,45 +121,14 @@ class Pending:
         return aor in self._entries
 
     def absorb(self, data: bytes, start: int = 1) -> None:
-        """File the records in ``data[start:]``; raises ValueError/struct.error if malformed."""
-        unpack, head = RECORD.unpack_from, RECORD.size
-        entries, held = self._entries, self._held
-        end = len(data)
-        while start < end:
-            alen, tlen, cseq, bindings, aors, latest, blen = unpack(data, start)
-            start += head
-            aor = data[start:start + alen].decode()
-            start += alen
-            token = data[start:start + tlen]
-            start += tlen
-            body = data[start:start + blen]
-            start += blen
-            if len(body) != blen:
-                raise ValueError("truncated record")
-            if aor in held:  # in use here: kept current
+        """File the records in ``data[start:]``; raises ValueError/struct.error if malformed
+        (after filing the records before the malformed one)."""
+        merges: list[tuple[str, bytes]] = []
+        try:
+            _absorb(self, data, start, merges)
+        finally:
+            for aor, body in merges:  # AORs in use here: kept current
                 self._merge(aor, body)
-                continue
-            entry = entries.get(aor)
-            if entry is None:
-                entry = entries[aor] = _Entry()
-            if tlen and token == entry.token and cseq > entry.cseq:
-                # A refresh of the binding the last record holds: it replaces it (see above).
-                self.size -= len(entry.bodies[-1])
-                entry.size -= len(entry.bodies[-1])
-                entry.bodies[-1] = body
-            else:
-                entry.bodies.append(body)
-            entry.token, entry.cseq = token, cseq
-            entry.bindings += bindings
-            entry.aors += aors
-            entry.size += blen
-            self.bindings += bindings
-            self.aors += aors
-            self.size += blen
-            if latest > entry.latest or latest == 0.0:
-                entry.latest = max(entry.latest, latest)
-                # A removal (no expiry) is settled at the next sweep.
-                heapq.heappush(self._expiry, (latest, aor))
         if self.size > self.max_bytes:
             self._shrink()
         if self.on_change is not None:
@@ -224,3 +193,57 @@ class Pending:
         entries = self._entries
         while entries and self.size > self.max_bytes // 2:
             self.settle(next(iter(entries)))
+
+
+def absorb_py(pending: Pending, data: bytes, start: int,
+              merges: list[tuple[str, bytes]]) -> None:
+    """File each record of ``data[start:]`` under its AOR in ``pending``, or append it to
+    ``merges`` when ``pending.local`` holds its AOR (the caller merges those).  The reference
+    of ``_pending_speedups.absorb``, which runs instead when built (~21,000-26,000
+    instructions per record here, callgrind: every worker runs this for every sibling's
+    REGISTER)."""
+    unpack, head = RECORD.unpack_from, RECORD.size
+    entries, held = pending._entries, pending._held
+    end = len(data)
+    while start < end:
+        alen, tlen, cseq, bindings, aors, latest, blen = unpack(data, start)
+        start += head
+        aor = data[start:start + alen].decode()
+        start += alen
+        token = data[start:start + tlen]
+        start += tlen
+        body = data[start:start + blen]
+        start += blen
+        if len(body) != blen:
+            raise ValueError("truncated record")
+        if aor in held:
+            merges.append((aor, body))
+            continue
+        entry = entries.get(aor)
+        if entry is None:
+            entry = entries[aor] = _Entry()
+        if tlen and token == entry.token and cseq > entry.cseq:
+            # A refresh of the binding the last record holds: it replaces it (see above).
+            pending.size -= len(entry.bodies[-1])
+            entry.size -= len(entry.bodies[-1])
+            entry.bodies[-1] = body
+        else:
+            entry.bodies.append(body)
+        entry.token, entry.cseq = token, cseq
+        entry.bindings += bindings
+        entry.aors += aors
+        entry.size += blen
+        pending.bindings += bindings
+        pending.aors += aors
+        pending.size += blen
+        if latest > entry.latest or latest == 0.0:
+            entry.latest = max(entry.latest, latest)
+            # A removal (no expiry) is settled at the next sweep.
+            heapq.heappush(pending._expiry, (latest, aor))
+
+
+_absorb: Callable[[Pending, bytes, int, list[tuple[str, bytes]]], None]
+try:
+    from signaling.registry._pending_speedups import absorb as _absorb
+except ImportError:  # built without a C compiler: the Python loop, same results
+    _absorb = absorb_py

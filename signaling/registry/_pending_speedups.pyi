@@ -1,0 +1,14 @@
+from typing import Any
+
+class Entry:
+    """The pending records of one AOR (``pending._Entry`` in C); read-only attributes."""
+
+    bodies: list[bytes]
+    token: bytes
+    cseq: int
+    bindings: int
+    aors: int
+    size: int
+    latest: float
+
+def absorb(pending: Any, data: bytes, start: int, merges: list[tuple[str, bytes]]) -> None: ...

@@ -1,0 +1,125 @@
+"""``signaling.registry._pending_speedups``: the C ``absorb`` against its Python reference.
+
+Both file the same records into two ``Pending`` objects; everything they leave behind (the
+entries' fields, the counts, the expiry heap, the records to merge, the exception on malformed
+input) must be the same.  The test command builds the extension (SIGNALING_REQUIRE_SPEEDUPS=1):
+an ImportError fails these tests rather than skipping them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import struct
+import time
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from signaling.registry.base import Binding
+from signaling.registry.memory import MemoryRegistry
+from signaling.registry.pending import RECORD, Change, Pending, absorb_py, record
+
+Absorb = Callable[[Pending, bytes, int, list[tuple[str, bytes]]], None]
+NOW = time.time()
+
+
+def speedups() -> ModuleType:
+    return importlib.import_module("signaling.registry._pending_speedups")
+
+
+def binding(aor: str, key: str, call_id: str = "c", cseq: int = 1,
+            expires_at: float = NOW + 600) -> Binding:
+    return Binding(aor=aor, contact=key, q=1.0, expires_at=expires_at, call_id=call_id,
+                   cseq=cseq, key=key)
+
+
+def state(p: Pending, merges: list[tuple[str, bytes]]) -> object:
+    entries = {aor: (list(e.bodies), e.token, e.cseq, e.bindings, e.aors, e.latest, e.size)
+               for aor, e in p._entries.items()}
+    return entries, p.bindings, p.aors, p.size, sorted(p._expiry), merges
+
+
+def run(absorb: Absorb, chunks: list[bytes], held: tuple[str, ...] = ()) -> object:
+    """File ``chunks`` one after another into a fresh Pending; its state and each outcome."""
+    local = MemoryRegistry()
+    for aor in held:
+        local.merge(aor, [(binding(aor, "sip:held"), None)], [])
+    p = Pending(local, 1 << 30)
+    merges: list[tuple[str, bytes]] = []
+    outcomes: list[str] = []
+    for chunk in chunks:
+        try:
+            absorb(p, chunk, 0, merges)
+            outcomes.append("ok")
+        except (ValueError, struct.error):
+            outcomes.append("malformed")
+    return state(p, merges), outcomes
+
+
+def both(chunks: list[bytes], held: tuple[str, ...] = ()) -> None:
+    assert run(speedups().absorb, chunks, held) == run(absorb_py, chunks, held)
+
+
+def test_new_aors_refreshes_removals_and_held_aors_are_filed_alike() -> None:
+    a1 = binding("sip:a@x", "sip:a@1")
+    a1_refresh = binding("sip:a@x", "sip:a@1", cseq=2, expires_at=NOW + 900)
+    a1_older = binding("sip:a@x", "sip:a@1", cseq=1, expires_at=NOW + 300)
+    a2 = binding("sip:a@x", "sip:a@2", call_id="d")
+    b1 = binding("sip:b@x", "sip:b@1")
+    h1 = binding("sip:h@x", "sip:h@1")
+    records = [
+        record(Change("sip:a@x", [(a1, None)], []), 1, 1),
+        record(Change("sip:a@x", [(a1_refresh, ("c", 1))], []), 0, 0),   # replaces
+        record(Change("sip:a@x", [(a1_older, ("c", 2))], []), 0, 0),     # lower CSeq: kept
+        record(Change("sip:a@x", [(a1, None), (a2, None)], []), 1, 0),   # two: no token
+        record(Change("sip:a@x", [], [("sip:a@2", ("d", 1))]), -1, 0),   # removal
+        record(Change("sip:b@x", [(b1, None)], [("sip:b@0", ("e", 3))]), 0, 1),
+        record(Change("sip:h@x", [(h1, None)], []), 1, 0),               # held: to merge
+        record(Change("sip:é@x", [(binding("sip:é@x", "sip:é"), None)], []), 1, 1),
+    ]
+    both(records, held=("sip:h@x",))
+    both([b"".join(records)], held=("sip:h@x",))
+    both([b"".join(records)])
+
+
+def test_malformed_input_fails_alike_after_filing_what_came_before() -> None:
+    good = record(Change("sip:a@x", [(binding("sip:a@x", "sip:a@1"), None)], []), 1, 1)
+    for cut in range(1, len(good)):
+        both([good + good[:cut], good])  # truncated after a whole record, then a good one
+    bad_aor = RECORD.pack(2, 0, 0, 1, 1, 0.0, 0) + b"\xff\xfe"
+    both([good + bad_aor])
+    short_body = RECORD.pack(1, 0, 0, 1, 1, 0.0, 0) + b"a"  # a record with an empty body
+    both([short_body, good])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=120), max_size=4))
+def test_random_bytes_are_filed_or_refused_alike(chunks: list[bytes]) -> None:
+    both(chunks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["sip:a@x", "sip:b@x", "sip:c@x"]),
+                          st.sampled_from(["k1", "k2"]), st.integers(1, 5),
+                          st.sampled_from([0.0, NOW + 10, NOW + 20]),
+                          st.integers(-2, 2), st.integers(-1, 1)), max_size=12))
+def test_record_sequences_are_filed_alike(
+        changes: list[tuple[str, str, int, float, int, int]]) -> None:
+    records = [record(Change(aor, [(binding(aor, key, cseq=cseq, expires_at=at), None)]
+                             if at else [], [] if at else [(key, ("c", cseq))]), db, da)
+               for aor, key, cseq, at, db, da in changes]
+    both(records, held=("sip:c@x",))
+    both([b"".join(records)])
+
+
+def test_entries_are_read_only_and_take_no_arguments() -> None:
+    entry_type = speedups().Entry
+    entry = entry_type()
+    assert (entry.bodies, entry.token, entry.cseq, entry.latest) == ([], b"", 0, 0.0)
+    with pytest.raises(AttributeError):  # written by absorb only
+        entry.cseq = 3
+    with pytest.raises(TypeError):
+        entry_type(1)
