@@ -4,11 +4,13 @@ serving worker's replica to a worker that starts.
 The workers' changes do not pass through here: each worker appends them to its journal in
 shared memory and its siblings read them there (``signaling.registry.journal``).  The hub only
 answers a worker that connects (at start, or restarted after a crash, or the next generation of
-a reload): it asks a serving worker for its replica (``REQUEST``) and passes its ``SNAPSHOT``
-frames, then its ``POSITIONS`` (how far it had read each journal, its own journal's head) and
-``END`` on to the newcomer, as the same bytes.  The newcomer then reads each journal from where
-the snapshot's source had: nothing is missed (what the source had not read yet is still in the
-journals), and a change read twice changes nothing (``MemoryRegistry.merge``).
+a reload): it asks a serving worker for its replica (``REQUEST``), tells the other serving
+workers that there is a new journal (``JOINED``: they read it from their next catch-up on),
+and passes the ``SNAPSHOT`` frames, then its ``POSITIONS`` (how far it had read each journal,
+its own journal's head) and ``END`` on to the newcomer, as the same bytes.  The newcomer then
+reads each journal from where the snapshot's source had: nothing is missed (what the source
+had not read yet is still in the journals), and a change read twice changes nothing
+(``MemoryRegistry.merge``).
 
 It keeps no replica of its own.  The first worker, or one that starts when no other serves, is
 sent ``END`` alone: it reads every journal from its start, so what workers gone before it
@@ -25,13 +27,22 @@ import logging
 from collections import deque
 from typing import cast
 
-from signaling.registry.replica import END, POSITIONS, REQUEST, SNAPSHOT, decode_frames, frame
+from signaling.registry.replica import (
+    END,
+    JOINED,
+    POSITIONS,
+    REQUEST,
+    SNAPSHOT,
+    decode_frames,
+    frame,
+)
 
 __all__ = ["ReplicaHub"]
 
 log = logging.getLogger(__name__)
 
 _END = frame(END)
+_JOINED = frame(JOINED)
 
 
 class _Worker(asyncio.Protocol):
@@ -94,7 +105,10 @@ class ReplicaHub:
             return
         source = min(sources, key=lambda w: len(w.serving))
         source.serving.append(new)
-        source.write([frame(REQUEST)])
+        source.write([frame(REQUEST)])  # it reads the directory for its snapshot
+        for other in sources:  # the newcomer's journal is there: read it from now on
+            if other is not source:
+                other.write([_JOINED])
 
     def synced(self, worker: _Worker) -> None:
         worker.write([_END])

@@ -13,7 +13,15 @@ import pytest
 from signaling.registry.base import Binding
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.pending import Change, record
-from signaling.registry.replica import END, POSITIONS, REQUEST, SNAPSHOT, decode_frames, frame
+from signaling.registry.replica import (
+    END,
+    JOINED,
+    POSITIONS,
+    REQUEST,
+    SNAPSHOT,
+    decode_frames,
+    frame,
+)
 
 BOUND = 5.0
 
@@ -71,16 +79,13 @@ async def test_a_new_worker_gets_a_serving_ones_copy_and_positions(hub: ReplicaH
     assert await second.next() == frame(SNAPSHOT, _change("sip:old@x"))[4:]
     assert await second.next() == positions[4:]
     assert await second.next() == END
-    # Now the second is a source too: a third is copied from whichever serves fewer.
+    # Now the second is a source too: a third is copied from whichever serves fewer; the
+    # other is told that a journal is new (it reads it from its next catch-up on).
     third = await Raw.connect(hub)
-    asked = {asyncio.ensure_future(w.next()): w for w in (first, second)}
-    done, waiting = await asyncio.wait(asked, timeout=BOUND,
-                                       return_when=asyncio.FIRST_COMPLETED)
-    for fut in waiting:
-        fut.cancel()
-    (fut,) = done
-    assert fut.result() == REQUEST
-    asked[fut].send(frame(END))
+    got = {w: await w.next() for w in (first, second)}
+    assert sorted(got.values()) == sorted([REQUEST, JOINED])
+    source = first if got[first] == REQUEST else second
+    source.send(frame(END))
     assert await third.next() == END
     for w in (first, second, third):
         w.writer.close()

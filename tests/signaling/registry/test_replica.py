@@ -212,3 +212,28 @@ async def test_a_registration_is_found_through_another_replica_at_once(
     assert await b.known_user("sip:now19@x")
     assert not await b.known_user("sip:never@x")
     assert await b.count_aors() == 20
+
+
+async def test_a_refresh_through_a_worker_that_joined_reaches_the_others_at_catch_up(
+        run_dir: str, hub: ReplicaHub, pair: Pair) -> None:
+    """The hub tells the serving replicas that a journal is new (``JOINED``), so a refresh
+    made through a newcomer is read at their next catch-up, not at the next miss or sweep.
+    One of the two copies its replica to the newcomer (and reads the directory for it), the
+    other is only told."""
+    a, b = pair
+    now = time.time()
+    await a.register("sip:r@x", "c", 1, change("sip:r@10.0.0.1", expires=600), now)
+    assert [x.contact for x in await b.lookup("sip:r@x", now)] == ["sip:r@10.0.0.1"]
+    late = replica(run_dir)
+    try:
+        await late.ping()
+        await late.register("sip:r@x", "c", 2, change("sip:r@10.0.0.1", expires=1200), now)
+
+        async def refreshed() -> bool:
+            # Hits: no directory scan of their own.
+            found = [await r.lookup("sip:r@x", now) for r in (a, b)]
+            return [[x.expires_at for x in f] for f in found] == [[now + 1200]] * 2
+
+        await until(refreshed)
+    finally:
+        await late.close()
