@@ -347,7 +347,10 @@ class ReplicaRegistry:
         journal = self._journal
         assert journal is not None  # every write comes after ``_hub``
         if not before:  # a new AOR (a first REGISTER): every binding is new
-            if after:
+            if after is not None and len(after) == 1:  # the usual one: no generator
+                (b,) = after.values()
+                journal.append(record(Change(aor, [(b, None)], []), 1, 1), b.expires_at)
+            elif after:
                 journal.append(record(Change(aor, [(b, None) for b in after.values()], []),
                                       len(after), 1),
                                max(b.expires_at for b in after.values()))
@@ -392,7 +395,10 @@ class ReplicaRegistry:
 
     async def register(self, aor: str, call_id: str, cseq: int,
                        changes: Sequence[ContactChange], now: float) -> list[Binding]:
-        await self._ready(aor)
+        try:
+            self._use(aor)  # not ``await self._ready``: one coroutine less per REGISTER
+        except _NotReady:
+            await self._ready(aor)
         if not changes:
             # A query (§10.3: no Contact) lists the bindings: those made through another
             # worker a moment ago too (see ``lookup``).
@@ -432,7 +438,10 @@ class ReplicaRegistry:
         return removed
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
-        await self._ready(aor)
+        try:
+            self._use(aor)  # as in ``register``
+        except _NotReady:
+            await self._ready(aor)
         found = await self.local.lookup(aor, now)
         if not found:
             # Registered through another worker a moment ago?  Its 200 left once the change
