@@ -60,10 +60,13 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from signaling.registry.pending import RECORD
+
 __all__ = ["MAGIC", "PREFIX", "PRUNE_EVERY", "RING", "JournalReader", "JournalWriter", "Lapped",
-           "prune", "writer_pid"]
+           "prune", "write_record_py", "writer_pid"]
 
 MAGIC = b"SIGJRNL1"
 #: File names in the run directory: ``PREFIX``, the writer's pid, ``-``, then
@@ -126,8 +129,47 @@ class JournalWriter:
         self.head += size
         _HEAD.pack_into(buf, _HEAD_AT, self.head)
 
+    def append_record(self, aor: str, token: bytes, cseq: int, latest: float, body: bytes,
+                      bindings: int, aors: int, until: float) -> None:
+        """``append`` of one record (``signaling.registry.pending.RECORD``) framed here, from
+        ``pending.fields`` and the counts, without building the record's bytes first."""
+        if until > self.until:
+            self.until = until
+            _UNTIL.pack_into(self._map, _UNTIL_AT, until)
+        self.head = _write_record(self._map, self.head, self.ring, aor, token, cseq, bindings,
+                                  aors, latest, body)
+
     def close(self) -> None:
         self._map.close()
+
+
+def write_record_py(buf: mmap.mmap, head: int, ring: int, aor: str, token: bytes, cseq: int,
+                    bindings: int, aors: int, latest: float, body: bytes) -> int:
+    """Copy one record into the ring of the journal mapped as ``buf`` at ``head``, then store
+    the new head (returned), as ``JournalWriter.append`` does.  The reference of
+    ``_pending_speedups.write_record``, which runs instead when built: on every REGISTER of
+    the worker taking it, framing and copying here cost ~13,000 instructions (callgrind)."""
+    name = aor.encode()
+    data = RECORD.pack(len(name), len(token), cseq, bindings, aors, latest, len(body)) \
+        + name + token + body
+    size = len(data)
+    if size > ring:
+        raise ValueError("records larger than the journal")
+    at = head % ring
+    first = min(size, ring - at)
+    buf[_HEADER + at:_HEADER + at + first] = data[:first]
+    if first < size:
+        buf[_HEADER:_HEADER + size - first] = data[first:]
+    head += size
+    _HEAD.pack_into(buf, _HEAD_AT, head)
+    return head
+
+
+_write_record: Callable[[mmap.mmap, int, int, str, bytes, int, int, int, float, bytes], int]
+try:
+    from signaling.registry._pending_speedups import write_record as _write_record
+except ImportError:  # built without a C compiler: the Python copy, same bytes
+    _write_record = write_record_py
 
 
 class JournalReader:

@@ -45,7 +45,7 @@ import msgspec
 from signaling.registry.base import Binding
 from signaling.registry.memory import MemoryRegistry, Version
 
-__all__ = ["DECODER", "ENCODER", "RECORD", "Change", "Pending", "absorb_py", "record"]
+__all__ = ["DECODER", "ENCODER", "RECORD", "Change", "Pending", "absorb_py", "fields", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,22 @@ RECORD = struct.Struct(">HHIiidI")
 
 def record(change: Change, bindings: int, aors: int) -> bytes:
     """``change`` as a record; ``bindings``/``aors``: what the origin's counts gained."""
-    body = ENCODER.encode(change)
+    token, cseq, latest, body = fields(change)
     aor = change.aor.encode()
-    token, cseq, latest = b"", 0, 0.0
+    return (RECORD.pack(len(aor), len(token), cseq, bindings, aors, latest, len(body))
+            + aor + token + body)
+
+
+def fields(change: Change) -> tuple[bytes, int, float, bytes]:
+    """The token, CSeq, latest expiry and body of ``change``'s record (see ``RECORD``)."""
+    body = ENCODER.encode(change)
     upserts = change.upserts
     if len(upserts) == 1:  # the usual REGISTER: one contact
         b = upserts[0][0]
-        latest = b.expires_at
         if not change.removed:
-            token, cseq = f"{b.key}\n{b.call_id}".encode(), b.cseq
-    elif upserts:
-        latest = max(b.expires_at for b, _ in upserts)
-    return (RECORD.pack(len(aor), len(token), cseq, bindings, aors, latest, len(body))
-            + aor + token + body)
+            return f"{b.key}\n{b.call_id}".encode(), b.cseq, b.expires_at, body
+        return b"", 0, b.expires_at, body
+    return b"", 0, max((b.expires_at for b, _ in upserts), default=0.0), body
 
 
 class _Entry:

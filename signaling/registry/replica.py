@@ -70,7 +70,7 @@ import msgspec
 from signaling.registry.base import Binding, ContactChange, RegistryUnavailable
 from signaling.registry.journal import PREFIX, JournalReader, JournalWriter, Lapped
 from signaling.registry.memory import MemoryRegistry
-from signaling.registry.pending import Change, Pending, record
+from signaling.registry.pending import Change, Pending, fields, record
 from signaling.registry.shared import CALL_TIMEOUT, SharedRegistry
 from signaling.registry.wire import HEADER, MAX_FRAME
 
@@ -349,11 +349,12 @@ class ReplicaRegistry:
         if not before:  # a new AOR (a first REGISTER): every binding is new
             if after is not None and len(after) == 1:  # the usual one: no generator
                 (b,) = after.values()
-                journal.append(record(Change(aor, [(b, None)], []), 1, 1), b.expires_at)
+                journal.append_record(aor, *fields(Change(aor, [(b, None)], [])), 1, 1,
+                                      b.expires_at)
             elif after:
-                journal.append(record(Change(aor, [(b, None) for b in after.values()], []),
-                                      len(after), 1),
-                               max(b.expires_at for b in after.values()))
+                journal.append_record(aor, *fields(Change(aor, [(b, None) for b in after.values()],
+                                                          [])), len(after), 1,
+                                      max(b.expires_at for b in after.values()))
             return
         after = after or {}
         upserts = [(b, _version(before.get(k))) for k, b in after.items()
@@ -364,8 +365,8 @@ class ReplicaRegistry:
             # The journal is kept until every binding mentioned here, replaced and removed
             # ones included, has expired (see the journal module: when a journal goes).
             until = max(b.expires_at for b in itertools.chain(before.values(), after.values()))
-            journal.append(record(Change(aor, upserts, removed), len(after) - len(before),
-                                  aors), until)
+            journal.append_record(aor, *fields(Change(aor, upserts, removed)),
+                                  len(after) - len(before), aors, until)
 
     def _use(self, aor: str) -> None:
         """``aor`` is about to be read or written here: read the journals if ``CATCH_UP``

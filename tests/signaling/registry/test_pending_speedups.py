@@ -1,17 +1,22 @@
-"""``signaling.registry._pending_speedups``: the C ``absorb`` against its Python reference.
+"""``signaling.registry._pending_speedups``: the C ``absorb`` and ``write_record`` against
+their Python references.
 
-Both file the same records into two ``Pending`` objects; everything they leave behind (the
-entries' fields, the counts, the expiry heap, the records to merge, the exception on malformed
-input) must be the same.  The test command builds the extension (SIGNALING_REQUIRE_SPEEDUPS=1):
-an ImportError fails these tests rather than skipping them.
+Both ``absorb`` file the same records into two ``Pending`` objects; everything they leave
+behind (the entries' fields, the counts, the expiry heap, the records to merge, the exception
+on malformed input) must be the same.  Both ``write_record`` must leave the same bytes in a
+journal's ring, wrapped at its end, as ``pending.record`` frames them.  The test command
+builds the extension (SIGNALING_REQUIRE_SPEEDUPS=1): an ImportError fails these tests rather
+than skipping them.
 """
 
 from __future__ import annotations
 
 import importlib
+import mmap
 import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -19,8 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signaling.registry.base import Binding
+from signaling.registry.journal import JournalReader, JournalWriter, write_record_py
 from signaling.registry.memory import MemoryRegistry
-from signaling.registry.pending import RECORD, Change, Pending, absorb_py, record
+from signaling.registry.pending import RECORD, Change, Pending, absorb_py, fields, record
 
 Absorb = Callable[[Pending, bytes, int, list[tuple[str, bytes]]], None]
 NOW = time.time()
@@ -123,3 +129,45 @@ def test_entries_are_read_only_and_take_no_arguments() -> None:
         entry.cseq = 3
     with pytest.raises(TypeError):
         entry_type(1)
+
+
+def _written(write: Callable[..., int], ring: int, head: int,
+             records: list[tuple[str, Change, int, int]]) -> tuple[bytes, int]:
+    buf = mmap.mmap(-1, 64 + ring)
+    for aor, change, bindings, aors in records:
+        head = write(buf, head, ring, aor, *fields(change)[:2], bindings, aors,
+                     *fields(change)[2:])
+    return bytes(buf), head
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(60, 600), st.integers(0, 10_000),
+       st.lists(st.tuples(st.sampled_from(["sip:a@x", "sip:é@x", ""]),
+                          st.integers(0, 2), st.integers(-3, 3), st.integers(-1, 1)),
+                max_size=5))
+def test_write_record_copies_the_same_bytes_across_the_end_of_the_ring(
+        ring: int, head: int, shapes: list[tuple[str, int, int, int]]) -> None:
+    records = [(aor, Change(aor, [(binding(aor, f"k{i}", cseq=i + 1), None)
+                                  for i in range(n)], []), db, da)
+               for aor, n, db, da in shapes]
+    records = [r for r in records if len(record(r[1], r[2], r[3])) <= ring]
+    c_bytes, c_head = _written(speedups().write_record, ring, head, records)
+    py_bytes, py_head = _written(write_record_py, ring, head, records)
+    assert (c_head, c_bytes) == (py_head, py_bytes)
+    assert c_head == head + sum(len(record(c, db, da)) for _, c, db, da in records)
+
+
+def test_a_written_record_reads_back_as_the_record_of_its_change(tmp_path: Path) -> None:
+    writer = JournalWriter(str(tmp_path), ring=4096)
+    reader = JournalReader.open(writer.path)
+    assert reader is not None
+    b = binding("sip:a@x", "sip:a@1")
+    change = Change("sip:a@x", [(b, None)], [])
+    for _ in range(30):  # past the end of the ring
+        writer.append_record("sip:a@x", *fields(change), 1, 1, b.expires_at)
+        assert reader.read() == record(change, 1, 1)
+    with pytest.raises(ValueError):
+        speedups().write_record(mmap.mmap(-1, 64 + 16), 0, 16, "sip:a@x", b"", 0, 1, 1, 0.0,
+                                b"")  # larger than the ring
+    writer.close()
+    reader.close()
