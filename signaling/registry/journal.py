@@ -17,7 +17,9 @@ reads many changes in one copy when it needs them.  Measured (``benchmarks/bench
 --kinds REGISTER --processes N``, every process, one REGISTER at a time): 375,352 -> 337,690
 instructions per REGISTER with 2 workers, 480,499 -> 408,382 with 4 (one process: 261,114);
 the supervisor's share 25,398 -> 0.  What is left grows with N: each sibling files each
-record (``Pending.absorb``, ~3 µs of Python).
+record (``Pending.absorb``, in C since: a sibling's ~30,000 instructions per REGISTER ->
+~10,000, most of it its own timers).  A record is framed and copied into the ring by one C
+call (``write_record``, reference ``write_record_py``).
 
 Layout: a 64-byte header (``MAGIC``, then the *head*: bytes ever appended, an 8-byte native
 integer at offset 8, then the ring's size), then the ring.  Record ``n`` bytes appended at head

@@ -10,7 +10,10 @@ a removal), and the kernel spreads requests over the workers by source address, 
 looked up in few of them, if any, between two refreshes.
 
 So a change for an AOR this worker does not hold yet is filed under its AOR as the bytes it came
-in (a *record*, below): reading it costs a header unpack and a dict update, ~1-2 µs.  It is
+in (a *record*, below): reading it costs a header unpack and a dict update.  Every worker files
+every sibling's records, so this loop is the part of a REGISTER's cost that grows with N: it
+runs in C (``_pending_speedups.absorb``, ~5,800 instructions per record against ~26,300 for
+its Python reference ``absorb_py``, callgrind, records of new AORs in one batch).  It is
 decoded and merged (``settle``) the first time this worker needs that AOR; from then on the AOR
 is held here and its changes are merged as they come (it is in use here).  An AOR is therefore
 either held (``MemoryRegistry``) or pending here, never both, which keeps the counts exact.
