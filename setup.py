@@ -1,6 +1,7 @@
-"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c) and of
+"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c), of
 digest auth-param parsing and the stateless 401 (protocols/sip/_digest_speedups.c, _challenge.c),
-and of the registry journals' records (signaling/registry/_pending_speedups.c).
+of the registry journals' records (signaling/registry/_pending_speedups.c), and of the listening
+UDP socket's excess under a storm (signaling/transports/_udpexcess.c: read and refused in C).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
 install still succeeds and the pure-Python parser runs alone (slower, same results).  The test
@@ -44,6 +45,12 @@ setup(
             "signaling.registry._pending_speedups",
             ["signaling/registry/_pending_speedups.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
+        ),
+        Extension(
+            "signaling.transports._udpexcess",
+            ["signaling/transports/_udpexcess.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),
     ]

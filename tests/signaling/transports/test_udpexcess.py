@@ -1,0 +1,175 @@
+"""The listening socket's excess drain (``signaling/transports/_udpexcess.c``) on real sockets:
+what the pace allows comes back in order, new requests beyond it get a 503 written from their
+bytes, the ACK or BYE of such a 503 and the retransmission of a request let through are
+dropped and counted, never refused."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from protocols.sip.message import Response
+from protocols.sip.parser import parse_message
+
+excess = pytest.importorskip("signaling.transports._udpexcess")
+
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+#: (read, payload, max_wait, overflow, answered INVITE/REGISTER/other, dropped new,
+#: dropped retransmissions, dropped of-503, dropped other): the indexes of ``drain``'s result.
+ANSWERED_INVITE, ANSWERED_REGISTER, DROPPED_NEW, DROPPED_RETRANSMISSION = 4, 5, 7, 8
+DROPPED_OF_503, DROPPED_OTHER = 9, 10
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    excess.set_key(os.urandom(16))  # a new key also forgets what earlier tests let through
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with contextlib.closing(server), contextlib.closing(client):
+        server.bind(("127.0.0.1", 0))
+        server.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        server.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        server.setblocking(False)
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(2.0)
+        yield server, client
+
+
+def _request(server: socket.socket, client: socket.socket, n: int, method: str = "REGISTER",
+             *, to_tag: str = "", via: str = "", call_id: str | None = None) -> bytes:
+    port, cport = server.getsockname()[1], client.getsockname()[1]
+    via = via or f"SIP/2.0/UDP 127.0.0.1:{cport};branch=z9hG4bK-{n}"
+    return (f"{method} sip:127.0.0.1:{port} SIP/2.0\r\nVia: {via}\r\n"
+            f"Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-down{n}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:u{n}@127.0.0.1>;tag=f{n}\r\nTo: <sip:u{n}@127.0.0.1>{to_tag}\r\n"
+            f"Call-ID: {call_id or f'c{n}@test'}\r\nCSeq: 1 {method}\r\n"
+            f"Contact: <sip:u{n}@127.0.0.1:{cport}>\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def _send(server: socket.socket, client: socket.socket, *datagrams: bytes) -> None:
+    for data in datagrams:
+        client.sendto(data, server.getsockname())
+
+
+def _drain(server: socket.socket, passes: int, answers: int = 1000
+           ) -> tuple[tuple[int, ...], list[tuple[bytes, object, float]]]:
+    passed: list[tuple[bytes, object, float]] = []
+    result = excess.drain(server.fileno(), passes, answers, 1024, 2, 7,
+                          b"\r\nServer: test", passed)
+    return tuple(result), passed
+
+
+def _answers(client: socket.socket, count: int) -> list[Response]:
+    out = []
+    for _ in range(count):
+        msg = parse_message(client.recv(65_535))
+        assert isinstance(msg, Response)
+        out.append(msg)
+    return out
+
+
+def test_the_pace_comes_back_in_order_and_the_excess_gets_a_503_from_its_bytes(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    requests = [_request(server, client, i) for i in range(5)]
+    _send(server, client, *requests)
+    result, passed = _drain(server, passes=2)
+    assert result[0] == 5
+    assert [p[0] for p in passed] == requests[:2]
+    assert all(p[1] == client.getsockname() and p[2] >= 0.0 for p in passed)
+    assert result[ANSWERED_REGISTER] == 3
+    for i, answer in zip(range(2, 5), _answers(client, 3), strict=True):
+        req = parse_message(requests[i])
+        assert answer.status == 503
+        # RFC 3261 §8.2.6.2: Vias, From, Call-ID and CSeq copied, To with a tag of ours
+        assert [str(v) for v in answer.vias] == [str(v) for v in req.vias]
+        assert answer.from_.tag == f"f{i}" and answer.call_id == req.call_id
+        assert (answer.cseq.seq, answer.cseq.method) == (1, "REGISTER")
+        assert answer.to.uri == req.to.uri
+        assert answer.to.tag == excess.refusal_tag(req.call_id.encode())
+        retry = answer.header("Retry-After")
+        assert retry is not None and 2 <= int(retry) <= 7  # jittered (§21.5.4, RFC 6357)
+        assert answer.header("Server") == "test"
+    client.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        client.recv(65_535)  # the two let through were not answered here
+
+
+def test_a_bare_rport_is_filled_and_a_foreign_sent_by_gets_received(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    cport = client.getsockname()[1]
+    _send(server, client,
+          _request(server, client, 1, via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK-a"),
+          _request(server, client, 2, via="SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-b"))
+    _drain(server, passes=0)
+    first, second = _answers(client, 2)
+    assert first.vias[0].params["rport"] == str(cport)  # RFC 3581 §4
+    assert first.vias[0].params["received"] == "127.0.0.1"
+    assert second.vias[0].params["received"] == "127.0.0.1"  # RFC 3261 §18.2.1
+
+
+def test_the_ack_or_bye_of_a_refusal_is_dropped_and_another_dialog_passes(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    tag = excess.refusal_tag(b"c1@test")
+    ours = [_request(server, client, 1, method, to_tag=f";tag={tag}") for method in
+            ("ACK", "BYE")]
+    other = _request(server, client, 1, "BYE", to_tag=";tag=x503" + "0" * 16)
+    _send(server, client, *ours, other)
+    result, passed = _drain(server, passes=10)
+    assert result[DROPPED_OF_503] == 2
+    assert [p[0] for p in passed] == [other]  # a tag of the form but not ours: a dialog's
+
+
+def test_a_retransmission_of_what_was_let_through_is_dropped_never_refused(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    invite = _request(server, client, 7, "INVITE")
+    _send(server, client, invite)
+    _, passed = _drain(server, passes=1)
+    assert len(passed) == 1
+    _send(server, client, invite)  # Timer A fired before our 100 Trying arrived
+    result, passed = _drain(server, passes=0)
+    assert passed == [] and result[DROPPED_RETRANSMISSION] == 1 and result[ANSWERED_INVITE] == 0
+    _send(server, client, invite)
+    result, passed = _drain(server, passes=1)  # within the pace: to its transaction
+    assert [p[0] for p in passed] == [invite]
+
+
+def test_beyond_the_503_budget_or_outside_the_subset_new_requests_are_dropped_counted(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    no_cseq = _request(server, client, 3).replace(b"CSeq: 1 REGISTER\r\n", b"")
+    _send(server, client, _request(server, client, 1), _request(server, client, 2), no_cseq)
+    result, _ = _drain(server, passes=0, answers=1)
+    assert result[ANSWERED_REGISTER] == 1 and result[DROPPED_NEW] == 2
+
+
+def test_rfc7339_clients_and_everything_else_go_the_python_way_or_are_dropped_counted(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    """An oc client's request needs our report written into its Via (RFC 7339 §5.2): never
+    answered here.  Responses and in-dialog requests are never refused: beyond the pace
+    they are dropped as the kernel's tail drop would have, and the client retransmits."""
+    server, client = pair
+    oc = _request(server, client, 1, via="SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-o;oc")
+    bye = _request(server, client, 2, "BYE", to_tag=";tag=abc")
+    response = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-r\r\n\r\n"
+    _send(server, client, oc, bye, response)
+    result, passed = _drain(server, passes=3)
+    assert [p[0] for p in passed] == [oc, bye, response]
+    _send(server, client, oc, bye, response)
+    result, passed = _drain(server, passes=0)
+    assert passed == [] and result[DROPPED_OTHER] == 3 and sum(result[4:7]) == 0
+
+
+def test_the_refusal_tag_is_stable_per_call_id() -> None:
+    """§8.2.6.2: a retransmission gets the same tag, another request another."""
+    assert excess.refusal_tag(b"a") == excess.refusal_tag(b"a")
+    assert excess.refusal_tag(b"a") != excess.refusal_tag(b"b")
+    assert excess.refusal_tag(b"a").startswith("x503") and len(excess.refusal_tag(b"a")) == 20
