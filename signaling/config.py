@@ -92,6 +92,7 @@ class Config:
     overload_max_rate: float = 100_000.0
     overload_reject_share: float = 6.0
     overload_read_share: float = 2.0
+    overload_drain: str = "on"
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
@@ -237,6 +238,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "overload_read_share": ("float", "with --sip-udp-private: the listening socket is read at "
                                      "most this many times the admission limit, the kernel "
                                      "drops the rest unread (0: read all)"),
+    "overload_drain": ("str", "'on' (default): with --sip-udp-private and a read share, the "
+                              "listening socket's excess beyond the read pace is read and "
+                              "refused (503) in C; 'off': left to the kernel's tail drop"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
@@ -440,6 +444,7 @@ def _validate(cfg: Config) -> None:
          "server_header: must be printable text of at most 200 characters"),
         (cfg.auth in ("on", "off"), "auth: must be 'on' or 'off'"),
         (cfg.path_mode in ("strict", "lazy"), "path_mode: must be 'strict' or 'lazy'"),
+        (cfg.overload_drain in ("on", "off"), "overload_drain: must be 'on' or 'off'"),
         (bool(cfg.auth_algorithms)
          and all(a.upper() in ("MD5", "SHA-256", "SHA-512-256") for a in cfg.auth_algorithms),
          "auth_algorithms: choose from SHA-512-256, SHA-256, MD5"),

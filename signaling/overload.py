@@ -173,6 +173,28 @@ class Overload:
             self.control.retransmitted(source, verdict)
             self.c_retransmitted.inc(method)
 
+    def excess(self, answered: tuple[int, int, int], dropped_new: int,
+               dropped_retransmissions: int, dropped_of_503: int, dropped_other: int) -> None:
+        """Count what the listening socket's excess drain (``signaling/transports/
+        _udpexcess.c``) did beyond the read pace: 503s to INVITE, REGISTER and other new
+        requests, new requests dropped (the 503 budget spent, or outside the subset a 503 is
+        written from), retransmissions of requests let through (dropped, never refused),
+        requests carrying one of its 503s' To tag (an ACK, a load generator's BYE) and
+        anything else (left as the kernel's tail drop would have).  The refusals count for
+        admission control too (``AdmissionControl.refused_apart``)."""
+        for method, count in zip(("INVITE", "REGISTER", "other"), answered, strict=True):
+            if count:
+                self.c_rejected.inc("excess", method, amount=count)
+        for reason, method, count in (("excess", "new", dropped_new),
+                                      ("excess_retransmission", "new", dropped_retransmissions),
+                                      ("ack_of_503", "ACK_BYE", dropped_of_503),
+                                      ("excess", "other", dropped_other)):
+            if count:
+                self.c_dropped.inc(reason, method, amount=count)
+        refused = sum(answered) + dropped_new
+        if refused:
+            self.control.refused_apart(refused)
+
     def _reason(self, waited: float) -> str:
         return "receive_delay" if waited > self.cfg.max_receive_delay else "admission"
 

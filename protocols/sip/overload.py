@@ -385,6 +385,10 @@ class AdmissionControl:
         self._backlog = 0
         #: The longest of the least waits of admitted work on the server's own port per tick.
         self._admitted_wait = 0.0
+        #: The longest wait on the drained listening socket over the interval (-1: no drain).
+        self._reader_wait = -1.0
+        #: The listening queue overflowed with the limit open (``overflowed``).
+        self._overflowed = False
         #: Share of new requests refused over the last interval (the oc value to advertise).
         self.refused_share = 0.0
         #: Intervals completed: the asyncio side updates its oc report once per interval.
@@ -457,6 +461,32 @@ class AdmissionControl:
             budget = self.capacity * self.cfg.reject_share * self.cfg.burst_time
             self._reject_tokens = min(budget, self._reject_tokens + 1.0)
             self._refused = max(0, self._refused - 1)
+
+    def overflowed(self) -> None:
+        """The listening socket's kernel queue overflowed while the limit was open: the reader
+        itself is the bottleneck (every datagram read and served in Python), which no worker
+        queue shows.  The next revision takes it as a standing queue: the limit falls to what
+        was served, so the read pace binds and the excess is refused cheaply
+        (``signaling/transports/_udpexcess.c``) instead of falling off the kernel queue and
+        coming back as retransmissions."""
+        if self.rate >= self.cfg.max_rate:
+            self._overflowed = True
+
+    def reader_waited(self, wait: float) -> None:
+        """The longest a datagram waited on the listening socket over a tick while its excess
+        is drained every few ms (``signaling/transports/udp.py``): how far the loop fell
+        behind, the CPU spent on admitted work that no worker queue shows.  Held against
+        ``max_receive_delay`` rather than the target: a quarter-core quota alone pauses the
+        loop 7.5 ms in 10, and a single slow iteration must not cut the limit."""
+        if wait > self._reader_wait:
+            self._reader_wait = wait
+
+    def refused_apart(self, count: int) -> None:
+        """``count`` new requests were refused (503 or dropped) before reaching ``decide``:
+        the listening socket's excess beyond the read pace, refused in C
+        (``signaling/transports/_udpexcess.c``).  They count as refused, so the share
+        advertised in ``oc`` includes them and a binding limit may rise (``_revise``)."""
+        self._refused += count
 
     def _admissible(self, key: Hashable, count: int, backlog: int) -> bool:
         cfg = self.cfg
@@ -532,7 +562,9 @@ class AdmissionControl:
             # started, so it never rose again, and the server idled at 8% of a core while
             # refusing every INVITE for the rest of the storm (bench_overload, load 2.8).
             sojourn = 0.0
-        if (self._started and sojourn > cfg.target) or self._admitted_wait > cfg.target:
+        behind = self._reader_wait > cfg.target
+        if ((self._started and sojourn > cfg.target) or self._admitted_wait > cfg.target
+                or self._overflowed or behind):
             # A standing queue: admit a little less than was actually served, so it drains;
             # at most halved per interval, since admitted calls bring their work (responses,
             # ACK, BYE) an interval or more later: cutting to what one interval served ratcheted
@@ -540,12 +572,16 @@ class AdmissionControl:
             served = self._started / elapsed if self._started else self.rate
             if self.rate > _HEADROOM * served:
                 # The limit was not what held admission back (at the start it is open): the
-                # first sign of a queue sets it to what was served.
-                self.rate = max(cfg.min_rate, served * _DECREASE)
+                # first sign of a queue sets it to what was served, but not under half the
+                # best recently served: an interval in which the loop stalled serves nearly
+                # nothing (SIPp REGISTERs at 3x, with the excess drained: the limit fell
+                # from 7,000/s to 20/s in one interval and admitted nothing for half a second).
+                self.rate = max(cfg.min_rate, served * _DECREASE, self._peak * _HALF)
             else:
                 self.rate = max(cfg.min_rate, self.rate * _HALF,
                                 min(self.rate, served) * _DECREASE)
-        elif sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2:
+        elif (sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2
+              and self._reader_wait <= cfg.target / 2):
             if self._refused or self._late:
                 # The limit is binding.  With the queues all but empty the server keeps up
                 # with what it admits and has room: double, as TCP's slow start does, so a
@@ -553,7 +589,8 @@ class AdmissionControl:
                 # against 2,000/s) is admitted within half a second, not refused for three.
                 # Near the target, probe upwards gently.
                 idle = (sojourn <= cfg.target * _IDLE
-                        and self._admitted_wait <= cfg.target * _IDLE)
+                        and self._admitted_wait <= cfg.target * _IDLE
+                        and self._reader_wait <= cfg.target * _IDLE)
                 self.rate = min(cfg.max_rate, self.rate * (_SLOW_START if idle else _INCREASE))
             else:
                 # Nothing refused and queues short: the limit keeps twice what was just served
@@ -566,6 +603,8 @@ class AdmissionControl:
         self._interval_end = now + cfg.interval
         self._min_sojourn = float("inf")
         self._admitted_wait = 0.0
+        self._overflowed = False
+        self._reader_wait = -1.0
         self._started = self._admitted = self._refused = self._late = 0
 
     def _roll_window(self, now: float) -> None:

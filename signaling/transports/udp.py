@@ -19,8 +19,11 @@ and every in-dialog request arrive there, apart from new requests.  It is read f
 with the full buffer; the listening socket's queue is then kept short under overload
 (``signaling/transports/udpqueue.py``): the kernel drops the excess of a storm, which costs the
 server nothing, instead of the server reading it late; and past the admission limit it is read
-no faster than a few times that limit (``ReadPace``), so that the excess is the kernel's to drop
-rather than the server's to read, answer or drop.  Both sockets count what the kernel
+no faster than a few times that limit (``ReadPace``).  What arrives beyond the pace is read and
+refused in C (``_udpexcess.c``: recvmmsg, a 503 written from the request's bytes, sendmmsg; ~4 µs
+a refusal against ~25 µs by the full path), since what the kernel drops comes back as
+retransmissions, read later and served late; without the C extension, or with
+``--overload-drain off``, it is left to the kernel's tail drop.  Both sockets count what the kernel
 dropped (SO_RXQ_OVFL) in ``sip_overload_dropped{reason="kernel"|"kernel_private"}``.
 """
 
@@ -29,19 +32,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from protocols import stun
 from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
-from signaling.transports.udpqueue import QueueStats, ReadPace, ReceiveQueue
+from signaling.transports.udpqueue import FLOOR, QueueStats, ReadPace, ReceiveQueue
 from signaling.worker import inherited_socket
 
-__all__ = ["PEER_CACHE", "READ_BATCH", "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
+#: ``_udpexcess.drain`` (see ``_udpexcess.c``); None when built without a C compiler: the
+#: excess is then left to the kernel's tail drop.
+excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any]],
+                       tuple[int, int, float, int | None, int, int, int, int, int, int, int]
+                       ] | None
+try:
+    from signaling.transports._udpexcess import drain as excess_drain
+    from signaling.transports._udpexcess import set_key as _set_key
+except ImportError:
+    excess_drain = None
+
+__all__ = ["EXCESS_FLOOR", "EXCESS_MOST", "EXCESS_WAIT", "PEER_CACHE", "READ_BATCH",
+           "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +76,24 @@ PEER_CACHE = 4096
 SLOT_TAG = "slot"
 #: Seconds between revisions of the listening queue (and counts of the kernel's drops).
 TICK = 0.1
+#: Seconds between drains of the listening socket while the read pace binds: what arrives in
+#: between is read and refused in one batch (recvmmsg/sendmmsg), not one wakeup per datagram.
+#: Short against ``max_receive_delay`` (what is let through has waited at most this long).
+EXCESS_WAIT = 0.002
+#: Datagrams one drain reads at most: bounds the time it holds the loop (~3 ms at ~3 µs each).
+EXCESS_MOST = 1024
+#: The least the listening queue is cut to when the excess is drained: the drain reads it
+#: all, but not while the loop serves what it let through, and under a CPU quota a few ms of
+#: CPU are several times that in wall time (a quarter of a core: 7.5 ms paused in every 10).
+#: ~3,000 datagrams hold 120 ms of 25,000 a second; with 1 MB the kernel still dropped ~5% of
+#: a 3x REGISTER storm (SIPp, bench_overload's quota).  What waits longer is late anyway
+#: (``max_receive_delay``) and the drain refuses it.
+EXCESS_FLOOR = 4 * 1024 * 1024
+#: Seconds of 503s the excess drain may answer in one burst, at its rate: as long as the loop
+#: may fall behind (``max_receive_delay``), so a late drain still answers what it finds.
+_ANSWER_BURST = 0.25
+#: The least burst of 503s, and the first: a storm's first drain answers at least this many.
+_ANSWER_LEAST = 64.0
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: Linux: each datagram read carries the socket's cumulative count of datagrams the kernel
@@ -114,8 +149,11 @@ class UdpTransport:
         #: docstring), else responses would be among what the kernel drops.
         self.queue: ReceiveQueue | None = None
         if slot_sock is not None:
+            drained = (excess_drain is not None and core.cfg.overload_read_share > 0
+                       and core.cfg.overload_drain == "on")
             self.queue = ReceiveQueue(core.cfg.overload_target,
                                       sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                                      floor=EXCESS_FLOOR if drained else FLOOR,
                                       now=self._loop.time())
         #: The listening socket read no faster than the server can use (``ReadPace``); only
         #: with a private port, as the short queue.
@@ -123,6 +161,16 @@ class UdpTransport:
         if slot_sock is not None and core.cfg.overload_read_share > 0:
             self.pace = ReadPace(core.cfg.overload_read_share, now=self._loop.time())
         self._paced: asyncio.TimerHandle | None = None
+        #: Beyond the pace, the listening socket's excess is read and refused in C
+        #: (``_udpexcess``: new requests get a stateless 503, budgeted at
+        #: ``overload_reject_share`` per request the server can serve), rather than left to
+        #: the kernel's tail drop, whose losses come back as retransmissions.
+        self._excess = (excess_drain if self.pace is not None and core.cfg.overload_drain == "on"
+                        else None)
+        self._answer_tokens = _ANSWER_LEAST
+        self._answer_at = self._loop.time()
+        self._answer_extra = "".join(f"\r\n{k}: {v}" for k, v in core.answer_headers).encode(
+            "utf-8", "surrogateescape")
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
@@ -162,6 +210,9 @@ class UdpTransport:
         # against 72% with this pace at load 4.6; noisy, but the 503s' cost is plain).
         limit = control.rate
         allowed = pace.allowance(self._loop.time(), limit)
+        if self._excess is not None:
+            self._drain(sock, peers, stats, allowed)
+            return
         if allowed < 1:
             self._loop.remove_reader(sock.fileno())
             self._reading.discard(sock.fileno())
@@ -170,6 +221,65 @@ class UdpTransport:
         before = stats.read
         self._read(sock, tag, peers, stats, min(READ_BATCH, allowed))
         pace.took(stats.read - before)
+
+    def _drain(self, sock: socket.socket, peers: dict[tuple[Any, ...], Peer],
+               stats: QueueStats, allowed: int) -> None:
+        """The listening socket read to the end in C: ``allowed`` datagrams (the pace) come
+        back to be received as ``_read`` would, the excess is refused or dropped there
+        (``_udpexcess.c``) and counted.  With the pace spent, the next drain is
+        ``EXCESS_WAIT`` later, so that what arrives meanwhile is read in one batch."""
+        excess = self._excess
+        assert excess is not None and self.pace is not None
+        core = self.core
+        now = self._loop.time()
+        rate = core.cfg.overload_reject_share * core.overload.control.capacity
+        tokens = self._answer_tokens + (now - self._answer_at) * rate
+        self._answer_tokens = min(tokens, max(_ANSWER_LEAST, rate * _ANSWER_BURST))
+        self._answer_at = now
+        base = core.cfg.retry_after
+        low, high = (base // 2, base + base // 2) if base > 1 else (base, base)
+        passed: list[tuple[bytes, Any, float]] = []
+        # At most a batch let through per drain, so one loop iteration holds the CPU a few
+        # ms, not the pace's whole burst (at a quarter-core quota 10 ms of CPU is 40 ms of
+        # wall time, while nothing else is read): while the pace has more than a batch, a
+        # batch is read and the rest left queued for the next call, none of it refused.
+        passes, most = (allowed, EXCESS_MOST) if allowed <= READ_BATCH else (READ_BATCH,
+                                                                              READ_BATCH)
+        (read, payload, max_wait, overflow, invite, register, other, dropped_new,
+         dropped_retransmissions, dropped_of_503, dropped_other) = excess(
+            sock.fileno(), passes, int(self._answer_tokens), most, low, high,
+            self._answer_extra, passed)
+        self._answer_tokens -= invite + register + other
+        stats.read += read
+        stats.payload += payload
+        if max_wait > stats.max_wait:
+            stats.max_wait = max_wait
+        if overflow is not None:
+            stats.dropped_total = overflow
+        if read > len(passed):
+            core.overload.excess((invite, register, other), dropped_new,
+                                 dropped_retransmissions, dropped_of_503, dropped_other)
+            for method, count in (("INVITE", invite), ("REGISTER", register), ("other", other)):
+                if count:
+                    core.c_req_in.inc(method, "udp", amount=count)
+                    core.c_resp_out.inc(method, "5xx", "udp", amount=count)
+        self.pace.took(len(passed))
+        receive = core.receive
+        for data, addr, waited in passed:
+            if waited < stats.min_wait:
+                stats.min_wait = waited
+            if data < b"@" and data[4:8] == _STUN_COOKIE:
+                self._stun(sock, data, addr)
+                continue
+            peer = peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(peers, addr, None)
+            receive(data, peer, waited)
+        if len(passed) >= allowed and read < most and sock.fileno() in self._reading:
+            # The pace is spent (else the reader stays: the queue may hold more for it).
+            self._loop.remove_reader(sock.fileno())
+            self._reading.discard(sock.fileno())
+            self._paced = self._loop.call_later(EXCESS_WAIT, self._unpace)
 
     def _unpace(self) -> None:
         self._paced = None
@@ -183,12 +293,22 @@ class UdpTransport:
                 self._kernel_seen[i] = stats.dropped_total
                 self.core.overload.c_dropped.inc(
                     "kernel_private" if tag == SLOT_TAG else "kernel", "unknown", amount=new)
+                if tag is None and self._excess is not None:
+                    # The reader could not keep up with the limit open: the pace engages,
+                    # the excess is then the drain's (``AdmissionControl.overflowed``).
+                    self.core.overload.control.overflowed()
         if self.queue is not None:
             # What waits on the private port is admitted work: a standing queue there means
             # admission let in more than the server does (protocols/sip/overload.py).
+            control = self.core.overload.control
             stats = self._readers[0][3]
-            self.core.overload.control.admitted_waited(stats.min_wait if stats.read else 0.0)
+            control.admitted_waited(stats.min_wait if stats.read else 0.0)
             sock, _, _, stats = self._readers[-1]
+            if self._excess is not None and control.rate < control.cfg.max_rate:
+                # Drained every EXCESS_WAIT while the pace binds, the listening socket's
+                # longest wait is how far the loop fell behind: the server's CPU is short, and
+                # no worker queue shows it (the excess it spends on is refused, not queued).
+                control.reader_waited(stats.max_wait)
             size = self.queue.revise(self._loop.time(), stats)
             if size is not None:
                 # Linux doubles the value asked for (bookkeeping): ask for half.
@@ -295,6 +415,13 @@ class UdpTransport:
 
 
 _Reader = tuple[socket.socket, str | None, dict[tuple[Any, ...], Peer], QueueStats]
+
+
+if excess_drain is not None:
+    # The key of the refusal tags and of the retransmission memory: per process, so a tag
+    # cannot be computed from outside (not a secret that matters: a forged one only gets a
+    # request for a dialog that does not exist dropped instead of refused).
+    _set_key(os.urandom(16))
 
 
 def _prepare(sock: socket.socket, buffer_size: int) -> tuple[int, int]:

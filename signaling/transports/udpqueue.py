@@ -132,7 +132,10 @@ class ReadPace:
 
     The cost: the kernel's tail drop is blind to the source, so while the pace binds a polite
     source loses datagrams in the same proportion as a flooding one (it retransmits them, §17);
-    per-source fairness (``AdmissionControl``) holds among what is read.
+    per-source fairness (``AdmissionControl``) holds among what is read.  With the excess
+    drain (``signaling/transports/_udpexcess.c``, the default where it is built) the remainder
+    is read and refused with a 503 in C rather than left to the kernel: blind to the source
+    too, but answered, so clients stop retransmitting (or wait their Retry-After).
     """
 
     def __init__(self, share: float, *, burst_time: float = 0.02, min_burst: float = 8.0,

@@ -297,6 +297,82 @@ def test_backlog_beyond_half_t1_of_work_is_refused() -> None:
     assert ctl.decide(0.0, "a", backlog=3) is Verdict.ADMIT
 
 
+def test_an_overflow_of_the_listening_queue_with_the_limit_open_sets_it_to_what_was_served(
+) -> None:
+    """The reader itself is the bottleneck (every datagram read in Python, none queued for a
+    worker): no queue shows it, the kernel's overflow does, and it closes the open limit."""
+    ctl = AdmissionControl(_cfg(initial_rate=100_000.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    for _ in range(2):  # 2,000/s admitted and started at once: the queues look idle
+        for _ in range(200):
+            assert ctl.decide(t, "a") is Verdict.ADMIT
+            ctl.started(t, 0.0)
+            t += 0.0005
+    assert ctl.rate == 100_000.0  # no sign of overload: open
+    ctl.overflowed()
+    ctl.decide(t, "a")  # the next revision
+    assert 1000.0 <= ctl.rate <= 2000.0
+
+
+def test_an_overflow_is_no_signal_once_the_limit_binds() -> None:
+    """With the limit set, the excess is refused before the reader (the drain): an overflow
+    then is a pause of the loop, which ``reader_waited`` weighs, not a reason to cut."""
+    ctl = AdmissionControl(_cfg(initial_rate=1000.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    while t < 0.5:
+        ctl.overflowed()
+        if ctl.decide(t, "a") is Verdict.ADMIT:
+            ctl.started(t, 0.0)
+        t += 0.001
+    assert ctl.rate >= 1000.0
+
+
+def test_a_reader_behind_lowers_the_limit_and_a_prompt_one_lets_it_rise() -> None:
+    ctl = AdmissionControl(_cfg(initial_rate=2000.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    for _ in range(3):  # 1,000/s started at once, but the drained socket waited 80 ms
+        ctl.reader_waited(0.08)
+        for _ in range(100):
+            if ctl.decide(t, "a") is Verdict.ADMIT:
+                ctl.started(t, 0.0)
+            t += 0.001
+    cut = ctl.rate
+    assert cut <= 1000.0
+    while t < 2.0:  # offered 2,000/s, the reader prompt again: refused, so the limit probes up
+        ctl.reader_waited(0.005)
+        for _ in range(2):
+            if ctl.decide(t, "a") is Verdict.ADMIT:
+                ctl.started(t, 0.0)
+        t += 0.001
+    assert ctl.rate > cut
+
+
+def test_refusals_made_apart_count_as_refused() -> None:
+    """The drain's 503s (before ``decide``) are in the share advertised in oc."""
+    ctl = AdmissionControl(_cfg(initial_rate=1000.0), now=0.0)
+    for _ in range(10):
+        assert ctl.decide(0.0, "a") is Verdict.ADMIT
+    ctl.refused_apart(30)
+    ctl.decide(0.2, "a")  # past the interval: revised
+    assert ctl.refused_share == 0.75
+
+
+def test_a_stalled_interval_does_not_cut_an_open_limit_below_half_the_best_served() -> None:
+    """The loop stalls for an interval (nothing served) right after serving 2,000/s: the
+    first sign of a queue sets the limit to what was served, never under half the best."""
+    ctl = AdmissionControl(_cfg(initial_rate=100_000.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    for _ in range(200):  # one interval at 2,000/s
+        ctl.decide(t, "a")
+        ctl.started(t, 0.0)
+        t += 0.0005
+    ctl.started(t, 0.001)  # revised: the peak is 2,000/s
+    ctl.overflowed()
+    ctl.started(t + 0.15, 0.2)  # one late start in the next interval, then revised
+    ctl.decide(t + 0.3, "a")
+    assert ctl.rate >= 900.0
+
+
 def test_a_flood_does_not_starve_a_polite_source() -> None:
     ctl = AdmissionControl(_cfg(initial_rate=200.0, max_rate=200.0), now=0.0)
     polite = {Verdict.ADMIT: 0, Verdict.REJECT: 0, Verdict.DROP: 0}

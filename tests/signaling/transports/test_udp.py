@@ -192,11 +192,68 @@ async def test_past_the_admission_limit_the_listening_socket_is_read_at_its_pace
     # (At the configured cap everything is read: test_overload's fairness test, private port.)
 
 
+@pytest.mark.parametrize("drain", ["on", "off"])
+async def test_past_the_pace_the_excess_is_refused_with_503_by_the_drain(drain: str) -> None:
+    """With the excess drain (the default, ``_udpexcess``), a burst far beyond the pace is
+    read and answered 503 with the drain's tag, counted, and the refusals reach admission
+    control; off, it is left to the kernel queue, unanswered, as before."""
+    import asyncio
+
+    from protocols.sip.message import Response
+    from protocols.sip.parser import parse_message
+    from signaling.transports.udp import excess_drain
+    from tests.signaling.test_overload import _register
+
+    if excess_drain is None:
+        pytest.skip("built without the C extension")
+    async with running_server(sip_udp_private="127.0.0.1:0", overload_read_share=1.0,
+                              overload_drain=drain) as srv:
+        assert srv.udp is not None
+        port = srv.udp.address[1]
+        overload = srv.core.overload
+        overload.control.rate = 50.0  # as if measured: capacity for 50 new requests a second
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.setblocking(False)
+            for i in range(500):
+                s.sendto(_register(port, "127.0.0.1", s.getsockname()[1], i), ("127.0.0.1", port))
+            await asyncio.sleep(0.5)
+            refusals = []
+            while True:
+                try:
+                    msg = parse_message(s.recv(65_535))
+                except BlockingIOError:
+                    break
+                if isinstance(msg, Response) and msg.status == 503:
+                    refusals.append(msg)
+        drained = overload.c_rejected.get("excess", "REGISTER")
+        if drain == "off":
+            assert drained == 0 and not any(m.to.tag and m.to.tag.startswith("x503")
+                                            for m in refusals)
+            return
+        # Most of the burst refused, as its 503 budget allows (``overload_reject_share`` per
+        # request the server can take) and dropped beyond it, all counted: the pace let ~8
+        # through (its first burst at 50/s).
+        dropped = overload.c_dropped.get("excess", "new")
+        assert drained > 0 and drained + dropped >= 400
+        assert sum(1 for m in refusals if m.to.tag and m.to.tag.startswith("x503")) == drained
+        assert all(m.header("Retry-After") for m in refusals)
+        assert overload.control.refused_share > 0 or overload.control.revisions == 0
+
+
 def _kernel_dropped(overload: Overload) -> float:
     return sum(v for k, v in overload.c_dropped.values.items() if k[0].startswith("kernel"))
 
 
+def _excess(overload: Overload) -> float:
+    """What the excess drain refused or dropped in C (``_udpexcess.c``), never read in Python."""
+    return sum(v for counter in (overload.c_rejected, overload.c_dropped)
+               for k, v in counter.values.items() if k[0].startswith(("excess", "ack_of_503")))
+
+
 def _screened(overload: Overload) -> float:
-    """New requests read and decided on (admitted, refused or dropped after the read)."""
+    """New requests read and decided on in Python (admitted, refused or dropped after the
+    read)."""
     return (overload.c_admitted.total() + overload.c_rejected.total()
-            + overload.c_dropped.total() - _kernel_dropped(overload))
+            + overload.c_dropped.total() - _kernel_dropped(overload) - _excess(overload))
