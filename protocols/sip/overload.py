@@ -73,8 +73,19 @@ retransmitted (E: 0.5, 1.5, 3.5 s ...): what is read is then mostly retransmissi
 them answered after the client's deadline, which caps goodput near 50% of capacity whatever
 the limit does.  Tried and not kept: closing the open limit when the listening queue overflows
 with the reader at full speed (so that 503s go out and clients that honour Retry-After back
-off): a few hundred 503s per step and no gain beyond the noise (load 3-8).  What would change
-it is a refusal that costs ~1 µs: read, screened and answered in C (recvmmsg/sendmmsg).
+off): a few hundred 503s per step and no gain beyond the noise (load 3-8), while every 503
+cost the full path (it is kept now, ``overflowed``, with the refusals made cheap).
+
+What changed it: the excess beyond the read pace is read and refused in C
+(``signaling/transports/_udpexcess.c``: 1.2 µs a datagram read and dropped, 3.6 µs read and
+answered 503, the BYE SIPp sends after each 503 dropped unparsed), so a refused REGISTER
+costs ~5 µs and ends its client's transaction instead of coming back retransmitted.  The
+drain's CPU shows in no queue, so three signals drive the limit besides the worker queues: an
+overflow of the listening queue while the limit is open (``overflowed``: the reader is the
+bottleneck, the pace must engage), the loop's lag as the drained socket's longest wait per
+interval (``reader_waited``), and the drain's refusals (``refused_apart``).  With SIPp at 3x
+the server still spends about a quarter of its CPU refusing (a 503 and a BYE per refusal,
+mostly the kernel's loopback work), which bounds goodput there well under capacity.
 """
 
 from __future__ import annotations
