@@ -333,9 +333,9 @@ class Proxy:
         if trace:  # our span's W3C trace context replaces the caller's (tracing.py)
             extra = [*(h for h in extra if h[0].lower() not in ("traceparent", "tracestate")),
                      *trace]
-        return dataclasses.replace(req, uri=target.uri, vias=vias, record_routes=rr,
-                                   max_forwards=mf, routes=[*target.routes, *req.routes],
-                                   extra=extra, require=require)
+        return req.forwarded(uri=target.uri, vias=vias, record_routes=rr, max_forwards=mf,
+                             routes=[*target.routes, *req.routes], extra=extra,
+                             require=require)
 
     def _via(self, req: Request, transport: str) -> Via:
         # §16.6 step 8: a branch unique per request, whose first part is a hash of what

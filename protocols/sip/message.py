@@ -278,6 +278,21 @@ class Request(Message):
     def is_request(self) -> bool:
         return True
 
+    def forwarded(self, *, uri: URI, vias: list[Via], record_routes: list[NameAddr],
+                  routes: list[NameAddr], max_forwards: int,
+                  extra: list[tuple[str, str]], require: list[str]) -> Request:
+        """The copy a proxy forwards (RFC 3261 §16.6): the fields it changes given, the
+        others shared with this request.  ``dataclasses.replace(self, ...)`` makes the same
+        copy but walks every field's metadata on each call (timeit: 17.6 against 7.3 µs per
+        INVITE, load 14), once per forwarded INVITE and BYE; the test keeps the two equal
+        for every field, so a field added to ``Message`` and not here fails it."""
+        return Request(method=self.method, uri=uri, vias=vias, from_=self.from_, to=self.to,
+                       call_id=self.call_id, cseq=self.cseq, max_forwards=max_forwards,
+                       routes=routes, record_routes=record_routes, contacts=self.contacts,
+                       contact_star=self.contact_star, expires=self.expires,
+                       require=require, proxy_require=self.proxy_require,
+                       content_type=self.content_type, extra=extra, body=self.body)
+
 
 @dataclass(slots=True, kw_only=True)
 class Response(Message):

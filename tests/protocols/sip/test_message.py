@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from protocols.sip.message import (
     AbsoluteURI,
     CSeq,
@@ -107,3 +109,25 @@ def test_parameter_names_are_case_insensitive() -> None:
     assert param({"a": None}, "a") is None and param({}, "a") is None
     assert param({"tag": "exact", "TAG": "other"}, "tag") == "exact"
     assert has_param({"Lr": None}, "lr") and not has_param({"x": "lr"}, "lr")
+
+
+def test_forwarded_copy_is_dataclasses_replace() -> None:
+    """``Request.forwarded`` spells out the copy ``dataclasses.replace`` makes: every field
+    given is taken, every other one shared.  Each field holds an object of its own, so a
+    field added to ``Message`` and not copied by ``forwarded`` fails here."""
+    req = parse_message(b"INVITE sip:bob@example.com SIP/2.0\r\n"
+                        b"Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n"
+                        b"From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n"
+                        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(req, Request)
+    for f in dataclasses.fields(Request):
+        if f.init:
+            setattr(req, f.name, object())
+    changed = {"uri": object(), "vias": object(), "record_routes": object(),
+               "routes": object(), "max_forwards": object(), "extra": object(),
+               "require": object()}
+    copy = req.forwarded(**changed)  # type: ignore[arg-type]
+    expected = dataclasses.replace(req, **changed)  # type: ignore[arg-type]
+    assert copy is not req
+    for f in dataclasses.fields(Request):
+        assert getattr(copy, f.name) is getattr(expected, f.name), f.name
