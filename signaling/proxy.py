@@ -712,7 +712,7 @@ class Proxy:
         return uri.port is None or uri.port in self.transports.ports()
 
     def _is_my_via(self, via: Via) -> bool:
-        return any(via.host == i.host and via.port == i.via_port for i in self.transports)
+        return self.transports.is_own_via(via)
 
     def _pop_own_routes(self, req: Request) -> None:
         """§16.4: remove the Route values naming this proxy (two with RFC 5658)."""

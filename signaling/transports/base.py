@@ -116,6 +116,9 @@ class Transports:
         #: Read per routed request (``Proxy._is_me``): kept, not rebuilt per question.
         self._infos: tuple[TransportInfo, ...] = ()
         self._ports: frozenset[int] = frozenset()
+        #: The sent-by (host, port) of our Vias, one per transport: asked of every response
+        #: the proxy relays (``Proxy._is_my_via``), kept, not rebuilt per question.
+        self._via_sent_by: frozenset[tuple[str, int | None]] = frozenset()
 
     def add(self, transport: Transport) -> None:
         info = transport.info
@@ -136,6 +139,7 @@ class Transports:
     def _changed(self) -> None:
         self._infos = tuple(self._info.values())
         self._ports = frozenset(p for i in self._infos for p in i.ports)
+        self._via_sent_by = frozenset((i.host, i.via_port) for i in self._infos)
 
     def __contains__(self, name: object) -> bool:
         return name in self.by_name
@@ -176,3 +180,8 @@ class Transports:
 
     def ports(self) -> frozenset[int]:
         return self._ports
+
+    def is_own_via(self, via: Via) -> bool:
+        """``via`` has the sent-by of one of our transports' Vias (host and port as we
+        write them)."""
+        return (via.host, via.port) in self._via_sent_by
