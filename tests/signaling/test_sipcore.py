@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import cast
 
@@ -10,7 +11,7 @@ import pytest
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
-from protocols.sip.parser import parse_message
+from protocols.sip.parser import parse_message, parse_via_list
 from protocols.sip.serializer import serialize
 from protocols.sip.summary import response_summary
 from protocols.sip.transaction import (
@@ -352,3 +353,25 @@ async def test_a_register_over_a_connection_is_answered_without_a_transaction() 
         forwarded, _ = await tcp.next()
         assert isinstance(forwarded, Request) and forwarded.method == "REGISTER"
         assert len(n.core.table) == 3  # the relayed REGISTER's server and client transactions
+
+
+@pytest.mark.parametrize(("via", "kept"), [
+    ("SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKs1;rport", True),
+    ("SIP/2.0/UDP 10.9.9.9:5070;rport;branch=z9hG4bKs2", False),
+    ("SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKs3;received=10.1.1.1;rport", False),
+    ("SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKs4", False),
+])
+async def test_a_stamped_via_reads_as_its_fields(via: str, kept: bool) -> None:
+    """The stamped top Via (§18.2.1 received, RFC 3581 rport): its text, the received one with
+    the values appended when a bare rport ends it, else rendered, reads back as its fields."""
+    async with running_server() as srv:
+        req = parse_message(_req("OPTIONS", "sip:bob@example.com", 5070)
+                            .replace(b"SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKa1",
+                                     via.encode()))
+        assert isinstance(req, Request)
+        srv.core._stamp_via(req, Peer("udp", "127.0.0.1", 5071))
+        top = req.vias[0]
+        assert (top.raw is not None) == kept
+        assert str(top) == str(dataclasses.replace(top, raw=None))
+        (parsed,) = parse_via_list(str(top))
+        assert parsed == top and top.params["received"] == "127.0.0.1"
