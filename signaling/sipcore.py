@@ -33,7 +33,6 @@ from protocols.sip.message import (
     Response,
     SipURI,
     TelURI,
-    Via,
 )
 from protocols.sip.parser import parse_message
 from protocols.sip.serializer import serialize
@@ -554,24 +553,11 @@ class SipCore:
         self._new_transaction(req, peer, key, held)
 
     def _stamp_via(self, req: Request, peer: Peer) -> None:
-        """§18.2.1 received and RFC 3581 §4 rport, so responses find their way back.
-
-        A Via whose text ends with a bare ``;rport`` (as SIPp, baresip and our own write it)
-        keeps that text with the two values appended, which is what rendering its fields
-        writes for a Via in the serializer's form, instead of being rendered field by field
-        for the 100 and again for the forwarded request."""
+        """§18.2.1 received and RFC 3581 §4 rport, so responses find their way back."""
         top = req.vias[0]
         params = top.params
         if "rport" in params and params["rport"] is None:
-            stamped = dict(params)
-            stamped["received"] = peer.host
-            stamped["rport"] = port = str(peer.port)
-            raw = top.raw
-            if raw is not None and raw.endswith(";rport") and "received" not in params:
-                raw = f"{raw}={port};received={peer.host}"
-            else:
-                raw = None
-            req.vias[0] = Via(top.transport, top.host, top.port, stamped, top.protocol, raw)
+            req.vias[0] = top.with_rport(peer.host, peer.port)
         elif top.host != peer.host:
             req.vias[0] = top.with_param("received", peer.host)
 

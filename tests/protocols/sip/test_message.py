@@ -131,3 +131,17 @@ def test_forwarded_copy_is_dataclasses_replace() -> None:
     assert copy is not req
     for f in dataclasses.fields(Request):
         assert getattr(copy, f.name) is getattr(expected, f.name), f.name
+
+
+def test_with_rport_keeps_the_text_when_a_bare_rport_ends_it() -> None:
+    """RFC 3581 §4: received and rport's value set; the text kept, the values appended, only
+    when a bare rport ends it, and in every case it reads back as the fields."""
+    for text, kept in (("SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bKr1;rport", True),
+                       ("SIP/2.0/UDP 10.0.0.9:5070;rport;branch=z9hG4bKr2", False),
+                       ("SIP/2.0/UDP 10.0.0.9;received=10.1.1.1;rport", False)):
+        (via,) = parse_via_list(text)
+        stamped = via.with_rport("192.0.2.1", 5071)
+        assert (stamped.raw is not None) == kept
+        assert str(stamped) == str(dataclasses.replace(stamped, raw=None))
+        assert parse_via_list(str(stamped)) == [stamped]
+        assert stamped.params["received"] == "192.0.2.1" and stamped.params["rport"] == "5071"
