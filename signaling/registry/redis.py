@@ -214,6 +214,11 @@ return 1
 """
 
 
+# Loaded by each new connection of the pipe (``redislink._hello``), so a restarted Redis never
+# answers the first REGISTERs NOSCRIPT.
+_SCRIPTS = (_REGISTER_LUA, _REMOVE_ALL_LUA, _REMOVE_ONE_LUA, _EXPIRE_BUCKET_LUA, _CONN_INDEX_LUA)
+
+
 class _Script:
     """A Lua script called by SHA (EVALSHA), falling back to EVAL after a Redis restart."""
 
@@ -252,7 +257,7 @@ class RedisRegistry:
         """Build from ``redis://``, ``redis+cluster://`` or ``redis://...?cluster=1`` (lazy)."""
         plain, cluster, prefix = parse_url(url)
         if not cluster and plain.startswith("redis://") and "?" not in plain:
-            return cls(Pipe(plain, timeout), prefix=prefix, timeout=timeout, **kw)
+            return cls(Pipe(plain, timeout, _SCRIPTS), prefix=prefix, timeout=timeout, **kw)
         client: Redis | RedisCluster
         common: dict[str, Any] = {
             "socket_timeout": timeout, "socket_connect_timeout": timeout,

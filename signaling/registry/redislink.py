@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
@@ -174,13 +174,13 @@ class _Conn(asyncio.Protocol):
 class Pipe:
     """One pipelined connection to one Redis (see the module docstring)."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, scripts: Sequence[str] = ()) -> None:
         parts = urlsplit(url)
         if parts.scheme != "redis" or parts.query:
             raise ValueError(f"the pipe speaks plain redis:// without options: {url!r}")
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
-        self._hello = _hello(parts.username, parts.password, parts.path.strip("/"))
+        self._hello = _hello(parts.username, parts.password, parts.path.strip("/"), scripts)
         self._timeout = timeout
         self.conn: _Conn | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -238,14 +238,17 @@ class Pipe:
         self.conn = conn
         self._reader = hiredis.Reader()
         if self._hello:
-            # AUTH / SELECT go first; their replies are read and dropped like any call's.
+            # AUTH / SELECT / SCRIPT LOAD go first, written ahead of the calls waiting for the
+            # connection (and not counted in the batches and commands, which are the calls');
+            # their replies are read and dropped like any call's.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._timeout
             for _ in self._hello:
                 fut: asyncio.Future[Any] = loop.create_future()
                 fut.add_done_callback(_consume)
                 self._calls.appendleft((fut, deadline))
-            self._out[:0] = self._hello
+            assert conn.transport is not None
+            conn.transport.write(b"".join(self._hello))
         self._flush()
 
     def received(self, data: bytes) -> None:
@@ -301,14 +304,21 @@ class Pipe:
         self.drop(RegistryUnavailable("registry closed"))
 
 
-def _hello(username: str | None, password: str | None, db: str) -> list[bytes]:
-    """The commands a new connection sends first: AUTH (password, or ACL user) and SELECT."""
+def _hello(username: str | None, password: str | None, db: str,
+           scripts: Sequence[str] = ()) -> list[bytes]:
+    """The commands a new connection sends first: AUTH (password, or ACL user), SELECT, and
+    SCRIPT LOAD of the caller's Lua scripts.  A Redis that restarted (or failed over) has an
+    empty script cache: without the load, every EVALSHA of the first batch after it would come
+    back NOSCRIPT and be sent again as EVAL with the whole source, two round trips and a burst of
+    kilobytes per REGISTER at the worst moment.  The EVAL fallback stays for a cache flushed
+    under a live connection (SCRIPT FLUSH)."""
     commands: list[tuple[Any, ...]] = []
     if password is not None:
         auth = (unquote(username), unquote(password)) if username else (unquote(password),)
         commands.append(("AUTH", *auth))
     if db not in ("", "0"):
         commands.append(("SELECT", int(db)))
+    commands += [("SCRIPT", "LOAD", source) for source in scripts]
     return [hiredis.pack_command(c) for c in commands]
 
 

@@ -138,6 +138,20 @@ async def test_register_is_one_round_trip(redis_url: str) -> None:
         await reg.close()
 
 
+async def test_first_register_on_a_fresh_redis_is_one_round_trip(
+    private_redis: RedisServer,
+) -> None:
+    """The scripts are loaded as the connection opens: a REGISTER over a WebSocket (the binding
+    script and the connection index) on a Redis with an empty script cache is one batch, in the
+    same round trip as the connection's SCRIPT LOADs, with no NOSCRIPT and EVAL after it."""
+    reg = RedisRegistry.from_url(private_redis.url)
+    try:
+        await reg.register(AOR, "c1", 1, [change("sip:a@h", connection_id="ws-1")], time.time())
+        assert reg.pipeline_stats == (1, 2)
+    finally:
+        await reg.close()
+
+
 async def test_script_cache_flushed(private_redis: RedisServer) -> None:
     reg = make_registry(private_redis.url)
     try:

@@ -5,6 +5,7 @@ registry are in test_redis.py."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Iterator
 
@@ -91,6 +92,22 @@ async def test_auth_and_db_from_the_url(private_redis: RedisServer) -> None:
             await asyncio.wait_for(wrong.ping(), TIMEOUT)
     finally:
         await wrong.close()
+
+
+async def test_scripts_loaded_by_each_new_connection(private_redis: RedisServer) -> None:
+    """A restarted Redis has no scripts: the pipe loads them as it connects, so the first
+    EVALSHA on the connection is answered, not NOSCRIPT."""
+    script = "return ARGV[1]"
+    sha = hashlib.sha1(script.encode()).hexdigest()
+    pipe = Pipe(private_redis.url, TIMEOUT, [script])
+    try:
+        assert await pipe.submit(("EVALSHA", sha, 0, "a")) == b"a"
+        assert pipe.batches == 1  # with the load, in one write
+        private_redis.cli("SCRIPT", "FLUSH")
+        pipe.drop(RegistryUnavailable("reconnect"))  # as after a restart: a new connection
+        assert await pipe.submit(("EVALSHA", sha, 0, "b")) == b"b"
+    finally:
+        await pipe.close()
 
 
 async def test_nothing_listening_fails_fast() -> None:
