@@ -31,9 +31,9 @@ closing verdict compares *goodput* (REGISTERs answered 200 per second of the ste
 ``CallRate(C)`` counts REGISTERs sent, which for a saturated server is the offered rate until
 SIPp's ``-l`` limit of outstanding REGISTERs throttles it, not the rate it was answered at.  Our
 figure is our best goodput in a step with no failure, kept up or behind the pace (a lower bound
-of our capacity when it kept up at the top of the grid); Kamailio's is its best goodput at any rate, which is its capacity only if
-one of its steps did not keep up (else the verdict says the ratio is not established).  Both
-figures depend on the offered grid, so the verdict says which side the grid limited.
+of our capacity when it kept up at the top of the grid); Kamailio's is its best goodput at any
+rate, which is its capacity only if it fell behind at that rate (else the verdict says between
+which offered rates its capacity lies).  Both figures depend on the offered grid.
 """
 
 from __future__ import annotations
