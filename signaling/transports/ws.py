@@ -12,9 +12,12 @@
   counted against ``ws_max_connections`` while in progress, closed and counted when they do
   not finish within ``TLS_HANDSHAKE_TIMEOUT``.
 - Pings detect dead peers (the library closes a connection whose pong does not come in time).
-- Outgoing messages go through a bounded per-connection queue drained by one writer task: a slow
-  reader cannot make the server buffer without bound; when its queue is full the message is
-  dropped and counted (SIP over a reliable transport then times out like any lost message).
+- Outgoing messages are framed and written at once (no queue, no writer task per connection:
+  idle connections are what there are most of).  The bytes a slow reader has not taken yet are
+  bounded: past ``WS_MAX_WRITE_BUFFER`` a message to it is dropped and counted
+  (``send_queue_full``; SIP over a reliable transport then times out like any lost message).
+- Once open, a connection drops its opening handshake's request and response (their headers
+  are a few kB per connection, never read again).
 - Connections still in their opening handshake count against ``ws_max_connections`` and show
   in ``signaling_ws_handshakes`` (the library bounds a handshake to ``open_timeout``), so a
   crowd of clients that connect and never finish the handshake is visible and bounded.
@@ -39,6 +42,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 
 from signaling.config import Config, HostPort
@@ -50,28 +54,19 @@ from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.tlsgate import HandshakeGate
 from signaling.worker import inherited_socket
 
-__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_SEND_QUEUE", "WsTransport"]
+__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_MAX_WRITE_BUFFER", "WsTransport"]
 
 log = logging.getLogger(__name__)
 
-#: Messages waiting to be written to one connection.  A SIP peer rarely has more than a handful
-#: outstanding; 256 absorbs a burst (forked calls, NOTIFY storms) and bounds memory per peer.
-WS_SEND_QUEUE = 256
+#: Bytes written to one connection and not yet taken by the peer: 256 kB (as for TCP and TLS,
+#: ``StreamLimits.max_write_buffer``) absorbs a burst (forked calls, NOTIFY storms); a peer
+#: further behind than that is not reading.
+WS_MAX_WRITE_BUFFER = 256 * 1024
 #: Seconds to wait for the peer's half of the closing handshake (the library default is 10).
 WS_CLOSE_TIMEOUT = 2.0
 #: Consecutive unparseable messages after which a connection is closed.  A real SIP stack
 #: with a bug sends one or two bad messages among good ones; sixteen in a row is not SIP.
 WS_MAX_BAD_MESSAGES = 16
-
-
-class _Conn:
-    __slots__ = ("conn_id", "queue", "writer", "ws")
-
-    def __init__(self, conn_id: str, ws: ServerConnection) -> None:
-        self.conn_id = conn_id
-        self.ws = ws
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(WS_SEND_QUEUE)
-        self.writer: asyncio.Task[None] | None = None
 
 
 class WsTransport:
@@ -95,7 +90,7 @@ class WsTransport:
                                       per_source=cfg.tcp_max_per_source,
                                       total=cfg.ws_max_connections,
                                       timeout=TLS_HANDSHAKE_TIMEOUT)
-        self.conns: dict[str, _Conn] = {}
+        self.conns: dict[str, ServerConnection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
         kind = "WebSocket" if name == "ws" else "secure WebSocket"
@@ -198,32 +193,43 @@ class WsTransport:
         return conn_id in self.conns
 
     def send(self, data: bytes, peer: Peer) -> bool:
-        conn = self.conns.get(peer.conn_id) if peer.conn_id is not None else None
-        if conn is None:
+        ws = self.conns.get(peer.conn_id) if peer.conn_id is not None else None
+        if ws is None or ws.protocol.state is not State.OPEN:
             return False
-        try:
-            conn.queue.put_nowait(data)
-        except asyncio.QueueFull:
+        if ws.transport.get_write_buffer_size() > WS_MAX_WRITE_BUFFER:
             self.c_ws.inc("send_queue_full")
             return False
+        # RFC 7118 §4.2: text frames for UTF-8 messages, binary otherwise.  Framed and handed
+        # to the transport now, as the library's own ``send`` does after its flow control.
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            ws.protocol.send_binary(data)
+        else:
+            ws.protocol.send_text(data)
+        ws.send_data()
         return True
 
     def ssl_object(self, conn_id: str) -> ssl.SSLObject | None:
         """The TLS state of a WSS connection (its peer's certificate), for trusted-peer
         checks; None over plain WS or once closed."""
-        conn = self.conns.get(conn_id)
-        if conn is None:
+        ws = self.conns.get(conn_id)
+        if ws is None:
             return None
-        return cast(ssl.SSLObject | None, conn.ws.transport.get_extra_info("ssl_object"))
+        return cast(ssl.SSLObject | None, ws.transport.get_extra_info("ssl_object"))
 
     async def _handler(self, ws: ServerConnection) -> None:
         # The secure listener's ids carry its name: both share the registry's id space.
         prefix = self.node_id if self.name == "ws" else f"{self.node_id}/{self.name}"
         conn_id = f"{prefix}/{next(self._ids)}"
-        conn = _Conn(conn_id, ws)
-        self.conns[conn_id] = conn
+        # Never read again once open: a few kB of headers per idle connection.  The request
+        # is emptied in place, not dropped: the library's parser keeps a reference to it (and
+        # takes a None ``ws.request`` to mean that the next event is the handshake's).
+        if ws.request is not None:
+            ws.request.headers.clear()
+        ws.response = None
+        self.conns[conn_id] = ws
         self.c_ws.inc("opened")
-        conn.writer = asyncio.get_running_loop().create_task(self._write(conn))
         host, port = str(ws.remote_address[0]), int(ws.remote_address[1])
         peer = Peer(self.name, host, port, conn_id)
         bad = 0
@@ -242,7 +248,6 @@ class WsTransport:
             pass
         finally:
             del self.conns[conn_id]
-            conn.writer.cancel()
             self.c_ws.inc("closed")
             # What went over it and heard nothing back fails now (§17.1.4), as for TCP and
             # TLS: a request to an RFC 5626 flow then goes to the instance's next flow.
@@ -257,18 +262,6 @@ class WsTransport:
             self._cleanup_failures.warning(
                 "registry", "could not remove the bindings of closed connection %s: %s: %s",
                 conn_id, type(exc).__name__, exc)
-
-    async def _write(self, conn: _Conn) -> None:
-        try:
-            while True:
-                data = await conn.queue.get()
-                # RFC 7118 §4.2: text frames for UTF-8 messages, binary otherwise.
-                try:
-                    await conn.ws.send(data.decode())
-                except UnicodeDecodeError:
-                    await conn.ws.send(data)
-        except ConnectionClosed:
-            pass
 
     def stop_accepting(self) -> None:
         """Close the listening socket only (this process's copy of it): connections that are
