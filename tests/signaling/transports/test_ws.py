@@ -13,7 +13,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from protocols.sip.message import NameAddr, Response
 from protocols.sip.parser import parse_message
 from signaling.server import Server
-from signaling.transports.ws import WS_MAX_BAD_MESSAGES
+from signaling.transports.base import Peer
+from signaling.transports.ws import WS_MAX_BAD_MESSAGES, WS_MAX_WRITE_BUFFER
 from tests.peers.sipua import UdpUA, WsUA
 from tests.signaling.inproc import running_server
 
@@ -220,3 +221,29 @@ async def test_a_websocket_flow_that_closes_under_a_request_gives_way_to_the_nex
         finally:
             await caller.close()
             await flows[1].close()
+
+
+async def test_open_connection_keeps_no_handshake_headers_and_bounds_its_writes() -> None:
+    """An idle connection holds no opening-handshake headers and no send queue (memory per
+    idle connection, issue 15); what a peer has not taken is bounded: past
+    WS_MAX_WRITE_BUFFER a message is dropped and counted, and sending resumes below it."""
+    async with running_server() as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        url = f"ws://127.0.0.1:{srv.ws_address[1]}"
+        async with connect(url, subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            await ws.send(_ws_register("bounded"))
+            assert "200 OK" in str(await ws.recv())
+            [(conn_id, server_side)] = srv.ws.conns.items()
+            assert server_side.request is not None and len(server_side.request.headers) == 0
+            assert server_side.response is None
+            peer = Peer("ws", "127.0.0.1", 1, conn_id)
+            transport = server_side.transport
+            real = transport.get_write_buffer_size
+            transport.get_write_buffer_size = lambda: WS_MAX_WRITE_BUFFER + 1  # type: ignore[method-assign]
+            assert not srv.ws.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", peer)
+            assert srv.ws.c_ws.get("send_queue_full") == 1
+            transport.get_write_buffer_size = real  # type: ignore[method-assign]
+            assert srv.ws.send(b"OPTIONS sip:y SIP/2.0\r\n\r\n", peer)
+            assert await ws.recv() == "OPTIONS sip:y SIP/2.0\r\n\r\n"  # a text frame
+            assert srv.ws.send(b"\xff\xfe", peer)
+            assert await ws.recv() == b"\xff\xfe"  # not UTF-8: a binary frame (RFC 7118 §4.2)
