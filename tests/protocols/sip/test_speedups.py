@@ -33,7 +33,6 @@ import shutil
 import string
 import subprocess
 import sys
-import sysconfig
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,6 +63,7 @@ from protocols.sip.parser import (
 )
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import MAX_URI_LENGTH
+from tests.sanitizers import build_sanitized, sanitizer_env
 from tests.signaling.test_protos import CASE_COUNT, CASES_DIR, fill, load_case
 
 from .conftest import requests, responses, torture_corpus
@@ -1021,51 +1021,33 @@ def test_no_memory_or_reference_growth_over_many_parses() -> None:
 
 _ASAN_RUN = r"""
 import pickle, random, sys
-root, seeds_file, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-sys.path.insert(0, root)
+root, repo, seeds_file, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path[:0] = [root, repo]
 from protocols.sip import _speedups, parser
 from protocols.sip.errors import RemoteProtocolError
 from protocols.sip.serializer import serialize
+from tests.sanitizers import mutated
 assert _speedups.__file__.startswith(root), _speedups.__file__
 assert parser.fast_parse is _speedups.parse
 with open(seeds_file, "rb") as f:
     seeds = pickle.load(f)
 rnd = random.Random(4475)
-alphabet = b' \t\r\n:;,<>"@=?%\\[]/.0123456789abcSIPsip\x00\xff*-'
 accepted = mismatches = 0
 for _ in range(count):
-    data = bytearray(rnd.choice(seeds))
-    for _ in range(rnd.randint(0, 4)):
-        pos = rnd.randrange(len(data) + 1)
-        op = rnd.random()
-        if op < 0.4 and data:
-            data[min(pos, len(data) - 1)] = rnd.choice(alphabet)
-        elif op < 0.7:
-            data[pos:pos] = bytes([rnd.choice(alphabet)])
-        elif op < 0.85:
-            del data[pos:pos + rnd.randint(1, 5)]
-        else:
-            data = data[:pos]
+    data = mutated(rnd, seeds)
     for stream in (False, True):
-        got = _speedups.parse(bytes(data), stream)
+        got = _speedups.parse(data, stream)
         if got is None:
             continue
         accepted += 1
         try:
-            want = parser.parse_message_pure(bytes(data), stream=stream)
+            want = parser.parse_message_pure(data, stream=stream)
         except RemoteProtocolError:
             want = None
         if want is None or want != got or serialize(want) != serialize(got):
             mismatches += 1
 print("accepted", accepted, "mismatches", mismatches)
 """
-
-
-def _runtime_library(name: str) -> str:
-    path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    assert os.path.isabs(path), f"{name} not found: gcc is installed without it"
-    return path
 
 
 def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
@@ -1075,23 +1057,15 @@ def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[3]
     shutil.copytree(repo / "protocols", tmp_path / "protocols",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    subprocess.run(
-        ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-         "-fno-sanitize-recover=undefined", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
-         "-Wno-missing-field-initializers", f"-I{sysconfig.get_paths()['include']}",
-         *(str(c) for c in sorted((repo / "protocols/sip").glob("_speedups*.c"))),
-         "-o", str(tmp_path / f"protocols/sip/_speedups{suffix}")], check=True)
+    build_sanitized(sorted((repo / "protocols/sip").glob("_speedups*.c")),
+                    tmp_path / "protocols/sip/_speedups")
     seeds = [*SHAPES.values(), INVITE_SDP, OK_200, REGISTER, *torture_corpus().values(),
              *(invite_for_call(i) for i in range(20))]
     seeds_file = tmp_path / "seeds.pickle"
     seeds_file.write_bytes(pickle.dumps(seeds))
-    env = {**os.environ, "PYTHONMALLOC": "malloc",
-           "LD_PRELOAD": f"{_runtime_library('libasan.so')}:{_runtime_library('libubsan.so')}",
-           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
-    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(seeds_file),
-                          "30000"], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
+                          str(seeds_file), "30000"], env=sanitizer_env(), capture_output=True,
+                         text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     accepted, mismatches = map(int, run.stdout.split()[1::2])
     assert mismatches == 0

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from benchmarks.sip_samples import INVITE_SDP, OK_200, REGISTER
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
-
-excess = pytest.importorskip("signaling.transports._udpexcess")
+from signaling.transports import _udpexcess as excess
+from tests.sanitizers import build_sanitized, sanitizer_env
 
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
@@ -56,12 +61,16 @@ def _send(server: socket.socket, client: socket.socket, *datagrams: bytes) -> No
         client.sendto(data, server.getsockname())
 
 
+Passed = list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int], float]]
+Counts = tuple[int, int, float, int | None, int, int, int, int, int, int, int]
+
+
 def _drain(server: socket.socket, passes: int, answers: int = 1000
-           ) -> tuple[tuple[int, ...], list[tuple[bytes, object, float]]]:
-    passed: list[tuple[bytes, object, float]] = []
+           ) -> tuple[Counts, Passed]:
+    passed: Passed = []
     result = excess.drain(server.fileno(), passes, answers, 1024, 2, 7,
                           b"\r\nServer: test", passed)
-    return tuple(result), passed
+    return result, passed
 
 
 def _answers(client: socket.socket, count: int) -> list[Response]:
@@ -173,3 +182,65 @@ def test_the_refusal_tag_is_stable_per_call_id() -> None:
     assert excess.refusal_tag(b"a") == excess.refusal_tag(b"a")
     assert excess.refusal_tag(b"a") != excess.refusal_tag(b"b")
     assert excess.refusal_tag(b"a").startswith("x503") and len(excess.refusal_tag(b"a")) == 20
+
+
+_ASAN_RUN = r"""
+import pickle, random, socket, sys
+build, repo, seeds_file, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path[:0] = [build, repo]
+import _udpexcess
+from tests.sanitizers import mutated
+assert _udpexcess.__file__.startswith(build), _udpexcess.__file__
+with open(seeds_file, "rb") as f:
+    seeds = pickle.load(f)
+rnd = random.Random(13)
+_udpexcess.set_key(bytes(16))
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 0))
+server.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
+server.setsockopt(socket.SOL_SOCKET, 40, 1)  # SO_RXQ_OVFL
+server.setblocking(False)
+client.bind(("127.0.0.1", 0))
+client.setblocking(False)
+answered = passed = 0
+for _ in range(rounds):
+    for _ in range(rnd.randint(1, 40)):
+        client.sendto(mutated(rnd, seeds), server.getsockname())
+    let_through = []
+    result = _udpexcess.drain(server.fileno(), rnd.randint(0, 5), rnd.randint(0, 40), 1024,
+                              2, 7, b"\r\nServer: test", let_through)
+    answered += sum(result[4:7])
+    passed += len(let_through)
+    _udpexcess.refusal_tag(mutated(rnd, seeds)[:64])
+    while True:
+        try:
+            client.recv(65535)
+        except BlockingIOError:
+            break
+print("answered", answered, "passed", passed)
+"""
+
+
+def test_no_memory_error_under_address_sanitizer(
+        tmp_path: Path, pair: tuple[socket.socket, socket.socket]) -> None:
+    """The extension rebuilt with ASan and UBSan reads mutated requests, responses, ACKs and
+    BYEs of its own refusals off a real socket, passes, refuses and drops them: any
+    out-of-bounds access or undefined behaviour on what a peer sends aborts the run."""
+    server, client = pair
+    repo = Path(__file__).resolve().parents[3]
+    build_sanitized([repo / "signaling/transports/_udpexcess.c"], tmp_path / "_udpexcess")
+    refused = ";tag=" + excess.refusal_tag(b"c1@test")
+    seeds = [REGISTER, INVITE_SDP, OK_200,
+             *(_request(server, client, 1, method) for method in ("REGISTER", "INVITE")),
+             *(_request(server, client, 1, method, to_tag=refused) for method in ("ACK", "BYE")),
+             _request(server, client, 2, via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK-a"),
+             _request(server, client, 3, via="SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-o;oc")]
+    seeds_file = tmp_path / "seeds.pickle"
+    seeds_file.write_bytes(pickle.dumps(seeds))
+    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
+                          str(seeds_file), "3000"], env=sanitizer_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    answered, passed = map(int, run.stdout.split()[1::2])
+    assert answered > 1000 and passed > 1000  # the run reached the 503 writer and the pace
