@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from protocols.sip.digest import (
@@ -20,6 +25,7 @@ from protocols.sip.digest import (
     parse_credentials,
     verify,
 )
+from tests.sanitizers import build_sanitized, sanitizer_env
 
 # RFC 7616 §3.9.1 (the same request answered with MD5 and with SHA-256).
 RFC7616 = {
@@ -424,3 +430,45 @@ def test_the_c_fast_path_of_credentials_agrees_with_parse_credentials() -> None:
                 assert digest.Credentials(*fields) == slow, repr(text)
                 answered += 1
     assert answered > 500  # the fast path did answer, most of the time
+
+
+_ASAN_RUN = r"""
+import pickle, random, sys
+build, repo, seeds_file, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path[:0] = [build, repo]
+import _digest_speedups as c
+from tests.sanitizers import mutated
+assert c.__file__.startswith(build), c.__file__
+with open(seeds_file, "rb") as f:
+    heads, creds = pickle.load(f)
+rnd = random.Random(8760)
+parts = (b"SIP/2.0 401 Unauthorized", b'\r\nWWW-Authenticate: Digest nonce="HEAD',
+         b'"\r\nContent-Length: 0\r\n\r\n')
+answered = found = 0
+for _ in range(count):
+    data = mutated(rnd, heads)
+    found += c.challenge_head(data, "192.0.2.1", 40000) is not None
+    answered += isinstance(c.challenge_answer(data, "10.0.0.7", 5070, {"example.com": parts}),
+                           bytes)
+    c.credentials(mutated(rnd, creds).decode("latin-1"))
+print("found", found, "answered", answered)
+"""
+
+
+def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
+    """The digest extension rebuilt with ASan and UBSan takes mutated REGISTERs (the 401 it
+    writes from their bytes) and mutated Authorization values: any out-of-bounds access or
+    undefined behaviour on what a peer sends aborts the run."""
+    repo = Path(__file__).resolve().parents[3]
+    build_sanitized([repo / "protocols/sip/_digest_speedups.c",
+                     repo / "protocols/sip/_challenge.c"], tmp_path / "_digest_speedups")
+    heads = [_HEAD.encode(), _HEAD.replace("Via:", "v:").replace(";rport", "").encode()]
+    creds = [seed.encode() for seed in _CREDENTIAL_SEEDS]
+    seeds_file = tmp_path / "seeds.pickle"
+    seeds_file.write_bytes(pickle.dumps((heads, creds)))
+    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
+                          str(seeds_file), "30000"], env=sanitizer_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    found, answered = map(int, run.stdout.split()[1::2])
+    assert found > 3000 and answered > 3000  # the run reached both writers, not only declines
