@@ -462,19 +462,21 @@ write_after(const head_t *h, char *o)
     return o + 9;
 }
 
-/* The arguments both entry points share: (data: bytes, host: str, port: int, ...). */
+/* The head of the datagram both entry points take as (data: bytes, host: str, port: int,
+ * ...): 1 and ``h`` filled when it is in the subset, 0 when not, -1 with an exception set. */
 static int
-arguments(PyObject *const *args, const char **s, Py_ssize_t *n, const char **host,
-          Py_ssize_t *hlen, long *port)
+head_of(PyObject *const *args, head_t *h)
 {
-    *s = PyBytes_AS_STRING(args[0]);
-    *n = PyBytes_GET_SIZE(args[0]);
-    *host = PyUnicode_AsUTF8AndSize(args[1], hlen);
-    if (*host == NULL) {
-        return 0;
+    Py_ssize_t hlen;
+    const char *host = PyUnicode_AsUTF8AndSize(args[1], &hlen);
+    if (host == NULL) {
+        return -1;
     }
-    *port = PyLong_AsLong(args[2]);
-    return !(*port == -1 && PyErr_Occurred());
+    long port = PyLong_AsLong(args[2]);
+    if (port == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return scan(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), host, hlen, port, h);
 }
 
 PyObject *
@@ -486,15 +488,10 @@ challenge_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "challenge_head(data: bytes, host: str, port: int)");
         return NULL;
     }
-    const char *s, *host;
-    Py_ssize_t n, hlen;
-    long port;
     head_t h;
-    if (!arguments(args, &s, &n, &host, &hlen, &port)) {
-        return NULL;
-    }
-    if (!scan(s, n, host, hlen, port, &h)) {
-        Py_RETURN_NONE;
+    int found = head_of(args, &h);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
     }
     PyObject *before = PyBytes_FromStringAndSize(NULL, before_len(&h));
     if (before == NULL) {
@@ -614,15 +611,10 @@ challenge_answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "challenge_answer(data: bytes, host: str, port: int, ready: dict)");
         return NULL;
     }
-    const char *s, *host;
-    Py_ssize_t n, hlen;
-    long port;
     head_t h;
-    if (!arguments(args, &s, &n, &host, &hlen, &port)) {
-        return NULL;
-    }
-    if (!scan(s, n, host, hlen, port, &h)) {
-        Py_RETURN_NONE;
+    int found = head_of(args, &h);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
     }
     PyObject *realm = PyUnicode_DecodeASCII(h.realm, h.realm_len, NULL);
     if (realm == NULL) {
