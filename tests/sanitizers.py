@@ -5,8 +5,10 @@ free or undefined behaviour aborts the child, which the test sees as a failed ru
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import subprocess
+import sys
 import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,3 +62,17 @@ def mutated(rnd: random.Random, seeds: Sequence[bytes]) -> bytes:
         else:
             data = data[:pos]
     return bytes(data)
+
+
+def run_sanitized(script: str, build: Path, repo: Path, seeds: object, count: int
+                  ) -> list[int]:
+    """``script`` run in a child with the sanitizers loaded, given (build, repo, seeds file,
+    count) as its arguments; the child must exit 0 and print ``name value`` pairs, whose
+    values are returned."""
+    seeds_file = build / "seeds.pickle"
+    seeds_file.write_bytes(pickle.dumps(seeds))
+    run = subprocess.run([sys.executable, "-c", script, str(build), str(repo), str(seeds_file),
+                          str(count)], env=sanitizer_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return [int(v) for v in run.stdout.split()[1::2]]

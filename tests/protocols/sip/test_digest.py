@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ from protocols.sip.digest import (
     parse_credentials,
     verify,
 )
-from tests.sanitizers import build_sanitized, sanitizer_env
+from tests.sanitizers import build_sanitized, run_sanitized
 
 # RFC 7616 §3.9.1 (the same request answered with MD5 and with SHA-256).
 RFC7616 = {
@@ -464,11 +461,5 @@ def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
                      repo / "protocols/sip/_challenge.c"], tmp_path / "_digest_speedups")
     heads = [_HEAD.encode(), _HEAD.replace("Via:", "v:").replace(";rport", "").encode()]
     creds = [seed.encode() for seed in _CREDENTIAL_SEEDS]
-    seeds_file = tmp_path / "seeds.pickle"
-    seeds_file.write_bytes(pickle.dumps((heads, creds)))
-    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
-                          str(seeds_file), "30000"], env=sanitizer_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    found, answered = map(int, run.stdout.split()[1::2])
+    found, answered = run_sanitized(_ASAN_RUN, tmp_path, repo, (heads, creds), 30000)
     assert found > 3000 and answered > 3000  # the run reached both writers, not only declines

@@ -27,11 +27,9 @@ import functools
 import gc
 import importlib
 import os
-import pickle
 import re
 import shutil
 import string
-import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -63,7 +61,7 @@ from protocols.sip.parser import (
 )
 from protocols.sip.serializer import serialize
 from protocols.sip.uri import MAX_URI_LENGTH
-from tests.sanitizers import build_sanitized, sanitizer_env
+from tests.sanitizers import build_sanitized, run_sanitized
 from tests.signaling.test_protos import CASE_COUNT, CASES_DIR, fill, load_case
 
 from .conftest import requests, responses, torture_corpus
@@ -1061,12 +1059,6 @@ def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
                     tmp_path / "protocols/sip/_speedups")
     seeds = [*SHAPES.values(), INVITE_SDP, OK_200, REGISTER, *torture_corpus().values(),
              *(invite_for_call(i) for i in range(20))]
-    seeds_file = tmp_path / "seeds.pickle"
-    seeds_file.write_bytes(pickle.dumps(seeds))
-    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
-                          str(seeds_file), "30000"], env=sanitizer_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    accepted, mismatches = map(int, run.stdout.split()[1::2])
+    accepted, mismatches = run_sanitized(_ASAN_RUN, tmp_path, repo, seeds, 30000)
     assert mismatches == 0
     assert accepted > 5000  # the run reached the fast path, not only its early declines

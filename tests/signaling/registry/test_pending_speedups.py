@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import importlib
 import mmap
-import pickle
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +27,7 @@ from signaling.registry.base import Binding
 from signaling.registry.journal import JournalReader, JournalWriter, write_record_py
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.pending import RECORD, Change, Pending, absorb_py, fields, record
-from tests.sanitizers import build_sanitized, sanitizer_env
+from tests.sanitizers import build_sanitized, run_sanitized
 
 Absorb = Callable[[Pending, bytes, int, list[tuple[str, bytes]]], None]
 NOW = time.time()
@@ -216,11 +213,5 @@ def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
     seeds = [record(Change(aor, [(binding(aor, f"sip:{n}@h", cseq=n), None)], []), 1, 1)
              for n, aor in enumerate(("sip:a@x", "sip:b@x", "sip:é@x"), 1)]
     seeds.append(record(Change("sip:a@x", [], [("sip:1@h", ("c", 2))]), -1, 0))
-    seeds_file = tmp_path / "seeds.pickle"
-    seeds_file.write_bytes(pickle.dumps(seeds))
-    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
-                          str(seeds_file), "20000"], env=sanitizer_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    filed, refused = map(int, run.stdout.split()[1::2])
+    filed, refused = run_sanitized(_ASAN_RUN, tmp_path, repo, seeds, 20000)
     assert filed > 2000 and refused > 2000  # both outcomes reached, not only early refusals

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from benchmarks.sip_samples import INVITE_SDP, OK_200, REGISTER
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
 from signaling.transports import _udpexcess as excess
-from tests.sanitizers import build_sanitized, sanitizer_env
+from tests.sanitizers import build_sanitized, run_sanitized
 
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
@@ -236,11 +233,5 @@ def test_no_memory_error_under_address_sanitizer(
              *(_request(server, client, 1, method, to_tag=refused) for method in ("ACK", "BYE")),
              _request(server, client, 2, via="SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK-a"),
              _request(server, client, 3, via="SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-o;oc")]
-    seeds_file = tmp_path / "seeds.pickle"
-    seeds_file.write_bytes(pickle.dumps(seeds))
-    run = subprocess.run([sys.executable, "-c", _ASAN_RUN, str(tmp_path), str(repo),
-                          str(seeds_file), "3000"], env=sanitizer_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    answered, passed = map(int, run.stdout.split()[1::2])
+    answered, passed = run_sanitized(_ASAN_RUN, tmp_path, repo, seeds, 3000)
     assert answered > 1000 and passed > 1000  # the run reached the 503 writer and the pace
