@@ -148,16 +148,16 @@ async def _open(index: int, port: int, udp_port: int, clients: list[IdleClient],
 async def _run(connections: int, hold: float, wss: bool, tmp: Path) -> None:
     ws_port = free_tcp_port()
     ctx: ssl.SSLContext | None = None
+    # Every client comes from 127.0.0.1: the per-source bound on connections (and on TLS
+    # handshakes) is raised, as bench_tls_idle and bench_register_tls do.
+    per_source = ["--tcp-max-per-source", str(connections + 10)]
     if wss:
         pki = make_pki(tmp)
         ctx = ssl.create_default_context(cafile=str(pki.ca))
-        # Every client comes from 127.0.0.1: the TLS handshake gate's per-source bound (as
-        # bench_tls_idle and bench_register_tls raise it).
         listen = ["--sip-wss", f"127.0.0.1:{ws_port}", "--tls-cert", str(pki.cert("server")),
-                  "--tls-key", str(pki.key("server")),
-                  "--tcp-max-per-source", str(connections + 10)]
+                  "--tls-key", str(pki.key("server")), *per_source]
     else:
-        listen = ["--sip-ws", f"127.0.0.1:{ws_port}"]
+        listen = ["--sip-ws", f"127.0.0.1:{ws_port}", *per_source]
     server = ServerUnderTest("ours", [*listen, "--log-level", "warning"])
     server.start(preexec_fn=raise_nofile)
     clients: list[IdleClient] = []

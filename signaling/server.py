@@ -179,7 +179,7 @@ class Server:
         if self.cfg.sip_ws is not None:
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
-            self.ws_address = await self.ws.start()
+            self.ws_address = await self.ws.start(*self.cfg.sip_ws)
         await self._start_secure_and_streams()
         self.proxy.start()
         if self.diameter is not None:
@@ -220,8 +220,8 @@ class Server:
             assert self.tls is not None  # config validation: sip_wss needs tls_cert
             self.wss = WsTransport(self.core, cfg, self.metrics, self.node_id,
                                    self.registry.remove_connection, name="wss",
-                                   listen=cfg.sip_wss, ssl_context=self.tls.front)
-            self.wss_address = await self.wss.start()
+                                   ssl_context=self.tls.front)
+            self.wss_address = await self.wss.start(*cfg.sip_wss)
         for name, listen in (("tcp", cfg.sip_tcp), ("tls", cfg.sip_tls)):
             if listen is None:
                 continue

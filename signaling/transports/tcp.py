@@ -56,13 +56,14 @@ from typing import Any, cast
 from protocols.sip.framing import PING, PONG, SipStream, StreamClosed
 from protocols.sip.parser import MAX_MESSAGE_SIZE
 from signaling.config import Config
+from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.tlsgate import HandshakeGate
 from signaling.worker import inherited_socket
 
-__all__ = ["CONNECT_QUEUE", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamLimits", "StreamTransport",
-           "stream_limits"]
+__all__ = ["CONNECT_QUEUE", "LINGER", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamConn",
+           "StreamLimits", "StreamTransport", "stream_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ RESUME_CHECK = 0.05
 #: CANCEL or a few forked requests; more means the peer is not answering anyway.
 CONNECT_QUEUE = 16
 #: Seconds a connection closed after an error answer is still read, and what it sends discarded,
-#: so the answer is not lost to a reset (see ``_Conn.linger``).  Bounds the work a peer that
+#: so the answer is not lost to a reset (see ``StreamConn.linger``).  Bounds the work a peer that
 #: goes on sending (the rest of a 10 MB message) can still cause.
 LINGER = 2.0
 #: Seconds to open an outgoing connection (TCP and TLS handshakes) before giving up.
@@ -112,16 +113,18 @@ def stream_limits(cfg: Config) -> StreamLimits:
 Receive = Callable[[bytes, Peer], object]
 
 
-class _Conn(asyncio.Protocol):
-    """One connection: its framing state and the bookkeeping the owner reads."""
+class StreamConn(asyncio.Protocol):
+    """One connection: its framing state and the bookkeeping the owner reads.  ``stream`` is
+    None for a subclass that frames otherwise (WebSocket, ``signaling.transports.ws``)."""
 
     __slots__ = ("addr", "conn_id", "draining", "established", "last", "out", "owner",
                  "partial_since", "paused", "peer", "pending", "stream", "transport")
 
-    def __init__(self, owner: StreamTransport, now: float) -> None:
+    def __init__(self, owner: StreamTransport, now: float,
+                 stream: SipStream | None = None) -> None:
         self.owner = owner
         self.conn_id = owner.new_conn_id()
-        self.stream = SipStream(owner.limits.max_message)
+        self.stream = stream
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.addr: tuple[str, int] | None = None
@@ -150,7 +153,7 @@ class _Conn(asyncio.Protocol):
     def eof_received(self) -> bool:
         # The peer will send nothing more (a half-close): SIP has no use for the other half,
         # so close it rather than keep a half-open connection (and its slot) around.
-        self.owner.c_events.inc(self.owner.name, "peer_closed")
+        self.owner.count("peer_closed")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -169,7 +172,7 @@ class _Conn(asyncio.Protocol):
             out.append(data)
             return True
         if transport.get_write_buffer_size() > self.owner.limits.max_write_buffer:
-            self.owner.c_events.inc(self.owner.name, "write_buffer_full")
+            self.owner.count("write_buffer_full")
             return False
         self.out = [data]
         loop = self.owner.loop
@@ -184,20 +187,26 @@ class _Conn(asyncio.Protocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, event: str) -> None:
-        self.owner.c_events.inc(self.owner.name, event)
+        self.owner.count(event)
         self.flush()
         if self.transport is not None:
             self.transport.close()
 
-    def linger(self, event: str) -> None:
+    def linger(self, event: str | None) -> None:
         """Close after an error answer: our side is shut at once, what the peer still sends
         is read and discarded for up to ``LINGER`` seconds.  Closing with unread data would
-        send a reset, and the reset can destroy the answer before the peer reads it."""
+        send a reset, and the reset can destroy the answer before the peer reads it.
+        ``event``: what to count (None: counted already)."""
         transport = self.transport
         if transport is None or not transport.can_write_eof():
-            self.close(event)
+            self.flush()
+            if event is not None:
+                self.owner.count(event)
+            if transport is not None:
+                transport.close()
             return
-        self.owner.c_events.inc(self.owner.name, event)
+        if event is not None:
+            self.owner.count(event)
         self.flush()
         transport.write_eof()
         self.draining = self.owner.loop.time()
@@ -240,16 +249,22 @@ class StreamTransport:
         self.advertised_host = host
         self.info = self._info(0)
         self.loop = asyncio.get_running_loop()
-        self.conns: dict[str, _Conn] = {}
-        self._by_addr: dict[tuple[str, int], _Conn] = {}
+        self.conns: dict[str, StreamConn] = {}
+        self._by_addr: dict[tuple[str, int], StreamConn] = {}
         self._per_source: dict[str, int] = {}
-        self._connecting: dict[tuple[str, int], _Conn] = {}
-        self._paused: set[_Conn] = set()
+        self._connecting: dict[tuple[str, int], StreamConn] = {}
+        self._paused: set[StreamConn] = set()
         self._resume: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
+        # While the registry is down every closing connection fails the same way: one line
+        # a minute, with the count, instead of a traceback per connection.
+        self._cleanup_failures = RateLimitedLog(logging.getLogger(type(self).__module__), 60.0)
+        self._register_metrics(metrics)
+
+    def _register_metrics(self, metrics: Metrics) -> None:
         self.c_events = metrics.fast_counter(
             "sip_stream_events", "SIP stream connection events, by transport", ["transport",
                                                                                  "event"])
@@ -258,6 +273,10 @@ class StreamTransport:
             ["transport", "reason"])
         metrics.callback_gauge("sip_stream_connections", "Open SIP stream connections",
                                ["transport"], self._gauge)
+
+    def count(self, event: str) -> None:
+        """Count a connection event (``sip_stream_events``)."""
+        self.c_events.inc(self.name, event)
 
     def _info(self, port: int) -> TransportInfo:
         token = "TLS" if self.ssl_context is not None else "TCP"
@@ -274,7 +293,7 @@ class StreamTransport:
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        # Plain TCP even for TLS: the gate runs each handshake (see ``_Conn.connection_made``).
+        # Plain TCP even for TLS: the gate runs each handshake (see ``StreamConn.connection_made``).
         # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = inherited_socket(f"sip_{self.name}", family, socket.SOCK_STREAM)
@@ -313,21 +332,27 @@ class StreamTransport:
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _accepted(self) -> _Conn:
-        return _Conn(self, self.loop.time())
+    def _accepted(self) -> StreamConn:
+        return StreamConn(self, self.loop.time(), SipStream(self.limits.max_message))
 
-    def opened(self, conn: _Conn, transport: asyncio.Transport) -> None:
+    def _refusal(self, source: str) -> str | None:
+        """Why a connection accepted from ``source`` is closed at once, if it is."""
+        if len(self.conns) >= self.limits.max_connections:
+            return "rejected_total_limit"
+        if self._per_source.get(source, 0) >= self.limits.max_per_source:
+            return "rejected_source_limit"
+        return None
+
+    def opened(self, conn: StreamConn, transport: asyncio.Transport) -> None:
         conn.transport = transport
         peername = transport.get_extra_info("peername")
         addr = (str(peername[0]), int(peername[1]))
         source = addr[0]
         outgoing = conn.pending is not None
         if not outgoing:
-            if len(self.conns) >= self.limits.max_connections:
-                conn.close("rejected_total_limit")
-                return
-            if self._per_source.get(source, 0) >= self.limits.max_per_source:
-                conn.close("rejected_source_limit")
+            refused = self._refusal(source)
+            if refused is not None:
+                conn.close(refused)
                 return
         conn.addr = addr
         conn.peer = Peer(self.name, addr[0], addr[1], conn.conn_id)
@@ -336,20 +361,22 @@ class StreamTransport:
         self.conns[conn.conn_id] = conn
         self._by_addr[addr] = conn
         self._per_source[source] = self._per_source.get(source, 0) + 1
-        self.c_events.inc(self.name, "connected" if outgoing else "accepted")
+        self.count("connected" if outgoing else "accepted")
         if outgoing:
             self._refused.pop(addr, None)
             pending, conn.pending = conn.pending or [], None
             for data in pending:
                 conn.write(data)
 
-    def received(self, conn: _Conn, data: bytes) -> None:
+    def received(self, conn: StreamConn, data: bytes) -> None:
         peer = conn.peer
         if peer is None or conn.draining is not None:
             return  # refused in ``opened`` (its close is under way), or lingering
         now = self.loop.time()
         conn.last = now
-        for item in conn.stream.receive(data):
+        stream = conn.stream
+        assert stream is not None
+        for item in stream.receive(data):
             if isinstance(item, bytes):
                 self.receive(item, peer)
             elif item is PING:
@@ -361,16 +388,20 @@ class StreamTransport:
                 else:
                     conn.close("framing_error")
                 return
-        if conn.stream.in_message:
+        if stream.in_message:
             if conn.partial_since is None:
                 conn.partial_since = now
         else:
             conn.partial_since = None
+        self.pause_if_overloaded(conn)
+
+    def pause_if_overloaded(self, conn: StreamConn) -> None:
+        """Backpressure (see the module docs): called after each read."""
         if self.overloaded() and not conn.paused and conn.transport is not None:
             conn.transport.pause_reading()
             conn.paused = True
             self._paused.add(conn)
-            self.c_events.inc(self.name, "paused_reading")
+            self.count("paused_reading")
             if self._resume is None:
                 self._resume = self.loop.call_later(RESUME_CHECK, self._try_resume)
 
@@ -387,12 +418,18 @@ class StreamTransport:
                 conn.transport.resume_reading()
         self._paused.clear()
 
-    def lost(self, conn: _Conn) -> None:
+    def lost(self, conn: StreamConn) -> None:
+        if self.forget(conn):
+            self.count("closed")
+            self.announce_closed(conn.conn_id)
+
+    def forget(self, conn: StreamConn) -> bool:
+        """Drop a closed connection from the tables; False if it was never established."""
         self._paused.discard(conn)
         if conn.addr is not None and self._connecting.get(conn.addr) is conn:
             del self._connecting[conn.addr]
         if not conn.established:
-            return
+            return False
         conn.established = False
         del self.conns[conn.conn_id]
         assert conn.addr is not None
@@ -404,11 +441,15 @@ class StreamTransport:
             self._per_source[source] = left
         else:
             del self._per_source[source]
-        self.c_events.inc(self.name, "closed")
+        return True
+
+    def announce_closed(self, conn_id: str) -> None:
+        """Tell the SIP core (``on_lost``) and the registry (``on_closed``) that a connection
+        that carried SIP closed."""
         if self.on_lost is not None:
-            self.on_lost(self.name, conn.conn_id)
+            self.on_lost(self.name, conn_id)
         if self.on_closed is not None:
-            task = self.loop.create_task(self._closed(conn.conn_id))
+            task = self.loop.create_task(self._closed(conn_id))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -416,26 +457,30 @@ class StreamTransport:
         assert self.on_closed is not None
         try:
             await self.on_closed(conn_id)
-        except Exception:  # the registry may be down; the bindings then expire on their own
-            log.warning("could not remove the bindings of closed connection %s", conn_id,
-                        exc_info=True)
+        except Exception as exc:  # the registry may be down; the bindings expire on their own
+            self.count("cleanup_failed")
+            self._cleanup_failures.warning(
+                "registry", "could not remove the bindings of closed connection %s: %s: %s",
+                conn_id, type(exc).__name__, exc)
 
     async def _sweep(self) -> None:
-        limits = self.limits
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = self.loop.time()
             for conn in list(self.conns.values()):
-                if conn.paused:
-                    continue
-                if conn.draining is not None:
-                    if now - conn.draining > LINGER and conn.transport is not None:
-                        conn.transport.abort()
-                elif conn.partial_since is not None and \
-                        now - conn.partial_since > limits.message_timeout:
-                    conn.close("stalled_message")
-                elif now - conn.last > limits.idle_timeout:
-                    conn.close("idle_timeout")
+                if not conn.paused:
+                    self.check(conn, now)
+
+    def check(self, conn: StreamConn, now: float) -> None:
+        """The sweep's look at one connection (not paused): linger, stall and idle bounds."""
+        if conn.draining is not None:
+            if now - conn.draining > LINGER and conn.transport is not None:
+                conn.transport.abort()
+        elif conn.partial_since is not None and \
+                now - conn.partial_since > self.limits.message_timeout:
+            conn.close("stalled_message")
+        elif now - conn.last > self.limits.idle_timeout:
+            conn.close("idle_timeout")
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -452,9 +497,9 @@ class StreamTransport:
             # a client that listens can be reached at (§18.1.1).  A request's peer carries its
             # source address: connecting there is §18.2.2's last resort for a response, and
             # fails (counted) when nothing listens on that port.
-            self.c_events.inc(self.name, "connection_gone")
+            self.count("connection_gone")
         if not peer.host or not peer.port:
-            self.c_events.inc(self.name, "no_address")
+            self.count("no_address")
             return False
         addr = (peer.host, peer.port)
         conn = self._by_addr.get(addr)
@@ -467,14 +512,14 @@ class StreamTransport:
         if conn is not None:
             assert conn.pending is not None
             if len(conn.pending) >= CONNECT_QUEUE:
-                self.c_events.inc(self.name, "connect_queue_full")
+                self.count("connect_queue_full")
                 return False
             conn.pending.append(data)
             return True
         if len(self.conns) + len(self._connecting) >= self.limits.max_connections:
-            self.c_events.inc(self.name, "rejected_total_limit")
+            self.count("rejected_total_limit")
             return False
-        conn = _Conn(self, self.loop.time())
+        conn = StreamConn(self, self.loop.time(), SipStream(self.limits.max_message))
         conn.pending = [data]
         conn.addr = addr
         self._connecting[addr] = conn
@@ -483,7 +528,7 @@ class StreamTransport:
         task.add_done_callback(self._closing.discard)
         return True
 
-    async def _connect(self, conn: _Conn, addr: tuple[str, int]) -> None:
+    async def _connect(self, conn: StreamConn, addr: tuple[str, int]) -> None:
         kwargs: dict[str, Any] = {}
         if self.ssl_context is not None:
             kwargs = {"ssl": self.client_ssl or ssl.create_default_context(),
@@ -494,7 +539,7 @@ class StreamTransport:
                 self.loop.create_connection(lambda: conn, addr[0], addr[1], **kwargs),
                 CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            self.c_events.inc(self.name, "connect_failed")
+            self.count("connect_failed")
             log.debug("SIP %s connection to %s:%s failed: %s", self.name, *addr, exc)
             if isinstance(exc, ConnectionRefusedError | ConnectionResetError):
                 self._note_refused(addr)

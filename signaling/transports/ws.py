@@ -1,282 +1,375 @@
-"""SIP over WebSocket (RFC 7118) with the websockets library.
+"""SIP over WebSocket (RFC 7118) and secure WebSocket: the stream listener of
+``signaling.transports.tcp`` framing with the websockets library's sans-I/O ``ServerProtocol``.
 
-- The ``sip`` subprotocol is required (RFC 7118 §4.1): a handshake without it is refused.
-- One SIP message per WebSocket message, text or binary (§4.2).
-- Each connection has an id; a binding registered over it records that id (and this node), so
-  requests for that user go back over the same connection (§5), and when the connection closes
-  its bindings are removed from the registry and the SIP core is told
-  (``SipCore.connection_closed``: the requests sent over it still waiting fail at once).
-- WSS (``name`` "wss") is the same listener over TLS, with the contexts of signaling.tls
-  (certificates reloaded without a restart, TLS 1.2 and 1.3 only).  Its TLS handshakes go
-  through ``signaling.transports.tlsgate``: bounded per source (``tcp_max_per_source``) and
-  counted against ``ws_max_connections`` while in progress, closed and counted when they do
-  not finish within ``TLS_HANDSHAKE_TIMEOUT``.
-- Pings detect dead peers (the library closes a connection whose pong does not come in time).
-- Outgoing messages are framed and written at once (no queue, no writer task per connection:
-  idle connections are what there are most of).  The bytes a slow reader has not taken yet are
-  bounded: past ``WS_MAX_WRITE_BUFFER`` a message to it is dropped and counted
-  (``send_queue_full``; SIP over a reliable transport then times out like any lost message).
-- Once open, a connection drops its opening handshake's request and response (their headers
-  are a few kB per connection, never read again).
-- Connections still in their opening handshake count against ``ws_max_connections`` and show
-  in ``signaling_ws_handshakes`` (the library bounds a handshake to ``open_timeout``), so a
-  crowd of clients that connect and never finish the handshake is visible and bounded.
+Why this shape: idle connections are what there are most of (a browser tab holds one for as
+long as it is open), so a connection is one ``asyncio.Protocol`` object (``WsConn``) and the
+library's protocol state, as for SIP over TCP and TLS: no task, queue or future per connection.
+Everything a stream listener has is the TCP listener's own code (``StreamTransport``):
+connection ids and tables, the per-source bound, the TLS handshake gate, idle and linger
+sweeps, backpressure (a connection stops being read while the worker queues are full), the
+bound on bytes a slow reader has not taken, and what a closed connection tells the SIP core
+and the registry.  What differs is here:
+
+- The opening handshake (RFC 6455 §4.2) is the library's: ``ServerProtocol.accept`` and
+  ``send_response``.  Before it, the ``sip`` subprotocol is required (RFC 7118 §4.1: 400
+  without it) and the listener's capacity is checked: connections still in their handshake
+  (TLS or WebSocket) count against ``ws_max_connections``, a connection past it is answered
+  503, and one that has not opened within ``WS_OPEN_TIMEOUT`` is closed (``open_timeout``).
+  ``--ws-origins`` are checked by the library (403).
+- Once open, the handshake's protocol object (its request and headers, its HTTP parser frame)
+  is dropped and frames go to a new ``ServerProtocol`` created open (its ``state``
+  argument): a few kB of headers per idle connection are never read again.  The handshake
+  protocol is only ever given the bytes up to the end of the request's head, so nothing sent
+  after it is lost in the exchange.
+- One SIP message per WebSocket message, text or binary (RFC 7118 §4.2), fragments joined;
+  messages we send go as text frames when UTF-8, binary otherwise.  The library bounds a
+  message to ``ws_max_size`` (1009 and close).
+- A connection that has not been heard from for ``ws_ping_interval`` seconds is pinged, from
+  the listener's sweep; no answer (any bytes) within ``ws_ping_timeout`` fails it (1011)
+  (``ping_timeout``), and its bindings go with it (RFC 7118 §5).
 - A peer whose last ``WS_MAX_BAD_MESSAGES`` messages were all unparseable is not speaking SIP:
   it is closed (1008, policy violation, RFC 6455 §7.4.1) and counted (``closed_garbage``),
-  instead of costing a parse per message for as long as it likes.  Each bad message already
-  got its 400 (or a counted drop) from the SIP core.
+  instead of costing a parse per message for as long as it likes.  Each bad message already got
+  its 400 (or a counted drop) from the SIP core.
+- Our closing handshake (1008 above, 1001 at shutdown) waits ``WS_CLOSE_TIMEOUT`` for the
+  peer's close frame; a closing handshake the peer starts is answered and the TCP connection
+  half-closed, then dropped after ``LINGER`` (the library's server side closes TCP first).
+- No connection is opened from here: a WebSocket client cannot be connected to.
+
+Metrics keep their names: ``<name>_events{event}`` (``ws_events`` / ``wss_events``),
+``<name>_connections`` (open WebSockets) and ``<name>_handshakes`` (connections not open yet).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import SEND_EOF, State
+from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 
-from signaling.config import Config, HostPort
-from signaling.logs import RateLimitedLog
+from signaling.config import Config
 from signaling.metrics import Metrics
 from signaling.sipcore import SipCore
 from signaling.tls import TLS_HANDSHAKE_TIMEOUT
 from signaling.transports.base import Peer, TransportInfo
-from signaling.transports.tlsgate import HandshakeGate
-from signaling.worker import inherited_socket
+from signaling.transports.tcp import StreamConn, StreamLimits, StreamTransport
 
-__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_MAX_WRITE_BUFFER", "WsTransport"]
-
-log = logging.getLogger(__name__)
+__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_MAX_WRITE_BUFFER", "WS_OPEN_TIMEOUT",
+           "WsConn", "WsTransport"]
 
 #: Bytes written to one connection and not yet taken by the peer: 256 kB (as for TCP and TLS,
 #: ``StreamLimits.max_write_buffer``) absorbs a burst (forked calls, NOTIFY storms); a peer
 #: further behind than that is not reading.
 WS_MAX_WRITE_BUFFER = 256 * 1024
-#: Seconds to wait for the peer's half of the closing handshake (the library default is 10).
+#: Seconds to wait for the peer's half of a closing handshake we started.
 WS_CLOSE_TIMEOUT = 2.0
+#: Seconds from the TCP (or TLS) connection to an open WebSocket: a real client sends its
+#: request at once; one that does not holds a connection slot for no one.
+WS_OPEN_TIMEOUT = 10.0
 #: Consecutive unparseable messages after which a connection is closed.  A real SIP stack
 #: with a bug sends one or two bad messages among good ones; sixteen in a row is not SIP.
 WS_MAX_BAD_MESSAGES = 16
+#: The ``Server`` header of our handshake answers.
+SERVER_HEADER = "signaling"
+
+_SIP = Subprotocol("sip")
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+#: The listener's event names that the WebSocket metrics have always called otherwise.
+_EVENT_NAMES = {"write_buffer_full": "send_queue_full"}
+_END_OF_HEAD = b"\r\n\r\n"
 
 
-class WsTransport:
-    """The WebSocket listener and the table of live connections."""
+class WsConn(StreamConn):
+    """One WebSocket connection: the stream connection's bookkeeping and the library's
+    protocol state (``ws``: the handshake's until open, then a fresh open one)."""
+
+    __slots__ = ("bad", "deadline", "fragments", "heard", "is_open", "tail", "why", "ws")
+    owner: WsTransport
+
+    def __init__(self, owner: WsTransport, now: float) -> None:
+        super().__init__(owner, now)
+        self.ws = owner.handshake_protocol()
+        self.is_open = False
+        #: When bytes last came in (pings are sent after ``ws_ping_interval`` of silence).
+        self.heard = now
+        #: When the wait ``why`` names ends: the open, a ping's answer, a closing handshake.
+        self.deadline: float | None = None
+        self.why = "open_timeout"
+        #: Consecutive unparseable messages.
+        self.bad = 0
+        #: The frames of a fragmented message so far (RFC 6455 §5.4).
+        self.fragments: list[bytes] | None = None
+        #: The last bytes of the handshake read so far (the end of its head may straddle reads).
+        self.tail = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.ws_received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.ws_lost(self)
+
+
+class WsTransport(StreamTransport):
+    """The WebSocket listener (``name`` "ws", or "wss" with ``ssl_context``, RFC 7118 §5: Via
+    token WSS) and its connections; ``on_closed`` is awaited with the id of each WebSocket
+    that closed (the registry drops its bindings)."""
 
     def __init__(self, core: SipCore, cfg: Config, metrics: Metrics, node_id: str,
                  on_closed: Callable[[str], Awaitable[object]], *, name: str = "ws",
-                 listen: HostPort | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.core = core
         self.cfg = cfg
-        self.node_id = node_id
-        self.on_closed = on_closed
-        #: "ws", or "wss" over TLS (``ssl_context``, RFC 7118 §5: Via token WSS).
-        self.name = name
-        self.listen = listen if listen is not None else cfg.sip_ws
-        self.ssl_context = ssl_context
-        self.gate: HandshakeGate | None = None
-        if ssl_context is not None:
-            self.gate = HandshakeGate(name, ssl_context, metrics,
-                                      per_source=cfg.tcp_max_per_source,
-                                      total=cfg.ws_max_connections,
-                                      timeout=TLS_HANDSHAKE_TIMEOUT)
-        self.conns: dict[str, ServerConnection] = {}
-        self._ids = itertools.count(1)
-        self._server: Server | None = None
-        kind = "WebSocket" if name == "ws" else "secure WebSocket"
-        self.c_ws = metrics.fast_counter(f"{name}_events", f"{kind} connection events",
-                                         ["event"])
-        metrics.callback_gauge(f"{name}_connections", f"Open {kind} connections", [],
-                               lambda: {(): float(len(self.conns))})
-        metrics.callback_gauge(f"{name}_handshakes", f"{kind} connections in their opening "
-                               "handshake", [], lambda: {(): float(self.handshakes)})
+        #: Open WebSockets (the other connections are in their TLS or WebSocket handshake).
+        self.open = 0
         self.max_bad_messages = WS_MAX_BAD_MESSAGES
-        # While the registry is down every closing connection fails the same way: one line
-        # a minute, with the count, instead of a traceback per connection.
-        self._cleanup_failures = RateLimitedLog(log, 60.0)
-        #: Set when bound (``start``): the port is known only then.
-        self.info = self._info(0)
+        self._origins = [Origin(o) for o in cfg.ws_origins] if cfg.ws_origins else None
+        # The total is checked at the handshake (503, below); ``max_connections`` bounds the
+        # TLS handshakes in progress (the gate).
+        limits = StreamLimits(max_connections=cfg.ws_max_connections,
+                              max_per_source=cfg.tcp_max_per_source,
+                              idle_timeout=cfg.tcp_idle_timeout,
+                              handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                              max_write_buffer=WS_MAX_WRITE_BUFFER)
+        super().__init__(name, core.receive, metrics, node_id, host=cfg.advertised_host(),
+                         limits=limits, ssl_context=ssl_context, on_closed=on_closed,
+                         overloaded=core.overloaded, on_lost=core.connection_closed)
 
     def _info(self, port: int) -> TransportInfo:
         # RFC 7118 §5.2: Via SIP/2.0/WS or WSS; ``transport=ws`` in a sip: URI, the secure
         # one is asked for with sips: (Transports.for_uri), or ``transport=wss`` as deployed.
         return TransportInfo(self.name, reliable=True, via_token=self.name.upper(),
-                             host=self.cfg.advertised_host(), port=port,
-                             uri_transport=self.name)
+                             host=self.advertised_host, port=port, uri_transport=self.name)
 
-    async def start(self) -> tuple[str, int]:
-        assert self.listen is not None
-        host, port = self.listen
-        origins: list[Origin | None] | None = None
-        if self.cfg.ws_origins:
-            origins = [Origin(o) for o in self.cfg.ws_origins]
-        # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = inherited_socket(f"sip_{self.name}", family, socket.SOCK_STREAM)
-        where: dict[str, Any] = {"sock": sock} if sock else {"host": host, "port": port}
-        self._server = await serve(
-            self._handler, **where,
-            subprotocols=[Subprotocol("sip")],
-            process_request=self._check_request,
-            origins=origins,
-            compression=None,  # SIP messages are small; deflate costs CPU and memory per peer
-            max_size=self.cfg.ws_max_size,
-            max_queue=64,
-            ping_interval=self.cfg.ws_ping_interval,
-            ping_timeout=self.cfg.ws_ping_timeout,
-            # A peer that stopped answering pings will not answer the closing handshake
-            # either: give up on it quickly so its bindings go with it (RFC 7118 §5).
-            close_timeout=WS_CLOSE_TIMEOUT,
-            server_header="signaling",
-            **self._tls_options(),
-        )
-        sock = next(iter(self._server.sockets))
-        bound = sock.getsockname()
-        self.info = self._info(int(bound[1]))
+    def _register_metrics(self, metrics: Metrics) -> None:
+        kind = "WebSocket" if self.name == "ws" else "secure WebSocket"
+        self.c_ws = metrics.fast_counter(f"{self.name}_events", f"{kind} connection events",
+                                         ["event"])
+        metrics.callback_gauge(f"{self.name}_connections", f"Open {kind} connections", [],
+                               lambda: {(): float(self.open)})
+        metrics.callback_gauge(f"{self.name}_handshakes", f"{kind} connections in their "
+                               "opening handshake", [], lambda: {(): float(self.handshakes)})
+
+    def count(self, event: str) -> None:
+        self.c_ws.inc(_EVENT_NAMES.get(event, event))
+
+    def new_conn_id(self) -> str:
+        # The secure listener's ids carry its name: both share the registry's id space.
+        prefix = self.node_id if self.name == "ws" else f"{self.node_id}/{self.name}"
+        return f"{prefix}/{next(self._ids)}"
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        bound = await super().start(host, port)
         self.core.transports.add(self)
-        log.info("SIP %s listening on %s:%s", self.name.upper(), bound[0], bound[1])
-        return str(bound[0]), int(bound[1])
+        return bound
+
+    async def close(self) -> None:
+        self.core.transports.remove(self.info.name)
+        for conn in list(self.conns.values()):
+            ws = cast(WsConn, conn).ws
+            if ws.state is State.OPEN:  # RFC 6455 §7.4.1: 1001, the server is going away
+                ws.send_close(CloseCode.GOING_AWAY)
+                self._send_pending(cast(WsConn, conn), ws)
+                conn.flush()
+        await super().close()
 
     @property
     def connections(self) -> int:
         """TCP connections on the listener: open WebSockets and handshakes in progress (TLS
         and WebSocket)."""
-        tls = self.gate.in_progress if self.gate is not None else 0
-        return tls + (len(self._server.handler_tasks) if self._server is not None else 0)
+        return (self.gate.in_progress if self.gate is not None else 0) + len(self.conns)
 
     @property
     def handshakes(self) -> int:
         """Connections accepted whose opening handshake has not completed (or failed) yet."""
-        return max(0, self.connections - len(self.conns))
+        return max(0, self.connections - self.open)
 
-    def _tls_options(self) -> dict[str, Any]:
-        """Over TLS the listener accepts plain TCP and each connection's handshake goes
-        through the gate (bounded per source, timed out and counted) before the WebSocket
-        connection is made."""
-        if self.gate is None:
-            return {}
-        gate = self.gate
+    # -- connections -----------------------------------------------------------------------------
 
-        class _TlsConnection(ServerConnection):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                # First the plain TCP connection (to the gate), then the TLS one (from it).
-                if transport.get_extra_info("ssl_object") is None:
-                    gate.start(transport, self)
-                else:
-                    super().connection_made(transport)
+    def handshake_protocol(self) -> ServerProtocol:
+        return ServerProtocol(origins=self._origins, subprotocols=[_SIP],
+                              max_size=self.cfg.ws_max_size)
 
-        return {"create_connection": _TlsConnection}
+    def _accepted(self) -> WsConn:
+        return WsConn(self, self.loop.time())
 
-    def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _refusal(self, source: str) -> str | None:
+        # Past the total the client is told so (503 to its handshake, ``_answer``).
+        if self._per_source.get(source, 0) >= self.limits.max_per_source:
+            return "rejected_source_limit"
+        return None
+
+    def opened(self, conn: StreamConn, transport: asyncio.Transport) -> None:
+        super().opened(conn, transport)
+        if conn.established:
+            cast(WsConn, conn).deadline = self.loop.time() + WS_OPEN_TIMEOUT
+
+    def ws_received(self, conn: WsConn, data: bytes) -> None:
+        if conn.peer is None or conn.draining is not None:
+            return  # refused at accept (its close is under way), or lingering
+        now = self.loop.time()
+        conn.last = conn.heard = now
+        if not conn.is_open:
+            self._handshake_bytes(conn, data)
+        else:
+            ws = conn.ws
+            if ws.state is State.OPEN:
+                conn.deadline = None  # any bytes answer a ping
+            ws.receive_data(data)
+            self._events(conn, ws)
+        self.pause_if_overloaded(conn)
+
+    def _handshake_bytes(self, conn: WsConn, data: bytes) -> None:
+        """Give the handshake protocol the bytes up to the end of the request's head (the
+        library bounds its lines and headers), and the open protocol the rest."""
+        probe = conn.tail + data
+        end = probe.find(_END_OF_HEAD)
+        ws = conn.ws
+        if end < 0:
+            conn.tail = probe[-3:]
+            ws.receive_data(data)
+            self._events(conn, ws)
+            return
+        cut = end + len(_END_OF_HEAD) - len(conn.tail)
+        conn.tail = b""
+        ws.receive_data(data[:cut])
+        self._events(conn, ws)
+        rest = data[cut:]
+        if rest and conn.is_open:
+            conn.ws.receive_data(rest)
+            self._events(conn, conn.ws)
+
+    def _events(self, conn: WsConn, ws: ServerProtocol) -> None:
+        for event in ws.events_received():
+            if isinstance(event, Request):
+                self._answer(conn, ws, event)
+            elif isinstance(event, Frame) and event.opcode in _DATA \
+                    and ws.state is State.OPEN:
+                self._data_frame(conn, event)
+        self._send_pending(conn, ws)
+
+    def _answer(self, conn: WsConn, ws: ServerProtocol, request: Request) -> None:
+        response = self._check_request(request) or ws.accept(request)
+        response.headers["Server"] = SERVER_HEADER
+        ws.send_response(response)
+        if ws.state is not State.OPEN:
+            return
+        self._send_pending(conn, ws)
+        # The handshake's request, headers and parser go with its protocol object.
+        conn.ws = ServerProtocol(state=State.OPEN, max_size=self.cfg.ws_max_size)
+        conn.is_open = True
+        conn.deadline = None
+        conn.why = "ping_timeout"
+        self.open += 1
+        self.count("opened")
+
+    def _check_request(self, request: Request) -> Response | None:
         offered = request.headers.get_all("Sec-WebSocket-Protocol")
         protocols = {p.strip().lower() for h in offered for p in h.split(",")}
         if "sip" not in protocols:
-            self.c_ws.inc("rejected_subprotocol")
+            self.count("rejected_subprotocol")
             return _refuse(HTTPStatus.BAD_REQUEST, "the 'sip' subprotocol is required (RFC 7118)")
         # This connection is one of ``connections`` already: the others, handshakes included.
         if self.connections - 1 >= self.cfg.ws_max_connections:
-            self.c_ws.inc("rejected_capacity")
+            self.count("rejected_capacity")
             return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
         return None
 
+    def _data_frame(self, conn: WsConn, frame: Frame) -> None:
+        part = frame.data if isinstance(frame.data, bytes) else bytes(frame.data)
+        if not frame.fin:
+            if conn.fragments is None:
+                conn.fragments = []
+            conn.fragments.append(part)
+            return
+        if conn.fragments is not None:
+            conn.fragments.append(part)
+            part, conn.fragments = b"".join(conn.fragments), None
+        assert conn.peer is not None
+        if self.core.receive(part, conn.peer):
+            conn.bad = 0
+            return
+        conn.bad += 1
+        if conn.bad >= self.max_bad_messages:
+            self.count("closed_garbage")
+            self._start_close(conn, 1008, "not SIP")
+
+    def _start_close(self, conn: WsConn, code: int, reason: str) -> None:
+        conn.ws.send_close(code, reason)
+        self._send_pending(conn, conn.ws)
+        conn.deadline = self.loop.time() + WS_CLOSE_TIMEOUT
+        conn.why = "close_timeout"
+
+    def _send_pending(self, conn: WsConn, ws: ServerProtocol) -> None:
+        for chunk in ws.data_to_send():
+            if chunk is SEND_EOF or not chunk:
+                # The library closes its side: after a closing handshake, a failed connection
+                # (1002, 1009, ...) or a refused handshake (counted when refused by us).
+                failed = not conn.is_open and ws.handshake_exc is not None
+                conn.linger("rejected_handshake" if failed else None)
+                return
+            conn.write(chunk)
+
+    def ws_lost(self, conn: WsConn) -> None:
+        if not self.forget(conn) or not conn.is_open:
+            return
+        self.open -= 1
+        self.count("closed")
+        # What went over it and heard nothing back fails now (§17.1.4), as for TCP and TLS: a
+        # request to an RFC 5626 flow then goes to the instance's next flow.
+        self.announce_closed(conn.conn_id)
+
+    def check(self, conn: StreamConn, now: float) -> None:
+        ws_conn = cast(WsConn, conn)
+        if ws_conn.draining is None:
+            if ws_conn.deadline is not None:
+                if now <= ws_conn.deadline:
+                    return
+                if ws_conn.why == "ping_timeout" and ws_conn.ws.state is State.OPEN:
+                    # RFC 6455 §7.1.7: fail the connection, telling the peer why (1011).
+                    self.count("ping_timeout")
+                    ws_conn.ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    self._send_pending(ws_conn, ws_conn.ws)
+                else:
+                    ws_conn.close(ws_conn.why)
+                return
+            interval = self.cfg.ws_ping_interval
+            if ws_conn.is_open and interval > 0 and now - ws_conn.heard >= interval \
+                    and ws_conn.ws.state is State.OPEN:
+                ws_conn.ws.send_ping(b"")
+                self._send_pending(ws_conn, ws_conn.ws)
+                ws_conn.deadline = now + self.cfg.ws_ping_timeout
+                return
+        super().check(conn, now)
+
+    # -- sending ---------------------------------------------------------------------------------
+
     def holds(self, conn_id: str) -> bool:
-        return conn_id in self.conns
+        conn = self.conns.get(conn_id)
+        return conn is not None and cast(WsConn, conn).is_open
 
     def send(self, data: bytes, peer: Peer) -> bool:
-        ws = self.conns.get(peer.conn_id) if peer.conn_id is not None else None
-        if ws is None or ws.protocol.state is not State.OPEN:
+        conn = self.conns.get(peer.conn_id) if peer.conn_id is not None else None
+        if conn is None:
             return False
-        if ws.transport.get_write_buffer_size() > WS_MAX_WRITE_BUFFER:
-            self.c_ws.inc("send_queue_full")
+        ws = cast(WsConn, conn).ws
+        if ws.state is not State.OPEN or not cast(WsConn, conn).is_open:
             return False
-        # RFC 7118 §4.2: text frames for UTF-8 messages, binary otherwise.  Framed and handed
-        # to the transport now, as the library's own ``send`` does after its flow control.
+        # RFC 7118 §4.2: text frames for UTF-8 messages, binary otherwise.
         try:
             data.decode()
         except UnicodeDecodeError:
-            ws.protocol.send_binary(data)
+            ws.send_binary(data)
         else:
-            ws.protocol.send_text(data)
-        ws.send_data()
-        return True
-
-    def ssl_object(self, conn_id: str) -> ssl.SSLObject | None:
-        """The TLS state of a WSS connection (its peer's certificate), for trusted-peer
-        checks; None over plain WS or once closed."""
-        ws = self.conns.get(conn_id)
-        if ws is None:
-            return None
-        return cast(ssl.SSLObject | None, ws.transport.get_extra_info("ssl_object"))
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        # The secure listener's ids carry its name: both share the registry's id space.
-        prefix = self.node_id if self.name == "ws" else f"{self.node_id}/{self.name}"
-        conn_id = f"{prefix}/{next(self._ids)}"
-        # Never read again once open: a few kB of headers per idle connection.  The request
-        # is emptied in place, not dropped: the library's parser keeps a reference to it (and
-        # takes a None ``ws.request`` to mean that the next event is the handshake's).
-        if ws.request is not None:
-            ws.request.headers.clear()
-        ws.response = None
-        self.conns[conn_id] = ws
-        self.c_ws.inc("opened")
-        host, port = str(ws.remote_address[0]), int(ws.remote_address[1])
-        peer = Peer(self.name, host, port, conn_id)
-        bad = 0
-        try:
-            async for message in ws:
-                data = message.encode() if isinstance(message, str) else message
-                if self.core.receive(data, peer):
-                    bad = 0
-                    continue
-                bad += 1
-                if bad >= self.max_bad_messages:
-                    self.c_ws.inc("closed_garbage")
-                    await ws.close(1008, "not SIP")
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            del self.conns[conn_id]
-            self.c_ws.inc("closed")
-            # What went over it and heard nothing back fails now (§17.1.4), as for TCP and
-            # TLS: a request to an RFC 5626 flow then goes to the instance's next flow.
-            self.core.connection_closed(self.name, conn_id)
-            await self._closed(conn_id)
-
-    async def _closed(self, conn_id: str) -> None:
-        try:
-            await self.on_closed(conn_id)
-        except Exception as exc:  # the registry may be down; the bindings expire on their own
-            self.c_ws.inc("cleanup_failed")
-            self._cleanup_failures.warning(
-                "registry", "could not remove the bindings of closed connection %s: %s: %s",
-                conn_id, type(exc).__name__, exc)
-
-    def stop_accepting(self) -> None:
-        """Close the listening socket only (this process's copy of it): connections that are
-        open stay until ``close``; new ones go to whoever else listens (a supervisor's next
-        worker on the same socket)."""
-        if self._server is not None:
-            self._server.server.close()
-
-    async def close(self) -> None:
-        self.core.transports.remove(self.info.name)
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            await self._server.wait_closed()
-        if self.gate is not None:
-            await self.gate.close()
+            ws.send_text(data)
+        return conn.write(b"".join(ws.data_to_send()))
 
 
 def _refuse(status: HTTPStatus, text: str) -> Response:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import types
 import uuid
 from collections.abc import Callable
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Request
 
 from protocols.sip.message import NameAddr, Response
 from protocols.sip.parser import parse_message
 from signaling.server import Server
 from signaling.transports.base import Peer
-from signaling.transports.ws import WS_MAX_BAD_MESSAGES, WS_MAX_WRITE_BUFFER
+from signaling.transports.ws import WS_MAX_BAD_MESSAGES, WS_MAX_WRITE_BUFFER, WsConn
 from tests.peers.sipua import UdpUA, WsUA
 from tests.signaling.inproc import running_server
 
@@ -90,6 +95,21 @@ async def test_oversized_message_closes_the_connection() -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def _reachable(root: object) -> list[object]:
+    """Every object reachable from ``root`` (gc referents), not through modules, classes,
+    functions or loggers (shared by every connection)."""
+    seen: dict[int, object] = {}
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType
+                                         | logging.Logger | logging.LoggerAdapter):
+            continue
+        seen[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return list(seen.values())
 
 
 def _gauge(srv: Server, name: str) -> float:
@@ -234,10 +254,15 @@ async def test_open_connection_keeps_no_handshake_headers_and_bounds_its_writes(
             await ws.send(_ws_register("bounded"))
             assert "200 OK" in str(await ws.recv())
             [(conn_id, server_side)] = srv.ws.conns.items()
-            assert server_side.request is not None and len(server_side.request.headers) == 0
-            assert server_side.response is None
+            assert isinstance(server_side, WsConn) and server_side.is_open
+            # Nothing of the opening handshake is reachable from the open connection's
+            # protocol state: no request, no headers; and no send queue while idle.
+            held = _reachable(server_side.ws)
+            assert not [o for o in held if isinstance(o, Request | Headers)]
+            assert server_side.out is None and server_side.tail == b""
             peer = Peer("ws", "127.0.0.1", 1, conn_id)
             transport = server_side.transport
+            assert transport is not None
             real = transport.get_write_buffer_size
             transport.get_write_buffer_size = lambda: WS_MAX_WRITE_BUFFER + 1  # type: ignore[method-assign]
             assert not srv.ws.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", peer)
