@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import types
 import uuid
 from collections.abc import Callable
@@ -12,12 +13,13 @@ from collections.abc import Callable
 import pytest
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Request
 
 from protocols.sip.message import NameAddr, Response
 from protocols.sip.parser import parse_message
 from signaling.server import Server
+from signaling.transports import ws as ws_module
 from signaling.transports.base import Peer
 from signaling.transports.ws import WS_MAX_BAD_MESSAGES, WS_MAX_WRITE_BUFFER, WsConn
 from tests.peers.sipua import UdpUA, WsUA
@@ -272,3 +274,122 @@ async def test_open_connection_keeps_no_handshake_headers_and_bounds_its_writes(
             assert await ws.recv() == "OPTIONS sip:y SIP/2.0\r\n\r\n"  # a text frame
             assert srv.ws.send(b"\xff\xfe", peer)
             assert await ws.recv() == b"\xff\xfe"  # not UTF-8: a binary frame (RFC 7118 §4.2)
+
+
+def _client_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """A masked client frame (RFC 6455 §5.2, §5.3)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+_HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n")
+
+
+async def _read_until(reader: asyncio.StreamReader, needle: bytes) -> bytes:
+    data = b""
+    async with asyncio.timeout(20):
+        while needle not in data:
+            chunk = await reader.read(65_536)
+            assert chunk, f"closed before {needle!r}: {data!r}"
+            data += chunk
+    return data
+
+
+async def test_handshake_split_anywhere_and_a_frame_right_behind_it() -> None:
+    """The end of the handshake's head may straddle reads, and a client may send its first
+    frame in the same segment as the end of the head: nothing is lost in the switch from
+    the handshake's protocol to the open one."""
+    async with running_server() as srv:
+        assert srv.ws_address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.ws_address[1])
+        try:
+            frame = _client_frame(_ws_register("split").encode())
+            cut = len(_HANDSHAKE) - 2  # between the two CRLFs that end the head
+            for piece in (_HANDSHAKE[:10], _HANDSHAKE[10:cut], _HANDSHAKE[cut:] + frame):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            data = await _read_until(reader, b"SIP/2.0 200 OK")
+            assert data.startswith(b"HTTP/1.1 101 ")
+            assert b"Sec-WebSocket-Protocol: sip\r\n" in data
+        finally:
+            writer.close()
+
+
+async def test_a_fragmented_message_is_one_sip_message() -> None:
+    """RFC 6455 §5.4: a message may come in fragments; RFC 7118 §4.2: it is one SIP message."""
+    async with running_server() as srv:
+        assert srv.ws_address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.ws_address[1])
+        try:
+            writer.write(_HANDSHAKE)
+            await _read_until(reader, b"\r\n\r\n")
+            message = _ws_register("fragments").encode()
+            writer.write(_client_frame(message[:50], fin=False)
+                         + _client_frame(message[50:120], opcode=0x0, fin=False)
+                         + _client_frame(b"", opcode=0x9)  # a ping between fragments
+                         + _client_frame(message[120:], opcode=0x0))
+            data = await _read_until(reader, b"SIP/2.0 200 OK")
+            assert b"\x8a\x00" in data  # the ping's pong
+            assert await srv.registry.lookup("sip:fragments@127.0.0.1", 0.0)
+        finally:
+            writer.close()
+
+
+async def test_a_connection_that_never_opens_is_closed_and_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ws_module, "WS_OPEN_TIMEOUT", 0.2)
+    async with running_server() as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.ws_address[1])
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        async with asyncio.timeout(20):
+            assert await reader.read() == b""  # closed by the server
+        writer.close()
+        assert srv.ws.c_ws.get("open_timeout") == 1
+        await _until(lambda: srv.ws is not None and srv.ws.connections == 0)
+
+
+async def test_connections_per_source_are_bounded() -> None:
+    """The stream listener's per-source bound (--tcp-max-per-source) holds for WebSocket."""
+    async with running_server(tcp_max_per_source=3) as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        url = f"ws://127.0.0.1:{srv.ws_address[1]}"
+        open_ = [await connect(url, subprotocols=["sip"])  # type: ignore[list-item]
+                 for _ in range(3)]
+        try:
+            with pytest.raises((ConnectionClosed, OSError, EOFError, InvalidHandshake)):
+                async with connect(url, subprotocols=["sip"]):  # type: ignore[list-item]
+                    pass
+            assert srv.ws.c_ws.get("rejected_source_limit") == 1
+            await open_[0].send(_ws_register("within-bound"))
+            assert "200 OK" in str(await open_[0].recv())
+        finally:
+            for ws in open_:
+                await ws.close()
+
+
+async def test_reading_pauses_while_the_server_is_overloaded() -> None:
+    """Backpressure (Shen & Schulzrinne), as for TCP: while the worker queues are full the
+    connection that delivered is not read, and it is read again once they drain."""
+    async with running_server() as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        url = f"ws://127.0.0.1:{srv.ws_address[1]}"
+        async with connect(url, subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            full = True
+            srv.ws.overloaded = lambda: full
+            await ws.send(_ws_register("paused"))
+            assert "200 OK" in str(await ws.recv())  # admitted, then the reading paused
+            [conn] = srv.ws.conns.values()
+            await _until(lambda: conn.paused)
+            await ws.send(_ws_register("later"))
+            await asyncio.sleep(0.2)
+            assert await srv.registry.lookup("sip:later@127.0.0.1", 0.0) == []
+            full = False
+            assert "200 OK" in str(await ws.recv())
+            assert srv.ws.c_ws.get("paused_reading") == 1
