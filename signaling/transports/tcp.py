@@ -414,9 +414,13 @@ class StreamTransport:
         for conn in self._paused:
             conn.paused = False
             conn.last = now  # the wait was ours, not the peer's idleness
+            self.resumed(conn, now)
             if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.resume_reading()
         self._paused.clear()
+
+    def resumed(self, conn: StreamConn, now: float) -> None:
+        """Reading ``conn`` resumes after a pause: deadlines the wait ate into start over."""
 
     def lost(self, conn: StreamConn) -> None:
         if self.forget(conn):

@@ -326,6 +326,14 @@ class WsTransport(StreamTransport):
         # request to an RFC 5626 flow then goes to the instance's next flow.
         self.announce_closed(conn.conn_id)
 
+    def resumed(self, conn: StreamConn, now: float) -> None:
+        # A ping's answer may have waited unread in the kernel while we did not read: the
+        # peer gets the whole timeout from now.
+        ws_conn = cast(WsConn, conn)
+        ws_conn.heard = now
+        if ws_conn.deadline is not None and ws_conn.why == "ping_timeout":
+            ws_conn.deadline = now + self.cfg.ws_ping_timeout
+
     def check(self, conn: StreamConn, now: float) -> None:
         ws_conn = cast(WsConn, conn)
         if ws_conn.draining is None:

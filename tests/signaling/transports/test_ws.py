@@ -393,3 +393,9 @@ async def test_reading_pauses_while_the_server_is_overloaded() -> None:
             full = False
             assert "200 OK" in str(await ws.recv())
             assert srv.ws.c_ws.get("paused_reading") == 1
+            # A ping's answer may have waited unread while we paused: its wait starts over.
+            assert isinstance(conn, WsConn)
+            conn.deadline, conn.why = 1.0, "ping_timeout"
+            srv.ws.resumed(conn, 100.0)
+            assert conn.deadline == 100.0 + srv.cfg.ws_ping_timeout and conn.heard == 100.0
+            conn.deadline = None
