@@ -415,13 +415,13 @@ def _reload_while(server: Supervised, uac: str, uas: str, user: str, calls: int,
     """``calls`` calls, each waiting ``pause_ms`` at the callee (or the caller) while the
     server reloads; every call must complete as its scenario says."""
     before = {int(w["pid"]) for w in server.workers()}
-    callee = Sipp(uas, calls=calls, timeout=60, extra=["-d", str(pause_ms)])
+    callee = Sipp(uas, calls=calls, timeout=90, extra=["-d", str(pause_ms)])
     assert sip_status(server.udp_port, register_message(server.udp_port, user, callee.port,
                                                         domain="127.0.0.1")) == 200
     callee.start()
     try:
         caller = Sipp(uac, f"127.0.0.1:{server.udp_port}", calls=calls, rate=calls,
-                      timeout=60, service=user,
+                      timeout=90, service=user,
                       extra=["-t", "un", "-max_socket", "64", "-d", str(pause_ms)]).start()
         time.sleep(1.0)  # every call is ringing now
         start = time.monotonic()
@@ -430,8 +430,9 @@ def _reload_while(server: Supervised, uac: str, uas: str, user: str, calls: int,
                                 timeout=30)
         assert reload.returncode == 0, reload.stderr
         server.wait_serving(2, exclude_pids=before)
-        # The pause is long enough for a reload on a busy machine: every answer (or CANCEL)
-        # comes after both slots changed hands, so every one of them is handed over.
+        # The pause is long enough for a reload on a busy machine (one took 8.6 s at load 10):
+        # every answer (or CANCEL) comes after both slots changed hands, so every one of them
+        # is handed over.
         assert time.monotonic() - start < pause_ms / 1000 - 1.5, "reload slower than pause"
         result = caller.wait()
     finally:
@@ -443,22 +444,22 @@ def _reload_while(server: Supervised, uac: str, uas: str, user: str, calls: int,
 @pytest.fixture
 def patient() -> Iterator[Supervised]:
     """A server whose retiring workers wait for their INVITEs longer than the callee rings."""
-    with Supervised("--shutdown-timeout", "30") as srv:
+    with Supervised("--shutdown-timeout", "45") as srv:
         yield srv
 
 
 def test_answer_after_a_reload_reaches_the_old_worker(patient: Supervised) -> None:
-    """The callee answers 10 s after ringing; meanwhile the workers are replaced.  The 200 comes
+    """The callee answers 20 s after ringing; meanwhile the workers are replaced.  The 200 comes
     to the slot's port, now read by the new worker, which hands it to the old one (which holds
     the INVITE transactions, and waits for them within --shutdown-timeout)."""
-    _reload_while(patient, "uac", "uas-slow-answer", "slow", 10, 10_000)
+    _reload_while(patient, "uac", "uas-slow-answer", "slow", 10, 20_000)
     text = front_metrics(patient)
     assert metric_value(text, "signaling_handoff_total", direction="sent",
                         kind="response") >= 10
 
 
 def test_cancel_after_a_reload_reaches_the_old_worker(patient: Supervised) -> None:
-    _reload_while(patient, "uac-cancel-late", "uas-cancel", "late", 10, 10_000)
+    _reload_while(patient, "uac-cancel-late", "uas-cancel", "late", 10, 20_000)
     text = front_metrics(patient)
     assert metric_value(text, "signaling_handoff_total", direction="sent",
                         kind="cancel") >= 10
