@@ -18,9 +18,12 @@ before the loop and dumped after it (``callgrind_control`` on this process).  Le
 - 401: the REGISTER without credentials and its stateless 401;
 - AUTH: the REGISTER with credentials answering its 401, one at a time (each answered before
   the next is fed, as bench_instructions sends them): the parse, transaction, worker, digest
-  check, registrar and 200.
+  check, registrar and 200;
+- PLAIN: the same REGISTER without credentials to a server with ``--auth off``, one at a
+  time as AUTH: the registrar's path without authentication, so AUTH minus PLAIN is what
+  checking the credentials costs.
 
-    python -m benchmarks.bench_auth_legs [--users 300] [--legs 401,AUTH]
+    python -m benchmarks.bench_auth_legs [--users 300] [--legs 401,AUTH,PLAIN]
 
 Prints instructions per leg and the answers counted (every leg must be answered: 401s, then
 200s).  Needs valgrind.
@@ -50,7 +53,7 @@ _REGISTER = ("REGISTER sip:{d} SIP/2.0\r\n"
              "Max-Forwards: 70\r\nFrom: <sip:{u}@{d}>;tag={n}r1\r\nTo: <sip:{u}@{d}>\r\n"
              "Call-ID: {n}-bench@127.0.0.1\r\nCSeq: {c} REGISTER\r\n"
              "Contact: <sip:{u}@127.0.0.1:{p}>\r\n{auth}Expires: 600\r\nContent-Length: 0\r\n\r\n")
-_STATUS = {"401": b"SIP/2.0 401 ", "AUTH": b"SIP/2.0 200 "}
+_STATUS = {"401": b"SIP/2.0 401 ", "AUTH": b"SIP/2.0 200 ", "PLAIN": b"SIP/2.0 200 "}
 
 
 def _control(flag: str) -> None:
@@ -86,7 +89,8 @@ async def _inner(leg: str, users: int, directory: Path) -> int:
             fh.write(json.dumps(Subscriber.create(f"a{n}", DOMAIN, f"pw-{n}").to_json()) + "\n")
     server = Server(load_config({
         "sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off", "diameter": "off",
-        "domain": [DOMAIN], "auth": "on", "auth_algorithms": ["MD5"], "pike_rate": "0",
+        "domain": [DOMAIN], "auth": "off" if leg == "PLAIN" else "on",
+        "auth_algorithms": ["MD5"], "pike_rate": "0",
         "subscribers": str(subscribers), "auth_nonce_table": str(max(users, 1000)),
         "spool": str(directory / "spool.jsonl"),
         # Admission control judges wall-clock queueing, which valgrind stretches ~50x: at
@@ -104,12 +108,14 @@ async def _inner(leg: str, users: int, directory: Path) -> int:
         firsts, seconds = [], []
         for n in range(users):
             first = _REGISTER.format(d=DOMAIN, p=port, n=n, c=1, u=f"a{n}", auth="").encode()
+            firsts.append(first)
+            if leg == "PLAIN":
+                continue
             core.receive(first, peer)
             challenge = parse_challenge(parse_message(sock.recv(65535)).header(
                 "WWW-Authenticate") or "")
             value = authorization(challenge, method="REGISTER", uri=f"sip:{DOMAIN}",
                                   username=f"a{n}", password=f"pw-{n}", cnonce=f"{n:08x}")
-            firsts.append(first)
             seconds.append(_REGISTER.format(d=DOMAIN, p=port, n=n, c=2, u=f"a{n}",
                                             auth=f"Authorization: {value}\r\n").encode())
         await asyncio.sleep(0.1)
@@ -123,7 +129,7 @@ async def _inner(leg: str, users: int, directory: Path) -> int:
                 if n % 32 == 31:
                     answered += _drain(sock, prefix)
         else:
-            for data in seconds:
+            for data in seconds if leg == "AUTH" else firsts:
                 receive(data, peer)
                 await drain(10.0)  # one outstanding: answered before the next
                 answered += _drain(sock, prefix)
@@ -160,7 +166,7 @@ def measure(leg: str, users: int) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=300, help="registrations (legs of each kind)")
-    ap.add_argument("--legs", default="401,AUTH", help="401, AUTH or both, comma-separated")
+    ap.add_argument("--legs", default="401,AUTH", help="401, AUTH, PLAIN, comma-separated")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -175,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{args.users} each")
     for leg in [x.strip().upper() for x in args.legs.split(",") if x.strip()]:
         if leg not in _STATUS:
-            sys.exit(f"unknown leg {leg}: 401 or AUTH")
+            sys.exit(f"unknown leg {leg}: 401, AUTH or PLAIN")
         per, answered = measure(leg, args.users)
         flag = "" if answered == args.users else "  INCOMPLETE: not every leg was measured"
         print(f"  {leg:<5} answered {answered:>5}/{args.users}  {per:>9,} instructions each"
