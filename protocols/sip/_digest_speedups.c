@@ -334,9 +334,6 @@ static PyMethodDef methods[] = {
     {"challenge_answer", (PyCFunction)(void (*)(void))challenge_answer, METH_FASTCALL,
      "The whole stateless 401 to a REGISTER, the realm when ``ready`` lacks it, or None when "
      "the request must go the full way."},
-    {"md5_response", (PyCFunction)(void (*)(void))md5_response, METH_FASTCALL,
-     "Whether a response is the MD5 request-digest of (ha1, method, uri, nonce, nc, cnonce, "
-     "qop, response, body), or None when the Python code must compute it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,7 +1,6 @@
-/* What the C files of the _digest_speedups module share (setup.py builds them into it):
- * _digest_speedups.c (auth-param and credentials parsing, the module), _challenge.c (the
- * stateless 401 to a REGISTER, from its bytes) and _digest_response.c (the MD5 check of a
- * request-digest). */
+/* What the two C files of the _digest_speedups module share (setup.py builds both into it):
+ * _digest_speedups.c (auth-param and credentials parsing, the module) and _challenge.c (the
+ * stateless 401 to a REGISTER, from its bytes). */
 
 #ifndef SIGNALING_DIGEST_SPEEDUPS_H
 #define SIGNALING_DIGEST_SPEEDUPS_H
@@ -28,6 +27,5 @@ lower_eq(const char *s, Py_ssize_t n, const char *lit)
 
 PyObject *challenge_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *challenge_answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *md5_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -11,7 +11,3 @@ def credentials(
     value: str, /,
 ) -> tuple[str, str, str, str, str, str, str | None, int | None, str | None, str | None] | None:
     ...
-def md5_response(
-    ha1: str, method: str, uri: str, nonce: str, nc: int | None, cnonce: str | None,
-    qop: str | None, response: str, body: bytes, /,
-) -> bool | None: ...

@@ -125,19 +125,13 @@ challenge_head: Callable[[bytes, str, int], ChallengeHead | None] | None
 #: (realm -> the answer's fixed parts) lacks it, or None; None when built without C.
 challenge_answer: Callable[[bytes, str, int, dict[str, tuple[bytes, ...]]],
                            bytes | str | None] | None
-#: ``md5_response(ha1, method, uri, nonce, nc, cnonce, qop, response, body)``: ``verify`` of
-#: an MD5 response in C (``_digest_response.c``), or None when the Python code must judge.
-_fast_md5: Callable[[str, str, str, str, int | None, str | None, str | None, str, bytes],
-                    bool | None] | None
 try:
     from protocols.sip._digest_speedups import challenge_answer, challenge_head
     from protocols.sip._digest_speedups import credentials as _fast_credentials
-    from protocols.sip._digest_speedups import md5_response as _fast_md5
     from protocols.sip._digest_speedups import params as _fast_params
 except ImportError:  # built without a C compiler: the Python loop alone, same results
     _fast_params = None
     _fast_credentials = None
-    _fast_md5 = None
     challenge_head = None
     challenge_answer = None
 
@@ -280,16 +274,7 @@ def expected_response(creds: Credentials, ha1_hex: str, method: str, body: bytes
 
 
 def verify(creds: Credentials, ha1_hex: str, method: str, body: bytes = b"") -> bool:
-    """The response matches ``ha1_hex``; compared in constant time.
-
-    MD5, the algorithm nearly every client answers with, is checked in C (~15k instructions
-    of the code below per authenticated request, callgrind), which answers what the code
-    below answers (test_digest holds them equal) or None where it leaves the judging to it."""
-    if _fast_md5 is not None and creds.algorithm == "MD5":
-        ok = _fast_md5(ha1_hex, method, creds.uri, creds.nonce, creds.nc, creds.cnonce,
-                       creds.qop, creds.response, body)
-        if ok is not None:
-            return ok
+    """The response matches ``ha1_hex``; compared in constant time."""
     want = expected_response(creds, ha1_hex.lower(), method, body)
     return hmac.compare_digest(want.encode(), creds.response.encode())
 
