@@ -23,6 +23,7 @@ when Redis returns.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, cast
@@ -147,7 +148,12 @@ class HiredisConnection(Connection):
         return [hiredis.pack_command(args)]
 
 
-_Call = tuple["asyncio.Future[Any]", float]
+#: A call waiting for its reply: its future, its deadline and the command as written (kept so
+#: that an EVALSHA answered NOSCRIPT can be sent again as EVAL).
+_Call = tuple["asyncio.Future[Any]", float, bytes]
+
+#: How an EVALSHA starts on the wire, after its ``*<count>\r\n``: the name and the SHA's length.
+_EVALSHA = b"$7\r\nEVALSHA\r\n$40\r\n"
 
 
 class _Conn(asyncio.Protocol):
@@ -182,6 +188,10 @@ class Pipe:
         self._port = parts.port or 6379
         self._hello = _hello(parts.username, parts.password, parts.path.strip("/"), scripts)
         self._timeout = timeout
+        #: The sources of the scripts this pipe loads, by SHA: an EVALSHA answered NOSCRIPT
+        #: (the cache flushed under a live connection) is sent again as EVAL by the pipe.
+        self._sources = {hashlib.sha1(s.encode()).hexdigest().encode(): s.encode()
+                         for s in scripts}
         self.conn: _Conn | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._reader = hiredis.Reader()
@@ -195,20 +205,29 @@ class Pipe:
         self.commands = 0
 
     def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        return self.send(hiredis.pack_command(args))
+
+    def send(self, wire: bytes) -> asyncio.Future[Any]:
+        """Queue one command already in RESP (the registry packs its REGISTER itself, see
+        ``RedisRegistry.register``); its future resolves to the reply."""
         if self._closed:
             raise RegistryUnavailable("registry closed")
         if len(self._calls) >= MAX_PENDING:
             raise RegistryUnavailable(f"{MAX_PENDING} Redis calls waiting")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._calls.append((fut, loop.time() + self._timeout))
-        self._out.append(hiredis.pack_command(args))
+        self._queue(loop, fut, loop.time() + self._timeout, wire)
+        return fut
+
+    def _queue(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], deadline: float,
+               wire: bytes) -> None:
+        self._calls.append((fut, deadline, wire))
+        self._out.append(wire)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         if self._sweep is None:
             self._sweep = loop.call_at(self._calls[0][1], self._expire)
-        return fut
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -243,10 +262,10 @@ class Pipe:
             # their replies are read and dropped like any call's.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._timeout
-            for _ in self._hello:
+            for command in self._hello:
                 fut: asyncio.Future[Any] = loop.create_future()
                 fut.add_done_callback(_consume)
-                self._calls.appendleft((fut, deadline))
+                self._calls.appendleft((fut, deadline, command))
             assert conn.transport is not None
             conn.transport.write(b"".join(self._hello))
         self._flush()
@@ -257,16 +276,33 @@ class Pipe:
         calls = self._calls
         try:
             while (reply := reader.gets()) is not False:
-                fut, _ = calls.popleft()
+                fut, deadline, wire = calls.popleft()
                 if fut.done():  # its caller was cancelled
                     continue
-                if isinstance(reply, hiredis.ReplyError):
-                    fut.set_exception(_reply_error(reply))
-                else:
+                if not isinstance(reply, hiredis.ReplyError):
                     fut.set_result(reply)
+                elif (again := self._as_eval(reply, wire)) is not None:
+                    # Same future, same deadline: its caller never sees the NOSCRIPT.
+                    self._queue(asyncio.get_running_loop(), fut, deadline, again)
+                else:
+                    fut.set_exception(_reply_error(reply))
         except (hiredis.ProtocolError, IndexError):
             # Not RESP, or a reply nobody asked for: the stream is lost, and with it every call.
             self.drop(RegistryUnavailable("redis: protocol error"))
+
+    def _as_eval(self, reply: hiredis.ReplyError, wire: bytes) -> bytes | None:
+        """An EVALSHA of one of our scripts answered NOSCRIPT, as the EVAL to send instead (the
+        same command with the source in place of the SHA; EVAL caches the script again)."""
+        if not str(reply).startswith("NOSCRIPT"):
+            return None
+        count, _, rest = wire.partition(b"\r\n")
+        if not rest.startswith(_EVALSHA):
+            return None
+        sha, tail = rest[len(_EVALSHA) : len(_EVALSHA) + 40], rest[len(_EVALSHA) + 42 :]
+        source = self._sources.get(sha)
+        if source is None:
+            return None
+        return b"%s\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n%s" % (count, len(source), source, tail)
 
     def _expire(self) -> None:
         """The head call is overdue: the connection is stuck (see the module docstring)."""
@@ -293,7 +329,7 @@ class Pipe:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for fut, _ in calls:
+        for fut, _, _ in calls:
             if not fut.done():
                 fut.set_exception(error)
 
@@ -332,9 +368,11 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 class Batcher:
     """Auto-pipelining over redis-py: calls made within one loop tick share one pipeline."""
 
-    def __init__(self, client: Any, timeout: float) -> None:
+    def __init__(self, client: Any, timeout: float, scripts: Sequence[str] = ()) -> None:
         self._client = client
         self._timeout = timeout
+        #: Script sources by SHA: an EVALSHA answered NOSCRIPT is sent again as EVAL.
+        self._sources = {hashlib.sha1(s.encode()).hexdigest(): s for s in scripts}
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._inflight = 0
@@ -386,10 +424,14 @@ class Batcher:
         else:
             self.batches += 1
             self.commands += len(batch)
-            for (_, fut), result in zip(batch, results, strict=True):
+            for (args, fut), result in zip(batch, results, strict=True):
                 if fut.done():
                     continue
-                if isinstance(result, BaseException):
+                if isinstance(result, NoScriptError) and args[0] == "EVALSHA" \
+                        and (source := self._sources.get(args[1])) is not None:
+                    # A restarted or failed-over node's empty cache: EVAL caches it again.
+                    self._pending.append((("EVAL", source, *args[2:]), fut))
+                elif isinstance(result, BaseException):
                     fut.set_exception(translate(result))
                 else:
                     fut.set_result(result)

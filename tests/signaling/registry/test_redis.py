@@ -10,7 +10,9 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -73,7 +75,8 @@ async def test_returned_register_is_in_redis(redis_url: str, raw: aioredis.Redis
         assert hash_key.startswith(f"{{{prefix}:")
         stored = await raw.hget(hash_key, "sip:a@h")
         assert stored is not None and b"sip:a@h" in stored
-        assert await raw.zscore(exp_key, f"{AOR}\x00sip:a@h") == pytest.approx(now + 60)
+        # The expiry travels as a double (MessagePack) and is the index's score exactly.
+        assert await raw.zscore(exp_key, f"{AOR}\x00sip:a@h") == now + 60
         assert await raw.zscore(aors_key, AOR) == 0
         # The "had bindings" marker is written when the last binding goes away.
         assert not await raw.exists(known_key)
@@ -82,6 +85,12 @@ async def test_returned_register_is_in_redis(redis_url: str, raw: aioredis.Redis
         assert not await raw.exists(hash_key)
         assert 0 < await raw.ttl(known_key) <= 30 * 24 * 3600
         assert await reg.known_user(AOR)
+        # ... and by a REGISTER removing the last one (the script's own SET ... EX).
+        await raw.delete(known_key)
+        await reg.register(AOR, "c1", 3, [change("sip:a@h", 60)], now)
+        assert await reg.register(AOR, "c1", 4, [change("sip:a@h", 0)], now) == []
+        assert not await raw.exists(hash_key, exp_key)
+        assert 30 * 24 * 3600 - 60 < await raw.ttl(known_key) <= 30 * 24 * 3600
     finally:
         await reg.close()
 
@@ -138,6 +147,16 @@ async def test_register_is_one_round_trip(redis_url: str) -> None:
         await reg.close()
 
 
+@pytest.mark.parametrize("aor", [AOR, "sip:zoë@example.com", "sip:" + "x" * 300 + "@example.com"])
+def test_register_command_is_what_hiredis_packs(aor: str) -> None:
+    """The pipe writes REGISTER from pieces made once per bucket: the same bytes as hiredis'
+    generic packer makes of the script's arguments (the Cluster path sends those)."""
+    reg = RedisRegistry.from_url("redis://127.0.0.1:1/0?prefix=p")
+    payload = b"\x95\xa1a\x00\r\n$3\r\n"  # any bytes: RESP frames by length
+    args: tuple[Any, ...] = ("EVALSHA", reg._register.sha, 4, *reg._aor_keys(aor), payload)
+    assert reg.register_command(aor, payload) == hiredis.pack_command(args)
+
+
 async def test_first_register_on_a_fresh_redis_is_one_round_trip(
     private_redis: RedisServer,
 ) -> None:
@@ -152,13 +171,21 @@ async def test_first_register_on_a_fresh_redis_is_one_round_trip(
         await reg.close()
 
 
-async def test_script_cache_flushed(private_redis: RedisServer) -> None:
-    reg = make_registry(private_redis.url)
+@pytest.mark.parametrize("options", ["", "?socket_keepalive=true"])  # the pipe, redis-py
+async def test_script_cache_flushed(private_redis: RedisServer, options: str) -> None:
+    """A script cache flushed under a live connection: the link sends each EVALSHA answered
+    NOSCRIPT again as EVAL, and the callers see only their replies."""
+    reg = RedisRegistry.from_url(private_redis.url + options)
     try:
         await reg.register(AOR, "c1", 1, [change("sip:a@h")], time.time())
         private_redis.cli("SCRIPT", "FLUSH")
-        got = await reg.register(AOR, "c1", 2, [change("sip:a@h2")], time.time())
+        batches, commands = reg.pipeline_stats
+        got = await reg.register(AOR, "c1", 2, [change("sip:a@h2", connection_id="ws-1")],
+                                 time.time())
         assert len(got) == 2
+        # Two scripts (binding, connection index), each sent twice: EVALSHA, then EVAL.
+        assert reg.pipeline_stats == (batches + 2, commands + 4)
+        assert await reg.remove_connection("ws-1") == 1
     finally:
         await reg.close()
 

@@ -110,6 +110,31 @@ async def test_scripts_loaded_by_each_new_connection(private_redis: RedisServer)
         await pipe.close()
 
 
+async def test_noscript_sent_again_as_eval(private_redis: RedisServer) -> None:
+    """A cache flushed under a live connection: the pipe sends an EVALSHA of its own scripts
+    answered NOSCRIPT again as EVAL (the caller sees its reply, in order with the calls around
+    it); a SHA it does not know stays NoScriptError."""
+    script = "return ARGV[1]"
+    sha = hashlib.sha1(script.encode()).hexdigest()
+    pipe = Pipe(private_redis.url, TIMEOUT, [script])
+    try:
+        assert await pipe.submit(("EVALSHA", sha, 0, "a")) == b"a"
+        private_redis.cli("SCRIPT", "FLUSH")
+        again = pipe.submit(("EVALSHA", sha, 0, "b\r\n$1"))
+        after = pipe.submit(("PING",))
+        unknown = pipe.submit(("EVALSHA", "0" * 40, 0))
+        assert await again == b"b\r\n$1"
+        assert await after == b"PONG"
+        with pytest.raises(NoScriptError):
+            await unknown
+        # EVAL cached the script again: the next EVALSHA is answered the first time.
+        commands = pipe.commands
+        assert await pipe.submit(("EVALSHA", sha, 0, "c")) == b"c"
+        assert pipe.commands == commands + 1
+    finally:
+        await pipe.close()
+
+
 async def test_nothing_listening_fails_fast() -> None:
     from harness.serverproc import free_tcp_port
 
