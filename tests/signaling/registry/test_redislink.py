@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.services import RedisServer
-from signaling.registry import RegistryError, RegistryUnavailable, make_registry
+from signaling.registry import RegistryError, RegistryUnavailable, make_registry, redislink
 from signaling.registry.base import ContactChange
 from signaling.registry.redislink import NoScriptError, Pipe, parse_url
 
@@ -133,6 +133,40 @@ async def test_noscript_sent_again_as_eval(private_redis: RedisServer) -> None:
         assert pipe.commands == commands + 1
     finally:
         await pipe.close()
+
+
+async def test_stalled_redis_bounds_the_calls_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis that accepts and never answers: calls wait at most MAX_PENDING at a time (the
+    next is refused at once, a 503 for its REGISTER, instead of a queue growing with the
+    offered load), all of them fail together once the head is overdue, and the pipe takes a
+    new connection for the calls after."""
+    monkeypatch.setattr(redislink, "MAX_PENDING", 5)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def stall(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = Pipe(f"redis://127.0.0.1:{port}/0", 0.2)
+    try:
+        waiting = [pipe.submit(("PING",)) for _ in range(5)]
+        with pytest.raises(RegistryUnavailable, match="5 Redis calls waiting"):
+            pipe.submit(("PING",))
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(r, RegistryUnavailable) for r in results), results
+        assert "no answer within" in str(results[0])
+        # The stuck connection was dropped with its calls: room again, on a new connection.
+        again = pipe.submit(("PING",))
+        with pytest.raises(RegistryUnavailable):
+            await again
+        assert len(accepted) == 2
+    finally:
+        await pipe.close()
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
 
 
 async def test_nothing_listening_fails_fast() -> None:
