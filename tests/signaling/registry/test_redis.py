@@ -157,6 +157,16 @@ def test_register_command_is_what_hiredis_packs(aor: str) -> None:
     assert reg.register_command(aor, payload) == hiredis.pack_command(args)
 
 
+@pytest.mark.parametrize("bucket", [0, 17, NBUCKETS - 1])
+def test_sweep_command_is_what_hiredis_packs(bucket: int) -> None:
+    """The pipe writes a bucket's sweep from its part made once and the sweep's (now, limit):
+    the same bytes as hiredis makes of the arguments (the Cluster path sends those)."""
+    reg = RedisRegistry.from_url("redis://127.0.0.1:1/0?prefix=p")
+    now = time.time()
+    assert reg.sweep_command(bucket, now, 7) == hiredis.pack_command(
+        reg.sweep_args(bucket, now, 7))
+
+
 async def test_first_register_on_a_fresh_redis_is_one_round_trip(
     private_redis: RedisServer,
 ) -> None:
