@@ -3,13 +3,15 @@
 Two links, one interface (``submit(args)`` returns an awaitable of the reply):
 
 * ``Pipe``, for one Redis (``redis://``): our own connection, one socket, commands packed by
-  hiredis and written once per event-loop tick (every REGISTER of that tick in one ``write``,
-  which is the pipeline per batch of concurrent REGISTERs), replies parsed by ``hiredis.Reader``
-  and matched to their callers in order (RESP answers in the order asked, so no ids).  One
-  connection suffices: Redis runs commands one at a time, and the socket lets the next tick's
-  batch queue while Redis runs this one.  redis-py's pipeline cost ~20 µs per command in
-  Python (command stack, response parsing, a task per batch, a timeout per call), more than
-  the Lua script it carries; this costs a future and a few list operations.
+  hiredis (or handed over in RESP by the caller, ``send``: the registry writes its REGISTER
+  and sweep from parts made once) and written once per event-loop tick (every REGISTER of that
+  tick in one ``write``, which is the pipeline per batch of concurrent REGISTERs), replies
+  parsed by ``hiredis.Reader`` and matched to their callers in order (RESP answers in the
+  order asked, so no ids).  One connection suffices: Redis runs commands one at a time, and the
+  socket lets the next tick's batch queue while Redis runs this one.  redis-py's pipeline cost
+  ~20 µs per command in Python (command stack, response parsing, a task per batch, a timeout
+  per call), more than the Lua script it carries; this costs a future and a few list
+  operations.
 * ``Batcher``, over redis-py, for Redis Cluster (slot routing, MOVED/ASK) and for TLS or
   redis-py's URL options: calls made within one tick share one redis-py pipeline.
 
@@ -17,7 +19,12 @@ Every call is bounded (``timeout``): a call not answered in time fails with
 ``RegistryUnavailable``.  On the pipe the replies come in order, so an overdue head means every
 call behind it is stuck too: the connection is dropped and all of them fail at once (one timer
 per connection, not one per call); the next call reconnects, so the registry recovers by itself
-when Redis returns.
+when Redis returns.  Calls waiting are bounded too (``MAX_PENDING``): past it a call is refused
+at once, so a stalled Redis costs 503s, never a queue growing with the offered load.
+
+A script called by SHA on a Redis whose cache lost it (restart, fail-over, SCRIPT FLUSH) is
+answered NOSCRIPT; the link sends that call again as EVAL with the source (which caches it
+again), so callers never see NOSCRIPT for the scripts the link was given.
 """
 
 from __future__ import annotations
