@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -65,11 +67,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmarks.bench_register import CLK_TCK, REGISTER_XML, _int, run_sipp, tree_cpu_seconds
-from harness.serverproc import OPEN, free_udp_port, options, sip_request
+from benchmarks.bench_register import (
+    CLK_TCK,
+    REGISTER_XML,
+    SIPP_LIMIT,
+    _int,
+    run_sipp,
+    tree_cpu_seconds,
+)
+from harness.serverproc import OPEN, free_tcp_port, free_udp_port, options, sip_request
 from harness.sipp_runner import Sipp
 from harness.sipp_runner import run_sipp as sipp_run
 from signaling.supervisor import SHARING_ENV
@@ -80,8 +90,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CGROUP = Path("/sys/fs/cgroup")
 #: cgroup CPU period (µs): the quota is enforced per 100 ms, the kernel default.
 PERIOD_US = 100_000
-#: Source sockets SIPp spreads the calls over (``-max_socket``).
-SOURCES = 256
+#: Source sockets SIPp may hold open (``-t un -max_socket``): as many as the calls it may have
+#: outstanding (``bench_register.SIPP_LIMIT``), so that every call has a fresh socket and source
+#: port, as every UA has its own address.  With fewer (256 before), SIPp past the budget
+#: reuses the sockets it holds open, and those are the ones whose calls have not finished:
+#: the sockets hashed to the worker that is behind.  That worker then gets the new calls too,
+#: so a step near capacity collapsed onto one worker (2 workers at 0.1 core, 3,000/s offered:
+#: 11,778 REGISTERs received by one, 3,222 by the other; with a fresh source per call,
+#: 7,522 / 7,478 and 0 failed).
+SOURCES = SIPP_LIMIT
 START_TIMEOUT = 60.0
 #: A worker that waited for a CPU (runnable, within its quota) longer than this share of the
 #: step was held back by the machine, not by its quota: the step is flagged.
@@ -148,9 +165,12 @@ class CpuQuota:
 class Server:
     def __init__(self, processes: int, start: CpuQuota, sharing: str = "replica") -> None:
         self.port = free_udp_port()
+        #: the admin API, to read each worker's own count of requests received
+        self.admin = free_tcp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-multiproc-"))
         cmd = [sys.executable, "-m", "signaling", "serve", "--processes", str(processes),
-               "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off", "--admin", "off",
+               "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off",
+               "--admin", f"127.0.0.1:{self.admin}",
                "--diameter", "off", "--log-level", "warning", *OPEN,
                "--spool", str(self.dir / "spool.jsonl")]
         env = {**os.environ, SHARING_ENV: sharing}
@@ -173,6 +193,15 @@ class Server:
             raise RuntimeError("server not ready")
         time.sleep(1.0)  # the last workers finish starting
 
+    def received(self) -> dict[int, int]:
+        """SIP requests each worker (by pid) has received, from its own ``/metrics``: the
+        supervisor's front lists the workers' private admin addresses (``/health``)."""
+        if self.processes == 1:
+            return {self.proc.pid: _received(f"127.0.0.1:{self.admin}")}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/health", timeout=5) as r:
+            workers = json.load(r)["workers"]
+        return {w["pid"]: _received(w["admin"]) for w in workers}
+
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -191,6 +220,8 @@ class Result(NamedTuple):
     supervisor_us: float
     #: the busiest worker's share of the workers' CPU (1/N is an even spread)
     busiest: float
+    #: the busiest worker's share of the SIP requests the workers received (by its own count)
+    received: float
     failed: int
     #: 100 ms periods in which the busiest worker used its whole quota
     throttled: int
@@ -206,6 +237,14 @@ class Result(NamedTuple):
     @property
     def machine_bound(self) -> bool:
         return self.starved > STARVED or self.generator_cores > GENERATOR_BOUND
+
+
+_RECEIVED = re.compile(rb"^signaling_sip_requests_received_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def _received(admin: str) -> int:
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
+        return int(sum(float(v) for v in _RECEIVED.findall(r.read())))
 
 
 def _own_cpu(pid: int) -> float:
@@ -251,13 +290,15 @@ class Snapshot(NamedTuple):
     delay: dict[int, float]
     throttled: dict[int, tuple[int, float]]
     generator: float
+    received: dict[int, int]
 
     @classmethod
-    def take(cls, pid: int, groups: dict[int, CpuQuota]) -> Snapshot:
+    def take(cls, server: Server, groups: dict[int, CpuQuota]) -> Snapshot:
+        pid = server.proc.pid
         return cls(time.monotonic(), tree_cpu_seconds(pid),
                    {p: _own_cpu(p) for p in groups}, {p: _run_delay(p) for p in groups},
                    {p: (q.throttled(), q.throttled_s()) for p, q in groups.items()},
-                   _generator_cpu())
+                   _generator_cpu(), server.received())
 
 
 def step(kind: str, processes: int, share: float, rate: int, duration: float,
@@ -278,7 +319,7 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
         for p, group in groups.items():
             group.enter(p)
         time.sleep(0.5)  # the moved processes settle in their groups
-        before = Snapshot.take(pid, groups)
+        before = Snapshot.take(server, groups)
         calls = int(rate * duration)
         spread = ["-t", "un", "-max_socket", str(SOURCES)]
         if kind == "register":
@@ -287,7 +328,7 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
             ok, failed = _int(stats, "SuccessfulCall(C)"), _int(stats, "FailedCall(C)")
         else:
             ok, failed = _calls(server.port, rate, calls, duration, spread)
-        after = Snapshot.take(pid, groups)
+        after = Snapshot.take(server, groups)
         return _result(before, after, pid, workers, ok, failed)
     finally:
         server.stop()
@@ -301,11 +342,13 @@ def _result(before: Snapshot, after: Snapshot, pid: int, workers: list[int], ok:
     used = {p: after.own[p] - before.own[p] for p in before.own}
     sup = used[pid] if pid not in workers else 0.0
     per_worker = [used[p] for p in workers]
+    received = [after.received.get(p, 0) - before.received.get(p, 0) for p in workers]
     # Held back beyond the quota: the run delay the quota does not explain.
     starved = max((after.delay[p] - before.delay[p])
                   - (after.throttled[p][1] - before.throttled[p][1]) for p in workers)
     return Result(ok / elapsed, (after.tree - before.tree) / max(ok, 1) * 1e6,
                   sup / max(ok, 1) * 1e6, max(per_worker) / max(sum(per_worker), 1e-9),
+                  max(received) / max(sum(received), 1),
                   failed, max(after.throttled[p][0] - before.throttled[p][0] for p in workers),
                   sup / elapsed, (after.generator - before.generator) / elapsed,
                   max(0.0, starved) / elapsed, os.getloadavg()[0])
@@ -382,7 +425,8 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
                 r = step(kind, n, share, offered, duration, sharing, supervisor_share)
                 print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
                       f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
-                      f"busiest worker {r.busiest:4.0%}, throttled {r.throttled:2d} periods, "
+                      f"busiest worker {r.busiest:4.0%} of CPU, {r.received:4.0%} of requests, "
+                      f"throttled {r.throttled:2d} periods, "
                       f"{r.failed} failed | supervisor {r.supervisor_cores:4.2f} core, "
                       f"SIPp {r.generator_cores:4.2f} core, starved {r.starved:4.0%}, "
                       f"load {r.load:4.1f}"
