@@ -96,7 +96,7 @@ PERIOD_US = 100_000
 #: reuses the sockets it holds open, and those are the ones whose calls have not finished:
 #: the sockets hashed to the worker that is behind.  That worker then gets the new calls too,
 #: so a step near capacity collapsed onto one worker (2 workers at 0.1 core, 3,000/s offered:
-#: 11,778 REGISTERs received by one, 3,222 by the other; with a fresh source per call,
+#: 10,555 REGISTERs received by one, 1,211 by the other; with a fresh source per call,
 #: 7,522 / 7,478 and 0 failed).
 SOURCES = SIPP_LIMIT
 START_TIMEOUT = 60.0
