@@ -65,7 +65,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from signaling.registry.pending import RECORD
+from signaling.registry.base import Binding
+from signaling.registry.pending import ENCODER, RECORD
 
 __all__ = ["MAGIC", "PREFIX", "PRUNE_EVERY", "RING", "JournalReader", "JournalWriter", "Lapped",
            "prune", "write_record_py", "writer_pid"]
@@ -140,6 +141,20 @@ class JournalWriter:
             _UNTIL.pack_into(self._map, _UNTIL_AT, until)
         self.head = _write_record(self._map, self.head, self.ring, aor, token, cseq, bindings,
                                   aors, latest, body)
+
+    def append_new(self, aor: str, binding: Binding) -> None:
+        """``append_record`` of an AOR's first binding (a new AOR's first REGISTER, the usual
+        write): the bytes ``pending.record`` gives for ``Change(aor, [(binding, None)], [])``
+        (its body encoded from a tuple: an ``array_like`` Change is the same msgpack array),
+        without building the Change or going through ``pending.fields``: ~2,700 fewer
+        instructions on the REGISTER (callgrind, ``ReplicaRegistry.register``)."""
+        latest = binding.expires_at
+        if latest > self.until:
+            self.until = latest
+            _UNTIL.pack_into(self._map, _UNTIL_AT, latest)
+        self.head = _write_record(self._map, self.head, self.ring, aor,
+                                  f"{binding.key}\n{binding.call_id}".encode(), binding.cseq,
+                                  1, 1, latest, ENCODER.encode((aor, [(binding, None)], [])))
 
     def close(self) -> None:
         self._map.close()

@@ -349,8 +349,7 @@ class ReplicaRegistry:
         if not before:  # a new AOR (a first REGISTER): every binding is new
             if after is not None and len(after) == 1:  # the usual one: no generator
                 (b,) = after.values()
-                journal.append_record(aor, *fields(Change(aor, [(b, None)], [])), 1, 1,
-                                      b.expires_at)
+                journal.append_new(aor, b)
             elif after:
                 journal.append_record(aor, *fields(Change(aor, [(b, None) for b in after.values()],
                                                           [])), len(after), 1,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from signaling.registry.base import Binding
 from signaling.registry.journal import (
     PREFIX,
     JournalReader,
@@ -21,6 +22,7 @@ from signaling.registry.journal import (
     prune,
     writer_pid,
 )
+from signaling.registry.pending import Change, record
 
 #: Seconds a child process may take to start and append (a busy CI box starts Python slowly).
 BOUND = 60.0
@@ -39,6 +41,26 @@ def test_appends_are_read_whole_and_in_order_across_the_end_of_the_ring(
             got += reader.read()
     assert got == b"".join(f"rec{n:03d}/".encode() for n in range(30))
     assert reader.read() == b""
+    reader.close()
+    writer.close()
+
+
+def test_a_new_aors_binding_is_journaled_as_the_record_of_its_change(tmp_path: Path) -> None:
+    """``append_new`` (the first REGISTER's fast path) writes the bytes ``record`` gives for
+    the Change, and keeps the header's latest expiry, across the end of the ring too."""
+    writer = JournalWriter(str(tmp_path), ring=700)
+    reader = JournalReader.open(writer.path)
+    assert reader is not None
+    got = expected = b""
+    for n in range(6):  # ~300 bytes each: twice around the ring
+        b = Binding(aor=f"sip:u{n}@x", contact=f"sip:u{n}@192.0.2.1:5060;ob", q=0.5,
+                    expires_at=1_000.0 + n, call_id=f"c{n}@h", cseq=7 + n, source="192.0.2.1:5",
+                    key=f"<urn:uuid:{n}>", instance=f"<urn:uuid:{n}>", reg_id=1,
+                    path=("<sip:p@x;lr>",))
+        writer.append_new(b.aor, b)
+        expected += record(Change(b.aor, [(b, None)], []), 1, 1)
+        got += reader.read()
+    assert got == expected and writer.until == 1_005.0
     reader.close()
     writer.close()
 
