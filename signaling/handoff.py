@@ -280,6 +280,9 @@ class Handoff:
             and self.siblings.relay_in(msg, peer)
 
     def on_ack(self, ack: Request, peer: Peer) -> None:
+        if self.predecessor is None and peer.conn_id is None:  # as in answer_statelessly
+            self.tu.on_ack(ack, peer)
+            return
         if self._to_sibling(ack, peer):
             return
         if (self._inherited(ack, peer) or self._predecessors(ack)) \
@@ -299,6 +302,11 @@ class Handoff:
             self.tu.on_stray_response(response, peer)
 
     def answer_statelessly(self, request: Request, peer: Peer) -> bool:
+        if self.predecessor is None and peer.conn_id is None:
+            # Nobody to hand over to, and not over a connection (a sibling's call comes over
+            # one): the checks below all say no.  Every new UDP request of a worker that is
+            # not a reload's new one comes this way (~1,500 instructions saved, callgrind).
+            return self.tu.answer_statelessly(request, peer)
         if self._to_sibling(request, peer):
             return True
         if self._inherited(request, peer) and self._hand_over(request, peer, "retransmission"):
