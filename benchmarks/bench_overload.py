@@ -266,7 +266,7 @@ def _num(stats: dict[str, str], name: str) -> int:
 def _our_counts(admin_port: int | None) -> tuple[int, int] | None:
     if admin_port is None:
         return None
-    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read()
+    text = _metrics(admin_port)
     rejected = dropped = 0.0
     for line in text.decode().splitlines():
         if line.startswith("signaling_sip_overload_rejected_total"):
@@ -278,6 +278,17 @@ def _our_counts(admin_port: int | None) -> tuple[int, int] | None:
         elif line.startswith('signaling_sip_shed_total{reason="queue_full"}'):
             rejected += float(line.rsplit(" ", 1)[1])
     return int(rejected), int(dropped)
+
+
+def _metrics(admin_port: int) -> bytes:
+    """The server's /metrics; the admin listener may come up a moment after SIP answers."""
+    for _ in range(50):
+        with contextlib.suppress(ConnectionRefusedError, urllib.error.URLError):
+            return bytes(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics",
+                                                timeout=5).read())
+        time.sleep(0.1)
+    return bytes(urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics",
+                                        timeout=5).read())
 
 
 def _register_uas(port: int, uas_port: int) -> None:
@@ -304,11 +315,29 @@ def _server(system: str, quota: CpuQuota) -> tuple[ServerUnderTest, int | None]:
     return server, admin
 
 
-def _verbose(admin: int | None) -> None:
-    if admin is not None and os.environ.get("BENCH_VERBOSE"):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+def _verbose(admin: int | None, detail: str = "") -> None:
+    """With BENCH_VERBOSE set: the server's overload counters, its queue sojourn histogram,
+    and what the load generator saw (``detail``)."""
+    if not os.environ.get("BENCH_VERBOSE"):
+        return
+    if admin is not None:
+        text = _metrics(admin).decode()
         print("\n".join(ln for ln in text.splitlines() if ln.startswith("signaling_") and (
-            "limit" in ln or "overload" in ln or "shed" in ln)), flush=True)
+            "limit" in ln or "overload" in ln or "shed" in ln or "sojourn" in ln)
+            and not ln.endswith(" 0.0")), flush=True)
+    if detail:
+        print(detail, flush=True)
+
+
+def _rtt_shape(rtts: list[float]) -> str:
+    """How SIPp's response times (ms) spread: counts per band, the retransmitted ones (over
+    T1, 500 ms) apart."""
+    bands = (50, 100, 250, 500, 1000, 2000, 32000)
+    counts = [0] * (len(bands) + 1)
+    for r in rtts:
+        counts[next((i for i, b in enumerate(bands) if r <= b), len(bands))] += 1
+    return "sipp rtt ms " + " ".join(
+        f"<={b}:{c}" for b, c in zip((*bands, "inf"), counts, strict=True))
 
 
 def run_step(system: str, kind: str, rate: float, duration: float, deadline: float,
@@ -340,7 +369,7 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
         wait = starvation.share()
         stats, rtts = _finish(uac)
         after = _our_counts(admin)
-        _verbose(admin)
+        _verbose(admin, _rtt_shape(rtts))
         kdrops = _socket_drops(server.port)
     finally:
         if uas is not None:
@@ -413,7 +442,13 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     rej = drp = None
     if before is not None and after is not None:
         rej, drp = after[0] - before[0], after[1] - before[1]
-    lat = k["latency_us"]
+    # Of the 2xx answers: the admitted transactions (the 503s' own latency is in latency_us).
+    lat = k.get("latency_ok_us") or k["latency_us"]
+    _verbose(None, "storm " + " ".join(f"{n}={k[n]}" for n in (
+        "sent", "status_503", "timeouts", "retransmissions", "retry_after_honoured",
+        "backoff_retries", "abandoned", "late_finals")) + f" codes={k['codes']} "
+        f"offered/s={k['offered_per_s'][:window + 3]} goodput/s={k['goodput_per_s'][:window + 3]}"
+        f" latency_ok={lat} latency_all={k['latency_us']}")
     return _starved(Step(
         system, kind, f"{label} storm", offered / window, good / window,
         lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
@@ -502,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds SIPp keeps listening after the load, so that final answers "
                     "later than Timer B (32 s) could be seen (e.g. 40; the injector always "
                     "runs its transactions to Timer B/F)")
+    ap.add_argument("--multiples", default=",".join(map(str, MULTIPLES)),
+                    help="multiples of capacity offered (default 2,5,10)")
     ap.add_argument("--png", default="bench_overload.png")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -529,9 +566,9 @@ def main(argv: list[str] | None = None) -> int:
             for system in systems:
                 cap = given.get(kind) or capacity(system, kind, a.probe_duration, a.deadline,
                                                   quota, steps)
-                for m in MULTIPLES:
+                for m in (float(x) for x in a.multiples.split(",")):
                     rate = min(cap * m, MAX_OFFER[kind])
-                    label = f"{m}x" + ("(cap)" if rate < cap * m else "")
+                    label = f"{m:g}x" + ("(cap)" if rate < cap * m else "")
                     for run in offer:
                         step = run(system, kind, rate, a.duration, a.deadline, quota, label)
                         print(step.line(), flush=True)

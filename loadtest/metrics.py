@@ -104,27 +104,38 @@ class KindStats:
     queued: int = 0  # REGISTERs that waited for the UA's previous one (RFC 3261 §10.2)
     superseded: int = 0  # waiting REGISTERs replaced by a later one of the same UA
     latency: HdrHistogram = field(default_factory=new_histogram)
+    #: Latencies of the 2xx answers alone: the admitted transactions (a 503 or a timeout
+    #: says how fast the server refused, not how long what it took waited; issue 13's P99
+    #: is of what was admitted).
+    latency_ok: HdrHistogram = field(default_factory=new_histogram)
     offered: SecondSeries = field(default_factory=SecondSeries)
     goodput: SecondSeries = field(default_factory=SecondSeries)
     #: Latencies (µs) not yet in ``latency``: the hot path appends, ``flush`` records them
     #: grouped by value (one ``record_value(v, count)`` per distinct value, far fewer calls).
     pending: list[int] = field(default_factory=list)
+    #: The same for ``latency_ok``.
+    pending_ok: list[int] = field(default_factory=list)
 
     def flush(self) -> None:
         record_batch(self.latency, self.pending)
+        record_batch(self.latency_ok, self.pending_ok)
         self.pending = []
+        self.pending_ok = []
 
     def record_final(self, status: int, latency_us: int, good: bool, offered_second: int) -> None:
         key = status_class(status)
         self.answered[key] = self.answered.get(key, 0) + 1
         self.codes[status] = self.codes.get(status, 0) + 1
         self.pending.append(latency_us)
+        if status < 300:
+            self.pending_ok.append(latency_us)
         if good:
             self.goodput.add(offered_second)
 
-    def percentiles(self) -> dict[str, float]:
+    def percentiles(self, ok: bool = False) -> dict[str, float]:
+        """Of every final answer, or (``ok``) of the 2xx answers alone."""
         self.flush()
-        h = self.latency
+        h = self.latency_ok if ok else self.latency
         if h.get_total_count() == 0:
             return {}
         out = {f"p{p:g}": float(h.get_value_at_percentile(p)) for p in PERCENTILES}

@@ -76,6 +76,7 @@ class KindReport(msgspec.Struct):
     goodput_per_s: list[int]
     challenges_answered: int = 0  # 401/407 answered with credentials: not final answers
     late_finals: int = 0  # final answers after Timer B/F fired
+    latency_ok_us: dict[str, float] = msgspec.field(default_factory=dict)  # of 2xx answers
 
 
 class CallReport(msgspec.Struct):
@@ -193,6 +194,7 @@ def _kind_report(k: Any, expected: frozenset[int]) -> KindReport:
         histogram=k.latency.encode().decode("ascii"),
         offered_per_s=list(k.offered.values), goodput_per_s=list(k.goodput.values),
         challenges_answered=k.challenges_answered, late_finals=k.late_finals,
+        latency_ok_us=k.percentiles(ok=True),
     )
 
 

@@ -300,6 +300,8 @@ class Uac:
         cur.answered += 1
         cur.by_class[key] = cur.by_class.get(key, 0) + 1
         stats.pending.append(lat_us)
+        if status < 300:
+            stats.pending_ok.append(lat_us)
         sample = tl.sample
         if len(sample) < SECOND_SAMPLE:
             sample.append(lat_us)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from loadtest.metrics import (
     HIST_MAX_US,
     MAX_SERIES_SECONDS,
@@ -105,3 +107,14 @@ def test_a_server_that_never_keeps_up_has_its_knee_from_the_start() -> None:
     knee = find_knee(offered, [0, 0, 0, 0, 0])
     assert knee is not None and knee.reason == "goodput, from the start"
     assert knee.goodput_per_s == 0 and knee.max_goodput_per_s == 0
+
+
+def test_the_2xx_latencies_are_kept_apart_from_every_final_answer() -> None:
+    """Issue 13's P99 is of what was admitted: a fast 503 must not pull it down, nor a late
+    one push it up."""
+    k = KindStats()
+    for _ in range(99):
+        k.record_final(503, 1_000, False, 0)
+    k.record_final(200, 400_000, True, 0)
+    assert k.percentiles(ok=True)["p50"] == pytest.approx(400_000, rel=0.001)
+    assert k.percentiles()["p50"] == pytest.approx(1_000, rel=0.001)
