@@ -130,6 +130,9 @@ class Overload:
             ["method"])
         self.c_dropped = metrics.fast_counter(
             "sip_overload_dropped", "New SIP requests dropped unanswered", ["reason", "method"])
+        self.c_moves = metrics.fast_counter(
+            "sip_admission_revisions", "Revisions of the admission limit by what they did "
+            "(cut, hold, probe, recover, follow: protocols.sip.overload.next_limit)", ["move"])
         self.c_oc_sent = metrics.fast_counter(
             "sip_oc_sent", "Responses carrying our RFC 7339 oc report", ["reduction"])
         self.h_sojourn = metrics.histogram(
@@ -163,6 +166,7 @@ class Overload:
         if self.control.revisions != self._revision:
             self._revision = self.control.revisions
             self.oc.update(self._clock(), self.control.refused_share)
+            self.c_moves.inc(self.control.last_move.value)
         return verdict
 
     def retransmitted(self, method: str, source: str, verdict: Verdict) -> None:

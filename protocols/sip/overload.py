@@ -25,7 +25,9 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
   limit was binding (requests were refused) and the queue is short, it rises by 5% an interval
   (doubling in about 1.5 s, which is the "recovery within seconds" of issue 13), and while
   the queue is short it never stays under twice the rate just served (demand that grows
-  while the server keeps up is not refused);
+  while the server keeps up is not refused); one cut per episode (the queue's wait trails
+  the limit), and the doubling stops at what was served when the last cut came, as TCP's
+  slow start stops at ssthresh.  The law is the pure function ``next_limit``;
 * the bucket holds, and a backlog guard lets queue, no more than can start within
   ``burst_time`` (T1/2) at the current limit: a burst (200 REGISTERs of phones coming
   back at once) is absorbed whole, as CoDel absorbs bursts shorter than its interval, but a
@@ -99,12 +101,15 @@ __all__ = [
     "DEFAULT_VALIDITY_MS",
     "AdmissionConfig",
     "AdmissionControl",
+    "Interval",
+    "Move",
     "OcClient",
     "OcReport",
     "OcServer",
     "Verdict",
     "client_supports_loss",
     "format_seq",
+    "next_limit",
     "oc_via_params",
     "parse_report",
 ]
@@ -373,6 +378,97 @@ _DECREASE = 0.9
 _HALF = 0.5
 
 
+class Move(enum.Enum):
+    """What one revision of the admission limit did (``next_limit``)."""
+
+    CUT = "cut"  # a standing queue: admit less than was served
+    HOLD = "hold"  # near the target, or the queue a cut answered is draining
+    PROBE = "probe"  # binding, queues short: a little more
+    RECOVER = "recover"  # binding, queues idle: double, up to the capacity seen
+    FOLLOW = "follow"  # not binding: keep twice what was served above it
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """What one admission interval saw, the input of ``next_limit``."""
+
+    rate: float  # the limit in force (requests/s)
+    peak: float  # the highest rate the workers recently started requests at (decayed)
+    #: What the slow start doubles up to: the peak at the last cut (TCP's ssthresh), inf
+    #: before any.
+    ceiling: float
+    served: float  # requests the workers started per second in the interval
+    started: bool  # whether any started
+    stalled: bool  # nothing started while admitted work waited: the sojourn is unknown
+    #: The longest of the queues' waits (s): the least worker-queue sojourn (of what
+    #: started), the least wait of admitted work on the private port, the reader's lag on
+    #: the listening socket.
+    wait: float
+    previous_wait: float  # the same in the previous interval
+    draining: bool  # the previous revision cut, or held after a cut
+    just_cut: bool  # the previous revision cut
+    binding: bool  # new requests were refused
+    overflowed: bool  # the listening queue overflowed with the limit open
+    #: The listening socket's reader reported in the interval (or there is none to report):
+    #: without its report an interval that refused nothing may have refused nothing because
+    #: the loop stalled, not because the demand fell.
+    sampled: bool = True
+
+
+def next_limit(seen: Interval, cfg: AdmissionConfig) -> tuple[float, Move]:
+    """The admission limit for the next interval; the control law of ``AdmissionControl``.
+
+    * A standing queue (``wait`` over the target, or an overflow) cuts the limit, except in
+      the interval right after a cut and then while the queue that cut answered is still
+      draining (its wait falling): the queue's wait lags the limit by an interval or two
+      (what was admitted before the cut is still queued, the excess that came meanwhile is
+      still to be refused), and cutting on every interval of it cut four times per episode and
+      ratcheted the limit from 4,100/s to 1,000/s with the server able to serve 3,300/s
+      (bench_overload, SIPp REGISTERs at 2x: a one-second cycle, goodput 39% of capacity).
+      Cut once per episode, as TCP does once per round trip.
+    * Queues idle and the limit binding: double (slow start), but not past what the server
+      served at its best when the last cut came (``ceiling``, TCP's ssthresh): the doubling
+      from half the capacity overshot it by a quarter and started the next episode (the same
+      run); past it, the +5% probe.
+    """
+    rate, target = seen.rate, cfg.target
+    if seen.overflowed or seen.wait > target:
+        if not seen.overflowed and (seen.just_cut or (
+                seen.draining and seen.wait < seen.previous_wait)):
+            return rate, Move.HOLD
+        # Admit a little less than was actually served, so the queue drains; at most halved
+        # per interval, since admitted calls bring their work (responses, ACK, BYE) an
+        # interval or more later: cutting to what one interval served ratcheted the limit
+        # down to min_rate and back (bench_overload, calls at 5x).
+        served = seen.served if seen.started else rate
+        if rate > _HEADROOM * served:
+            # The limit was not what held admission back (at the start it is open): the first
+            # sign of a queue sets it to what was served, but not under half the best recently
+            # served: an interval in which the loop stalled serves nearly nothing (SIPp
+            # REGISTERs at 3x, with the excess drained: the limit fell from 7,000/s to 20/s in
+            # one interval and admitted nothing for half a second).
+            return max(cfg.min_rate, served * _DECREASE, seen.peak * _HALF), Move.CUT
+        return max(cfg.min_rate, rate * _HALF, min(rate, served) * _DECREASE), Move.CUT
+    if seen.wait > target / 2 or seen.stalled or not seen.sampled:
+        return rate, Move.HOLD
+    if seen.binding:
+        # With the queues all but empty the server keeps up with what it admits and has
+        # room: double, as TCP's slow start does, so a step from idle to several times the
+        # initial limit (REGISTERs at 10,000/s against 2,000/s) is admitted within half a
+        # second, not refused for three; near the target, or past the capacity seen, probe
+        # upwards gently.
+        probe = min(cfg.max_rate, rate * _INCREASE)
+        grown = min(cfg.max_rate, rate * _SLOW_START, seen.ceiling)
+        if seen.wait > target * _IDLE or grown <= probe:
+            return probe, Move.PROBE
+        return grown, Move.RECOVER
+    # Nothing refused and queues short: the limit keeps twice what was just served above it,
+    # so a demand that grows while the server keeps up is never refused for a limit set when
+    # the demand was lower.  Not while refusing: the limit jumped to twice a burst's rate and
+    # let in an overload (calls at 5x).
+    return max(rate, min(cfg.max_rate, _HEADROOM * seen.served)), Move.FOLLOW
+
+
 class AdmissionControl:
     """The admission limit and the per-source shares; see the module docstring."""
 
@@ -398,6 +494,17 @@ class AdmissionControl:
         self._admitted_wait = 0.0
         #: The longest wait on the drained listening socket over the interval (-1: no drain).
         self._reader_wait = -1.0
+        #: The longest queue wait of the previous interval, and whether the limit was cut then
+        #: (or held since a cut while that wait fell): ``next_limit``'s one cut per episode.
+        self._previous_wait = 0.0
+        self._draining = False
+        self._ceiling = float("inf")
+        self._last_reader_wait = 0.0
+        #: Whether the reader ever reported (``reader_waited``): a server without the drain
+        #: has no reader lag to miss.
+        self._reader_seen = False
+        #: What the last revision did (a metric and the tests read it).
+        self.last_move = Move.HOLD
         #: The listening queue overflowed with the limit open (``overflowed``).
         self._overflowed = False
         #: Share of new requests refused over the last interval (the oc value to advertise).
@@ -484,11 +591,13 @@ class AdmissionControl:
             self._overflowed = True
 
     def reader_waited(self, wait: float) -> None:
-        """The longest a datagram waited on the listening socket over a tick while its excess
-        is drained every few ms (``signaling/transports/udp.py``): how far the loop fell
-        behind, the CPU spent on admitted work that no worker queue shows.  Held against
-        ``max_receive_delay`` rather than the target: a quarter-core quota alone pauses the
-        loop 7.5 ms in 10, and a single slow iteration must not cut the limit."""
+        """How far the listening socket's reader is behind, over a tick
+        (``signaling/transports/udp.py``): with the excess drained every few ms, the longest
+        wait, which is the loop's lag, the CPU spent on admitted work that no worker queue
+        shows; with the limit open (everything read in Python), the least wait, a standing
+        queue on the socket.  Held against the target like the queues' waits (a lag that
+        falls again after a cut does not cut twice: ``next_limit``)."""
+        self._reader_seen = True
         if wait > self._reader_wait:
             self._reader_wait = wait
 
@@ -566,50 +675,35 @@ class AdmissionControl:
         self.refused_share = (self._refused + self._late) / offered if offered else 0.0
         self.revisions += 1
         self._peak = max(self._peak * _PEAK_DECAY, self._started / elapsed)
-        sojourn = self._min_sojourn
-        if not self._started and not self._backlog:
-            # Nothing started and nothing waiting: the queue is empty, not unknown.  Read as
-            # unknown, a limit cut low (calls at 5x: to 101/s) admitted nothing, so nothing
-            # started, so it never rose again, and the server idled at 8% of a core while
-            # refusing every INVITE for the rest of the storm (bench_overload, load 2.8).
-            sojourn = 0.0
-        behind = self._reader_wait > cfg.target
-        if ((self._started and sojourn > cfg.target) or self._admitted_wait > cfg.target
-                or self._overflowed or behind):
-            # A standing queue: admit a little less than was actually served, so it drains;
-            # at most halved per interval, since admitted calls bring their work (responses,
-            # ACK, BYE) an interval or more later: cutting to what one interval served ratcheted
-            # the limit down to min_rate and back (bench_overload, calls at 5x).
-            served = self._started / elapsed if self._started else self.rate
-            if self.rate > _HEADROOM * served:
-                # The limit was not what held admission back (at the start it is open): the
-                # first sign of a queue sets it to what was served, but not under half the
-                # best recently served: an interval in which the loop stalled serves nearly
-                # nothing (SIPp REGISTERs at 3x, with the excess drained: the limit fell
-                # from 7,000/s to 20/s in one interval and admitted nothing for half a second).
-                self.rate = max(cfg.min_rate, served * _DECREASE, self._peak * _HALF)
-            else:
-                self.rate = max(cfg.min_rate, self.rate * _HALF,
-                                min(self.rate, served) * _DECREASE)
-        elif (sojourn <= cfg.target / 2 and self._admitted_wait <= cfg.target / 2
-              and self._reader_wait <= cfg.target / 2):
-            if self._refused or self._late:
-                # The limit is binding.  With the queues all but empty the server keeps up
-                # with what it admits and has room: double, as TCP's slow start does, so a
-                # step from idle to several times the initial limit (REGISTERs at 10,000/s
-                # against 2,000/s) is admitted within half a second, not refused for three.
-                # Near the target, probe upwards gently.
-                idle = (sojourn <= cfg.target * _IDLE
-                        and self._admitted_wait <= cfg.target * _IDLE
-                        and self._reader_wait <= cfg.target * _IDLE)
-                self.rate = min(cfg.max_rate, self.rate * (_SLOW_START if idle else _INCREASE))
-            else:
-                # Nothing refused and queues short: the limit keeps twice what was just served
-                # above it, so a demand that grows while the server keeps up is never refused
-                # for a limit set when the demand was lower.  Not while refusing: the limit
-                # jumped to twice a burst's rate and let in an overload (calls at 5x).
-                served = self._started / elapsed
-                self.rate = max(self.rate, min(cfg.max_rate, _HEADROOM * served))
+        # Nothing started and nothing waiting: the queue is empty, not unknown.  Read as
+        # unknown, a limit cut low (calls at 5x: to 101/s) admitted nothing, so nothing
+        # started, so it never rose again, and the server idled at 8% of a core while
+        # refusing every INVITE for the rest of the storm (bench_overload, load 2.8).
+        sojourn = self._min_sojourn if self._started else 0.0
+        # No tick of the reader in this interval (its timer and this one drift apart, and a
+        # lagging loop runs it late): its last sample stands.  Read as no lag, a missing one
+        # doubled a limit that was cutting (bench_overload, storm REGISTERs at 2x: 2,122/s
+        # to 3,182/s, then cut twice to 940/s); and an interval without it that refused
+        # nothing is no sign of a falling demand (a 66 ms garbage collection, 260 ms at a
+        # quarter core, kept the drain from running: the limit followed to twice what was
+        # served, 5,337/s, and the next interval dropped 603 late REGISTERs).
+        sampled = self._reader_wait >= 0 or not self._reader_seen
+        reader = self._reader_wait if self._reader_wait >= 0 else self._last_reader_wait
+        self._last_reader_wait = reader
+        seen = Interval(
+            rate=self.rate, peak=self._peak, ceiling=self._ceiling, served=self._started / elapsed,
+            started=self._started > 0, stalled=not self._started and self._backlog > 0,
+            wait=max(sojourn, self._admitted_wait, reader),
+            previous_wait=self._previous_wait, draining=self._draining,
+            just_cut=self.last_move is Move.CUT, sampled=sampled,
+            binding=bool(self._refused or self._late), overflowed=self._overflowed)
+        self.rate, move = next_limit(seen, cfg)
+        self.last_move = move
+        if move is Move.CUT:
+            self._ceiling = self._peak
+        # A cut, and every hold after it while the queue it answered drains, is one episode.
+        self._draining = move is Move.CUT or (move is Move.HOLD and self._draining)
+        self._previous_wait = seen.wait
         self._interval_start = now
         self._interval_end = now + cfg.interval
         self._min_sojourn = float("inf")

@@ -304,7 +304,14 @@ class UdpTransport:
             stats = self._readers[0][3]
             control.admitted_waited(stats.min_wait if stats.read else 0.0)
             sock, _, _, stats = self._readers[-1]
-            if self._excess is not None and control.rate < control.cfg.max_rate:
+            if control.rate >= control.cfg.max_rate:
+                # The limit open, everything is read in Python as it comes: a standing queue
+                # on the listening socket (its least wait over the tick) is the first sign of
+                # a storm.  Left to the overflow alone, the 4 MB queue (EXCESS_FLOOR) held
+                # 270 ms before it showed, and every REGISTER read then was late and dropped,
+                # to come back retransmitted (bench_overload, SIPp REGISTERs at 2x).
+                control.reader_waited(stats.min_wait if stats.read else 0.0)
+            elif self._excess is not None:
                 # Drained every EXCESS_WAIT while the pace binds, the listening socket's
                 # longest wait is how far the loop fell behind: the server's CPU is short, and
                 # no worker queue shows it (the excess it spends on is refused, not queued).

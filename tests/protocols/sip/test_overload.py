@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from protocols.sip.overload import (
     DEFAULT_VALIDITY_MS,
     AdmissionConfig,
     AdmissionControl,
+    Interval,
+    Move,
     OcClient,
     OcReport,
     OcServer,
     Verdict,
     client_supports_loss,
     format_seq,
+    next_limit,
     oc_via_params,
     parse_report,
 )
@@ -398,3 +406,126 @@ def test_source_table_is_bounded_under_a_spray_of_addresses() -> None:
     for i in range(50_000):
         ctl.decide(i * 1e-5, f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
     assert ctl.sources_tracked <= 100 + 64
+
+
+# -- the control law, as a table ----------------------------------------------------------------
+
+#: One interval as ``next_limit`` sees it: a limit of 1,000/s, 800/s served, queues short, the
+#: reader prompt, nothing cut before; each row below changes what it names.
+_SEEN = Interval(rate=1000.0, peak=900.0, ceiling=float("inf"), served=800.0, started=True,
+                 stalled=False, wait=0.01, previous_wait=0.01, draining=False, just_cut=False,
+                 binding=True, overflowed=False)
+_LAW: list[tuple[str, dict[str, Any], Move, float]] = [
+    ("a standing queue: 90% of what was served", {"wait": 0.08}, Move.CUT, 720.0),
+    ("served far under the limit: what was served, not under half the peak",
+     {"wait": 0.08, "served": 100.0}, Move.CUT, 450.0),
+    ("an overflow cuts", {"overflowed": True}, Move.CUT, 720.0),
+    ("the interval after a cut: its queue is still there", {"wait": 0.2, "just_cut": True,
+                                                            "draining": True}, Move.HOLD, 1000.0),
+    ("an overflow right after a cut still cuts", {"overflowed": True, "just_cut": True},
+     Move.CUT, 720.0),
+    ("after a cut, the queue draining", {"wait": 0.1, "previous_wait": 0.2, "draining": True},
+     Move.HOLD, 1000.0),
+    ("after a cut, the queue growing again", {"wait": 0.2, "previous_wait": 0.1,
+                                              "draining": True}, Move.CUT, 720.0),
+    ("no cut before: a falling queue still cuts", {"wait": 0.1, "previous_wait": 0.2},
+     Move.CUT, 720.0),
+    ("near the target", {"wait": 0.03}, Move.HOLD, 1000.0),
+    ("nothing started while work waits", {"stalled": True, "started": False, "wait": 0.0},
+     Move.HOLD, 1000.0),
+    ("binding, queues idle, no cut yet: double", {}, Move.RECOVER, 2000.0),
+    ("binding, queues idle: double up to the peak at the last cut", {"ceiling": 1500.0},
+     Move.RECOVER, 1500.0),
+    ("binding, queues idle, at the ceiling: probe", {"ceiling": 1000.0}, Move.PROBE, 1050.0),
+    ("binding, queues short: probe", {"wait": 0.02}, Move.PROBE, 1050.0),
+    ("not binding: twice what was served, never less than the limit",
+     {"binding": False}, Move.FOLLOW, 1600.0),
+    ("not binding but the reader did not report: no sign the demand fell",
+     {"binding": False, "sampled": False}, Move.HOLD, 1000.0),
+]
+
+
+@pytest.mark.parametrize(("change", "move", "rate"), [row[1:] for row in _LAW],
+                         ids=[row[0] for row in _LAW])
+def test_the_control_law(change: dict[str, Any], move: Move, rate: float) -> None:
+    got_rate, got_move = next_limit(replace(_SEEN, **change), _cfg())
+    assert got_move is move
+    assert got_rate == pytest.approx(rate)
+
+
+def _interval(ctl: AdmissionControl, t: float, offered: int, served_share: float,
+              reader: float | None) -> float:
+    """One 0.1 s interval: ``offered`` new requests, the admitted ones started at once
+    (``served_share`` of them), the reader reporting a lag of ``reader`` s (None: no tick)."""
+    if reader is not None:
+        ctl.reader_waited(reader)
+    step = 0.1 / offered
+    owed = 0.0
+    for _ in range(offered):
+        if ctl.decide(t, "a") is Verdict.ADMIT:
+            owed += served_share
+            if owed >= 1.0:
+                owed -= 1.0
+                ctl.started(t, 0.0)
+        t += step
+    return t
+
+
+def test_a_cut_is_not_repeated_while_the_queue_it_answered_drains() -> None:
+    """The reader's lag trails the limit: after a cut it still grows for an interval, then
+    falls.  One cut per episode (bench_overload, REGISTERs at 2x: four cuts in a row took the
+    limit from 4,100/s to 1,000/s while 3,300/s could be served)."""
+    ctl = AdmissionControl(_cfg(initial_rate=3000.0, max_rate=100_000.0), now=0.0)
+    t = _interval(ctl, 0.0, 1000, 1.0, 0.0)  # 10,000/s offered, 3,000/s admitted and served
+    t = _interval(ctl, t, 1000, 1.0, 0.1)  # the reader 100 ms behind
+    assert ctl.last_move is Move.CUT
+    cut = ctl.rate
+    assert cut < 3000.0
+    for lag in (0.2, 0.15, 0.08):  # still behind, then falling
+        t = _interval(ctl, t, 1000, 1.0, lag)
+        assert ctl.rate == cut
+    t = _interval(ctl, t, 1000, 1.0, 0.12)  # growing again: a new episode
+    assert ctl.rate < cut
+
+
+def test_the_slow_start_stops_at_what_was_served_when_the_last_cut_came() -> None:
+    """After a cut, idle queues double the limit back, but only up to the best served
+    before the cut; beyond it the limit probes by 5%: doubling from half the capacity
+    overshot it and started the next episode."""
+    ctl = AdmissionControl(_cfg(initial_rate=100_000.0, max_rate=100_000.0), now=0.0)
+    t = _interval(ctl, 0.0, 400, 1.0, 0.0)  # 4,000/s served with the limit open
+    t = _interval(ctl, t, 400, 0.5, 0.3)  # a standing queue: cut
+    assert ctl.last_move is Move.CUT
+    while ctl.rate > 1000.0:  # the queue keeps growing: cut after cut, down to 1,000/s
+        t = _interval(ctl, t, 1000, 0.2, 0.3 + t)
+    rates = [ctl.rate]
+    for _ in range(8):  # 10,000/s offered, the reader prompt: rise again
+        t = _interval(ctl, t, 1000, 1.0, 0.0)
+        rates.append(ctl.rate)
+    assert rates[1] == 2 * rates[0]  # the slow start
+    best = 4000.0  # the most ever served
+    for before, after in itertools.pairwise(rates):
+        assert after <= max(best, before * 1.05) + 1e-6  # past the best, only the probe
+
+
+def test_an_interval_without_the_readers_report_is_no_sign_the_demand_fell() -> None:
+    """The loop stalls (a collection of 66 ms is 260 ms at a quarter core): the reader does not
+    run, so nothing is refused in that interval.  The limit holds instead of following twice
+    what was served (which let in 5,337/s where 3,300/s could be served)."""
+    ctl = AdmissionControl(_cfg(initial_rate=3000.0, max_rate=100_000.0), now=0.0)
+    t = _interval(ctl, 0.0, 1000, 1.0, 0.03)
+    held = ctl.rate
+    t = _interval(ctl, t, 300, 1.0, None)  # the stalled interval: only what the limit admits
+    t = _interval(ctl, t, 1, 1.0, None)
+    assert ctl.rate == held
+
+
+def test_a_server_without_a_reader_report_still_follows_its_demand() -> None:
+    """Without the drain there is no reader to report: a demand under the limit lets the limit
+    keep twice what was served above it, as before."""
+    ctl = AdmissionControl(_cfg(initial_rate=300.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    for _ in range(5):
+        t = _interval(ctl, t, 25, 1.0, None)  # 250/s offered, all admitted and served
+    assert ctl.last_move is Move.FOLLOW
+    assert ctl.rate > 450.0  # twice the 250/s served (a little less: the interval ran over)

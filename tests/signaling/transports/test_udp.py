@@ -256,3 +256,34 @@ def _screened(overload: Overload) -> float:
     read)."""
     return (overload.c_admitted.total() + overload.c_rejected.total()
             + overload.c_dropped.total() - _kernel_dropped(overload) - _excess(overload))
+
+
+async def test_a_standing_queue_on_the_listening_socket_closes_an_open_limit() -> None:
+    """The limit open (no overload seen yet), everything on the listening socket is read in
+    Python: a queue whose every datagram waited past the target is the first sign of a storm,
+    before the kernel's queue overflows (4 MB held 270 ms of a 2x REGISTER storm, and what was
+    read then was late, dropped and retransmitted)."""
+    import asyncio
+
+    from tests.signaling.test_overload import _register
+
+    async with running_server(sip_udp_private="127.0.0.1:0") as srv:
+        assert srv.udp is not None and srv.udp.queue is not None
+        port = srv.udp.address[1]
+        control = srv.core.overload.control
+        assert control.rate >= control.cfg.max_rate  # open
+        loop = asyncio.get_running_loop()
+        fd = srv.udp.sock.fileno()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            for round_ in range(4):  # the reader 150 ms behind, round after round
+                loop.remove_reader(fd)
+                srv.udp._reading.discard(fd)
+                for i in range(20):  # far under any buffer: nothing overflows
+                    s.sendto(_register(port, "127.0.0.1", s.getsockname()[1], 20 * round_ + i),
+                             ("127.0.0.1", port))
+                await asyncio.sleep(0.15)
+                srv.udp.resume_reading()
+                await asyncio.sleep(0.01)
+        assert srv.core.overload.c_dropped.get("kernel", "unknown") == 0
+        assert control.rate < control.cfg.max_rate
