@@ -40,6 +40,7 @@ from protocols.sip.overload import (
     Verdict,
     client_supports_loss,
     oc_via_params,
+    retry_after_range,
 )
 from signaling.config import Config
 from signaling.metrics import Metrics
@@ -245,10 +246,15 @@ class Overload:
         key = (call_id.group(1), tag.group(1))
         return key in self._refused or key in self._refused_old
 
+    def retry_range(self) -> tuple[int, int]:
+        """Retry-After's bounds now: the configured one stretched by the share refused
+        (``protocols.sip.overload.retry_after_range``)."""
+        return retry_after_range(self.cfg.retry_after, self.control.refused_share)
+
     def retry_tail(self) -> bytes:
-        """Retry-After drawn from [base/2, 3*base/2] so refused clients spread their return."""
-        base = self.cfg.retry_after
-        value = self._rng.randint(base // 2, base + base // 2) if base > 1 else base
+        """Retry-After drawn from ``retry_range`` so refused clients spread their return."""
+        low, high = self.retry_range()
+        value = self._rng.randint(low, high)
         tail = self._tails.get(value)
         if tail is None:
             # What ``sipcore.stateless_tail`` makes of one Retry-After header (the core

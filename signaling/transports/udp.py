@@ -236,8 +236,7 @@ class UdpTransport:
         tokens = self._answer_tokens + (now - self._answer_at) * rate
         self._answer_tokens = min(tokens, max(_ANSWER_LEAST, rate * _ANSWER_BURST))
         self._answer_at = now
-        base = core.cfg.retry_after
-        low, high = (base // 2, base + base // 2) if base > 1 else (base, base)
+        low, high = core.overload.retry_range()
         passed: list[tuple[bytes, Any, float]] = []
         # At most a batch let through per drain, so one loop iteration holds the CPU a few
         # ms, not the pace's whole burst (at a quarter-core quota 10 ms of CPU is 40 ms of

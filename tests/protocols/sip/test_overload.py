@@ -24,6 +24,7 @@ from protocols.sip.overload import (
     next_limit,
     oc_via_params,
     parse_report,
+    retry_after_range,
 )
 from protocols.sip.parser import parse_message
 
@@ -529,3 +530,17 @@ def test_a_server_without_a_reader_report_still_follows_its_demand() -> None:
         t = _interval(ctl, t, 25, 1.0, None)  # 250/s offered, all admitted and served
     assert ctl.last_move is Move.FOLLOW
     assert ctl.rate > 450.0  # twice the 250/s served (a little less: the interval ran over)
+
+
+@pytest.mark.parametrize(("base", "share", "expected"), [
+    (5, 0.0, (2, 7)),  # no overload: the configured jitter, [base/2, 3 base/2]
+    (5, 0.5, (5, 15)),  # half refused: the returns spread over twice as long
+    (5, 0.75, (10, 30)),
+    (5, 0.99, (25, 75)),  # at most ten times the base
+    (5, 1.0, (25, 75)),
+    (1, 0.9, (1, 1)),  # one second, or none (0), is kept as configured
+    (0, 0.9, (0, 0)),
+])
+def test_retry_after_stretches_with_the_share_refused(base: int, share: float,
+                                                      expected: tuple[int, int]) -> None:
+    assert retry_after_range(base, share) == expected
