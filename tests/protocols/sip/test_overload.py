@@ -517,7 +517,9 @@ def test_an_interval_without_the_readers_report_is_no_sign_the_demand_fell() -> 
     t = _interval(ctl, 0.0, 1000, 1.0, 0.03)
     held = ctl.rate
     t = _interval(ctl, t, 300, 1.0, None)  # the stalled interval: only what the limit admits
-    t = _interval(ctl, t, 1, 1.0, None)
+    revisions = ctl.revisions
+    ctl.decide(t + 0.05, "a")  # past the interval: revised
+    assert ctl.revisions == revisions + 1
     assert ctl.rate == held
 
 
