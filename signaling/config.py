@@ -227,7 +227,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "advertise": ("optstr", "address put in Via and Record-Route (default: listener address)"),
     "workers": ("int", "worker tasks (and queue shards) handling new requests"),
     "queue_size": ("int", "bound of each worker's queue; full means 503 + Retry-After"),
-    "retry_after": ("int", "Retry-After seconds sent with 503 when shedding load"),
+    "retry_after": ("int", "Retry-After seconds sent with 503 when shedding load (overload "
+                           "503s: stretched by the share refused, up to ten times)"),
     "max_receive_delay": ("float", "seconds a new request may wait in the kernel queue before "
                                    "it is no longer admitted: the server is behind (T1/2)"),
     "overload_target": ("float", "seconds an admitted new request may wait before a worker "
