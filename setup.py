@@ -1,7 +1,8 @@
-"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c), of
-digest auth-param parsing and the stateless 401 (protocols/sip/_digest_speedups.c, _challenge.c),
-of the registry journals' records (signaling/registry/_pending_speedups.c), and of the listening
-UDP socket's excess under a storm (signaling/transports/_udpexcess.c: read and refused in C).
+"""Build of the optional C fast paths of the SIP parser (protocols/sip/_speedups*.c), of SIP
+stream framing's scan (protocols/sip/_framing.c), of digest auth-param parsing and the stateless
+401 (protocols/sip/_digest_speedups.c, _challenge.c), of the registry journals' records
+(signaling/registry/_pending_speedups.c), and of the listening UDP socket's excess under a
+storm (signaling/transports/_udpexcess.c: read and refused in C).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the
 install still succeeds and the pure-Python parser runs alone (slower, same results).  The test
@@ -39,6 +40,12 @@ setup(
             depends=["protocols/sip/_digest_speedups.h"],
             # hidden: the two files share functions by name; only the PyInit is exported
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
+            optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
+        ),
+        Extension(
+            "protocols.sip._framing",
+            ["protocols/sip/_framing.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),
         Extension(

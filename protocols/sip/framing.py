@@ -38,6 +38,7 @@ one byte at a time costs linear time, not quadratic).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -151,7 +152,7 @@ class SipStream:
             # Between messages with nothing held: the complete, well-formed messages at the
             # front of ``data`` are sliced out of it directly (one copy each, none when
             # ``data`` is one message), only what is left goes through the buffer.
-            taken = _whole_messages(data, self.max_size, out)
+            taken = _whole_messages(data, self.max_size, MAX_HEADER_LINE, out)
             if taken == len(data):
                 return out
             data = data[taken:]
@@ -240,16 +241,19 @@ class SipStream:
         return msg
 
 
-def _whole_messages(data: bytes, max_size: int, out: list[Framed]) -> int:
+def _whole_messages_py(data: bytes, max_size: int, max_line: int, out: list[Framed]) -> int:
     """Append to ``out`` the messages at the front of ``data`` that are complete and frame
     without question (a start line, one numeric Content-Length, within ``max_size``); return
     the octets they took.  Anything else (CRLFs, a partial message, an error) is left to
-    ``SipStream``'s rules from where this stopped, so the result is theirs."""
+    ``SipStream``'s rules from where this stopped, so the result is theirs.
+
+    ``_framing.whole_messages`` is this in C (a tenth of the instructions), used when built;
+    a property test holds the two equal."""
     pos, end_of_data = 0, len(data)
     while pos < end_of_data:
         if _START_MATCH(data, pos) is None:
             return pos
-        line_end = data.find(b"\r\n", pos, pos + MAX_HEADER_LINE)
+        line_end = data.find(b"\r\n", pos, pos + max_line)
         if line_end < 0 or data.find(b"SIP/", pos, line_end) < 0:
             return pos
         head_end = data.find(b"\r\n\r\n", line_end)
@@ -264,6 +268,18 @@ def _whole_messages(data: bytes, max_size: int, out: list[Framed]) -> int:
         out.append(data if total == end_of_data else data[pos:pos + total])
         pos += total
     return pos
+
+
+def _load_whole_messages() -> Callable[[bytes, int, int, list[Framed]], int]:
+    try:
+        from ._framing import whole_messages
+    except ImportError:
+        return _whole_messages_py
+    return whole_messages
+
+
+#: The clean-message scan: the C one when built (``_framing.c``), else ``_whole_messages_py``.
+_whole_messages = _load_whole_messages()
 
 
 def content_lengths(head: bytes) -> list[bytes]:
