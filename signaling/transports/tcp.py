@@ -31,10 +31,17 @@ Bounds (``StreamLimits``), each one counted when it bites (``sip_stream_events``
   RFC 5626 §4.4.1 every 95-120 s, or by re-registering);
 - a message begun must complete within ``message_timeout``: a peer trickling a header section
   (slowloris) or stalling mid-body loses the connection; the buffer never exceeds the size limit;
-- TLS handshakes go through ``signaling.transports.tlsgate``: bounded per source and in total
-  while in progress, closed and counted when not finished within ``handshake_timeout``;
+- TLS handshakes are bounded per source and in total while in progress (the counts of
+  ``signaling.transports.tlsgate``), closed and counted when not finished within
+  ``handshake_timeout``;
 - bytes written but not yet taken by a slow reader are bounded: past ``max_write_buffer`` a
   message to it is dropped and counted (SIP then times out as for any lost message).
+
+TLS (``--sip-tls``): the listener accepts plain TCP and each accepted connection runs its TLS
+itself over memory BIOs (``SipConn``, ``signaling.transports.tlsstream``, which says why: a
+read costs fewer instructions than the event loop's TLS, and no 256 kB buffer per connection);
+the gate counts its handshake from its first byte.  Connections the server opens to TLS peers
+use the event loop's TLS (``_connect``).
 
 Backpressure (Shen & Schulzrinne): when ``overloaded()`` says the worker queues are full, the
 connection that just delivered stops being read; TCP flow control then slows the sender down in
@@ -51,7 +58,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from protocols.sip.framing import PING, PONG, SipStream, StreamClosed
 from protocols.sip.parser import MAX_MESSAGE_SIZE
@@ -60,9 +67,10 @@ from signaling.logs import RateLimitedLog
 from signaling.metrics import Metrics
 from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.tlsgate import HandshakeGate
+from signaling.transports.tlsstream import TlsStream
 from signaling.worker import inherited_socket
 
-__all__ = ["CONNECT_QUEUE", "LINGER", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamConn",
+__all__ = ["CONNECT_QUEUE", "LINGER", "RESUME_CHECK", "SWEEP_INTERVAL", "SipConn", "StreamConn",
            "StreamLimits", "StreamTransport", "stream_limits"]
 
 log = logging.getLogger(__name__)
@@ -118,7 +126,13 @@ class StreamConn(asyncio.Protocol):
     None for a subclass that frames otherwise (WebSocket, ``signaling.transports.ws``)."""
 
     __slots__ = ("addr", "conn_id", "draining", "established", "last", "out", "owner",
-                 "partial_since", "paused", "peer", "pending", "stream", "transport")
+                 "partial_since", "paused", "peer", "pending", "source", "stream", "timer",
+                 "tls", "transport")
+
+    #: An accepted TLS connection runs its TLS itself over memory BIOs (``SipConn``); else
+    #: (WebSocket, whose reads go to its own ``data_received``) the gate hands it to the event
+    #: loop's TLS (``HandshakeGate.start``).
+    OWN_TLS: ClassVar[bool] = False
 
     def __init__(self, owner: StreamTransport, now: float,
                  stream: SipStream | None = None) -> None:
@@ -138,25 +152,110 @@ class StreamConn(asyncio.Protocol):
         self.pending: list[bytes] | None = None
         #: Messages written in this turn of the event loop, sent together by ``flush``.
         self.out: list[bytes] | None = None
+        #: An accepted TLS connection's TLS, run here over memory BIOs (``tlsstream``); None
+        #: for TCP and for TLS connections we opened (the event loop's TLS transport).
+        self.tls: TlsStream | None = None
+        #: The handshake's deadline while it runs; the address it is counted under.
+        self.timer: asyncio.TimerHandle | None = None
+        self.source = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self.owner.gate
-        if gate is not None and self.pending is None \
-                and transport.get_extra_info("ssl_object") is None:
-            gate.start(transport, self)  # accepted plain: the gate runs the TLS handshake
+        plain = cast(asyncio.Transport, transport)
+        if gate is not None and self.pending is None:
+            if self.OWN_TLS:
+                self._start_tls(plain)
+                return
+            if transport.get_extra_info("ssl_object") is None:
+                gate.start(transport, self)  # accepted plain: the gate runs the TLS handshake
+                return
+        self.owner.opened(self, plain)
+
+    def _start_tls(self, transport: asyncio.Transport) -> None:
+        """An accepted TLS connection: counted by the gate (refused past its bounds before
+        any TLS work), timed out, then handshaken in ``data_received``."""
+        gate = self.owner.gate
+        assert gate is not None and self.owner.ssl_context is not None
+        peer = transport.get_extra_info("peername")
+        self.source = str(peer[0]) if peer else ""
+        if gate.begin(self.source) is not None:
+            transport.abort()
             return
-        self.owner.opened(self, cast(asyncio.Transport, transport))
+        self.transport = transport
+        self.tls = TlsStream(self.owner.ssl_context)
+        self.timer = self.owner.loop.call_later(gate.timeout, self._handshake_over,
+                                                "handshake_timeout")
+        self.owner.handshaking.add(self)
+
+    def _handshake_over(self, event: str, close: bool = True) -> None:
+        """The handshake ended: ``handshake_done``, ``handshake_failed`` (an alert, if TLS
+        wrote one, is sent before the close) or ``handshake_timeout``; counted once."""
+        timer, gate, transport = self.timer, self.owner.gate, self.transport
+        if timer is None or gate is None or transport is None:
+            return  # counted already
+        self.timer = None
+        timer.cancel()
+        self.owner.handshaking.discard(self)
+        gate.end(self.source, event)
+        if event == "handshake_done":
+            return
+        tls, self.tls, self.transport = self.tls, None, None
+        if not close:
+            return
+        if event == "handshake_failed" and tls is not None and not transport.is_closing():
+            transport.write(tls.output())
+            transport.close()
+        else:
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self.owner.received(self, data)
+        tls = self.tls
+        if tls is None:
+            self.owner.received(self, data)
+            return
+        try:
+            if tls.handshaking:
+                done = tls.handshake(data)
+                data = b""
+                self._send_tls_output(tls)
+                if not done:
+                    return
+                self._handshake_over("handshake_done")
+                assert self.transport is not None
+                self.owner.opened(self, self.transport)
+                if self.peer is None:
+                    return  # refused by the connection limits
+            plain = tls.decrypt(data)
+        except ssl.SSLError as exc:
+            if self.timer is not None:
+                log.debug("TLS handshake from %s failed: %s", self.source, exc)
+                self._handshake_over("handshake_failed")
+            else:
+                self.close("tls_error")  # a record that does not decrypt: the stream is lost
+            return
+        if tls.outgoing.pending:
+            self._send_tls_output(tls)
+        if plain:
+            self.owner.received(self, plain)
+        if tls.closed:
+            self.close("peer_closed")
+
+    def _send_tls_output(self, tls: TlsStream) -> None:
+        output = tls.output()
+        if output and self.transport is not None:
+            self.transport.write(output)
 
     def eof_received(self) -> bool:
         # The peer will send nothing more (a half-close): SIP has no use for the other half,
-        # so close it rather than keep a half-open connection (and its slot) around.
-        self.owner.count("peer_closed")
+        # so close it rather than keep a half-open connection (and its slot) around.  Mid-
+        # handshake it is a failed handshake, counted so in ``connection_lost``.
+        if self.timer is None:
+            self.owner.count("peer_closed")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A reset or a close mid-handshake: a failed one (the transport is closed already).
+        self._handshake_over("handshake_failed", close=False)
         self.owner.lost(self)
 
     def write(self, data: bytes) -> bool:
@@ -184,12 +283,23 @@ class StreamConn(asyncio.Protocol):
         out, self.out = self.out, None
         transport = self.transport
         if out and transport is not None and not transport.is_closing():
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            tls = self.tls
+            if tls is not None:
+                try:
+                    data = tls.encrypt(data)
+                except ssl.SSLError:
+                    self.tls = None  # the TLS state is broken: nothing more can be sent
+                    transport.abort()
+                    return
+            transport.write(data)
 
     def close(self, event: str) -> None:
         self.owner.count(event)
         self.flush()
         if self.transport is not None:
+            if self.tls is not None and not self.transport.is_closing():
+                self.transport.write(self.tls.shutdown())  # close_notify, RFC 8446 §6.1
             self.transport.close()
 
     def linger(self, event: str | None) -> None:
@@ -198,11 +308,14 @@ class StreamConn(asyncio.Protocol):
         send a reset, and the reset can destroy the answer before the peer reads it.
         ``event``: what to count (None: counted already)."""
         transport = self.transport
-        if transport is None or not transport.can_write_eof():
+        if transport is None or self.tls is not None or not transport.can_write_eof():
+            # TLS has no half-close: close_notify, then close (``close``).
             self.flush()
             if event is not None:
                 self.owner.count(event)
             if transport is not None:
+                if self.tls is not None and not transport.is_closing():
+                    transport.write(self.tls.shutdown())
                 transport.close()
             return
         if event is not None:
@@ -210,6 +323,13 @@ class StreamConn(asyncio.Protocol):
         self.flush()
         transport.write_eof()
         self.draining = self.owner.loop.time()
+
+
+class SipConn(StreamConn):
+    """A SIP connection of the TCP or TLS listener: on the TLS one it runs its TLS itself."""
+
+    __slots__ = ()
+    OWN_TLS = True
 
 
 class StreamTransport:
@@ -254,6 +374,8 @@ class StreamTransport:
         self._per_source: dict[str, int] = {}
         self._connecting: dict[tuple[str, int], StreamConn] = {}
         self._paused: set[StreamConn] = set()
+        #: Accepted TLS connections whose handshake runs (``StreamConn._start_tls``).
+        self.handshaking: set[StreamConn] = set()
         self._resume: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -293,7 +415,8 @@ class StreamTransport:
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        # Plain TCP even for TLS: the gate runs each handshake (see ``StreamConn.connection_made``).
+        # Plain TCP even for TLS: each connection runs its handshake (``StreamConn._start_tls``)
+        # or the gate does (``HandshakeGate.start``, WebSocket).
         # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = inherited_socket(f"sip_{self.name}", family, socket.SOCK_STREAM)
@@ -320,7 +443,7 @@ class StreamTransport:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._resume is not None:
             self._resume.cancel()
-        for conn in list(self.conns.values()) + list(self._connecting.values()):
+        for conn in [*self.conns.values(), *self._connecting.values(), *self.handshaking]:
             if conn.transport is not None:
                 conn.transport.abort()
         if self._server is not None:
@@ -333,7 +456,7 @@ class StreamTransport:
     # -- connections -----------------------------------------------------------------------------
 
     def _accepted(self) -> StreamConn:
-        return StreamConn(self, self.loop.time(), SipStream(self.limits.max_message))
+        return SipConn(self, self.loop.time(), SipStream(self.limits.max_message))
 
     def _refusal(self, source: str) -> str | None:
         """Why a connection accepted from ``source`` is closed at once, if it is."""
@@ -572,4 +695,6 @@ class StreamTransport:
         conn = self.conns.get(conn_id)
         if conn is None or conn.transport is None:
             return None
+        if conn.tls is not None:
+            return conn.tls.sslobj
         return cast(ssl.SSLObject | None, conn.transport.get_extra_info("ssl_object"))

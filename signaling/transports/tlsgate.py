@@ -18,6 +18,10 @@ before a byte is read:
   (a bad certificate, garbage, a reset) is counted as ``handshake_failed``, a finished one as
   ``handshake_done``.
 
+That is ``start``, for the WSS listener.  The SIP-over-TLS listener (``tcp.py``) runs the
+handshake itself over memory BIOs (``tlsstream.py``) and uses only the counts: ``begin`` before
+any TLS work (refused past the bounds, as above), ``end`` with the outcome.
+
 Only public event-loop calls (asyncio's and uvloop's alike): uvloop starts reading a plain
 transport right after ``connection_made`` returns and ``start_tls`` cannot be given bytes
 already read, so upgrading the plain transport in place would lose or misplace the ClientHello.
@@ -67,6 +71,25 @@ class HandshakeGate:
     def in_progress(self) -> int:
         return self._count
 
+    def begin(self, source: str) -> str | None:
+        """Count a handshake from ``source`` in progress; or, past a bound, refuse it: the
+        refusal (counted) is returned and nothing is counted in progress.  ``end`` must follow
+        an accepted one.  For listeners that run the handshake themselves (``tcp.py``)."""
+        refused = ("rejected_source_limit" if self._by_source.get(source, 0) >= self.per_source
+                   else "rejected_total_limit" if self._count >= self.total else None)
+        if refused is not None:
+            self.c_events.inc(self.name, refused)
+            return refused
+        self._by_source[source] = self._by_source.get(source, 0) + 1
+        self._count += 1
+        return None
+
+    def end(self, source: str, event: str) -> None:
+        """A handshake ``begin`` accepted ended: ``handshake_done``, ``handshake_failed`` or
+        ``handshake_timeout``."""
+        self.c_events.inc(self.name, event)
+        self._release(source)
+
     def start(self, transport: asyncio.BaseTransport, app: asyncio.Protocol) -> bool:
         """Take over a just-accepted plain ``transport`` (from its protocol's
         ``connection_made``): after the handshake ``app.connection_made`` gets the TLS
@@ -75,17 +98,15 @@ class HandshakeGate:
         plain = cast(asyncio.Transport, transport)
         peer = plain.get_extra_info("peername")
         source = str(peer[0]) if peer else ""
-        refused = ("rejected_source_limit" if self._by_source.get(source, 0) >= self.per_source
-                   else "rejected_total_limit" if self._count >= self.total else None)
         sock = plain.get_extra_info("socket")
-        fd = os.dup(sock.fileno()) if refused is None and sock is not None else -1
+        refused = self.begin(source) is not None
+        fd = os.dup(sock.fileno()) if not refused and sock is not None else -1
         plain.set_protocol(_Detached())  # its connection_lost is not the application's
         plain.abort()  # closes this descriptor only: the duplicate keeps the connection
         if fd < 0:
-            self.c_events.inc(self.name, refused or "handshake_failed")
+            if not refused:
+                self.end(source, "handshake_failed")
             return False
-        self._by_source[source] = self._by_source.get(source, 0) + 1
-        self._count += 1
         task = asyncio.get_running_loop().create_task(
             self._handshake(socket.socket(fileno=fd), app, source))
         self._tasks.add(task)

@@ -359,6 +359,36 @@ async def test_tls_handshake_that_never_finishes_is_closed_and_counted(harness: 
     writer.close()
 
 
+async def test_tls_handshakes_that_fail_are_closed_and_counted(harness: Maker, pki: Pki) -> None:
+    """The listener runs each handshake itself (signaling/transports/tlsstream.py): bytes that
+    are not TLS, a client offering only TLS 1.1 and a client gone mid-handshake each end as
+    one ``handshake_failed``, the connection closed and never a SIP connection; a client that
+    completes is ``handshake_done`` and its close_notify closes its connection."""
+    h = await harness(handshake_timeout=30).start("tls", tls_contexts(pki).front)
+    gate = h.t.gate
+    assert gate is not None
+    garbage_r, garbage_w = await h.connect()
+    garbage_w.write(MSG)
+    assert await closed_by_server(garbage_r) == b""  # OpenSSL sends no alert to non-TLS
+    old = ssl.create_default_context(cafile=str(pki.ca))
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await h.connect(old)
+    _, gone_w = await h.connect()
+    gone_w.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello begun
+    await until(lambda: gate.in_progress == 1)
+    gone_w.transport.abort()
+    await until(lambda: gate.c_events.get("tls", "handshake_failed") == 3)
+    assert gate.in_progress == 0 and not h.t.conns and not h.t.handshaking
+    _, writer = await h.connect(ssl.create_default_context(cafile=str(pki.ca)))
+    writer.write(MSG)
+    data, peer = await h.message()
+    assert data == MSG and gate.c_events.get("tls", "handshake_done") == 1
+    writer.close()  # close_notify, then FIN
+    await until(lambda: peer.conn_id not in h.t.conns)
+    assert h.closed == [peer.conn_id]
+
+
 async def test_tls_handshakes_in_progress_are_bounded_per_source(harness: Maker,
                                                                  pki: Pki) -> None:
     """Before any TLS work: a source with ``max_per_source`` handshakes in progress gets
