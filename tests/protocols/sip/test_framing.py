@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from protocols.sip.framing import (
 from protocols.sip.message import Request, Response
 from protocols.sip.parser import MAX_MESSAGE_SIZE, parse_message
 from protocols.sip.serializer import serialize
+from tests.sanitizers import build_sanitized, run_sanitized
 
 from .conftest import messages, torture, torture_corpus
 
@@ -375,3 +377,40 @@ def test_the_c_scan_on_messages_of_every_content_length_shape() -> None:
         for max_size, max_line in ((MAX_MESSAGE_SIZE, 16_384), (len(WIRE), 16_384),
                                    (len(WIRE) - 1, 16_384), (MAX_MESSAGE_SIZE, 10)):
             _both_scans(wire, max_size, max_line)
+
+
+_ASAN_RUN = r"""
+import pickle, random, sys
+build, repo, seeds_file, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path[:0] = [build, repo]
+import _framing
+from tests.sanitizers import mutated
+assert _framing.__file__.startswith(build), _framing.__file__
+with open(seeds_file, "rb") as f:
+    seeds = pickle.load(f)
+rnd = random.Random(3261)
+framed = 0
+for _ in range(count):
+    # whole messages with mutated ones among them, as a stream carries them
+    data = b"".join(rnd.choice(seeds) if rnd.random() < 0.5 else mutated(rnd, seeds)
+                    for _ in range(rnd.randint(1, 4)))
+    out = []
+    taken = _framing.whole_messages(data, rnd.choice([64, 300, 65535, 65535]),
+                                    rnd.choice([30, 16384, 16384]), out)
+    assert 0 <= taken <= len(data) and sum(map(len, out)) == taken, (taken, len(data))
+    framed += len(out)
+print("framed", framed)
+"""
+
+
+def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
+    """The C scan rebuilt with ASan and UBSan takes streams of mutated messages (what a peer
+    sends over TCP, TLS or WebSocket, cut and glued anywhere): any out-of-bounds access or
+    undefined behaviour aborts the run, and what it frames covers exactly what it took."""
+    repo = Path(__file__).resolve().parents[3]
+    build_sanitized([repo / "protocols/sip/_framing.c"], tmp_path / "_framing")
+    seeds = [msg(), msg("Content-Length: 5", body=b"hello"), msg("l: 0"),
+             msg("Content-Length: 00000000005", body=b"hello"), b"\r\n\r\n",
+             b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"]
+    (framed,) = run_sanitized(_ASAN_RUN, tmp_path, repo, seeds, 30000)
+    assert framed > 5000  # the run reached the framing, not only refusals
