@@ -161,9 +161,10 @@ class Proxy:
         if self._loop_detected(req):
             self._reply(work, 482)  # §16.3 step 4
             return
-        flow = self.edge.route(req, work.peer) if req.to.tag is None else None
+        in_dialog = req.to.tag is not None
+        flow = None if in_dialog else self.edge.route(req, work.peer)
         self._pop_own_routes(req)
-        if req.to.tag is not None:
+        if in_dialog:
             await self._in_dialog(work)
             return
         if isinstance(flow, int):
@@ -265,7 +266,7 @@ class Proxy:
     def _fork(self, work: Work, targets: list[Target], dialog: ProxyDialog | None = None) -> None:
         req = work.request
         now = self.core.now()
-        if req.to.tag is None and len(self.oc):
+        if len(self.oc) and req.to.tag is None:
             # RFC 7339 §5.10 / §6: new requests to a server that reported overload are shed
             # at its reported loss rate; when no target is left, we answer 503 ourselves
             # (without Retry-After: it would tell the client that *we* are unavailable).
@@ -275,7 +276,7 @@ class Proxy:
                 self._reply(work, 503)
                 return
         ctx = Context(work.txn, req, now)
-        if req.method == "INVITE" and req.to.tag is None:
+        if ctx.creates_dialog:
             try:
                 ctx.dialog = self.keeper.create(req, work.peer, now)
             except DialogTableFull:

@@ -8,7 +8,7 @@ the I/O layer re-arms a single asyncio timer from ``next_deadline()`` and calls
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from protocols.deadlines import DeadlineHeap
 
@@ -53,7 +53,7 @@ class TransactionTable:
     ``next_deadline()`` and calls ``fire_due(now)`` when it expires.
     """
 
-    __slots__ = ("_clients", "_deadlines", "_servers", "max_size")
+    __slots__ = ("_clients", "_deadlines", "_servers", "max_size", "next_deadline")
 
     def __init__(self, max_size: int = MAX_TRANSACTIONS) -> None:
         self.max_size = max_size
@@ -61,6 +61,10 @@ class TransactionTable:
         self._clients: dict[TransactionKey, ClientTransaction] = {}
         #: The earliest timer of each transaction that has one (the project's one heap).
         self._deadlines: DeadlineHeap[Transaction] = DeadlineHeap(HEAP_SLACK)
+        #: The earliest deadline of any live transaction, or ``None``: the heap's own method,
+        #: not a method of the table calling it (the core re-arms its timer from it after
+        #: every transaction event, ~9 times per proxied call: one Python call less each).
+        self.next_deadline: Callable[[], float | None] = self._deadlines.next_deadline
 
     def __len__(self) -> int:
         return len(self._servers) + len(self._clients)
@@ -135,10 +139,6 @@ class TransactionTable:
             self._deadlines.push(txn, min(timers.values()))
         else:
             self._deadlines.cancel(txn)
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline of any live transaction, or ``None``."""
-        return self._deadlines.next_deadline()
 
     def fire_due(self, now: float) -> list[tuple[Transaction, list[Event]]]:
         """Fire every due timer of every transaction; the events of each, in deadline order."""

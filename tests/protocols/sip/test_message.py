@@ -111,6 +111,17 @@ def test_parameter_names_are_case_insensitive() -> None:
     assert has_param({"Lr": None}, "lr") and not has_param({"x": "lr"}, "lr")
 
 
+def test_tag_and_branch_read_as_param_does() -> None:
+    """``NameAddr.tag`` and ``Via.branch`` take ``param``'s answer for every spelling and for
+    a parameter without a value (they skip calling it only in its usual cases)."""
+    for params in ({}, {"tag": "x"}, {"Tag": "y"}, {"tag": None}, {"q": "1"}, {"TAG": None},
+                   {"tag": "x", "TAG": "z"}, {"x": "1", "tAg": "w"}):
+        assert NameAddr(SipURI("sip", "h"), None, params).tag == param(params, "tag")
+        renamed = {k.replace("tag", "branch").replace("Tag", "Branch").replace("TAG", "BRANCH")
+                   .replace("tAg", "bRanch"): v for k, v in params.items()}
+        assert Via("UDP", "h", None, renamed).branch == param(renamed, "branch")
+
+
 def test_forwarded_copy_is_dataclasses_replace() -> None:
     """``Request.forwarded`` spells out the copy ``dataclasses.replace`` makes: every field
     given is taken, every other one shared.  Each field holds an object of its own, so a
