@@ -17,17 +17,21 @@ authentication), a callee registers, and each call's datagrams are fed to ``SipC
 The callee's answers and the caller's in-dialog requests are written from the bytes the proxy
 sent (its Vias, Record-Route, tags), as a UA would.  Left out: ``recvmsg``, the wait for the
 next datagram and the transactions' timers (none fires while the calls run), the same for
-every version; the loop iterations that take a request to its worker are counted.  The client's own work (writing its requests and answers) runs in the same process:
-it is counted again on its own after the loop, from the same messages without the proxy, and
-subtracted.  ``--profile`` runs the loop under cProfile instead and prints the functions by
-call count and by cumulative time (callgrind sees only the interpreter, not which Python
-function it runs; in CPython 3.11 each Python call costs ~600 instructions of its own: taking
-83 calls per call out of the path saved 48k instructions).
+every version; the loop iterations that take a request to its worker are counted.  The
+client's own work (writing its requests and answers) runs in the same process: it is counted
+again on its own after the loop, from the same messages without the proxy, and subtracted.
+``--profile`` runs the loop under cProfile instead and prints the functions by call count and
+by cumulative time (callgrind sees only the interpreter, not which Python function it runs;
+in CPython 3.11 each Python call costs a few hundred instructions of its own).
 
-    python -m benchmarks.bench_call_legs [--calls 300] [--parser both|c|python] [--profile]
+    python -m benchmarks.bench_call_legs [--calls 300] [--parser both|c|python]
+                                         [--seeds 1,2,3] [--profile]
 
-Prints instructions per call and the calls completed (every call must complete).  Needs
-valgrind (not with ``--profile``).
+Prints instructions per call and the calls completed (every call must complete), for each
+``--seeds`` value and their mean.  The hash seed moves the count by a few percent (string
+hashes decide dict collisions on every lookup: one version read 1,419k with random seeds and
+1,481k with seed 0), so versions are compared over the same seeds.  Needs valgrind (not with
+``--profile``).
 """
 
 from __future__ import annotations
@@ -227,8 +231,9 @@ async def _inner(calls: int, parser: str, profile: bool, directory: Path) -> int
         await server.stop()
 
 
-def measure(calls: int, parser: str) -> tuple[int, int, int]:
-    """(instructions per call net of the client's, the client's, calls completed)."""
+def measure(calls: int, parser: str, seed: int) -> tuple[int, int, int]:
+    """(instructions per call net of the client's, the client's, calls completed), the
+    server's process run with ``PYTHONHASHSEED=seed``."""
     directory = Path(tempfile.mkdtemp(prefix="bench-call-legs-"))
     try:
         out = directory / "cg.out"
@@ -237,7 +242,7 @@ def measure(calls: int, parser: str) -> tuple[int, int, int]:
              "-m", "benchmarks.bench_call_legs", "--inner", "--calls", str(calls),
              "--parser", parser, "--dir", str(directory)],
             cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-            check=False)
+            check=False, env={**os.environ, "PYTHONHASHSEED": str(seed)})
         done = [line for line in proc.stdout.splitlines() if line.startswith("completed ")]
         dumps = [out.with_name(f"cg.out.{i}") for i in (1, 2)]
         if proc.returncode != 0 or not done or not all(d.exists() for d in dumps):
@@ -259,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--parser", choices=["c", "python", "both"], default="both")
+    ap.add_argument("--seeds", default="1,2,3",
+                    help="PYTHONHASHSEED of each run, comma-separated (default 1,2,3)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the loop in this process instead of counting instructions")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
@@ -276,10 +283,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit("valgrind not found (Debian: valgrind)")
     print(f"instructions per call through the proxy (callgrind), {args.calls} calls, "
           "fed in process")
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     for parser in parsers:
-        per, client, done = measure(args.calls, parser)
-        print(f"  parser {parser:<6} {per:>10,} instructions per call ({client:,} of the "
-              f"client's own subtracted), completed {done}/{args.calls}", flush=True)
+        figures = []
+        for seed in seeds:
+            per, client, done = measure(args.calls, parser, seed)
+            figures.append(per)
+            print(f"  parser {parser:<6} seed {seed:<3} {per:>10,} instructions per call "
+                  f"({client:,} of the client's own subtracted), completed "
+                  f"{done}/{args.calls}", flush=True)
+        print(f"  parser {parser:<6} mean of {len(seeds)} seeds: "
+              f"{sum(figures) // len(figures):,}", flush=True)
 
 
 if __name__ == "__main__":
