@@ -37,11 +37,13 @@ Bounds (``StreamLimits``), each one counted when it bites (``sip_stream_events``
 - bytes written but not yet taken by a slow reader are bounded: past ``max_write_buffer`` a
   message to it is dropped and counted (SIP then times out as for any lost message).
 
-TLS (``--sip-tls``): the listener accepts plain TCP and each accepted connection runs its TLS
-itself over memory BIOs (``SipConn``, ``signaling.transports.tlsstream``, which says why: a
-read costs fewer instructions than the event loop's TLS, and no 256 kB buffer per connection);
-the gate counts its handshake from its first byte.  Connections the server opens to TLS peers
-use the event loop's TLS (``_connect``).
+TLS (``--sip-tls``, and ``--sip-wss`` through ``signaling.transports.ws``): the listener
+accepts plain TCP and each accepted connection runs its TLS itself over memory BIOs
+(``StreamConn.data_received``, ``signaling.transports.tlsstream``, which says why: a read costs
+fewer instructions than the event loop's TLS, and no 256 kB buffer per connection), under
+whatever frames the plaintext (``StreamTransport.received``: SIP framing here, WebSocket in
+``ws.py``); the gate counts its handshake from its first byte.  Connections the server opens to
+TLS peers use the event loop's TLS (``_connect``).
 
 Backpressure (Shen & Schulzrinne): when ``overloaded()`` says the worker queues are full, the
 connection that just delivered stops being read; TCP flow control then slows the sender down in
@@ -58,7 +60,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from protocols.sip.framing import PING, PONG, SipStream, StreamClosed
 from protocols.sip.parser import MAX_MESSAGE_SIZE
@@ -70,7 +72,7 @@ from signaling.transports.tlsgate import HandshakeGate
 from signaling.transports.tlsstream import TlsStream
 from signaling.worker import inherited_socket
 
-__all__ = ["CONNECT_QUEUE", "LINGER", "RESUME_CHECK", "SWEEP_INTERVAL", "SipConn", "StreamConn",
+__all__ = ["CONNECT_QUEUE", "LINGER", "RESUME_CHECK", "SWEEP_INTERVAL", "StreamConn",
            "StreamLimits", "StreamTransport", "stream_limits"]
 
 log = logging.getLogger(__name__)
@@ -122,17 +124,13 @@ Receive = Callable[[bytes, Peer], object]
 
 
 class StreamConn(asyncio.Protocol):
-    """One connection: its framing state and the bookkeeping the owner reads.  ``stream`` is
-    None for a subclass that frames otherwise (WebSocket, ``signaling.transports.ws``)."""
+    """One connection: its TLS (an accepted one on a TLS listener), its framing state and the
+    bookkeeping the owner reads.  The plaintext goes to ``owner.received``; ``stream`` is None
+    for a listener that frames otherwise (WebSocket, ``signaling.transports.ws``)."""
 
     __slots__ = ("addr", "conn_id", "draining", "established", "last", "out", "owner",
                  "partial_since", "paused", "peer", "pending", "source", "stream", "timer",
                  "tls", "transport")
-
-    #: An accepted TLS connection runs its TLS itself over memory BIOs (``SipConn``); else
-    #: (WebSocket, whose reads go to its own ``data_received``) the gate hands it to the event
-    #: loop's TLS (``HandshakeGate.start``).
-    OWN_TLS: ClassVar[bool] = False
 
     def __init__(self, owner: StreamTransport, now: float,
                  stream: SipStream | None = None) -> None:
@@ -160,15 +158,10 @@ class StreamConn(asyncio.Protocol):
         self.source = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        gate = self.owner.gate
         plain = cast(asyncio.Transport, transport)
-        if gate is not None and self.pending is None:
-            if self.OWN_TLS:
-                self._start_tls(plain)
-                return
-            if transport.get_extra_info("ssl_object") is None:
-                gate.start(transport, self)  # accepted plain: the gate runs the TLS handshake
-                return
+        if self.owner.gate is not None and self.pending is None:
+            self._start_tls(plain)  # accepted on a TLS listener: our TLS, handshake first
+            return
         self.owner.opened(self, plain)
 
     def _start_tls(self, transport: asyncio.Transport) -> None:
@@ -325,13 +318,6 @@ class StreamConn(asyncio.Protocol):
         self.draining = self.owner.loop.time()
 
 
-class SipConn(StreamConn):
-    """A SIP connection of the TCP or TLS listener: on the TLS one it runs its TLS itself."""
-
-    __slots__ = ()
-    OWN_TLS = True
-
-
 class StreamTransport:
     """A SIP stream listener (``name`` "tcp", or "tls" with ``ssl_context``) and its connections.
 
@@ -415,8 +401,7 @@ class StreamTransport:
     # -- life cycle ------------------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        # Plain TCP even for TLS: each connection runs its handshake (``StreamConn._start_tls``)
-        # or the gate does (``HandshakeGate.start``, WebSocket).
+        # Plain TCP even for TLS: each connection runs its handshake (``StreamConn._start_tls``).
         # A supervised worker accepts on its supervisor's socket (signaling/supervisor.py).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = inherited_socket(f"sip_{self.name}", family, socket.SOCK_STREAM)
@@ -456,7 +441,7 @@ class StreamTransport:
     # -- connections -----------------------------------------------------------------------------
 
     def _accepted(self) -> StreamConn:
-        return SipConn(self, self.loop.time(), SipStream(self.limits.max_message))
+        return StreamConn(self, self.loop.time(), SipStream(self.limits.max_message))
 
     def _refusal(self, source: str) -> str | None:
         """Why a connection accepted from ``source`` is closed at once, if it is."""

@@ -1,9 +1,10 @@
-"""TLS of one accepted SIP-over-TLS connection, run over memory BIOs under the connection's own
-protocol (RFC 3261 §26.2; RFC 5630): ``tcp.py``'s TLS listener reads and writes plain TCP and
-passes the bytes through here.
+"""TLS of one accepted SIP-over-TLS or WSS connection, run over memory BIOs under the
+connection's own protocol (RFC 3261 §26.2; RFC 5630; RFC 7118 over RFC 6455 §4.1's TLS):
+``tcp.py``'s stream listeners read and write plain TCP and pass the bytes through here, and
+give the plaintext to their framing (SIP's, or WebSocket's in ``ws.py``).
 
 Why not the event loop's TLS (``connect_accepted_socket(ssl=...)``, uvloop's ``SSLProtocol``,
-what ``tlsgate.HandshakeGate.start`` still does for WSS): it reads records in a loop that ends
+what WSS used before): it reads records in a loop that ends
 only when OpenSSL raises ``SSLWantReadError``, so every read of the socket costs one failed
 ``SSL_read`` and a Python exception besides the records it carried: 22,900 instructions to read
 one REGISTER's record that way, 11,200 here (callgrind, ``ssl.MemoryBIO`` pairs in one process),

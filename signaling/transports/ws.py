@@ -5,10 +5,15 @@ Why this shape: idle connections are what there are most of (a browser tab holds
 long as it is open), so a connection is one ``asyncio.Protocol`` object (``WsConn``) and the
 library's protocol state, as for SIP over TCP and TLS: no task, queue or future per connection.
 Everything a stream listener has is the TCP listener's own code (``StreamTransport``):
-connection ids and tables, the per-source bound, the TLS handshake gate, idle and linger
-sweeps, backpressure (a connection stops being read while the worker queues are full), the
-bound on bytes a slow reader has not taken, and what a closed connection tells the SIP core
-and the registry.  What differs is here:
+connection ids and tables, the per-source bound, TLS, idle and linger sweeps, backpressure (a
+connection stops being read while the worker queues are full), the bound on bytes a slow reader
+has not taken, and what a closed connection tells the SIP core and the registry.  A WSS
+connection is a SIP-over-TLS connection with WebSocket framing where SIP framing was: its TLS
+runs over memory BIOs in ``StreamConn`` (``signaling.transports.tlsstream``: TLS 1.2 and 1.3,
+SNI, reload, handshakes bounded, timed out and counted by the gate, close_notify both ways), and
+the plaintext comes to ``received`` here instead of to the SIP stream framing.  This replaced the
+event loop's TLS, which kept a 256 kB read buffer per connection: ``bench_ws_idle --wss`` went
+from 29.6 to the figure in benchmarks/README.md per idle connection.  What differs is here:
 
 - The opening handshake (RFC 6455 §4.2) is the library's: ``ServerProtocol.accept`` and
   ``send_response``.  Before it, the ``sip`` subprotocol is required (RFC 7118 §4.1: 400
@@ -110,12 +115,6 @@ class WsConn(StreamConn):
         #: The last bytes of the handshake read so far (the end of its head may straddle reads).
         self.tail = b""
 
-    def data_received(self, data: bytes) -> None:
-        self.owner.ws_received(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.ws_lost(self)
-
 
 class WsTransport(StreamTransport):
     """The WebSocket listener (``name`` "ws", or "wss" with ``ssl_context``, RFC 7118 §5: Via
@@ -211,7 +210,9 @@ class WsTransport(StreamTransport):
         if conn.established:
             cast(WsConn, conn).deadline = self.loop.time() + WS_OPEN_TIMEOUT
 
-    def ws_received(self, conn: WsConn, data: bytes) -> None:
+    def received(self, conn_: StreamConn, data: bytes) -> None:
+        """The plaintext read from ``conn_`` (decrypted already on the WSS listener)."""
+        conn = cast(WsConn, conn_)
         if conn.peer is None or conn.draining is not None:
             return  # refused at accept (its close is under way), or lingering
         now = self.loop.time()
@@ -317,8 +318,8 @@ class WsTransport(StreamTransport):
                 return
             conn.write(chunk)
 
-    def ws_lost(self, conn: WsConn) -> None:
-        if not self.forget(conn) or not conn.is_open:
+    def lost(self, conn: StreamConn) -> None:
+        if not self.forget(conn) or not cast(WsConn, conn).is_open:
             return
         self.open -= 1
         self.count("closed")

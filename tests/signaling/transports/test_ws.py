@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import ssl
 import types
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -24,6 +27,7 @@ from signaling.transports.base import Peer
 from signaling.transports.ws import WS_MAX_BAD_MESSAGES, WS_MAX_WRITE_BUFFER, WsConn
 from tests.peers.sipua import UdpUA, WsUA
 from tests.signaling.inproc import running_server
+from tests.tlscerts import Pki, make_pki
 
 
 def _ws_register(user: str, cseq: int = 1, expires: int = 600, call_id: str = "") -> str:
@@ -399,3 +403,143 @@ async def test_reading_pauses_while_the_server_is_overloaded() -> None:
             srv.ws.resumed(conn, 100.0)
             assert conn.deadline == 100.0 + srv.cfg.ws_ping_timeout and conn.heard == 100.0
             conn.deadline = None
+
+
+# -- WSS: the TLS of signaling/transports/tlsstream.py under the WebSocket framing -------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _wss(pki: Pki) -> dict[str, Any]:
+    return {"sip_wss": "127.0.0.1:0", "tls_cert": str(pki.cert("server")),
+            "tls_key": str(pki.key("server"))}
+
+
+class _TlsClient:
+    """A TLS client over memory BIOs on a raw TCP connection: the test decides how the bytes
+    are cut into writes."""
+
+    def __init__(self, pki: Pki, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.sslobj = ctx.wrap_bio(self.incoming, self.outgoing,
+                                   server_hostname="sip.example.com")
+        self.reader, self.writer = reader, writer
+
+    async def send_in_pieces(self, data: bytes, size: int) -> None:
+        for i in range(0, len(data), size):
+            self.writer.write(data[i:i + size])
+            await self.writer.drain()
+            await asyncio.sleep(0.01)  # separate reads are likely, not needed for the checks
+
+    async def handshake(self, size: int) -> None:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    self.sslobj.do_handshake()
+                except ssl.SSLWantReadError:
+                    await self.send_in_pieces(self.outgoing.read(), size)
+                    chunk = await self.reader.read(65_536)
+                    assert chunk, "closed mid-handshake"
+                    self.incoming.write(chunk)
+                else:
+                    await self.send_in_pieces(self.outgoing.read(), size)  # our Finished
+                    return
+
+    async def read_until(self, needle: bytes) -> bytes:
+        data = b""
+        async with asyncio.timeout(20):
+            while needle not in data:
+                chunk = await self.reader.read(65_536)
+                assert chunk, f"closed before {needle!r}: {data!r}"
+                self.incoming.write(chunk)
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    while self.incoming.pending:
+                        data += self.sslobj.read(65_536)
+        return data
+
+
+async def test_wss_runs_its_own_tls_split_across_reads_and_honours_close_notify(
+        pki: Pki) -> None:
+    """A WSS connection is the listener's own TLS over memory BIOs (no event-loop TLS
+    transport under it): a handshake and records cut into small writes still open the
+    WebSocket and carry a REGISTER, whose record also holds the upgrade request; the client's
+    close_notify (RFC 8446 §6.1) closes the connection, answered with ours, counted, and its
+    binding goes with it (RFC 7118 §5)."""
+    async with running_server(**_wss(pki)) as srv:
+        wss = srv.wss
+        assert wss is not None and wss.gate is not None and srv.wss_address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.wss_address[1])
+        client = _TlsClient(pki, reader, writer)
+        try:
+            await client.handshake(size=37)
+            assert wss.gate.c_events.get("wss", "handshake_done") == 1
+            client.sslobj.write(_HANDSHAKE + _client_frame(_ws_register("split").encode()))
+            await client.send_in_pieces(client.outgoing.read(), size=53)
+            data = await client.read_until(b"SIP/2.0 200 OK")
+            assert data.startswith(b"HTTP/1.1 101 ")
+            (conn,) = wss.conns.values()
+            assert conn.transport is not None and conn.tls is not None
+            assert conn.transport.get_extra_info("ssl_object") is None
+            assert wss.ssl_object(conn.conn_id) is conn.tls.sslobj
+            assert await srv.registry.lookup("sip:split@127.0.0.1", 0.0)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.sslobj.unwrap()  # our close_notify; the server's is awaited below
+            writer.write(client.outgoing.read())
+            async with asyncio.timeout(20):
+                rest = await reader.read()  # up to the server's close
+            client.incoming.write(rest)
+            client.sslobj.unwrap()  # the server's close_notify came: no SSLWantReadError
+        finally:
+            writer.close()
+        await _until(lambda: wss.connections == 0 and wss.open == 0)
+        assert wss.c_ws.get("peer_closed") == 1 and wss.c_ws.get("closed") == 1
+        for _ in range(50):
+            if await srv.registry.count_bindings() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await srv.registry.lookup("sip:split@127.0.0.1", 0.0) == []
+
+
+async def test_a_wss_handshake_that_never_finishes_is_closed_and_counted(pki: Pki) -> None:
+    """A ClientHello begun and never finished holds a handshake slot until the gate's timeout,
+    then the connection is closed and counted (issue 15); it never became a WebSocket."""
+    async with running_server(**_wss(pki)) as srv:
+        wss = srv.wss
+        assert wss is not None and wss.gate is not None and srv.wss_address is not None
+        wss.gate.timeout = 0.5
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.wss_address[1])
+        writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello begun
+        await _until(lambda: wss.gate is not None and wss.gate.in_progress == 1)
+        assert _gauge(srv, "signaling_wss_handshakes") == 1
+        # Closed by the server: an EOF, or a reset (the handshake is aborted).
+        async with asyncio.timeout(20):
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read() == b""
+        writer.close()
+        assert wss.gate.c_events.get("wss", "handshake_timeout") == 1
+        assert wss.gate.in_progress == 0 and wss.connections == 0 and not wss.handshaking
+        assert wss.c_ws.get("opened") == 0
+
+
+async def test_a_wss_connection_that_never_opens_is_closed_with_close_notify(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS done but no WebSocket request within WS_OPEN_TIMEOUT: closed (with our
+    close_notify, which asyncio's TLS client reads as a clean EOF) and counted."""
+    monkeypatch.setattr(ws_module, "WS_OPEN_TIMEOUT", 0.2)
+    async with running_server(**_wss(pki)) as srv:
+        wss = srv.wss
+        assert wss is not None and wss.gate is not None and srv.wss_address is not None
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", srv.wss_address[1], ssl=ctx, server_hostname="sip.example.com")
+        async with asyncio.timeout(20):
+            assert await reader.read() == b""
+        writer.close()
+        assert wss.c_ws.get("open_timeout") == 1
+        assert wss.gate.c_events.get("wss", "handshake_done") == 1
+        await _until(lambda: wss.connections == 0)
