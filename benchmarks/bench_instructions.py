@@ -38,6 +38,9 @@ without batching: an upper bound of what a loaded server spends.
   it minus REGISTER what a stream connection costs over a datagram;
 - REGISTER_TLS1, REGISTER_TCP1: the same over one connection with one REGISTER outstanding:
   nothing batches, each REGISTER is one read, one answer and one write (a lone phone's load);
+- REGISTER_WSS, REGISTER_WSS1: the same two loads over secure WebSocket (RFC 7118 over TLS
+  1.3, ``--sip-wss``): the connections and their opening handshakes done before the counters
+  are zeroed, each REGISTER one masked text frame (as ``bench_ws_idle``'s clients send);
 - OPTIONS: to the server itself (stateless 200), from a Python socket, one at a time;
 - CALL: INVITE, 100, 180, 200, ACK, BYE, 200 through the record-routing proxy with dialog
   tracking (SIPp ``harness/sipp/uac.xml`` to ``uas.xml``, the UAS registered first), at a low
@@ -57,7 +60,7 @@ Kamailio.
 
     python -m benchmarks.bench_instructions [--messages 1000] [--parser both|c|python]
                                 [--kinds REGISTER,REGISTER_REDIS,REGISTER_AUTH,REGISTER_401,
-                                         REGISTER_TLS,REGISTER_TCP,...]
+                                         REGISTER_TLS,REGISTER_TCP,REGISTER_WSS,...]
 
 To compare with an older version of the server, run this file from a checkout of it (the
 server is started from the tree the file is in): ``--parser c`` uses no option the older
@@ -117,6 +120,7 @@ TLS_WINDOW = 4
 #: REGISTER_TLS1 / REGISTER_TCP1: one connection, one REGISTER outstanding, so every message
 #: is read, answered and written on its own (the unbatched per-message cost of the stream path).
 SERIAL_KINDS = ("REGISTER_TLS1", "REGISTER_TCP1")
+WSS_KINDS = ("REGISTER_WSS", "REGISTER_WSS1")
 
 
 class ServerUnderCallgrind:
@@ -296,12 +300,12 @@ def send_calls(server: ServerUnderCallgrind, n: int) -> int:
         uas.stop()
 
 
-def tls_extra(directory: Path) -> list[str]:
-    """The server options of REGISTER_TLS: a TLS listener with a certificate made for the run
-    (its CA beside it, ``ca.crt``)."""
+def tls_extra(directory: Path, listener: str = "--sip-tls") -> list[str]:
+    """The server options of REGISTER_TLS (REGISTER_WSS: ``listener`` "--sip-wss"): a TLS
+    listener with a certificate made for the run (its CA beside it, ``ca.crt``)."""
     from tests.tlscerts import make_pki
     pki = make_pki(directory)
-    return ["--sip-tls", f"127.0.0.1:{free_tcp_port()}", "--tls-cert", str(pki.cert("server")),
+    return [listener, f"127.0.0.1:{free_tcp_port()}", "--tls-cert", str(pki.cert("server")),
             "--tls-key", str(pki.key("server")),
             # 40 REGISTERs outstanding wait far longer than the default 50 ms under valgrind's
             # ~50x slowdown: the overload control would answer most of them 503.
@@ -320,12 +324,14 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int, connections: int = 
     ``window`` outstanding on each; the counters are zeroed once every connection is
     open.  Returns the 200s received."""
     from benchmarks.bench_register_tls import _register
+    from benchmarks.bench_ws_idle import _frame
     from protocols.sip.framing import SipStream
 
     extra = server.extra
-    secure = "--sip-tls" in extra
-    port = int(extra[extra.index("--sip-tls" if secure else "--sip-tcp") + 1]
-               .rpartition(":")[2])
+    secure = "--sip-tls" in extra or "--sip-wss" in extra
+    ws = "--sip-wss" in extra
+    option = "--sip-wss" if ws else "--sip-tls" if secure else "--sip-tcp"
+    port = int(extra[extra.index(option) + 1].rpartition(":")[2])
     tls: dict[str, Any] = {}
     if secure:
         tls = {"ssl": ssl.create_default_context(cafile=str(
@@ -345,6 +351,11 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int, connections: int = 
                 await asyncio.sleep(0.5)
         conns = [first, *[await asyncio.open_connection("127.0.0.1", port, **tls)
                           for _ in range(connections - 1)]]
+        if ws:
+            for reader, writer in conns:
+                writer.write(WS_UPGRADE)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), START_TIMEOUT)
+                assert head.startswith(b"HTTP/1.1 101 "), head
         server.control("-z")
         oks = await asyncio.gather(*(one(c, r, w) for c, (r, w) in enumerate(conns)))
         for _, w in conns:
@@ -354,23 +365,56 @@ def send_tls_registers(server: ServerUnderCallgrind, n: int, connections: int = 
     async def one(c: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         local, sent, ok, answered, stream = writer.get_extra_info("sockname")[1], 0, 0, 0, \
             SipStream()
+        def register(i: int) -> bytes:
+            return _frame(0x1, _register(c, i, local)) if ws else _register(c, i, local)
+
+        buffer = b""
         while sent < min(window, per_conn):
-            writer.write(_register(c, sent, local))
+            writer.write(register(sent))
             sent += 1
         while answered < per_conn:
             data = await asyncio.wait_for(reader.read(65_536), 60)
             if not data:
                 break
-            for item in stream.receive(data):
+            items: Sequence[object]
+            if ws:  # the server's frames are unmasked, one SIP message each (RFC 7118 §4.2)
+                buffer += data
+                items, buffer = _payloads(buffer)
+            else:
+                items = stream.receive(data)
+            for item in items:
                 if isinstance(item, bytes):
                     answered += 1
                     ok += item.startswith(b"SIP/2.0 200 ")
                     if sent < per_conn:
-                        writer.write(_register(c, sent, local))
+                        writer.write(register(sent))
                         sent += 1
         return ok
 
     return asyncio.run(run())
+
+
+#: A WebSocket opening handshake asking for the ``sip`` subprotocol (RFC 6455 §4.1, RFC 7118).
+WS_UPGRADE = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n")
+
+
+def _payloads(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The payloads of the whole server frames (unmasked, RFC 6455 §5.2) at the start of
+    ``buffer``, and what is left."""
+    out = []
+    while len(buffer) >= 2:
+        n, start = buffer[1] & 0x7F, 2
+        if n == 126:
+            n, start = int.from_bytes(buffer[2:4], "big"), 4
+        elif n == 127:
+            n, start = int.from_bytes(buffer[2:10], "big"), 10
+        if len(buffer) < start + n:
+            break
+        out.append(buffer[start:start + n])
+        buffer = buffer[start + n:]
+    return out, buffer
 
 
 def _zeroed(send: Callable[[int, int], int]) -> Callable[[ServerUnderCallgrind, int], int]:
@@ -386,7 +430,9 @@ SENDERS: dict[str, Callable[[ServerUnderCallgrind, int], int]] = {
     "REGISTER_AUTH": _zeroed(send_auth_registers),
     "REGISTER_401": _zeroed(lambda port, n: send_auth_registers(port, n, REGISTER_401_XML)),
     "REGISTER_TLS": send_tls_registers, "REGISTER_TCP": send_tls_registers,
-    **{kind: lambda server, n: send_tls_registers(server, n, 1, 1) for kind in SERIAL_KINDS},
+    **{kind: lambda server, n: send_tls_registers(server, n, 1, 1)
+       for kind in (*SERIAL_KINDS, "REGISTER_WSS1")},
+    "REGISTER_WSS": send_tls_registers,
     "OPTIONS": _zeroed(send_options), "CALL": send_calls}
 
 
@@ -435,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="what to measure, comma-separated: REGISTER, REGISTER_REDIS, "
                          "REGISTER_AUTH, REGISTER_401, REGISTER_TLS, REGISTER_TCP, "
                          "REGISTER_TLS1, REGISTER_TCP1 (one connection, one outstanding), "
+                         "REGISTER_WSS, REGISTER_WSS1, "
                          "OPTIONS, CALL "
                          "(default: REGISTER,OPTIONS,CALL)")
     args = ap.parse_args(argv)
@@ -456,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 extra = (auth_extra(Path(tmp), args.messages)
                          if kind in ("REGISTER_AUTH", "REGISTER_401") else
                          tls_extra(Path(tmp)) if kind in ("REGISTER_TLS", "REGISTER_TLS1") else
+                         tls_extra(Path(tmp), "--sip-wss") if kind in WSS_KINDS else
                          tcp_extra() if kind in ("REGISTER_TCP", "REGISTER_TCP1") else [])
                 if kind == "REGISTER_REDIS":
                     redis = RedisForBench().start()

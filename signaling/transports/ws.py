@@ -13,7 +13,8 @@ runs over memory BIOs in ``StreamConn`` (``signaling.transports.tlsstream``: TLS
 SNI, reload, handshakes bounded, timed out and counted by the gate, close_notify both ways), and
 the plaintext comes to ``received`` here instead of to the SIP stream framing.  This replaced the
 event loop's TLS, which kept a 256 kB read buffer per connection: ``bench_ws_idle --wss`` went
-from 29.6 to the figure in benchmarks/README.md per idle connection.  What differs is here:
+from 29.6 to 22.8 kB per idle registered connection (benchmarks/README.md).  What differs is
+here:
 
 - The opening handshake (RFC 6455 §4.2) is the library's: ``ServerProtocol.accept`` and
   ``send_response``.  Before it, the ``sip`` subprotocol is required (RFC 7118 §4.1: 400
