@@ -434,6 +434,10 @@ _LAW: list[tuple[str, dict[str, Any], Move, float]] = [
     ("near the target", {"wait": 0.03}, Move.HOLD, 1000.0),
     ("nothing started while work waits", {"stalled": True, "started": False, "wait": 0.0},
      Move.HOLD, 1000.0),
+    ("a wait with next to no demand, nothing refused: a stall, not an overload",
+     {"wait": 0.08, "served": 5.0, "binding": False}, Move.HOLD, 1000.0),
+    ("next to nothing served while refusing: a stall in a storm still cuts",
+     {"wait": 0.08, "served": 5.0}, Move.CUT, 450.0),
     ("binding, queues idle, no cut yet: double", {}, Move.RECOVER, 2000.0),
     ("binding, queues idle: double up to the peak at the last cut", {"ceiling": 1500.0},
      Move.RECOVER, 1500.0),
@@ -470,6 +474,17 @@ def _interval(ctl: AdmissionControl, t: float, offered: int, served_share: float
                 ctl.started(t, 0.0)
         t += step
     return t
+
+
+def test_a_stall_at_start_leaves_the_open_limit_open() -> None:
+    """A worker whose loop is held at start (imports, the first collection, the registry's
+    sync) reads its first requests late: with next to no demand that is no overload, and the
+    limit stays open rather than falling to its floor with a ceiling of nearly nothing."""
+    ctl = AdmissionControl(_cfg(initial_rate=100_000.0, max_rate=100_000.0), now=0.0)
+    t = _interval(ctl, 0.0, 1, 1.0, 0.2)  # one request, read 200 ms late
+    t = _interval(ctl, t, 1, 1.0, 0.0)
+    assert ctl.rate == 100_000.0
+    assert all(ctl.decide(t + i * 1e-3, "a") is Verdict.ADMIT for i in range(100))
 
 
 def test_a_cut_is_not_repeated_while_the_queue_it_answered_drains() -> None:
