@@ -109,3 +109,11 @@ def test_a_full_collection_does_not_freeze_and_thaw_reclaims_a_frozen_cycle(tune
     assert _in_collector_view(survivor)  # a full collection leaves its survivors in view
     gc.collect(0)
     assert not _in_collector_view(survivor)  # the next young pass freezes them
+
+
+def test_collect_young_freezes_what_survived_since_the_last_pass(tuned: None) -> None:
+    table = TransactionTable()
+    txns = [_completed(table, n) for n in range(20)]
+    assert all(_in_collector_view(t) for t in txns)
+    gctune.collect_young()  # what the server's timer runs every YOUNG_INTERVAL
+    assert not any(_in_collector_view(t) for t in txns)
