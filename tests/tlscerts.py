@@ -3,6 +3,7 @@ certificates signed by it, and a self-signed one it does not know."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,17 @@ class Pki:
 
     def key(self, name: str) -> Path:
         return self.dir / f"{name}.key"
+
+    def client_context(self, cert: str | None = None, *, version: ssl.TLSVersion | None = None,
+                       ) -> ssl.SSLContext:
+        """A client's context trusting this CA, presenting ``cert`` (mutual TLS) if named and
+        pinned to ``version`` if given."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if cert is not None:
+            ctx.load_cert_chain(self.cert(cert), self.key(cert))
+        if version is not None:
+            ctx.minimum_version = ctx.maximum_version = version
+        return ctx
 
     def issue(self, name: str, cn: str, sans: list[str] | None = None, *,
               self_signed: bool = False, days: int = 30) -> tuple[Path, Path]:

@@ -73,16 +73,6 @@ class Listener:
         writer.close()
 
 
-def client_ctx(pki: Pki, cert: str | None = None, *, version: ssl.TLSVersion | None = None,
-               ) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.ca))
-    if cert is not None:
-        ctx.load_cert_chain(pki.cert(cert), pki.key(cert))
-    if version is not None:
-        ctx.minimum_version = ctx.maximum_version = version
-    return ctx
-
-
 async def connect(port: int, ctx: ssl.SSLContext,
                   name: str = "sip.example.com") -> tuple[str, dict[str, object], str]:
     """Handshake, then (negotiated version, server certificate, the server's line)."""
@@ -106,14 +96,14 @@ def san(cert: dict[str, object]) -> set[str]:
 
 async def test_tls13_and_tls12_are_served(pki: Pki) -> None:
     async with Listener(TlsContexts(settings(pki))) as srv:
-        version, cert, _ = await connect(srv.port, client_ctx(pki))
+        version, cert, _ = await connect(srv.port, pki.client_context())
         assert version == "TLSv1.3" and "sip.example.com" in san(cert)
-        version, _, _ = await connect(srv.port, client_ctx(pki, version=ssl.TLSVersion.TLSv1_2))
+        version, _, _ = await connect(srv.port, pki.client_context(version=ssl.TLSVersion.TLSv1_2))
         assert version == "TLSv1.2"
 
 
 async def test_tls11_is_refused(pki: Pki) -> None:
-    ctx = client_ctx(pki)
+    ctx = pki.client_context()
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer 1.1 at all
     with pytest.warns(DeprecationWarning):
         ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
@@ -125,9 +115,9 @@ async def test_tls11_is_refused(pki: Pki) -> None:
 async def test_sni_selects_the_certificate_for_the_name(pki: Pki) -> None:
     sni = ((("other.example.com", str(pki.cert("other")), str(pki.key("other")))),)
     async with Listener(TlsContexts(settings(pki, sni=sni))) as srv:
-        _, cert, _ = await connect(srv.port, client_ctx(pki), "other.example.com")
+        _, cert, _ = await connect(srv.port, pki.client_context(), "other.example.com")
         assert san(cert) == {"other.example.com"}
-        _, cert, _ = await connect(srv.port, client_ctx(pki), "sip.example.com")
+        _, cert, _ = await connect(srv.port, pki.client_context(), "sip.example.com")
         assert "sip.example.com" in san(cert)
 
 
@@ -177,17 +167,17 @@ def test_parse_sni() -> None:
 async def test_client_certificate_gives_a_trusted_identity(pki: Pki) -> None:
     s = settings(pki, client_ca=str(pki.ca), trusted_peers=frozenset({"trunk.example.net"}))
     async with Listener(TlsContexts(s)) as srv:
-        _, _, line = await connect(srv.port, client_ctx(pki, "client"))
+        _, _, line = await connect(srv.port, pki.client_context("client"))
         assert line == "trunk.example.net;trunk.example.net"
         # Optional: a phone without a certificate still connects, as nobody in particular.
-        _, _, line = await connect(srv.port, client_ctx(pki))
+        _, _, line = await connect(srv.port, pki.client_context())
         assert line == ";None"
 
 
 async def test_verified_but_untrusted_identity_is_not_a_trusted_peer(pki: Pki) -> None:
     s = settings(pki, client_ca=str(pki.ca), trusted_peers=frozenset({"carrier.example"}))
     async with Listener(TlsContexts(s)) as srv:
-        _, _, line = await connect(srv.port, client_ctx(pki, "client"))
+        _, _, line = await connect(srv.port, pki.client_context("client"))
         assert line == "trunk.example.net;None"
 
 
@@ -195,23 +185,23 @@ async def test_certificate_from_an_unknown_ca_is_refused(pki: Pki) -> None:
     s = settings(pki, client_ca=str(pki.ca), trusted_peers=frozenset({"trunk.example.net"}))
     async with Listener(TlsContexts(s)) as srv:
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-            await connect(srv.port, client_ctx(pki, "stranger"))
+            await connect(srv.port, pki.client_context("stranger"))
 
 
 async def test_required_client_certificate(pki: Pki) -> None:
     s = settings(pki, client_ca=str(pki.ca), require_client_cert=True)
     async with Listener(TlsContexts(s)) as srv:
-        _, _, line = await connect(srv.port, client_ctx(pki, "client"))
+        _, _, line = await connect(srv.port, pki.client_context("client"))
         assert line.startswith("trunk.example.net;")
         # TLS 1.3: the client learns of the refusal on its first read.
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-            await connect(srv.port, client_ctx(pki))
+            await connect(srv.port, pki.client_context())
 
 
 async def test_no_client_ca_means_no_identity_even_with_a_certificate(pki: Pki) -> None:
     s = settings(pki, trusted_peers=frozenset({"trunk.example.net"}))
     async with Listener(TlsContexts(s)) as srv:
-        _, _, line = await connect(srv.port, client_ctx(pki, "client"))
+        _, _, line = await connect(srv.port, pki.client_context("client"))
         assert line == ";None"
 
 
@@ -231,23 +221,23 @@ async def test_reload_serves_the_new_certificate_to_new_connections(live: Pki,
                                                                     pki: Pki) -> None:
     contexts = TlsContexts(settings(live))
     async with Listener(contexts) as srv:
-        _, cert, _ = await connect(srv.port, client_ctx(pki))
+        _, cert, _ = await connect(srv.port, pki.client_context())
         first_serial = cert["serialNumber"]
         assert not contexts.changed()
         live.issue("server", "sip.example.com", ["DNS:sip.example.com"])
         assert contexts.changed()
         assert contexts.reload() and contexts.reloads == 1
-        _, cert, _ = await connect(srv.port, client_ctx(pki))
+        _, cert, _ = await connect(srv.port, pki.client_context())
         assert cert["serialNumber"] != first_serial
 
 
 async def test_failed_reload_keeps_the_previous_certificate(live: Pki, pki: Pki) -> None:
     contexts = TlsContexts(settings(live))
     async with Listener(contexts) as srv:
-        _, before, _ = await connect(srv.port, client_ctx(pki))
+        _, before, _ = await connect(srv.port, pki.client_context())
         live.cert("server").write_text("half-written\n")
         assert not contexts.reload() and contexts.reload_failures == 1
-        _, after, _ = await connect(srv.port, client_ctx(pki))
+        _, after, _ = await connect(srv.port, pki.client_context())
         assert after["serialNumber"] == before["serialNumber"]
         assert not contexts.changed()  # the failure is not retried until the file changes
 

@@ -46,16 +46,6 @@ class Client:
                 return out
 
 
-def client_ctx(pki: Pki, cert: str | None = None, version: ssl.TLSVersion | None = None,
-               ) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.ca))
-    if cert is not None:
-        ctx.load_cert_chain(pki.cert(cert), pki.key(cert))
-    if version is not None:
-        ctx.minimum_version = ctx.maximum_version = version
-    return ctx
-
-
 def contexts(pki: Pki, **kw: object) -> TlsContexts:
     return TlsContexts(TlsSettings(cert=str(pki.cert("server")), key=str(pki.key("server")),
                                    **kw))  # type: ignore[arg-type]
@@ -81,7 +71,7 @@ MSG = b"REGISTER sip:example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n"
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
 def test_handshake_then_records_both_ways(pki: Pki, version: ssl.TLSVersion) -> None:
     server = TlsStream(contexts(pki).front)
-    client = Client(client_ctx(pki, version=version))
+    client = Client(pki.client_context(version=version))
     connect(server, client)
     assert server.sslobj.version() == {ssl.TLSVersion.TLSv1_3: "TLSv1.3",
                                        ssl.TLSVersion.TLSv1_2: "TLSv1.2"}[version]
@@ -91,14 +81,14 @@ def test_handshake_then_records_both_ways(pki: Pki, version: ssl.TLSVersion) -> 
 
 def test_tls_1_1_is_refused(pki: Pki) -> None:
     server = TlsStream(contexts(pki).front)
-    client = Client(client_ctx(pki, version=ssl.TLSVersion.TLSv1_1))
+    client = Client(pki.client_context(version=ssl.TLSVersion.TLSv1_1))
     with pytest.raises(ssl.SSLError):
         connect(server, client)
 
 
 def test_several_records_in_one_read_and_one_record_split_across_reads(pki: Pki) -> None:
     server = TlsStream(contexts(pki).front)
-    client = Client(client_ctx(pki))
+    client = Client(pki.client_context())
     connect(server, client)
     wire = client.records(MSG) + client.records(MSG * 2) + client.records(MSG)
     assert server.decrypt(wire) == MSG * 4
@@ -110,7 +100,7 @@ def test_several_records_in_one_read_and_one_record_split_across_reads(pki: Pki)
 
 def test_a_message_larger_than_a_record(pki: Pki) -> None:
     server = TlsStream(contexts(pki).front)
-    client = Client(client_ctx(pki))
+    client = Client(pki.client_context())
     connect(server, client)
     big = b"x" * 70_000  # five records
     assert server.decrypt(client.records(big)) == big
@@ -119,7 +109,7 @@ def test_a_message_larger_than_a_record(pki: Pki) -> None:
 
 def test_close_notify_ends_the_stream_and_shutdown_sends_ours(pki: Pki) -> None:
     server = TlsStream(contexts(pki).front)
-    client = Client(client_ctx(pki))
+    client = Client(pki.client_context())
     connect(server, client)
     wire = client.records(MSG)
     with pytest.raises(ssl.SSLWantReadError):
@@ -134,7 +124,7 @@ def test_close_notify_ends_the_stream_and_shutdown_sends_ours(pki: Pki) -> None:
 
 def test_a_tampered_record_is_an_error(pki: Pki) -> None:
     server = TlsStream(contexts(pki).front)
-    client = Client(client_ctx(pki))
+    client = Client(pki.client_context())
     connect(server, client)
     record = bytearray(client.records(MSG))
     record[-1] ^= 1
@@ -154,7 +144,7 @@ def test_sni_picks_the_certificate_and_mutual_tls_gives_the_identity(pki: Pki) -
                               str(pki.key("other"))),),
                    client_ca=str(pki.ca), trusted_peers=frozenset({"trunk.example.net"}))
     server = TlsStream(ctx.front)
-    client = Client(client_ctx(pki, cert="client"), name="other.example.com")
+    client = Client(pki.client_context(cert="client"), name="other.example.com")
     connect(server, client)
     served = client.sslobj.getpeercert()
     assert served is not None and ("DNS", "other.example.com") in served["subjectAltName"]
@@ -166,7 +156,7 @@ def test_a_reload_reaches_the_next_handshake(pki: Pki, tmp_path: Path) -> None:
     cert.write_bytes(pki.cert("server").read_bytes())
     key.write_bytes(pki.key("server").read_bytes())
     ctx = TlsContexts(TlsSettings(cert=str(cert), key=str(key)))
-    trusting = client_ctx(pki)
+    trusting = pki.client_context()
     trusting.check_hostname = False  # either certificate, verified against the CA
     first = Client(trusting, name="other.example.com")
     connect(TlsStream(ctx.front), first)
