@@ -189,8 +189,9 @@ async def test_in_dialog_requests_are_never_shed_even_late_from_the_kernel() -> 
             # the BYE of the held dialog reaches the callee although it waited too long
             await callee.send(callee.reply(await callee.request("BYE"), 200))
             await caller.response(200, "BYE")
-            # the late new request and the late made-up BYE are dropped, counted
-            assert await peer.silent(0.3)
+            # the late new request and the late made-up BYE are dropped, counted (what came
+            # instead is shown: this failed once in a full CI run and never alone)
+            assert await peer.silent(0.3), peer.raw[-2:]
             dropped = srv.core.overload.c_dropped
             assert dropped.get("receive_delay", "REGISTER") == 1
             assert dropped.get("receive_delay", "BYE") == 1
