@@ -345,7 +345,7 @@ class StreamTransport:
         self.ssl_context = ssl_context
         self.gate: HandshakeGate | None = None
         if ssl_context is not None:
-            self.gate = HandshakeGate(name, ssl_context, metrics,
+            self.gate = HandshakeGate(name, metrics,
                                       per_source=self.limits.max_per_source,
                                       total=self.limits.max_connections,
                                       timeout=self.limits.handshake_timeout)

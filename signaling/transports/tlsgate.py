@@ -18,7 +18,6 @@ only counts, from the connection's first moment, before a byte is read:
 
 from __future__ import annotations
 
-import ssl
 import weakref
 
 from signaling.metrics import FastCounter, Metrics
@@ -31,10 +30,9 @@ _GATES: weakref.WeakKeyDictionary[Metrics, list[HandshakeGate]] = weakref.WeakKe
 class HandshakeGate:
     """The handshakes in progress of one TLS listener (see the module docstring)."""
 
-    def __init__(self, name: str, context: ssl.SSLContext, metrics: Metrics, *,
+    def __init__(self, name: str, metrics: Metrics, *,
                  per_source: int, total: int, timeout: float) -> None:
         self.name = name
-        self.context = context
         self.per_source = per_source
         self.total = total
         self.timeout = timeout
