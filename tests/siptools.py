@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import time
 import uuid
 from collections.abc import Callable
 
@@ -41,23 +42,46 @@ def register(port: int, user: str, contact: str | None, *, expires: int | None =
     return "\r\n".join(lines).encode()
 
 
-class UdpClient:
-    """A blocking UDP client bound to one local port."""
+#: RFC 3261 §17.1.2.2 Timer E starts at T1 and doubles up to T2.
+_T1, _T2 = 0.5, 4.0
 
-    def __init__(self, timeout: float = 2.0) -> None:
+
+class UdpClient:
+    """A blocking UDP client bound to one local port, retransmitting as a SIP UAC does.
+
+    Without retransmissions one datagram the server sheds stands for a failed test: under
+    overload control a request that waited in the kernel past ``max_receive_delay`` (a busy
+    machine's scheduler can do that alone) is dropped on purpose, and real clients resend it."""
+
+    def __init__(self, timeout: float = 16.0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(timeout)
+        self.timeout = timeout
         self.port = int(self.sock.getsockname()[1])
 
     def request(self, port: int, data: bytes) -> Response:
-        """Send and return the first final response (1xx are skipped)."""
-        self.sock.sendto(data, ("127.0.0.1", port))
+        """Send until answered (Timer E), for at most ``timeout`` seconds (the role of Timer
+        F), and return the first final response (1xx are skipped, and stop retransmissions
+        as §17.1.2.2 says)."""
+        deadline = time.monotonic() + self.timeout
+        interval, resend = _T1, True
         while True:
-            msg = parse_message(self.sock.recv(65535))
+            if resend:
+                self.sock.sendto(data, ("127.0.0.1", port))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no final response within {self.timeout} s")
+            self.sock.settimeout(min(interval, left))
+            try:
+                msg = parse_message(self.sock.recv(65535))
+            except TimeoutError:
+                interval, resend = min(2 * interval, _T2), True
+                continue
             assert isinstance(msg, Response)
             if msg.status >= 200:
                 return msg
+            # A provisional answer: the server has it; resend only every T2 (§17.1.2.2).
+            interval, resend = _T2, False
 
     def close(self) -> None:
         self.sock.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,12 +18,12 @@ from harness.serverproc import (
     free_tcp_port,
 )
 from protocols.sip.message import NameAddr, Request, SipURI
-from protocols.sip.parser import parse_message
 from protocols.sip.uri import parse_uri
 from tests.peers import baresip
 from tests.peers.kamailio import Kamailio
 from tests.peers.sipua import UA, UdpUA
 from tests.signaling.test_flows import URN_A, _invite_final, _outbound, _registered
+from tests.siptools import UdpClient
 
 # --- behind Kamailio as an edge proxy (RFC 3327 Path) -------------------------------------------
 
@@ -304,15 +303,15 @@ async def _stun_keepalive_seen(server: ServerProcess) -> None:
 
 def _query(udp_port: int, user: str) -> list[NameAddr]:
     """The contacts (with their parameters) a query REGISTER (§10.2.3) lists for ``user``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(2.0)
-        local = s.getsockname()[1]
-        s.sendto((f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-                  f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-q{os.urandom(4).hex()}\r\n"
-                  f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=q\r\n"
-                  f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: q-{os.urandom(4).hex()}\r\n"
-                  f"CSeq: 1 REGISTER\r\nSupported: outbound\r\nContent-Length: 0\r\n\r\n"
-                  ).encode(), ("127.0.0.1", udp_port))
-        msg = parse_message(s.recv(65_535))
+    client = UdpClient()
+    try:
+        msg = client.request(udp_port, (
+            f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{client.port};branch=z9hG4bK-q{os.urandom(4).hex()}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=q\r\n"
+            f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: q-{os.urandom(4).hex()}\r\n"
+            f"CSeq: 1 REGISTER\r\nSupported: outbound\r\nContent-Length: 0\r\n\r\n"
+            ).encode())
+    finally:
+        client.close()
     return list(msg.contacts)
