@@ -14,6 +14,7 @@ Scenarios live in ``harness/sipp/`` (our own); ``scenario()`` resolves a bare na
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import resource
 import shutil
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from harness.serverproc import free_udp_port, free_udp_ports
 
-__all__ = ["SCENARIOS", "Sipp", "SippResult", "run_sipp", "scenario", "sipp_binary"]
+__all__ = ["SCENARIOS", "Sipp", "SippResult", "run_sipp", "scenario", "sipp_binary",
+           "sipp_tls_binary", "sipp_tls_dir"]
 
 SCENARIOS = Path(__file__).parent / "sipp"
 #: Seconds a SIPp run may take beyond what the caller expects before it is killed: SIPp hangs
@@ -47,6 +49,42 @@ def sipp_binary() -> str:
     if found is None:
         raise RuntimeError("sipp not installed (apt-get install sip-tester; see scripts/test)")
     return found
+
+
+def _has_tls(binary: str) -> bool:
+    """``sipp -v`` names its build options (``SIPp v3.7.3-TLS-SCTP-PCAP-SHA256``); it exits
+    99 (no calls run), so only its text counts."""
+    out = subprocess.run([binary, "-v"], capture_output=True, timeout=30, check=False)
+    return b"-TLS" in out.stdout + out.stderr
+
+
+def sipp_tls_dir() -> Path:
+    """Where scripts/sipp-tls.sh puts a SIPp built with TLS when the installed one is not
+    (bookworm's is not): the same rule as its ``sipp_tls_dir``."""
+    cache = os.environ.get("SIGNALING_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "signaling")
+    return Path(cache) / "sipp-tls"
+
+
+_tls_binary: list[str] = []
+
+
+def sipp_tls_binary() -> str:
+    """A SIPp that speaks TLS (``-t l1``): ``sipp`` itself if it was built with TLS, else the
+    one scripts/test provides.  Never skipped: without one the TLS tests fail, saying why."""
+    if not _tls_binary:
+        candidates = [sipp_binary(), str(sipp_tls_dir() / "sipp")]
+        found = [c for c in candidates if os.access(c, os.X_OK) and _has_tls(c)]
+        if not found:
+            raise RuntimeError(f"no SIPp built with TLS (tried {', '.join(candidates)}); "
+                               "bash scripts/test provides one (scripts/sipp-tls.sh)")
+        _tls_binary.append(found[0])
+    return _tls_binary[0]
+
+
+def _uses_tls(extra: list[str]) -> bool:
+    """``-t l1`` / ``-t ln``: SIPp's TLS transports."""
+    return any(a == "-t" and b.startswith("l") for a, b in itertools.pairwise(extra))
 
 
 @dataclass(frozen=True)
@@ -91,7 +129,7 @@ class Sipp:
         self._children_cpu = 0.0
 
     def args(self) -> list[str]:
-        cmd = [sipp_binary()]
+        cmd = [sipp_tls_binary() if _uses_tls(self.extra) else sipp_binary()]
         if self.remote is not None:
             cmd.append(self.remote)
         cmd += ["-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port),

@@ -528,6 +528,88 @@ def test_sipp_calls_over_tcp_and_across_tcp_and_udp(tcp_server: tuple[ServerProc
     _sipp_ok(answered, calls)
 
 
+# --- the whole server with SIPp over TLS ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_server(pki: Pki) -> Iterator[tuple[ServerProcess, int, int]]:
+    """A server with TCP and TLS listeners (and UDP); its outgoing TLS connections trust the
+    test CA (SSL_CERT_FILE, read by OpenSSL's default verify paths), so it can reach a SIPp UAS
+    listening over TLS with the test's server certificate."""
+    tcp, tls = free_tcp_port(), free_tcp_port()
+    srv = ServerProcess("--sip-tcp", f"127.0.0.1:{tcp}", "--sip-tls", f"127.0.0.1:{tls}",
+                        "--tls-cert", str(pki.cert("server")), "--tls-key",
+                        str(pki.key("server")), "--log-level", "warning", ws=False,
+                        env={"SSL_CERT_FILE": str(pki.ca)}).start()
+    try:
+        yield srv, tcp, tls
+    finally:
+        assert srv.stop() == 0
+        assert "Traceback" not in srv.log, srv.log[-3000:]
+
+
+def _sipp_tls(pki: Pki, cert: str, mode: str = "l1") -> list[str]:
+    """SIPp's TLS options for ``-t mode``: over TLS it loads a certificate and key at start,
+    even as a client; SIPp built without TLS refuses the options."""
+    return ["-tls_cert", str(pki.cert(cert)), "-tls_key", str(pki.key(cert))] \
+        if mode == "l1" else []
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_sipp_registers_over_tls(tls_server: tuple[ServerProcess, int, int], pki: Pki,
+                                 version: str) -> None:
+    """SIPp over TLS (``-t l1``, one connection for all, TLS 1.2 and 1.3): every REGISTER gets
+    its 200 back over the TLS connection it came on."""
+    _, _, tls = tls_server
+    calls = 300
+    result = run_sipp(str(REGISTER_XML), f"127.0.0.1:{tls}", calls=calls, rate=300,
+                      timeout=30, port=free_tcp_port(),
+                      extra=["-t", "l1", "-tls_version", version, "-max_socket", "1000",
+                             *_sipp_tls(pki, "client")])
+    _sipp_ok(result, calls)
+
+
+#: How each SIPp of a call is reached: SIPp's -t mode, and the Contact's transport parameter.
+_MODES = {"l1": ";transport=tls", "t1": ";transport=tcp", "u1": ""}
+
+
+@pytest.mark.parametrize(("caller_t", "callee_t"), [("l1", "l1"), ("l1", "u1"), ("t1", "l1"),
+                                                   ("u1", "l1")])
+def test_sipp_calls_over_tls_and_across_tls_tcp_and_udp(
+        tls_server: tuple[ServerProcess, int, int], pki: Pki, caller_t: str,
+        callee_t: str) -> None:
+    """Complete calls (INVITE, 180, 200, ACK, BYE) between SIPp UAs over TLS, and between TLS
+    and UDP or TCP through the proxy: the callee SIPp registers over the transport it listens
+    on, then the proxy opens a TLS connection to it (verifying its certificate) when its
+    Contact says transport=tls; the scenarios fail a call whose 200 lacks a loose-routing
+    Record-Route, and SIPp sends ACK and BYE along the route set it got (RFC 5658)."""
+    server, tcp, tls = tls_server
+    ports = {"l1": tls, "t1": tcp, "u1": server.udp_port}
+    calls = 20
+    user = f"tlscallee-{caller_t}-{callee_t}"
+    callee_stream = callee_t != "u1"
+    callee = Sipp("uas", calls=calls, timeout=30,
+                  port=free_tcp_port() if callee_stream else free_udp_port(),
+                  extra=["-t", callee_t, "-max_socket", "1000",
+                         *_sipp_tls(pki, "server", callee_t)])
+    contact = f"127.0.0.1:{callee.port}{_MODES[callee_t]}"
+    reg = run_sipp("register", f"127.0.0.1:{ports[callee_t]}",
+                   keys={"user": user, "contact": contact, "expires": "600"}, timeout=10,
+                   port=free_tcp_port() if callee_stream else None,
+                   extra=["-t", callee_t, *_sipp_tls(pki, "client", callee_t)])
+    _sipp_ok(reg, 1)
+    callee.start()
+    try:
+        caller = run_sipp("uac", f"127.0.0.1:{ports[caller_t]}", service=user, calls=calls,
+                          rate=20, timeout=30,
+                          port=free_tcp_port() if caller_t != "u1" else None,
+                          extra=["-t", caller_t, "-max_socket", "1000",
+                                 *_sipp_tls(pki, "client", caller_t)])
+    finally:
+        answered = callee.wait()
+    _sipp_ok(caller, calls)
+    _sipp_ok(answered, calls)
+
+
 # --- the whole server with baresip over TLS ----------------------------------------------------
 
 def test_baresip_registers_over_tls_and_answers_a_sipp_call(pki: Pki, tmp_path: Path) -> None:
