@@ -13,6 +13,7 @@ Scenarios live in ``harness/sipp/`` (our own); ``scenario()`` resolves a bare na
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import os
@@ -20,6 +21,7 @@ import resource
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,9 @@ KILL_GRACE = 10.0
 #: descheduled at a thousand calls per second, and a lost ACK then aborts the UAS's call;
 #: 4 MB is the usual net.core.rmem_max, the most an unprivileged setsockopt gets.
 SOCKET_BUFFER = 4 * 1024 * 1024
+#: Seconds a SIPp UAS over TCP or TLS may take to listen: it starts in well under a second;
+#: generous for a loaded CI machine.
+LISTEN_TIMEOUT = 30.0
 
 
 def scenario(name: str) -> Path:
@@ -85,6 +90,24 @@ def sipp_tls_binary() -> str:
 def _uses_tls(extra: list[str]) -> bool:
     """``-t l1`` / ``-t ln``: SIPp's TLS transports."""
     return any(a == "-t" and b.startswith("l") for a, b in itertools.pairwise(extra))
+
+
+def _uses_stream(extra: list[str]) -> bool:
+    """``-t t1``, ``tn``, ``l1``, ``ln``: SIPp over TCP or TLS."""
+    return any(a == "-t" and b[:1] in ("t", "l") for a, b in itertools.pairwise(extra))
+
+
+def _listening(port: int) -> bool:
+    """Whether a TCP socket listens on ``port`` (read from /proc: connecting to find out
+    would cost SIPp a failed TLS accept, which it treats as fatal)."""
+    needle = f":{port:04X} "
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(needle):
+                    return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,15 @@ class Sipp:
         self.proc = subprocess.Popen(self.args(), cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, "TERM": "dumb"})
+        if self.remote is None and _uses_stream(self.extra):
+            # A UAS over TCP or TLS takes a moment to listen (longer for the TLS SIPp on a
+            # loaded machine); a call placed before it does is refused, not retransmitted.
+            deadline = time.monotonic() + LISTEN_TIMEOUT
+            while not _listening(self.port):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"SIPp did not listen on port {self.port}: "
+                                       f"{self.args()}")
+                time.sleep(0.02)
         return self
 
     def wait(self) -> SippResult:
