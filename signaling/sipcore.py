@@ -61,10 +61,11 @@ from signaling.flows import FlowTable
 from signaling.metrics import Metrics
 from signaling.overload import Overload, Verdict
 from signaling.stateless import stateless_answer, stateless_tag, stateless_tail
+from signaling.streamanswer import StreamAnswer, StreamAnswers
 from signaling.transports.base import Peer, Transports
 
-__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "TransactionUser",
-           "TxnCallback", "Work"]
+__all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "StreamAnswer",
+           "TransactionUser", "TxnCallback", "Work"]
 
 log = logging.getLogger(__name__)
 
@@ -133,25 +134,6 @@ class TransactionUser(Protocol):
         ...
 
 
-class StreamAnswer:
-    """In ``Work.txn`` of a REGISTER that came over a connection (TCP, TLS, WS, WSS): over a
-    reliable transport a non-INVITE server transaction has nothing to do (§17.2.2: no
-    retransmission to absorb, Timer E being for unreliable transports, §17.1.2.2; Timer J
-    zero), and the answer goes over the request's connection anyway (§18.2.2).  Making,
-    filing, running and removing it was 12 % of a REGISTER over TLS (callgrind,
-    ``bench_instructions --kinds REGISTER_TLS``: 268,913 instructions with, 236,649
-    without).  Only for what the TU answers itself (``TransactionUser.answers_itself``): a
-    proxied request's transaction carries its branches.  Of two final answers (a 500 after
-    a bug) the first only is sent, as the transaction would.
-    """
-
-    __slots__ = ("last_response", "peer")
-
-    def __init__(self, peer: Peer) -> None:
-        self.peer = peer
-        self.last_response: Response | ResponseSummary | None = None
-
-
 class NoTransactionUser:
     """The TU of a core that has none (before ``start``, or a bare core in tests): new
     requests get 501 (§8.2.1), everything else is dropped and counted."""
@@ -197,6 +179,8 @@ class SipCore:
         self.domains = cfg.served_domains()
         self.myself = cfg.own_names() | self.domains
         self.table = TransactionTable(cfg.max_transactions)
+        #: What absorbs duplicates of requests answered without a transaction.
+        self.stream_answers = StreamAnswers()
         tc = TimerConfig(t1=cfg.t1, t2=cfg.t2, t4=cfg.t4, timer_c=max(cfg.ring_timeout, 180.0))
         #: Timer values by reliability of the transport (§17.1.1.2: A, E, G, K, I, J differ).
         self.timers: dict[bool, TimerValues] = {False: timer_values(tc, False),
@@ -442,6 +426,9 @@ class SipCore:
         if data is None:
             assert isinstance(response, Response)  # a summary always comes with its bytes
             data = serialize(response)
+        answer.data = data  # what a duplicate gets (``_duplicate``)
+        if response.status >= 200:
+            answer.answered_at = time.monotonic()
         method = response.method if isinstance(response, ResponseSummary) else \
             response.cseq.method
         peer = answer.peer
@@ -536,6 +523,11 @@ class SipCore:
             self.run(txn, txn.receive_request(req, self.now()))
             self.arm_timer()
             return
+        if key is not None:
+            answer = self.stream_answers.find(key)
+            if answer is not None:
+                self._duplicate(answer, req, peer, verdict)
+                return
         if method == "ACK":
             self._tu.on_ack(req, peer)
             return
@@ -625,7 +617,7 @@ class SipCore:
                          key: TransactionKey | None = None, held: bool = False) -> None:
         if req.method == "REGISTER" and self.transports.reliable(peer.transport) \
                 and self._tu.answers_itself(req):
-            self._answer_without_transaction(req, peer, held)
+            self._answer_without_transaction(req, peer, key, held)
             return
         txn = new_server_transaction(req, self.timers_for(peer), peer, key)
         try:
@@ -645,15 +637,30 @@ class SipCore:
         # No arm_timer otherwise: a new server transaction arms no timer until it answers
         # (§17.2.1 G/H, §17.2.2 J), and ``respond`` arms then.
 
-    def _answer_without_transaction(self, req: Request, peer: Peer, held: bool) -> None:
-        """A REGISTER over a connection to a worker, answered through a ``StreamAnswer``."""
-        answer = StreamAnswer(peer)
+    def _answer_without_transaction(self, req: Request, peer: Peer, key: TransactionKey | None,
+                                    held: bool) -> None:
+        """A REGISTER over a connection to a worker, answered through a ``StreamAnswer``,
+        kept to absorb its duplicates (signaling.streamanswer)."""
+        answer = StreamAnswer(peer, key)
+        self.stream_answers.add(answer, time.monotonic())
         work = Work(req, cast(ServerTransaction, answer), peer, time.monotonic())
         if not self.dispatcher.submit(req.call_id, work, held):
             self.c_shed.inc("queue_full")
             self._answer_stream(answer, make_response(
                 req, 503, to_tag=self.stateless_tag(req),
                 extra=[("Retry-After", str(self.cfg.retry_after))]), None)
+
+    def _duplicate(self, answer: StreamAnswer, req: Request, peer: Peer,
+                   verdict: Verdict) -> None:
+        """A duplicate of a request answered without a transaction: absorbed as its
+        transaction would (§17.2.2: nothing while it is worked on, the last answer again
+        after), never worked on twice."""
+        self.c_retrans.inc("received")
+        if req.to.tag is None:
+            self.overload.retransmitted(req.method, peer.host, verdict)
+        if answer.data is not None:
+            self.c_retrans.inc("sent")
+            self.send(answer.data, peer)
 
     def _trying(self, txn: ServerTransaction, req: Request) -> None:
         """The 100 written as bytes the way stateless answers are, not built as a Response

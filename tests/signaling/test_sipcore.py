@@ -355,6 +355,31 @@ async def test_a_register_over_a_connection_is_answered_without_a_transaction() 
         assert len(n.core.table) == 3  # the relayed REGISTER's server and client transactions
 
 
+async def test_a_register_duplicated_over_a_connection_is_absorbed() -> None:
+    """§17.2: over a connection a client does not retransmit, but a duplicate (same branch)
+    must still not be worked on twice, which made the registrar answer it 500 (§10.3 step 7:
+    CSeq not higher).  One that arrives while the first is worked on is absorbed (Trying);
+    one after the answer gets that same answer again (Completed), never a 500."""
+    async with node() as n:
+        tcp = RecordingTransport("tcp", reliable=True, port=5060)
+        n.core.transports.add(tcp)
+        conn = Peer("tcp", "192.0.2.10", 40000, "node-1/tcp/1")
+        register = _req("REGISTER", "sip:example.com", 40000, call_id="reg-dup",
+                        extra="Contact: <sip:bob@192.0.2.10:40000;transport=tcp>") \
+            .replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        n.core.receive(register, conn)
+        n.core.receive(register, conn)  # in the same read: the first is not answered yet
+        ok, peer = await tcp.final()
+        assert ok.status == 200 and peer == conn
+        n.core.receive(register, conn)
+        again, peer = await tcp.final()
+        assert (again.status, again.to.tag, peer) == (200, ok.to.tag, conn)
+        await asyncio.sleep(0.2)  # a worker would have answered the duplicates by now
+        assert tcp.sent.empty()
+        assert n.core.c_retrans.get("received") == 2 and n.core.c_retrans.get("sent") == 1
+        assert len(n.core.table) == 0
+
+
 @pytest.mark.parametrize(("via", "kept"), [
     ("SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKs1;rport", True),
     ("SIP/2.0/UDP 10.9.9.9:5070;rport;branch=z9hG4bKs2", False),
