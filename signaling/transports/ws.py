@@ -29,7 +29,8 @@ here:
   after it is lost in the exchange.
 - One SIP message per WebSocket message, text or binary (RFC 7118 §4.2), fragments joined;
   messages we send go as text frames when UTF-8, binary otherwise.  The library bounds a
-  message to ``ws_max_size`` (1009 and close).
+  message to ``ws_max_size`` (1009 and close); a frame or fragmented message not whole
+  ``WS_MESSAGE_TIMEOUT`` seconds after its first byte is closed (``stalled_message``).
 - A connection that has not been heard from for ``ws_ping_interval`` seconds is pinged, from
   the listener's sweep; no answer (any bytes) within ``ws_ping_timeout`` fails it (1011)
   (``ping_timeout``), and its bindings go with it (RFC 7118 §5).
@@ -38,8 +39,10 @@ here:
   instead of costing a parse per message for as long as it likes.  Each bad message already got
   its 400 (or a counted drop) from the SIP core.
 - Our closing handshake (1008 above, 1001 at shutdown) waits ``WS_CLOSE_TIMEOUT`` for the
-  peer's close frame; a closing handshake the peer starts is answered and the TCP connection
-  half-closed, then dropped after ``LINGER`` (the library's server side closes TCP first).
+  peer's close frame (at shutdown the listener waits for them too, so a slow reader still gets
+  its 1001 before the connections left are aborted); a closing handshake the peer starts is
+  answered and the TCP connection half-closed, then dropped after ``LINGER`` (the library's
+  server side closes TCP first).
 - No connection is opened from here: a WebSocket client cannot be connected to.
 
 Metrics keep their names: ``<name>_events{event}`` (``ws_events`` / ``wss_events``),
@@ -68,8 +71,8 @@ from signaling.tls import TLS_HANDSHAKE_TIMEOUT
 from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.tcp import StreamConn, StreamLimits, StreamTransport
 
-__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_MAX_WRITE_BUFFER", "WS_OPEN_TIMEOUT",
-           "WsConn", "WsTransport"]
+__all__ = ["WS_CLOSE_TIMEOUT", "WS_MAX_BAD_MESSAGES", "WS_MAX_WRITE_BUFFER", "WS_MESSAGE_TIMEOUT",
+           "WS_OPEN_TIMEOUT", "WsConn", "WsTransport"]
 
 #: Bytes written to one connection and not yet taken by the peer: 256 kB (as for TCP and TLS,
 #: ``StreamLimits.max_write_buffer``) absorbs a burst (forked calls, NOTIFY storms); a peer
@@ -80,12 +83,18 @@ WS_CLOSE_TIMEOUT = 2.0
 #: Seconds from the TCP (or TLS) connection to an open WebSocket: a real client sends its
 #: request at once; one that does not holds a connection slot for no one.
 WS_OPEN_TIMEOUT = 10.0
+#: Seconds a frame or a fragmented message may take to arrive whole, from its first byte: a
+#: browser sends a SIP message (a few kB at most, ws_max_size) in one go; one still coming
+#: after this long is trickled on purpose (slowloris) and its connection is closed.
+WS_MESSAGE_TIMEOUT = 10.0
 #: Consecutive unparseable messages after which a connection is closed.  A real SIP stack
 #: with a bug sends one or two bad messages among good ones; sixteen in a row is not SIP.
 WS_MAX_BAD_MESSAGES = 16
 #: The ``Server`` header of our handshake answers.
 SERVER_HEADER = "signaling"
 
+#: Seconds between looks at the closing handshakes under way at shutdown (``close``).
+_CLOSE_POLL = 0.02
 _SIP = Subprotocol("sip")
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 #: The listener's event names that the WebSocket metrics have always called otherwise.
@@ -137,6 +146,7 @@ class WsTransport(StreamTransport):
                               max_per_source=cfg.tcp_max_per_source,
                               idle_timeout=cfg.tcp_idle_timeout,
                               handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                              message_timeout=WS_MESSAGE_TIMEOUT,
                               max_write_buffer=WS_MAX_WRITE_BUFFER)
         super().__init__(name, core.receive, metrics, node_id, host=cfg.advertised_host(),
                          limits=limits, ssl_context=ssl_context, on_closed=on_closed,
@@ -171,13 +181,20 @@ class WsTransport(StreamTransport):
         return bound
 
     async def close(self) -> None:
+        """Close every open WebSocket with 1001 (RFC 6455 §7.4.1: the server is going away),
+        then wait up to ``WS_CLOSE_TIMEOUT`` for the closing handshakes to end (§7.1.1: the
+        peer answers with its close frame, the library then closes our side and the peer
+        closes TCP) before the listener aborts what is left.  Aborting at once lost the 1001 to
+        a slow reader: it was still in our write buffer when the reset went."""
         self.core.transports.remove(self.info.name)
-        for conn in list(self.conns.values()):
-            ws = cast(WsConn, conn).ws
-            if ws.state is State.OPEN:  # RFC 6455 §7.4.1: 1001, the server is going away
-                ws.send_close(CloseCode.GOING_AWAY)
-                self._send_pending(cast(WsConn, conn), ws)
-                conn.flush()
+        self.stop_accepting()
+        going = [conn for conn in self.conns.values()
+                 if cast(WsConn, conn).ws.state is State.OPEN]
+        for conn in going:
+            self._start_close(cast(WsConn, conn), CloseCode.GOING_AWAY, "")
+        deadline = self.loop.time() + WS_CLOSE_TIMEOUT
+        while any(conn.conn_id in self.conns for conn in going) and self.loop.time() < deadline:
+            await asyncio.sleep(_CLOSE_POLL)
         await super().close()
 
     @property
@@ -226,6 +243,15 @@ class WsTransport(StreamTransport):
                 conn.deadline = None  # any bytes answer a ping
             ws.receive_data(data)
             self._events(conn, ws)
+            # A frame (its bytes wait in the library's reader) or a fragmented message under
+            # way is bounded in time as a SIP message over TCP is (the sweep's
+            # ``stalled_message``): its size alone is bounded (ws_max_size), and a peer that
+            # trickles it a byte at a time would hold the connection for ever.
+            if conn.fragments is not None or ws.reader.buffer:
+                if conn.partial_since is None:
+                    conn.partial_since = now
+            else:
+                conn.partial_since = None
         self.pause_if_overloaded(conn)
 
     def _handshake_bytes(self, conn: WsConn, data: bytes) -> None:

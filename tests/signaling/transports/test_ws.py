@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import socket
 import ssl
 import types
 import uuid
@@ -543,3 +544,90 @@ async def test_a_wss_connection_that_never_opens_is_closed_with_close_notify(
         assert wss.c_ws.get("open_timeout") == 1
         assert wss.gate.c_events.get("wss", "handshake_done") == 1
         await _until(lambda: wss.connections == 0)
+
+
+async def test_shutdown_1001_reaches_a_slow_reader() -> None:
+    """RFC 6455 §7.4.1: at shutdown each open WebSocket is closed with 1001, and the listener
+    waits (WS_CLOSE_TIMEOUT at most) for the closing handshakes: a client that reads slowly,
+    with what it has not read yet still in our write buffer, gets everything and then the
+    1001 (it used to be aborted at once, the 1001 lost with the buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    async with running_server() as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.ws_address[1]))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(_HANDSHAKE + _client_frame(_ws_register("slow").encode()))
+        await _read_until(reader, b"SIP/2.0 200 OK")
+        [(conn_id, conn)] = srv.ws.conns.items()
+        transport = conn.transport
+        assert transport is not None
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        message = b"OPTIONS sip:slow@127.0.0.1 SIP/2.0\r\nX: " + b"y" * 4000 + b"\r\n\r\n"
+        for _ in range(40):  # 160 kB the client does not read yet
+            assert srv.ws.send(message, Peer("ws", "127.0.0.1", 1, conn_id))
+        await asyncio.sleep(0.1)
+        assert transport.get_write_buffer_size() > 0
+
+        async def read_slowly() -> bytes:
+            await asyncio.sleep(0.5)
+            data = b""
+            async with asyncio.timeout(20):
+                while chunk := await reader.read(65_536):
+                    data += chunk
+                    if data.endswith(_GOING_AWAY):
+                        writer.write(_client_frame(b"\x03\xe9", opcode=0x8))  # our half
+            writer.close()
+            return data
+
+        reading = asyncio.ensure_future(read_slowly())
+    data = await reading
+    assert data.count(b"OPTIONS sip:slow@") == 40 and data.endswith(_GOING_AWAY)
+
+
+#: The server's close frame with status 1001 and no reason (RFC 6455 §5.5.1).
+_GOING_AWAY = b"\x88\x02\x03\xe9"
+
+
+async def test_a_frame_that_trickles_in_is_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame sent a byte at a time (slowloris) is bounded in time, not only in size: past
+    WS_MESSAGE_TIMEOUT from its first byte its connection is closed and counted; a peer that
+    sends whole messages slowly is not (each message is whole when its frame ends)."""
+    monkeypatch.setattr(ws_module, "WS_MESSAGE_TIMEOUT", 0.5)
+    async with running_server() as srv:
+        assert srv.ws_address is not None and srv.ws is not None
+        slow_r, slow_w = await asyncio.open_connection("127.0.0.1", srv.ws_address[1])
+        calm_r, calm_w = await asyncio.open_connection("127.0.0.1", srv.ws_address[1])
+        for w in (slow_w, calm_w):
+            w.write(_HANDSHAKE)
+        for r in (slow_r, calm_r):
+            await _read_until(r, b"\r\n\r\n")
+        frame = _client_frame(_ws_register("trickle").encode())
+        closed = False
+        async with asyncio.timeout(20):
+            for i, byte in enumerate(frame[:-1]):
+                slow_w.write(bytes([byte]))
+                if i % 20 == 0:  # a whole message now and then on the other connection
+                    calm_w.write(_client_frame(_ws_register(f"calm{i}").encode()))
+                await asyncio.sleep(0.05)
+                if slow_r.at_eof() or (await _eof_within(slow_r, 0.0)):
+                    closed = True
+                    break
+        assert closed, "the trickled frame was not timed out"
+        assert srv.ws.c_ws.get("stalled_message") == 1
+        assert not calm_r.at_eof()
+        await _until(lambda: srv.ws is not None and len(srv.ws.conns) == 1)
+        for w in (slow_w, calm_w):
+            w.close()
+
+
+async def _eof_within(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """Whether the server closed ``reader``'s connection (what it sent before is read)."""
+    try:
+        async with asyncio.timeout(timeout or 0.001):
+            while await reader.read(65_536):
+                pass
+            return True
+    except TimeoutError:
+        return False
