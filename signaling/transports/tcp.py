@@ -347,7 +347,7 @@ class StreamTransport:
         if ssl_context is not None:
             self.gate = HandshakeGate(name, metrics,
                                       per_source=self.limits.max_per_source,
-                                      total=self.limits.max_connections,
+                                      total=self.max_connections,
                                       timeout=self.limits.handshake_timeout)
         self.client_ssl = client_ssl
         self.on_closed = on_closed
@@ -439,6 +439,11 @@ class StreamTransport:
             await self.gate.close()
 
     # -- connections -----------------------------------------------------------------------------
+
+    def max_connections(self) -> int:
+        """The listener's bound on connections in total, TLS handshakes included (the
+        gate's ``total``)."""
+        return self.limits.max_connections
 
     def _accepted(self) -> StreamConn:
         return StreamConn(self, self.loop.time(), SipStream(self.limits.max_message))

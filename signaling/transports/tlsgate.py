@@ -9,7 +9,8 @@ and each connection runs its handshake itself over memory BIOs (``tlsstream.py``
 only counts, from the connection's first moment, before a byte is read:
 
 - ``begin``: the source's handshakes in progress and the listener's in total are checked
-  first: past ``per_source`` or ``total`` the connection is aborted at once
+  first: past ``per_source`` or ``total()`` (read at each handshake: the limit may be changed
+  while the server runs) the connection is aborted at once
   (``rejected_source_limit``, ``rejected_total_limit``), before any TLS work;
 - ``end`` with the outcome: a peer that stalls past ``timeout`` is aborted and counted
   (``handshake_timeout``), one that fails (a bad certificate, garbage, a reset) is counted as
@@ -19,6 +20,7 @@ only counts, from the connection's first moment, before a byte is read:
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 from signaling.metrics import FastCounter, Metrics
 
@@ -31,9 +33,12 @@ class HandshakeGate:
     """The handshakes in progress of one TLS listener (see the module docstring)."""
 
     def __init__(self, name: str, metrics: Metrics, *,
-                 per_source: int, total: int, timeout: float) -> None:
+                 per_source: int, total: Callable[[], int], timeout: float) -> None:
         self.name = name
         self.per_source = per_source
+        #: The bound on handshakes in progress in total, asked at each ``begin``: the
+        #: listener's connection limit, which may change while the server runs
+        #: (``ws_max_connections``, signaling.admin.livecfg).
         self.total = total
         self.timeout = timeout
         self._by_source: dict[str, int] = {}
@@ -58,7 +63,7 @@ class HandshakeGate:
         refusal (counted) is returned and nothing is counted in progress.  ``end`` must follow
         an accepted one."""
         refused = ("rejected_source_limit" if self._by_source.get(source, 0) >= self.per_source
-                   else "rejected_total_limit" if self._count >= self.total else None)
+                   else "rejected_total_limit" if self._count >= self.total() else None)
         if refused is not None:
             self.c_events.inc(self.name, refused)
             return refused

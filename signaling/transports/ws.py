@@ -140,8 +140,8 @@ class WsTransport(StreamTransport):
         self.open = 0
         self.max_bad_messages = WS_MAX_BAD_MESSAGES
         self._origins = [Origin(o) for o in cfg.ws_origins] if cfg.ws_origins else None
-        # The total is checked at the handshake (503, below); ``max_connections`` bounds the
-        # TLS handshakes in progress (the gate).
+        # The total is checked at the handshake (503, below); ``max_connections()`` bounds
+        # the TLS handshakes in progress (the gate), read from ``cfg`` at each.
         limits = StreamLimits(max_connections=cfg.ws_max_connections,
                               max_per_source=cfg.tcp_max_per_source,
                               idle_timeout=cfg.tcp_idle_timeout,
@@ -213,6 +213,11 @@ class WsTransport(StreamTransport):
     def handshake_protocol(self) -> ServerProtocol:
         return ServerProtocol(origins=self._origins, subprotocols=[_SIP],
                               max_size=self.cfg.ws_max_size)
+
+    def max_connections(self) -> int:
+        # Read at each use: ``ws_max_connections`` may be changed while the server runs
+        # (signaling.admin.livecfg), and the TLS handshake gate asks this too.
+        return self.cfg.ws_max_connections
 
     def _accepted(self) -> WsConn:
         return WsConn(self, self.loop.time())
@@ -305,7 +310,7 @@ class WsTransport(StreamTransport):
             self.count("rejected_subprotocol")
             return _refuse(HTTPStatus.BAD_REQUEST, "the 'sip' subprotocol is required (RFC 7118)")
         # This connection is one of ``connections`` already: the others, handshakes included.
-        if self.connections - 1 >= self.cfg.ws_max_connections:
+        if self.connections - 1 >= self.max_connections():
             self.count("rejected_capacity")
             return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
         return None

@@ -146,3 +146,25 @@ async def test_a_client_certificate_the_server_cannot_verify_fails_the_handshake
                            subprotocols=["sip"]) as ws:  # type: ignore[list-item]
             await ws.ping()
         assert _events(srv, "handshake_done") == 1
+
+
+async def test_the_total_follows_ws_max_connections_changed_while_running(pki: Pki) -> None:
+    """The gate's total is the listener's ws_max_connections as it is now: changed while the
+    server runs (PATCH /api/v1/config, signaling.admin.livecfg), it bounds the handshakes in
+    progress from the next one on (it was fixed at start)."""
+    async with wss_server(pki) as (srv, port):
+        srv.cfg.ws_max_connections = 2
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await _until(lambda: _sample(srv, "signaling_tls_handshakes_in_progress",
+                                     listener="wss") == 2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _closed(reader)
+        writer.close()
+        assert _events(srv, "rejected_total_limit") == 1
+        srv.cfg.ws_max_connections = 4  # as apply_patch does, then no restart
+        stalled += [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await _until(lambda: _sample(srv, "signaling_tls_handshakes_in_progress",
+                                     listener="wss") == 4)
+        assert _events(srv, "rejected_total_limit") == 1
+        for _, w in stalled:
+            w.close()
