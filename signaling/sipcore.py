@@ -422,11 +422,14 @@ class SipCore:
         if last is not None and last.status >= 200:
             self.c_drop.inc("late_response")
             return
-        answer.last_response = response
         if data is None:
             assert isinstance(response, Response)  # a summary always comes with its bytes
             data = serialize(response)
-        answer.data = data  # what a duplicate gets (``_duplicate``)
+        # Kept for LINGER (``StreamAnswers``): the bytes a duplicate gets (``_duplicate``) and
+        # a shared summary, which is all a reader of ``last_response`` needs (its status).
+        answer.data = data
+        answer.last_response = response if isinstance(response, ResponseSummary) else \
+            response_summary(response.status, response.reason, response.cseq.method)
         if response.status >= 200:
             answer.answered_at = time.monotonic()
         method = response.method if isinstance(response, ResponseSummary) else \

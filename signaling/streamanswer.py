@@ -14,9 +14,10 @@ retransmit over a reliable transport, but a buggy one, or an edge proxy relaying
 client's retransmission over its connection, may send the same request again).  Without it the
 duplicate was a new request: processed a second time, and the registrar answered it 500 (§10.3
 step 7: its CSeq is not higher than the binding's).  ``StreamAnswers`` keeps each
-``StreamAnswer`` by its transaction key (§17.2.3) while it is worked on and for
-``LINGER`` seconds after its final answer; a duplicate in that time is answered with the last
-response sent (§17.2.2: Trying discards it, Proceeding and Completed resend), never worked on.
+``StreamAnswer`` by its transaction key (§17.2.3) while it is worked on and for ``LINGER``
+seconds after its final answer (``MAX_KEPT`` at most); a duplicate in that time is answered
+with the last response sent (§17.2.2: Trying discards it, Proceeding and Completed resend),
+never worked on.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from signaling.transports.base import Peer
 
 __all__ = ["LINGER", "MAX_KEPT", "StreamAnswer", "StreamAnswers"]
 
-#: Seconds an answered ``StreamAnswer`` is kept to absorb a late duplicate: 64*T1, the Timer J
-#: an unreliable transport gets (§17.2.2), the longest a client retransmits a non-INVITE.
-LINGER = 32.0
-#: ``StreamAnswer``s kept at most (answered or not): about 5 MB at 600 bytes of response each.
-#: At more REGISTERs over connections than this per LINGER (250/s) the oldest go first, and a
-#: duplicate of one that went is worked on again, as before this existed: bounded memory wins.
-MAX_KEPT = 8192
+#: Seconds an answered ``StreamAnswer`` is kept to absorb a late duplicate: T2 (§17.1.2.2), the
+#: longest a UDP client waits between retransmissions; a duplicate relayed over a connection
+#: was sent before the client heard the answer, so it arrives within about that.
+LINGER = 4.0
+#: ``StreamAnswer``s kept at most (answered or not), about 0.8 kB each (the answer's bytes, the
+#: key, the object): under a megabyte, and no more than that left behind in an idle server
+#: (they are forgotten as new ones come, not by a timer).  At more REGISTERs over connections
+#: than this per LINGER (256/s) the oldest go first, and a duplicate of one that went is worked
+#: on again, as before this existed: bounded memory wins.
+MAX_KEPT = 1024
 
 
 class StreamAnswer:
