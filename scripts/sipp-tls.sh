@@ -23,7 +23,9 @@
 SIPP_TLS_SUITE=trixie
 
 sipp_tls_dir() {
-  echo "${SIGNALING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/signaling}/sipp-tls"
+  # As harness/sipp_runner.py's sipp_tls_dir (Path.home(): HOME, else the password entry).
+  local home=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+  echo "${SIGNALING_CACHE:-${XDG_CACHE_HOME:-$home/.cache}/signaling}/sipp-tls"
 }
 
 _sipp_has_tls() {
