@@ -252,9 +252,8 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        for ws in (self.ws, self.wss):
-            if ws is not None:
-                await ws.close()
+        # Together: each waits (WS_CLOSE_TIMEOUT at most) for its clients' closing handshakes.
+        await asyncio.gather(*(ws.close() for ws in (self.ws, self.wss) if ws is not None))
         for stream in self.streams.values():
             self.core.transports.remove(stream.info.name)
             await stream.close()
