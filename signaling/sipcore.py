@@ -425,13 +425,11 @@ class SipCore:
         if data is None:
             assert isinstance(response, Response)  # a summary always comes with its bytes
             data = serialize(response)
-        # Kept for LINGER (``StreamAnswers``): the bytes a duplicate gets (``_duplicate``) and
+        # Kept a while (``StreamAnswers``): the bytes a duplicate gets (``_duplicate``) and
         # a shared summary, which is all a reader of ``last_response`` needs (its status).
         answer.data = data
         answer.last_response = response if isinstance(response, ResponseSummary) else \
             response_summary(response.status, response.reason, response.cseq.method)
-        if response.status >= 200:
-            answer.answered_at = time.monotonic()
         method = response.method if isinstance(response, ResponseSummary) else \
             response.cseq.method
         peer = answer.peer
@@ -526,8 +524,9 @@ class SipCore:
             self.run(txn, txn.receive_request(req, self.now()))
             self.arm_timer()
             return
-        if key is not None:
-            answer = self.stream_answers.find(key)
+        answers = self.stream_answers
+        if key is not None and (answers.recent or answers.older):
+            answer = answers.find(key)
             if answer is not None:
                 self._duplicate(answer, req, peer, verdict)
                 return
@@ -645,8 +644,9 @@ class SipCore:
         """A REGISTER over a connection to a worker, answered through a ``StreamAnswer``,
         kept to absorb its duplicates (signaling.streamanswer)."""
         answer = StreamAnswer(peer, key)
-        self.stream_answers.add(answer, time.monotonic())
-        work = Work(req, cast(ServerTransaction, answer), peer, time.monotonic())
+        now = time.monotonic()
+        self.stream_answers.add(answer, now)
+        work = Work(req, cast(ServerTransaction, answer), peer, now)
         if not self.dispatcher.submit(req.call_id, work, held):
             self.c_shed.inc("queue_full")
             self._answer_stream(answer, make_response(
