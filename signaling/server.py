@@ -20,7 +20,7 @@ from signaling import worker
 from signaling.admin import AdminServer
 from signaling.auth.guard import Guard, GuardLimits, parse_networks
 from signaling.auth.policy import Authenticator
-from signaling.auth.subscribers import SubscriberStore, make_store
+from signaling.auth.subscribers import FileSubscribers, SubscriberStore, make_store
 from signaling.cdr import RecordHooks
 from signaling.config import Config
 from signaling.diameter.config import diameter_config
@@ -108,6 +108,11 @@ class Server:
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id,
                                    on_event=hooks.registration if hooks else None,
                                    auth=checking)
+        # With the registry in memory and the subscribers in a file, nothing on the
+        # registrar's path does I/O: REGISTERs are answered as they are read, not queued for
+        # a worker (``SipCore.answer_at_once``).  The exact class: a subclass may wait.
+        self.core.answer_at_once = type(self.registry) is MemoryRegistry and (
+            checking is None or isinstance(self.subscribers, FileSubscribers))
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer, auth=checking,
                            on_dialog_ended=hooks.dialog_ended if hooks else None,

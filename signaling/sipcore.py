@@ -4,8 +4,8 @@ Everything here runs synchronously in the transport callbacks and must stay chea
 ARCHITECTURE backpressure rule): parsing, the stateless checks of RFC 3261 §8.2 / §16.3, the
 stateless OPTIONS answer, transaction matching (a retransmission is absorbed and answered with
 the last response, §17.2), and the hand-off of a new request to a bounded shard.  Registrar and
-proxy logic run in the workers (``Dispatcher``), which are the only place that awaits the
-registry.
+proxy logic run in the workers (``Dispatcher``), the only place that awaits the registry; a
+REGISTER whose answer never waits (``answer_at_once``) is answered here, as it is read.
 
 One asyncio timer serves every transaction: it is armed at the transaction table's earliest
 deadline (the aioquic model) and re-armed after each firing, by every method here that gives a
@@ -23,9 +23,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
+from protocols.sip.answered import AnsweredRequests
 from protocols.sip.builders import error_response, make_response, reason_phrase
 from protocols.sip.errors import RemoteProtocolError, TransactionError
 from protocols.sip.message import (
@@ -57,12 +57,14 @@ from protocols.sip.txtable import TransactionTable, TransactionTableFull
 from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
+from signaling.eager import run_eagerly
 from signaling.flows import FlowTable
 from signaling.metrics import Metrics
 from signaling.overload import Overload, Verdict
 from signaling.stateless import stateless_answer, stateless_tag, stateless_tail
 from signaling.streamanswer import StreamAnswer, StreamAnswers
 from signaling.transports.base import Peer, Transports
+from signaling.tu import NoTransactionUser, TransactionUser, TxnCallback, Work
 
 __all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "StreamAnswer",
            "TransactionUser", "TxnCallback", "Work"]
@@ -80,88 +82,6 @@ KNOWN_METHODS = frozenset({
 SUPPORTED_EXTENSIONS = frozenset({"gruu", "outbound", "path"})
 ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, INFO, REFER, "
          "MESSAGE, UPDATE")
-
-
-@dataclass(slots=True)
-class Work:
-    """A new request handed to a worker with the server transaction that answers it."""
-
-    request: Request
-    txn: ServerTransaction
-    peer: Peer
-    #: ``time.monotonic()`` when it was read: its sojourn in the worker queue is measured from
-    #: there (the wait in the kernel before that is ``overload``'s separate gate).
-    arrived: float = 0.0
-
-
-#: Where a transaction's events go (``start_client_transaction``, ``observe``).
-TxnCallback = Callable[[Transaction, Event], None]
-
-
-class TransactionUser(Protocol):
-    """What the core hands to the layer above it (RFC 3261 §17: the TU): the registrar and
-    the proxy implement it, behind ``signaling.router.Router``."""
-
-    def handle(self, work: Work) -> Awaitable[None]:
-        """A new request, in a worker; it must end up answered through ``SipCore.respond``."""
-        ...
-
-    def on_ack(self, ack: Request, peer: Peer) -> None:
-        """An ACK matching no transaction: the ACK for a 2xx (§17.1.1.3, §16.11)."""
-        ...
-
-    def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
-        """A CANCEL; True when it matched something and was answered (§9.2, §16.10)."""
-        ...
-
-    def on_stray_response(self, response: Response, peer: Peer) -> None:
-        """A response matching no client transaction (§16.7 step 9 / §18.1.2)."""
-        ...
-
-    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
-        """A new request the TU can answer without a transaction (a REGISTER without
-        credentials gets its 401, signaling.auth.policy); True when it did."""
-        ...
-
-    def holds(self, request: Request) -> bool:
-        """Whether a request with a To tag belongs to a dialog this node holds: only such
-        work goes ahead of new requests and is never refused (issue 13)."""
-        ...
-
-    def answers_itself(self, request: Request) -> bool:
-        """A request the TU answers as a UAS, never forwards (the registrar's REGISTERs):
-        over a connection it needs no server transaction (``StreamAnswer``)."""
-        ...
-
-
-class NoTransactionUser:
-    """The TU of a core that has none (before ``start``, or a bare core in tests): new
-    requests get 501 (§8.2.1), everything else is dropped and counted."""
-
-    def __init__(self, core: SipCore) -> None:
-        self.core = core
-
-    async def handle(self, work: Work) -> None:
-        req = work.request
-        self.core.respond(work.txn, make_response(req, 501, to_tag=self.core.stateless_tag(req)))
-
-    def on_ack(self, ack: Request, peer: Peer) -> None:
-        self.core.c_drop.inc("stray_ack")
-
-    def on_cancel(self, cancel: Request, peer: Peer, now: float) -> bool:
-        return False
-
-    def on_stray_response(self, response: Response, peer: Peer) -> None:
-        self.core.c_drop.inc("stray_response")
-
-    def answer_statelessly(self, request: Request, peer: Peer) -> bool:
-        return False
-
-    def holds(self, request: Request) -> bool:
-        return False
-
-    def answers_itself(self, request: Request) -> bool:
-        return False
 
 
 class SipCore:
@@ -185,6 +105,10 @@ class SipCore:
         #: Timer values by reliability of the transport (§17.1.1.2: A, E, G, K, I, J differ).
         self.timers: dict[bool, TimerValues] = {False: timer_values(tc, False),
                                                 True: timer_values(tc, True)}
+        #: Over UDP, the final answers of work answered at once (``answer_at_once``), for its
+        #: retransmissions until Timer J (§17.2.2), in place of its transactions; bounded as
+        #: the table is.
+        self.answered = AnsweredRequests(self.timers[False].j, cfg.max_transactions)
         self.dispatcher: Dispatcher[Work] = Dispatcher(
             cfg.workers, cfg.queue_size, self._handle, self._handler_failed
         )
@@ -228,6 +152,12 @@ class SipCore:
         self._max_receive_delay = cfg.max_receive_delay
         self.overload.backlog = lambda: self.dispatcher.backlog
         self.dispatcher.on_start = self._started
+        #: The TU answers its own requests (``TransactionUser.answers_itself``) without ever
+        #: waiting (the in-memory registry, no store I/O: ``Server``): they are then handled
+        #: in the receive callback, not queued for a worker (``_answer_now``).
+        self.answer_at_once = False
+        #: The rest of such work that waited after all (``signaling.eager``), in tasks.
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def _declare_metrics(self, m: Metrics) -> None:
         self.c_req_in = m.fast_counter("sip_requests_received", "SIP requests received",
@@ -253,7 +183,7 @@ class SipCore:
                          lambda: {(str(i),): float(d)
                                   for i, d in enumerate(self.dispatcher.depths())})
         m.callback_gauge("transactions", "Live SIP transactions", [],
-                         lambda: {(): float(len(self.table))})
+                         lambda: {(): float(len(self.table) + len(self.answered))})
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -270,6 +200,8 @@ class SipCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self.dispatcher.drain(timeout)
+        if self._finishing:
+            await asyncio.wait(self._finishing, timeout=max(0.0, deadline - loop.time()))
         while len(self.table) and loop.time() < deadline:
             # Completed transactions only wait out their absorb timers (J, K, I): nothing
             # is in flight any more once every one has a final response.
@@ -528,7 +460,14 @@ class SipCore:
         if key is not None and (answers.recent or answers.older):
             answer = answers.find(key)
             if answer is not None:
-                self._duplicate(answer, req, peer, verdict)
+                self._duplicate(answer.data, req, peer, verdict)
+                return
+        answered = self.answered
+        if key is not None and answered.answers:
+            data = answered.find(key, self.now())
+            if data is not None:  # counted as a transaction's resent answer is (``run``)
+                self.c_resp_out.inc(_method[method], _CLASS[data[8] - 48], peer.transport)
+                self._duplicate(data, req, peer, verdict)
                 return
         if method == "ACK":
             self._tu.on_ack(req, peer)
@@ -617,9 +556,7 @@ class SipCore:
 
     def _new_transaction(self, req: Request, peer: Peer,
                          key: TransactionKey | None = None, held: bool = False) -> None:
-        if req.method == "REGISTER" and self.transports.reliable(peer.transport) \
-                and self._tu.answers_itself(req):
-            self._answer_without_transaction(req, peer, key, held)
+        if req.method == "REGISTER" and self._without_transaction(req, peer, key, held):
             return
         txn = new_server_transaction(req, self.timers_for(peer), peer, key)
         try:
@@ -639,21 +576,63 @@ class SipCore:
         # No arm_timer otherwise: a new server transaction arms no timer until it answers
         # (§17.2.1 G/H, §17.2.2 J), and ``respond`` arms then.
 
-    def _answer_without_transaction(self, req: Request, peer: Peer, key: TransactionKey | None,
-                                    held: bool) -> None:
-        """A REGISTER over a connection to a worker, answered through a ``StreamAnswer``,
-        kept to absorb its duplicates (signaling.streamanswer)."""
+    def _without_transaction(self, req: Request, peer: Peer, key: TransactionKey | None,
+                             held: bool) -> bool:
+        """A request the TU answers itself, through a ``StreamAnswer`` instead of a
+        transaction: over a connection (kept to absorb its duplicates,
+        signaling.streamanswer), and over UDP when answered at once (its answer then kept for
+        its retransmissions until Timer J: protocols.sip.answered; an RFC 2543 key, matched
+        with its To tag, keeps its transaction).  False when it needs a transaction."""
+        reliable = self.transports.reliable(peer.transport)
+        if not (reliable or (self.answer_at_once and key is not None and key[0] != "2543")) \
+                or not self._tu.answers_itself(req):
+            return False
         answer = StreamAnswer(peer, key)
         now = time.monotonic()
-        self.stream_answers.add(answer, now)
+        if reliable:
+            self.stream_answers.add(answer, now)
+        elif not self.answered.has_room(self.now()):
+            self._shed(req, peer, "transaction_table_full")
+            return True
         work = Work(req, cast(ServerTransaction, answer), peer, now)
-        if not self.dispatcher.submit(req.call_id, work, held):
+        if self.answer_at_once:
+            self._answer_now(work)
+            if not reliable and answer.data is not None:
+                assert key is not None
+                self.answered.remember(key, answer.data, self.now())
+        elif not self.dispatcher.submit(req.call_id, work, held):
             self.c_shed.inc("queue_full")
             self._answer_stream(answer, make_response(
                 req, 503, to_tag=self.stateless_tag(req),
                 extra=[("Retry-After", str(self.cfg.retry_after))]), None)
+        return True
 
-    def _duplicate(self, answer: StreamAnswer, req: Request, peer: Peer,
+    def _answer_now(self, work: Work) -> None:
+        """Work the TU answers without waiting (``answer_at_once``) handled here, not queued
+        for a worker (callgrind: see ``protocols.sip.answered``).  Its sojourn is 0: the
+        kernel's wait has its own gate (``max_receive_delay``)."""
+        self.overload.started(0.0)
+        try:
+            rest = run_eagerly(self._tu.handle(work))
+        except Exception as exc:  # a bug must cost one request, as in a worker
+            self._handler_failed(work, exc)
+            return
+        if rest is not None:
+            # It waited after all (a TU changed under us): this one goes on in a task of its
+            # own, what follows through the workers again, whose queues bound and order it.
+            log.warning("the TU waited on work answered at once: workers take it from now")
+            self.answer_at_once = False
+            task = asyncio.get_running_loop().create_task(self._finish(work, rest))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, work: Work, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+        except Exception as exc:
+            self._handler_failed(work, exc)
+
+    def _duplicate(self, data: bytes | None, req: Request, peer: Peer,
                    verdict: Verdict) -> None:
         """A duplicate of a request answered without a transaction: absorbed as its
         transaction would (§17.2.2: nothing while it is worked on, the last answer again
@@ -661,9 +640,9 @@ class SipCore:
         self.c_retrans.inc("received")
         if req.to.tag is None:
             self.overload.retransmitted(req.method, peer.host, verdict)
-        if answer.data is not None:
+        if data is not None:
             self.c_retrans.inc("sent")
-            self.send(answer.data, peer)
+            self.send(data, peer)
 
     def _trying(self, txn: ServerTransaction, req: Request) -> None:
         """The 100 written as bytes the way stateless answers are, not built as a Response

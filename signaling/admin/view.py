@@ -167,7 +167,8 @@ def view_of(server: Server) -> ServerView:
                         server.registrar.c_register),
         queues=core.dispatcher,
         live=LiveTargets(core.dispatcher.resize, set_registrar_limit, set_max_dialogs),
-        transactions=lambda: len(core.table),
+        # Answers kept for retransmissions are transactions' Completed states (sipcore).
+        transactions=lambda: len(core.table) + len(core.answered),
         ws_connections=lambda: server.ws.connections if server.ws is not None else 0,
         listeners=listeners,
         database_up=(lambda: records.database_up) if records is not None else None,

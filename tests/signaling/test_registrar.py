@@ -174,7 +174,8 @@ async def test_200_is_byte_identical_to_the_general_builder() -> None:
         assert [str(c.uri) for c in general.contacts] == [
             "sip:b@10.0.0.2:5070;ob", "sip:c@[2001:db8::1]", "sip:a%20b@10.0.0.1;transport=udp"]
         assert peer.raw[-1] == serialize(general)
-        # The transaction kept the wire form and a stub only: a retransmission gets the same.
+        # Only the wire form is kept (no transaction: protocols.sip.answered): a
+        # retransmission gets the same.
         again = await _ask(peer, port, data)
         assert again.status == 200 and peer.raw[-1] == peer.raw[-2]
         assert srv.core.c_resp_out.get("REGISTER", "2xx", "udp") == 3

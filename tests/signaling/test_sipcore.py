@@ -409,3 +409,63 @@ def test_method_labels_are_bounded() -> None:
     assert _method["FOO"] == "other" and _method["invite"] == "other"
     assert "FOO" not in _method  # a miss adds no label
 
+
+async def test_a_register_answered_at_once_over_udp_keeps_only_its_answer() -> None:
+    """With ``answer_at_once`` (the in-memory registry: ``Server``) a REGISTER over UDP is
+    answered within the receive call, without a worker or a server transaction: what is left
+    of one once answered (§17.2.2 Completed) is its 200's bytes, resent to each
+    retransmission of the request (counted as such) without the registrar seeing it again.
+    An RFC 2543 REGISTER (no magic cookie: its key needs its To tag) keeps its transaction."""
+    async with node() as n:
+        n.core.answer_at_once = True
+        register = _req("REGISTER", "sip:example.com", 5070, call_id="reg-now",
+                        extra="Contact: <sip:bob@192.0.2.10:5070>")
+        n.receive(register)
+        assert not n.udp.sent.empty()  # answered before receive returned
+        ok, peer = await n.udp.final()
+        assert ok.status == 200 and peer == Peer("udp", "192.0.2.10", 5070)
+        assert len(n.core.table) == 0 and len(n.core.answered) == 1
+        assert n.registrar.c_register.get("200") == 1
+        n.receive(register)
+        again, _ = await n.udp.final()
+        assert serialize(again) == serialize(ok)
+        assert n.registrar.c_register.get("200") == 1  # absorbed, not registered twice
+        assert n.core.c_retrans.get("received") == 1 and n.core.c_retrans.get("sent") == 1
+        assert n.core.c_resp_out.get("REGISTER", "2xx", "udp") == 2
+
+        old = _req("REGISTER", "sip:example.com", 5070, call_id="reg-2543", branch="x1",
+                   extra="Contact: <sip:bob@192.0.2.10:5070>")
+        n.receive(old)
+        assert (await n.udp.final())[0].status == 200
+        assert len(n.core.table) == 1 and len(n.core.answered) == 1
+
+        n.core.answered.max_size = 1  # bounded as the table is: full, a 503 before handling
+        n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-full",
+                       branch="z9hG4bKfull", extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        full, _ = await n.udp.final()
+        assert full.status == 503 and full.header("Retry-After") is not None
+        assert n.core.c_shed.get("transaction_table_full") == 1
+        assert n.registrar.c_register.get("200") == 2
+
+
+class _WaitingRegistry(MemoryRegistry):
+    async def register(self, aor: str, call_id: str, cseq: int,
+                       changes: Sequence[ContactChange], now: float) -> list[Binding]:
+        await asyncio.sleep(0)
+        return await super().register(aor, call_id, cseq, changes, now)
+
+
+async def test_a_tu_that_waits_on_work_answered_at_once_hands_over_to_the_workers() -> None:
+    """``answer_at_once`` with a registry that waits after all: the REGISTER that found out
+    is finished in a task of its own and answered; the next ones go through the workers."""
+    async with node() as n:
+        n.registrar.registry = _WaitingRegistry()
+        n.core.answer_at_once = True
+        n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-w1",
+                       extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        assert (await n.udp.final())[0].status == 200
+        assert not n.core.answer_at_once
+        n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-w2",
+                       branch="z9hG4bKw2", extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        assert (await n.udp.final())[0].status == 200
+        assert len(n.core.table) == 1  # through a worker, with its transaction
