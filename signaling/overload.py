@@ -131,6 +131,10 @@ class Overload:
             ["method"])
         self.c_dropped = metrics.fast_counter(
             "sip_overload_dropped", "New SIP requests dropped unanswered", ["reason", "method"])
+        self.c_drain_late = metrics.fast_counter(
+            "sip_overload_drain_late", "New SIP requests the listening socket's excess drain "
+            "refused (503 or drop, counted in sip_overload_rejected or _dropped with reason "
+            "excess) because they waited longer than max_receive_delay in the kernel")
         self.c_moves = metrics.fast_counter(
             "sip_admission_revisions", "Revisions of the admission limit by what they did "
             "(cut, hold, probe, recover, follow: protocols.sip.overload.next_limit)", ["move"])
@@ -179,14 +183,17 @@ class Overload:
             self.c_retransmitted.inc(method)
 
     def excess(self, answered: tuple[int, int, int], dropped_new: int,
-               dropped_retransmissions: int, dropped_of_503: int, dropped_other: int) -> None:
+               dropped_retransmissions: int, dropped_of_503: int, dropped_other: int,
+               late: int = 0) -> None:
         """Count what the listening socket's excess drain (``signaling/transports/
         _udpexcess.c``) did beyond the read pace: 503s to INVITE, REGISTER and other new
         requests, new requests dropped (the 503 budget spent, or outside the subset a 503 is
         written from), retransmissions of requests let through (dropped, never refused),
         requests carrying one of its 503s' To tag (an ACK, a load generator's BYE) and
-        anything else (left as the kernel's tail drop would have).  The refusals count for
-        admission control too (``AdmissionControl.refused_apart``)."""
+        anything else (left as the kernel's tail drop would have).  ``late``: of the new
+        requests answered or dropped, those refused because they waited longer than
+        ``max_receive_delay`` in the kernel, whatever the pace (counted apart too).  The
+        refusals count for admission control too (``AdmissionControl.refused_apart``)."""
         for method, count in zip(("INVITE", "REGISTER", "other"), answered, strict=True):
             if count:
                 self.c_rejected.inc("excess", method, amount=count)
@@ -196,6 +203,8 @@ class Overload:
                                       ("excess", "other", dropped_other)):
             if count:
                 self.c_dropped.inc(reason, method, amount=count)
+        if late:
+            self.c_drain_late.inc(amount=late)
         refused = sum(answered) + dropped_new
         if refused:
             self.control.refused_apart(refused)

@@ -14,8 +14,13 @@
  *
  * Per datagram, by a scan of its header section (no parse, no Python object):
  * - a new request (INVITE, REGISTER, SUBSCRIBE, PUBLISH, MESSAGE, REFER, NOTIFY without a To
- *   tag) beyond the pace: a 503 with a jittered Retry-After (§21.5.4), or a counted drop once
- *   the 503 budget is spent or when the request is outside the subset the 503 is written from;
+ *   tag) beyond the pace, or one that waited in the kernel longer than ``late`` (the server's
+ *   max_receive_delay) whatever the pace: a 503 with a jittered Retry-After (§21.5.4), or a
+ *   counted drop once the 503 budget is spent or when the request is outside the subset the
+ *   503 is written from.  A late request let through would be dropped unanswered by the
+ *   admission gate (signaling/overload.py: a 503 by the full path costs about what serving a
+ *   REGISTER does) and come back retransmitted, to be served after its client's T1: here the
+ *   503 costs a few µs and ends the transaction (see ``late`` in ``drain``);
  *   one with an ``oc`` Via parameter always goes the Python way (RFC 7339: the report is
  *   written into that Via), as does the retransmission of a new request this drain let
  *   through (a bounded memory of their Call-ID and CSeq), which the transaction absorbs (a
@@ -465,17 +470,19 @@ address(const struct sockaddr_storage *ss)
 /* Counters, in the order ``drain`` returns them after its four queue statistics. */
 enum {
     C_ANSWERED_INVITE, C_ANSWERED_REGISTER, C_ANSWERED_OTHER, C_DROPPED_NEW,
-    C_DROPPED_RETRANSMISSION, C_DROPPED_OURS, C_DROPPED_OTHER, C_COUNT
+    C_DROPPED_RETRANSMISSION, C_DROPPED_OURS, C_DROPPED_OTHER,
+    C_LATE, /* of the answered and dropped new requests, those refused for waiting past late */
+    C_COUNT
 };
 
 static PyObject *
 drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 8 || !PyList_Check(args[7]) || !PyBytes_Check(args[6])) {
+    if (nargs != 9 || !PyList_Check(args[7]) || !PyBytes_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError,
                         "drain(fd, passes, answers, most, retry_low, retry_high, extra: bytes, "
-                        "passed: list)");
+                        "passed: list, late: float)");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
@@ -484,6 +491,7 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long most = PyLong_AsLong(args[3]);
     long retry_lo = PyLong_AsLong(args[4]);
     long retry_hi = PyLong_AsLong(args[5]);
+    double late = PyFloat_AsDouble(args[8]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -564,10 +572,11 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (*slot == k) {
                     pass = passes > 0;
                     counts[C_DROPPED_RETRANSMISSION] += !pass;
-                } else if (passes > 0) {
+                } else if (passes > 0 && waited <= late) {
                     pass = 1;
                     *slot = k;
                 } else {
+                    counts[C_LATE] += waited > late;
                     char ip[INET6_ADDRSTRLEN];
                     int port = 0;
                     Py_ssize_t len = 0;

@@ -23,8 +23,9 @@ no faster than a few times that limit (``ReadPace``).  What arrives beyond the p
 refused in C (``_udpexcess.c``: recvmmsg, a 503 written from the request's bytes, sendmmsg; ~4 µs
 a refusal against ~25 µs by the full path), since what the kernel drops comes back as
 retransmissions, read later and served late; without the C extension, or with
-``--overload-drain off``, it is left to the kernel's tail drop.  Both sockets count what the kernel
-dropped (SO_RXQ_OVFL) in ``sip_overload_dropped{reason="kernel"|"kernel_private"}``.
+``--overload-drain off``, it is left to the kernel's tail drop (the queue is kept short only
+then: with the drain it keeps its full size, see ``UdpTransport.__init__``).  Both sockets count
+what the kernel dropped (SO_RXQ_OVFL) in ``sip_overload_dropped{reason="kernel"|"kernel_private"}``.
 """
 
 from __future__ import annotations
@@ -48,16 +49,16 @@ from signaling.worker import inherited_socket
 
 #: ``_udpexcess.drain`` (see ``_udpexcess.c``); None when built without a C compiler: the
 #: excess is then left to the kernel's tail drop.
-excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any]],
-                       tuple[int, int, float, int | None, int, int, int, int, int, int, int]
-                       ] | None
+excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float],
+                       tuple[int, int, float, int | None, int, int, int, int, int, int, int,
+                             int]] | None
 try:
     from signaling.transports._udpexcess import drain as excess_drain
     from signaling.transports._udpexcess import set_key as _set_key
 except ImportError:
     excess_drain = None
 
-__all__ = ["EXCESS_FLOOR", "EXCESS_MOST", "EXCESS_WAIT", "PEER_CACHE", "READ_BATCH",
+__all__ = ["EXCESS_MOST", "EXCESS_PASS_MOST", "EXCESS_WAIT", "PEER_CACHE", "READ_BATCH",
            "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,10 @@ TICK = 0.1
 EXCESS_WAIT = 0.002
 #: Datagrams one drain reads at most: bounds the time it holds the loop (~3 ms at ~3 µs each).
 EXCESS_MOST = 1024
-#: The least the listening queue is cut to when the excess is drained: the drain reads it
-#: all, but not while the loop serves what it let through, and under a CPU quota a few ms of
-#: CPU are several times that in wall time (a quarter of a core: 7.5 ms paused in every 10).
-#: ~3,000 datagrams hold 120 ms of 25,000 a second; with 1 MB the kernel still dropped ~5% of
-#: a 3x REGISTER storm (SIPp, bench_overload's quota).  What waits longer is late anyway
-#: (``max_receive_delay``) and the drain refuses it.
-EXCESS_FLOOR = 4 * 1024 * 1024
+#: The most one drain lets through while it reads the queue to the end (see ``_drain``):
+#: each costs a parse and a transaction (~25 µs), so this bounds that part of one call to a
+#: few ms; the pace's burst is under it for admission limits up to ~10,000/s.
+EXCESS_PASS_MOST = 4 * READ_BATCH
 #: Seconds of 503s the excess drain may answer in one burst, at its rate: as long as the loop
 #: may fall behind (``max_receive_delay``), so a late drain still answers what it finds.
 _ANSWER_BURST = 0.25
@@ -121,7 +119,8 @@ class UdpTransport:
 
     A single-process server gets the same from ``--sip-udp-private``: ``slot_sock`` is then its
     own private port.  With either, the listening socket's receive queue is kept short under
-    overload (``ReceiveQueue``), since what must never be lost does not come in on it.
+    overload (``ReceiveQueue``) unless its excess is drained, since what must never be lost
+    does not come in on it.
     """
 
     def __init__(self, core: SipCore, sock: socket.socket, advertise: str, *,
@@ -151,9 +150,15 @@ class UdpTransport:
         if slot_sock is not None:
             drained = (excess_drain is not None and core.cfg.overload_read_share > 0
                        and core.cfg.overload_drain == "on")
-            self.queue = ReceiveQueue(core.cfg.overload_target,
-                                      sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-                                      floor=EXCESS_FLOOR if drained else FLOOR,
+            # With the excess drained the queue keeps its full size: the drain reads it all
+            # and refuses what waited too long for a few µs each, where a datagram the kernel
+            # drops comes back retransmitted, to be served after its client's T1.  Cut to
+            # 4 MB (the least it was cut to), the queue filled in the ~0.4 s a storm takes to
+            # close an open limit, while everything is read in Python (bench_overload, SIPp
+            # REGISTERs at 12,000/s: 563-1,571 kernel drops a step, P99 528-592 ms).
+            buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            self.queue = ReceiveQueue(core.cfg.overload_target, buffer,
+                                      floor=buffer if drained else FLOOR,
                                       now=self._loop.time())
         #: The listening socket read no faster than the server can use (``ReadPace``); only
         #: with a private port, as the short queue.
@@ -238,16 +243,23 @@ class UdpTransport:
         self._answer_at = now
         low, high = core.overload.retry_range()
         passed: list[tuple[bytes, Any, float]] = []
-        # At most a batch let through per drain, so one loop iteration holds the CPU a few
-        # ms, not the pace's whole burst (at a quarter-core quota 10 ms of CPU is 40 ms of
-        # wall time, while nothing else is read): while the pace has more than a batch, a
-        # batch is read and the rest left queued for the next call, none of it refused.
-        passes, most = (allowed, EXCESS_MOST) if allowed <= READ_BATCH else (READ_BATCH,
-                                                                              READ_BATCH)
+        # The queue is read to the end while the pace allows up to ``EXCESS_PASS_MOST``:
+        # what the pace allows is let through, the rest refused.  Beyond that the pace is
+        # not what binds (the limit is far above the demand), and a batch is read and the
+        # rest left queued for the next call, none of it refused, so that one loop iteration
+        # holds the CPU a few ms (at a quarter-core quota 10 ms of CPU is 40 ms of wall time,
+        # while nothing else is read).  The bound was one batch, which the pace's burst
+        # (20 ms of 1.2 times a limit over ~2,700/s) exceeds: the drain then read 64 datagrams
+        # a call, half of them the BYEs SIPp sends after each 503, which take no pass, so the
+        # pace stayed over a batch and the queue was never read through: it overflowed
+        # (1,453 kernel drops in one 0.1 s tick, bench_overload SIPp REGISTERs at 12,000/s),
+        # and what the client then retransmitted was answered after 500 ms.
+        passes, most = ((allowed, EXCESS_MOST) if allowed <= EXCESS_PASS_MOST
+                        else (READ_BATCH, READ_BATCH))
         (read, payload, max_wait, overflow, invite, register, other, dropped_new,
-         dropped_retransmissions, dropped_of_503, dropped_other) = excess(
+         dropped_retransmissions, dropped_of_503, dropped_other, late) = excess(
             sock.fileno(), passes, int(self._answer_tokens), most, low, high,
-            self._answer_extra, passed)
+            self._answer_extra, passed, core.cfg.max_receive_delay)
         self._answer_tokens -= invite + register + other
         stats.read += read
         stats.payload += payload
@@ -257,7 +269,7 @@ class UdpTransport:
             stats.dropped_total = overflow
         if read > len(passed):
             core.overload.excess((invite, register, other), dropped_new,
-                                 dropped_retransmissions, dropped_of_503, dropped_other)
+                                 dropped_retransmissions, dropped_of_503, dropped_other, late)
             for method, count in (("INVITE", invite), ("REGISTER", register), ("other", other)):
                 if count:
                     core.c_req_in.inc(method, "udp", amount=count)
@@ -306,7 +318,7 @@ class UdpTransport:
             if control.rate >= control.cfg.max_rate:
                 # The limit open, everything is read in Python as it comes: a standing queue
                 # on the listening socket (its least wait over the tick) is the first sign of
-                # a storm.  Left to the overflow alone, the 4 MB queue (EXCESS_FLOOR) held
+                # a storm.  Left to the overflow alone, the 4 MB queue held
                 # 270 ms before it showed, and every REGISTER read then was late and dropped,
                 # to come back retransmitted (bench_overload, SIPp REGISTERs at 2x).
                 control.reader_waited(stats.min_wait if stats.read else 0.0)

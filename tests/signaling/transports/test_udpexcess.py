@@ -1,13 +1,14 @@
 """The listening socket's excess drain (``signaling/transports/_udpexcess.c``) on real sockets:
-what the pace allows comes back in order, new requests beyond it get a 503 written from their
-bytes, the ACK or BYE of such a 503 and the retransmission of a request let through are
-dropped and counted, never refused."""
+what the pace allows comes back in order, new requests beyond it (or that waited too long in
+the kernel) get a 503 written from their bytes, the ACK or BYE of such a 503 and the
+retransmission of a request let through are dropped and counted, never refused."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from tests.sanitizers import build_sanitized, run_sanitized
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 #: (read, payload, max_wait, overflow, answered INVITE/REGISTER/other, dropped new,
-#: dropped retransmissions, dropped of-503, dropped other): the indexes of ``drain``'s result.
+#: dropped retransmissions, dropped of-503, dropped other, late): the indexes of ``drain``'s
+#: result.
 ANSWERED_INVITE, ANSWERED_REGISTER, DROPPED_NEW, DROPPED_RETRANSMISSION = 4, 5, 7, 8
-DROPPED_OF_503, DROPPED_OTHER = 9, 10
+DROPPED_OF_503, DROPPED_OTHER, LATE = 9, 10, 11
 
 
 @pytest.fixture
@@ -59,14 +61,14 @@ def _send(server: socket.socket, client: socket.socket, *datagrams: bytes) -> No
 
 
 Passed = list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int], float]]
-Counts = tuple[int, int, float, int | None, int, int, int, int, int, int, int]
+Counts = tuple[int, int, float, int | None, int, int, int, int, int, int, int, int]
 
 
-def _drain(server: socket.socket, passes: int, answers: int = 1000
+def _drain(server: socket.socket, passes: int, answers: int = 1000, late: float = 60.0
            ) -> tuple[Counts, Passed]:
     passed: Passed = []
     result = excess.drain(server.fileno(), passes, answers, 1024, 2, 7,
-                          b"\r\nServer: test", passed)
+                          b"\r\nServer: test", passed, late)
     return result, passed
 
 
@@ -148,6 +150,23 @@ def test_a_retransmission_of_what_was_let_through_is_dropped_never_refused(
     assert [p[0] for p in passed] == [invite]
 
 
+def test_a_new_request_that_waited_too_long_gets_a_503_whatever_the_pace(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    """Let through, a request that waited past the server's max_receive_delay would be
+    dropped unanswered by the admission gate and come back retransmitted: it is refused
+    here, and what arrived since is let through with the pace it did not use."""
+    server, client = pair
+    stale = [_request(server, client, i) for i in range(3)]
+    _send(server, client, *stale)
+    time.sleep(1.0)  # past ``late`` for certain; the fresh one has half a second of slack
+    fresh = _request(server, client, 9)
+    _send(server, client, fresh)
+    result, passed = _drain(server, passes=10, late=0.5)
+    assert [p[0] for p in passed] == [fresh]
+    assert result[ANSWERED_REGISTER] == 3 and result[LATE] == 3
+    assert [a.status for a in _answers(client, 3)] == [503] * 3
+
+
 def test_beyond_the_503_budget_or_outside_the_subset_new_requests_are_dropped_counted(
         pair: tuple[socket.socket, socket.socket]) -> None:
     server, client = pair
@@ -206,7 +225,7 @@ for _ in range(rounds):
         client.sendto(mutated(rnd, seeds), server.getsockname())
     let_through = []
     result = _udpexcess.drain(server.fileno(), rnd.randint(0, 5), rnd.randint(0, 40), 1024,
-                              2, 7, b"\r\nServer: test", let_through)
+                              2, 7, b"\r\nServer: test", let_through, rnd.choice((0.0, 60.0)))
     answered += sum(result[4:7])
     passed += len(let_through)
     _udpexcess.refusal_tag(mutated(rnd, seeds)[:64])
