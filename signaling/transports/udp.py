@@ -24,8 +24,11 @@ refused in C (``_udpexcess.c``: recvmmsg, a 503 written from the request's bytes
 a refusal against ~25 µs by the full path), since what the kernel drops comes back as
 retransmissions, read later and served late; without the C extension, or with
 ``--overload-drain off``, it is left to the kernel's tail drop (the queue is kept short only
-then: with the drain it keeps its full size, see ``UdpTransport.__init__``).  Both sockets count
-what the kernel dropped (SO_RXQ_OVFL) in ``sip_overload_dropped{reason="kernel"|"kernel_private"}``.
+then: with the drain it keeps its full size, see ``UdpTransport.__init__``).  The ordinary read
+is in C too when the extension is built (``_udpexcess.receive``: one recvmmsg per wakeup, where
+a Python loop of recvmsg pays a raised BlockingIOError at every wakeup to learn the queue is
+empty).  Both sockets count what the kernel dropped (SO_RXQ_OVFL) in
+``sip_overload_dropped{reason="kernel"|"kernel_private"}``.
 """
 
 from __future__ import annotations
@@ -52,11 +55,16 @@ from signaling.worker import inherited_socket
 excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float],
                        tuple[int, int, float, int | None, int, int, int, int, int, int, int,
                              int]] | None
+#: ``_udpexcess.receive``: the ordinary read in C (recvmmsg); None without the C extension,
+#: and the socket is then read with ``recvmsg`` in Python, as before.
+_receive: Callable[[int, int, list[Any]],
+                   tuple[int, int, float, float, int | None, int]] | None
 try:
     from signaling.transports._udpexcess import drain as excess_drain
+    from signaling.transports._udpexcess import receive as _receive
     from signaling.transports._udpexcess import set_key as _set_key
 except ImportError:
-    excess_drain = None
+    excess_drain = _receive = None
 
 __all__ = ["EXCESS_MOST", "EXCESS_PASS_MOST", "EXCESS_WAIT", "PEER_CACHE", "READ_BATCH",
            "SLOT_TAG", "TICK", "UdpTransport", "start_udp"]
@@ -362,6 +370,9 @@ class UdpTransport:
     def _read(self, sock: socket.socket, tag: str | None, peers: dict[tuple[Any, ...], Peer],
               stats: QueueStats, batch: int) -> None:
         """Up to ``batch`` datagrams (each counted in ``stats.read``)."""
+        if _receive is not None:
+            self._read_batch(_receive, sock, tag, peers, stats, batch)
+            return
         recvmsg = sock.recvmsg
         receive = self.core.receive
         for _ in range(batch):
@@ -390,6 +401,37 @@ class UdpTransport:
             # data < b"@": the first byte is below 0x40 (or the datagram is empty), one compare
             if data < b"@" and data[4:8] == _STUN_COOKIE:
                 self._stun(sock, data, addr)  # RFC 5389 §6, RFC 5626 §8: see _stun
+                continue
+            peer = peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(peers, addr, tag)
+            receive(data, peer, waited)
+
+    def _read_batch(self, receive_batch: Callable[[int, int, list[Any]],
+                                                  tuple[int, int, float, float, int | None, int]],
+                    sock: socket.socket, tag: str | None, peers: dict[tuple[Any, ...], Peer],
+                    stats: QueueStats, batch: int) -> None:
+        """``_read`` with the C reader: the datagrams of one wakeup in one recvmmsg, their
+        waits computed there, and no BlockingIOError raised to learn that the queue is empty
+        (callgrind, ``bench_instructions --kinds CALL``: see the commit that added it)."""
+        got: list[tuple[bytes, Any, float]] = []
+        read, payload, max_wait, min_wait, overflow, errors = receive_batch(
+            sock.fileno(), batch, got)
+        if errors:
+            self.core.c_drop.inc("udp_error", amount=errors)
+        if read:
+            stats.read += read
+            stats.payload += payload
+            if max_wait > stats.max_wait:
+                stats.max_wait = max_wait
+            if min_wait < stats.min_wait:
+                stats.min_wait = min_wait
+            if overflow is not None:
+                stats.dropped_total = overflow
+        receive = self.core.receive
+        for data, addr, waited in got:
+            if data < b"@" and data[4:8] == _STUN_COOKIE:  # as in ``_read``
+                self._stun(sock, data, addr)
                 continue
             peer = peers.get(addr)
             if peer is None:

@@ -193,6 +193,29 @@ def test_rfc7339_clients_and_everything_else_go_the_python_way_or_are_dropped_co
     assert passed == [] and result[DROPPED_OTHER] == 3 and sum(result[4:7]) == 0
 
 
+def test_receive_reads_the_queue_in_order_with_addresses_and_waits(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    """The ordinary read (``UdpTransport._read``): every datagram, in order, with its source
+    and the time it waited; ``most`` bounds one call; an empty queue reads nothing and raises
+    nothing."""
+    server, client = pair
+    got: Passed = []
+    assert excess.receive(server.fileno(), 64, got) == (0, 0, 0.0, -1.0, None, 0)
+    assert got == []
+    sent = [_request(server, client, n) for n in range(70)]
+    _send(server, client, *sent, b"\r\n\r\n")  # a keep-alive is a datagram like any other
+    read, payload, max_wait, min_wait, overflow, errors = excess.receive(server.fileno(), 66, got)
+    assert (read, errors) == (66, 0) and payload == sum(len(d) for d in sent[:66])
+    assert [g[0] for g in got] == sent[:66]
+    assert {g[1] for g in got} == {client.getsockname()}
+    assert all(0.0 <= g[2] < 60.0 for g in got)  # stamped by the kernel, read just after
+    assert min_wait == min(g[2] for g in got) and max_wait == max(g[2] for g in got)
+    assert overflow is None  # SO_RXQ_OVFL comes only once the kernel has dropped some
+    got.clear()
+    assert excess.receive(server.fileno(), 64, got)[0] == 5
+    assert [g[0] for g in got] == [*sent[66:], b"\r\n\r\n"]
+
+
 def test_the_refusal_tag_is_stable_per_call_id() -> None:
     """§8.2.6.2: a retransmission gets the same tag, another request another."""
     assert excess.refusal_tag(b"a") == excess.refusal_tag(b"a")
@@ -228,6 +251,10 @@ for _ in range(rounds):
                               2, 7, b"\r\nServer: test", let_through, rnd.choice((0.0, 60.0)))
     answered += sum(result[4:7])
     passed += len(let_through)
+    for _ in range(rnd.randint(0, 40)):
+        client.sendto(mutated(rnd, seeds), server.getsockname())
+    let_through = []
+    passed += _udpexcess.receive(server.fileno(), rnd.randint(1, 100), let_through)[0]
     _udpexcess.refusal_tag(mutated(rnd, seeds)[:64])
     while True:
         try:
