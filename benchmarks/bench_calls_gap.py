@@ -45,7 +45,8 @@ __all__ = ["EVENTS", "main", "run"]
 #: What ``perf stat`` counts on the server, in the order printed.
 EVENTS = ("task-clock", "context-switches", "sched:sched_waking", "raw_syscalls:sys_enter",
           "syscalls:sys_enter_sendto", "syscalls:sys_enter_recvfrom",
-          "syscalls:sys_enter_recvmsg", "syscalls:sys_enter_epoll_wait",
+          "syscalls:sys_enter_recvmsg", "syscalls:sys_enter_recvmmsg",
+          "syscalls:sys_enter_epoll_wait",
           "syscalls:sys_enter_epoll_pwait", "irq:softirq_entry")
 _SHORT = {"task-clock": "cpu ms", "context-switches": "cswitch",
           "sched:sched_waking": "wakes", "raw_syscalls:sys_enter": "syscalls",
