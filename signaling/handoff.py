@@ -102,6 +102,9 @@ class Handoff:
     def __init__(self, tu: TransactionUser, core: SipCore, metrics: Metrics,
                  info: WorkerInfo, siblings: Siblings | None = None) -> None:
         self.tu = tu
+        #: The work of a request is the node's own TU's: its method itself, not a method of
+        #: ours calling it (one Python call less on every request a worker queues).
+        self.handle: Callable[[Work], Awaitable[None]] = tu.handle
         self.core = core
         self.siblings = siblings
         self.path = _path(info, info.generation)
@@ -270,9 +273,6 @@ class Handoff:
             return False
         self.c_handoff.inc("sent", kind)
         return True
-
-    def handle(self, work: Work) -> Awaitable[None]:
-        return self.tu.handle(work)
 
     def _to_sibling(self, msg: Request | Response, peer: Peer) -> bool:
         """What came over our connection for a sibling's call (``signaling.siblings``)."""

@@ -218,6 +218,10 @@ class JournalReader:
     def head(self) -> int:
         return int(_HEAD.unpack_from(self._map, _HEAD_AT)[0])
 
+    def unchanged(self) -> bool:
+        """Nothing appended since the last read (what a catch-up usually finds)."""
+        return bool(_HEAD.unpack_from(self._map, _HEAD_AT)[0] == self.position)
+
     def read(self) -> bytes:
         """What was appended since the last read (whole records); ``Lapped`` if some of it
         was overwritten before it was read."""
