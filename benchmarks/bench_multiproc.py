@@ -32,22 +32,47 @@ sockets (``-t un``), so the kernel's hash spreads them over the workers.
 The machine is shared with other engineers' work: the figures are noisy; run it twice.
 Targets (issue 16): >= 1.8x for 2 workers, >= 3.4x for 4; <= 10% more CPU per REGISTER.
 
+What makes the comparison fair (session 9; the figures before it used neither):
+
+* **The same overload control on both sides.**  A worker has its slot's own UDP port, so its
+  listening socket runs the short kernel queue, the read pace and the excess drain
+  (``signaling/transports/udp.py``), and drops unanswered what waited past
+  ``max_receive_delay``; a single process runs them only with ``--sip-udp-private``.  Without
+  it the reference ran a different, more lenient receive path than the workers it is compared
+  with (session 8: the workers dropped thousands of REGISTERs as late, the single process none).
+  So ``--processes 1`` runs with ``--sip-udp-private`` (``--reference private``, the default:
+  the configuration a server facing storms is told to use, README); ``--reference plain``
+  gives the old reference.
+* **A 10 ms quota period** (``--period-us``, as ``bench_overload``), not the kernel's 100 ms.
+  Under a quota a process runs its share of each period, then is frozen for the rest: at
+  0.1 core with 100 ms periods, 10 ms of work then 90 ms of nothing, during which every
+  datagram waits.  90 ms is beyond ``--overload-target`` (50 ms), so the admission control,
+  which reads the queueing time, took each freeze for a standing queue and refused or
+  dropped work a process on a core of its own would have served; with 10 ms periods a freeze
+  is at most 9 ms, under the target, and the share is spread as a fraction of a core is on a
+  machine whose cores are shared (the scheduler's slices are a few ms).  The price: smaller
+  batches per wake-up, so more CPU per REGISTER than with 100 ms periods, on both sides.
+* **The server on one core, SIPp on the other** (``taskset``: ``bench_register``'s
+  ``SERVER_CPU`` and ``LOAD_CPU``): N workers at 0.1 core and the supervisor fit in one core,
+  and SIPp offering N times the rate keeps its own.
+
 Reading the figures (what this bench does and does not isolate):
 
 * CPU per REGISTER depends on the load, not only on the code: a server near its quota reads
   many datagrams per wake-up and spends far less per REGISTER (one process at 0.1 core:
   ~150 µs at 500/s, ~70 µs at 1,500/s, throttled in every period).  Compare the designs at
   the same rate per worker, below the quota (no or few "throttled" periods).
-* Each process is throttled on its own, 100 ms periods: "throttled" counts the periods in
-  which any worker used its whole share (50 in a 5 s step: the busiest was always at its quota).
+* Each process is throttled on its own: "throttled" counts the periods (``--period-us``) in
+  which the busiest worker used its whole share (500 in a 5 s step at 10 ms: always at its
+  quota).
 * On this 2-core machine 4 workers, the supervisor and SIPp share 2 cores with other
   tenants: the multi-process server pays context switches and cold caches a server with a
   core per worker would not.  ``--sharing private`` (each worker its own registry) measures
   that part; ``replica`` minus ``private`` is what sharing the registry costs.
 * 4 workers at 0.25 core need SIPp to offer ~18,000 REGISTER/s to find their capacity, more
   than it can on this machine next to the server: use ``--share 0.1`` for the 4-worker
-  capacity (its steps stop where a worker is throttled in every period, "throttled" = 50
-  in 5 s, not where SIPp falls behind).
+  capacity (its steps stop where a worker is throttled in every period, not where SIPp
+  falls behind).
 * ``benchmarks/bench_instructions.py --processes 4`` counts instructions instead (every
   process, callgrind), unaffected by the machine's load, with one REGISTER at a time (a
   group commit per REGISTER: the worst case of the replica's batching).
@@ -73,7 +98,9 @@ from typing import NamedTuple
 
 from benchmarks.bench_register import (
     CLK_TCK,
+    LOAD_CPU,
     REGISTER_XML,
+    SERVER_CPU,
     SIPP_LIMIT,
     _int,
     run_sipp,
@@ -88,8 +115,9 @@ __all__ = ["CpuQuota", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP = Path("/sys/fs/cgroup")
-#: cgroup CPU period (µs): the quota is enforced per 100 ms, the kernel default.
-PERIOD_US = 100_000
+#: cgroup CPU period (µs): 10 ms, so that a process frozen by its quota is frozen for less than
+#: the overload control's target (see the module docstring); the kernel's default is 100 ms.
+PERIOD_US = 10_000
 #: Source sockets SIPp may hold open (``-t un -max_socket``): as many as the calls it may have
 #: outstanding (``bench_register.SIPP_LIMIT``), so that every call has a fresh socket and source
 #: port, as every UA has its own address.  With fewer (256 before), SIPp past the budget
@@ -118,20 +146,21 @@ class CpuQuota:
     the quota caps what it takes from the others.
     """
 
-    def __init__(self, cores: float | None, name: str = "server") -> None:
+    def __init__(self, cores: float | None, name: str = "server",
+                 period_us: int = PERIOD_US) -> None:
         name = f"bench-multiproc-{name}-{os.getpid()}"
-        quota = int(cores * PERIOD_US) if cores is not None else -1
+        quota = int(cores * period_us) if cores is not None else -1
         controllers = CGROUP / "cgroup.controllers"
         if controllers.exists() and "cpu" in controllers.read_text().split():
             self.path = CGROUP / name
             self.path.mkdir()
             (self.path / "cpu.max").write_text(
-                f"{quota if quota > 0 else 'max'} {PERIOD_US}\n")
+                f"{quota if quota > 0 else 'max'} {period_us}\n")
             (self.path / "cpu.weight").write_text("10000\n")
         else:
             self.path = CGROUP / "cpu" / name
             self.path.mkdir()
-            (self.path / "cpu.cfs_period_us").write_text(f"{PERIOD_US}\n")
+            (self.path / "cpu.cfs_period_us").write_text(f"{period_us}\n")
             (self.path / "cpu.cfs_quota_us").write_text(f"{quota}\n")
             (self.path / "cpu.shares").write_text("262144\n")
 
@@ -163,15 +192,21 @@ class CpuQuota:
 
 
 class Server:
-    def __init__(self, processes: int, start: CpuQuota, sharing: str = "replica") -> None:
+    def __init__(self, processes: int, start: CpuQuota, sharing: str = "replica",
+                 reference: str = "private") -> None:
         self.port = free_udp_port()
         #: the admin API, to read each worker's own count of requests received
         self.admin = free_tcp_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bench-multiproc-"))
-        cmd = [sys.executable, "-m", "signaling", "serve", "--processes", str(processes),
+        # One process runs the receive path a worker runs (its slot port: the listening
+        # socket's short queue, pace and drain) with a private port: see the docstring.
+        private = (["--sip-udp-private", f"127.0.0.1:{free_udp_port()}"]
+                   if processes == 1 and reference == "private" else [])
+        cmd = ["taskset", "-c", str(SERVER_CPU),
+               sys.executable, "-m", "signaling", "serve", "--processes", str(processes),
                "--sip-udp", f"127.0.0.1:{self.port}", "--sip-ws", "off",
                "--admin", f"127.0.0.1:{self.admin}",
-               "--diameter", "off", "--log-level", "warning", *OPEN,
+               "--diameter", "off", "--log-level", "warning", *OPEN, *private,
                "--spool", str(self.dir / "spool.jsonl")]
         env = {**os.environ, SHARING_ENV: sharing}
         with open(self.dir / "log", "wb") as log:
@@ -223,7 +258,7 @@ class Result(NamedTuple):
     #: the busiest worker's share of the SIP requests the workers received (by its own count)
     received: float
     failed: int
-    #: 100 ms periods in which the busiest worker used its whole quota
+    #: quota periods in which the busiest worker used its whole quota
     throttled: int
     #: the supervisor's CPU, in cores (0 for one process)
     supervisor_cores: float
@@ -302,20 +337,21 @@ class Snapshot(NamedTuple):
 
 
 def step(kind: str, processes: int, share: float, rate: int, duration: float,
-         sharing: str = "replica", supervisor_share: float | None = None) -> Result:
+         sharing: str = "replica", supervisor_share: float | None = None,
+         period_us: int = PERIOD_US, reference: str = "private") -> Result:
     """One step of ``kind`` at ``rate`` against a fresh server of ``processes``, each worker
     (and the supervisor) in a group of ``share`` of a core once it serves."""
     start = CpuQuota(None, "start")
-    server = Server(processes, start, sharing)
+    server = Server(processes, start, sharing, reference)
     groups: dict[int, CpuQuota] = {}
     try:
         server.wait_ready()
         pid = server.proc.pid
         workers = _children(pid) if processes > 1 else [pid]
         for i, p in enumerate(workers):
-            groups[p] = CpuQuota(share, f"w{i}")
+            groups[p] = CpuQuota(share, f"w{i}", period_us)
         if processes > 1:
-            groups[pid] = CpuQuota(supervisor_share or share, "supervisor")
+            groups[pid] = CpuQuota(supervisor_share or share, "supervisor", period_us)
         for p, group in groups.items():
             group.enter(p)
         time.sleep(0.5)  # the moved processes settle in their groups
@@ -360,7 +396,7 @@ def _calls(port: int, rate: int, calls: int, duration: float,
     answers from one port, so responses and BYEs rely on the slot ports to find their
     worker."""
     remote = f"127.0.0.1:{port}"
-    uas = Sipp("uas", calls=calls, timeout=duration + 30)
+    uas = Sipp("uas", calls=calls, timeout=duration + 30, cpu=LOAD_CPU)
     reg = sipp_run("register", remote, keys={"user": "uas", "expires": "3600",
                                               "contact": f"127.0.0.1:{uas.port}"})
     if not reg.ok:
@@ -368,7 +404,7 @@ def _calls(port: int, rate: int, calls: int, duration: float,
     uas.start()
     try:
         caller = Sipp("uac", remote, service="uas", calls=calls, rate=rate,
-                      timeout=duration + 30, extra=spread).start()
+                      timeout=duration + 30, extra=spread, cpu=LOAD_CPU).start()
         result = caller.wait()
     finally:
         uas.stop()
@@ -388,6 +424,12 @@ def main() -> None:
                         help="CPU share of the supervisor (its registry hub), in cores "
                              "(default: --share, one process like a worker)")
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--period-us", type=int, default=PERIOD_US,
+                        help="cgroup quota period in µs (default 10,000: see the docstring; "
+                             "100,000 is the kernel's default, used before session 9)")
+    parser.add_argument("--reference", choices=("private", "plain"), default="private",
+                        help="--processes 1 with --sip-udp-private, the receive path of a "
+                             "worker (default), or without (plain, before session 9)")
     parser.add_argument("--sharing", default="replica,owner",
                         help="how the workers share the registry, each measured: replica "
                              "(the default) and owner (signaling/supervisor.py SHARING_ENV); "
@@ -397,7 +439,8 @@ def main() -> None:
     rates = args.rates or ("3000,4000,5000,6000,7000" if args.kind == "register"
                            else "200,300,400,500,600,700")
     what = "REGISTER" if args.kind == "register" else "calls"
-    print(f"{what} capacity under a CPU quota of {args.share:g} core per worker: highest rate "
+    print(f"{what} capacity under a CPU quota of {args.share:g} core per worker "
+          f"({args.period_us} µs periods; --processes 1: {args.reference}): highest rate "
           f"kept with 0 failures ({args.duration:g} s steps; shared machine: noisy)")
     # The generator (this process and its SIPp children) competes with the machine's other
     # work at the top weight too, so that it is not what limits the server.
@@ -405,14 +448,15 @@ def main() -> None:
     generator.enter()
     try:
         _run(args.kind, args.processes, args.share, rates, args.duration,
-             args.sharing.split(","), args.supervisor_share)
+             args.sharing.split(","), args.supervisor_share, args.period_us, args.reference)
     finally:
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
         generator.remove()
 
 
 def _run(kind: str, processes: str, share: float, rates: str, duration: float,
-         sharings: list[str], supervisor_share: float | None) -> None:
+         sharings: list[str], supervisor_share: float | None, period_us: int,
+         reference: str) -> None:
     what = "REGISTER" if kind == "register" else "calls"
     base: float | None = None
     for n in (int(x) for x in processes.split(",")):
@@ -422,7 +466,8 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
             bound = False
             for per_worker in (int(x) for x in rates.split(",")):
                 offered = per_worker * n
-                r = step(kind, n, share, offered, duration, sharing, supervisor_share)
+                r = step(kind, n, share, offered, duration, sharing, supervisor_share,
+                         period_us, reference)
                 print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
                       f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
                       f"busiest worker {r.busiest:4.0%} of CPU, {r.received:4.0%} of requests, "
