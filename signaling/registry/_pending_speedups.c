@@ -6,8 +6,9 @@
  * the two on valid and on random input): each record of ``data[start:]`` (layout: ``RECORD`` in
  * pending.py) is either appended to ``merges`` as ``(aor, body)`` (an AOR ``pending._held``
  * holds: the caller merges it) or filed under its AOR in ``pending._entries`` (an ``Entry``),
- * with ``pending.bindings``, ``.aors`` and ``.size`` updated and ``(latest, aor)`` pushed on
- * ``pending._expiry`` (heapq) when the entry's latest expiry rises or the record is a removal.
+ * with ``pending.bindings``, ``.aors`` and ``.size`` updated and the AOR appended under its
+ * expiry's second in ``pending._expiry`` (a new second pushed on the heap ``pending._seconds``)
+ * when the entry's latest expiry rises or the record is a removal.
  * On a malformed record it raises ValueError (UnicodeDecodeError for a bad AOR) after filing
  * the records before it, as the Python loop does.
  *
@@ -25,6 +26,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <structmember.h>
 #include <string.h>
 
@@ -33,6 +35,8 @@
 /* A journal file (journal.py): its header's size, where the head is in it (native order). */
 #define JOURNAL_HEADER 64
 #define HEAD_AT 8
+/* pending.LAST_SECOND: the last second an expiry is filed under. */
+#define LAST_SECOND 9007199254740992.0
 
 typedef struct {
     PyObject_HEAD
@@ -48,7 +52,7 @@ typedef struct {
 static PyObject *heappush; /* heapq.heappush */
 static PyObject *empty;    /* b"" */
 /* Interned attribute names of the pending object. */
-static PyObject *s_entries, *s_held, *s_expiry, *s_bindings, *s_aors, *s_size;
+static PyObject *s_entries, *s_held, *s_expiry, *s_seconds, *s_bindings, *s_aors, *s_size;
 
 static PyTypeObject EntryType;
 
@@ -144,7 +148,8 @@ static int add_to(PyObject *obj, PyObject *name, long long delta)
 }
 
 /* File one record whose AOR is not held; 0 or -1 (exception set). */
-static int file(PyObject *entries, PyObject *expiry, PyObject *aor, const char *tok,
+static int file(PyObject *entries, PyObject *expiry, PyObject *seconds, PyObject *aor,
+                const char *tok,
                 Py_ssize_t tlen, unsigned long cseq, long bindings, long aors, double latest,
                 PyObject *body, long long *d_bindings, long long *d_aors, long long *d_size)
 {
@@ -193,17 +198,31 @@ static int file(PyObject *entries, PyObject *expiry, PyObject *aor, const char *
     if (latest > e->latest || latest == 0.0) {
         if (latest > e->latest)
             e->latest = latest;
-        PyObject *when = PyFloat_FromDouble(latest);
-        PyObject *item = when ? PyTuple_Pack(2, when, aor) : NULL;
-        Py_XDECREF(when);
-        if (item == NULL)
+        /* pending.expiry_second: the ceiling, 0 for a removal, at most LAST_SECOND. */
+        long long second = !(latest > 0.0) ? 0
+                           : latest < LAST_SECOND ? (long long)ceil(latest) : (long long)LAST_SECOND;
+        PyObject *key = PyLong_FromLongLong(second);
+        if (key == NULL)
             return -1;
-        PyObject *argv[2] = {expiry, item};
-        PyObject *r = PyObject_Vectorcall(heappush, argv, 2, NULL);
-        Py_DECREF(item);
-        if (r == NULL)
+        PyObject *bucket = PyDict_GetItemWithError(expiry, key); /* borrowed */
+        int rc = 0;
+        if (bucket == NULL) {
+            if (PyErr_Occurred() || (bucket = PyList_New(0)) == NULL) {
+                Py_DECREF(key);
+                return -1;
+            }
+            rc = PyDict_SetItem(expiry, key, bucket);
+            Py_DECREF(bucket); /* the dict holds it */
+            if (rc == 0) {
+                PyObject *argv[2] = {seconds, key};
+                PyObject *r = PyObject_Vectorcall(heappush, argv, 2, NULL);
+                rc = r == NULL ? -1 : 0;
+                Py_XDECREF(r);
+            }
+        }
+        Py_DECREF(key);
+        if (rc < 0 || PyList_Append(bucket, aor) < 0)
             return -1;
-        Py_DECREF(r);
     }
     return 0;
 }
@@ -230,14 +249,15 @@ static PyObject *absorb(PyObject *module, PyObject *const *args, Py_ssize_t narg
     PyObject *entries = PyObject_GetAttr(pending, s_entries);
     PyObject *held = PyObject_GetAttr(pending, s_held);
     PyObject *expiry = PyObject_GetAttr(pending, s_expiry);
+    PyObject *seconds = PyObject_GetAttr(pending, s_seconds);
     long long d_bindings = 0, d_aors = 0, d_size = 0;
     int failed = 0;
-    if (entries == NULL || held == NULL || expiry == NULL) {
+    if (entries == NULL || held == NULL || expiry == NULL || seconds == NULL) {
         failed = 1;
         goto done;
     }
-    if (!PyDict_Check(entries)) {
-        PyErr_SetString(PyExc_TypeError, "absorb: pending._entries must be a dict");
+    if (!PyDict_Check(entries) || !PyDict_Check(expiry)) {
+        PyErr_SetString(PyExc_TypeError, "absorb: pending._entries and _expiry must be dicts");
         failed = 1;
         goto done;
     }
@@ -282,7 +302,8 @@ static PyObject *absorb(PyObject *module, PyObject *const *args, Py_ssize_t narg
             rc = pair ? PyList_Append(merges, pair) : -1;
             Py_XDECREF(pair);
         } else if (is_held == 0) {
-            rc = file(entries, expiry, aor, (const char *)buf + t0, t1 - t0, cseq, bindings,
+            rc = file(entries, expiry, seconds, aor, (const char *)buf + t0, t1 - t0, cseq,
+                      bindings,
                       aors, latest, body, &d_bindings, &d_aors, &d_size);
         }
         Py_DECREF(aor);
@@ -310,6 +331,7 @@ done:
     Py_XDECREF(entries);
     Py_XDECREF(held);
     Py_XDECREF(expiry);
+    Py_XDECREF(seconds);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -430,6 +452,7 @@ PyMODINIT_FUNC PyInit__pending_speedups(void)
         if ((s_entries = PyUnicode_InternFromString("_entries")) == NULL ||
             (s_held = PyUnicode_InternFromString("_held")) == NULL ||
             (s_expiry = PyUnicode_InternFromString("_expiry")) == NULL ||
+            (s_seconds = PyUnicode_InternFromString("_seconds")) == NULL ||
             (s_bindings = PyUnicode_InternFromString("bindings")) == NULL ||
             (s_aors = PyUnicode_InternFromString("aors")) == NULL ||
             (s_size = PyUnicode_InternFromString("size")) == NULL)

@@ -104,6 +104,23 @@ async def test_lapsed_records_are_settled_by_the_sweep_and_then_expire() -> None
     assert await local.count_bindings() == 0
 
 
+async def test_the_sweep_settles_at_most_its_limit_and_skips_what_a_refresh_moved_on() -> None:
+    """AORs whose expiries fall in one second are settled ``limit`` at a time, the rest at the
+    next sweep; an AOR refreshed to a later expiry is not settled at its earlier second."""
+    _, pending = make()
+    now = time.time()
+    lapsed = [f"sip:l{n}@x" for n in range(3)]
+    pending.absorb(frame(*(added(binding(aor, f"sip:{n}@h", expires_at=now - 1))
+                           for n, aor in enumerate(lapsed)),
+                         added(binding("sip:r@x", "sip:r@h", expires_at=now - 1)),
+                         added(binding("sip:r@x", "sip:r@h", cseq=2, expires_at=now + 600))))
+    assert pending.expire(now, 2) == 2
+    assert sum(aor in pending for aor in lapsed) == 1
+    assert pending.expire(now, 2) == 1
+    assert not any(aor in pending for aor in lapsed) and "sip:r@x" in pending
+    assert pending.expire(now + 601, 2) == 1 and "sip:r@x" not in pending
+
+
 async def test_past_its_budget_the_oldest_aors_are_settled() -> None:
     local = MemoryRegistry()
     one = len(added(binding("sip:u0@x", "sip:u0@h")))

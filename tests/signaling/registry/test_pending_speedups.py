@@ -2,7 +2,7 @@
 their Python references.
 
 Both ``absorb`` file the same records into two ``Pending`` objects; everything they leave
-behind (the entries' fields, the counts, the expiry heap, the records to merge, the exception
+behind (the entries' fields, the counts, the expiry buckets, the records to merge, the exception
 on malformed input) must be the same.  Both ``write_record`` must leave the same bytes in a
 journal's ring, wrapped at its end, as ``pending.record`` frames them.  The test command
 builds the extension (SIGNALING_REQUIRE_SPEEDUPS=1): an ImportError fails these tests rather
@@ -46,7 +46,7 @@ def binding(aor: str, key: str, call_id: str = "c", cseq: int = 1,
 def state(p: Pending, merges: list[tuple[str, bytes]]) -> object:
     entries = {aor: (list(e.bodies), e.token, e.cseq, e.bindings, e.aors, e.latest, e.size)
                for aor, e in p._entries.items()}
-    return entries, p.bindings, p.aors, p.size, sorted(p._expiry), merges
+    return entries, p.bindings, p.aors, p.size, p._expiry, sorted(p._seconds), merges
 
 
 def run(absorb: Absorb, chunks: list[bytes], held: tuple[str, ...] = ()) -> object:
