@@ -23,7 +23,13 @@ before the loop and dumped after it (``callgrind_control`` on this process).  Le
   time as AUTH: the registrar's path without authentication, so AUTH minus PLAIN is what
   checking the credentials costs.
 
-    python -m benchmarks.bench_auth_legs [--users 300] [--legs 401,AUTH,PLAIN]
+    python -m benchmarks.bench_auth_legs [--users 300] [--legs 401,AUTH,PLAIN] [--keep DIR]
+                                         [--profile]
+
+``--keep DIR`` keeps each leg's callgrind dump (``callgrind_annotate --inclusive=yes
+DIR/cg.AUTH.out``: the C functions, hashing and parsing included); ``--profile`` runs the first
+of ``--legs`` under cProfile in this process instead and prints the Python functions by call
+count and by own time (callgrind sees the interpreter, not which Python function it runs).
 
 Prints instructions per leg and the answers counted (every leg must be answered: 401s, then
 200s).  Needs valgrind.
@@ -73,8 +79,9 @@ def _drain(sock: socket.socket, prefix: bytes) -> int:
     return count
 
 
-async def _inner(leg: str, users: int, directory: Path) -> int:
-    """Under callgrind: the measured loop; returns the answers with the expected status."""
+async def _inner(leg: str, users: int, directory: Path, profile: bool = False) -> int:
+    """Under callgrind (or cProfile, ``profile``): the measured loop; returns the answers with
+    the expected status."""
     from protocols.sip.digest import authorization, parse_challenge
     from protocols.sip.parser import parse_message
     from signaling.auth.subscribers import Subscriber
@@ -122,7 +129,13 @@ async def _inner(leg: str, users: int, directory: Path) -> int:
         _tune_gc()  # as ``signaling serve`` does at start: its collector, not the default one
         receive, drain, prefix = core.receive, core.dispatcher.drain, _STATUS[leg]
         answered = 0
-        _control("-z")
+        prof = None
+        if profile:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
+        else:
+            _control("-z")
         if leg == "401":
             for n, data in enumerate(firsts):
                 receive(data, peer)
@@ -133,15 +146,24 @@ async def _inner(leg: str, users: int, directory: Path) -> int:
                 receive(data, peer)
                 await drain(10.0)  # one outstanding: answered before the next
                 answered += _drain(sock, prefix)
-        _control("-d")
+        if prof is None:
+            _control("-d")
+        else:
+            prof.disable()
+            import pstats
+            st = pstats.Stats(prof)
+            st.sort_stats("ncalls").print_stats(60)
+            st.sort_stats("tottime").print_stats(40)
         return answered + _drain(sock, prefix)
     finally:
         sock.close()
         await server.stop()
 
 
-def measure(leg: str, users: int) -> tuple[int, int]:
-    """(instructions per leg, answers with the expected status) for ``users`` of ``leg``."""
+def measure(leg: str, users: int, keep: Path | None = None) -> tuple[int, int]:
+    """(instructions per leg, answers with the expected status) for ``users`` of ``leg``;
+    with ``keep``, the measured loop's callgrind dump is copied there as ``cg.LEG.out``
+    (per function: ``callgrind_annotate --inclusive=yes``)."""
     directory = Path(tempfile.mkdtemp(prefix="bench-auth-legs-"))
     try:
         out = directory / "cg.out"
@@ -155,6 +177,9 @@ def measure(leg: str, users: int) -> tuple[int, int]:
         dump = out.with_name("cg.out.1")
         if proc.returncode != 0 or not answered or not dump.exists():
             raise RuntimeError(f"the measured run failed: {proc.stderr[-2000:]}")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(dump, keep / f"cg.{leg}.out")
         for line in dump.read_text(errors="replace").splitlines():
             if line.startswith("summary:"):
                 return int(line.split()[1]) // users, int(answered[0].split()[1])
@@ -167,12 +192,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=300, help="registrations (legs of each kind)")
     ap.add_argument("--legs", default="401,AUTH", help="401, AUTH, PLAIN, comma-separated")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile the loop of the first leg in this process instead")
+    ap.add_argument("--keep", type=Path, help="directory to keep each leg's callgrind dump in")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.inner:
+    if args.inner or args.profile:
         import uvloop
-        answered = uvloop.run(_inner(args.inner, args.users, Path(args.dir)))
+        leg = args.inner or args.legs.split(",")[0].strip().upper()
+        with contextlib.ExitStack() as stack:
+            directory = (Path(args.dir) if args.dir else
+                         Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            answered = uvloop.run(_inner(leg, args.users, directory, args.profile))
         print(f"answered {answered}")
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
@@ -182,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for leg in [x.strip().upper() for x in args.legs.split(",") if x.strip()]:
         if leg not in _STATUS:
             sys.exit(f"unknown leg {leg}: 401, AUTH or PLAIN")
-        per, answered = measure(leg, args.users)
+        per, answered = measure(leg, args.users, args.keep)
         flag = "" if answered == args.users else "  INCOMPLETE: not every leg was measured"
         print(f"  {leg:<5} answered {answered:>5}/{args.users}  {per:>9,} instructions each"
               f"{flag}", flush=True)
