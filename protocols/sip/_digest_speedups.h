@@ -25,6 +25,8 @@ lower_eq(const char *s, Py_ssize_t n, const char *lit)
     return lit[i] == '\0';
 }
 
+/* _challenge.c's tables, filled once at import. */
+void challenge_init(void);
 PyObject *challenge_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *challenge_answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 

@@ -1,5 +1,10 @@
 # Types of the C fast path of digest auth-param parsing (_digest_speedups.c).
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 def params(text: str, /) -> dict[str, str] | None: ...
 def challenge_head(
     data: bytes, host: str, port: int, /,
@@ -8,6 +13,7 @@ def challenge_answer(
     data: bytes, host: str, port: int, ready: dict[str, tuple[bytes, ...]], /,
 ) -> bytes | str | None: ...
 def credentials(
-    value: str, /,
-) -> tuple[str, str, str, str, str, str, str | None, int | None, str | None, str | None] | None:
-    ...
+    value: str,
+    make: Callable[[str, str, str, str, str, str, str | None, int | None, str | None,
+                    str | None], T], /,
+) -> T | None: ...

@@ -63,8 +63,9 @@ async def migrate(conn: Any) -> int:
 
 
 def _row(row: Any) -> Subscriber:
+    # HA1 in lower case, as digest.verify takes it (a row written by hand may have capitals).
     return Subscriber(row["username"], row["realm"],
-                      {alg: row[col] for alg, col in _COLUMNS.items()})
+                      {alg: row[col].lower() for alg, col in _COLUMNS.items()})
 
 
 class PgSubscribers:

@@ -154,8 +154,10 @@ class FileSubscribers:
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
-        if now - self._checked < RELOAD_CHECK:
-            return
+        if now - self._checked >= RELOAD_CHECK:
+            self._reload_if_changed(now)
+
+    def _reload_if_changed(self, now: float) -> None:
         self._checked = now
         if self._file_stamp() != self._stamp:
             try:
@@ -166,13 +168,16 @@ class FileSubscribers:
             log.info("subscribers reloaded from %s: %d", self.path, count)
 
     async def get(self, user: str, realm: str) -> Subscriber | None:
-        return self.find(user, realm)
+        return self.find(user, realm.lower())
 
     def find(self, user: str, realm: str) -> Subscriber | None:
         """``get`` without a coroutine: the file is in memory, and the authenticator looks a
-        subscriber up for every authenticated request."""
-        self._maybe_reload()
-        return self._subs.get((user, realm.lower()))
+        subscriber up for every authenticated request (``realm`` in lower case, as it has
+        it; the time check of ``_maybe_reload`` inlined, one Python call less)."""
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_CHECK:
+            self._reload_if_changed(now)
+        return self._subs.get((user, realm))
 
     async def put(self, sub: Subscriber) -> bool:
         async with self._lock:

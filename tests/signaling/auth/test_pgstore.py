@@ -58,3 +58,11 @@ async def test_server_authenticates_against_postgres(postgres_db: str) -> None:
         alice = Client(await open_peer(), srv.udp_address[1], "alice")
         assert (await alice.register("wonderland"))[0].status == 200
         assert (await alice.register("wrong", call_id="w"))[0].status == 401
+        # A row written by hand with its HA1 in capitals still authenticates: the store
+        # hands digest.verify the lower-case hex it compares with.
+        conn = await asyncpg.connect(postgres_db)
+        try:
+            await conn.execute("UPDATE subscribers SET ha1_md5 = upper(ha1_md5)")
+        finally:
+            await conn.close()
+        assert (await alice.register("wonderland", call_id="u"))[0].status == 200
