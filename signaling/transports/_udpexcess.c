@@ -440,6 +440,30 @@ remembered_key(const scan_t *sc)
     return h ? h : 1;
 }
 
+/* One recvmmsg of up to ``want`` datagrams: payloads into ``bufs``, senders into ``names``,
+ * ancillary data (the kernel's arrival timestamps, the overflow count) into ``controls``.
+ * Shared by the drain and the ordinary read; its result is recvmmsg's. */
+static struct mmsghdr msgs[BATCH];
+static struct iovec iov[BATCH];
+static struct sockaddr_storage names[BATCH];
+
+static int
+read_batch(int fd, int want)
+{
+    for (int i = 0; i < want; i++) {
+        iov[i].iov_base = bufs[i];
+        iov[i].iov_len = DGRAM;
+        memset(&msgs[i].msg_hdr, 0, sizeof(struct msghdr));
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof(names[i]);
+        msgs[i].msg_hdr.msg_control = controls[i];
+        msgs[i].msg_hdr.msg_controllen = CMSG_BYTES;
+    }
+    return recvmmsg(fd, msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+}
+
 static void
 ip_port(const struct sockaddr_storage *ss, char *ip, size_t iplen, int *port)
 {
@@ -505,23 +529,11 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned long ovfl = 0;
     int have_ovfl = 0;
     double max_wait = 0.0, min_wait = -1.0;
-    static struct mmsghdr msgs[BATCH], sends[BATCH];
-    static struct iovec iov[BATCH], siov[BATCH];
-    static struct sockaddr_storage names[BATCH];
+    static struct mmsghdr sends[BATCH];
+    static struct iovec siov[BATCH];
     while (read < most) {
         int want = (int)(most - read < BATCH ? most - read : BATCH);
-        for (int i = 0; i < want; i++) {
-            iov[i].iov_base = bufs[i];
-            iov[i].iov_len = DGRAM;
-            memset(&msgs[i].msg_hdr, 0, sizeof(struct msghdr));
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = &names[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof(names[i]);
-            msgs[i].msg_hdr.msg_control = controls[i];
-            msgs[i].msg_hdr.msg_controllen = CMSG_BYTES;
-        }
-        int got = recvmmsg((int)fd, msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        int got = read_batch((int)fd, want);
         if (got < 0) {
             if (errno == EINTR) {
                 continue;
@@ -687,24 +699,10 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned long ovfl = 0;
     int have_ovfl = 0;
     double max_wait = 0.0, min_wait = -1.0;
-    static struct mmsghdr msgs[BATCH];
-    static struct iovec iov[BATCH];
-    static struct sockaddr_storage names[BATCH];
     while (read + errors < most) {
         long left = most - read - errors;
         int want = (int)(left < BATCH ? left : BATCH);
-        for (int i = 0; i < want; i++) {
-            iov[i].iov_base = bufs[i];
-            iov[i].iov_len = DGRAM;
-            memset(&msgs[i].msg_hdr, 0, sizeof(struct msghdr));
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = &names[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof(names[i]);
-            msgs[i].msg_hdr.msg_control = controls[i];
-            msgs[i].msg_hdr.msg_controllen = CMSG_BYTES;
-        }
-        int got = recvmmsg((int)fd, msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+        int got = read_batch((int)fd, want);
         if (got < 0) {
             if (errno == EINTR) {
                 continue;
