@@ -596,8 +596,11 @@ class SipCore:
             return True
         work = Work(req, cast(ServerTransaction, answer), peer, now)
         if self.answer_at_once:
-            self._answer_now(work)
-            if not reliable and answer.data is not None:
+            if not self._answer_now(work) and not reliable:
+                # It waits after all: its retransmissions are absorbed meanwhile and answered
+                # after (§17.2.2), as over a connection; ``_finish`` keeps its answer for J.
+                self.stream_answers.add(answer, now)
+            elif not reliable and answer.data is not None:
                 assert key is not None
                 self.answered.remember(key, answer.data, self.now())
         elif not self.dispatcher.submit(req.call_id, work, held):
@@ -607,30 +610,37 @@ class SipCore:
                 extra=[("Retry-After", str(self.cfg.retry_after))]), None)
         return True
 
-    def _answer_now(self, work: Work) -> None:
+    def _answer_now(self, work: Work) -> bool:
         """Work the TU answers without waiting (``answer_at_once``) handled here, not queued
-        for a worker (callgrind: see ``protocols.sip.answered``).  Its sojourn is 0: the
-        kernel's wait has its own gate (``max_receive_delay``)."""
+        for a worker (callgrind: see ``protocols.sip.answered``); False when it waited after
+        all and goes on in a task.  Its sojourn is 0: the kernel's wait has its own gate
+        (``max_receive_delay``)."""
         self.overload.started(0.0)
         try:
             rest = run_eagerly(self._tu.handle(work))
         except Exception as exc:  # a bug must cost one request, as in a worker
             self._handler_failed(work, exc)
-            return
-        if rest is not None:
-            # It waited after all (a TU changed under us): this one goes on in a task of its
-            # own, what follows through the workers again, whose queues bound and order it.
-            log.warning("the TU waited on work answered at once: workers take it from now")
-            self.answer_at_once = False
-            task = asyncio.get_running_loop().create_task(self._finish(work, rest))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
+            return True
+        if rest is None:
+            return True
+        # It waited after all (a TU changed under us): this one goes on in a task of its own,
+        # what follows through the workers again, whose queues bound and order it.
+        log.warning("the TU waited on work answered at once: workers take it from now")
+        self.answer_at_once = False
+        task = asyncio.get_running_loop().create_task(self._finish(work, rest))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return False
 
     async def _finish(self, work: Work, rest: Awaitable[None]) -> None:
         try:
             await rest
         except Exception as exc:
             self._handler_failed(work, exc)
+        answer = cast(StreamAnswer, work.txn)
+        if answer.key is not None and answer.data is not None \
+                and not self.transports.reliable(work.peer.transport):
+            self.answered.remember(answer.key, answer.data, self.now())
 
     def _duplicate(self, data: bytes | None, req: Request, peer: Peer,
                    verdict: Verdict) -> None:

@@ -469,3 +469,24 @@ async def test_a_tu_that_waits_on_work_answered_at_once_hands_over_to_the_worker
                        branch="z9hG4bKw2", extra="Contact: <sip:bob@192.0.2.10:5070>"))
         assert (await n.udp.final())[0].status == 200
         assert len(n.core.table) == 1  # through a worker, with its transaction
+
+
+async def test_a_retransmission_while_work_answered_at_once_waits_is_absorbed() -> None:
+    """The hand-over above, over UDP: a retransmission that comes while the REGISTER waits is
+    absorbed (§17.2.2: nothing while it is worked on) and one after it gets the same 200; the
+    REGISTER is worked on once (twice, §10.3 step 7 would answer the second 500)."""
+    async with node() as n:
+        n.registrar.registry = _WaitingRegistry()
+        n.core.answer_at_once = True
+        data = _req("REGISTER", "sip:example.com", 5070, call_id="reg-rt", branch="z9hG4bKrt",
+                    extra="Contact: <sip:bob@192.0.2.10:5070>")
+        n.receive(data)
+        n.receive(data)  # before the registry's wait is over
+        first, _ = await n.udp.final()
+        assert first.status == 200
+        n.receive(data)
+        again, _ = await n.udp.final()
+        assert again.status == 200 and again.to.tag == first.to.tag
+        await asyncio.sleep(0.05)
+        assert n.udp.sent.empty()  # nothing else was answered
+        assert n.registrar.c_register.get("200") == 1
