@@ -464,6 +464,31 @@ read_batch(int fd, int want)
     return recvmmsg(fd, msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
 }
 
+/* Seconds datagram ``h`` waited in the kernel before ``now`` (its SO_TIMESTAMPNS; 0 without
+ * one), and the socket's drop count (SO_RXQ_OVFL) into ``ovfl`` when the datagram carries it. */
+static double
+arrival(struct msghdr *h, const struct timespec *now, unsigned long *ovfl, int *have_ovfl)
+{
+    double waited = 0.0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level != SOL_SOCKET) {
+            continue;
+        }
+        if (c->cmsg_type == SO_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            waited = (double)(now->tv_sec - ts.tv_sec) +
+                     (double)(now->tv_nsec - ts.tv_nsec) * 1e-9;
+        } else if (c->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t v;
+            memcpy(&v, CMSG_DATA(c), sizeof v);
+            *ovfl = v;
+            *have_ovfl = 1;
+        }
+    }
+    return waited;
+}
+
 static void
 ip_port(const struct sockaddr_storage *ss, char *ip, size_t iplen, int *port)
 {
@@ -551,24 +576,7 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         for (int i = 0; i < got; i++) {
             const char *s = bufs[i];
             Py_ssize_t n = (Py_ssize_t)msgs[i].msg_len;
-            double waited = 0.0;
-            for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c != NULL;
-                 c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
-                if (c->cmsg_level != SOL_SOCKET) {
-                    continue;
-                }
-                if (c->cmsg_type == SO_TIMESTAMPNS) {
-                    struct timespec ts;
-                    memcpy(&ts, CMSG_DATA(c), sizeof ts);
-                    waited = (double)(now.tv_sec - ts.tv_sec) +
-                             (double)(now.tv_nsec - ts.tv_nsec) * 1e-9;
-                } else if (c->cmsg_type == SO_RXQ_OVFL) {
-                    uint32_t v;
-                    memcpy(&v, CMSG_DATA(c), sizeof v);
-                    ovfl = v;
-                    have_ovfl = 1;
-                }
-            }
+            double waited = arrival(&msgs[i].msg_hdr, &now, &ovfl, &have_ovfl);
             payload += (long)n;
             if (waited > max_wait) {
                 max_wait = waited;
@@ -716,24 +724,7 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         for (int i = 0; i < got; i++) {
-            double waited = 0.0;
-            for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c != NULL;
-                 c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
-                if (c->cmsg_level != SOL_SOCKET) {
-                    continue;
-                }
-                if (c->cmsg_type == SO_TIMESTAMPNS) {
-                    struct timespec ts;
-                    memcpy(&ts, CMSG_DATA(c), sizeof ts);
-                    waited = (double)(now.tv_sec - ts.tv_sec) +
-                             (double)(now.tv_nsec - ts.tv_nsec) * 1e-9;
-                } else if (c->cmsg_type == SO_RXQ_OVFL) {
-                    uint32_t v;
-                    memcpy(&v, CMSG_DATA(c), sizeof v);
-                    ovfl = v;
-                    have_ovfl = 1;
-                }
-            }
+            double waited = arrival(&msgs[i].msg_hdr, &now, &ovfl, &have_ovfl);
             Py_ssize_t n = (Py_ssize_t)msgs[i].msg_len;
             payload += (long)n;
             if (waited > max_wait) {
