@@ -93,6 +93,7 @@ class Config:
     overload_reject_share: float = 6.0
     overload_read_share: float = 1.2
     overload_drain: str = "on"
+    overload_kernel_shed: str = "on"
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
@@ -244,6 +245,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "overload_drain": ("str", "'on' (default): with --sip-udp-private and a read share, the "
                               "listening socket's excess beyond the read pace is read and "
                               "refused (503) in C; 'off': left to the kernel's tail drop"),
+    "overload_kernel_shed": ("str", "'on' (default): with the drain, a storm's REGISTERs "
+                                    "beyond 1.5 times the admission limit are dropped by a "
+                                    "socket filter in the kernel (heavy sources first), "
+                                    "counted; 'off': all are read"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
@@ -448,6 +453,8 @@ def _validate(cfg: Config) -> None:
         (cfg.auth in ("on", "off"), "auth: must be 'on' or 'off'"),
         (cfg.path_mode in ("strict", "lazy"), "path_mode: must be 'strict' or 'lazy'"),
         (cfg.overload_drain in ("on", "off"), "overload_drain: must be 'on' or 'off'"),
+        (cfg.overload_kernel_shed in ("on", "off"),
+         "overload_kernel_shed: must be 'on' or 'off'"),
         (bool(cfg.auth_algorithms)
          and all(a.upper() in ("MD5", "SHA-256", "SHA-512-256") for a in cfg.auth_algorithms),
          "auth_algorithms: choose from SHA-512-256, SHA-256, MD5"),

@@ -147,6 +147,13 @@ class Overload:
                                lambda: {(): self.control.rate})
         metrics.callback_gauge("sip_overload_sources", "Sources tracked for fairness", [],
                                lambda: {(): float(self.control.sources_tracked)})
+        #: Share of REGISTERs the listening socket's kernel filter drops now (set by the UDP
+        #: transport: signaling/transports/udpshed.py); its drops are counted as "kernel".
+        self.kernel_shed = 0.0
+        metrics.callback_gauge("sip_overload_kernel_shed_share",
+                               "Share of REGISTERs dropped by the listening socket's filter "
+                               "(counted in sip_overload_dropped{reason=\"kernel\"})", [],
+                               lambda: {(): self.kernel_shed})
 
     def screen(self, data: bytes, source: str, waited: float) -> Verdict:
         """ADMIT for everything that is not new work and for admitted new work; REJECT (answer

@@ -770,5 +770,11 @@ class AdmissionControl:
         return self.rate if self.rate >= self._peak else self._peak
 
     @property
+    def heavy_sources(self) -> list[str]:
+        """The addresses over their share in the last window (``_roll_window``): what a
+        filter in front of the server may shed first (signaling/transports/udpshed.py)."""
+        return [k for k in self._heavy if isinstance(k, str)]
+
+    @property
     def sources_tracked(self) -> int:
         return len(self._counts)

@@ -48,6 +48,7 @@ from signaling.config import HostPort
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.udpqueue import FLOOR, QueueStats, ReadPace, ReceiveQueue
+from signaling.transports.udpshed import KernelShed
 from signaling.worker import inherited_socket
 
 #: ``_udpexcess.drain`` (see ``_udpexcess.c``); None when built without a C compiler: the
@@ -180,6 +181,10 @@ class UdpTransport:
         #: the kernel's tail drop, whose losses come back as retransmissions.
         self._excess = (excess_drain if self.pace is not None and core.cfg.overload_drain == "on"
                         else None)
+        #: Beyond the drain, a storm's REGISTERs shed in the kernel (``udpshed``): only with
+        #: the drain, whose pace and limit it follows.
+        self.shed = (KernelShed(sock) if self._excess is not None
+                     and core.cfg.overload_kernel_shed == "on" else None)
         self._answer_tokens = _ANSWER_LEAST
         self._answer_at = self._loop.time()
         self._answer_extra = "".join(f"\r\n{k}: {v}" for k, v in core.answer_headers).encode(
@@ -335,6 +340,10 @@ class UdpTransport:
                 # longest wait is how far the loop fell behind: the server's CPU is short, and
                 # no worker queue shows it (the excess it spends on is refused, not queued).
                 control.reader_waited(stats.max_wait)
+            if self.shed is not None:
+                binding = control.rate if control.rate < control.cfg.max_rate else None
+                self.shed.revise(stats.read / TICK, binding, control.heavy_sources)
+                self.core.overload.kernel_shed = self.shed.share
             size = self.queue.revise(self._loop.time(), stats)
             if size is not None:
                 # Linux doubles the value asked for (bookkeeping): ask for half.

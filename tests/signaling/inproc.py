@@ -41,9 +41,10 @@ class UdpPeer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     @classmethod
-    async def open(cls) -> UdpPeer:
+    async def open(cls, host: str = "127.0.0.1") -> UdpPeer:
+        """Bound to ``host`` (another loopback address is another source to the server)."""
         loop = asyncio.get_running_loop()
-        _, peer = await loop.create_datagram_endpoint(cls, local_addr=("127.0.0.1", 0))
+        _, peer = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
         return peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
