@@ -157,7 +157,8 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
     named is never dropped by the program is shown above on bare sockets.)"""
     from signaling.transports.udp import excess_drain
     assert excess_drain is not None, "the C extension is built by the test command"
-    async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0") as srv:
+    async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0",
+                              overload_kernel_shed="on") as srv:
         assert srv.udp is not None and srv.udp_address is not None and srv.udp.shed is not None
         port = srv.udp_address[1]
         control = srv.core.overload.control
