@@ -84,6 +84,8 @@ class Config:
     # A worker awaiting the registry holds its shard, so with Redis the workers bound the rate
     # (Little's law: rate <= workers / round trip).  At 12,000 REGISTER/s, round trips of a
     # few ms with bursts past 20 ms: 64 workers shed 11-35k of 60k, 256 none (bench_register_redis).
+    # REGISTERs no longer take a worker (``SipCore.answer_at_once``): workers x queue_size
+    # bounds how many wait for Redis instead; the proxy's requests still take one.
     workers: int = 256
     queue_size: int = 128
     retry_after: int = 5

@@ -110,8 +110,10 @@ class Server:
                                    auth=checking)
         # With the registry in memory and the subscribers in a file, nothing on the
         # registrar's path does I/O: REGISTERs are answered as they are read, not queued for
-        # a worker (``SipCore.answer_at_once``).  The exact class: a subclass may wait.
-        self.core.answer_at_once = type(self.registry) is MemoryRegistry and (
+        # a worker (``SipCore.answer_at_once``).  With Redis the one I/O is the registry's
+        # script, written as the REGISTER is read and answered from its reply's callback
+        # (``signaling.eager``).
+        self.core.answer_at_once = _registers_at_once(self.registry) and (
             checking is None or isinstance(self.subscribers, FileSubscribers))
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer, auth=checking,
@@ -301,6 +303,23 @@ def _shared(registry: Registry) -> Registry | None:
     socket): nonce counts are claimed there; an in-process one adds nothing to the local
     table."""
     return None if isinstance(registry, MemoryRegistry) else registry
+
+
+def _registers_at_once(registry: Registry) -> bool:
+    """Whether the registrar may answer without a worker (``SipCore.answer_at_once``): the
+    in-memory registry, and Redis, whose link bounds each call's time and how many wait
+    (``redislink``), as the workers' queues did.  The workers also kept one Call-ID's
+    REGISTERs in order; a UA sends the next only once the last is answered (RFC 3261 §10.2),
+    and the script refuses one that overtook a later CSeq (§10.3 step 7).  The exact classes:
+    a subclass may wait on more."""
+    kind = type(registry)
+    if kind is MemoryRegistry:
+        return True
+    if kind.__module__ != "signaling.registry.redis":  # redis-py is imported only for Redis
+        return False
+    from signaling.registry.redis import RedisRegistry
+
+    return kind is RedisRegistry
 
 
 def _guard_limits(cfg: Config) -> GuardLimits:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import cast
 
 from protocols.sip.answered import AnsweredRequests
@@ -57,7 +58,7 @@ from protocols.sip.txtable import TransactionTable, TransactionTableFull
 from signaling.auth.guard import Guard
 from signaling.config import Config
 from signaling.dispatch import Dispatcher
-from signaling.eager import run_eagerly
+from signaling.eager import run_at_once
 from signaling.flows import FlowTable
 from signaling.metrics import Metrics
 from signaling.overload import Overload, Verdict
@@ -152,12 +153,18 @@ class SipCore:
         self._max_receive_delay = cfg.max_receive_delay
         self.overload.backlog = lambda: self.dispatcher.backlog
         self.dispatcher.on_start = self._started
-        #: The TU answers its own requests (``TransactionUser.answers_itself``) without ever
-        #: waiting (the in-memory registry, no store I/O: ``Server``): they are then handled
-        #: in the receive callback, not queued for a worker (``_answer_now``).
+        #: The TU answers its own requests (``TransactionUser.answers_itself``) without a
+        #: worker (``Server``: the in-memory registry, which never waits, and Redis, which
+        #: waits once for its script's reply): they are handled in the receive callback and,
+        #: past a wait, from the callback of what they wait on (``_answer_now``).
         self.answer_at_once = False
-        #: The rest of such work that waited after all (``signaling.eager``), in tasks.
-        self._finishing: set[asyncio.Task[None]] = set()
+        #: Such requests over UDP still waiting (for Redis), by transaction key: their
+        #: retransmissions are absorbed meanwhile (§17.2.2 Trying: nothing is sent).
+        self.waiting: dict[TransactionKey, StreamAnswer] = {}
+        #: Such requests waiting, over any transport: bounded by what the workers' queues
+        #: held (``--workers`` x ``--queue-size``), whose bound this path replaces.
+        self.waiting_count = 0
+        self.max_waiting = cfg.workers * cfg.queue_size
 
     def _declare_metrics(self, m: Metrics) -> None:
         self.c_req_in = m.fast_counter("sip_requests_received", "SIP requests received",
@@ -200,8 +207,8 @@ class SipCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self.dispatcher.drain(timeout)
-        if self._finishing:
-            await asyncio.wait(self._finishing, timeout=max(0.0, deadline - loop.time()))
+        while self.waiting_count and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # a registry call is bounded (CALL_TIMEOUT): it ends
         while len(self.table) and loop.time() < deadline:
             # Completed transactions only wait out their absorb timers (J, K, I): nothing
             # is in flight any more once every one has a final response.
@@ -462,6 +469,12 @@ class SipCore:
             if answer is not None:
                 self._duplicate(answer.data, req, peer, verdict)
                 return
+        waiting = self.waiting
+        if key is not None and waiting:
+            answer = waiting.get(key)
+            if answer is not None:
+                self._duplicate(answer.data, req, peer, verdict)
+                return
         answered = self.answered
         if key is not None and answered.answers:
             data = answered.find(key, self.now())
@@ -589,6 +602,10 @@ class SipCore:
             return False
         answer = StreamAnswer(peer, key)
         now = time.monotonic()
+        if self.answer_at_once and self.waiting_count >= self.max_waiting:
+            # What a full worker queue was: 503 + Retry-After (§21.5.4), nothing kept.
+            self._shed(req, peer, "queue_full")
+            return True
         if reliable:
             self.stream_answers.add(answer, now)
         elif not self.answered.has_room(self.now()):
@@ -596,13 +613,7 @@ class SipCore:
             return True
         work = Work(req, cast(ServerTransaction, answer), peer, now)
         if self.answer_at_once:
-            if not self._answer_now(work) and not reliable:
-                # It waits after all: its retransmissions are absorbed meanwhile and answered
-                # after (§17.2.2), as over a connection; ``_finish`` keeps its answer for J.
-                self.stream_answers.add(answer, now)
-            elif not reliable and answer.data is not None:
-                assert key is not None
-                self.answered.remember(key, answer.data, self.now())
+            self._answer_now(work, answer, reliable)
         elif not self.dispatcher.submit(req.call_id, work, held):
             self.c_shed.inc("queue_full")
             self._answer_stream(answer, make_response(
@@ -610,37 +621,40 @@ class SipCore:
                 extra=[("Retry-After", str(self.cfg.retry_after))]), None)
         return True
 
-    def _answer_now(self, work: Work) -> bool:
-        """Work the TU answers without waiting (``answer_at_once``) handled here, not queued
-        for a worker (callgrind: see ``protocols.sip.answered``); False when it waited after
-        all and goes on in a task.  Its sojourn is 0: the kernel's wait has its own gate
-        (``max_receive_delay``)."""
+    def _answer_now(self, work: Work, answer: StreamAnswer, reliable: bool) -> None:
+        """Work the TU answers without a worker (``answer_at_once``) handled here, not queued
+        (callgrind: see ``protocols.sip.answered``); if it waits (a Redis write), it goes on
+        from the callback of what it waits on (``signaling.eager``), with no task and no
+        transaction, and its UDP retransmissions are absorbed meanwhile (``waiting``).  Its
+        sojourn is 0: the kernel's wait has its own gate (``max_receive_delay``)."""
         self.overload.started(0.0)
         try:
-            rest = run_eagerly(self._tu.handle(work))
+            done = run_at_once(self._tu.handle(work), partial(self._finished, work))
         except Exception as exc:  # a bug must cost one request, as in a worker
             self._handler_failed(work, exc)
-            return True
-        if rest is None:
-            return True
-        # It waited after all (a TU changed under us): this one goes on in a task of its own,
-        # what follows through the workers again, whose queues bound and order it.
-        log.warning("the TU waited on work answered at once: workers take it from now")
-        self.answer_at_once = False
-        task = asyncio.get_running_loop().create_task(self._finish(work, rest))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-        return False
+            done = True
+        if done:
+            if not reliable and answer.data is not None:
+                assert answer.key is not None
+                self.answered.remember(answer.key, answer.data, self.now())
+            return
+        self.waiting_count += 1
+        if not reliable:
+            assert answer.key is not None
+            self.waiting[answer.key] = answer
 
-    async def _finish(self, work: Work, rest: Awaitable[None]) -> None:
-        try:
-            await rest
-        except Exception as exc:
-            self._handler_failed(work, exc)
+    def _finished(self, work: Work, error: BaseException | None) -> None:
+        """Work answered at once that waited has ended: its answer (a 500 if it failed,
+        §21.5.1) is kept for its retransmissions until Timer J (§17.2.2), as at once."""
+        if error is not None:
+            self._handler_failed(work, error)
+        self.waiting_count -= 1
         answer = cast(StreamAnswer, work.txn)
-        if answer.key is not None and answer.data is not None \
-                and not self.transports.reliable(work.peer.transport):
-            self.answered.remember(answer.key, answer.data, self.now())
+        key = answer.key
+        if key is not None and self.waiting.get(key) is answer:  # over UDP (see above)
+            del self.waiting[key]
+            if answer.data is not None:
+                self.answered.remember(key, answer.data, self.now())
 
     def _duplicate(self, data: bytes | None, req: Request, peer: Peer,
                    verdict: Verdict) -> None:

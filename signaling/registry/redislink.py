@@ -365,6 +365,12 @@ def _hello(username: str | None, password: str | None, db: str,
     return [hiredis.pack_command(c) for c in commands]
 
 
+def _overdue(fut: asyncio.Future[Any], timeout: float) -> None:
+    """A ``Batcher`` call not answered within its bound: 503 + Retry-After for its caller."""
+    if not fut.done():
+        fut.set_exception(RegistryUnavailable(f"redis: no answer within {timeout}s"))
+
+
 def _consume(fut: asyncio.Future[Any]) -> None:
     """A hello command's reply: retrieved so asyncio does not log it; a failed AUTH shows in
     the calls after it (NOAUTH), which fail with their own error."""
@@ -396,15 +402,12 @@ class Batcher:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return self._bounded(fut)
-
-    async def _bounded(self, fut: asyncio.Future[Any]) -> Any:
-        # Each pipeline is bounded, but a call may also wait for one to leave: bound the whole.
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await fut
-        except TimeoutError:
-            raise RegistryUnavailable(f"redis: no answer within {self._timeout}s") from None
+        # Each pipeline is bounded, but a call may also wait for one to leave: bound the
+        # whole.  A timer, not ``asyncio.timeout``: that needs a current task, and a REGISTER
+        # answered at once waits without one (``signaling.eager``).
+        timer = loop.call_later(self._timeout, _overdue, fut, self._timeout)
+        fut.add_done_callback(lambda _: timer.cancel())
+        return fut
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -1,17 +1,31 @@
-"""signaling.eager: an awaitable run in the caller until it completes or first waits."""
+"""signaling.eager: an awaitable run in the caller, then on from callbacks, without a task."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 
-from signaling.eager import run_eagerly
+from signaling.eager import run_at_once
+
+
+class _Ends:
+    """The ``finished`` callback: what it was told, and a future resolved when told."""
+
+    def __init__(self) -> None:
+        self.told: list[BaseException | None] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def __call__(self, error: BaseException | None) -> None:
+        self.told.append(error)
+        self.done.set_result(None)
 
 
 async def test_what_never_waits_completes_in_the_call() -> None:
     done: list[str] = []
+    ends = _Ends()
 
     async def inner() -> str:
         done.append("inner")
@@ -20,38 +34,42 @@ async def test_what_never_waits_completes_in_the_call() -> None:
     async def work() -> None:
         done.append(await inner())
 
-    assert run_eagerly(work()) is None
+    assert run_at_once(work(), ends) is True
     assert done == ["inner", "x"]
+    assert ends.told == []  # told only of an end after a wait
 
 
-async def test_what_waits_goes_on_from_where_it_stopped() -> None:
+async def test_what_waits_goes_on_from_the_callback_without_a_task() -> None:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[int] = loop.create_future()
     steps: list[object] = []
+    ends = _Ends()
 
     async def work() -> None:
         steps.append("before")
         steps.append(await fut)
+        steps.append(asyncio.current_task())  # no task: run from the future's callback
         await asyncio.sleep(0)  # a bare yield too
         steps.append("after")
 
-    rest = run_eagerly(work())
-    assert rest is not None
+    assert run_at_once(work(), ends) is False
     assert steps == ["before"]  # ran up to the wait, in the call
-    task = loop.create_task(_await(rest))
     await asyncio.sleep(0)
-    assert not task.done()
+    assert steps == ["before"] and not ends.done.done()
     fut.set_result(7)
-    await asyncio.wait_for(task, 1.0)
-    assert steps == ["before", 7, "after"]
+    await asyncio.wait_for(ends.done, 1.0)
+    assert steps == ["before", 7, None, "after"]
+    assert ends.told == [None]
 
 
-async def test_exceptions_reach_the_caller_from_either_part() -> None:
+async def test_exceptions_reach_the_caller_or_the_callback() -> None:
     async def fails_at_once() -> None:
         raise ValueError("now")
 
+    ends = _Ends()
     with pytest.raises(ValueError, match="now"):
-        run_eagerly(fails_at_once())
+        run_at_once(fails_at_once(), ends)
+    assert ends.told == []
 
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -60,54 +78,56 @@ async def test_exceptions_reach_the_caller_from_either_part() -> None:
         await fut
         raise KeyError("later")
 
-    rest = run_eagerly(fails_later())
-    assert rest is not None
+    assert run_at_once(fails_later(), ends) is False
     fut.set_result(None)
-    with pytest.raises(KeyError):
-        await rest
+    await asyncio.wait_for(ends.done, 1.0)
+    assert len(ends.told) == 1 and isinstance(ends.told[0], KeyError)
 
 
-async def test_a_cancellation_reaches_where_it_waits() -> None:
+async def test_what_it_waits_on_failing_is_raised_where_it_waits() -> None:
+    """A failed future (a Redis error) is raised at the await, where the code can catch it."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
     seen: list[str] = []
+    ends = _Ends()
 
     async def work() -> None:
         try:
             await fut
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
+        except ConnectionError:
+            seen.append("caught")
 
-    rest = run_eagerly(work())
-    assert rest is not None
-    task = loop.create_task(_await(rest))
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert seen == ["cancelled"]
-    assert fut.cancelled()
+    assert run_at_once(work(), ends) is False
+    fut.set_exception(ConnectionError("gone"))
+    await asyncio.wait_for(ends.done, 1.0)
+    assert seen == ["caught"] and ends.told == [None]
 
 
-async def test_a_wait_that_is_caught_and_returned_from_ends_cleanly() -> None:
+async def test_a_cancelled_wait_ends_it_with_the_cancellation() -> None:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
+    ends = _Ends()
 
     async def work() -> None:
-        try:
-            await fut
-        except asyncio.CancelledError:
-            return  # swallowed: the rest ends, no RuntimeError from a StopIteration
+        await fut
 
-    rest = run_eagerly(work())
-    assert rest is not None
-    task = loop.create_task(_await(rest))
-    await asyncio.sleep(0)
-    task.cancel()
-    await task
-    assert task.done() and not task.cancelled()
+    assert run_at_once(work(), ends) is False
+    fut.cancel()
+    await asyncio.wait_for(ends.done, 1.0)
+    assert len(ends.told) == 1 and isinstance(ends.told[0], asyncio.CancelledError)
 
 
-async def _await(rest: Awaitable[None]) -> None:
-    await rest
+class _NotAFuture:
+    def __await__(self) -> Generator[Any, None, None]:
+        yield "something"
+
+
+async def test_a_yield_of_something_not_a_future_is_an_error_in_the_coroutine() -> None:
+    """As asyncio's Task: the coroutine is given a RuntimeError at the bad yield."""
+    ends = _Ends()
+
+    async def work() -> None:
+        await _NotAFuture()
+
+    assert run_at_once(work(), ends) is False
+    assert len(ends.told) == 1 and isinstance(ends.told[0], RuntimeError)

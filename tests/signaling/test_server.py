@@ -135,6 +135,67 @@ async def test_sweeper_logs_one_line_not_a_traceback_per_tick_while_redis_is_dow
         redis.stop()
 
 
+async def test_register_through_redis_is_answered_at_once_after_the_write() -> None:
+    """With Redis (issue 18) a UDP REGISTER takes the at-once path: no worker, no server
+    transaction, no task; its 200 comes only once Redis holds the binding, a retransmission
+    meanwhile is absorbed and one after gets the same 200.  With Redis gone the answer is
+    503 + Retry-After (§21.5.4) and nothing is kept but that answer."""
+    import asyncio
+
+    from harness.services import RedisServer
+    from protocols.sip.message import Response as _Response
+    from signaling.config import load_config
+    from signaling.server import Server
+    from tests.signaling.inproc import UdpPeer
+    from tests.signaling.test_sipcore import _req
+
+    redis = RedisServer(appendonly=False).start()
+    cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off",
+                       "diameter": "off", "domain": ["example.com"], "registry": redis.url,
+                       "auth": "off"}, env={})
+    server = Server(cfg)
+    await server.start()
+    peer = await UdpPeer.open()
+    try:
+        assert server.core.answer_at_once and server.udp_address is not None
+        port = server.udp_address[1]
+        tasks = len(asyncio.all_tasks())
+        data = _req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKredis1",
+                    call_id="redis-1", extra="Contact: <sip:a@10.0.0.1>")
+        peer.send(data, port)
+        peer.send(data, port)  # most likely still waiting for Redis: absorbed either way
+        ok = await peer.recv(3.0)
+        assert isinstance(ok, _Response) and ok.status == 200
+        assert [b.contact for b in await server.registry.lookup("sip:bob@example.com",
+                                                                0.0)] == ["sip:a@10.0.0.1"]
+        assert len(server.core.table) == 0 and len(asyncio.all_tasks()) == tasks
+        peer.send(data, port)
+        answers = [await peer.recv(3.0)]
+        while True:
+            try:
+                answers.append(await peer.recv(0.3))
+            except TimeoutError:
+                break
+        assert all(isinstance(a, _Response) and a.status == 200 and a.to.tag == ok.to.tag
+                   for a in answers)
+        # Worked on once; each retransmission absorbed, the 200 resent to those after it.
+        assert server.registrar.c_register.get("200") == 1
+        assert server.core.c_retrans.get("received") == 2
+        assert len(answers) == server.core.c_retrans.get("sent") >= 1
+
+        redis.kill()
+        peer.send(_req("REGISTER", "sip:example.com", peer.port, branch="z9hG4bKredis2",
+                       call_id="redis-2", extra="Contact: <sip:b@10.0.0.1>"), port)
+        down = await peer.recv(3.0)
+        assert isinstance(down, _Response) and down.status == 503
+        assert down.header("Retry-After") is not None
+        assert server.core.waiting_count == 0 and not server.core.waiting
+    finally:
+        peer.close()
+        await server.stop()
+        redis.stop()
+
+
 async def test_sigterm_answers_a_pending_invite_503_within_the_shutdown_bound() -> None:
     """Issue 20 item 7: an INVITE ringing a silent callee at SIGTERM got only its 100 Trying
     before the process exited.  Now the caller gets 503 + Retry-After by the shutdown bound

@@ -455,24 +455,66 @@ class _WaitingRegistry(MemoryRegistry):
         return await super().register(aor, call_id, cseq, changes, now)
 
 
-async def test_a_tu_that_waits_on_work_answered_at_once_hands_over_to_the_workers() -> None:
-    """``answer_at_once`` with a registry that waits after all: the REGISTER that found out
-    is finished in a task of its own and answered; the next ones go through the workers."""
+async def test_a_tu_that_waits_on_work_answered_at_once_answers_from_the_callback() -> None:
+    """``answer_at_once`` with a registry that waits (Redis): the REGISTER is answered when
+    the wait is over, from the callback, without a task, worker or transaction; the next
+    ones take the same path, and what waits is bounded (``max_waiting``: 503 past it)."""
     async with node() as n:
         n.registrar.registry = _WaitingRegistry()
         n.core.answer_at_once = True
+        tasks = len(asyncio.all_tasks())
         n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-w1",
                        extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        assert n.udp.sent.empty() and n.core.waiting_count == 1 and len(n.core.waiting) == 1
+        assert len(asyncio.all_tasks()) == tasks  # no task for it
         assert (await n.udp.final())[0].status == 200
-        assert not n.core.answer_at_once
+        assert n.core.answer_at_once and n.core.waiting_count == 0 and not n.core.waiting
+        assert len(n.core.answered) == 1
         n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-w2",
                        branch="z9hG4bKw2", extra="Contact: <sip:bob@192.0.2.10:5070>"))
         assert (await n.udp.final())[0].status == 200
-        assert len(n.core.table) == 1  # through a worker, with its transaction
+        assert len(n.core.table) == 0 and len(n.core.answered) == 2
+
+        n.core.max_waiting = 1
+        n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-w3",
+                       branch="z9hG4bKw3", extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        n.receive(_req("REGISTER", "sip:example.com", 5070, call_id="reg-w4",
+                       branch="z9hG4bKw4", extra="Contact: <sip:bob@192.0.2.10:5070>"))
+        full, _ = await n.udp.final()  # the second, refused at once (§21.5.4)
+        assert full.call_id == "reg-w4" and full.status == 503
+        assert full.header("Retry-After") is not None
+        assert n.core.c_shed.get("queue_full") == 1
+        ok, _ = await n.udp.final()
+        assert ok.call_id == "reg-w3" and ok.status == 200
+        assert n.registrar.c_register.get("200") == 3
+
+
+class _FailingRegistry(MemoryRegistry):
+    async def register(self, aor: str, call_id: str, cseq: int,
+                       changes: Sequence[ContactChange], now: float) -> list[Binding]:
+        await asyncio.sleep(0)
+        raise RuntimeError("a bug past the wait")
+
+
+async def test_work_answered_at_once_that_fails_after_its_wait_is_answered_500() -> None:
+    """A failure after the wait costs that request a 500 (§21.5.1), kept for its
+    retransmissions as any answer; nothing waits any more."""
+    async with node() as n:
+        n.registrar.registry = _FailingRegistry()
+        n.core.answer_at_once = True
+        data = _req("REGISTER", "sip:example.com", 5070, call_id="reg-bug",
+                    branch="z9hG4bKbug", extra="Contact: <sip:bob@192.0.2.10:5070>")
+        n.receive(data)
+        failed, _ = await n.udp.final()
+        assert failed.status == 500 and n.core.c_errors.get() == 1
+        assert n.core.waiting_count == 0 and len(n.core.answered) == 1
+        n.receive(data)
+        again, _ = await n.udp.final()
+        assert again.status == 500 and n.core.c_errors.get() == 1
 
 
 async def test_a_retransmission_while_work_answered_at_once_waits_is_absorbed() -> None:
-    """The hand-over above, over UDP: a retransmission that comes while the REGISTER waits is
+    """The wait above, over UDP: a retransmission that comes while the REGISTER waits is
     absorbed (§17.2.2: nothing while it is worked on) and one after it gets the same 200; the
     REGISTER is worked on once (twice, §10.3 step 7 would answer the second 500)."""
     async with node() as n:
