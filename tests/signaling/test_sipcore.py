@@ -489,6 +489,29 @@ async def test_a_tu_that_waits_on_work_answered_at_once_answers_from_the_callbac
         assert n.registrar.c_register.get("200") == 3
 
 
+async def test_a_register_over_a_connection_that_waits_at_once_absorbs_its_duplicate() -> None:
+    """Over a connection the wait is the same (Redis): answered from the callback; a
+    duplicate relayed meanwhile is absorbed through its ``StreamAnswer`` (§17.2.2), not
+    worked on again, and nothing is left waiting."""
+    async with node() as n:
+        n.registrar.registry = _WaitingRegistry()
+        n.core.answer_at_once = True
+        tcp = RecordingTransport("tcp", reliable=True, port=5060)
+        n.core.transports.add(tcp)
+        conn = Peer("tcp", "192.0.2.10", 40000, "node-1/tcp/1")
+        register = _req("REGISTER", "sip:example.com", 40000, call_id="reg-tcp-w",
+                        extra="Contact: <sip:bob@192.0.2.10:40000;transport=tcp>")
+        register = register.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        n.core.receive(register, conn)
+        n.core.receive(register, conn)  # before the wait is over
+        assert n.core.waiting_count == 1 and not n.core.waiting  # kept by key over UDP only
+        ok, peer = await tcp.final()
+        assert ok.status == 200 and peer == conn
+        await asyncio.sleep(0.05)
+        assert tcp.sent.empty() and n.core.waiting_count == 0
+        assert n.registrar.c_register.get("200") == 1 and len(n.core.table) == 0
+
+
 class _FailingRegistry(MemoryRegistry):
     async def register(self, aor: str, call_id: str, cseq: int,
                        changes: Sequence[ContactChange], now: float) -> list[Binding]:
