@@ -3,9 +3,10 @@
 Everything here runs synchronously in the transport callbacks and must stay cheap (the
 ARCHITECTURE backpressure rule): parsing, the stateless checks of RFC 3261 §8.2 / §16.3, the
 stateless OPTIONS answer, transaction matching (a retransmission is absorbed and answered with
-the last response, §17.2), and the hand-off of a new request to a bounded shard.  Registrar and
-proxy logic run in the workers (``Dispatcher``), the only place that awaits the registry; a
-REGISTER whose answer never waits (``answer_at_once``) is answered here, as it is read.
+the last response, §17.2), and the hand-off of a new request to a bounded shard.  Proxy logic
+runs in the workers (``Dispatcher``); a REGISTER (``answer_at_once``: the in-memory or Redis
+registry) is handled here as it is read, answered at once or, past its one wait for Redis,
+from the reply's callback (``signaling.eager``), with no worker, transaction or task.
 
 One asyncio timer serves every transaction: it is armed at the transaction table's earliest
 deadline (the aioquic model) and re-armed after each firing, by every method here that gives a
