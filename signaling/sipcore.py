@@ -159,11 +159,10 @@ class SipCore:
         #: waits once for its script's reply): they are handled in the receive callback and,
         #: past a wait, from the callback of what they wait on (``_answer_now``).
         self.answer_at_once = False
-        #: Such requests over UDP still waiting (for Redis), by transaction key: their
+        #: Such requests over UDP waiting (for Redis), by transaction key: their
         #: retransmissions are absorbed meanwhile (§17.2.2 Trying: nothing is sent).
         self.waiting: dict[TransactionKey, StreamAnswer] = {}
-        #: Such requests waiting, over any transport: bounded by what the workers' queues
-        #: held (``--workers`` x ``--queue-size``), whose bound this path replaces.
+        #: Such requests waiting over any transport, bounded as the workers' queues were.
         self.waiting_count = 0
         self.max_waiting = cfg.workers * cfg.queue_size
 
@@ -464,15 +463,9 @@ class SipCore:
             self.run(txn, txn.receive_request(req, self.now()))
             self.arm_timer()
             return
-        answers = self.stream_answers
-        if key is not None and (answers.recent or answers.older):
-            answer = answers.find(key)
-            if answer is not None:
-                self._duplicate(answer.data, req, peer, verdict)
-                return
-        waiting = self.waiting
-        if key is not None and waiting:
-            answer = waiting.get(key)
+        answers, waiting = self.stream_answers, self.waiting
+        if key is not None and (answers.recent or answers.older or waiting):
+            answer = answers.find(key) or waiting.get(key)
             if answer is not None:
                 self._duplicate(answer.data, req, peer, verdict)
                 return
