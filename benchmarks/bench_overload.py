@@ -7,16 +7,21 @@ cgroup v1 ``cpu.cfs_quota_us``; a 10 ms period so the server runs in short slice
 stalling 75 ms at a time).  SIPp runs on core 0, open loop (``-l`` far above the load), with the
 reference scenarios read in place from ``../shared/reference/sipp/``: ``uac-proxy.xml`` against
 ``uas-rr.xml`` for calls (INVITE/180/200/ACK/BYE/200 through the proxy) and ``register.xml``
-(one new user per REGISTER).
+(one new user per REGISTER; past 12,000/s several SIPp processes share the rate, each with
+users of its own, since one SIPp falls behind its schedule there).
 
-First the capacity of each server is found (doubling the offered rate while goodput stays above
-90% of it, a failed probe tried once more since one stall of a neighbour can fail it, then two
-bisection steps between the last rate kept up with and the first one not), then 2x, 5x and 10x
-of that capacity are offered, by SIPp and by the project's own storm injector (``storm replay``
-of a steady trace, on SIPp's core), which honours Retry-After: a client refused with 503 waits
-that long and tries again (RFC 3261 §21.5.4), as real phones do and SIPp does not.  Per step:
-offered (what SIPp or the injector actually sent per second), goodput (calls or REGISTERs
-completed whose INVITE->200 or REGISTER->200 took at most ``--deadline``), P50/P99 of those
+First the capacity of each server is found for each load generator (doubling the offered rate
+while goodput stays above 90% of it, a failed probe tried once more since one stall of a
+neighbour can fail it, then two bisection steps between the last rate kept up with and the
+first one not), then 2x, 5x and 10x of that capacity are offered, by SIPp and by the project's
+own storm injector (``storm replay`` of a steady trace, on SIPp's core), which honours
+Retry-After: a client refused with 503 waits that long and tries again (RFC 3261 §21.5.4), as
+real phones do and SIPp does not.  Each generator's steps are held against the capacity probed
+with it (its traffic costs the server more or less per request: see ``capacity``), and the
+summary gives the share of the other's too.  Per step: offered (what SIPp or the injector
+actually sent per second within the step: SIPp's own per-second counts, not the calls it was
+asked for), goodput (calls or REGISTERs sent within the step and completed whose INVITE->200
+or REGISTER->200 took at most ``--deadline``), P50/P99 of those
 response times (SIPp's -trace_rtt; the injector's latency of answered attempts),
 retransmissions per attempt, failed attempts, our server's 503s and unanswered drops (its
 /metrics; Kamailio has no such counters), datagrams the kernel dropped on the server's socket,
@@ -54,6 +59,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +71,17 @@ from harness.sipp_runner import KILL_GRACE, Sipp
 SIPP_DIR = REFERENCE / "sipp"
 SIPP_CPU = 0
 MULTIPLES = (2, 5, 10)
-#: The most one SIPp UAC offers here; a higher target is capped (and the cap printed).
-MAX_OFFER = {"call": 6_000, "register": 12_000}
+#: The most one SIPp UAC is asked to offer: a higher rate is split over several SIPp
+#: processes on the generator core.  One SIPp sent 23,500 REGISTERs in its first second when
+#: asked for 24,000/s, then fell to ~13,000/s as unanswered calls piled up in it (session 10);
+#: 12,000/s each keeps every process ahead of its schedule while the answers come back.
+PER_SIPP = {"call": 6_000, "register": 12_000}
+#: The most the generators are asked to offer; a higher target is capped (and the cap
+#: printed).  What they really sent within the step is measured (``_created_within``), and a
+#: step whose generators fell behind is printed as such ("short"), never read as offered.
+MAX_OFFER = {"call": 6_000, "register": 60_000}
+#: A step whose generators sent less than this share of the target within it is "short".
+SHORT = 0.9
 FIRST_PROBE = {"call": 100, "register": 200}
 #: More options for our server (``--ours-args``), to compare settings in one run.
 OUR_ARGS: list[str] = []
@@ -235,8 +250,15 @@ def _starved(step: Step, wait: float) -> Step:
     return step
 
 
-def _finish(s: Sipp) -> tuple[dict[str, str], list[float]]:
-    """Wait for SIPp; its cumulative statistics and every response time (ms)."""
+def _finish(s: Sipp, window: float | None = None) -> tuple[dict[str, str], list[float]]:
+    """Wait for SIPp; its cumulative statistics and every response time (ms).
+
+    With ``window`` (seconds from SIPp's start): the response times of the calls SIPp created
+    within it alone (created = the time of the answer, ``-trace_rtt``'s Date_ms, less the
+    response time), and ``stats["created_within"]``, the calls it created within it
+    (``_created_within``): a SIPp asked for more than it can send falls behind its schedule
+    and sends the rest after the step, which ``TotalCallCreated / duration`` read as offered.
+    """
     assert s.proc is not None
     try:
         s.proc.communicate(timeout=s.timeout + KILL_GRACE)
@@ -244,6 +266,7 @@ def _finish(s: Sipp) -> tuple[dict[str, str], list[float]]:
         s.proc.kill()
         s.proc.communicate()
     stats: dict[str, str] = {}
+    rows: list[list[str]] = []
     if s.stat_file.exists():
         with s.stat_file.open(newline="", errors="replace") as f:
             rows = list(csv.reader(f, delimiter=";"))
@@ -253,9 +276,40 @@ def _finish(s: Sipp) -> tuple[dict[str, str], list[float]]:
     for path in s.dir.glob("*_rtt.csv"):
         for row in csv.reader(path.open(errors="replace"), delimiter=";"):
             with contextlib.suppress(IndexError, ValueError):
-                rtts.append(float(row[1]))
+                rtt = float(row[1])
+                if window is None or float(row[0]) - rtt <= window * 1000:
+                    rtts.append(rtt)
+    if window is not None:
+        stats["created_within"] = str(_created_within(rows, window))
     shutil.rmtree(s.dir, ignore_errors=True)
     return stats, rtts
+
+
+def _epoch(field: str) -> float:
+    """SIPp's time stamp (``date<TAB>time<TAB>epoch.micros``) as epoch seconds."""
+    return float(field.split("\t")[-1])
+
+
+def _created_within(rows: list[list[str]], window: float) -> int:
+    """Calls SIPp created within ``window`` seconds of its start, from its statistics file
+    (``-fd 1``: a cumulative row about every second; interpolated between the two rows
+    around the window's end, the last one when it ended earlier)."""
+    if len(rows) < 2:
+        return 0
+    head = rows[0]
+    try:
+        start, now, total = (head.index(k) for k in ("StartTime", "CurrentTime",
+                                                     "TotalCallCreated"))
+        points = [(_epoch(r[now]) - _epoch(r[start]), int(r[total])) for r in rows[1:]]
+    except (ValueError, IndexError):
+        return 0
+    before = (0.0, 0)
+    for t, n in points:
+        if t >= window:
+            t0, n0 = before
+            return int(n0 + (n - n0) * (window - t0) / max(t - t0, 1e-9))
+        before = (t, n)
+    return before[1]
 
 
 def _num(stats: dict[str, str], name: str) -> int:
@@ -340,6 +394,24 @@ def _rtt_shape(rtts: list[float]) -> str:
         f"<={b}:{c}" for b, c in zip((*bands, "inf"), counts, strict=True))
 
 
+def _register_scenarios(n: int, directory: Path) -> list[Path]:
+    """The reference REGISTER scenario for each of ``n`` SIPp processes: itself for one; for
+    several, copies whose users are apart (``u[call_number]`` made ``u[call_number]pI``),
+    since ``[call_number]`` counts from 1 in every process and the same AOR registered by
+    each would be a binding update, not a new user per REGISTER."""
+    reference = SIPP_DIR / "register.xml"
+    if n == 1:
+        return [reference]
+    text = reference.read_text()
+    assert "u[call_number]" in text, "reference scenario changed: no u[call_number]"
+    out = []
+    for i in range(n):
+        path = directory / f"register-{i}.xml"
+        path.write_text(text.replace("u[call_number]", f"u[call_number]p{i}"))
+        out.append(path)
+    return out
+
+
 def run_step(system: str, kind: str, rate: float, duration: float, deadline: float,
              quota: CpuQuota, label: str) -> Step:
     server, admin = _server(system, quota)
@@ -355,24 +427,34 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
             _register_uas(server.port, uas.port)
             uac = Sipp(str(SIPP_DIR / "uac-proxy.xml"), remote, service="uas", calls=calls,
                        rate=rate, timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
-                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1"])
+                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1", "-fd", "1"])
+            uacs = [uac]
         else:
             # SIPp's default on an unexpected answer (a 503) is to abort the "call" with a
             # BYE; a phone whose REGISTER was refused sends none (RFC 3261 §10.2: a REGISTER
             # makes no dialog), and those BYEs cost both servers work for nothing (6-10% of
-            # our goodput at 12,000/s offered, measured in session 9).
-            uac = Sipp(str(SIPP_DIR / "register.xml"), remote, calls=calls, rate=rate,
-                       timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
-                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1",
-                              "-default_behaviors", "all,-bye"])
+            # our goodput at 12,000/s offered, measured in session 9).  Past ``PER_SIPP``,
+            # several SIPp processes share the rate, each with its own users
+            # (``_register_scenarios``); their Call-IDs and From tags carry their pids.
+            n = max(1, math.ceil(rate / PER_SIPP[kind]))
+            uacs = [Sipp(str(scenario), remote, calls=max(1, calls // n), rate=rate / n,
+                         timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
+                         extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1",
+                                "-default_behaviors", "all,-bye", "-fd", "1"])
+                    for scenario in _register_scenarios(n, server.dir)]
         before = _our_counts(admin)
         starvation = Starvation(server.pid, quota)
         cpu0, t0 = server.cpu(), time.monotonic()
-        _generator(uac.start())
+        for uac in uacs:
+            _generator(uac.start())
         time.sleep(duration)  # the CPU is measured while the load is offered
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
         wait = starvation.share()
-        stats, rtts = _finish(uac)
+        results = [_finish(uac, duration) for uac in uacs]
+        stats = {name: str(sum(_num(st, name) for st, _ in results))
+                 for name in ("TotalCallCreated", "SuccessfulCall(C)", "FailedCall(C)",
+                              "Retransmissions(C)", "created_within")}
+        rtts = [r for _, rs in results for r in rs]
         after = _our_counts(admin)
         _verbose(admin, _rtt_shape(rtts))
         kdrops = _socket_drops(server.port)
@@ -381,6 +463,7 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
             uas.stop()
         server.stop()
     created = _num(stats, "TotalCallCreated")
+    within = _num(stats, "created_within")
     ok = _num(stats, "SuccessfulCall(C)")
     in_time = sorted(r for r in rtts if r <= deadline * 1000)
     good = min(ok, len(in_time))
@@ -392,7 +475,7 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
         return in_time[min(len(in_time) - 1, int(q * len(in_time)))] if in_time else 0.0
 
     return _starved(Step(
-        system, kind, label, created / duration, good / duration, pct(0.5), pct(0.99),
+        system, kind, label, within / duration, good / duration, pct(0.5), pct(0.99),
         _num(stats, "Retransmissions(C)") / max(created, 1), _num(stats, "FailedCall(C)"), rej,
         drp, kdrops, (cpu1 - cpu0) / elapsed, max(rtts, default=0.0),
         sum(1 for r in rtts if r > TIMER_B * 1000)), wait)
@@ -463,16 +546,27 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
 
 
 def capacity(system: str, kind: str, duration: float, deadline: float, quota: CpuQuota,
-             steps: list[Step]) -> float:
-    """The highest goodput seen at an offered rate the server kept up with (>= 90% of it).
+             steps: list[Step], run: StepRun | None = None) -> float:
+    """The highest goodput seen at an offered rate the server kept up with (>= 90% of it),
+    offered by ``run`` (SIPp's ``run_step`` by default, or the injector's ``storm_step``).
+
+    Each load generator's steps are held against the capacity probed with that generator:
+    the server's capacity depends on the traffic, and the injector's costs it more per
+    REGISTER than SIPp's (a User-Agent header and ``rport`` in every REGISTER, answers to 64
+    ports, arrivals spread over 1 ms ticks where SIPp's come in bursts: in one window of
+    session 10, 57-67 µs of the server's CPU per REGISTER against SIPp's 44-45, 105 against
+    71 µs at 2,000/s), so its goodput held against SIPp's capacity read the traffic's cost as
+    overload's.
 
     On a shared machine one probe can fail for a neighbour's burst: a failed rate is tried
     once more before it counts.  Doubling brackets the capacity within a factor of two; two
     bisection steps (geometric) narrow that to about 19%.
     """
+    step_run = run or run_step
+
     def kept_up(rate: float) -> float | None:
         for _ in range(2):
-            step = run_step(system, kind, rate, duration, deadline, quota, "probe")
+            step = step_run(system, kind, rate, duration, deadline, quota, "probe")
             print(step.line(), flush=True)
             steps.append(step)
             if step.goodput >= 0.9 * step.offered:
@@ -497,6 +591,9 @@ def capacity(system: str, kind: str, duration: float, deadline: float, quota: Cp
             else:
                 best, low = max(best, good), mid
     return best
+
+
+StepRun = Callable[[str, str, float, float, float, CpuQuota, str], Step]
 
 
 def plot(steps: list[Step], path: Path) -> None:
@@ -537,7 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-private", action="store_true",
                     help="run our server without --sip-udp-private (to compare)")
     ap.add_argument("--capacity", default="",
-                    help="skip the probe: e.g. call=400,register=3000 (both servers)")
+                    help="skip the probe: e.g. call=400,register=3000 (both servers, every "
+                    "load); register-storm=2500 for the injector's steps alone (else they "
+                    "are held against the one given for the kind)")
     ap.add_argument("--watch-late", type=float, default=0.0,
                     help="seconds SIPp keeps listening after the load, so that final answers "
                     "later than Timer B (32 s) could be seen (e.g. 40; the injector always "
@@ -553,8 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     OUR_ARGS[:] = a.ours_args.split()
     PRIVATE_PORT[0] = not a.no_private
     given = {k: float(v) for k, _, v in (p.partition("=") for p in a.capacity.split(",") if p)}
-    loads = {"sipp": run_step, "storm": storm_step}
-    offer = [loads[name] for name in a.load.split(",")]
+    loads: dict[str, StepRun] = {"sipp": run_step, "storm": storm_step}
+    offer = [(name, loads[name]) for name in a.load.split(",")]
     WATCH_LATE[0] = a.watch_late
     quota = CpuQuota(a.quota)
     GENERATORS[:] = [CpuQuota(None, name="load")]
@@ -569,22 +668,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for kind in a.kinds.split(","):
             for system in systems:
-                cap = given.get(kind) or capacity(system, kind, a.probe_duration, a.deadline,
-                                                  quota, steps)
+                # Each generator's capacity, probed with it (see ``capacity``).
+                caps = {name: given.get(f"{kind}-{name}") or given.get(kind) or capacity(
+                    system, kind, a.probe_duration, a.deadline, quota, steps, run)
+                    for name, run in offer}
                 for m in (float(x) for x in a.multiples.split(",")):
-                    rate = min(cap * m, MAX_OFFER[kind])
-                    label = f"{m:g}x" + ("(cap)" if rate < cap * m else "")
-                    for run in offer:
+                    for name, run in offer:
+                        cap = caps[name]
+                        rate = min(cap * m, MAX_OFFER[kind])
+                        label = f"{m:g}x" + ("(cap)" if rate < cap * m else "")
                         step = run(system, kind, rate, a.duration, a.deadline, quota, label)
                         print(step.line(), flush=True)
                         steps.append(step)
+                        other = "".join(
+                            f", {100 * step.goodput / c:.1f}% of {n}'s {c:.0f}/s"
+                            for n, c in caps.items() if n != name and c != cap)
                         summary.append(
                             f"{system:8s} {kind:8s} capacity {cap:6.0f}/s  {step.label:14s} "
                             f"goodput {step.goodput:6.0f}/s = "
-                            f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity, "
+                            f"{100 * step.goodput / cap if cap else 0:5.1f}% of capacity{other}, "
                             f"P50/P99 {step.p50_ms:.0f}/{step.p99_ms:.0f} ms, "
                             f"late finals {step.late}, load {step.load:.2f}"
-                            + (" STARVED" if step.starved else ""))
+                            + (" STARVED" if step.starved else "")
+                            + (f" SHORT: {step.offered:.0f}/s sent of {rate:.0f}/s asked"
+                               if step.offered < SHORT * rate else ""))
     finally:
         quota.close()
         for g in GENERATORS:

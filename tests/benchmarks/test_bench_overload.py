@@ -1,0 +1,49 @@
+"""bench_overload's reading of SIPp: what was really offered within a step, and the users
+of several SIPp processes kept apart (issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.bench_overload import SIPP_DIR, _created_within, _register_scenarios
+
+HEAD = ["StartTime", "LastResetTime", "CurrentTime", "ElapsedTime(C)", "TotalCallCreated"]
+
+
+def _row(start: float, now: float, created: int) -> list[str]:
+    stamp = "2026-12-05\t12:00:00.000000\t{:.6f}"
+    return [stamp.format(start), stamp.format(start), stamp.format(now), "00:00:01",
+            str(created)]
+
+
+def test_calls_created_after_the_window_are_not_offered_within_it() -> None:
+    """A SIPp behind its schedule (10,000 calls asked for 1 s, sent over 2 s) offered what it
+    had created when the window ended, interpolated between its per-second rows."""
+    rows = [HEAD, _row(100.0, 100.5, 2_000), _row(100.0, 101.5, 7_000),
+            _row(100.0, 102.0, 10_000)]
+    assert _created_within(rows, 1.0) == 4_500
+    assert _created_within(rows, 0.25) == 1_000  # before the first row: from 0 at the start
+    assert _created_within(rows, 5.0) == 10_000  # ended earlier: all of it
+
+
+def test_no_rows_or_a_changed_format_read_as_nothing_offered() -> None:
+    assert _created_within([], 1.0) == 0
+    assert _created_within([HEAD], 1.0) == 0
+    assert _created_within([["Other"], ["x"]], 1.0) == 0
+
+
+def test_one_sipp_reads_the_reference_scenario_in_place(tmp_path: Path) -> None:
+    assert _register_scenarios(1, tmp_path) == [SIPP_DIR / "register.xml"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_several_sipps_register_users_of_their_own(tmp_path: Path) -> None:
+    """``[call_number]`` counts from 1 in each SIPp: without a mark of its own each would
+    register the same AORs, binding updates instead of a new user per REGISTER."""
+    paths = _register_scenarios(3, tmp_path)
+    texts = [p.read_text() for p in paths]
+    for i, text in enumerate(texts):
+        assert f"sip:u[call_number]p{i}@" in text
+        assert "u[call_number]@" not in text
+    reference = (SIPP_DIR / "register.xml").read_text()
+    assert texts[0].replace("u[call_number]p0", "u[call_number]") == reference
