@@ -552,10 +552,11 @@ def capacity(system: str, kind: str, duration: float, deadline: float, quota: Cp
 
     Each load generator's steps are held against the capacity probed with that generator:
     the server's capacity depends on the traffic, and the injector's costs it more per
-    REGISTER than SIPp's (a User-Agent header and ``rport`` in every REGISTER, answers to 64
-    ports, arrivals spread over 1 ms ticks where SIPp's come in bursts: in one window of
-    session 10, 57-67 µs of the server's CPU per REGISTER against SIPp's 44-45, 105 against
-    71 µs at 2,000/s), so its goodput held against SIPp's capacity read the traffic's cost as
+    REGISTER than SIPp's (a User-Agent header and ``rport`` in every REGISTER, arrivals
+    spread over 1 ms ticks from 64 ports where SIPp's come in bursts: 1,816 wakeups of the
+    server for 6,000 REGISTERs at 2,000/s against 594; in one window of session 10, 57-67 µs
+    of the server's CPU per REGISTER saturated against SIPp's 44-45, capacity 4,525/s
+    against 5,087/s), so its goodput held against SIPp's capacity read the traffic's cost as
     overload's.
 
     On a shared machine one probe can fail for a neighbour's burst: a failed rate is tried
