@@ -443,6 +443,8 @@ _LAW: list[tuple[str, dict[str, Any], Move, float]] = [
      Move.RECOVER, 1500.0),
     ("binding, queues idle, at the ceiling: probe", {"ceiling": 1000.0}, Move.PROBE, 1050.0),
     ("binding, queues short: probe", {"wait": 0.02}, Move.PROBE, 1050.0),
+    ("binding, queues short after a cut: double up to the peak at the cut",
+     {"wait": 0.02, "ceiling": 1500.0}, Move.RECOVER, 1500.0),
     ("not binding: twice what was served, never less than the limit",
      {"binding": False}, Move.FOLLOW, 1600.0),
     ("not binding but the reader did not report: no sign the demand fell",
@@ -522,6 +524,32 @@ def test_the_slow_start_stops_at_what_was_served_when_the_last_cut_came() -> Non
     best = 4000.0  # the most ever served
     for before, after in itertools.pairwise(rates):
         assert after <= max(best, before * 1.05) + 1e-6  # past the best, only the probe
+
+
+def test_after_a_cut_a_short_lag_doubles_the_limit_back_to_the_best_served() -> None:
+    """Under a CPU quota the reader's lag never falls to idle (it sits at 15-40 ms, what
+    arrives between the quota's periods): after a cut, a lag under half the target doubles the
+    limit back, up to what was served at the cut, where it crept back by 5% an interval
+    (calls at 2x: 1.8 s from 350/s to 835/s, a sixth of the step's goodput); past that,
+    only the probe.  (A lag is judged with the interval before the one it is reported in:
+    ``_interval`` reports it before its first request, which revises the previous one.)"""
+    ctl = AdmissionControl(_cfg(initial_rate=1200.0, max_rate=100_000.0), now=0.0)
+    t = 0.0
+    for served_share in (1.0, 1.0, 0.4):  # 10,000/s offered; then a stall serves 40% ...
+        t = _interval(ctl, t, 1000, served_share, 0.02)
+    t = _interval(ctl, t, 1000, 1.0, 0.1)  # ... and the reader falls 100 ms behind: cut
+    assert ctl.last_move is Move.CUT
+    cut = ctl.rate
+    rates: list[float] = []
+    moves: list[Move] = []
+    for _ in range(5):  # the lag back at 20 ms, under half the 50 ms target
+        t = _interval(ctl, t, 1000, 1.0, 0.02)
+        rates.append(ctl.rate)
+        moves.append(ctl.last_move)
+    assert moves[0] is Move.RECOVER and rates[0] == pytest.approx(2 * cut)  # not 5% more
+    assert moves[1:] == [Move.PROBE] * 4  # at the best served at the cut: the probe
+    for before, after in itertools.pairwise(rates):
+        assert after == pytest.approx(before * 1.05)
 
 
 def test_an_interval_without_the_readers_report_is_no_sign_the_demand_fell() -> None:
