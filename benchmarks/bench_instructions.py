@@ -476,6 +476,10 @@ def measure(kind: str, pure: bool, n: int, kamailio: bool = False,
         server.stop()
 
 
+def kinds_of(text: str) -> list[str]:
+    return [k.strip().upper() for k in text.split(",") if k.strip()]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=1000,
@@ -496,12 +500,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="with --processes 1: a private UDP port too (--sip-udp-private), the "
                          "receive path a worker runs on its slot port (issue 16: what the "
                          "slot port costs, apart from what sharing the registry costs)")
+    ap.add_argument("--no-kamailio", action="store_true",
+                    help="CALL: ours only, without the Kamailio reference beside it (comparing "
+                         "versions or process counts of ours: its run adds minutes)")
     args = ap.parse_args(argv)
-    kinds = [k.strip().upper() for k in args.kinds.split(",") if k.strip()]
+    reference = "CALL" in kinds_of(args.kinds) and not args.no_kamailio
+    kinds = kinds_of(args.kinds)
     if unknown := set(kinds) - set(SENDERS):
         sys.exit(f"unknown kinds: {', '.join(sorted(unknown))}")
-    for tool in ("valgrind", "callgrind_control", "sipp", *(["kamailio"] if "CALL" in kinds
-                                                           else [])):
+    for tool in ("valgrind", "callgrind_control", "sipp", *(["kamailio"] if reference else [])):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found (Debian: valgrind, sip-tester, kamailio)")
     print(f"instructions executed by the server per message or call (callgrind), "
@@ -535,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"  {kind:<8} {label:<19} net of idle: {per - idle:,}", flush=True)
         if len(results) == 2:
             print(f"  {kind:<8} C fast path / pure: {results[False] / results[True]:.2f}")
-        if kind == "CALL":
+        if kind == "CALL" and reference:
             answered, per, idle = measure(kind, False, args.messages, kamailio=True)
             print(f"  {kind:<8} {'Kamailio 5.6':<19} answered {answered:>6}/{args.messages}  "
                   f"{per:>10,} instructions each ({idle:,} of them idle)", flush=True)
