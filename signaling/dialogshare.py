@@ -1,15 +1,16 @@
 """Confirmed dialogs in the shared registry, so another node or worker can route them.
 
-A dialog confirmed here is written to the registry (Redis, or the supervisor's registry with
-``--processes N``) with a TTL of its maximum duration plus the linger time, and deleted when it
-ends; an in-dialog request for a dialog this node does not hold loads it from there (fail-over,
-a worker taking over a slot).  With the in-process registry nobody else can read it, so nothing
-is written.
+A dialog confirmed here is written to the registry (Redis, or with ``--processes N`` the
+worker's table in shared memory, ``signaling.registry.dialogmap``) with a TTL of its maximum
+duration plus the linger time, and deleted when it ends; an in-dialog request for a dialog this
+node does not hold loads it from there (fail-over, a worker taking over a slot).  With the
+in-process registry nobody else can read it, so nothing is written.
 
-Writes never hold a call up: each is a task, bounded (``MAX_PENDING_WRITES``); beyond the
-bound, and when the registry fails, the write is dropped and counted: the dialog still works
-on this node, only fail-over loses it.  A load that fails or finds garbage is a deliberate 481
-upstream (the caller decides), never a crash.
+Writes never hold a call up.  Into the worker's table they are made at once, a copy into
+shared memory (``registry.base.DialogsInPlace``: no task, no round trip); to Redis each is a
+task, bounded (``MAX_PENDING_WRITES``); beyond the bound, and when the registry fails, the write
+is dropped and counted: the dialog still works on this node, only fail-over loses it.  A load
+that fails or finds garbage is a deliberate 481 upstream (the caller decides), never a crash.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from protocols.sip.message import Request
 from signaling.dialogs import DialogTable, DialogTableFull, ProxyDialog, dialog_key
 from signaling.metrics import FastCounter
-from signaling.registry.base import Registry, RegistryError
+from signaling.registry.base import DialogsInPlace, Registry, RegistryError
 
 __all__ = ["MAX_PENDING_WRITES", "SharedDialogs"]
 
@@ -40,6 +41,8 @@ class SharedDialogs:
         self.enabled = enabled
         self.ttl = ttl
         self.events = events
+        #: The registry again when it writes dialogs in place (the replica engine), else None.
+        self._in_place = registry if isinstance(registry, DialogsInPlace) else None
         self._pending: set[asyncio.Task[None]] = set()
 
     async def load(self, req: Request, table: DialogTable, now: float,
@@ -71,12 +74,28 @@ class SharedDialogs:
 
     def share(self, dialog: ProxyDialog) -> None:
         """Put a confirmed dialog in the registry for the others."""
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self._in_place is None:
             self._spawn(self.registry.put_dialog(dialog.id, dialog.snapshot(), self.ttl))
+            return
+        try:
+            rest = self._in_place.put_dialog_nowait(dialog.id, dialog.snapshot(), self.ttl)
+        except RegistryError:
+            self.events.inc("dialog_share_failed")
+            return
+        if rest is not None:
+            self._spawn(rest)
 
     def unshare(self, dialog: ProxyDialog) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self._in_place is None:
             self._spawn(self.registry.delete_dialog(dialog.id))
+            return
+        rest = self._in_place.delete_dialog_nowait(dialog.id)
+        if rest is not None:
+            self._spawn(rest)
 
     async def flush(self, timeout: float) -> None:
         """Wait, at most ``timeout`` seconds, for the writes in flight.  A node that stops

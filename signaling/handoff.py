@@ -38,9 +38,10 @@ keys come before "released" (above), so the new worker knows them by its first r
 it stops waiting for a predecessor that never releases (``RELEASE_WAIT``) can a retransmission
 still be taken as new.
 
-Within a dialog the same holds for what the old worker set up just before the reload: a call
-it confirmed a millisecond ago reaches the shared registry a moment later (its write does not
-hold the 200 up: ``signaling.dialogshare``), and a BYE sent at once may come first to the new
+Within a dialog the same holds for what the old worker set up just before the reload: the old
+worker still holds its calls' state (a re-INVITE's target, the CSeqs, the timers), and with
+Redis a call it confirmed a millisecond ago reaches the registry a moment later (its write does
+not hold the 200 up: ``signaling.dialogshare``), so a BYE sent at once may come first to the new
 worker, which would answer 481.  So while the predecessor lives, a request or ACK with a To tag
 for a dialog the new worker does not hold is handed over; the old worker serves requests within
 a dialog to the end (``SipCore``: only new requests get "shutting down"), and answers 481

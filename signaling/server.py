@@ -68,7 +68,7 @@ class Server:
         self.metrics = Metrics()
         self.registry = registry if registry is not None else make_registry(
             cfg.registry, max_bindings_per_aor=cfg.max_bindings_per_aor,
-            max_bytes=cfg.binding_memory << 20)
+            max_bytes=cfg.binding_memory << 20, max_dialogs=cfg.max_dialogs)
         self.node_id = cfg.node_id or default_node_id(cfg)
         self.guard = Guard(_guard_limits(cfg), self.metrics)
         #: The other workers of a multi-process server, whose connections this one uses.

@@ -63,6 +63,7 @@ import msgspec
 from signaling.admin.front import AdminFront
 from signaling.config import Config, HostPort
 from signaling.metrics import Metrics
+from signaling.registry import dialogmap
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.journal import PRUNE_EVERY, prune
 from signaling.registry.memory import MemoryRegistry
@@ -426,17 +427,21 @@ class Supervisor:
             await worker.proc.wait()
 
     async def _prune_journals(self) -> None:
-        """Remove the journals of exited workers once nothing needs them (the rule and why
-        it is enough: ``signaling.registry.journal``)."""
+        """Remove the journals and dialog tables of exited workers once nothing needs them
+        (the rules and why they are enough: ``signaling.registry.journal``, ``.dialogmap``)."""
         while True:
             await asyncio.sleep(PRUNE_EVERY)
             try:
-                removed = prune(self._tmp.name, self.pids, time.time())
+                now = time.time()
+                removed = prune(self._tmp.name, self.pids, now)
+                tables = dialogmap.prune(self._tmp.name, self.pids, now)
             except OSError as exc:
                 log.error("supervisor: cannot prune the journals: %s", exc)
                 continue
             if removed:
                 log.info("supervisor: removed %d journals of exited workers", len(removed))
+            if tables:
+                log.info("supervisor: removed %d dialog tables of exited workers", len(tables))
 
     def _watch(self, aw: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(aw)

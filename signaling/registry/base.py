@@ -23,8 +23,8 @@ Rules every implementation follows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Protocol, runtime_checkable
+from collections.abc import Coroutine, Sequence
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -34,6 +34,7 @@ __all__ = [
     "MAX_STATE_BYTES",
     "Binding",
     "ContactChange",
+    "DialogsInPlace",
     "OutOfOrder",
     "Registry",
     "RegistryError",
@@ -301,3 +302,17 @@ class Registry(Protocol):
     async def close(self) -> None:
         """Release connections; the object must not be used afterwards."""
         ...
+
+
+@runtime_checkable
+class DialogsInPlace(Protocol):
+    """An engine that stores dialogs without suspending (the replica engine's table in shared
+    memory, ``signaling.registry.dialogmap``): the proxy calls these instead of spawning a task
+    per write (``signaling.dialogshare``).  Each does what it can at once and returns None, or
+    the rest to run as a task (a dialog too large for the table, written to the supervisor's
+    registry).  ``put_dialog_nowait`` raises ``RegistryFull`` as ``put_dialog`` does."""
+
+    def put_dialog_nowait(self, dialog_id: str, data: bytes,
+                          ttl: float) -> Coroutine[Any, Any, None] | None: ...
+
+    def delete_dialog_nowait(self, dialog_id: str) -> Coroutine[Any, Any, bool] | None: ...

@@ -11,14 +11,16 @@ serving sibling's replica through the supervisor's hub (``signaling.registry.hub
 far that sibling had read each journal, and serves only once it has it.
 
 Why this rather than one registry owned by the supervisor and asked over a socket
-(``signaling.registry.shared``, still used here for dialogs, Diameter sessions and nonce claims,
-which need one answer for the whole server): there a REGISTER or an INVITE's lookup waits for a
-round trip to another process, and the owner, one core for the whole server, spends ~15-20 µs
-of CPU on each.  Measured (``benchmarks/bench_multiproc.py``, 2 workers at 0.25 core each, load
-3-5): the same CPU per REGISTER, the same capacity, but past capacity the owner design
-collapsed (6,000/s offered: 17,519 failed, a worker's calls timing out on the owner) where
-this one degraded (0 failed); calls: the supervisor's CPU per call 70 µs against 95.  Why
-journals rather than relaying the changes through the hub: see the journal module (figures).
+(``signaling.registry.shared``, still used here for Diameter sessions and nonce claims, which
+need one answer for the whole server; dialogs are each worker's own, in a table of shared
+memory the others read on a miss: ``signaling.registry.dialogmap``): there a REGISTER or an
+INVITE's lookup waits for a round trip to another process, and the owner, one core for the
+whole server, spends ~15-20 µs of CPU on each.  Measured (``benchmarks/bench_multiproc.py``,
+2 workers at 0.25 core each, load 3-5): the same CPU per REGISTER, the same capacity, but
+past capacity the owner design collapsed (6,000/s offered: 17,519 failed, a worker's calls
+timing out on the owner) where this one degraded (0 failed); calls: the supervisor's CPU per
+call 70 µs against 95.  Why journals rather than relaying the changes through the hub: see the
+journal module (figures).
 
 What a REGISTER costs the other workers is kept small (issue 16: at most +10% CPU per
 REGISTER over one process):
@@ -61,13 +63,21 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 
-from signaling.registry.base import Binding, ContactChange, RegistryUnavailable
+from signaling.registry.base import (
+    MAX_STATE_BYTES,
+    Binding,
+    ContactChange,
+    RegistryError,
+    RegistryFull,
+    RegistryUnavailable,
+)
+from signaling.registry.dialogmap import DialogMaps
 from signaling.registry.journal import PREFIX, JournalReader, JournalWriter, Lapped
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.pending import Change, Pending, fields, record
@@ -215,9 +225,11 @@ class _NotReady(Exception):
 class ReplicaRegistry:
     """A ``Registry`` kept whole in this worker, its changes written to a journal of its own
     and its siblings' read from theirs (see the module docstring); the hub in ``run_dir``
-    copies a sibling's replica at start; dialogs, sessions and claims are the owner's."""
+    copies a sibling's replica at start; dialogs are in this worker's table
+    (``signaling.registry.dialogmap``), sessions and claims are the owner's."""
 
-    def __init__(self, run_dir: str, *, max_bindings_per_aor: int, max_bytes: int) -> None:
+    def __init__(self, run_dir: str, *, max_bindings_per_aor: int, max_bytes: int,
+                 max_dialogs: int = 200_000) -> None:
         self.local = MemoryRegistry(max_bindings_per_aor=max_bindings_per_aor,
                                     max_bytes=max_bytes)
         #: Other workers' changes to AORs not used here yet (``signaling.registry.pending``):
@@ -229,6 +241,8 @@ class ReplicaRegistry:
         self.run_dir = run_dir
         self.hub_path = str(Path(run_dir) / HUB_SOCKET)
         self.owner = SharedRegistry(str(Path(run_dir) / OWNER_SOCKET))
+        #: Confirmed dialogs: this worker's table, and the others' (read on a miss).
+        self.dialogs = DialogMaps(run_dir, max_dialogs)
         self._link: _HubLink | None = None
         self._connecting: asyncio.Lock | None = None
         self._journal: JournalWriter | None = None
@@ -259,6 +273,9 @@ class ReplicaRegistry:
                 if self._journal is None:
                     self._journal = JournalWriter(self.run_dir)
                     self._skip.add(self._journal.name)
+                    # Created before the worker serves: a sibling that misses a dialog
+                    # confirmed here finds the table (``dialogmap.DialogMaps._others``).
+                    self.dialogs.open()
                 loop = asyncio.get_running_loop()
                 try:
                     async with asyncio.timeout(CALL_TIMEOUT):
@@ -490,6 +507,10 @@ class ReplicaRegistry:
         if self._link is not None and self._link.synced.done() and not self._link.lost:
             self._catch_up()
         self.pending.expire(now, limit)
+        if self.dialogs.own is not None:
+            for dialog_id in self.dialogs.own.expire(now):  # held by the owner: delete there
+                with contextlib.suppress(RegistryError):
+                    await self.owner.delete_dialog(dialog_id)
         return await self.local.expire(now, limit)
 
     async def list_aors(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
@@ -516,14 +537,43 @@ class ReplicaRegistry:
         self._catch_up()  # as in ``lookup``
         return aor in self.pending or await self.local.known_user(aor)
 
+    def put_dialog_nowait(self, dialog_id: str, data: bytes,
+                          ttl: float) -> Coroutine[Any, Any, None] | None:
+        """Into this worker's table (``registry.base.DialogsInPlace``); a dialog too large for
+        it goes to the owner, the table keeping a marker that says so."""
+        if len(data) > MAX_STATE_BYTES:
+            raise RegistryFull(f"state blob of {len(data)} bytes > {MAX_STATE_BYTES}")
+        table = self.dialogs.open()
+        expires_at = time.time() + ttl
+        if table.put(dialog_id, data, expires_at):
+            return None
+        if not table.put(dialog_id, b"", expires_at, owner=True):
+            raise RegistryFull("dialog table full")
+        return self.owner.put_dialog(dialog_id, data, ttl)
+
+    def delete_dialog_nowait(self, dialog_id: str) -> Coroutine[Any, Any, bool] | None:
+        if self.dialogs.open().delete(dialog_id):
+            return self.owner.delete_dialog(dialog_id)  # its data is the owner's
+        return None
+
     async def put_dialog(self, dialog_id: str, data: bytes, ttl: float) -> None:
-        await self.owner.put_dialog(dialog_id, data, ttl)
+        rest = self.put_dialog_nowait(dialog_id, data, ttl)
+        if rest is not None:
+            await rest
 
     async def get_dialog(self, dialog_id: str) -> bytes | None:
-        return await self.owner.get_dialog(dialog_id)
+        found = self.dialogs.get(dialog_id)
+        if found is None:
+            return None
+        if found.owner:
+            return await self.owner.get_dialog(dialog_id)
+        return found.data
 
     async def delete_dialog(self, dialog_id: str) -> bool:
-        return await self.owner.delete_dialog(dialog_id)
+        held = self.dialogs.open().delete(dialog_id)
+        if held:
+            await self.owner.delete_dialog(dialog_id)
+        return held is not None
 
     async def claim(self, key: str, ttl: float) -> bool:
         return await self.owner.claim(key, ttl)
@@ -554,5 +604,6 @@ class ReplicaRegistry:
             # every binding it mentions has expired: ``journal.prune``).
             self._journal.close()
             self._journal = None
+        self.dialogs.close()  # its file stays too, for whoever takes this worker's calls over
         with contextlib.suppress(Exception):
             await self.owner.close()

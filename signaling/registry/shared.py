@@ -3,8 +3,9 @@
 ``signaling serve --processes N`` with the embedded default (``--registry memory``) keeps one
 ``MemoryRegistry`` in the supervisor (``signaling.registry.owner``), served over a Unix socket;
 each worker talks to it through this client.  Bindings are now kept in a replica in every worker
-(``signaling.registry.replica``, which uses this client for dialogs, Diameter sessions and nonce
-claims); the supervisor's ``SHARING_ENV`` brings back this engine for everything, for
+(``signaling.registry.replica``, which uses this client for Diameter sessions, nonce claims
+and the rare dialog too large for its own table, ``signaling.registry.dialogmap``); the
+supervisor's ``SHARING_ENV`` brings back this engine for everything, for
 comparison.  So a registration made through one worker is found
 through every other, and it survives a worker's death (kill -9): the binding lives in the
 supervisor, which no traffic reaches and which runs none of the SIP code.

@@ -1,18 +1,28 @@
 """signaling/dialogshare.py against a real Redis: a dialog shared by one node is loaded by
 another, a stopping node waits for its writes, nothing is written with the in-process registry,
-and a registry that fails costs a counted drop, never the call."""
+and a registry that fails costs a counted drop, never the call; and against the replica engine
+of ``--processes N``, whose table in shared memory is written in place, with no task."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 
 from protocols.sip.message import Request
 from protocols.sip.parser import parse_message
 from signaling.dialogs import DialogState, DialogTable, ProxyDialog
 from signaling.dialogshare import SharedDialogs
 from signaling.metrics import Metrics
+from signaling.registry.hub import ReplicaHub
+from signaling.registry.memory import MemoryRegistry
+from signaling.registry.owner import RegistryOwner
 from signaling.registry.redis import RedisRegistry
+from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET, ReplicaRegistry
 from signaling.transports.base import Peer
 
 CALLER = Peer("udp", "127.0.0.1", 5061)
@@ -110,3 +120,53 @@ async def test_a_registry_that_fails_costs_a_counted_drop() -> None:
         assert events.get("dialog_load_failed") == 1
     finally:
         await reg.close()
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[tuple[ReplicaRegistry, ReplicaRegistry]]:
+    """Two workers' replica engines, with the supervisor's hub and owner, over real sockets."""
+    with tempfile.TemporaryDirectory(prefix="sig-dialogshare-") as run_dir:
+        owner = RegistryOwner(MemoryRegistry(), str(Path(run_dir) / OWNER_SOCKET))
+        await owner.start()
+        hub = ReplicaHub(str(Path(run_dir) / HUB_SOCKET))
+        await hub.start()
+        one, two = (ReplicaRegistry(run_dir, max_bindings_per_aor=10, max_bytes=1 << 24,
+                                    max_dialogs=100) for _ in range(2))
+        try:
+            await one.ping()
+            await two.ping()
+            yield one, two
+        finally:
+            await one.close()
+            await two.close()
+            await hub.close()
+            await owner.close()
+
+
+async def test_a_worker_shares_its_dialogs_in_place(
+        workers: tuple[ReplicaRegistry, ReplicaRegistry]) -> None:
+    """No task per write: the dialog is in the table when ``share`` returns, and gone when
+    ``unshare`` does."""
+    one, two = workers
+    events = Metrics().fast_counter("proxy_events", "events", ["event"])
+    writer = SharedDialogs(one, True, 60.0, events)
+    reader = SharedDialogs(two, True, 60.0, events)
+    writer.share(_confirmed("c4"))
+    assert not writer._pending
+    table = DialogTable(10)
+    loaded = await reader.load(_bye("c4"), table, 5.0, 105.0)
+    assert loaded is not None and loaded.callee_peer == Peer("udp", "127.0.0.1", 5062)
+    writer.unshare(loaded)
+    assert not writer._pending
+    assert await reader.load(_bye("c4"), DialogTable(10), 5.0, 105.0) is None
+
+
+async def test_a_dialog_too_large_for_any_registry_costs_a_counted_drop(
+        workers: tuple[ReplicaRegistry, ReplicaRegistry]) -> None:
+    one, _ = workers
+    events = Metrics().fast_counter("proxy_events", "events", ["event"])
+    shared = SharedDialogs(one, True, 60.0, events)
+    dialog = _confirmed("c5")
+    dialog.caller = "<sip:" + "a" * 20_000 + "@x>;tag=a"  # beyond MAX_STATE_BYTES
+    shared.share(dialog)
+    assert events.get("dialog_share_failed") == 1 and not shared._pending

@@ -29,6 +29,7 @@ from harness.serverproc import ServerProcess, options, server_env, sip_request
 from harness.sipp_runner import Sipp
 from protocols.diameter.constants import ResultCode
 from protocols.sip.message import CSeq, NameAddr, Request, SipURI
+from signaling.registry import dialogmap
 from signaling.registry.journal import PREFIX, writer_pid
 from signaling.worker import WORKER_ENV
 from tests.peers.sipua import UdpUA, invited
@@ -245,6 +246,12 @@ def _journal_pids(run_dir: str) -> set[int | None]:
     return {writer_pid(n) for n in os.listdir(run_dir) if n.startswith(PREFIX)}
 
 
+def _table_pids(run_dir: str) -> set[int | None]:
+    """The writers of the dialog tables in the run directory (registry/dialogmap.py)."""
+    return {dialogmap.writer_pid(n) for n in os.listdir(run_dir)
+            if n.startswith(dialogmap.PREFIX)}
+
+
 def _reload(srv: Supervised) -> set[int]:
     """SIGHUP, until the new generation serves; its pids."""
     before = {int(w["pid"]) for w in srv.workers()}
@@ -258,7 +265,8 @@ def test_reloads_leave_only_the_journals_still_needed(tmp_path: Path) -> None:
     """Each reload leaves N journals of exited workers: each goes once every binding it
     mentions has expired (registry/journal.py), so the run directory holds the serving
     workers' journals and the first generation's (its registrations live on), and a kill -9
-    of every worker still loses none of them: the new workers rebuild from those."""
+    of every worker still loses none of them: the new workers rebuild from those.  The dialog
+    tables of exited workers that held no dialog go at once (registry/dialogmap.py)."""
     config = tmp_path / "signaling.toml"
     config.write_text("min_expires = 1\n")
     with Supervised("--config", str(config)) as srv:
@@ -279,6 +287,10 @@ def test_reloads_leave_only_the_journals_still_needed(tmp_path: Path) -> None:
         while _journal_pids(run_dir) != first | last and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _journal_pids(run_dir) == first | last
+        # No generation held a dialog: only the serving workers' tables are left.
+        while _table_pids(run_dir) != last and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _table_pids(run_dir) == last
         assert registered_contacts(srv.udp_port, "brief0", "example.com") == []
         for pid in last:
             os.kill(pid, signal.SIGKILL)

@@ -17,18 +17,21 @@ from pathlib import Path
 import pytest
 
 from signaling.registry import MemoryRegistry, Registry, make_registry
+from signaling.registry.hub import ReplicaHub
 from signaling.registry.owner import RegistryOwner
 from signaling.registry.redis import RedisRegistry
+from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET
 
 #: Seconds each Redis call of the contract tests may take.
 CONTRACT_CALL_TIMEOUT = 10.0
 
 
-@pytest.fixture(params=["memory", "shared", "redis", "cluster"])
+@pytest.fixture(params=["memory", "shared", "replica", "redis", "cluster"])
 async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
     prefix = f"t{uuid.uuid4().hex[:12]}"
     reg: Registry
     owner: RegistryOwner | None = None
+    hub: ReplicaHub | None = None
     tmp = tempfile.TemporaryDirectory(prefix="sig-owner-")
     if request.param == "memory":
         reg = MemoryRegistry()
@@ -38,6 +41,13 @@ async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
         owner = RegistryOwner(MemoryRegistry(), path)
         await owner.start()
         reg = make_registry(f"shared+unix://{path}")
+    elif request.param == "replica":
+        # A worker's replica with the supervisor's hub and owner beside it (one worker).
+        owner = RegistryOwner(MemoryRegistry(), str(Path(tmp.name) / OWNER_SOCKET))
+        await owner.start()
+        hub = ReplicaHub(str(Path(tmp.name) / HUB_SOCKET))
+        await hub.start()
+        reg = make_registry(f"replica+unix://{tmp.name}")
     elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
         reg = RedisRegistry.from_url(f"{url}?prefix={prefix}", timeout=CONTRACT_CALL_TIMEOUT)
@@ -46,6 +56,8 @@ async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
         reg = RedisRegistry.from_url(f"{url}?prefix={prefix}", timeout=CONTRACT_CALL_TIMEOUT)
     yield reg
     await reg.close()
+    if hub is not None:
+        await hub.close()
     if owner is not None:
         await owner.close()
     tmp.cleanup()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from signaling.registry.base import ContactChange
+from signaling.registry.dialogmap import DATA_SLOT
 from signaling.registry.hub import ReplicaHub
 from signaling.registry.journal import PREFIX, prune
 from signaling.registry.memory import MemoryRegistry
@@ -33,15 +34,21 @@ async def run_dir() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def hub(run_dir: str) -> AsyncIterator[ReplicaHub]:
-    """The supervisor's side: the hub and the owner (dialogs, sessions, claims)."""
-    owner = RegistryOwner(MemoryRegistry(), str(Path(run_dir) / OWNER_SOCKET))
-    await owner.start()
+async def owner(run_dir: str) -> AsyncIterator[RegistryOwner]:
+    """The supervisor's registry (sessions, claims, dialogs too large for a worker's table)."""
+    serving = RegistryOwner(MemoryRegistry(), str(Path(run_dir) / OWNER_SOCKET))
+    await serving.start()
+    yield serving
+    await serving.close()
+
+
+@pytest.fixture
+async def hub(run_dir: str, owner: RegistryOwner) -> AsyncIterator[ReplicaHub]:
+    """The supervisor's side: the hub, with the owner beside it."""
     relay = ReplicaHub(str(Path(run_dir) / HUB_SOCKET))
     await relay.start()
     yield relay
     await relay.close()
-    await owner.close()
 
 
 def replica(run_dir: str) -> ReplicaRegistry:
@@ -237,3 +244,44 @@ async def test_a_refresh_through_a_worker_that_joined_reaches_the_others_at_catc
         await until(refreshed)
     finally:
         await late.close()
+
+
+async def test_a_dialog_confirmed_through_one_worker_is_loaded_through_another_in_place(
+        pair: Pair, owner: RegistryOwner) -> None:
+    """The write, the load and the delete never reach the supervisor (its owner counts no
+    call): the dialog is in the writer's table (``signaling.registry.dialogmap``)."""
+    a, b = pair
+    calls = owner.calls
+    assert a.put_dialog_nowait("call-1;a", b"snapshot", 60) is None
+    assert await b.get_dialog("call-1;a") == b"snapshot"
+    assert a.delete_dialog_nowait("call-1;a") is None
+    assert await b.get_dialog("call-1;a") is None
+    assert owner.calls == calls
+
+
+async def test_a_dialog_too_large_for_the_table_goes_to_the_owner(
+        pair: Pair, owner: RegistryOwner) -> None:
+    a, b = pair
+    big = b"x" * (DATA_SLOT + 1)
+    rest = a.put_dialog_nowait("big;a", big, 60)
+    assert rest is not None
+    await rest
+    assert await b.get_dialog("big;a") == big  # the table's marker says where it is
+    deleted = a.delete_dialog_nowait("big;a")
+    assert deleted is not None and await deleted
+    assert await owner.registry.get_dialog("big;a") is None
+    assert await b.get_dialog("big;a") is None
+
+
+async def test_the_sweep_ends_what_no_bye_ended(pair: Pair, owner: RegistryOwner) -> None:
+    """Dialogs past their TTL (a worker's BYE never came) leave the table at the sweep, and
+    the owner's copy of one too large for it goes too."""
+    a, b = pair
+    await a.put_dialog("short;a", b"s", 60)
+    await a.put_dialog("long;a", b"x" * (DATA_SLOT + 1), 60)
+    await a.put_dialog("later;a", b"l", 600)
+    await a.expire(time.time() + 120, 100)  # as the sweep would two minutes on
+    assert set(a.dialogs.open().held) == {"later;a"}
+    assert await owner.registry.get_dialog("long;a") is None
+    assert await b.get_dialog("short;a") is None
+    assert await b.get_dialog("later;a") == b"l"
