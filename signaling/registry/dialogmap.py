@@ -71,9 +71,10 @@ MAGIC = b"SIGDLGM1"
 #: File names in the run directory: ``PREFIX``, the writer's pid, ``-``, ``mkstemp``'s part.
 PREFIX = "dialogs-"
 #: Bytes per data slot: its 32-byte header, the key (Call-ID and tag) and the dialog's snapshot
-#: (``ProxyDialog.snapshot``: From, To, both Contacts and peers; 300-700 bytes for SIPp, phones
-#: and browsers).  Larger ones go to the supervisor (see the module docstring).  The file is
-#: sparse: a slot costs memory once written, and freed slots are reused first.
+#: (``ProxyDialog.snapshot``: From, To, both Contacts and peers; 261 bytes for a SIPp call, 449
+#: for a browser's over WSS with display names and GRUU-style contacts).  Larger ones go to the
+#: supervisor (see the module docstring).  The file is sparse: a slot costs memory once
+#: written, and freed slots are reused first.
 DATA_SLOT = 2048
 #: Index entries looked at from a key's home.  The index has twice as many entries as data
 #: slots, so at most half are in use: a run of 32 used entries is far beyond what linear
