@@ -22,6 +22,7 @@ setup(
                 "protocols/sip/_speedups.c",
                 "protocols/sip/_speedups_values.c",
                 "protocols/sip/_speedups_model.c",
+                "protocols/sip/_speedups_edit.c",
             ],
             depends=["protocols/sip/_speedups.h"],
             # hidden: the files share functions by name; only PyInit__speedups is exported

@@ -56,7 +56,7 @@ from signaling.dialogs import DialogInput, DialogState, DialogTableFull, ProxyDi
 from signaling.edge import EXTENSION_REQUIRED, Edge
 from signaling.fanout import cap_per_destination
 from signaling.flows import FLOW_FAILED, Reach, flow_tokens, gruu_codec, next_flow
-from signaling.forwarding import response_bytes
+from signaling.forwarding import ack_bytes, request_bytes, response_bytes
 from signaling.hops import Hops, Target
 from signaling.metrics import Metrics
 from signaling.proxy_context import Branch, Context
@@ -294,7 +294,8 @@ class Proxy:
         for target in targets:
             copy = self._copy_for(req, target, work.peer, trace)
             udp: tuple[Request, Peer] | None = None
-            tcp, wire = over_tcp(copy, target.peer, self.transports)  # §18.1.1, sizeswitch
+            tcp, wire = over_tcp(copy, target.peer, self.transports,  # §18.1.1, sizeswitch
+                                 request_bytes(req, copy))
             if tcp is not None:
                 self.c_proxy.inc("udp_too_large_sent_over_tcp")
                 udp, target = (copy, target.peer), dataclasses.replace(target, peer=tcp)
@@ -619,10 +620,15 @@ class Proxy:
         # From the transport's Via text (``TransportInfo.via``), as every request we send:
         # a Via built field by field is rendered again when serialized.
         via = self._info(dest.transport).via(branch)
+        mf = 70 if req.max_forwards is None else req.max_forwards - 1
+        data = ack_bytes(req, via, mf)  # edited from the received bytes (forwarding.py)
+        if data is not None:
+            self.core.forward_stateless(req, dest, data)
+            return
         # Changed in place, as ``_pop_own_routes`` did: nothing keeps a stateless ACK once it
         # is sent, so a copy (``dataclasses.replace``) would only cost its fields' walk.
         req.vias = [via, *req.vias]
-        req.max_forwards = 70 if req.max_forwards is None else req.max_forwards - 1
+        req.max_forwards = mf
         self.core.forward_stateless(req, dest)
 
     def on_stray_response(self, resp: Response, peer: Peer) -> None:

@@ -286,11 +286,13 @@ class SipCore:
         """The timers of ``peer``'s transport: reliable ones do not retransmit (§17.1.1.2)."""
         return self.timers[self.transports.reliable(peer.transport)]
 
-    def forward_stateless(self, message: Request | Response, peer: Peer) -> None:
-        """Send a message no transaction of ours owns (§16.11 ACK for a 2xx, §16.7 step 9)."""
+    def forward_stateless(self, message: Request | Response, peer: Peer,
+                          data: bytes | None = None) -> None:
+        """Send a message no transaction of ours owns (§16.11 ACK for a 2xx, §16.7 step 9);
+        ``data``: its wire form when the caller has it (edited from the received bytes)."""
         if isinstance(message, Request):
             self.c_req_out.inc(_method[message.method], peer.transport)
-        self.send(serialize(message), peer)
+        self.send(serialize(message) if data is None else data, peer)
 
     def send_stateless(self, request: Request, peer: Peer, status: int,
                        reason: str | None = None, extra: Iterable[tuple[str, str]] = ()) -> None:

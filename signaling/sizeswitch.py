@@ -30,14 +30,17 @@ __all__ = ["UDP_SIZE_LIMIT", "over_tcp", "udp_retry"]
 UDP_SIZE_LIMIT = 1300
 
 
-def over_tcp(copy: Request, peer: Peer, transports: Transports) -> tuple[Peer | None, bytes | None]:
+def over_tcp(copy: Request, peer: Peer, transports: Transports,
+             wire: bytes | None = None) -> tuple[Peer | None, bytes | None]:
     """The TCP peer to send ``copy`` to instead of ``peer`` (UDP) for its size, or None; and
-    the wire form of ``copy`` when it was serialized to tell and stays on UDP (the client
-    transaction sends those bytes: TCP is on by default, so every request forwarded over UDP
-    is measured, and serializing it twice cost 3.6 us per INVITE, timeit)."""
+    the wire form of ``copy`` when it stays where it is (``wire``, its form edited from the
+    received bytes, when the caller has it; else serialized to tell: the client transaction
+    sends those bytes.  TCP is on by default, so every request forwarded over UDP is measured,
+    and serializing it twice cost 3.6 us per INVITE, timeit)."""
     if peer.transport != "udp" or "tcp" not in transports:
-        return None, None
-    wire = serialize(copy)
+        return None, wire
+    if wire is None:
+        wire = serialize(copy)
     if len(wire) <= UDP_SIZE_LIMIT:
         return None, wire
     return peer._replace(transport="tcp"), None

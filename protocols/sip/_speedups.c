@@ -31,9 +31,11 @@
  * - the Request-URI is a lower-case sip: or sips: URI (section 19.1.1);
  * - CSeq ``digits SP method``; numbers in the ranges parser.py accepts.
  *
- * A response also gets ``wire`` (message.py): the bytes and the offsets of its top Via, noted
- * while its lines are read, so a proxy relays it by cutting that Via out (edit.py) instead of
- * rebuilding it; parser.py leaves ``wire`` None and such responses are rebuilt.
+ * A message also gets ``wire`` (message.py): the bytes and the offsets of what a proxy
+ * changes in them (its top Via; for a request its Request-URI, Max-Forwards, first Route and
+ * Record-Route lines), noted while its lines are read, so a proxy relays a response by
+ * cutting that Via out and forwards a request by a few splices (edit.py) instead of
+ * rebuilding it; parser.py leaves ``wire`` None and such messages are rebuilt.
  *
  * Objects are built without running the dataclasses' Python ``__init__``: the instance is
  * allocated with the type's tp_alloc and every slot is stored at the offset its member
@@ -118,16 +120,7 @@ header_kind(const char *p, Py_ssize_t n)
 #undef IS_NAME
 }
 
-/* Where a relayed response's top Via is in the received bytes (protocols/sip/edit.py reads
- * them by these indices, ``L_*`` there): offsets from the start of the data, -1 unknown. */
-enum {
-    L_HEAD_END,       /* the CRLFCRLF ending the header section */
-    L_VIA_LINE,       /* the first Via line's start */
-    L_VIA_VALUE,      /* its first value's start */
-    L_VIA_ITEM_END,   /* that value's end */
-    L_VIA_CUT_END,    /* the next value's start in that line, or past the line's CRLF */
-    L_N
-};
+/* The layout (``Fields.at``, edit.py's ``Layout``): the ``L_*`` indices, _speedups.h. */
 
 /* Every field of the message being built; NULL until its header is seen. */
 typedef struct {
@@ -231,13 +224,14 @@ typed_header(Fields *fs, HeaderKind kind, const char *p, const char *e)
     }
 }
 
-/* The layout offsets of the first Via line [line, line_e) whose value [v, e) parsed
- * (``Fields.at``).  Its first value ends where parser.py's list split ends it; removing it
- * removes the line, or the value up to the next one. */
+/* The layout offsets of the first Via (``at`` L_VIA_LINE) or Route (L_ROUTE_LINE) line
+ * [line, line_e) whose value [v, e) parsed (``Fields.at``).  Its first value ends where
+ * parser.py's list split ends it; removing it removes the line, or the value up to the next
+ * one. */
 static void
-note_via_line(Fields *fs, const char *line, const char *v, const char *e, const char *line_e)
+note_first_line(Fields *fs, Py_ssize_t *at, const char *line, const char *v, const char *e,
+                const char *line_e)
 {
-    Py_ssize_t *at = fs->at;
     const char *q, *next;
     q = next = list_item_end(v, e);  /* not NULL: via_values took this line */
     while (q > v && q[-1] == ' ') {
@@ -252,10 +246,10 @@ note_via_line(Fields *fs, const char *line, const char *v, const char *e, const 
     else {
         next = line_e + 2;
     }
-    at[L_VIA_LINE] = line - fs->data;
-    at[L_VIA_VALUE] = v - fs->data;
-    at[L_VIA_ITEM_END] = q - fs->data;
-    at[L_VIA_CUT_END] = next - fs->data;
+    at[0] = line - fs->data;
+    at[1] = v - fs->data;
+    at[2] = q - fs->data;
+    at[3] = next - fs->data;
 }
 
 /* One header line [p, line_e): ``name: value``, the value stripped of spaces. */
@@ -280,8 +274,22 @@ header_line(Fields *fs, const char *p, const char *line_e)
         return extra_header(fs, p, colon, v, e);
     }
     rc = typed_header(fs, kind, v, e);
-    if (rc == OK && kind == H_VIA && fs->at[L_VIA_LINE] < 0 && fs->at[L_HEAD_END] >= 0) {
-        note_via_line(fs, p, v, e, line_e);
+    if (rc != OK || fs->at[L_HEAD_END] < 0) {
+        return rc;
+    }
+    if (kind == H_VIA && fs->at[L_VIA_LINE] < 0) {
+        note_first_line(fs, &fs->at[L_VIA_LINE], p, v, e, line_e);
+    }
+    else if (kind == H_ROUTE && fs->at[L_ROUTE_LINE] < 0) {
+        note_first_line(fs, &fs->at[L_ROUTE_LINE], p, v, e, line_e);
+    }
+    else if (kind == H_RECORD_ROUTE && fs->at[L_RR_LINE] < 0) {
+        fs->at[L_RR_LINE] = p - fs->data;
+    }
+    else if (kind == H_MAX_FORWARDS) {  /* one only: a second bails (set_uint) */
+        fs->at[L_MF_LINE] = p - fs->data;
+        fs->at[L_MF_VALUE] = v - fs->data;
+        fs->at[L_MF_END] = e - fs->data;
     }
     return rc;
 }
@@ -303,6 +311,8 @@ request_line(Fields *fs, const char *p, const char *e)
     if ((fs->f[M_FIRST] = str_of(p, sp1)) == NULL) {
         return ERR;
     }
+    fs->at[L_URI] = sp1 + 1 - fs->data;
+    fs->at[L_URI_END] = sp2 - fs->data;
     return any_sip_uri(sp1 + 1, sp2, 1, &fs->f[M_SECOND]);
 }
 
@@ -460,8 +470,8 @@ parse_into(Fields *fs, const char *data, Py_ssize_t len, int stream, int *is_req
         return BAIL;
     }
     *is_request = !(first_end - p >= 4 && memcmp(p, "SIP/", 4) == 0);
-    if (!*is_request && p == data) {
-        /* a response without CRLFs before its start line: its layout is recorded */
+    if (p == data) {
+        /* a message without CRLFs before its start line: its layout is recorded */
         fs->at[L_HEAD_END] = head_end - data;
     }
     rc = *is_request ? request_line(fs, p, first_end) : status_line(fs, p, first_end);
@@ -478,17 +488,18 @@ parse_into(Fields *fs, const char *data, Py_ssize_t len, int stream, int *is_req
     return finish(fs, *is_request, data, len, (head_end - data) + 4, stream);
 }
 
-/* ``Message.wire`` of a response: (the bytes, their layout), so a proxy relays it by cutting
- * its top Via out; None without Content-Length (a relayed message needs one, section 18.3) or
- * with CRLFs before the start line (the offsets would have to skip them), and for requests
- * (forwarding one changes too much for a splice in Python to beat ``serialize``). */
+/* ``Message.wire``: (the bytes, their layout), so a proxy relays a response by cutting its
+ * top Via out and forwards a request by a few splices (edit.py); None without Content-Length
+ * (a relayed message needs one, section 18.3) or with CRLFs before the start line (the
+ * offsets would have to skip them). */
 static PyObject *
 wire_of(Fields *fs, PyObject *data)
 {
     PyObject *layout, *wire;
-    if (fs->content_length < 0 || fs->at[L_VIA_LINE] < 0) {  /* a request, or CRLF-led */
+    if (fs->content_length < 0 || fs->at[L_VIA_LINE] < 0) {  /* CRLF-led */
         return Py_NewRef(Py_None);
     }
+    fs->at[L_ROUTES] = PyList_GET_SIZE(fs->f[M_ROUTES]);
     if ((layout = PyTuple_New(L_N)) == NULL) {
         return NULL;
     }
@@ -553,6 +564,9 @@ static PyMethodDef methods[] = {
      "parse(data: bytes, stream: bool) -> Request | Response | None\n\n"
      "The message when it is in the common subset this module handles, else None: the\n"
      "caller then runs the pure-Python parser, the only judge of errors."},
+    {"forward", (PyCFunction)(void (*)(void))forward, METH_FASTCALL,
+     "forward(wire, routes, via, top, max_forwards, record_routes, uri, body) -> bytes | None\n\n"
+     "A received request's bytes as a proxy forwards them (see _speedups_edit.c)."},
     {"setup", setup, METH_VARARGS,
      "setup(SipURI, NameAddr, Via, CSeq, Request, Response, limits) -> None"},
     {NULL, NULL, 0, NULL},

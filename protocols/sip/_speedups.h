@@ -1,7 +1,8 @@
-/* Declarations shared by the three files of the C fast path of the SIP parser:
+/* Declarations shared by the four files of the C fast path of the SIP parser:
  * _speedups.c (the message: header lines, start lines, framing; the module itself),
- * _speedups_values.c (header values: parameters, URIs, name-addrs, Via, CSeq, lists) and
- * _speedups_model.c (character classes, the model classes and building their instances).
+ * _speedups_values.c (header values: parameters, URIs, name-addrs, Via, CSeq, lists),
+ * _speedups_model.c (character classes, the model classes and building their instances) and
+ * _speedups_edit.c (a forwarded request spliced from the received bytes).
  * See _speedups.c for what the module is and is not.  The scanners that run per character
  * are static inline here, so splitting the files adds no call per character.
  */
@@ -163,5 +164,32 @@ int tokens(const char *p, const char *e, PyObject **list);
 const char *list_item_end(const char *p, const char *e);
 int name_addrs(const char *p, const char *e, PyObject **list);
 int via_values(const char *p, const char *e, PyObject **list, Py_ssize_t *count);
+
+/* Where a relayed message's edited parts are in the received bytes (protocols/sip/edit.py
+ * reads them by these indices, ``L_*`` there): offsets from the start of the data, -1 unknown
+ * or absent.  A response needs its top Via; a forwarded request also its Request-URI,
+ * Max-Forwards, first Route line, first Record-Route line and how many Route values it had. */
+enum {
+    L_HEAD_END,       /* the CRLFCRLF ending the header section */
+    L_VIA_LINE,       /* the first Via line's start */
+    L_VIA_VALUE,      /* its first value's start */
+    L_VIA_ITEM_END,   /* that value's end */
+    L_VIA_CUT_END,    /* the next value's start in that line, or past the line's CRLF */
+    L_URI,            /* the Request-URI's start (requests) */
+    L_URI_END,        /* its end */
+    L_MF_VALUE,       /* the Max-Forwards value's start */
+    L_MF_END,         /* its end */
+    L_ROUTE_LINE,     /* the first Route line's start, then as the four L_VIA_* */
+    L_ROUTE_VALUE,
+    L_ROUTE_ITEM_END,
+    L_ROUTE_CUT_END,
+    L_RR_LINE,        /* the first Record-Route line's start */
+    L_ROUTES,         /* the Route values in the message (not an offset) */
+    L_MF_LINE,        /* the Max-Forwards line's start */
+    L_N
+};
+
+/* _speedups_edit.c */
+PyObject *forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

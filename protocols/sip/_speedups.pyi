@@ -10,3 +10,7 @@ def setup(
     sip_uri: type[Any], name_addr: type[Any], via: type[Any], cseq: type[Any],
     request: type[Any], response: type[Any], limits: tuple[int, int, int, int, int], /,
 ) -> None: ...
+def forward(
+    wire: tuple[bytes, tuple[int, ...]], routes: int, via: str, top: str, max_forwards: int,
+    record_routes: str | None, uri: str | None, body: bytes, /,
+) -> bytes | None: ...

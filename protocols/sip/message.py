@@ -270,12 +270,14 @@ class Message:
     content_type: str | None = None
     extra: list[tuple[str, str]] = field(default_factory=list)  # (canonical name, raw value)
     body: bytes = b""
-    #: A received response's bytes and where its top Via is in them (``edit.Layout``), when
-    #: the C fast path parsed it: a proxy relays it by cutting that Via out (``edit``).  None
-    #: for requests, messages built in code and those parser.py parsed alone.  Not an
-    #: ``__init__`` field: ``dataclasses.replace`` leaves a copy without it, so a changed copy
-    #: is never mistaken for the received bytes.  Code that changes a received response in
-    #: place other than its top Via (``edit`` checks that one) must set it to None.
+    #: A received message's bytes and where the parts a proxy changes are in them
+    #: (``edit.Layout``), when the C fast path parsed it: a proxy relays a response by cutting
+    #: its top Via out, forwards a request by a few splices (``edit``).  None for messages
+    #: built in code and those parser.py parsed alone.  Not an ``__init__`` field:
+    #: ``dataclasses.replace`` leaves a copy without it, so a changed copy is never mistaken
+    #: for the received bytes.  Code that changes a received message in place other than its
+    #: top Via (``edit`` writes it as it is now) or a request's Route values popped from the
+    #: front (§16.4, counted by ``edit``) must set it to None.
     wire: tuple[bytes, tuple[int, ...]] | None = field(
         default=None, init=False, compare=False, repr=False)
 

@@ -294,6 +294,7 @@ class Authenticator:
             self._answer(work, 403, "Identity not allowed for this user", "identity_mismatch")
             return False
         if kind is _PROXY:  # §22.3: credentials for our realm are consumed, not forwarded
+            req.wire = None  # changed in place: forwarded by the serializer (edit.py)
             req.extra = [(k, v) for k, v in req.extra
                          if k.lower() != "proxy-authorization" or _realm_of(v) != realm]
         else:
