@@ -302,6 +302,9 @@ class Proxy:
                 copy = self._copy_for(req, target, work.peer, trace)
             flows = [(self._copy_for(req, t, work.peer, trace), t.peer) for t in target.fallback]
             self._start_branch(ctx, copy, target.peer, udp, flows, wire)
+        # Forwarded: the received bytes are not kept with the transaction's request for as
+        # long as it lives (bench_invite_memory; later copies are serialized).
+        req.wire = None
         if all(b.final is not None for b in ctx.branches):
             self._finish(ctx)
 
