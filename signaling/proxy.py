@@ -294,8 +294,9 @@ class Proxy:
         for target in targets:
             copy = self._copy_for(req, target, work.peer, trace)
             udp: tuple[Request, Peer] | None = None
-            tcp, wire = over_tcp(copy, target.peer, self.transports,  # §18.1.1, sizeswitch
-                                 request_bytes(req, copy))
+            # Edited from the received bytes when the C parser noted where (forwarding.py).
+            wire = request_bytes(req, copy) if req.wire is not None else None
+            tcp, wire = over_tcp(copy, target.peer, self.transports, wire)  # §18.1.1
             if tcp is not None:
                 self.c_proxy.inc("udp_too_large_sent_over_tcp")
                 udp, target = (copy, target.peer), dataclasses.replace(target, peer=tcp)
@@ -624,7 +625,8 @@ class Proxy:
         # a Via built field by field is rendered again when serialized.
         via = self._info(dest.transport).via(branch)
         mf = 70 if req.max_forwards is None else req.max_forwards - 1
-        data = ack_bytes(req, via, mf)  # edited from the received bytes (forwarding.py)
+        # Edited from the received bytes when the C parser noted where (forwarding.py).
+        data = ack_bytes(req, via, mf) if req.wire is not None else None
         if data is not None:
             self.core.forward_stateless(req, dest, data)
             return
