@@ -64,6 +64,8 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
+from signaling.registry import runfiles
+
 __all__ = ["DATA_SLOT", "MAGIC", "MAX_PROBE", "PREFIX", "SCAN_EVERY", "DialogMap", "DialogMapView",
            "DialogMaps", "Found", "prune", "writer_pid"]
 
@@ -382,30 +384,16 @@ class DialogMaps:
 
 def writer_pid(name: str) -> int | None:
     """The pid in a table's file name (None if it is not one)."""
-    pid, sep, _ = name[len(PREFIX):].partition("-")
-    return int(pid) if name.startswith(PREFIX) and sep and pid.isdigit() else None
+    return runfiles.writer_pid(name, PREFIX)
 
 
 def prune(directory: str, live: set[int], now: float) -> list[str]:
     """Remove the tables no longer needed (see the docstring): their writer is not in ``live``
     (the workers not reaped yet) and they hold no dialog or ``now`` (wall clock) is past the
     expiry of every dialog written there; an incomplete file goes once its writer is gone."""
-    removed = []
-    for name in os.listdir(directory):
-        pid = writer_pid(name)
-        if pid is None or pid in live:
-            continue
-        path = Path(directory) / name
-        try:
-            with open(path, "rb") as f:
-                header = f.read(_HEADER)
-        except OSError:
-            continue
-        if len(header) == _HEADER and header[:len(MAGIC)] == MAGIC \
-                and _U64.unpack_from(header, _LIVE_AT)[0] > 0 \
-                and _F64.unpack_from(header, _UNTIL_AT)[0] >= now:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(name)
-    return removed
+    def needed(header: bytes) -> bool:
+        return (header[:len(MAGIC)] == MAGIC
+                and _U64.unpack_from(header, _LIVE_AT)[0] > 0
+                and _F64.unpack_from(header, _UNTIL_AT)[0] >= now)
+
+    return runfiles.prune_files(directory, PREFIX, _HEADER, live, needed)

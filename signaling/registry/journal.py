@@ -65,6 +65,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from signaling.registry import runfiles
 from signaling.registry.base import Binding
 from signaling.registry.pending import ENCODER, RECORD
 
@@ -248,8 +249,7 @@ class JournalReader:
 
 def writer_pid(name: str) -> int | None:
     """The pid in a journal's file name (None if it is not one)."""
-    pid, sep, _ = name[len(PREFIX):].partition("-")
-    return int(pid) if name.startswith(PREFIX) and sep and pid.isdigit() else None
+    return runfiles.writer_pid(name, PREFIX)
 
 
 def prune(directory: str, live: set[int], now: float) -> list[str]:
@@ -257,21 +257,8 @@ def prune(directory: str, live: set[int], now: float) -> list[str]:
     their writer is not in ``live`` (the pids of the workers not reaped yet) and ``now``
     (wall clock) is past the expiry of every binding they mention; an incomplete file (its
     writer died creating it) goes once its writer is gone.  Returns the names removed."""
-    removed = []
-    for name in os.listdir(directory):
-        pid = writer_pid(name)
-        if pid is None or pid in live:
-            continue
-        path = Path(directory) / name
-        try:
-            with open(path, "rb") as f:
-                header = f.read(_HEADER)
-        except OSError:
-            continue
-        if len(header) == _HEADER and header[:len(MAGIC)] == MAGIC \
-                and _UNTIL.unpack_from(header, _UNTIL_AT)[0] >= now:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(name)
-    return removed
+    def needed(header: bytes) -> bool:
+        return (header[:len(MAGIC)] == MAGIC
+                and _UNTIL.unpack_from(header, _UNTIL_AT)[0] >= now)
+
+    return runfiles.prune_files(directory, PREFIX, _HEADER, live, needed)
