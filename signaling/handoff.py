@@ -106,6 +106,7 @@ class Handoff:
         #: The work of a request is the node's own TU's: its method itself, not a method of
         #: ours calling it (one Python call less on every request a worker queues).
         self.handle: Callable[[Work], Awaitable[None]] = tu.handle
+        self.handle_own: Callable[[Work], Awaitable[None]] = tu.handle_own
         self.core = core
         self.siblings = siblings
         self.path = _path(info, info.generation)

@@ -283,6 +283,13 @@ class Overload:
         self.h_sojourn.observe(sojourn)
         self.control.started(self._clock(), sojourn)
 
+    def started_at_once(self) -> None:
+        """``started`` for a request handled as it was read (``SipCore.answer_at_once``): it
+        never queued, so its sojourn is 0, and it was screened (``screen`` or ``decide``) a
+        moment ago, which read the clock and revised the limit if due: no second read."""
+        self.h_sojourn.observe(0.0)
+        self.control.started_at_once()
+
     def stamp_oc(self, req: Request) -> None:
         """Write our current report into the top Via of a request from an oc client (§5.2),
         so every response to it carries the report back."""

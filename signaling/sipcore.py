@@ -623,9 +623,9 @@ class SipCore:
         from the callback of what it waits on (``signaling.eager``), with no task and no
         transaction, and its UDP retransmissions are absorbed meanwhile (``waiting``).  Its
         sojourn is 0: the kernel's wait has its own gate (``max_receive_delay``)."""
-        self.overload.started(0.0)
+        self.overload.started_at_once()
         try:
-            done = run_at_once(self._tu.handle(work), partial(self._finished, work))
+            done = run_at_once(self._tu.handle_own(work), partial(self._finished, work))
         except Exception as exc:  # a bug must cost one request, as in a worker
             self._handler_failed(work, exc)
             done = True

@@ -70,6 +70,11 @@ class TransactionUser(Protocol):
         it needs no server transaction of its own (``signaling.streamanswer``)."""
         ...
 
+    def handle_own(self, work: Work) -> Awaitable[None]:
+        """``handle`` for work ``answers_itself`` said yes to: the core asked already, so
+        the TU goes straight to what answers it, without asking again."""
+        ...
+
 
 class NoTransactionUser:
     """The TU of a core that has none (before ``start``, or a bare core in tests): new
@@ -99,3 +104,6 @@ class NoTransactionUser:
 
     def answers_itself(self, request: Request) -> bool:
         return False
+
+    def handle_own(self, work: Work) -> Awaitable[None]:
+        return self.handle(work)

@@ -683,6 +683,12 @@ class AdmissionControl:
         if now >= self._interval_end:
             self._revise(now)
 
+    def started_at_once(self) -> None:
+        """``started`` with no sojourn, for a request ``decide`` admitted just before (with
+        the same clock reading, so no revision is due; the next ``decide`` makes it if so)."""
+        self._started += 1
+        self._min_sojourn = 0.0
+
     def admitted_waited(self, wait: float) -> None:
         """The least time admitted work (responses and in-dialog requests, on the server's own
         port) waited in the kernel over a tick.  New requests arrive apart from it and are read

@@ -268,6 +268,24 @@ def test_a_standing_queue_of_admitted_work_on_the_own_port_lowers_the_limit() ->
     assert ctl.rate > low
 
 
+def test_a_start_at_once_is_a_start_with_no_sojourn() -> None:
+    """Work answered as it is read (``started_at_once``, right after ``decide``): the limit
+    moves exactly as with ``started(now, 0.0)`` at the same reading, interval by interval."""
+    at_once = AdmissionControl(_cfg(initial_rate=1000.0), now=0.0)
+    timed = AdmissionControl(_cfg(initial_rate=1000.0), now=0.0)
+    t = 0.0
+    while t < 2.0:
+        for ctl in (at_once, timed):
+            ctl.admitted_waited(0.2 if t < 0.5 else 0.001)  # a standing queue, then none
+        if at_once.decide(t, "a") is Verdict.ADMIT:
+            at_once.started_at_once()
+        if timed.decide(t, "a") is Verdict.ADMIT:
+            timed.started(t, 0.0)
+        t += 0.004
+    assert at_once.revisions == timed.revisions > 10
+    assert at_once.rate == timed.rate and at_once.last_move is timed.last_move
+
+
 def test_a_limit_that_admits_nothing_still_rises_when_nothing_waits() -> None:
     """Cut low, every request is refused (late, here: the reader's own queue), so none
     starts: an interval with nothing started and nothing queued is an empty queue, and the
