@@ -278,15 +278,16 @@ def aor_of(uri: URI) -> str:
     return str(uri)
 
 
+#: The user part's characters that stay unescaped in an AOR (RFC 3261 §25.1 unreserved and
+#: user-unreserved).
 _SAFE_USER = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/"
 )
 
 
-_SAFE_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/]*")
-
-
 def _canonical_escape(text: str) -> str:
-    if _SAFE_USER_RE.fullmatch(text):  # nothing to escape: the usual user part
+    # A set test, not a regex: every REGISTER's AOR comes here, and the regex engine's call
+    # was ~1.3k of its instructions (bench_auth_legs, PLAIN).
+    if _SAFE_USER.issuperset(text):  # nothing to escape: the usual user part
         return text
     return "".join(c if c in _SAFE_USER else f"%{ord(c):02X}" for c in text)
