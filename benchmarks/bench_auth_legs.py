@@ -94,7 +94,7 @@ def _steady(server: Any) -> None:
     Date (formatted once a second).  At a real rate each falls on thousands of requests; under
     valgrind (~50x slower) on a few, as many more the slower the machine runs it: with seed 1
     the PLAIN leg read 214,171 on main and 218,879 with a change that takes ~3.3k of work away.
-    Frozen, a version and seed repeat within ~100 instructions, so a change of 1% shows."""
+    Frozen, a version and seed repeat within ~200 instructions, so a change of 1% shows."""
     control = server.core.overload.control
     control._interval_end = control._window_end = float("inf")
     server.registrar.clock = functools.partial(float, time.time())
