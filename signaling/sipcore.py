@@ -63,6 +63,7 @@ from signaling.eager import run_at_once
 from signaling.flows import FlowTable
 from signaling.metrics import Metrics
 from signaling.overload import Overload, Verdict
+from signaling.sipnames import ALLOW, KNOWN_METHODS, METHOD_LABELS, SUPPORTED_EXTENSIONS
 from signaling.stateless import stateless_answer, stateless_tag, stateless_tail
 from signaling.streamanswer import StreamAnswer, StreamAnswers
 from signaling.transports.base import Peer, Transports
@@ -73,17 +74,6 @@ __all__ = ["KNOWN_METHODS", "SUPPORTED_EXTENSIONS", "Peer", "SipCore", "StreamAn
 
 log = logging.getLogger(__name__)
 
-#: Methods this server knows (RFC 3261 §27.4 plus common extensions); metric labels use
-#: "other" for the rest so a storm of invented methods cannot explode label cardinality.
-KNOWN_METHODS = frozenset({
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
-    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
-})
-#: Option tags this server implements (Require/Proxy-Require, §8.2.2.3 and §16.3 step 5).
-#: RFC 3327 Path, RFC 5626 outbound, RFC 5627 gruu (signaling/flows.py).
-SUPPORTED_EXTENSIONS = frozenset({"gruu", "outbound", "path"})
-ALLOW = ("INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, INFO, REFER, "
-         "MESSAGE, UPDATE")
 
 
 class SipCore:
@@ -803,15 +793,4 @@ _ADMIT = Verdict.ADMIT
 _DROP = Verdict.DROP
 _REJECT = Verdict.REJECT
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx", 6: "6xx"}
-
-
-class _MethodLabels(dict[str, str]):
-    """The method as a metric label: unknown ones are "other" (bounded label values).  A
-    dict read (``_method[m]``), not a function: ten labels per proxied call, each a Python
-    call of its own before (cProfile, ``bench_call_legs --profile``)."""
-
-    def __missing__(self, method: str) -> str:
-        return "other"
-
-
-_method = _MethodLabels((m, m) for m in KNOWN_METHODS)
+_method = METHOD_LABELS

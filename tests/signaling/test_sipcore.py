@@ -402,14 +402,6 @@ async def test_a_stamped_via_reads_as_its_fields(via: str, kept: bool) -> None:
         assert parsed == top and top.params["received"] == "127.0.0.1"
 
 
-def test_method_labels_are_bounded() -> None:
-    """Metric labels: a known method is its own label, anything else "other" (bounded)."""
-    from signaling.sipcore import KNOWN_METHODS, _method
-    assert all(_method[m] == m for m in KNOWN_METHODS)
-    assert _method["FOO"] == "other" and _method["invite"] == "other"
-    assert "FOO" not in _method  # a miss adds no label
-
-
 async def test_a_register_answered_at_once_over_udp_keeps_only_its_answer() -> None:
     """With ``answer_at_once`` (the in-memory registry: ``Server``) a REGISTER over UDP is
     answered within the receive call, without a worker or a server transaction: what is left
