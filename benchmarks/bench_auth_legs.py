@@ -60,6 +60,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import inprocess
+
 __all__ = ["main"]
 
 DOMAIN = "127.0.0.1"
@@ -69,15 +71,6 @@ _REGISTER = ("REGISTER sip:{d} SIP/2.0\r\n"
              "Call-ID: {n}-bench@127.0.0.1\r\nCSeq: {c} REGISTER\r\n"
              "Contact: <sip:{u}@127.0.0.1:{p}>\r\n{auth}Expires: 600\r\nContent-Length: 0\r\n\r\n")
 _STATUS = {"401": b"SIP/2.0 401 ", "AUTH": b"SIP/2.0 200 ", "PLAIN": b"SIP/2.0 200 "}
-
-
-def _control(flag: str) -> None:
-    """``callgrind_control flag`` on this process, which keeps running meanwhile (callgrind
-    takes the command while the process executes)."""
-    proc = subprocess.Popen(["callgrind_control", flag, str(os.getpid())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None:
-        time.sleep(0.01)
 
 
 def _drain(sock: socket.socket, prefix: bytes) -> int:
@@ -151,13 +144,7 @@ async def _inner(leg: str, users: int, directory: Path, profile: bool = False) -
         _steady(server)
         receive, drain, prefix = core.receive, core.dispatcher.drain, _STATUS[leg]
         answered = 0
-        prof = None
-        if profile:
-            import cProfile
-            prof = cProfile.Profile()
-            prof.enable()
-        else:
-            _control("-z")
+        prof = inprocess.start(profile)
         if leg == "401":
             for n, data in enumerate(firsts):
                 receive(data, peer)
@@ -169,13 +156,9 @@ async def _inner(leg: str, users: int, directory: Path, profile: bool = False) -
                 await drain(10.0)  # one outstanding: answered before the next
                 answered += _drain(sock, prefix)
         if prof is None:
-            _control("-d")
+            inprocess.control("-d")
         else:
-            prof.disable()
-            import pstats
-            st = pstats.Stats(prof)
-            st.sort_stats("ncalls").print_stats(60)
-            st.sort_stats("tottime").print_stats(40)
+            inprocess.print_profile(prof, "tottime", 40)
         return answered + _drain(sock, prefix)
     finally:
         sock.close()

@@ -45,11 +45,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvloop
+
+from benchmarks import inprocess
 
 __all__ = ["main"]
 
@@ -74,14 +75,6 @@ _IN_DIALOG = ("{m} {target} SIP/2.0\r\n"
               "{routes}From: <sip:caller@127.0.0.1:{p}>;tag={n}c1\r\n"
               "To: {to}\r\nCall-ID: {n}-call@127.0.0.1\r\nCSeq: {c} {m}\r\n"
               "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-
-
-def _control(flag: str) -> None:
-    """``callgrind_control flag`` on this process, which keeps running meanwhile."""
-    proc = subprocess.Popen(["callgrind_control", flag, str(os.getpid())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None:
-        time.sleep(0.01)
 
 
 async def _recv(sock: socket.socket, prefix: bytes) -> bytes:
@@ -182,13 +175,7 @@ async def _inner(calls: int, parser: str, profile: bool, directory: Path) -> int
         _tune_gc()  # as ``signaling serve`` does at start
         client = _Client(DOMAIN, sport, pc, ps)
         done = 0
-        prof = None
-        if profile:
-            import cProfile
-            prof = cProfile.Profile()
-            prof.enable()
-        else:
-            _control("-z")
+        prof = inprocess.start(profile)
         seen: list[tuple[bytes, bytes, bytes]] = []
         for n in range(calls):
             receive(client.invite(n), caller)
@@ -207,23 +194,19 @@ async def _inner(calls: int, parser: str, profile: bool, directory: Path) -> int
             seen.append((invite, ok, request))
             done += 1
         if prof is None:
-            _control("-d")
+            inprocess.control("-d")
             # The client's own work, counted apart to be subtracted: the same messages made
             # again from what the proxy sent, without the proxy.
-            _control("-z")
+            inprocess.control("-z")
             for n, (invite, ok, request) in enumerate(seen):
                 client.invite(n)
                 client.ringing(invite)
                 client.ok(invite)
                 client.in_dialog(ok, n)
                 client.bye_ok(request)
-            _control("-d")
+            inprocess.control("-d")
         else:
-            prof.disable()
-            import pstats
-            st = pstats.Stats(prof)
-            st.sort_stats("ncalls").print_stats(60)
-            st.sort_stats("cumulative").print_stats(70)
+            inprocess.print_profile(prof, "cumulative", 70)
         return done
     finally:
         uac.close()
