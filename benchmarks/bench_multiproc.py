@@ -237,6 +237,18 @@ class Server:
             workers = json.load(r)["workers"]
         return {w["pid"]: _received(w["admin"]) for w in workers}
 
+    def overload(self) -> str:
+        """The whole server's overload counters (the front's ``/metrics`` adds the workers'
+        up): what was refused, dropped and why, the admission limit's moves.  Printed per
+        step with BENCH_VERBOSE set: a step that collapses shows where its calls went."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        keep = ("sip_overload_", "sip_admission_", "sip_shed_total")
+        return "\n".join(
+            "    " + ln.removeprefix("signaling_") for ln in text.splitlines()
+            if any(k in ln for k in keep) and not ln.startswith("#")
+            and not ln.endswith((" 0.0", " 0")))
+
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -371,6 +383,8 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
             finally:
                 uas.stop()
         after = Snapshot.take(server, groups)
+        if os.environ.get("BENCH_VERBOSE"):
+            print(server.overload(), flush=True)
         return _result(before, after, pid, workers, ok, failed)
     finally:
         server.stop()
