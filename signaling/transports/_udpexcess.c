@@ -29,8 +29,20 @@
  *   the BYE a load generator sends after an unexpected 503): dropped, counted.  The tag is
  *   ``x503`` and a keyed hash of the Call-ID, so it needs no memory and a phone's own tag
  *   cannot match it by accident;
- * - everything else (responses, ACK, CANCEL, in-dialog requests, garbage): let through while
- *   the pace allows, else dropped as the kernel's tail drop would have (the client
+ * - admitted work: a response, a request with a To tag that is not one of ours (ACK of a 2xx,
+ *   BYE, PRACK, re-INVITE ... inside a dialog, §12.2), a CANCEL (of an INVITE admitted,
+ *   §9.2): always let through, whatever the pace, never dropped, and not charged to the pace
+ *   (issue 13: work already admitted comes first).  A caller that ignores our Record-Route's
+ *   port sends its ACK and BYE here (SIPp does: it sends every request to the address it was
+ *   given, SIPp/sipp#666); when these were paced like new requests, a call step just past
+ *   capacity collapsed: the pace (1.2 times the INVITE limit) had to carry three datagrams
+ *   per admitted call, the ACKs and BYEs beyond it were dropped, the callee retransmitted
+ *   its 200 and the caller its BYE, each retransmission read and forwarded again, and the
+ *   CPU per completed call doubled (benchmarks/README.md, bench_multiproc and
+ *   bench_overload, session 11).  One call lets through at most ``HOLD_MOST`` of them and
+ *   then stops reading: the rest stays queued for the next call, not dropped;
+ * - everything else (an out-of-dialog request that starts nothing, garbage): let through
+ *   while the pace allows, else dropped as the kernel's tail drop would have (the client
  *   retransmits), counted.
  *
  * The subset a 503 is written from: CRLF line ends, no folded lines, the Via, From, To,
@@ -68,6 +80,10 @@
 #define CMSG_BYTES 128
 #define TAG_PREFIX "x503"
 #define TAG_LEN 20 /* prefix + 16 hex digits */
+/* Admitted work one drain lets through before it stops reading (see the module comment):
+ * each costs a parse and its transaction's or dialog's work (~30-100 µs), so this bounds
+ * one call's share of the loop to a few tens of ms; ``EXCESS_PASS_MOST`` in udp.py. */
+#define HOLD_MOST (4 * BATCH)
 
 static char bufs[BATCH][DGRAM];
 static char out[BATCH][ANSWER_MAX];
@@ -81,7 +97,7 @@ typedef struct {
     Py_ssize_t n;
 } span;
 
-enum { K_OTHER, K_NEW, K_OURS };
+enum { K_OTHER, K_NEW, K_OURS, K_ADMITTED };
 enum { M_INVITE, M_REGISTER, M_OTHER_NEW };
 
 typedef struct {
@@ -225,8 +241,12 @@ scan(const char *s, Py_ssize_t n, scan_t *sc)
 {
     memset(sc, 0, sizeof(*sc));
     sc->kind = K_OTHER;
-    if (n < 8 || memcmp(s, "SIP/2.0 ", 8) == 0) {
-        return; /* a response (or too short to be anything): not screened */
+    if (n < 8) {
+        return; /* too short to be anything */
+    }
+    if (memcmp(s, "SIP/2.0 ", 8) == 0) {
+        sc->kind = K_ADMITTED; /* a response: to a transaction of ours, admitted */
+        return;
     }
     Py_ssize_t sp = 0;
     while (sp < n && sp < 12 && s[sp] != ' ') {
@@ -236,8 +256,8 @@ scan(const char *s, Py_ssize_t n, scan_t *sc)
         return;
     }
     int method = new_method(s, sp);
-    int ack_or_bye = (sp == 3 && (memcmp(s, "ACK", 3) == 0 || memcmp(s, "BYE", 3) == 0));
-    if (method < 0 && !ack_or_bye) {
+    if (sp == 6 && memcmp(s, "CANCEL", 6) == 0) {
+        sc->kind = K_ADMITTED; /* §9.2: of an INVITE let in (one matching none gets 481) */
         return;
     }
     const char *nl = memchr(s, '\n', (size_t)n);
@@ -307,13 +327,12 @@ scan(const char *s, Py_ssize_t n, scan_t *sc)
     int complete = sc->to.p != NULL && sc->callid.p != NULL;
     span tag = complete ? to_tag(sc->to) : (span){NULL, 0};
     if (tag.p != NULL) {
-        if (is_ours(tag, sc->callid)) {
-            sc->kind = K_OURS;
-        }
-        return; /* in a dialog (or claiming to be): not new work */
+        /* in a dialog (or claiming to be): not new work, admitted unless it is ours */
+        sc->kind = is_ours(tag, sc->callid) ? K_OURS : K_ADMITTED;
+        return;
     }
     if (method < 0) {
-        return; /* an ACK or BYE without a To tag: the Python way judges it */
+        return; /* a request of no dialog that starts nothing (OPTIONS, a tagless ACK) */
     }
     sc->kind = K_NEW;
     sc->method = method;
@@ -524,6 +543,7 @@ enum {
     C_ANSWERED_INVITE, C_ANSWERED_REGISTER, C_ANSWERED_OTHER, C_DROPPED_NEW,
     C_DROPPED_RETRANSMISSION, C_DROPPED_OURS, C_DROPPED_OTHER,
     C_LATE, /* of the answered and dropped new requests, those refused for waiting past late */
+    C_ADMITTED, /* of the datagrams let through, the admitted work (not charged to the pace) */
     C_COUNT
 };
 
@@ -589,6 +609,9 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             int pass = 0;
             if (sc.kind == K_OURS) {
                 counts[C_DROPPED_OURS]++;
+            } else if (sc.kind == K_ADMITTED) {
+                pass = 1;
+                counts[C_ADMITTED]++;
             } else if (sc.kind == K_NEW && !sc.oc) {
                 uint64_t k = remembered_key(&sc);
                 uint64_t *slot = &memory[k & ((1 << MEMORY_BITS) - 1)];
@@ -636,7 +659,7 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 counts[C_DROPPED_OTHER] += !pass;
             }
             if (pass) {
-                passes--;
+                passes -= sc.kind != K_ADMITTED;
                 PyObject *addr = address(&names[i]);
                 PyObject *data = addr ? PyBytes_FromStringAndSize(s, n) : NULL;
                 PyObject *item = data ? Py_BuildValue("(NNd)", data, addr, waited) : NULL;
@@ -664,6 +687,9 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         read += got;
         if (got < want) {
             break; /* the queue is empty */
+        }
+        if (counts[C_ADMITTED] >= HOLD_MOST) {
+            break; /* the rest waits for the next call, queued (see HOLD_MOST) */
         }
     }
     PyObject *result = PyTuple_New(4 + C_COUNT);

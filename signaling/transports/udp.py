@@ -55,7 +55,7 @@ from signaling.worker import inherited_socket
 #: excess is then left to the kernel's tail drop.
 excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float],
                        tuple[int, int, float, int | None, int, int, int, int, int, int, int,
-                             int]] | None
+                             int, int]] | None
 #: ``_udpexcess.receive``: the ordinary read in C (recvmmsg); None without the C extension,
 #: and the socket is then read with ``recvmsg`` in Python, as before.
 _receive: Callable[[int, int, list[Any]],
@@ -269,8 +269,10 @@ class UdpTransport:
         # and what the client then retransmitted was answered after 500 ms.
         passes, most = ((allowed, EXCESS_MOST) if allowed <= EXCESS_PASS_MOST
                         else (READ_BATCH, READ_BATCH))
+        # ``admitted``: of ``passed``, responses and in-dialog requests, let through whatever
+        # the pace and not charged to it (issue 13: admitted work first; ``_udpexcess.c``).
         (read, payload, max_wait, overflow, invite, register, other, dropped_new,
-         dropped_retransmissions, dropped_of_503, dropped_other, late) = excess(
+         dropped_retransmissions, dropped_of_503, dropped_other, late, admitted) = excess(
             sock.fileno(), passes, int(self._answer_tokens), most, low, high,
             self._answer_extra, passed, core.cfg.max_receive_delay)
         self._answer_tokens -= invite + register + other
@@ -287,7 +289,8 @@ class UdpTransport:
                 if count:
                     core.c_req_in.inc(method, "udp", amount=count)
                     core.c_resp_out.inc(method, "5xx", "udp", amount=count)
-        self.pace.took(len(passed))
+        paced = len(passed) - admitted
+        self.pace.took(paced)
         receive = core.receive
         for data, addr, waited in passed:
             if waited < stats.min_wait:
@@ -299,7 +302,7 @@ class UdpTransport:
             if peer is None:
                 peer = self._new_peer(peers, addr, None)
             receive(data, peer, waited)
-        if len(passed) >= allowed and read < most and sock.fileno() in self._reading:
+        if paced >= allowed and read < most and sock.fileno() in self._reading:
             # The pace is spent (else the reader stays: the queue may hold more for it).
             self._loop.remove_reader(sock.fileno())
             self._reading.discard(sock.fileno())

@@ -135,7 +135,10 @@ class ReadPace:
     per-source fairness (``AdmissionControl``) holds among what is read.  With the excess
     drain (``signaling/transports/_udpexcess.c``, the default where it is built) the remainder
     is read and refused with a 503 in C rather than left to the kernel: blind to the source
-    too, but answered, so clients stop retransmitting (or wait their Retry-After).
+    too, but answered, so clients stop retransmitting (or wait their Retry-After).  The drain
+    lets responses and in-dialog requests through beyond the pace and does not charge them to
+    it: a caller that ignores our Record-Route's port (SIPp) sends its ACK and BYE here, and
+    paced with the INVITEs they were dropped past capacity (see ``_udpexcess.c``).
     """
 
     def __init__(self, share: float, *, burst_time: float = 0.02, min_burst: float = 8.0,

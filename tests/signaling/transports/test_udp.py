@@ -241,6 +241,44 @@ async def test_past_the_pace_the_excess_is_refused_with_503_by_the_drain(drain: 
         assert overload.control.refused_share > 0 or overload.control.revisions == 0
 
 
+async def test_past_the_pace_in_dialog_requests_on_the_listening_port_all_reach_the_core(
+        ) -> None:
+    """Issue 13: work already admitted is never shed.  A caller that sends its ACK and BYE to
+    the address it called (SIPp does, ignoring our Record-Route's port) puts them on the
+    listening socket, behind a storm's new requests: past the pace, the drain refuses the new
+    requests and lets every in-dialog request through to the core (before, they were dropped
+    with the excess, and each call's 200 and BYE came back retransmitted)."""
+    import asyncio
+
+    from tests.signaling.test_overload import _register
+
+    async with running_server(sip_udp_private="127.0.0.1:0", overload_read_share=1.0) as srv:
+        assert srv.udp is not None
+        port = srv.udp.address[1]
+        core = srv.core
+        core.overload.control.rate = 50.0  # as if measured: the pace binds at once
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            src = s.getsockname()[1]
+            for i in range(300):
+                s.sendto(_register(port, "127.0.0.1", src, i), ("127.0.0.1", port))
+            for i in range(40):
+                for method in ("ACK", "BYE"):
+                    s.sendto((f"{method} sip:callee@127.0.0.1:9 SIP/2.0\r\n"
+                              f"Via: SIP/2.0/UDP 127.0.0.1:{src};branch=z9hG4bKd{method}{i}\r\n"
+                              f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a{i}\r\n"
+                              f"To: <sip:callee@127.0.0.1>;tag=b{i}\r\nCall-ID: dialog-{i}\r\n"
+                              f"CSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n").encode(),
+                             ("127.0.0.1", port))
+            await asyncio.sleep(0.5)
+        overload = core.overload
+        assert overload.c_rejected.get("excess", "REGISTER") > 0  # the pace bound
+        assert core.c_req_in.get("ACK", "udp") == 40
+        assert core.c_req_in.get("BYE", "udp") == 40
+        assert overload.c_dropped.get("excess", "other") == 0
+
+
 def _kernel_dropped(overload: Overload) -> float:
     return sum(v for k, v in overload.c_dropped.values.items() if k[0].startswith("kernel"))
 
