@@ -73,10 +73,7 @@ refusal would have to cost under ~10% of a served REGISTER for goodput to stay a
 excess is left to the kernel (the short listening queue), and what the kernel drops comes back
 retransmitted (E: 0.5, 1.5, 3.5 s ...): what is read is then mostly retransmissions, half of
 them answered after the client's deadline, which caps goodput near 50% of capacity whatever
-the limit does.  Tried and not kept: closing the open limit when the listening queue overflows
-with the reader at full speed (so that 503s go out and clients that honour Retry-After back
-off): a few hundred 503s per step and no gain beyond the noise (load 3-8), while every 503
-cost the full path (it is kept now, ``overflowed``, with the refusals made cheap).
+the limit does (``overflowed`` closes an open limit then, with the refusals made cheap).
 
 What changed it: the excess beyond the read pace is read and refused in C
 (``signaling/transports/_udpexcess.c``: 1.2 µs a datagram read and dropped, 3.6 µs read and
@@ -444,6 +441,8 @@ class Interval:
     #: without its report an interval that refused nothing may have refused nothing because
     #: the loop stalled, not because the demand fell.
     sampled: bool = True
+    #: The wait that made the last cut, while its episode lasts (``draining``); 0 without one.
+    cut_wait: float = 0.0
 
 
 def next_limit(seen: Interval, cfg: AdmissionConfig) -> tuple[float, Move]:
@@ -456,7 +455,11 @@ def next_limit(seen: Interval, cfg: AdmissionConfig) -> tuple[float, Move]:
       still to be refused), and cutting on every interval of it cut four times per episode and
       ratcheted the limit from 4,100/s to 1,000/s with the server able to serve 3,300/s
       (bench_overload, SIPp REGISTERs at 2x: a one-second cycle, goodput 39% of capacity).
-      Cut once per episode, as TCP does once per round trip.
+      Cut once per episode, as TCP does once per round trip; the episode lasts while the wait
+      is no longer than the one that made the cut (``cut_wait``): under a CPU quota the wait
+      has a floor the limit does not move (the loop's batch cycle), and with each uptick a new
+      episode the limit fell 10% a cut, 108 to 24 calls/s while ~45/s were served
+      (bench_multiproc --share 0.1, calls at 80/s, session 11).
     * Queues idle and the limit binding: double (slow start), but not past what the server
       served at its best when the last cut came (``ceiling``, TCP's ssthresh): the doubling
       from half the capacity overshot it by a quarter and started the next episode (the same
@@ -464,8 +467,8 @@ def next_limit(seen: Interval, cfg: AdmissionConfig) -> tuple[float, Move]:
     """
     rate, target = seen.rate, cfg.target
     if seen.overflowed or seen.wait > target:
-        if not seen.overflowed and (seen.just_cut or (
-                seen.draining and seen.wait < seen.previous_wait)):
+        if not seen.overflowed and (seen.just_cut or (seen.draining and (
+                seen.wait < seen.previous_wait or seen.wait <= seen.cut_wait))):
             return rate, Move.HOLD
         if (not seen.overflowed and not seen.binding
                 and seen.served * cfg.interval < _FEW_STARTED):
@@ -546,6 +549,7 @@ class AdmissionControl:
         #: (or held since a cut while that wait fell): ``next_limit``'s one cut per episode.
         self._previous_wait = 0.0
         self._draining = False
+        self._cut_wait = 0.0  # the wait that made the last cut (``Interval.cut_wait``)
         self._ceiling = _UNBOUNDED
         self._last_reader_wait = 0.0
         #: Whether the reader ever reported (``reader_waited``): a server without the drain
@@ -750,11 +754,13 @@ class AdmissionControl:
             wait=max(sojourn, self._admitted_wait, reader),
             previous_wait=self._previous_wait, draining=self._draining,
             just_cut=self.last_move is Move.CUT, sampled=sampled,
-            binding=bool(self._refused or self._late), overflowed=self._overflowed)
+            binding=bool(self._refused or self._late), overflowed=self._overflowed,
+            cut_wait=self._cut_wait if self._draining else 0.0)
         self.rate, move = next_limit(seen, cfg)
         self.last_move = move
         if move is Move.CUT:
             self._ceiling = self._peak
+            self._cut_wait = seen.wait
         # A cut, and every hold after it while the queue it answered drains, is one episode.
         self._draining = move is Move.CUT or (move is Move.HOLD and self._draining)
         self._previous_wait = seen.wait

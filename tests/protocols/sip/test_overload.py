@@ -524,6 +524,25 @@ def test_a_cut_is_not_repeated_while_the_queue_it_answered_drains() -> None:
     assert ctl.rate < cut
 
 
+def test_a_wait_with_a_floor_over_the_target_is_cut_once_not_ratcheted() -> None:
+    """Under a CPU quota the reader's lag has a floor the limit does not move (the loop's
+    batch cycle): after a cut it wavers above the target, up one interval and down the next.
+    An uptick under the wait that made the cut is the same episode, held; only a wait past
+    it cuts again (bench_multiproc --share 0.1, calls: with every uptick a new episode, the
+    limit fell 10% a cut from 108 to 24/s while ~45/s were served)."""
+    ctl = AdmissionControl(_cfg(initial_rate=3000.0, max_rate=100_000.0), now=0.0)
+    t = _interval(ctl, 0.0, 1000, 1.0, 0.0)
+    t = _interval(ctl, t, 1000, 1.0, 0.15)  # the reader 150 ms behind: the cut
+    assert ctl.last_move is Move.CUT
+    cut = ctl.rate
+    for lag in (0.1, 0.14, 0.11, 0.13, 0.12, 0.14, 0.1):  # wavering, never past the cut's
+        t = _interval(ctl, t, 1000, 1.0, lag)
+        assert ctl.rate == cut, lag
+    t = _interval(ctl, t, 1000, 1.0, 0.2)  # past it: the queue grows, a new episode
+    t = _interval(ctl, t, 1000, 1.0, 0.2)
+    assert ctl.rate < cut
+
+
 def test_the_slow_start_stops_at_what_was_served_when_the_last_cut_came() -> None:
     """After a cut, idle queues double the limit back, but only up to the best served
     before the cut; beyond it the limit probes by 5%: doubling from half the capacity
