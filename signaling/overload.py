@@ -148,11 +148,14 @@ class Overload:
         metrics.callback_gauge("sip_overload_sources", "Sources tracked for fairness", [],
                                lambda: {(): float(self.control.sources_tracked)})
         #: Share of REGISTERs the listening socket's kernel filter drops now (set by the UDP
-        #: transport: signaling/transports/udpshed.py); its drops are counted as "kernel".
+        #: transport: signaling/transports/udpshed.py); its drops are counted as
+        #: "kernel_shed" (the socket counts them with its overflows: while a filter is on,
+        #: all are taken as its own).
         self.kernel_shed = 0.0
         metrics.callback_gauge("sip_overload_kernel_shed_share",
-                               "Share of REGISTERs dropped by the listening socket's filter "
-                               "(counted in sip_overload_dropped{reason=\"kernel\"})", [],
+                               "Share of REGISTER transactions dropped by the listening "
+                               "socket's filter, retransmissions and all (counted in "
+                               "sip_overload_dropped{reason=\"kernel_shed\"})", [],
                                lambda: {(): self.kernel_shed})
 
     def screen(self, data: bytes, source: str, waited: float) -> Verdict:

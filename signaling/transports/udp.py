@@ -185,6 +185,13 @@ class UdpTransport:
         #: the drain, whose pace and limit it follows.
         self.shed = (KernelShed(sock) if self._excess is not None
                      and core.cfg.overload_kernel_shed == "on" else None)
+        #: Stopped by ``pause_reading`` (a worker leaving, or a reload's new worker waiting
+        #: for its predecessor): the listening socket's filter is then not this process's to
+        #: revise (``udpshed``: one owner per socket).
+        self._paused = False
+        #: Whether a filter was on during the last tick: the drops it reports are its own,
+        #: not a queue that overflowed.
+        self._shed_was_on = False
         self._answer_tokens = _ANSWER_LEAST
         self._answer_at = self._loop.time()
         self._answer_extra = "".join(f"\r\n{k}: {v}" for k, v in core.answer_headers).encode(
@@ -192,6 +199,7 @@ class UdpTransport:
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
+        self._paused = False
         for sock, tag, peers, stats in self._readers:
             if sock.fileno() not in self._reading:
                 reader = self._readable
@@ -201,6 +209,11 @@ class UdpTransport:
                 self._reading.add(sock.fileno())
 
     def pause_reading(self) -> None:
+        self._paused = True
+        if self.shed is not None:
+            # The slot's next worker reads the socket now: the filter is its to set.
+            self.shed.release()
+            self.core.overload.kernel_shed = 0.0
         if self._paced is not None:
             self._paced.cancel()
             self._paced = None
@@ -318,9 +331,13 @@ class UdpTransport:
             new = (stats.dropped_total - self._kernel_seen[i]) % 2**32  # a u32 that wraps
             if new:
                 self._kernel_seen[i] = stats.dropped_total
+                # The socket counts its filter's drops with its overflows (one count):
+                # while a filter was on, they are taken as the filter's.
+                shed = tag is None and self._shed_was_on
                 self.core.overload.c_dropped.inc(
-                    "kernel_private" if tag == SLOT_TAG else "kernel", "unknown", amount=new)
-                if tag is None and self._excess is not None:
+                    "kernel_private" if tag == SLOT_TAG else "kernel_shed" if shed
+                    else "kernel", "unknown", amount=new)
+                if tag is None and self._excess is not None and not shed:
                     # The reader could not keep up with the limit open: the pace engages,
                     # the excess is then the drain's (``AdmissionControl.overflowed``).
                     self.core.overload.control.overflowed()
@@ -343,10 +360,14 @@ class UdpTransport:
                 # longest wait is how far the loop fell behind: the server's CPU is short, and
                 # no worker queue shows it (the excess it spends on is refused, not queued).
                 control.reader_waited(stats.max_wait)
-            if self.shed is not None:
+            if self.shed is not None and not self._paused:
+                if not self.shed.owned:
+                    self.shed.claim()  # a predecessor's filter, if any, comes off
+                on = self.shed.share > 0.0
                 binding = control.rate if control.rate < control.cfg.max_rate else None
                 self.shed.revise(stats.read / TICK, binding, control.heavy_sources)
                 self.core.overload.kernel_shed = self.shed.share
+                self._shed_was_on = on or self.shed.share > 0.0
             size = self.queue.revise(self._loop.time(), stats)
             if size is not None:
                 # Linux doubles the value asked for (bookkeeping): ask for half.

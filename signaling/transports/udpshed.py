@@ -9,15 +9,32 @@ at 10x).  A socket filter (classic BPF, ``SO_ATTACH_FILTER``) runs in the kernel
 before the datagram is queued, in the sender's or the softirq's time, not the server's: what
 it drops costs the server nothing, and the kernel still counts it (the socket's drop count,
 which the reader gets with every datagram as ``SO_RXQ_OVFL`` and the metrics show as
-``sip_overload_dropped{reason="kernel"}``).  It is what RFC 3261 §21.5.4 and issue 13 allow
-past the point where answering eats the capacity: excess new requests dropped, counted.
+``sip_overload_dropped{reason="kernel_shed"}`` while a filter is attached).  It is what RFC
+3261 §21.5.4 and issue 13 allow past the point where answering eats the capacity: excess new
+requests dropped, counted.
 
-What it drops: only requests whose first bytes are ``REGISTER `` (methods are case-sensitive,
-§7.1), which never belong to a dialog, and only a share of them, at random in the kernel
-(``SKF_AD_RANDOM``).  Nothing else is touched: responses, ACK, CANCEL, in-dialog requests and
-INVITEs (whose retransmissions after admission must not be shed) always reach the server.  A
-dropped REGISTER comes back retransmitted (Timer E, §17.1.2.2) with the same chance, so a
-client still gets through within a few retransmissions at moderate shares.
+What it drops: only requests whose first bytes are ``REGISTER`` (methods are case-sensitive,
+§7.1), which never belong to a dialog, and only a share of them.  Nothing else is touched:
+responses, ACK, CANCEL, in-dialog requests and INVITEs (whose retransmissions after admission
+must not be shed) always reach the server, and so does any datagram too short to hold
+``REGISTER`` (in classic BPF a load past the end ends the program with 0, which would drop it:
+the length is checked before every load).
+
+Which ones: the same transaction always gets the same fate.  The program hashes the datagram's
+bytes after ``REGISTER`` (up to ``WORDS`` 32-bit words: the Request-URI, the top Via with its
+branch, and what follows; as many whole words as the datagram holds) with a salt, and drops it
+when the hash is under ``share`` of 2**32.  A retransmission is the same request, byte for byte
+(RFC 3261 §17.1.2.2: Timer E re-sends the request; SIPp, baresip and the project's injector
+re-send the same buffer), so a transaction dropped once stays dropped for every retransmission,
+at no cost to the server, and one let through is let through at its first send: it is answered
+at once, not after the 0.5, 1.5, 3.5 s of retransmissions that a random drop (the first version,
+``SKF_AD_RANDOM``) made it wait (P99 572 ms with SIPp, 7.5 s with the injector; see
+benchmarks/README.md).  A new transaction (new branch) gets a new draw, so a client refused
+once is not refused for ever: after its Timer F it tries again (RFC 5626 §4.5's back-off) and
+is shed in the same share as everyone.  The salt is drawn once per socket and never rotated:
+with one salt, raising the share only adds transactions to those dropped and lowering it only
+releases some, so no admitted transaction's retransmission is dropped for a re-draw, and no
+outsider can choose branches that always pass.
 
 Fairness (issue 13: a flood from one source must not starve another): while admission control
 finds sources over their share (``AdmissionControl.heavy_sources``), the filter drops only their
@@ -25,16 +42,21 @@ REGISTERs, by the IPv4 source address in the IP header (``SKF_NET_OFF``); a poli
 never filtered.  With no heavy source (a storm of many polite clients, as after an outage), it
 drops from every source alike, which is fair by construction.
 
-Off by default (``--overload-kernel-shed on``): a dropped REGISTER comes back retransmitted
-at 0.5, 1.5, 3.5 s ..., so it trades the reads it saves against the latency of what it drops.
-Measured back to back (``bench_overload --only ours --kinds register --capacity register=4500
---multiples 2,5``, load 0.5-1.6): SIPp, which ignores Retry-After, 72.9 -> 93.8% at 2x and
-79.4 -> 83.6% at 12,000/s, but P99 128 -> 572 ms; the storm injector, which honours it, 79.4 ->
-72.2% and 71.6 -> 72.6%, P99 ~125 ms -> 7.5 s (its 503s became drops, then retransmissions).
+The share follows the admission limit (``next_share``, a pure function): the filter lets
+through about ``HEADROOM`` times the limit, so the read pace has a full supply and the drain
+answers some 503s with Retry-After (clients that honour it back off).  What the socket delivers
+under the filter is then about ``1 - share`` of the new REGISTERs (the dropped ones'
+retransmissions never come back to be read), so the rate before the filter is estimated as
+the read rate over ``1 - share``, smoothed over ticks; the share is moved only when what gets
+through leaves a band around ``HEADROOM``, since lowering it releases the retransmissions of
+transactions dropped until then (served late, after their client's T1).
 
-The share follows the admission limit: the filter lets through about ``HEADROOM`` times the
-limit, so the read pace still has a full supply and the drain answers some 503s with
-Retry-After (clients that honour it back off); ``next_share`` is the law, a pure function.
+One owner per socket: the workers of one slot (``signaling.supervisor``: the old and the new
+during a reload, or a worker restarted after a crash) share the slot's listening socket, and a
+filter belongs to the socket, not to the process that attached it.  Only the worker reading
+the socket revises its filter (``UdpTransport``): it claims it when it starts reading, which
+detaches whatever a predecessor left (one killed with its filter on), and releases it (detached)
+when it stops reading.
 """
 
 from __future__ import annotations
@@ -43,11 +65,13 @@ import contextlib
 import ctypes
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections.abc import Iterable
 
-__all__ = ["HEADROOM", "MOST", "KernelShed", "next_share", "program"]
+__all__ = ["HEADROOM", "MOST", "WORDS", "KernelShed", "next_share", "program",
+           "transaction_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -56,86 +80,161 @@ log = logging.getLogger(__name__)
 #: µs each, ~2% of a quarter core at a limit of 5,000/s), whose Retry-After makes polite
 #: clients back off.
 HEADROOM = 1.5
+#: The band of let-through rates (times the limit) within which the share is kept: below
+#: ``LOW`` the read pace may run short of new requests, above ``HIGH`` the drain refuses
+#: more than it needs to.  Wide enough that a limit moving by a few % moves nothing.
+LOW, HIGH = 1.3, 1.8
 #: The largest share dropped: some of every source's REGISTERs always reach the server, so a
 #: storm is still seen (and counted, and answered 503) and the share can fall again.
 MOST = 0.95
-#: A change of the share smaller than this keeps the attached program (a setsockopt per tick
-#: otherwise, and the random draw makes small steps meaningless anyway).
+#: A share below this is no share: the filter comes off.
 STEP = 0.02
-#: Heavy sources named in the program at most (each is two instructions).
+#: Weight of the newest tick in the estimate of what arrives before the filter: a tick's reads
+#: follow the loop's stalls (a 30 ms stall moves a third of a 0.1 s tick's reads to the next).
+SMOOTH = 0.5
+#: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
-#: Gain per revision: the share moves half way to what the last tick asks, so that a burst of
-#: retransmissions (the filter's own doing, 0.5 s later) does not swing it.
-GAIN = 0.5
+#: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
+#: top Via's branch (at octet ~60-110 in SIPp's and the injector's REGISTERs; a proxy's Via,
+#: first in a forwarded one, has its own branch per transaction).  Each costs 7 instructions
+#: of the kernel's time per REGISTER while a filter is on, none of the server's.
+WORDS = 124
 
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 _SO_DETACH_FILTER = getattr(socket, "SO_DETACH_FILTER", 27)
-# linux/filter.h: classic BPF opcodes and the ancillary offsets.
+# linux/filter.h, bpf_common.h: classic BPF opcodes (class | size | mode, class | op | source).
 _LD_W_ABS = 0x20
+_LD_W_LEN = 0x80
+_LDX_IMM = 0x01
+_XOR_X = 0xAC
+_MUL_K = 0x24
+_RSH_K = 0x74
+_TAX = 0x07
+_TXA = 0x87
+_JA = 0x05
 _JEQ_K = 0x15
 _JGE_K = 0x35
 _RET_K = 0x06
-_SKF_AD_OFF = -0x1000
-_SKF_AD_RANDOM = 56
 _SKF_NET_OFF = -0x100000
 _ACCEPT = 0xFFFF_FFFF
 _DROP = 0
-#: On a UDP socket the filter sees the datagram from its UDP header (8 bytes) on.
+#: On a UDP socket the filter sees the datagram from its UDP header (8 bytes) on, and its
+#: length (``BPF_LEN``) is the UDP length.
 _PAYLOAD = 8
+#: The hash's multipliers: the golden ratio's for each word, MurmurHash3's finaliser after.
+_MIX = 0x9E37_79B1
+_FINAL_1, _FINAL_2 = 0x85EB_CA6B, 0xC2B2_AE35
 _INSN = struct.Struct("HBBI")
+_M32 = 0xFFFF_FFFF
 
-
-def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
-    return _INSN.pack(code, jt, jf, k & 0xFFFF_FFFF)
-
-
-def program(share: float, sources: Iterable[str] = ()) -> list[bytes]:
-    """The filter: drop ``share`` of REGISTERs (of ``sources`` only, when given: IPv4
-    addresses), accept everything else."""
-    heavy = [int(ipaddress.IPv4Address(s)) for s in sources][:MAX_SOURCES]
-    threshold = min(int(share * 2**32), 2**32 - 1)
-    # Tail, as jump targets count from the next instruction: [rand, jge, accept, drop].
-    tail = [_insn(_LD_W_ABS, 0, 0, _SKF_AD_OFF + _SKF_AD_RANDOM),
-            _insn(_JGE_K, 1, 0, threshold),  # random >= threshold: accept
-            _insn(_RET_K, 0, 0, _DROP),
-            _insn(_RET_K, 0, 0, _ACCEPT)]
-    match: list[bytes] = []
-    if heavy:
-        # The source address, then one compare per heavy source: equal jumps over the
-        # compares after it and the "accept" that ends them, to the random draw.
-        n = len(heavy)
-        match.append(_insn(_LD_W_ABS, 0, 0, _SKF_NET_OFF + 12))  # IPv4 source (RFC 791)
-        for i, addr in enumerate(heavy):
-            match.append(_insn(_JEQ_K, n - i, 0, addr))
-        match.append(_insn(_RET_K, 0, 0, _ACCEPT))  # no heavy source: accept
-    body = match + tail
-    # "REGISTER": two words; not equal -> accept (the last instruction).
-    to_accept_1 = 2 + len(body) - 1
-    to_accept_2 = len(body) - 1
-    head = [_insn(_LD_W_ABS, 0, 0, _PAYLOAD), _insn(_JEQ_K, 0, to_accept_1, _word(b"REGI")),
-            _insn(_LD_W_ABS, 0, 0, _PAYLOAD + 4), _insn(_JEQ_K, 0, to_accept_2, _word(b"STER"))]
-    return head + body
+#: (code, jt, jf, k), where jt/jf (and k of a JA) may be a label to resolve.
+_Op = tuple[int, int | str, int | str, int | str]
 
 
 def _word(four: bytes) -> int:
     return int.from_bytes(four, "big")  # BPF_ABS loads are in network byte order
 
 
-def next_share(share: float, read_rate: float, limit: float) -> float:
-    """The share to drop next, from the one in force, the datagrams per second the listening
-    socket delivered under it, and the admission limit (new requests per second).
+def transaction_hash(payload: bytes, salt: int, words: int = WORDS) -> int:
+    """What ``program`` computes of a datagram (its UDP payload), in Python: the words after
+    ``REGISTER`` that the datagram holds (at most ``words``), last first, each mixed into the
+    salt; then MurmurHash3's finaliser.  The tests hold the kernel's verdicts against it."""
+    h = salt & _M32
+    count = max(0, min(words, (len(payload) - 8) // 4))
+    for j in range(count - 1, -1, -1):
+        m = ((h ^ _word(payload[8 + 4 * j:12 + 4 * j])) * _MIX) & _M32
+        h = m ^ (m >> 15)
+    h ^= h >> 16
+    h = (h * _FINAL_1) & _M32
+    h ^= h >> 13
+    h = (h * _FINAL_2) & _M32
+    return h ^ (h >> 16)
 
-    What arrived before the filter is estimated as ``read_rate / (1 - share)`` (as if all
-    were REGISTERs: the others make the estimate low, and the next revisions raise the share
-    further while too much still comes through); the share that lets ``HEADROOM`` times the
-    limit through is then approached by ``GAIN``.  Off (0) once the limit is not binding."""
-    if limit <= 0 or read_rate <= 0:
+
+def threshold(share: float) -> int:
+    """Hashes under this are dropped."""
+    return min(int(share * 2**32), _M32)
+
+
+def program(share: float, sources: Iterable[str] = (), salt: int = 0,
+            words: int = WORDS) -> list[bytes]:
+    """The filter: drop the REGISTERs (of ``sources`` only, when given: IPv4 addresses) whose
+    ``transaction_hash`` is under ``share`` of 2**32; accept everything else."""
+    heavy = [int(ipaddress.IPv4Address(s)) for s in sources][:MAX_SOURCES]
+    ops: list[_Op | str] = [
+        (_LD_W_LEN, 0, 0, 0),
+        (_JGE_K, 0, "accept", _PAYLOAD + 8),  # too short for "REGISTER": never loaded past
+        (_LD_W_ABS, 0, 0, _PAYLOAD),
+        (_JEQ_K, 0, "accept", _word(b"REGI")),
+        (_LD_W_ABS, 0, 0, _PAYLOAD + 4),
+        (_JEQ_K, "heavy" if heavy else "hash", 0, _word(b"STER")),
+        "accept", (_RET_K, 0, 0, _ACCEPT),
+    ]
+    if heavy:
+        # The source address, then one compare per heavy source: equal goes to the hash.
+        ops += ["heavy", (_LD_W_ABS, 0, 0, _SKF_NET_OFF + 12)]  # IPv4 source (RFC 791)
+        ops += [(_JEQ_K, "hash", 0, addr) for addr in heavy]
+        ops.append((_RET_K, 0, 0, _ACCEPT))  # no heavy source: accept
+    # The hash lives in X.  The longest run of words the datagram holds is found first
+    # (from the last word down: one compare each), then entered where it starts, so each
+    # word's load is known to be within the datagram.
+    ops += ["hash", (_LDX_IMM, 0, 0, salt & _M32), (_LD_W_LEN, 0, 0, 0)]
+    for j in range(words - 1, -1, -1):
+        ops += [(_JGE_K, 0, 1, _PAYLOAD + 12 + 4 * j), (_JA, 0, 0, f"w{j}")]
+    ops.append((_JA, 0, 0, "final"))  # no whole word after "REGISTER": the salt alone
+    for j in range(words - 1, -1, -1):
+        ops += [f"w{j}", (_LD_W_ABS, 0, 0, _PAYLOAD + 8 + 4 * j), (_XOR_X, 0, 0, 0),
+                (_MUL_K, 0, 0, _MIX), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 15), (_XOR_X, 0, 0, 0),
+                (_TAX, 0, 0, 0)]
+    ops += ["final", (_TXA, 0, 0, 0), (_RSH_K, 0, 0, 16), (_XOR_X, 0, 0, 0),
+            (_MUL_K, 0, 0, _FINAL_1), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 13), (_XOR_X, 0, 0, 0),
+            (_MUL_K, 0, 0, _FINAL_2), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 16), (_XOR_X, 0, 0, 0),
+            (_JGE_K, "pass", 0, threshold(share)),
+            (_RET_K, 0, 0, _DROP),
+            "pass", (_RET_K, 0, 0, _ACCEPT)]
+    return _assemble(ops)
+
+
+def _assemble(ops: list[_Op | str]) -> list[bytes]:
+    """Labels resolved to the relative jumps of classic BPF (forward only; jt/jf 8 bits)."""
+    at: dict[str, int] = {}
+    n = 0
+    for op in ops:
+        if isinstance(op, str):
+            at[op] = n
+        else:
+            n += 1
+    out: list[bytes] = []
+    for op in ops:
+        if isinstance(op, str):
+            continue
+        code, jt, jf, k = op
+        here = len(out) + 1  # jumps count from the next instruction
+        t, f = _relative(jt, at, here), _relative(jf, at, here)
+        assert 0 <= t < 256 and 0 <= f < 256, op
+        out.append(_INSN.pack(code, t, f, _relative(k, at, here) & _M32))
+    return out
+
+
+def _relative(target: int | str, at: dict[str, int], here: int) -> int:
+    return at[target] - here if isinstance(target, str) else target
+
+
+def next_share(share: float, offered: float, limit: float) -> float:
+    """The share to drop next, from the one in force, the REGISTERs per second estimated to
+    arrive before the filter, and the admission limit (new requests per second).
+
+    Kept while what gets through, ``offered * (1 - share)``, stays within ``LOW`` to ``HIGH``
+    times the limit; else set to let ``HEADROOM`` times the limit through.  Off (0) once the
+    limit is not binding, or below ``STEP``; never over ``MOST``."""
+    if limit <= 0 or offered <= 0:
         return 0.0
-    offered = read_rate / (1.0 - share)
+    through = offered * (1.0 - share)
+    if share and LOW * limit <= through <= HIGH * limit:
+        return share
     want = 1.0 - HEADROOM * limit / offered
-    want = 0.0 if want < 0.0 else MOST if want > MOST else want
-    moved = share + GAIN * (want - share)
-    return 0.0 if moved < STEP else moved
+    want = MOST if want > MOST else want
+    return 0.0 if want < STEP else want
 
 
 class KernelShed:
@@ -146,14 +245,40 @@ class KernelShed:
         #: The share of (heavy sources') REGISTERs dropped now; 0: no filter attached.
         self.share = 0.0
         self.sources: tuple[str, ...] = ()
+        #: The smoothed estimate of what arrives before the filter, per second.
+        self.offered = 0.0
+        #: Whether this process revises the socket's filter (see the module docstring).
+        self.owned = False
+        #: Drawn once, never rotated (see the module docstring).
+        self.salt = int.from_bytes(os.urandom(4), "big")
         self._ipv4 = sock.family == socket.AF_INET
         #: The attached program's buffer: the kernel copies it, but it must live through the
         #: setsockopt call that reads it.
         self._buffer: ctypes.Array[ctypes.c_char] | None = None
 
+    def claim(self) -> None:
+        """This process reads the socket now: whatever filter a predecessor left is its."""
+        self.owned = True
+        self._detach()
+
+    def release(self) -> None:
+        """This process stops reading the socket: its filter comes off for the next reader."""
+        if self.owned and self.share:
+            self._detach()
+        self.owned = False
+
     def revise(self, read_rate: float, limit: float | None, heavy: Iterable[str]) -> None:
-        """``limit``: the admission limit when it binds, else None (the filter comes off)."""
-        share = 0.0 if limit is None else next_share(self.share, read_rate, limit)
+        """``read_rate``: datagrams per second the socket delivered under the filter in force;
+        ``limit``: the admission limit when it binds, else None (the filter comes off)."""
+        if limit is None:
+            self.offered = 0.0
+            if self.share:
+                self._detach()
+            return
+        arrived = read_rate / (1.0 - self.share)
+        self.offered = (arrived if not self.offered
+                        else SMOOTH * arrived + (1.0 - SMOOTH) * self.offered)
+        share = next_share(self.share, self.offered, limit)
         # A source named stays named while the filter is on: once shed, a flood takes no
         # more than its share of admissions and is no longer "heavy" by that count, and an
         # unnamed filter would then shed every source's REGISTERs alike.
@@ -163,9 +288,9 @@ class KernelShed:
             if self.share:
                 self._detach()
             return
-        if abs(share - self.share) < STEP and sources == self.sources:
+        if share == self.share and sources == self.sources:
             return
-        if self._attach(program(share, sources)):
+        if self._attach(program(share, sources, self.salt)):
             self.share, self.sources = share, sources
 
     def _attach(self, insns: list[bytes]) -> bool:
@@ -182,6 +307,6 @@ class KernelShed:
         return True
 
     def _detach(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # ENOENT: none attached
             self.sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
         self.share, self.sources, self._buffer = 0.0, (), None

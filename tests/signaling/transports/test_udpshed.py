@@ -6,13 +6,23 @@ counted in the socket's drop count (SO_RXQ_OVFL), which the server reports."""
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import random
 import socket
 import struct
 import time
 
 import pytest
 
-from signaling.transports.udpshed import HEADROOM, MOST, KernelShed, next_share, program
+from signaling.transports.udpshed import (
+    MOST,
+    WORDS,
+    KernelShed,
+    next_share,
+    program,
+    transaction_hash,
+)
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
 
@@ -53,18 +63,37 @@ def _drain(r: socket.socket) -> tuple[dict[bytes, int], int]:
 
 def _attach(r: socket.socket, share: float, sources: tuple[str, ...] = ()) -> KernelShed:
     shed = KernelShed(r)
-    assert shed._attach(program(share, sources))
+    assert shed._attach(program(share, sources, shed.salt))
     return shed
+
+
+def _register(i: int, uri: bytes = b"sip:example.com") -> bytes:
+    """A REGISTER as SIPp sends it: transaction ``i``'s branch in the top Via."""
+    return (b"REGISTER " + uri + b" SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-"
+            b"4242-%d-0\r\nMax-Forwards: 70\r\nFrom: <sip:u%d@example.com>;tag=4242SIPpTag00%d"
+            b"\r\nTo: <sip:u%d@example.com>\r\nCall-ID: %d-4242@127.0.0.1\r\nCSeq: 1 REGISTER"
+            b"\r\nContent-Length: 0\r\n\r\n") % (i, i, i, i, i)
+
+
+def _delivered(r: socket.socket) -> list[bytes]:
+    time.sleep(0.1)
+    out = []
+    while True:
+        try:
+            out.append(r.recv(70_000))
+        except BlockingIOError:
+            return out
 
 
 def test_a_share_of_registers_is_dropped_and_nothing_else() -> None:
     r, s = _receiver(), _sender("127.0.0.1")
     _attach(r, 0.75)
     n = 2000
-    for _ in range(n):
-        for first in (b"REGISTER sip:x SIP/2.0", b"INVITE sip:x SIP/2.0", b"OPTIONS sip:x SIP/2.0",
-                      b"SIP/2.0 200 OK", b"register sip:x SIP/2.0", b"REGISTERS sip:x SIP/2.0"):
-            s.sendto(first + b"\r\n\r\n", r.getsockname())
+    for i in range(n):
+        for first in (b"REGISTER", b"INVITE", b"OPTIONS", b"SIP/2.0 200 OK", b"register",
+                      b"REGISTERS"):
+            s.sendto(first + b" sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK%d\r\n\r\n"
+                     % i, r.getsockname())
     # The drop count comes with each datagram read: one more after all, to read the total.
     s.sendto(b"SENTINEL", r.getsockname())
     got, drops = _drain(r)
@@ -82,13 +111,95 @@ def test_a_share_of_registers_is_dropped_and_nothing_else() -> None:
     s.close()
 
 
+def test_a_transaction_keeps_its_fate_through_its_retransmissions() -> None:
+    """RFC 3261 §17.1.2.2: a retransmission is the same request; dropped once, dropped at every
+    send (the server never sees it), let through once, let through at every send."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    _attach(r, 0.5)
+    n, sends = 400, 5
+    for _ in range(sends):
+        for i in range(n):
+            s.sendto(_register(i), r.getsockname())
+    counts: dict[bytes, int] = {}
+    for data in _delivered(r):
+        counts[data] = counts.get(data, 0) + 1
+    assert set(counts.values()) == {sends}, counts  # all of a transaction's sends, or none
+    assert 100 < len(counts) < 300, len(counts)  # Binomial(400, 0.5): sd 10
+    r.close()
+    s.close()
+
+
+@pytest.mark.parametrize("share", [0.3, 0.9])
+def test_transactions_are_shed_in_about_the_share(share: float) -> None:
+    """Branches that differ in a digit or two (SIPp numbers its calls) are spread by the hash,
+    whatever the length of the Request-URI before them."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    _attach(r, share)
+    n = 3000
+    for i in range(n):
+        uri = b"sip:" + b"x" * (i % 7 * 40) + b"@example.com"  # the branch at octet ~70-350
+        s.sendto(_register(i, uri), r.getsockname())
+    through = len(_delivered(r))
+    # Binomial(3000, 1 - share): sd 25 (0.3) and 16 (0.9); eight sd either side.
+    assert abs(through - n * (1 - share)) < 8 * math.sqrt(n * share * (1 - share)), through
+    r.close()
+    s.close()
+
+
+def test_the_kernel_computes_the_reference_hash() -> None:
+    """Every verdict of the program in the kernel is ``transaction_hash`` against the
+    threshold, for datagrams of every length: shorter than ``REGISTER``, ending within a word,
+    longer than the words hashed; a datagram too short to hold ``REGISTER`` is never dropped
+    (no load past its end)."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    share = 0.6
+    shed = _attach(r, share)
+    rng = random.Random(13)
+    sent = [b"", b"R", b"REG", b"REGISTE"]
+    for i in range(1500):
+        size = rng.choice([0, 1, 3, 7, 8, 9, 11, 12, 13, 40, 300, 4 * WORDS + 5, 1400])
+        head = b"REGISTER" if rng.random() < 0.9 else b"REGIS"
+        sent.append((head + b"%d " % i + rng.randbytes(1400))[:size])
+    for data in sent:
+        s.sendto(data, r.getsockname())
+    got = _delivered(r)
+    wrong = []
+    for data in sent:
+        dropped = (data[:8] == b"REGISTER"
+                   and transaction_hash(data, shed.salt) < int(share * 2**32))
+        if dropped == (data in got):
+            wrong.append(data)
+    assert not wrong, wrong[:3]
+    for short in (b"", b"R", b"REG", b"REGISTE"):  # under 8 octets: all delivered
+        assert short in got
+    r.close()
+    s.close()
+
+
+def test_raising_the_share_only_adds_to_what_is_dropped() -> None:
+    """One salt for the socket's life: a transaction let through at a higher share was let
+    through at every lower one, so a revision never drops an admitted transaction's
+    retransmissions for a re-draw."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    shed = KernelShed(r)
+    passed = []
+    for share in (0.3, 0.6):
+        assert shed._attach(program(share, (), shed.salt))
+        for i in range(500):
+            s.sendto(_register(i), r.getsockname())
+        passed.append(set(_delivered(r)))
+    assert passed[1] < passed[0], (len(passed[0]), len(passed[1]))
+    r.close()
+    s.close()
+
+
 def test_with_heavy_sources_only_their_registers_are_dropped() -> None:
     r = _receiver()
     heavy, polite = _sender("127.0.0.2"), _sender("127.0.0.3")
     _attach(r, MOST, ("127.0.0.2", "127.0.0.9"))
-    for _ in range(1000):
-        heavy.sendto(b"REGISTER sip:x SIP/2.0\r\n\r\n", r.getsockname())
-        polite.sendto(b"REGISTER sip:x SIP/2.0\r\n\r\n", r.getsockname())
+    for i in range(1000):
+        heavy.sendto(_register(i), r.getsockname())
+        polite.sendto(_register(i), r.getsockname())
         heavy.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.3") == 1000, got  # the polite source: all
@@ -100,52 +211,98 @@ def test_with_heavy_sources_only_their_registers_are_dropped() -> None:
         sock.close()
 
 
-@pytest.mark.parametrize(("share", "read_rate", "limit", "expected"), [
-    # the limit does not bind (or nothing read): no filter
+@pytest.mark.parametrize(("share", "offered", "limit", "expected"), [
+    # the limit does not bind (or nothing arrives): no filter
     (0.5, 10_000.0, 0.0, 0.0),
     (0.0, 0.0, 1_000.0, 0.0),
     # under HEADROOM x limit arrives: stays off
     (0.0, 1_400.0, 1_000.0, 0.0),
-    # 10x with no filter yet: want 1 - 1.5/10 = 0.85, half way there
-    (0.0, 10_000.0, 1_000.0, 0.425),
-    # 10x estimated through the share in force: 0.6 lets 4,000 through of 10,000
-    (0.6, 4_000.0, 1_000.0, 0.725),
-    # the storm is over: half way down, then off below STEP
-    (0.5, 500.0, 1_000.0, 0.25),
-    (0.03, 100.0, 1_000.0, 0.0),
+    # 10x with no filter yet: straight to letting 1.5x the limit through
+    (0.0, 10_000.0, 1_000.0, 0.85),
+    # what gets through within LOW..HIGH times the limit: kept (no release, no re-attach)
+    (0.85, 10_000.0, 1_000.0, 0.85),
+    (0.85, 11_000.0, 1_000.0, 0.85),
+    (0.85, 8_700.0, 1_000.0, 0.85),
+    # beyond the band: set to let HEADROOM x limit through again
+    (0.85, 13_000.0, 1_000.0, 1 - 1_500 / 13_000),
+    (0.85, 8_000.0, 1_000.0, 1 - 1_500 / 8_000),
+    # the storm is over: off
+    (0.5, 1_000.0, 1_000.0, 0.0),
+    (0.2, 1_700.0, 1_000.0, 0.2),  # 1,360 through, still within the band: kept
+    (0.3, 1_530.0, 1_000.0, 0.0),  # 1,071 through, under LOW: off (want < STEP)
     # never beyond MOST: some of everything is always read
-    (MOST, 5_000.0, 10.0, MOST),
+    (MOST, 1_000_000.0, 10.0, MOST),
 ])
-def test_the_share_follows_the_limit(share: float, read_rate: float, limit: float,
+def test_the_share_follows_the_limit(share: float, offered: float, limit: float,
                                      expected: float) -> None:
-    assert next_share(share, read_rate, limit) == pytest.approx(expected)
+    assert next_share(share, offered, limit) == pytest.approx(expected)
 
 
-def test_the_share_settles_where_headroom_times_the_limit_gets_through() -> None:
-    share, offered, limit = 0.0, 20_000.0, 1_000.0
-    for _ in range(30):
-        share = next_share(share, offered * (1 - share), limit)
-    assert offered * (1 - share) == pytest.approx(HEADROOM * limit, rel=0.01)
+def test_revise_estimates_what_arrives_before_the_filter() -> None:
+    """What the socket delivers under the filter is 1 - share of what arrives (the dropped
+    transactions' retransmissions are dropped too): the estimate holds through a share in
+    force, and a steady storm leaves the filter as it is."""
+    r = _receiver()
+    shed = KernelShed(r)
+    shed.claim()
+    shed.revise(10_000.0, 1_000.0, ())  # 10x, no filter yet
+    assert shed.share == pytest.approx(0.85)
+    kept = shed._buffer
+    for _ in range(10):
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, ())
+    assert shed.offered == pytest.approx(10_000.0)
+    assert shed._buffer is kept  # never re-attached
+    shed.revise(20_000.0 * (1 - shed.share), 1_000.0, ())  # twice the storm: smoothed
+    assert shed.offered == pytest.approx(15_000.0)
+    assert shed.share == pytest.approx(0.9)
+    shed.revise(1_000.0, None, ())  # the limit no longer binds: off
+    assert shed.share == 0.0 and shed._buffer is None and shed.offered == 0.0
+    r.close()
 
 
 def test_revise_attaches_moves_and_detaches() -> None:
     r, s = _receiver(), _sender("127.0.0.1")
     shed = KernelShed(r)
+    shed.claim()
     shed.revise(10_000.0, None, ())
     assert shed.share == 0.0 and shed._buffer is None
     shed.revise(10_000.0, 1_000.0, ["127.0.0.1"])
-    assert shed.share == pytest.approx(0.425) and shed.sources == ("127.0.0.1",)
-    kept = shed._buffer
-    shed.revise(1_510.0, 1_000.0, ["127.0.0.1"])  # about HEADROOM x limit through: kept
-    assert shed._buffer is kept
-    shed.revise(1_510.0, 1_000.0, [])  # no longer over its share (it is shed): still named
+    assert shed.share == pytest.approx(0.85) and shed.sources == ("127.0.0.1",)
+    shed.revise(1_500.0, 1_000.0, [])  # no longer over its share (it is shed): still named
     assert shed.sources == ("127.0.0.1",)
     shed.revise(10_000.0, None, ())  # the limit no longer binds: off
     assert shed.share == 0.0 and shed._buffer is None and not shed.sources
-    for _ in range(100):
-        s.sendto(b"REGISTER sip:x SIP/2.0\r\n\r\n", r.getsockname())
+    for i in range(100):
+        s.sendto(_register(i), r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.1") == 100 and drops == 0
+    r.close()
+    s.close()
+
+
+def test_the_reader_of_a_shared_socket_owns_its_filter() -> None:
+    """The workers of one slot share its listening socket (signaling.supervisor), and a filter
+    is the socket's: one killed with its filter on leaves it there.  The next one claims the
+    socket (the stale filter comes off), and one that stops reading takes its own off."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    dead = KernelShed(r)
+    dead.claim()
+    dead.revise(100_000.0, 1_000.0, ())  # at MOST, then "killed": never released
+    assert dead.share == MOST
+    successor = KernelShed(socket.socket(fileno=os.dup(r.fileno())))  # its inherited copy
+    successor.claim()
+    for i in range(200):
+        s.sendto(_register(i), r.getsockname())
+    got, drops = _drain(r)
+    assert got.get(b"REGISTER@127.0.0.1") == 200 and drops == 0
+    successor.revise(100_000.0, 1_000.0, ())
+    successor.release()  # stops reading (reload, shutdown): its filter off
+    assert not successor.owned and successor.share == 0.0
+    for i in range(200):
+        s.sendto(_register(i), r.getsockname())
+    got, drops = _drain(r)
+    assert got.get(b"REGISTER@127.0.0.1") == 200 and drops == 0
+    successor.sock.close()
     r.close()
     s.close()
 
@@ -184,7 +341,7 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
         assert srv.udp.shed.share > 0.5, srv.udp.shed.share
         assert srv.udp.shed.sources == ("127.0.0.2",)
         assert srv.core.overload.kernel_shed == srv.udp.shed.share
-        assert srv.core.overload.c_dropped.get("kernel", "unknown") > 1000
+        assert srv.core.overload.c_dropped.get("kernel_shed", "unknown") > 1000
         control.rate = control.cfg.max_rate  # the storm is over: the limit opens again
         for _ in range(50):
             if srv.udp.shed.share == 0.0:
@@ -199,3 +356,31 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
         assert final.status == 200
         flood.close()
         light.close()
+
+
+async def test_a_server_that_stops_reading_takes_its_filter_off() -> None:
+    """A worker leaving (reload, shutdown) or waiting for its predecessor does not read the
+    slot's listening socket: its filter comes off and it revises none until it reads again
+    (the slot's reader owns the socket's filter)."""
+    from signaling.transports.udp import TICK
+    async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0",
+                              overload_kernel_shed="on") as srv:
+        assert srv.udp is not None and srv.udp.shed is not None
+        shed = srv.udp.shed
+        for _ in range(50):
+            if shed.owned:
+                break
+            await asyncio.sleep(TICK)
+        assert shed.owned  # claimed at its first tick
+        shed.revise(100_000.0, 1_000.0, ())
+        assert shed.share == MOST
+        srv.udp.pause_reading()
+        assert not shed.owned and shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
+        await asyncio.sleep(3 * TICK)
+        assert not shed.owned
+        srv.udp.resume_reading()
+        for _ in range(50):
+            if shed.owned:
+                break
+            await asyncio.sleep(TICK)
+        assert shed.owned
