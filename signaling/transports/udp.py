@@ -196,6 +196,7 @@ class UdpTransport:
         self._answer_at = self._loop.time()
         self._answer_extra = "".join(f"\r\n{k}: {v}" for k, v in core.answer_headers).encode(
             "utf-8", "surrogateescape")
+        self._ticked_at = self._loop.time()
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
@@ -365,7 +366,9 @@ class UdpTransport:
                     self.shed.claim()  # a predecessor's filter, if any, comes off
                 on = self.shed.share > 0.0
                 binding = control.rate if control.rate < control.cfg.max_rate else None
-                self.shed.revise(stats.read / TICK, binding, control.heavy_sources)
+                # Over the time since the last tick: a tick the loop ran late covers more.
+                elapsed = max(self._loop.time() - self._ticked_at, TICK)
+                self.shed.revise(stats.read / elapsed, binding, control.heavy_sources)
                 self.core.overload.kernel_shed = self.shed.share
                 self._shed_was_on = on or self.shed.share > 0.0
             size = self.queue.revise(self._loop.time(), stats)
@@ -375,6 +378,7 @@ class UdpTransport:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size // 2)
         for _, _, _, stats in self._readers:
             stats.reset()
+        self._ticked_at = self._loop.time()
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def holds(self, conn_id: str) -> bool:

@@ -47,7 +47,7 @@ through about ``HEADROOM`` times the limit, so the read pace has a full supply a
 answers some 503s with Retry-After (clients that honour it back off).  What the socket delivers
 under the filter is then about ``1 - share`` of the new REGISTERs (the dropped ones'
 retransmissions never come back to be read), so the rate before the filter is estimated as
-the read rate over ``1 - share``, smoothed over ticks; the share is moved only when what gets
+the read rate over ``1 - share``, the median of a few ticks; the share is moved only when what gets
 through leaves a band around ``HEADROOM``, since lowering it releases the retransmissions of
 transactions dropped until then (served late, after their client's T1).
 
@@ -61,12 +61,14 @@ when it stops reading.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ipaddress
 import logging
 import os
 import socket
+import statistics
 import struct
 from collections.abc import Iterable
 
@@ -89,9 +91,12 @@ LOW, HIGH = 1.3, 1.8
 MOST = 0.95
 #: A share below this is no share: the filter comes off.
 STEP = 0.02
-#: Weight of the newest tick in the estimate of what arrives before the filter: a tick's reads
-#: follow the loop's stalls (a 30 ms stall moves a third of a 0.1 s tick's reads to the next).
-SMOOTH = 0.5
+#: Ticks whose median is the estimate of what arrives before the filter: one tick's reads
+#: follow the loop's stalls (a garbage collection of 60-110 ms at the quota, bench_overload:
+#: the tick it falls in reads little, the next one its backlog), and a share lowered for
+#: such a tick would release the retransmissions of transactions dropped until then.  The
+#: median of five passes over one low and one high tick and follows a real change in three.
+MEDIAN_OF = 5
 #: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
 #: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
@@ -245,8 +250,9 @@ class KernelShed:
         #: The share of (heavy sources') REGISTERs dropped now; 0: no filter attached.
         self.share = 0.0
         self.sources: tuple[str, ...] = ()
-        #: The smoothed estimate of what arrives before the filter, per second.
+        #: The estimate of what arrives before the filter, per second, and the ticks' own.
         self.offered = 0.0
+        self._arrived: collections.deque[float] = collections.deque(maxlen=MEDIAN_OF)
         #: Whether this process revises the socket's filter (see the module docstring).
         self.owned = False
         #: Drawn once, never rotated (see the module docstring).
@@ -272,12 +278,12 @@ class KernelShed:
         ``limit``: the admission limit when it binds, else None (the filter comes off)."""
         if limit is None:
             self.offered = 0.0
+            self._arrived.clear()
             if self.share:
                 self._detach()
             return
-        arrived = read_rate / (1.0 - self.share)
-        self.offered = (arrived if not self.offered
-                        else SMOOTH * arrived + (1.0 - SMOOTH) * self.offered)
+        self._arrived.append(read_rate / (1.0 - self.share))
+        self.offered = statistics.median(self._arrived)
         share = next_share(self.share, self.offered, limit)
         # A source named stays named while the filter is on: once shed, a flood takes no
         # more than its share of admissions and is no longer "heavy" by that count, and an
