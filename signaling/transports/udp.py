@@ -365,7 +365,10 @@ class UdpTransport:
                 if not self.shed.owned:
                     self.shed.claim()  # a predecessor's filter, if any, comes off
                 on = self.shed.share > 0.0
-                binding = control.rate if control.rate < control.cfg.max_rate else None
+                # Against the capacity, not the limit: a cut after a stall of the loop would
+                # raise the share and its recovery lower it again, releasing the
+                # retransmissions of every transaction dropped in between (``udpshed``).
+                binding = control.capacity if control.rate < control.cfg.max_rate else None
                 # Over the time since the last tick: a tick the loop ran late covers more.
                 elapsed = max(self._loop.time() - self._ticked_at, TICK)
                 self.shed.revise(stats.read / elapsed, binding, control.heavy_sources)

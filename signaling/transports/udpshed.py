@@ -42,9 +42,14 @@ REGISTERs, by the IPv4 source address in the IP header (``SKF_NET_OFF``); a poli
 never filtered.  With no heavy source (a storm of many polite clients, as after an outage), it
 drops from every source alike, which is fair by construction.
 
-The share follows the admission limit (``next_share``, a pure function): the filter lets
-through about ``HEADROOM`` times the limit, so the read pace has a full supply and the drain
-answers some 503s with Retry-After (clients that honour it back off).  What the socket delivers
+The share follows the server's capacity as admission control measures it
+(``AdmissionControl.capacity``: the limit, or the most it recently served when the limit was
+cut below that), while the limit binds (``next_share``, a pure function): the filter lets
+through about ``HEADROOM`` times that, so the read pace has a full supply and the drain
+answers some 503s with Retry-After (clients that honour it back off).  Not the limit itself:
+it is cut after each stall of the loop and recovers within a second, and a share that
+followed it up would release, coming down, the retransmissions of every transaction dropped
+in between.  What the socket delivers
 under the filter is then about ``1 - share`` of the new REGISTERs (the dropped ones'
 retransmissions never come back to be read), so the rate before the filter is estimated as
 the read rate over ``1 - share``, the median of a few ticks; the share is moved only when what gets
@@ -77,14 +82,14 @@ __all__ = ["HEADROOM", "MOST", "WORDS", "KernelShed", "next_share", "program",
 
 log = logging.getLogger(__name__)
 
-#: Datagrams let through per new request the admission limit takes: 1.2 of them are read in
+#: Datagrams let through per new request the server can take: 1.2 of them are read in
 #: Python (the read pace, ``--overload-read-share``), the rest refused in C with a 503 (a few
 #: µs each, ~2% of a quarter core at a limit of 5,000/s), whose Retry-After makes polite
 #: clients back off.
 HEADROOM = 1.5
-#: The band of let-through rates (times the limit) within which the share is kept: below
+#: The band of let-through rates (times the capacity) within which the share is kept: below
 #: ``LOW`` the read pace may run short of new requests, above ``HIGH`` the drain refuses
-#: more than it needs to.  Wide enough that a limit moving by a few % moves nothing.
+#: more than it needs to.  Wide enough that a capacity moving by a few % moves nothing.
 LOW, HIGH = 1.3, 1.8
 #: The largest share dropped: some of every source's REGISTERs always reach the server, so a
 #: storm is still seen (and counted, and answered 503) and the share can fall again.
@@ -225,19 +230,19 @@ def _relative(target: int | str, at: dict[str, int], here: int) -> int:
     return at[target] - here if isinstance(target, str) else target
 
 
-def next_share(share: float, offered: float, limit: float) -> float:
+def next_share(share: float, offered: float, capacity: float) -> float:
     """The share to drop next, from the one in force, the REGISTERs per second estimated to
-    arrive before the filter, and the admission limit (new requests per second).
+    arrive before the filter, and the new requests per second the server can take.
 
     Kept while what gets through, ``offered * (1 - share)``, stays within ``LOW`` to ``HIGH``
-    times the limit; else set to let ``HEADROOM`` times the limit through.  Off (0) once the
-    limit is not binding, or below ``STEP``; never over ``MOST``."""
-    if limit <= 0 or offered <= 0:
+    times the capacity; else set to let ``HEADROOM`` times it through.  Off (0) with no
+    capacity (the limit does not bind), or below ``STEP``; never over ``MOST``."""
+    if capacity <= 0 or offered <= 0:
         return 0.0
     through = offered * (1.0 - share)
-    if share and LOW * limit <= through <= HIGH * limit:
+    if share and LOW * capacity <= through <= HIGH * capacity:
         return share
-    want = 1.0 - HEADROOM * limit / offered
+    want = 1.0 - HEADROOM * capacity / offered
     want = MOST if want > MOST else want
     return 0.0 if want < STEP else want
 
@@ -273,10 +278,11 @@ class KernelShed:
             self._detach()
         self.owned = False
 
-    def revise(self, read_rate: float, limit: float | None, heavy: Iterable[str]) -> None:
+    def revise(self, read_rate: float, capacity: float | None, heavy: Iterable[str]) -> None:
         """``read_rate``: datagrams per second the socket delivered under the filter in force;
-        ``limit``: the admission limit when it binds, else None (the filter comes off)."""
-        if limit is None:
+        ``capacity``: new requests per second the server can take, while the admission limit
+        binds, else None (the filter comes off)."""
+        if capacity is None:
             self.offered = 0.0
             self._arrived.clear()
             if self.share:
@@ -284,7 +290,7 @@ class KernelShed:
             return
         self._arrived.append(read_rate / (1.0 - self.share))
         self.offered = statistics.median(self._arrived)
-        share = next_share(self.share, self.offered, limit)
+        share = next_share(self.share, self.offered, capacity)
         # A source named stays named while the filter is on: once shed, a flood takes no
         # more than its share of admissions and is no longer "heavy" by that count, and an
         # unnamed filter would then shed every source's REGISTERs alike.
