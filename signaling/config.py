@@ -247,11 +247,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "overload_drain": ("str", "'on' (default): with --sip-udp-private and a read share, the "
                               "listening socket's excess beyond the read pace is read and "
                               "refused (503) in C; 'off': left to the kernel's tail drop"),
-    "overload_kernel_shed": ("str", "'on': with the drain, a storm's REGISTERs beyond 1.5 "
-                                    "times the admission limit are dropped by a socket filter "
-                                    "in the kernel (heavy sources first), counted; 'off' "
-                                    "(default): all are read (dropped REGISTERs come back "
-                                    "retransmitted: see benchmarks/README.md)"),
+    "overload_kernel_shed": ("str", "'on': with the drain, a storm's REGISTER transactions "
+                                    "beyond ~1.5 times the server's capacity are dropped by a "
+                                    "socket filter in the kernel, retransmissions and all "
+                                    "(heavy sources first), counted; 'off' (default): all are "
+                                    "read (see benchmarks/README.md)"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
