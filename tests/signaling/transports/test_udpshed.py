@@ -347,6 +347,9 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
         assert srv.udp.shed.sources == ("127.0.0.2",)
         assert srv.core.overload.kernel_shed == srv.udp.shed.share
         assert srv.core.overload.c_dropped.get("kernel_shed", "unknown") > 1000
+        # the filter's drops are its own, not an overflow of the queue (which would close an
+        # open limit: AdmissionControl.overflowed)
+        assert srv.core.overload.c_dropped.get("kernel", "unknown") == 0
         control.rate = control.cfg.max_rate  # the storm is over: the limit opens again
         for _ in range(50):
             if srv.udp.shed.share == 0.0:
