@@ -197,6 +197,7 @@ class UdpTransport:
         self._answer_extra = "".join(f"\r\n{k}: {v}" for k, v in core.answer_headers).encode(
             "utf-8", "surrogateescape")
         self._ticked_at = self._loop.time()
+        self._admitted_seen = 0.0
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
@@ -365,13 +366,14 @@ class UdpTransport:
                 if not self.shed.owned:
                     self.shed.claim()  # a predecessor's filter, if any, comes off
                 on = self.shed.share > 0.0
-                # Against the capacity, not the limit: a cut after a stall of the loop would
-                # raise the share and its recovery lower it again, releasing the
-                # retransmissions of every transaction dropped in between (``udpshed``).
-                binding = control.capacity if control.rate < control.cfg.max_rate else None
                 # Over the time since the last tick: a tick the loop ran late covers more.
                 elapsed = max(self._loop.time() - self._ticked_at, TICK)
-                self.shed.revise(stats.read / elapsed, binding, control.heavy_sources)
+                # What was admitted, not the limit: see ``udpshed`` (the filter follows the
+                # most served over a few seconds, which the limit's cuts leave as it is).
+                admitted = sum(self.core.overload.c_admitted.values.values())
+                served, self._admitted_seen = admitted - self._admitted_seen, admitted
+                self.shed.revise(stats.read / elapsed, served / elapsed,
+                                 control.rate < control.cfg.max_rate, control.heavy_sources)
                 self.core.overload.kernel_shed = self.shed.share
                 self._shed_was_on = on or self.shed.share > 0.0
             size = self.queue.revise(self._loop.time(), stats)

@@ -42,19 +42,21 @@ REGISTERs, by the IPv4 source address in the IP header (``SKF_NET_OFF``); a poli
 never filtered.  With no heavy source (a storm of many polite clients, as after an outage), it
 drops from every source alike, which is fair by construction.
 
-The share follows the server's capacity as admission control measures it
-(``AdmissionControl.capacity``: the limit, or the most it recently served when the limit was
-cut below that), while the limit binds (``next_share``, a pure function): the filter lets
-through about ``HEADROOM`` times that, so the read pace has a full supply and the drain
-answers some 503s with Retry-After (clients that honour it back off).  Not the limit itself:
-it is cut after each stall of the loop and recovers within a second, and a share that
-followed it up would release, coming down, the retransmissions of every transaction dropped
-in between.  What the socket delivers
+The share follows what the server can take, while the admission limit binds (``next_share``,
+a pure function): the filter lets through about ``HEADROOM`` times that, so the read pace has
+a full supply and the drain answers some 503s with Retry-After (clients that honour it back
+off).  What it can take is the most it served in a tick over the last 3 s (``HELD``; each
+tick the median of three), not the limit: the limit is cut after each stall of the loop and
+recovers within a second, and a share that followed it up would release, coming down, the
+retransmissions of every transaction dropped in between (measured: with SIPp at 2x, 2,600 of
+5,600 REGISTERs admitted after 1 s).  Nor ``AdmissionControl.capacity``, which swung with the
+limit between 1,240 and 2,000/s in one step.  A high estimate costs little: what the filter
+lets through beyond the read pace is refused in C for a few µs each.  What the socket delivers
 under the filter is then about ``1 - share`` of the new REGISTERs (the dropped ones'
 retransmissions never come back to be read), so the rate before the filter is estimated as
-the read rate over ``1 - share``, the median of a few ticks; the share is moved only when what gets
-through leaves a band around ``HEADROOM``, since lowering it releases the retransmissions of
-transactions dropped until then (served late, after their client's T1).
+the read rate over ``1 - share``, the mean of the last second's ticks; the share is moved
+only when what gets through leaves a band around ``HEADROOM``, since lowering it releases the
+retransmissions of transactions dropped until then (served late, after their client's T1).
 
 One owner per socket: the workers of one slot (``signaling.supervisor``: the old and the new
 during a reload, or a worker restarted after a crash) share the slot's listening socket, and a
@@ -96,12 +98,18 @@ LOW, HIGH = 1.3, 1.8
 MOST = 0.95
 #: A share below this is no share: the filter comes off.
 STEP = 0.02
-#: Ticks whose median is the estimate of what arrives before the filter: one tick's reads
-#: follow the loop's stalls (a garbage collection of 60-110 ms at the quota, bench_overload:
-#: the tick it falls in reads little, the next one its backlog), and a share lowered for
-#: such a tick would release the retransmissions of transactions dropped until then.  The
-#: median of five passes over one low and one high tick and follows a real change in three.
-MEDIAN_OF = 5
+#: Ticks whose mean is the estimate of what arrives before the filter (1 s): one tick's
+#: reads are no measure of it, since the read pace leaves what arrives in the socket's queue
+#: to be read a tick or two later, and a garbage collection (60-110 ms at the quota) leaves
+#: it all there: under SIPp's steady 2,679/s, ticks read 1,050 to 4,369/s, and the median of
+#: five still swung between 2,650 and 4,370/s (bench_overload, 2x, 2026-12-05).  A share
+#: lowered for such a swing would release the retransmissions of transactions dropped until
+#: then.  Over a second the queue's part cancels out.
+MEAN_OF = 10
+#: Ticks over which the most served is the capacity the share follows: 3 s, longer than the
+#: admission limit's cuts after a stall of the loop and their recovery (0.2-0.8 s each,
+#: bench_overload), so that neither moves the filter.
+HELD = 30
 #: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
 #: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
@@ -257,7 +265,11 @@ class KernelShed:
         self.sources: tuple[str, ...] = ()
         #: The estimate of what arrives before the filter, per second, and the ticks' own.
         self.offered = 0.0
-        self._arrived: collections.deque[float] = collections.deque(maxlen=MEDIAN_OF)
+        self._arrived: collections.deque[float] = collections.deque(maxlen=MEAN_OF)
+        #: What the server can take (``capacity``): from the admitted per tick.
+        self.capacity = 0.0
+        self._served: collections.deque[float] = collections.deque(maxlen=3)
+        self._held: collections.deque[float] = collections.deque(maxlen=HELD)
         #: Whether this process revises the socket's filter (see the module docstring).
         self.owned = False
         #: Drawn once, never rotated (see the module docstring).
@@ -278,19 +290,26 @@ class KernelShed:
             self._detach()
         self.owned = False
 
-    def revise(self, read_rate: float, capacity: float | None, heavy: Iterable[str]) -> None:
-        """``read_rate``: datagrams per second the socket delivered under the filter in force;
-        ``capacity``: new requests per second the server can take, while the admission limit
-        binds, else None (the filter comes off)."""
-        if capacity is None:
-            self.offered = 0.0
-            self._arrived.clear()
+    def revise(self, read_rate: float, served: float, binding: bool,
+               heavy: Iterable[str]) -> None:
+        """Every tick: ``read_rate``, datagrams per second the socket delivered under the
+        filter in force; ``served``, new requests per second admitted; ``binding``, whether
+        the admission limit binds (else the filter comes off)."""
+        self._served.append(served)
+        self._held.append(statistics.median(self._served))
+        #: The most the server served in a tick (each the median of three) over the last
+        #: ``HELD`` ticks: its cuts of the limit after a stall of the loop, a few tenths of a
+        #: second each, leave it as it is (see the module docstring).
+        self.capacity = max(self._held)
+        # Kept while the limit is open too (all is read then): when it binds, the last
+        # second is known.
+        self._arrived.append(read_rate / (1.0 - self.share))
+        self.offered = statistics.fmean(self._arrived)
+        if not binding:
             if self.share:
                 self._detach()
             return
-        self._arrived.append(read_rate / (1.0 - self.share))
-        self.offered = statistics.median(self._arrived)
-        share = next_share(self.share, self.offered, capacity)
+        share = next_share(self.share, self.offered, self.capacity)
         # A source named stays named while the filter is on: once shed, a flood takes no
         # more than its share of admissions and is no longer "heavy" by that count, and an
         # unnamed filter would then shed every source's REGISTERs alike.

@@ -16,6 +16,8 @@ import time
 import pytest
 
 from signaling.transports.udpshed import (
+    HIGH,
+    LOW,
     MOST,
     WORDS,
     KernelShed,
@@ -238,30 +240,38 @@ def test_the_share_follows_the_limit(share: float, offered: float, limit: float,
     assert next_share(share, offered, limit) == pytest.approx(expected)
 
 
-def test_revise_estimates_what_arrives_before_the_filter() -> None:
+def test_revise_estimates_what_arrives_and_what_the_server_takes() -> None:
     """What the socket delivers under the filter is 1 - share of what arrives (the dropped
-    transactions' retransmissions are dropped too): the estimate holds through a share in
-    force, a steady storm leaves the filter as it is, and so does one stall of the loop."""
+    transactions' retransmissions are dropped too), over the last second; what the server
+    takes is the most it served in a tick (median of three) over the last 3 s.  A steady
+    storm, a stall of the loop and a cut of the limit leave the filter as it is; a storm that
+    doubles is followed."""
     r = _receiver()
     shed = KernelShed(r)
     shed.claim()
-    shed.revise(10_000.0, 1_000.0, ())  # 10x, no filter yet
-    assert shed.share == pytest.approx(0.85)
+    for _ in range(10):  # the limit open: all read, no filter
+        shed.revise(10_000.0, 1_000.0, False, ())
+    assert shed.share == 0.0 and shed.offered == pytest.approx(10_000.0)
+    shed.revise(10_000.0, 1_000.0, True, ())  # the limit binds: 10x
+    assert shed.share == pytest.approx(0.85) and shed.capacity == pytest.approx(1_000.0)
     kept = shed._buffer
     for _ in range(10):
-        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, ())
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, ())
     assert shed.offered == pytest.approx(10_000.0)
-    assert shed._buffer is kept  # never re-attached
-    # the loop stalled (a garbage collection): a tick that read nothing, then its backlog
-    shed.revise(0.0, 1_000.0, ())
-    shed.revise(2 * 10_000.0 * (1 - shed.share), 1_000.0, ())
-    assert shed.share == pytest.approx(0.85) and shed._buffer is kept
-    for _ in range(3):  # twice the storm, for real: followed
-        shed.revise(20_000.0 * (1 - shed.share), 1_000.0, ())
+    # the loop stalled (a garbage collection): a tick that read and served nothing, then
+    # its backlog; then the limit cut to half for half a second
+    shed.revise(0.0, 0.0, True, ())
+    shed.revise(2 * 10_000.0 * (1 - shed.share), 2_000.0, True, ())
+    for _ in range(5):
+        shed.revise(10_000.0 * (1 - shed.share), 500.0, True, ())
+    assert shed.share == pytest.approx(0.85) and shed._buffer is kept  # never re-attached
+    assert shed.capacity == pytest.approx(1_000.0)
+    for _ in range(20):  # twice the storm, for real: followed into the band
+        shed.revise(20_000.0 * (1 - shed.share), 1_000.0, True, ())
     assert shed.offered == pytest.approx(20_000.0)
-    assert shed.share == pytest.approx(0.925)
-    shed.revise(1_000.0, None, ())  # the limit no longer binds: off
-    assert shed.share == 0.0 and shed._buffer is None and shed.offered == 0.0
+    assert LOW * 1_000.0 <= 20_000.0 * (1 - shed.share) <= HIGH * 1_000.0, shed.share
+    shed.revise(1_000.0, 1_000.0, False, ())  # the limit no longer binds: off
+    assert shed.share == 0.0 and shed._buffer is None
     r.close()
 
 
@@ -269,13 +279,13 @@ def test_revise_attaches_moves_and_detaches() -> None:
     r, s = _receiver(), _sender("127.0.0.1")
     shed = KernelShed(r)
     shed.claim()
-    shed.revise(10_000.0, None, ())
+    shed.revise(10_000.0, 1_000.0, False, ())
     assert shed.share == 0.0 and shed._buffer is None
-    shed.revise(10_000.0, 1_000.0, ["127.0.0.1"])
+    shed.revise(10_000.0, 1_000.0, True, ["127.0.0.1"])
     assert shed.share == pytest.approx(0.85) and shed.sources == ("127.0.0.1",)
-    shed.revise(1_500.0, 1_000.0, [])  # no longer over its share (it is shed): still named
+    shed.revise(1_500.0, 1_000.0, True, [])  # no longer over its share (it is shed): named
     assert shed.sources == ("127.0.0.1",)
-    shed.revise(10_000.0, None, ())  # the limit no longer binds: off
+    shed.revise(10_000.0, 1_000.0, False, ())  # the limit no longer binds: off
     assert shed.share == 0.0 and shed._buffer is None and not shed.sources
     for i in range(100):
         s.sendto(_register(i), r.getsockname())
@@ -292,7 +302,7 @@ def test_the_reader_of_a_shared_socket_owns_its_filter() -> None:
     r, s = _receiver(), _sender("127.0.0.1")
     dead = KernelShed(r)
     dead.claim()
-    dead.revise(100_000.0, 1_000.0, ())  # at MOST, then "killed": never released
+    dead.revise(100_000.0, 1_000.0, True, ())  # at MOST, then "killed": never released
     assert dead.share == MOST
     successor = KernelShed(socket.socket(fileno=os.dup(r.fileno())))  # its inherited copy
     successor.claim()
@@ -300,7 +310,7 @@ def test_the_reader_of_a_shared_socket_owns_its_filter() -> None:
         s.sendto(_register(i), r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.1") == 200 and drops == 0
-    successor.revise(100_000.0, 1_000.0, ())
+    successor.revise(100_000.0, 1_000.0, True, ())
     successor.release()  # stops reading (reload, shutdown): its filter off
     assert not successor.owned and successor.share == 0.0
     for i in range(200):
@@ -380,7 +390,8 @@ async def test_a_server_that_stops_reading_takes_its_filter_off() -> None:
                 break
             await asyncio.sleep(TICK)
         assert shed.owned  # claimed at its first tick
-        shed.revise(100_000.0, 1_000.0, ())
+        for _ in range(3):  # what it serves: the median of three ticks
+            shed.revise(100_000.0, 1_000.0, True, ())
         assert shed.share == MOST
         srv.udp.pause_reading()
         assert not shed.owned and shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
