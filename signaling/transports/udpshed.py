@@ -58,6 +58,19 @@ the read rate over ``1 - share``, the mean of the last second's ticks; the share
 only when what gets through leaves a band around ``HEADROOM``, since lowering it releases the
 retransmissions of transactions dropped until then (served late, after their client's T1).
 
+Off by default (``--overload-kernel-shed on``).  Measured (benchmarks/README.md, session 11,
+``bench_overload --only ours --kinds register --load sipp,storm --multiples 2,5,10 --duration 5
+--capacity register=1345,register-storm=1035``, this machine's capacities at a quarter core),
+goodput as a share of capacity at 2x / 5x / 10x, off against on, two pairs run back to back
+(load 0.6-2.3): SIPp 59 / 65 / 44% and 65 / 58 / 40% against 76 / 69 / 72% and 77 / 77 /
+58%; the injector 75 / 89 / 74% and 93 / 106 / 72% against 96 / 81 / 79% and 102 / 90 /
+79%.  It gains with SIPp (which ignores Retry-After) at every step, with the injector at 2x
+and 10x but not at 5x; it does not reach 90% at every step, and the P99 of admitted
+transactions is past 500 ms with it (SIPp 512-564 ms, the injector 3.5-31.5 s): the
+transactions dropped during the storm are still retransmitting after it (until their Timer
+F), and when the share comes down they are let through and answered, seconds late.  Hence
+still off by default.
+
 One owner per socket: the workers of one slot (``signaling.supervisor``: the old and the new
 during a reload, or a worker restarted after a crash) share the slot's listening socket, and a
 filter belongs to the socket, not to the process that attached it.  Only the worker reading
