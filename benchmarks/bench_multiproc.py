@@ -88,13 +88,14 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from benchmarks.bench_register import (
     CLK_TCK,
@@ -228,8 +229,8 @@ class Server:
             raise RuntimeError("server not ready")
         time.sleep(1.0)  # the last workers finish starting
 
-    def received(self) -> dict[int, int]:
-        """SIP requests each worker (by pid) has received, from its own ``/metrics``: the
+    def received(self) -> dict[int, Counts]:
+        """What each worker (by pid) has received, from its own ``/metrics``: the
         supervisor's front lists the workers' private admin addresses (``/health``)."""
         if self.processes == 1:
             return {self.proc.pid: _received(f"127.0.0.1:{self.admin}")}
@@ -269,6 +270,20 @@ class Result(NamedTuple):
     busiest: float
     #: the busiest worker's share of the SIP requests the workers received (by its own count)
     received: float
+    #: the busiest worker's share of the *new* REGISTERs or INVITEs the workers admitted
+    #: (admitted minus retransmissions absorbed): the kernel's spread of new work, apart from
+    #: the retransmissions a worker that is behind draws on itself
+    new: float
+    #: over all workers in the step: retransmissions received, new requests refused (503) and
+    #: dropped unanswered by the overload control
+    retransmissions: int
+    refused: int
+    dropped: int
+    #: the workers' system time, share of their CPU; their minor page faults and context
+    #: switches per success (what callgrind does not see: the kernel's side)
+    system: float
+    faults: float
+    switches: float
     failed: int
     #: quota periods in which the busiest worker used its whole quota
     throttled: int
@@ -280,27 +295,83 @@ class Result(NamedTuple):
     starved: float
     #: 1-minute load average at the end of the step
     load: float
+    #: the server's core's speed at the step (``pace``): CPU ms for a fixed Python loop
+    pace_ms: float = 0.0
 
     @property
     def machine_bound(self) -> bool:
         return self.starved > STARVED or self.generator_cores > GENERATOR_BOUND
 
 
-_RECEIVED = re.compile(rb"^signaling_sip_requests_received_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+_SAMPLE = re.compile(rb'^signaling_([a-z_]+)_total(?:\{([^}]*)\})? ([0-9.e+]+)$', re.M)
 
 
-def _received(admin: str) -> int:
+class Counts(NamedTuple):
+    """One worker's counters (``/metrics``) that say how the step's work was spread."""
+
+    requests: int = 0
+    #: new requests admitted by method, less the retransmissions absorbed (by method)
+    new: dict[str, int] = {}
+    retransmissions: int = 0
+    refused: int = 0
+    dropped: int = 0
+
+
+def _received(admin: str) -> Counts:
     with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
-        return int(sum(float(v) for v in _RECEIVED.findall(r.read())))
+        text = r.read()
+    requests = retransmissions = refused = dropped = 0
+    new: dict[str, int] = {}
+    for name, labels, value in _SAMPLE.findall(text):
+        n = int(float(value))
+        method = re.search(rb'method="([A-Za-z]+)"', labels or b"")
+        if name == b"sip_requests_received":
+            requests += n
+        elif name == b"sip_retransmissions" and b'direction="received"' in labels:
+            retransmissions += n
+        elif name == b"sip_overload_rejected":
+            refused += n
+        elif name == b"sip_overload_dropped":
+            dropped += n
+        elif name in (b"sip_overload_admitted", b"sip_overload_retransmitted") and method:
+            key = method.group(1).decode()
+            new[key] = new.get(key, 0) + (n if name == b"sip_overload_admitted" else -n)
+    return Counts(requests, new, retransmissions, refused, dropped)
 
 
 def _own_cpu(pid: int) -> float:
+    return sum(_kernel_side(pid)[:2])
+
+
+#: The loop ``pace`` times: pure Python, as the server's work is.
+_PACE_LOOP = "import time\nc=time.process_time()\ns=0\nfor i in range(2_000_000): s+=i\n" \
+    "print(time.process_time()-c)"
+
+
+def pace() -> float:
+    """CPU milliseconds a fixed Python loop takes on the server's core, now.  This VM's
+    vCPUs run at a speed that moves with the host's other work (session 11: the same loop
+    took 2.1-3.4 times as long from one run to the next; a call ~2,600 µs of CPU, against
+    ~700 µs in session 10), and a CPU quota is counted in the guest's time, so a capacity
+    at a quota is only comparable between steps of a similar pace."""
+    out = subprocess.run(["taskset", "-c", str(SERVER_CPU), sys.executable, "-c", _PACE_LOOP],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out) * 1000
+
+
+def _kernel_side(pid: int) -> tuple[float, float, int, int]:
+    """``pid``'s user and system CPU seconds, minor page faults and context switches
+    (voluntary: wake-ups after waiting for work; involuntary: preempted): what the kernel
+    does for a process, which callgrind does not count."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0, 0, 0
     fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    switches = sum(int(line.split()[1]) for line in status.splitlines()
+                   if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[7]), switches
 
 
 def _run_delay(pid: int) -> float:
@@ -334,18 +405,27 @@ class Snapshot(NamedTuple):
     at: float
     tree: float
     own: dict[int, float]
+    #: per process: (user s, system s, minor faults, context switches)
+    kernel: dict[int, tuple[float, float, int, int]]
     delay: dict[int, float]
     throttled: dict[int, tuple[int, float]]
     generator: float
-    received: dict[int, int]
+    received: dict[int, Counts]
 
     @classmethod
-    def take(cls, server: Server, groups: dict[int, CpuQuota]) -> Snapshot:
+    def take(cls, server: Server, groups: dict[int, CpuQuota], *, start: bool) -> Snapshot:
+        """The counters now; the workers' ``/metrics`` first at the ``start`` of a step, last
+        at its end, so that neither the time nor the CPU of serving them is the step's.  (A
+        worker at 0.1 core takes a while to answer: counted in the step, it put 5 s steps
+        served in full under the 95% bar, session 11.)"""
         pid = server.proc.pid
-        return cls(time.monotonic(), tree_cpu_seconds(pid),
-                   {p: _own_cpu(p) for p in groups}, {p: _run_delay(p) for p in groups},
+        received = server.received() if start else {}
+        snap = cls(time.monotonic(), tree_cpu_seconds(pid),
+                   {p: _own_cpu(p) for p in groups}, {p: _kernel_side(p) for p in groups},
+                   {p: _run_delay(p) for p in groups},
                    {p: (q.throttled(), q.throttled_s()) for p, q in groups.items()},
-                   _generator_cpu(), server.received())
+                   _generator_cpu(), received)
+        return snap if start else snap._replace(received=server.received())
 
 
 def step(kind: str, processes: int, share: float, rate: int, duration: float,
@@ -370,8 +450,9 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
         # The callee registers and starts before the step is timed: counted in it, its
         # start-up (~0.3 s at load 14) took a step of 5 s under the 95% bar with 0 failed.
         uas = _callee(server.port, calls, duration) if kind == "calls" else None
+        speed = pace()
         time.sleep(0.5)  # the moved processes settle in their groups
-        before = Snapshot.take(server, groups)
+        before = Snapshot.take(server, groups, start=True)
         spread = ["-t", "un", "-max_socket", str(SOURCES)]
         if uas is None:
             _, stats, _ = run_sipp(REGISTER_XML, f"127.0.0.1:{server.port}", rate, calls,
@@ -382,10 +463,11 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
                 ok, failed = _calls(server.port, uas, rate, calls, duration, spread)
             finally:
                 uas.stop()
-        after = Snapshot.take(server, groups)
+        after = Snapshot.take(server, groups, start=False)
         if os.environ.get("BENCH_VERBOSE"):
             print(server.overload(), flush=True)
-        return _result(before, after, pid, workers, ok, failed)
+        return _result(before, after, pid, workers, ok, failed,
+                       "REGISTER" if kind == "register" else "INVITE")._replace(pace_ms=speed)
     finally:
         server.stop()
         for group in (start, *groups.values()):
@@ -393,18 +475,30 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
 
 
 def _result(before: Snapshot, after: Snapshot, pid: int, workers: list[int], ok: int,
-            failed: int) -> Result:
+            failed: int, method: str) -> Result:
     elapsed = after.at - before.at
     used = {p: after.own[p] - before.own[p] for p in before.own}
     sup = used[pid] if pid not in workers else 0.0
     per_worker = [used[p] for p in workers]
-    received = [after.received.get(p, 0) - before.received.get(p, 0) for p in workers]
+    none = Counts()
+    was = [before.received.get(p, none) for p in workers]
+    now = [after.received.get(p, none) for p in workers]
+    received = [b.requests - a.requests for a, b in zip(was, now, strict=True)]
+    kernel = [tuple(b - a for a, b in zip(before.kernel[p], after.kernel[p], strict=True))
+              for p in workers]
+    user, system = sum(k[0] for k in kernel), sum(k[1] for k in kernel)
+    new = [b.new.get(method, 0) - a.new.get(method, 0) for a, b in zip(was, now, strict=True)]
     # Held back beyond the quota: the run delay the quota does not explain.
     starved = max((after.delay[p] - before.delay[p])
                   - (after.throttled[p][1] - before.throttled[p][1]) for p in workers)
     return Result(ok / elapsed, (after.tree - before.tree) / max(ok, 1) * 1e6,
                   sup / max(ok, 1) * 1e6, max(per_worker) / max(sum(per_worker), 1e-9),
-                  max(received) / max(sum(received), 1),
+                  max(received) / max(sum(received), 1), max(new) / max(sum(new), 1),
+                  sum(b.retransmissions - a.retransmissions for a, b in zip(was, now, strict=True)),
+                  sum(b.refused - a.refused for a, b in zip(was, now, strict=True)),
+                  sum(b.dropped - a.dropped for a, b in zip(was, now, strict=True)),
+                  system / max(user + system, 1e-9), sum(k[2] for k in kernel) / max(ok, 1),
+                  sum(k[3] for k in kernel) / max(ok, 1),
                   failed, max(after.throttled[p][0] - before.throttled[p][0] for p in workers),
                   sup / elapsed, (after.generator - before.generator) / elapsed,
                   max(0.0, starved) / elapsed, os.getloadavg()[0])
@@ -449,6 +543,9 @@ def main() -> None:
     parser.add_argument("--reference", choices=("private", "plain"), default="private",
                         help="--processes 1 with --sip-udp-private, the receive path of a "
                              "worker (default), or without (plain, before session 9)")
+    parser.add_argument("--poll-idle", action="store_true",
+                        help="hold /dev/cpu_dma_latency at 0 during the run: an idle CPU "
+                             "polls instead of halting (see ``idle_polling``)")
     parser.add_argument("--sharing", default="replica,owner",
                         help="how the workers share the registry, each measured: replica "
                              "(the default) and owner (signaling/supervisor.py SHARING_ENV); "
@@ -459,18 +556,41 @@ def main() -> None:
                            else "200,300,400,500,600,700")
     what = "REGISTER" if args.kind == "register" else "calls"
     print(f"{what} capacity under a CPU quota of {args.share:g} core per worker "
-          f"({args.period_us} µs periods; --processes 1: {args.reference}): highest rate "
+          f"({args.period_us} µs periods; --processes 1: {args.reference}"
+          f"{'; idle CPUs poll' if args.poll_idle else ''}): highest rate "
           f"kept with 0 failures ({args.duration:g} s steps; shared machine: noisy)")
     # The generator (this process and its SIPp children) competes with the machine's other
     # work at the top weight too, so that it is not what limits the server.
     generator = CpuQuota(None, "generator")
     generator.enter()
+    hold = None
     try:
+        if args.poll_idle:
+            hold = idle_polling()
         _run(args.kind, args.processes, args.share, rates, args.duration,
              args.sharing.split(","), args.supervisor_share, args.period_us, args.reference)
     finally:
+        if hold is not None:
+            hold.close()
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
         generator.remove()
+
+
+def idle_polling() -> BinaryIO | None:
+    """Ask for no CPU idle-state exit latency (``/dev/cpu_dma_latency`` at 0, held while the
+    returned file stays open): an idle CPU then polls rather than halts.  On this VM (cpuidle
+    ``haltpoll``) a halted vCPU is woken by the host, so a server at 0.1 core, idle 90% of
+    the time, pays a wake-up at nearly every datagram; how much depends on what else keeps the
+    core busy, i.e. on the machine's load, not on the server (benchmarks/README.md,
+    ``bench_register_redis``: 54 -> 44 µs per REGISTER in a quiet window).  None (and a word)
+    where it cannot be held (not root, no such device)."""
+    try:
+        hold = open("/dev/cpu_dma_latency", "wb", buffering=0)  # noqa: SIM115 (held open)
+        hold.write(struct.pack("i", 0))
+    except OSError as exc:
+        print(f"  (--poll-idle: cannot hold /dev/cpu_dma_latency: {exc})")
+        return None
+    return hold
 
 
 def _run(kind: str, processes: str, share: float, rates: str, duration: float,
@@ -490,10 +610,13 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
                 print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
                       f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
                       f"busiest worker {r.busiest:4.0%} of CPU, {r.received:4.0%} of requests, "
-                      f"throttled {r.throttled:2d} periods, "
-                      f"{r.failed} failed | supervisor {r.supervisor_cores:4.2f} core, "
+                      f"{r.new:4.0%} of new ones, throttled {r.throttled:2d} periods, "
+                      f"{r.failed} failed | retransmissions {r.retransmissions}, "
+                      f"503 {r.refused}, dropped {r.dropped} | system {r.system:4.0%}, "
+                      f"{r.faults:5.2f} faults, {r.switches:5.2f} switches per {what} | "
+                      f"supervisor {r.supervisor_cores:4.2f} core, "
                       f"SIPp {r.generator_cores:4.2f} core, starved {r.starved:4.0%}, "
-                      f"load {r.load:4.1f}"
+                      f"load {r.load:4.1f}, pace {r.pace_ms:3.0f} ms"
                       + ("  MACHINE-BOUND" if r.machine_bound else ""), flush=True)
                 bound = bound or r.machine_bound
                 if r.failed or r.per_s < 0.95 * offered:
