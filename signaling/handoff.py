@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -159,9 +160,16 @@ class Handoff:
 
     def pass_on(self) -> None:
         """The keys of this worker's live server transactions to its successor, so the
-        retransmissions that now reach the successor come back here."""
-        keys = [txn.key for txn in self.core.table if isinstance(txn, ServerTransaction)
+        retransmissions that now reach the successor come back here.  With them the keys of
+        the requests answered without a transaction (``SipCore.answer_at_once``: REGISTERs),
+        answered or waiting: their answers are kept here until Timer J (§17.2.2), and a
+        retransmitted REGISTER taken as new by the successor would be applied twice and
+        refused as out of order (§10.3 step 7: same Call-ID, CSeq not higher)."""
+        core = self.core
+        keys = [txn.key for txn in core.table if isinstance(txn, ServerTransaction)
                 and isinstance(txn.key[0], str) and txn.key[0].startswith(MAGIC_COOKIE)]
+        keys.extend(key for key in itertools.chain(core.answered.answers, core.waiting)
+                    if isinstance(key[0], str) and key[0].startswith(MAGIC_COOKIE))
         for i in range(0, len(keys), HELD_PER_FRAME):
             data = ENCODER.encode(keys[i:i + HELD_PER_FRAME])
             if not self._to_successor(Frame("held", "", "", 0, None, "", data)):

@@ -245,6 +245,7 @@ class ReplicaRegistry:
         self.dialogs = DialogMaps(run_dir, max_dialogs)
         self._link: _HubLink | None = None
         self._connecting: asyncio.Lock | None = None
+        self._connect_task: asyncio.Task[_HubLink] | None = None
         self._journal: JournalWriter | None = None
         #: The siblings' journals, by file name, once this replica is synced.
         self._readers: dict[str, JournalReader] = {}
@@ -262,7 +263,14 @@ class ReplicaRegistry:
         link = self._link
         if link is not None and not link.lost and link.synced.done():
             return link
-        return await self._connect()
+        # In a task of its own, shared by every caller that waits for it: a REGISTER is
+        # answered as it is read, without a task (``signaling.eager``, ``SipCore
+        # .answer_at_once``), and ``asyncio.timeout`` needs the task it bounds.
+        connecting = self._connect_task
+        if connecting is None or connecting.done():
+            connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connect_task = connecting
+        return await asyncio.shield(connecting)
 
     async def _connect(self) -> _HubLink:
         if self._connecting is None:
@@ -592,6 +600,8 @@ class ReplicaRegistry:
         await self.owner.ping()
 
     async def close(self) -> None:
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
         link, self._link = self._link, None
         if link is not None and link.transport is not None:
             link.transport.close()

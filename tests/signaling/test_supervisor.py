@@ -484,7 +484,10 @@ async def test_what_the_old_worker_holds_reaches_it_after_a_reload(
     worker's transaction (§17.2.3): the new worker hands it over rather than forwarding it again
     under a branch of its own.  The caller's BYE, for a dialog the new worker does not hold, is
     handed over too (the old worker may have confirmed it too recently for the shared
-    registry).  Both complete end to end."""
+    registry).  Both complete end to end.  So does a REGISTER the old worker answered as it
+    read it (no transaction: ``SipCore.answer_at_once``), retransmitted after the reload: the
+    old worker's kept answer, not the new worker applying it again (§10.3 step 7 would refuse
+    the same CSeq as out of order)."""
     callee = await UdpUA("bob", "127.0.0.1", patient.udp_port).start()
     caller = await UdpUA("alice", "127.0.0.1", patient.udp_port).start()
     try:
@@ -502,6 +505,9 @@ async def test_what_the_old_worker_holds_reaches_it_after_a_reload(
                           max_forwards=70, content_type="text/plain", body=b"hello")
         await caller.send(message)
         forwarded = await callee.request("MESSAGE", timeout=START_BOUND)
+        register = caller.register()
+        await caller.send(register)
+        first = await caller.response(200, "REGISTER", timeout=START_BOUND)
         before = {int(w["pid"]) for w in patient.workers()}
         reload = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "signaling", "reload", "--pid-file",
@@ -509,6 +515,9 @@ async def test_what_the_old_worker_holds_reaches_it_after_a_reload(
         assert reload.returncode == 0, reload.stderr
         await asyncio.to_thread(patient.wait_serving, 2, before)
         await caller.send(message)  # the same request again: a retransmission (§17.1.2.2)
+        await caller.send(register)
+        again = await caller.response(200, "REGISTER", timeout=START_BOUND)
+        assert again.to.tag == first.to.tag  # the old worker's answer, resent
         await caller.send(caller.in_dialog(leg, "BYE"))
         await callee.answer(callee.reply(await callee.request("BYE", START_BOUND), 200))
         await caller.response(200, "BYE", timeout=START_BOUND)

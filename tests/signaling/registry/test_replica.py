@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from signaling.eager import run_at_once
 from signaling.registry.base import ContactChange
 from signaling.registry.dialogmap import DATA_SLOT
 from signaling.registry.hub import ReplicaHub
@@ -285,3 +286,32 @@ async def test_the_sweep_ends_what_no_bye_ended(pair: Pair, owner: RegistryOwner
     assert await owner.registry.get_dialog("long;a") is None
     assert await b.get_dialog("short;a") is None
     assert await b.get_dialog("later;a") == b"l"
+
+
+async def test_a_register_answered_without_a_task_waits_for_the_hub_link(
+        run_dir: str, hub: ReplicaHub) -> None:
+    """A worker answers REGISTERs as it reads them, with no task (``signaling.eager``, as
+    ``SipCore.answer_at_once`` does); its first ones may come before its link to the hub is
+    up.  They wait for the link (whose connection is bounded with ``asyncio.timeout``, which
+    needs a task: the link's own) and complete from its callbacks, all of them once."""
+    worker = replica(run_dir)
+    try:
+        now = time.time()
+        ended: list[BaseException | None] = []
+
+        async def register(i: int) -> None:  # the registrar's part: the registry's call
+            await worker.register(f"sip:u{i}@x", "c1", 1, change(f"sip:u{i}@10.0.0.1"), now)
+
+        for i in range(3):
+            assert not run_at_once(register(i), ended.append)  # waits for the link
+
+        async def all_ended() -> bool:
+            return len(ended) == 3
+
+        await until(all_ended)
+        assert ended == [None, None, None]
+        assert await worker.count_bindings() == 3
+        # Linked, a REGISTER completes in the call itself.
+        assert run_at_once(register(3), ended.append)
+    finally:
+        await worker.close()
