@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--register-rate", type=int, default=1000)
     parser.add_argument("--call-rate", type=int, default=200)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--no-reload", action="store_true",
+                        help="the same load without the reload: the control (what fails "
+                             "without it is the load's, not the reload's)")
     args = parser.parse_args()
     pid_file = Path(tempfile.mkdtemp(prefix="bench-reload-")) / "signaling.pid"
     calls = int(args.call_rate * args.duration)
@@ -106,15 +109,18 @@ def main() -> None:
         }
         time.sleep(args.duration / 3)
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
-                        str(pid_file)], check=True, capture_output=True)
-        while "reload done" not in server.read_log() and time.monotonic() - t0 < 60:
-            time.sleep(0.1)
+        if not args.no_reload:
+            subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                            str(pid_file)], check=True, capture_output=True)
+            while "reload done" not in server.read_log() and time.monotonic() - t0 < 60:
+                time.sleep(0.1)
         reload_s = time.monotonic() - t0
         results = {name: load.finish(args.duration + 90) for name, load in loads.items()}
         uas.stop()
+    what = "no reload (control)" if args.no_reload else \
+        f"rolling reload took {reload_s:.1f} s"
     print(f"reload under {args.register_rate} REGISTER/s and {args.call_rate} calls/s, "
-          f"--processes 2 (rolling reload took {reload_s:.1f} s; shared machine: noisy)")
+          f"--processes 2 ({what}; shared machine: noisy)")
     for name, (ok, failed, times, reasons) in results.items():
         median = statistics.median(times) if times else 0.0
         worst = max(times) if times else 0.0
