@@ -33,15 +33,8 @@ import re
 from typing import TYPE_CHECKING
 
 from protocols.sip.message import Request
-from protocols.sip.overload import (
-    AdmissionConfig,
-    AdmissionControl,
-    OcServer,
-    Verdict,
-    client_supports_loss,
-    oc_via_params,
-    retry_after_range,
-)
+from protocols.sip.oc import OcServer, client_supports_loss, oc_via_params
+from protocols.sip.overload import AdmissionConfig, AdmissionControl, Verdict, retry_after_range
 from signaling.config import Config
 from signaling.metrics import Metrics
 

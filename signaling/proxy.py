@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from protocols.sip.builders import make_response
 from protocols.sip.message import CSeq, NameAddr, Request, Response, SipURI, Via
-from protocols.sip.overload import OcClient, parse_report
+from protocols.sip.oc import OcClient, parse_report
 from protocols.sip.parser import parse_name_addr
 from protocols.sip.summary import ResponseSummary
 from protocols.sip.transaction import (

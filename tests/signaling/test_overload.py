@@ -22,7 +22,7 @@ import pytest
 
 from harness.serverproc import ServerProcess, free_udp_port
 from protocols.sip.message import Request, Response
-from protocols.sip.overload import parse_report
+from protocols.sip.oc import parse_report
 from protocols.sip.parser import parse_message
 from signaling.config import load_config
 from signaling.metrics import Metrics
