@@ -246,7 +246,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                                      "without it)"),
     "overload_drain": ("str", "'on' (default): with --sip-udp-private and a read share, the "
                               "listening socket's excess beyond the read pace is read and "
-                              "refused (503) in C; 'off': left to the kernel's tail drop"),
+                              "refused (503) in C; 'off': read and dropped unanswered in "
+                              "Python (admitted work let through either way)"),
     "overload_kernel_shed": ("str", "'on': with the drain, a storm's REGISTER transactions "
                                     "beyond ~1.5 times the server's capacity are dropped by a "
                                     "socket filter in the kernel, retransmissions and all "

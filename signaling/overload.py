@@ -41,7 +41,8 @@ from signaling.metrics import Metrics
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["REFUSED_GENERATION_T1", "REFUSED_MEMORY", "Overload", "Verdict", "starts_new_work"]
+__all__ = ["REFUSED_GENERATION_T1", "REFUSED_MEMORY", "Overload", "Verdict", "admitted_work",
+           "starts_new_work"]
 
 #: Methods that start new work when outside a dialog.  OPTIONS is not among them: the core
 #: answers it statelessly for itself (a keepalive or health probe costs what a 503 would) and
@@ -87,6 +88,25 @@ def starts_new_work(data: bytes) -> str | None:
         if end < 0 or tagged.start() < end:
             return None
     return method
+
+
+def admitted_work(data: bytes) -> bool:
+    """Whether ``data`` is work already admitted: a response (to a transaction of ours), a
+    CANCEL (of an INVITE let in, RFC 3261 §9.2; one that matches none gets its 481), or a
+    request with a To tag in its header section (inside a dialog, §12.2: the ACK of a 2xx, a
+    BYE, a re-INVITE ...).  Issue 13: such work comes first and is never shed, whatever the
+    read pace (``signaling/transports/udp.py``), as ``_udpexcess.c`` classes it
+    (``K_ADMITTED``).  A scan, not a parse: the first bytes, then one search.  A To tag
+    proves no dialog: a made-up one costs its parse and its 481.
+    """
+    head = data[:8]
+    if head == b"SIP/2.0 " or head[:7] == b"CANCEL ":
+        return True
+    tagged = _TO_TAG.search(data)
+    if tagged is None:
+        return False
+    end = data.find(b"\r\n\r\n")  # a To tag in the body is no To tag (see ``starts_new_work``)
+    return end < 0 or tagged.start() < end
 
 
 class Overload:

@@ -23,8 +23,10 @@ no faster than a few times that limit (``ReadPace``).  What arrives beyond the p
 refused in C (``_udpexcess.c``: recvmmsg, a 503 written from the request's bytes, sendmmsg; ~4 µs
 a refusal against ~25 µs by the full path), since what the kernel drops comes back as
 retransmissions, read later and served late; without the C extension, or with
-``--overload-drain off``, it is left to the kernel's tail drop (the queue is kept short only
-then: with the drain it keeps its full size, see ``UdpTransport.__init__``).  The ordinary read
+``--overload-drain off``, it is read and dropped in Python, unanswered, and admitted work
+(responses, in-dialog requests, CANCEL) let through beyond the pace as the drain does
+(``_read_paced``; the queue is kept short only then: with the drain it keeps its full size,
+see ``UdpTransport.__init__``).  The ordinary read
 is in C too when the extension is built (``_udpexcess.receive``: one recvmmsg per wakeup, where
 a Python loop of recvmsg pays a raised BlockingIOError at every wakeup to learn the queue is
 empty).  Both sockets count what the kernel dropped (SO_RXQ_OVFL) in
@@ -45,6 +47,7 @@ from typing import Any
 
 from protocols import stun
 from signaling.config import HostPort
+from signaling.overload import admitted_work
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
 from signaling.transports.udpqueue import FLOOR, QueueStats, ReadPace, ReceiveQueue
@@ -226,9 +229,9 @@ class UdpTransport:
 
     def _readable_paced(self, sock: socket.socket, tag: str | None,
                         peers: dict[tuple[Any, ...], Peer], stats: QueueStats) -> None:
-        """The listening socket under ``ReadPace``: out of tokens, it is not watched until
-        there are some again, and what arrives meanwhile waits in (or falls off) its short
-        kernel queue."""
+        """The listening socket under ``ReadPace``: read in batches (``_drain`` in C, else
+        ``_read_paced``), admitted work whatever the pace, new requests as the pace allows;
+        with the pace spent, it is not watched for ``EXCESS_WAIT``."""
         pace = self.pace
         assert pace is not None
         control = self.core.overload.control
@@ -246,14 +249,50 @@ class UdpTransport:
         if self._excess is not None:
             self._drain(sock, peers, stats, allowed)
             return
-        if allowed < 1:
+        self._read_paced(sock, peers, stats, allowed)
+
+    def _read_paced(self, sock: socket.socket, peers: dict[tuple[Any, ...], Peer],
+                    stats: QueueStats, allowed: int) -> None:
+        """The pace without the drain (``--overload-drain off``, or no C extension): a batch
+        read; admitted work (``admitted_work``: responses, in-dialog requests, CANCEL) is
+        received whatever the pace and not charged to it, the rest while the pace allows, and
+        what is beyond it dropped, counted (``reason="paced"``), as the kernel's tail drop
+        would have (its client retransmits it, RFC 3261 §17.1.1.2, §17.1.2.2).
+
+        Why read past the pace at all (issue 13: work already admitted comes first and is
+        never shed): a caller that ignores our Record-Route's port sends its ACK and BYE here
+        (SIPp does).  Left in the kernel, they waited behind the new requests for the pace and
+        fell off the short queue with them: the callee retransmitted its 200, the caller its
+        BYE, each read and forwarded again (``_udpexcess.c`` has the figures).  The cost:
+        while the pace binds the excess is read (one recvmmsg a batch with the C reader, a
+        recvmsg each without) and screened by its first bytes and one search, where the
+        kernel dropped it for nothing.  With the pace spent, the next read is ``EXCESS_WAIT``
+        later, so that what arrives meanwhile is read in one batch, as the drain does."""
+        got = self._collect(sock, stats, READ_BATCH)
+        receive = self.core.receive
+        paced = dropped = 0
+        for data, addr, waited in got:
+            if data < b"@" and data[4:8] == _STUN_COOKIE:  # as in ``_read``
+                self._stun(sock, data, addr)
+                continue
+            if not admitted_work(data):
+                if paced >= allowed:
+                    dropped += 1
+                    continue
+                paced += 1
+            peer = peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(peers, addr, None)
+            receive(data, peer, waited)
+        assert self.pace is not None
+        self.pace.took(paced)
+        if dropped:
+            self.core.overload.c_dropped.inc("paced", "unknown", amount=dropped)
+        if paced >= allowed and len(got) < READ_BATCH and sock.fileno() in self._reading:
+            # The pace is spent and the queue read to its end (else the reader stays).
             self._loop.remove_reader(sock.fileno())
             self._reading.discard(sock.fileno())
-            self._paced = self._loop.call_later(pace.wait(limit), self._unpace)
-            return
-        before = stats.read
-        self._read(sock, tag, peers, stats, min(READ_BATCH, allowed))
-        pace.took(stats.read - before)
+            self._paced = self._loop.call_later(EXCESS_WAIT, self._unpace)
 
     def _drain(self, sock: socket.socket, peers: dict[tuple[Any, ...], Peer],
                stats: QueueStats, allowed: int) -> None:
@@ -411,17 +450,46 @@ class UdpTransport:
 
     def _read(self, sock: socket.socket, tag: str | None, peers: dict[tuple[Any, ...], Peer],
               stats: QueueStats, batch: int) -> None:
-        """Up to ``batch`` datagrams (each counted in ``stats.read``)."""
-        if _receive is not None:
-            self._read_batch(_receive, sock, tag, peers, stats, batch)
-            return
-        recvmsg = sock.recvmsg
+        """Up to ``batch`` datagrams (each counted in ``stats.read``), received."""
         receive = self.core.receive
+        for data, addr, waited in self._collect(sock, stats, batch):
+            # data < b"@": the first byte is below 0x40 (or the datagram is empty), one compare
+            if data < b"@" and data[4:8] == _STUN_COOKIE:
+                self._stun(sock, data, addr)  # RFC 5389 §6, RFC 5626 §8: see _stun
+                continue
+            peer = peers.get(addr)
+            if peer is None:
+                peer = self._new_peer(peers, addr, tag)
+            receive(data, peer, waited)
+
+    def _collect(self, sock: socket.socket, stats: QueueStats,
+                 batch: int) -> list[tuple[bytes, Any, float]]:
+        """Up to ``batch`` datagrams read, with how long each waited in the kernel, counted
+        in ``stats``.  With the C reader (``_udpexcess.receive``) in one recvmmsg, their waits
+        computed there, and no BlockingIOError raised to learn that the queue is empty
+        (callgrind, ``bench_instructions --kinds CALL``: see the commit that added it)."""
+        got: list[tuple[bytes, Any, float]] = []
+        if _receive is not None:
+            read, payload, max_wait, min_wait, overflow, errors = _receive(
+                sock.fileno(), batch, got)
+            if errors:
+                self.core.c_drop.inc("udp_error", amount=errors)
+            if read:
+                stats.read += read
+                stats.payload += payload
+                if max_wait > stats.max_wait:
+                    stats.max_wait = max_wait
+                if min_wait < stats.min_wait:
+                    stats.min_wait = min_wait
+                if overflow is not None:
+                    stats.dropped_total = overflow
+            return got
+        recvmsg = sock.recvmsg
         for _ in range(batch):
             try:
                 data, ancillary, _flags, addr = recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
             except BlockingIOError:
-                return
+                break
             except OSError:
                 # ICMP errors and the like: the datagram is lost, the socket lives on.
                 self.core.c_drop.inc("udp_error")
@@ -440,45 +508,8 @@ class UdpTransport:
                 stats.max_wait = waited
             if waited < stats.min_wait:
                 stats.min_wait = waited
-            # data < b"@": the first byte is below 0x40 (or the datagram is empty), one compare
-            if data < b"@" and data[4:8] == _STUN_COOKIE:
-                self._stun(sock, data, addr)  # RFC 5389 §6, RFC 5626 §8: see _stun
-                continue
-            peer = peers.get(addr)
-            if peer is None:
-                peer = self._new_peer(peers, addr, tag)
-            receive(data, peer, waited)
-
-    def _read_batch(self, receive_batch: Callable[[int, int, list[Any]],
-                                                  tuple[int, int, float, float, int | None, int]],
-                    sock: socket.socket, tag: str | None, peers: dict[tuple[Any, ...], Peer],
-                    stats: QueueStats, batch: int) -> None:
-        """``_read`` with the C reader: the datagrams of one wakeup in one recvmmsg, their
-        waits computed there, and no BlockingIOError raised to learn that the queue is empty
-        (callgrind, ``bench_instructions --kinds CALL``: see the commit that added it)."""
-        got: list[tuple[bytes, Any, float]] = []
-        read, payload, max_wait, min_wait, overflow, errors = receive_batch(
-            sock.fileno(), batch, got)
-        if errors:
-            self.core.c_drop.inc("udp_error", amount=errors)
-        if read:
-            stats.read += read
-            stats.payload += payload
-            if max_wait > stats.max_wait:
-                stats.max_wait = max_wait
-            if min_wait < stats.min_wait:
-                stats.min_wait = min_wait
-            if overflow is not None:
-                stats.dropped_total = overflow
-        receive = self.core.receive
-        for data, addr, waited in got:
-            if data < b"@" and data[4:8] == _STUN_COOKIE:  # as in ``_read``
-                self._stun(sock, data, addr)
-                continue
-            peer = peers.get(addr)
-            if peer is None:
-                peer = self._new_peer(peers, addr, tag)
-            receive(data, peer, waited)
+            got.append((data, addr, waited))
+        return got
 
     def _stun(self, sock: socket.socket, data: bytes, addr: tuple[Any, ...]) -> None:
         """RFC 5626 §8: STUN Binding requests share the SIP port as keep-alives, told apart from

@@ -138,7 +138,10 @@ class ReadPace:
     too, but answered, so clients stop retransmitting (or wait their Retry-After).  The drain
     lets responses and in-dialog requests through beyond the pace and does not charge them to
     it: a caller that ignores our Record-Route's port (SIPp) sends its ACK and BYE here, and
-    paced with the INVITEs they were dropped past capacity (see ``_udpexcess.c``).
+    paced with the INVITEs they were dropped past capacity (see ``_udpexcess.c``).  Without
+    the drain the reader does the same in Python (``UdpTransport._read_paced``): it reads the
+    queue, lets admitted work through uncharged and drops the new requests beyond the pace,
+    where it left them to the kernel's tail drop, which dropped the admitted work with them.
     """
 
     def __init__(self, share: float, *, burst_time: float = 0.02, min_burst: float = 8.0,
@@ -159,8 +162,3 @@ class ReadPace:
 
     def took(self, read: int) -> None:
         self.tokens -= read
-
-    def wait(self, limit: float) -> float:
-        """Seconds until one datagram may be read again (between 1 and 50 ms)."""
-        rate = max(self.share * limit, 1e-3)
-        return min(0.05, max(0.001, (1.0 - self.tokens) / rate))

@@ -26,7 +26,13 @@ from protocols.sip.oc import parse_report
 from protocols.sip.parser import parse_message
 from signaling.config import load_config
 from signaling.metrics import Metrics
-from signaling.overload import REFUSED_GENERATION_T1, Overload, Verdict, starts_new_work
+from signaling.overload import (
+    REFUSED_GENERATION_T1,
+    Overload,
+    Verdict,
+    admitted_work,
+    starts_new_work,
+)
 from tests.peers.sipua import UdpUA, confirmed_call, invited
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
@@ -121,6 +127,26 @@ def limited_any(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     short under overload, signaling/transports/udpqueue.py)."""
     extra = ("--sip-udp-private", f"127.0.0.1:{free_udp_port()}") if request.param else ()
     yield from _limited(*extra)
+
+
+def test_admitted_work_is_responses_cancel_and_requests_with_a_to_tag() -> None:
+    """What the read pace lets through uncharged (issue 13), by bytes: as ``_udpexcess.c``."""
+    assert admitted_work(b"SIP/2.0 200 OK\r\n\r\n")
+    assert admitted_work(_req("CANCEL", "sip:b@example.com", 5060))
+    assert admitted_work(_req("BYE", "sip:b@example.com", 5060, to_tag="x"))
+    assert admitted_work(_req("ACK", "sip:b@example.com", 5060, to_tag="x"))
+    assert admitted_work(_req("INVITE", "sip:b@example.com", 5060, to_tag="x"))  # re-INVITE
+    compact = _req("BYE", "sip:b@example.com", 5060).replace(
+        b"To: <sip:bob@example.com>", b"t: <sip:bob@example.com> ; TAG=7")
+    assert admitted_work(compact)
+    assert not admitted_work(_req("INVITE", "sip:b@example.com", 5060))
+    assert not admitted_work(_req("REGISTER", "sip:example.com", 5060))
+    assert not admitted_work(_req("OPTIONS", "sip:example.com", 5060))
+    assert not admitted_work(_req("ACK", "sip:b@example.com", 5060))  # no dialog: not shown
+    # a To tag in the body is no To tag
+    body = _req("BYE", "sip:b@example.com", 5060).replace(
+        b"Content-Length: 0\r\n\r\n", b"Content-Length: 13\r\n\r\nt=0 0;tag=1\r\n")
+    assert not admitted_work(body)
 
 
 def test_raw_screen_finds_new_work_only() -> None:

@@ -279,6 +279,57 @@ async def test_past_the_pace_in_dialog_requests_on_the_listening_port_all_reach_
         assert overload.c_dropped.get("excess", "other") == 0
 
 
+async def test_past_the_pace_without_the_drain_in_dialog_requests_still_all_reach_the_core(
+        ) -> None:
+    """As above with ``--overload-drain off`` (the Python reader): the ACKs and BYEs a caller
+    sends to the listening port behind a storm's new requests all reach the core, beyond the
+    pace, while the new requests past it are dropped unanswered.  Before, the reader left
+    the queue to the kernel once the pace was spent, and the in-dialog requests waited behind
+    the storm at the pace's rate, or fell off the short queue with it."""
+    import asyncio
+    import dataclasses
+
+    from tests.signaling.test_overload import _register
+
+    async with running_server(sip_udp_private="127.0.0.1:0", overload_read_share=1.0,
+                              overload_drain="off") as srv:
+        assert srv.udp is not None
+        port = srv.udp.address[1]
+        core = srv.core
+        control = core.overload.control
+        control.rate = 50.0  # as if measured: the pace binds at once
+        # ... and stays (one revision at most): nothing waits here, and each revision would
+        # double the limit until the pace no longer binds.
+        control.cfg = dataclasses.replace(control.cfg, interval=3600.0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            src = s.getsockname()[1]
+            for i in range(600):
+                s.sendto(_register(port, "127.0.0.1", src, i), ("127.0.0.1", port))
+            for i in range(40):
+                for method in ("ACK", "BYE"):
+                    s.sendto((f"{method} sip:callee@127.0.0.1:9 SIP/2.0\r\n"
+                              f"Via: SIP/2.0/UDP 127.0.0.1:{src};branch=z9hG4bKd{method}{i}\r\n"
+                              f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a{i}\r\n"
+                              f"To: <sip:callee@127.0.0.1>;tag=b{i}\r\nCall-ID: dialog-{i}\r\n"
+                              f"CSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n").encode(),
+                             ("127.0.0.1", port))
+            # Generous (all is read in a few batches, ms), and short of the 2.4 s the pace
+            # (1.2 times the limit, ~250/s after the one revision) takes to read the storm's
+            # 600 REGISTERs in front of them.
+            for _ in range(20):
+                if core.c_req_in.get("BYE", "udp") >= 40:
+                    break
+                await asyncio.sleep(0.05)
+        overload = core.overload
+        assert core.c_req_in.get("ACK", "udp") == 40
+        assert core.c_req_in.get("BYE", "udp") == 40
+        assert overload.c_dropped.get("paced", "unknown") > 0  # the pace bound
+        assert core.c_req_in.get("REGISTER", "udp") < 600
+        assert _kernel_dropped(overload) == 0
+
+
 def _kernel_dropped(overload: Overload) -> float:
     return sum(v for k, v in overload.c_dropped.values.items() if k[0].startswith("kernel"))
 
