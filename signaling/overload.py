@@ -97,7 +97,9 @@ def admitted_work(data: bytes) -> bool:
     BYE, a re-INVITE ...).  Issue 13: such work comes first and is never shed, whatever the
     read pace (``signaling/transports/udp.py``), as ``_udpexcess.c`` classes it
     (``K_ADMITTED``).  A scan, not a parse: the first bytes, then one search.  A To tag
-    proves no dialog: a made-up one costs its parse and its 481.
+    proves no dialog: a made-up one costs its read and parse, and is then admitted like a new
+    request against its source's share (``SipCore``: only a dialog held here is admitted
+    work), so a source that floods them is named heavy and refused.
     """
     head = data[:8]
     if head == b"SIP/2.0 " or head[:7] == b"CANCEL ":

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -47,14 +47,26 @@ def _register(port: int, src: str, src_port: int, i: int, via_extra: str = "") -
             "Content-Length: 0\r\n\r\n").encode()
 
 
+def _fake_bye(port: int, src: str, src_port: int, i: int) -> bytes:
+    """A BYE of no dialog: a made-up To tag (in-dialog by its bytes, §12.2) and Call-ID."""
+    return (f"BYE sip:u{i}@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src}:{src_port};branch=z9hG4bK{os.getpid()}b{i}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=f{i}\r\n"
+            f"To: <sip:u{i}@127.0.0.1>;tag={os.urandom(6).hex()}\r\n"
+            f"Call-ID: fake-{src}-{i}-{time.monotonic_ns()}\r\n"
+            "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+
+
 @dataclass
 class _Flood:
-    """Sends REGISTERs from ``src`` at ``rate`` for ``seconds`` in a thread; counts answers."""
+    """Sends REGISTERs (or what ``message`` makes) from ``src`` at ``rate`` for ``seconds`` in
+    a thread; counts answers."""
 
     port: int
     src: str
     rate: float
     seconds: float
+    message: Callable[[int, str, int, int], bytes] = _register
     sent: int = 0
     answers: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # of 2xx, seconds
@@ -86,7 +98,7 @@ class _Flood:
         while (elapsed := time.monotonic() - start) < self.seconds:
             due = int(elapsed * self.rate) + 1
             while self.sent < due:
-                data = _register(self.port, self.src, my_port, self.sent)
+                data = self.message(self.port, self.src, my_port, self.sent)
                 self._sent_at[f"f{self.sent}"] = time.monotonic()
                 self.sock.sendto(data, ("127.0.0.1", self.port))
                 self.sent += 1
@@ -126,6 +138,18 @@ def limited_any(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """With and without --sip-udp-private (where the listening socket's kernel queue is kept
     short under overload, signaling/transports/udpqueue.py)."""
     extra = ("--sip-udp-private", f"127.0.0.1:{free_udp_port()}") if request.param else ()
+    yield from _limited(*extra)
+
+
+@pytest.fixture(params=["listener", "private-port", "private-port-drain-off"])
+def limited_every(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """``limited_any``, and with the private port the Python read of the listening socket
+    (``--overload-drain off``: ``UdpTransport._read_paced``) beside the C drain."""
+    extra: tuple[str, ...] = ()
+    if request.param != "listener":
+        extra = ("--sip-udp-private", f"127.0.0.1:{free_udp_port()}")
+    if request.param == "private-port-drain-off":
+        extra = (*extra, "--overload-drain", "off")
     yield from _limited(*extra)
 
 
@@ -277,6 +301,29 @@ async def test_a_flood_from_one_source_does_not_starve_another(
     assert within >= 0.95 * polite.sent, (polite.sent, polite.answers, sorted(polite.latencies))
     # the flooder got the rest of the limit and no more (50/s for ~6 s plus bursts)
     assert flood.answers.get(200, 0) < 0.1 * flood.sent, (flood.sent, flood.answers)
+
+
+async def test_a_flood_of_made_up_in_dialog_requests_does_not_starve_another_source(
+        limited_every: ServerProcess) -> None:
+    """Requests with a To tag are admitted work by their bytes (issue 13: never shed, let
+    through beyond the read pace, ``admitted_work``), so a flood of BYEs of no dialog is not
+    refused at the door as a REGISTER flood is: it must still not starve a polite source's
+    REGISTERs.  What bounds it: once parsed, a request with a To tag of no dialog this node
+    holds is admitted like a new one (``SipCore``), against its source's share, so the
+    flooder is named heavy and refused.  Without that the polite source had 5 and 13 of 60
+    REGISTERs answered within 1 s here."""
+    limited = limited_every
+    with _Flood(limited.udp_port, "127.0.0.2", rate=5000, seconds=5.0,
+                message=_fake_bye) as flood:
+        await asyncio.sleep(1.0)
+        with _Flood(limited.udp_port, "127.0.0.3", rate=20, seconds=3.0) as polite:
+            pass
+    within = sum(1 for t in polite.latencies if t <= 1.0)
+    assert within >= 0.95 * polite.sent, (polite.sent, polite.answers, sorted(polite.latencies))
+    # no dialog: never a 200; a 481 only within the source's share of the limit (50/s for
+    # ~6 s plus bursts), the rest refused (503) or dropped
+    assert flood.answers.get(200, 0) == 0, flood.answers
+    assert flood.answers.get(481, 0) < 0.1 * flood.sent, (flood.sent, flood.answers)
 
 
 async def test_oc_report_is_produced_for_oc_clients_and_stops_after_the_storm() -> None:
