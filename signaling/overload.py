@@ -96,7 +96,10 @@ def admitted_work(data: bytes) -> bool:
     request with a To tag in its header section (inside a dialog, §12.2: the ACK of a 2xx, a
     BYE, a re-INVITE ...).  Issue 13: such work comes first and is never shed, whatever the
     read pace (``signaling/transports/udp.py``), as ``_udpexcess.c`` classes it
-    (``K_ADMITTED``).  A scan, not a parse: the first bytes, then one search.  A To tag
+    (``K_ADMITTED``).  A scan, not a parse: the first bytes, then one search (callgrind,
+    this function on a 380-byte REGISTER: ~8,300 instructions, a BYE ~10,000; a
+    plain search for the usual ``\nTo:`` first saved a third of it but misjudged a compact
+    To header with a ``To:`` line in the body, so it was not kept).  A To tag
     proves no dialog: a made-up one costs its read and parse, and is then admitted like a new
     request against its source's share (``SipCore``: only a dialog held here is admitted
     work), so a source that floods them is named heavy and refused.
