@@ -31,7 +31,7 @@ from signaling.metrics import Metrics
 from signaling.proxy import Proxy
 from signaling.records.writer import RecordWriter
 from signaling.registrar import Registrar
-from signaling.registry.base import Registry
+from signaling.registry.base import Registry, registers_at_once
 from signaling.registry.factory import make_registry
 from signaling.registry.memory import MemoryRegistry
 from signaling.router import Router
@@ -108,12 +108,12 @@ class Server:
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id,
                                    on_event=hooks.registration if hooks else None,
                                    auth=checking)
-        # With the registry in memory and the subscribers in a file, nothing on the
-        # registrar's path does I/O: REGISTERs are answered as they are read, not queued for
-        # a worker (``SipCore.answer_at_once``).  With Redis the one I/O is the registry's
-        # script, written as the REGISTER is read and answered from its reply's callback
-        # (``signaling.eager``).
-        self.core.answer_at_once = _registers_at_once(self.registry) and (
+        # With a registry whose REGISTER never waits on other work (it says so:
+        # ``Registry.registers_at_once``) and the subscribers in a file, REGISTERs are answered
+        # as they are read, not queued for a worker (``SipCore.answer_at_once``).  With Redis
+        # the one I/O is the registry's script, written as the REGISTER is read and answered
+        # from its reply's callback (``signaling.eager``).
+        self.core.answer_at_once = registers_at_once(self.registry) and (
             checking is None or isinstance(self.subscribers, FileSubscribers))
         self.proxy = Proxy(self.core, self.registry, cfg, self.metrics, self.node_id,
                            self.tracer, auth=checking,
@@ -303,35 +303,6 @@ def _shared(registry: Registry) -> Registry | None:
     socket): nonce counts are claimed there; an in-process one adds nothing to the local
     table."""
     return None if isinstance(registry, MemoryRegistry) else registry
-
-
-def _registers_at_once(registry: Registry) -> bool:
-    """Whether the registrar may answer without a worker (``SipCore.answer_at_once``): the
-    in-memory registry, and Redis, whose link bounds each call's time and how many wait
-    (``redislink``), as the workers' queues did.  The workers also kept one Call-ID's
-    REGISTERs in order; a UA sends the next only once the last is answered (RFC 3261 §10.2),
-    and the script refuses one that overtook a later CSeq (§10.3 step 7).  The exact classes:
-    a subclass may wait on more.
-
-    And the embedded registry shared by the workers of ``--processes N``
-    (``signaling.registry.replica``): a REGISTER there is the in-memory engine's plus a copy
-    into the worker's journal, never a wait once the worker is linked to the supervisor's hub
-    (before, it waits on the link's task, which ``signaling.eager`` carries on from).  Left
-    out, every worker queued its REGISTERs for a worker task and a transaction where one
-    process answered them as read: 2 workers at 0.1 core each kept 480 REGISTER/s where 2
-    workers sharing nothing kept 660 (bench_multiproc, session 11)."""
-    kind = type(registry)
-    if kind is MemoryRegistry:
-        return True
-    if kind.__module__ == "signaling.registry.replica":
-        from signaling.registry.replica import ReplicaRegistry
-
-        return kind is ReplicaRegistry
-    if kind.__module__ != "signaling.registry.redis":  # redis-py is imported only for Redis
-        return False
-    from signaling.registry.redis import RedisRegistry
-
-    return kind is RedisRegistry
 
 
 def _guard_limits(cfg: Config) -> GuardLimits:

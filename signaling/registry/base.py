@@ -24,7 +24,7 @@ Rules every implementation follows:
 from __future__ import annotations
 
 from collections.abc import Coroutine, Sequence
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
@@ -42,6 +42,7 @@ __all__ = [
     "RegistryUnavailable",
     "binding_key",
     "make_binding",
+    "registers_at_once",
     "sort_bindings",
 ]
 
@@ -202,6 +203,14 @@ def sort_bindings(bindings: Sequence[Binding]) -> list[Binding]:
 class Registry(Protocol):
     """Location service + dialog and Diameter session state (see the module docstring)."""
 
+    #: ``register`` never waits on anything but its own bounded I/O (no queue, no lock, no
+    #: round trip that another request's work can hold up), so the registrar may answer a
+    #: REGISTER as it is read rather than queue it for a worker task
+    #: (``SipCore.answer_at_once``, ``signaling.eager``).  Read by ``registers_at_once``:
+    #: only a class's own declaration counts, so a subclass that waits on more (a test's
+    #: gated store) is queued unless it says otherwise.
+    registers_at_once: ClassVar[bool]
+
     async def register(
         self, aor: str, call_id: str, cseq: int, changes: Sequence[ContactChange], now: float
     ) -> list[Binding]:
@@ -302,6 +311,12 @@ class Registry(Protocol):
     async def close(self) -> None:
         """Release connections; the object must not be used afterwards."""
         ...
+
+
+def registers_at_once(registry: Registry) -> bool:
+    """Whether ``registry``'s class itself declares ``registers_at_once`` true (see the
+    protocol): a subclass inherits the value, not the promise."""
+    return type(registry).__dict__.get("registers_at_once") is True
 
 
 @runtime_checkable

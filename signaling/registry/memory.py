@@ -22,6 +22,7 @@ import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from protocols.deadlines import DeadlineHeap
 from signaling.registry.base import (
@@ -148,6 +149,9 @@ class _StateTable:
 
 class MemoryRegistry:
     """``Registry`` in process memory (see ``signaling.registry.base.Registry`` for semantics)."""
+
+    #: ``register`` never suspends: nothing on the registrar's path waits.
+    registers_at_once: ClassVar[bool] = True
 
     def __init__(
         self,

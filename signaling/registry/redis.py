@@ -34,7 +34,7 @@ import hashlib
 import heapq
 import zlib
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import hiredis
 import msgspec
@@ -235,6 +235,11 @@ class _Script:
 
 class RedisRegistry:
     """``Registry`` on Redis or Redis Cluster (see ``signaling.registry.base.Registry``)."""
+
+    #: ``register`` waits only on its script's reply, whose time and how many wait for one
+    #: the link bounds (``signaling.registry.redislink``), as the worker queues did: the
+    #: REGISTER is answered from the reply's callback (``signaling.eager``).
+    registers_at_once: ClassVar[bool] = True
 
     def __init__(
         self,

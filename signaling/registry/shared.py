@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import msgspec
 
@@ -144,6 +144,10 @@ class _Client(asyncio.Protocol):
 
 class SharedRegistry:
     """A ``Registry`` whose state lives in the owner process at ``path`` (a Unix socket)."""
+
+    #: Each call is a round trip to the owner, one process for every worker: REGISTERs stay
+    #: queued for the registrar's worker tasks (answering them as read was never measured).
+    registers_at_once: ClassVar[bool] = False
 
     def __init__(self, path: str, timeout: float = CALL_TIMEOUT) -> None:
         self.path = path

@@ -232,3 +232,63 @@ async def test_sigterm_answers_a_pending_invite_503_within_the_shutdown_bound() 
     assert final.to.tag  # a final response from the proxy itself (§8.2.6.2)
     assert 1.5 < waited < 2 + 3.0, waited  # at the bound: in-flight work had its chance
     assert status == 0 and "Traceback" not in srv.log, srv.log[-2000:]
+
+
+async def test_registers_are_answered_at_once_only_with_a_registry_that_declares_it() -> None:
+    """``Registry.registers_at_once`` decides the registrar's path: the in-memory engine
+    answers a UDP REGISTER as it is read (no server transaction); a subclass that waits on
+    a gate, not declaring it, has its REGISTER queued for a worker in a transaction, answered
+    once the gate opens."""
+    import asyncio
+    from collections.abc import Sequence
+
+    from signaling.config import load_config
+    from signaling.registry.base import Binding, ContactChange
+    from signaling.registry.memory import MemoryRegistry
+    from signaling.server import Server
+    from tests.signaling.inproc import UdpPeer
+    from tests.signaling.test_sipcore import _req
+
+    class Gated(MemoryRegistry):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+
+        async def register(self, aor: str, call_id: str, cseq: int,
+                           changes: Sequence[ContactChange], now: float) -> list[Binding]:
+            await self.gate.wait()
+            return await super().register(aor, call_id, cseq, changes, now)
+
+    cfg = load_config({"sip_udp": "127.0.0.1:0", "sip_ws": "off", "admin": "off",
+                       "diameter": "off", "domain": ["example.com"], "auth": "off"}, env={})
+    peer = await UdpPeer.open()
+    try:
+        plain = Server(cfg)
+        await plain.start()
+        try:
+            assert plain.core.answer_at_once and plain.udp_address is not None
+            peer.send(_req("REGISTER", "sip:example.com", peer.port, call_id="plain-1",
+                           extra="Contact: <sip:a@10.0.0.1>"), plain.udp_address[1])
+            assert (await peer.final(10.0)).status == 200
+            assert len(plain.core.table) == 0  # answered as read: no transaction
+        finally:
+            await plain.stop()
+
+        gated = Gated()
+        server = Server(cfg, registry=gated)
+        await server.start()
+        try:
+            assert not server.core.answer_at_once and server.udp_address is not None
+            peer.send(_req("REGISTER", "sip:example.com", peer.port, call_id="gated-1",
+                           extra="Contact: <sip:b@10.0.0.1>"), server.udp_address[1])
+            async with asyncio.timeout(10.0):
+                while len(server.core.table) == 0:  # its transaction, waiting on the gate
+                    await asyncio.sleep(0.01)
+            gated.gate.set()
+            assert (await peer.final(10.0)).status == 200
+            assert [b.contact for b in await gated.lookup("sip:bob@example.com", 0.0)] == [
+                "sip:b@10.0.0.1"]
+        finally:
+            await server.stop()
+    finally:
+        peer.close()

@@ -21,7 +21,8 @@ from signaling.registry import (
     Registry,
     RegistryFull,
 )
-from signaling.registry.base import binding_key, sort_bindings
+from signaling.registry.base import binding_key, registers_at_once, sort_bindings
+from signaling.registry.memory import MemoryRegistry
 
 AOR = "sip:alice@example.com"
 NOW = 1_800_000_000.0
@@ -432,3 +433,35 @@ def test_a_stored_contact_that_is_not_a_uri_text_fails_to_decode(contact: str) -
     bad = good.replace(b'"sip:a@192.0.2.1:5060"', msgspec.json.encode(contact))
     with pytest.raises(msgspec.ValidationError):
         decoder.decode(bad)
+
+
+# Whether each engine's REGISTER may be answered as it is read (``Registry.registers_at_once``):
+# the in-memory engine, Redis (its link bounds the wait) and the workers' replica do; the
+# owner-held registry (a round trip to one process for every worker) does not.
+AT_ONCE = {"memory": True, "shared": False, "replica": True, "redis": True, "cluster": True}
+
+
+async def test_each_engine_declares_whether_it_registers_at_once(
+        registry: Registry, request: pytest.FixtureRequest) -> None:
+    engine = request.node.callspec.params["registry"]
+    assert "registers_at_once" in type(registry).__dict__  # its own class says it
+    assert registers_at_once(registry) is AT_ONCE[engine]
+
+
+def test_a_subclass_registers_at_once_only_if_it_says_so_itself() -> None:
+    """A subclass inherits the value, not the promise: one that waits on more (a gate, a
+    lock) would otherwise be answered at once without anyone deciding it."""
+    class Gated(MemoryRegistry):
+        pass
+
+    class Declared(MemoryRegistry):
+        registers_at_once = True
+
+    class Refused(MemoryRegistry):
+        registers_at_once = False
+
+    assert MemoryRegistry.registers_at_once and Gated.registers_at_once  # inherited value
+    assert registers_at_once(MemoryRegistry())
+    assert not registers_at_once(Gated())
+    assert registers_at_once(Declared())
+    assert not registers_at_once(Refused())
