@@ -327,10 +327,6 @@ class MemoryRegistry:
                 del updated[key]
         self._commit(aor, stored, updated, self._cost(aor, updated) - self._cost(aor, stored))
 
-    def snapshot(self) -> list[tuple[str, list[Binding]]]:
-        """Every AOR with its bindings (a replica starting from this one's state)."""
-        return [(aor, list(stored.values())) for aor, stored in self._aors.items()]
-
     # -- dialogs and sessions -------------------------------------------------------------------
 
     async def put_dialog(self, dialog_id: str, data: bytes, ttl: float) -> None:

@@ -189,15 +189,23 @@ class Pending:
         """The pending AORs that have bindings (by the origins' counts)."""
         return (aor for aor, e in self._entries.items() if e.aors > 0)
 
-    def records(self) -> Iterator[bytes]:
+    def records(self, listed: tuple[list[str], list[_Entry]] | None = None
+                ) -> Iterator[bytes]:
         """Every pending record, for a worker that starts (``signaling.registry.replica``):
-        the same bodies, each AOR's counts carried by its first record."""
-        for aor, e in self._entries.items():
+        the same bodies, each AOR's counts carried by its first record; of the entries
+        ``listed`` earlier (``listed()``), or of those pending now."""
+        names, entries = listed or self.listed()
+        for aor, e in zip(names, entries, strict=True):
             name = aor.encode()
             for i, body in enumerate(e.bodies):
                 first = i == 0
                 yield (RECORD.pack(len(name), 0, 0, e.bindings if first else 0,
                                    e.aors if first else 0, e.latest, len(body)) + name + body)
+
+    def listed(self) -> tuple[list[str], list[_Entry]]:
+        """The pending AORs and their entries now, for ``records`` later: two lists, nothing
+        allocated per AOR (a worker serving sends its snapshot in slices, ``replica``)."""
+        return list(self._entries), list(self._entries.values())
 
     def _merge(self, aor: str, body: bytes) -> None:
         try:

@@ -22,7 +22,12 @@ from signaling.registry.hub import ReplicaHub
 from signaling.registry.journal import PREFIX, prune
 from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
-from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET, ReplicaRegistry
+from signaling.registry.replica import (
+    HUB_SOCKET,
+    OWNER_SOCKET,
+    SNAPSHOT_SLICE,
+    ReplicaRegistry,
+)
 
 #: Bound on waiting for a change to reach another replica (it takes a few milliseconds).
 BOUND = 5.0
@@ -130,6 +135,60 @@ async def test_a_replica_that_starts_late_gets_a_serving_ones_copy(
         await until(gone)
     finally:
         await a.close()
+        await late.close()
+
+
+async def test_a_replica_sends_its_copy_in_slices_and_serves_between_them(
+        run_dir: str, hub: ReplicaHub) -> None:
+    """A serving worker's copy for a worker that starts goes out a slice at a time, the event
+    loop turning between slices (one piece held it ~280 ms per 100,000 AORs): REGISTERs and
+    a removal are answered through it while it sends, and the newcomer ends with the same
+    registry, what changed meanwhile read from the journal past the copy's positions."""
+    a, b, late = replica(run_dir), replica(run_dir), replica(run_dir)
+    try:
+        await a.ping()
+        await b.ping()
+        now = time.time()
+        held = 2 * SNAPSHOT_SLICE + 10
+        for n in range(held):
+            await a.register(f"sip:u{n}@x", f"c{n}", 1, change(f"sip:u{n}@10.0.0.1"), now)
+        others = SNAPSHOT_SLICE + 5
+        for n in range(others):
+            await b.register(f"sip:p{n}@x", f"p{n}", 1, change(f"sip:p{n}@10.0.0.2"), now)
+        assert await a.count_aors() == held + others  # b's are pending in a
+        await b.close()  # a is the only source the hub can ask
+
+        during: list[str] = []
+        assert a._link is not None
+        sent = a._link.slices_sent  # b's copy, when it joined
+
+        async def serve() -> None:
+            n = 0
+            while late._link is None or not late._link.synced.done():
+                link = a._link
+                assert link is not None
+                if link.slices_sent > sent and link.sending is not None \
+                        and not link.sending.done():  # between two slices of late's copy
+                    if not during:
+                        assert await a.remove_all("sip:u0@x", "c0", 2, now) == 1
+                    aor = f"sip:d{n}@x"
+                    await a.register(aor, f"d{n}", 1, change(f"sip:d{n}@10.0.0.3"), now)
+                    during.append(aor)
+                    n += 1
+                await asyncio.sleep(0)
+
+        serving = asyncio.create_task(serve())
+        await late.ping()  # returns once it has the copy
+        await serving
+        assert during, "nothing was served while the copy was sent"
+        assert await late.lookup("sip:u0@x", now) == []
+        for aor in ("sip:u1@x", f"sip:u{held - 1}@x", "sip:p0@x", f"sip:p{others - 1}@x",
+                    *during):
+            assert len(await late.lookup(aor, now)) == 1, aor
+        assert await late.count_aors() == held - 1 + others + len(during)
+    finally:
+        await a.close()
+        await b.close()
         await late.close()
 
 
