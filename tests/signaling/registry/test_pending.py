@@ -146,6 +146,22 @@ async def test_records_copy_the_pending_state_for_a_new_worker() -> None:
     assert len(await local2.lookup("sip:a@x", time.time())) == 2
 
 
+async def test_records_of_the_aors_listed_earlier_leave_out_those_filed_since() -> None:
+    """A worker sending its copy lists the pending AORs at once and encodes them later
+    (``replica._snapshot``): an AOR filed in between is not in that copy (the newcomer reads
+    it from the journal past the copy's positions), one listed and settled since still is."""
+    _, pending = make()
+    pending.absorb(frame(added(binding("sip:a@x", "sip:a@h")),
+                         added(binding("sip:b@x", "sip:b@h"))))
+    listed = pending.listed()
+    pending.absorb(frame(added(binding("sip:n@x", "sip:n@h"))))
+    pending.settle("sip:b@x")
+    _, copy = make()
+    copy.absorb(frame(*pending.records(listed)))
+    assert sorted(copy.names()) == ["sip:a@x", "sip:b@x"] and (copy.aors, copy.bindings) == (2, 2)
+    assert "sip:n@x" in pending and sorted(pending.names()) == ["sip:a@x", "sip:n@x"]
+
+
 @pytest.mark.parametrize("bad", [
     RECORD.pack(5, 0, 0, 1, 1, 0.0, 100) + b"sip:a",  # body shorter than said
     RECORD.pack(2, 0, 0, 1, 1, 0.0, 0) + b"\xff\xfe",  # AOR not UTF-8
