@@ -663,6 +663,8 @@ class ReplicaRegistry:
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
         link, self._link = self._link, None
+        if link is not None and link.sending is not None:
+            link.sending.cancel()  # a copy being sent: the newcomer will ask another worker
         if link is not None and link.transport is not None:
             link.transport.close()
         for reader in self._readers.values():
