@@ -31,6 +31,7 @@ from protocols.diameter.constants import ResultCode
 from protocols.sip.message import CSeq, NameAddr, Request, SipURI
 from signaling.registry import dialogmap
 from signaling.registry.journal import PREFIX, writer_pid
+from signaling.registry.replica import SNAPSHOT_SLICE
 from signaling.worker import WORKER_ENV
 from tests.peers.sipua import UdpUA, invited
 from tests.signaling.admin.helpers import (
@@ -240,6 +241,18 @@ def test_kill9_of_every_worker_at_once_loses_no_acknowledged_registration(
             return {item["aor"] for item in (await resp.json())["items"]}
 
     assert asyncio.run(listed()) == {f"sip:{u}@127.0.0.1" for u in users}
+
+
+def test_a_reload_copies_a_registry_of_several_slices(server: Supervised) -> None:
+    """Each new worker of a reload is sent a serving worker's replica a slice at a time
+    (``SNAPSHOT_SLICE`` AORs, registry/replica.py): with more AORs than two slices, every
+    registration is found through the new workers."""
+    wanted = [f"many{i}" for i in range(2 * SNAPSHOT_SLICE + 100)]
+    users = asyncio.run(register_many(server.udp_port, wanted, 7005, window=50, timeout=60.0))
+    assert len(users) == len(wanted)
+    _reload(server)
+    for user in sorted(users)[::50]:
+        assert registered_contacts(server.udp_port, user) == [f"sip:{user}@127.0.0.1:7005"]
 
 
 def _journal_pids(run_dir: str) -> set[int | None]:
