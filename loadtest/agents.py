@@ -30,8 +30,8 @@ QueuedRegister = tuple[KindStats, int, Register | None, int, bool, int]
 
 
 class UA:
-    __slots__ = ("failures", "from_tag", "ident", "link", "reg_call_id", "reg_cseq", "reg_next",
-                 "reg_txn", "reliable", "tpl")
+    __slots__ = ("bound", "failures", "from_tag", "ident", "link", "reg_call_id", "reg_cseq",
+                 "reg_next", "reg_txn", "reliable", "tpl")
 
     def __init__(self, ident: Identity, link: Link, reliable: bool) -> None:
         rnd = os.urandom(6).hex().encode()
@@ -42,6 +42,7 @@ class UA:
         self.from_tag = rnd
         self.reg_cseq = 0
         self.failures = 0
+        self.bound = False  # a REGISTER of this UA was answered 2xx (its binding exists)
         # RFC 3261 §10.2: no new REGISTER before the previous one is answered or timed out; the
         # latest one due meanwhile waits here (an older waiting one is superseded by it).
         self.reg_txn: Txn | None = None

@@ -123,6 +123,8 @@ class Uac:
         self._timed_out: dict[bytes, KindStats] = {}
         self._timed_out_old: dict[bytes, KindStats] = {}
         self.skipped: dict[str, int] = {}
+        #: The longest Retry-After of a 503 to a set-up REGISTER (``Engine._preregister``).
+        self.setup_wait = 0.0
 
     # ---------------------------------------------------------------- UAs
 
@@ -292,6 +294,8 @@ class Uac:
             return
         if txn.ua.reg_txn is txn:
             self._register_done(txn.ua, now)
+            if status < 300:
+                txn.ua.bound = True
         lat = now - txn.t0
         lat_us = int(lat * 1e6)
         key = _CLASSES[status // 100]
@@ -417,7 +421,13 @@ class Uac:
 
     def _retry(self, txn: Txn, msg: Response) -> bool:
         """503 + Retry-After (§21.5.4) or REGISTER back-off (RFC 5626 §4.5); True if retried."""
-        if txn.event is None or txn.attempt >= MAX_ATTEMPTS:
+        if txn.event is None:
+            # Set-up (the callees' pre-registration): the engine sends again whoever is not
+            # bound, once the longest Retry-After it was given is over.
+            ra = retry_after(msg.headers("Retry-After")) if msg.status == 503 else None
+            self.setup_wait = max(self.setup_wait, ra or 0.0)
+            return False
+        if txn.attempt >= MAX_ATTEMPTS:
             return False
         if msg.status == 503:
             ra = retry_after(msg.headers("Retry-After"))

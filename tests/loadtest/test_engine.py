@@ -210,6 +210,30 @@ async def test_calls_run_full_dialogs_invite_ack_bye_after_the_holding_time() ->
         assert t["BYE"] - t["ACK"] >= 0.2 - 0.002
 
 
+async def test_callees_refused_at_pre_registration_are_registered_before_the_calls() -> None:
+    """A flash crowd calls users who are registered already: a callee's REGISTER refused
+    with 503 during the set-up is sent again after its Retry-After, before any call."""
+    rec = Recording(reject=(503, 1))  # the first request of each Call-ID: 503, Retry-After 1
+    tr, addr = await _peer(rec)
+    n = 10
+    calls: list[Event] = [Call(t=i * 0.01, user=f"a{i}", domain=DOMAIN, callee=f"b{i}",
+                               hold=0.1) for i in range(n)]
+    try:
+        res = await _run(calls, target=addr, register_callees=True)
+    finally:
+        tr.close()
+    assert res.kinds["prereg"].answered == {"5xx": n, "2xx": n}
+    assert "callee-not-registered" not in res.events_skipped
+    first_invite = min(at for at, data in rec.log if data.startswith(b"INVITE "))
+    registers = [(at, parse_message(data)) for at, data in rec.log
+                 if data.startswith(b"REGISTER ")]
+    assert len(registers) == 2 * n
+    assert all(at < first_invite for at, _ in registers)
+    assert {str(m.to.uri) for _, m in registers} == {f"sip:b{i}@{DOMAIN}" for i in range(n)}
+    again = [at for at, m in registers if m.cseq.seq == 2]  # each callee's second REGISTER
+    assert len(again) == n and min(again) - max(at for at, m in registers if m.cseq.seq == 1) > 0
+
+
 async def test_uas_side_answers_invites_that_reach_a_registered_ua() -> None:
     rec = Recording()
     tr, addr = await _peer(rec)
