@@ -67,6 +67,9 @@ PREREG_POLL_S = 0.01
 PREREG_ROUNDS = 6
 #: Wait before the next round when the refusals gave no Retry-After (or none was refused).
 PREREG_RETRY_S = 1.0
+#: The longest wait between rounds: a Retry-After of an hour (``MAX_RETRY_AFTER_S``) would
+#: park the set-up for hours; past this the round goes anyway (64*T1, Timer F's span).
+PREREG_WAIT_MOST = 32.0
 #: Allocations between young-generation collections during a run (default 700): transactions
 #: are acyclic and freed by reference counting, so the cyclic collector has little to find.
 GC_GEN0_THRESHOLD = 100_000
@@ -328,7 +331,7 @@ class Engine:
             uac.setup_wait = 0.0
             await self._register_round(todo, stats)
             if any(not ua.bound for ua in todo):
-                await self._idle(uac.setup_wait or PREREG_RETRY_S)
+                await self._idle(min(uac.setup_wait or PREREG_RETRY_S, PREREG_WAIT_MOST))
         unbound = sum(1 for ua in uas if not ua.bound)
         if unbound:
             uac.skipped["callee-not-registered"] = unbound
