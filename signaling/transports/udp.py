@@ -412,7 +412,8 @@ class UdpTransport:
                 admitted = sum(self.core.overload.c_admitted.values.values())
                 served, self._admitted_seen = admitted - self._admitted_seen, admitted
                 self.shed.revise(stats.read / elapsed, served / elapsed,
-                                 control.rate < control.cfg.max_rate, control.heavy_sources)
+                                 control.rate < control.cfg.max_rate, control.heavy_sources,
+                                 control.refused_share, self._loop.time())
                 self.core.overload.kernel_shed = self.shed.share
                 self._shed_was_on = on or self.shed.share > 0.0
             size = self.queue.revise(self._loop.time(), stats)

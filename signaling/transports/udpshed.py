@@ -92,8 +92,8 @@ import statistics
 import struct
 from collections.abc import Iterable
 
-__all__ = ["HEADROOM", "MOST", "WORDS", "KernelShed", "next_share", "program",
-           "transaction_hash"]
+__all__ = ["HEADROOM", "HOLD", "MOST", "REFUSING", "SUSTAIN", "WORDS", "KernelShed", "held_share",
+           "next_share", "program", "transaction_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,19 @@ MEAN_OF = 10
 #: admission limit's cuts after a stall of the loop and their recovery (0.2-0.8 s each,
 #: bench_overload), so that neither moves the filter.
 HELD = 30
+#: Seconds a share is held after the storm's last excess (a tick in which the server refused
+#: ``REFUSING`` or more of the new requests it read) before the filter comes off: Timer F,
+#: 64*T1 (RFC 3261 §17.1.2.2), the longest a dropped transaction retransmits.  Lowered any
+#: sooner, the share lets the next retransmission of every transaction dropped in the band
+#: through, to be answered seconds after its first send (see the module docstring).
+HOLD = 32.0
+#: The share of the new requests read that the server refused in a tick, at or above which
+#: the tick is one of the storm's excess: the filter is then never lowered.
+REFUSING = 0.1
+#: Ticks in a row in which what gets through is under what the server took in the storm,
+#: while more than that arrives, before the share is lowered within a storm: the filter then
+#: starves the server (the storm eased), which a tick's noise alone must not be read as.
+SUSTAIN = 10
 #: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
 #: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
@@ -268,6 +281,28 @@ def next_share(share: float, offered: float, capacity: float) -> float:
     return 0.0 if want < STEP else want
 
 
+def held_share(share: float, want: float, storm: bool, starving: bool, since_excess: float,
+               hold: float = HOLD) -> float:
+    """The share to drop next, given the one in force and the one ``next_share`` wants.
+
+    Raising it is always taken: it only adds transactions to those dropped (one salt).
+    Lowering it lets the next retransmission of every transaction dropped in between through,
+    answered 0.5 to 31.5 s after its first send (RFC 3261 §17.1.2.2: Timer E until Timer F),
+    so it is taken only when the server needs it: ``starving`` (within the storm, what gets
+    through has been under what the server took for ``SUSTAIN`` ticks while more arrives), or
+    the storm over for ``HOLD`` (``since_excess`` seconds since its last excess), when the
+    filter comes off whole.  Within the storm (``storm``: this tick refused) it never falls:
+    a share that followed its own estimate down and up released transactions at every swing
+    (bench_overload, SIPp and the injector, P99 past 500 ms with the filter, session 11)."""
+    if want >= share:
+        return want
+    if storm:
+        return share
+    if starving:
+        return want
+    return 0.0 if since_excess >= hold else share
+
+
 class KernelShed:
     """The filter of one listening socket: revised every tick by ``UdpTransport``."""
 
@@ -283,6 +318,14 @@ class KernelShed:
         self.capacity = 0.0
         self._served: collections.deque[float] = collections.deque(maxlen=3)
         self._held: collections.deque[float] = collections.deque(maxlen=HELD)
+        #: What the server took in the storm (``capacity`` at its last excess), when the
+        #: storm's last excess was (``now``), and the ticks in a row the filter starved it.
+        self.storm_capacity = 0.0
+        self._excess_at = float("-inf")
+        #: Seconds the share is held after the storm's last excess (``HOLD``; a test
+        #: shortens it).
+        self.hold = HOLD
+        self._starved = 0
         #: Whether this process revises the socket's filter (see the module docstring).
         self.owned = False
         #: Drawn once, never rotated (see the module docstring).
@@ -304,10 +347,12 @@ class KernelShed:
         self.owned = False
 
     def revise(self, read_rate: float, served: float, binding: bool,
-               heavy: Iterable[str]) -> None:
+               heavy: Iterable[str], refused: float = 0.0, now: float = 0.0) -> None:
         """Every tick: ``read_rate``, datagrams per second the socket delivered under the
         filter in force; ``served``, new requests per second admitted; ``binding``, whether
-        the admission limit binds (else the filter comes off)."""
+        the admission limit binds; ``refused``, the share of new requests the server refused
+        lately (``AdmissionControl.refused_share``); ``now``, the loop's clock.  The share is
+        raised as soon as more arrives, lowered only as ``held_share`` allows."""
         self._served.append(served)
         self._held.append(statistics.median(self._served))
         #: The most the server served in a tick (each the median of three) over the last
@@ -318,11 +363,21 @@ class KernelShed:
         # second is known.
         self._arrived.append(read_rate / (1.0 - self.share))
         self.offered = statistics.fmean(self._arrived)
-        if not binding:
-            if self.share:
-                self._detach()
+        storm = binding and refused >= REFUSING
+        if storm:
+            self._excess_at = now
+            self.storm_capacity = self.capacity
+        if not binding and not self.share:
             return
-        share = next_share(self.share, self.offered, self.capacity)
+        # Within a storm the filter may starve the server (the storm eased): what the server
+        # took then (not ``capacity``, which under a starving filter is only what gets
+        # through) is what it can take.
+        taken = max(self.capacity, self.storm_capacity) if self.share else self.capacity
+        starved = self.offered * (1.0 - self.share) < taken < self.offered
+        self._starved = self._starved + 1 if starved and not storm else 0
+        want = next_share(self.share, self.offered, taken) if binding else 0.0
+        share = held_share(self.share, want, storm, self._starved >= SUSTAIN,
+                           now - self._excess_at, self.hold)
         # A source named stays named while the filter is on: once shed, a flood takes no
         # more than its share of admissions and is no longer "heavy" by that count, and an
         # unnamed filter would then shed every source's REGISTERs alike.
@@ -334,6 +389,8 @@ class KernelShed:
             return
         if share == self.share and sources == self.sources:
             return
+        if share < self.share:
+            self._starved = 0
         if self._attach(program(share, sources, self.salt)):
             self.share, self.sources = share, sources
 

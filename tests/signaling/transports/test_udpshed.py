@@ -17,10 +17,13 @@ import pytest
 
 from signaling.transports.udpshed import (
     HIGH,
+    HOLD,
     LOW,
     MOST,
+    SUSTAIN,
     WORDS,
     KernelShed,
+    held_share,
     next_share,
     program,
     transaction_hash,
@@ -240,6 +243,86 @@ def test_the_share_follows_the_limit(share: float, offered: float, limit: float,
     assert next_share(share, offered, limit) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("share", "want", "storm", "starving", "since", "expected"), [
+    (0.5, 0.8, True, False, 0.0, 0.8),  # raised at once: only adds to what is dropped
+    (0.5, 0.8, False, False, 10.0, 0.8),
+    (0.8, 0.5, True, False, 0.0, 0.8),  # within the storm: never lowered
+    (0.8, 0.0, True, False, 0.0, 0.8),
+    (0.8, 0.5, False, True, 1.0, 0.5),  # the storm eased and the filter starves the server
+    (0.8, 0.0, False, False, 1.0, 0.8),  # the storm over: held until Timer F ...
+    (0.8, 0.0, False, False, HOLD - 0.01, 0.8),
+    (0.8, 0.5, False, False, HOLD, 0.0),  # ... then off whole, not lowered step by step
+])
+def test_a_share_is_lowered_only_when_the_server_needs_it(
+        share: float, want: float, storm: bool, starving: bool, since: float,
+        expected: float) -> None:
+    assert held_share(share, want, storm, starving, since) == expected
+
+
+def test_a_transaction_dropped_in_a_storm_stays_dropped_until_its_timer_f() -> None:
+    """The arrivals swing within a storm and end with it; the transactions the filter dropped
+    keep retransmitting (Timer E) and stay dropped, on a real socket, until Timer F after the
+    storm's last excess; the filter then comes off and a new REGISTER is read."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    shed = KernelShed(r)
+    shed.claim()
+    now = 0.0
+    for _ in range(10):  # 10x, the server refusing most of it
+        now += 0.1
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    share = shed.share
+    assert share == pytest.approx(0.85)
+    first = [_register(i) for i in range(1000)]
+    for data in first:
+        s.sendto(data, r.getsockname())
+    through = set(_delivered(r))
+    assert 50 < len(through) < 300, len(through)  # ~15% of 1,000
+    # the arrivals' estimate swings down (half the storm for a second), still refusing: kept
+    for _ in range(10):
+        now += 0.1
+        shed.revise(5_000.0 * (1 - shed.share), 1_000.0, True, (), 0.2, now)
+    assert shed.share == share
+    # the storm ends: no excess any more, little arrives
+    for _ in range(int(HOLD / 0.1) - 1):
+        now += 0.1
+        shed.revise(100.0, 15.0, True, (), 0.0, now)
+    assert shed.share == share
+    for data in first:  # their retransmissions: the dropped ones dropped again
+        s.sendto(data, r.getsockname())
+    assert set(_delivered(r)) == through
+    now += 0.2
+    shed.revise(100.0, 15.0, True, (), 0.0, now)  # Timer F after the last excess: off
+    assert shed.share == 0.0 and shed._buffer is None
+    s.sendto(first[0], r.getsockname())
+    assert _delivered(r) == [first[0]]
+    r.close()
+    s.close()
+
+
+def test_a_filter_that_starves_the_server_is_lowered_after_a_while() -> None:
+    """The storm eases from 10x to 2x: at the 10x share what gets through is under what the
+    server took, and it refuses nothing.  The share is lowered, but only after ``SUSTAIN``
+    such ticks (one tick's dip is noise), to let ``HEADROOM`` times that through again."""
+    r = _receiver()
+    shed = KernelShed(r)
+    shed.claim()
+    now = 0.0
+    for _ in range(20):
+        now += 0.1
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    assert shed.share == pytest.approx(0.85)
+    ticks = 0
+    while shed.share == pytest.approx(0.85) and ticks < 5 * SUSTAIN:
+        now += 0.1
+        ticks += 1
+        shed.revise(2_000.0 * (1 - shed.share), 300.0, True, (), 0.0, now)
+    # not before SUSTAIN ticks (the mean of the arrivals follows the ease within a second,
+    # and each tick after that counts)
+    assert SUSTAIN <= ticks < 5 * SUSTAIN, ticks
+    assert shed.share == pytest.approx(1 - 1.5 * 1_000.0 / 2_000.0, abs=0.05)
+    r.close()
+
+
 def test_revise_estimates_what_arrives_and_what_the_server_takes() -> None:
     """What the socket delivers under the filter is 1 - share of what arrives (the dropped
     transactions' retransmissions are dropped too), over the last second; what the server
@@ -252,26 +335,26 @@ def test_revise_estimates_what_arrives_and_what_the_server_takes() -> None:
     for _ in range(10):  # the limit open: all read, no filter
         shed.revise(10_000.0, 1_000.0, False, ())
     assert shed.share == 0.0 and shed.offered == pytest.approx(10_000.0)
-    shed.revise(10_000.0, 1_000.0, True, ())  # the limit binds: 10x
+    shed.revise(10_000.0, 1_000.0, True, (), 0.9)  # the limit binds: 10x
     assert shed.share == pytest.approx(0.85) and shed.capacity == pytest.approx(1_000.0)
     kept = shed._buffer
     for _ in range(10):
-        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, ())
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.3)
     assert shed.offered == pytest.approx(10_000.0)
     # the loop stalled (a garbage collection): a tick that read and served nothing, then
     # its backlog; then the limit cut to half for half a second
-    shed.revise(0.0, 0.0, True, ())
-    shed.revise(2 * 10_000.0 * (1 - shed.share), 2_000.0, True, ())
+    shed.revise(0.0, 0.0, True, (), 0.3)
+    shed.revise(2 * 10_000.0 * (1 - shed.share), 2_000.0, True, (), 0.3)
     for _ in range(5):
-        shed.revise(10_000.0 * (1 - shed.share), 500.0, True, ())
+        shed.revise(10_000.0 * (1 - shed.share), 500.0, True, (), 0.5)
     assert shed.share == pytest.approx(0.85) and shed._buffer is kept  # never re-attached
     assert shed.capacity == pytest.approx(1_000.0)
     for _ in range(20):  # twice the storm, for real: followed into the band
-        shed.revise(20_000.0 * (1 - shed.share), 1_000.0, True, ())
+        shed.revise(20_000.0 * (1 - shed.share), 1_000.0, True, (), 0.3)
     assert shed.offered == pytest.approx(20_000.0)
     assert LOW * 1_000.0 <= 20_000.0 * (1 - shed.share) <= HIGH * 1_000.0, shed.share
-    shed.revise(1_000.0, 1_000.0, False, ())  # the limit no longer binds: off
-    assert shed.share == 0.0 and shed._buffer is None
+    shed.revise(1_000.0, 1_000.0, False, ())  # the limit no longer binds: held (HOLD)
+    assert shed.share > 0.0
     r.close()
 
 
@@ -281,11 +364,15 @@ def test_revise_attaches_moves_and_detaches() -> None:
     shed.claim()
     shed.revise(10_000.0, 1_000.0, False, ())
     assert shed.share == 0.0 and shed._buffer is None
-    shed.revise(10_000.0, 1_000.0, True, ["127.0.0.1"])
+    shed.revise(10_000.0, 1_000.0, True, ["127.0.0.1"], 0.9, 100.0)
     assert shed.share == pytest.approx(0.85) and shed.sources == ("127.0.0.1",)
-    shed.revise(1_500.0, 1_000.0, True, [])  # no longer over its share (it is shed): named
+    # no longer over its share (it is shed): named
+    shed.revise(1_500.0, 1_000.0, True, [], 0.3, 100.1)
     assert shed.sources == ("127.0.0.1",)
-    shed.revise(10_000.0, 1_000.0, False, ())  # the limit no longer binds: off
+    # the limit no longer binds: held for Timer F after the last excess, then off
+    shed.revise(10_000.0, 1_000.0, False, (), 0.0, 100.1 + HOLD - 0.1)
+    assert shed.share == pytest.approx(0.85)
+    shed.revise(10_000.0, 1_000.0, False, (), 0.0, 100.1 + HOLD)
     assert shed.share == 0.0 and shed._buffer is None and not shed.sources
     for i in range(100):
         s.sendto(_register(i), r.getsockname())
@@ -360,8 +447,11 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
         # the filter's drops are its own, not an overflow of the queue (which would close an
         # open limit: AdmissionControl.overflowed)
         assert srv.core.overload.c_dropped.get("kernel", "unknown") == 0
-        control.rate = control.cfg.max_rate  # the storm is over: the limit opens again
-        for _ in range(50):
+        # the storm is over: the limit opens again, and after Timer F (shortened here)
+        # since the storm's last excess the filter comes off
+        srv.udp.shed.hold = 1.0
+        control.rate = control.cfg.max_rate
+        for _ in range(100):
             if srv.udp.shed.share == 0.0:
                 break
             await asyncio.sleep(0.05)
