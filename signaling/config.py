@@ -95,7 +95,7 @@ class Config:
     overload_reject_share: float = 6.0
     overload_read_share: float = 1.2
     overload_drain: str = "on"
-    overload_kernel_shed: str = "off"
+    overload_kernel_shed: str = "on"
     min_expires: int = 60
     max_expires: int = 7200
     default_expires: int = 3600
@@ -248,11 +248,12 @@ OPTIONS: dict[str, tuple[str, str]] = {
                               "listening socket's excess beyond the read pace is read and "
                               "refused (503) in C; 'off': read and dropped unanswered in "
                               "Python (admitted work let through either way)"),
-    "overload_kernel_shed": ("str", "'on': with the drain, a storm's REGISTER transactions "
-                                    "beyond ~1.5 times the server's capacity are dropped by a "
-                                    "socket filter in the kernel, retransmissions and all "
-                                    "(heavy sources first), counted; 'off' (default): all are "
-                                    "read (see benchmarks/README.md)"),
+    "overload_kernel_shed": ("str", "'on' (default): with the drain, a storm's REGISTER "
+                                    "transactions beyond ~1.5 times the server's capacity are "
+                                    "dropped by a socket filter in the kernel, retransmissions "
+                                    "and all (heavy sources first), counted, the share held "
+                                    "until Timer F after the storm; 'off': all are read (see "
+                                    "benchmarks/README.md)"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),

@@ -58,18 +58,26 @@ the read rate over ``1 - share``, the mean of the last second's ticks; the share
 only when what gets through leaves a band around ``HEADROOM``, since lowering it releases the
 retransmissions of transactions dropped until then (served late, after their client's T1).
 
-Off by default (``--overload-kernel-shed on``).  Measured (benchmarks/README.md, session 11,
-``bench_overload --only ours --kinds register --load sipp,storm --multiples 2,5,10 --duration 5
---capacity register=1345,register-storm=1035``, this machine's capacities at a quarter core),
-goodput as a share of capacity at 2x / 5x / 10x, off against on, two pairs run back to back
-(load 0.6-2.3): SIPp 59 / 65 / 44% and 65 / 58 / 40% against 76 / 69 / 72% and 77 / 77 /
-58%; the injector 75 / 89 / 74% and 93 / 106 / 72% against 96 / 81 / 79% and 102 / 90 /
-79%.  It gains with SIPp (which ignores Retry-After) at every step, with the injector at 2x
-and 10x but not at 5x; it does not reach 90% at every step, and the P99 of admitted
-transactions is past 500 ms with it (SIPp 512-564 ms, the injector 3.5-31.5 s): the
-transactions dropped during the storm are still retransmitting after it (until their Timer
-F), and when the share comes down they are let through and answered, seconds late.  Hence
-still off by default.
+Held (``held_share``): raised as soon as more arrives, never lowered while the storm lasts (a
+tick in which the server refused ``REFUSING`` or more of what it read), nor for ``HOLD`` (Timer
+F, 32 s) after its last such tick, when it comes off whole; within a storm only when the filter
+starves the server for ``SUSTAIN`` ticks in a row (the storm eased: less gets through than the
+server took in it while more arrives).  A share that came down released at every swing of its
+estimate and at the storm's end: the released transactions were served (a full REGISTER each)
+and answered after their client's deadline, which cost goodput as well as P99.  The price: for
+Timer F after a storm the filter drops the same share of new REGISTERs, served or not by a
+server with room again; those clients try again after their own Timer F (RFC 5626 §4.5).
+
+On by default (``--overload-kernel-shed off`` reads all) since it is held.  Before that
+(session 11, a machine 3-4x slower) it gained goodput but put the P99 of admitted
+transactions past 500 ms (SIPp 512-564 ms, the injector 3.5-31.5 s: the transactions dropped
+in the storm let through when the share came down, seconds late) and stayed off.  Measured on
+this session's machine (benchmarks/README.md, session 12, ``bench_overload --only ours --kinds
+register --load sipp,storm --multiples 2,5,10 --duration 5 --capacity
+register=4286,register-storm=4388``, goodput as a share of capacity at 2x / 5x / 10x): off,
+SIPp 84.8 / 71.6 / 44.6% and the injector 78.7 / 59.3 / 13.0%; on as it was, 86.0 / 96.2 /
+99.3% and 85.6 / 87.2 / 91.4% (P99 524-536 ms and 7.5 s); held, 109.8 / 113.3 / 121.0% and
+88.5 / 97.3 / 114.1% (P99 136-268 ms; the injector's 10x 7.5 s, see there).
 
 One owner per socket: the workers of one slot (``signaling.supervisor``: the old and the new
 during a reload, or a worker restarted after a crash) share the slot's listening socket, and a

@@ -409,6 +409,11 @@ def test_the_reader_of_a_shared_socket_owns_its_filter() -> None:
     s.close()
 
 
+async def test_a_server_with_a_private_port_sheds_by_default() -> None:
+    async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0") as srv:
+        assert srv.udp is not None and srv.udp.shed is not None
+
+
 async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() -> None:
     """End to end: with the private port and the drain, a binding limit and a flood from one
     address, the filter comes on for that address and its drops are counted as the kernel's
