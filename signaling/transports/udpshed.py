@@ -100,8 +100,8 @@ import statistics
 import struct
 from collections.abc import Iterable
 
-__all__ = ["HEADROOM", "HOLD", "MOST", "REFUSING", "SUSTAIN", "WORDS", "KernelShed", "held_share",
-           "next_share", "program", "transaction_hash"]
+__all__ = ["HEADROOM", "HOLD", "MOST", "REFUSING", "STARVING", "SUSTAIN", "WORDS", "KernelShed",
+           "held_share", "next_share", "program", "transaction_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +140,20 @@ HOLD = 32.0
 #: The share of the new requests read that the server refused in a tick, at or above which
 #: the tick is one of the storm's excess: the filter is then never lowered.
 REFUSING = 0.1
-#: Ticks in a row in which what gets through is under what the server took in the storm,
-#: while more than that arrives, before the share is lowered within a storm: the filter then
-#: starves the server (the storm eased), which a tick's noise alone must not be read as.
-SUSTAIN = 10
+#: Ticks in a row in which what gets through is under ``STARVING`` of what the server took in
+#: the storm, while more than that arrives, before the share is lowered within a storm: the
+#: filter then starves the server (the storm eased).  Three seconds: the storm injector, one
+#: Python process sending 44,000 REGISTERs/s and their retransmissions, paused for a second
+#: (its reads fell to nothing, the estimate of the arrivals to 1.4 times the capacity), and
+#: with ten ticks the filter came off and the storm's dropped transactions were let through
+#: when it resumed (bench_overload, injector at 10x: P99 3.9 s).
+SUSTAIN = 30
+#: What gets through, as a share of what the server took in the storm, under which the filter
+#: starves the server.  Not 1: that capacity is the most served in a tick over 3 s, above the
+#: mean, and a filter letting through about what the server serves (limit open, nothing
+#: refused) read as starving and was lowered (SIPp at 10x: 0.863 to 0.784 while ~6,200/s got
+#: through against 5,862/s taken).
+STARVING = 0.75
 #: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
 #: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
@@ -297,7 +307,8 @@ def held_share(share: float, want: float, storm: bool, starving: bool, since_exc
     Lowering it lets the next retransmission of every transaction dropped in between through,
     answered 0.5 to 31.5 s after its first send (RFC 3261 §17.1.2.2: Timer E until Timer F),
     so it is taken only when the server needs it: ``starving`` (within the storm, what gets
-    through has been under what the server took for ``SUSTAIN`` ticks while more arrives), or
+    through has been under ``STARVING`` of what the server took for ``SUSTAIN`` ticks while more
+    arrives), or
     the storm over for ``HOLD`` (``since_excess`` seconds since its last excess), when the
     filter comes off whole.  Within the storm (``storm``: this tick refused) it never falls:
     a share that followed its own estimate down and up released transactions at every swing
@@ -381,7 +392,7 @@ class KernelShed:
         # took then (not ``capacity``, which under a starving filter is only what gets
         # through) is what it can take.
         taken = max(self.capacity, self.storm_capacity) if self.share else self.capacity
-        starved = self.offered * (1.0 - self.share) < taken < self.offered
+        starved = self.offered * (1.0 - self.share) < STARVING * taken and taken < self.offered
         self._starved = self._starved + 1 if starved and not storm else 0
         want = next_share(self.share, self.offered, taken) if binding else 0.0
         share = held_share(self.share, want, storm, self._starved >= SUSTAIN,
