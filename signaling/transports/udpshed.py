@@ -61,12 +61,13 @@ retransmissions of transactions dropped until then (served late, after their cli
 Held (``held_share``): raised as soon as more arrives, never lowered while the storm lasts (a
 tick in which the server refused ``REFUSING`` or more of what it read), nor for ``HOLD`` (Timer
 F, 32 s) after its last such tick, when it comes off whole; within a storm only when the filter
-starves the server for ``SUSTAIN`` ticks in a row (the storm eased: less gets through than the
-server took in it while more arrives).  A share that came down released at every swing of its
-estimate and at the storm's end: the released transactions were served (a full REGISTER each)
-and answered after their client's deadline, which cost goodput as well as P99.  The price: for
-Timer F after a storm the filter drops the same share of new REGISTERs, served or not by a
-server with room again; those clients try again after their own Timer F (RFC 5626 §4.5).
+starves the server for ``SUSTAIN`` ticks in a row (3 s; the storm eased: less than ``STARVING``
+of what the server took in it gets through while more arrives).  A share that came down
+released at every swing of its estimate and at the storm's end: the released transactions
+were served (a full REGISTER each) and answered after their client's deadline, which cost
+goodput as well as P99.  The price: for Timer F after a storm the filter drops the same share
+of new REGISTERs, served or not by a server with room again; those clients try again after
+their own Timer F (RFC 5626 §4.5).
 
 On by default (``--overload-kernel-shed off`` reads all) since it is held.  Before that
 (session 11, a machine 3-4x slower) it gained goodput but put the P99 of admitted
