@@ -201,6 +201,7 @@ class UdpTransport:
             "utf-8", "surrogateescape")
         self._ticked_at = self._loop.time()
         self._admitted_seen = 0.0
+        self._rejected_seen = (0.0, 0.0)
         self._tick = self._loop.call_later(TICK, self._revise)
 
     def resume_reading(self) -> None:
@@ -412,8 +413,8 @@ class UdpTransport:
                 admitted = sum(self.core.overload.c_admitted.values.values())
                 served, self._admitted_seen = admitted - self._admitted_seen, admitted
                 self.shed.revise(stats.read / elapsed, served / elapsed,
-                                 control.rate < control.cfg.max_rate, control.heavy_sources,
-                                 control.refused_share, self._loop.time())
+                                 control.rate < control.cfg.max_rate and self._registers_refused(),
+                                 control.heavy_sources, control.refused_share, self._loop.time())
                 self.core.overload.kernel_shed = self.shed.share
                 self._shed_was_on = on or self.shed.share > 0.0
             size = self.queue.revise(self._loop.time(), stats)
@@ -425,6 +426,19 @@ class UdpTransport:
             stats.reset()
         self._ticked_at = self._loop.time()
         self._tick = self._loop.call_later(TICK, self._revise)
+
+    def _registers_refused(self) -> bool:
+        """Whether the new requests refused since the last tick were mostly REGISTERs (or none
+        were): the filter sheds REGISTERs only, and its estimate of what arrives counts every
+        datagram read, so in a storm of INVITEs it would rise to its most and drop the few
+        REGISTERs among them (a caller's callee registering) for nothing."""
+        rejected = self.core.overload.c_rejected.values
+        registers = sum(v for k, v in rejected.items() if k[-1] == "REGISTER")
+        total = sum(rejected.values())
+        seen_registers, seen_total = self._rejected_seen
+        self._rejected_seen = (registers, total)
+        refused = total - seen_total
+        return refused == 0 or 2 * (registers - seen_registers) >= refused
 
     def holds(self, conn_id: str) -> bool:
         return False  # no connections: a UDP flow is its 5-tuple (RFC 5626 §3.5.1)
