@@ -60,14 +60,16 @@ retransmissions of transactions dropped until then (served late, after their cli
 
 Held (``held_share``): raised as soon as more arrives, never lowered while the storm lasts (a
 tick in which the server refused ``REFUSING`` or more of what it read), nor for ``HOLD`` (Timer
-F, 32 s) after its last such tick, when it comes off whole; within a storm only when the filter
-starves the server for ``SUSTAIN`` ticks in a row (3 s; the storm eased: less than ``STARVING``
-of what the server took in it gets through while more arrives).  A share that came down
-released at every swing of its estimate and at the storm's end: the released transactions
-were served (a full REGISTER each) and answered after their client's deadline, which cost
-goodput as well as P99.  The price: for Timer F after a storm the filter drops the same share
-of new REGISTERs, served or not by a server with room again; those clients try again after
-their own Timer F (RFC 5626 §4.5).
+F, 32 s) after its last such tick, when it comes off whole; sooner only when the filter
+starves the server for ``SUSTAIN`` ticks in a row (3 s: less than ``STARVING`` of what the
+server took in the storm gets through; the storm eased, or ended).  A share that came down
+released at every swing of its estimate: the released transactions were served (a full
+REGISTER each) and answered after their client's deadline, which cost goodput as well as P99.
+Why not held for Timer F after the storm ends whatever arrives: the filter then dropped the
+same share of every new REGISTER for 32 s while the server had room again, each such client's
+transaction failing at its Timer F (issue 13: back to normal within seconds once the storm
+ends).  Let off when little arrives, the storm's dropped transactions still retransmitting get
+through and are answered late, but before their Timer F: registered, not failed.
 
 On by default (``--overload-kernel-shed off`` reads all) since it is held.  Before that
 (session 11, a machine 3-4x slower) it gained goodput but put the P99 of admitted
@@ -142,8 +144,8 @@ HOLD = 32.0
 #: the tick is one of the storm's excess: the filter is then never lowered.
 REFUSING = 0.1
 #: Ticks in a row in which what gets through is under ``STARVING`` of what the server took in
-#: the storm, while more than that arrives, before the share is lowered within a storm: the
-#: filter then starves the server (the storm eased).  Three seconds: the storm injector, one
+#: the storm before the share is lowered: the filter then starves the server (the storm eased,
+#: or ended: 3 s after it the filter comes off).  Three seconds: the storm injector, one
 #: Python process sending 44,000 REGISTERs/s and their retransmissions, paused for a second
 #: (its reads fell to nothing, the estimate of the arrivals to 1.4 times the capacity), and
 #: with ten ticks the filter came off and the storm's dropped transactions were let through
@@ -307,11 +309,11 @@ def held_share(share: float, want: float, storm: bool, starving: bool, since_exc
     Raising it is always taken: it only adds transactions to those dropped (one salt).
     Lowering it lets the next retransmission of every transaction dropped in between through,
     answered 0.5 to 31.5 s after its first send (RFC 3261 §17.1.2.2: Timer E until Timer F),
-    so it is taken only when the server needs it: ``starving`` (within the storm, what gets
-    through has been under ``STARVING`` of what the server took for ``SUSTAIN`` ticks while more
-    arrives), or
-    the storm over for ``HOLD`` (``since_excess`` seconds since its last excess), when the
-    filter comes off whole.  Within the storm (``storm``: this tick refused) it never falls:
+    so it is taken only when the server needs it: ``starving`` (what gets through has been
+    under ``STARVING`` of what the server took in the storm for ``SUSTAIN`` ticks: the storm
+    eased, or ended), or the storm over for ``HOLD`` (``since_excess`` seconds since its last
+    excess) while about what the server takes still gets through, when the filter comes off
+    whole.  Within the storm (``storm``: this tick refused) it never falls:
     a share that followed its own estimate down and up released transactions at every swing
     (bench_overload, SIPp and the injector, P99 past 500 ms with the filter, session 11)."""
     if want >= share:
@@ -389,11 +391,11 @@ class KernelShed:
             self.storm_capacity = self.capacity
         if not binding and not self.share:
             return
-        # Within a storm the filter may starve the server (the storm eased): what the server
-        # took then (not ``capacity``, which under a starving filter is only what gets
+        # The filter may starve the server (the storm eased, or ended): what the server took
+        # in the storm (not ``capacity``, which under a starving filter is only what gets
         # through) is what it can take.
         taken = max(self.capacity, self.storm_capacity) if self.share else self.capacity
-        starved = self.offered * (1.0 - self.share) < STARVING * taken and taken < self.offered
+        starved = self.offered * (1.0 - self.share) < STARVING * taken
         self._starved = self._starved + 1 if starved and not storm else 0
         want = next_share(self.share, self.offered, taken) if binding else 0.0
         share = held_share(self.share, want, storm, self._starved >= SUSTAIN,

@@ -260,9 +260,10 @@ def test_a_share_is_lowered_only_when_the_server_needs_it(
 
 
 def test_a_transaction_dropped_in_a_storm_stays_dropped_until_its_timer_f() -> None:
-    """The arrivals swing within a storm and end with it; the transactions the filter dropped
-    keep retransmitting (Timer E) and stay dropped, on a real socket, until Timer F after the
-    storm's last excess; the filter then comes off and a new REGISTER is read."""
+    """The arrivals swing within a storm, then ease to what the server takes with nothing
+    refused; the transactions the filter dropped keep retransmitting (Timer E) and stay
+    dropped, on a real socket, until Timer F after the storm's last excess; the filter then
+    comes off and a new REGISTER is read."""
     r, s = _receiver(), _sender("127.0.0.1")
     shed = KernelShed(r)
     shed.claim()
@@ -282,19 +283,47 @@ def test_a_transaction_dropped_in_a_storm_stays_dropped_until_its_timer_f() -> N
         now += 0.1
         shed.revise(5_000.0 * (1 - shed.share), 1_000.0, True, (), 0.2, now)
     assert shed.share == share
-    # the storm ends: no excess any more, little arrives
+    # no excess any more: about what the server took gets through, all of it served
     for _ in range(int(HOLD / 0.1) - 1):
         now += 0.1
-        shed.revise(100.0, 15.0, True, (), 0.0, now)
+        shed.revise(900.0, 900.0, True, (), 0.0, now)
     assert shed.share == share
     for data in first:  # their retransmissions: the dropped ones dropped again
         s.sendto(data, r.getsockname())
     assert set(_delivered(r)) == through
     now += 0.2
-    shed.revise(100.0, 15.0, True, (), 0.0, now)  # Timer F after the last excess: off
+    shed.revise(900.0, 900.0, True, (), 0.0, now)  # Timer F after the last excess: off
     assert shed.share == 0.0 and shed._buffer is None
     s.sendto(first[0], r.getsockname())
     assert _delivered(r) == [first[0]]
+    r.close()
+    s.close()
+
+
+def test_when_the_storm_ends_the_filter_comes_off_within_seconds() -> None:
+    """Issue 13, recovery: the storm ends and little arrives (its dropped transactions'
+    retransmissions and new REGISTERs, far under what the server took).  Held for Timer F, the
+    filter dropped the same share of every new REGISTER for 32 s, each such client failing at
+    its own Timer F.  It comes off after ``SUSTAIN`` ticks (a generator's pause of a second
+    does not release it), and every REGISTER is read again, on a real socket."""
+    r, s = _receiver(), _sender("127.0.0.1")
+    shed = KernelShed(r)
+    shed.claim()
+    now = 0.0
+    for _ in range(20):  # 10x, the server refusing most of it
+        now += 0.1
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    assert shed.share == pytest.approx(0.85)
+    ticks = 0
+    while shed.share and ticks < HOLD / 0.1:
+        now += 0.1
+        ticks += 1
+        shed.revise(100.0 * (1 - shed.share), 15.0, False, (), 0.0, now)
+    assert SUSTAIN <= ticks < 2 * SUSTAIN, ticks
+    assert shed.share == 0.0 and shed._buffer is None
+    for i in range(100):
+        s.sendto(_register(i), r.getsockname())
+    assert len(_delivered(r)) == 100
     r.close()
     s.close()
 
