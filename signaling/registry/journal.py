@@ -38,7 +38,8 @@ predecessor's stays readable).
 When a journal goes (``prune``, run by the supervisor every ``PRUNE_EVERY`` seconds): once its
 writer has exited **and** every binding its records mention has expired.  The writer keeps in
 the header the latest expiry (``expires_at``, wall clock as the registry's) of any binding it
-journaled, the bindings a change replaced or removed included.  Why that rule and not one
+journaled, the bindings a change replaced or removed included (rounded up by as much as
+``UNTIL_SLACK``, so that it is not written at every REGISTER).  Why that rule and not one
 about the readers: a journal is read by two kinds of reader, the live siblings (who catch up
 every ``CATCH_UP``, at worst every second) and, after every worker died at once, the new
 workers, which rebuild the registry from every journal left (``signaling.registry.hub``).
@@ -69,8 +70,8 @@ from signaling.registry import runfiles
 from signaling.registry.base import Binding
 from signaling.registry.pending import ENCODER, RECORD
 
-__all__ = ["MAGIC", "PREFIX", "PRUNE_EVERY", "RING", "JournalReader", "JournalWriter", "Lapped",
-           "prune", "write_record_py", "writer_pid"]
+__all__ = ["MAGIC", "PREFIX", "PRUNE_EVERY", "RING", "UNTIL_SLACK", "JournalReader",
+           "JournalWriter", "Lapped", "prune", "write_record_py", "writer_pid"]
 
 MAGIC = b"SIGJRNL1"
 #: File names in the run directory: ``PREFIX``, the writer's pid, ``-``, then
@@ -87,7 +88,13 @@ _HEAD = struct.Struct("Q")
 _HEAD_AT = 8
 _RING = struct.Struct("<Q")
 _RING_AT = 16
-#: The latest ``expires_at`` of any binding the records mention (see the docstring).
+#: Seconds a journal may be kept past the latest expiry of the bindings it mentions
+#: (``JournalWriter._keep_until``): the header's expiry is written once in that many seconds
+#: of REGISTERs (each expiring a little later than the last) rather than at each; a dead
+#: worker's journal stays up to a second longer, as ``PRUNE_EVERY`` already lets it.
+UNTIL_SLACK = 1.0
+#: The latest ``expires_at`` of any binding the records mention, plus up to ``UNTIL_SLACK``
+#: (see the docstring).
 _UNTIL = struct.Struct("<d")
 _UNTIL_AT = 24
 
@@ -111,7 +118,8 @@ class JournalWriter:
         self.ring = ring
         #: Bytes appended so far (the head).
         self.head = 0
-        #: The latest expiry of the bindings the records mention (kept in the header).
+        #: The latest expiry of the bindings the records mention, plus up to ``UNTIL_SLACK``
+        #: (kept in the header).
         self.until = 0.0
         _RING.pack_into(self._map, _RING_AT, ring)
         self._map[:len(MAGIC)] = MAGIC  # last: a reader takes the file once this is there
@@ -122,9 +130,8 @@ class JournalWriter:
         size, ring, buf = len(data), self.ring, self._map
         if size > ring:
             raise ValueError("records larger than the journal")
-        if until > self.until:  # read by ``prune`` once we have exited: no ordering needed
-            self.until = until
-            _UNTIL.pack_into(buf, _UNTIL_AT, until)
+        if until > self.until:
+            self._keep_until(until)
         at = self.head % ring
         first = min(size, ring - at)
         buf[_HEADER + at:_HEADER + at + first] = data[:first]
@@ -138,8 +145,7 @@ class JournalWriter:
         """``append`` of one record (``signaling.registry.pending.RECORD``) framed here, from
         ``pending.fields`` and the counts, without building the record's bytes first."""
         if until > self.until:
-            self.until = until
-            _UNTIL.pack_into(self._map, _UNTIL_AT, until)
+            self._keep_until(until)
         self.head = _write_record(self._map, self.head, self.ring, aor, token, cseq, bindings,
                                   aors, latest, body)
 
@@ -151,11 +157,20 @@ class JournalWriter:
         instructions on the REGISTER (callgrind, ``ReplicaRegistry.register``)."""
         latest = binding.expires_at
         if latest > self.until:
-            self.until = latest
-            _UNTIL.pack_into(self._map, _UNTIL_AT, latest)
+            self._keep_until(latest)
         self.head = _write_record(self._map, self.head, self.ring, aor,
                                   f"{binding.key}\n{binding.call_id}".encode(), binding.cseq,
                                   1, 1, latest, ENCODER.encode((aor, [(binding, None)], [])))
+
+    def _keep_until(self, until: float) -> None:
+        """The journal is to be kept until ``until`` at least: the header says ``UNTIL_SLACK``
+        seconds later, so that the appends of the next second (REGISTERs of one
+        ``Expires``, each expiring a little later than the last) leave it as it is.  Written
+        at every REGISTER, it cost the worker taking it ~900 instructions (a ``pack_into``
+        into the map; callgrind, ``ReplicaRegistry.register`` in process).  Read by
+        ``prune`` once we have exited: no ordering needed."""
+        self.until = until + UNTIL_SLACK
+        _UNTIL.pack_into(self._map, _UNTIL_AT, self.until)
 
     def close(self) -> None:
         self._map.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ import pytest
 from signaling.registry.base import Binding
 from signaling.registry.journal import (
     PREFIX,
+    UNTIL_SLACK,
     JournalReader,
     JournalWriter,
     Lapped,
@@ -54,14 +56,38 @@ def test_a_new_aors_binding_is_journaled_as_the_record_of_its_change(tmp_path: P
     got = expected = b""
     for n in range(6):  # ~300 bytes each: twice around the ring
         b = Binding(aor=f"sip:u{n}@x", contact=f"sip:u{n}@192.0.2.1:5060;ob", q=0.5,
-                    expires_at=1_000.0 + n, call_id=f"c{n}@h", cseq=7 + n, source="192.0.2.1:5",
-                    key=f"<urn:uuid:{n}>", instance=f"<urn:uuid:{n}>", reg_id=1,
-                    path=("<sip:p@x;lr>",))
+                    expires_at=1_000.0 + n * UNTIL_SLACK / 8, call_id=f"c{n}@h", cseq=7 + n,
+                    source="192.0.2.1:5", key=f"<urn:uuid:{n}>", instance=f"<urn:uuid:{n}>",
+                    reg_id=1, path=("<sip:p@x;lr>",))
         writer.append_new(b.aor, b)
         expected += record(Change(b.aor, [(b, None)], []), 1, 1)
         got += reader.read()
-    assert got == expected and writer.until == 1_005.0
+    # 1,000 s plus the slack covers the five later expiries: the header is written once
+    assert got == expected and writer.until == 1_000.0 + UNTIL_SLACK
     reader.close()
+    writer.close()
+
+
+def test_the_header_expiry_is_written_again_only_past_its_slack(tmp_path: Path) -> None:
+    """Each append may extend the journal's life (``prune`` reads the header): it covers
+    every expiry appended so far, and moves only when an append's passes it, then to that
+    expiry plus ``UNTIL_SLACK``, never back."""
+    writer = JournalWriter(str(tmp_path), ring=4096)
+
+    def kept_until() -> float:
+        with open(writer.path, "rb") as f:  # the header, as prune reads it
+            header = f.read(64)
+        return float(struct.unpack_from("<d", header, 24)[0])
+
+    slack = UNTIL_SLACK
+    for until, expected in ((1_000.0, 1_000.0 + slack),
+                            (1_000.0 + slack / 2, 1_000.0 + slack),  # covered: not written
+                            (1_000.0 + slack, 1_000.0 + slack),
+                            (900.0, 1_000.0 + slack),  # an earlier expiry: never back
+                            (1_001.0 + slack, 1_001.0 + 2 * slack),  # past it: moved
+                            (5_000.0, 5_000.0 + slack)):
+        writer.append(b"rec", until=until)
+        assert kept_until() == writer.until == expected
     writer.close()
 
 
@@ -142,7 +168,8 @@ def test_a_journal_goes_once_its_writer_exited_and_what_it_mentions_expired(
     assert sorted(prune(str(tmp_path), set(), 999.0)) == sorted([empty.name,
                                                                 f"{PREFIX}{me}-dying"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([used.name, "replica.sock"])
-    assert prune(str(tmp_path), set(), 1_000.5) == [used.name]
+    assert prune(str(tmp_path), set(), 1_000.5) == []  # kept up to UNTIL_SLACK longer
+    assert prune(str(tmp_path), set(), 1_000.5 + UNTIL_SLACK) == [used.name]
     assert [p.name for p in tmp_path.iterdir()] == ["replica.sock"]
     used.close()
     empty.close()
@@ -155,6 +182,6 @@ def test_the_journal_of_a_writer_killed_9_is_pruned_by_its_own_header(tmp_path: 
         assert writer_pid(name) == child.pid
         assert prune(str(tmp_path), {child.pid}, 9999.0) == []  # its writer is alive
         _kill9(child)
-    assert prune(str(tmp_path), set(), 1234.0) == []
-    assert prune(str(tmp_path), set(), 1235.0) == [name]
+    assert prune(str(tmp_path), set(), 1234.0 + UNTIL_SLACK) == []
+    assert prune(str(tmp_path), set(), 1235.0 + UNTIL_SLACK) == [name]
     assert list(tmp_path.iterdir()) == []
