@@ -365,11 +365,17 @@ static PyObject *write_record(PyObject *module, PyObject *const *args, Py_ssize_
     double latest = PyFloat_AsDouble(args[8]);
     if (PyErr_Occurred())
         return NULL;
-    if (!PyUnicode_Check(args[3]) || !PyBytes_Check(args[4]) || !PyBytes_Check(args[9])) {
-        PyErr_SetString(PyExc_TypeError, "write_record: aor str, token and body bytes");
+    /* The body: bytes, or the bytearray JournalWriter.append_new encodes into. */
+    int body_bytes = PyBytes_Check(args[9]);
+    if (!PyUnicode_Check(args[3]) || !PyBytes_Check(args[4]) ||
+        !(body_bytes || PyByteArray_Check(args[9]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "write_record: aor str, token bytes, body bytes or bytearray");
         return NULL;
     }
-    Py_ssize_t alen, tlen = PyBytes_GET_SIZE(args[4]), blen = PyBytes_GET_SIZE(args[9]);
+    const char *body = body_bytes ? PyBytes_AS_STRING(args[9]) : PyByteArray_AS_STRING(args[9]);
+    Py_ssize_t alen, tlen = PyBytes_GET_SIZE(args[4]),
+               blen = body_bytes ? PyBytes_GET_SIZE(args[9]) : PyByteArray_GET_SIZE(args[9]);
     const char *aor = PyUnicode_AsUTF8AndSize(args[3], &alen);
     if (aor == NULL)
         return NULL;
@@ -412,7 +418,7 @@ static PyObject *write_record(PyObject *module, PyObject *const *args, Py_ssize_
     put(base + JOURNAL_HEADER, ring, &pos, (const char *)h, HEADER);
     put(base + JOURNAL_HEADER, ring, &pos, aor, alen);
     put(base + JOURNAL_HEADER, ring, &pos, PyBytes_AS_STRING(args[4]), tlen);
-    put(base + JOURNAL_HEADER, ring, &pos, PyBytes_AS_STRING(args[9]), blen);
+    put(base + JOURNAL_HEADER, ring, &pos, body, blen);
     head += (unsigned long long)size;
     /* Publish: the records before the head (release: readers that load the head see them). */
     __atomic_store_n((unsigned long long *)(base + HEAD_AT), head, __ATOMIC_RELEASE);

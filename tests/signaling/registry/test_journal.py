@@ -68,6 +68,22 @@ def test_a_new_aors_binding_is_journaled_as_the_record_of_its_change(tmp_path: P
     writer.close()
 
 
+def test_records_of_new_aors_of_any_size_in_turn_are_each_their_own(tmp_path: Path) -> None:
+    """``append_new`` encodes each body into one buffer it reuses: a short record after a
+    long one (and a long after a short) is written whole and nothing of the one before."""
+    writer = JournalWriter(str(tmp_path), ring=16_384)
+    reader = JournalReader.open(writer.path)
+    assert reader is not None
+    for n, hops in enumerate((0, 40, 0, 3, 80, 0)):  # path: 0 to ~2,000 bytes
+        b = Binding(aor=f"sip:u{n}@x", contact=f"sip:u{n}@192.0.2.1", q=1.0,
+                    expires_at=2_000.0, call_id=f"c{n}", cseq=1, key=f"sip:u{n}@192.0.2.1",
+                    path=tuple(f"<sip:proxy{i}.example.com;lr>" for i in range(hops)))
+        writer.append_new(b.aor, b)
+        assert reader.read() == record(Change(b.aor, [(b, None)], []), 1, 1)
+    reader.close()
+    writer.close()
+
+
 def test_the_header_expiry_is_written_again_only_past_its_slack(tmp_path: Path) -> None:
     """Each append may extend the journal's life (``prune`` reads the header): it covers
     every expiry appended so far, and moves only when an append's passes it, then to that

@@ -174,6 +174,20 @@ def test_a_written_record_reads_back_as_the_record_of_its_change(tmp_path: Path)
     reader.close()
 
 
+def test_a_body_in_a_bytearray_is_written_as_the_same_body_in_bytes() -> None:
+    """``JournalWriter.append_new`` hands ``write_record`` the bytearray it encoded into."""
+    change = Change("sip:a@x", [(binding("sip:a@x", "sip:a@1"), None)], [])
+    token, cseq, latest, body = fields(change)
+    written = []
+    for write in (speedups().write_record, write_record_py):
+        for kind in (bytes, bytearray):
+            buf = mmap.mmap(-1, 64 + 1024)
+            head = write(buf, 1000, 1024, "sip:a@x", token, cseq, 1, 1, latest, kind(body))
+            written.append((head, bytes(buf)))
+    assert written == [written[0]] * 4
+    assert written[0][0] == 1000 + len(record(change, 1, 1))
+
+
 _ASAN_RUN = r"""
 import mmap, pickle, random, struct, sys
 build, repo, seeds_file, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
