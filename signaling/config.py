@@ -90,6 +90,7 @@ class Config:
     queue_size: int = 128
     retry_after: int = 5
     max_receive_delay: float = 0.25
+    max_invite_delay: float = 0.1
     overload_target: float = 0.05
     overload_max_rate: float = 100_000.0
     overload_reject_share: float = 6.0
@@ -234,6 +235,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                            "503s: stretched by the share refused, up to ten times)"),
     "max_receive_delay": ("float", "seconds a new request may wait in the kernel queue before "
                                    "it is no longer admitted: the server is behind (T1/2)"),
+    "max_invite_delay": ("float", "the same for a new INVITE (refused 503 when late): an INVITE "
+                                  "admitted late brings its call's work to a reader behind"),
     "overload_target": ("float", "seconds an admitted new request may wait before a worker "
                                  "takes it; beyond, the admission limit falls"),
     "overload_max_rate": ("float", "highest admission limit, new requests per second"),
@@ -431,6 +434,7 @@ def _validate(cfg: Config) -> None:
         (1 <= cfg.queue_size <= 1_000_000, "queue_size: must be between 1 and 1000000"),
         (0 <= cfg.retry_after <= 86_400, "retry_after: must be between 0 and 86400"),
         (cfg.max_receive_delay > 0, "max_receive_delay: must be positive"),
+        (cfg.max_invite_delay > 0, "max_invite_delay: must be positive"),
         (cfg.overload_target > 0, "overload_target: must be positive"),
         (cfg.overload_max_rate >= 1, "overload_max_rate: must be at least 1"),
         (cfg.overload_reject_share >= 0, "overload_reject_share: must not be negative"),

@@ -126,7 +126,8 @@ class Overload:
         self.control = AdmissionControl(AdmissionConfig(
             target=cfg.overload_target, max_rate=cfg.overload_max_rate,
             reject_share=cfg.overload_reject_share,
-            max_receive_delay=cfg.max_receive_delay), now)
+            max_receive_delay=cfg.max_receive_delay,
+            max_answered_delay=cfg.max_invite_delay), now)
         self.oc = OcServer()
         self._revision = 0
         #: Returns the number of admitted requests waiting for a worker.
@@ -195,7 +196,7 @@ class Overload:
         if verdict is _ADMIT:
             self.c_admitted.inc(method)
         elif verdict is _DROP:
-            self.c_dropped.inc(self._reason(waited), method)
+            self.c_dropped.inc(self._reason(waited, method), method)
         if self.control.revisions != self._revision:
             self._revision = self.control.revisions
             self.oc.update(self._clock(), self.control.refused_share)
@@ -237,14 +238,15 @@ class Overload:
         if refused:
             self.control.refused_apart(refused)
 
-    def _reason(self, waited: float) -> str:
-        return "receive_delay" if waited > self.cfg.max_receive_delay else "admission"
+    def _reason(self, waited: float, method: str) -> str:
+        gate = self.cfg.max_invite_delay if method == "INVITE" else self.cfg.max_receive_delay
+        return "receive_delay" if waited > gate else "admission"
 
     def rejected(self, req: Request, to_tag: str, waited: float, label: str) -> bytes:
         """Count a 503 about to be sent with ``to_tag`` (``label``: the method as a metric
         label); the tail (Retry-After onwards) to send it with.  Its ACK will be absorbed
         unparsed (``screen``)."""
-        self.c_rejected.inc(self._reason(waited), label)
+        self.c_rejected.inc(self._reason(waited, label), label)
         if req.method == "INVITE":
             now = self._clock()
             if len(self._refused) >= REFUSED_MEMORY:

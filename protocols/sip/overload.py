@@ -133,6 +133,21 @@ class AdmissionConfig:
     #: New requests that waited longer than this in the kernel are dropped: the reader is
     #: behind, and reading is what costs (see ``decide``).
     max_receive_delay: float = 0.25
+    #: The same gate, tighter, at a storm's onset (``AdmissionControl._onset``) for the
+    #: requests the caller says are cheap to refuse (``decide``'s ``answer_late``: INVITEs).
+    #: With the limit still open nothing but the reader bounds admission (the first cut comes
+    #: an interval or two into the storm), and an INVITE admitted late brings its call's
+    #: later work (180, 200, ACK, BYE) on top of a reader already behind: all the answers over
+    #: 500 ms were to calls created in the storm's first quarter second (bench_overload, SIPp
+    #: at 6,000 calls/s against ~750/s: 508-627 calls admitted in it against 68-136 in each
+    #: later one; with the gate at 0.1 s for all requests, 279, and P99 540/500 -> 204/156
+    #: ms, session 12).  Refusing an INVITE costs ~1/30 of its call, and it is answered (503)
+    #: up to twice ``max_receive_delay``; a REGISTER costs about as much to refuse as to
+    #: serve, so it keeps the wider gate.  Not past the onset: with the limit binding the
+    #: read pace keeps the reader near, a late read is a stall (a collection, the quota's
+    #: period), and refusing its INVITEs cost goodput (always on: calls at 5x 561 and 362/s
+    #: against 734/s without, bench_overload, SIPp, 19:13-19:15 UTC, load 2.8-3.1).
+    max_answered_delay: float = 0.1
     #: Work the bucket and the worker queues may take in one burst, in seconds of the limit.
     burst_time: float = 0.25
 
@@ -328,6 +343,10 @@ class AdmissionControl:
         #: Whether the reader ever reported (``reader_waited``): a server without the drain
         #: has no reader lag to miss.
         self._reader_seen = False
+        #: A storm's onset: the limit open, or the episode of its first cut from open (its
+        #: holds while the queue that cut answered drains).  INVITEs meet the tighter
+        #: receive-delay gate then (``AdmissionConfig.max_answered_delay``).
+        self._onset = self.rate >= cfg.max_rate
         #: What the last revision did (a metric and the tests read it).
         self.last_move = Move.HOLD
         #: The listening queue overflowed with the limit open (``overflowed``).
@@ -355,7 +374,8 @@ class AdmissionControl:
         of serving them (an INVITE: ~1/30 of a call, and the 503 stops Timer A's
         retransmissions), not for those that cost about as much to refuse as to serve (a
         REGISTER: measured at 2x, answering late REGISTERs 503 kept goodput at 15% of capacity,
-        dropping them at 86%).
+        dropping them at 86%).  At a storm's onset such a request is late past
+        ``max_answered_delay``, else (and the others always) past ``max_receive_delay``.
         """
         if now >= self._interval_end:
             self._revise(now)
@@ -369,12 +389,14 @@ class AdmissionControl:
             # Counted as active from its first request, admitted or not: a source refused
             # every time must still get a share (or it would never be let in).
             count = self._counts[key] = 0
-        if waited <= self.cfg.max_receive_delay and self._admissible(key, count, backlog):
+        gate = (self.cfg.max_answered_delay if answer_late and self._onset
+                else self.cfg.max_receive_delay)
+        if waited <= gate and self._admissible(key, count, backlog):
             self._tokens -= 1.0
             self._counts[key] = count + 1
             self._admitted += 1
             return _ADMIT
-        if waited > self.cfg.max_receive_delay:
+        if waited > gate:
             self._late += 1
             if not answer_late or waited > 2 * self.cfg.max_receive_delay:
                 # The reader is behind: answering at the rate datagrams are read would keep it
@@ -529,6 +551,7 @@ class AdmissionControl:
             just_cut=self.last_move is Move.CUT, sampled=sampled,
             binding=bool(self._refused or self._late), overflowed=self._overflowed,
             cut_wait=self._cut_wait if self._draining else 0.0)
+        opened = self.rate >= cfg.max_rate
         self.rate, move = next_limit(seen, cfg)
         self.last_move = move
         if move is Move.CUT:
@@ -536,6 +559,10 @@ class AdmissionControl:
             self._cut_wait = seen.wait
         # A cut, and every hold after it while the queue it answered drains, is one episode.
         self._draining = move is Move.CUT or (move is Move.HOLD and self._draining)
+        # The onset lasts while the limit is open and then the episode of the cut from open,
+        # not the next one: a later episode's late reads are stalls (``max_answered_delay``).
+        self._onset = (self.rate >= cfg.max_rate or (opened and move is Move.CUT)
+                       or (self._onset and move is Move.HOLD and self._draining))
         self._previous_wait = seen.wait
         self._interval_start = now
         self._interval_end = now + cfg.interval

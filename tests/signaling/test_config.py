@@ -75,6 +75,7 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
     ({"sip_tcp": "host name:5060"}, "sip_tcp"),
     ({"tcp_max_per_source": "0"}, "tcp_max_per_source"),
     ({"tcp_idle_timeout": "0"}, "tcp_idle_timeout"),
+    ({"max_invite_delay": "0"}, "max_invite_delay"),
     ({"server_header": "a\r\nX-Injected: 1"}, "server_header"),
     ({"auth": "maybe"}, "auth"),
     ({"auth_algorithms": "SHA-1"}, "auth_algorithms"),

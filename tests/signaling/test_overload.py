@@ -256,6 +256,35 @@ async def test_in_dialog_requests_are_never_shed_even_late_from_the_kernel() -> 
             await callee.close()
 
 
+async def test_a_late_invite_is_refused_at_the_onset_while_a_register_alike_is_served() -> None:
+    """The limit still open (no overload seen yet): a new INVITE that waited past
+    max_invite_delay in the kernel gets its 503, counted as late; a REGISTER that waited as
+    long, under max_receive_delay, is served.  Gates far apart, so the test does not hang on
+    the machine's speed."""
+    async with running_server(max_receive_delay=3.0, max_invite_delay=0.3) as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        port = srv.udp_address[1]
+        caller, phone = await UdpPeer.open(), await UdpPeer.open()
+        try:
+            srv.udp.pause_reading()
+            caller.send(_req("INVITE", "sip:bob@127.0.0.1", caller.port, branch="z9hG4bKli",
+                             call_id="late-invite"), port)
+            phone.send(_req("REGISTER", "sip:127.0.0.1", phone.port, branch="z9hG4bKlr",
+                            call_id="late-reg", extra="Contact: <sip:a@10.0.0.1>"), port)
+            sent = time.monotonic()
+            while time.monotonic() - sent < 0.8:  # past the INVITE gate, on the clock
+                await asyncio.sleep(0.05)
+            srv.udp.resume_reading()
+            refused = await caller.final(timeout=5.0)
+            assert refused.status == 503, refused.status
+            served = await phone.final(timeout=5.0)
+            assert served.status != 503, served.status
+            assert srv.core.overload.c_rejected.get("receive_delay", "INVITE") == 1
+        finally:
+            caller.close()
+            phone.close()
+
+
 async def test_made_up_in_dialog_requests_are_refused_like_new_work(
         limited: ServerProcess) -> None:
     """A flood of BYEs with To tags of no dialog here gets the new requests' 503s, while a

@@ -168,6 +168,70 @@ def test_a_late_request_from_the_kernel_queue_is_never_admitted() -> None:
     assert ctl.decide(0.0, "a", waited=0.1) is Verdict.ADMIT
 
 
+@pytest.mark.parametrize(("initial_rate", "waited", "answer_late", "verdict"), [
+    # The limit open (a storm's onset): INVITEs (answer_late) late past max_answered_delay,
+    # answered 503 up to twice the general gate; the old rule admitted the first two late.
+    (None, 0.09, True, Verdict.ADMIT),
+    (None, 0.11, True, Verdict.REJECT),
+    (None, 0.24, True, Verdict.REJECT),
+    (None, 0.49, True, Verdict.REJECT),
+    (None, 0.51, True, Verdict.DROP),
+    # the others (REGISTERs): the general gate, unchanged, and dropped when late
+    (None, 0.11, False, Verdict.ADMIT),
+    (None, 0.24, False, Verdict.ADMIT),
+    (None, 0.26, False, Verdict.DROP),
+    # a limit in force: no onset, the general gate for INVITEs too
+    (1000.0, 0.11, True, Verdict.ADMIT),
+    (1000.0, 0.24, True, Verdict.ADMIT),
+    (1000.0, 0.26, True, Verdict.REJECT),
+])
+def test_invites_have_a_tighter_receive_delay_gate_at_the_onset(
+        initial_rate: float | None, waited: float, answer_late: bool,
+        verdict: Verdict) -> None:
+    ctl = AdmissionControl(replace(_cfg(max_receive_delay=0.25, max_answered_delay=0.1),
+                                   initial_rate=initial_rate), now=0.0)
+    assert ctl.decide(0.0, "a", waited=waited, answer_late=answer_late) is verdict
+
+
+def test_the_onset_gate_lasts_the_episode_of_the_cut_from_open_and_no_more() -> None:
+    """Open limit, then a standing queue: the cut from open and the holds after it are
+    still the onset (a late INVITE refused); once that episode ends (here: a second cut),
+    a late INVITE meets the general gate again."""
+    ctl = AdmissionControl(replace(_cfg(max_rate=100_000.0), initial_rate=None), now=0.0)
+    t, moves = 0.0, []
+    for sojourn in (0.2, 0.15, 0.12, 0.3):  # cut, hold (just cut), hold (falling), cut
+        for _ in range(100):  # 1,000/s started, each after ``sojourn`` in the queue
+            ctl.started(t, sojourn)
+            t += 0.001
+        ctl.decide(t, "x")  # the revision
+        moves.append(ctl.last_move)
+        late = ctl.decide(t, "a", waited=0.15, answer_late=True)
+        assert late is (Verdict.REJECT if len(moves) < 4 else Verdict.ADMIT), moves
+    assert moves == [Move.CUT, Move.HOLD, Move.HOLD, Move.CUT]
+
+
+def test_a_storm_onset_admits_invites_only_while_the_reader_keeps_up() -> None:
+    """The open limit at a storm's start: INVITEs offered at 6,000/s, read at 2,000/s, so
+    the reader's lag grows by 2/3 of the elapsed time.  INVITEs stop being admitted once the
+    lag passes the INVITE gate (0.1 s: within 0.15 s), REGISTERs read alike only past the
+    general one; every late INVITE is still answered."""
+    def onset(answer_late: bool) -> tuple[int, int]:
+        ctl = AdmissionControl(replace(_cfg(max_rate=100_000.0), initial_rate=None), now=0.0)
+        admitted = answered = 0
+        for i in range(600):  # 0.3 s of reading
+            now = i / 2000
+            verdict = ctl.decide(now, "sipp", waited=now - i / 6000, answer_late=answer_late)
+            admitted += verdict is Verdict.ADMIT
+            answered += verdict is Verdict.REJECT
+        return admitted, answered
+
+    invites, answered = onset(answer_late=True)
+    registers, _ = onset(answer_late=False)
+    assert invites <= 0.15 * 2000 + 1  # lag 0.1 s at 0.15 s
+    assert answered == 600 - invites
+    assert registers > invites
+
+
 def test_backlog_beyond_half_t1_of_work_is_refused() -> None:
     ctl = AdmissionControl(_cfg(), now=0.0)
     assert ctl.decide(0.0, "a", backlog=30) is not Verdict.ADMIT
