@@ -7,7 +7,8 @@ was admitted completes whatever the storm.  A screened request is
 
 * admitted by ``AdmissionControl`` (``protocols/sip/overload.py``): the admission limit follows
   the sojourn time in the worker queues, reported through ``started``, and nothing that waited
-  longer than ``max_receive_delay`` in the kernel is admitted;
+  longer than ``max_receive_delay`` in the kernel is admitted (``max_invite_delay`` for an
+  INVITE at a storm's onset);
 * refused with a stateless 503 and a jittered Retry-After (RFC 3261 §21.5.4; jittered so the
   refused clients do not all come back in the same second, RFC 6357 §6.2), which leaves no
   transaction, or

@@ -32,7 +32,10 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
   (a late INVITE still gets its 503 within the budget, other late requests and anything later
   than twice the gate are dropped: see ``decide``).  When admitted calls overload the reader
   (their responses and BYEs are read there), new requests arrive late and are refused:
-  admission stops by itself until the reader is back in time.
+  admission stops by itself until the reader is back in time.  At a storm's onset (the limit
+  open, then the episode of its first cut) an INVITE is late past ``max_answered_delay``
+  (100 ms): nothing else bounds admission then, and a call admitted late brings its later
+  messages to a reader already behind (``AdmissionConfig.max_answered_delay``).
 
 Why this and not plain CoDel: CoDel decides at the head of a queue, after the request was read,
 parsed and queued; a SIP server must decide before spending that work, and refusing at the door
