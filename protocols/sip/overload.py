@@ -33,9 +33,9 @@ load monitor) with CoDel's standing-queue test as its congestion signal:
   than twice the gate are dropped: see ``decide``).  When admitted calls overload the reader
   (their responses and BYEs are read there), new requests arrive late and are refused:
   admission stops by itself until the reader is back in time.  At a storm's onset (the limit
-  open, then the episode of its first cut) an INVITE is late past ``max_answered_delay``
-  (100 ms): nothing else bounds admission then, and a call admitted late brings its later
-  messages to a reader already behind (``AdmissionConfig.max_answered_delay``).
+  open, then its first cut until the queue is back under the target) an INVITE is late past
+  ``max_answered_delay`` (100 ms): nothing else bounds admission then, and a call admitted
+  late brings its later messages to a reader already behind.
 
 Why this and not plain CoDel: CoDel decides at the head of a queue, after the request was read,
 parsed and queued; a SIP server must decide before spending that work, and refusing at the door
@@ -346,9 +346,9 @@ class AdmissionControl:
         #: Whether the reader ever reported (``reader_waited``): a server without the drain
         #: has no reader lag to miss.
         self._reader_seen = False
-        #: A storm's onset: the limit open, or the episode of its first cut from open (its
-        #: holds while the queue that cut answered drains).  INVITEs meet the tighter
-        #: receive-delay gate then (``AdmissionConfig.max_answered_delay``).
+        #: A storm's onset: the limit open, or its first cut from open and the holds after
+        #: it while the queue that cut answered is over the target.  INVITEs meet the
+        #: tighter receive-delay gate then (``AdmissionConfig.max_answered_delay``).
         self._onset = self.rate >= cfg.max_rate
         #: What the last revision did (a metric and the tests read it).
         self.last_move = Move.HOLD
@@ -562,10 +562,12 @@ class AdmissionControl:
             self._cut_wait = seen.wait
         # A cut, and every hold after it while the queue it answered drains, is one episode.
         self._draining = move is Move.CUT or (move is Move.HOLD and self._draining)
-        # The onset lasts while the limit is open and then the episode of the cut from open,
-        # not the next one: a later episode's late reads are stalls (``max_answered_delay``).
+        # The onset lasts while the limit is open and then while the queue its cut from open
+        # answered is over the target: not the next cut's episode, nor the holds near the
+        # target, which may last the whole storm; late reads then are stalls, and refusing
+        # their INVITEs starved the server (``max_answered_delay``).
         self._onset = (self.rate >= cfg.max_rate or (opened and move is Move.CUT)
-                       or (self._onset and move is Move.HOLD and self._draining))
+                       or (self._onset and move is Move.HOLD and seen.wait > cfg.target))
         self._previous_wait = seen.wait
         self._interval_start = now
         self._interval_end = now + cfg.interval
