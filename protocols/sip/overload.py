@@ -392,8 +392,7 @@ class AdmissionControl:
             # Counted as active from its first request, admitted or not: a source refused
             # every time must still get a share (or it would never be let in).
             count = self._counts[key] = 0
-        gate = (self.cfg.max_answered_delay if answer_late and self._onset
-                else self.cfg.max_receive_delay)
+        gate = self.receive_gate(answer_late)
         if waited <= gate and self._admissible(key, count, backlog):
             self._tokens -= 1.0
             self._counts[key] = count + 1
@@ -588,6 +587,13 @@ class AdmissionControl:
         if source in self._counts or len(self._counts) < self.cfg.max_sources:
             return source
         return ("overflow", hash(source) % _OVERFLOW_SLOTS)
+
+    def receive_gate(self, answer_late: bool) -> float:
+        """Seconds in the kernel past which a new request is late (``decide``): for those
+        answered when late (INVITEs), ``max_answered_delay`` at a storm's onset."""
+        if answer_late and self._onset:
+            return self.cfg.max_answered_delay
+        return self.cfg.max_receive_delay
 
     @property
     def capacity(self) -> float:

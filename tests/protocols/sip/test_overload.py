@@ -191,6 +191,9 @@ def test_invites_have_a_tighter_receive_delay_gate_at_the_onset(
     ctl = AdmissionControl(replace(_cfg(max_receive_delay=0.25, max_answered_delay=0.1),
                                    initial_rate=initial_rate), now=0.0)
     assert ctl.decide(0.0, "a", waited=waited, answer_late=answer_late) is verdict
+    # the gate it applied, as the metrics' reason reads it (signaling.overload): every
+    # refusal and drop in this table is one of lateness
+    assert (waited > ctl.receive_gate(answer_late)) is (verdict is not Verdict.ADMIT)
 
 
 @pytest.mark.parametrize("sojourns", [
