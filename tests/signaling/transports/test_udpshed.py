@@ -80,6 +80,18 @@ def _register(i: int, uri: bytes = b"sip:example.com") -> bytes:
             b"\r\nContent-Length: 0\r\n\r\n") % (i, i, i, i, i)
 
 
+def _in_a_storm(r: socket.socket, seconds: float) -> tuple[KernelShed, float]:
+    """A filter claimed on ``r``, revised every 0.1 s for ``seconds`` of a 10x storm (the
+    server taking 1,000/s, refusing most of the rest); the filter and the clock after it."""
+    shed = KernelShed(r)
+    shed.claim()
+    now = 0.0
+    for _ in range(round(seconds / 0.1)):
+        now += 0.1
+        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    return shed, now
+
+
 def _delivered(r: socket.socket) -> list[bytes]:
     time.sleep(0.1)
     out = []
@@ -265,12 +277,7 @@ def test_a_transaction_dropped_in_a_storm_stays_dropped_until_its_timer_f() -> N
     dropped, on a real socket, until Timer F after the storm's last excess; the filter then
     comes off and a new REGISTER is read."""
     r, s = _receiver(), _sender("127.0.0.1")
-    shed = KernelShed(r)
-    shed.claim()
-    now = 0.0
-    for _ in range(10):  # 10x, the server refusing most of it
-        now += 0.1
-        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    shed, now = _in_a_storm(r, 1.0)
     share = shed.share
     assert share == pytest.approx(0.85)
     first = [_register(i) for i in range(1000)]
@@ -307,12 +314,7 @@ def test_when_the_storm_ends_the_filter_comes_off_within_seconds() -> None:
     its own Timer F.  It comes off after ``SUSTAIN`` ticks (a generator's pause of a second
     does not release it), and every REGISTER is read again, on a real socket."""
     r, s = _receiver(), _sender("127.0.0.1")
-    shed = KernelShed(r)
-    shed.claim()
-    now = 0.0
-    for _ in range(20):  # 10x, the server refusing most of it
-        now += 0.1
-        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    shed, now = _in_a_storm(r, 2.0)
     assert shed.share == pytest.approx(0.85)
     ticks = 0
     while shed.share and ticks < HOLD / 0.1:
@@ -333,12 +335,7 @@ def test_a_filter_that_starves_the_server_is_lowered_after_a_while() -> None:
     server took, and it refuses nothing.  The share is lowered, but only after ``SUSTAIN``
     such ticks (one tick's dip is noise), to let ``HEADROOM`` times that through again."""
     r = _receiver()
-    shed = KernelShed(r)
-    shed.claim()
-    now = 0.0
-    for _ in range(20):
-        now += 0.1
-        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    shed, now = _in_a_storm(r, 2.0)
     assert shed.share == pytest.approx(0.85)
     ticks = 0
     while shed.share == pytest.approx(0.85) and ticks < 5 * SUSTAIN:
@@ -443,12 +440,7 @@ def test_a_pause_of_the_storm_or_a_filter_about_right_is_no_starvation() -> None
     transactions (bench_overload at 10x, session 12): what gets through about what the server
     serves, nothing refused; and the load generator pausing for a second.  The share stays."""
     r = _receiver()
-    shed = KernelShed(r)
-    shed.claim()
-    now = 0.0
-    for _ in range(20):
-        now += 0.1
-        shed.revise(10_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    shed, now = _in_a_storm(r, 2.0)
     share = shed.share
     for i in range(5 * SUSTAIN):
         # about what the server serves gets through, all of it served: the most served in a
