@@ -108,6 +108,9 @@ class Handoff:
         #: ours calling it (one Python call less on every request a worker queues).
         self.handle: Callable[[Work], Awaitable[None]] = tu.handle
         self.handle_own: Callable[[Work], Awaitable[None]] = tu.handle_own
+        #: Asked by the core of every new request: nothing of the hand-off's to add, so the
+        #: TU's own method (a Python call less on each, ~400 instructions, callgrind).
+        self.answers_itself: Callable[[Request], bool] = tu.answers_itself
         self.core = core
         self.siblings = siblings
         self.path = _path(info, info.generation)
@@ -328,5 +331,3 @@ class Handoff:
     def holds(self, request: Request) -> bool:
         return self.tu.holds(request)
 
-    def answers_itself(self, request: Request) -> bool:
-        return self.tu.answers_itself(request)

@@ -403,16 +403,17 @@ class ReplicaRegistry:
                 self._readers[name] = reader
         self._reading = tuple(self._readers.values())
 
-    def _catch_up(self, scan: bool = True) -> None:
+    def _catch_up(self, scan: bool = True, at: float | None = None) -> None:
         """Take what every sibling's journal gained since the last read; with ``scan``, look
-        for new siblings' journals first (else only if the hub said one joined)."""
-        self._read_at = time.monotonic()
+        for new siblings' journals first (else only if the hub said one joined).  ``at``: the
+        monotonic time the caller read to decide on it (one clock read less per catch-up)."""
+        self._read_at = time.monotonic() if at is None else at
         if scan or self._rescan:
             self._scan()
         for reader in self._reading:
-            if reader.unchanged():
+            if reader.head_word[0] == reader.position:
                 # The usual case at a catch-up (every ``CATCH_UP`` under load): one load of
-                # the head, no call of ``read`` (~800 instructions less per sibling, callgrind).
+                # the head, no call (``JournalReader.head_word`` has the figures).
                 continue
             name = reader.name
             try:
@@ -475,8 +476,9 @@ class ReplicaRegistry:
         link = self._link
         if link is None or not link.ready:
             raise _NotReady
-        if time.monotonic() - self._read_at >= CATCH_UP:
-            self._catch_up(scan=False)
+        at = time.monotonic()
+        if at - self._read_at >= CATCH_UP:
+            self._catch_up(False, at)
         if aor in self._pending_aors:
             self.pending.settle(aor)
 
@@ -504,25 +506,27 @@ class ReplicaRegistry:
         if link is None or not link.ready:
             await self._ready(aor)
         else:
-            if time.monotonic() - self._read_at >= CATCH_UP:
-                self._catch_up(scan=False)
+            at = time.monotonic()
+            if at - self._read_at >= CATCH_UP:
+                self._catch_up(False, at)
             if aor in self._pending_aors:
                 self.pending.settle(aor)
         if not changes:
             # A query (§10.3: no Contact) lists the bindings: those made through another
             # worker a moment ago too (see ``lookup``).
             self._fresh(aor)
-        # ``register`` never suspends, and replaces the AOR's dict rather than changing it:
-        # the same dict afterwards means nothing changed.
+        # ``register_now`` replaces the AOR's dict rather than changing it: the same dict
+        # afterwards means nothing changed.
         held = self._held
         before = held.get(aor)
-        result = await self.local.register(aor, call_id, cseq, changes, now)
+        result = self.local.register_now(aor, call_id, cseq, changes, now)
         after = held.get(aor)
         if after is not before:
             if before is None and after is not None and len(after) == 1:
                 journal = self._journal
                 assert journal is not None  # every write comes after ``_hub``
-                journal.append_new(aor, *after.values())
+                (binding,) = after.values()  # not ``*after.values()``: no list built
+                journal.append_new(aor, binding)
             else:
                 self._write(aor, before, after)
         return result

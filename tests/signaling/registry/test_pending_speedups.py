@@ -188,6 +188,33 @@ def test_a_body_in_a_bytearray_is_written_as_the_same_body_in_bytes() -> None:
     assert written[0][0] == 1000 + len(record(change, 1, 1))
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2_000), st.sampled_from(["sip:a@1", "sip:é@1;x=ü", ""]),
+       st.sampled_from(["c", "ç@h", ""]))
+def test_a_token_given_as_key_and_call_id_is_written_as_its_bytes(
+        head: int, key: str, call_id: str) -> None:
+    """``JournalWriter.append_new`` hands ``write_record`` the binding's key and Call-ID
+    rather than the token ``pending.fields`` builds from them: the same record, C and Python,
+    across the end of the ring too."""
+    b = binding("sip:a@x", key, call_id=call_id)
+    token, cseq, latest, body = fields(Change("sip:a@x", [(b, None)], []))
+    assert token == f"{key}\n{call_id}".encode()
+    written = []
+    for write in (speedups().write_record, write_record_py):
+        for given_token in (token, (key, call_id)):
+            buf = mmap.mmap(-1, 64 + 700)
+            new_head = write(buf, head, 700, "sip:a@x", given_token, cseq, 1, 1, latest, body)
+            written.append((new_head, bytes(buf)))
+    assert written == [written[0]] * 4
+
+
+def test_a_token_pair_of_anything_but_two_strings_is_refused() -> None:
+    for token in (("k",), ("k", b"c"), ("k", "c", "x"), ["k", "c"]):
+        with pytest.raises(TypeError):
+            speedups().write_record(mmap.mmap(-1, 64 + 700), 0, 700, "sip:a@x", token, 1, 1,
+                                    1, 0.0, b"")
+
+
 _ASAN_RUN = r"""
 import mmap, pickle, random, struct, sys
 build, repo, seeds_file, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
