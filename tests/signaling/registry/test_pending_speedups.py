@@ -240,6 +240,9 @@ for i in range(count):
         refused += 1
     body = mutated(rnd, seeds)[:rnd.randint(0, 600)]
     c.write_record(ring, rnd.randrange(1 << 20), 2048, "sip:a@x", b"t", 1, 1, 1, 0.0, body)
+    key = "sip:é@h;" * rnd.randint(0, 40)
+    c.write_record(ring, rnd.randrange(1 << 20), 2048, "sip:a@x", (key, "c@é"), 1, 1, 1, 0.0,
+                   body)
 print("filed", filed, "refused", refused)
 """
 
