@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +16,7 @@ from signaling.config import load_config
 from signaling.registry.base import Registry
 from signaling.server import Server
 
-__all__ = ["UdpPeer", "running_server"]
+__all__ = ["UdpPeer", "arrivals_stamped", "running_server"]
 
 
 @asynccontextmanager
@@ -30,6 +33,53 @@ async def running_server(registry: Registry | None = None,
         yield server
     finally:
         await server.stop()
+
+
+#: SO_TIMESTAMPNS and its control message (Linux, asm-generic/socket.h), as the server's.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+#: Tries of ``arrivals_stamped``, 10 ms apart: far more than the kernel's work item needs.
+_STAMP_TRIES = 3000
+
+
+async def arrivals_stamped() -> None:
+    """Return once the kernel stamps datagrams as they arrive, not as they are read.
+
+    The server learns how long a datagram waited in the kernel from its SO_TIMESTAMPNS
+    stamp (``signaling/transports/udp.py``).  The kernel stamps on arrival only while its
+    timestamp switch (a static key) is on, and the first socket to ask for stamps, with none
+    asking before, turns it on from a work item (``net_enable_timestamp`` with
+    CONFIG_JUMP_LABEL), not at once; a datagram that arrives before that work runs is
+    stamped when it is read (``__sock_recv_timestamp``: "Race occurred between timestamp
+    enabling and packet receiving"), so it reads as having waited 0.  A test that holds
+    datagrams in the kernel to make them late (``pause_reading``) right after a server
+    started could so see them read as fresh on a busy machine, where the work item runs
+    late: admitted and answered.  The switch is global and stays on while any socket asks
+    (the server's does), so this waits on the kernel's own evidence: a datagram sent to a
+    socket of ours bears a stamp older than a clock reading taken after it was sent and
+    before it was read (stamped on reading, it would bear a later one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.setblocking(False)
+        for _ in range(_STAMP_TRIES):
+            sock.sendto(b"stamp?", sock.getsockname())  # loopback: queued when this returns
+            between = time.time()
+            while True:  # a softirq the kernel deferred delivers it a moment later
+                try:
+                    _, ancillary, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(16))
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack_from("@qq", value)
+                    if sec + nsec * 1e-9 < between:
+                        return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the kernel never stamped a datagram on arrival")
+    finally:
+        sock.close()
 
 
 class UdpPeer(asyncio.DatagramProtocol):

@@ -34,7 +34,7 @@ from signaling.overload import (
     starts_new_work,
 )
 from tests.peers.sipua import UdpUA, confirmed_call, invited
-from tests.signaling.inproc import UdpPeer, running_server
+from tests.signaling.inproc import UdpPeer, arrivals_stamped, running_server
 from tests.signaling.test_sipcore import _req
 
 
@@ -227,6 +227,9 @@ async def test_in_dialog_requests_are_never_shed_even_late_from_the_kernel() -> 
         peer = await UdpPeer.open()
         try:
             leg = await confirmed_call(caller, callee)
+            # Else, on a busy machine, all three could be read as fresh (see there): the
+            # REGISTER answered and the made-up BYE forwarded to bob.
+            await arrivals_stamped()
             srv.udp.pause_reading()  # the server falls behind: all three wait in the kernel
             peer.send(_req("REGISTER", "sip:127.0.0.1", peer.port, branch="z9hG4bKlate",
                            call_id="late-reg", extra="Contact: <sip:a@10.0.0.1>"), port)
@@ -266,6 +269,7 @@ async def test_a_late_invite_is_refused_at_the_onset_while_a_register_alike_is_s
         port = srv.udp_address[1]
         caller, phone = await UdpPeer.open(), await UdpPeer.open()
         try:
+            await arrivals_stamped()  # else the INVITE could be read as fresh (see there)
             srv.udp.pause_reading()
             caller.send(_req("INVITE", "sip:bob@127.0.0.1", caller.port, branch="z9hG4bKli",
                              call_id="late-invite"), port)

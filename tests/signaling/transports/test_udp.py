@@ -11,7 +11,7 @@ import pytest
 
 from signaling.overload import Overload
 from signaling.transports.udp import _size_buffers
-from tests.signaling.inproc import UdpPeer, running_server
+from tests.signaling.inproc import UdpPeer, arrivals_stamped, running_server
 
 
 def test_buffers_are_sized_to_what_the_kernel_grants() -> None:
@@ -43,6 +43,7 @@ async def test_requests_that_queued_too_long_in_the_kernel_are_dropped_and_count
         assert srv.udp is not None and srv.udp_address is not None
         port = srv.udp_address[1]
         peer = await UdpPeer.open()
+        await arrivals_stamped()  # else they could be read as fresh (see there)
         srv.udp.pause_reading()  # the server falls behind: datagrams wait in the kernel
         for i in range(3):
             peer.send(_req("REGISTER", "sip:example.com", peer.port, branch=f"z9hG4bKq{i}",
