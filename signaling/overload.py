@@ -259,6 +259,11 @@ class Overload:
                                to_tag.encode()))
         return self.retry_tail()
 
+    @property
+    def remembered(self) -> int:
+        """503s remembered for their ACKs now (at most ``2 * REFUSED_MEMORY``)."""
+        return len(self._refused) + len(self._refused_old)
+
     def _refusing(self) -> bool:
         """Whether a 503 is still remembered for its ACK."""
         if not (self._refused or self._refused_old):

@@ -34,12 +34,17 @@ from signaling.sipcore import Peer
 if TYPE_CHECKING:  # imported by the server only when tracing is on (OpenTelemetry is heavy)
     from signaling.tracing import Tracing
 
-__all__ = ["DIALOG_LINGER", "DialogKeeper"]
+__all__ = ["DIALOG_LINGER", "LINGER_T1", "DialogKeeper"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a terminated dialog is kept to absorb late retransmissions (64*T1, §17.1.1.2).
-DIALOG_LINGER = 32.0
+#: A terminated dialog is kept this many T1 to absorb late retransmissions: 64*T1, Timer B
+#: and F (§17.1.1.2, §17.1.2.2), the longest its requests and answers are retransmitted.
+#: In T1, not seconds: with a T1 configured shorter, a storm's failed calls lingered 32 s all
+#: the same, long after their last retransmission could come (issue 13: nothing left behind).
+LINGER_T1 = 64
+#: Seconds a terminated dialog is kept at the default T1 (0.5 s).
+DIALOG_LINGER = LINGER_T1 * 0.5
 
 #: In-dialog requests that move a dialog's state (§15 BYE, §14 re-INVITE as a target refresh).
 _REQUEST_INPUT = {"BYE": DialogInput.BYE, "INVITE": DialogInput.TARGET_REFRESH}
@@ -53,6 +58,8 @@ class DialogKeeper:
                  on_ended: Callable[[ProxyDialog], None] | None = None) -> None:
         self.cfg = cfg
         self.table = DialogTable(cfg.max_dialogs)
+        #: Seconds a terminated dialog is kept (``LINGER_T1``).
+        self.linger = LINGER_T1 * cfg.t1
         self.now = now
         self.events = events
         #: None when tracing is off: every use is behind ``if self.tracer``.
@@ -61,7 +68,7 @@ class DialogKeeper:
         self.on_ended = on_ended
         #: Dialog state goes to the registry only when others can read it (not in-process).
         self.shared = SharedDialogs(registry, cfg.registry != "memory",
-                                    cfg.max_dialog_duration + DIALOG_LINGER, events)
+                                    cfg.max_dialog_duration + self.linger, events)
         metrics.callback_gauge("dialogs", "Dialogs by state", ["state"],
                                lambda: {(k,): float(v)
                                         for k, v in self.table.counts_by_state().items()})
@@ -171,8 +178,8 @@ class DialogKeeper:
         dialog.ended_at = time.time()
         if self.tracer is not None:
             self.tracer.call_ended(dialog.id, dialog.ended_by, dialog.final_status)
-        # Kept a while so late retransmissions still find it (DIALOG_LINGER), then removed.
-        dialog.deadline = self.now() + DIALOG_LINGER
+        # Kept a while so late retransmissions still find it (``linger``), then removed.
+        dialog.deadline = self.now() + self.linger
         self.table.schedule(dialog)
         if self.on_ended is not None:
             try:

@@ -89,6 +89,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 __all__ = [
+    "OVERFLOW_SLOTS",
     "RETRY_STRETCH_MOST",
     "AdmissionConfig",
     "AdmissionControl",
@@ -157,7 +158,7 @@ class AdmissionConfig:
 
 #: Sources beyond ``max_sources`` share this many overflow slots (by hash), so the table is
 #: bounded while a spray of addresses still gets per-slot accounting.
-_OVERFLOW_SLOTS = 64
+OVERFLOW_SLOTS = 64
 _INCREASE = 1.05
 #: Growth per interval while refusing with idle queues (sojourn under _IDLE of the target).
 _SLOW_START = 2.0
@@ -586,7 +587,7 @@ class AdmissionControl:
     def _slot(self, source: Hashable) -> Hashable:
         if source in self._counts or len(self._counts) < self.cfg.max_sources:
             return source
-        return ("overflow", hash(source) % _OVERFLOW_SLOTS)
+        return ("overflow", hash(source) % OVERFLOW_SLOTS)
 
     def receive_gate(self, answer_late: bool) -> float:
         """Seconds in the kernel past which a new request is late (``decide``): for those

@@ -12,7 +12,7 @@ from protocols.sip.parser import parse_message
 from signaling.config import load_config
 from signaling.dialogs import DialogInput, DialogState, ProxyDialog
 from signaling.metrics import Metrics
-from signaling.proxy_dialogs import DIALOG_LINGER, DialogKeeper
+from signaling.proxy_dialogs import DIALOG_LINGER, LINGER_T1, DialogKeeper
 from signaling.registry.memory import MemoryRegistry
 from signaling.transports.base import Peer
 
@@ -90,6 +90,16 @@ def test_the_2xx_confirms_the_dialog_and_sets_the_maximum_duration() -> None:
     assert dialog.deadline == 100.0 + 3600 and dialog.early_tags is None
     assert keeper.find(_request("BYE", to_tag="b", seq=2)) is dialog
     assert not ended
+
+
+def test_an_ended_dialog_lingers_64_t1_of_the_configured_t1() -> None:
+    """Kept for Timer B/F (64*T1, §17.1.1.2) of the T1 configured, not 32 s whatever T1 is:
+    with a short T1 a storm's failed calls lingered long after their last retransmission."""
+    for t1 in (0.02, 0.5, 1.0):
+        keeper, _, _ = _keeper(t1=t1)
+        dialog = _answered(keeper)
+        keeper.request(dialog, _request("BYE", "b", 5, from_callee=True))
+        assert dialog.deadline == 100.0 + LINGER_T1 * t1 == 100.0 + 64 * t1
 
 
 def test_in_dialog_requests_go_to_the_other_side() -> None:
