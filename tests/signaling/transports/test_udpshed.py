@@ -546,6 +546,44 @@ async def test_a_storm_of_invites_puts_no_filter_on() -> None:
         flood.close()
 
 
+async def test_after_a_storm_of_invites_the_filter_stays_off_while_calls_go_on() -> None:
+    """Once a storm of INVITEs ends, the limit is still under its cap for a while and nothing
+    is refused: a tick that refuses nothing is no REGISTER storm, so the filter stays off
+    (it came on at 0.79, then 0.95, and stayed there while the calls went on: bench_recovery,
+    calls at 0.5x after 10x).  Ticks counted, not seconds: a slow machine runs them later."""
+    async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0") as srv:
+        assert srv.udp is not None and srv.udp_address is not None and srv.udp.shed is not None
+        port = srv.udp_address[1]
+        control = srv.core.overload.control
+        flood = await UdpPeer.open("127.0.0.2")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        i = 0
+        while (now := loop.time()) < start + 2.0:
+            control.rate = 200.0  # as if the control law had cut it
+            while i < int((now - start) * 4000):
+                flood.send(_req("INVITE", "sip:nobody@example.com", flood.port,
+                                branch=f"z9hG4bKi{i}", call_id=f"invite-{i}"), port)
+                i += 1
+            await asyncio.sleep(0.01)
+        assert srv.core.overload.c_rejected.get("excess", "INVITE") > 1000
+        # The storm is over; the limit stays cut (as the control law leaves it a while), the
+        # calls go on: in-dialog work, read and never refused.
+        refused = sum(srv.core.overload.c_rejected.values.values())
+        ticks, ticked = 0, srv.udp._ticked_at
+        while ticks < 30:
+            control.rate = 200.0
+            flood.send(_req("BYE", "sip:nobody@example.com", flood.port, branch=f"z9hG4bKb{i}",
+                            call_id=f"invite-{i}", to_tag="t1"), port)
+            i += 1
+            await asyncio.sleep(0.01)
+            if srv.udp._ticked_at != ticked:
+                ticks, ticked = ticks + 1, srv.udp._ticked_at
+            assert srv.udp.shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
+        assert sum(srv.core.overload.c_rejected.values.values()) - refused < 30
+        flood.close()
+
+
 async def test_a_server_that_stops_reading_takes_its_filter_off() -> None:
     """A worker leaving (reload, shutdown) or waiting for its predecessor does not read the
     slot's listening socket: its filter comes off and it revises none until it reads again
