@@ -91,6 +91,8 @@ class Second:
     rejected: float | None = None
     dropped: float | None = None
     cpu: float = 0.0
+    limit: float | None = None  # ours: the admission limit at the second's end
+    shed: float | None = None  # ours: the kernel filter's share at the second's end
 
 
 def _memory(pid: int) -> tuple[int, int]:
@@ -356,6 +358,8 @@ def run(system: str, kind: str, capacity: float, a: argparse.Namespace,
             sec.cpu = (s1.cpu - s0.cpu) / (s1.t - s0.t)
             if admin is not None:
                 sec.rejected, sec.dropped = s1.rejected - s0.rejected, s1.dropped - s0.dropped
+                sec.limit = s1.gauges.get("sip_admission_limit")
+                sec.shed = s1.gauges.get("sip_overload_kernel_shed_share")
         seconds.append(sec)
     base = sorted(r for t in range(min(n, int(a.baseline))) for r in by_second[t])
     base_p99 = base[min(len(base) - 1, int(0.99 * len(base)))] if base else 0.0
@@ -376,13 +380,14 @@ def report(r: Run, a: argparse.Namespace) -> list[str]:
            f"bench_overload's cap {bo.MAX_OFFER[r.kind]}/s) for {a.storm:g} s"
            + (f"; {r.warm}" if r.warm else "")]
     out.append(f"{'t':>4s} {'phase':8s} {'offered':>8s} {'goodput':>8s} {'P50ms':>7s} "
-               f"{'P99ms':>8s} {'503s':>7s} {'drops':>7s} {'cpu':>6s}")
+               f"{'P99ms':>8s} {'503s':>7s} {'drops':>7s} {'cpu':>6s} {'limit':>7s} {'shed':>5s}")
     for s in r.seconds:
         def opt(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.0f}"
         out.append(f"{s.t:4d} {s.phase:8s} {s.offered:8.0f} {s.good:8d} {s.p50:7.1f} "
                    f"{s.p99:8.1f} {opt(s.rejected):>7s} {opt(s.dropped):>7s} "
-                   f"{100 * s.cpu:5.1f}%")
+                   f"{100 * s.cpu:5.1f}% {opt(s.limit):>7s} "
+                   + ("  n/a" if s.shed is None else f"{s.shed:5.2f}"))
     cycle = a.storm + a.after
     limit = max(a.p99_factor * r.baseline_p99, r.baseline_p99 + 5.0)
     out.append(f"baseline P99 {r.baseline_p99:.1f} ms; back to normal = P99 <= {limit:.1f} ms "
