@@ -239,6 +239,16 @@ class Overload:
         if refused:
             self.control.refused_apart(refused)
 
+    def band(self, answered: int, dropped: int) -> None:
+        """Count the REGISTERs the drain refused for the kernel shed's band
+        (``udpshed.KernelShed.band``: after the filter's share came down, the retransmissions
+        of the transactions it dropped): 503s, and drops once the 503 budget is spent.  Not
+        refusals for want of capacity: admission control does not count them."""
+        if answered:
+            self.c_rejected.inc("shed_band", "REGISTER", amount=answered)
+        if dropped:
+            self.c_dropped.inc("shed_band", "REGISTER", amount=dropped)
+
     def _reason(self, waited: float, method: str) -> str:
         # The gate ``decide`` applied: past a storm's onset an INVITE that waited 0.1-0.25 s
         # and was refused was refused by the limit, not as late.

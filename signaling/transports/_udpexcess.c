@@ -21,6 +21,9 @@
  *   admission gate (signaling/overload.py: a 503 by the full path costs about what serving a
  *   REGISTER does) and come back retransmitted, to be served after its client's T1: here the
  *   503 costs a few µs and ends the transaction (see ``late`` in ``drain``);
+ *   a REGISTER in the band the kernel shed dropped (``band``: for a few seconds after its
+ *   share came down, see ``_udpband.c`` and udpshed.py) is refused so too, whatever the pace:
+ *   served, the retransmission of a dropped transaction was answered seconds late;
  *   one with an ``oc`` Via parameter always goes the Python way (RFC 7339: the report is
  *   written into that Via), as does the retransmission of a new request this drain let
  *   through (a bounded memory of their Call-ID and CSeq), which the transaction absorbs (a
@@ -61,6 +64,8 @@
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_udpband.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -544,6 +549,8 @@ enum {
     C_DROPPED_RETRANSMISSION, C_DROPPED_OURS, C_DROPPED_OTHER,
     C_LATE, /* of the answered and dropped new requests, those refused for waiting past late */
     C_ADMITTED, /* of the datagrams let through, the admitted work (not charged to the pace) */
+    C_BAND_ANSWERED, /* REGISTERs in the band the kernel shed dropped: answered 503 ... */
+    C_BAND_DROPPED,  /* ... or dropped, the 503 budget spent (apart from the counts above) */
     C_COUNT
 };
 
@@ -551,10 +558,10 @@ static PyObject *
 drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 9 || !PyList_Check(args[7]) || !PyBytes_Check(args[6])) {
+    if (nargs != 11 || !PyList_Check(args[7]) || !PyBytes_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError,
                         "drain(fd, passes, answers, most, retry_low, retry_high, extra: bytes, "
-                        "passed: list, late: float)");
+                        "passed: list, late: float, salt: int, band: int)");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
@@ -564,6 +571,10 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long retry_lo = PyLong_AsLong(args[4]);
     long retry_hi = PyLong_AsLong(args[5]);
     double late = PyFloat_AsDouble(args[8]);
+    /* The kernel shed's salt and the band it dropped (hashes under ``band``; 0: none): a
+     * new REGISTER in it is refused, never let through (``_udpband.c``). */
+    uint32_t salt = (uint32_t)PyLong_AsUnsignedLongMask(args[9]);
+    unsigned long long band = PyLong_AsUnsignedLongLong(args[10]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -615,14 +626,18 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             } else if (sc.kind == K_NEW && !sc.oc) {
                 uint64_t k = remembered_key(&sc);
                 uint64_t *slot = &memory[k & ((1 << MEMORY_BITS) - 1)];
+                /* In the band: the next retransmission of a transaction the kernel shed
+                 * dropped (or a new one that hashes alike): a 503, whatever the pace. */
+                int in_band = band > 0 && sc.method == M_REGISTER &&
+                              udpband_hash(s, n, salt) < band;
                 if (*slot == k) {
                     pass = passes > 0;
                     counts[C_DROPPED_RETRANSMISSION] += !pass;
-                } else if (passes > 0 && waited <= late) {
+                } else if (passes > 0 && waited <= late && !in_band) {
                     pass = 1;
                     *slot = k;
                 } else {
-                    counts[C_LATE] += waited > late;
+                    counts[C_LATE] += waited > late && !in_band;
                     char ip[INET6_ADDRSTRLEN];
                     int port = 0;
                     Py_ssize_t len = 0;
@@ -647,11 +662,12 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         sends[nsend].msg_hdr.msg_name = &names[i];
                         sends[nsend].msg_hdr.msg_namelen = msgs[i].msg_hdr.msg_namelen;
                         nsend++;
-                        counts[sc.method == M_INVITE     ? C_ANSWERED_INVITE
+                        counts[in_band                   ? C_BAND_ANSWERED
+                               : sc.method == M_INVITE   ? C_ANSWERED_INVITE
                                : sc.method == M_REGISTER ? C_ANSWERED_REGISTER
                                                          : C_ANSWERED_OTHER]++;
                     } else {
-                        counts[C_DROPPED_NEW]++;
+                        counts[in_band ? C_BAND_DROPPED : C_DROPPED_NEW]++;
                     }
                 }
             } else {

@@ -56,9 +56,9 @@ from signaling.worker import inherited_socket
 
 #: ``_udpexcess.drain`` (see ``_udpexcess.c``); None when built without a C compiler: the
 #: excess is then left to the kernel's tail drop.
-excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float],
+excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float, int, int],
                        tuple[int, int, float, int | None, int, int, int, int, int, int, int,
-                             int, int]] | None
+                             int, int, int, int]] | None
 #: ``_udpexcess.receive``: the ordinary read in C (recvmmsg); None without the C extension,
 #: and the socket is then read with ``recvmsg`` in Python, as before.
 _receive: Callable[[int, int, list[Any]],
@@ -237,6 +237,11 @@ class UdpTransport:
         assert pace is not None
         control = self.core.overload.control
         if control.rate >= control.cfg.max_rate:
+            if self.shed is not None and self.shed.band and self._excess is not None:
+                # The storm's dropped transactions are still retransmitting: the drain
+                # refuses those in the band (``udpshed.KernelShed.band``), lets the rest in.
+                self._drain(sock, peers, stats, EXCESS_PASS_MOST + 1)
+                return
             # The configured cap binds, not the CPU: the server has the time to read and
             # screen all (per source, as fairness needs), so it does.
             self._read(sock, tag, peers, stats, READ_BATCH)
@@ -326,11 +331,22 @@ class UdpTransport:
                         else (READ_BATCH, READ_BATCH))
         # ``admitted``: of ``passed``, responses and in-dialog requests, let through whatever
         # the pace and not charged to it (issue 13: admitted work first; ``_udpexcess.c``).
+        # ``band``: the REGISTERs the kernel shed dropped until its share came down, refused
+        # (``KernelShed.band``; 0: none).
+        shed = self.shed
+        salt, band = (shed.salt, shed.band) if shed is not None else (0, 0)
         (read, payload, max_wait, overflow, invite, register, other, dropped_new,
-         dropped_retransmissions, dropped_of_503, dropped_other, late, admitted) = excess(
+         dropped_retransmissions, dropped_of_503, dropped_other, late, admitted,
+         band_answered, band_dropped) = excess(
             sock.fileno(), passes, int(self._answer_tokens), most, low, high,
-            self._answer_extra, passed, core.cfg.max_receive_delay)
-        self._answer_tokens -= invite + register + other
+            self._answer_extra, passed, core.cfg.max_receive_delay, salt, band)
+        self._answer_tokens -= invite + register + other + band_answered
+        if band_answered or band_dropped:
+            assert shed is not None
+            shed.refused_in_band(band_answered, band_dropped)
+            core.overload.band(band_answered, band_dropped)
+            core.c_req_in.inc("REGISTER", "udp", amount=band_answered + band_dropped)
+            core.c_resp_out.inc("REGISTER", "5xx", "udp", amount=band_answered)
         stats.read += read
         stats.payload += payload
         if max_wait > stats.max_wait:

@@ -103,7 +103,8 @@ import statistics
 import struct
 from collections.abc import Iterable
 
-__all__ = ["HEADROOM", "HOLD", "MOST", "REFUSING", "STARVING", "SUSTAIN", "WORDS", "KernelShed",
+__all__ = ["BAND_QUIET", "HEADROOM", "HOLD", "MOST", "REFUSING", "STARVING", "SUSTAIN", "WORDS",
+           "KernelShed",
            "held_share", "next_share", "program", "transaction_hash"]
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,13 @@ SUSTAIN = 30
 #: refused) read as starving and was lowered (SIPp at 10x: 0.863 to 0.784 while ~6,200/s got
 #: through against 5,862/s taken).
 STARVING = 0.75
+#: Seconds the drain refuses the band a share dropped, after the share came down (``band``),
+#: and after the last REGISTER of the band it had to drop unanswered (its 503 budget spent):
+#: T2 (4 s, RFC 3261 §17.1.2.2: the longest a non-INVITE client waits between two sends) and
+#: 2 s for a late sender and the ticks, so that every transaction dropped and still alive has
+#: sent a retransmission into the band and had its 503.  Past that, what hashes into the band
+#: is new (the cost: those get a 503, see the module docstring).
+BAND_QUIET = 6.0
 #: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
 #: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
@@ -348,6 +356,13 @@ class KernelShed:
         #: shortens it).
         self.hold = HOLD
         self._starved = 0
+        #: The share whose band the drain refuses (``band``), from when (the share came
+        #: down), and the last tick it dropped one of that band unanswered.
+        self.band_share = 0.0
+        self._band_from = self._band_missed = float("-inf")
+        self._now = 0.0
+        #: ``BAND_QUIET`` (a test shortens it).
+        self.band_quiet = BAND_QUIET
         #: Whether this process revises the socket's filter (see the module docstring).
         self.owned = False
         #: Drawn once, never rotated (see the module docstring).
@@ -368,6 +383,41 @@ class KernelShed:
             self._detach()
         self.owned = False
 
+    @property
+    def band(self) -> int:
+        """Hashes under this (0: none) are refused by the drain (``_udpexcess.c``, the same
+        hash as the program's, ``_udpband.c``): the REGISTERs in a band the filter dropped
+        until its share came down, for ``BAND_QUIET`` seconds after that.  Each such
+        transaction still alive sends its next retransmission into the band within T2 and
+        gets a stateless 503 with Retry-After (a few µs), where served it was answered 7.5 to
+        31.5 s after its first send: a full REGISTER's work for an answer its client had
+        stopped counting on (bench_overload, the injector at 2x-10x, P99 7.5-31.6 s)."""
+        if self.band_share <= self.share:
+            return 0
+        return threshold(self.band_share)
+
+    def refused_in_band(self, answered: int, dropped: int) -> None:
+        """The drain refused ``answered`` REGISTERs of the band with a 503 and dropped
+        ``dropped`` more (its 503 budget spent): those retransmit into the band again, which
+        is then refused ``BAND_QUIET`` longer."""
+        if dropped:
+            self._band_missed = self._now
+
+    def _lowered(self, old: float, now: float) -> None:
+        """The share came down from ``old``: its band is refused by the drain from now."""
+        self.band_share = max(self.band_share, old)
+        self._band_from = now
+
+    def _revise_band(self, now: float) -> None:
+        """The band ends once ``BAND_QUIET`` passed since the share came down and since the
+        last REGISTER of it dropped unanswered, or at Timer F after the share came down (every
+        transaction it dropped has given up), or when the share in force covers it."""
+        if not self.band_share:
+            return
+        quiet = now - max(self._band_from, self._band_missed) >= self.band_quiet
+        if quiet or now - self._band_from >= HOLD or self.band_share <= self.share:
+            self.band_share = 0.0
+
     def revise(self, read_rate: float, served: float, binding: bool,
                heavy: Iterable[str], refused: float = 0.0, now: float = 0.0) -> None:
         """Every tick: ``read_rate``, datagrams per second the socket delivered under the
@@ -375,6 +425,8 @@ class KernelShed:
         the admission limit binds; ``refused``, the share of new requests the server refused
         lately (``AdmissionControl.refused_share``); ``now``, the loop's clock.  The share is
         raised as soon as more arrives, lowered only as ``held_share`` allows."""
+        self._now = now
+        self._revise_band(now)
         self._served.append(served)
         self._held.append(statistics.median(self._served))
         #: The most the server served in a tick (each the median of three) over the last
@@ -407,6 +459,7 @@ class KernelShed:
         sources = tuple(sorted(named))[:MAX_SOURCES]
         if share == 0.0:
             if self.share:
+                self._lowered(self.share, now)
                 self._detach()
             return
         if share == self.share and sources == self.sources:
@@ -414,7 +467,10 @@ class KernelShed:
         if share < self.share:
             self._starved = 0
         if self._attach(program(share, sources, self.salt)):
+            if share < self.share:
+                self._lowered(self.share, now)
             self.share, self.sources = share, sources
+            self._revise_band(now)
 
     def _attach(self, insns: list[bytes]) -> bool:
         code = b"".join(insns)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -18,15 +19,16 @@ from benchmarks.sip_samples import INVITE_SDP, OK_200, REGISTER
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
 from signaling.transports import _udpexcess as excess
+from signaling.transports.udpshed import WORDS, transaction_hash
 from tests.sanitizers import build_sanitized, run_sanitized
 
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 #: (read, payload, max_wait, overflow, answered INVITE/REGISTER/other, dropped new,
-#: dropped retransmissions, dropped of-503, dropped other, late, admitted): the indexes of
-#: ``drain``'s result.
+#: dropped retransmissions, dropped of-503, dropped other, late, admitted, REGISTERs of the
+#: kernel shed's band answered, dropped): the indexes of ``drain``'s result.
 ANSWERED_INVITE, ANSWERED_REGISTER, DROPPED_NEW, DROPPED_RETRANSMISSION = 4, 5, 7, 8
-DROPPED_OF_503, DROPPED_OTHER, LATE, ADMITTED = 9, 10, 11, 12
+DROPPED_OF_503, DROPPED_OTHER, LATE, ADMITTED, BAND_ANSWERED, BAND_DROPPED = range(9, 15)
 #: What one drain lets through of admitted work before it stops reading (``HOLD_MOST``).
 HOLD_MOST = 256
 
@@ -63,14 +65,15 @@ def _send(server: socket.socket, client: socket.socket, *datagrams: bytes) -> No
 
 
 Passed = list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int], float]]
-Counts = tuple[int, int, float, int | None, int, int, int, int, int, int, int, int, int]
+Counts = tuple[int, int, float, int | None, int, int, int, int, int, int, int, int, int, int,
+               int]
 
 
-def _drain(server: socket.socket, passes: int, answers: int = 1000, late: float = 60.0
-           ) -> tuple[Counts, Passed]:
+def _drain(server: socket.socket, passes: int, answers: int = 1000, late: float = 60.0,
+           salt: int = 0, band: int = 0) -> tuple[Counts, Passed]:
     passed: Passed = []
     result = excess.drain(server.fileno(), passes, answers, 1024, 2, 7,
-                          b"\r\nServer: test", passed, late)
+                          b"\r\nServer: test", passed, late, salt, band)
     return result, passed
 
 
@@ -259,6 +262,65 @@ def test_receive_reads_the_queue_in_order_with_addresses_and_waits(
     assert [g[0] for g in got] == [*sent[66:], b"\r\n\r\n"]
 
 
+def test_the_band_a_kernel_shed_dropped_is_refused_whatever_the_pace(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    """After the kernel shed's share came down (``udpshed.KernelShed.band``), a REGISTER whose
+    transaction hash is in the band it dropped gets a 503, with the pace open: it is the next
+    retransmission of a transaction dropped in the storm, which served would be answered
+    seconds late.  Out of the band, and what is not a REGISTER, passes; so does the
+    retransmission of a REGISTER let through before (its transaction has it)."""
+    server, client = pair
+    salt, share = 0x5EED_0013, 0.5
+    band = int(share * 2**32)
+    before = _request(server, client, 999)
+    _send(server, client, before)
+    assert len(_drain(server, passes=10)[1]) == 1
+    registers = [_request(server, client, i) for i in range(100)]  # the queue holds them
+    invites = [_request(server, client, i, "INVITE") for i in range(10)]
+    _send(server, client, *registers, *invites, before)
+    result, passed = _drain(server, passes=1000, salt=salt, band=band)
+    inside = [r for r in registers if transaction_hash(r, salt) < band]
+    assert 20 < len(inside) < 80  # Binomial(100, 0.5): sd 5
+    assert [p[0] for p in passed] == [r for r in registers if r not in inside] + invites + [
+        before]
+    assert result[BAND_ANSWERED] == len(inside) and result[BAND_DROPPED] == 0
+    assert result[ANSWERED_REGISTER] == result[DROPPED_NEW] == result[LATE] == 0
+    answers = _answers(client, len(inside))
+    assert sorted(a.call_id for a in answers) == sorted(
+        str(parse_message(r).call_id) for r in inside)
+    assert all(a.status == 503 and a.header("Retry-After") is not None for a in answers)
+    # the 503 budget spent: the rest of the band is dropped, counted apart
+    _send(server, client, *inside[:10])
+    result, passed = _drain(server, passes=1000, answers=4, salt=salt, band=band)
+    assert not passed and result[BAND_ANSWERED] == 4 and result[BAND_DROPPED] == 6
+    # no band: all pass
+    _send(server, client, *inside[:10])
+    assert len(_drain(server, passes=1000, salt=salt)[1]) == 10
+
+
+def test_the_drain_hashes_as_the_kernel_shed_does(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    """The band is the kernel program's (``transaction_hash``, its Python reference): the
+    drain's verdicts for REGISTERs of every length (ending within a word, longer than the
+    words hashed) are those of the reference against the band."""
+    server, client = pair
+    rnd = random.Random(13)
+    salt = rnd.getrandbits(32)
+    band = int(0.6 * 2**32)
+    sent = []
+    for i in range(300):
+        pad = "".join(rnd.choice("abcdefgh0123;=") for _ in range(rnd.choice(
+            [0, 1, 2, 3, 50, 200, 4 * WORDS, 1200])))
+        sent.append(_request(server, client, i).replace(
+            b"Content-Length", f"X-Pad: {pad}\r\nContent-Length".encode()))
+    for i in range(0, len(sent), 50):
+        _send(server, client, *sent[i:i + 50])
+        _, passed = _drain(server, passes=1000, salt=salt, band=band)
+        expected = [d for d in sent[i:i + 50] if transaction_hash(d, salt) >= band]
+        assert [p[0] for p in passed] == expected
+        _answers(client, 50 - len(expected))
+
+
 def test_the_refusal_tag_is_stable_per_call_id() -> None:
     """§8.2.6.2: a retransmission gets the same tag, another request another."""
     assert excess.refusal_tag(b"a") == excess.refusal_tag(b"a")
@@ -291,8 +353,9 @@ for _ in range(rounds):
         client.sendto(mutated(rnd, seeds), server.getsockname())
     let_through = []
     result = _udpexcess.drain(server.fileno(), rnd.randint(0, 5), rnd.randint(0, 40), 1024,
-                              2, 7, b"\r\nServer: test", let_through, rnd.choice((0.0, 60.0)))
-    answered += sum(result[4:7])
+                              2, 7, b"\r\nServer: test", let_through, rnd.choice((0.0, 60.0)),
+                              rnd.getrandbits(32), rnd.choice((0, 1 << 31, (1 << 32) - 1)))
+    answered += sum(result[4:7]) + result[13]
     passed += len(let_through)
     for _ in range(rnd.randint(0, 40)):
         client.sendto(mutated(rnd, seeds), server.getsockname())
@@ -315,7 +378,8 @@ def test_no_memory_error_under_address_sanitizer(
     out-of-bounds access or undefined behaviour on what a peer sends aborts the run."""
     server, client = pair
     repo = Path(__file__).resolve().parents[3]
-    build_sanitized([repo / "signaling/transports/_udpexcess.c"], tmp_path / "_udpexcess")
+    build_sanitized([repo / "signaling/transports/_udpexcess.c",
+                     repo / "signaling/transports/_udpband.c"], tmp_path / "_udpexcess")
     refused = ";tag=" + excess.refusal_tag(b"c1@test")
     seeds = [REGISTER, INVITE_SDP, OK_200,
              *(_request(server, client, 1, method) for method in ("REGISTER", "INVITE")),

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from signaling.transports.udpshed import (
+    BAND_QUIET,
     HIGH,
     HOLD,
     LOW,
@@ -26,6 +27,7 @@ from signaling.transports.udpshed import (
     held_share,
     next_share,
     program,
+    threshold,
     transaction_hash,
 )
 from tests.signaling.inproc import UdpPeer, running_server
@@ -330,6 +332,65 @@ def test_when_the_storm_ends_the_filter_comes_off_within_seconds() -> None:
     s.close()
 
 
+def test_the_band_a_share_dropped_is_refused_for_a_while_after_it_comes_down() -> None:
+    """When the share comes down (the storm ended, or eased), the transactions it dropped are
+    still retransmitting: for ``BAND_QUIET`` after that (T2 and a margin: each sends into the
+    band within T2), and as long again after one of them could not be answered (the 503
+    budget spent), the drain refuses the band (``band``: the hash's threshold, as the
+    program's); never past Timer F after the share came down.  While the share covers it,
+    the kernel drops it and the drain has nothing to refuse."""
+    r = _receiver()
+    shed, now = _in_a_storm(r, 2.0)
+    assert shed.share == pytest.approx(0.85) and shed.band == 0
+    while shed.share:  # the storm over: little arrives, the filter comes off
+        now += 0.1
+        shed.revise(100.0 * (1 - shed.share), 15.0, False, (), 0.0, now)
+    off = now
+    assert shed.band == threshold(0.85)
+    while now < off + BAND_QUIET - 0.15:
+        now += 0.1
+        shed.revise(100.0, 15.0, False, (), 0.0, now)
+        assert shed.band == threshold(0.85), now - off
+    shed.refused_in_band(40, 3)  # three retransmissions dropped unanswered: they come back
+    missed = now
+    while now < missed + BAND_QUIET - 0.15:
+        now += 0.1
+        shed.revise(100.0, 15.0, False, (), 0.0, now)
+        assert shed.band == threshold(0.85), now - missed
+    now += 0.2
+    shed.revise(100.0, 15.0, False, (), 0.0, now)
+    assert shed.band == 0 and shed.share == 0.0
+    # answered or not, never past Timer F after the share came down
+    shed, now = _in_a_storm(r, 2.0)
+    while shed.share:
+        now += 0.1
+        shed.revise(100.0 * (1 - shed.share), 15.0, False, (), 0.0, now)
+    assert shed.band == threshold(0.85)
+    for _ in range(int(HOLD / 0.1) + 1):
+        now += 0.1
+        shed.refused_in_band(0, 100)
+        shed.revise(100.0, 15.0, False, (), 0.0, now)
+    assert shed.band == 0
+    r.close()
+
+
+def test_a_share_lowered_within_a_storm_leaves_its_band_to_the_drain() -> None:
+    """The storm eases from 10x to 2x and the share is lowered: the band between the two
+    shares, dropped until then, is refused by the drain (the kernel drops what is under the
+    new share); raised again over it, the kernel covers it and the drain refuses none."""
+    r = _receiver()
+    shed, now = _in_a_storm(r, 2.0)
+    while shed.share == pytest.approx(0.85):
+        now += 0.1
+        shed.revise(2_000.0 * (1 - shed.share), 300.0, True, (), 0.0, now)
+    assert shed.share < 0.5 and shed.band == threshold(0.85)
+    for _ in range(3):  # 10x again: raised at once, over the band
+        now += 0.1
+        shed.revise(20_000.0 * (1 - shed.share), 1_000.0, True, (), 0.4, now)
+    assert shed.share > 0.85 and shed.band == 0
+    r.close()
+
+
 def test_a_filter_that_starves_the_server_is_lowered_after_a_while() -> None:
     """The storm eases from 10x to 2x: at the 10x share what gets through is under what the
     server took, and it refuses nothing.  The share is lowered, but only after ``SUSTAIN``
@@ -498,6 +559,7 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
                             call_id=f"light-{i}", extra="Contact: <sip:l@10.0.0.3>"), port)
             await asyncio.sleep(0.01)
         assert srv.udp.shed.share > 0.5, srv.udp.shed.share
+        shared = srv.udp.shed.share
         assert srv.udp.shed.sources == ("127.0.0.2",)
         assert srv.core.overload.kernel_shed == srv.udp.shed.share
         assert srv.core.overload.c_dropped.get("kernel_shed", "unknown") > 1000
@@ -513,10 +575,35 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
                 break
             await asyncio.sleep(0.05)
         assert srv.udp.shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
-        # and the REGISTERs the filter dropped are read again
-        flood.send(_req("REGISTER", "sip:example.com", flood.port, branch="z9hG4bKafter",
-                        call_id="after", extra="Contact: <sip:f@10.0.0.2>"), port)
-        while (final := await flood.final(5.0)).call_id != "after":
+        # the band it dropped is refused for a while (``KernelShed.band``): a REGISTER in it
+        # (a dropped transaction's retransmission, or a new one alike) gets a 503 at once,
+        # one out of it is served
+        salt, band = srv.udp.shed.salt, srv.udp.shed.band
+        assert band >= threshold(shared)  # the most it dropped (held, never lowered)
+        inside: dict[str, bytes] = {}
+        outside: dict[str, bytes] = {}
+        for i in range(1000):
+            data = _req("REGISTER", "sip:example.com", flood.port, branch=f"z9hG4bKa{i}",
+                        call_id=f"after-{i}", extra="Contact: <sip:f@10.0.0.2>")
+            (inside if transaction_hash(data, salt) < band else outside)[f"after-{i}"] = data
+        for of, status in ((inside, 503), (outside, 200)):
+            call_id, data = next(iter(of.items()))
+            flood.send(data, port)
+            while (final := await flood.final(5.0)).call_id != call_id:
+                pass
+            assert final.status == status, call_id
+        assert srv.core.overload.c_rejected.get("shed_band", "REGISTER") >= 1
+        # and once it ends (``BAND_QUIET``, shortened here) what the filter dropped is
+        # read again and served
+        srv.udp.shed.band_quiet = 0.3
+        for _ in range(100):
+            if srv.udp.shed.band == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert srv.udp.shed.band == 0
+        call_id, data = next(iter(inside.items()))
+        flood.send(data, port)
+        while (final := await flood.final(5.0)).call_id != call_id:
             pass
         assert final.status == 200
         flood.close()
