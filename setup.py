@@ -57,9 +57,10 @@ setup(
         ),
         Extension(
             "signaling.transports._udpexcess",
-            ["signaling/transports/_udpexcess.c", "signaling/transports/_udpband.c"],
-            depends=["signaling/transports/_udpband.h"],
-            # hidden: the files share udpband_hash by name; only PyInit__udpexcess is exported
+            ["signaling/transports/_udpexcess.c", "signaling/transports/_udpband.c",
+             "signaling/transports/_udprecv.c"],
+            depends=["signaling/transports/_udpband.h", "signaling/transports/_udprecv.h"],
+            # hidden: the files share functions by name; only PyInit__udpexcess is exported
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
             optional=os.environ.get("SIGNALING_REQUIRE_SPEEDUPS") != "1",
         ),

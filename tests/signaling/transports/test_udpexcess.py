@@ -378,8 +378,9 @@ def test_no_memory_error_under_address_sanitizer(
     out-of-bounds access or undefined behaviour on what a peer sends aborts the run."""
     server, client = pair
     repo = Path(__file__).resolve().parents[3]
-    build_sanitized([repo / "signaling/transports/_udpexcess.c",
-                     repo / "signaling/transports/_udpband.c"], tmp_path / "_udpexcess")
+    build_sanitized([repo / f"signaling/transports/{name}.c"
+                     for name in ("_udpexcess", "_udpband", "_udprecv")],
+                    tmp_path / "_udpexcess")
     refused = ";tag=" + excess.refusal_tag(b"c1@test")
     seeds = [REGISTER, INVITE_SDP, OK_200,
              *(_request(server, client, 1, method) for method in ("REGISTER", "INVITE")),
