@@ -236,12 +236,10 @@ class UdpTransport:
         pace = self.pace
         assert pace is not None
         control = self.core.overload.control
-        if control.rate >= control.cfg.max_rate:
-            if self.shed is not None and self.shed.band and self._excess is not None:
-                # The storm's dropped transactions are still retransmitting: the drain
-                # refuses those in the band (``udpshed.KernelShed.band``), lets the rest in.
-                self._drain(sock, peers, stats, EXCESS_PASS_MOST + 1)
-                return
+        # After a storm the kernel shed's dropped transactions may still be retransmitting:
+        # the drain refuses those (``udpshed.KernelShed.band``), whatever the limit.
+        band = self.shed is not None and self.shed.band and self._excess is not None
+        if control.rate >= control.cfg.max_rate and not band:
             # The configured cap binds, not the CPU: the server has the time to read and
             # screen all (per source, as fairness needs), so it does.
             self._read(sock, tag, peers, stats, READ_BATCH)

@@ -68,8 +68,21 @@ REGISTER each) and answered after their client's deadline, which cost goodput as
 Why not held for Timer F after the storm ends whatever arrives: the filter then dropped the
 same share of every new REGISTER for 32 s while the server had room again, each such client's
 transaction failing at its Timer F (issue 13: back to normal within seconds once the storm
-ends).  Let off when little arrives, the storm's dropped transactions still retransmitting get
-through and are answered late, but before their Timer F: registered, not failed.
+ends).
+
+When the share comes down (off at the storm's end, or lowered for a starving server), the
+transactions it dropped are still retransmitting, until their Timer F.  Let through, each was
+served at its next retransmission and answered 7.5 to 31.5 s after its first send (a full
+REGISTER's work for an answer its client no longer counted on; bench_overload, the injector
+at 2x-10x: P99 of admitted transactions 7.5-31.6 s).  So for a while after that the excess
+drain (``_udpexcess.c``, the same hash in C: ``_udpband.c``) answers the REGISTERs in the band
+that was dropped with its stateless 503 and a jittered Retry-After (``band``): each such
+transaction still alive sends into the band within T2 (4 s, RFC 3261 §17.1.2.2), gets the
+503 and ends; its client comes back after Retry-After with a new transaction, which hashes
+anew.  The band is refused for ``BAND_QUIET`` (T2 and a margin) after the share came down and
+after the last one of it the drain could not answer (its 503 budget spent), never past Timer
+F.  The cost: a new REGISTER that hashes into the band in those seconds gets a 503 too (its
+client tries again after Retry-After), where it would have been served.
 
 On by default (``--overload-kernel-shed off`` reads all) since it is held.  Before that
 (session 11, a machine 3-4x slower) it gained goodput but put the P99 of admitted
