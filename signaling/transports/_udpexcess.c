@@ -453,6 +453,26 @@ answer(const scan_t *sc, char *dst, const char *ip, int port, int retry, span ex
     return w.n > w.cap ? 0 : w.n;
 }
 
+/* Whether the kernel shed dropped from ``ss``: every source when none is named, else the
+ * IPv4 sources named (``nfrom`` addresses of 4 octets at ``from``, network order). */
+static int
+band_source(const struct sockaddr_storage *ss, const char *from, Py_ssize_t nfrom)
+{
+    if (nfrom == 0) {
+        return 1;
+    }
+    if (ss->ss_family != AF_INET) {
+        return 0;
+    }
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    for (Py_ssize_t j = 0; j < nfrom; j++) {
+        if (memcmp(&a->sin_addr.s_addr, from + 4 * j, 4) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static uint64_t
 remembered_key(const scan_t *sc)
 {
@@ -477,10 +497,11 @@ static PyObject *
 drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 11 || !PyList_Check(args[7]) || !PyBytes_Check(args[6])) {
+    if (nargs != 12 || !PyList_Check(args[7]) || !PyBytes_Check(args[6]) ||
+        !PyBytes_Check(args[11]) || PyBytes_GET_SIZE(args[11]) % 4 != 0) {
         PyErr_SetString(PyExc_TypeError,
                         "drain(fd, passes, answers, most, retry_low, retry_high, extra: bytes, "
-                        "passed: list, late: float, salt: int, band: int)");
+                        "passed: list, late: float, salt: int, band: int, sources: bytes)");
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
@@ -494,6 +515,10 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * new REGISTER in it is refused, never let through (``_udpband.c``). */
     uint32_t salt = (uint32_t)PyLong_AsUnsignedLongMask(args[9]);
     unsigned long long band = PyLong_AsUnsignedLongLong(args[10]);
+    /* The IPv4 sources the filter dropped from (4 octets each, network order), as its
+     * program names them: the band is theirs alone; none named: every source's. */
+    const char *band_from = PyBytes_AS_STRING(args[11]);
+    Py_ssize_t nfrom = PyBytes_GET_SIZE(args[11]) / 4;
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -548,6 +573,7 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 /* In the band: the next retransmission of a transaction the kernel shed
                  * dropped (or a new one that hashes alike): a 503, whatever the pace. */
                 int in_band = band > 0 && sc.method == M_REGISTER &&
+                              band_source(&names[i], band_from, nfrom) &&
                               udpband_hash(s, n, salt) < band;
                 if (*slot == k) {
                     pass = passes > 0;

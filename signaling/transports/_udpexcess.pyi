@@ -3,7 +3,7 @@
 def drain(
     fd: int, passes: int, answers: int, most: int, retry_low: int, retry_high: int,
     extra: bytes, passed: list[tuple[bytes, tuple[str, int] | tuple[str, int, int, int], float]],
-    late: float, salt: int, band: int, /,
+    late: float, salt: int, band: int, sources: bytes, /,
 ) -> tuple[int, int, float, int | None, int, int, int, int, int, int, int, int, int, int,
            int]: ...
 def refusal_tag(call_id: bytes, /) -> str: ...

@@ -56,7 +56,7 @@ from signaling.worker import inherited_socket
 
 #: ``_udpexcess.drain`` (see ``_udpexcess.c``); None when built without a C compiler: the
 #: excess is then left to the kernel's tail drop.
-excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float, int, int],
+excess_drain: Callable[[int, int, int, int, int, int, bytes, list[Any], float, int, int, bytes],
                        tuple[int, int, float, int | None, int, int, int, int, int, int, int,
                              int, int, int, int]] | None
 #: ``_udpexcess.receive``: the ordinary read in C (recvmmsg); None without the C extension,
@@ -332,12 +332,13 @@ class UdpTransport:
         # ``band``: the REGISTERs the kernel shed dropped until its share came down, refused
         # (``KernelShed.band``; 0: none).
         shed = self.shed
-        salt, band = (shed.salt, shed.band) if shed is not None else (0, 0)
+        salt, band, band_from = ((shed.salt, shed.band, shed.band_from) if shed is not None
+                                 else (0, 0, b""))
         (read, payload, max_wait, overflow, invite, register, other, dropped_new,
          dropped_retransmissions, dropped_of_503, dropped_other, late, admitted,
          band_answered, band_dropped) = excess(
             sock.fileno(), passes, int(self._answer_tokens), most, low, high,
-            self._answer_extra, passed, core.cfg.max_receive_delay, salt, band)
+            self._answer_extra, passed, core.cfg.max_receive_delay, salt, band, band_from)
         self._answer_tokens -= invite + register + other + band_answered
         if band_answered or band_dropped:
             assert shed is not None

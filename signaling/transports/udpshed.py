@@ -384,6 +384,9 @@ class KernelShed:
         #: The share whose band the drain refuses (``band``), from when (the share came
         #: down), and the last tick it dropped one of that band unanswered.
         self.band_share = 0.0
+        #: The sources the band is refused from (``band_from``): those the filter named when
+        #: it came down; none named, every source's.
+        self.band_sources: tuple[str, ...] = ()
         self._band_from = self._band_missed = float("-inf")
         self._now = 0.0
         #: ``BAND_QUIET`` (a test shortens it).
@@ -425,6 +428,11 @@ class KernelShed:
             return 0
         return threshold(self.band_share)
 
+    @property
+    def band_from(self) -> bytes:
+        """``band_sources`` for the drain: IPv4 addresses, 4 octets each (none: all)."""
+        return b"".join(socket.inet_aton(a) for a in self.band_sources)
+
     def refused_in_band(self, answered: int, dropped: int) -> None:
         """The drain refused ``answered`` REGISTERs of the band with a 503 and dropped
         ``dropped`` more (its 503 budget spent): those retransmit into the band again, which
@@ -433,7 +441,11 @@ class KernelShed:
             self._band_missed = self._now
 
     def _lowered(self, old: float, now: float) -> None:
-        """The share came down from ``old``: its band is refused by the drain from now."""
+        """The share came down from ``old``: its band is refused by the drain from now, from
+        the sources the filter named (issue 13: a polite source is never refused for a
+        flooder's storm), or every source's when it named none or the band already was."""
+        named = self.sources if not self.band_share or self.band_sources else ()
+        self.band_sources = tuple(sorted(set(named).union(self.band_sources))) if named else ()
         self.band_share = max(self.band_share, old)
         self._band_from = now
 
@@ -445,7 +457,7 @@ class KernelShed:
             return
         quiet = now - max(self._band_from, self._band_missed) >= self.band_quiet
         if quiet or now - self._band_from >= HOLD or self.band_share <= self.share:
-            self.band_share = 0.0
+            self.band_share, self.band_sources = 0.0, ()
 
     def revise(self, read_rate: float, served: float, binding: bool,
                heavy: Iterable[str], refused: float = 0.0, now: float = 0.0,

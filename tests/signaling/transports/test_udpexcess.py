@@ -70,10 +70,10 @@ Counts = tuple[int, int, float, int | None, int, int, int, int, int, int, int, i
 
 
 def _drain(server: socket.socket, passes: int, answers: int = 1000, late: float = 60.0,
-           salt: int = 0, band: int = 0) -> tuple[Counts, Passed]:
+           salt: int = 0, band: int = 0, band_from: bytes = b"") -> tuple[Counts, Passed]:
     passed: Passed = []
     result = excess.drain(server.fileno(), passes, answers, 1024, 2, 7,
-                          b"\r\nServer: test", passed, late, salt, band)
+                          b"\r\nServer: test", passed, late, salt, band, band_from)
     return result, passed
 
 
@@ -296,6 +296,15 @@ def test_the_band_a_kernel_shed_dropped_is_refused_whatever_the_pace(
     # no band: all pass
     _send(server, client, *inside[:10])
     assert len(_drain(server, passes=1000, salt=salt)[1]) == 10
+    # the filter named sources (a flooder): the band is theirs alone, a polite source passes
+    _send(server, client, *inside[:10])
+    flooder = socket.inet_aton("127.0.0.9")
+    assert len(_drain(server, passes=1000, salt=salt, band=band, band_from=flooder)[1]) == 10
+    _send(server, client, *inside[10:20])  # not let through before: not remembered
+    named = flooder + socket.inet_aton("127.0.0.1")
+    result, passed = _drain(server, passes=1000, salt=salt, band=band, band_from=named)
+    assert not passed and result[BAND_ANSWERED] == 10
+    _answers(client, 10)
 
 
 def test_the_drain_hashes_as_the_kernel_shed_does(
@@ -354,7 +363,8 @@ for _ in range(rounds):
     let_through = []
     result = _udpexcess.drain(server.fileno(), rnd.randint(0, 5), rnd.randint(0, 40), 1024,
                               2, 7, b"\r\nServer: test", let_through, rnd.choice((0.0, 60.0)),
-                              rnd.getrandbits(32), rnd.choice((0, 1 << 31, (1 << 32) - 1)))
+                              rnd.getrandbits(32), rnd.choice((0, 1 << 31, (1 << 32) - 1)),
+                              rnd.choice((b"", b"\x7f\x00\x00\x01", b"\x7f\x00\x00\x02" * 3)))
     answered += sum(result[4:7]) + result[13]
     passed += len(let_through)
     for _ in range(rnd.randint(0, 40)):

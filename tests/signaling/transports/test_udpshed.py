@@ -621,6 +621,17 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
             while (final := await flood.final(5.0)).call_id != call_id:
                 pass
             assert final.status == status, call_id
+        # the band is the flooder's alone: the polite source's REGISTER in it is served
+        assert srv.udp.shed.band_sources == ("127.0.0.2",)
+        for i in range(1000):
+            data = _req("REGISTER", "sip:example.com", light.port, branch=f"z9hG4bKp{i}",
+                        call_id=f"polite-{i}", extra="Contact: <sip:l@10.0.0.3>")
+            if transaction_hash(data, salt) < band:
+                light.send(data, port)
+                while (final := await light.final(5.0)).call_id != f"polite-{i}":
+                    pass
+                assert final.status == 200
+                break
         assert srv.core.overload.c_rejected.get("shed_band", "REGISTER") >= 1
         # and once it ends (``BAND_QUIET``, shortened here) what the filter dropped is
         # read again and served
