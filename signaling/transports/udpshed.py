@@ -81,8 +81,10 @@ transaction still alive sends into the band within T2 (4 s, RFC 3261 §17.1.2.2)
 503 and ends; its client comes back after Retry-After with a new transaction, which hashes
 anew.  The band is refused for ``BAND_QUIET`` (T2 and a margin) after the share came down and
 after the last one of it the drain could not answer (its 503 budget spent), never past Timer
-F.  The cost: a new REGISTER that hashes into the band in those seconds gets a 503 too (its
-client tries again after Retry-After), where it would have been served.
+F, and only from the sources the filter named (none named: from every source), so a polite
+source is not refused for a flooder's storm.  The cost: a new REGISTER that hashes into the
+band in those seconds gets a 503 too (its client tries again after Retry-After), where it
+would have been served.
 
 On by default (``--overload-kernel-shed off`` reads all) since it is held.  Before that
 (session 11, a machine 3-4x slower) it gained goodput but put the P99 of admitted
