@@ -384,11 +384,8 @@ class UdpTransport:
 
     def _revise(self) -> None:
         """Every ``TICK``: count the kernel's drops, resize the listening queue."""
-        listening_dropped = 0
         for i, (_, tag, _, stats) in enumerate(self._readers):
             new = (stats.dropped_total - self._kernel_seen[i]) % 2**32  # a u32 that wraps
-            if tag is None:
-                listening_dropped = new
             if new:
                 self._kernel_seen[i] = stats.dropped_total
                 # The socket counts its filter's drops with its overflows (one count):
@@ -432,8 +429,7 @@ class UdpTransport:
                 served, self._admitted_seen = admitted - self._admitted_seen, admitted
                 self.shed.revise(stats.read / elapsed, served / elapsed,
                                  control.rate < control.cfg.max_rate and self._registers_refused(),
-                                 control.heavy_sources, control.refused_share, self._loop.time(),
-                                 listening_dropped / elapsed)
+                                 control.heavy_sources, control.refused_share, self._loop.time())
                 self.core.overload.kernel_shed = self.shed.share
                 self._shed_was_on = on or self.shed.share > 0.0
             size = self.queue.revise(self._loop.time(), stats)

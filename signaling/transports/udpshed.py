@@ -118,8 +118,8 @@ import statistics
 import struct
 from collections.abc import Iterable
 
-__all__ = ["BAND_QUIET", "HEADROOM", "HOLD", "MOST", "ONSET", "REFUSING", "STARVING", "SUSTAIN",
-           "WORDS", "KernelShed",
+__all__ = ["BAND_QUIET", "HEADROOM", "HOLD", "MOST", "REFUSING", "STARVING", "SUSTAIN", "WORDS",
+           "KernelShed",
            "held_share", "next_share", "program", "transaction_hash"]
 
 log = logging.getLogger(__name__)
@@ -180,18 +180,6 @@ STARVING = 0.75
 #: sent a retransmission into the band and had its 503.  Past that, what hashes into the band
 #: is new (the cost: those get a 503, see the module docstring).
 BAND_QUIET = 6.0
-#: Seconds after the admission limit begins to bind (a storm's onset) in which the arrivals
-#: are estimated from the last tick alone, as what the socket delivered plus what the kernel
-#: dropped on it (the filter's drops and the full queue's: all arrived).  The mean of the last
-#: second's ticks (``MEAN_OF``) still holds the calm before the storm: the share took a second
-#: to reach what the storm needed (0.06 to 0.84 at 60,000 REGISTERs/s), while the drain read
-#: 35,000-40,000 datagrams/s, the server served half its capacity, the admission limit was
-#: cut to 3,900/s and the queue overflowed (15,631 random drops, whose retransmissions were
-#: served 0.5-2 s late: bench_overload at 10x, P99 0.6 s with SIPp, 1.6 s with the injector).
-#: T1 (RFC 3261 §17.1.1.2): before any transaction dropped in the storm retransmits, so the
-#: drops are of new requests only; after it the mean has caught up.  A tick's noise
-#: (+40% at most under a steady storm) is within what ``HEADROOM`` lets through.
-ONSET = 0.5
 #: Heavy sources named in the program at most (each is one instruction).
 MAX_SOURCES = 16
 #: 32-bit words hashed after ``REGISTER``: 496 octets, enough for a long Request-URI and the
@@ -393,10 +381,6 @@ class KernelShed:
         self._now = 0.0
         #: ``BAND_QUIET`` (a test shortens it).
         self.band_quiet = BAND_QUIET
-        #: Whether the limit bound at the last tick, and until when the storm's onset lasts
-        #: (``ONSET`` after it began to bind).
-        self._binding = False
-        self._onset_until = float("-inf")
         #: Whether this process revises the socket's filter (see the module docstring).
         self.owned = False
         #: Drawn once, never rotated (see the module docstring).
@@ -462,19 +446,13 @@ class KernelShed:
             self.band_share, self.band_sources = 0.0, ()
 
     def revise(self, read_rate: float, served: float, binding: bool,
-               heavy: Iterable[str], refused: float = 0.0, now: float = 0.0,
-               dropped: float = 0.0) -> None:
+               heavy: Iterable[str], refused: float = 0.0, now: float = 0.0) -> None:
         """Every tick: ``read_rate``, datagrams per second the socket delivered under the
         filter in force; ``served``, new requests per second admitted; ``binding``, whether
         the admission limit binds; ``refused``, the share of new requests the server refused
-        lately (``AdmissionControl.refused_share``); ``now``, the loop's clock; ``dropped``,
-        datagrams per second the kernel dropped on the socket (the filter's and the full
-        queue's, one count).  The share is raised as soon as more arrives, lowered only as
-        ``held_share`` allows."""
+        lately (``AdmissionControl.refused_share``); ``now``, the loop's clock.  The share is
+        raised as soon as more arrives, lowered only as ``held_share`` allows."""
         self._now = now
-        if binding and not self._binding:
-            self._onset_until = now + ONSET
-        self._binding = binding
         self._revise_band(now)
         self._served.append(served)
         self._held.append(statistics.median(self._served))
@@ -486,12 +464,6 @@ class KernelShed:
         # second is known.
         self._arrived.append(read_rate / (1.0 - self.share))
         self.offered = statistics.fmean(self._arrived)
-        offered = self.offered
-        if binding and now < self._onset_until:
-            # The storm's onset (see ``ONSET``): what the socket delivered and what the
-            # kernel dropped in this tick is what arrived, where the mean of the last second
-            # still holds the calm before it.
-            offered = max(offered, read_rate + dropped)
         storm = binding and refused >= REFUSING
         if storm:
             self._excess_at = now
@@ -504,7 +476,7 @@ class KernelShed:
         taken = max(self.capacity, self.storm_capacity) if self.share else self.capacity
         starved = self.offered * (1.0 - self.share) < STARVING * taken
         self._starved = self._starved + 1 if starved and not storm else 0
-        want = next_share(self.share, offered, taken) if binding else 0.0
+        want = next_share(self.share, self.offered, taken) if binding else 0.0
         share = held_share(self.share, want, storm, self._starved >= SUSTAIN,
                            now - self._excess_at, self.hold)
         # A source named stays named while the filter is on: once shed, a flood takes no
