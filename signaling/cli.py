@@ -29,7 +29,6 @@ from signaling.logs import configure_logging
 from signaling.metrics import version
 from signaling.registry.base import RegistryError
 from signaling.server import Server, default_node_id
-from signaling.supervisor import default_processes, run_supervisor
 from signaling.worker import WorkerInfo
 
 __all__ = ["GC_GEN0_THRESHOLD", "GC_GEN2_THRESHOLD", "build_parser", "main"]
@@ -205,11 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "subscribers":
         return subscribers_cli.run(ns, cfg.subscribers)
     info = worker.current()
-    processes = cfg.processes or default_processes()
     if info is not None:
         _as_worker(cfg, info)
-    configure_logging(cfg.log_level, cfg.log_format, cfg.node_id, _who(info, processes))
-    if info is None and processes > 1:
+        configure_logging(cfg.log_level, cfg.log_format, cfg.node_id, _who(info, 1))
+        return uvloop.run(_serve(cfg))
+    # Only here, not in a worker: a worker never supervises, and a reload starts N of them,
+    # each import CPU taken from the workers serving (benchmarks/bench_worker_start.py).
+    from signaling.supervisor import default_processes, run_supervisor
+    processes = cfg.processes or default_processes()
+    configure_logging(cfg.log_level, cfg.log_format, cfg.node_id, _who(None, processes))
+    if processes > 1:
         try:
             return uvloop.run(run_supervisor(cfg, args, processes, cfg.pid_file))
         except ConfigError as exc:  # the admin front's certificate (signaling.tls)

@@ -4,6 +4,12 @@ Start order: registry, SIP core (workers), then listeners, so nothing arrives be
 handled.  Stop order (SIGTERM/SIGINT): stop taking new requests (new ones get 503), let queued
 work and live transactions finish within ``shutdown_timeout``, close WebSocket connections, stop
 the listeners, close the registry.
+
+What is not configured is not imported: the admin API (aiohttp), Diameter, the records writer
+(asyncpg), the WebSocket transport and tracing (OpenTelemetry) are imported where the server
+builds them, and only then.  A reload starts a new interpreter per worker beside the workers
+serving, and its imports are most of what it costs them (benchmarks/README.md, session 13).
+An error in such a module is still reported at start, by the server configured to use it.
 """
 
 from __future__ import annotations
@@ -17,19 +23,14 @@ from typing import TYPE_CHECKING
 from protocols.sip import parser as sip_parser
 from protocols.sip.digest import challenge_head
 from signaling import worker
-from signaling.admin import AdminServer
 from signaling.auth.guard import Guard, GuardLimits, parse_networks
 from signaling.auth.policy import Authenticator
 from signaling.auth.subscribers import FileSubscribers, SubscriberStore, make_store
-from signaling.cdr import RecordHooks
 from signaling.config import Config
-from signaling.diameter.config import diameter_config
-from signaling.diameter.server import DiameterServer
 from signaling.handoff import Handoff
 from signaling.logs import RateLimitedLog, set_trace_ids
 from signaling.metrics import Metrics
 from signaling.proxy import Proxy
-from signaling.records.writer import RecordWriter
 from signaling.registrar import Registrar
 from signaling.registry.base import Registry, registers_at_once
 from signaling.registry.factory import make_registry
@@ -42,10 +43,14 @@ from signaling.tls import TlsContexts, admin_tls, tls_settings
 from signaling.transports.base import Peer, Transports
 from signaling.transports.tcp import StreamTransport, stream_limits
 from signaling.transports.udp import UdpTransport, start_udp
-from signaling.transports.ws import WsTransport
 
 if TYPE_CHECKING:
+    from signaling.admin import AdminServer
+    from signaling.cdr import RecordHooks
+    from signaling.diameter.server import DiameterServer
+    from signaling.records.writer import RecordWriter
     from signaling.tracing import Tracing
+    from signaling.transports.ws import WsTransport
 
 __all__ = ["SWEEP_BATCH", "SWEEP_INTERVAL", "Server", "default_node_id"]
 
@@ -103,6 +108,8 @@ class Server:
         self.records: RecordWriter | None = None
         hooks: RecordHooks | None = None
         if cfg.database:
+            from signaling.cdr import RecordHooks  # asyncpg: only with a database
+            from signaling.records.writer import RecordWriter
             self.records = RecordWriter(cfg.database, cfg.spool, self.metrics)
             hooks = RecordHooks(self.records, self.node_id)
         self.registrar = Registrar(self.core, self.registry, self.metrics, self.node_id,
@@ -121,6 +128,8 @@ class Server:
                            reaches=self.siblings.reaches if self.siblings else None)
         self.diameter: DiameterServer | None = None
         if cfg.diameter is not None:
+            from signaling.diameter.config import diameter_config
+            from signaling.diameter.server import DiameterServer
             self.diameter = DiameterServer(diameter_config(cfg), self.metrics, self.registry,
                                            self.tracer)
         #: HTTPS for the admin listener (``--admin-tls-cert``); ConfigError as for SIP TLS.
@@ -184,6 +193,7 @@ class Server:
             if self.handoff is not None:  # a reload's new worker: not while the old one reads
                 self.handoff.take_over(self.udp.pause_reading, self.udp.resume_reading)
         if self.cfg.sip_ws is not None:
+            from signaling.transports.ws import WsTransport
             self.ws = WsTransport(self.core, self.cfg, self.metrics, self.node_id,
                                   self.registry.remove_connection)
             self.ws_address = await self.ws.start(*self.cfg.sip_ws)
@@ -196,6 +206,7 @@ class Server:
             [("diameter", self.diameter.m_shed)] if self.diameter is not None else []))
         self.shedwatch.start()
         if self.cfg.admin is not None:  # after the SIP listeners: /ready reports them
+            from signaling.admin import AdminServer
             self.admin = AdminServer(self)
             await self.admin.start()
         log.info("signaling node %s started (registry %s, domains %s, SIP parser %s)",
@@ -225,6 +236,7 @@ class Server:
             self.tls.start()
         if cfg.sip_wss is not None:
             assert self.tls is not None  # config validation: sip_wss needs tls_cert
+            from signaling.transports.ws import WsTransport
             self.wss = WsTransport(self.core, cfg, self.metrics, self.node_id,
                                    self.registry.remove_connection, name="wss",
                                    ssl_context=self.tls.front)

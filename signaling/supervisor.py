@@ -56,11 +56,10 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from signaling.admin.front import AdminFront
 from signaling.config import Config, HostPort
 from signaling.metrics import Metrics
 from signaling.registry import dialogmap
@@ -70,6 +69,9 @@ from signaling.registry.memory import MemoryRegistry
 from signaling.registry.owner import RegistryOwner
 from signaling.registry.replica import HUB_SOCKET, OWNER_SOCKET
 from signaling.worker import WORKER_ENV, WorkerInfo
+
+if TYPE_CHECKING:
+    from signaling.admin.front import AdminFront
 
 __all__ = [
     "MAX_BACKOFF",
@@ -270,6 +272,7 @@ class Supervisor:
                 await self.hub.start()
                 self._watch(self._prune_journals())
         if self.cfg.admin is not None:
+            from signaling.admin.front import AdminFront  # aiohttp: only with the admin API
             front = AdminFront(self, self.cfg.admin, self.token)
             await front.start()
             self._front = front
