@@ -10,10 +10,17 @@ failed thousands where the control failed none), so this bench counts it, withou
 * each new worker's own CPU when the reload is done (interpreter start, imports, ``Server``,
   ``start()``, the replica copy): the part a lighter worker start-up cuts.
 
+``--aors N`` registers N users first (SIPp), so that each new worker's replica copy (encoded
+by a serving worker, decoded by the new one) is counted at that size.  ``--bytecode`` runs the
+server with compiled modules (a private ``PYTHONPYCACHEPREFIX``, written as the server starts), as
+an installed package has them: the venv here is an editable install run with
+``PYTHONDONTWRITEBYTECODE=1``, so every worker compiles the project's sources.
+
 Counted by the kernel (``/proc/PID/stat``, clock ticks): CPU time, not wall time, so the
 machine's load moves it little; the Python figures still vary by a few % run to run.
 
     python -m benchmarks.bench_worker_start [--processes 2] [--reloads 3] [--admin]
+                                            [--aors N] [--bytecode]
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.bench_register import REGISTER_XML
 from harness.serverproc import ServerProcess
+from harness.sipp_runner import Sipp
 
 __all__ = ["main", "tree_cpu"]
 
@@ -85,13 +94,24 @@ def main() -> None:
                              "workers exit)")
     parser.add_argument("--admin", action="store_true",
                         help="with the admin API (each worker then serves a private one)")
+    parser.add_argument("--aors", type=int, default=0, help="users registered first")
+    parser.add_argument("--bytecode", action="store_true",
+                        help="compiled modules, as an installed package has them")
     args = parser.parse_args()
-    pid_file = Path(tempfile.mkdtemp(prefix="bench-start-")) / "signaling.pid"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-start-"))
+    pid_file = tmp / "signaling.pid"
+    env = {"PYTHONPYCACHEPREFIX": str(tmp / "pyc"), "PYTHONDONTWRITEBYTECODE": ""} \
+        if args.bytecode else {}
     with ServerProcess("--processes", str(args.processes), "--pid-file", str(pid_file),
-                       ws=False, admin=args.admin) as server:
+                       ws=False, admin=args.admin, env=env) as server:
         assert server.proc is not None
         sup = server.proc.pid
         _wait_for(server, "workers serving", 1)
+        if args.aors:
+            result = Sipp(REGISTER_XML.as_posix(), f"127.0.0.1:{server.udp_port}",
+                          calls=args.aors, rate=2000, timeout=args.aors / 1000 + 60,
+                          extra=["-t", "un", "-max_socket", "64"]).start().wait()
+            assert result.failed == 0, result
         time.sleep(args.settle)
         before = tree_cpu(sup)
         time.sleep(args.settle + 1.0)
@@ -106,8 +126,9 @@ def main() -> None:
             workers += [own_cpu(pid) for pid in new]
             time.sleep(args.settle)
             costs.append(tree_cpu(sup) - before - idle * args.settle / (args.settle + 1.0))
-    print(f"rolling reload of an idle server, --processes {args.processes}"
-          f"{' --admin' if args.admin else ''} ({args.reloads} reloads)")
+    flags = "".join(f" --{name}" for name in ("admin", "bytecode") if getattr(args, name))
+    print(f"rolling reload of an idle server, --processes {args.processes}{flags}, "
+          f"{args.aors} AORs ({args.reloads} reloads)")
     print(f"  idle server: {idle:.2f} CPU-s per {args.settle + 1.0:.0f} s")
     print(f"  per reload (whole tree, idle subtracted): "
           f"{', '.join(f'{c:.2f}' for c in costs)} CPU-s; median {statistics.median(costs):.2f}")
