@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--no-reload", action="store_true",
                         help="the same load without the reload: the control (what fails "
                              "without it is the load's, not the reload's)")
+    parser.add_argument("--series", action="store_true",
+                        help="print each second's response time too (whether a bump drains)")
     args = parser.parse_args()
     pid_file = Path(tempfile.mkdtemp(prefix="bench-reload-")) / "signaling.pid"
     calls = int(args.call_rate * args.duration)
@@ -128,6 +130,8 @@ def main() -> None:
               f"median {median:.2f} ms, worst {worst:.2f} ms")
         for reason in reasons if failed else []:
             print(f"      {reason}")
+        if args.series:
+            print(f"      each second (ms): {' '.join(f'{t:.0f}' for t in times)}")
 
 
 if __name__ == "__main__":
