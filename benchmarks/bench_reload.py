@@ -58,7 +58,7 @@ class Load:
         last = rows[-1] if rows else {}
         per_second = [_ms(r.get("ResponseTime1(P)", "")) for r in rows[1:]]
         return (int(last.get("SuccessfulCall(C)", 0) or 0),
-                int(last.get("FailedCall(C)", 0) or 0), [t for t in per_second if t > 0],
+                int(last.get("FailedCall(C)", 0) or 0), per_second,
                 _reasons(self.sipp.error_file))
 
 
@@ -79,6 +79,17 @@ def _reasons(error_file: Path) -> list[str]:
     return [f"{n} x {text}" for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]]
 
 
+def _warnings(log: str) -> list[str]:
+    """The server's WARNING and ERROR lines, counted by their text without numbers."""
+    counts: dict[str, int] = {}
+    for line in log.splitlines():
+        for level in (" WARNING ", " ERROR "):
+            if level in line:
+                text = re.sub(r"\d+", "N", line[line.index(level):])[:150]
+                counts[text] = counts.get(text, 0) + 1
+    return [f"{n} x {text}" for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:5]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--register-rate", type=int, default=1000)
@@ -89,12 +100,15 @@ def main() -> None:
                              "without it is the load's, not the reload's)")
     parser.add_argument("--series", action="store_true",
                         help="print each second's response time too (whether a bump drains)")
+    parser.add_argument("--server-args", default="",
+                        help="more options for the server, e.g. '--overload-kernel-shed off'")
     args = parser.parse_args()
     pid_file = Path(tempfile.mkdtemp(prefix="bench-reload-")) / "signaling.pid"
     calls = int(args.call_rate * args.duration)
     registers = int(args.register_rate * args.duration)
     # Log level info: the supervisor's "reload done" line marks the end of the reload.
-    with ServerProcess("--processes", "2", "--pid-file", str(pid_file), ws=False) as server:
+    with ServerProcess("--processes", "2", "--pid-file", str(pid_file),
+                       *args.server_args.split(), ws=False) as server:
         remote = f"127.0.0.1:{server.udp_port}"
         uas = Sipp("uas", calls=calls, timeout=args.duration + 60)
         reg = run_sipp("register", remote, keys={"user": "uas", "expires": "3600",
@@ -123,7 +137,8 @@ def main() -> None:
         f"rolling reload took {reload_s:.1f} s"
     print(f"reload under {args.register_rate} REGISTER/s and {args.call_rate} calls/s, "
           f"--processes 2 ({what}; shared machine: noisy)")
-    for name, (ok, failed, times, reasons) in results.items():
+    for name, (ok, failed, series, reasons) in results.items():
+        times = [t for t in series if t > 0]  # a second with no answer measured says nothing
         median = statistics.median(times) if times else 0.0
         worst = max(times) if times else 0.0
         print(f"  {name:8}: {ok} successful, {failed} failed; response time per second: "
@@ -131,7 +146,10 @@ def main() -> None:
         for reason in reasons if failed else []:
             print(f"      {reason}")
         if args.series:
-            print(f"      each second (ms): {' '.join(f'{t:.0f}' for t in times)}")
+            print(f"      each second (ms): {' '.join(f'{t:.0f}' for t in series)}")
+    if args.series:
+        for line in _warnings(server.log):
+            print(f"  server: {line}")
 
 
 if __name__ == "__main__":
