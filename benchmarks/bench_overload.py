@@ -154,27 +154,36 @@ class CpuQuota:
             self.path.rmdir()
 
 
-def run_delay(pid: int) -> float:
-    """Seconds the threads of ``pid``'s tree were runnable but not running (schedstat): its
-    own quota's throttling plus what the machine's other work took."""
-    total = 0
+def run_delay(pid: int) -> dict[int, float]:
+    """Seconds each process of ``pid``'s tree was runnable but not running (schedstat, its
+    threads added up): its quota's throttling plus what the machine's other work took."""
+    out: dict[int, float] = {}
     for p in _tree(pid):
+        total = 0
         with contextlib.suppress(OSError, ValueError, IndexError):
             for task in Path(f"/proc/{p}/task").iterdir():
                 total += int((task / "schedstat").read_text().split()[1])
-    return total / 1e9
+        out[p] = total / 1e9
+    return out
 
 
 class Starvation:
     """Share of a step's wall time the server waited for a CPU beyond its quota's throttling:
-    near 0 when the quota is all that held it back, large when the neighbours took its core."""
+    near 0 when the quota is all that held it back, large when the neighbours took its core.
+
+    Per process, the most of any: the group's ``throttled_time`` is wall time, which every
+    runnable process of the group waits through, so with several processes (``--ours-args
+    '--processes 2'``: the supervisor and its workers, one quota) their delays added up
+    counted the throttling once per process and read as starvation (session 13)."""
 
     def __init__(self, pid: int, quota: CpuQuota) -> None:
         self.pid, self.quota = pid, quota
         self.t0, self.d0, self.q0 = time.monotonic(), run_delay(pid), quota.throttled()
 
     def share(self) -> float:
-        waited = run_delay(self.pid) - self.d0 - (self.quota.throttled() - self.q0)
+        throttled = self.quota.throttled() - self.q0
+        waited = max((d - self.d0.get(p, 0.0) - throttled
+                      for p, d in run_delay(self.pid).items()), default=0.0)
         return max(0.0, waited) / max(time.monotonic() - self.t0, 1e-6)
 
 

@@ -7,8 +7,9 @@ worker runs its own admin API on a private loopback port it reports when ready. 
   histogram buckets, sums and counts, and gauges of per-process things such as queue depths,
   transactions and dialogs), so Prometheus sees one server.  Gauges that every worker reports
   for the whole server (the shared registry's sizes, the uptime, the build) or as a limit of
-  each process are not added but taken once (``SERVER_WIDE``); the start time is the
-  earliest.  The supervisor's own series (workers, restarts, reloads) are appended.  A
+  each process are not added but taken once (``SERVER_WIDE``); the start time and the
+  certificates' expiry are the earliest (``EARLIEST``), a share of each worker's traffic the
+  mean (``MEAN``).  The supervisor's own series (workers, restarts, reloads) are appended.  A
   worker that does not answer within ``SCRAPE_TIMEOUT`` is left out and counted
   (``signaling_supervisor_scrape_failures_total``): its counters then dip, which Prometheus
   reads as a reset.
@@ -47,7 +48,7 @@ from signaling.tls import admin_tls
 if TYPE_CHECKING:
     from signaling.supervisor import Supervisor, Worker
 
-__all__ = ["EARLIEST", "SCRAPE_TIMEOUT", "SERVER_WIDE", "AdminFront", "merge_expositions"]
+__all__ = ["EARLIEST", "MEAN", "SCRAPE_TIMEOUT", "SERVER_WIDE", "AdminFront", "merge_expositions"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,16 @@ SERVER_WIDE = frozenset({
     "signaling_registered_aors", "signaling_registered_bindings", "signaling_uptime_seconds",
     "signaling_build_info", "signaling_build", "process_max_fds",
 })
-#: Gauges where the whole server's value is the lowest: when its first process started.
-EARLIEST = frozenset({"process_start_time_seconds"})
+#: Gauges where the whole server's value is the lowest: when its first process started, when
+#: the first of its certificates expires (every worker serves the same: added, two workers
+#: put the expiry twice as far away).
+EARLIEST = frozenset({"process_start_time_seconds",
+                      "signaling_tls_certificate_expiry_timestamp_seconds"})
+#: Gauges that are a share of what each worker receives: the whole server's is the workers'
+#: mean (the kernel spreads new sources evenly over the slots' sockets, ``SO_REUSEPORT``).
+#: Each worker's listening socket has a filter of its own (``udpshed``); added, two workers
+#: shedding 0.8 read as 1.6 (session 13).
+MEAN = frozenset({"signaling_sip_overload_kernel_shed_share"})
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
                          "host", "upgrade", "te", "trailer"})
 
@@ -88,6 +97,8 @@ def merge_expositions(texts: Iterable[str]) -> bytes:
     """Prometheus text expositions of several workers as one (see the module docstring)."""
     families: dict[str, tuple[str, str]] = {}
     samples: dict[str, dict[_Key, float]] = {}
+    #: Of a ``MEAN`` gauge's samples, how many were added (its workers).
+    counted: dict[_Key, int] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
             families.setdefault(family.name, (family.type, family.documentation))
@@ -100,6 +111,11 @@ def merge_expositions(texts: Iterable[str]) -> bytes:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 old = into.get(key)
                 into[key] = sample.value if old is None else combine(old, sample.value)
+                if family.name in MEAN:
+                    counted[key] = counted.get(key, 0) + 1
+    for name in MEAN.intersection(samples):
+        for key in samples[name]:
+            samples[name][key] /= counted[key]
     out: list[str] = []
     for name, (kind, doc) in families.items():
         out.append(f"# HELP {name} {doc.replace(chr(92), chr(92) * 2).replace(chr(10), '')}")

@@ -59,3 +59,24 @@ def test_process_series_add_up_and_the_build_is_named_once() -> None:
     assert merged[start] == single[start]
     build = [k for k in merged if k[0] == "signaling_build_info"]
     assert len(build) == 1 and merged[build[0]] == 1
+
+
+def test_a_share_of_each_workers_traffic_is_their_mean_and_an_expiry_the_earliest() -> None:
+    """Each worker's listening socket has a kernel filter of its own (``udpshed``): the server
+    sheds the mean of their shares, not their sum; the certificates every worker serves
+    expire when the first does, not at the sum of their dates."""
+    def worker(share: float, expiry: float) -> str:
+        m = Metrics()
+        m.callback_gauge("sip_overload_kernel_shed_share", "share shed", [],
+                         lambda: {(): share})
+        m.callback_gauge("tls_certificate_expiry_timestamp_seconds", "notAfter",
+                         ["certificate"], lambda: {("sip",): expiry})
+        return m.exposition().decode()
+
+    merged = _samples(merge_expositions([worker(0.8, 2e9), worker(0.6, 2e9),
+                                         worker(0.0, 1.9e9)]))
+    none: frozenset[tuple[str, str]] = frozenset()
+    share = merged[("signaling_sip_overload_kernel_shed_share", none)]
+    assert abs(share - (0.8 + 0.6 + 0.0) / 3) < 1e-9
+    assert merged[("signaling_tls_certificate_expiry_timestamp_seconds",
+                   frozenset({("certificate", "sip")}))] == 1.9e9
