@@ -42,6 +42,7 @@ suspect.  Needs root (the cgroup) and sipp, kamailio.
                                         [--only ours|kamailio] [--load sipp,storm]
                                         [--capacity call=400,register=3000]
                                         [--ours-args '--overload-read-share 0'] [--no-private]
+                                        [--ours-args '--processes 2' --sipp-sources 5000]
                                         [--watch-late 40] [--png bench_overload.png]
 """
 
@@ -87,6 +88,11 @@ FIRST_PROBE = {"call": 100, "register": 200}
 OUR_ARGS: list[str] = []
 #: Whether our server runs with --sip-udp-private (``--no-private`` compares without).
 PRIVATE_PORT = [True]
+#: SIPp's source sockets (``--sipp-sources N``: ``-t un -max_socket N``); empty: one socket
+#: (``-t u1``).  A multi-process server (``--ours-args '--processes 2'``) needs many: the
+#: kernel hashes each source address and port to one worker's socket (``SO_REUSEPORT``), so
+#: SIPp's one socket loads one worker alone.
+SIPP_SOURCES: list[str] = []
 #: The load generators' cgroup (no quota, top weight), set by ``main``.
 GENERATORS: list[CpuQuota] = []
 #: RFC 3261 Timer B and F, 64*T1: a final answer later than this reaches a client that gave up.
@@ -436,7 +442,8 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
             _register_uas(server.port, uas.port)
             uac = Sipp(str(SIPP_DIR / "uac-proxy.xml"), remote, service="uas", calls=calls,
                        rate=rate, timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
-                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1", "-fd", "1"])
+                       extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1", "-fd", "1",
+                              *SIPP_SOURCES])
             uacs = [uac]
         else:
             # SIPp's default on an unexpected answer (a 503) is to abort the "call" with a
@@ -449,7 +456,7 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
             uacs = [Sipp(str(scenario), remote, calls=max(1, calls // n), rate=rate / n,
                          timeout=duration + 12 + WATCH_LATE[0], cpu=SIPP_CPU,
                          extra=["-l", "1000000", "-trace_rtt", "-rtt_freq", "1",
-                                "-default_behaviors", "all,-bye", "-fd", "1"])
+                                "-default_behaviors", "all,-bye", "-fd", "1", *SIPP_SOURCES])
                     for scenario in _register_scenarios(n, server.dir)]
         before = _our_counts(admin)
         starvation = Starvation(server.pid, quota)
@@ -641,6 +648,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="who offers the steps: sipp, storm (the injector, honours Retry-After)")
     ap.add_argument("--ours-args", default="", help="more options for our server, e.g. "
                     "'--overload-reject-share 1'")
+    ap.add_argument("--sipp-sources", type=int, default=0,
+                    help="SIPp sends from up to N sockets (-t un -max_socket N), not one: "
+                    "for a multi-process server (--ours-args '--processes 2' with --quota "
+                    "covering every worker), whose kernel spreads sources over the workers")
     ap.add_argument("--no-private", action="store_true",
                     help="run our server without --sip-udp-private (to compare)")
     ap.add_argument("--capacity", default="",
@@ -661,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = [a.only] if a.only else ["ours", "kamailio"]
     OUR_ARGS[:] = a.ours_args.split()
     PRIVATE_PORT[0] = not a.no_private
+    SIPP_SOURCES[:] = ["-t", "un", "-max_socket", str(a.sipp_sources)] if a.sipp_sources else []
     given = {k: float(v) for k, _, v in (p.partition("=") for p in a.capacity.split(",") if p)}
     loads: dict[str, StepRun] = {"sipp": run_step, "storm": storm_step}
     offer = [(name, loads[name]) for name in a.load.split(",")]
