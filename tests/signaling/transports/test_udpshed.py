@@ -12,6 +12,7 @@ import random
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
@@ -494,6 +495,54 @@ def test_the_reader_of_a_shared_socket_owns_its_filter() -> None:
     successor.sock.close()
     r.close()
     s.close()
+
+
+def test_each_worker_filters_its_own_socket_of_the_reuseport_group() -> None:
+    """``--processes N``: each slot's listening socket is one of a ``SO_REUSEPORT`` group
+    (``bind_group``, as the supervisor binds it), the kernel picks one per source address and
+    port, and a filter is that socket's alone.  A worker shedding 0.9 drops, of the REGISTERs
+    hashed to its socket, exactly those its own hash and salt select (everything else
+    reaches it), and nothing of its sibling's: the sibling reads every REGISTER hashed to it
+    and its drop count stays 0."""
+    from signaling.supervisor import bind_group
+    from signaling.transports.udpshed import threshold
+    port = _receiver()
+    address = port.getsockname()
+    port.close()
+    group = bind_group(address, socket.SOCK_DGRAM, 2)
+    for r in group:
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        r.setsockopt(socket.SOL_SOCKET, _SO_RXQ_OVFL, 1)
+        r.setblocking(False)
+    shed = _attach(group[0], 0.9)
+    for i in range(1000):  # a fresh source port each: the kernel spreads them over the group
+        s = _sender("127.0.0.1")
+        s.sendto(b"OPTIONS sip:example.com SIP/2.0\r\nCall-ID: %d\r\n\r\n" % i, address)
+        s.sendto(_register(i), address)
+        s.close()
+    time.sleep(0.1)
+    seen: list[dict[bytes, set[int]]] = []
+    for r in group:
+        got: dict[bytes, set[int]] = {b"OPTIONS": set(), b"REGISTER": set()}
+        for data in _delivered(r):
+            call_id = data.split(b"Call-ID: ")[1].split(b"\r\n")[0]
+            got[data.split(b" ", 1)[0]].add(int(call_id.split(b"-")[0]))
+        seen.append(got)
+    # Each socket's own drop count (/proc/net/udp, by the socket's inode: the group's
+    # sockets share the address).
+    table = Path("/proc/net/udp").read_text().splitlines()[1:]
+    by_inode = {int(f[9]): int(f[-1]) for f in (line.split() for line in table)}
+    drops = [by_inode[os.fstat(r.fileno()).st_ino] for r in group]
+    mine, sibling = seen
+    assert mine[b"OPTIONS"] and sibling[b"OPTIONS"]  # both sockets got sources
+    assert len(mine[b"OPTIONS"]) + len(sibling[b"OPTIONS"]) == 1000
+    kept = {i for i in mine[b"OPTIONS"]
+            if transaction_hash(_register(i), shed.salt) >= threshold(0.9)}
+    assert mine[b"REGISTER"] == kept and len(kept) < len(mine[b"OPTIONS"]) / 2
+    assert drops[0] == len(mine[b"OPTIONS"]) - len(kept)  # counted as that socket's drops
+    assert sibling[b"REGISTER"] == sibling[b"OPTIONS"] and drops[1] == 0
+    for r in group:
+        r.close()
 
 
 def test_a_pause_of_the_storm_or_a_filter_about_right_is_no_starvation() -> None:
