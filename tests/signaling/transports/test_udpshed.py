@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from signaling.server import Server
 from signaling.transports.udpshed import (
     BAND_QUIET,
     HIGH,
@@ -670,25 +671,32 @@ async def test_a_server_in_a_storm_sheds_the_flooders_registers_in_the_kernel() 
         light.close()
 
 
+async def _invite_storm(srv: Server, flood: UdpPeer) -> int:
+    """20x of a limit cut to 200/s, in INVITEs for 2 s from ``flood``, refused by the drain;
+    returns how many were sent."""
+    assert srv.udp_address is not None
+    port = srv.udp_address[1]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    i = 0
+    while (now := loop.time()) < start + 2.0:
+        srv.core.overload.control.rate = 200.0  # as if the control law had cut it
+        while i < int((now - start) * 4000):
+            flood.send(_req("INVITE", "sip:nobody@example.com", flood.port,
+                            branch=f"z9hG4bKi{i}", call_id=f"invite-{i}"), port)
+            i += 1
+        await asyncio.sleep(0.01)
+    assert srv.core.overload.c_rejected.get("excess", "INVITE") > 1000
+    return i
+
+
 async def test_a_storm_of_invites_puts_no_filter_on() -> None:
     """The filter sheds REGISTERs only: a storm of INVITEs refused by the drain (the limit
     cut, 20x of it arriving) leaves it off, so the REGISTERs among them are read."""
     async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0") as srv:
         assert srv.udp is not None and srv.udp_address is not None and srv.udp.shed is not None
-        port = srv.udp_address[1]
-        control = srv.core.overload.control
         flood = await UdpPeer.open("127.0.0.2")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        i = 0
-        while (now := loop.time()) < start + 2.0:
-            control.rate = 200.0  # as if the control law had cut it
-            while i < int((now - start) * 4000):
-                flood.send(_req("INVITE", "sip:nobody@example.com", flood.port,
-                                branch=f"z9hG4bKi{i}", call_id=f"invite-{i}"), port)
-                i += 1
-            await asyncio.sleep(0.01)
-        assert srv.core.overload.c_rejected.get("excess", "INVITE") > 1000
+        await _invite_storm(srv, flood)
         assert srv.udp.shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
         flood.close()
 
@@ -703,17 +711,7 @@ async def test_after_a_storm_of_invites_the_filter_stays_off_while_calls_go_on()
         port = srv.udp_address[1]
         control = srv.core.overload.control
         flood = await UdpPeer.open("127.0.0.2")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        i = 0
-        while (now := loop.time()) < start + 2.0:
-            control.rate = 200.0  # as if the control law had cut it
-            while i < int((now - start) * 4000):
-                flood.send(_req("INVITE", "sip:nobody@example.com", flood.port,
-                                branch=f"z9hG4bKi{i}", call_id=f"invite-{i}"), port)
-                i += 1
-            await asyncio.sleep(0.01)
-        assert srv.core.overload.c_rejected.get("excess", "INVITE") > 1000
+        i = await _invite_storm(srv, flood)
         # The storm is over; the limit stays cut (as the control law leaves it a while), the
         # calls go on: in-dialog work, read and never refused.
         refused = sum(srv.core.overload.c_rejected.values.values())
