@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from .errors import TransactionError
-from .message import CSeq, Request, Response
+from .message import CSeq, NameAddr, Request, Response
 from .summary import ResponseSummary, response_summary
 from .timers import TimerValues
 from .txkeys import (
@@ -763,17 +763,7 @@ def build_ack(invite: Request, response: Response) -> Request:
     part of the INVITE transaction, hence the same branch); To comes from the response, so it
     carries the tag the UAS chose; the INVITE's Route values are kept.
     """
-    return Request(
-        method="ACK",
-        uri=invite.uri,
-        vias=[invite.vias[0]],
-        from_=invite.from_,
-        to=response.to,
-        call_id=invite.call_id,
-        cseq=CSeq(invite.cseq.seq, "ACK"),
-        max_forwards=70,
-        routes=list(invite.routes),
-    )
+    return _in_transaction("ACK", invite, response.to)
 
 
 def build_cancel(request: Request) -> Request:
@@ -785,14 +775,20 @@ def build_cancel(request: Request) -> Request:
     """
     if request.method in ("ACK", "CANCEL"):
         raise TransactionError(f"cannot CANCEL a {request.method} (§9.1)")
+    return _in_transaction("CANCEL", request, request.to)
+
+
+def _in_transaction(method: str, request: Request, to: NameAddr) -> Request:
+    """A request of ``request``'s transaction (§9.1, §17.1.1.3): its Request-URI, Call-ID,
+    From, CSeq number, top Via (hence its branch) and Route values, with ``to``."""
     return Request(
-        method="CANCEL",
+        method=method,
         uri=request.uri,
         vias=[request.vias[0]],
         from_=request.from_,
-        to=request.to,
+        to=to,
         call_id=request.call_id,
-        cseq=CSeq(request.cseq.seq, "CANCEL"),
+        cseq=CSeq(request.cseq.seq, method),
         max_forwards=70,
         routes=list(request.routes),
     )
