@@ -56,6 +56,21 @@ What makes the comparison fair (session 9; the figures before it used neither):
   ``SERVER_CPU`` and ``LOAD_CPU``): N workers at 0.1 core and the supervisor fit in one core,
   and SIPp offering N times the rate keeps its own.
 
+What ends a step (session 14, each revision of the admission limit traced): near the quota a
+worker's Python collector stalls it (a young-generation collection at
+``signaling.cli.GC_GEN0_THRESHOLD``: 6-25 ms of CPU, about once per 10,000-15,000 new
+REGISTERs), which at 0.1 core is 50-110 ms of wall time.  At 90% of the quota the backlog of
+such a stall takes about a second to drain, its least wait reads over the 50 ms target, the
+limit is cut (at 0.1 core to above the offered rate: 1,349/s against 1,100/s, 1,628 and 1,715
+against 1,500) and the read pace, engaged by that cut with a 20 ms burst, refuses the rest of
+the backlog in C: 44-234 503s, and a step of 11,000-22,000 REGISTERs counts as failed (4 of 7
+traced cuts came 0.2 s after a collection, 2 with none).  So whether a step near capacity
+passes is whether a collection landed in it, and N workers have N times the collections a
+step: a 0-failure criterion charges that to the workers.  ``--tolerance`` keeps a step with a
+few such failures (0.5%: a stall's 503s, not a collapse), and each step prints the busiest
+worker's use of its quota and the rate at which it would use all of it at the step's CPU per
+request (``CPU-bound``): where the CPU, not the admission control, runs out.
+
 Reading the figures (what this bench does and does not isolate):
 
 * CPU per REGISTER depends on the load, not only on the code: a server near its quota reads
@@ -297,6 +312,16 @@ class Result(NamedTuple):
     load: float
     #: the server's core's speed at the step (``pace``): CPU ms for a fixed Python loop
     pace_ms: float = 0.0
+    #: the busiest worker's CPU, share of its quota over the step (1.0: it used all of it)
+    quota_used: float = 0.0
+
+    @property
+    def cpu_bound(self) -> float:
+        """The rate at which the busiest worker would use its whole quota at this step's CPU
+        per request (``per_s / quota_used``): where the CPU runs out, whatever the admission
+        control did.  Optimistic by the batching a higher rate brings, the same on both
+        sides; compare it between designs at the same rate per process."""
+        return self.per_s / self.quota_used if self.quota_used > 0 else 0.0
 
     @property
     def machine_bound(self) -> bool:
@@ -466,8 +491,11 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
         after = Snapshot.take(server, groups, start=False)
         if os.environ.get("BENCH_VERBOSE"):
             print(server.overload(), flush=True)
-        return _result(before, after, pid, workers, ok, failed,
-                       "REGISTER" if kind == "register" else "INVITE")._replace(pace_ms=speed)
+        result = _result(before, after, pid, workers, ok, failed,
+                         "REGISTER" if kind == "register" else "INVITE")
+        busiest = max(after.own[p] - before.own[p] for p in workers)
+        return result._replace(pace_ms=speed,
+                               quota_used=busiest / (share * (after.at - before.at)))
     finally:
         server.stop()
         for group in (start, *groups.values()):
@@ -543,6 +571,9 @@ def main() -> None:
     parser.add_argument("--reference", choices=("private", "plain"), default="private",
                         help="--processes 1 with --sip-udp-private, the receive path of a "
                              "worker (default), or without (plain, before session 9)")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="a step is kept with failures up to this share of its calls "
+                             "(default 0: none); see the docstring, 'What ends a step'")
     parser.add_argument("--poll-idle", action="store_true",
                         help="hold /dev/cpu_dma_latency at 0 during the run: an idle CPU "
                              "polls instead of halting (see ``idle_polling``)")
@@ -558,7 +589,8 @@ def main() -> None:
     print(f"{what} capacity under a CPU quota of {args.share:g} core per worker "
           f"({args.period_us} µs periods; --processes 1: {args.reference}"
           f"{'; idle CPUs poll' if args.poll_idle else ''}): highest rate "
-          f"kept with 0 failures ({args.duration:g} s steps; shared machine: noisy)")
+          f"kept with {'0 failures' if not args.tolerance else f'<= {args.tolerance:.2%} failed'} "
+          f"({args.duration:g} s steps; shared machine: noisy)")
     # The generator (this process and its SIPp children) competes with the machine's other
     # work at the top weight too, so that it is not what limits the server.
     generator = CpuQuota(None, "generator")
@@ -568,7 +600,8 @@ def main() -> None:
         if args.poll_idle:
             hold = idle_polling()
         _run(args.kind, args.processes, args.share, rates, args.duration,
-             args.sharing.split(","), args.supervisor_share, args.period_us, args.reference)
+             args.sharing.split(","), args.supervisor_share, args.period_us, args.reference,
+             args.tolerance)
     finally:
         if hold is not None:
             hold.close()
@@ -595,14 +628,15 @@ def idle_polling() -> BinaryIO | None:
 
 def _run(kind: str, processes: str, share: float, rates: str, duration: float,
          sharings: list[str], supervisor_share: float | None, period_us: int,
-         reference: str) -> None:
+         reference: str, tolerance: float = 0.0) -> None:
     what = "REGISTER" if kind == "register" else "calls"
     base: float | None = None
     for n in (int(x) for x in processes.split(",")):
         for sharing in sharings if n > 1 else ["-"]:
             label = f"--processes {n}" + (f" ({sharing})" if n > 1 else "")
             best: tuple[int, float] | None = None
-            bound = False
+            strict: int | None = None  # the highest step with 0 failures, below ``best``
+            bound = failing = False
             for per_worker in (int(x) for x in rates.split(",")):
                 offered = per_worker * n
                 r = step(kind, n, share, offered, duration, sharing, supervisor_share,
@@ -610,7 +644,8 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
                 print(f"  {label}: offered {offered:6d}/s -> {r.per_s:7.0f}/s, "
                       f"{r.cpu_us:6.1f} µs CPU per {what} (supervisor {r.supervisor_us:4.1f}), "
                       f"busiest worker {r.busiest:4.0%} of CPU, {r.received:4.0%} of requests, "
-                      f"{r.new:4.0%} of new ones, throttled {r.throttled:2d} periods, "
+                      f"{r.new:4.0%} of new ones, {r.quota_used:4.0%} of its quota "
+                      f"(CPU-bound ~{r.cpu_bound:5.0f}/s), throttled {r.throttled:2d} periods, "
                       f"{r.failed} failed | retransmissions {r.retransmissions}, "
                       f"503 {r.refused}, dropped {r.dropped} | system {r.system:4.0%}, "
                       f"{r.faults:5.2f} faults, {r.switches:5.2f} switches per {what} | "
@@ -619,8 +654,10 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
                       f"load {r.load:4.1f}, pace {r.pace_ms:3.0f} ms"
                       + ("  MACHINE-BOUND" if r.machine_bound else ""), flush=True)
                 bound = bound or r.machine_bound
-                if r.failed or r.per_s < 0.95 * offered:
+                if r.failed > tolerance * offered * duration or r.per_s < 0.95 * offered:
                     break
+                failing = failing or r.failed > 0
+                strict = strict if failing else offered
                 best = (offered, r.cpu_us)
             if best is None:
                 print(f"  {label}: kept no step")
@@ -628,9 +665,9 @@ def _run(kind: str, processes: str, share: float, rates: str, duration: float,
             base = base or best[0]
             print(f"  => {label}: {best[0]} {what}/s ({best[0] / base:4.2f}x), "
                   f"{best[1]:.1f} µs CPU per {what}"
+                  + (f" (0 failed: {strict or 'no step'})" if tolerance else "")
                   + ("  (MACHINE-BOUND steps: the machine's figure, not the design's)"
                      if bound else ""), flush=True)
-
 
 if __name__ == "__main__":
     main()
