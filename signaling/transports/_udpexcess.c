@@ -621,16 +621,7 @@ drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             if (pass) {
                 passes -= sc.kind != K_ADMITTED;
-                PyObject *addr = address(&names[i]);
-                PyObject *data = addr ? PyBytes_FromStringAndSize(s, n) : NULL;
-                PyObject *item = data ? Py_BuildValue("(NNd)", data, addr, waited) : NULL;
-                if (item == NULL) {
-                    Py_XDECREF(addr);
-                    return NULL;
-                }
-                int err = PyList_Append(passed, item);
-                Py_DECREF(item);
-                if (err < 0) {
+                if (append_datagram(passed, s, n, &names[i], waited) < 0) {
                     return NULL;
                 }
             }

@@ -150,16 +150,7 @@ udprecv_receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (min_wait < 0 || waited < min_wait) {
                 min_wait = waited;
             }
-            PyObject *addr = address(&names[i]);
-            PyObject *data = addr ? PyBytes_FromStringAndSize(bufs[i], n) : NULL;
-            PyObject *item = data ? Py_BuildValue("(NNd)", data, addr, waited) : NULL;
-            if (item == NULL) {
-                Py_XDECREF(addr);
-                return NULL;
-            }
-            int err = PyList_Append(got_list, item);
-            Py_DECREF(item);
-            if (err < 0) {
+            if (append_datagram(got_list, bufs[i], n, &names[i], waited) < 0) {
                 return NULL;
             }
         }

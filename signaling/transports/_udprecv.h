@@ -24,4 +24,31 @@ void ip_port(const struct sockaddr_storage *ss, char *ip, size_t iplen, int *por
 PyObject *address(const struct sockaddr_storage *ss);
 PyObject *udprecv_receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* One datagram appended to ``list`` as (data, address, seconds it waited in the kernel): the
+ * item both readers hand to ``UdpTransport`` (the ordinary read's ``got``, the drain's
+ * ``passed``).  0, or -1 with a Python exception set.  "N" hands the two new references to
+ * the tuple, which releases them itself if it cannot be built; only a failed ``data`` leaves
+ * ``addr`` to release here. */
+static inline int
+append_datagram(PyObject *list, const char *buf, Py_ssize_t n,
+                const struct sockaddr_storage *ss, double waited)
+{
+    PyObject *addr = address(ss);
+    if (addr == NULL) {
+        return -1;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(buf, n);
+    if (data == NULL) {
+        Py_DECREF(addr);
+        return -1;
+    }
+    PyObject *item = Py_BuildValue("(NNd)", data, addr, waited);
+    if (item == NULL) {
+        return -1;
+    }
+    int err = PyList_Append(list, item);
+    Py_DECREF(item);
+    return err;
+}
+
 #endif
