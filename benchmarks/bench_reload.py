@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_register import REGISTER_XML
+from benchmarks.reload_trace import Tracer
 from harness.serverproc import ServerProcess
 from harness.sipp_runner import Sipp, run_sipp
 
@@ -57,9 +58,14 @@ class Load:
         rows = list(csv.DictReader(self.sipp.stat_file.open(errors="replace"), delimiter=";"))
         last = rows[-1] if rows else {}
         per_second = [_ms(r.get("ResponseTime1(P)", "")) for r in rows[1:]]
+        # SIPp's own failure counts by kind (a call that timed out or ran out of
+        # retransmissions is not in its error file).
+        kinds = [f"{v} x {k[6:-3]}" for k, v in last.items() if k.startswith("Failed")
+                 and k.endswith("(C)") and k != "FailedCall(C)" and v and v.isdigit()
+                 and int(v)]
         return (int(last.get("SuccessfulCall(C)", 0) or 0),
                 int(last.get("FailedCall(C)", 0) or 0), per_second,
-                _reasons(self.sipp.error_file))
+                kinds + _reasons(self.sipp.error_file))
 
 
 def _reasons(error_file: Path) -> list[str]:
@@ -100,6 +106,10 @@ def main() -> None:
                              "without it is the load's, not the reload's)")
     parser.add_argument("--series", action="store_true",
                         help="print each second's response time too (whether a bump drains)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each second's socket queues and drops, each worker's CPU "
+                             "and the reload's log lines beside SIPp's response times "
+                             "(benchmarks/reload_trace.py)")
     parser.add_argument("--server-args", default="",
                         help="more options for the server, e.g. '--overload-kernel-shed off'")
     args = parser.parse_args()
@@ -116,6 +126,10 @@ def main() -> None:
         assert reg.ok, reg.errors
         uas.start()
         time.sleep(1.0)
+        assert server.proc is not None
+        tracer = Tracer(server.proc.pid, server.udp_port) if args.trace else None
+        if tracer is not None:
+            tracer.start(time.time())
         loads = {
             "REGISTER": Load(Sipp(REGISTER_XML.as_posix(), remote, calls=registers,
                                   rate=args.register_rate, timeout=args.duration + 60,
@@ -132,6 +146,8 @@ def main() -> None:
                 time.sleep(0.1)
         reload_s = time.monotonic() - t0
         results = {name: load.finish(args.duration + 90) for name, load in loads.items()}
+        if tracer is not None:
+            tracer.stop()
         uas.stop()
     what = "no reload (control)" if args.no_reload else \
         f"rolling reload took {reload_s:.1f} s"
@@ -147,7 +163,10 @@ def main() -> None:
             print(f"      {reason}")
         if args.series:
             print(f"      each second (ms): {' '.join(f'{t:.0f}' for t in series)}")
-    if args.series:
+    if tracer is not None:
+        for line in tracer.table({name: r[2] for name, r in results.items()}, server.log):
+            print(line)
+    if args.series or args.trace:
         for line in _warnings(server.log):
             print(f"  server: {line}")
 
