@@ -22,7 +22,13 @@ stops reading, passes on what it holds ("held", below) and says "released", and 
 the new worker read (or after ``RELEASE_WAIT``, should the predecessor never say it).  While both
 read, a callee's 180 read by the new worker (handed over) could reach the caller after the 200
 the old worker read itself, and SIPp aborts a call on a 180 after its 200; the datagrams that
-arrive in between wait in the kernel's queue for a few milliseconds instead.
+arrive in between wait in the kernel's queue for a few milliseconds instead.  Both ways,
+frames go through ``signaling.outbox`` (in order, held while the reader's queue is full: a
+Unix datagram socket queues only ``net.unix.max_dgram_qlen``, 10 by default): sent back to
+back, the "held" frames of a worker under load (~160) filled the successor's queue and the
+"released" behind them was refused, so the successor read nothing for ``RELEASE_WAIT`` while
+the slot's queue overflowed (bench_reload near capacity: REGISTERs answered 3-7 s late, 6,000
+ran out of retransmissions).
 
 A request retransmitted to the shared port (an INVITE before its 100, a MESSAGE or any other
 non-INVITE proxied and not yet answered, §17.1.2.2 Timer E) and the ACK of a non-2xx final
@@ -70,11 +76,12 @@ from protocols.sip.serializer import serialize
 from protocols.sip.transaction import ServerTransaction
 from protocols.sip.txkeys import MAGIC_COOKIE, TransactionKey, server_key
 from signaling.metrics import Metrics
+from signaling.outbox import Outbox
 from signaling.siblings import DECODER, ENCODER, Frame, Siblings, handoff_path
 from signaling.sipcore import Peer, SipCore, TransactionUser, Work
 from signaling.worker import WorkerInfo
 
-__all__ = ["HELD_PER_FRAME", "MAX_HANDOFF", "RELEASE_WAIT", "Handoff"]
+__all__ = ["CLOSE_WAIT", "HELD_PER_FRAME", "MAX_HANDOFF", "RELEASE_WAIT", "Handoff"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,9 @@ _HELD = msgspec.msgpack.Decoder(list[tuple[str, str, int | None, str]])
 #: sockets anyway: the supervisor signals the predecessor within milliseconds of our readiness;
 #: this only bounds one that never answers (stuck, or killed between our check and its exit).
 RELEASE_WAIT = 5.0
+#: Seconds an exiting worker waits for its successor to take what still waits for it
+#: (``outbox.Outbox.close``): normally nothing by then, sent long before in its drain.
+CLOSE_WAIT = 1.0
 
 
 def _path(info: WorkerInfo, generation: int) -> str:
@@ -131,8 +141,17 @@ class Handoff:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        with contextlib.suppress(OSError):  # frames wait on the reader's queue in our buffer
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         self.sock.bind(self.path)
         self.sock.setblocking(False)
+        #: What goes to the successor ("held", "released", "ended") and to the predecessor
+        #: (messages handed over), each in order through the reader's short queue
+        #: (``signaling.outbox``: sent back to back, "released" was refused behind the
+        #: "held" frames, and the successor read nothing for ``RELEASE_WAIT``).
+        self._to_next = Outbox(self.sock, self.successor, self.c_handoff)
+        self._to_previous = Outbox(self.sock, self.predecessor, self.c_handoff,
+                                   self._predecessor_gone) if self.predecessor else None
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     @classmethod
@@ -148,6 +167,11 @@ class Handoff:
         if self._release_timer is not None:
             self._release_timer.cancel()
         self._to_successor(Frame("ended", "", "", 0, None, "", b""))
+        # The successor reads while this worker exits: what waits for it is sent (it is
+        # "held" keys or "released" only if the successor was stuck for ``outbox.STUCK``).
+        self._to_next.close(CLOSE_WAIT)
+        if self._to_previous is not None:
+            self._to_previous.close()
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
         with contextlib.suppress(OSError):
@@ -179,13 +203,12 @@ class Handoff:
                 return
 
     def _to_successor(self, frame: Frame) -> bool:
-        try:
-            self.sock.sendto(ENCODER.encode(frame), self.successor)
-        except OSError:  # no successor (a shutdown, not a reload), or its queue is full
-            self.c_handoff.inc("sent", "lost_" + frame.kind)
-            return False
-        self.c_handoff.inc("sent", frame.kind)
-        return True
+        """Sent, or waiting behind what was sent before it; False when there is no successor
+        (a shutdown, not a reload)."""
+        if self._to_next.send(frame):
+            return True
+        self.c_handoff.inc("sent", "lost_" + frame.kind)
+        return False
 
     def _readable(self) -> None:
         for _ in range(64):  # bounded like a UDP read batch
@@ -212,6 +235,8 @@ class Handoff:
             if frame.kind in ("hello", "released"):
                 self.c_handoff.inc("received", frame.kind)
                 if frame.kind == "released":
+                    log.info("predecessor released the slot (%d transactions inherited)",
+                             len(self.inherited))
                     self._released()
                 continue
             self.c_handoff.inc("received", "message")
@@ -231,13 +256,21 @@ class Handoff:
         try:  # alive? (a crashed predecessor's path is there, bound by nobody)
             self.sock.sendto(ENCODER.encode(Frame("hello", "", "", 0, None, "", b"")),
                              self.predecessor)
+        except BlockingIOError:
+            pass  # alive: its queue is full of what we hand it
         except OSError:
             self.predecessor = None
             return
         pause()
         self._resume = resume
         self._release_timer = asyncio.get_running_loop().call_later(RELEASE_WAIT,
-                                                                    self._released)
+                                                                    self._release_late)
+
+    def _release_late(self) -> None:
+        self._release_timer = None
+        log.warning("predecessor did not release the slot within %.1f s: reading it now",
+                    RELEASE_WAIT)
+        self._released()
 
     def _released(self) -> None:
         if self._release_timer is not None:
@@ -278,14 +311,24 @@ class Handoff:
         # a connection's peer is this worker's, reached through ``signaling.siblings``.
         frame = Frame("in", peer.transport, peer.host, peer.port, peer.conn_id, "",
                       serialize(msg))
-        try:
-            self.sock.sendto(ENCODER.encode(frame), self.predecessor)
-        except OSError:  # it has exited: nobody to hand over to from now on
-            self.predecessor = None
-            self.inherited.clear()
-            return False
-        self.c_handoff.inc("sent", kind)
-        return True
+        # In order behind what waits for it: a full queue is a busy predecessor, not one
+        # that has gone (taken as gone, the retransmissions that followed were served as new).
+        if self._to_previous is not None and self._to_previous.send(frame, kind):
+            return True
+        self._forget_predecessor()  # it has exited: nobody to hand over to from now on
+        return False
+
+    def _forget_predecessor(self) -> None:
+        self.predecessor = None
+        self.inherited.clear()
+
+    def _predecessor_gone(self, left: list[Frame]) -> None:
+        """The predecessor exited with ``left`` handed to it and not read: they are ours, as
+        what arrives from now on is."""
+        self._forget_predecessor()
+        for frame in left:
+            self.c_handoff.inc("received", "returned")
+            self.core.receive(frame.data, frame.peer)
 
     def _to_sibling(self, msg: Request | Response, peer: Peer) -> bool:
         """What came over our connection for a sibling's call (``signaling.siblings``)."""
