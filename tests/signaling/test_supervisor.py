@@ -336,6 +336,36 @@ def test_reload_under_sipp_register_load_loses_nothing(server: Supervised) -> No
     assert "w0.2" in log and "w1.2" in log
 
 
+def test_a_reload_under_load_hands_each_slot_over_at_once(server: Supervised) -> None:
+    """Each old worker passes on thousands of REGISTER keys (kept for Timer J), then says
+    "released": the new worker must hear it, not wait ``handoff.RELEASE_WAIT`` (5 s) with the
+    slot's sockets unread.  Sent back to back, the keys filled the new worker's queue (10
+    datagrams) and "released" was refused behind them (bench_reload near capacity: REGISTERs
+    answered 3-7 s late).  Only the hand-off is checked, not SIPp's outcome at this rate."""
+    before = {int(w["pid"]) for w in server.workers()}
+    sipp = Sipp("register", f"127.0.0.1:{server.udp_port}", calls=12_000, rate=2_000,
+                keys={"user": "many", "contact": "127.0.0.1:7003", "expires": "600"},
+                extra=["-t", "un", "-max_socket", "512"], timeout=60)
+    sipp.start()
+    try:
+        time.sleep(4)
+        reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                                 str(server.pid_file)], capture_output=True, text=True,
+                                timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        server.wait_serving(2, exclude_pids=before)
+    finally:
+        sipp.stop()
+    deadline = time.monotonic() + START_BOUND
+    while metric_value(front_metrics(server), "signaling_handoff_total", direction="received",
+                       kind="released") < 2:  # one per new worker, from its predecessor
+        log = server.read_log()
+        assert time.monotonic() < deadline and "did not release the slot" not in log, \
+            log[-3000:]
+        time.sleep(0.1)
+    assert "did not release the slot" not in server.read_log()
+
+
 def test_sigterm_stops_every_worker(server: Supervised) -> None:
     pids = [int(w["pid"]) for w in server.workers()]
     assert server.stop() == 0
