@@ -63,6 +63,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.bench_calls import _socket_drops
 from benchmarks.bench_register import REFERENCE, ServerUnderTest
@@ -231,6 +232,9 @@ class Step:
     late: int = 0  # final answers a client saw later than Timer B/F
     load: float = 0.0  # the machine's 1-minute load average at the end of the step
     wait: float = 0.0  # share of the step the server waited for a CPU beyond its throttling
+    #: Why the load generator, not only the server, limited the step (the injector's own
+    #: verdict, ``loadtest.report.generator_report``); empty when it kept up.
+    bound: str = ""
 
     def line(self) -> str:
         def opt(v: int | None) -> str:
@@ -239,7 +243,8 @@ class Step:
                 f"{self.goodput:8.0f} {self.p50_ms:7.0f} {self.p99_ms:7.0f} {self.max_ms:7.0f} "
                 f"{self.late:5d} {self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
                 f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}% "
-                f"{100 * self.wait:4.0f}%{'*' if self.starved else ' '} {self.load:5.2f}")
+                f"{100 * self.wait:4.0f}%{'*' if self.starved else ' '} {self.load:5.2f}"
+                + (" INJECTOR-BOUND" if self.bound else ""))
 
     @property
     def starved(self) -> bool:
@@ -254,7 +259,9 @@ LEGEND = ("maxms: longest request->final answer a client saw; late: final answer
           "transactions to B/F); cpu: the server's, share of one core (over the whole step: the "
           "injector's pre-registration included); wait: share of the step it was runnable but "
           "not running beyond its quota's throttling, * = over 5%: starved by the machine, "
-          "suspect the step; load: 1-min load average")
+          "suspect the step; load: 1-min load average; INJECTOR-BOUND: the injector was at "
+          "its own limit (its CPU, answers lost on its sockets, sent late or not at all): the "
+          "step measures it as much as the server")
 #: A step whose server waited for a CPU (beyond its quota) longer than this share is suspect.
 STARVED = 0.05
 
@@ -537,17 +544,29 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
         before = _our_counts(admin)
         starvation = Starvation(server.pid, quota)
         cpu0, t0 = server.cpu(), time.monotonic()
+        # As many transactions in flight as the step offers (SIPp's ``-l``): the default cap
+        # turned the injector into a closed loop once the server dropped (60,000/s for 32 s
+        # each), and an event due over ``deadline`` ago is not sent: the step offers what the
+        # injector can within it, measured (``started_per_s``), instead of stretching its
+        # schedule past the bench's wait (session 13: over a minute behind at 10x).
         proc = subprocess.Popen(
             ["taskset", "-c", str(SIPP_CPU), *storm, "replay", str(trace), "--target",
              f"udp://127.0.0.1:{server.port}", "--deadline", str(deadline), "--json",
-             str(report), "--live-interval", "0", "--threshold", "error_rate<=1"],
+             str(report), "--live-interval", "0", "--threshold", "error_rate<=1",
+             "--max-inflight", str(max(100_000, int(rate * duration) + 1000)),
+             "--max-lateness", str(deadline)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if GENERATORS:
             GENERATORS[0].add_tree(proc.pid)
         time.sleep(duration)
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
         wait = starvation.share()
-        _, err = proc.communicate(timeout=duration + 120)
+        try:
+            _, err = proc.communicate(timeout=duration + 120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
         after = _our_counts(admin)
         _verbose(admin)
         kdrops = _socket_drops(server.port)
@@ -561,7 +580,7 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
     # Over the scheduled seconds only: retries after Retry-After go on after them, and the
     # whole run's totals over ``duration`` overstated both rates (2x offered read as 5x).
     window = max(1, int(duration))
-    offered, good = sum(k["offered_per_s"][:window]), sum(k["goodput_per_s"][:window])
+    offered, good = _injector_offered(run, k, window), sum(k["goodput_per_s"][:window])
     rej = drp = None
     if before is not None and after is not None:
         rej, drp = after[0] - before[0], after[1] - before[1]
@@ -571,13 +590,31 @@ def storm_step(system: str, kind: str, rate: float, duration: float, deadline: f
         "sent", "status_503", "timeouts", "retransmissions", "retry_after_honoured",
         "backoff_retries", "abandoned", "late_finals")) + f" codes={k['codes']} "
         f"offered/s={k['offered_per_s'][:window + 3]} goodput/s={k['goodput_per_s'][:window + 3]}"
-        f" latency_ok={lat} latency_all={k['latency_us']}")
+        f" latency_ok={lat} latency_all={k['latency_us']} injector cpu={run['cpu']} "
+        f"lateness={run['lateness_us']} wall={run['wall_s']:.1f} "
+        f"generator={run.get('generator')} warnings={run['warnings']}")
     return _starved(Step(
         system, kind, f"{label} storm", offered / window, good / window,
         lat.get("p50", 0.0) / 1000, lat.get("p99", 0.0) / 1000,
         k["retransmissions"] / max(k["sent"], 1), sum(k["failures"].values()) + k["timeouts"],
         rej, drp, kdrops, (cpu1 - cpu0) / elapsed, lat.get("max", 0.0) / 1000,
-        int(k.get("late_finals", 0))), wait)
+        int(k.get("late_finals", 0)), bound=_injector_bound(run)), wait)
+
+
+def _injector_offered(run: dict[str, Any], kind: dict[str, Any], window: int) -> int:
+    """Transactions the injector really started within the step's first ``window`` seconds
+    (``started_per_s``, by wall second), not the ones its schedule made due there: one
+    behind its schedule sends them later, or not at all (``--max-lateness``).  A report
+    without the series (an older injector): by the schedule."""
+    started = run.get("started_per_s")
+    if started:
+        return int(sum(started[:window]))
+    return int(sum(kind["offered_per_s"][:window]))
+
+
+def _injector_bound(run: dict[str, Any]) -> str:
+    """The injector's own verdict on the step (``generator.bound``): "" when it kept up."""
+    return "; ".join((run.get("generator") or {}).get("bound") or [])
 
 
 def capacity(system: str, kind: str, duration: float, deadline: float, quota: CpuQuota,
@@ -731,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"P50/P99 {step.p50_ms:.0f}/{step.p99_ms:.0f} ms, "
                             f"late finals {step.late}, load {step.load:.2f}"
                             + (" STARVED" if step.starved else "")
+                            + (f" INJECTOR-BOUND ({step.bound})" if step.bound else "")
                             + (f" SHORT: {step.offered:.0f}/s sent of {rate:.0f}/s asked"
                                if step.offered < SHORT * rate else ""))
     finally:

@@ -88,6 +88,7 @@ _METAVARS = {
     "ws_share": "SHARE", "ws_connections": "N", "sockets": "N", "diameter_origin_host": "HOST",
     "diameter_realm": "REALM", "diameter_watchdog": "SECONDS", "speed": "FACTOR",
     "ramp_up": "SECONDS", "duration": "SECONDS", "max_inflight": "N", "drain": "SECONDS",
+    "max_lateness": "SECONDS",
     "seed": "N", "t1": "SECONDS", "deadline": "SECONDS", "json": "PATH", "html": "PATH",
     "csv": "PATH", "live_interval": "SECONDS", "out": "PATH", "sip_ports": "PORTS",
     "diameter_ports": "PORTS", "users": "N", "domain": "DOMAIN", "window": "SECONDS",
@@ -213,6 +214,11 @@ def _replay_parser(sub: Any) -> None:
                         "whole trace)")
     g.add_argument("--max-inflight", type=int, default=100_000,
                    help="client transactions in flight at most; further events wait")
+    g.add_argument("--max-lateness", type=float, default=None,
+                   help="an event due longer ago than this when the injector gets to it is "
+                        "not sent but counted (behind-schedule): a rate test offers what it "
+                        "can in time instead of stretching the schedule (default: every "
+                        "event is sent, however late)")
     g.add_argument("--drain", type=float, default=None,
                    help="seconds to wait for answers after the last event (default 64*T1)")
     g.add_argument("--seed", type=int, default=1, help="random seed of back-off jitter")

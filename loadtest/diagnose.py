@@ -6,20 +6,21 @@ and, where one is likely, the cause and the fix.  The rules:
 * one error outcome (a status code, or timeouts) is at least DOMINANT_SHARE of all outcomes;
 * the injector's lateness against its schedule has a P99 above LATE_P99_LIMIT_MS, or events
   waited for --max-inflight: the server was offered less, later, than the trace says;
-* messages could not be sent (ICMP errors, WebSocket drops), or events were skipped.
+* messages could not be sent (ICMP errors, WebSocket drops), or events were skipped;
+* the injector was at its own limit (``report.generator_report``: its CPU, answers dropped
+  on its sockets, lateness, events skipped or capped): "INJECTOR-BOUND", its figures measure
+  it as much as the server.
 """
 
 from __future__ import annotations
 
 from loadtest.metrics import is_error
-from loadtest.report import RunReport
+from loadtest.report import LATE_P99_LIMIT_MS, RunReport
 
 __all__ = ["DOMINANT_SHARE", "LATE_P99_LIMIT_MS", "LIKELY_CAUSES", "diagnose"]
 
 #: An error outcome this common is the story of the run, not noise.
 DOMINANT_SHARE = 0.5
-#: Lateness P99 above this, the offered load was not what the trace asked for.
-LATE_P99_LIMIT_MS = 10.0
 
 LIKELY_CAUSES: dict[int, str] = {
     400: "the server finds our requests malformed: see its log for the reason phrase",
@@ -103,10 +104,21 @@ def _losses(r: RunReport) -> list[str]:
                    "WebSocket frames dropped on a full or closed connection)")
     for why, n in sorted(r.events_skipped.items()):
         hint = {"ccr-session": " (give --diameter tcp://HOST:PORT)",
-                "no-transport": " (the event's transport has no --target/--ws)"}.get(why, "")
+                "no-transport": " (the event's transport has no --target/--ws)",
+                "behind-schedule": " (due over --max-lateness ago: the injector could not "
+                                   "offer them in time)"}.get(why, "")
         out.append(f"{n} {why} events were skipped{hint}")
     return out
 
 
+def _bound(r: RunReport) -> list[str]:
+    g = r.generator
+    if g is None or not g.bound:
+        return []
+    return [f"INJECTOR-BOUND: the injector was at its own limit ({'; '.join(g.bound)}): the "
+            "run measures it as much as the server; give it more CPU (a core of its own), "
+            "or lower the rate"]
+
+
 def diagnose(r: RunReport) -> list[str]:
-    return [*_dominant(r), *_lagging(r), *_losses(r)]
+    return [*_dominant(r), *_lagging(r), *_losses(r), *_bound(r)]

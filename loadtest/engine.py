@@ -120,6 +120,10 @@ class EngineConfig:
     duration: float | None = None
     ramp_up: float = 0.0
     max_inflight: int = 100_000
+    #: An event due longer ago than this (seconds) when the injector gets to it is not sent
+    #: but counted (``events_skipped["behind-schedule"]``): a rate test then offers what it
+    #: can within the schedule rather than stretching it.  None: every event is sent, late.
+    max_lateness: float | None = None
     sockets: int = 64
     bind_host: str = "0.0.0.0"
     deadline: float = 1.0  # an answer within this many seconds counts as goodput
@@ -162,6 +166,7 @@ class RunResult:
     events_total: int = 0
     schedule_s: float = 0.0  # when the last event was due, by the schedule
     offered_per_s: list[int] = field(default_factory=list)  # events due per second, by schedule
+    rx_drops: int = 0  # answers the kernel dropped on our sockets, their buffers full
 
 
 class Engine:
@@ -193,6 +198,10 @@ class Engine:
         self.max_hold = max((e.hold for e in events if isinstance(e, Call | CcrSession)),
                             default=0.0)
         self.dia: DiameterClient | None = None
+        # The injector's own load, sampled as each second closes (``_sample_self``).
+        self.self_wall = self.self_cpu = 0.0
+        self.self_drops = 0
+        self.closed_drops: int | None = None  # the total, read before the sockets closed
         # Events due per second by the schedule (the offered load, whatever the server does).
         self.offered: list[int] = []
         for off in self.offsets:
@@ -265,11 +274,13 @@ class Engine:
             gc.set_threshold(GC_GEN0_THRESHOLD, thresholds[1], thresholds[2])
             self.uac.start = time.monotonic()
             self.timeline.restart()  # the pre-registration is set-up: its own kind, not second 0
+            self._sample_self()
             loop.call_soon(self._tick)
             await self.done
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            self.closed_drops = self.rx_drops()
             self._close()
             if self.dia is not None:
                 await self.dia.close()
@@ -297,6 +308,7 @@ class Engine:
             events_total=len(self.events),
             schedule_s=self.offsets[-1] if self.offsets else 0.0,
             offered_per_s=self.offered,
+            rx_drops=self.rx_drops(),
         )
 
     def _diameter_summary(self) -> dict[str, Any]:
@@ -391,17 +403,29 @@ class Engine:
         dur = self.cfg.duration
         txns = self.uac.txns
         late = self.timeline.late_pending
-        i = self.idx
+        cur = self.timeline.cur
+        behind = self.cfg.max_lateness
+        i = start = self.idx
+        skipped = 0
         while i < n and offs[i] <= el:
             if dur is not None and offs[i] > dur:
                 break
+            if behind is not None and el - offs[i] > behind:
+                skipped += 1  # past saving: the injector could not offer it in time
+                i += 1
+                continue
             if len(txns) >= cap:
                 self.deferred += 1
+                cur.deferred += 1
                 break
             late.append(int((el - offs[i]) * 1e6))
             self._start_event(events[i], int(offs[i]), now)
             i += 1
         self.idx = i
+        cur.started += i - start - skipped
+        if skipped:
+            sk = self.uac.skipped
+            sk["behind-schedule"] = sk.get("behind-schedule", 0) + skipped
         if len(late) >= MAX_LATE_PENDING:
             self.timeline.flush()
         if i >= n or (dur is not None and el >= dur):
@@ -454,10 +478,29 @@ class Engine:
         for k in self.kinds.values():
             k.flush()
 
+    def rx_drops(self) -> int:
+        """Answers the kernel dropped on the UDP sockets so far (``UdpLink.rx_drops``)."""
+        if self.closed_drops is not None:
+            return self.closed_drops
+        return sum(link.rx_drops() for link in self.uac.udp)
+
+    def _sample_self(self) -> tuple[float, int]:
+        """The injector's share of one core and the answers dropped on its sockets since the
+        last sample: a generator at its limit reads its answers late or loses them, and the
+        run then measures it as much as the server."""
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        wall, cpu, drops = time.monotonic(), ru.ru_utime + ru.ru_stime, self.rx_drops()
+        share = (cpu - self.self_cpu) / max(wall - self.self_wall, 1e-6)
+        dropped = drops - self.self_drops
+        self.self_wall, self.self_cpu, self.self_drops = wall, cpu, drops
+        return share, dropped
+
     def _roll(self, sec: int) -> None:
         tl = self.timeline
+        if tl.second < sec:
+            cpu, tl.cur.rx_drops = self._sample_self()
         while tl.second < sec:
             s = tl.second
             if s < len(self.offered):
                 tl.cur.offered = self.offered[s]
-            tl.roll(s + 1, self.inflight(), self.uac.up)
+            tl.roll(s + 1, self.inflight(), self.uac.up, cpu)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -35,6 +36,12 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 #: WebSocket connections at most, and frames waiting per connection before we count a drop.
 MAX_WS_CONNECTIONS = 1000
 WS_QUEUE_MAX = 10_000
+#: ``getsockopt(SOL_SOCKET, SO_MEMINFO)`` (Linux 4.6+; not in the socket module): the socket's
+#: memory counters, ``SK_MEMINFO_VARS`` u32s of which the ninth, ``SK_MEMINFO_DROPS``, counts
+#: the datagrams the kernel dropped on it, its receive buffer full.
+SO_MEMINFO = 55
+SK_MEMINFO_VARS = 9
+SK_MEMINFO_DROPS = 8
 
 
 class LinkHost(Protocol):
@@ -51,6 +58,10 @@ class Link:
 
     def send(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def rx_drops(self) -> int:
+        """Messages toward us the kernel dropped so far (a stream transport drops none)."""
+        return 0
 
     def reply(self, data: bytes, addr: Any) -> None:
         raise NotImplementedError
@@ -88,6 +99,22 @@ class UdpLink(Link, asyncio.DatagramProtocol):
 
     def send(self, data: bytes) -> None:
         self.tr.sendto(data, self.addr)  # type: ignore[union-attr]
+
+    def rx_drops(self) -> int:
+        """Answers the kernel dropped on this socket, its receive buffer full: an injector
+        that reads slower than the server answers loses them, and its transactions then
+        retransmit and time out as if the server had not answered.  0 where the kernel has
+        no ``SO_MEMINFO`` or the socket is closed."""
+        sock = None if self.tr is None else self.tr.get_extra_info("socket")
+        if sock is None:
+            return 0
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * SK_MEMINFO_VARS)
+        except OSError:
+            return 0
+        if len(raw) < 4 * (SK_MEMINFO_DROPS + 1):
+            return 0
+        return int(struct.unpack_from("I", raw, 4 * SK_MEMINFO_DROPS)[0])
 
     def reply(self, data: bytes, addr: Any) -> None:
         self.tr.sendto(data, addr)  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from loadtest.report import RunReport
+from loadtest.report import BUSY_CPU, RunReport
 from loadtest.thresholds import Threshold, with_defaults
 
 __all__ = ["EXIT_FAILED", "EXIT_THRESHOLDS", "print_summary", "run_replay"]
@@ -81,6 +81,7 @@ def run_replay(a: Any, thresholds: list[Threshold]) -> int:
         target=parse_target(a.target) if a.target else None, ws_url=a.ws,
         ws_share=a.ws_share, ws_connections=a.ws_connections, speed=a.speed,
         duration=a.duration, ramp_up=a.ramp_up, max_inflight=a.max_inflight,
+        max_lateness=a.max_lateness,
         sockets=a.sockets, deadline=a.deadline, t1=a.t1, t2=max(4.0, a.t1),
         register_callees=not a.no_register_callees, backoff=not a.no_backoff,
         drain=a.drain, seed=a.seed, expected=a.expect,
@@ -125,6 +126,12 @@ def print_summary(r: RunReport) -> None:
               f"timeouts {k.timeouts} errors {k.errors} retrans {k.retransmissions} "
               f"codes {codes} P50/P99/P99.9 ms {lat.get('p50', 0) / 1000:.2f}/"
               f"{lat.get('p99', 0) / 1000:.2f}/{lat.get('p99.9', 0) / 1000:.2f}")
+    g = r.generator
+    if g is not None:
+        print(f"  injector  CPU max {100 * g.cpu_max:.0f}% of one core, busy (>= "
+              f"{100 * BUSY_CPU:.0f}%) {g.busy_seconds} of {g.offered_seconds} offered s, "
+              f"answers dropped on its sockets {g.rx_drops}: "
+              + ("INJECTOR-BOUND" if g.bound else "kept up"))
     c = r.calls
     if r.diameter:
         print(f"  diameter {r.diameter}")

@@ -32,18 +32,27 @@ from loadtest.metrics import (
 )
 
 __all__ = [
+    "BUSY_CPU",
+    "LATE_P99_LIMIT_MS",
     "REPORT_VERSION",
     "CallReport",
+    "GeneratorReport",
     "KindReport",
     "KneeReport",
     "RunReport",
     "ThresholdReport",
     "build_report",
+    "generator_report",
     "load_report",
     "save_report",
 ]
 
 REPORT_VERSION = 2
+#: Lateness P99 above this, the offered load was not what the trace asked for.
+LATE_P99_LIMIT_MS = 10.0
+#: An offered second in which the injector used this share of one core or more: its loop had
+#: no time to spare, so the answers waited in its sockets (their latency is partly its own).
+BUSY_CPU = 0.9
 #: Points of the capacity curve at most: enough to show its shape, few enough to read.
 CAPACITY_BINS = 24
 KNEE_RULE = (
@@ -115,6 +124,24 @@ class SecondReport(msgspec.Struct, array_like=True):
     p999_us: float
     late_p99_us: float
     late_max_us: float
+    started: int = 0  # trace events started in this second
+    deferred: int = 0  # ticks in which due events waited for --max-inflight
+    cpu: float = 0.0  # the injector's CPU, share of one core
+    rx_drops: int = 0  # answers the kernel dropped on the injector's sockets
+
+
+class GeneratorReport(msgspec.Struct):
+    """Whether the injector, not only the server, limited the run (``generator_report``)."""
+
+    offered_seconds: int  # seconds of the schedule
+    busy_seconds: int  # of them, with the injector at BUSY_CPU of a core or more
+    cpu_max: float  # its highest share of one core in an offered second
+    rx_drops: int  # answers the kernel dropped on its sockets (buffers full)
+    behind_schedule: int  # events not sent, due over --max-lateness ago
+    deferred_by_cap: int  # ticks in which due events waited for --max-inflight
+    lateness_p99_ms: float
+    #: Why its figures measure it as much as the server; empty when it kept up.
+    bound: list[str] = []
 
 
 class CapacityPoint(msgspec.Struct, array_like=True):
@@ -159,6 +186,8 @@ class RunReport(msgspec.Struct):
     capacity: list[CapacityPoint] = []
     thresholds: list[ThresholdReport] = []
     warnings: list[str] = []
+    generator: GeneratorReport | None = None
+    started_per_s: list[int] = []  # trace events started per wall second (offered, really)
 
 
 def _pct(h: Any) -> dict[str, float]:
@@ -215,6 +244,33 @@ def _capacity(off: list[int], good: list[int], p99: list[float]) -> list[Capacit
     ]
 
 
+def generator_report(res: RunResult, offered_seconds: int) -> GeneratorReport:
+    """The injector's own limits in the run: a capacity tester must say when it could not
+    offer the rate asked, or read the answers as fast as they came (its CPU at its limit, its
+    sockets' buffers overflowing: the answers it lost show as the server's timeouts and
+    retransmissions, the answers it read late as the server's latency)."""
+    offered = res.timeline[:offered_seconds]
+    busy = sum(1 for p in offered if p.cpu >= BUSY_CPU)
+    cpu_max = max((p.cpu for p in offered), default=0.0)
+    behind = res.events_skipped.get("behind-schedule", 0)
+    late = _pct(res.lateness).get("p99", 0.0) / 1000.0
+    bound = []
+    if busy:
+        bound.append(f"CPU at {100 * BUSY_CPU:.0f}%+ of a core in {busy} of {len(offered)} "
+                     f"offered s (max {100 * cpu_max:.0f}%): answers read late")
+    if res.rx_drops:
+        bound.append(f"{res.rx_drops} answers dropped on its sockets (receive buffers full): "
+                     "counted as timeouts and retransmissions")
+    if late > LATE_P99_LIMIT_MS:
+        bound.append(f"lateness P99 {late:.1f} ms: sent later than the schedule")
+    if behind:
+        bound.append(f"{behind} events not sent, due over --max-lateness ago")
+    if res.deferred_by_cap:
+        bound.append(f"events waited {res.deferred_by_cap} ticks for --max-inflight")
+    return GeneratorReport(len(offered), busy, cpu_max, res.rx_drops, behind,
+                           res.deferred_by_cap, late, bound)
+
+
 def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any],
                  expected: frozenset[int] = frozenset(), started_at: str | None = None
                  ) -> RunReport:
@@ -265,13 +321,16 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any],
         timeline=[SecondReport(p.second, p.offered, p.sent, p.answered, dict(p.by_class),
                                p.good, p.errors, p.timeouts, p.retransmissions, p.inflight,
                                p.calls_started, p.calls_up, p.p50_us, p.p99_us, p.p999_us,
-                               p.late_p99_us, p.late_max_us)
+                               p.late_p99_us, p.late_max_us, p.started, p.deferred, p.cpu,
+                               p.rx_drops)
                   for p in res.timeline],
         knee=None if knee is None else KneeReport(knee.second, knee.offered_per_s,
                                                   knee.goodput_per_s, knee.max_goodput_per_s,
                                                   knee.reason),
         offered_per_s=list(res.offered_per_s),
         capacity=_capacity(off, good, p99),
+        generator=generator_report(res, n),
+        started_per_s=[p.started for p in res.timeline],
     )
 
 

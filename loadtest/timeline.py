@@ -49,6 +49,10 @@ class SecondPoint:
     p999_us: float = 0.0
     late_p99_us: float = 0.0
     late_max_us: float = 0.0
+    started: int = 0  # trace events started in this second (whenever they were due)
+    deferred: int = 0  # ticks in which due events waited for --max-inflight
+    cpu: float = 0.0  # the injector's own CPU, share of one core
+    rx_drops: int = 0  # answers the kernel dropped on the injector's sockets
 
 
 def _pick(values: list[int], p: float) -> float:
@@ -93,8 +97,9 @@ class Timeline:
         record_batch(self.lateness, pending)
         self.late_pending = []
 
-    def roll(self, sec: int, inflight: int, calls_up: int) -> None:
-        """Close the current second (and any skipped ones) into the timeline."""
+    def roll(self, sec: int, inflight: int, calls_up: int, cpu: float = 0.0) -> None:
+        """Close the current second (and any skipped ones, a stall of the loop) into the
+        timeline; ``cpu``, the injector's share of one core over them, goes to each."""
         if sec > self.second:
             self.flush()  # what is pending belongs to the second being closed
         while self.second < sec:
@@ -108,7 +113,7 @@ class Timeline:
                 self.late.sort()
                 cur.late_p99_us = _pick(self.late, 0.99)
                 self.late = []
-            cur.inflight, cur.calls_up = inflight, calls_up
+            cur.inflight, cur.calls_up, cur.cpu = inflight, calls_up, cpu
             if len(self.points) < MAX_SERIES_SECONDS:
                 self.points.append(cur)
             if self.on_second is not None:

@@ -1,11 +1,19 @@
-"""bench_overload's reading of SIPp: what was really offered within a step, and the users
-of several SIPp processes kept apart (issue 13)."""
+"""bench_overload's reading of SIPp and of the injector: what was really offered within a
+step, the users of several SIPp processes kept apart, the steps the injector limited
+(issue 13)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.bench_overload import SIPP_DIR, _created_within, _register_scenarios
+from benchmarks.bench_overload import (
+    SIPP_DIR,
+    Step,
+    _created_within,
+    _injector_bound,
+    _injector_offered,
+    _register_scenarios,
+)
 
 HEAD = ["StartTime", "LastResetTime", "CurrentTime", "ElapsedTime(C)", "TotalCallCreated"]
 
@@ -47,3 +55,24 @@ def test_several_sipps_register_users_of_their_own(tmp_path: Path) -> None:
         assert "u[call_number]@" not in text
     reference = (SIPP_DIR / "register.xml").read_text()
     assert texts[0].replace("u[call_number]p0", "u[call_number]") == reference
+
+
+def test_the_injector_offered_what_it_started_within_the_step() -> None:
+    """By wall second of its start, not by the second its schedule made it due: an injector
+    behind its schedule offered less within the step than the schedule says."""
+    run = {"started_per_s": [60_000, 41_000, 30_000, 2_000]}
+    kind = {"offered_per_s": [60_000, 60_000, 60_000, 0]}
+    assert _injector_offered(run, kind, 3) == 131_000
+    assert _injector_offered({}, kind, 3) == 180_000  # an older report: by the schedule
+
+
+def test_a_step_the_injector_limited_carries_its_reasons() -> None:
+    run = {"generator": {"bound": ["CPU at 90%+ of a core in 6 of 6 offered s",
+                                   "55631 events not sent"]}}
+    assert _injector_bound(run) == ("CPU at 90%+ of a core in 6 of 6 offered s; "
+                                    "55631 events not sent")
+    assert _injector_bound({"generator": {"bound": []}}) == ""
+    assert _injector_bound({}) == ""  # an older report: no verdict
+    step = Step("ours", "register", "10x storm", 46_608, 604, 4_168, 15_811, 6.4, 0, None,
+                None, 0, 0.196, bound=_injector_bound(run))
+    assert step.line().endswith(" INJECTOR-BOUND")

@@ -1,4 +1,5 @@
-"""Warnings on real runs: a dominant error code with its cause, an injector that lagged."""
+"""Warnings on real runs: a dominant error code with its cause, an injector that lagged or
+was at its own limit."""
 
 from __future__ import annotations
 
@@ -66,3 +67,17 @@ async def test_an_injector_behind_its_schedule_is_said_to_lag() -> None:
     lag = [w for w in diagnose(rep) if w.startswith("the injector lagged its schedule")]
     assert len(lag) == 1 and "lateness P99" in lag[0]
     assert rep.lateness_us["max"] >= 200_000  # the stall, seen from the schedule
+
+
+async def test_an_injector_at_its_limit_is_said_to_be_bound() -> None:
+    """The report's verdict on the injector (``generator.bound``) becomes one warning that
+    names its reasons; an injector that kept up gets none."""
+    events: list[Event] = [Options(t=i * 0.01, user=f"o{i}", domain="127.0.0.1")
+                           for i in range(10)]
+    rep = await run_against(Responder(), events)
+    assert rep.generator is not None
+    rep.generator.bound = []
+    assert [w for w in diagnose(rep) if w.startswith("INJECTOR-BOUND")] == []
+    rep.generator.bound = ["12 answers dropped on its sockets", "lateness P99 50.0 ms"]
+    (w,) = [w for w in diagnose(rep) if w.startswith("INJECTOR-BOUND")]
+    assert "(12 answers dropped on its sockets; lateness P99 50.0 ms)" in w

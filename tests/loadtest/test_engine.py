@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from loadtest.engine import Engine, EngineConfig, RunResult, schedule_offsets
 from loadtest.responder import Responder, respond
 from loadtest.sipmsg import BranchFactory
+from loadtest.timeline import SecondPoint
 from loadtest.trace import Call, Event, Options, Register
 from loadtest.uac import WS_SHARE_STEPS
 from protocols.sip.message import Request, Response
@@ -304,6 +305,30 @@ async def test_duration_stops_offering_and_max_inflight_defers() -> None:
     assert reg.sent == 10  # the cap held: nobody answered, so nothing more started
     assert res.deferred_by_cap > 0
     assert reg.abandoned == 10 and res.wall_s < 2
+
+
+async def test_max_lateness_skips_what_the_injector_cannot_offer_in_time() -> None:
+    """An injector behind its schedule (here its loop blocked 0.4 s as the first second
+    closes) does not send what was due over --max-lateness ago: it counts it, and the
+    seconds say what it really started, so a rate test reads what was offered."""
+    rec = Recording()
+    tr, addr = await _peer(rec)
+
+    def stall(p: SecondPoint, engine: Any) -> None:
+        if p.second == 0:
+            time.sleep(0.4)
+
+    try:
+        res = await _run(_regs(300, spacing=0.005), target=addr, max_lateness=0.1,
+                         on_second=stall)
+    finally:
+        tr.close()
+    skipped = res.events_skipped["behind-schedule"]
+    sent = res.kinds["register"].sent
+    assert skipped > 0 and sent + skipped == 300 == res.events_started
+    assert sum(p.started for p in res.timeline) == sent == len(rec.log)
+    # Whatever was sent went no later than the limit (HDR's 3 digits of rounding).
+    assert res.lateness.get_max_value() <= 100_100
 
 
 def test_schedule_offsets_speed_and_linear_ramp() -> None:

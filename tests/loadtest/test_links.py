@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -48,6 +49,32 @@ async def test_udp_links_have_ports_of_their_own_and_deliver_to_the_host() -> No
         for link in links:
             link.close()
         tr.close()
+
+
+async def test_a_udp_link_counts_the_answers_the_kernel_dropped_on_its_full_buffer() -> None:
+    """What an injector reading slower than the server answers loses: the kernel drops the
+    datagrams its socket's buffer cannot hold, and the link says how many, so that they are
+    not taken for answers the server never sent."""
+    host = Host()
+    _, (link,) = await open_udp(host, ("127.0.0.1", 9), 1, "127.0.0.1")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock = link.tr.get_extra_info("socket")  # type: ignore[union-attr]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert link.rx_drops() == 0
+        # The loop does not run while these are sent: nothing is read meanwhile.
+        for _ in range(200):
+            peer.sendto(b"x" * 500, ("127.0.0.1", link.local[1]))
+        dropped = link.rx_drops()
+        assert 0 < dropped < 200
+        async with asyncio.timeout(10):
+            while len(host.got) < 200 - dropped:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert len(host.got) == 200 - dropped and link.rx_drops() == dropped
+    finally:
+        peer.close()
+        link.close()
 
 
 async def test_websocket_links_carry_sip_frames_and_count_what_they_cannot_send() -> None:

@@ -1,17 +1,21 @@
-"""Reports: the knee found in a real ramped run, JSON round trip, HTML rebuilt from JSON."""
+"""Reports: the knee found in a real ramped run, JSON round trip, HTML rebuilt from JSON; the
+injector's verdict on its own limits."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest.engine import Engine, EngineConfig, RunResult
-from loadtest.report import build_report, load_report, save_report
+from loadtest.engine import CallStats, Engine, EngineConfig, RunResult, UasStats
+from loadtest.metrics import new_histogram
+from loadtest.report import BUSY_CPU, build_report, load_report, save_report
 from loadtest.reporthtml import render_html
 from loadtest.responder import BURST_S, Responder
 from loadtest.synth import SynthParams, synthesize
+from loadtest.timeline import SecondPoint
 
 CAPACITY = 400  # requests per second the capped responder answers
 
@@ -63,3 +67,45 @@ async def test_knee_of_a_ramp_against_a_saturating_peer(tmp_path: Path) -> None:
     assert h.get_total_count() == sum(opts.answered.values())
     assert sum(p.answered for p in rep.timeline) == sum(
         sum(k.answered.values()) for k in rep.kinds.values())
+
+
+def _result(timeline: list[SecondPoint], **kw: Any) -> RunResult:
+    """A run's measurements as the engine returns them, with only the injector's own figures
+    set (``timeline`` and ``kw``); the schedule covers the timeline's seconds."""
+    fields: dict[str, Any] = {
+        "kinds": {}, "calls": CallStats(), "uas": UasStats(), "lateness": new_histogram(),
+        "timeline": timeline, "wall_s": float(len(timeline)),
+        "schedule_end_s": float(len(timeline)), "cpu_user_s": 0.0, "cpu_sys_s": 0.0,
+        "events_started": 0, "events_skipped": {}, "stray_responses": 0,
+        "deferred_by_cap": 0, "send_errors": 0, "diameter": {}}
+    fields.update(kw)
+    return RunResult(**fields)
+
+
+def test_an_injector_that_kept_up_is_not_bound() -> None:
+    res = _result([SecondPoint(s, started=100, cpu=0.3) for s in range(3)])
+    g = build_report(res, {}, {}).generator
+    assert g is not None and g.bound == [] and g.busy_seconds == 0
+    assert build_report(res, {}, {}).started_per_s == [100, 100, 100]
+
+
+def test_an_injector_at_its_limit_says_why() -> None:
+    """Each of its limits is a reason of its own: a core busy in an offered second (not in
+    the drain after the schedule), answers lost on its sockets, lateness against the
+    schedule, events not sent, events held by --max-inflight."""
+    late = new_histogram()
+    late.record_value(50_000, 100)
+    points = [SecondPoint(0, cpu=0.5), SecondPoint(1, cpu=BUSY_CPU),
+              SecondPoint(2, cpu=0.99)]
+    res = _result(points, schedule_end_s=2.0, rx_drops=12, lateness=late,
+                  events_skipped={"behind-schedule": 30}, deferred_by_cap=4)
+    g = build_report(res, {}, {}).generator
+    assert g is not None
+    assert (g.offered_seconds, g.busy_seconds, g.cpu_max) == (2, 1, BUSY_CPU)
+    assert (g.rx_drops, g.behind_schedule, g.deferred_by_cap) == (12, 30, 4)
+    assert len(g.bound) == 5
+    assert g.bound[0].startswith("CPU at 90%+ of a core in 1 of 2 offered s")
+    assert g.bound[1].startswith("12 answers dropped on its sockets")
+    assert g.bound[2].startswith("lateness P99 50.0 ms")
+    assert g.bound[3].startswith("30 events not sent")
+    assert g.bound[4].startswith("events waited 4 ticks for --max-inflight")

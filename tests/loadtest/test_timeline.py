@@ -24,6 +24,16 @@ def test_seconds_close_with_percentiles_lateness_and_state() -> None:
     assert tl.cur.second == 4 and tl.second == 4
 
 
+def test_the_injectors_cpu_goes_to_every_second_a_stall_closes() -> None:
+    """A loop blocked for three seconds closes them in one roll: each gets the share of a
+    core the injector used over them, not the first alone."""
+    tl = Timeline(seed=1)
+    tl.cur.rx_drops, tl.cur.started = 7, 100
+    tl.roll(3, 0, 0, cpu=0.97)
+    assert [p.cpu for p in tl.points] == [0.97, 0.97, 0.97]
+    assert [(p.rx_drops, p.started) for p in tl.points] == [(7, 100), (0, 0), (0, 0)]
+
+
 def test_lateness_sample_is_bounded_but_the_maximum_is_exact() -> None:
     tl = Timeline(seed=1)
     tl.late_pending.extend([5] * (LATE_SAMPLE + 10))
