@@ -499,6 +499,8 @@ class Engine:
         tl = self.timeline
         if tl.second < sec:
             cpu, tl.cur.rx_drops = self._sample_self()
+            if self.closed_drops is None:
+                tl.cur.rx_queued = sum(link.rx_queued() for link in self.uac.udp)
         while tl.second < sec:
             s = tl.second
             if s < len(self.offered):

@@ -42,6 +42,9 @@ WS_QUEUE_MAX = 10_000
 SO_MEMINFO = 55
 SK_MEMINFO_VARS = 9
 SK_MEMINFO_DROPS = 8
+#: ... and the first, ``SK_MEMINFO_RMEM_ALLOC``, the bytes its receive queue holds (what the
+#: kernel charges for them: each datagram's buffer, more than its payload).
+SK_MEMINFO_RMEM_ALLOC = 0
 
 
 class LinkHost(Protocol):
@@ -61,6 +64,10 @@ class Link:
 
     def rx_drops(self) -> int:
         """Messages toward us the kernel dropped so far (a stream transport drops none)."""
+        return 0
+
+    def rx_queued(self) -> int:
+        """Bytes of messages toward us waiting in the kernel to be read (0: none known)."""
         return 0
 
     def reply(self, data: bytes, addr: Any) -> None:
@@ -105,6 +112,14 @@ class UdpLink(Link, asyncio.DatagramProtocol):
         that reads slower than the server answers loses them, and its transactions then
         retransmit and time out as if the server had not answered.  0 where the kernel has
         no ``SO_MEMINFO`` or the socket is closed."""
+        return self._meminfo(SK_MEMINFO_DROPS)
+
+    def rx_queued(self) -> int:
+        """Bytes of answers waiting in this socket's receive queue: an injector at its limit
+        reads them late, and their latency is then partly its own."""
+        return self._meminfo(SK_MEMINFO_RMEM_ALLOC)
+
+    def _meminfo(self, index: int) -> int:
         sock = None if self.tr is None else self.tr.get_extra_info("socket")
         if sock is None:
             return 0
@@ -112,9 +127,9 @@ class UdpLink(Link, asyncio.DatagramProtocol):
             raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * SK_MEMINFO_VARS)
         except OSError:
             return 0
-        if len(raw) < 4 * (SK_MEMINFO_DROPS + 1):
+        if len(raw) < 4 * (index + 1):
             return 0
-        return int(struct.unpack_from("I", raw, 4 * SK_MEMINFO_DROPS)[0])
+        return int(struct.unpack_from("I", raw, 4 * index)[0])
 
     def reply(self, data: bytes, addr: Any) -> None:
         self.tr.sendto(data, addr)  # type: ignore[union-attr]

@@ -128,6 +128,7 @@ class SecondReport(msgspec.Struct, array_like=True):
     deferred: int = 0  # ticks in which due events waited for --max-inflight
     cpu: float = 0.0  # the injector's CPU, share of one core
     rx_drops: int = 0  # answers the kernel dropped on the injector's sockets
+    rx_queued: int = 0  # bytes of answers waiting in its sockets at the second's end
 
 
 class GeneratorReport(msgspec.Struct):
@@ -142,6 +143,8 @@ class GeneratorReport(msgspec.Struct):
     lateness_p99_ms: float
     #: Why its figures measure it as much as the server; empty when it kept up.
     bound: list[str] = []
+    #: The most bytes of answers waiting in its sockets at the end of an offered second.
+    rx_queued_max: int = 0
 
 
 class CapacityPoint(msgspec.Struct, array_like=True):
@@ -251,13 +254,15 @@ def generator_report(res: RunResult, offered_seconds: int) -> GeneratorReport:
     retransmissions, the answers it read late as the server's latency)."""
     offered = res.timeline[:offered_seconds]
     busy = sum(1 for p in offered if p.cpu >= BUSY_CPU)
+    queued = max((p.rx_queued for p in offered), default=0)
     cpu_max = max((p.cpu for p in offered), default=0.0)
     behind = res.events_skipped.get("behind-schedule", 0)
     late = _pct(res.lateness).get("p99", 0.0) / 1000.0
     bound = []
     if busy:
         bound.append(f"CPU at {100 * BUSY_CPU:.0f}%+ of a core in {busy} of {len(offered)} "
-                     f"offered s (max {100 * cpu_max:.0f}%): answers read late")
+                     f"offered s (max {100 * cpu_max:.0f}%): answers read late (up to "
+                     f"{queued / 1e6:.1f} MB waiting in its sockets)")
     if res.rx_drops:
         bound.append(f"{res.rx_drops} answers dropped on its sockets (receive buffers full): "
                      "counted as timeouts and retransmissions")
@@ -268,7 +273,7 @@ def generator_report(res: RunResult, offered_seconds: int) -> GeneratorReport:
     if res.deferred_by_cap:
         bound.append(f"events waited {res.deferred_by_cap} ticks for --max-inflight")
     return GeneratorReport(len(offered), busy, cpu_max, res.rx_drops, behind,
-                           res.deferred_by_cap, late, bound)
+                           res.deferred_by_cap, late, bound, queued)
 
 
 def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any],
@@ -322,7 +327,7 @@ def build_report(res: RunResult, trace: dict[str, Any], config: dict[str, Any],
                                p.good, p.errors, p.timeouts, p.retransmissions, p.inflight,
                                p.calls_started, p.calls_up, p.p50_us, p.p99_us, p.p999_us,
                                p.late_p99_us, p.late_max_us, p.started, p.deferred, p.cpu,
-                               p.rx_drops)
+                               p.rx_drops, p.rx_queued)
                   for p in res.timeline],
         knee=None if knee is None else KneeReport(knee.second, knee.offered_per_s,
                                                   knee.goodput_per_s, knee.max_goodput_per_s,

@@ -53,6 +53,7 @@ class SecondPoint:
     deferred: int = 0  # ticks in which due events waited for --max-inflight
     cpu: float = 0.0  # the injector's own CPU, share of one core
     rx_drops: int = 0  # answers the kernel dropped on the injector's sockets
+    rx_queued: int = 0  # bytes of answers waiting in its sockets at the second's end
 
 
 def _pick(values: list[int], p: float) -> float:

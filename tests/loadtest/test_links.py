@@ -67,11 +67,13 @@ async def test_a_udp_link_counts_the_answers_the_kernel_dropped_on_its_full_buff
             peer.sendto(b"x" * 500, ("127.0.0.1", link.local[1]))
         dropped = link.rx_drops()
         assert 0 < dropped < 200
+        assert link.rx_queued() > (200 - dropped) * 500  # unread: the payloads and more
         async with asyncio.timeout(10):
             while len(host.got) < 200 - dropped:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         assert len(host.got) == 200 - dropped and link.rx_drops() == dropped
+        assert link.rx_queued() == 0  # all read
     finally:
         peer.close()
         link.close()

@@ -95,8 +95,8 @@ def test_an_injector_at_its_limit_says_why() -> None:
     schedule, events not sent, events held by --max-inflight."""
     late = new_histogram()
     late.record_value(50_000, 100)
-    points = [SecondPoint(0, cpu=0.5), SecondPoint(1, cpu=BUSY_CPU),
-              SecondPoint(2, cpu=0.99)]
+    points = [SecondPoint(0, cpu=0.5), SecondPoint(1, cpu=BUSY_CPU, rx_queued=2_500_000),
+              SecondPoint(2, cpu=0.99, rx_queued=9_000_000)]
     res = _result(points, schedule_end_s=2.0, rx_drops=12, lateness=late,
                   events_skipped={"behind-schedule": 30}, deferred_by_cap=4)
     g = build_report(res, {}, {}).generator
@@ -104,7 +104,9 @@ def test_an_injector_at_its_limit_says_why() -> None:
     assert (g.offered_seconds, g.busy_seconds, g.cpu_max) == (2, 1, BUSY_CPU)
     assert (g.rx_drops, g.behind_schedule, g.deferred_by_cap) == (12, 30, 4)
     assert len(g.bound) == 5
-    assert g.bound[0].startswith("CPU at 90%+ of a core in 1 of 2 offered s")
+    assert g.bound[0] == ("CPU at 90%+ of a core in 1 of 2 offered s (max 90%): answers read "
+                          "late (up to 2.5 MB waiting in its sockets)")
+    assert g.rx_queued_max == 2_500_000  # of the offered seconds only
     assert g.bound[1].startswith("12 answers dropped on its sockets")
     assert g.bound[2].startswith("lateness P99 50.0 ms")
     assert g.bound[3].startswith("30 events not sent")
