@@ -66,9 +66,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_calls import _socket_drops
-from benchmarks.bench_register import REFERENCE, ServerUnderTest
+from benchmarks.bench_register import REFERENCE, ServerUnderTest, tree_cpu_seconds
+from benchmarks.overload_series import SLOW_MS, Series, rtt_shape, slow_shape
 from harness.serverproc import free_tcp_port, free_udp_port, sip_request
 from harness.sipp_runner import KILL_GRACE, Sipp
+from loadtest.report import BUSY_CPU
 
 SIPP_DIR = REFERENCE / "sipp"
 SIPP_CPU = 0
@@ -244,7 +246,7 @@ class Step:
                 f"{self.late:5d} {self.retrans:6.2f} {self.failed:7d} {opt(self.rejected):>7s} "
                 f"{opt(self.dropped):>7s} {self.kernel_drops:7d} {100 * self.cpu:5.1f}% "
                 f"{100 * self.wait:4.0f}%{'*' if self.starved else ' '} {self.load:5.2f}"
-                + (" INJECTOR-BOUND" if self.bound else ""))
+                + (" GENERATOR-BOUND" if self.bound else ""))
 
     @property
     def starved(self) -> bool:
@@ -259,9 +261,10 @@ LEGEND = ("maxms: longest request->final answer a client saw; late: final answer
           "transactions to B/F); cpu: the server's, share of one core (over the whole step: the "
           "injector's pre-registration included); wait: share of the step it was runnable but "
           "not running beyond its quota's throttling, * = over 5%: starved by the machine, "
-          "suspect the step; load: 1-min load average; INJECTOR-BOUND: the injector was at "
-          "its own limit (its CPU, answers lost on its sockets, sent late or not at all): the "
-          "step measures it as much as the server")
+          "suspect the step; load: 1-min load average; GENERATOR-BOUND: the load generator "
+          "was at its own limit (SIPp: its processes at 90%+ of their core; the injector: its "
+          "CPU, answers lost on its sockets, sent late or not at all): the step measures it "
+          "as much as the server")
 #: A step whose server waited for a CPU (beyond its quota) longer than this share is suspect.
 STARVED = 0.05
 
@@ -272,7 +275,8 @@ def _starved(step: Step, wait: float) -> Step:
     return step
 
 
-def _finish(s: Sipp, window: float | None = None) -> tuple[dict[str, str], list[float]]:
+def _finish(s: Sipp, window: float | None = None,
+            slow: list[float] | None = None) -> tuple[dict[str, str], list[float]]:
     """Wait for SIPp; its cumulative statistics and every response time (ms).
 
     With ``window`` (seconds from SIPp's start): the response times of the calls SIPp created
@@ -301,6 +305,8 @@ def _finish(s: Sipp, window: float | None = None) -> tuple[dict[str, str], list[
                 rtt = float(row[1])
                 if window is None or float(row[0]) - rtt <= window * 1000:
                     rtts.append(rtt)
+                    if slow is not None and rtt > SLOW_MS:
+                        slow.append((float(row[0]) - rtt) / 1000)
     if window is not None:
         stats["created_within"] = str(_created_within(rows, window))
     shutil.rmtree(s.dir, ignore_errors=True)
@@ -424,17 +430,6 @@ def _verbose(admin: int | None, detail: str = "") -> None:
         print(detail, flush=True)
 
 
-def _rtt_shape(rtts: list[float]) -> str:
-    """How SIPp's response times (ms) spread: counts per band, the retransmitted ones (over
-    T1, 500 ms) apart."""
-    bands = (50, 100, 250, 500, 1000, 2000, 32000)
-    counts = [0] * (len(bands) + 1)
-    for r in rtts:
-        counts[next((i for i, b in enumerate(bands) if r <= b), len(bands))] += 1
-    return "sipp rtt ms " + " ".join(
-        f"<={b}:{c}" for b, c in zip((*bands, "inf"), counts, strict=True))
-
-
 def _register_scenarios(n: int, directory: Path) -> list[Path]:
     """The reference REGISTER scenario for each of ``n`` SIPp processes: itself for one; for
     several, copies whose users are apart (``u[call_number]`` made ``u[call_number]pI``),
@@ -486,19 +481,24 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
                     for scenario in _register_scenarios(n, server.dir)]
         before = _our_counts(admin)
         starvation = Starvation(server.pid, quota)
+        series = Series(admin).start() if admin and os.environ.get("BENCH_VERBOSE") else None
         cpu0, t0 = server.cpu(), time.monotonic()
         for uac in uacs:
             _generator(uac.start())
         time.sleep(duration)  # the CPU is measured while the load is offered
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
         wait = starvation.share()
-        results = [_finish(uac, duration) for uac in uacs]
+        sipp_cpu = sum(_cpu_seconds(u) for u in uacs) / elapsed
+        slow: list[float] = []
+        results = [_finish(uac, duration, slow) for uac in uacs]
         stats = {name: str(sum(_num(st, name) for st, _ in results))
                  for name in ("TotalCallCreated", "SuccessfulCall(C)", "FailedCall(C)",
                               "Retransmissions(C)", "created_within")}
         rtts = [r for _, rs in results for r in rs]
         after = _our_counts(admin)
-        _verbose(admin, _rtt_shape(rtts))
+        _verbose(admin, f"sipp cpu {100 * sipp_cpu:.0f}% of core {SIPP_CPU}\n"
+                 + rtt_shape(rtts) + "\n" + slow_shape(slow)
+                 + ("\n" + series.stop() if series is not None else ""))
         kdrops = _socket_drops(server.port)
     finally:
         if uas is not None:
@@ -520,7 +520,22 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
         system, kind, label, within / duration, good / duration, pct(0.5), pct(0.99),
         _num(stats, "Retransmissions(C)") / max(created, 1), _num(stats, "FailedCall(C)"), rej,
         drp, kdrops, (cpu1 - cpu0) / elapsed, max(rtts, default=0.0),
-        sum(1 for r in rtts if r > TIMER_B * 1000)), wait)
+        sum(1 for r in rtts if r > TIMER_B * 1000), bound=_sipp_bound(sipp_cpu)), wait)
+
+
+def _cpu_seconds(s: Sipp) -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return tree_cpu_seconds(s.proc.pid) if s.proc is not None else 0.0
+    return 0.0
+
+
+def _sipp_bound(share: float) -> str:
+    """SIPp's verdict on a step, from the CPU its processes used over it (a share of their
+    one core, ``SIPP_CPU``): at ``BUSY_CPU`` or more they read the answers late (a
+    response time is then partly SIPp's own) and fall behind their schedule, as the
+    injector does (``loadtest.report.generator_report``)."""
+    return (f"SIPp at {100 * share:.0f}% of core {SIPP_CPU}: answers read late"
+            if share >= BUSY_CPU else "")
 
 
 def _generator(s: Sipp) -> None:
@@ -768,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"P50/P99 {step.p50_ms:.0f}/{step.p99_ms:.0f} ms, "
                             f"late finals {step.late}, load {step.load:.2f}"
                             + (" STARVED" if step.starved else "")
-                            + (f" INJECTOR-BOUND ({step.bound})" if step.bound else "")
+                            + (f" GENERATOR-BOUND ({step.bound})" if step.bound else "")
                             + (f" SHORT: {step.offered:.0f}/s sent of {rate:.0f}/s asked"
                                if step.offered < SHORT * rate else ""))
     finally:

@@ -13,6 +13,7 @@ from benchmarks.bench_overload import (
     _injector_bound,
     _injector_offered,
     _register_scenarios,
+    _sipp_bound,
 )
 
 HEAD = ["StartTime", "LastResetTime", "CurrentTime", "ElapsedTime(C)", "TotalCallCreated"]
@@ -75,4 +76,11 @@ def test_a_step_the_injector_limited_carries_its_reasons() -> None:
     assert _injector_bound({}) == ""  # an older report: no verdict
     step = Step("ours", "register", "10x storm", 46_608, 604, 4_168, 15_811, 6.4, 0, None,
                 None, 0, 0.196, bound=_injector_bound(run))
-    assert step.line().endswith(" INJECTOR-BOUND")
+    assert step.line().endswith(" GENERATOR-BOUND")
+
+
+def test_sipp_at_its_cores_limit_bounds_the_step() -> None:
+    """SIPp's processes at 90% or more of their core read the answers late: the step says
+    so, as it does of the injector; under that, nothing."""
+    assert _sipp_bound(0.97) == "SIPp at 97% of core 0: answers read late"
+    assert _sipp_bound(0.89) == ""
