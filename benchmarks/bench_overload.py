@@ -67,7 +67,7 @@ from typing import Any
 
 from benchmarks.bench_calls import _socket_drops
 from benchmarks.bench_register import REFERENCE, ServerUnderTest, tree_cpu_seconds
-from benchmarks.overload_series import SLOW_MS, Series, rtt_shape, slow_shape
+from benchmarks.overload_series import SLOW_MS, CpuSampler, Series, rtt_shape, slow_shape
 from harness.serverproc import free_tcp_port, free_udp_port, sip_request
 from harness.sipp_runner import KILL_GRACE, Sipp
 from loadtest.report import BUSY_CPU
@@ -485,10 +485,12 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
         cpu0, t0 = server.cpu(), time.monotonic()
         for uac in uacs:
             _generator(uac.start())
+        sampler = CpuSampler(lambda: sum(_cpu_seconds(u) for u in uacs)).start()
         time.sleep(duration)  # the CPU is measured while the load is offered
         cpu1, elapsed = server.cpu(), time.monotonic() - t0
         wait = starvation.share()
-        sipp_cpu = sum(_cpu_seconds(u) for u in uacs) / elapsed
+        sipp_cpu, sipp_most = sum(_cpu_seconds(u) for u in uacs) / elapsed, sampler.stop()
+        sipp_drops = sum(_socket_drops(u.port) for u in uacs)  # its main sockets'
         slow: list[float] = []
         results = [_finish(uac, duration, slow) for uac in uacs]
         stats = {name: str(sum(_num(st, name) for st, _ in results))
@@ -496,7 +498,9 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
                               "Retransmissions(C)", "created_within")}
         rtts = [r for _, rs in results for r in rs]
         after = _our_counts(admin)
-        _verbose(admin, f"sipp cpu {100 * sipp_cpu:.0f}% of core {SIPP_CPU}\n"
+        _verbose(admin, f"sipp cpu {100 * sipp_cpu:.0f}% of core {SIPP_CPU} over the step, "
+                        f"{100 * sipp_most:.0f}% in its busiest second, "
+                        f"dropped on its sockets {sipp_drops}\n"
                  + rtt_shape(rtts) + "\n" + slow_shape(slow)
                  + ("\n" + series.stop() if series is not None else ""))
         kdrops = _socket_drops(server.port)
@@ -520,7 +524,8 @@ def run_step(system: str, kind: str, rate: float, duration: float, deadline: flo
         system, kind, label, within / duration, good / duration, pct(0.5), pct(0.99),
         _num(stats, "Retransmissions(C)") / max(created, 1), _num(stats, "FailedCall(C)"), rej,
         drp, kdrops, (cpu1 - cpu0) / elapsed, max(rtts, default=0.0),
-        sum(1 for r in rtts if r > TIMER_B * 1000), bound=_sipp_bound(sipp_cpu)), wait)
+        sum(1 for r in rtts if r > TIMER_B * 1000), bound=_sipp_bound(sipp_most, sipp_drops)),
+        wait)
 
 
 def _cpu_seconds(s: Sipp) -> float:
@@ -529,13 +534,17 @@ def _cpu_seconds(s: Sipp) -> float:
     return 0.0
 
 
-def _sipp_bound(share: float) -> str:
-    """SIPp's verdict on a step, from the CPU its processes used over it (a share of their
-    one core, ``SIPP_CPU``): at ``BUSY_CPU`` or more they read the answers late (a
-    response time is then partly SIPp's own) and fall behind their schedule, as the
-    injector does (``loadtest.report.generator_report``)."""
-    return (f"SIPp at {100 * share:.0f}% of core {SIPP_CPU}: answers read late"
-            if share >= BUSY_CPU else "")
+def _sipp_bound(share: float, drops: int = 0) -> str:
+    """SIPp's verdict on a step, as the injector's (``loadtest.report.generator_report``):
+    its processes at ``BUSY_CPU`` or more of their one core (``SIPP_CPU``) in a second of
+    the step (``share``, ``overload_series.most_busy``) read the answers
+    late (a response time is then partly SIPp's own) and fall behind their schedule; an
+    answer dropped on its sockets (their buffers full) is retransmitted for, T1 later, and
+    answered again from the server's transaction: a response time past T1 that is SIPp's."""
+    why = [f"SIPp at {100 * share:.0f}% of core {SIPP_CPU}: answers read late"] \
+        if share >= BUSY_CPU else []
+    why += [f"{drops} datagrams dropped on SIPp's sockets"] if drops else []
+    return "; ".join(why)
 
 
 def _generator(s: Sipp) -> None:

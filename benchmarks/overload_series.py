@@ -15,8 +15,10 @@ import itertools
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 
-__all__ = ["COLUMNS", "POLL", "SLOW_MS", "Series", "counters", "rtt_shape", "slow_shape"]
+__all__ = ["COLUMNS", "POLL", "SLOW_MS", "CpuSampler", "Series", "counters", "most_busy",
+           "rtt_shape", "slow_shape"]
 
 #: Issue 13's P99 target for admitted transactions (ms): BENCH_VERBOSE says when the answers
 #: over it were first sent.
@@ -85,6 +87,45 @@ class Series:
         self._done.set()
         self._thread.join(timeout=5)
         return render(self.rows)
+
+
+def most_busy(samples: list[tuple[float, float]], window: float = 1.0) -> float:
+    """The highest share of one core over any ``window`` s of (time, CPU seconds) samples:
+    a step's average hid a load generator that saturated in its last seconds (SIPp at 10x:
+    89-90% over the step)."""
+    best = 0.0
+    for i, (t0, c0) in enumerate(samples):
+        for t1, c1 in samples[i + 1:]:
+            if t1 - t0 >= window - 1e-9:
+                best = max(best, (c1 - c0) / (t1 - t0))
+                break
+    return best
+
+
+class CpuSampler:
+    """``cpu()`` (CPU seconds of the load generators) every ``every`` s in a thread, from
+    ``start`` to ``stop``, which returns ``most_busy`` of the samples."""
+
+    def __init__(self, cpu: Callable[[], float], every: float = 0.25) -> None:
+        self.cpu, self.every = cpu, every
+        self.samples: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self.samples.append((time.monotonic(), self.cpu()))
+            self._done.wait(self.every)
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join(timeout=5)
+        self.samples.append((time.monotonic(), self.cpu()))
+        return most_busy(self.samples)
 
 
 def render(rows: list[tuple[float, dict[str, float]]]) -> str:

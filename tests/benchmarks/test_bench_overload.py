@@ -84,3 +84,6 @@ def test_sipp_at_its_cores_limit_bounds_the_step() -> None:
     so, as it does of the injector; under that, nothing."""
     assert _sipp_bound(0.97) == "SIPp at 97% of core 0: answers read late"
     assert _sipp_bound(0.89) == ""
+    assert _sipp_bound(0.95, 12) == ("SIPp at 95% of core 0: answers read late; 12 datagrams "
+                                     "dropped on SIPp's sockets")
+    assert _sipp_bound(0.5, 3) == "3 datagrams dropped on SIPp's sockets"

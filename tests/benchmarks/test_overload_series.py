@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks.overload_series import COLUMNS, counters, render, rtt_shape, slow_shape
+from benchmarks.overload_series import (
+    COLUMNS,
+    counters,
+    most_busy,
+    render,
+    rtt_shape,
+    slow_shape,
+)
 
 METRICS = """\
 signaling_sip_overload_admitted_total{method="REGISTER"} 100.0
@@ -39,3 +46,12 @@ def test_slow_answers_by_the_quarter_second_of_their_first_send() -> None:
     assert slow_shape([0.1, 0.2, 0.3, 4.9]) == (
         "sipp answers over 500 ms by first send (s): 0:2 0.25:1 4.75:1")
     assert rtt_shape([10, 600, 40_000]).startswith("sipp rtt ms <=50:1 <=100:0")
+
+
+def test_the_busiest_second_shows_what_the_average_hides() -> None:
+    """SIPp idle for 3 s and at a full core for the last 2: 40% over the step, 100% in its
+    busiest second."""
+    samples = [(t / 4, 0.0) for t in range(13)] + [(3.25 + t / 4, (t + 1) / 4) for t in range(8)]
+    assert abs(samples[-1][1] / samples[-1][0] - 0.4) < 1e-9
+    assert abs(most_busy(samples) - 1.0) < 1e-9
+    assert most_busy([(0.0, 0.0), (0.5, 0.5)]) == 0.0  # no second covered
