@@ -32,6 +32,7 @@ from loadtest.metrics import (
 )
 
 __all__ = [
+    "BOUND_LATE_MS",
     "BUSY_CPU",
     "LATE_P99_LIMIT_MS",
     "REPORT_VERSION",
@@ -50,6 +51,12 @@ __all__ = [
 REPORT_VERSION = 2
 #: Lateness P99 above this, the offered load was not what the trace asked for.
 LATE_P99_LIMIT_MS = 10.0
+#: Lateness P99 above this, the run measures the injector (``generator_report``): a fifth of
+#: T1 (RFC 3261 §17.1.1.1, 500 ms), the grain of every timer the server answers within.  Not
+#: the warning's 10 ms: an injector at 27% of a core lagged 24 ms at P99 (its loop's pauses;
+#: bench_overload, 12,246 REGISTERs/s), which a step judged against a 1-s deadline does not
+#: feel.
+BOUND_LATE_MS = 100.0
 #: An offered second in which the injector used this share of one core or more: its loop had
 #: no time to spare, so the answers waited in its sockets (their latency is partly its own).
 BUSY_CPU = 0.9
@@ -266,7 +273,7 @@ def generator_report(res: RunResult, offered_seconds: int) -> GeneratorReport:
     if res.rx_drops:
         bound.append(f"{res.rx_drops} answers dropped on its sockets (receive buffers full): "
                      "counted as timeouts and retransmissions")
-    if late > LATE_P99_LIMIT_MS:
+    if late > BOUND_LATE_MS:
         bound.append(f"lateness P99 {late:.1f} ms: sent later than the schedule")
     if behind:
         bound.append(f"{behind} events not sent, due over --max-lateness ago")

@@ -11,7 +11,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.engine import CallStats, Engine, EngineConfig, RunResult, UasStats
 from loadtest.metrics import new_histogram
-from loadtest.report import BUSY_CPU, build_report, load_report, save_report
+from loadtest.report import BOUND_LATE_MS, BUSY_CPU, build_report, load_report, save_report
 from loadtest.reporthtml import render_html
 from loadtest.responder import BURST_S, Responder
 from loadtest.synth import SynthParams, synthesize
@@ -83,7 +83,11 @@ def _result(timeline: list[SecondPoint], **kw: Any) -> RunResult:
 
 
 def test_an_injector_that_kept_up_is_not_bound() -> None:
-    res = _result([SecondPoint(s, started=100, cpu=0.3) for s in range(3)])
+    """Lagging its schedule by a few tens of ms (its loop's pauses) is worth the warning,
+    not the verdict: it is well within T1."""
+    late = new_histogram()
+    late.record_value(int(BOUND_LATE_MS * 1000) - 1000, 100)
+    res = _result([SecondPoint(s, started=100, cpu=0.3) for s in range(3)], lateness=late)
     g = build_report(res, {}, {}).generator
     assert g is not None and g.bound == [] and g.busy_seconds == 0
     assert build_report(res, {}, {}).started_per_s == [100, 100, 100]
@@ -94,7 +98,7 @@ def test_an_injector_at_its_limit_says_why() -> None:
     the drain after the schedule), answers lost on its sockets, lateness against the
     schedule, events not sent, events held by --max-inflight."""
     late = new_histogram()
-    late.record_value(50_000, 100)
+    late.record_value(150_000, 100)
     points = [SecondPoint(0, cpu=0.5), SecondPoint(1, cpu=BUSY_CPU, rx_queued=2_500_000),
               SecondPoint(2, cpu=0.99, rx_queued=9_000_000)]
     res = _result(points, schedule_end_s=2.0, rx_drops=12, lateness=late,
@@ -108,6 +112,6 @@ def test_an_injector_at_its_limit_says_why() -> None:
                           "late (up to 2.5 MB waiting in its sockets)")
     assert g.rx_queued_max == 2_500_000  # of the offered seconds only
     assert g.bound[1].startswith("12 answers dropped on its sockets")
-    assert g.bound[2].startswith("lateness P99 50.0 ms")
+    assert g.bound[2].startswith("lateness P99 150.0 ms")
     assert g.bound[3].startswith("30 events not sent")
     assert g.bound[4].startswith("events waited 4 ticks for --max-inflight")
