@@ -42,8 +42,8 @@ from signaling.metrics import Metrics
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["REFUSED_GENERATION_T1", "REFUSED_MEMORY", "Overload", "Verdict", "admitted_work",
-           "starts_new_work"]
+__all__ = ["REFUSED_GENERATION_T1", "REFUSED_MEMORY", "SHED_BAND", "Overload", "Verdict",
+           "admitted_work", "starts_new_work"]
 
 #: Methods that start new work when outside a dialog.  OPTIONS is not among them: the core
 #: answers it statelessly for itself (a keepalive or health probe costs what a 503 would) and
@@ -68,6 +68,9 @@ REFUSED_MEMORY = 16_384
 #: 64*T1 (RFC 3261 §17.1.1.2).  After two generations without a refusal the memory is empty
 #: and an ACK costs no scan.
 REFUSED_GENERATION_T1 = 64
+#: The reason the drain's refusals of the kernel shed's band are counted under (``band``):
+#: the released transactions of a storm already refused, not refusals for want of capacity.
+SHED_BAND = "shed_band"
 
 
 def starts_new_work(data: bytes) -> str | None:
@@ -245,9 +248,24 @@ class Overload:
         of the transactions it dropped): 503s, and drops once the 503 budget is spent.  Not
         refusals for want of capacity: admission control does not count them."""
         if answered:
-            self.c_rejected.inc("shed_band", "REGISTER", amount=answered)
+            self.c_rejected.inc(SHED_BAND, "REGISTER", amount=answered)
         if dropped:
-            self.c_dropped.inc("shed_band", "REGISTER", amount=dropped)
+            self.c_dropped.inc(SHED_BAND, "REGISTER", amount=dropped)
+
+    def capacity_refusals(self) -> tuple[float, float]:
+        """The 503s sent so far for want of capacity: REGISTERs, and all methods.  Not the
+        band's (``band``): those answer the retransmissions of the transactions the kernel
+        shed dropped, released when its share came down, and read as refusals they made the
+        filter's release a new storm (bench_recovery, REGISTERs: 16,507 band 503s in the
+        second after the share came down, the share straight back up, four times over 45 s
+        after the storm)."""
+        registers = total = 0.0
+        for labels, count in self.c_rejected.values.items():  # (reason, method)
+            if labels[0] != SHED_BAND:
+                total += count
+                if labels[-1] == "REGISTER":
+                    registers += count
+        return registers, total
 
     def _reason(self, waited: float, method: str) -> str:
         # The gate ``decide`` applied: past a storm's onset an INVITE that waited 0.1-0.25 s

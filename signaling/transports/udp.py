@@ -347,6 +347,7 @@ class UdpTransport:
             core.c_req_in.inc("REGISTER", "udp", amount=band_answered + band_dropped)
             core.c_resp_out.inc("REGISTER", "5xx", "udp", amount=band_answered)
         stats.read += read
+        stats.band += band_answered + band_dropped
         stats.payload += payload
         if max_wait > stats.max_wait:
             stats.max_wait = max_wait
@@ -412,10 +413,15 @@ class UdpTransport:
                 # 270 ms before it showed, and every REGISTER read then was late and dropped,
                 # to come back retransmitted (bench_overload, SIPp REGISTERs at 2x).
                 control.reader_waited(stats.min_wait if stats.read else 0.0)
-            elif self._excess is not None:
+            elif self._excess is not None and 2 * stats.band <= stats.read:
                 # Drained every EXCESS_WAIT while the pace binds, the listening socket's
                 # longest wait is how far the loop fell behind: the server's CPU is short, and
                 # no worker queue shows it (the excess it spends on is refused, not queued).
+                # Not in a tick that read mostly the kernel shed's band: that lag is the burst
+                # of its released transactions' retransmissions, which the drain refuses
+                # whatever the limit, so a cut cannot shorten it (bench_recovery: the limit
+                # cut from 13,466 to 1,098/s in the second of 16,507 band 503s); the
+                # interval then holds the limit (``AdmissionControl``: not sampled).
                 control.reader_waited(stats.max_wait)
             if self.shed is not None and not self._paused:
                 if not self.shed.owned:
@@ -427,7 +433,9 @@ class UdpTransport:
                 # most served over a few seconds, which the limit's cuts leave as it is).
                 admitted = sum(self.core.overload.c_admitted.values.values())
                 served, self._admitted_seen = admitted - self._admitted_seen, admitted
-                self.shed.revise(stats.read / elapsed, served / elapsed,
+                # What was read outside the band: the band's datagrams are the released
+                # transactions' retransmissions, not arrivals (``KernelShed.revise``).
+                self.shed.revise((stats.read - stats.band) / elapsed, served / elapsed,
                                  control.rate < control.cfg.max_rate and self._registers_refused(),
                                  control.heavy_sources, control.refused_share, self._loop.time())
                 self.core.overload.kernel_shed = self.shed.share
@@ -454,10 +462,11 @@ class UdpTransport:
         s after the storm): the calls' datagrams read, divided by what the filter would let
         through, read as a REGISTER storm it held back.  Refusing nothing, the limit does not
         bind: a filter that is off stays off, one that is on is held (``held_share``) until
-        it starves the server or Timer F after the storm's last excess."""
-        rejected = self.core.overload.c_rejected.values
-        registers = sum(v for k, v in rejected.items() if k[-1] == "REGISTER")
-        total = sum(rejected.values())
+        it starves the server or Timer F after the storm's last excess.
+
+        Nor the drain's 503s to the kernel shed's band (``Overload.capacity_refusals``): the
+        filter's release answered as intended, which read as a new storm put it back on."""
+        registers, total = self.core.overload.capacity_refusals()
         seen_registers, seen_total = self._rejected_seen
         self._rejected_seen = (registers, total)
         refused = total - seen_total

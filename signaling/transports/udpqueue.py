@@ -64,10 +64,13 @@ class QueueStats:
     min_wait: float = float("inf")
     #: The kernel's cumulative drop count (SO_RXQ_OVFL) as of the last datagram read.
     dropped_total: int = 0
+    #: Of ``read``, the REGISTERs of the kernel shed's band the drain refused
+    #: (``udpshed.KernelShed.band``): no arrivals, and their burst no lag of the reader's.
+    band: int = 0
 
     def reset(self) -> None:
         """A new interval (the drop total is cumulative and stays)."""
-        self.read = self.payload = 0
+        self.read = self.payload = self.band = 0
         self.max_wait = 0.0
         self.min_wait = float("inf")
 

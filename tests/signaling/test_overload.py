@@ -634,3 +634,28 @@ def test_a_503_is_remembered_for_its_ack_only_as_long_as_its_client_retransmits(
     overload.rejected(invite, "t503", 0.0, "INVITE")
     now[0] += 3 * span
     assert overload.screen(ack, "10.9.9.9", 0.0) is Verdict.ADMIT
+
+
+def test_the_kernel_sheds_band_refused_is_no_refusal_for_want_of_capacity() -> None:
+    """The drain's 503s to the kernel shed's band (``Overload.band``: the retransmissions of
+    the transactions the filter dropped, released when its share came down) are counted
+    apart (``shed_band``) and are no refusal for want of capacity: not in
+    ``capacity_refusals`` (which tells the filter whether REGISTERs were refused) nor in the
+    share refused (``oc``, the filter's storm test).  The excess refused beyond the pace is."""
+    now = [100.0]
+    overload = Overload(load_config({}, env={}), Metrics(), lambda: now[0])
+    control = overload.control
+    overload.band(16_000, 500)
+    assert overload.c_rejected.get("shed_band", "REGISTER") == 16_000
+    assert overload.c_dropped.get("shed_band", "REGISTER") == 500
+    assert overload.capacity_refusals() == (0.0, 0.0)
+    for i in range(10):  # admitted work over an interval, and its revision
+        assert overload.decide("REGISTER", f"10.0.0.{i}", 0.0) is Verdict.ADMIT
+    now[0] += 2 * control.cfg.interval
+    overload.decide("REGISTER", "10.0.0.1", 0.0)
+    assert control.refused_share == 0.0
+    overload.excess((1, 30, 2), 0, 0, 0, 0)
+    assert overload.capacity_refusals() == (30.0, 33.0)
+    now[0] += 2 * control.cfg.interval
+    overload.decide("REGISTER", "10.0.0.1", 0.0)
+    assert control.refused_share > 0.5

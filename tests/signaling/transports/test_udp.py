@@ -375,3 +375,67 @@ async def test_a_standing_queue_on_the_listening_socket_closes_an_open_limit() -
                 await asyncio.sleep(0.01)
         assert srv.core.overload.c_dropped.get("kernel", "unknown") == 0
         assert control.rate < control.cfg.max_rate
+
+
+async def test_a_burst_of_the_kernel_sheds_band_reads_as_no_new_storm() -> None:
+    """After a storm the filter's share came down: the drain refuses the band it dropped
+    (``KernelShed.band``), and the retransmissions of those transactions come in a burst.
+    That burst is the filter's release answered as intended, not a new storm: its 503s are
+    no REGISTERs refused, its reads no arrivals (the filter stays off) and its lag no late
+    reader (no cut of the limit).  Read as a storm, it put the share straight back up and cut
+    the limit, for 45 s after the storm (bench_recovery, REGISTERs).  Ticks counted, not
+    seconds: a slow machine runs them later."""
+    import asyncio
+
+    from signaling.transports.udpshed import threshold, transaction_hash
+    from tests.signaling.test_overload import _register
+
+    async with running_server(sip_udp_private="127.0.0.1:0", overload_kernel_shed="on") as srv:
+        udp = srv.udp
+        assert udp is not None and udp.shed is not None
+        shed, control = udp.shed, srv.core.overload.control
+        loop = asyncio.get_running_loop()
+        for _ in range(50):
+            if shed.owned:
+                break
+            await asyncio.sleep(0.1)
+        assert shed.owned
+        waits: list[float] = []
+        reported = control.reader_waited
+
+        def reader_waited(wait: float) -> None:
+            waits.append(wait)
+            reported(wait)
+
+        control.reader_waited = reader_waited  # type: ignore[method-assign]
+        shed._lowered(0.9, loop.time())  # as the filter came off from 0.9 after a storm
+        control.rate = 2_000.0  # the limit as the storm left it, under its cap
+        port, fd = udp.address[1], udp.sock.fileno()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            src = s.getsockname()[1]
+            band: list[bytes] = []
+            outside: list[bytes] = []
+            for i in range(4000):
+                data = _register(port, "127.0.0.1", src, i)
+                (band if transaction_hash(data, shed.salt) < threshold(0.9)
+                 else outside).append(data)
+            for data in outside[:40]:  # REGISTERs served, over a few ticks
+                s.sendto(data, ("127.0.0.1", port))
+                await asyncio.sleep(0.01)
+            loop.remove_reader(fd)  # the reader 0.3 s behind the band's burst
+            udp._reading.discard(fd)
+            for data in band[:1000]:
+                s.sendto(data, ("127.0.0.1", port))
+            await asyncio.sleep(0.3)
+            udp.resume_reading()
+            ticks, ticked = 0, udp._ticked_at
+            while ticks < 15:
+                await asyncio.sleep(0.02)
+                if udp._ticked_at != ticked:
+                    ticks, ticked = ticks + 1, udp._ticked_at
+                assert shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
+        overload = srv.core.overload
+        assert overload.c_rejected.get("shed_band", "REGISTER") >= 500  # the burst, refused
+        assert overload.capacity_refusals() == (0.0, 0.0)
+        assert waits and max(waits) < 0.3, max(waits, default=0.0)

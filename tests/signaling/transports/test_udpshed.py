@@ -393,6 +393,25 @@ def test_a_share_lowered_within_a_storm_leaves_its_band_to_the_drain() -> None:
     r.close()
 
 
+def test_what_the_band_refuses_is_no_arrival_and_what_it_holds_back_is() -> None:
+    """With the share lowered, the drain refuses the band between the two shares: the
+    caller leaves those reads out (the released transactions' retransmissions: read as
+    arrivals, their burst raised the share again at every release, bench_recovery), and
+    what is read outside it is what the filter and the band let through of what arrives."""
+    r = _receiver()
+    shed, now = _in_a_storm(r, 2.0)
+    while shed.share == pytest.approx(0.85):  # the storm eases to 2,000/s: lowered
+        now += 0.1
+        shed.revise(2_000.0 * (1 - shed.share), 300.0, True, (), 0.0, now)
+    lowered = shed.share
+    assert lowered < 0.5 and shed.band == threshold(0.85)
+    for _ in range(10):  # 2,000/s still arrive: 15% of them are read outside the band
+        now += 0.1
+        shed.revise(2_000.0 * 0.15, 300.0, True, (), 0.0, now)
+    assert shed.offered == pytest.approx(2_000.0, rel=0.01) and shed.share == lowered
+    r.close()
+
+
 def test_a_filter_that_starves_the_server_is_lowered_after_a_while() -> None:
     """The storm eases from 10x to 2x: at the 10x share what gets through is under what the
     server took, and it refuses nothing.  The share is lowered, but only after ``SUSTAIN``
