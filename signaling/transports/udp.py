@@ -399,6 +399,14 @@ class UdpTransport:
                     # The reader could not keep up with the limit open: the pace engages,
                     # the excess is then the drain's (``AdmissionControl.overflowed``).
                     self.core.overload.control.overflowed()
+                    if self.shed is not None and self.shed.band:
+                        # Lost unanswered as those the drain could not answer: the band's
+                        # transactions retransmit into it again, so it is refused that much
+                        # longer.  Else it ended ``BAND_QUIET`` after the share came down
+                        # while they still came (the queue had overflowed at 15-50,000/s),
+                        # their excess 503s made a storm tick and the share went back up
+                        # (bench_recovery, REGISTERs, with the band kept apart).
+                        self.shed.refused_in_band(0, new)
         if self.queue is not None:
             # What waits on the private port is admitted work: a standing queue there means
             # admission let in more than the server does (protocols/sip/overload.py).

@@ -439,3 +439,59 @@ async def test_a_burst_of_the_kernel_sheds_band_reads_as_no_new_storm() -> None:
         assert overload.c_rejected.get("shed_band", "REGISTER") >= 500  # the burst, refused
         assert overload.capacity_refusals() == (0.0, 0.0)
         assert waits and max(waits) < 0.3, max(waits, default=0.0)
+
+
+async def test_the_bands_datagrams_the_full_queue_dropped_keep_the_band() -> None:
+    """While the drain refuses the kernel shed's band (the filter off), what the listening
+    queue drops for want of room is the band's retransmissions lost unanswered, like those
+    the drain could not answer (its 503 budget spent): they come back, so the band is kept
+    (``KernelShed.refused_in_band``).  Else it ended while they still came, and their 503s
+    as the pace's excess put the filter back on (bench_recovery, REGISTERs)."""
+    import asyncio
+
+    from signaling.transports.udpshed import threshold, transaction_hash
+    from tests.signaling.test_overload import _register
+
+    async with running_server(sip_udp_private="127.0.0.1:0", overload_kernel_shed="on") as srv:
+        udp = srv.udp
+        assert udp is not None and udp.shed is not None
+        shed = udp.shed
+        loop = asyncio.get_running_loop()
+        for _ in range(50):
+            if shed.owned:
+                break
+            await asyncio.sleep(0.1)
+        assert shed.owned
+        missed: list[int] = []
+        refused_in_band = shed.refused_in_band
+
+        def spy(answered: int, dropped: int) -> None:
+            missed.append(dropped)
+            refused_in_band(answered, dropped)
+
+        shed.refused_in_band = spy  # type: ignore[method-assign]
+        shed._lowered(0.9, loop.time())  # as the filter came off from 0.9 after a storm
+        srv.core.overload.control.rate = 2_000.0
+        port, fd = udp.address[1], udp.sock.fileno()
+        loop.remove_reader(fd)  # the reader behind, the queue short: it overflows
+        udp._reading.discard(fd)
+        udp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            src = s.getsockname()[1]
+            band = [d for d in (_register(port, "127.0.0.1", src, i) for i in range(2000))
+                    if transaction_hash(d, shed.salt) < threshold(0.9)]
+            for data in band[:300]:
+                s.sendto(data, ("127.0.0.1", port))
+            await asyncio.sleep(0.2)
+            udp.resume_reading()
+            await asyncio.sleep(0.2)
+            # the drop count comes with the next datagram queued after the drops
+            s.sendto(band[300], ("127.0.0.1", port))
+            for _ in range(100):
+                if srv.core.overload.c_dropped.get("kernel", "unknown"):
+                    break
+                await asyncio.sleep(0.05)
+        overflowed = srv.core.overload.c_dropped.get("kernel", "unknown")
+        assert overflowed > 0
+        assert sum(missed) == overflowed and shed.band == threshold(0.9)
