@@ -7,7 +7,7 @@ server pinned to core 1, both SIPp instances to core 0, a fresh server per run, 
 180 / 200 / ACK / BYE / 200 per call), plus two things:
 
 * cgroups at the kernel's top CPU weight, the server's held to one core's quota, SIPp's
-  unlimited (``bench_multiproc.CpuQuota``): on this machine other engineers' work shares the
+  unlimited (``benchmarks.cgroups.CpuQuota``): on this machine other engineers' work shares the
   cores, and at the default weight a server gets a slice of its core and SIPp fails calls
   (at load 6: 2,267 of 5,000 calls for ours, 2,610 for Kamailio), which measures the
   neighbours;
@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from benchmarks import bench_calls
-from benchmarks.bench_multiproc import CpuQuota
 from benchmarks.bench_register import CLK_TCK
+from benchmarks.cgroups import CpuQuota, process_tree
 from harness.sipp_runner import Sipp, run_sipp
 
 __all__ = ["EVENTS", "main", "run"]
@@ -51,22 +51,6 @@ EVENTS = ("task-clock", "context-switches", "sched:sched_waking", "raw_syscalls:
 _SHORT = {"task-clock": "cpu ms", "context-switches": "cswitch",
           "sched:sched_waking": "wakes", "raw_syscalls:sys_enter": "syscalls",
           "irq:softirq_entry": "softirq"}
-
-
-def _tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError):
-                text = (entry / "stat").read_text()
-                parent = int(text[text.rindex(")") + 2:].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
 
 
 def _user_sys(pids: list[int]) -> tuple[float, float]:
@@ -93,7 +77,7 @@ def run(system: str, rate: int, duration: float, quota: CpuQuota) -> str:
     calls = int(rate * duration)
     server = bench_calls._Server(system).start()
     assert server.proc is not None
-    pids = _tree(server.proc.pid)  # taskset execs the server: its pid is the server's
+    pids = process_tree(server.proc.pid)  # taskset execs the server: its pid is the server's
     for p in pids:
         quota.enter(p)
     remote = f"127.0.0.1:{server.port}"
@@ -159,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(run(system, args.rate, args.duration, quota), flush=True)
     finally:
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
-        generator.remove()
-        quota.remove()
+        generator.close()
+        quota.close()
 
 
 if __name__ == "__main__":

@@ -122,18 +122,13 @@ from benchmarks.bench_register import (
     run_sipp,
     tree_cpu_seconds,
 )
+from benchmarks.cgroups import PERIOD_US, CpuQuota, run_delay
 from harness.serverproc import OPEN, free_tcp_port, free_udp_port, options, sip_request
 from harness.sipp_runner import Sipp
 from harness.sipp_runner import run_sipp as sipp_run
 from signaling.supervisor import SHARING_ENV
 
-__all__ = ["CpuQuota", "main"]
-
 ROOT = Path(__file__).resolve().parent.parent
-CGROUP = Path("/sys/fs/cgroup")
-#: cgroup CPU period (µs): 10 ms, so that a process frozen by its quota is frozen for less than
-#: the overload control's target (see the module docstring); the kernel's default is 100 ms.
-PERIOD_US = 10_000
 #: Source sockets SIPp may hold open (``-t un -max_socket``): as many as the calls it may have
 #: outstanding (``bench_register.SIPP_LIMIT``), so that every call has a fresh socket and source
 #: port, as every UA has its own address.  With fewer (256 before), SIPp past the budget
@@ -149,62 +144,6 @@ START_TIMEOUT = 60.0
 STARVED = 0.10
 #: SIPp runs pinned to one core: past this share of it, it may be what limits the step.
 GENERATOR_BOUND = 0.90
-
-
-class CpuQuota:
-    """A fresh cgroup limited to ``cores`` of CPU time (v2 ``cpu.max`` or v1 CFS quota), or
-    unlimited with ``cores=None`` (the generator's group).
-
-    Its weight is the highest the kernel takes: by default a cgroup competes with the machine's
-    other tasks as *one* task (v1 ``cpu.shares`` 1024), so on a machine loaded by other work a
-    4-worker server would get one task's slice of the CPU, not its quota, and scaling would be
-    the machine's load, not ours.  With the top weight the quota is what holds the server back;
-    the quota caps what it takes from the others.
-    """
-
-    def __init__(self, cores: float | None, name: str = "server",
-                 period_us: int = PERIOD_US) -> None:
-        name = f"bench-multiproc-{name}-{os.getpid()}"
-        quota = int(cores * period_us) if cores is not None else -1
-        controllers = CGROUP / "cgroup.controllers"
-        if controllers.exists() and "cpu" in controllers.read_text().split():
-            self.path = CGROUP / name
-            self.path.mkdir()
-            (self.path / "cpu.max").write_text(
-                f"{quota if quota > 0 else 'max'} {period_us}\n")
-            (self.path / "cpu.weight").write_text("10000\n")
-        else:
-            self.path = CGROUP / "cpu" / name
-            self.path.mkdir()
-            (self.path / "cpu.cfs_period_us").write_text(f"{period_us}\n")
-            (self.path / "cpu.cfs_quota_us").write_text(f"{quota}\n")
-            (self.path / "cpu.shares").write_text("262144\n")
-
-    def enter(self, pid: int = 0) -> None:
-        """Move ``pid`` (default: the calling process, a child before exec) into the cgroup."""
-        (self.path / "cgroup.procs").write_text(f"{pid or os.getpid()}\n")
-
-    def throttled(self) -> int:
-        """Periods in which the group used its whole quota (``cpu.stat`` ``nr_throttled``)."""
-        return int(self._stat().get("nr_throttled", 0))
-
-    def throttled_s(self) -> float:
-        """Seconds the group was held by its quota (v1 ``throttled_time`` ns, v2 µs)."""
-        stat = self._stat()
-        if "throttled_usec" in stat:
-            return stat["throttled_usec"] / 1e6
-        return stat.get("throttled_time", 0) / 1e9
-
-    def _stat(self) -> dict[str, int]:
-        out = {}
-        for line in (self.path / "cpu.stat").read_text().splitlines():
-            name, _, value = line.partition(" ")
-            out[name] = int(value)
-        return out
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
 
 
 class Server:
@@ -399,17 +338,6 @@ def _kernel_side(pid: int) -> tuple[float, float, int, int]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[7]), switches
 
 
-def _run_delay(pid: int) -> float:
-    """Seconds ``pid``'s threads spent runnable but not running (schedstat's 2nd field),
-    summed: waiting for a CPU, or held by a quota."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int((task / "schedstat").read_text().split()[1])
-    return total / 1e9
-
-
 def _children(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -447,8 +375,8 @@ class Snapshot(NamedTuple):
         received = server.received() if start else {}
         snap = cls(time.monotonic(), tree_cpu_seconds(pid),
                    {p: _own_cpu(p) for p in groups}, {p: _kernel_side(p) for p in groups},
-                   {p: _run_delay(p) for p in groups},
-                   {p: (q.throttled(), q.throttled_s()) for p, q in groups.items()},
+                   {p: run_delay(p) for p in groups},
+                   {p: (q.throttled_periods(), q.throttled_seconds()) for p, q in groups.items()},
                    _generator_cpu(), received)
         return snap if start else snap._replace(received=server.received())
 
@@ -499,7 +427,7 @@ def step(kind: str, processes: int, share: float, rate: int, duration: float,
     finally:
         server.stop()
         for group in (start, *groups.values()):
-            group.remove()
+            group.close()
 
 
 def _result(before: Snapshot, after: Snapshot, pid: int, workers: list[int], ok: int,
@@ -606,7 +534,7 @@ def main() -> None:
         if hold is not None:
             hold.close()
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
-        generator.remove()
+        generator.close()
 
 
 def idle_polling() -> BinaryIO | None:

@@ -67,6 +67,7 @@ from typing import Any
 
 from benchmarks.bench_calls import _socket_drops
 from benchmarks.bench_register import REFERENCE, ServerUnderTest, tree_cpu_seconds
+from benchmarks.cgroups import CpuQuota, process_tree, run_delay
 from benchmarks.overload_series import SLOW_MS, CpuSampler, Series, rtt_shape, slow_shape
 from harness.serverproc import free_tcp_port, free_udp_port, sip_request
 from harness.sipp_runner import KILL_GRACE, Sipp
@@ -105,77 +106,6 @@ TIMER_B = 32.0
 WATCH_LATE = [0.0]
 
 
-# -- the CPU quota ------------------------------------------------------------------------------
-
-
-class CpuQuota:
-    """A cgroup holding its members to ``share`` of one CPU (v2 cpu.max, else v1 CFS quota), or
-    unlimited with ``share=None`` (the load generators' group).
-
-    Its weight is the highest the kernel takes: by default a cgroup competes with the machine's
-    other tasks as *one* task (v1 ``cpu.shares`` 1024, v2 ``cpu.weight`` 100), so on a machine
-    that other engineers load the server got a slice of its core, not its quota, and a step
-    measured the neighbours.  With the top weight the quota is what holds the server back (and
-    the generators get their core); the quota still caps what the server takes from the others.
-    """
-
-    def __init__(self, share: float | None, period_us: int = 10_000, name: str = "server") -> None:
-        quota = max(1000, int(share * period_us)) if share is not None else -1
-        name = f"bench-overload-{name}-{os.getpid()}"
-        if Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            self.path = Path("/sys/fs/cgroup") / name
-            self.path.mkdir()
-            (self.path / "cpu.max").write_text(f"{quota if quota > 0 else 'max'} {period_us}")
-            (self.path / "cpu.weight").write_text("10000")
-            self.root = Path("/sys/fs/cgroup")
-        else:
-            self.root = Path("/sys/fs/cgroup/cpu")
-            self.path = self.root / name
-            self.path.mkdir()
-            (self.path / "cpu.cfs_period_us").write_text(str(period_us))
-            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-            (self.path / "cpu.shares").write_text("262144")
-        self.share = share
-        self.describe = (f"{quota} us per {period_us} us" if quota > 0 else "no quota") + \
-            f", top weight ({self.path})"
-
-    def throttled(self) -> float:
-        """Seconds the group has been held back by its quota (``throttled_time``/``usec``)."""
-        with contextlib.suppress(OSError):
-            for line in (self.path / "cpu.stat").read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "throttled_time":  # v1, ns
-                    return int(value) / 1e9
-                if name == "throttled_usec":  # v2
-                    return int(value) / 1e6
-        return 0.0
-
-    def add_tree(self, pid: int) -> None:
-        for p in _tree(pid):
-            with contextlib.suppress(OSError):  # a process that just exited
-                (self.path / "cgroup.procs").write_text(str(p))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            for p in (self.path / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (self.root / "cgroup.procs").write_text(p)
-            self.path.rmdir()
-
-
-def run_delay(pid: int) -> dict[int, float]:
-    """Seconds each process of ``pid``'s tree was runnable but not running (schedstat, its
-    threads added up): its quota's throttling plus what the machine's other work took."""
-    out: dict[int, float] = {}
-    for p in _tree(pid):
-        total = 0
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                total += int((task / "schedstat").read_text().split()[1])
-        out[p] = total / 1e9
-    return out
-
-
 class Starvation:
     """Share of a step's wall time the server waited for a CPU beyond its quota's throttling:
     near 0 when the quota is all that held it back, large when the neighbours took its core.
@@ -187,29 +117,17 @@ class Starvation:
 
     def __init__(self, pid: int, quota: CpuQuota) -> None:
         self.pid, self.quota = pid, quota
-        self.t0, self.d0, self.q0 = time.monotonic(), run_delay(pid), quota.throttled()
+        self.t0, self.d0 = time.monotonic(), self._delays()
+        self.q0 = quota.throttled_seconds()
 
     def share(self) -> float:
-        throttled = self.quota.throttled() - self.q0
+        throttled = self.quota.throttled_seconds() - self.q0
         waited = max((d - self.d0.get(p, 0.0) - throttled
-                      for p, d in run_delay(self.pid).items()), default=0.0)
+                      for p, d in self._delays().items()), default=0.0)
         return max(0.0, waited) / max(time.monotonic() - self.t0, 1e-6)
 
-
-def _tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                text = (entry / "stat").read_text()
-                children.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(
-                    int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
+    def _delays(self) -> dict[int, float]:
+        return {p: run_delay(p) for p in process_tree(self.pid)}
 
 
 # -- one step -----------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from benchmarks import bench_overload as bo
 from benchmarks.bench_register import ServerUnderTest
+from benchmarks.cgroups import CpuQuota, process_tree
 from harness.serverproc import free_udp_port
 from harness.sipp_runner import Sipp
 
@@ -99,7 +100,7 @@ def _memory(pid: int) -> tuple[int, int]:
     """RSS and PSS (KiB) of ``pid``'s process tree (Kamailio's workers share its memory pool,
     which RSS counts once per process and PSS once)."""
     rss = pss = 0
-    for p in bo._tree(pid):
+    for p in process_tree(pid):
         with contextlib.suppress(OSError, ValueError):
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 name, _, rest = line.partition(":")
@@ -276,7 +277,7 @@ class Run:
 
 
 def run(system: str, kind: str, capacity: float, a: argparse.Namespace,
-        quota: bo.CpuQuota) -> Run:
+        quota: CpuQuota) -> Run:
     low, high = a.low * capacity, min(a.storm_multiple * capacity, bo.MAX_OFFER[kind])
     cycle = a.storm + a.after
     total = a.baseline + a.storms * cycle
@@ -457,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     bo.OUR_ARGS[:] = a.ours_args.split()
     given = {k: float(v) for k, _, v in (p.partition("=") for p in a.capacity.split(",") if p)}
     systems = [a.only] if a.only else ["ours", "kamailio"]
-    quota = bo.CpuQuota(a.quota)
-    bo.GENERATORS[:] = [bo.CpuQuota(None, name="load")]
+    quota = CpuQuota(a.quota)
+    bo.GENERATORS[:] = [CpuQuota(None, name="load")]
     print(f"server on core 1 under {quota.describe}; SIPp on core {bo.SIPP_CPU}; "
           f"load average {os.getloadavg()[0]:.2f}; {time.strftime('%H:%M:%S', time.gmtime())} "
           "UTC", flush=True)

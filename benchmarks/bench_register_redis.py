@@ -54,7 +54,6 @@ import time
 from pathlib import Path
 
 from benchmarks import bench_register
-from benchmarks.bench_multiproc import CpuQuota
 from benchmarks.bench_register import (
     CLK_TCK,
     LOAD_CPU,
@@ -64,6 +63,7 @@ from benchmarks.bench_register import (
     Step,
     tree_cpu_seconds,
 )
+from benchmarks.cgroups import CpuQuota
 from harness.serverproc import free_tcp_port
 
 __all__ = ["RedisForBench", "main", "verdict"]
@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         redis.stop()
         (generator.path.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
-        generator.remove()
-        quota.remove()
+        generator.close()
+        quota.close()
     bench_register.report(steps, systems)
     verdict(steps, args.share)
 

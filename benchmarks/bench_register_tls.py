@@ -42,8 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_overload import CpuQuota
 from benchmarks.bench_register import LOAD_CPU, SERVER_CPU, ServerUnderTest
+from benchmarks.cgroups import CpuQuota
 from harness.serverproc import free_tcp_port
 from protocols.sip.framing import SipStream
 from tests.tlscerts import Pki, make_pki
