@@ -76,8 +76,8 @@ from protocols.sip.serializer import serialize
 from protocols.sip.transaction import ServerTransaction
 from protocols.sip.txkeys import MAGIC_COOKIE, TransactionKey, server_key
 from signaling.metrics import Metrics
-from signaling.outbox import Outbox
-from signaling.siblings import DECODER, ENCODER, Frame, Siblings, handoff_path
+from signaling.outbox import DECODER, ENCODER, Frame, Outbox
+from signaling.siblings import Siblings, handoff_path
 from signaling.sipcore import Peer, SipCore, TransactionUser, Work
 from signaling.worker import WorkerInfo
 

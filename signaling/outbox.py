@@ -29,10 +29,12 @@ import socket
 import time
 from collections.abc import Callable
 
-from signaling.metrics import FastCounter
-from signaling.siblings import ENCODER, Frame
+import msgspec
 
-__all__ = ["MOST", "RETRY", "STUCK", "Outbox"]
+from signaling.metrics import FastCounter
+from signaling.transports.base import Peer
+
+__all__ = ["DECODER", "ENCODER", "MOST", "RETRY", "STUCK", "Frame", "Outbox"]
 
 #: Seconds between tries while the reader's queue is full: a reader on the same machine takes
 #: a batch of frames per wake-up of its loop (64), so the queue has room again within about
@@ -45,6 +47,30 @@ MOST = 16 << 20
 #: live worker's loop (a full garbage collection, a replica's copy), and no longer than the
 #: new worker of a reload waits for its predecessor anyway (``handoff.RELEASE_WAIT``).
 STUCK = 5.0
+
+
+class Frame(msgspec.Struct, array_like=True, frozen=True):
+    """One message between two workers (``signaling.handoff`` reads them; ``signaling.siblings``
+    and the hand-off send them through an ``Outbox``)."""
+
+    #: "in": receive ``data`` as if read from ``peer``; "out": send ``data`` to ``peer``;
+    #: "gone": ``peer``'s connection closed before an "out" frame for it could be sent.
+    kind: str
+    transport: str
+    host: str
+    port: int
+    conn_id: str | None
+    #: the sending worker's name (``w<slot>.<generation>``)
+    origin: str
+    data: bytes
+
+    @property
+    def peer(self) -> Peer:
+        return Peer(self.transport, self.host, self.port, self.conn_id)
+
+
+ENCODER = msgspec.msgpack.Encoder()
+DECODER = msgspec.msgpack.Decoder(Frame)
 
 
 class Outbox:

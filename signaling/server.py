@@ -80,6 +80,8 @@ class Server:
         self.siblings = Siblings.for_worker(worker.current(), self.node_id, self.metrics)
         self.core = SipCore(cfg, self.metrics, Transports(), self.guard,
                             self.siblings.relay_out if self.siblings else None)
+        if self.siblings is not None:
+            self.siblings.connection_gone = self.core.connection_gone
         self.tracer: Tracing | None = None
         if cfg.trace_sample > 0:
             from signaling.tracing import Tracing  # OpenTelemetry only when tracing is on

@@ -24,8 +24,12 @@ dialog through the shared registry (``signaling.dialogshare``).
 
 Cost: one datagram per message relayed, only for calls whose two sides are on different
 workers; nothing for anything else (one ``startswith`` per message sent to a connection).
-A sibling that is gone (its connection went with it) makes the send fail as a closed
-connection does; a sibling whose connection closed answers the frame with a "gone" one, so
+Frames to a sibling go through ``signaling.outbox`` (in order, held while its queue is full:
+a Unix datagram socket queues only ``net.unix.max_dgram_qlen`` datagrams, 10 by default, and
+over a connection nothing retransmits what a burst beyond that would lose); what cannot be
+sent within its bounds is dropped and counted (``signaling_sibling_frames_total``, kind
+``lost_*``).  A sibling that is gone (its connection went with it) makes the send fail as a
+closed connection does; a sibling whose connection closed answers the frame with a "gone" one, so
 the call's worker fails the transaction at once (§17.1.4) instead of at Timer B.
 """
 
@@ -34,18 +38,19 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-
-import msgspec
 
 from protocols.sip.message import Request, Response
 from protocols.sip.serializer import serialize
 from signaling.metrics import Metrics
+from signaling.outbox import DECODER, ENCODER, Frame, Outbox
 from signaling.transports.base import Peer
 from signaling.worker import WorkerInfo
 
-__all__ = ["MAX_CALLS", "Frame", "Siblings", "handoff_path"]
+__all__ = ["CLOSE_WAIT", "DECODER", "ENCODER", "MAX_CALLS", "Frame", "Siblings", "handoff_path"]
 
 #: Call-IDs remembered as a sibling's (see the module docstring): far more than the calls in
 #: progress between two workers at once; ~200 bytes each.
@@ -53,29 +58,13 @@ MAX_CALLS = 100_000
 #: The Call-ID header (or its compact form ``i``, RFC 3261 §7.3.3) of a message in bytes:
 #: read without a full parse, for the messages a sibling asks this worker to send.
 _CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
-
-
-class Frame(msgspec.Struct, array_like=True, frozen=True):
-    """One message between two workers (``signaling.handoff`` reads them)."""
-
-    #: "in": receive ``data`` as if read from ``peer``; "out": send ``data`` to ``peer``;
-    #: "gone": ``peer``'s connection closed before an "out" frame for it could be sent.
-    kind: str
-    transport: str
-    host: str
-    port: int
-    conn_id: str | None
-    #: the sending worker's name (``w<slot>.<generation>``)
-    origin: str
-    data: bytes
-
-    @property
-    def peer(self) -> Peer:
-        return Peer(self.transport, self.host, self.port, self.conn_id)
-
-
-ENCODER = msgspec.msgpack.Encoder()
-DECODER = msgspec.msgpack.Decoder(Frame)
+#: Send buffer of the socket to the siblings: what a sibling's queue holds
+#: (``net.unix.max_dgram_qlen`` datagrams) is charged to it until read, up to 64 KiB each.
+#: The kernel caps it at wmem_max.
+_BUFFER = 4 << 20
+#: Seconds an exiting worker waits, for all its siblings together, for them to take what
+#: still waits for them (``outbox.Outbox.close``): normally nothing.
+CLOSE_WAIT = 1.0
 
 
 def handoff_path(run_dir: str, slot: int, generation: int) -> str:
@@ -94,12 +83,25 @@ class Siblings:
         self.prefix = node_id[:-len(info.name)] if node_id.endswith("/" + info.name) \
             else node_id + "/"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         self.sock.setblocking(False)
+        #: What goes to each sibling, by name, in order through its short queue (see the
+        #: module docstring); forgotten when the sibling is found gone.
+        self.outboxes: dict[str, Outbox] = {}
+        #: ``SipCore.connection_gone``: an "out" frame still waiting for a sibling that exited
+        #: went nowhere, as over a closed connection (§17.1.4).  Set by the server.
+        self.connection_gone: Callable[[Peer], None] | None = None
         #: Call-ID -> the sibling whose call it is (what arrives for it is handed back).
         self.calls: OrderedDict[str, str] = OrderedDict()
         self.c_relay = metrics.fast_counter(
             "sibling_relay", "Messages passed between workers for a connection one of them "
             "holds, by direction and outcome", ["direction", "outcome"])
+        self.c_frames = metrics.fast_counter(
+            "sibling_frames", "Frames to sibling workers, by kind: sent once the sibling's "
+            "queue took them, lost_<kind> when dropped (more than outbox.MOST octets waiting, "
+            "a sibling that took nothing for outbox.STUCK s, or one that exited)",
+            ["direction", "kind"])
 
     @classmethod
     def for_worker(cls, info: WorkerInfo | None, node_id: str,
@@ -110,6 +112,12 @@ class Siblings:
         return cls(info, node_id, metrics)
 
     def close(self) -> None:
+        """What still waits for a sibling is sent within ``CLOSE_WAIT`` s in all (blocking,
+        as the worker exits), or dropped and counted."""
+        deadline = time.monotonic() + CLOSE_WAIT
+        for box in list(self.outboxes.values()):
+            box.close(max(0.0, deadline - time.monotonic()))
+        self.outboxes.clear()
         self.sock.close()
 
     # -- who holds what ------------------------------------------------------------------------
@@ -127,13 +135,32 @@ class Siblings:
         return self.holder(node) is not None
 
     def send(self, name: str, frame: Frame) -> bool:
-        slot, _, generation = name[1:].partition(".")
-        path = handoff_path(self.run_dir, int(slot), int(generation))
-        try:
-            self.sock.sendto(ENCODER.encode(frame), path)
-        except OSError:  # gone (its connections with it), or its queue is full
-            return False
-        return True
+        """Sent, or waiting behind what was sent before it while the sibling's queue is full
+        (``net.unix.max_dgram_qlen``, 10 datagrams by default: taken for a gone sibling, a
+        burst of relayed messages beyond it was lost, and over a connection nothing
+        retransmits them, §17.1.1.2); False when the sibling is gone (its connections with
+        it)."""
+        box = self.outboxes.get(name)
+        if box is None:
+            slot, _, generation = name[1:].partition(".")
+            path = handoff_path(self.run_dir, int(slot), int(generation))
+            box = self.outboxes[name] = Outbox(
+                self.sock, path, self.c_frames, lambda left: self._gone(name, left))
+        if box.send(frame):
+            return True
+        del self.outboxes[name]
+        return False
+
+    def _gone(self, name: str, left: list[Frame]) -> None:
+        """``name`` exited with ``left`` waiting for it: lost, counted; the transactions whose
+        "out" frames these were fail now, as over a closed connection (§17.1.4)."""
+        box = self.outboxes.get(name)
+        if box is not None and box.gone:
+            del self.outboxes[name]
+        for frame in left:
+            self.c_frames.inc("sent", "lost_" + frame.kind)
+            if frame.kind == "out" and self.connection_gone is not None:
+                self.connection_gone(frame.peer)
 
     # -- out: this worker's messages over a sibling's connection -------------------------------
 

@@ -10,12 +10,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from signaling import outbox
 from signaling.metrics import FastCounter, Metrics
-from signaling.outbox import Outbox
-from signaling.siblings import DECODER, Frame
+from signaling.outbox import DECODER, Frame, Outbox
 
 #: Frames of this size fill a sender's 64 KiB send buffer one at a time: the second waits.
 BIG = 60_000
@@ -189,3 +189,8 @@ async def test_close_sends_what_waits_while_the_reader_reads(
 def _read_blocking(reader: socket.socket, count: int, got: list[Frame]) -> None:
     reader.settimeout(BOUND)
     got.extend(DECODER.decode(reader.recv(1 << 20)) for _ in range(count))
+
+
+def test_frames_carry_every_field() -> None:
+    frame = Frame("in", "udp", "::1", 5060, None, "w0.1", b"x")
+    assert DECODER.decode(msgspec.msgpack.encode(frame)) == frame

@@ -15,12 +15,12 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from harness.serverproc import free_tcp_port
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
+from signaling import outbox
 from signaling.metrics import Metrics
 from signaling.siblings import DECODER, Frame, Siblings, handoff_path
 from signaling.transports.base import Peer
@@ -32,6 +32,11 @@ from tests.signaling.test_supervisor import Supervised, front_metrics, metric_va
 #: workers: each new source lands on either worker (even odds), so 40 tries all landing on
 #: the callee's worker has probability 2**-40.
 MAX_TRIES = 40
+#: Seconds a test waits for what it expects; a bound, never the measure.
+BOUND = 10.0
+#: Messages relayed at once to a sibling that does not read meanwhile: far beyond the 10
+#: datagrams its socket queues (``net.unix.max_dgram_qlen``), which were all it got before.
+BURST = 100
 
 
 def _siblings(tmp_path: Path, slot: int, generation: int) -> Siblings:
@@ -119,9 +124,92 @@ def test_a_gone_sibling_fails_like_a_closed_connection(tmp_path: Path) -> None:
         a.close()
 
 
-def test_frames_carry_every_field() -> None:
-    frame = Frame("in", "udp", "::1", 5060, None, "w0.1", b"x")
-    assert DECODER.decode(msgspec.msgpack.encode(frame)) == frame
+def _bye(n: int) -> bytes:
+    return BYE.replace(b"i: the-call", f"i: call-{n}".encode())
+
+
+async def _read(sock: socket.socket, count: int) -> list[Frame]:
+    """``count`` frames, read as a worker's loop reads them (a batch per wake-up)."""
+    sock.setblocking(False)
+    got: list[Frame] = []
+    deadline = asyncio.get_running_loop().time() + BOUND
+    while len(got) < count:
+        assert asyncio.get_running_loop().time() < deadline, len(got)
+        try:
+            got.append(DECODER.decode(sock.recv(70_000)))
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    return got
+
+
+async def test_a_burst_to_a_sibling_that_reads_late_arrives_all_in_order(
+        tmp_path: Path) -> None:
+    """A sibling busy (not reading) while a hundred messages are relayed over its connection:
+    its queue is full after ten, and each refused one was taken for a gone sibling and lost
+    (over a connection nothing retransmits it, §17.1.1.2).  Now they wait, and once it reads
+    every one arrives, in the order sent, none counted lost."""
+    a = _siblings(tmp_path, 0, 1)
+    b_sock = _bound(tmp_path, 1, 3)
+    conn = Peer("ws", "10.0.0.9", 50000, "host:5060/w1.3/17")
+    try:
+        assert all([a.relay_out(_bye(n), conn) for n in range(BURST)])
+        got = await _read(b_sock, BURST)
+        assert [f.data for f in got] == [_bye(n) for n in range(BURST)]
+        assert a.c_relay.values == {("out", "sent"): BURST}
+        assert a.c_frames.values == {("sent", "out"): BURST}
+    finally:
+        a.close()
+        b_sock.close()
+
+
+async def test_what_waits_for_a_sibling_that_exits_fails_as_a_closed_connection(
+        tmp_path: Path) -> None:
+    """The sibling exits with relayed messages still waiting for its queue: they are counted
+    lost, and the transactions they were for fail now (§17.1.4), as over a connection that
+    closed; what is relayed to it afterwards fails at once."""
+    a = _siblings(tmp_path, 0, 1)
+    b_sock = _bound(tmp_path, 1, 3)
+    failed: list[Peer] = []
+    a.connection_gone = failed.append
+    conn = Peer("ws", "10.0.0.9", 50000, "host:5060/w1.3/17")
+    try:
+        assert all([a.relay_out(_bye(n), conn) for n in range(BURST)])
+        waiting = len(a.outboxes["w1.3"].waiting)
+        assert waiting  # its queue is full: the rest waits for it
+        b_sock.close()
+        Path(handoff_path(str(tmp_path), 1, 3)).unlink()
+        deadline = asyncio.get_running_loop().time() + BOUND
+        while not failed:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
+        assert failed == [conn] * waiting
+        assert a.c_frames.get("sent", "lost_out") == waiting
+        assert "w1.3" not in a.outboxes
+        assert a.relay_out(BYE, conn) is False
+    finally:
+        a.close()
+
+
+async def test_a_sibling_that_takes_nothing_has_what_waits_dropped_and_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded: a sibling alive but reading nothing for ``outbox.STUCK`` seconds has what
+    waits for it dropped, each counted (``signaling_sibling_frames_total``), not silently."""
+    monkeypatch.setattr(outbox, "STUCK", 0.05)
+    a = _siblings(tmp_path, 0, 1)
+    b_sock = _bound(tmp_path, 1, 3)
+    conn = Peer("ws", "10.0.0.9", 50000, "host:5060/w1.3/17")
+    try:
+        assert all([a.relay_out(_bye(n), conn) for n in range(BURST)])
+        box = a.outboxes["w1.3"]
+        deadline = asyncio.get_running_loop().time() + BOUND
+        while box.waiting:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        lost = a.c_frames.get("sent", "lost_out")
+        assert lost and lost + a.c_frames.get("sent", "out") == BURST
+    finally:
+        a.close()
+        b_sock.close()
 
 
 @pytest.fixture
