@@ -31,19 +31,34 @@ from signaling.registry.base import RegistryError
 from signaling.server import Server, default_node_id
 from signaling.worker import WorkerInfo
 
-__all__ = ["GC_GEN0_THRESHOLD", "GC_GEN2_THRESHOLD", "build_parser", "main"]
+__all__ = ["GC_GEN0_THRESHOLD", "GC_GEN1_THRESHOLD", "GC_GEN2_THRESHOLD", "build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
 #: Allocations between young-generation collections (default 700).  At tens of thousands of
-#: messages per second the default runs the collector thousands of times a second.
-GC_GEN0_THRESHOLD = 50_000
+#: messages per second the default runs the collector thousands of times a second.  Not more:
+#: a collection walks every object that survived since the last one, and each REGISTER of a
+#: new AOR leaves ~4.3 (its binding), so a collection's pause grows with this threshold; at
+#: 50,000 it took 7-18 ms of CPU, 36-172 ms of wall time at 0.1 core (mostly over the 50 ms
+#: admission target: benchmarks/README.md bench_multiproc session 14), against 0.28 ms median,
+#: 2.4 ms at most, at 2,000 (session 15).
+GC_GEN0_THRESHOLD = 2000
+#: Young-generation collections before a middle-generation one, which walks what the last
+#: ones left, ~GC_GEN0_THRESHOLD x this many objects: 1.3-2.0 ms of CPU median, 6.3 ms at most
+#: at 2,000 x 5 (session 15).  At 50,000 x 50 it would walk ~2.5 million objects, ≥ 0.38 s of CPU
+#: (0.15 µs each, measured at 50,000 x 10: 82 ms), seconds of wall time under a small quota.
+#: A surviving object is walked once in each generation whatever the thresholds, so the total
+#: stays: 1.5-1.9 µs per REGISTER at 2,000 x 5 (1.5-1.8% of its CPU), ≥ 1.74 at 50,000 x 50
+#: (1.09 young, its middle walk owed); over 174,000 REGISTERs 263 ms at 2,000 x 5 against
+#: 367 ms at 50,000 x 10 (a walk of 50,000 objects misses the cache more).
+GC_GEN1_THRESHOLD = 5
 #: Middle-generation collections before a full one is considered.  A full collection walks
 #: every live object: ~0.4 s per 30,000 live transactions measured here, a pause that would
 #: make every client retransmit.  The hot-path objects form no reference cycles (the proxy
-#: breaks its one cycle when a request completes), so full collections are made rare: at
-#: ~100 allocations per message and 15,000 messages/s, about one an hour.
-GC_GEN2_THRESHOLD = 1000
+#: breaks its one cycle when a request completes), so full collections are made rare: one per
+#: 2,000 x 5 x 250,000 = 2.5e9 net allocations, as with 50,000 x 50 x 1,000 before; at ~100
+#: allocations per message and 15,000 messages/s, about one an hour.
+GC_GEN2_THRESHOLD = 250_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +111,7 @@ def _tune_gc() -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, GC_GEN2_THRESHOLD)
+    gc.set_threshold(GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
 
 
 def _as_worker(cfg: Config, info: WorkerInfo) -> None:
