@@ -59,7 +59,7 @@ What makes the comparison fair (session 9; the figures before it used neither):
 What ends a step (session 14, each revision of the admission limit traced): near the quota a
 worker's Python collector stalls it (a young-generation collection at
 ``signaling.cli.GC_GEN0_THRESHOLD`` 50,000 then: 6-25 ms of CPU, about once per
-10,000-15,000 new REGISTERs), which at 0.1 core is 50-110 ms of wall time.  Since session 15
+10,000-15,000 new REGISTERs), which at 0.1 core is 50-110 ms of wall time.  Since session 14
 (2,000 x 5) the longest pause seen at 0.1 core is 6.3 ms of CPU, 65 ms of wall time, young ones
 2.4 ms / 21 ms (the README).  At 90% of the quota the backlog of
 such a stall takes about a second to drain, its least wait reads over the 50 ms target, the

@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 #: new AOR leaves ~4.3 (its binding), so a collection's pause grows with this threshold; at
 #: 50,000 it took 7-18 ms of CPU, 36-172 ms of wall time at 0.1 core (mostly over the 50 ms
 #: admission target: benchmarks/README.md bench_multiproc session 14), against 0.28 ms median,
-#: 2.4 ms at most, at 2,000 (session 15).
+#: 2.4 ms at most, at 2,000 (session 14).
 GC_GEN0_THRESHOLD = 2000
 #: Young-generation collections before a middle-generation one, which walks what the last
 #: ones left, ~GC_GEN0_THRESHOLD x this many objects: 1.3-2.0 ms of CPU median, 6.3 ms at most
-#: at 2,000 x 5 (session 15).  At 50,000 x 50 it would walk ~2.5 million objects, ≥ 0.38 s of CPU
+#: at 2,000 x 5 (session 14).  At 50,000 x 50 it would walk ~2.5 million objects, ≥ 0.38 s of CPU
 #: (0.15 µs each, measured at 50,000 x 10: 82 ms), seconds of wall time under a small quota.
 #: A surviving object is walked once in each generation whatever the thresholds, so the total
 #: stays: 1.5-1.9 µs per REGISTER at 2,000 x 5 (1.5-1.8% of its CPU), ≥ 1.74 at 50,000 x 50
