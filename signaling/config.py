@@ -255,8 +255,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
                                     "transactions beyond ~1.5 times the server's capacity are "
                                     "dropped by a socket filter in the kernel, retransmissions "
                                     "and all (heavy sources first), counted, the share held "
-                                    "until Timer F after the storm; 'off': all are read (see "
-                                    "benchmarks/README.md)"),
+                                    "until Timer F after the storm; 'ebpf': the same with an "
+                                    "eBPF filter that remembers what it dropped, so their "
+                                    "retransmissions stay dropped when the share comes down "
+                                    "(falls back to 'on' if eBPF cannot load); 'off': all "
+                                    "are read (see benchmarks/README.md)"),
     "min_expires": ("int", "shortest registration accepted (423 below it, RFC 3261 §10.3)"),
     "max_expires": ("int", "longest registration granted (longer requests are shortened)"),
     "default_expires": ("int", "registration time when the REGISTER names none"),
@@ -462,8 +465,8 @@ def _validate(cfg: Config) -> None:
         (cfg.auth in ("on", "off"), "auth: must be 'on' or 'off'"),
         (cfg.path_mode in ("strict", "lazy"), "path_mode: must be 'strict' or 'lazy'"),
         (cfg.overload_drain in ("on", "off"), "overload_drain: must be 'on' or 'off'"),
-        (cfg.overload_kernel_shed in ("on", "off"),
-         "overload_kernel_shed: must be 'on' or 'off'"),
+        (cfg.overload_kernel_shed in ("on", "off", "ebpf"),
+         "overload_kernel_shed: must be 'on', 'off' or 'ebpf'"),
         (bool(cfg.auth_algorithms)
          and all(a.upper() in ("MD5", "SHA-256", "SHA-512-256") for a in cfg.auth_algorithms),
          "auth_algorithms: choose from SHA-512-256, SHA-256, MD5"),

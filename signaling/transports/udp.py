@@ -50,6 +50,7 @@ from signaling.config import HostPort
 from signaling.overload import admitted_work
 from signaling.sipcore import SipCore
 from signaling.transports.base import Peer, TransportInfo
+from signaling.transports.udpebpf import EbpfShed
 from signaling.transports.udpqueue import FLOOR, QueueStats, ReadPace, ReceiveQueue
 from signaling.transports.udpshed import KernelShed
 from signaling.worker import inherited_socket
@@ -186,8 +187,10 @@ class UdpTransport:
                         else None)
         #: Beyond the drain, a storm's REGISTERs shed in the kernel (``udpshed``): only with
         #: the drain, whose pace and limit it follows.
-        self.shed = (KernelShed(sock) if self._excess is not None
-                     and core.cfg.overload_kernel_shed == "on" else None)
+        # ``ebpf``: the filter with memory (``udpebpf``), the classic one if it cannot load.
+        shed = core.cfg.overload_kernel_shed
+        self.shed = (None if self._excess is None or shed == "off"
+                     else EbpfShed(sock) if shed == "ebpf" else KernelShed(sock))
         #: Stopped by ``pause_reading`` (a worker leaving, or a reload's new worker waiting
         #: for its predecessor): the listening socket's filter is then not this process's to
         #: revise (``udpshed``: one owner per socket).
@@ -434,7 +437,7 @@ class UdpTransport:
             if self.shed is not None and not self._paused:
                 if not self.shed.owned:
                     self.shed.claim()  # a predecessor's filter, if any, comes off
-                on = self.shed.share > 0.0
+                on = self.shed.filtering
                 # Over the time since the last tick: a tick the loop ran late covers more.
                 elapsed = max(self._loop.time() - self._ticked_at, TICK)
                 # What was admitted, not the limit: see ``udpshed`` (the filter follows the
@@ -447,7 +450,7 @@ class UdpTransport:
                                  control.rate < control.cfg.max_rate and self._registers_refused(),
                                  control.heavy_sources, control.refused_share, self._loop.time())
                 self.core.overload.kernel_shed = self.shed.share
-                self._shed_was_on = on or self.shed.share > 0.0
+                self._shed_was_on = on or self.shed.filtering
             size = self.queue.revise(self._loop.time(), stats)
             if size is not None:
                 # Linux doubles the value asked for (bookkeeping): ask for half.

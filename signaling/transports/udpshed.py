@@ -397,7 +397,7 @@ class KernelShed:
 
     def release(self) -> None:
         """This process stops reading the socket: its filter comes off for the next reader."""
-        if self.owned and self.share:
+        if self.owned and self.filtering:
             self._detach()
         self.owned = False
 
@@ -484,8 +484,7 @@ class KernelShed:
         starved = self.offered * (1.0 - self.share) < STARVING * taken
         self._starved = self._starved + 1 if starved and not storm else 0
         want = next_share(self.share, self.offered, taken) if binding else 0.0
-        share = held_share(self.share, want, storm, self._starved >= SUSTAIN,
-                           now - self._excess_at, self.hold)
+        share = self._held_share(want, storm, self._starved >= SUSTAIN, now - self._excess_at)
         # A source named stays named while the filter is on: once shed, a flood takes no
         # more than its share of admissions and is no longer "heavy" by that count, and an
         # unnamed filter would then shed every source's REGISTERs alike.
@@ -494,17 +493,34 @@ class KernelShed:
         if share == 0.0:
             if self.share:
                 self._lowered(self.share, now)
-                self._detach()
+                self._off()
             return
         if share == self.share and sources == self.sources:
             return
         if share < self.share:
             self._starved = 0
-        if self._attach(program(share, sources, self.salt)):
+        if self._set(share, sources):
             if share < self.share:
                 self._lowered(self.share, now)
             self.share, self.sources = share, sources
             self._revise_band(now)
+
+    def _held_share(self, want: float, storm: bool, starving: bool, since: float) -> float:
+        """``held_share`` (``udpebpf``, whose lowering releases nothing, holds less)."""
+        return held_share(self.share, want, storm, starving, since, self.hold)
+
+    @property
+    def filtering(self) -> bool:
+        """Whether a filter is attached: the socket's drops are then taken as its own."""
+        return self.share > 0.0
+
+    def _set(self, share: float, sources: tuple[str, ...]) -> bool:
+        """The filter in force drops ``share`` (of ``sources``' REGISTERs, when named)."""
+        return self._attach(program(share, sources, self.salt))
+
+    def _off(self) -> None:
+        """The share came down to nothing (``udpebpf`` keeps its memory a while)."""
+        self._detach()
 
     def _attach(self, insns: list[bytes]) -> bool:
         code = b"".join(insns)
