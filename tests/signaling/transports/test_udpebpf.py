@@ -19,7 +19,8 @@ from signaling.config import ConfigError, load_config
 from signaling.transports import udpebpf
 from signaling.transports.udpebpf import EbpfShed, assemble, load
 from signaling.transports.udpshed import MOST, WORDS, threshold, transaction_hash
-from tests.signaling.inproc import running_server
+from tests.signaling.inproc import UdpPeer, running_server
+from tests.signaling.test_sipcore import _req
 
 _SO_RXQ_OVFL = 40
 
@@ -286,3 +287,70 @@ async def test_a_server_with_the_option_sheds_with_memory() -> None:
         assert shed.share == MOST and shed.maps is not None and not shed.classic
         srv.udp.pause_reading()
         assert not shed.owned and shed.maps is None and not shed.filtering
+
+
+async def test_after_a_storm_new_registers_are_served_and_old_ones_stay_dropped() -> None:
+    """End to end, as ``test_udpshed``'s storm: a flood from one address at 20x a limit cut
+    to 200/s puts the program on for it.  When the limit opens the share comes to 0 at once
+    (no hold: lowering releases nothing); a retransmission of a transaction it dropped is
+    dropped in the kernel (counted as the shed's), while a new REGISTER that hashes where
+    the storm's were is served (no band of 503s)."""
+    from signaling.transports.udp import excess_drain
+    assert excess_drain is not None, "the C extension is built by the test command"
+    async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0",
+                              overload_kernel_shed="ebpf") as srv:
+        assert srv.udp is not None and srv.udp_address is not None
+        shed = srv.udp.shed
+        assert isinstance(shed, EbpfShed)
+        port = srv.udp_address[1]
+        control = srv.core.overload.control
+        flood = await UdpPeer.open("127.0.0.2")
+        light = await UdpPeer.open("127.0.0.3")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent: list[bytes] = []
+        while (now := loop.time()) < start + 3.0:
+            control.rate = 200.0  # as if the control law had cut it (a storm's CPU)
+            while len(sent) < int((now - start) * 4000):  # by the clock, not loop turns
+                i = len(sent)
+                sent.append(_req("REGISTER", "sip:example.com", flood.port,
+                                 branch=f"z9hG4bKf{i}", call_id=f"flood-{i}",
+                                 extra="Contact: <sip:f@10.0.0.2>"))
+                flood.send(sent[-1], port)
+            light.send(_req("REGISTER", "sip:example.com", light.port,
+                            branch=f"z9hG4bKl{len(sent)}", call_id=f"light-{len(sent)}",
+                            extra="Contact: <sip:l@10.0.0.3>"), port)
+            await asyncio.sleep(0.01)
+        assert shed.share > 0.5 and shed.sources == ("127.0.0.2",), shed.share
+        assert shed.maps is not None
+        shared = shed.share
+        control.rate = control.cfg.max_rate  # the storm is over
+        for _ in range(100):
+            if shed.share == 0.0:
+                break
+            await asyncio.sleep(0.05)
+        assert shed.share == 0.0 and shed.filtering and shed.band == 0
+        maps = shed.maps
+        remembered = [data for data in sent
+                      if maps.get(maps.dropped,
+                                  struct.pack("=I", transaction_hash(data, shed.salt)), 4)]
+        assert len(remembered) > 1000, len(remembered)
+        before = shed.counts()[1]
+        flood.send(remembered[-1], port)  # a retransmission (RFC 3261 §17.1.2.2)
+        for _ in range(100):
+            if shed.counts()[1] > before:
+                break
+            await asyncio.sleep(0.05)
+        assert shed.counts()[1] == before + 1
+        for i in range(1000):
+            data = _req("REGISTER", "sip:example.com", flood.port, branch=f"z9hG4bKa{i}",
+                        call_id=f"after-{i}", extra="Contact: <sip:f@10.0.0.2>")
+            if transaction_hash(data, shed.salt) < threshold(shared):
+                flood.send(data, port)
+                while (final := await flood.final(5.0)).call_id != f"after-{i}":
+                    pass
+                assert final.status == 200
+                break
+        assert srv.core.overload.c_rejected.get("shed_band", "REGISTER") == 0
+        flood.close()
+        light.close()
