@@ -180,6 +180,16 @@ class Overload:
                                "socket's filter, retransmissions and all (counted in "
                                "sip_overload_dropped{reason=\"kernel_shed\"})", [],
                                lambda: {(): self.kernel_shed})
+        #: With ``--overload-kernel-shed ebpf`` (signaling/transports/udpebpf.py), since the
+        #: start: transactions the filter remembered (dropped at their first send) and the
+        #: retransmissions its memory dropped (RFC 3261 §17.1.2.2), also after the share came
+        #: down.  Both among the "kernel_shed" drops.
+        self.kernel_memory = {"added": 0.0, "remembered": 0.0}
+        metrics.callback_gauge("sip_overload_kernel_shed_memory",
+                               "eBPF kernel shed, so far: REGISTER transactions remembered "
+                               "(kind=added) and retransmissions dropped by that memory "
+                               "(kind=remembered)", ["kind"],
+                               lambda: {(k,): v for k, v in self.kernel_memory.items()})
 
     def screen(self, data: bytes, source: str, waited: float) -> Verdict:
         """ADMIT for everything that is not new work and for admitted new work; REJECT (answer

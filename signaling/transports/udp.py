@@ -450,6 +450,8 @@ class UdpTransport:
                                  control.rate < control.cfg.max_rate and self._registers_refused(),
                                  control.heavy_sources, control.refused_share, self._loop.time())
                 self.core.overload.kernel_shed = self.shed.share
+                if isinstance(self.shed, EbpfShed):
+                    self.core.overload.kernel_memory.update(self.shed.totals)
                 self._shed_was_on = on or self.shed.filtering
             size = self.queue.revise(self._loop.time(), stats)
             if size is not None:

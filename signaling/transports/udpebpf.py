@@ -344,6 +344,10 @@ class EbpfShed(KernelShed):
         #: shortens it) after that it comes off.
         self._off_at = float("-inf")
         self.memory = MEMORY
+        #: ``counts`` since this shed was made, over every program it loaded (the metrics'
+        #: ``sip_overload_kernel_shed_memory``).
+        self.totals = {"added": 0.0, "remembered": 0.0}
+        self._counted = (0, 0)
 
     @property
     def filtering(self) -> bool:
@@ -369,6 +373,7 @@ class EbpfShed(KernelShed):
     def revise(self, read_rate: float, served: float, binding: bool,
                heavy: Iterable[str], refused: float = 0.0, now: float = 0.0) -> None:
         super().revise(read_rate, served, binding, heavy, refused, now)
+        self._tally()
         if self.maps is not None and not self.share and now - self._off_at >= self.memory:
             self._detach()  # every transaction dropped is past its Timer F
 
@@ -432,9 +437,17 @@ class EbpfShed(KernelShed):
         self.maps = maps
         return True
 
+    def _tally(self) -> None:
+        added, remembered = self.counts()
+        self.totals["added"] += added - self._counted[0]
+        self.totals["remembered"] += remembered - self._counted[1]
+        self._counted = (added, remembered)
+
     def _detach(self) -> None:
         super()._detach()
         if self.maps is not None:
+            self._tally()
             self.maps.close()
             self.maps = None
+        self._counted = (0, 0)
         self._off_at = float("-inf")

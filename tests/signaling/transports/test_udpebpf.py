@@ -342,6 +342,9 @@ async def test_after_a_storm_new_registers_are_served_and_old_ones_stay_dropped(
                 break
             await asyncio.sleep(0.05)
         assert shed.counts()[1] == before + 1
+        await asyncio.sleep(0.3)  # a tick or more: the metric follows
+        memory = srv.core.overload.kernel_memory
+        assert memory["added"] >= len(remembered) and memory["remembered"] >= 1
         for i in range(1000):
             data = _req("REGISTER", "sip:example.com", flood.port, branch=f"z9hG4bKa{i}",
                         call_id=f"after-{i}", extra="Contact: <sip:f@10.0.0.2>")
