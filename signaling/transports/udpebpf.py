@@ -89,6 +89,7 @@ ENTRIES = 1 << 20
 MEMORY = HOLD
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), -1)
+_LIBC = ctypes.CDLL(None, use_errno=True)
 # linux/bpf.h
 _MAP_CREATE, _MAP_LOOKUP, _MAP_UPDATE, _MAP_DELETE, _MAP_NEXT_KEY, _PROG_LOAD = 0, 1, 2, 3, 4, 5
 _ARRAY, _HASH, _LRU_HASH = 2, 1, 9
@@ -185,8 +186,7 @@ def _bpf(cmd: int, attr: bytes) -> int:
     if _SYS_BPF < 0:
         raise OSError(38, "bpf: no system call number for " + platform.machine())
     buf = ctypes.create_string_buffer(attr.ljust(_ATTR, b"\0"), _ATTR)
-    libc = ctypes.CDLL(None, use_errno=True)
-    rc = int(libc.syscall(ctypes.c_long(_SYS_BPF), ctypes.c_long(cmd), buf,
+    rc = int(_LIBC.syscall(ctypes.c_long(_SYS_BPF), ctypes.c_long(cmd), buf,
                           ctypes.c_long(_ATTR)))
     if rc < 0:
         err = ctypes.get_errno()
