@@ -16,9 +16,18 @@ from collections.abc import Callable
 from protocols.sip.message import Response
 from protocols.sip.parser import parse_message
 
-__all__ = ["UdpClient", "register", "register_many", "registered_contacts"]
+__all__ = ["UdpClient", "register", "register_many", "registered_contacts", "sipp_register"]
 
 _seq = itertools.count(1)
+
+
+def sipp_register(i: int, uri: bytes = b"sip:example.com") -> bytes:
+    """A REGISTER as SIPp sends it, byte for byte the same at every call (a retransmission):
+    transaction ``i``'s branch in the top Via (the kernel shed's tests hash these bytes)."""
+    return (b"REGISTER " + uri + b" SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-"
+            b"4242-%d-0\r\nMax-Forwards: 70\r\nFrom: <sip:u%d@example.com>;tag=4242SIPpTag00%d"
+            b"\r\nTo: <sip:u%d@example.com>\r\nCall-ID: %d-4242@127.0.0.1\r\nCSeq: 1 REGISTER"
+            b"\r\nContent-Length: 0\r\n\r\n") % (i, i, i, i, i)
 
 
 def register(port: int, user: str, contact: str | None, *, expires: int | None = 3600,

@@ -75,6 +75,7 @@ from signaling.transports.udpshed import (
     WORDS,
     KernelShed,
     _word,
+    label_positions,
     threshold,
 )
 
@@ -280,13 +281,7 @@ def _s32(value: int) -> int:
 def assemble(ops: list[_Op | str]) -> list[bytes]:
     """Labels resolved to eBPF's relative jumps (16 bits, from the next instruction); a
     64-bit load takes two slots."""
-    at: dict[str, int] = {}
-    n = 0
-    for op in ops:
-        if isinstance(op, str):
-            at[op] = n
-        else:
-            n += 2 if op[0] == _LD_IMM64 else 1
+    at = label_positions(ops, lambda op: 2 if op[0] == _LD_IMM64 else 1)
     out: list[bytes] = []
     for op in ops:
         if isinstance(op, str):

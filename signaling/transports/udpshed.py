@@ -116,11 +116,12 @@ import os
 import socket
 import statistics
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 __all__ = ["BAND_QUIET", "HEADROOM", "HOLD", "MOST", "REFUSING", "STARVING", "SUSTAIN", "WORDS",
            "KernelShed",
-           "held_share", "next_share", "program", "transaction_hash"]
+           "held_share", "label_positions", "next_share", "program", "transaction_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +286,7 @@ def program(share: float, sources: Iterable[str] = (), salt: int = 0,
 
 def _assemble(ops: list[_Op | str]) -> list[bytes]:
     """Labels resolved to the relative jumps of classic BPF (forward only; jt/jf 8 bits)."""
-    at: dict[str, int] = {}
-    n = 0
-    for op in ops:
-        if isinstance(op, str):
-            at[op] = n
-        else:
-            n += 1
+    at = label_positions(ops)
     out: list[bytes] = []
     for op in ops:
         if isinstance(op, str):
@@ -302,6 +297,20 @@ def _assemble(ops: list[_Op | str]) -> list[bytes]:
         assert 0 <= t < 256 and 0 <= f < 256, op
         out.append(_INSN.pack(code, t, f, _relative(k, at, here) & _M32))
     return out
+
+
+def label_positions(ops: Sequence[object], slots: Callable[[Any], int] = lambda op: 1,
+                    ) -> dict[str, int]:
+    """Each label's instruction index, the first pass of both assemblers (classic BPF here, eBPF
+    in ``udpebpf``, where a 64-bit load takes two ``slots``)."""
+    at: dict[str, int] = {}
+    n = 0
+    for op in ops:
+        if isinstance(op, str):
+            at[op] = n
+        else:
+            n += slots(op)
+    return at
 
 
 def _relative(target: int | str, at: dict[str, int], here: int) -> int:

@@ -21,6 +21,7 @@ from signaling.transports.udpebpf import EbpfShed, assemble, load
 from signaling.transports.udpshed import MOST, WORDS, threshold, transaction_hash
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
+from tests.siptools import sipp_register
 
 _SO_RXQ_OVFL = 40
 
@@ -59,13 +60,6 @@ def _shed(r: socket.socket, share: float, sources: tuple[str, ...] = ()) -> Ebpf
     return shed
 
 
-def _register(i: int, uri: bytes = b"sip:example.com") -> bytes:
-    """A REGISTER as SIPp sends it: transaction ``i``'s branch in the top Via."""
-    return (b"REGISTER " + uri + b" SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-"
-            b"4242-%d-0\r\nMax-Forwards: 70\r\nFrom: <sip:u%d@example.com>;tag=4242SIPpTag00%d"
-            b"\r\nTo: <sip:u%d@example.com>\r\nCall-ID: %d-4242@127.0.0.1\r\nCSeq: 1 REGISTER"
-            b"\r\nContent-Length: 0\r\n\r\n") % (i, i, i, i, i)
-
 
 def test_the_kernel_computes_the_reference_hash_at_every_length() -> None:
     """Every verdict is ``transaction_hash`` (the classic program's, ``_udpband.c``'s) against
@@ -101,7 +95,7 @@ def test_a_dropped_transaction_stays_dropped_when_the_share_comes_down() -> None
     shed = _shed(r, 0.5)
     n = 400
     for i in range(n):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     first = {data for data, _ in _delivered(r)}
     dropped = n - len(first)
     assert 100 < dropped < 300, dropped  # Binomial(400, 0.5): sd 10
@@ -109,12 +103,12 @@ def test_a_dropped_transaction_stays_dropped_when_the_share_comes_down() -> None
     shed._off()  # the storm is over: nothing new is dropped
     assert shed.share == 0.0 and shed.filtering and shed.band == 0
     for i in range(n):
-        s.sendto(_register(i), r.getsockname())  # every one's retransmission
-        s.sendto(_register(n + i), r.getsockname())  # a new transaction
+        s.sendto(sipp_register(i), r.getsockname())  # every one's retransmission
+        s.sendto(sipp_register(n + i), r.getsockname())  # a new transaction
     again = [data for data, _ in _delivered(r)]
     assert sorted(d for d in again if d in first) == sorted(first)  # let through: again
-    assert sum(_register(i) in again for i in range(n)) == len(first)  # dropped: still
-    assert all(_register(n + i) in again for i in range(n))  # new: all pass
+    assert sum(sipp_register(i) in again for i in range(n)) == len(first)  # dropped: still
+    assert all(sipp_register(n + i) in again for i in range(n))  # new: all pass
     assert shed.counts() == (dropped, dropped) and shed.held() == dropped
     r.close()
     s.close()
@@ -134,7 +128,7 @@ def test_other_datagrams_always_pass() -> None:
     for data in others:
         s.sendto(data, r.getsockname())
     for i in range(200):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     got = [data for data, _ in _delivered(r)]
     assert sorted(got) == sorted(others)  # no REGISTER (hash 2**32-1 alone would pass)
     r.close()
@@ -148,8 +142,8 @@ def test_with_sources_named_only_their_registers_are_dropped() -> None:
     shed = _shed(r, MOST, ("127.0.0.2",))
     n = 300
     for i in range(n):
-        a.sendto(_register(i), r.getsockname())
-        b.sendto(_register(n + i), r.getsockname())
+        a.sendto(sipp_register(i), r.getsockname())
+        b.sendto(sipp_register(n + i), r.getsockname())
     got = _delivered(r)
     assert sum(host == "127.0.0.1" for _, host in got) == n
     from_b = sum(host == "127.0.0.2" for _, host in got)
@@ -159,11 +153,11 @@ def test_with_sources_named_only_their_registers_are_dropped() -> None:
     # dropped.
     assert shed._set(MOST, ("127.0.0.1",))
     for i in range(n):
-        b.sendto(_register(n + i), r.getsockname())
-        b.sendto(_register(2 * n + i), r.getsockname())
+        b.sendto(sipp_register(n + i), r.getsockname())
+        b.sendto(sipp_register(2 * n + i), r.getsockname())
     got = _delivered(r)
-    assert all((_register(2 * n + i), "127.0.0.2") in got for i in range(n))
-    assert sum(data == _register(n + i) for data, _ in got for i in range(n)) == from_b
+    assert all((sipp_register(2 * n + i), "127.0.0.2") in got for i in range(n))
+    assert sum(data == sipp_register(n + i) for data, _ in got for i in range(n)) == from_b
     r.close()
     a.close()
     b.close()
@@ -186,19 +180,19 @@ def test_revise_keeps_the_memory_for_timer_f_after_the_storm() -> None:
     shed.revise(3_000.0, 1_000.0, True, (), 0.4, now)  # a storm tick: never lowered
     assert shed.share == share
     for i in range(200):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     first = {data for data, _ in _delivered(r)}
     shed.revise(1_000.0, 1_000.0, False, (), 0.0, now + 0.1)
     assert shed.share == 0.0 and shed.filtering and shed.band == 0 and shed.band_share == 0.0
     for i in range(200):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     assert {data for data, _ in _delivered(r)} == first
     shed.revise(1_000.0, 1_000.0, False, (), 0.0, now + 0.1 + shed.memory - 0.1)
     assert shed.maps is not None
     shed.revise(1_000.0, 1_000.0, False, (), 0.0, now + 0.1 + shed.memory)
     assert shed.maps is None and not shed.filtering
     for i in range(200):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     assert len(_delivered(r)) == 200
     shed.release()
     r.close()
@@ -212,7 +206,7 @@ def test_release_takes_the_program_off_with_the_share_at_zero() -> None:
     shed.release()
     assert shed.maps is None and not shed.owned
     for i in range(50):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     assert len(_delivered(r)) == 50
     r.close()
     s.close()
@@ -233,10 +227,10 @@ def test_without_ebpf_the_classic_filter_sheds(monkeypatch: pytest.MonkeyPatch,
     assert len([m for m in caplog.messages if "eBPF" in m]) == 1
     shed.share = 0.7
     for i in range(300):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     got = {data for data, _ in _delivered(r)}
-    want = {_register(i) for i in range(300)
-            if transaction_hash(_register(i), shed.salt) >= threshold(0.7)}
+    want = {sipp_register(i) for i in range(300)
+            if transaction_hash(sipp_register(i), shed.salt) >= threshold(0.7)}
     assert got == want
     shed._lowered(0.7, 0.0)
     shed.share = 0.0

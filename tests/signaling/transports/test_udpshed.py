@@ -34,6 +34,7 @@ from signaling.transports.udpshed import (
 )
 from tests.signaling.inproc import UdpPeer, running_server
 from tests.signaling.test_sipcore import _req
+from tests.siptools import sipp_register
 
 _SO_RXQ_OVFL = 40
 
@@ -75,13 +76,6 @@ def _attach(r: socket.socket, share: float, sources: tuple[str, ...] = ()) -> Ke
     assert shed._attach(program(share, sources, shed.salt))
     return shed
 
-
-def _register(i: int, uri: bytes = b"sip:example.com") -> bytes:
-    """A REGISTER as SIPp sends it: transaction ``i``'s branch in the top Via."""
-    return (b"REGISTER " + uri + b" SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-"
-            b"4242-%d-0\r\nMax-Forwards: 70\r\nFrom: <sip:u%d@example.com>;tag=4242SIPpTag00%d"
-            b"\r\nTo: <sip:u%d@example.com>\r\nCall-ID: %d-4242@127.0.0.1\r\nCSeq: 1 REGISTER"
-            b"\r\nContent-Length: 0\r\n\r\n") % (i, i, i, i, i)
 
 
 def _in_a_storm(r: socket.socket, seconds: float) -> tuple[KernelShed, float]:
@@ -140,7 +134,7 @@ def test_a_transaction_keeps_its_fate_through_its_retransmissions() -> None:
     n, sends = 400, 5
     for _ in range(sends):
         for i in range(n):
-            s.sendto(_register(i), r.getsockname())
+            s.sendto(sipp_register(i), r.getsockname())
     counts: dict[bytes, int] = {}
     for data in _delivered(r):
         counts[data] = counts.get(data, 0) + 1
@@ -159,7 +153,7 @@ def test_transactions_are_shed_in_about_the_share(share: float) -> None:
     n = 3000
     for i in range(n):
         uri = b"sip:" + b"x" * (i % 7 * 40) + b"@example.com"  # the branch at octet ~70-350
-        s.sendto(_register(i, uri), r.getsockname())
+        s.sendto(sipp_register(i, uri), r.getsockname())
     through = len(_delivered(r))
     # Binomial(3000, 1 - share): sd 25 (0.3) and 16 (0.9); eight sd either side.
     assert abs(through - n * (1 - share)) < 8 * math.sqrt(n * share * (1 - share)), through
@@ -207,7 +201,7 @@ def test_raising_the_share_only_adds_to_what_is_dropped() -> None:
     for share in (0.3, 0.6):
         assert shed._attach(program(share, (), shed.salt))
         for i in range(500):
-            s.sendto(_register(i), r.getsockname())
+            s.sendto(sipp_register(i), r.getsockname())
         passed.append(set(_delivered(r)))
     assert passed[1] < passed[0], (len(passed[0]), len(passed[1]))
     r.close()
@@ -219,8 +213,8 @@ def test_with_heavy_sources_only_their_registers_are_dropped() -> None:
     heavy, polite = _sender("127.0.0.2"), _sender("127.0.0.3")
     _attach(r, MOST, ("127.0.0.2", "127.0.0.9"))
     for i in range(1000):
-        heavy.sendto(_register(i), r.getsockname())
-        polite.sendto(_register(i), r.getsockname())
+        heavy.sendto(sipp_register(i), r.getsockname())
+        polite.sendto(sipp_register(i), r.getsockname())
         heavy.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.3") == 1000, got  # the polite source: all
@@ -284,7 +278,7 @@ def test_a_transaction_dropped_in_a_storm_stays_dropped_until_its_timer_f() -> N
     shed, now = _in_a_storm(r, 1.0)
     share = shed.share
     assert share == pytest.approx(0.85)
-    first = [_register(i) for i in range(1000)]
+    first = [sipp_register(i) for i in range(1000)]
     for data in first:
         s.sendto(data, r.getsockname())
     through = set(_delivered(r))
@@ -328,7 +322,7 @@ def test_when_the_storm_ends_the_filter_comes_off_within_seconds() -> None:
     assert SUSTAIN <= ticks < 2 * SUSTAIN, ticks
     assert shed.share == 0.0 and shed._buffer is None
     for i in range(100):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     assert len(_delivered(r)) == 100
     r.close()
     s.close()
@@ -483,7 +477,7 @@ def test_revise_attaches_moves_and_detaches() -> None:
     shed.revise(10_000.0, 1_000.0, False, (), 0.0, 100.1 + HOLD)
     assert shed.share == 0.0 and shed._buffer is None and not shed.sources
     for i in range(100):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.1") == 100 and drops == 0
     r.close()
@@ -502,14 +496,14 @@ def test_the_reader_of_a_shared_socket_owns_its_filter() -> None:
     successor = KernelShed(socket.socket(fileno=os.dup(r.fileno())))  # its inherited copy
     successor.claim()
     for i in range(200):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.1") == 200 and drops == 0
     successor.revise(100_000.0, 1_000.0, True, ())
     successor.release()  # stops reading (reload, shutdown): its filter off
     assert not successor.owned and successor.share == 0.0
     for i in range(200):
-        s.sendto(_register(i), r.getsockname())
+        s.sendto(sipp_register(i), r.getsockname())
     got, drops = _drain(r)
     assert got.get(b"REGISTER@127.0.0.1") == 200 and drops == 0
     successor.sock.close()
@@ -538,7 +532,7 @@ def test_each_worker_filters_its_own_socket_of_the_reuseport_group() -> None:
     for i in range(1000):  # a fresh source port each: the kernel spreads them over the group
         s = _sender("127.0.0.1")
         s.sendto(b"OPTIONS sip:example.com SIP/2.0\r\nCall-ID: %d\r\n\r\n" % i, address)
-        s.sendto(_register(i), address)
+        s.sendto(sipp_register(i), address)
         s.close()
     time.sleep(0.1)
     seen: list[dict[bytes, set[int]]] = []
@@ -557,7 +551,7 @@ def test_each_worker_filters_its_own_socket_of_the_reuseport_group() -> None:
     assert mine[b"OPTIONS"] and sibling[b"OPTIONS"]  # both sockets got sources
     assert len(mine[b"OPTIONS"]) + len(sibling[b"OPTIONS"]) == 1000
     kept = {i for i in mine[b"OPTIONS"]
-            if transaction_hash(_register(i), shed.salt) >= threshold(0.9)}
+            if transaction_hash(sipp_register(i), shed.salt) >= threshold(0.9)}
     assert mine[b"REGISTER"] == kept and len(kept) < len(mine[b"OPTIONS"]) / 2
     assert drops[0] == len(mine[b"OPTIONS"]) - len(kept)  # counted as that socket's drops
     assert sibling[b"REGISTER"] == sibling[b"OPTIONS"] and drops[1] == 0
