@@ -313,20 +313,25 @@ def test_reloads_leave_only_the_journals_still_needed(tmp_path: Path) -> None:
                 f"sip:{user}@127.0.0.1:5999"]
 
 
-def test_reload_under_sipp_register_load_loses_nothing(server: Supervised) -> None:
+def _reload_under(server: Supervised, sipp: Sipp, after: float) -> None:
+    """Start ``sipp``, reload the server ``after`` seconds in, and wait until new workers serve
+    every slot (the caller stops SIPp)."""
     before = {int(w["pid"]) for w in server.workers()}
+    sipp.start()
+    time.sleep(after)
+    reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
+                             str(server.pid_file)], capture_output=True, text=True, timeout=30)
+    assert reload.returncode == 0, reload.stderr
+    server.wait_serving(2, exclude_pids=before)
+
+
+def test_reload_under_sipp_register_load_loses_nothing(server: Supervised) -> None:
     # -t un: one socket per call, so the registrations spread over both workers.
     sipp = Sipp("register", f"127.0.0.1:{server.udp_port}", calls=1200, rate=100,
                 keys={"user": "reloaded", "contact": "127.0.0.1:7003", "expires": "600"},
                 extra=["-t", "un", "-max_socket", "512"], timeout=60)
-    sipp.start()
     try:
-        time.sleep(3)
-        reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
-                                 str(server.pid_file)], capture_output=True, text=True,
-                                timeout=30)
-        assert reload.returncode == 0, reload.stderr
-        server.wait_serving(2, exclude_pids=before)
+        _reload_under(server, sipp, after=3)
         result = sipp.wait()
     finally:
         sipp.stop()
@@ -342,18 +347,11 @@ def test_a_reload_under_load_hands_each_slot_over_at_once(server: Supervised) ->
     slot's sockets unread.  Sent back to back, the keys filled the new worker's queue (10
     datagrams) and "released" was refused behind them (bench_reload near capacity: REGISTERs
     answered 3-7 s late).  Only the hand-off is checked, not SIPp's outcome at this rate."""
-    before = {int(w["pid"]) for w in server.workers()}
     sipp = Sipp("register", f"127.0.0.1:{server.udp_port}", calls=12_000, rate=2_000,
                 keys={"user": "many", "contact": "127.0.0.1:7003", "expires": "600"},
                 extra=["-t", "un", "-max_socket", "512"], timeout=60)
-    sipp.start()
     try:
-        time.sleep(4)
-        reload = subprocess.run([sys.executable, "-m", "signaling", "reload", "--pid-file",
-                                 str(server.pid_file)], capture_output=True, text=True,
-                                timeout=30)
-        assert reload.returncode == 0, reload.stderr
-        server.wait_serving(2, exclude_pids=before)
+        _reload_under(server, sipp, after=4)
     finally:
         sipp.stop()
     deadline = time.monotonic() + START_BOUND
