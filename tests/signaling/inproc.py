@@ -15,8 +15,10 @@ from protocols.sip.parser import parse_message
 from signaling.config import load_config
 from signaling.registry.base import Registry
 from signaling.server import Server
+from signaling.transports.udp import UdpTransport
+from signaling.transports.udpshed import KernelShed
 
-__all__ = ["UdpPeer", "arrivals_stamped", "running_server"]
+__all__ = ["UdpPeer", "arrivals_stamped", "owned_shed", "running_server"]
 
 
 @asynccontextmanager
@@ -134,3 +136,16 @@ class UdpPeer(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def owned_shed(srv: Server) -> tuple[UdpTransport, KernelShed]:
+    """The server's UDP transport and its kernel shed, once the transport owns the filter
+    (claimed at its first tick: ``KernelShed.claim``)."""
+    udp = srv.udp
+    assert udp is not None and udp.shed is not None
+    for _ in range(50):
+        if udp.shed.owned:
+            break
+        await asyncio.sleep(0.1)
+    assert udp.shed.owned
+    return udp, udp.shed

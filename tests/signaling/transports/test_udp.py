@@ -10,10 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from signaling.overload import Overload
-from signaling.server import Server
-from signaling.transports.udp import UdpTransport, _size_buffers
-from signaling.transports.udpshed import KernelShed
-from tests.signaling.inproc import UdpPeer, arrivals_stamped, running_server
+from signaling.transports.udp import _size_buffers
+from tests.signaling.inproc import UdpPeer, arrivals_stamped, owned_shed, running_server
 
 
 def test_buffers_are_sized_to_what_the_kernel_grants() -> None:
@@ -379,21 +377,6 @@ async def test_a_standing_queue_on_the_listening_socket_closes_an_open_limit() -
         assert control.rate < control.cfg.max_rate
 
 
-async def _owned_shed(srv: Server) -> tuple[UdpTransport, KernelShed]:
-    """The server's UDP transport and its kernel shed, once the transport owns the filter
-    (claimed at its first tick: ``KernelShed.claim``)."""
-    import asyncio
-
-    udp = srv.udp
-    assert udp is not None and udp.shed is not None
-    for _ in range(50):
-        if udp.shed.owned:
-            break
-        await asyncio.sleep(0.1)
-    assert udp.shed.owned
-    return udp, udp.shed
-
-
 async def test_a_burst_of_the_kernel_sheds_band_reads_as_no_new_storm() -> None:
     """After a storm the filter's share came down: the drain refuses the band it dropped
     (``KernelShed.band``), and the retransmissions of those transactions come in a burst.
@@ -408,7 +391,7 @@ async def test_a_burst_of_the_kernel_sheds_band_reads_as_no_new_storm() -> None:
     from tests.signaling.test_overload import _register
 
     async with running_server(sip_udp_private="127.0.0.1:0", overload_kernel_shed="on") as srv:
-        udp, shed = await _owned_shed(srv)
+        udp, shed = await owned_shed(srv)
         control = srv.core.overload.control
         loop = asyncio.get_running_loop()
         waits: list[float] = []
@@ -464,7 +447,7 @@ async def test_the_bands_datagrams_the_full_queue_dropped_keep_the_band() -> Non
     from tests.signaling.test_overload import _register
 
     async with running_server(sip_udp_private="127.0.0.1:0", overload_kernel_shed="on") as srv:
-        udp, shed = await _owned_shed(srv)
+        udp, shed = await owned_shed(srv)
         loop = asyncio.get_running_loop()
         missed: list[int] = []
         refused_in_band = shed.refused_in_band

@@ -19,7 +19,7 @@ from signaling.config import ConfigError, load_config
 from signaling.transports import udpebpf
 from signaling.transports.udpebpf import EbpfShed, assemble, load
 from signaling.transports.udpshed import MOST, WORDS, threshold, transaction_hash
-from tests.signaling.inproc import UdpPeer, running_server
+from tests.signaling.inproc import UdpPeer, owned_shed, running_server
 from tests.signaling.test_sipcore import _req
 from tests.siptools import sipp_register
 
@@ -266,20 +266,14 @@ def test_the_option_selects_it() -> None:
 async def test_a_server_with_the_option_sheds_with_memory() -> None:
     """``--overload-kernel-shed ebpf``: the listening socket's shed is this one; a storm's
     share puts the program on, and the worker that stops reading takes it off."""
-    from signaling.transports.udp import TICK
     async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0",
                               overload_kernel_shed="ebpf") as srv:
-        assert srv.udp is not None and isinstance(srv.udp.shed, EbpfShed)
-        shed = srv.udp.shed
-        for _ in range(50):
-            if shed.owned:
-                break
-            await asyncio.sleep(TICK)
-        assert shed.owned  # claimed at its first tick
+        udp, shed = await owned_shed(srv)  # claimed at its first tick
+        assert isinstance(shed, EbpfShed)
         for _ in range(3):  # what it serves: the median of three ticks
             shed.revise(100_000.0, 1_000.0, True, ())
         assert shed.share == MOST and shed.maps is not None and not shed.classic
-        srv.udp.pause_reading()
+        udp.pause_reading()
         assert not shed.owned and shed.maps is None and not shed.filtering
 
 

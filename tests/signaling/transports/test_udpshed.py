@@ -32,7 +32,7 @@ from signaling.transports.udpshed import (
     threshold,
     transaction_hash,
 )
-from tests.signaling.inproc import UdpPeer, running_server
+from tests.signaling.inproc import UdpPeer, owned_shed, running_server
 from tests.signaling.test_sipcore import _req
 from tests.siptools import sipp_register
 
@@ -749,21 +749,15 @@ async def test_a_server_that_stops_reading_takes_its_filter_off() -> None:
     from signaling.transports.udp import TICK
     async with running_server(domain=["example.com"], sip_udp_private="127.0.0.1:0",
                               overload_kernel_shed="on") as srv:
-        assert srv.udp is not None and srv.udp.shed is not None
-        shed = srv.udp.shed
-        for _ in range(50):
-            if shed.owned:
-                break
-            await asyncio.sleep(TICK)
-        assert shed.owned  # claimed at its first tick
+        udp, shed = await owned_shed(srv)  # claimed at its first tick
         for _ in range(3):  # what it serves: the median of three ticks
             shed.revise(100_000.0, 1_000.0, True, ())
         assert shed.share == MOST
-        srv.udp.pause_reading()
+        udp.pause_reading()
         assert not shed.owned and shed.share == 0.0 and srv.core.overload.kernel_shed == 0.0
         await asyncio.sleep(3 * TICK)
         assert not shed.owned
-        srv.udp.resume_reading()
+        udp.resume_reading()
         for _ in range(50):
             if shed.owned:
                 break
