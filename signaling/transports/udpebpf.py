@@ -64,18 +64,18 @@ import struct
 from collections.abc import Iterable
 
 from signaling.transports.udpshed import (
-    _FINAL_1,
-    _FINAL_2,
-    _M32,
-    _MIX,
-    _PAYLOAD,
-    _SKF_NET_OFF,
+    FINAL_1,
+    FINAL_2,
     HOLD,
+    M32,
     MAX_SOURCES,
+    MIX,
+    PAYLOAD,
+    SKF_NET_OFF,
     WORDS,
     KernelShed,
-    _word,
     label_positions,
+    payload_word,
     threshold,
 )
 
@@ -203,25 +203,25 @@ def program(maps: Maps, salt: int, words: int = WORDS) -> list[bytes]:
     ops: list[_Op | str] = [
         (_MOV64_X, 6, 1, 0, 0),
         (_LDX_W, 8, 6, 0, 0),  # __sk_buff.len: the UDP length, as classic BPF's BPF_LEN
-        (_JGE32_K, 8, 0, 1, _PAYLOAD + 8),
+        (_JGE32_K, 8, 0, 1, PAYLOAD + 8),
         (_JA, 0, 0, "accept", 0),  # too short for "REGISTER": never loaded past
-        (_LD_ABS_W, 0, 0, 0, _PAYLOAD),
-        (_JNE32_K, 0, 0, "accept", _word(b"REGI")),
-        (_LD_ABS_W, 0, 0, 0, _PAYLOAD + 4),
-        (_JNE32_K, 0, 0, "accept", _word(b"STER")),
+        (_LD_ABS_W, 0, 0, 0, PAYLOAD),
+        (_JNE32_K, 0, 0, "accept", payload_word(b"REGI")),
+        (_LD_ABS_W, 0, 0, 0, PAYLOAD + 4),
+        (_JNE32_K, 0, 0, "accept", payload_word(b"STER")),
         (_MOV32_K, 7, 0, 0, _s32(salt)),
     ]
     # As the classic program: the longest run of words the datagram holds is found first, then
     # entered where it starts (each load within the datagram), the last word first.
     for j in range(words - 1, -1, -1):
-        ops.append((_JGE32_K, 8, 0, f"w{j}", _PAYLOAD + 12 + 4 * j))
+        ops.append((_JGE32_K, 8, 0, f"w{j}", PAYLOAD + 12 + 4 * j))
     ops.append((_JA, 0, 0, "final", 0))
     for j in range(words - 1, -1, -1):
-        ops += [f"w{j}", (_LD_ABS_W, 0, 0, 0, _PAYLOAD + 8 + 4 * j), (_XOR32_X, 7, 0, 0, 0),
-                (_MUL32_K, 7, 0, 0, _s32(_MIX)), (_MOV32_X, 0, 7, 0, 0),
+        ops += [f"w{j}", (_LD_ABS_W, 0, 0, 0, PAYLOAD + 8 + 4 * j), (_XOR32_X, 7, 0, 0, 0),
+                (_MUL32_K, 7, 0, 0, _s32(MIX)), (_MOV32_X, 0, 7, 0, 0),
                 (_RSH32_K, 0, 0, 0, 15), (_XOR32_X, 7, 0, 0, 0)]
     ops += ["final"]
-    for shift, factor in ((16, _FINAL_1), (13, _FINAL_2), (16, 0)):
+    for shift, factor in ((16, FINAL_1), (13, FINAL_2), (16, 0)):
         ops += [(_MOV32_X, 0, 7, 0, 0), (_RSH32_K, 0, 0, 0, shift), (_XOR32_X, 7, 0, 0, 0)]
         if factor:
             ops.append((_MUL32_K, 7, 0, 0, _s32(factor)))
@@ -242,7 +242,7 @@ def program(maps: Maps, salt: int, words: int = WORDS) -> list[bytes]:
         (_JGE64_X, 7, 1, "accept", 0),
         (_LDX_W, 1, 9, 4, 0),  # the mode
         (_JEQ64_K, 1, 0, "add", 0),
-        (_LD_ABS_W, 0, 0, 0, _SKF_NET_OFF + 12),  # IPv4 source (RFC 791)
+        (_LD_ABS_W, 0, 0, 0, SKF_NET_OFF + 12),  # IPv4 source (RFC 791)
         (_STX_W, 10, 0, -12, 0),
         (_LD_IMM64, 1, _PSEUDO_MAP_FD, 0, maps.sources),
         (_MOV64_X, 2, 10, 0, 0), (_ADD64_K, 2, 0, 0, -12),
@@ -274,7 +274,7 @@ def program(maps: Maps, salt: int, words: int = WORDS) -> list[bytes]:
 
 def _s32(value: int) -> int:
     """A 32-bit constant as the signed immediate of an instruction (ALU32 uses its 32 bits)."""
-    value &= _M32
+    value &= M32
     return value - (1 << 32) if value >= 1 << 31 else value
 
 

@@ -119,9 +119,29 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["BAND_QUIET", "HEADROOM", "HOLD", "MOST", "REFUSING", "STARVING", "SUSTAIN", "WORDS",
-           "KernelShed",
-           "held_share", "label_positions", "next_share", "program", "transaction_hash"]
+__all__ = [
+    "BAND_QUIET",
+    "FINAL_1",
+    "FINAL_2",
+    "HEADROOM",
+    "HOLD",
+    "M32",
+    "MIX",
+    "MOST",
+    "PAYLOAD",
+    "REFUSING",
+    "SKF_NET_OFF",
+    "STARVING",
+    "SUSTAIN",
+    "WORDS",
+    "KernelShed",
+    "held_share",
+    "label_positions",
+    "next_share",
+    "payload_word",
+    "program",
+    "transaction_hash",
+]
 
 log = logging.getLogger(__name__)
 
@@ -204,23 +224,25 @@ _JA = 0x05
 _JEQ_K = 0x15
 _JGE_K = 0x35
 _RET_K = 0x06
-_SKF_NET_OFF = -0x100000
+SKF_NET_OFF = -0x100000
 _ACCEPT = 0xFFFF_FFFF
 _DROP = 0
 #: On a UDP socket the filter sees the datagram from its UDP header (8 bytes) on, and its
 #: length (``BPF_LEN``) is the UDP length.
-_PAYLOAD = 8
+PAYLOAD = 8
+#: The hash's pieces (PAYLOAD, MIX, FINAL_1/2, M32, ``payload_word``, SKF_NET_OFF) are public:
+#: ``udpebpf`` builds the same hash and must stay in step with this one and ``_udpband.c``.
 #: The hash's multipliers: the golden ratio's for each word, MurmurHash3's finaliser after.
-_MIX = 0x9E37_79B1
-_FINAL_1, _FINAL_2 = 0x85EB_CA6B, 0xC2B2_AE35
+MIX = 0x9E37_79B1
+FINAL_1, FINAL_2 = 0x85EB_CA6B, 0xC2B2_AE35
 _INSN = struct.Struct("HBBI")
-_M32 = 0xFFFF_FFFF
+M32 = 0xFFFF_FFFF
 
 #: (code, jt, jf, k), where jt/jf (and k of a JA) may be a label to resolve.
 _Op = tuple[int, int | str, int | str, int | str]
 
 
-def _word(four: bytes) -> int:
+def payload_word(four: bytes) -> int:
     return int.from_bytes(four, "big")  # BPF_ABS loads are in network byte order
 
 
@@ -228,21 +250,21 @@ def transaction_hash(payload: bytes, salt: int, words: int = WORDS) -> int:
     """What ``program`` computes of a datagram (its UDP payload), in Python: the words after
     ``REGISTER`` that the datagram holds (at most ``words``), last first, each mixed into the
     salt; then MurmurHash3's finaliser.  The tests hold the kernel's verdicts against it."""
-    h = salt & _M32
+    h = salt & M32
     count = max(0, min(words, (len(payload) - 8) // 4))
     for j in range(count - 1, -1, -1):
-        m = ((h ^ _word(payload[8 + 4 * j:12 + 4 * j])) * _MIX) & _M32
+        m = ((h ^ payload_word(payload[8 + 4 * j:12 + 4 * j])) * MIX) & M32
         h = m ^ (m >> 15)
     h ^= h >> 16
-    h = (h * _FINAL_1) & _M32
+    h = (h * FINAL_1) & M32
     h ^= h >> 13
-    h = (h * _FINAL_2) & _M32
+    h = (h * FINAL_2) & M32
     return h ^ (h >> 16)
 
 
 def threshold(share: float) -> int:
     """Hashes under this are dropped."""
-    return min(int(share * 2**32), _M32)
+    return min(int(share * 2**32), M32)
 
 
 def program(share: float, sources: Iterable[str] = (), salt: int = 0,
@@ -252,32 +274,32 @@ def program(share: float, sources: Iterable[str] = (), salt: int = 0,
     heavy = [int(ipaddress.IPv4Address(s)) for s in sources][:MAX_SOURCES]
     ops: list[_Op | str] = [
         (_LD_W_LEN, 0, 0, 0),
-        (_JGE_K, 0, "accept", _PAYLOAD + 8),  # too short for "REGISTER": never loaded past
-        (_LD_W_ABS, 0, 0, _PAYLOAD),
-        (_JEQ_K, 0, "accept", _word(b"REGI")),
-        (_LD_W_ABS, 0, 0, _PAYLOAD + 4),
-        (_JEQ_K, "heavy" if heavy else "hash", 0, _word(b"STER")),
+        (_JGE_K, 0, "accept", PAYLOAD + 8),  # too short for "REGISTER": never loaded past
+        (_LD_W_ABS, 0, 0, PAYLOAD),
+        (_JEQ_K, 0, "accept", payload_word(b"REGI")),
+        (_LD_W_ABS, 0, 0, PAYLOAD + 4),
+        (_JEQ_K, "heavy" if heavy else "hash", 0, payload_word(b"STER")),
         "accept", (_RET_K, 0, 0, _ACCEPT),
     ]
     if heavy:
         # The source address, then one compare per heavy source: equal goes to the hash.
-        ops += ["heavy", (_LD_W_ABS, 0, 0, _SKF_NET_OFF + 12)]  # IPv4 source (RFC 791)
+        ops += ["heavy", (_LD_W_ABS, 0, 0, SKF_NET_OFF + 12)]  # IPv4 source (RFC 791)
         ops += [(_JEQ_K, "hash", 0, addr) for addr in heavy]
         ops.append((_RET_K, 0, 0, _ACCEPT))  # no heavy source: accept
     # The hash lives in X.  The longest run of words the datagram holds is found first
     # (from the last word down: one compare each), then entered where it starts, so each
     # word's load is known to be within the datagram.
-    ops += ["hash", (_LDX_IMM, 0, 0, salt & _M32), (_LD_W_LEN, 0, 0, 0)]
+    ops += ["hash", (_LDX_IMM, 0, 0, salt & M32), (_LD_W_LEN, 0, 0, 0)]
     for j in range(words - 1, -1, -1):
-        ops += [(_JGE_K, 0, 1, _PAYLOAD + 12 + 4 * j), (_JA, 0, 0, f"w{j}")]
+        ops += [(_JGE_K, 0, 1, PAYLOAD + 12 + 4 * j), (_JA, 0, 0, f"w{j}")]
     ops.append((_JA, 0, 0, "final"))  # no whole word after "REGISTER": the salt alone
     for j in range(words - 1, -1, -1):
-        ops += [f"w{j}", (_LD_W_ABS, 0, 0, _PAYLOAD + 8 + 4 * j), (_XOR_X, 0, 0, 0),
-                (_MUL_K, 0, 0, _MIX), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 15), (_XOR_X, 0, 0, 0),
+        ops += [f"w{j}", (_LD_W_ABS, 0, 0, PAYLOAD + 8 + 4 * j), (_XOR_X, 0, 0, 0),
+                (_MUL_K, 0, 0, MIX), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 15), (_XOR_X, 0, 0, 0),
                 (_TAX, 0, 0, 0)]
     ops += ["final", (_TXA, 0, 0, 0), (_RSH_K, 0, 0, 16), (_XOR_X, 0, 0, 0),
-            (_MUL_K, 0, 0, _FINAL_1), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 13), (_XOR_X, 0, 0, 0),
-            (_MUL_K, 0, 0, _FINAL_2), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 16), (_XOR_X, 0, 0, 0),
+            (_MUL_K, 0, 0, FINAL_1), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 13), (_XOR_X, 0, 0, 0),
+            (_MUL_K, 0, 0, FINAL_2), (_TAX, 0, 0, 0), (_RSH_K, 0, 0, 16), (_XOR_X, 0, 0, 0),
             (_JGE_K, "pass", 0, threshold(share)),
             (_RET_K, 0, 0, _DROP),
             "pass", (_RET_K, 0, 0, _ACCEPT)]
@@ -295,7 +317,7 @@ def _assemble(ops: list[_Op | str]) -> list[bytes]:
         here = len(out) + 1  # jumps count from the next instruction
         t, f = _relative(jt, at, here), _relative(jf, at, here)
         assert 0 <= t < 256 and 0 <= f < 256, op
-        out.append(_INSN.pack(code, t, f, _relative(k, at, here) & _M32))
+        out.append(_INSN.pack(code, t, f, _relative(k, at, here) & M32))
     return out
 
 
